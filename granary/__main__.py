@@ -1,0 +1,3 @@
+from granary.cli import main
+
+main()

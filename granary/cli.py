@@ -1,0 +1,259 @@
+"""`granary`: the command line front door (Typer)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from granary.settings import Settings, load_settings
+from lifecycle.spec import STAGES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Granary: build, version and publish high-quality AI datasets.")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# ---- stack ------------------------------------------------------------------------------------
+@app.command()
+def up() -> None:
+    """Start the local stack (S3 server and Airflow) and wait until both answer."""
+    from granary.stack import LocalStack, StackError
+
+    s = _settings()
+    try:
+        with console.status("starting the local stack..."):
+            LocalStack(s, echo=console.print).up()
+    except StackError as e:
+        _fail(str(e))
+    _print_where(s)
+
+
+@app.command()
+def down() -> None:
+    """Stop the processes `granary up` started; data stays under the home."""
+    from granary.stack import LocalStack
+
+    stopped = LocalStack(_settings()).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status() -> None:
+    """Show each component of the local stack, its URL and pid."""
+    from granary.stack import LocalStack
+
+    table = Table("component", "state", "url", "pid")
+    for c in LocalStack(_settings()).status():
+        table.add_row(c.name, "[green]running[/]" if c.running else "[red]stopped[/]", c.url,
+                      str(c.pid or "-"))
+    console.print(table)
+
+
+def _print_where(s: Settings) -> None:
+    console.print(f"Airflow UI: {s.api_url}  (user [bold]{s.airflow_user}[/], password in "
+                  f"{s.airflow_home / 'simple_auth_manager_passwords.json'})")
+    console.print(f"S3 endpoint: {s.endpoint_url}  (credentials in {s.home}/s3-credentials.json)")
+
+
+# ---- runs -------------------------------------------------------------------------------------
+def _client(s: Settings) -> Any:
+    from granary.airflow_client import AirflowClient
+
+    s = load_settings()  # the password file may have been written since start-up
+    if s.airflow_password is None:
+        _fail(f"no Airflow password: start the stack first (`granary up`) or set "
+              "GRANARY_AIRFLOW_PASSWORD")
+    assert s.airflow_password is not None
+    return AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())
+
+
+def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "collect",
+                     last_stage: str = "publish", timeout: float = 1800) -> tuple[str, str]:
+    """Unpause and trigger a dataset's DAG, show progress, and return (run id, final state)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lineage.naming import dag_id
+
+    s = _settings()
+    client = _client(s)
+    did = dag_id(dataset)
+    with console.status(f"waiting for Airflow to load {did}..."):
+        client.wait_for_dag(did)
+    client.unpause(did)
+    run_id = client.trigger(did, {"mode": mode, "first_stage": first_stage,
+                                  "last_stage": last_stage})
+    console.print(f"triggered {did} run [bold]{run_id}[/]")
+    deadline = time.monotonic() + timeout
+    state = "queued"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(dataset, total=None, now="queued")
+        while time.monotonic() < deadline:
+            tis = client.task_instances(did, run_id)
+            done = [t for t in tis if t.get("state") in ("success", "skipped", "failed",
+                                                         "upstream_failed")]
+            running = [t["task_id"] for t in tis if t.get("state") == "running"]
+            progress.update(bar, total=max(len(tis), 1), completed=len(done),
+                            now=", ".join(running) or "")
+            state = client.dag_run(did, run_id).get("state", "")
+            if state in ("success", "failed"):
+                break
+            time.sleep(3)
+    if state == "failed":
+        for t in client.task_instances(did, run_id):
+            if t.get("state") == "failed":
+                text = client.task_log(did, run_id, t["task_id"], int(t.get("try_number", 1)))
+                reason = [ln for ln in text.splitlines() if "Error" in ln or "error" in ln]
+                err.print(f"[red]task {t['task_id']} failed[/]: "
+                          f"{(reason[-1] if reason else 'see its log in the Airflow UI')[:800]}")
+    return run_id, state
+
+
+def print_run(dataset: str, run_id: str) -> None:
+    from granary.runtime import catalog
+
+    cat = catalog(_settings())
+    table = Table("stage", "status", "counts", title=f"{dataset} run {run_id}")
+    for r in cat.stage_results(dataset, run_id):
+        counts = ", ".join(f"{k}={v}" for k, v in r.counts.items()
+                           if not isinstance(v, dict | list))
+        table.add_row(r.stage, r.status, counts)
+    console.print(table)
+    v = cat.version_for_run(dataset, run_id)
+    if v:
+        console.print(f"published [bold green]{v.ref}[/] (tag {v.tag}, {v.row_count} records, "
+                      f"git {v.git_rev[:10]})")
+
+
+@app.command()
+def run(dataset: str,
+        mode: Annotated[str, typer.Option(help="full or incremental")] = "full",
+        first_stage: Annotated[str, typer.Option(help="first stage to run")] = "collect",
+        last_stage: Annotated[str, typer.Option(help="last stage to run")] = "publish") -> None:
+    """Trigger DATASET's lifecycle DAG in Airflow and wait for it."""
+    for name, value in (("--first-stage", first_stage), ("--last-stage", last_stage)):
+        if value not in STAGES:
+            _fail(f"{name} {value!r} is not a stage; choose one of {', '.join(STAGES)}")
+    if mode not in ("full", "incremental"):
+        _fail(f"--mode {mode!r}: choose full or incremental")
+    run_id, state = trigger_and_wait(dataset, mode, first_stage, last_stage)
+    print_run(dataset, run_id)
+    if state != "success":
+        _fail(f"run {run_id} ended {state}")
+
+
+# ---- catalog ----------------------------------------------------------------------------------
+@app.command()
+def datasets() -> None:
+    """List the datasets in the catalog with their newest version."""
+    from granary.runtime import catalog
+
+    cat = catalog(_settings())
+    cat.migrate()
+    table = Table("dataset", "title", "domain", "licence", "latest", "records")
+    for d in cat.datasets():
+        v = cat.get_version(d.name)
+        table.add_row(d.name, d.title, d.domain, d.licence, f"v{v.version}" if v else "-",
+                      str(v.row_count) if v else "-")
+    console.print(table)
+
+
+@app.command()
+def versions(dataset: str) -> None:
+    """List the published versions of DATASET."""
+    from granary.runtime import catalog
+
+    cat = catalog(_settings())
+    cat.migrate()
+    rows = cat.versions(dataset)
+    if not rows:
+        _fail(f"{dataset} has no published version yet (run it: `granary run {dataset}`)")
+    table = Table("version", "tag", "records", "content sha256", "published", "run")
+    for v in rows:
+        table.add_row(f"v{v.version}", v.tag, str(v.row_count), v.content_hash[:16],
+                      v.created_at.strftime("%Y-%m-%d %H:%M"), v.run_id)
+    console.print(table)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    m = re.fullmatch(r"([a-z][a-z0-9_]*)(?:@(?:v?(\d+)|latest))?", ref)
+    if not m:
+        raise typer.BadParameter(f"{ref!r}: use DATASET@vN, DATASET@N or DATASET@latest")
+    return m.group(1), int(m.group(2)) if m.group(2) else None
+
+
+@app.command()
+def get(ref: str, to: Annotated[Path, typer.Option("--to", help="destination folder")]) -> None:
+    """Download DATASET@VERSION (e.g. zh_shopping_reviews@v1) from the registry into --to."""
+    from granary.runtime import catalog, registry
+
+    s = _settings()
+    dataset, number = parse_ref(ref)
+    v = catalog(s).get_version(dataset, number)
+    if v is None:
+        _fail(f"{ref}: no such published version (see `granary versions {dataset}`)")
+    assert v is not None
+    with console.status(f"fetching {v.ref} from the registry..."):
+        dest = registry(s).fetch(dataset, v.version, to)
+    files = sorted(p.name for p in dest.iterdir())
+    console.print(f"{v.ref} -> {dest}: {', '.join(files)}")
+
+
+# ---- demo -------------------------------------------------------------------------------------
+@app.command()
+def demo() -> None:
+    """Stage the sample data, start the stack, run zh_shopping_reviews and show the result."""
+    from granary.demo import stage_sample
+
+    s = _settings()
+    staged = stage_sample(s.inbox_dir)
+    console.print(f"staged the sample reviews: {', '.join(str(p) for p in staged)}")
+    up()
+    run_id, state = trigger_and_wait("zh_shopping_reviews")
+    print_run("zh_shopping_reviews", run_id)
+    if state != "success":
+        _fail(f"the demo run {run_id} ended {state}; see the Airflow UI")
+    versions("zh_shopping_reviews")
+    _print_where(s)
+    console.print("Stop everything with `make down` (data stays in .granary/).")
+
+
+def main() -> None:
+    from granary.airflow_client import AirflowError
+    from lifecycle.errors import LifecycleError
+    from lifecycle.spec import SpecError
+    from storage.catalog import CatalogError
+    from storage.objectstore import StorageError
+    from storage.registry import RegistryError
+
+    try:
+        app(standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (AirflowError, LifecycleError, SpecError, CatalogError, StorageError,
+            RegistryError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Wiring between settings and the lifecycle: build the services, run one stage.
+
+DAG tasks and the CLI call :func:`run_stage`; it resolves settings, builds a
+:class:`~lifecycle.context.StageContext`, runs the stage, records the result in the catalog and
+returns a small JSON-able reference (never data).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from granary.settings import Settings, load_settings
+from lifecycle.spec import STAGES, DatasetSpec, load_spec
+from storage.catalog import Catalog
+from storage.objectstore import ObjectStore
+from storage.registry import DvcRegistry
+
+log = logging.getLogger(__name__)
+
+
+class StageSkipped(Exception):
+    """The stage lies after the run's last stage."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ObjectStore
+    catalog: Catalog
+    registry: DvcRegistry
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    cfg = settings.to_minio()
+    return ObjectStore.connect(cfg.pop("endpoint"), cfg.pop("access_key"), cfg.pop("secret_key"),
+                               **cfg)
+
+
+def registry(settings: Settings) -> DvcRegistry:
+    return DvcRegistry(settings.registry, settings.to_dvc_remote(), settings.s3_env(),
+                       settings.home / "locks" / "registry.lock")
+
+
+def catalog(settings: Settings) -> Catalog:
+    return Catalog(settings.catalog_url)
+
+
+def services(settings: Settings | None = None) -> Services:
+    settings = settings or load_settings()
+    return Services(settings, object_store(settings), catalog(settings), registry(settings))
+
+
+def bootstrap(svc: Services) -> None:
+    """Buckets (raw versioned), catalog schema and registry repository; idempotent."""
+    s = svc.settings
+    svc.store.ensure_bucket(s.bucket_raw, versioning=True)
+    svc.store.ensure_bucket(s.bucket_work)
+    svc.store.ensure_bucket(s.bucket_registry)
+    svc.catalog.migrate()
+    svc.registry.ensure()
+
+
+def load_dataset(settings: Settings, dataset: str) -> DatasetSpec:
+    return load_spec(settings.datasets_dir / f"{dataset}.yaml").spec
+
+
+def stage_range(params: dict[str, Any]) -> tuple[int, int]:
+    first = STAGES.index(params.get("first_stage") or STAGES[0])
+    last = STAGES.index(params.get("last_stage") or STAGES[-1])
+    if first > last:
+        raise ValueError(f"first_stage {STAGES[first]!r} comes after last_stage "
+                         f"{STAGES[last]!r}; pick a first stage at or before the last")
+    return first, last
+
+
+def begin_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    svc = services()
+    stage_range(params)
+    spec = load_dataset(svc.settings, dataset)
+    bootstrap(svc)
+    loaded = load_spec(svc.settings.datasets_dir / f"{dataset}.yaml")
+    svc.catalog.upsert_dataset(
+        spec.name, title=spec.title, description=spec.description, domain=spec.domain,
+        modality=spec.modality, task=spec.task, licence=spec.licence.id,
+        spec_hash=loaded.sha256)
+    svc.catalog.start_run(dataset, run_id, str(params.get("mode", "full")))
+    return {"dataset": dataset, "run_id": run_id, "spec_sha256": loaded.sha256}
+
+
+def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
+              upstream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task."""
+    from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+    from lifecycle.context import StageContext
+
+    first, last = stage_range(params)
+    index = STAGES.index(stage)
+    svc = services()
+    if index > last:
+        raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
+    if index < first:
+        previous = svc.catalog.latest_stage_result(dataset, stage)
+        if previous is None:
+            raise ValueError(
+                f"run starts at {STAGES[first]!r}, but {dataset} has no earlier successful "
+                f"{stage!r} output to start from; run from {stage!r} first")
+        log.info("reusing %s output of an earlier run: %s", stage, previous.output_uri)
+        return {"stage": stage, "manifest_uri": previous.output_uri,
+                "counts": dict(previous.counts), "status": "reused"}
+
+    ctx = StageContext(spec=load_dataset(svc.settings, dataset), run_id=run_id,
+                       store=svc.store, catalog=svc.catalog, registry=svc.registry,
+                       raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
+                       inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")))
+    try:
+        if stage == "collect":
+            result = collect.run(ctx)
+        else:
+            if upstream is None:
+                raise ValueError(f"{stage} needs the output of the stage before it")
+            module = {"preprocess": preprocess, "annotate": annotate, "synthesize": synthesize,
+                      "evaluate": evaluate, "publish": publish}[stage]
+            result = module.run(ctx, upstream)
+    except Exception as e:
+        try:
+            svc.catalog.record_stage(dataset, run_id, stage, "failed", "", {"error": str(e)})
+        except Exception:  # the catalog may be the thing that failed; the task error says why
+            log.exception("could not record the failure of %s in the catalog", stage)
+        raise
+    svc.catalog.record_stage(dataset, run_id, stage, result.status, result.manifest_uri,
+                             result.counts)
+    return result.to_xcom()
+
+
+def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Record the run's outcome from the stage results it left in the catalog."""
+    svc = services()
+    first, last = stage_range(params)
+    results = {r.stage: r for r in svc.catalog.stage_results(dataset, run_id)}
+    expected = STAGES[first:last + 1]
+    missing = [s for s in expected if s not in results or results[s].status != "success"]
+    status = "failed" if missing else "success"
+    message = f"stages not completed: {', '.join(missing)}" if missing else ""
+    version = svc.catalog.version_for_run(dataset, run_id)
+    if version is not None:
+        message = f"published {version.ref}"
+    svc.catalog.finish_run(dataset, run_id, status, message)
+    return {"status": status, "message": message}

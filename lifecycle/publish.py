@@ -1,0 +1,105 @@
+"""Publishing: write the version's files, commit and tag them in the DVC registry, and record
+the version in the catalog.
+
+Idempotent: a retried task finds the tag its run already pushed and the catalog row it wrote,
+and returns them instead of making a second version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lifecycle import shards
+from lifecycle.context import StageContext, StageResult
+from lifecycle.errors import QualityGateFailed
+from storage.catalog import Version
+
+log = logging.getLogger(__name__)
+STAGE = "publish"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
+    """Write the records in each format; deterministic bytes for the same records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+    if "parquet" in formats:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "data.parquet",
+                       compression="zstd")
+    if "jsonl" in formats:
+        with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
+            for rec in df.to_dict(orient="records"):
+                clean = {k: (None if _isna(v) else v) for k, v in rec.items()}
+                fh.write(json.dumps(clean, ensure_ascii=False, sort_keys=True) + "\n")
+    if "csv" in formats:
+        df.to_csv(folder / "data.csv", index=False)
+    for path in sorted(folder.iterdir()):
+        files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return files
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+    spec = ctx.spec
+    done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
+    if done is not None:
+        log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
+        return _result(done, reused=True)
+    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+    quality = manifest.get("quality") or {}
+    if not quality.get("passed"):
+        raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
+                                "its gate; nothing is published")
+    df = shards.read_table(ctx.store, manifest)
+    with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
+        folder = Path(tmp) / spec.name
+        files = write_files(df, folder, list(spec.publish.formats))
+        content_hash = hashlib.sha256(
+            "".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items())).encode()).hexdigest()
+        release = {
+            "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
+            "row_count": len(df), "content_hash": content_hash, "files": files,
+            "columns": [str(c) for c in df.columns], "run_id": ctx.run_id,
+            "source_manifest": upstream["manifest_uri"],
+            "quality": {"passed": True, "checks": len(quality.get("checks", []))},
+        }
+        (folder / "manifest.json").write_text(
+            json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+        published = ctx.registry.publish(spec.name, folder, ctx.run_id,
+                                         f"{spec.title}: {len(df)} records")
+    version = ctx.catalog.add_version(Version(
+        dataset=spec.name, version=published.version, tag=published.tag,
+        git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
+        row_count=len(df), run_id=ctx.run_id, files=files,
+        quality={"passed": True, "checks": quality.get("checks", [])}, created_at=ctx.now))
+    log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
+    return _result(version, reused=published.reused)
+
+
+def _result(v: Version, reused: bool) -> StageResult:
+    counts = {"in": v.row_count, "kept": v.row_count, "version": v.version}
+    return StageResult(STAGE, f"registry:{v.tag}", counts,
+                       extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
+                              "content_hash": v.content_hash, "reused": reused})

@@ -1,0 +1,111 @@
+"""Stage outputs in object storage: Parquet shards plus a small JSON manifest.
+
+The manifest is written last, atomically: a stage's output exists exactly when its manifest
+does. It records the schema, row counts, each shard's sha256, and a content hash over them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lifecycle.context import StageContext
+from storage import keys
+from storage.objectstore import ObjectStore
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def table_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_table(ctx: StageContext, stage: str, df: pd.DataFrame,
+                table: str | None = None) -> list[dict[str, Any]]:
+    """Write ``df`` as Parquet shards of at most ``ctx.rows_per_shard`` rows."""
+    shards: list[dict[str, Any]] = []
+    step = max(ctx.rows_per_shard, 1)
+    starts = range(0, len(df), step) if len(df) else [0]
+    for index, start in enumerate(starts):
+        part = df.iloc[start:start + step]
+        data = table_bytes(part)
+        key = keys.shard_key(ctx.dataset, ctx.run_id, stage, index, table)
+        ctx.store.write_atomic(ctx.work_bucket, key, data, "application/vnd.apache.parquet")
+        shards.append({"key": key, "rows": len(part), "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()})
+    return shards
+
+
+def write_manifest(ctx: StageContext, stage: str, df: pd.DataFrame,
+                   shards: list[dict[str, Any]], counts: dict[str, Any],
+                   tables: dict[str, list[dict[str, Any]]] | None = None,
+                   extra: dict[str, Any] | None = None) -> str:
+    content = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
+    manifest = {
+        "dataset": ctx.dataset,
+        "run_id": ctx.run_id,
+        "stage": stage,
+        "created_at": datetime.now(UTC).isoformat(),
+        "schema": [{"name": str(c), "type": str(t)} for c, t in df.dtypes.items()],
+        "row_count": int(sum(s["rows"] for s in shards)),
+        "content_hash": content,
+        "shards": shards,
+        "tables": tables or {},
+        "counts": counts,
+        **(extra or {}),
+    }
+    key = keys.manifest_key(ctx.dataset, ctx.run_id, stage)
+    body = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode()
+    ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
+    return f"s3://{ctx.work_bucket}/{key}"
+
+
+def read_manifest(store: ObjectStore, uri: str) -> dict[str, Any]:
+    bucket, key = parse_uri(uri)
+    manifest: dict[str, Any] = json.loads(store.get_bytes(bucket, key))
+    manifest["_bucket"] = bucket
+    return manifest
+
+
+def read_table(store: ObjectStore, manifest: dict[str, Any],
+               table: str | None = None) -> pd.DataFrame:
+    """Read the main records (or a side table) back, verifying every shard's sha256."""
+    shards = manifest["shards"] if table is None else manifest["tables"].get(table, [])
+    frames = []
+    for shard in shards:
+        data = store.get_bytes(manifest["_bucket"], shard["key"])
+        if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            raise ValueError(f"shard s3://{manifest['_bucket']}/{shard['key']} does not match "
+                             "its manifest hash: the stage output was altered; rerun the stage")
+        frames.append(pq.read_table(io.BytesIO(data)).to_pandas())
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def passthrough_manifest(ctx: StageContext, stage: str, upstream_uri: str,
+                         counts: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """A manifest for ``stage`` that reuses the upstream shards unchanged (no data copied)."""
+    manifest = read_manifest(ctx.store, upstream_uri)
+    manifest.pop("_bucket", None)
+    out = {**manifest, "stage": stage, "run_id": ctx.run_id, "counts": counts,
+           "created_at": datetime.now(UTC).isoformat(), "data_from": upstream_uri,
+           **(extra or {})}
+    key = keys.manifest_key(ctx.dataset, ctx.run_id, stage)
+    body = json.dumps(out, ensure_ascii=False, indent=2, sort_keys=True).encode()
+    ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
+    return f"s3://{ctx.work_bucket}/{key}"

@@ -1,0 +1,1 @@
+"""OpenLineage naming (and, with the lineage issue, emission and the lineage store)."""

@@ -1,0 +1,1 @@
+"""Object store, key layout, DVC registry and catalog database."""

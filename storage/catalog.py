@@ -1,0 +1,227 @@
+"""The catalog repository: datasets, runs, stage results and versions in one SQL database.
+
+SQLite under the Granary home by default, PostgreSQL in production and CI. Every write is an
+upsert keyed by natural keys (dataset, run id, stage, version), so a retried task leaves one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.models import DatasetRow, RunRow, StageResultRow, VersionRow
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class CatalogError(RuntimeError):
+    """The catalog database could not be reached or refused a write."""
+
+
+@dataclass(frozen=True)
+class Version:
+    dataset: str
+    version: int
+    tag: str
+    git_rev: str
+    dvc_md5: str
+    content_hash: str
+    row_count: int
+    run_id: str
+    files: dict[str, Any]
+    quality: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}@v{self.version}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_version(row: VersionRow) -> Version:
+    return Version(row.dataset, row.version, row.tag, row.git_rev, row.dvc_md5, row.content_hash,
+                   row.row_count, row.run_id, dict(row.files or {}), dict(row.quality or {}),
+                   row.created_at)
+
+
+class Catalog:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+            Path(url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # ---- schema ------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as e:
+            raise CatalogError(f"cannot migrate the catalog at {self.safe_url}: {e.orig}") from e
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def session(self) -> Session:
+        return self._session()
+
+    def _write(self, what: str, fn: Any) -> Any:
+        try:
+            with self.session() as s, s.begin():
+                return fn(s)
+        except OperationalError as e:
+            raise CatalogError(
+                f"catalog write failed ({what}) at {self.safe_url}: {e.orig}. "
+                "Is the database running and migrated (`granary up`)?"
+            ) from e
+
+    # ---- datasets ----------------------------------------------------------------------------
+    def upsert_dataset(self, name: str, **fields: Any) -> None:
+        def write(s: Session) -> None:
+            row = s.get(DatasetRow, name)
+            if row is None:
+                row = DatasetRow(name=name, title=fields.get("title", name), updated_at=_now())
+                s.add(row)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = _now()
+
+        self._write(f"dataset {name}", write)
+
+    def datasets(self) -> list[DatasetRow]:
+        with self.session() as s:
+            return list(s.scalars(select(DatasetRow).order_by(DatasetRow.name)))
+
+    # ---- runs --------------------------------------------------------------------------------
+    def start_run(self, dataset: str, run_id: str, mode: str) -> None:
+        def write(s: Session) -> None:
+            row = s.scalar(select(RunRow).filter_by(dataset=dataset, run_id=run_id))
+            if row is None:
+                s.add(RunRow(dataset=dataset, run_id=run_id, mode=mode, status="running",
+                             message="", started_at=_now()))
+            else:
+                row.status, row.mode, row.ended_at = "running", mode, None
+
+        self._write(f"run {dataset}/{run_id}", write)
+
+    def finish_run(self, dataset: str, run_id: str, status: str, message: str = "") -> None:
+        def write(s: Session) -> None:
+            row = s.scalar(select(RunRow).filter_by(dataset=dataset, run_id=run_id))
+            if row is None:
+                row = RunRow(dataset=dataset, run_id=run_id, mode="full", started_at=_now())
+                s.add(row)
+            row.status, row.message, row.ended_at = status, message, _now()
+
+        self._write(f"run {dataset}/{run_id}", write)
+
+    def run(self, dataset: str, run_id: str) -> RunRow | None:
+        with self.session() as s:
+            return s.scalar(select(RunRow).filter_by(dataset=dataset, run_id=run_id))
+
+    # ---- stage results -----------------------------------------------------------------------
+    def record_stage(self, dataset: str, run_id: str, stage: str, status: str,
+                     output_uri: str, counts: dict[str, Any]) -> None:
+        def write(s: Session) -> None:
+            row = s.scalar(select(StageResultRow).filter_by(dataset=dataset, run_id=run_id,
+                                                            stage=stage))
+            if row is None:
+                row = StageResultRow(dataset=dataset, run_id=run_id, stage=stage,
+                                     created_at=_now())
+                s.add(row)
+            row.status, row.output_uri, row.counts = status, output_uri, counts
+            row.created_at = _now()
+
+        self._write(f"stage result {dataset}/{run_id}/{stage}", write)
+
+    def stage_results(self, dataset: str, run_id: str) -> list[StageResultRow]:
+        with self.session() as s:
+            q = select(StageResultRow).filter_by(dataset=dataset, run_id=run_id)
+            return list(s.scalars(q.order_by(StageResultRow.id)))
+
+    def latest_stage_result(self, dataset: str, stage: str) -> StageResultRow | None:
+        """Newest successful output of ``stage`` for ``dataset`` (a run may start mid-way)."""
+        with self.session() as s:
+            q = (select(StageResultRow)
+                 .filter_by(dataset=dataset, stage=stage, status="success")
+                 .order_by(StageResultRow.created_at.desc(), StageResultRow.id.desc()).limit(1))
+            return s.scalar(q)
+
+    # ---- versions ----------------------------------------------------------------------------
+    def next_version(self, dataset: str) -> int:
+        with self.session() as s:
+            current = s.scalar(select(func.max(VersionRow.version)).filter_by(dataset=dataset))
+            return int(current or 0) + 1
+
+    def add_version(self, v: Version) -> Version:
+        """Insert the version, or return the one this run already published (idempotent)."""
+
+        def write(s: Session) -> Version:
+            existing = s.scalar(select(VersionRow).filter_by(dataset=v.dataset, run_id=v.run_id))
+            if existing is not None:
+                return _to_version(existing)
+            row = VersionRow(dataset=v.dataset, version=v.version, tag=v.tag, git_rev=v.git_rev,
+                             dvc_md5=v.dvc_md5, content_hash=v.content_hash,
+                             row_count=v.row_count, run_id=v.run_id, files=v.files,
+                             quality=v.quality, created_at=v.created_at)
+            s.add(row)
+            s.flush()
+            return _to_version(row)
+
+        return self._write(f"version {v.ref}", write)
+
+    def version_for_run(self, dataset: str, run_id: str) -> Version | None:
+        with self.session() as s:
+            row = s.scalar(select(VersionRow).filter_by(dataset=dataset, run_id=run_id))
+            return _to_version(row) if row else None
+
+    def versions(self, dataset: str) -> list[Version]:
+        with self.session() as s:
+            rows = s.scalars(select(VersionRow).filter_by(dataset=dataset)
+                             .order_by(VersionRow.version))
+            return [_to_version(r) for r in rows]
+
+    def get_version(self, dataset: str, version: int | None = None) -> Version | None:
+        """A version by number, or the newest one when ``version`` is None."""
+        with self.session() as s:
+            q = select(VersionRow).filter_by(dataset=dataset)
+            if version is None:
+                q = q.order_by(VersionRow.version.desc()).limit(1)
+            else:
+                q = q.filter_by(version=version)
+            row = s.scalar(q)
+            return _to_version(row) if row else None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,248 @@
+"""All object access, over plain S3 through the ``minio`` SDK (MinIO, SeaweedFS, Ceph, AWS...).
+
+Nothing here uses MinIO-only admin APIs. Transient failures (connection refused, timeouts,
+5xx, SlowDown) are retried with exponential backoff; permanent ones (access denied, bad
+credentials, missing key) raise :class:`StorageError` at once with what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from storage import keys
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
+CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+
+
+class StorageError(RuntimeError):
+    """An object-store operation failed for good; the message says which object and why."""
+
+
+class ObjectNotFound(StorageError):
+    """The object (or bucket) does not exist."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+
+class ObjectStore:
+    """A thin, retrying facade over one S3 endpoint. Built from ``Settings.to_minio()``."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+    ) -> None:
+        self._client = client
+        self._retries = retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+
+    @classmethod
+    def connect(cls, endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
+                region: str | None = "us-east-1", **kwargs: Any) -> ObjectStore:
+        import urllib3
+        from minio import Minio
+
+        # Short connect timeout so a stopped server is noticed quickly and retried here,
+        # with our own backoff, instead of urllib3's long default.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=120),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2,
+                                  status_forcelist=[500, 502, 503, 504]),
+            maxsize=10,
+        )
+        client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                       region=region, http_client=http)
+        return cls(client, **kwargs)
+
+    # ---- retry core ------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        from minio.error import S3Error
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                return fn()
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchVersion"):
+                    raise ObjectNotFound(f"{what}: {e.code} ({e.message})") from e
+                if e.code in CREDENTIAL_CODES:
+                    raise StorageError(
+                        f"{what}: the S3 server refused the credentials ({e.code}). Check "
+                        "GRANARY_S3_ACCESS_KEY / GRANARY_S3_SECRET_KEY."
+                    ) from e
+                if e.code not in TRANSIENT_CODES or attempt == self._retries:
+                    raise StorageError(f"{what}: {e.code}: {e.message}") from e
+                err: Exception = e
+            except (Urllib3Error, ConnectionError, TimeoutError) as e:
+                if attempt == self._retries:
+                    raise StorageError(
+                        f"{what}: the S3 server did not answer after {self._retries + 1} "
+                        f"attempts ({type(e).__name__}: {e}). Is it running (`granary status`)?"
+                    ) from e
+                err = e
+            log.warning("%s failed (%s), retry %d/%d in %.1fs", what, err, attempt + 1,
+                        self._retries, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
+        raise AssertionError("unreachable")
+
+    # ---- buckets ---------------------------------------------------------------------------
+    def ensure_bucket(self, bucket: str, *, versioning: bool = False) -> None:
+        from minio.commonconfig import ENABLED
+        from minio.versioningconfig import VersioningConfig
+
+        if not self._call(f"check bucket {bucket}", lambda: self._client.bucket_exists(bucket)):
+            try:
+                self._call(f"create bucket {bucket}", lambda: self._client.make_bucket(bucket))
+            except StorageError as e:
+                if "BucketAlreadyOwnedByYou" not in str(e) and "BucketAlreadyExists" not in str(e):
+                    raise
+        if versioning:
+            self._call(
+                f"enable versioning on {bucket}",
+                lambda: self._client.set_bucket_versioning(bucket, VersioningConfig(ENABLED)),
+            )
+
+    # ---- objects ---------------------------------------------------------------------------
+    def put_bytes(self, bucket: str, key: str, data: bytes,
+                  content_type: str = "application/octet-stream",
+                  metadata: dict[str, str] | None = None) -> ObjectInfo:
+        def put() -> Any:
+            return self._client.put_object(bucket, key, io.BytesIO(data), len(data),
+                                           content_type=content_type, metadata=metadata)
+
+        res = self._call(f"put s3://{bucket}/{key}", put)
+        return ObjectInfo(bucket, key, len(data), res.etag, res.version_id)
+
+    def put_file(self, bucket: str, key: str, path: Path,
+                 content_type: str = "application/octet-stream",
+                 metadata: dict[str, str] | None = None) -> ObjectInfo:
+        res = self._call(
+            f"upload {path} to s3://{bucket}/{key}",
+            lambda: self._client.fput_object(bucket, key, str(path), content_type=content_type,
+                                             metadata=metadata),
+        )
+        return ObjectInfo(bucket, key, path.stat().st_size, res.etag, res.version_id)
+
+    def write_atomic(self, bucket: str, key: str, data: bytes,
+                     content_type: str = "application/octet-stream") -> ObjectInfo:
+        """Write to a temporary key, then promote by server-side copy: readers of ``key``
+        see the old object or the whole new one, never a part; a retry simply rewrites it."""
+        tmp = keys.tmp_key(uuid.uuid4().hex, key)
+        self.put_bytes(bucket, tmp, data, content_type)
+        try:
+            return self.promote(bucket, tmp, key)
+        finally:
+            self.delete(bucket, tmp)
+
+    def promote(self, bucket: str, tmp_key: str, key: str) -> ObjectInfo:
+        from minio.commonconfig import CopySource
+
+        res = self._call(
+            f"promote s3://{bucket}/{tmp_key} to {key}",
+            lambda: self._client.copy_object(bucket, key, CopySource(bucket, tmp_key)),
+        )
+        info = self.stat(bucket, key)
+        return ObjectInfo(bucket, key, info.size, res.etag or info.etag, res.version_id)
+
+    def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        def get() -> bytes:
+            resp = self._client.get_object(bucket, key, version_id=version_id)
+            try:
+                return bytes(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call(f"get s3://{bucket}/{key}", get)
+
+    def stream(self, bucket: str, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the object in chunks; memory stays bounded by ``chunk_size``."""
+        resp = self._call(f"open s3://{bucket}/{key}", lambda: self._client.get_object(bucket, key))
+        try:
+            yield from resp.stream(chunk_size)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def download(self, bucket: str, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as fh:
+            for chunk in self.stream(bucket, key):
+                fh.write(chunk)
+        return dest
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        o = self._call(f"stat s3://{bucket}/{key}", lambda: self._client.stat_object(bucket, key))
+        return ObjectInfo(bucket, key, int(o.size or 0), str(o.etag), o.version_id)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.stat(bucket, key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
+        """All objects under ``prefix``; the SDK pages through the listing for us."""
+        objects = self._call(
+            f"list s3://{bucket}/{prefix}",
+            lambda: iter(self._client.list_objects(bucket, prefix=prefix, recursive=recursive)),
+        )
+        for o in objects:
+            if o.is_dir:
+                continue
+            yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag), o.version_id)
+
+    def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        from minio.commonconfig import CopySource
+
+        self._call(
+            f"copy s3://{bucket}/{src_key} to s3://{dst_bucket}/{dst_key}",
+            lambda: self._client.copy_object(dst_bucket, dst_key, CopySource(bucket, src_key)),
+        )
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._call(f"delete s3://{bucket}/{key}", lambda: self._client.remove_object(bucket, key))
+
+    def presigned_get(self, bucket: str, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        return self._call(
+            f"presign s3://{bucket}/{key}",
+            lambda: self._client.presigned_get_object(bucket, key, expires=expires),
+        )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_stream(fh: BinaryIO, chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(chunk_size), b""):
+        h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,209 @@
+"""The DVC registry: a git repository whose DVC remote is the registry bucket.
+
+Locally the repository is a bare git repo under the Granary home; in production it is any git
+URL. A publish clones it, replaces ``datasets/<name>/`` with the new files, ``dvc add``s the
+folder, commits, tags ``<name>/v<N>``, pushes the data to the bucket and the commit and tag to
+git. Publishes are serialised by a file lock (and, in Airflow, a one-slot pool); a push that
+loses a race to another machine is rebased and retried, so no tag is ever lost.
+
+A consumer needs only git, dvc and S3 credentials:
+``dvc get <registry> datasets/<name> --rev <name>/v<N>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from storage import keys
+
+log = logging.getLogger(__name__)
+
+REMOTE = "registry"
+_GIT_ID = ["-c", "user.name=Granary", "-c", "user.email=granary@localhost",
+           "-c", "init.defaultBranch=main", "-c", "advice.detachedHead=false"]
+
+
+class RegistryError(RuntimeError):
+    """A git or DVC step of the registry failed; the message names the step and its output."""
+
+
+@dataclass(frozen=True)
+class Published:
+    dataset: str
+    version: int
+    tag: str
+    git_rev: str
+    dvc_md5: str
+    reused: bool = False  # the tag already existed for this run (a retried task)
+
+
+class DvcRegistry:
+    def __init__(self, url: str, remote: Mapping[str, str], env: Mapping[str, str],
+                 lock_path: Path, *, push_retries: int = 5) -> None:
+        self.url = url
+        self.remote = dict(remote)
+        self.push_retries = push_retries
+        self.lock_path = lock_path
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
+        self.env = {**base, **env, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0",
+                    # plain S3 servers (SeaweedFS, older MinIO) reject the new default checksums
+                    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def _run(self, args: list[str], cwd: Path | None, what: str) -> str:
+        proc = subprocess.run(args, cwd=cwd, env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out = (proc.stderr or proc.stdout).strip()[-2000:]
+            raise RegistryError(f"registry: {what} failed (exit {proc.returncode}): {out}")
+        return proc.stdout
+
+    def _git(self, cwd: Path | None, *args: str) -> str:
+        return self._run(["git", *_GIT_ID, *args], cwd, "git " + " ".join(args[:2]))
+
+    def _dvc(self, cwd: Path, *args: str) -> str:
+        return self._run([sys.executable, "-m", "dvc", *args], cwd, "dvc " + " ".join(args[:2]))
+
+    def _lock(self):  # type: ignore[no-untyped-def]
+        from filelock import FileLock
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.lock_path), timeout=600)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url and not re.match(r"^[\w.-]+@[\w.-]+:", self.url)
+
+    # ---- bootstrap -----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the registry (bare repo, DVC initialised, remote configured) if missing."""
+        with self._lock():
+            self._ensure_unlocked()
+
+    def _ensure_unlocked(self) -> None:
+        if self.is_local and not (Path(self.url) / "HEAD").exists():
+            Path(self.url).mkdir(parents=True, exist_ok=True)
+            self._git(None, "init", "--bare", "-b", "main", self.url)
+        heads = self._git(None, "ls-remote", "--heads", self.url)
+        if heads.strip():
+            return
+        with tempfile.TemporaryDirectory(prefix="granary-registry-") as tmp:
+            work = Path(tmp) / "repo"
+            self._git(None, "clone", "-q", self.url, str(work))
+            self._git(work, "checkout", "-q", "-B", "main")
+            self._dvc(work, "init", "-q")
+            self._dvc(work, "config", "core.analytics", "false")
+            self._dvc(work, "remote", "add", "-d", REMOTE, self.remote["url"])
+            for option, value in self.remote.items():
+                if option != "url":
+                    self._dvc(work, "remote", "modify", REMOTE, option, value)
+            (work / "datasets").mkdir()
+            (work / "datasets" / ".gitkeep").write_text("")
+            (work / "README.md").write_text(
+                "# Granary dataset registry\n\nEach dataset version is a tag `<name>/v<N>`. "
+                "Fetch one with `dvc get <this repo> datasets/<name> --rev <name>/v<N>`.\n")
+            self._git(work, "add", "-A")
+            self._git(work, "commit", "-q", "-m", "Initialise the Granary dataset registry")
+            self._git(work, "push", "-q", "origin", "main")
+
+    # ---- publish -------------------------------------------------------------------------------
+    def tags(self, dataset: str) -> dict[int, str]:
+        """Published versions of ``dataset``: version number -> tag."""
+        out = self._git(None, "ls-remote", "--tags", self.url, f"refs/tags/{dataset}/v*")
+        found: dict[int, str] = {}
+        for line in out.splitlines():
+            ref = line.split("\t", 1)[-1]
+            m = re.fullmatch(rf"refs/tags/{re.escape(dataset)}/v(\d+)", ref)
+            if m:
+                found[int(m.group(1))] = ref.removeprefix("refs/tags/")
+        return found
+
+    def publish(self, dataset: str, src_dir: Path, run_id: str, message: str) -> Published:
+        """Publish the files in ``src_dir`` as the next version of ``dataset``."""
+        path = keys.registry_path(dataset)
+        with self._lock():
+            self._ensure_unlocked()
+            with tempfile.TemporaryDirectory(prefix="granary-publish-") as tmp:
+                work = Path(tmp) / "repo"
+                self._git(None, "clone", "-q", self.url, str(work))
+                previous = self._find_run_tag(work, dataset, run_id)
+                if previous is not None:
+                    return previous
+                for attempt in range(self.push_retries):
+                    version = max(self._local_versions(work, dataset), default=0) + 1
+                    tag = keys.registry_tag(dataset, version)
+                    target = work / path
+                    if target.exists():
+                        shutil.rmtree(target)
+                    shutil.copytree(src_dir, target)
+                    self._dvc(work, "add", "-q", path)
+                    md5 = self._dvc_md5(work / f"{path}.dvc")
+                    self._git(work, "add", "-A")
+                    self._git(work, "commit", "-q", "-m", f"{tag}: {message}")
+                    self._git(work, "tag", "-a", tag, "-m", f"{message}\n\nrun_id: {run_id}")
+                    self._dvc(work, "push", "-q", "-r", REMOTE)
+                    try:
+                        self._git(work, "push", "-q", "--atomic", "origin", "main",
+                                  f"refs/tags/{tag}")
+                    except RegistryError as e:
+                        if attempt == self.push_retries - 1:
+                            raise
+                        log.warning("registry push lost a race (%s); rebasing and retrying", e)
+                        self._git(work, "tag", "-d", tag)
+                        self._git(work, "fetch", "-q", "--tags", "origin")
+                        self._git(work, "reset", "-q", "--hard", "origin/main")
+                        continue
+                    rev = self._git(work, "rev-parse", "HEAD").strip()
+                    return Published(dataset, version, tag, rev, md5)
+        raise RegistryError(f"registry: could not publish {dataset} after retries")
+
+    def _local_versions(self, work: Path, dataset: str) -> list[int]:
+        out = self._git(work, "tag", "-l", f"{dataset}/v*")
+        return [int(m.group(1)) for t in out.split()
+                if (m := re.fullmatch(rf"{re.escape(dataset)}/v(\d+)", t))]
+
+    def _find_run_tag(self, work: Path, dataset: str, run_id: str) -> Published | None:
+        """A retried publish of the same run returns the tag it already pushed."""
+        for version in sorted(self._local_versions(work, dataset)):
+            tag = keys.registry_tag(dataset, version)
+            body = self._git(work, "tag", "-l", "--format=%(contents)", tag)
+            if f"run_id: {run_id}" in body.splitlines():
+                rev = self._git(work, "rev-list", "-n", "1", tag).strip()
+                dvc_file = self._git(work, "show", f"{tag}:{keys.registry_path(dataset)}.dvc")
+                md5 = _md5_from_dvc(dvc_file)
+                return Published(dataset, version, tag, rev, md5, reused=True)
+        return None
+
+    def _dvc_md5(self, dvc_file: Path) -> str:
+        return _md5_from_dvc(dvc_file.read_text())
+
+    # ---- fetch ---------------------------------------------------------------------------------
+    def fetch(self, dataset: str, version: int, dest: Path) -> Path:
+        """Restore exactly the files of ``dataset`` v``version`` into ``dest`` (``dvc get``)."""
+        tag = keys.registry_tag(dataset, version)
+        if dest.exists() and any(dest.iterdir()):
+            raise RegistryError(f"registry: destination {dest} is not empty; choose another")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest.rmdir()
+        with tempfile.TemporaryDirectory(prefix="granary-get-") as tmp:
+            self._run([sys.executable, "-m", "dvc", "get", self.url, keys.registry_path(dataset),
+                       "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag}")
+        return dest
+
+
+def _md5_from_dvc(text: str) -> str:
+    data = yaml.safe_load(text) or {}
+    outs = data.get("outs") or [{}]
+    return str(outs[0].get("md5", ""))

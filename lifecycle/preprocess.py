@@ -23,8 +23,9 @@ from lifecycle.spec import Normalise
 log = logging.getLogger(__name__)
 STAGE = "preprocess"
 _WS = re.compile(r"\s+")
-# C0/C1 control characters other than tab and newline, which whitespace folding handles
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0/C1 control characters other than tab and newlines (whitespace folding handles those),
+# plus the byte-order mark and zero-width space, which survive NFKC
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b]")
 
 
 class UnicodeNormaliser:

@@ -257,7 +257,9 @@ def parse_spec(text: str, file: str) -> DatasetSpec:
     try:
         spec = DatasetSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # an unknown key usually explains the "missing" error next to it: report it first
+        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        err = errors[0]
         loc = _clean_loc(tuple(err["loc"]))
         line = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
         problem = err["msg"]

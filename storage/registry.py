@@ -152,7 +152,7 @@ class DvcRegistry:
                     self._git(work, "add", "-A")
                     self._git(work, "commit", "-q", "-m", f"{tag}: {message}")
                     self._git(work, "tag", "-a", tag, "-m", f"{message}\n\nrun_id: {run_id}")
-                    self._dvc(work, "push", "-q", "-r", REMOTE)
+                    self._dvc(work, "push", "-r", REMOTE)
                     try:
                         self._git(work, "push", "-q", "--atomic", "origin", "main",
                                   f"refs/tags/{tag}")

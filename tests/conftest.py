@@ -1,0 +1,58 @@
+"""Test-session set-up shared by every layer.
+
+Airflow reads its configuration when first imported, so its environment is fixed here, before
+any test module imports it: a private AIRFLOW_HOME on SQLite, this repository's dags/ folder,
+no examples. Nothing here starts a service; the integration and e2e conftests do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="granary-test-airflow-"))
+
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+})
+for key in [k for k in os.environ if k.startswith("GRANARY_") and k != "GRANARY_TEST_DATABASE_URL"]:
+    del os.environ[key]
+
+
+def port_block_free(start: int, size: int) -> bool:
+    for port in range(start, start + size):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(size: int, start: int = 20000) -> int:
+    """First port of ``size`` consecutive free ports (spaced per pytest worker/process)."""
+    base = start + (os.getpid() % 200) * 100
+    for first in range(base, 60000, size + 3):
+        if port_block_free(first, size):
+            return first
+    raise RuntimeError("no free block of ports on 127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME

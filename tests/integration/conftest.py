@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from granary.runtime import object_store
+from granary.settings import Settings
+from storage.objectstore import ObjectStore
+from tests.services import postgres_schema_url, postgres_url, start_s3
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One real SeaweedFS S3 server for the whole session."""
+    settings, stack = start_s3(tmp_path_factory.mktemp("s3home"))
+    yield settings
+    stack.down(grace=10)
+
+
+@pytest.fixture
+def store(s3: Settings) -> ObjectStore:
+    return object_store(s3)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    base = postgres_url()
+    if base is None:
+        pytest.skip("GRANARY_TEST_DATABASE_URL is not set (CI sets it to the local PostgreSQL)")
+    yield from postgres_schema_url(base)

@@ -1,0 +1,64 @@
+"""The catalog on SQLite and, when GRANARY_TEST_DATABASE_URL is set, PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect
+
+from storage.catalog import Catalog, CatalogError, Version
+
+pytestmark = pytest.mark.integration
+
+
+def _version(n: int, run: str) -> Version:
+    return Version("reviews", n, f"reviews/v{n}", "f" * 40, "m" * 32, "c" * 64, 10 * n, run,
+                   {"data.jsonl": {"sha256": "s"}}, {"passed": True}, datetime.now(UTC))
+
+
+def test_migrate_is_idempotent_and_creates_tables(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    cat.migrate()
+    cat.migrate()
+    tables = set(inspect(cat.engine).get_table_names())
+    assert {"datasets", "runs", "stage_results", "versions", "alembic_version"} <= tables
+
+
+def test_dataset_run_stage_and_version_rows(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    cat.migrate()
+    cat.upsert_dataset("reviews", title="Reviews", domain="shop", licence="MIT")
+    cat.upsert_dataset("reviews", title="Reviews v2 title")
+    assert [(d.name, d.title, d.domain) for d in cat.datasets()] == \
+        [("reviews", "Reviews v2 title", "shop")]
+
+    cat.start_run("reviews", "run-1", "full")
+    cat.record_stage("reviews", "run-1", "collect", "success", "s3://w/m1", {"records": 5})
+    cat.record_stage("reviews", "run-1", "collect", "success", "s3://w/m2", {"records": 6})
+    rows = cat.stage_results("reviews", "run-1")
+    assert [(r.stage, r.output_uri, r.counts) for r in rows] == \
+        [("collect", "s3://w/m2", {"records": 6})]
+    assert cat.latest_stage_result("reviews", "collect").output_uri == "s3://w/m2"
+    assert cat.latest_stage_result("reviews", "publish") is None
+
+    assert cat.next_version("reviews") == 1
+    v1 = cat.add_version(_version(1, "run-1"))
+    again = cat.add_version(_version(1, "run-1"))  # a retried publish of the same run
+    assert again.version == v1.version == 1
+    cat.add_version(_version(2, "run-2"))
+    assert [v.version for v in cat.versions("reviews")] == [1, 2]
+    assert cat.get_version("reviews").version == 2
+    assert cat.get_version("reviews", 1).row_count == 10
+    assert cat.version_for_run("reviews", "run-2").tag == "reviews/v2"
+    assert cat.next_version("reviews") == 3
+
+    cat.finish_run("reviews", "run-1", "success", "published reviews@v1")
+    run = cat.run("reviews", "run-1")
+    assert run.status == "success" and run.ended_at is not None
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    cat = Catalog("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+    with pytest.raises(CatalogError, match="cannot migrate the catalog"):
+        cat.migrate()

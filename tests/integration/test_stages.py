@@ -1,0 +1,138 @@
+"""The six stages on a small dataset with a real S3 server, a real registry and SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from granary.runtime import bootstrap, services
+from granary.settings import Settings
+from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle.context import StageContext
+from lifecycle.errors import QualityGateFailed, SourceError
+from lifecycle.shards import read_manifest, read_table
+from lifecycle.spec import parse_spec
+
+pytestmark = pytest.mark.integration
+
+SPEC = """\
+name: tiny_reviews
+title: Tiny reviews
+licence: {id: CC-BY-4.0, legal_basis: test data written for this test}
+owners: [{name: qa}]
+sources:
+  - {name: good, type: files, path: tiny/good.txt, format: text, label: positive}
+  - {name: table, type: files, path: tiny/rows.csv, format: csv, fields: {text: review}}
+schema:
+  fields:
+    - {name: text, type: string}
+    - {name: label, type: string, values: [positive, negative]}
+quality: {gate: {min_rows: 3}}
+publish: {formats: [parquet, jsonl, csv]}
+"""
+
+
+@pytest.fixture
+def env(s3: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+    tag = uuid.uuid4().hex[:8]  # fresh buckets: tests share one S3 server
+    s = s3.model_copy(update={"home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
+                              "database_url": f"sqlite:///{tmp_path / 'cat.db'}",
+                              "inbox": tmp_path / "inbox", "bucket_raw": f"raw-{tag}",
+                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}"})
+    tiny = tmp_path / "inbox" / "tiny"
+    tiny.mkdir(parents=True)
+    # full-width and spaced variants of one review normalise to the same text
+    (tiny / "good.txt").write_text("很好 用\n\n很好\u3000用\nＧＯＯＤ  value\nfine\n",
+                                   encoding="utf-8")
+    (tiny / "rows.csv").write_text(
+        'review,label\n"太差了,不推荐",negative\nbroken row\nfine,negative\n', encoding="utf-8")
+    return s, tiny
+
+
+def _ctx(s: Settings, spec_text: str, run_id: str) -> StageContext:
+    svc = services(s)
+    bootstrap(svc)
+    spec = parse_spec(spec_text, "tiny_reviews.yaml")
+    svc.catalog.upsert_dataset(spec.name, title=spec.title)
+    return StageContext(spec=spec, run_id=run_id, store=svc.store, catalog=svc.catalog,
+                        registry=svc.registry, raw_bucket=s.bucket_raw,
+                        work_bucket=s.bucket_work, inbox=s.inbox_dir, rows_per_shard=2)
+
+
+def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -> None:
+    s, _ = env
+    ctx = _ctx(s, SPEC, "run-a")
+    c = collect.run(ctx)
+    assert c.counts["files"] == 2 and c.counts["read"] == 8
+    assert c.counts["records"] == 7 and c.counts["quarantined"] == 1  # the 1-field CSV row
+    landed = read_manifest(ctx.store, c.manifest_uri)
+    assert len(landed["shards"]) == 4  # 7 records at 2 rows per shard
+    raw = {x["uri"] for x in landed["landed"]}
+    assert all(u.startswith(f"s3://{s.bucket_raw}/tiny_reviews/") for u in raw)
+
+    p = preprocess.run(ctx, c.to_xcom())
+    assert p.counts["in"] == 7
+    assert (p.counts["kept"], p.counts["quarantined"], p.counts["merged"]) == (4, 1, 2)
+    assert p.counts["quarantine_reasons"] == {"empty_text": 1}
+    assert p.counts["label_conflicts"] == 1  # "fine" is positive in one file, negative in other
+    pm = read_manifest(ctx.store, p.manifest_uri)
+    kept = read_table(ctx.store, pm)
+    merges = read_table(ctx.store, pm, "merges")
+    assert sorted(kept["text"]) == sorted(["很好 用", "GOOD value", "fine", "太差了,不推荐"])
+    assert set(merges["kept_id"]) <= set(kept["id"])
+
+    a = annotate.run(ctx, p.to_xcom())
+    assert a.counts["per_label"] == {"negative": 1, "positive": 3}
+    sy = synthesize.run(ctx, a.to_xcom())
+    assert sy.counts["synthetic"] == 0
+    e = evaluate.run(ctx, sy.to_xcom())
+    assert e.counts["failed"] == 0 and e.counts["expectations"] > 5
+    pub = publish.run(ctx, e.to_xcom())
+    assert pub.extra["version"] == 1 and pub.extra["tag"] == "tiny_reviews/v1"
+
+    # the published bytes come back from the registry; every provenance column is there
+    out = ctx.registry.fetch("tiny_reviews", 1, s.home / "got")
+    published = pd.read_parquet(out / "data.parquet")
+    assert sorted(published["text"]) == sorted(kept["text"])
+    for column in ("source_uri", "line", "raw_hash", "collected_at", "licence",
+                   "label_source", "label_confidence"):
+        assert column in published.columns
+    assert set(published["licence"]) == {"CC-BY-4.0"}
+    assert (out / "data.csv").exists() and (out / "data.jsonl").exists()
+    assert ctx.catalog.get_version("tiny_reviews").row_count == 4
+
+    # publishing the same run again is a no-op that returns the same version
+    assert publish.run(ctx, e.to_xcom()).extra["version"] == 1
+    assert [v.version for v in ctx.catalog.versions("tiny_reviews")] == [1]
+
+
+def test_identical_raw_content_is_stored_once(env: tuple[Settings, Path]) -> None:
+    s, _ = env
+    first = collect.run(_ctx(s, SPEC, "run-1"))
+    second = collect.run(_ctx(s, SPEC, "run-2"))
+    assert first.counts["raw_new"] == 2
+    assert second.counts["raw_new"] == 0 and second.counts["raw_existing"] == 2
+
+
+def test_failed_gate_publishes_nothing(env: tuple[Settings, Path]) -> None:
+    s, tiny = env
+    (tiny / "good.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    strict = SPEC.replace("values: [positive, negative]", "values: [negative]")
+    ctx = _ctx(s, strict, "run-gate")
+    up = collect.run(ctx).to_xcom()
+    for stage in (preprocess, annotate, synthesize):
+        up = stage.run(ctx, up).to_xcom()
+    with pytest.raises(QualityGateFailed, match="expect_column_values_to_be_in_set"):
+        evaluate.run(ctx, up)
+    assert ctx.catalog.versions("tiny_reviews") == []
+    assert ctx.registry.tags("tiny_reviews") == {}
+
+
+def test_missing_source_files_say_where_to_put_them(env: tuple[Settings, Path]) -> None:
+    s, tiny = env
+    (tiny / "rows.csv").unlink()
+    with pytest.raises(SourceError, match="no file matches 'tiny/rows.csv'"):
+        collect.run(_ctx(s, SPEC, "run-missing"))

@@ -1,0 +1,76 @@
+"""Every spec builds a DAG; parsing opens no connection and stays fast; a broken spec is an
+import error naming its file while the other DAGs still load."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from lifecycle.spec import STAGES, discover
+
+pytestmark = pytest.mark.unit
+
+
+def _dagbag(folder: Path):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(folder))
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise AssertionError(f"DAG parsing tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list[object]) -> None:
+    bag = _dagbag(repo / "dags")
+    assert bag.import_errors == {}
+    assert no_network == []
+    specs, _ = discover(repo / "datasets")
+    for loaded in specs:
+        dag = bag.dags[f"granary_{loaded.spec.name}"]
+        groups = {t.task_group.group_id for t in dag.tasks if t.task_group and
+                  t.task_group.group_id}
+        assert groups == set(STAGES)
+        assert {"begin", "end"} <= set(dag.task_ids)
+        assert dag.params["mode"] == "full" and dag.params["last_stage"] == "publish"
+        assert dag.get_task("publish.release").pool == "granary_registry"
+        assert dag.get_task("collect.land_and_parse").retries == 2
+        assert loaded.spec.name in dag.tags
+        assert loaded.spec.title in (dag.doc_md or "")
+        assert dag.max_active_runs == 1
+
+
+def test_parsing_is_fast(repo: Path) -> None:
+    bag = _dagbag(repo / "dags")
+    durations = {Path(s.file).name: s.duration.total_seconds() for s in bag.dagbag_stats}
+    assert durations, "no DAG file was parsed"
+    assert all(d < 2.0 for d in durations.values()), durations
+
+
+def test_broken_spec_is_an_import_error_and_others_still_load(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    good = (repo / "datasets" / "zh_shopping_reviews.yaml").read_text(encoding="utf-8")
+    (specs / "zh_shopping_reviews.yaml").write_text(good, encoding="utf-8")
+    broken = good.replace("name: zh_shopping_reviews", "name: broken_reviews").replace(
+        "    format: text\n    label: positive", "    fromat: text\n    label: positive")
+    (specs / "broken_reviews.yaml").write_text(broken, encoding="utf-8")
+    monkeypatch.setenv("GRANARY_DATASETS_DIR", str(specs))
+    bag = _dagbag(repo / "dags")
+    assert "granary_zh_shopping_reviews" in bag.dags
+    assert "granary_broken_reviews" not in bag.dags
+    errors = {Path(f).name: text for f, text in bag.import_errors.items()}
+    assert list(errors) == ["granary_spec_check.py"]
+    message = errors["granary_spec_check.py"]
+    assert "broken_reviews.yaml:" in message and "fromat" in message

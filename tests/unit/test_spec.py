@@ -1,0 +1,130 @@
+"""Spec validation: a good spec loads; each kind of bad spec names file, field and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifecycle.spec import SpecError, discover, load_spec, parse_spec
+
+pytestmark = pytest.mark.unit
+
+GOOD = """\
+name: demo_set
+title: Demo
+licence: {id: MIT}
+owners: [{name: team}]
+sources:
+  - name: src
+    type: files
+    path: demo/*.txt
+    format: text
+    label: a
+schema:
+  fields:
+    - {name: text, type: string}
+    - {name: label, type: string, values: [a, b]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "demo_set.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_good_spec_loads_with_defaults(tmp_path: Path) -> None:
+    loaded = load_spec(write(tmp_path, GOOD))
+    spec = loaded.spec
+    assert spec.name == "demo_set"
+    assert spec.sources[0].label == "a"
+    assert spec.label_values == ["a", "b"]
+    assert spec.preprocess.dedup.key == ["text"]
+    assert spec.quality.gate.expectations == "all"
+    assert len(loaded.sha256) == 64
+
+
+def test_sample_spec_in_repo_is_valid(repo: Path) -> None:
+    good, bad = discover(repo / "datasets")
+    assert bad == []
+    assert "zh_shopping_reviews" in {s.spec.name for s in good}
+
+
+def test_misspelt_key_names_field_line_and_suggestion(tmp_path: Path) -> None:
+    text = GOOD.replace("    format: text", "    fromat: text")
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text))
+    e = exc.value
+    assert e.line == 9
+    assert e.field == "sources[0].fromat"
+    assert "Did you mean 'format'?" in str(e)
+    assert str(e).startswith(f"{tmp_path / 'demo_set.yaml'}:9:")
+
+
+def test_unknown_top_level_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, GOOD + "shedule: '@daily'\n"))
+    assert exc.value.field == "shedule"
+    assert exc.value.line == 15
+    assert "schedule" in str(exc.value)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    text = GOOD.replace("title: Demo\n", "")
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text))
+    assert exc.value.field == "title"
+    assert "required" in str(exc.value)
+
+
+def test_bad_value_names_the_value(tmp_path: Path) -> None:
+    text = GOOD.replace("format: text", "format: xml")
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text))
+    assert exc.value.field == "sources[0].format"
+    assert exc.value.line == 9
+    assert "'xml'" in str(exc.value)
+
+
+def test_invalid_yaml_gives_line(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, GOOD + "bad: [unclosed\n"))
+    assert "invalid YAML" in str(exc.value)
+    assert exc.value.line is not None and exc.value.line >= 15
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_spec(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_name_must_match_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, GOOD, name="other_name.yaml"))
+    assert exc.value.field == "name" and exc.value.line == 1
+
+
+def test_path_escaping_inbox_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="must be relative"):
+        parse_spec(GOOD.replace("demo/*.txt", "../etc/passwd"), "x.yaml")
+
+
+def test_label_field_must_be_a_field() -> None:
+    text = GOOD.replace("schema:\n", "schema:\n  label_field: category\n")
+    with pytest.raises(SpecError, match="label_field 'category'"):
+        parse_spec(text, "x.yaml")
+
+
+def test_bad_cron_schedule() -> None:
+    with pytest.raises(SpecError, match="cron"):
+        parse_spec(GOOD + "schedule: 'every day'\n", "x.yaml")
+
+
+def test_discover_separates_good_and_bad(tmp_path: Path) -> None:
+    write(tmp_path, GOOD)
+    write(tmp_path, GOOD.replace("demo_set", "broken_set").replace("title", "titel"),
+          "broken_set.yaml")
+    good, bad = discover(tmp_path)
+    assert [g.spec.name for g in good] == ["demo_set"]
+    assert len(bad) == 1 and bad[0].file.endswith("broken_set.yaml")

@@ -21,6 +21,14 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose cells wrap instead of being cut with an ellipsis (ids must stay whole)."""
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    return table
+
+
 def _settings() -> Settings:
     return load_settings()
 
@@ -59,7 +67,7 @@ def status() -> None:
     """Show each component of the local stack, its URL and pid."""
     from granary.stack import LocalStack
 
-    table = Table("component", "state", "url", "pid")
+    table = _table("component", "state", "url", "pid")
     for c in LocalStack(_settings()).status():
         table.add_row(c.name, "[green]running[/]" if c.running else "[red]stopped[/]", c.url,
                       str(c.pid or "-"))
@@ -130,7 +138,7 @@ def print_run(dataset: str, run_id: str) -> None:
     from granary.runtime import catalog
 
     cat = catalog(_settings())
-    table = Table("stage", "status", "counts", title=f"{dataset} run {run_id}")
+    table = _table("stage", "status", "counts", title=f"{dataset} run {run_id}")
     for r in cat.stage_results(dataset, run_id):
         counts = ", ".join(f"{k}={v}" for k, v in r.counts.items()
                            if not isinstance(v, dict | list))
@@ -167,7 +175,7 @@ def datasets() -> None:
 
     cat = catalog(_settings())
     cat.migrate()
-    table = Table("dataset", "title", "domain", "licence", "latest", "records")
+    table = _table("dataset", "title", "domain", "licence", "latest", "records")
     for d in cat.datasets():
         v = cat.get_version(d.name)
         table.add_row(d.name, d.title, d.domain, d.licence, f"v{v.version}" if v else "-",
@@ -185,9 +193,10 @@ def versions(dataset: str) -> None:
     rows = cat.versions(dataset)
     if not rows:
         _fail(f"{dataset} has no published version yet (run it: `granary run {dataset}`)")
-    table = Table("version", "tag", "records", "content sha256", "published", "run")
+    table = _table("version", "records", "sha256", "published (UTC)", "run",
+                   title=f"{dataset}: registry tags {dataset}/v<N>")
     for v in rows:
-        table.add_row(f"v{v.version}", v.tag, str(v.row_count), v.content_hash[:16],
+        table.add_row(f"v{v.version}", str(v.row_count), v.content_hash[:12],
                       v.created_at.strftime("%Y-%m-%d %H:%M"), v.run_id)
     console.print(table)
 

@@ -76,16 +76,21 @@ def stage_range(params: dict[str, Any]) -> tuple[int, int]:
 
 
 def begin_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Bootstrap storage, register the dataset and the run; refuse an impossible stage range."""
     svc = services()
-    stage_range(params)
-    spec = load_dataset(svc.settings, dataset)
-    bootstrap(svc)
     loaded = load_spec(svc.settings.datasets_dir / f"{dataset}.yaml")
+    spec = loaded.spec
+    bootstrap(svc)
     svc.catalog.upsert_dataset(
         spec.name, title=spec.title, description=spec.description, domain=spec.domain,
         modality=spec.modality, task=spec.task, licence=spec.licence.id,
         spec_hash=loaded.sha256)
     svc.catalog.start_run(dataset, run_id, str(params.get("mode", "full")))
+    try:
+        stage_range(params)
+    except ValueError as e:
+        svc.catalog.finish_run(dataset, run_id, "failed", str(e))
+        raise
     return {"dataset": dataset, "run_id": run_id, "spec_sha256": loaded.sha256}
 
 
@@ -137,7 +142,11 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
 def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Record the run's outcome from the stage results it left in the catalog."""
     svc = services()
-    first, last = stage_range(params)
+    try:
+        first, last = stage_range(params)
+    except ValueError as e:  # begin already failed on this; record it rather than retry
+        svc.catalog.finish_run(dataset, run_id, "failed", str(e))
+        return {"status": "failed", "message": str(e)}
     results = {r.stage: r for r in svc.catalog.stage_results(dataset, run_id)}
     expected = STAGES[first:last + 1]
     missing = [s for s in expected if s not in results or results[s].status != "success"]

@@ -41,8 +41,8 @@ def port_block_free(start: int, size: int) -> bool:
 
 def free_port_block(size: int, start: int = 20000) -> int:
     """First port of ``size`` consecutive free ports (spaced per pytest worker/process)."""
-    base = start + (os.getpid() % 200) * 100
-    for first in range(base, 60000, size + 3):
+    base = start + (os.getpid() % 50) * 40
+    for first in [*range(base, 61000, size + 3), *range(start, base, size + 3)]:
         if port_block_free(first, size):
             return first
     raise RuntimeError("no free block of ports on 127.0.0.1")
@@ -56,3 +56,13 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real SeaweedFS S3 server (weed mini) on free ports for the whole session."""
+    from tests.services import start_s3
+
+    settings, stack = start_s3(tmp_path_factory.mktemp("s3home"))
+    yield settings
+    stack.down(grace=10)

@@ -8,15 +8,7 @@ import pytest
 from granary.runtime import object_store
 from granary.settings import Settings
 from storage.objectstore import ObjectStore
-from tests.services import postgres_schema_url, postgres_url, start_s3
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """One real SeaweedFS S3 server for the whole session."""
-    settings, stack = start_s3(tmp_path_factory.mktemp("s3home"))
-    yield settings
-    stack.down(grace=10)
+from tests.services import postgres_schema_url, postgres_url
 
 
 @pytest.fixture

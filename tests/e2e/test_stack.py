@@ -1,0 +1,90 @@
+"""The real local stack: `granary up`, a run triggered through the REST API, `granary down`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from granary.airflow_client import AirflowClient
+from granary.demo import stage_sample
+from granary.runtime import catalog
+from granary.settings import Settings
+from granary.stack import S3_PORT_BLOCK
+from tests.conftest import free_port_block
+from tests.e2e.sample import expected_reviews
+
+pytestmark = pytest.mark.e2e
+
+
+def _granary(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "granary", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def _processes_of(home: Path) -> list[psutil.Process]:
+    """Every process started for this Granary home (they all carry it in their environment)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("GRANARY_HOME") == str(home) or \
+                    str(home) in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return [p for p in found if p.pid != os.getpid()]
+
+
+def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
+    env.update({"GRANARY_HOME": str(home), "COLUMNS": "160",
+                "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=41000)),
+                "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=47000))})
+    stage_sample(home / "inbox")
+    try:
+        up = _granary(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        again = _granary(env, "up")  # running it twice is harmless
+        assert again.returncode == 0 and "already running" in again.stdout
+        status = _granary(env, "status")
+        assert status.stdout.count("running") == 2
+
+        s = Settings(home=home, s3_port=int(env["GRANARY_S3_PORT"]),
+                     airflow_port=int(env["GRANARY_AIRFLOW_PORT"]))
+        assert s.airflow_password is not None
+        assert (home / "s3-credentials.json").stat().st_mode & 0o777 == 0o600
+        assert s.s3_secret_key.get_secret_value() not in up.stdout + up.stderr
+
+        client = AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())
+        dag_id = "granary_zh_shopping_reviews"
+        client.wait_for_dag(dag_id, timeout=240)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id, {"mode": "full"})
+        deadline = time.monotonic() + 900
+        state = ""
+        while time.monotonic() < deadline and state not in ("success", "failed"):
+            time.sleep(3)
+            state = client.dag_run(dag_id, run_id)["state"]
+        assert state == "success", [(t["task_id"], t["state"])
+                                    for t in client.task_instances(dag_id, run_id)]
+
+        v = catalog(s).version_for_run("zh_shopping_reviews", run_id)
+        assert v is not None and v.version == 1
+        assert v.row_count == len(expected_reviews())
+        listed = _granary(env, "versions", "zh_shopping_reviews")
+        assert listed.returncode == 0
+        assert "v1" in listed.stdout and str(v.row_count) in listed.stdout
+    finally:
+        started = _processes_of(home)
+        down = _granary(env, "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert started, "no stack process was found to stop"
+    gone, alive = psutil.wait_procs(started, timeout=5)
+    assert alive == [] and _processes_of(home) == []
+    assert (home / "catalog.db").exists() and (home / "s3").is_dir()  # data left intact

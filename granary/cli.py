@@ -86,7 +86,7 @@ def _client(s: Settings) -> Any:
 
     s = load_settings()  # the password file may have been written since start-up
     if s.airflow_password is None:
-        _fail(f"no Airflow password: start the stack first (`granary up`) or set "
+        _fail("no Airflow password: start the stack first (`granary up`) or set "
               "GRANARY_AIRFLOW_PASSWORD")
     assert s.airflow_password is not None
     return AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())

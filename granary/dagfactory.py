@@ -27,7 +27,8 @@ def _doc(loaded: LoadedSpec) -> str:
     sources = "\n".join(f"- `{s.name}`: {s.type} `{s.path}` ({s.format})" for s in spec.sources)
     return (f"# {spec.title}\n\n{spec.description}\n\n"
             f"- domain: {spec.domain or '-'}; modality: {spec.modality}; task: {spec.task or '-'}\n"
-            f"- licence: {spec.licence.id} ({spec.licence.legal_basis or 'legal basis not given'})\n"
+            f"- licence: {spec.licence.id} "
+            f"({spec.licence.legal_basis or 'legal basis not given'})\n"
             f"- owners: {', '.join(o.name for o in spec.owners)}\n"
             f"- spec: `{loaded.path}` (sha256 {loaded.sha256[:12]})\n\n"
             f"## Sources\n{sources}\n\n"

@@ -7,6 +7,7 @@ intact; ``status`` reports each component. Everything lives under the Granary ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -91,10 +92,11 @@ def port_holder(port: int) -> str | None:
             pass
     try:
         for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:4])[:120]})"
+            listening = conn.laddr and conn.laddr.port == port and \
+                conn.status == psutil.CONN_LISTEN
+            if listening and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline()[:4])[:120]})"
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         pass
     return "another process"
@@ -125,10 +127,9 @@ class LocalStack:
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> psutil.Process:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         p = psutil.Process(proc.pid)
         self._state_file(name).write_text(json.dumps(
             {"pid": proc.pid, "create_time": p.create_time(), "cmd": cmd[:3]}))
@@ -311,10 +312,8 @@ def _pgid(pid: int) -> int | None:
 
 
 def _signal(p: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
         p.send_signal(sig)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass
 
 
 def _secret(value: str) -> Any:

@@ -129,9 +129,11 @@ class Quality(_Model):
     gate: Gate = Gate()
 
 
+Format = Literal["parquet", "jsonl", "csv"]
+
+
 class Publish(_Model):
-    formats: list[Literal["parquet", "jsonl", "csv"]] = Field(
-        default_factory=lambda: ["parquet", "jsonl"])
+    formats: list[Format] = Field(default_factory=lambda: list[Format](["parquet", "jsonl"]))
 
 
 class DatasetSpec(_Model):

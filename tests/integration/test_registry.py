@@ -34,7 +34,7 @@ def _bootstrap(s: Settings) -> DvcRegistry:
 def _files(folder: Path, content: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "data.jsonl").write_text(content, encoding="utf-8")
-    (folder / "manifest.json").write_text('{"n": %d}' % len(content), encoding="utf-8")
+    (folder / "manifest.json").write_text(f'{{"n": {len(content)}}}', encoding="utf-8")
     return folder
 
 

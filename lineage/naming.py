@@ -1,17 +1,59 @@
-"""The one place that names OpenLineage jobs and datasets (per the OpenLineage naming spec:
-an S3 object is namespace ``s3://<bucket>``, name = its key or prefix)."""
+"""The one place that names OpenLineage jobs and datasets, and Airflow DAGs and Assets.
+
+Datasets follow the OpenLineage naming spec: an S3 object or prefix is namespace
+``s3://<bucket>`` and name = its key (or prefix, without a trailing slash). Jobs are named
+``<dag id>.<task id>`` inside a configurable namespace (default ``granary``). An Airflow Asset
+for a published version reuses the dataset's S3 URI, so lineage and data-aware scheduling
+speak of the same thing.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-def s3_dataset(bucket: str, key: str) -> tuple[str, str]:
-    return f"s3://{bucket}", key.strip("/")
+DEFAULT_NAMESPACE = "granary"
 
 
-def job_name(dag_id: str, task_id: str) -> str:
-    return f"{dag_id}.{task_id}"
+@dataclass(frozen=True)
+class DatasetName:
+    namespace: str
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def node_id(self) -> str:
+        """The lineage graph's id for this dataset (``dataset:<namespace>:<name>``)."""
+        return f"dataset:{self.namespace}:{self.name}"
+
+
+def s3_dataset(bucket: str, key: str) -> DatasetName:
+    return DatasetName(f"s3://{bucket}", key.strip("/"))
+
+
+def from_uri(uri: str) -> DatasetName:
+    """``s3://bucket/key`` -> its OpenLineage dataset name."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return s3_dataset(bucket, key)
 
 
 def dag_id(dataset: str) -> str:
     """The lifecycle DAG of a dataset."""
     return f"granary_{dataset}"
+
+
+def job_name(dag: str, task_id: str) -> str:
+    return f"{dag}.{task_id}"
+
+
+def job_node_id(namespace: str, name: str) -> str:
+    return f"job:{namespace}:{name}"
+
+
+def asset_uri(bucket: str, key: str) -> str:
+    """The Airflow Asset URI of an object or prefix: the same string as its lineage URI."""
+    return s3_dataset(bucket, key).uri

@@ -37,7 +37,7 @@ test-unit: install
 	$(PY) -m pytest -m unit
 
 lint: install
-	$(VENV)/bin/ruff check granary lifecycle lineage storage dags tests bench
+	$(VENV)/bin/ruff check granary lifecycle lineage storage dags plugins tests bench
 	$(VENV)/bin/mypy
 
 bench: install

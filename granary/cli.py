@@ -80,6 +80,17 @@ def _print_where(s: Settings) -> None:
     console.print(f"S3 endpoint: {s.endpoint_url}  (credentials in {s.home}/s3-credentials.json)")
 
 
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port")] = 8090) -> None:
+    """Run the Granary web app (lineage API, schemas) on its own, outside Airflow."""
+    import uvicorn
+
+    from granary.webapp import create_app
+
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+
+
 # ---- runs -------------------------------------------------------------------------------------
 def _client(s: Settings) -> Any:
     from granary.airflow_client import AirflowClient

@@ -136,6 +136,13 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
         raise
     svc.catalog.record_stage(dataset, run_id, stage, result.status, result.manifest_uri,
                              result.counts)
+    if result.lineage:
+        from lineage.emit import emit_stage
+        from lineage.facets import set_schema_base
+
+        set_schema_base(f"{svc.settings.public_url}/schemas")
+        emit_stage(stage, result.lineage, result.counts,
+                   [o.name for o in ctx.spec.owners], f"{stage} stage of {ctx.spec.title}")
     return result.to_xcom()
 
 

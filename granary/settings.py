@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CREDENTIALS_FILE = "s3-credentials.json"
 """File under the home where the local stack keeps the S3 credentials it generated (0600)."""
+LINEAGE_KEY_FILE = "lineage-credentials.json"
+"""File under the home with the lineage API key the local stack generated (0600)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,12 +58,18 @@ class Settings(BaseSettings):
     airflow_password: SecretStr | None = None
 
     lineage_namespace: str = "granary"
+    lineage_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for POST /api/v1/lineage; generated locally.")
+    public_url: str = Field(default="", description="Where the Granary web app is served; "
+                            "<Airflow URL>/granary when unset.")
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         # frozen model: derived defaults are filled through object.__setattr__ once, here.
         home = self.home.expanduser().resolve()
         object.__setattr__(self, "home", home)
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"{self.api_url}/granary")
         if self.inbox is None:
             object.__setattr__(self, "inbox", home / "inbox")
         if self.s3_access_key is None or self.s3_secret_key is None:
@@ -69,6 +77,10 @@ class Settings(BaseSettings):
             if creds:
                 object.__setattr__(self, "s3_access_key", SecretStr(creds["access_key"]))
                 object.__setattr__(self, "s3_secret_key", SecretStr(creds["secret_key"]))
+        if self.lineage_api_key is None:
+            key = _read_json(home / LINEAGE_KEY_FILE).get("api_key")
+            if key:
+                object.__setattr__(self, "lineage_api_key", SecretStr(str(key)))
         if self.airflow_password is None:
             password = _read_airflow_password(self.airflow_home, self.airflow_user)
             if password:
@@ -151,10 +163,20 @@ class Settings(BaseSettings):
             "GRANARY_DATABASE_URL": self.catalog_url,
             "GRANARY_AIRFLOW_PORT": str(self.airflow_port),
         }
+        if self.lineage_api_key:
+            env["GRANARY_LINEAGE_API_KEY"] = self.lineage_api_key.get_secret_value()
         if self.s3_access_key and self.s3_secret_key:
             env["GRANARY_S3_ACCESS_KEY"] = self.s3_access_key.get_secret_value()
             env["GRANARY_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()
         return env
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_credentials(path: Path) -> dict[str, str] | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from granary.settings import CREDENTIALS_FILE, REPO_ROOT, Settings
+from granary.settings import CREDENTIALS_FILE, LINEAGE_KEY_FILE, REPO_ROOT, Settings
 
 S3_PORT_BLOCK = 10  # weed mini needs 10 ports: s3, master, volume, filer, admin and their gRPC
 
@@ -72,6 +72,13 @@ def ensure_credentials(home: Path) -> dict[str, str]:
              "secret_key": secrets.token_urlsafe(32)}
     write_secret_file(path, creds)
     return creds
+
+
+def ensure_lineage_key(home: Path) -> str:
+    path = home / LINEAGE_KEY_FILE
+    if not path.exists():
+        write_secret_file(path, {"api_key": secrets.token_urlsafe(32)})
+    return str(json.loads(path.read_text())["api_key"])
 
 
 def ensure_airflow_password(airflow_home: Path, user: str) -> Path:
@@ -177,7 +184,8 @@ class LocalStack:
         creds = ensure_credentials(self.s.home)
         return self.s.model_copy(update={
             "s3_access_key": _secret(creds["access_key"]),
-            "s3_secret_key": _secret(creds["secret_key"])})
+            "s3_secret_key": _secret(creds["secret_key"]),
+            "lineage_api_key": _secret(ensure_lineage_key(self.s.home))})
 
     def start_s3(self) -> None:
         if self._alive("s3"):
@@ -223,7 +231,14 @@ class LocalStack:
             "AIRFLOW__API__BASE_URL": s.api_url,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+            # every task's OpenLineage events go to the Granary web app in the API server
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": s.lineage_namespace,
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({
+                "type": "http", "url": s.public_url, "endpoint": "api/v1/lineage",
+                "timeout": 10,
+                "auth": {"type": "api_key",
+                         "apiKey": s.lineage_api_key.get_secret_value()
+                         if s.lineage_api_key else ""}}),
             "NO_PROXY": "*",
         })
         return env

@@ -39,4 +39,5 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     main = shards.write_table(ctx, STAGE, df)
     uri = shards.write_manifest(ctx, STAGE, df, main, counts)
     log.info("annotate %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts)
+    return StageResult(STAGE, uri, counts,
+                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))

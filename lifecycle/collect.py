@@ -18,6 +18,7 @@ from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import SourceError
 from lifecycle.readers import decode, reader_for
 from lifecycle.spec import FieldSpec, FilesSource
+from lineage.facets import DatasetIO
 from storage import keys
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,16 @@ def run(ctx: StageContext) -> StageResult:
             if key is None:
                 ext = "".join(path.suffixes[-2:]).lstrip(".") or "bin"
                 key = keys.raw_key(ctx.dataset, source.name, ctx.now.date(), digest, ext)
-                ctx.store.put_bytes(ctx.raw_bucket, key, data, metadata={
-                    "sha256": digest, "source": source.name, "licence": licence})
+                version_id = ctx.store.put_bytes(ctx.raw_bucket, key, data, metadata={
+                    "sha256": digest, "source": source.name, "licence": licence}).version_id
                 known[digest] = key
+            else:
+                version_id = ctx.store.stat(ctx.raw_bucket, key).version_id
             uri = f"s3://{ctx.raw_bucket}/{key}"
             rel = str(path.relative_to(ctx.inbox.resolve()))
             landed.append({"source": source.name, "path": rel, "uri": uri, "sha256": digest,
                            "bytes": len(data), "new": new, "fetched_at": collected_at,
+                           "version_id": version_id, "format": source.format,
                            "licence": licence,
                            "legal_basis": (source.licence or spec.licence).legal_basis})
             text = decode(data, source.encoding, f"source {source.name!r} file {rel}")
@@ -134,7 +138,18 @@ def run(ctx: StageContext) -> StageResult:
     tables = {"quarantine": shards.write_table(ctx, STAGE, quarantine, "quarantine")}
     uri = shards.write_manifest(ctx, STAGE, df, main, counts, tables, {"landed": landed})
     log.info("collect %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts)
+    return StageResult(STAGE, uri, counts, lineage=_lineage(ctx, uri, landed))
+
+
+def _lineage(ctx: StageContext, uri: str, landed: list[dict[str, Any]]) -> list[DatasetIO]:
+    ios = [DatasetIO(uri=x["uri"], direction="input", file_format=x["format"],
+                     version=x["version_id"] or x["sha256"], size=x["bytes"], files=1,
+                     licence={"id": x["licence"], "legal_basis": x["legal_basis"]},
+                     description=f"raw file {x['path']} of source {x['source']}")
+           for x in landed]
+    manifest = shards.read_manifest(ctx.store, uri)
+    licence = ctx.spec.licence.model_dump()
+    return [*ios, shards.stage_io(uri, manifest, "output", licence=licence)]
 
 
 def _to_row(fields: list[FieldSpec], label_field: str | None, source: FilesSource,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.spec import DatasetSpec
+from lineage.facets import DatasetIO
 from storage.catalog import Catalog
 from storage.objectstore import ObjectStore
 from storage.registry import DvcRegistry
@@ -41,6 +42,7 @@ class StageResult:
     counts: dict[str, Any]
     status: str = "success"
     extra: dict[str, Any] = field(default_factory=dict)
+    lineage: list[DatasetIO] = field(default_factory=list)  # for OpenLineage, not for XCom
 
     def to_xcom(self) -> dict[str, Any]:
         return {"stage": self.stage, "manifest_uri": self.manifest_uri, "counts": self.counts,

@@ -104,10 +104,13 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
                                       {"quality": quality})
     log.info("evaluate %s: %s", ctx.dataset, counts)
+    assertions = [{"expectation": c["expectation"], "success": c["success"],
+                   "column": c["kwargs"].get("column")} for c in checks]
+    lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions)
     if not passed:
         lines = "; ".join(f"{c['expectation']}({c['kwargs'].get('column', '')}): "
                           f"{c['unexpected_count'] or c['observed_value']}" for c in failed[:10])
         raise QualityGateFailed(
             f"{ctx.dataset}: {len(failed)} of {len(checks)} expectations failed, so this run "
             f"will not be published: {lines}. Full report: {quality['report_uri']}")
-    return StageResult(STAGE, uri, counts, extra={"passed": passed})
+    return StageResult(STAGE, uri, counts, extra={"passed": passed}, lineage=lineage)

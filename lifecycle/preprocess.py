@@ -115,4 +115,5 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
               "merges": shards.write_table(ctx, STAGE, merges, "merges")}
     uri = shards.write_manifest(ctx, STAGE, df, main, counts, tables)
     log.info("preprocess %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts)
+    return StageResult(STAGE, uri, counts,
+                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))

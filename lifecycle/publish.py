@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
+from lineage.facets import DatasetIO
 from storage.catalog import Version
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,27 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         row_count=len(df), run_id=ctx.run_id, files=files,
         quality={"passed": True, "checks": quality.get("checks", [])}, created_at=ctx.now))
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
-    return _result(version, reused=published.reused)
+    return _result(version, reused=published.reused,
+                   lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
 
 
-def _result(v: Version, reused: bool) -> StageResult:
+def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],
+             v: Version) -> list[DatasetIO]:
+    out = DatasetIO(
+        uri=ctx.registry.dataset_uri(v.dataset), direction="output",
+        file_format=",".join(sorted(ctx.spec.publish.formats)), version=v.dvc_md5,
+        rows=v.row_count, size=sum(int(f["bytes"]) for f in v.files.values()),
+        files=len(v.files), lifecycle="CREATE" if v.version == 1 else "OVERWRITE",
+        columns=[(c["name"], c["type"]) for c in manifest.get("schema", [])],
+        licence=ctx.spec.licence.model_dump(), description=ctx.spec.description or None,
+        registry={"registry": ctx.registry.url, "revision": v.git_rev, "tag": v.tag,
+                  "dvcMd5": v.dvc_md5, "version": v.version})
+    return [shards.stage_io(upstream_uri, manifest, "input"), out]
+
+
+def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) -> StageResult:
     counts = {"in": v.row_count, "kept": v.row_count, "version": v.version}
     return StageResult(STAGE, f"registry:{v.tag}", counts,
                        extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
-                              "content_hash": v.content_hash, "reused": reused})
+                              "content_hash": v.content_hash, "reused": reused},
+                       lineage=lineage or [])

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lifecycle.context import StageContext
+from lineage.facets import DatasetIO
 from storage import keys
 from storage.objectstore import ObjectStore
 
@@ -109,3 +110,25 @@ def passthrough_manifest(ctx: StageContext, stage: str, upstream_uri: str,
     body = json.dumps(out, ensure_ascii=False, indent=2, sort_keys=True).encode()
     ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
     return f"s3://{ctx.work_bucket}/{key}"
+
+
+def stage_io(manifest_uri: str, manifest: dict[str, Any], direction: str,
+             **extra: Any) -> DatasetIO:
+    """Lineage descriptor of a stage output: its folder, schema, size and content hash."""
+    folder = manifest_uri.rsplit("/", 1)[0]
+    shards = manifest.get("shards", [])
+    return DatasetIO(
+        uri=folder, direction=direction, file_format="parquet",
+        version=manifest.get("content_hash"), rows=int(manifest.get("row_count", 0)),
+        size=sum(int(s.get("bytes", 0)) for s in shards), files=len(shards),
+        columns=[(c["name"], c["type"]) for c in manifest.get("schema", [])],
+        lifecycle="CREATE" if direction == "output" else None, **extra)
+
+
+def lineage_pair(ctx: StageContext, upstream_uri: str, output_uri: str,
+                 **output_extra: Any) -> list[DatasetIO]:
+    """Input and output descriptors of a stage that reads one manifest and writes another."""
+    up = read_manifest(ctx.store, upstream_uri)
+    out = read_manifest(ctx.store, output_uri)
+    return [stage_io(upstream_uri, up, "input"),
+            stage_io(output_uri, out, "output", **output_extra)]

@@ -21,4 +21,5 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     rows = int(upstream["counts"].get("kept", 0))
     counts = {"in": rows, "kept": rows, "synthetic": 0}
     uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts)
-    return StageResult(STAGE, uri, counts)
+    return StageResult(STAGE, uri, counts,
+                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))

@@ -9,6 +9,7 @@ speak of the same thing.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_NAMESPACE = "granary"
@@ -52,6 +53,20 @@ def job_name(dag: str, task_id: str) -> str:
 
 def job_node_id(namespace: str, name: str) -> str:
     return f"job:{namespace}:{name}"
+
+
+def parse_node_id(node_id: str) -> tuple[str, str, str]:
+    """``dataset:s3://bucket:key`` -> (``dataset``, ``s3://bucket``, ``key``).
+
+    Namespaces may hold ``://`` (and so colons): a namespace with a scheme ends at the first
+    colon after its authority; one without ends at the first colon.
+    """
+    kind, _, rest = node_id.partition(":")
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/]*(?::\d+(?=:))?):(.*)$", rest)
+    if m:
+        return kind, m.group(1), m.group(2)
+    namespace, _, name = rest.partition(":")
+    return kind, namespace, name
 
 
 def asset_uri(bucket: str, key: str) -> str:

@@ -76,3 +76,51 @@ class VersionRow(Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LineageEventRow(Base):
+    """One OpenLineage event as received (append-only; never updated)."""
+
+    __tablename__ = "lineage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_key: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(16))
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_namespace: Mapped[str] = mapped_column(String(500))
+    job_name: Mapped[str] = mapped_column(String(1000))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LineageRunRow(Base):
+    __tablename__ = "lineage_runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_namespace: Mapped[str] = mapped_column(String(500))
+    job_name: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    parent_job_name: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    facets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LineageIORow(Base):
+    """A dataset a run read (``in``) or wrote (``out``), with its version and facets."""
+
+    __tablename__ = "lineage_io"
+    __table_args__ = (UniqueConstraint("run_id", "namespace", "name", "direction",
+                                       name="uq_lineage_io"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    namespace: Mapped[str] = mapped_column(String(500))
+    name: Mapped[str] = mapped_column(String(1000))
+    direction: Mapped[str] = mapped_column(String(6))
+    version: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    facets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

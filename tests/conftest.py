@@ -7,6 +7,7 @@ no examples. Nothing here starts a service; the integration and e2e conftests do
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -23,7 +24,11 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-    "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+    # dag.test() emits OpenLineage through the provider into a file the lineage tests read
+    "AIRFLOW__OPENLINEAGE__NAMESPACE": "granary",
+    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({
+        "type": "file", "log_file_path": str(_AIRFLOW_HOME / "openlineage-events.jsonl"),
+        "append": True}),
 })
 for key in [k for k in os.environ if k.startswith("GRANARY_") and k != "GRANARY_TEST_DATABASE_URL"]:
     del os.environ[key]
@@ -56,6 +61,11 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def openlineage_events_file() -> Path:
+    return _AIRFLOW_HOME / "openlineage-events.jsonl"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,60 @@
+"""The Granary web app: the lineage store's API, the facet schemas, and (with later issues)
+the catalog and lineage pages. Mounted into Airflow's API server under /granary by the
+plugin in plugins/, and runnable on its own with `granary serve`.
+
+Airflow applies no authentication to a plugin's app, so writes require the lineage API key;
+reads are open on the local stack (bound to 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+
+from granary.settings import Settings, load_settings
+from lineage.api import build_router
+from lineage.facets import SCHEMA_DIR
+from lineage.store import LineageStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until the first request."""
+    app = FastAPI(title="Granary", version="0.1.0",
+                  description="Lineage store and catalog of the Granary dataset platform.")
+
+    @functools.cache
+    def current_settings() -> Settings:
+        return settings or load_settings()
+
+    @functools.cache
+    def store() -> LineageStore:
+        from storage.catalog import Catalog
+
+        catalog = Catalog(current_settings().catalog_url)
+        catalog.migrate()
+        return LineageStore(catalog)
+
+    def api_key() -> str | None:
+        key = current_settings().lineage_api_key
+        return key.get_secret_value() if key else None
+
+    app.include_router(build_router(store, api_key))
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/schemas/{name}")
+    def schema(name: str) -> FileResponse:
+        if not re.fullmatch(r"Granary[A-Za-z]+Facet\.json", name):
+            raise HTTPException(404, f"no schema {name}")
+        path = SCHEMA_DIR / name
+        if not path.exists():
+            raise HTTPException(404, f"no schema {name}")
+        return FileResponse(path, media_type="application/schema+json")
+
+    return app

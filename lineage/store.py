@@ -1,0 +1,274 @@
+"""The lineage store: OpenLineage events kept append-only in the catalog database, indexed
+by run and by dataset, and the graph queries the API answers.
+
+The graph has the shape Marquez uses: nodes ``dataset:<namespace>:<name>`` and
+``job:<namespace>:<name>``, each with ``inEdges`` and ``outEdges`` (origin -> destination).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lineage.naming import parse_node_id
+from lineage.validate import validate_event
+from storage.catalog import Catalog
+from storage.models import LineageEventRow, LineageIORow, LineageRunRow
+
+TERMINAL = {"COMPLETE", "FAIL", "ABORT"}
+
+
+def _time(value: str) -> datetime:
+    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def event_key(event: dict[str, Any]) -> str:
+    """Identity of a delivery: the same event sent twice has the same key."""
+    return hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+class LineageStore:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    # ---- ingestion -----------------------------------------------------------------------------
+    def add(self, event: dict[str, Any]) -> bool:
+        """Validate and store one event; False when it was already stored (idempotent)."""
+        return self.add_many([event])[0]
+
+    def add_many(self, events: list[dict[str, Any]]) -> list[bool]:
+        for i, event in enumerate(events):
+            try:
+                validate_event(event)
+            except ValueError as e:
+                raise ValueError(f"event {i}: {e}" if len(events) > 1 else str(e)) from e
+        with self.catalog.session() as s, s.begin():
+            return [self._add(s, event) for event in events]
+
+    def _add(self, s: Session, event: dict[str, Any]) -> bool:
+        key = event_key(event)
+        if s.scalar(select(LineageEventRow.id).filter_by(event_key=key)) is not None:
+            return False
+        run_id = str(event["run"]["runId"])
+        job = event["job"]
+        when = _time(event["eventTime"])
+        etype = event.get("eventType") or "OTHER"
+        s.add(LineageEventRow(event_key=key, event_type=etype, event_time=when, run_id=run_id,
+                              job_namespace=job["namespace"], job_name=job["name"], body=event,
+                              received_at=datetime.now(UTC)))
+        run = s.get(LineageRunRow, run_id)
+        facets = event["run"].get("facets") or {}
+        parent = (facets.get("parent") or {})
+        if run is None:
+            run = LineageRunRow(run_id=run_id, job_namespace=job["namespace"],
+                                job_name=job["name"], state=etype, updated_at=when, facets={})
+            s.add(run)
+        # events can arrive out of order: a terminal state is never replaced by a later
+        # RUNNING or START, and the newest terminal state wins
+        last = _aware(run.updated_at) or when
+        if etype in TERMINAL or (run.state not in TERMINAL and when >= last):
+            run.state = etype
+        run.updated_at = max(last, when)
+        started = _aware(run.started_at)
+        if etype == "START" and (started is None or when < started):
+            run.started_at = when
+        if etype in TERMINAL:
+            run.ended_at = when
+        if parent.get("run"):
+            run.parent_run_id = str(parent["run"].get("runId"))
+            run.parent_job_name = (parent.get("job") or {}).get("name")
+        run.facets = {**(run.facets or {}), **facets}
+        for direction, side in (("in", "inputs"), ("out", "outputs")):
+            for ds in event.get(side) or []:
+                self._add_io(s, run_id, direction, ds, when)
+        return True
+
+    def _add_io(self, s: Session, run_id: str, direction: str, ds: dict[str, Any],
+                when: datetime) -> None:
+        row = s.scalar(select(LineageIORow).filter_by(
+            run_id=run_id, namespace=ds["namespace"], name=ds["name"], direction=direction))
+        extra = ds.get("inputFacets" if direction == "in" else "outputFacets") or {}
+        facets = {**(ds.get("facets") or {}), **extra}
+        version = ((facets.get("version") or {}).get("datasetVersion"))
+        if row is None:
+            s.add(LineageIORow(run_id=run_id, namespace=ds["namespace"], name=ds["name"],
+                               direction=direction, version=version, facets=facets,
+                               event_time=when))
+            s.flush()
+        else:
+            row.facets = {**(row.facets or {}), **facets}
+            row.version = version or row.version
+
+    # ---- reads -----------------------------------------------------------------------------
+    def namespaces(self) -> list[str]:
+        with self.catalog.session() as s:
+            jobs = set(s.scalars(select(LineageRunRow.job_namespace).distinct()))
+            data = set(s.scalars(select(LineageIORow.namespace).distinct()))
+        return sorted(jobs | data)
+
+    def jobs(self, namespace: str) -> list[dict[str, Any]]:
+        with self.catalog.session() as s:
+            rows = s.scalars(select(LineageRunRow).filter_by(job_namespace=namespace)
+                             .order_by(LineageRunRow.job_name, LineageRunRow.updated_at))
+            latest: dict[str, LineageRunRow] = {}
+            for r in rows:
+                latest[r.job_name] = r
+        return [{"namespace": namespace, "name": n, "latestRun": _run_dict(r)}
+                for n, r in sorted(latest.items())]
+
+    def runs(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        with self.catalog.session() as s:
+            rows = s.scalars(select(LineageRunRow).filter_by(job_namespace=namespace,
+                                                             job_name=job)
+                             .order_by(LineageRunRow.updated_at.desc()))
+            return [_run_dict(r) for r in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.catalog.session() as s:
+            row = s.get(LineageRunRow, run_id)
+            if row is None:
+                return None
+            out = _run_dict(row)
+            io = s.scalars(select(LineageIORow).filter_by(run_id=run_id))
+            out["inputs"] = [_io_dict(r) for r in io if r.direction == "in"]
+            io = s.scalars(select(LineageIORow).filter_by(run_id=run_id))
+            out["outputs"] = [_io_dict(r) for r in io if r.direction == "out"]
+            return out
+
+    def events(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        with self.catalog.session() as s:
+            q = select(LineageEventRow).order_by(LineageEventRow.event_time,
+                                                 LineageEventRow.id)
+            if run_id:
+                q = q.filter_by(run_id=run_id)
+            return [r.body for r in s.scalars(q)]
+
+    def dataset_versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        with self.catalog.session() as s:
+            rows = s.scalars(select(LineageIORow).filter_by(namespace=namespace, name=name,
+                                                            direction="out")
+                             .order_by(LineageIORow.event_time))
+            return [{**_io_dict(r), "createdByRun": r.run_id} for r in rows if r.version]
+
+    # ---- graph -----------------------------------------------------------------------------
+    def graph(self, node_id: str, depth: int = 20, run_id: str | None = None,
+              version: str | None = None, as_of: datetime | None = None) -> dict[str, Any]:
+        """Nodes reachable from ``node_id`` within ``depth`` hops, upstream and downstream.
+
+        ``version`` (of a dataset node) or ``run_id`` (a task or DAG run) restrict the graph to
+        the runs of that one DAG run; ``as_of`` to events at or before that time.
+        """
+        with self.catalog.session() as s:
+            runs = {r.run_id: r for r in s.scalars(select(LineageRunRow))}
+            io_rows = list(s.scalars(select(LineageIORow)))
+        if as_of is not None:
+            io_rows = [r for r in io_rows if _aware(r.event_time) <= as_of]  # type: ignore[operator]
+        scope = self._scope(node_id, runs, io_rows, run_id, version)
+        if scope is not None:
+            io_rows = [r for r in io_rows if r.run_id in scope]
+        nodes: dict[str, dict[str, Any]] = {}
+        edges: set[tuple[str, str]] = set()
+        for r in io_rows:
+            run = runs.get(r.run_id)
+            if run is None:
+                continue
+            job = f"job:{run.job_namespace}:{run.job_name}"
+            ds = f"dataset:{r.namespace}:{r.name}"
+            nodes.setdefault(job, {"id": job, "type": "JOB", "data": {
+                "namespace": run.job_namespace, "name": run.job_name, "runs": {}}})
+            nodes[job]["data"]["runs"][r.run_id] = _run_dict(run)
+            data = nodes.setdefault(ds, {"id": ds, "type": "DATASET", "data": {
+                "namespace": r.namespace, "name": r.name, "versions": {}}})["data"]
+            if r.version:
+                data["versions"][r.version] = _summary(r.facets)
+            edges.add((ds, job) if r.direction == "in" else (job, ds))
+        if node_id not in nodes:
+            return {"graph": []}
+        keep = _reachable(node_id, edges, depth)
+        graph = []
+        for nid in sorted(keep):
+            node = nodes[nid]
+            node["data"]["runs" if node["type"] == "JOB" else "versions"] = list(
+                node["data"]["runs" if node["type"] == "JOB" else "versions"].values()
+                if node["type"] == "JOB" else
+                [{"version": k, **v} for k, v in node["data"]["versions"].items()])
+            node["inEdges"] = [{"origin": a, "destination": b} for a, b in sorted(edges)
+                               if b == nid and a in keep]
+            node["outEdges"] = [{"origin": a, "destination": b} for a, b in sorted(edges)
+                                if a == nid and b in keep]
+            graph.append(node)
+        return {"graph": graph}
+
+    def _scope(self, node_id: str, runs: dict[str, LineageRunRow], io_rows: list[LineageIORow],
+               run_id: str | None, version: str | None) -> set[str] | None:
+        parent: str | None = None
+        if version is not None and node_id.startswith("dataset:"):
+            _, ns, name = parse_node_id(node_id)
+            producing = [r.run_id for r in io_rows if r.direction == "out" and
+                         r.namespace == ns and r.name == name and r.version == version]
+            if not producing:
+                return set()
+            run_id = producing[-1]
+        if run_id is not None:
+            run = runs.get(run_id)
+            parent = (run.parent_run_id or run.run_id) if run else run_id
+        if parent is None:
+            return None
+        return {rid for rid, r in runs.items() if r.parent_run_id == parent or rid == parent}
+
+
+def _reachable(start: str, edges: set[tuple[str, str]], depth: int) -> set[str]:
+    out: dict[str, list[str]] = {}
+    inn: dict[str, list[str]] = {}
+    for a, b in edges:
+        out.setdefault(a, []).append(b)
+        inn.setdefault(b, []).append(a)
+    seen = {start}
+    for adjacency in (out, inn):  # downstream, then upstream
+        queue = deque([(start, 0)])
+        visited = {start}
+        while queue:
+            node, d = queue.popleft()
+            if d >= depth:
+                continue
+            for nxt in adjacency.get(node, []):
+                if nxt not in visited:
+                    visited.add(nxt)
+                    queue.append((nxt, d + 1))
+        seen |= visited
+    return seen
+
+
+def _run_dict(r: LineageRunRow) -> dict[str, Any]:
+    return {"id": r.run_id, "job": {"namespace": r.job_namespace, "name": r.job_name},
+            "state": r.state,
+            "startedAt": r.started_at.isoformat() if r.started_at else None,
+            "endedAt": r.ended_at.isoformat() if r.ended_at else None,
+            "parentRunId": r.parent_run_id,
+            "conservation": (r.facets or {}).get("granary_conservation")}
+
+
+def _io_dict(r: LineageIORow) -> dict[str, Any]:
+    return {"namespace": r.namespace, "name": r.name, "version": r.version,
+            "facets": r.facets, **_summary(r.facets)}
+
+
+def _summary(facets: dict[str, Any]) -> dict[str, Any]:
+    stats = facets.get("outputStatistics") or facets.get("dataQualityMetrics") or {}
+    registry = facets.get("granary_registry") or {}
+    return {"rowCount": stats.get("rowCount"), "size": stats.get("size") or stats.get("bytes"),
+            "tag": registry.get("tag")}

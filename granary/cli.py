@@ -236,6 +236,42 @@ def get(ref: str, to: Annotated[Path, typer.Option("--to", help="destination fol
     console.print(f"{v.ref} -> {dest}: {', '.join(files)}")
 
 
+@app.command()
+def trace(ref: str, record_id: str,
+          as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
+          ) -> None:
+    """Show where RECORD_ID of DATASET@VERSION came from: raw object, line, every stage."""
+    import json as _json
+
+    from granary.runtime import catalog, object_store
+    from lifecycle.trace import trace as trace_record
+
+    s = _settings()
+    dataset, number = parse_ref(ref)
+    result = trace_record(catalog(s), object_store(s), dataset, number, record_id)
+    if as_json:
+        print(_json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        return
+    console.print(f"[bold]{dataset}@v{result['version']}[/] record [bold]{record_id}[/]: "
+                  f"{result['record']}")
+    for step in result["path"]:
+        name = step["stage"]
+        if name == "raw":
+            console.print(f"  raw        {step['object']} line {step['line']} "
+                          f"(file {step['file']}, sha256 {step['sha256'][:12]}, "
+                          f"collected {step['collected_at']}, {step['licence']})")
+            continue
+        details = {k: v for k, v in step.items()
+                   if k not in ("stage", "run_id", "status", "at", "output",
+                                "absorbed_duplicates") and v is not None}
+        console.print(f"  {name:<10} {step['status']} at {step['at']} "
+                      f"{' '.join(f'{k}={v}' for k, v in details.items())}")
+        for dup in step.get("absorbed_duplicates") or []:
+            console.print(f"             absorbed duplicate {dup['id']} from "
+                          f"{dup['source_uri']} line {dup['line']}")
+    console.print(f"  run {result['path'][1]['run_id']}")
+
+
 # ---- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo() -> None:
@@ -257,7 +293,7 @@ def demo() -> None:
 
 def main() -> None:
     from granary.airflow_client import AirflowError
-    from lifecycle.errors import LifecycleError
+    from lifecycle.errors import LifecycleError  # includes TraceError
     from lifecycle.spec import SpecError
     from storage.catalog import CatalogError
     from storage.objectstore import StorageError

@@ -112,6 +112,9 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
                 f"run starts at {STAGES[first]!r}, but {dataset} has no earlier successful "
                 f"{stage!r} output to start from; run from {stage!r} first")
         log.info("reusing %s output of an earlier run: %s", stage, previous.output_uri)
+        # recorded under this run too, so trace and lineage can follow the reused output
+        svc.catalog.record_stage(dataset, run_id, stage, "reused", previous.output_uri,
+                                 dict(previous.counts))
         return {"stage": stage, "manifest_uri": previous.output_uri,
                 "counts": dict(previous.counts), "status": "reused"}
 

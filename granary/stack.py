@@ -234,7 +234,7 @@ class LocalStack:
             # every task's OpenLineage events go to the Granary web app in the API server
             "AIRFLOW__OPENLINEAGE__NAMESPACE": s.lineage_namespace,
             "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({
-                "type": "http", "url": s.public_url, "endpoint": "api/v1/lineage",
+                "type": "http", "url": f"{s.public_url}/", "endpoint": "api/v1/lineage",
                 "timeout": 10,
                 "auth": {"type": "api_key",
                          "apiKey": s.lineage_api_key.get_secret_value()

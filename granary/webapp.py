@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse
 
+from granary.pages import index_page, lineage_page
 from granary.settings import Settings, load_settings
 from lineage.api import build_router
 from lineage.facets import SCHEMA_DIR
 from lineage.store import LineageStore
+
+STATIC = Path(__file__).with_name("static")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +51,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok"}
+
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> str:
+        return index_page(store().catalog, base(request))
+
+    @app.get("/lineage/{dataset}", response_class=HTMLResponse)
+    def lineage(request: Request, dataset: str, version: int | None = None) -> str:
+        found = store().catalog.get_version(dataset, version)
+        if found is None:
+            raise HTTPException(404, f"{dataset} has no published version {version or ''}")
+        s = current_settings()
+        return lineage_page(found, s.bucket_registry, s.bucket_raw, base(request))
+
+    @app.get("/static/lineage.js")
+    def script() -> FileResponse:
+        return FileResponse(STATIC / "lineage.js", media_type="text/javascript")
 
     @app.get("/schemas/{name}")
     def schema(name: str) -> FileResponse:

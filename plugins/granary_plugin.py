@@ -11,5 +11,5 @@ from granary.webapp import create_app
 class GranaryPlugin(AirflowPlugin):
     name = "granary"
     fastapi_apps = [{"app": create_app(), "url_prefix": "/granary", "name": "Granary"}]
-    external_views = [{"name": "Granary lineage", "href": "/granary/api/v1/namespaces",
-                       "destination": "nav", "url_route": "granary"}]
+    external_views = [{"name": "Granary", "href": "/granary/", "destination": "nav",
+                       "url_route": "granary"}]

@@ -19,3 +19,16 @@ def expected_reviews() -> set[str]:
             if text:
                 texts.add(text)
     return texts
+
+
+def both_files() -> set[str]:
+    """Normalised reviews present in both pos.txt and neg.txt (conflicting labels)."""
+    per_file = []
+    for path in sample_files().values():
+        texts = set()
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
+            text = " ".join(_DROP.sub("", unicodedata.normalize("NFKC", line)).split())
+            if text:
+                texts.add(text)
+        per_file.append(texts)
+    return per_file[0] & per_file[1]

@@ -79,8 +79,12 @@ def test_run_from_a_later_stage_reuses_earlier_outputs(
 
     second = dag.test(run_conf={"first_stage": "annotate", "last_stage": "publish"})
     assert second.state == "success"
-    stages = {r.stage for r in cat.stage_results("zh_shopping_reviews", second.run_id)}
-    assert stages == {"annotate", "synthesize", "evaluate", "publish"}
+    stages = {r.stage: r for r in cat.stage_results("zh_shopping_reviews", second.run_id)}
+    assert {s for s, r in stages.items() if r.status == "success"} == \
+        {"annotate", "synthesize", "evaluate", "publish"}
+    assert {s for s, r in stages.items() if r.status == "reused"} == {"collect", "preprocess"}
+    first_pre = {r.stage: r for r in cat.stage_results("zh_shopping_reviews", first.run_id)}
+    assert stages["preprocess"].output_uri == first_pre["preprocess"].output_uri
     assert cat.get_version("zh_shopping_reviews").run_id == second.run_id
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -17,7 +19,7 @@ from granary.runtime import catalog
 from granary.settings import Settings
 from granary.stack import S3_PORT_BLOCK
 from tests.conftest import free_port_block
-from tests.e2e.sample import expected_reviews
+from tests.e2e.sample import both_files, expected_reviews
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +82,24 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         listed = _granary(env, "versions", "zh_shopping_reviews")
         assert listed.returncode == 0
         assert "v1" in listed.stdout and str(v.row_count) in listed.stdout
+
+        # lineage reached the web app inside Airflow's API server over OpenLineage HTTP
+        node = f"dataset:s3://{s.bucket_registry}:datasets/zh_shopping_reviews"
+        graph = httpx.get(f"{s.public_url}/api/v1/lineage", params={"nodeId": node}).json()
+        ids = {n["id"] for n in graph["graph"]}
+        assert len([i for i in ids if i.startswith(f"dataset:s3://{s.bucket_raw}:")]) == 2
+        assert len([i for i in ids if i.startswith("job:")]) == 6
+
+        # trace a kept review that absorbed its twin from the other file
+        got = _granary(env, "get", "zh_shopping_reviews@v1", "--to", str(tmp_path / "v1"))
+        assert got.returncode == 0, got.stderr
+        rows = [json.loads(x) for x in (tmp_path / "v1" / "data.jsonl").read_text().splitlines()]
+        twin = next(r for r in rows if r["text"] in both_files())
+        traced = _granary(env, "trace", "zh_shopping_reviews@v1", twin["id"], "--json")
+        assert traced.returncode == 0, traced.stderr
+        origins = json.loads(traced.stdout)["raw_origins"]
+        assert {o["source_path"] for o in origins} >= {"zh_shopping_reviews/pos.txt",
+                                                       "zh_shopping_reviews/neg.txt"}
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

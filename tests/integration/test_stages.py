@@ -15,6 +15,7 @@ from lifecycle.context import StageContext
 from lifecycle.errors import QualityGateFailed, SourceError
 from lifecycle.shards import read_manifest, read_table
 from lifecycle.spec import parse_spec
+from lifecycle.trace import TraceError, trace
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,27 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     # publishing the same run again is a no-op that returns the same version
     assert publish.run(ctx, e.to_xcom()).extra["version"] == 1
     assert [v.version for v in ctx.catalog.versions("tiny_reviews")] == [1]
+
+    # lineage descriptors: raw inputs with their S3 version ids, the registry output
+    raw_inputs = [io for io in c.lineage if io.direction == "input"]
+    assert {io.uri for io in raw_inputs} == raw and all(io.version for io in raw_inputs)
+    assert pub.lineage[-1].uri == f"s3://{s.bucket_registry}/datasets/tiny_reviews"
+    assert pub.lineage[-1].registry["tag"] == "tiny_reviews/v1"
+
+    # trace: the kept "fine" absorbed its twin from the other source file
+    for r in (c, p, a, sy, e, pub):
+        ctx.catalog.record_stage("tiny_reviews", "run-a", r.stage, "success", r.manifest_uri,
+                                 r.counts)
+    fine = kept.loc[kept["text"] == "fine", "id"].iloc[0]
+    t = trace(ctx.catalog, ctx.store, "tiny_reviews", 1, fine)
+    assert {o["source_path"] for o in t["raw_origins"]} == {"tiny/good.txt", "tiny/rows.csv"}
+    assert [o["line"] for o in t["raw_origins"]] == [5, 4]
+    assert [step["stage"] for step in t["path"]] == [
+        "raw", "collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"]
+    assert t["path"][-1]["tag"] == "tiny_reviews/v1"
+    assert published.iloc[t["path"][-1]["row"]]["id"] == fine
+    with pytest.raises(TraceError, match="no record"):
+        trace(ctx.catalog, ctx.store, "tiny_reviews", 1, "nope")
 
 
 def test_identical_raw_content_is_stored_once(env: tuple[Settings, Path]) -> None:

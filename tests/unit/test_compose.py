@@ -13,7 +13,7 @@ import yaml
 pytestmark = pytest.mark.unit
 
 SECRETS = ["MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD",
-           "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"]
+           "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "GRANARY_LINEAGE_API_KEY"]
 
 
 def _config(repo: Path, env_file: Path) -> subprocess.CompletedProcess:

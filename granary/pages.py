@@ -1,0 +1,75 @@
+"""HTML pages of the Granary web app: the catalog index and the lineage graph of a version.
+
+Server-rendered HTML with one small script shipped in granary/static (no CDN), so the pages
+work offline inside the Airflow UI.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from storage.catalog import Catalog, Version
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;background:#f7f7f5;color:#222}
+header{padding:12px 20px;background:#2d3e2f;color:#fff}header a{color:#cfe8cf}
+main{padding:16px 20px}table{border-collapse:collapse;background:#fff}
+td,th{border:1px solid #ddd;padding:6px 10px;text-align:left}
+#controls{margin:8px 0 12px}#graph{overflow:auto;background:#fff;border:1px solid #ddd}
+.node rect{stroke:#555;stroke-width:1}.node.job rect{fill:#e8eefc}.node.raw rect{fill:#fdf1dc}
+.node.work rect{fill:#f2f2f2}.node.published rect{fill:#dff3df;stroke:#2d7a2d;stroke-width:2}
+.node text.title{font-size:12px;font-weight:600}.node text.sub{font-size:11px;fill:#555}
+.node.dim{opacity:.15}.edge{fill:none;stroke:#888;stroke-width:1.3}
+.edge-label{font-size:10px;fill:#666}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+            f"<header><strong>Granary</strong> · {html.escape(title)}</header>"
+            f"<main>{body}</main></body></html>")
+
+
+def grade(v: Version) -> str:
+    checks = v.quality.get("checks") or []
+    passed = sum(1 for c in checks if c.get("success"))
+    verdict = "passed" if v.quality.get("passed") else "failed"
+    return f"gate {verdict} ({passed}/{len(checks)} checks)"
+
+
+def index_page(catalog: Catalog, base: str) -> str:
+    rows = []
+    for d in catalog.datasets():
+        for v in catalog.versions(d.name):
+            link = f"{base}/lineage/{html.escape(d.name)}?version={v.version}"
+            rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(d.title)}</td>"
+                        f"<td>v{v.version}</td><td>{v.row_count}</td><td>{grade(v)}</td>"
+                        f"<td>{v.created_at:%Y-%m-%d %H:%M}</td>"
+                        f"<td><a href='{link}'>lineage</a></td></tr>")
+    table = ("<table><tr><th>dataset</th><th>title</th><th>version</th><th>records</th>"
+             "<th>quality</th><th>published</th><th></th></tr>" + "".join(rows) + "</table>"
+             if rows else "<p>No dataset has been published yet.</p>")
+    return _page("catalog", table)
+
+
+def lineage_page(v: Version, registry_bucket: str, raw_bucket: str, base: str) -> str:
+    config: dict[str, Any] = {
+        "base": base,
+        "nodeId": f"dataset:s3://{registry_bucket}:datasets/{v.dataset}",
+        "lineageVersion": v.dvc_md5,
+        "registryNs": f"s3://{registry_bucket}",
+        "rawNs": f"s3://{raw_bucket}",
+        "version": {"version": v.version, "grade": grade(v)},
+    }
+    body = (f"<p><a href='{base}/'>catalog</a> · <strong>{html.escape(v.ref)}</strong> · "
+            f"tag {html.escape(v.tag)} · {v.row_count} records · {grade(v)}</p>"
+            "<div id='controls'><input id='filter' placeholder='filter nodes' size='40'> "
+            "<label><input type='checkbox' id='hide-work'> dim intermediate stage outputs"
+            "</label> <span id='status'>loading…</span></div><div id='graph'></div>"
+            f"<script id='granary-config' type='application/json'>"
+            f"{html.escape(json.dumps(config), quote=False)}</script>"
+            f"<script src='{base}/static/lineage.js'></script>")
+    return _page(f"lineage of {v.ref}", body)

@@ -1,0 +1,101 @@
+"""Record-level provenance: the path of one published record from its raw object(s) to the
+published file and row, with the run and the time of every stage.
+
+It reads what the stages left behind: the catalog's version and stage results, the collect
+stage's records (provenance columns), the preprocess stage's merge map (which duplicates a
+kept record absorbed) and the published records themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from lifecycle import shards
+from lifecycle.errors import LifecycleError
+from storage.catalog import Catalog
+from storage.objectstore import ObjectStore
+
+
+class TraceError(LifecycleError):
+    """The version or the record cannot be traced; the message says why."""
+
+
+PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "collected_at",
+              "licence"]
+
+
+def _row(df: pd.DataFrame, record_id: str) -> dict[str, Any] | None:
+    hit = df.loc[df["id"] == record_id]
+    if hit.empty:
+        return None
+    return {k: (None if _na(v) else v) for k, v in hit.iloc[0].to_dict().items()}
+
+
+def _na(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _origin(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (int(row[k]) if k == "line" else row.get(k)) for k in PROVENANCE}
+
+
+def trace(catalog: Catalog, store: ObjectStore, dataset: str, version: int | None,
+          record_id: str) -> dict[str, Any]:
+    v = catalog.get_version(dataset, version)
+    if v is None:
+        raise TraceError(f"{dataset}@{'v' + str(version) if version else 'latest'}: no such "
+                         f"published version (see `granary versions {dataset}`)")
+    stages = {r.stage: r for r in catalog.stage_results(dataset, v.run_id)}
+    missing = [s for s in ("collect", "preprocess", "evaluate") if s not in stages]
+    if missing:
+        raise TraceError(f"{v.ref}: run {v.run_id} has no {', '.join(missing)} result in the "
+                         "catalog (it was published from a run that started later); trace the "
+                         "run that produced its inputs")
+    final = shards.read_manifest(store, stages["evaluate"].output_uri)
+    published = shards.read_table(store, final)
+    row = _row(published, record_id)
+    if row is None:
+        raise TraceError(f"{v.ref} has no record {record_id!r}")
+    position = int(published.index[published["id"] == record_id][0])
+
+    pre = shards.read_manifest(store, stages["preprocess"].output_uri)
+    merges = shards.read_table(store, pre, "merges")
+    absorbed_ids = (merges.loc[merges["kept_id"] == record_id, "id"].tolist()
+                    if not merges.empty else [])
+    collected = shards.read_table(store, shards.read_manifest(store,
+                                                              stages["collect"].output_uri))
+    original = _row(collected, record_id) or {}
+    absorbed = []
+    for rid in absorbed_ids:
+        dup = _row(collected, rid)
+        if dup is not None:
+            absorbed.append({"id": rid, "text": dup.get("text"), **_origin(dup)})
+
+    def stage(name: str, **extra: Any) -> dict[str, Any]:
+        r = stages.get(name)
+        return {"stage": name, "run_id": v.run_id, "status": r.status if r else "not run",
+                "at": r.created_at.isoformat() if r else None,
+                "output": r.output_uri if r else None, **extra}
+
+    path = [
+        {"stage": "raw", "object": row["source_uri"], "line": int(row["line"]),
+         "sha256": row["raw_hash"], "source": row["source"], "file": row["source_path"],
+         "collected_at": row["collected_at"], "licence": row["licence"]},
+        stage("collect", text=original.get("text")),
+        stage("preprocess", text=row.get("text"), absorbed_duplicates=absorbed),
+        stage("annotate", label=row.get("label"), label_source=row.get("label_source"),
+              label_confidence=row.get("label_confidence")),
+        stage("synthesize", synthetic=False),
+        stage("evaluate", passed=bool(v.quality.get("passed"))),
+        stage("publish", version=v.version, tag=v.tag, git_rev=v.git_rev,
+              files=sorted(v.files), row=position),
+    ]
+    origins = [_origin(row), *[{k: a[k] for k in PROVENANCE} for a in absorbed]]
+    return {"dataset": dataset, "version": v.version, "tag": v.tag, "record_id": record_id,
+            "record": {k: row.get(k) for k in row if k not in PROVENANCE},
+            "raw_origins": origins, "path": path}

@@ -23,8 +23,8 @@ from storage import keys
 
 log = logging.getLogger(__name__)
 STAGE = "collect"
-PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "collected_at",
-              "licence"]
+PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "raw_version",
+              "collected_at", "licence"]
 
 
 def record_id(raw_hash: str, line: int) -> str:
@@ -107,7 +107,8 @@ def run(ctx: StageContext) -> StageResult:
                            "legal_basis": (source.licence or spec.licence).legal_basis})
             text = decode(data, source.encoding, f"source {source.name!r} file {rel}")
             base = {"source": source.name, "source_uri": uri, "source_path": rel,
-                    "raw_hash": digest, "collected_at": collected_at, "licence": licence}
+                    "raw_hash": digest, "raw_version": version_id,
+                    "collected_at": collected_at, "licence": licence}
             for parsed in reader.read(text):
                 rid = record_id(digest, parsed.line)
                 if parsed.record is None:

@@ -35,14 +35,25 @@ class UnicodeNormaliser:
         self.cfg = cfg
 
     def __call__(self, text: str) -> str:
+        return self.apply(text)[0]
+
+    def apply(self, text: str) -> tuple[str, list[str]]:
+        """The normalised text and the names of the steps that changed it (for provenance)."""
+        ops: list[str] = []
+
+        def step(name: str, new: str) -> str:
+            if new != text:
+                ops.append(name)
+            return new
+
         if self.cfg.unicode != "none":
-            text = unicodedata.normalize(self.cfg.unicode, text)
-        text = _CONTROL.sub("", text)
+            text = step(self.cfg.unicode.lower(), unicodedata.normalize(self.cfg.unicode, text))
+        text = step("remove_control_chars", _CONTROL.sub("", text))
         if self.cfg.fold_whitespace:
-            text = _WS.sub(" ", text)
+            text = step("fold_whitespace", _WS.sub(" ", text))
         if self.cfg.strip:
-            text = text.strip()
-        return text
+            text = step("strip", text.strip())
+        return text, ops
 
 
 class ExactDeduplicator:
@@ -78,7 +89,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     n_in = len(df)
     text_field = spec.schema_.text_field
     normalise = UnicodeNormaliser(cfg.normalise)
-    df[text_field] = df[text_field].map(lambda v: normalise(v) if isinstance(v, str) else v)
+    applied = [normalise.apply(v) if isinstance(v, str) else (v, []) for v in df[text_field]]
+    df[text_field] = [text for text, _ in applied]
+    # per record, the operations that changed it; dedup adds its verdict below
+    df["operations"] = [ops for _, ops in applied]
 
     lengths = df[text_field].map(lambda v: len(v) if isinstance(v, str) else 0)
     reasons = pd.Series(pd.NA, index=df.index, dtype="object")
@@ -100,6 +114,11 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             keyed = df.assign(_key=dedup.key(df))
             conflicts = int((keyed.groupby("_key")[label].nunique(dropna=True) > 1).sum())
         df, merges = dedup(df)
+        if not merges.empty:
+            absorbed = set(merges["kept_id"])
+            df["operations"] = [[*ops, "exact_dedup:kept_representative"] if rid in absorbed
+                                else ops for rid, ops in zip(df["id"], df["operations"],
+                                                             strict=True)]
 
     kept, quarantined, merged = len(df), len(dropped), len(merges)
     if kept + quarantined + merged != n_in:

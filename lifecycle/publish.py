@@ -46,7 +46,8 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
     if "jsonl" in formats:
         with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
             for rec in df.to_dict(orient="records"):
-                clean = {k: (None if _isna(v) else v) for k, v in rec.items()}
+                clean = {k: (v.tolist() if hasattr(v, "tolist") else None if _isna(v) else v)
+                         for k, v in rec.items()}
                 fh.write(json.dumps(clean, ensure_ascii=False, sort_keys=True) + "\n")
     if "csv" in formats:
         df.to_csv(folder / "data.csv", index=False)

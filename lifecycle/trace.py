@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from lifecycle import shards
+from lifecycle.collect import PROVENANCE
 from lifecycle.errors import LifecycleError
 from storage.catalog import Catalog
 from storage.objectstore import ObjectStore
@@ -22,8 +23,6 @@ class TraceError(LifecycleError):
     """The version or the record cannot be traced; the message says why."""
 
 
-PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "collected_at",
-              "licence"]
 
 
 def _row(df: pd.DataFrame, record_id: str) -> dict[str, Any] | None:
@@ -84,10 +83,12 @@ def trace(catalog: Catalog, store: ObjectStore, dataset: str, version: int | Non
 
     path = [
         {"stage": "raw", "object": row["source_uri"], "line": int(row["line"]),
-         "sha256": row["raw_hash"], "source": row["source"], "file": row["source_path"],
+         "sha256": row["raw_hash"], "s3_version": row.get("raw_version"),
+         "source": row["source"], "file": row["source_path"],
          "collected_at": row["collected_at"], "licence": row["licence"]},
         stage("collect", text=original.get("text")),
-        stage("preprocess", text=row.get("text"), absorbed_duplicates=absorbed),
+        stage("preprocess", text=row.get("text"), operations=list(row.get("operations") or []),
+              absorbed_duplicates=absorbed),
         stage("annotate", label=row.get("label"), label_source=row.get("label_source"),
               label_confidence=row.get("label_confidence")),
         stage("synthesize", synthetic=False),

@@ -126,6 +126,10 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert [step["stage"] for step in t["path"]] == [
         "raw", "collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"]
     assert t["path"][-1]["tag"] == "tiny_reviews/v1"
+    assert t["path"][0]["s3_version"]  # the raw object's S3 version id
+    assert "exact_dedup:kept_representative" in t["path"][2]["operations"]
+    spaced = kept.loc[kept["text"] == "GOOD value"].iloc[0]
+    assert list(spaced["operations"]) == ["nfkc", "fold_whitespace"]
     assert published.iloc[t["path"][-1]["row"]]["id"] == fine
     with pytest.raises(TraceError, match="no record"):
         trace(ctx.catalog, ctx.store, "tiny_reviews", 1, "nope")

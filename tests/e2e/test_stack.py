@@ -94,7 +94,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         got = _granary(env, "get", "zh_shopping_reviews@v1", "--to", str(tmp_path / "v1"))
         assert got.returncode == 0, got.stderr
         rows = [json.loads(x) for x in (tmp_path / "v1" / "data.jsonl").read_text().splitlines()]
-        twin = next(r for r in rows if r["text"] in both_files())
+        twins = both_files()
+        twin = next(r for r in rows if r["text"] in twins)
         traced = _granary(env, "trace", "zh_shopping_reviews@v1", twin["id"], "--json")
         assert traced.returncode == 0, traced.stderr
         origins = json.loads(traced.stdout)["raw_origins"]

@@ -2,7 +2,7 @@
 // SVG. No external libraries, so it works offline inside the Airflow UI.
 "use strict";
 
-const COL_W = 300, ROW_H = 64, NODE_W = 240, NODE_H = 46, PAD = 30;
+const COL_W = 290, ROW_H = 64, NODE_W = 210, NODE_H = 46, PAD = 30;
 
 function shortName(node) {
   const d = node.data;
@@ -11,7 +11,7 @@ function shortName(node) {
   const last = parts[parts.length - 1];
   // raw objects are <dataset>/<source>/<date>/<sha256>.<ext>: show source, date and hash
   if (parts.length === 4 && /^[0-9a-f]{64}\./.test(last)) {
-    return `${parts[1]} · ${parts[2]} · ${last.slice(0, 8)}…`;
+    return `${parts[1]} · ${parts[2]} · ${last.slice(0, 6)}`;
   }
   return last.length > 34 ? last.slice(0, 14) + "…" + last.slice(-14) : last;
 }
@@ -84,7 +84,7 @@ function render(root, graph, opts) {
     svg.appendChild(el("path", {d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
       class: "edge", "data-origin": e.origin, "data-destination": e.destination}));
     const label = edgeLabel(byId.get(e.destination));
-    if (label) svg.appendChild(el("text", {x: mx, y: (y1 + y2) / 2 - 4, class: "edge-label",
+    if (label) svg.appendChild(el("text", {x: mx, y: (y1 + y2) / 2 - 6, class: "edge-label",
       "text-anchor": "middle"}, label));
   }));
   graph.forEach(n => {
@@ -98,8 +98,11 @@ function render(root, graph, opts) {
     if (n.type === "JOB") {
       const run = (n.data.runs || [])[0];
       const c = run && run.conservation;
-      sub = c ? `in ${c.recordsIn} → kept ${c.kept}` + (c.merged ? ` · merged ${c.merged}` : "")
-                + (c.quarantined ? ` · quarantined ${c.quarantined}` : "") : (run ? run.state : "");
+      const fmt = x => x.toLocaleString();
+      sub = c ? `${fmt(c.recordsIn)} → ${fmt(c.kept)}` + (c.merged ? ` · ${fmt(c.merged)} dup` : "")
+                + (c.quarantined ? ` · ${fmt(c.quarantined)} q` : "") : (run ? run.state : "");
+      if (c) g.appendChild(el("title", {}, `${n.id}\nin ${c.recordsIn}, kept ${c.kept}, ` +
+        `merged ${c.merged}, quarantined ${c.quarantined}`));
     }
     g.appendChild(el("text", {x: 10, y: 36, class: "sub"}, sub));
     g.appendChild(el("title", {}, n.id));

@@ -16,7 +16,7 @@ import pandas as pd
 from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import SourceError
-from lifecycle.readers import decode, reader_for
+from lifecycle.readers import detect_encoding, format_of, parse, unpack
 from lifecycle.spec import FieldSpec, FilesSource
 from lineage.facets import DatasetIO
 from storage import keys
@@ -81,10 +81,11 @@ def run(ctx: StageContext) -> StageResult:
     rows: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     landed: list[dict[str, Any]] = []
+    per_source: dict[str, list[int]] = {}  # source -> [read, rejected]
     for source in spec.sources:
         licence = (source.licence or spec.licence).id
         known = _existing_raw(ctx, source.name)
-        reader = reader_for(source.format)
+        tally = per_source.setdefault(source.name, [0, 0])
         for path in resolve_files(ctx.inbox, source):
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
@@ -100,28 +101,43 @@ def run(ctx: StageContext) -> StageResult:
                 version_id = ctx.store.stat(ctx.raw_bucket, key).version_id
             uri = f"s3://{ctx.raw_bucket}/{key}"
             rel = str(path.relative_to(ctx.inbox.resolve()))
-            landed.append({"source": source.name, "path": rel, "uri": uri, "sha256": digest,
-                           "bytes": len(data), "new": new, "fetched_at": collected_at,
-                           "version_id": version_id, "format": source.format,
-                           "licence": licence,
-                           "legal_basis": (source.licence or spec.licence).legal_basis})
-            text = decode(data, source.encoding, f"source {source.name!r} file {rel}")
-            base = {"source": source.name, "source_uri": uri, "source_path": rel,
-                    "raw_hash": digest, "raw_version": version_id,
-                    "collected_at": collected_at, "licence": licence}
-            for parsed in reader.read(text):
-                rid = record_id(digest, parsed.line)
-                if parsed.record is None:
-                    rejected.append({"id": rid, **base, "line": parsed.line,
-                                     "reason": parsed.reason, "detail": parsed.raw})
-                    continue
-                row, problem = _to_row(spec.schema_.fields, spec.schema_.label_field, source,
-                                       parsed.record)
-                if problem:
-                    rejected.append({"id": rid, **base, "line": parsed.line,
-                                     "reason": "bad_value", "detail": problem})
-                    continue
-                rows.append({"id": rid, **row, **base, "line": parsed.line})
+            encodings: dict[str, str] = {}
+            entry = {"source": source.name, "path": rel, "uri": uri, "sha256": digest,
+                     "bytes": len(data), "new": new, "fetched_at": collected_at,
+                     "version_id": version_id, "format": source.format, "encodings": encodings,
+                     "licence": licence,
+                     "legal_basis": (source.licence or spec.licence).legal_basis}
+            landed.append(entry)
+            members = unpack(rel, data, spec.collect.max_unpacked_mb << 20)
+            for index, (member, payload) in enumerate(members):
+                fmt = format_of(member, source.format)
+                where = f"source {source.name!r} file {member}"
+                encoding = "binary"
+                if fmt not in ("parquet", "excel"):
+                    encoding = detect_encoding(payload, source.encoding)
+                encodings[member] = encoding
+                base = {"source": source.name, "source_uri": uri, "source_path": member,
+                        "raw_hash": digest, "raw_version": version_id,
+                        "collected_at": collected_at, "licence": licence}
+                # ids stay stable for a plain file; archive members add their index
+                salt = digest if len(members) == 1 else f"{digest}:{index}"
+                for parsed in parse(fmt, payload, encoding, where):
+                    tally[0] += 1
+                    rid = record_id(salt, parsed.line)
+                    if parsed.record is None:
+                        tally[1] += 1
+                        rejected.append({"id": rid, **base, "line": parsed.line,
+                                         "reason": parsed.reason, "detail": parsed.raw})
+                        continue
+                    row, problem = _to_row(spec.schema_.fields, spec.schema_.label_field,
+                                           source, parsed.record)
+                    if problem:
+                        tally[1] += 1
+                        rejected.append({"id": rid, **base, "line": parsed.line,
+                                         "reason": "bad_value", "detail": problem})
+                        continue
+                    rows.append({"id": rid, **row, **base, "line": parsed.line})
+    _check_bad_share(per_source, spec.collect.max_bad_share, rejected)
     columns = ["id", *[f.name for f in spec.schema_.fields], *PROVENANCE]
     df = pd.DataFrame(rows, columns=columns)
     df["line"] = df["line"].astype("int64")
@@ -151,6 +167,28 @@ def _lineage(ctx: StageContext, uri: str, landed: list[dict[str, Any]]) -> list[
     manifest = shards.read_manifest(ctx.store, uri)
     licence = ctx.spec.licence.model_dump()
     return [*ios, shards.stage_io(uri, manifest, "output", licence=licence)]
+
+
+def _check_bad_share(per_source: dict[str, list[int]], limit: float,
+                     rejected: list[dict[str, Any]]) -> None:
+    """Fail when a source's quarantined share is above ``limit``, naming the worst source."""
+    shares = {name: bad / read for name, (read, bad) in per_source.items() if read}
+    for name, (read, _) in per_source.items():
+        if read == 0:
+            log.warning("source %r produced no record: is it empty?", name)
+    over = {n: s for n, s in shares.items() if s > limit}
+    if not over:
+        return
+    worst = max(over, key=lambda n: over[n])
+    read, bad = per_source[worst]
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        if r["source"] == worst:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    raise SourceError(
+        f"source {worst!r}: {bad} of {read} records ({over[worst]:.1%}) could not be used, "
+        f"above the limit of {limit:.0%} (collect.max_bad_share); reasons: {reasons}. Fix the "
+        "source or raise the limit in the spec.")
 
 
 def _to_row(fields: list[FieldSpec], label_field: str | None, source: FilesSource,

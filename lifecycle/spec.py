@@ -49,8 +49,8 @@ class FilesSource(_Model):
     name: Annotated[str, Field(pattern=NAME_RE)]
     type: Literal["files"]
     path: str = Field(description="File or glob, relative to the inbox")
-    format: Literal["csv", "tsv", "jsonl", "text"]
-    encoding: str = "utf-8"
+    format: Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel"]
+    encoding: str = Field(default="auto", description="auto = detect per file")
     fields: dict[str, str] = Field(
         default_factory=dict, description="record field -> column/key in the source")
     label: str | None = Field(default=None, description="constant label for every record")
@@ -112,6 +112,12 @@ class Preprocess(_Model):
     min_chars: int = Field(default=1, ge=0)
 
 
+class Collect(_Model):
+    max_bad_share: float = Field(default=0.05, ge=0, le=1,
+                                 description="fail when a source's quarantined share is above")
+    max_unpacked_mb: int = Field(default=1024, ge=1, description="bound on .gz/.zip content")
+
+
 class Annotate(_Model):
     from_source: bool = True
 
@@ -148,6 +154,7 @@ class DatasetSpec(_Model):
     owners: list[Owner] = Field(min_length=1)
     sources: list[Source] = Field(min_length=1)
     schema_: Schema = Field(alias="schema")
+    collect: Collect = Collect()
     preprocess: Preprocess = Preprocess()
     annotate: Annotate = Annotate()
     synthesize: Synthesize = Synthesize()

@@ -31,6 +31,7 @@ schema:
   fields:
     - {name: text, type: string}
     - {name: label, type: string, values: [positive, negative]}
+collect: {max_bad_share: 0.5}
 quality: {gate: {min_rows: 3}}
 publish: {formats: [parquet, jsonl, csv]}
 """
@@ -162,3 +163,34 @@ def test_missing_source_files_say_where_to_put_them(env: tuple[Settings, Path]) 
     (tiny / "rows.csv").unlink()
     with pytest.raises(SourceError, match="no file matches 'tiny/rows.csv'"):
         collect.run(_ctx(s, SPEC, "run-missing"))
+
+
+def test_bad_share_over_the_limit_fails_naming_the_source(env: tuple[Settings, Path]) -> None:
+    s, _ = env
+    strict = SPEC.replace("collect: {max_bad_share: 0.5}", "collect: {max_bad_share: 0.05}")
+    with pytest.raises(SourceError, match=r"source 'table': 1 of 3 records \(33.3%\)"):
+        collect.run(_ctx(s, strict, "run-strict"))
+
+
+def test_archives_and_encodings_are_recorded(env: tuple[Settings, Path]) -> None:
+    import io
+    import zipfile
+
+    s, tiny = env
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.csv", "review,label\n包装很好,positive\n".encode("gb18030"))
+        z.writestr("b.csv", "review,label\n不推荐,negative\n".encode("utf-16"))
+    (tiny / "drop.zip").write_bytes(buf.getvalue())
+    spec = SPEC.replace("path: tiny/rows.csv", "path: tiny/drop.zip")
+    ctx = _ctx(s, spec, "run-zip")
+    result = collect.run(ctx)
+    manifest = read_manifest(ctx.store, result.manifest_uri)
+    drop = next(x for x in manifest["landed"] if x["path"] == "tiny/drop.zip")
+    assert drop["encodings"] == {"tiny/drop.zip!a.csv": "gb18030",
+                                 "tiny/drop.zip!b.csv": "utf-16"}
+    records = read_table(ctx.store, manifest)
+    from_zip = records.loc[records["source"] == "table"]
+    assert sorted(from_zip["text"]) == ["不推荐", "包装很好"]
+    assert set(from_zip["source_path"]) == {"tiny/drop.zip!a.csv", "tiny/drop.zip!b.csv"}
+    assert from_zip["id"].is_unique

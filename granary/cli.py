@@ -92,10 +92,10 @@ def serve(host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.
 
 
 # ---- runs -------------------------------------------------------------------------------------
-def _client(s: Settings) -> Any:
+def _client() -> Any:
     from granary.airflow_client import AirflowClient
 
-    s = load_settings()  # the password file may have been written since start-up
+    s = load_settings()  # read now: the password file may have been written since start-up
     if s.airflow_password is None:
         _fail("no Airflow password: start the stack first (`granary up`) or set "
               "GRANARY_AIRFLOW_PASSWORD")
@@ -110,8 +110,7 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
 
     from lineage.naming import dag_id
 
-    s = _settings()
-    client = _client(s)
+    client = _client()
     did = dag_id(dataset)
     with console.status(f"waiting for Airflow to load {did}..."):
         client.wait_for_dag(did)

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
+from pydantic import SecretStr
 
 from granary.settings import CREDENTIALS_FILE, LINEAGE_KEY_FILE, REPO_ROOT, Settings
 
@@ -183,9 +183,9 @@ class LocalStack:
     def settings_with_credentials(self) -> Settings:
         creds = ensure_credentials(self.s.home)
         return self.s.model_copy(update={
-            "s3_access_key": _secret(creds["access_key"]),
-            "s3_secret_key": _secret(creds["secret_key"]),
-            "lineage_api_key": _secret(ensure_lineage_key(self.s.home))})
+            "s3_access_key": SecretStr(creds["access_key"]),
+            "s3_secret_key": SecretStr(creds["secret_key"]),
+            "lineage_api_key": SecretStr(ensure_lineage_key(self.s.home))})
 
     def start_s3(self) -> None:
         if self._alive("s3"):
@@ -329,9 +329,3 @@ def _pgid(pid: int) -> int | None:
 def _signal(p: psutil.Process, sig: int) -> None:
     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
         p.send_signal(sig)
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)

@@ -46,8 +46,8 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
     if "jsonl" in formats:
         with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
             for rec in df.to_dict(orient="records"):
-                clean = {k: (v.tolist() if hasattr(v, "tolist") else None if _isna(v) else v)
-                         for k, v in rec.items()}
+                clean = {k: (v.tolist() if hasattr(v, "tolist")
+                             else None if shards.is_missing(v) else v) for k, v in rec.items()}
                 fh.write(json.dumps(clean, ensure_ascii=False, sort_keys=True) + "\n")
     if "csv" in formats:
         df.to_csv(folder / "data.csv", index=False)
@@ -55,12 +55,6 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
         files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
     return files
 
-
-def _isna(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:

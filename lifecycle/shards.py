@@ -22,6 +22,14 @@ from storage import keys
 from storage.objectstore import ObjectStore
 
 
+def is_missing(value: Any) -> bool:
+    """True for None/NaN/NA scalars; False for lists and arrays (which pd.isna maps)."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def parse_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri!r}")

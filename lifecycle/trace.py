@@ -29,14 +29,8 @@ def _row(df: pd.DataFrame, record_id: str) -> dict[str, Any] | None:
     hit = df.loc[df["id"] == record_id]
     if hit.empty:
         return None
-    return {k: (None if _na(v) else v) for k, v in hit.iloc[0].to_dict().items()}
+    return {k: (None if shards.is_missing(v) else v) for k, v in hit.iloc[0].to_dict().items()}
 
-
-def _na(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def _origin(row: dict[str, Any]) -> dict[str, Any]:

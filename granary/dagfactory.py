@@ -24,7 +24,8 @@ TASKS = {"collect": "land_and_parse", "preprocess": "clean", "annotate": "label"
 
 def _doc(loaded: LoadedSpec) -> str:
     spec = loaded.spec
-    sources = "\n".join(f"- `{s.name}`: {s.type} `{s.path}` ({s.format})" for s in spec.sources)
+    sources = "\n".join(f"- `{s.name}`: {s.describe()}; licence {s.licence_id} "
+                        f"({s.legal_basis})" for s in spec.sources)
     return (f"# {spec.title}\n\n{spec.description}\n\n"
             f"- domain: {spec.domain or '-'}; modality: {spec.modality}; task: {spec.task or '-'}\n"
             f"- licence: {spec.licence.id} "

@@ -165,5 +165,9 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     version = svc.catalog.version_for_run(dataset, run_id)
     if version is not None:
         message = f"published {version.ref}"
+    if status == "success":
+        # only a run that completed moves the sources' incremental state forward
+        advanced = svc.catalog.commit_source_states(dataset, run_id)
+        log.info("%s: incremental state of %d source(s) committed", dataset, advanced)
     svc.catalog.finish_run(dataset, run_id, status, message)
     return {"status": status, "message": message}

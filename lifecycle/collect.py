@@ -1,30 +1,49 @@
-"""Collection: land every source file unchanged in the raw bucket, then parse it into records.
+"""Collection: land every fetched payload unchanged in the raw bucket, then parse it into records.
 
-Raw objects are immutable and content-addressed (``<sha256>.<ext>``): identical content is
-stored once, and every record points at the raw object, line and hash it came from.
+Three steps, which the DAG runs as separate tasks (the middle one mapped, one task per unit):
+
+- :func:`plan` splits every source into units of work (a group of files or objects, an API,
+  a query);
+- :func:`fetch_unit` fetches a unit's payloads, lands each one in the raw bucket
+  (content-addressed: identical bytes are stored once), parses it and writes Parquet shards
+  of records and of quarantined rows; memory is bounded by a shard, not by the source;
+- :func:`merge` checks the bad share, schema drift and conservation per source, writes the
+  stage manifest, and stages the sources' incremental state, which the catalog makes current
+  only when the run succeeds.
+
+:func:`run` does all three in one process (the CLI and tests).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
-from lifecycle.errors import SourceError
-from lifecycle.readers import detect_encoding, format_of, parse, unpack
-from lifecycle.spec import FieldSpec, FilesSource
+from lifecycle.errors import ConservationError, SourceError
+from lifecycle.readers import format_of, member_encoding, members, parse_member
+from lifecycle.sources import Payload, connector, now
+from lifecycle.spec import DatasetSpec, FieldSpec
 from lineage.facets import DatasetIO
 from storage import keys
 
 log = logging.getLogger(__name__)
 STAGE = "collect"
 PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "raw_version",
-              "collected_at", "licence"]
+              "collected_at", "licence", "legal_basis"]
+DATASET_STATE = ""  # the catalog row holding dataset-level state (the last snapshot)
+MAX_SEEN_PARTS = 16
+_ARROW = {"string": pa.string(), "integer": pa.int64(), "float": pa.float64(),
+          "boolean": pa.bool_()}
 
 
 def record_id(raw_hash: str, line: int) -> str:
@@ -32,18 +51,25 @@ def record_id(raw_hash: str, line: int) -> str:
     return hashlib.sha256(f"{raw_hash}:{line}".encode()).hexdigest()[:24]
 
 
-def resolve_files(inbox: Path, source: FilesSource) -> list[Path]:
-    root = inbox.resolve()
-    matches = sorted(p for p in root.glob(source.path) if p.is_file())
-    for p in matches:
-        if not p.resolve().is_relative_to(root):
-            raise SourceError(f"source {source.name!r}: {p} resolves outside the inbox {root}; "
-                              "symlinks out of the inbox are refused")
-    if not matches:
-        raise SourceError(f"source {source.name!r}: no file matches {source.path!r} under "
-                          f"{root}. Put the files there (for the sample: `make demo` stages "
-                          "them) or fix `path` in the spec.")
-    return matches
+def row_key(locator: str, line: int, content: Any) -> bytes:
+    """What incremental runs remember of a row: its place (file and line, when the source
+    has places) and its content. A row seen before is not collected again."""
+    body = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+    where = f"{locator}:{line}" if locator else ""
+    return hashlib.blake2b(f"{where}\x00{body}".encode(), digest_size=16).digest()
+
+
+def record_schema(spec: DatasetSpec) -> pa.Schema:
+    fields = [pa.field("id", pa.string())]
+    fields += [pa.field(f.name, _ARROW[f.type]) for f in spec.schema_.fields]
+    fields += [pa.field(c, pa.int64() if c == "line" else pa.string()) for c in PROVENANCE]
+    return pa.schema(fields)
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [pa.field("id", pa.string())]
+    + [pa.field(c, pa.int64() if c == "line" else pa.string()) for c in PROVENANCE]
+    + [pa.field("reason", pa.string()), pa.field("detail", pa.string())])
 
 
 def _cast(value: Any, field: FieldSpec) -> Any:
@@ -52,6 +78,8 @@ def _cast(value: Any, field: FieldSpec) -> Any:
     if field.type == "string":
         return str(value)
     if field.type == "integer":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"not an integer: {value!r}")
         return int(value)
     if field.type == "float":
         return float(value)
@@ -65,6 +93,51 @@ def _cast(value: Any, field: FieldSpec) -> Any:
     return bool(value)
 
 
+def _type_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _source(spec: DatasetSpec, name: str) -> Any:
+    found = next((s for s in spec.sources if s.name == name), None)
+    if found is None:
+        raise SourceError(f"source {name!r} is not in the spec of {spec.name} any more; "
+                          "start a new run")
+    return found
+
+
+def _state(ctx: StageContext, source: str) -> dict[str, Any]:
+    return ctx.catalog.source_state(ctx.dataset, source, exclude_run=ctx.run_id)
+
+
+# ---- plan -----------------------------------------------------------------------------------
+def plan(ctx: StageContext) -> list[dict[str, Any]]:
+    """Units of work, one mapped task each: ``{index, source, items, label}``."""
+    units: list[dict[str, Any]] = []
+    for source in ctx.spec.sources:
+        state = _state(ctx, source.name)
+        conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=ctx.mode,
+                         files_per_task=ctx.spec.collect.files_per_task)
+        groups = conn.plan(state, ctx.mode)
+        for i, items in enumerate(groups):
+            label = source.name if len(groups) == 1 else f"{source.name} {i + 1}/{len(groups)}"
+            units.append({"index": len(units), "source": source.name, "items": items,
+                          "label": label})
+    log.info("collect %s: %d unit(s) of work over %d source(s)", ctx.dataset, len(units),
+             len(ctx.spec.sources))
+    return units
+
+
+# ---- fetch ----------------------------------------------------------------------------------
 def _existing_raw(ctx: StageContext, source: str) -> dict[str, str]:
     """Content hash -> key of every object this source already landed (any ingest date)."""
     prefix = f"{keys.segment(ctx.dataset, 'dataset')}/{keys.segment(source, 'source')}/"
@@ -75,132 +148,345 @@ def _existing_raw(ctx: StageContext, source: str) -> dict[str, str]:
     return found
 
 
-def run(ctx: StageContext) -> StageResult:
-    spec = ctx.spec
-    collected_at = ctx.now.isoformat()
-    rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    landed: list[dict[str, Any]] = []
-    per_source: dict[str, list[int]] = {}  # source -> [read, rejected]
-    for source in spec.sources:
-        licence = (source.licence or spec.licence).id
-        known = _existing_raw(ctx, source.name)
-        tally = per_source.setdefault(source.name, [0, 0])
-        for path in resolve_files(ctx.inbox, source):
-            data = path.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            key = known.get(digest)
-            new = key is None
-            if key is None:
-                ext = "".join(path.suffixes[-2:]).lstrip(".") or "bin"
-                key = keys.raw_key(ctx.dataset, source.name, ctx.now.date(), digest, ext)
-                version_id = ctx.store.put_bytes(ctx.raw_bucket, key, data, metadata={
-                    "sha256": digest, "source": source.name, "licence": licence}).version_id
-                known[digest] = key
-            else:
-                version_id = ctx.store.stat(ctx.raw_bucket, key).version_id
-            uri = f"s3://{ctx.raw_bucket}/{key}"
-            rel = str(path.relative_to(ctx.inbox.resolve()))
-            encodings: dict[str, str] = {}
-            entry = {"source": source.name, "path": rel, "uri": uri, "sha256": digest,
-                     "bytes": len(data), "new": new, "fetched_at": collected_at,
-                     "version_id": version_id, "format": source.format, "encodings": encodings,
-                     "licence": licence,
-                     "legal_basis": (source.licence or spec.licence).legal_basis}
-            landed.append(entry)
-            members = unpack(rel, data, spec.collect.max_unpacked_mb << 20)
-            for index, (member, payload) in enumerate(members):
-                fmt = format_of(member, source.format)
-                where = f"source {source.name!r} file {member}"
-                encoding = "binary"
-                if fmt not in ("parquet", "excel"):
-                    encoding = detect_encoding(payload, source.encoding)
-                encodings[member] = encoding
-                base = {"source": source.name, "source_uri": uri, "source_path": member,
-                        "raw_hash": digest, "raw_version": version_id,
-                        "collected_at": collected_at, "licence": licence}
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
+    seen: set[bytes] = set()
+    for uri in state.get("seen", []):
+        bucket, key = shards.parse_uri(uri)
+        table = pq.read_table(pa.BufferReader(ctx.store.get_bytes(bucket, key)))
+        seen.update(table.column("key").to_pylist())
+    return seen
+
+
+def _write_keys(ctx: StageContext, name: str, rows: list[bytes]) -> str:
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"key": pa.array(rows, pa.binary(16))}), buf, compression="zstd")
+    key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, name)
+    ctx.store.write_atomic(ctx.work_bucket, key, buf.getvalue().to_pybytes(),
+                           "application/vnd.apache.parquet")
+    return f"s3://{ctx.work_bucket}/{key}"
+
+
+class _Unit:
+    """The work of one unit: land payloads, parse them, write shards, count everything."""
+
+    def __init__(self, ctx: StageContext, unit: dict[str, Any]) -> None:
+        self.ctx, self.unit = ctx, unit
+        self.source = _source(ctx.spec, unit["source"])
+        self.state = _state(ctx, self.source.name)
+        self.incremental = ctx.mode == "incremental"
+        self.seen = load_seen(ctx, self.state) if self.incremental else set()
+        self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
+        self.raw = _existing_raw(ctx, self.source.name)
+        tag = f"u{unit['index']:05d}"
+        self.records = shards.ShardWriter(ctx, STAGE, tag, record_schema(ctx.spec))
+        self.rejects = shards.ShardWriter(ctx, STAGE, f"{tag}-quarantine", QUARANTINE_SCHEMA)
+        self.tag = tag
+        self.tally: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.new_keys: list[bytes] = []
+        self.columns: dict[str, set[str]] = {}
+        self.landed: list[dict[str, Any]] = []
+        self.payloads: dict[str, str] = {}
+        self.collected_at = ctx.now.isoformat()
+
+    def run(self) -> dict[str, Any]:
+        conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,
+                         state=self.state, mode=self.ctx.mode,
+                         files_per_task=self.ctx.spec.collect.files_per_task)
+        with tempfile.TemporaryDirectory(prefix="granary-collect-") as tmp:
+            for payload in conn.fetch(self.unit["items"], Path(tmp)):
+                self.payload(payload)
+        seen_uri = _write_keys(self.ctx, f"{self.tag}-seen.parquet", self.new_keys) \
+            if self.new_keys else None
+        if self.tally["read"] == 0 and self.tally["unchanged"] == 0:
+            log.warning("source %r: nothing to read in %s: is it empty?", self.source.name,
+                        self.unit["label"])
+        return {"index": self.unit["index"], "source": self.source.name,
+                "label": self.unit["label"], "shards": self.records.close(),
+                "quarantine": self.rejects.close(), "seen": seen_uri,
+                "landed": self.landed, "counts": dict(self.tally),
+                "reasons": dict(self.reasons),
+                "columns": {k: sorted(v) for k, v in self.columns.items()},
+                "updates": conn.updates, "payloads": self.payloads}
+
+    def land(self, payload: Payload, digest: str, size: int) -> tuple[str, str | None, bool]:
+        key = self.raw.get(digest)
+        if key is not None:
+            return key, self.ctx.store.stat(self.ctx.raw_bucket, key).version_id, False
+        key = keys.raw_key(self.ctx.dataset, self.source.name, self.ctx.now.date(), digest,
+                           payload.ext)
+        info = self.ctx.store.put_file(self.ctx.raw_bucket, key, payload.path, metadata={
+            "sha256": digest, "source": self.source.name, "licence": self.source.licence_id,
+            "legal-basis": self.source.legal_basis})
+        self.raw[digest] = key
+        return key, info.version_id, True
+
+    def payload(self, payload: Payload) -> None:
+        digest, size = _sha256_file(payload.path), payload.path.stat().st_size
+        self.payloads[digest] = payload.name
+        entry: dict[str, Any] = {
+            "source": self.source.name, "path": payload.name, "fetched_from": payload.uri,
+            "sha256": digest, "bytes": size, "fetched_at": now(), "format": payload.fmt,
+            "licence": self.source.licence_id, "legal_basis": self.source.legal_basis,
+            **({"request": payload.meta} if payload.meta else {})}
+        self.landed.append(entry)
+        self.tally["payloads"] += 1
+        if digest in self.known_payloads:  # incremental: these exact bytes were collected
+            entry.update(parsed=False, new=False, uri=None, version_id=None)
+            self.tally["unchanged"] += 1
+            return
+        key, version_id, new = self.land(payload, digest, size)
+        uri = f"s3://{self.ctx.raw_bucket}/{key}"
+        entry.update(parsed=True, new=new, uri=uri, version_id=version_id, encodings={})
+        self.tally["raw_new" if new else "raw_existing"] += 1
+        self.tally["bytes"] += size
+        limit = self.ctx.spec.collect.max_unpacked_mb << 20
+        with members(payload.name, payload.path, limit) as found:
+            for index, member in enumerate(found):
+                fmt = format_of(member.name, payload.fmt)
+                declared = getattr(self.source, "encoding", "auto")
+                encoding = member_encoding(member, fmt, declared)
+                entry["encodings"][member.name] = encoding
+                base = {"source": self.source.name, "source_uri": uri,
+                        "source_path": member.name, "raw_hash": digest,
+                        "raw_version": version_id, "collected_at": self.collected_at,
+                        "licence": self.source.licence_id,
+                        "legal_basis": self.source.legal_basis}
                 # ids stay stable for a plain file; archive members add their index
-                salt = digest if len(members) == 1 else f"{digest}:{index}"
-                for parsed in parse(fmt, payload, encoding, where):
-                    tally[0] += 1
-                    rid = record_id(salt, parsed.line)
-                    if parsed.record is None:
-                        tally[1] += 1
-                        rejected.append({"id": rid, **base, "line": parsed.line,
-                                         "reason": parsed.reason, "detail": parsed.raw})
-                        continue
-                    row, problem = _to_row(spec.schema_.fields, spec.schema_.label_field,
-                                           source, parsed.record)
-                    if problem:
-                        tally[1] += 1
-                        rejected.append({"id": rid, **base, "line": parsed.line,
-                                         "reason": "bad_value", "detail": problem})
-                        continue
-                    rows.append({"id": rid, **row, **base, "line": parsed.line})
-    _check_bad_share(per_source, spec.collect.max_bad_share, rejected)
-    columns = ["id", *[f.name for f in spec.schema_.fields], *PROVENANCE]
-    df = pd.DataFrame(rows, columns=columns)
-    df["line"] = df["line"].astype("int64")
-    quarantine = pd.DataFrame(rejected, columns=["id", *PROVENANCE, "reason", "detail"])
-    counts = {
-        "files": len(landed),
-        "raw_new": sum(1 for x in landed if x["new"]),
-        "raw_existing": sum(1 for x in landed if not x["new"]),
-        "bytes": sum(x["bytes"] for x in landed),
-        "read": len(rows) + len(rejected),
-        "records": len(rows),
-        "quarantined": len(rejected),
-    }
-    main = shards.write_table(ctx, STAGE, df)
-    tables = {"quarantine": shards.write_table(ctx, STAGE, quarantine, "quarantine")}
-    uri = shards.write_manifest(ctx, STAGE, df, main, counts, tables, {"landed": landed})
-    log.info("collect %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, lineage=_lineage(ctx, uri, landed))
+                salt = digest if len(found) == 1 else f"{digest}:{index}"
+                locator = f"{payload.locator}!{member.name}" if payload.locator else ""
+                where = f"source {self.source.name!r} {member.name}"
+                for parsed in parse_member(fmt, member, encoding, where, payload.records_path):
+                    self.row(parsed, salt, locator, base)
+
+    def row(self, parsed: Any, salt: str, locator: str, base: dict[str, Any]) -> None:
+        self.tally["read"] += 1
+        content = parsed.record if parsed.record is not None else parsed.raw
+        key = row_key(locator, parsed.line, content)
+        if key in self.seen:
+            self.tally["already_seen"] += 1
+            return
+        self.new_keys.append(key)
+        rid = record_id(salt, parsed.line)
+        if parsed.record is None:
+            self.reject(rid, base, parsed.line, parsed.reason or "unreadable", parsed.raw)
+            return
+        for column, value in parsed.record.items():
+            if value is not None:
+                self.columns.setdefault(str(column), set()).add(_type_label(value))
+        row, problem = _to_row(self.ctx.spec, self.source, parsed.record)
+        if problem:
+            self.reject(rid, base, parsed.line, "bad_value", problem)
+            return
+        self.records.add({"id": rid, **row, **base, "line": parsed.line})
+        self.tally["records_new"] += 1
+
+    def reject(self, rid: str, base: dict[str, Any], line: int, reason: str,
+               detail: str) -> None:
+        self.rejects.add({"id": rid, **base, "line": line, "reason": reason,
+                          "detail": str(detail)[:2000]})
+        self.tally["quarantined"] += 1
+        self.reasons[reason] += 1
 
 
-def _lineage(ctx: StageContext, uri: str, landed: list[dict[str, Any]]) -> list[DatasetIO]:
-    ios = [DatasetIO(uri=x["uri"], direction="input", file_format=x["format"],
-                     version=x["version_id"] or x["sha256"], size=x["bytes"], files=1,
-                     licence={"id": x["licence"], "legal_basis": x["legal_basis"]},
-                     description=f"raw file {x['path']} of source {x['source']}")
-           for x in landed]
-    manifest = shards.read_manifest(ctx.store, uri)
-    licence = ctx.spec.licence.model_dump()
-    return [*ios, shards.stage_io(uri, manifest, "output", licence=licence)]
+def fetch_unit(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
+    """Fetch, land and parse one unit; returns a small partial result (no data)."""
+    return _Unit(ctx, unit).run()
 
 
-def _check_bad_share(per_source: dict[str, list[int]], limit: float,
-                     rejected: list[dict[str, Any]]) -> None:
+def _to_row(spec: DatasetSpec, source: Any,
+            record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    row: dict[str, Any] = {}
+    for field in spec.schema_.fields:
+        column = source.fields.get(field.name, field.name)
+        value = record.get(column)
+        if value is None and field.name == spec.schema_.label_field and source.label is not None:
+            value = source.label
+        try:
+            row[field.name] = _cast(value, field)
+        except (TypeError, ValueError, OverflowError) as e:
+            return row, f"field {field.name!r} (column {column!r}): {e}"
+    return row, None
+
+
+# ---- merge ----------------------------------------------------------------------------------
+def _check_bad_share(totals: dict[str, Counter[str]], reasons: dict[str, Counter[str]],
+                     limit: float) -> None:
     """Fail when a source's quarantined share is above ``limit``, naming the worst source."""
-    shares = {name: bad / read for name, (read, bad) in per_source.items() if read}
-    for name, (read, _) in per_source.items():
-        if read == 0:
-            log.warning("source %r produced no record: is it empty?", name)
+    shares = {}
+    for name, t in totals.items():
+        looked = t["records_new"] + t["quarantined"]
+        if looked:
+            shares[name] = t["quarantined"] / looked
     over = {n: s for n, s in shares.items() if s > limit}
     if not over:
         return
     worst = max(over, key=lambda n: over[n])
-    read, bad = per_source[worst]
-    reasons: dict[str, int] = {}
-    for r in rejected:
-        if r["source"] == worst:
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    t = totals[worst]
     raise SourceError(
-        f"source {worst!r}: {bad} of {read} records ({over[worst]:.1%}) could not be used, "
-        f"above the limit of {limit:.0%} (collect.max_bad_share); reasons: {reasons}. Fix the "
-        "source or raise the limit in the spec.")
+        f"source {worst!r}: {t['quarantined']} of {t['records_new'] + t['quarantined']} "
+        f"records ({over[worst]:.1%}) could not be used, above the limit of {limit:.0%} "
+        f"(collect.max_bad_share); reasons: {dict(reasons[worst])}. Fix the source or raise "
+        "the limit in the spec.")
 
 
-def _to_row(fields: list[FieldSpec], label_field: str | None, source: FilesSource,
-            record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    row: dict[str, Any] = {}
-    for field in fields:
-        column = source.fields.get(field.name, field.name)
-        value = record.get(column)
-        if value is None and field.name == label_field and source.label is not None:
-            value = source.label
-        try:
-            row[field.name] = _cast(value, field)
-        except (TypeError, ValueError) as e:
-            return row, f"field {field.name!r} (column {column!r}): {e}"
-    return row, None
+def _drift(spec: DatasetSpec, source: Any, old: dict[str, list[str]],
+           new: dict[str, list[str]]) -> dict[str, Any]:
+    """New, missing and retyped columns of ``source`` since the last committed run.
+
+    A column counts as missing only when the spec maps a field to it: optional keys of JSON
+    records come and go without meaning anything."""
+    if not old or not new:
+        return {}
+    mapped = {source.fields.get(f.name, f.name) for f in spec.schema_.fields}
+    if source.label is not None and spec.schema_.label_field:
+        mapped.discard(source.fields.get(spec.schema_.label_field, spec.schema_.label_field))
+    added = sorted(set(new) - set(old))
+    missing = sorted(c for c in mapped & set(old) if c not in new)
+    retyped = {c: {"was": old[c], "now": new[c]} for c in sorted(set(old) & set(new))
+               if not set(new[c]) <= set(old[c])}
+    found = {k: v for k, v in (("added", added), ("missing", missing), ("retyped", retyped))
+             if v}
+    return found
+
+
+def _compact(ctx: StageContext, source: str, parts: list[str]) -> list[str]:
+    if len(parts) <= MAX_SEEN_PARTS:
+        return parts
+    merged = load_seen(ctx, {"seen": parts})
+    return [_write_keys(ctx, f"seen-{source}.parquet", sorted(merged))]
+
+
+def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
+    spec = ctx.spec
+    partials = sorted((p for p in partials if p), key=lambda p: p["index"])
+    incremental = ctx.mode == "incremental"
+    totals: dict[str, Counter[str]] = {s.name: Counter() for s in spec.sources}
+    reasons: dict[str, Counter[str]] = {s.name: Counter() for s in spec.sources}
+    columns: dict[str, dict[str, set[str]]] = {s.name: {} for s in spec.sources}
+    for p in partials:
+        totals[p["source"]].update(p["counts"])
+        reasons[p["source"]].update(p["reasons"])
+        for column, types in p["columns"].items():
+            columns[p["source"]].setdefault(column, set()).update(types)
+    for name, t in totals.items():
+        if t["read"] != t["records_new"] + t["quarantined"] + t["already_seen"]:
+            raise ConservationError(
+                f"source {name!r}: read {t['read']} rows but kept {t['records_new']}, "
+                f"quarantined {t['quarantined']} and skipped {t['already_seen']} as seen")
+    _check_bad_share(totals, reasons, spec.collect.max_bad_share)
+
+    states: dict[str, dict[str, Any]] = {}
+    drift: dict[str, Any] = {}
+    for source in spec.sources:
+        old = _state(ctx, source.name)
+        observed = {c: sorted(v) for c, v in columns[source.name].items()}
+        change = _drift(spec, source, old.get("columns", {}), observed)
+        if change:
+            drift[source.name] = change
+            if spec.collect.schema_drift == "fail":
+                raise SourceError(
+                    f"source {source.name!r}: its columns changed since the last run: "
+                    f"{json.dumps(change, ensure_ascii=False)}. Update the spec's field "
+                    "mapping, or set collect.schema_drift: accept to take the new shape.")
+            log.warning("source %s: schema drift accepted: %s", source.name, change)
+        mine = [p for p in partials if p["source"] == source.name]
+        states[source.name] = _next_state(ctx, source.name, old, mine, observed, incremental)
+
+    carried, carried_rows = [], 0
+    if incremental:
+        snapshot = _state(ctx, DATASET_STATE).get("snapshot")
+        if snapshot:
+            previous = shards.read_manifest(ctx.store, snapshot)
+            carried = previous["shards"]
+            carried_rows = int(previous.get("row_count", 0))
+    main = carried + [s for p in partials for s in p["shards"]]
+    quarantine = [s for p in partials for s in p["quarantine"]]
+    landed = [x for p in partials for x in p["landed"]]
+    total = sum(totals.values(), Counter())
+    counts = {
+        "files": len(landed),
+        "raw_new": total["raw_new"],
+        "raw_existing": total["raw_existing"],
+        "unchanged": total["unchanged"],
+        "bytes": total["bytes"],
+        "read": total["read"],
+        "records_new": total["records_new"],
+        "already_seen": total["already_seen"],
+        "carried": carried_rows,
+        "records": carried_rows + total["records_new"],
+        "quarantined": total["quarantined"],
+        "quarantine_reasons": dict(sum(reasons.values(), Counter())),
+        # conservation: in = kept + quarantined + merged
+        "in": total["read"] + carried_rows,
+        "kept": carried_rows + total["records_new"],
+        "merged": total["already_seen"],
+        "per_source": {n: {k: t[k] for k in ("read", "records_new", "quarantined",
+                                             "already_seen", "payloads", "unchanged")}
+                       for n, t in totals.items()},
+    }
+    extra = {"landed": landed, "sources": [s.provenance() for s in spec.sources],
+             "mode": ctx.mode, "units": [p["label"] for p in partials],
+             **({"schema_drift": drift} if drift else {}),
+             **({"carried_from": _state(ctx, DATASET_STATE).get("snapshot")} if carried else {})}
+    uri = shards.write_manifest(ctx, STAGE, shards.arrow_columns(record_schema(spec)), main,
+                                counts, {"quarantine": quarantine}, extra)
+    states[DATASET_STATE] = {"snapshot": uri}
+    ctx.catalog.stage_source_states(ctx.dataset, ctx.run_id, states)
+    log.info("collect %s: %s", ctx.dataset, {k: v for k, v in counts.items()
+                                              if k != "per_source"})
+    return StageResult(STAGE, uri, counts, lineage=_lineage(ctx, uri, landed))
+
+
+def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
+                partials: list[dict[str, Any]], observed: dict[str, list[str]],
+                incremental: bool) -> dict[str, Any]:
+    """What the next incremental run of ``source`` should know, if this run commits."""
+    base = old if incremental else {}
+    payloads = dict(base.get("payloads", {}))
+    seen = list(base.get("seen", []))
+    listing = dict(base.get("listing", {}))
+    state: dict[str, Any] = {}
+    for p in partials:
+        payloads.update(p["payloads"])
+        if p["seen"]:
+            seen.append(p["seen"])
+        updates = p["updates"]
+        listing.update(updates.get("listing", {}))
+        if "pages" in updates:
+            state["pages"] = updates["pages"]
+        for k in ("watermark", "watermark_type"):
+            if updates.get(k) is not None:
+                state[k] = updates[k]
+    if "watermark" not in state and "watermark" in old:
+        state["watermark"], state["watermark_type"] = old["watermark"], old.get("watermark_type")
+    state.update(payloads=payloads, seen=_compact(ctx, source, seen),
+                 columns=observed or old.get("columns", {}))
+    if listing:
+        state["listing"] = listing
+    return state
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Plan, fetch every unit and merge, in this process."""
+    return merge(ctx, [fetch_unit(ctx, unit) for unit in plan(ctx)])
+
+
+def _lineage(ctx: StageContext, uri: str, landed: list[dict[str, Any]]) -> list[DatasetIO]:
+    read = list({x["uri"]: x for x in landed if x.get("parsed")}.values())
+    ios = [DatasetIO(uri=x["uri"], direction="input", file_format=x["format"],
+                     version=x["version_id"] or x["sha256"], size=x["bytes"], files=1,
+                     licence={"id": x["licence"], "legal_basis": x["legal_basis"]},
+                     description=f"raw {x['path']} of source {x['source']}")
+           for x in read]
+    manifest = shards.read_manifest(ctx.store, uri)
+    licence = ctx.spec.licence.model_dump()
+    return [*ios, shards.stage_io(uri, manifest, "output", licence=licence)]

@@ -15,6 +15,10 @@ class SourceError(PermanentError):
     """A source cannot be read; the message names the source, the file and what to do."""
 
 
+class SourceUnreachable(LifecycleError):
+    """A source did not answer after its own retries; the task is retried by Airflow."""
+
+
 class ConservationError(PermanentError):
     """Records were lost or invented: in != kept + quarantined + merged."""
 

@@ -76,6 +76,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             "".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items())).encode()).hexdigest()
         release = {
             "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
+            "sources": [source.provenance() for source in spec.sources],
             "row_count": len(df), "content_hash": content_hash, "files": files,
             "columns": [str(c) for c in df.columns], "run_id": ctx.run_id,
             "source_manifest": upstream["manifest_uri"],

@@ -13,15 +13,18 @@ import csv
 import gzip
 import io
 import json
+import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TextIO
 
 from lifecycle.errors import SourceError
 
 TEXT_FORMATS = {"text", "csv", "tsv", "jsonl", "json"}
+BINARY_FORMATS = {"parquet", "excel"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _mostly_han(data: bytes, encoding: str, share: float = 0.8) -> bool:
 
 
 def decode(data: bytes, encoding: str, where: str) -> str:
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = _codec(encoding, where)
     try:
         return data.decode(enc)
     except UnicodeDecodeError as e:
@@ -93,51 +96,105 @@ def decode(data: bytes, encoding: str, where: str) -> str:
             f"{where}: cannot decode byte {e.start} as {encoding} ({e.reason}). Set the "
             "source's `encoding:` in the spec (for example gb18030 or utf-16)."
         ) from e
+
+
+def _codec(encoding: str, where: str) -> str:
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        codecs.lookup(enc)
     except LookupError as e:
         raise SourceError(f"{where}: unknown encoding {encoding!r} in the spec") from e
+    return enc
 
 
 # ---- archives ----------------------------------------------------------------------------------
-def unpack(name: str, data: bytes, max_bytes: int) -> list[tuple[str, bytes]]:
-    """``[(member name, bytes)]``: the file itself, a .gz's content or a .zip's members.
+class _Bounded(io.RawIOBase):
+    """Reads through ``inner`` and fails once more than ``budget.left`` bytes came out."""
 
-    Decompression stops at ``max_bytes`` in total, so a zip bomb fails with a clear error
-    instead of filling memory."""
+    def __init__(self, inner: Any, budget: list[int], name: str, limit: int) -> None:
+        self.inner, self.budget, self.name, self.limit = inner, budget, name, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.inner.read(len(buf))
+        self.budget[0] -= len(data)
+        if self.budget[0] < 0:
+            raise SourceError(f"{self.name}: unpacks to more than {self.limit >> 20} MiB "
+                              "(collect.max_unpacked_mb); refusing a possible bomb")
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+@dataclass
+class Member:
+    """One readable payload: a plain file, a .gz's content or a .zip member.
+
+    ``open()`` gives a fresh binary stream each time (encoding detection reads the start,
+    then parsing reads it all); archives are decompressed as they are read, never whole."""
+
+    name: str
+    open: Callable[[], BinaryIO]
+    path: Path | None = None  # set when the payload is a plain, seekable file
+
+
+@contextmanager
+def members(name: str, source: Path | bytes, max_bytes: int) -> Iterator[list[Member]]:
+    """The payloads inside ``source`` (a file path or bytes) named ``name``.
+
+    Decompression stops at ``max_bytes`` per unpacked payload, so a zip bomb fails with a
+    clear error instead of filling memory or disk."""
     lower = name.lower()
+
+    def raw() -> BinaryIO:
+        return open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
+
+    budget = [max_bytes]
     if lower.endswith(".gz"):
-        out = bytearray()
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-            while chunk := fh.read(1 << 20):
-                out += chunk
-                if len(out) > max_bytes:
-                    raise SourceError(f"{name}: unpacks to more than {max_bytes >> 20} MiB "
-                                      "(collect.max_unpacked_mb); refusing a possible bomb")
-        return [(name[:-3], bytes(out))]
+        def gz() -> BinaryIO:
+            budget[0] = max_bytes
+            stream = _Bounded(gzip.GzipFile(fileobj=raw()), budget, name, max_bytes)
+            return io.BufferedReader(stream, 1 << 20)  # type: ignore[return-value]
+
+        yield [Member(name[:-3], gz)]
+        return
     if lower.endswith(".zip"):
-        members: list[tuple[str, bytes]] = []
-        total = 0
         try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
+            archive = zipfile.ZipFile(raw())
         except zipfile.BadZipFile as e:
             raise SourceError(f"{name}: not a valid zip archive ({e})") from e
         with archive:
+            found: list[Member] = []
             for info in archive.infolist():
                 if info.is_dir() or PurePosixPath(info.filename).name.startswith("."):
                     continue
                 if info.filename.startswith("/") or ".." in PurePosixPath(info.filename).parts:
                     raise SourceError(f"{name}: member {info.filename!r} has an unsafe path")
-                with archive.open(info) as fh:
-                    buf = bytearray()
-                    while chunk := fh.read(1 << 20):
-                        buf += chunk
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise SourceError(
-                                f"{name}: unpacks to more than {max_bytes >> 20} MiB "
-                                "(collect.max_unpacked_mb); refusing a possible bomb")
-                members.append((f"{name}!{info.filename}", bytes(buf)))
-        return members
-    return [(name, data)]
+
+                def member(info: zipfile.ZipInfo = info) -> BinaryIO:
+                    budget[0] = max_bytes
+                    stream = _Bounded(archive.open(info), budget, name, max_bytes)
+                    return io.BufferedReader(stream, 1 << 20)  # type: ignore[return-value]
+
+                found.append(Member(f"{name}!{info.filename}", member))
+            yield found
+        return
+    yield [Member(name, raw, source if isinstance(source, Path) else None)]
+
+
+def unpack(name: str, data: bytes, max_bytes: int) -> list[tuple[str, bytes]]:
+    """``[(member name, bytes)]`` of an in-memory payload (small payloads and tests)."""
+    with members(name, data, max_bytes) as found:
+        out = []
+        for m in found:
+            with m.open() as fh:
+                out.append((m.name, fh.read()))
+        return out
 
 
 def format_of(member: str, declared: str) -> str:
@@ -149,18 +206,41 @@ def format_of(member: str, declared: str) -> str:
 
 
 # ---- readers -----------------------------------------------------------------------------------
+# Text is decoded with errors="surrogateescape": a byte the encoding cannot decode becomes a
+# lone surrogate, so the one line holding it is quarantined and the rest of the file is kept.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(i: int, text: str) -> Parsed:
+    bad = _UNDECODABLE.search(text)
+    col = bad.start() + 1 if bad else 0
+    shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return Parsed(i, None, "undecodable", f"column {col}: {shown[:300]}")
+
+
+def _lines(stream: TextIO) -> Iterator[tuple[int, str]]:
+    for i, line in enumerate(stream, start=1):
+        yield i, line.rstrip("\r\n")
+
+
 class TextLineReader:
     """One record per line; the line is the ``text`` field."""
 
-    def read(self, text: str) -> Iterator[Parsed]:
-        for i, line in enumerate(text.splitlines(), start=1):
+    def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
+        for i, line in _lines(stream):
+            if _UNDECODABLE.search(line):
+                yield _undecodable(i, line)
+                continue
             yield Parsed(i, {"text": line})
 
 
 class JsonlReader:
-    def read(self, text: str) -> Iterator[Parsed]:
-        for i, line in enumerate(text.splitlines(), start=1):
+    def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
+        for i, line in _lines(stream):
             if not line.strip():
+                continue
+            if _UNDECODABLE.search(line):
+                yield _undecodable(i, line)
                 continue
             try:
                 value = json.loads(line)
@@ -174,20 +254,45 @@ class JsonlReader:
 
 
 class JsonReader:
-    """A JSON array of objects (``line`` is the 1-based position), or one object."""
+    """A JSON array of objects (``line`` is the 1-based position), or one object; with a
+    ``records_path`` (``data.items``), the list found at that dotted path of the body."""
 
-    def read(self, text: str) -> Iterator[Parsed]:
+    def __init__(self, records_path: str = "") -> None:
+        self.records_path = records_path
+
+    def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
+        text = stream.read()
+        if _UNDECODABLE.search(text):
+            yield _undecodable(0, text[:300])
+            return
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
             yield Parsed(e.lineno, None, "invalid_json", e.msg)
             return
-        items = value if isinstance(value, list) else [value]
+        found, missing = dig(value, self.records_path)
+        if missing:
+            yield Parsed(0, None, "missing_records", f"no {missing!r} in the body "
+                         f"(records_path {self.records_path!r})")
+            return
+        items = found if isinstance(found, list) else [found]
         for i, item in enumerate(items, start=1):
             if isinstance(item, dict):
                 yield Parsed(i, item)
             else:
                 yield Parsed(i, None, "not_an_object", json.dumps(item)[:500])
+
+
+def dig(value: Any, path: str) -> tuple[Any, str | None]:
+    """``value`` at dotted ``path`` and None, or (None, the first missing part)."""
+    for part in [p for p in path.split(".") if p]:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None, part
+    return value, None
 
 
 class CsvReader:
@@ -203,12 +308,12 @@ class CsvReader:
         except csv.Error:
             return None
 
-    def read(self, text: str) -> Iterator[Parsed]:
-        dialect = self.dialect(text)
+    def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
+        dialect = self.dialect(sample)
         kwargs: dict[str, Any] = {"dialect": dialect} if dialect else {}
         if dialect is None:
             kwargs["delimiter"] = self.delimiter
-        reader = csv.reader(io.StringIO(text, newline=""), **kwargs)
+        reader = csv.reader(stream, **kwargs)
         try:
             header = next(reader)
         except StopIteration:
@@ -234,31 +339,44 @@ class CsvReader:
                 yield Parsed(line, None, "wrong_field_count",
                              f"expected {width} fields, got {len(row)}: {row!r}"[:500])
                 continue
+            if any(_UNDECODABLE.search(v) for v in row):
+                yield _undecodable(line, ",".join(row))
+                continue
             yield Parsed(line, dict(zip(header, row, strict=True)))
 
 
 class ParquetReader:
-    def read_bytes(self, data: bytes) -> Iterator[Parsed]:
+    """Row group by row group: memory stays bounded by a batch, not the file."""
+
+    def read(self, member: Member) -> Iterator[Parsed]:
         import pyarrow.parquet as pq
 
+        line = 0
         try:
-            table = pq.read_table(io.BytesIO(data))
+            with member.open() as fh:
+                source: Any = fh if member.path is not None else io.BytesIO(fh.read())
+                for batch in pq.ParquetFile(source).iter_batches(batch_size=10_000):
+                    for row in batch.to_pylist():
+                        line += 1
+                        yield Parsed(line, row)
+        except SourceError:
+            raise
         except Exception as e:  # pyarrow raises several types for a damaged file
-            yield Parsed(0, None, "unreadable_parquet", str(e)[:500])
-            return
-        for i, row in enumerate(table.to_pylist(), start=1):
-            yield Parsed(i, row)
+            yield Parsed(line, None, "unreadable_parquet", str(e)[:500])
 
 
 class ExcelReader:
     """The first sheet of an .xlsx workbook; the header is row 1, so records start at line 2."""
 
-    def read_bytes(self, data: bytes) -> Iterator[Parsed]:
+    def read(self, member: Member) -> Iterator[Parsed]:
         import pandas as pd
 
         try:
-            frame = pd.read_excel(io.BytesIO(data), sheet_name=0, dtype=object,
-                                  engine="openpyxl")
+            with member.open() as fh:
+                frame = pd.read_excel(io.BytesIO(fh.read()), sheet_name=0, dtype=object,
+                                      engine="openpyxl")
+        except SourceError:
+            raise
         except Exception as e:  # openpyxl raises several types for a damaged file
             yield Parsed(0, None, "unreadable_excel", str(e)[:500])
             return
@@ -266,17 +384,40 @@ class ExcelReader:
             yield Parsed(i, {str(k): (None if pd.isna(v) else v) for k, v in row.items()})
 
 
-def parse(fmt: str, data: bytes, encoding: str, where: str) -> Iterator[Parsed]:
-    """Records of one (unpacked) payload in format ``fmt``."""
+SAMPLE_BYTES = 1 << 20
+
+
+def member_encoding(member: Member, fmt: str, declared: str) -> str:
+    if fmt in BINARY_FORMATS:
+        return "binary"
+    with member.open() as fh:
+        return detect_encoding(fh.read(SAMPLE_BYTES), declared)
+
+
+def parse_member(fmt: str, member: Member, encoding: str, where: str,
+                 records_path: str = "") -> Iterator[Parsed]:
+    """Records of one payload in format ``fmt``, streamed."""
     if fmt == "parquet":
-        yield from ParquetReader().read_bytes(data)
+        yield from ParquetReader().read(member)
         return
     if fmt == "excel":
-        yield from ExcelReader().read_bytes(data)
+        yield from ExcelReader().read(member)
         return
-    text = decode(data, encoding, where)
-    reader: Any = {"text": TextLineReader(), "jsonl": JsonlReader(), "json": JsonReader(),
-                   "csv": CsvReader(","), "tsv": CsvReader("\t")}.get(fmt)
+    reader: Any = {"text": TextLineReader(), "jsonl": JsonlReader(),
+                   "json": JsonReader(records_path), "csv": CsvReader(","),
+                   "tsv": CsvReader("\t")}.get(fmt)
     if reader is None:
         raise SourceError(f"{where}: unsupported format {fmt!r}")
-    yield from reader.read(text)
+    enc = _codec(encoding, where)
+    with member.open() as fh:
+        sample = fh.read(64 * 1024).decode(enc, errors="replace")
+    with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape",
+                                                newline="") as text:
+        yield from reader.read(text, sample)
+
+
+def parse(fmt: str, data: bytes, encoding: str, where: str,
+          records_path: str = "") -> Iterator[Parsed]:
+    """Records of an in-memory payload (small payloads and tests)."""
+    yield from parse_member(fmt, Member(where, lambda: io.BytesIO(data)), encoding, where,
+                            records_path)

@@ -59,7 +59,48 @@ def write_table(ctx: StageContext, stage: str, df: pd.DataFrame,
     return shards
 
 
-def write_manifest(ctx: StageContext, stage: str, df: pd.DataFrame,
+class ShardWriter:
+    """Rows in, Parquet shards of at most ``rows_per_shard`` rows out: memory is bounded by
+    one shard however many rows pass through. Shards follow a fixed Arrow schema."""
+
+    def __init__(self, ctx: StageContext, stage: str, table: str | None,
+                 schema: pa.Schema) -> None:
+        self.ctx, self.stage, self.table, self.schema = ctx, stage, table, schema
+        self.rows: list[dict[str, Any]] = []
+        self.shards: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.count += 1
+        if len(self.rows) >= max(self.ctx.rows_per_shard, 1):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), buf,
+                       compression="zstd")
+        data = buf.getvalue()
+        key = keys.shard_key(self.ctx.dataset, self.ctx.run_id, self.stage, len(self.shards),
+                             self.table)
+        self.ctx.store.write_atomic(self.ctx.work_bucket, key, data,
+                                    "application/vnd.apache.parquet")
+        self.shards.append({"key": key, "rows": len(self.rows), "bytes": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()})
+        self.rows = []
+
+    def close(self) -> list[dict[str, Any]]:
+        self.flush()
+        return self.shards
+
+
+def arrow_columns(schema: pa.Schema) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+def write_manifest(ctx: StageContext, stage: str, df: pd.DataFrame | list[dict[str, str]],
                    shards: list[dict[str, Any]], counts: dict[str, Any],
                    tables: dict[str, list[dict[str, Any]]] | None = None,
                    extra: dict[str, Any] | None = None) -> str:
@@ -69,7 +110,8 @@ def write_manifest(ctx: StageContext, stage: str, df: pd.DataFrame,
         "run_id": ctx.run_id,
         "stage": stage,
         "created_at": datetime.now(UTC).isoformat(),
-        "schema": [{"name": str(c), "type": str(t)} for c, t in df.dtypes.items()],
+        "schema": (df if isinstance(df, list)
+                   else [{"name": str(c), "type": str(t)} for c, t in df.dtypes.items()]),
         "row_count": int(sum(s["rows"] for s in shards)),
         "content_hash": content,
         "shards": shards,

@@ -45,26 +45,179 @@ class Licence(_Model):
     url: str | None = None
 
 
-class FilesSource(_Model):
-    name: Annotated[str, Field(pattern=NAME_RE)]
-    type: Literal["files"]
-    path: str = Field(description="File or glob, relative to the inbox")
-    format: Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel"]
-    encoding: str = Field(default="auto", description="auto = detect per file")
-    fields: dict[str, str] = Field(
-        default_factory=dict, description="record field -> column/key in the source")
-    label: str | None = Field(default=None, description="constant label for every record")
-    licence: Licence | None = None
+LegalBasis = Literal["public", "licence", "contract", "consent", "legitimate_interest",
+                     "public_task", "research", "own"]
+NO_LICENCE = {"", "unknown", "noassertion", "none"}
 
-    @field_validator("path")
+
+class SourceLicence(_Model):
+    """Where a source's data comes from and why we may use it (合法合规)."""
+
+    id: str = Field(description="SPDX identifier or 'proprietary'")
+    origin: str = Field(description="who publishes the data, or where it was obtained")
+    legal_basis: LegalBasis = Field(description="why Granary may process it")
+    url: str | None = None
+    terms: str = Field(default="", description="anything else the terms require")
+
+    @field_validator("id")
     @classmethod
-    def _relative(cls, v: str) -> str:
-        if v.startswith("/") or ".." in Path(v).parts:
-            raise ValueError("must be relative to the inbox and must not contain '..'")
+    def _known(cls, v: str) -> str:
+        if v.strip().lower() in NO_LICENCE:
+            raise ValueError(f"{v!r} is not a licence: name the licence (SPDX id or "
+                             "'proprietary'), or drop `licence` and set `accept_unlicensed`")
         return v
 
 
-Source = Annotated[FilesSource, Field(discriminator="type")]
+class _SourceBase(_Model):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    type: str
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="record field -> column/key in the source")
+    label: str | None = Field(default=None, description="constant label for every record")
+    licence: SourceLicence | None = None
+    accept_unlicensed: bool = Field(
+        default=False, description="take this source although it declares no licence")
+
+    @model_validator(mode="after")
+    def _licensed(self) -> _SourceBase:
+        if self.licence is None and not self.accept_unlicensed:
+            raise ValueError(
+                f"source {self.name!r} declares no licence: add `licence: {{id, origin, "
+                "legal_basis}}` to it, or set `accept_unlicensed: true` to take it anyway "
+                "(its records are then marked NOASSERTION)")
+        return self
+
+    @property
+    def licence_id(self) -> str:
+        return self.licence.id if self.licence else "NOASSERTION"
+
+    @property
+    def legal_basis(self) -> str:
+        return self.licence.legal_basis if self.licence else "unknown"
+
+    def provenance(self) -> dict[str, Any]:
+        """What the published card says about this source."""
+        lic = self.licence.model_dump() if self.licence else {
+            "id": "NOASSERTION", "origin": "", "legal_basis": "unknown", "url": None,
+            "terms": "accepted without a licence (accept_unlicensed)"}
+        return {"name": self.name, "type": self.type, **lic}
+
+    def describe(self) -> str:
+        return self.type
+
+
+def _relative(v: str) -> str:
+    if v.startswith("/") or ".." in Path(v).parts:
+        raise ValueError("must be relative to the inbox and must not contain '..'")
+    return v
+
+
+FileFormat = Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel"]
+
+
+class FilesSource(_SourceBase):
+    type: Literal["files"]
+    path: str = Field(description="File or glob, relative to the inbox")
+    format: FileFormat
+    encoding: str = Field(default="auto", description="auto = detect per file")
+
+    _check_path = field_validator("path")(_relative)
+
+    def describe(self) -> str:
+        return f"files `{self.path}` ({self.format})"
+
+
+class S3Source(_SourceBase):
+    """Objects under a prefix of a bucket on any S3 endpoint (a partner's drop zone)."""
+
+    type: Literal["s3"]
+    bucket: str
+    prefix: str = ""
+    pattern: str = Field(default="*", description="glob on the key below the prefix")
+    format: FileFormat
+    encoding: str = "auto"
+    endpoint: str | None = Field(
+        default=None, description="host:port; none = Granary's own object store")
+    secure: bool = True
+    conn_id: str | None = Field(
+        default=None, description="Airflow connection with the access key (login) and "
+                                  "secret (password); none = Granary's own credentials")
+
+
+class Pagination(_Model):
+    type: Literal["none", "page", "offset", "cursor", "link"] = "none"
+    param: str = Field(default="", description="query parameter: page number, offset or cursor")
+    size_param: str = Field(default="", description="query parameter for the page size")
+    size: int = Field(default=100, ge=1, le=10_000)
+    start: int = Field(default=1, ge=0, description="first page number (page pagination)")
+    cursor_path: str = Field(default="", description="where the next cursor is in the body")
+    max_pages: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Pagination:
+        if self.type in ("page", "offset", "cursor") and not self.param:
+            raise ValueError(f"{self.type} pagination needs `param` (the query parameter)")
+        if self.type == "cursor" and not self.cursor_path:
+            raise ValueError("cursor pagination needs `cursor_path` (where the body says the "
+                             "next cursor, e.g. meta.next)")
+        return self
+
+
+class HttpSource(_SourceBase):
+    """A JSON API, fetched page by page."""
+
+    type: Literal["http"]
+    url: str
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    records_path: str = Field(default="", description="dotted path to the list of records; "
+                                                      "empty = the body is the list")
+    pagination: Pagination = Pagination()
+    allow_hosts: list[str] = Field(min_length=1, description="the only hosts contacted")
+    allow_private: bool = Field(default=False,
+                                description="allow private, loopback and link-local addresses")
+    conn_id: str | None = Field(default=None, description="Airflow connection for credentials")
+    rate_limit: float = Field(default=5.0, gt=0, description="requests per second at most")
+    retries: int = Field(default=5, ge=0, le=20)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    def describe(self) -> str:
+        return f"http `{self.url}` ({self.pagination.type} pagination)"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+
+class SqlSource(_SourceBase):
+    """Rows of a table or a parameterised query from any SQLAlchemy database."""
+
+    type: Literal["sql"]
+    conn_id: str = Field(description="Airflow connection of the database")
+    table: str | None = None
+    query: str | None = Field(default=None, description="SELECT with :named parameters")
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    watermark: str | None = Field(default=None, description="column that only grows "
+                                                            "(updated_at, id) for incremental runs")
+    chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+
+    def describe(self) -> str:
+        what = f"table `{self.table}`" if self.table else "a query"
+        return f"sql {what} on connection `{self.conn_id}`"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.table is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", self.table):
+            raise ValueError(f"table {self.table!r} is not a plain (schema.)table name")
+        return self
+
+
+Source = Annotated[FilesSource | S3Source | HttpSource | SqlSource, Field(discriminator="type")]
 
 
 class FieldSpec(_Model):
@@ -116,6 +269,11 @@ class Collect(_Model):
     max_bad_share: float = Field(default=0.05, ge=0, le=1,
                                  description="fail when a source's quarantined share is above")
     max_unpacked_mb: int = Field(default=1024, ge=1, description="bound on .gz/.zip content")
+    schema_drift: Literal["fail", "accept"] = Field(
+        default="fail", description="a new, missing or retyped source column: fail the run, "
+                                    "or accept it and record it in the manifest")
+    files_per_task: int = Field(default=200, ge=1, le=100_000,
+                                description="files (or objects) fetched by one mapped task")
 
 
 class Annotate(_Model):
@@ -165,7 +323,7 @@ class DatasetSpec(_Model):
 
     @field_validator("sources")
     @classmethod
-    def _unique_sources(cls, v: list[FilesSource]) -> list[FilesSource]:
+    def _unique_sources(cls, v: list[Any]) -> list[Any]:
         names = [s.name for s in v]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
@@ -218,12 +376,15 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # discriminated unions add the tag ('files') to the location: drop it
-    return tuple(p for p in loc if p not in ("files",))
+    return tuple(p for p in loc if p not in ("files", "s3", "http", "sql"))
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> list[str]:
+    """Keys accepted at ``loc``; a source's keys depend on its ``type``, read from ``data``."""
     current: Any = model
+    node = data
     for part in loc[:-1]:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int) or current is None:
             continue
         fields = current.model_fields
@@ -231,21 +392,37 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         info = fields.get(key)
         if info is None:
             return []
-        current = _model_of(info.annotation)
+        current = _model_of(info.annotation, node)
     if current is None:
         return []
     return sorted(f.alias or n for n, f in current.model_fields.items())
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _model_of(annotation: Any, node: Any = None) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    items = node if isinstance(node, list) else [node]
+    tag = next((x.get("type") for x in items if isinstance(x, dict)), None)
+    found: list[type[BaseModel]] = []
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
+        model = _model_of(arg, node)
+        if model is not None:
+            found.append(model)
+    for model in found:  # a union of sources: the one whose `type` matches
+        type_field = model.model_fields.get("type")
+        if tag is not None and type_field is not None and tag in getattr(
+                type_field.annotation, "__args__", ()):
+            return model
+    if found:
+        return found[0]
     meta = getattr(annotation, "__origin__", None)
-    return _model_of(meta) if meta is not None and meta is not annotation else None
+    return _model_of(meta, node) if meta is not None and meta is not annotation else None
 
 
 def parse_spec(text: str, file: str) -> DatasetSpec:
@@ -273,7 +450,7 @@ def parse_spec(text: str, file: str) -> DatasetSpec:
         line = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
         problem = err["msg"]
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(DatasetSpec, loc)
+            allowed = _allowed_keys(DatasetSpec, loc, data)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             problem = f"unknown key.{hint} Allowed here: {', '.join(allowed)}."

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import DatasetRow, RunRow, StageResultRow, VersionRow
+from storage.models import DatasetRow, RunRow, SourceStateRow, StageResultRow, VersionRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -169,6 +169,49 @@ class Catalog:
                  .filter_by(dataset=dataset, stage=stage, status="success")
                  .order_by(StageResultRow.created_at.desc(), StageResultRow.id.desc()).limit(1))
             return s.scalar(q)
+
+    # ---- incremental source state -------------------------------------------------------------
+    def source_state(self, dataset: str, source: str,
+                     exclude_run: str | None = None) -> dict[str, Any]:
+        """Newest committed state of ``source`` ({} before the first committed run).
+
+        ``exclude_run`` ignores what that run committed, so re-running a run that already
+        committed starts from the same state as its first attempt (idempotent reruns)."""
+        with self.session() as s:
+            q = select(SourceStateRow).filter_by(dataset=dataset, source=source,
+                                                 status="committed")
+            if exclude_run is not None:
+                q = q.where(SourceStateRow.run_id != exclude_run)
+            row = s.scalar(q.order_by(SourceStateRow.committed_at.desc(),
+                                      SourceStateRow.id.desc()).limit(1))
+            return dict(row.state) if row is not None else {}
+
+    def stage_source_states(self, dataset: str, run_id: str,
+                            states: dict[str, dict[str, Any]]) -> None:
+        """Record what ``run_id`` would advance each source to; nothing is visible yet."""
+        def write(s: Session) -> None:
+            for source, state in states.items():
+                row = s.scalar(select(SourceStateRow).filter_by(
+                    dataset=dataset, source=source, run_id=run_id))
+                if row is None:
+                    s.add(SourceStateRow(dataset=dataset, source=source, run_id=run_id,
+                                         status="pending", state=state, created_at=_now()))
+                else:
+                    row.state = state
+
+        self._write(f"source state {dataset}/{run_id}", write)
+
+    def commit_source_states(self, dataset: str, run_id: str) -> int:
+        """Make the run's staged states current; returns how many sources advanced."""
+        def write(s: Session) -> int:
+            rows = list(s.scalars(select(SourceStateRow).filter_by(
+                dataset=dataset, run_id=run_id, status="pending")))
+            for row in rows:
+                row.status, row.committed_at = "committed", _now()
+            return len(rows)
+
+        count: int = self._write(f"commit source state {dataset}/{run_id}", write)
+        return count
 
     # ---- versions ----------------------------------------------------------------------------
     def next_version(self, dataset: str) -> int:

@@ -78,6 +78,26 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SourceStateRow(Base):
+    """What collection has seen of one source (hashes, watermark, ETags, schema).
+
+    A run stages its state as ``pending``; it becomes ``committed`` only when the run succeeds,
+    and the next run starts from the newest committed state."""
+
+    __tablename__ = "source_states"
+    __table_args__ = (UniqueConstraint("dataset", "source", "run_id",
+                                       name="uq_source_states_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), index=True)
+    source: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(20))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class LineageEventRow(Base):
     """One OpenLineage event as received (append-only; never updated)."""
 

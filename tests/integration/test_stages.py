@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -25,8 +26,10 @@ title: Tiny reviews
 licence: {id: CC-BY-4.0, legal_basis: test data written for this test}
 owners: [{name: qa}]
 sources:
-  - {name: good, type: files, path: tiny/good.txt, format: text, label: positive}
-  - {name: table, type: files, path: tiny/rows.csv, format: csv, fields: {text: review}}
+  - {name: good, type: files, path: tiny/good.txt, format: text, label: positive,
+     licence: {id: CC-BY-4.0, origin: written for this test, legal_basis: own}}
+  - {name: table, type: files, path: tiny/rows.csv, format: csv, fields: {text: review},
+     accept_unlicensed: true}
 schema:
   fields:
     - {name: text, type: string}
@@ -99,10 +102,16 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     out = ctx.registry.fetch("tiny_reviews", 1, s.home / "got")
     published = pd.read_parquet(out / "data.parquet")
     assert sorted(published["text"]) == sorted(kept["text"])
-    for column in ("source_uri", "line", "raw_hash", "collected_at", "licence",
+    for column in ("source_uri", "line", "raw_hash", "collected_at", "licence", "legal_basis",
                    "label_source", "label_confidence"):
         assert column in published.columns
-    assert set(published["licence"]) == {"CC-BY-4.0"}
+    # licence and legal basis travel with every record, and into the release manifest
+    by_source = published.groupby("source")[["licence", "legal_basis"]].first()
+    assert by_source.loc["good"].tolist() == ["CC-BY-4.0", "own"]
+    assert by_source.loc["table"].tolist() == ["NOASSERTION", "unknown"]
+    release = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert [(x["name"], x["id"], x["origin"]) for x in release["sources"]] == [
+        ("good", "CC-BY-4.0", "written for this test"), ("table", "NOASSERTION", "")]
     assert (out / "data.csv").exists() and (out / "data.jsonl").exists()
     assert ctx.catalog.get_version("tiny_reviews").row_count == 4
 

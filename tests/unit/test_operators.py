@@ -8,7 +8,7 @@ import pytest
 from lifecycle.collect import record_id
 from lifecycle.errors import SourceError
 from lifecycle.preprocess import ExactDeduplicator, UnicodeNormaliser
-from lifecycle.readers import CsvReader, JsonlReader, TextLineReader, decode
+from lifecycle.readers import decode, parse
 from lifecycle.spec import Normalise
 
 pytestmark = pytest.mark.unit
@@ -41,13 +41,13 @@ def test_record_ids_are_stable_and_distinct() -> None:
 
 
 def test_text_reader_numbers_lines() -> None:
-    out = list(TextLineReader().read("a\n\nb\n"))
+    out = list(parse("text", b"a\n\nb\n", "utf-8", "t"))
     assert [(p.line, p.record) for p in out] == [(1, {"text": "a"}), (2, {"text": ""}),
                                                  (3, {"text": "b"})]
 
 
 def test_jsonl_reader_rejects_bad_lines_with_reasons() -> None:
-    out = list(JsonlReader().read('{"text": "ok"}\n{broken\n[1, 2]\n'))
+    out = list(parse("jsonl", b'{"text": "ok"}\n{broken\n[1, 2]\n', "utf-8", "t"))
     assert out[0].record == {"text": "ok"}
     assert (out[1].line, out[1].reason) == (2, "invalid_json")
     assert (out[2].line, out[2].reason) == (3, "not_an_object")
@@ -55,7 +55,7 @@ def test_jsonl_reader_rejects_bad_lines_with_reasons() -> None:
 
 def test_csv_reader_handles_quotes_and_wrong_width() -> None:
     text = 'text,label\n"multi\nline",a\nonly-one-field\nplain,b\n'
-    out = list(CsvReader().read(text))
+    out = list(parse("csv", text.encode(), "utf-8", "t"))
     assert out[0].record == {"text": "multi\nline", "label": "a"} and out[0].line == 2
     assert out[1].reason == "wrong_field_count" and out[1].line == 4
     assert out[2].record == {"text": "plain", "label": "b"} and out[2].line == 5

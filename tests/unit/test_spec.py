@@ -21,6 +21,7 @@ sources:
     path: demo/*.txt
     format: text
     label: a
+    licence: {id: MIT, origin: written for this test, legal_basis: own}
 schema:
   fields:
     - {name: text, type: string}
@@ -66,7 +67,7 @@ def test_unknown_top_level_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         load_spec(write(tmp_path, GOOD + "shedule: '@daily'\n"))
     assert exc.value.field == "shedule"
-    assert exc.value.line == 15
+    assert exc.value.line == 16
     assert "schedule" in str(exc.value)
 
 

@@ -18,7 +18,7 @@ from lineage.naming import dag_id
 
 REGISTRY_POOL = "granary_registry"
 START = datetime(2026, 1, 1)
-TASKS = {"collect": "land_and_parse", "preprocess": "clean", "annotate": "label",
+TASKS = {"collect": "merge", "preprocess": "clean", "annotate": "label",
          "synthesize": "generate", "evaluate": "validate", "publish": "release"}
 
 
@@ -38,20 +38,31 @@ def _doc(loaded: LoadedSpec) -> str:
             "stages before it.")
 
 
-def _call_stage(dataset: str, stage: str, upstream: dict[str, Any] | None,
-                context: dict[str, Any]) -> dict[str, Any]:
+def _as_airflow(fn: Any) -> Any:
+    """Run ``fn`` translating Granary's errors: skips skip; bad input, a failed gate or a
+    refused source fail at once (retrying cannot help); anything else is retried."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from granary.runtime import StageSkipped, run_stage
+    from granary.runtime import StageSkipped
     from lifecycle.errors import PermanentError
 
     try:
-        return run_stage(dataset, stage, context["run_id"], dict(context["params"]), upstream)
+        return fn()
     except StageSkipped as e:
         raise AirflowSkipException(str(e)) from e
     except (PermanentError, SpecError, ValueError) as e:
-        # retrying cannot fix bad input or a failed gate: fail now, with the reason
         raise AirflowFailException(str(e)) from e
+
+
+def _call_stage(dataset: str, stage: str, upstream: Any,
+                context: dict[str, Any]) -> dict[str, Any]:
+    from granary.runtime import run_stage
+
+    # the mapped collect tasks' results arrive as a lazy sequence
+    up = upstream if isinstance(upstream, dict) or upstream is None else list(upstream)
+    result: dict[str, Any] = _as_airflow(
+        lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]), up))
+    return result
 
 
 def build_dag(loaded: LoadedSpec) -> DAG:
@@ -102,19 +113,42 @@ def build_dag(loaded: LoadedSpec) -> DAG:
 
         def stage_task(stage: str, **kwargs: Any) -> Any:
             @task(task_id=TASKS[stage], **kwargs)
-            def run(upstream: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+            def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
                 return _call_stage(name, stage, upstream, context)
 
             return run
+
+        @task(task_id="plan")
+        def plan(**context: Any) -> list[dict[str, Any]]:
+            from granary.runtime import plan_collect
+
+            units: list[dict[str, Any]] = _as_airflow(
+                lambda: plan_collect(name, context["run_id"], dict(context["params"])))
+            return units
+
+        @task(task_id="fetch", map_index_template="{{ granary_unit }}")
+        def fetch(unit: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from airflow.sdk import get_current_context
+
+            from granary.runtime import collect_unit
+
+            get_current_context()["granary_unit"] = unit["label"]  # type: ignore[typeddict-unknown-key]
+            result: dict[str, Any] = _as_airflow(
+                lambda: collect_unit(name, context["run_id"], dict(context["params"]), unit))
+            return result
 
         started = begin()
         previous: Any = None
         for stage in STAGES:
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
                 extra = {"pool": REGISTRY_POOL} if stage == "publish" else {}
-                out = stage_task(stage, **extra)(previous)
-            if previous is None:
-                started >> out
+                if stage == "collect":
+                    # one mapped task per source (and per group of files), then one merge
+                    units = plan()
+                    out = stage_task(stage)(fetch.expand(unit=units))
+                    started >> units
+                else:
+                    out = stage_task(stage, **extra)(previous)
             previous = out
         previous >> end()
     return dag

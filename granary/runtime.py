@@ -94,11 +94,47 @@ def begin_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, An
     return {"dataset": dataset, "run_id": run_id, "spec_sha256": loaded.sha256}
 
 
+def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -> Any:
+    from lifecycle.context import StageContext
+
+    return StageContext(spec=load_dataset(svc.settings, dataset), run_id=run_id,
+                        store=svc.store, catalog=svc.catalog, registry=svc.registry,
+                        raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
+                        inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")))
+
+
+REUSE_UNIT = {"index": -1, "source": "", "items": [], "label": "reused earlier output"}
+
+
+def plan_collect(dataset: str, run_id: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Units of collection work, one mapped task each. A run that starts after collect
+    gets one placeholder unit, so the merge task runs and reuses the earlier output."""
+    from lifecycle import collect
+
+    first, _ = stage_range(params)
+    if first > 0:
+        return [dict(REUSE_UNIT)]
+    svc = services()
+    units = collect.plan(_context(svc, dataset, run_id, params))
+    # nothing new anywhere (an incremental run over unchanged sources): one empty unit
+    return units or [{**REUSE_UNIT, "label": "nothing new to fetch"}]
+
+
+def collect_unit(dataset: str, run_id: str, params: dict[str, Any],
+                 unit: dict[str, Any]) -> dict[str, Any]:
+    """Fetch, land and parse one unit; the partial result goes to the merge task."""
+    from lifecycle import collect
+
+    if unit.get("index", -1) < 0:
+        return {}
+    svc = services()
+    return collect.fetch_unit(_context(svc, dataset, run_id, params), unit)
+
+
 def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-              upstream: dict[str, Any] | None = None) -> dict[str, Any]:
+              upstream: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task."""
     from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
-    from lifecycle.context import StageContext
 
     first, last = stage_range(params)
     index = STAGES.index(stage)
@@ -118,15 +154,14 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
         return {"stage": stage, "manifest_uri": previous.output_uri,
                 "counts": dict(previous.counts), "status": "reused"}
 
-    ctx = StageContext(spec=load_dataset(svc.settings, dataset), run_id=run_id,
-                       store=svc.store, catalog=svc.catalog, registry=svc.registry,
-                       raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
-                       inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")))
+    ctx = _context(svc, dataset, run_id, params)
     try:
         if stage == "collect":
-            result = collect.run(ctx)
+            # from the DAG: the mapped fetch tasks' partial results; from the CLI: nothing
+            result = collect.merge(ctx, upstream) if isinstance(upstream, list) \
+                else collect.run(ctx)
         else:
-            if upstream is None:
+            if not isinstance(upstream, dict):
                 raise ValueError(f"{stage} needs the output of the stage before it")
             module = {"preprocess": preprocess, "annotate": annotate, "synthesize": synthesize,
                       "evaluate": evaluate, "publish": publish}[stage]

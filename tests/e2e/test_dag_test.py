@@ -65,6 +65,31 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert set(texts) == expected
     assert json.loads((out / "manifest.json").read_text())["row_count"] == len(expected)
 
+    # collection fanned out: one mapped fetch task per source
+    assert _map_indexes(dag.dag_id, run.run_id, "collect.fetch") == [0, 1]
+
+    # the run committed its incremental state: an incremental run over the unchanged files
+    # lands nothing new and carries the 35,124 records forward
+    again = dag.test(run_conf={"mode": "incremental", "first_stage": "collect",
+                               "last_stage": "collect"})
+    assert again.state == "success"
+    inc = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews", again.run_id)}
+    c = inc["collect"]
+    assert (c["raw_new"], c["records_new"], c["unchanged"]) == (0, 0, 2)
+    assert c["records"] == c["carried"] == 35124
+
+
+def _map_indexes(dag_id: str, run_id: str, task_id: str) -> list[int]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(TaskInstance.map_index).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id, TaskInstance.state == "success"))
+        return sorted(rows)
+
 
 def test_run_from_a_later_stage_reuses_earlier_outputs(
         airflow_db: Path, granary_env: Settings, repo: Path) -> None:
@@ -109,7 +134,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     by_job: dict[str, set[str]] = {}
     for e in events:
         by_job.setdefault(e["job"]["name"], set()).add(e["eventType"])
-    for stage, task in (("collect", "land_and_parse"), ("preprocess", "clean"),
+    for stage, task in (("collect", "merge"), ("preprocess", "clean"),
                         ("annotate", "label"), ("synthesize", "generate"),
                         ("evaluate", "validate"), ("publish", "release")):
         job = f"granary_zh_shopping_reviews.{stage}.{task}"

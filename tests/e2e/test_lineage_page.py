@@ -37,7 +37,7 @@ def site(tmp_path: Path) -> Settings:
     raw = [f"s3://{s.bucket_raw}/reviews/src/2026-11-28/{i:064x}.txt" for i in range(60)]
     work = f"s3://{s.bucket_work}/reviews/run-1"
     LineageStore(catalog).add_many([
-        event("granary_reviews.collect.land_and_parse", raw, [f"{work}/collect"],
+        event("granary_reviews.collect.merge", raw, [f"{work}/collect"],
               parent=parent, rows=150),
         event("granary_reviews.preprocess.clean", [f"{work}/collect"],
               [f"{work}/preprocess"], parent=parent, rows=120),
@@ -67,7 +67,7 @@ def test_lineage_page_renders_the_graph(site: Settings) -> None:
         assert nodes.count() == 60 + 3 + 3  # raw files, stage outputs, jobs
         ids = {nodes.nth(i).get_attribute("data-id") for i in range(nodes.count())}
         assert f"dataset:s3://{site.bucket_registry}:datasets/reviews" in ids
-        assert "job:granary:granary_reviews.collect.land_and_parse" in ids
+        assert "job:granary:granary_reviews.collect.merge" in ids
         published = page.locator(".node.published")
         label = published.text_content() or ""
         assert "v1" in label and "passed (11/11" in label

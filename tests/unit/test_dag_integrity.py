@@ -44,7 +44,10 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         assert {"begin", "end"} <= set(dag.task_ids)
         assert dag.params["mode"] == "full" and dag.params["last_stage"] == "publish"
         assert dag.get_task("publish.release").pool == "granary_registry"
-        assert dag.get_task("collect.land_and_parse").retries == 2
+        assert dag.get_task("collect.merge").retries == 2
+        # collection fans out: one mapped task per source (or group of files)
+        assert "Mapped" in type(dag.get_task("collect.fetch")).__name__
+        assert dag.get_task("collect.plan").downstream_task_ids == {"collect.fetch"}
         assert loaded.spec.name in dag.tags
         assert loaded.spec.title in (dag.doc_md or "")
         assert dag.max_active_runs == 1

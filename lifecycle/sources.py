@@ -379,8 +379,9 @@ def _watermark_value(value: Any, kind: str) -> Any:
 class SqlConnector:
     """A table or a query, streamed in chunks of ``chunk_rows`` with a server-side cursor;
     each chunk is landed as one JSON Lines payload. With a ``watermark`` column, incremental
-    runs read rows at or after the last run's maximum (rows at the boundary are recognised
-    by their content and not collected twice)."""
+    runs read only rows above the last committed maximum, so an unchanged table costs one
+    empty query. The column must only grow (an id, or a commit timestamp): a row that
+    arrives later with a value equal to the last maximum is not seen."""
 
     def __init__(self, source: SqlSource, state: dict[str, Any], mode: str) -> None:
         self.source = source
@@ -407,7 +408,7 @@ class SqlConnector:
         column = f"granary_q.{quote(src.watermark)}"
         sql = f"SELECT * FROM ({inner}) AS granary_q"
         if self.since is not None:
-            sql += f" WHERE {column} >= :granary_since"
+            sql += f" WHERE {column} > :granary_since"
             params["granary_since"] = self.since
         return f"{sql} ORDER BY {column}", params
 

@@ -88,6 +88,26 @@ def ensure_airflow_password(airflow_home: Path, user: str) -> Path:
     return path
 
 
+def port_block_free(start: int, size: int) -> bool:
+    for port in range(start, start + size):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(size: int, start: int = 20000) -> int:
+    """First port of ``size`` consecutive free ports (spread by process id, so parallel test
+    sessions and benchmarks rarely race for the same block)."""
+    base = start + (os.getpid() % 50) * 40
+    for first in [*range(base, 61000, size + 3), *range(start, base, size + 3)]:
+        if port_block_free(first, size):
+            return first
+    raise RuntimeError("no free block of ports on 127.0.0.1")
+
+
 def port_holder(port: int) -> str | None:
     """Who listens on ``port`` on this machine, or None when it is free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -35,6 +35,7 @@ from lifecycle.sources import Payload, connector, now
 from lifecycle.spec import DatasetSpec, FieldSpec
 from lineage.facets import DatasetIO
 from storage import keys
+from storage.objectstore import ObjectNotFound
 
 log = logging.getLogger(__name__)
 STAGE = "collect"
@@ -54,7 +55,11 @@ def record_id(raw_hash: str, line: int) -> str:
 def row_key(locator: str, line: int, content: Any) -> bytes:
     """What incremental runs remember of a row: its place (file and line, when the source
     has places) and its content. A row seen before is not collected again."""
-    body = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+    if isinstance(content, dict) and all(type(v) is str for v in content.values()):
+        # CSV-like rows: a cheaper canonical form than JSON (a third of the time)
+        body = "\x1e".join(f"{k}\x1f{content[k]}" for k in sorted(content))
+    else:
+        body = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
     where = f"{locator}:{line}" if locator else ""
     return hashlib.blake2b(f"{where}\x00{body}".encode(), digest_size=16).digest()
 
@@ -138,16 +143,6 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 # ---- fetch ----------------------------------------------------------------------------------
-def _existing_raw(ctx: StageContext, source: str) -> dict[str, str]:
-    """Content hash -> key of every object this source already landed (any ingest date)."""
-    prefix = f"{keys.segment(ctx.dataset, 'dataset')}/{keys.segment(source, 'source')}/"
-    found: dict[str, str] = {}
-    for info in ctx.store.list(ctx.raw_bucket, prefix):
-        stem = info.key.rsplit("/", 1)[-1].split(".", 1)[0]
-        found.setdefault(stem, info.key)
-    return found
-
-
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -163,6 +158,44 @@ def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
         table = pq.read_table(pa.BufferReader(ctx.store.get_bytes(bucket, key)))
         seen.update(table.column("key").to_pylist())
     return seen
+
+
+class _KeySink:
+    """Row keys of one unit, spooled to a local Parquet file a row group at a time, so memory
+    does not grow with the number of rows."""
+
+    BATCH = 100_000
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "seen.parquet"
+        self.batch: list[bytes] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.count = 0
+
+    def add(self, key: bytes) -> None:
+        self.batch.append(key)
+        self.count += 1
+        if len(self.batch) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        table = pa.table({"key": pa.array(self.batch, pa.binary(16))})
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.batch = []
+
+    def upload(self, ctx: StageContext, name: str) -> str | None:
+        self.flush()
+        if self.writer is None:
+            return None
+        self.writer.close()
+        key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, name)
+        ctx.store.write_atomic(ctx.work_bucket, key, self.path.read_bytes(),
+                               "application/vnd.apache.parquet")
+        return f"s3://{ctx.work_bucket}/{key}"
 
 
 def _write_keys(ctx: StageContext, name: str, rows: list[bytes]) -> str:
@@ -184,15 +217,15 @@ class _Unit:
         self.incremental = ctx.mode == "incremental"
         self.seen = load_seen(ctx, self.state) if self.incremental else set()
         self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
-        self.raw = _existing_raw(ctx, self.source.name)
+        self.raw: dict[str, str] = dict(self.state.get("payloads", {}))  # sha256 -> raw key
         tag = f"u{unit['index']:05d}"
         self.records = shards.ShardWriter(ctx, STAGE, tag, record_schema(ctx.spec))
         self.rejects = shards.ShardWriter(ctx, STAGE, f"{tag}-quarantine", QUARANTINE_SCHEMA)
         self.tag = tag
         self.tally: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
-        self.new_keys: list[bytes] = []
         self.columns: dict[str, set[str]] = {}
+        self.types_seen: set[tuple[Any, type]] = set()
         self.landed: list[dict[str, Any]] = []
         self.payloads: dict[str, str] = {}
         self.collected_at = ctx.now.isoformat()
@@ -202,10 +235,10 @@ class _Unit:
                          state=self.state, mode=self.ctx.mode,
                          files_per_task=self.ctx.spec.collect.files_per_task)
         with tempfile.TemporaryDirectory(prefix="granary-collect-") as tmp:
+            self.new_keys = _KeySink(Path(tmp))
             for payload in conn.fetch(self.unit["items"], Path(tmp)):
                 self.payload(payload)
-        seen_uri = _write_keys(self.ctx, f"{self.tag}-seen.parquet", self.new_keys) \
-            if self.new_keys else None
+            seen_uri = self.new_keys.upload(self.ctx, f"{self.tag}-seen.parquet")
         if self.tally["read"] == 0 and self.tally["unchanged"] == 0:
             log.warning("source %r: nothing to read in %s: is it empty?", self.source.name,
                         self.unit["label"])
@@ -217,12 +250,17 @@ class _Unit:
                 "columns": {k: sorted(v) for k, v in self.columns.items()},
                 "updates": conn.updates, "payloads": self.payloads}
 
-    def land(self, payload: Payload, digest: str, size: int) -> tuple[str, str | None, bool]:
-        key = self.raw.get(digest)
-        if key is not None:
-            return key, self.ctx.store.stat(self.ctx.raw_bucket, key).version_id, False
-        key = keys.raw_key(self.ctx.dataset, self.source.name, self.ctx.now.date(), digest,
-                           payload.ext)
+    def land(self, payload: Payload, digest: str) -> tuple[str, str | None, bool]:
+        """Store the payload unless these bytes are already in the raw bucket: under the key
+        the source's state remembers, or under today's key (a run that did not commit)."""
+        today = keys.raw_key(self.ctx.dataset, self.source.name, self.ctx.now.date(), digest,
+                             payload.ext)
+        for key in dict.fromkeys(k for k in (self.raw.get(digest), today) if k):
+            try:
+                return key, self.ctx.store.stat(self.ctx.raw_bucket, key).version_id, False
+            except ObjectNotFound:
+                continue
+        key = today
         info = self.ctx.store.put_file(self.ctx.raw_bucket, key, payload.path, metadata={
             "sha256": digest, "source": self.source.name, "licence": self.source.licence_id,
             "legal-basis": self.source.legal_basis})
@@ -231,7 +269,6 @@ class _Unit:
 
     def payload(self, payload: Payload) -> None:
         digest, size = _sha256_file(payload.path), payload.path.stat().st_size
-        self.payloads[digest] = payload.name
         entry: dict[str, Any] = {
             "source": self.source.name, "path": payload.name, "fetched_from": payload.uri,
             "sha256": digest, "bytes": size, "fetched_at": now(), "format": payload.fmt,
@@ -240,10 +277,12 @@ class _Unit:
         self.landed.append(entry)
         self.tally["payloads"] += 1
         if digest in self.known_payloads:  # incremental: these exact bytes were collected
+            self.payloads[digest] = self.raw[digest]
             entry.update(parsed=False, new=False, uri=None, version_id=None)
             self.tally["unchanged"] += 1
             return
-        key, version_id, new = self.land(payload, digest, size)
+        key, version_id, new = self.land(payload, digest)
+        self.payloads[digest] = key
         uri = f"s3://{self.ctx.raw_bucket}/{key}"
         entry.update(parsed=True, new=new, uri=uri, version_id=version_id, encodings={})
         self.tally["raw_new" if new else "raw_existing"] += 1
@@ -274,14 +313,17 @@ class _Unit:
         if key in self.seen:
             self.tally["already_seen"] += 1
             return
-        self.new_keys.append(key)
+        self.new_keys.add(key)
         rid = record_id(salt, parsed.line)
         if parsed.record is None:
             self.reject(rid, base, parsed.line, parsed.reason or "unreadable", parsed.raw)
             return
         for column, value in parsed.record.items():
-            if value is not None:
-                self.columns.setdefault(str(column), set()).add(_type_label(value))
+            pair = (column, type(value))
+            if pair not in self.types_seen:  # one set lookup per value in the common case
+                self.types_seen.add(pair)
+                if value is not None:
+                    self.columns.setdefault(str(column), set()).add(_type_label(value))
         row, problem = _to_row(self.ctx.spec, self.source, parsed.record)
         if problem:
             self.reject(rid, base, parsed.line, "bad_value", problem)

@@ -303,10 +303,23 @@ class CsvReader:
         self.delimiter = delimiter
 
     def dialect(self, text: str) -> Any:
+        """Delimiter and quote character sniffed from the sample. Doubled quotes ("") stay
+        the escape, as RFC 4180 says: the sniffer turns that off whenever its sample happens
+        to hold no doubled quote, which breaks the rows further down that do."""
         try:
-            return csv.Sniffer().sniff(text[:65536], delimiters=",\t;|")
+            sniffed = csv.Sniffer().sniff(text[:65536], delimiters=",\t;|")
         except csv.Error:
             return None
+
+        class Sniffed(csv.Dialect):
+            delimiter = sniffed.delimiter
+            quotechar = sniffed.quotechar or '"'
+            doublequote = True
+            skipinitialspace = sniffed.skipinitialspace
+            lineterminator = "\r\n"
+            quoting = csv.QUOTE_MINIMAL
+
+        return Sniffed
 
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
         dialect = self.dialect(sample)

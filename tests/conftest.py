@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -32,25 +31,6 @@ os.environ.update({
 })
 for key in [k for k in os.environ if k.startswith("GRANARY_") and k != "GRANARY_TEST_DATABASE_URL"]:
     del os.environ[key]
-
-
-def port_block_free(start: int, size: int) -> bool:
-    for port in range(start, start + size):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_block(size: int, start: int = 20000) -> int:
-    """First port of ``size`` consecutive free ports (spaced per pytest worker/process)."""
-    base = start + (os.getpid() % 50) * 40
-    for first in [*range(base, 61000, size + 3), *range(start, base, size + 3)]:
-        if port_block_free(first, size):
-            return first
-    raise RuntimeError("no free block of ports on 127.0.0.1")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from granary.settings import Settings
-from granary.stack import S3_PORT_BLOCK, LocalStack
-from tests.conftest import free_port_block
+from granary.stack import S3_PORT_BLOCK, LocalStack, free_port_block
 
 
 def start_s3(home: Path) -> tuple[Settings, LocalStack]:

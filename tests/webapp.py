@@ -11,8 +11,8 @@ import httpx
 import uvicorn
 
 from granary.settings import Settings
+from granary.stack import free_port_block
 from granary.webapp import create_app
-from tests.conftest import free_port_block
 
 
 @contextmanager

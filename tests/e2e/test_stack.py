@@ -17,8 +17,7 @@ from granary.airflow_client import AirflowClient
 from granary.demo import stage_sample
 from granary.runtime import catalog
 from granary.settings import Settings
-from granary.stack import S3_PORT_BLOCK
-from tests.conftest import free_port_block
+from granary.stack import S3_PORT_BLOCK, free_port_block
 from tests.e2e.sample import both_files, expected_reviews
 
 pytestmark = pytest.mark.e2e

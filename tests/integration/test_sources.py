@@ -250,11 +250,13 @@ class Api:
                 return self.send(h, 500, b'{"error": "boom"}')
             if what == "slow":
                 time.sleep(1.5)
+        if parts.path == "/secure" and h.headers.get("Authorization") != "Bearer s3cr3t":
+            return self.send(h, 401, b'{"error": "who are you?"}')
         if parts.path == "/redirect":
             return self.send(h, 302, b"", {"Location": f"http://localhost:{self.port}/page"})
         headers: dict[str, str] = {}
         size = 2
-        if parts.path == "/page":
+        if parts.path in ("/page", "/secure"):
             n = int(q.get("page", 1))
             body: Any = {"data": ITEMS[(n - 1) * size:n * size]}
         elif parts.path == "/offset":
@@ -355,6 +357,34 @@ def test_http_refuses_redirects_off_the_allow_list_and_private_addresses(
     with pytest.raises(PermanentError, match=r"resolves to 127.0.0.1 \(private, loopback\)"):
         _collect(env, private, "run-2")
     assert api.hits["/page"] == 0  # refused before any request
+
+
+def test_http_credentials_come_from_an_airflow_connection(
+        env: Settings, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _http_spec(api.url("/secure"), "{type: none}", conn_id="shop_api")
+    with pytest.raises(SourceError, match="Airflow connection 'shop_api' not found"):
+        _collect(env, spec, "run-1")
+    monkeypatch.setenv("AIRFLOW_CONN_SHOP_API", json.dumps({"conn_type": "http",
+                                                             "password": "wrong"}))
+    with pytest.raises(PermanentError, match="answered HTTP 401"):
+        _collect(env, spec, "run-2")
+    monkeypatch.setenv("AIRFLOW_CONN_SHOP_API", json.dumps({"conn_type": "http",
+                                                             "password": "s3cr3t"}))
+    ctx, result = _collect(env, spec, "run-3")
+    assert result.counts["records"] == 2
+    # the token is used, never recorded
+    manifest = json.dumps(read_manifest(ctx.store, result.manifest_uri))
+    assert "s3cr3t" not in manifest
+
+
+def test_empty_source_is_a_warning_not_a_failure(env: Settings,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    (env.inbox_dir / "shop").mkdir(parents=True)
+    (env.inbox_dir / "shop" / "a.csv").write_text("review,label\n", encoding="utf-8")
+    _, result = _collect(env, FILES, "run-1")
+    assert result.counts["records"] == 0
+    assert any("source 'shop': nothing to read" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
 
 
 def test_http_source_that_never_answers_is_reported_by_name(env: Settings, api: Api) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from granary.settings import Settings
-from granary.stack import LocalStack, StackError, ensure_credentials
-from tests.conftest import free_port_block
+from granary.stack import LocalStack, StackError, ensure_credentials, free_port_block
 
 pytestmark = pytest.mark.integration
 

@@ -106,3 +106,11 @@ def test_bombs_are_refused() -> None:
         unpack("b.zip", buf.getvalue(), 1 << 20)
     with pytest.raises(SourceError, match="not a valid zip"):
         unpack("bad.zip", b"garbage", 1 << 20)
+
+
+def test_doubled_quotes_further_down_than_the_sniffed_sample_still_parse() -> None:
+    head = "".join(f"row {i},a\n" for i in range(8000))  # 88 kB: beyond the sniffed sample
+    data = ("text,label\n" + head + '"she said ""hi"", then left",b\n').encode()
+    out = list(parse("csv", data, "utf-8", "t"))
+    assert all(p.record is not None for p in out)
+    assert out[-1].record == {"text": 'she said "hi", then left', "label": "b"}

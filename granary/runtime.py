@@ -100,7 +100,9 @@ def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -
     return StageContext(spec=load_dataset(svc.settings, dataset), run_id=run_id,
                         store=svc.store, catalog=svc.catalog, registry=svc.registry,
                         raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
-                        inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")))
+                        inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")),
+                        pii_salt=(svc.settings.pii_salt.get_secret_value()
+                                  if svc.settings.pii_salt else ""))
 
 
 REUSE_UNIT = {"index": -1, "source": "", "items": [], "label": "reused earlier output"}

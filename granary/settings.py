@@ -62,6 +62,8 @@ class Settings(BaseSettings):
         default=None, description="Bearer key for POST /api/v1/lineage; generated locally.")
     public_url: str = Field(default="", description="Where the Granary web app is served; "
                             "<Airflow URL>/granary when unset.")
+    pii_salt: SecretStr | None = Field(
+        default=None, description="Secret salt of `hash` pseudonyms for personal data.")
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
@@ -165,6 +167,8 @@ class Settings(BaseSettings):
         }
         if self.lineage_api_key:
             env["GRANARY_LINEAGE_API_KEY"] = self.lineage_api_key.get_secret_value()
+        if self.pii_salt:
+            env["GRANARY_PII_SALT"] = self.pii_salt.get_secret_value()
         if self.s3_access_key and self.s3_secret_key:
             env["GRANARY_S3_ACCESS_KEY"] = self.s3_access_key.get_secret_value()
             env["GRANARY_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()

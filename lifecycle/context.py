@@ -27,6 +27,7 @@ class StageContext:
     mode: str = "full"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows_per_shard: int = 50_000
+    pii_salt: str = ""  # for salted-hash pseudonyms; from GRANARY_PII_SALT, never logged
 
     @property
     def dataset(self) -> str:

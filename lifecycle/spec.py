@@ -252,6 +252,56 @@ class Normalise(_Model):
     unicode: Literal["NFKC", "NFC", "none"] = "NFKC"
     fold_whitespace: bool = True
     strip: bool = True
+    html: bool = Field(default=True, description="strip HTML tags, unescape entities")
+    fix_mojibake: bool = Field(default=True, description="repair mis-decoded text (ftfy)")
+    simplify: bool = Field(default=False,
+                           description="Traditional to Simplified Chinese (OpenCC t2s)")
+
+
+class LanguageFilter(_Model):
+    allowed: list[str] = Field(min_length=1, description="ISO 639-1 codes, e.g. [zh, en]")
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="languages the detector chooses among; default: allowed + en, zh, ja, ko")
+
+
+class FieldRule(_Model):
+    min: float | None = None
+    max: float | None = None
+    values: list[str | int | float | bool] | None = None
+    regex: str | None = None
+    not_null: bool = False
+
+
+class Filters(_Model):
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    language: LanguageFilter | None = None
+    allow_regex: list[str] = Field(default_factory=list,
+                                   description="keep only texts matching one of these")
+    deny_regex: list[str] = Field(default_factory=list,
+                                  description="drop texts matching any of these")
+    max_digit_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_punctuation_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_non_cjk_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_repeated_line_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_repeated_ngram_ratio: float | None = Field(default=None, ge=0, le=1)
+    repeated_ngram: int = Field(default=5, ge=2, le=50, description="characters per n-gram")
+    fields: dict[str, FieldRule] = Field(default_factory=dict,
+                                         description="rules for tabular fields")
+
+    @field_validator("allow_regex", "deny_regex")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {e}") from e
+        return v
 
 
 class Dedup(_Model):
@@ -259,10 +309,67 @@ class Dedup(_Model):
     key: list[str] = Field(default_factory=lambda: ["text"])
 
 
+class NearDedup(_Model):
+    enabled: bool = False
+    char_ngram: int = Field(default=5, ge=1, le=20, description="shingle size for CJK text")
+    word_ngram: int = Field(default=3, ge=1, le=10, description="shingle size for other text")
+    permutations: int = Field(default=128, ge=16, le=1024)
+    bands: int = Field(default=32, ge=1)
+    threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity")
+    keep: Literal["earliest", "longest", "most_complete"] = "earliest"
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> NearDedup:
+        if self.permutations % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide permutations "
+                             f"({self.permutations})")
+        return self
+
+
+PiiAction = Literal["mask", "placeholder", "hash", "drop", "keep"]
+
+
+class Pii(_Model):
+    """What to do with each kind of personal data found in the text."""
+
+    id_card: PiiAction = "mask"
+    bank_card: PiiAction = "mask"
+    mobile: PiiAction = "mask"
+    landline: PiiAction = "mask"
+    intl_phone: PiiAction = "mask"
+    email: PiiAction = "mask"
+    ipv4: PiiAction = "keep"
+    ipv6: PiiAction = "keep"
+    url: PiiAction = "keep"
+    passport: PiiAction = "mask"
+    plate: PiiAction = "keep"
+
+    def actions(self) -> dict[str, str]:
+        return dict(self.model_dump())
+
+
+Step = Literal["normalise", "filter", "pii", "exact_dedup", "near_dedup"]
+
+
 class Preprocess(_Model):
+    steps: list[Step] = Field(
+        default_factory=lambda: list[Step](
+            ["normalise", "filter", "pii", "exact_dedup", "near_dedup"]),
+        description="operators, in the order they run")
     normalise: Normalise = Normalise()
+    filters: Filters = Filters()
+    pii: Pii = Pii()
     dedup: Dedup = Dedup()
-    min_chars: int = Field(default=1, ge=0)
+    near_dedup: NearDedup = NearDedup()
+
+    @field_validator("steps")
+    @classmethod
+    def _once(cls, v: list[str]) -> list[str]:
+        repeated = sorted({s for s in v if v.count(s) > 1})
+        if repeated:
+            raise ValueError(f"each step may appear once; repeated: {repeated}")
+        return v
 
 
 class Collect(_Model):

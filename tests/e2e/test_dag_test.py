@@ -4,6 +4,7 @@ a real git + DVC registry and a real catalog database."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from granary.demo import stage_sample
 from granary.runtime import catalog, registry
 from granary.settings import Settings
-from tests.e2e.sample import expected_reviews
+from tests.e2e.sample import expected_reviews, unmasked_mobiles
 
 pytestmark = pytest.mark.e2e
 
@@ -61,9 +62,15 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     lines = (out / "data.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["text"] for line in lines]
     expected = expected_reviews()
-    assert len(texts) == len(set(texts)) == v.row_count
-    assert set(texts) == expected
-    assert json.loads((out / "manifest.json").read_text())["row_count"] == len(expected)
+    near = pre["merge_reasons"]["near_duplicate"]
+    assert 0 < near < 500  # near-duplicate reviews were found and merged
+    # every exact duplicate removed; what remains is the expected set less the near duplicates
+    assert len(texts) == len(set(texts)) == v.row_count == len(expected) - near
+    assert set(texts) <= expected
+    assert json.loads((out / "manifest.json").read_text())["row_count"] == len(texts)
+    # the reviews that carried mobile numbers are published masked (138****5678)
+    assert pre["pii_found"]["mobile"] >= 10 and unmasked_mobiles(texts) == []
+    assert sum(bool(re.search(r"1[3-9]\d\*{4}\d{4}", t)) for t in texts) >= 5
 
     # collection fanned out: one mapped fetch task per source
     assert _map_indexes(dag.dag_id, run.run_id, "collect.fetch") == [0, 1]
@@ -167,4 +174,4 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     jobs = {n["data"]["name"].split(".")[1] for n in graph.values() if n["type"] == "JOB"}
     assert jobs == {"collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"}
     versions = graph[node]["data"]["versions"]
-    assert versions[0]["rowCount"] == len(expected_reviews()) and versions[0]["tag"]
+    assert versions[0]["rowCount"] < len(expected_reviews()) and versions[0]["tag"]

@@ -53,7 +53,7 @@ def _roll(values: np.ndarray, n: int) -> np.ndarray:
 @dataclass
 class MinHasher:
     permutations: int = 128
-    char_ngram: int = 5
+    char_ngram: int = 3
     word_ngram: int = 3
     seed: int = 1
 

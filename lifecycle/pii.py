@@ -58,9 +58,33 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# card networks and the lengths they issue (ISO/IEC 7812 prefixes): a Luhn-valid number of
+# another length or prefix is not reported
+_NETWORKS = ((("4",), (13, 16, 19)),                                    # Visa
+             (("51", "52", "53", "54", "55"), (16,)),                   # Mastercard
+             (("34", "37"), (15,)),                                     # American Express
+             (("35",), (16, 17, 18, 19)),                               # JCB
+             (("62", "60", "81"), (16, 17, 18, 19)))                    # UnionPay, domestic
+
+
+def _id_shaped(digits: str) -> bool:
+    """18 digits with a real province code and birth date: an ID card number, valid or not."""
+    if len(digits) != 18 or int(digits[:2]) not in _PROVINCES:
+        return False
+    try:
+        date(int(digits[6:10]), int(digits[10:12]), int(digits[12:14]))
+    except ValueError:
+        return False
+    return 1900 <= int(digits[6:10]) <= date.today().year
+
+
 def valid_bank_card(value: str) -> bool:
     digits = re.sub(r"[ -]", "", value)
-    return 13 <= len(digits) <= 19 and digits[0] in "3456" and luhn_valid(digits)
+    if not any(digits.startswith(prefixes) and len(digits) in lengths
+               for prefixes, lengths in _NETWORKS):
+        return False
+    # an ID card number with a wrong check digit is a mistyped ID, not a card
+    return luhn_valid(digits) and not _id_shaped(digits)
 
 
 def _valid_ip(value: str) -> bool:
@@ -104,7 +128,7 @@ DETECTORS = {
         _B + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
         + _E), valid_id_card, _DIGITS),
     "bank_card": Detector("bank_card", re.compile(
-        _B + r"[3-6]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E), valid_bank_card,
+        _B + r"[3-68]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E), valid_bank_card,
         _DIGITS),
     "mobile": Detector("mobile", re.compile(
         r"(?<![0-9A-Za-z+])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}" + _E), None, _DIGITS),

@@ -311,7 +311,7 @@ class Dedup(_Model):
 
 class NearDedup(_Model):
     enabled: bool = False
-    char_ngram: int = Field(default=5, ge=1, le=20, description="shingle size for CJK text")
+    char_ngram: int = Field(default=3, ge=1, le=20, description="shingle size for CJK text")
     word_ngram: int = Field(default=3, ge=1, le=10, description="shingle size for other text")
     permutations: int = Field(default=128, ge=16, le=1024)
     bands: int = Field(default=32, ge=1)

@@ -13,7 +13,7 @@ from granary.runtime import bootstrap, services
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 from lifecycle.context import StageContext
-from lifecycle.errors import QualityGateFailed, SourceError
+from lifecycle.errors import PermanentError, QualityGateFailed, SourceError
 from lifecycle.shards import read_manifest, read_table
 from lifecycle.spec import parse_spec
 from lifecycle.trace import TraceError, trace
@@ -203,3 +203,46 @@ def test_archives_and_encodings_are_recorded(env: tuple[Settings, Path]) -> None
     assert sorted(from_zip["text"]) == ["不推荐", "包装很好"]
     assert set(from_zip["source_path"]) == {"tiny/drop.zip!a.csv", "tiny/drop.zip!b.csv"}
     assert from_zip["id"].is_unique
+
+
+def test_preprocess_masks_drops_and_reports_personal_data_and_near_duplicates(
+        env: tuple[Settings, Path]) -> None:
+    s, tiny = env
+    (tiny / "good.txt").write_text(
+        "快递很快,有事打13812345678找我\n"
+        "身份证11010519491231002X别外传\n"
+        "这家店的包装很结实,物流也很快,下次还来买\n"
+        "这家店的包装很结实,物流也很快,下次还会来买\n"
+        "邮箱 buyer.one@example.com 联系\n", encoding="utf-8")
+    spec = SPEC.replace("publish: {formats: [parquet, jsonl, csv]}", """\
+preprocess:
+  pii: {mobile: mask, id_card: drop, email: placeholder}
+  near_dedup: {enabled: true, threshold: 0.7}
+""")
+    ctx = _ctx(s, spec, "run-pii")
+    up = collect.run(ctx).to_xcom()
+    p = preprocess.run(ctx, up)
+    manifest = read_manifest(ctx.store, p.manifest_uri)
+    kept = read_table(ctx.store, manifest)
+    texts = set(kept["text"])
+    assert "快递很快,有事打138****5678找我" in texts
+    assert "邮箱 [EMAIL] 联系" in texts
+    assert p.counts["pii_found"] == {"mobile": 1, "id_card": 1, "email": 1}
+    dropped = read_table(ctx.store, manifest, "quarantine")
+    row = dropped.loc[dropped["reason"] == "pii_id_card"].iloc[0]
+    assert row["operator"] == "pii" and row["detail"] == "110105********002X"  # masked
+    merges = read_table(ctx.store, manifest, "merges")
+    near = merges.loc[merges["reason"] == "near_duplicate"]
+    assert len(near) == 1 and 0.7 <= near.iloc[0]["similarity"] < 1
+    assert p.counts["in"] == p.counts["kept"] + p.counts["quarantined"] + p.counts["merged"]
+    bucket, key = p.extra["report"][5:].split("/", 1)
+    report = json.loads(ctx.store.get_bytes(bucket, key))
+    assert [x["step"] for x in report["steps"]] == [
+        "normalise", "filter", "pii", "exact_dedup", "near_dedup"]
+    largest = report["steps"][-1]["largest"][0]
+    assert largest["size"] == 2 and "包装很结实" in largest["kept"]["text"]
+    assert report["pii"]["id_card"] == {"found": 1, "records": 1, "action": "drop"}
+
+    hashing = spec.replace("email: placeholder", "email: hash")
+    with pytest.raises(PermanentError, match="GRANARY_PII_SALT"):
+        preprocess.run(_ctx(s, hashing, "run-hash"), up)

@@ -1,0 +1,226 @@
+"""Preprocessing operators on data generated here with known ground truth: personal data,
+exact and near duplicates, normalisation and filters."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lifecycle import neardup, pii
+from lifecycle.preprocess import ExactDeduplicator
+from lifecycle.spec import FieldRule, Filters, LanguageFilter, Normalise
+from lifecycle.textops import Normaliser, RecordFilter
+
+pytestmark = pytest.mark.unit
+
+# common characters, so generated "reviews" look like Chinese text to the shingler
+HAN = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也"
+       "能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实"
+       "加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样"
+       "与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情")
+
+
+def _id_card(rng: random.Random, valid: bool = True) -> str:
+    region = rng.choice(["110105", "310104", "440305", "510107", "330106"])
+    born = date(1950, 1, 1) + timedelta(days=rng.randrange(0, 20000))
+    body = f"{region}{born:%Y%m%d}{rng.randrange(1000):03d}"
+    check = pii.id_check_digit(body)
+    if not valid:
+        check = next(c for c in "0123456789X" if c != check)
+    return body + check
+
+
+def _card(rng: random.Random, valid: bool = True) -> str:
+    body = "622202" + "".join(str(rng.randrange(10)) for _ in range(12))
+    for last in "0123456789":
+        if pii.luhn_valid(body + last) == valid:
+            return body + last
+    raise AssertionError("unreachable")
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(HAN) for _ in range(n))
+
+
+# ---- personal data ----------------------------------------------------------------------------
+def test_pii_recall_on_valid_numbers_and_silence_on_invalid_ones() -> None:
+    rng = random.Random(7)
+    planted: list[tuple[str, str]] = []
+    decoys: list[str] = []
+    texts = []
+    for i in range(300):
+        kind = i % 6
+        if kind == 0:
+            value, decoy = _id_card(rng), _id_card(rng, valid=False)
+            planted.append(("id_card", value))
+        elif kind == 1:
+            value, decoy = _card(rng), _card(rng, valid=False)
+            planted.append(("bank_card", value))
+        elif kind == 2:
+            value = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+            decoy = f"12{rng.randrange(10**9):09d}"  # no mobile range starts with 12
+            planted.append(("mobile", value))
+        elif kind == 3:
+            value = f"user{i}.test@example{i % 7}.com.cn"
+            decoy = f"user{i} at example dot com"
+            planted.append(("email", value))
+        elif kind == 4:
+            area = rng.choice(["10", "21", "755"])
+            value = f"0{area}-{rng.randrange(2, 9)}{rng.randrange(10**6, 10**7)}"
+            decoy = f"订单号{rng.randrange(10**9)}"
+            planted.append(("landline", value))
+        else:
+            a, b, c = rng.randrange(1, 223), rng.randrange(256), rng.randrange(256)
+            value = f"{a}.{b}.{c}.{rng.randrange(1, 255)}"
+            decoy = f"{rng.randrange(256, 999)}.{rng.randrange(256)}.1.1"  # not an address
+            planted.append(("ipv4", value))
+        decoys.append(decoy)
+        texts.append(f"{_sentence(rng, 8)}：{value}，{_sentence(rng, 6)}（{decoy}）"
+                     f"{_sentence(rng, 4)}")
+    found = [(f.entity, f.value) for t in texts for f in pii.detect(t)]
+    assert set(planted) <= set(found)  # recall 1.0 on the valid ones
+    assert not [v for _, v in found if v in decoys]  # nothing on the invalid ones
+    assert len(found) == len(planted)
+
+
+def test_id_card_rules() -> None:
+    assert pii.valid_id_card("11010519491231002X")
+    assert not pii.valid_id_card("110105194912310021")  # wrong check digit
+    assert not pii.valid_id_card("110105194902300028")  # 30 February
+    assert not pii.valid_id_card("990105194912310027")  # no province 99
+    assert pii.mask("id_card", "11010519491231002X") == "110105********002X"
+    assert pii.mask("mobile", "13812345678") == "138****5678"
+
+
+@pytest.mark.parametrize("text,entity", [
+    ("call +1 415 555 2671 now", "intl_phone"), ("护照号E12345678", "passport"),
+    ("车牌粤B12345停在门口", "plate"), ("see https://example.org/a?b=1 ok", "url"),
+    ("server 2001:db8::1 down", "ipv6"), ("电话(010)62345678", "landline"),
+])
+def test_other_detectors(text: str, entity: str) -> None:
+    assert [f.entity for f in pii.detect(text)] == [entity]
+
+
+def test_times_and_prices_are_not_personal_data() -> None:
+    for text in ("12:30:45 到 13:00", "价格 1999.00 元", "第 3.1.2 节", "版本 10.0.19041"):
+        assert pii.detect(text) == [], text
+
+
+def test_salted_hash_is_stable_and_depends_on_the_salt() -> None:
+    a = pii.salted_hash("mobile", "138 1234 5678", "s1")
+    assert a == pii.salted_hash("mobile", "13812345678", "s1")
+    assert a != pii.salted_hash("mobile", "13812345678", "s2")
+    assert a.startswith("[MOBILE:") and "5678" not in a
+
+
+# ---- duplicates -------------------------------------------------------------------------------
+def _edit(rng: random.Random, text: str, share: float) -> str:
+    chars = list(text)
+    for _ in range(max(1, int(len(chars) * share))):
+        op = rng.random()
+        i = rng.randrange(len(chars))
+        if op < 0.4:
+            chars[i] = rng.choice(HAN)
+        elif op < 0.7:
+            chars.insert(i, rng.choice(HAN + "，。！ "))
+        elif len(chars) > 10:
+            del chars[i]
+    return "".join(chars)
+
+
+def _jaccard(a: str, b: str, n: int = 3) -> float:
+    sa = {a[i:i + n] for i in range(len(a) - n + 1)}
+    sb = {b[i:i + n] for i in range(len(b) - n + 1)}
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_near_dedup_recall_and_precision_on_generated_near_duplicates() -> None:
+    rng = random.Random(11)
+    texts: list[str] = []
+    family: list[int] = []
+    for f in range(600):
+        base = _sentence(rng, rng.randrange(60, 160))
+        texts.append(base)
+        family.append(f)
+        for _ in range(rng.randrange(0, 3)):
+            texts.append(_edit(rng, base, rng.uniform(0.02, 0.2)))
+            family.append(f)
+    order = rng.sample(range(len(texts)), len(texts))
+    texts = [texts[i] for i in order]
+    family = [family[i] for i in order]
+    sig = neardup.MinHasher().signatures(texts)
+    found = neardup.cluster(sig, bands=32, threshold=0.8)
+    same = found.labels
+    # ground truth: pairs of one family whose true 3-gram Jaccard is at least 0.8
+    truth = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))
+             if family[i] == family[j] and _jaccard(texts[i], texts[j]) >= 0.8]
+    assert len(truth) > 50
+    recall = sum(same[i] == same[j] for i, j in truth) / len(truth)
+    merged = [(i, j) for i, j in found.pairs.tolist()]
+    precision = sum(family[i] == family[j] for i, j in merged) / len(merged)
+    assert recall >= 0.95, recall
+    assert precision >= 0.98, precision
+
+
+def test_keep_rules_pick_the_documented_record() -> None:
+    labels = np.array([0, 0, 0, 1])
+    lengths = np.array([5, 9, 9, 3])
+    complete = np.array([1, 2, 3, 1])
+    assert neardup.representatives(labels, "earliest", lengths, complete).tolist() == [0, 0, 0, 3]
+    assert neardup.representatives(labels, "longest", lengths, complete).tolist() == [1, 1, 1, 3]
+    assert neardup.representatives(labels, "most_complete", lengths,
+                                   complete).tolist() == [2, 2, 2, 3]
+
+
+def test_exact_dedup_recall_and_precision_are_one() -> None:
+    rng = random.Random(3)
+    originals = list({_sentence(rng, 30) for _ in range(500)})
+    rows = [(t, c) for t in originals for c in range(rng.randrange(1, 4))]
+    rng.shuffle(rows)
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(len(rows))], "text": [t for t, _ in rows]})
+    kept, merges = ExactDeduplicator(["text"])(df)
+    assert sorted(kept["text"]) == sorted(originals)
+    text_of = dict(zip(df["id"], df["text"], strict=True))
+    assert all(text_of[a] == text_of[b] for a, b in zip(merges["id"], merges["kept_id"],
+                                                        strict=True))
+    assert len(merges) == len(rows) - len(originals)
+
+
+# ---- normalisation and filters ----------------------------------------------------------------
+def test_normaliser_repairs_and_reports_each_step() -> None:
+    n = Normaliser(Normalise(simplify=True))
+    mojibake = "这个产品很好".encode().decode("cp1252", errors="replace")
+    assert n(mojibake) != mojibake  # ftfy repairs what it can read back
+    assert n("质量很好".encode().decode("latin-1")) == "质量很好"
+    assert n("<p>很好&amp;便宜</p><br/>") == "很好&便宜"
+    assert n("这个 <dC;SP4rI(8I> 不是标签") == "这个 <dC;SP4rI(8I> 不是标签"
+    assert n("~{N@Iz<dC;SP4rI(8I>;~}") == "卫生间没有打扫干净"
+    text, ops = n.apply("這個產品ＱＵＡＬＩＴＹ很好\u200b  ")
+    assert text == "这个产品QUALITY很好"
+    assert ops == ["nfkc", "to_simplified", "remove_control_chars", "fold_whitespace", "strip"]
+
+
+def test_filters_name_the_rule_that_rejects() -> None:
+    rf = RecordFilter(Filters(min_chars=3, max_chars=50, deny_regex=["广告"],
+                              max_digit_ratio=0.5, max_repeated_ngram_ratio=0.5,
+                              repeated_ngram=2, fields={"stars": FieldRule(min=1, max=5)}))
+    assert rf.check_text("好")[0] == ("too_short", "1 < 3 characters")
+    assert rf.check_text("加微信看广告")[0] == ("deny_regex", "广告")
+    assert rf.check_text("1234567890好的")[0][0] == "digit_ratio"
+    assert rf.check_text("哈哈哈哈哈哈哈哈哈哈")[0][0] == "repeated_ngrams"
+    assert rf.check_text("这本书写得很好")[0] is None
+    assert rf.check_fields({"stars": 9}) == ("field_stars", "9 > 5.0")
+    assert rf.check_fields({"stars": 4}) is None
+
+
+def test_language_filter_records_language_and_confidence() -> None:
+    rf = RecordFilter(Filters(language=LanguageFilter(allowed=["zh"], min_confidence=0.5)))
+    ok, found = rf.check_text("这本书的内容非常丰富，值得一读")
+    assert ok is None and found is not None and found[0] == "zh" and found[1] > 0.9
+    rejected, found = rf.check_text("This book is really worth reading twice")
+    assert rejected is not None and rejected[0] == "language" and found[0] == "en"
+    assert rf.languages == {"zh": 1, "en": 1}

@@ -18,7 +18,7 @@ from lineage.naming import dag_id
 
 REGISTRY_POOL = "granary_registry"
 START = datetime(2026, 1, 1)
-TASKS = {"collect": "merge", "preprocess": "clean", "annotate": "label",
+TASKS = {"collect": "merge", "preprocess": "merge", "annotate": "label",
          "synthesize": "generate", "evaluate": "validate", "publish": "release"}
 
 
@@ -52,6 +52,19 @@ def _as_airflow(fn: Any) -> Any:
         raise AirflowSkipException(str(e)) from e
     except (PermanentError, SpecError, ValueError) as e:
         raise AirflowFailException(str(e)) from e
+
+
+def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: Any) -> Any:
+    """One step of a stage that fans out; a mapped step shows its unit's label in the UI."""
+    from airflow.sdk import get_current_context
+
+    from granary.runtime import stage_part
+
+    unit = args[0] if args and isinstance(args[0], dict) else {}
+    # rendered by the mapped tasks' map_index_template (harmless for the others)
+    get_current_context()["granary_unit"] = unit.get("label") or "nothing to do"  # type: ignore[typeddict-unknown-key]
+    return _as_airflow(lambda: stage_part(dataset, stage, part, context["run_id"],
+                                          dict(context["params"]), *args))
 
 
 def _call_stage(dataset: str, stage: str, upstream: Any,
@@ -118,24 +131,39 @@ def build_dag(loaded: LoadedSpec) -> DAG:
 
             return run
 
+        label = "{{ granary_unit }}"  # a mapped task shows its unit's label in the UI
+
         @task(task_id="plan")
-        def plan(**context: Any) -> list[dict[str, Any]]:
-            from granary.runtime import plan_collect
+        def collect_plan(**context: Any) -> Any:
+            return _part(name, "collect", "plan", context)
 
-            units: list[dict[str, Any]] = _as_airflow(
-                lambda: plan_collect(name, context["run_id"], dict(context["params"])))
-            return units
+        @task(task_id="fetch", map_index_template=label)
+        def collect_fetch(unit: dict[str, Any], **context: Any) -> Any:
+            return _part(name, "collect", "fetch_unit", context, unit)
 
-        @task(task_id="fetch", map_index_template="{{ granary_unit }}")
-        def fetch(unit: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from airflow.sdk import get_current_context
+        @task(task_id="plan")
+        def preprocess_plan(upstream: dict[str, Any], **context: Any) -> Any:
+            return _part(name, "preprocess", "plan", context, upstream)
 
-            from granary.runtime import collect_unit
+        @task(task_id="clean", map_index_template=label)
+        def preprocess_clean(unit: dict[str, Any], **context: Any) -> Any:
+            return _part(name, "preprocess", "clean", context, unit)
 
-            get_current_context()["granary_unit"] = unit["label"]  # type: ignore[typeddict-unknown-key]
-            result: dict[str, Any] = _as_airflow(
-                lambda: collect_unit(name, context["run_id"], dict(context["params"]), unit))
-            return result
+        @task(task_id="deduplicate")
+        def preprocess_dedup(cleaned: Any, **context: Any) -> Any:
+            return _part(name, "preprocess", "deduplicate", context, list(cleaned))
+
+        @task(task_id="apply", map_index_template=label)
+        def preprocess_apply(unit: dict[str, Any], decided: dict[str, Any],
+                             **context: Any) -> Any:
+            return _part(name, "preprocess", "apply", context, unit, decided)
+
+        @task(task_id="merge")
+        def merge_preprocess(upstream: Any, applied: Any, decided: Any,
+                             **context: Any) -> dict[str, Any]:
+            return _call_stage(name, "preprocess", {
+                "manifest_uri": upstream["manifest_uri"], "applied": list(applied),
+                "decided": decided}, context)
 
         started = begin()
         previous: Any = None
@@ -144,9 +172,15 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                 extra = {"pool": REGISTRY_POOL} if stage == "publish" else {}
                 if stage == "collect":
                     # one mapped task per source (and per group of files), then one merge
-                    units = plan()
-                    out = stage_task(stage)(fetch.expand(unit=units))
+                    units = collect_plan()
+                    out = stage_task(stage)(collect_fetch.expand(unit=units))
                     started >> units
+                elif stage == "preprocess":
+                    # per shard: clean (mapped) -> one global dedup -> apply (mapped) -> merge
+                    cleaned = preprocess_clean.expand(unit=preprocess_plan(previous))
+                    decided = preprocess_dedup(cleaned)
+                    applied = preprocess_apply.partial(decided=decided).expand(unit=cleaned)
+                    out = merge_preprocess(previous, applied, decided)
                 else:
                     out = stage_task(stage, **extra)(previous)
             previous = out

@@ -108,29 +108,37 @@ def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -
 REUSE_UNIT = {"index": -1, "source": "", "items": [], "label": "reused earlier output"}
 
 
-def plan_collect(dataset: str, run_id: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Units of collection work, one mapped task each. A run that starts after collect
-    gets one placeholder unit, so the merge task runs and reuses the earlier output."""
-    from lifecycle import collect
-
-    first, _ = stage_range(params)
-    if first > 0:
-        return [dict(REUSE_UNIT)]
-    svc = services()
-    units = collect.plan(_context(svc, dataset, run_id, params))
-    # nothing new anywhere (an incremental run over unchanged sources): one empty unit
-    return units or [{**REUSE_UNIT, "label": "nothing new to fetch"}]
+def _placeholder(value: Any) -> bool:
+    """A unit or partial result that stands for "nothing to do" (reuse, nothing new)."""
+    if isinstance(value, dict):
+        return not value or value.get("index", 0) < 0
+    if isinstance(value, list):
+        return all(_placeholder(v) for v in value)
+    return False
 
 
-def collect_unit(dataset: str, run_id: str, params: dict[str, Any],
-                 unit: dict[str, Any]) -> dict[str, Any]:
-    """Fetch, land and parse one unit; the partial result goes to the merge task."""
-    from lifecycle import collect
+def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str, Any],
+               *args: Any) -> Any:
+    """One step of a stage that fans out in the DAG (collect: plan, fetch_unit; preprocess:
+    plan, clean, deduplicate, apply). A run that starts after ``stage`` gets placeholders, so
+    the stage's last task still runs and reuses the earlier output."""
+    from lifecycle import collect, preprocess
 
-    if unit.get("index", -1) < 0:
+    first, last = stage_range(params)
+    index = STAGES.index(stage)
+    if index > last:
+        raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
+    if index < first:
+        return [dict(REUSE_UNIT)] if part == "plan" else {}
+    if any(_placeholder(a) for a in args):
         return {}
     svc = services()
-    return collect.fetch_unit(_context(svc, dataset, run_id, params), unit)
+    ctx = _context(svc, dataset, run_id, params)
+    module = {"collect": collect, "preprocess": preprocess}[stage]
+    result = getattr(module, part)(ctx, *args)
+    if part == "plan" and not result:  # nothing new anywhere: one empty unit
+        return [{**REUSE_UNIT, "label": "nothing new to fetch"}]
+    return result
 
 
 def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
@@ -162,6 +170,9 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
             # from the DAG: the mapped fetch tasks' partial results; from the CLI: nothing
             result = collect.merge(ctx, upstream) if isinstance(upstream, list) \
                 else collect.run(ctx)
+        elif stage == "preprocess" and isinstance(upstream, dict) and "applied" in upstream:
+            result = preprocess.merge(ctx, upstream["manifest_uri"], list(upstream["applied"]),
+                                      upstream["decided"])
         else:
             if not isinstance(upstream, dict):
                 raise ValueError(f"{stage} needs the output of the stage before it")

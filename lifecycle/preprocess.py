@@ -13,6 +13,7 @@ the output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -64,15 +65,17 @@ class ExactDeduplicator:
 class _Run:
     """One preprocessing run: the records flow through the steps; what leaves is recorded."""
 
-    def __init__(self, ctx: StageContext, df: pd.DataFrame) -> None:
+    def __init__(self, ctx: StageContext, df: pd.DataFrame, fresh: bool = True) -> None:
         self.ctx, self.spec, self.cfg = ctx, ctx.spec, ctx.spec.preprocess
         self.text = ctx.spec.schema_.text_field
         self.df = df
-        self.df["operations"] = [[] for _ in range(len(df))]
+        if fresh or "operations" not in df:
+            self.df["operations"] = [[] for _ in range(len(df))]
+        else:  # read back from Parquet as arrays
+            self.df["operations"] = [list(ops) for ops in df["operations"]]
         self.quarantined: list[pd.DataFrame] = []
         self.merges: list[pd.DataFrame] = []
         self.report: dict[str, Any] = {"steps": [], "pii": {}, "languages": {}}
-        self.label_conflicts = 0
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def quarantine(self, step: str, mask: np.ndarray, reasons: list[str],
@@ -178,71 +181,6 @@ class _Run:
         self.step_summary("pii", before, found={e: v["found"] for e, v in found.items()
                                                 if v["found"]})
 
-    def exact_dedup(self) -> None:
-        before = len(self.df)
-        cfg = self.cfg.dedup
-        if not cfg.exact:
-            self.step_summary("exact_dedup", before, merged=0)
-            return
-        missing = [k for k in cfg.key if k not in self.df.columns]
-        if missing:
-            raise PermanentError(f"preprocess.dedup.key names unknown fields {missing}")
-        dedup = ExactDeduplicator(cfg.key)
-        label = self.spec.schema_.label_field
-        keyed = self.df.assign(_key=dedup.key(self.df)) if not self.df.empty else None
-        if label and keyed is not None:
-            self.label_conflicts = int((keyed.groupby("_key")[label].nunique(dropna=True)
-                                        > 1).sum())
-        kept, merges = dedup(self.df)
-        largest = _largest_groups(self.df, merges, self.text)
-        self._absorb(kept, merges, "exact_dedup:kept_representative")
-        self.step_summary("exact_dedup", before, merged=len(merges),
-                          groups=int(merges["kept_id"].nunique()) if len(merges) else 0,
-                          largest=largest)
-
-    def near_dedup(self) -> None:
-        before = len(self.df)
-        cfg = self.cfg.near_dedup
-        if not cfg.enabled or self.df.empty:
-            self.step_summary("near_dedup", before, merged=0, clusters=0)
-            return
-        texts = [v if isinstance(v, str) else "" for v in self.df[self.text].tolist()]
-        hasher = neardup.MinHasher(cfg.permutations, cfg.char_ngram, cfg.word_ngram, cfg.seed)
-        sig = hasher.signatures(texts)
-        found = neardup.cluster(sig, cfg.bands, cfg.threshold)
-        lengths = np.array([len(t) for t in texts])
-        fields = [f.name for f in self.spec.schema_.fields]
-        completeness = self.df[fields].notna().sum(axis=1).to_numpy() if fields else lengths
-        keep = neardup.representatives(found.labels, cfg.keep, lengths, completeness)
-        dup = keep != np.arange(len(keep))
-        best: dict[int, float] = {}
-        for (i, j), s in zip(found.pairs.tolist(), found.similarity.tolist(), strict=True):
-            best[i] = max(best.get(i, 0.0), s)
-            best[j] = max(best.get(j, 0.0), s)
-        ids = self.df["id"].to_numpy()
-        merges = pd.DataFrame({"id": ids[dup], "kept_id": ids[keep[dup]],
-                               "reason": "near_duplicate",
-                               "similarity": [round(best.get(int(i), 0.0), 4)
-                                              for i in np.flatnonzero(dup)]})
-        largest = _largest_groups(self.df, merges, self.text)
-        self._absorb(self.df.loc[~dup].reset_index(drop=True), merges,
-                     "near_dedup:kept_representative")
-        sizes = np.bincount(found.labels)
-        self.step_summary("near_dedup", before, merged=int(dup.sum()),
-                          clusters=int((sizes > 1).sum()), largest=largest,
-                          cutoff=round(neardup.acceptance_cutoff(cfg.threshold,
-                                                                 cfg.permutations), 4))
-
-    def _absorb(self, kept: pd.DataFrame, merges: pd.DataFrame, note: str) -> None:
-        self.df = kept
-        if merges.empty:
-            return
-        self.merges.append(merges)
-        absorbed = set(merges["kept_id"])
-        self.df["operations"] = [[*ops, note] if rid in absorbed else ops
-                                 for rid, ops in zip(self.df["id"], self.df["operations"],
-                                                     strict=True)]
-
 
 def _replace(text: str, hits: list[pii.Found], actions: dict[str, str], salt: str) -> str:
     out, last = [], 0
@@ -262,58 +200,282 @@ def _replace(text: str, hits: list[pii.Found], actions: dict[str, str], salt: st
     return "".join(out)
 
 
-def _largest_groups(df: pd.DataFrame, merges: pd.DataFrame, text: str) -> list[dict[str, Any]]:
-    """The biggest duplicate groups with a few examples each, for the report."""
-    if merges.empty:
+def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dict[str, Any]]:
+    """The biggest duplicate groups of one kind with a few examples each, for the report."""
+    mine = merges.loc[merges["reason"] == reason]
+    if mine.empty:
         return []
-    texts = dict(zip(df["id"], df[text], strict=True))
-    sizes = merges.groupby("kept_id").size().sort_values(ascending=False).head(TOP_CLUSTERS)
+    texts = dict(zip(index["id"], index["preview"], strict=True))
+    sizes = mine.groupby("kept_id").size().sort_values(ascending=False).head(TOP_CLUSTERS)
     groups = []
     for kept_id, size in sizes.items():
-        members = merges.loc[merges["kept_id"] == kept_id].head(3)
-        groups.append({"size": int(size) + 1, "kept": {"id": kept_id,
-                                                       "text": str(texts.get(kept_id))[:200]},
-                       "examples": [{"id": r.id, "text": str(texts.get(r.id))[:200],
+        members = mine.loc[mine["kept_id"] == kept_id].head(3)
+        groups.append({"size": int(size) + 1,
+                       "kept": {"id": kept_id, "text": texts.get(kept_id)},
+                       "examples": [{"id": r.id, "text": texts.get(r.id),
                                      "similarity": float(r.similarity)}
                                     for r in members.itertuples()]})
     return groups
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
-    spec = ctx.spec
+# ---- the sharded stage: plan -> clean (per shard) -> deduplicate -> apply (per shard) -> merge
+LOCAL = ("normalise", "filter", "pii")
+GLOBAL = ("exact_dedup", "near_dedup")
+PREVIEW = 80
+MERGE_COLUMNS = ["id", "kept_id", "reason", "similarity"]
+
+
+def phases(steps: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(record-local steps before the first dedup, dedup steps, local steps after a dedup)."""
+    first = next((i for i, s in enumerate(steps) if s in GLOBAL), len(steps))
+    return (list(steps[:first]), [s for s in steps if s in GLOBAL],
+            [s for s in steps[first:] if s in LOCAL])
+
+
+def plan(ctx: StageContext, upstream: dict[str, Any]) -> list[dict[str, Any]]:
+    """One unit per upstream shard (at most ``rows_per_shard`` records each)."""
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
-    df = shards.read_table(ctx.store, manifest)
+    found = manifest["shards"] or []
+    units = [{"index": i, "label": f"shard {i + 1}/{len(found)}", "bucket": manifest["_bucket"],
+              "shards": [shard], "upstream": upstream["manifest_uri"]}
+             for i, shard in enumerate(found)]
+    return units or [{"index": 0, "label": "no records", "bucket": manifest["_bucket"],
+                      "shards": [], "upstream": upstream["manifest_uri"]}]
+
+
+def _read(ctx: StageContext, bucket: str, shard_list: list[dict[str, Any]]) -> pd.DataFrame:
+    return shards.read_table(ctx.store, {"_bucket": bucket, "shards": shard_list})
+
+
+def _write(ctx: StageContext, df: pd.DataFrame, table: str) -> list[dict[str, Any]]:
+    return shards.write_table(ctx, STAGE, df, table) if len(df) else []
+
+
+def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
+    """Record-local steps on one shard, then what the global dedup needs: per record its
+    exact-duplicate key hash and its MinHash signature."""
+    cfg = ctx.spec.preprocess
+    before, dedups, _ = phases(list(cfg.steps))
+    df = _read(ctx, unit["bucket"], unit["shards"])
     n_in = len(df)
     work = _Run(ctx, df)
-    for step in spec.preprocess.steps:
+    for step in before:
         getattr(work, step)()
-    kept = work.df
+    df = work.df
+    tag = f"u{unit['index']:05d}"
+    text = ctx.spec.schema_.text_field
+    texts = [v if isinstance(v, str) else "" for v in df[text].tolist()] if len(df) else []
+    label = ctx.spec.schema_.label_field
+    index = pd.DataFrame({
+        "id": df["id"] if len(df) else pd.Series([], dtype="object"),
+        "unit": unit["index"], "row": np.arange(len(df)),
+        "length": [len(t) for t in texts],
+        "preview": [t[:PREVIEW] for t in texts],
+        "label": df[label].astype("string") if label and len(df) else None,
+    })
+    fields = [f.name for f in ctx.spec.schema_.fields]
+    index["complete"] = df[fields].notna().sum(axis=1).to_numpy() if len(df) else 0
+    if "exact_dedup" in dedups and cfg.dedup.exact:
+        missing = [k for k in cfg.dedup.key if k not in df.columns]
+        if missing:
+            raise PermanentError(f"preprocess.dedup.key names unknown fields {missing}")
+        keys_ = ExactDeduplicator(cfg.dedup.key).key(df) if len(df) else pd.Series([])
+        index["exact"] = [hashlib.blake2b(k.encode(), digest_size=8).hexdigest()
+                          for k in keys_.tolist()]
+    if "near_dedup" in dedups and cfg.near_dedup.enabled:
+        nd = cfg.near_dedup
+        sig = neardup.MinHasher(nd.permutations, nd.char_ngram, nd.word_ngram,
+                                nd.seed).signatures(texts)
+        index["sig"] = [row.tobytes() for row in sig]
     dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
-               else kept.iloc[0:0].assign(operator="", reason="", detail=""))
-    merges = (pd.concat(work.merges, ignore_index=True) if work.merges
-              else pd.DataFrame(columns=["id", "kept_id", "reason", "similarity"]))
-    n_kept, n_q, n_m = len(kept), len(dropped), len(merges)
+               else None)
+    return {"index": unit["index"], "label": unit["label"], "in": n_in,
+            "cleaned": _write(ctx, df, f"{tag}-clean"),
+            "keys": _write(ctx, index, f"{tag}-keys"),
+            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
+            else [], "quarantined": 0 if dropped is None else len(dropped),
+            "report": work.report}
+
+
+def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one global step: exact then near duplicates (in the spec's order) across every
+    shard, from the keys and signatures alone. Memory: the signature index, not the data."""
+    cfg = ctx.spec.preprocess
+    _, dedups, _ = phases(list(cfg.steps))
+    cleaned = sorted(cleaned, key=lambda p: p["index"])
+    index = _read(ctx, ctx.work_bucket, [s for p in cleaned for s in p["keys"]])
+    merges: list[pd.DataFrame] = []
+    steps: list[dict[str, Any]] = []
+    conflicts = 0
+    alive = np.ones(len(index), dtype=bool)
+    for step in dedups:
+        before = int(alive.sum())
+        if step == "exact_dedup" and cfg.dedup.exact and "exact" in index:
+            live = index.loc[alive]
+            first = live.groupby("exact", sort=False)["id"].transform("first")
+            dup = (live["id"] != first).to_numpy()
+            if "label" in live and live["label"].notna().any():
+                conflicts = int((live.groupby("exact")["label"].nunique(dropna=True)
+                                 > 1).sum())
+            found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
+                                  "reason": "exact_duplicate", "similarity": 1.0})
+            alive[np.flatnonzero(alive)[dup]] = False
+            merges.append(found)
+            steps.append({"step": step, "in": before, "out": int(alive.sum()),
+                          "merged": len(found), "groups": int(found["kept_id"].nunique()),
+                          "label_conflicts": conflicts})
+        elif step == "near_dedup" and cfg.near_dedup.enabled and "sig" in index:
+            found, dup, summary = _near(cfg.near_dedup, index.loc[alive])
+            alive[np.flatnonzero(alive)[dup]] = False
+            merges.append(found)
+            steps.append({"step": step, "in": before, "out": int(alive.sum()),
+                          "merged": len(found), **summary})
+        else:
+            steps.append({"step": step, "in": before, "out": before, "merged": 0})
+    table = (pd.concat(merges, ignore_index=True) if merges
+             else pd.DataFrame(columns=MERGE_COLUMNS))
+    for summary in steps:
+        reason = {"exact_dedup": "exact_duplicate", "near_dedup": "near_duplicate"}[
+            summary["step"]]
+        summary["largest"] = _largest(index, table, reason)
+    return {"merges": _write(ctx, table, "merges"), "merged": len(table),
+            "label_conflicts": conflicts, "steps": steps}
+
+
+def _near(cfg: Any, live: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """(merges, which of ``live`` are merged, summary) of near-duplicate clustering."""
+    n = len(live)
+    if n == 0:
+        return pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0}
+    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
+    found = neardup.cluster(sig, cfg.bands, cfg.threshold)
+    keep = neardup.representatives(found.labels, cfg.keep, live["length"].to_numpy(),
+                                   live["complete"].to_numpy())
+    dup = keep != np.arange(n)
+    best: dict[int, float] = {}
+    for (i, j), sim in zip(found.pairs.tolist(), found.similarity.tolist(), strict=True):
+        best[i] = max(best.get(i, 0.0), sim)
+        best[j] = max(best.get(j, 0.0), sim)
+    ids = live["id"].to_numpy()
+    table = pd.DataFrame({"id": ids[dup], "kept_id": ids[keep[dup]], "reason": "near_duplicate",
+                          "similarity": [round(best.get(int(i), 0.0), 4)
+                                         for i in np.flatnonzero(dup)]})
+    sizes = np.bincount(found.labels)
+    summary = {"clusters": int((sizes > 1).sum()),
+               "cutoff": round(neardup.acceptance_cutoff(cfg.threshold, cfg.permutations), 4)}
+    return table, dup, summary
+
+
+def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
+    """Drop one shard's merged records, mark the records that absorbed others, run the
+    record-local steps placed after deduplication, and write the shard's final records."""
+    _, _, after = phases(list(ctx.spec.preprocess.steps))
+    df = _read(ctx, ctx.work_bucket, unit["cleaned"])
+    merges = _read(ctx, ctx.work_bucket, decided["merges"])
+    if len(df) and len(merges):
+        df = df.loc[~df["id"].isin(set(merges["id"]))].reset_index(drop=True)
+        notes = {reason: set(merges.loc[merges["reason"] == reason, "kept_id"])
+                 for reason in ("exact_duplicate", "near_duplicate")}
+        names = {"exact_duplicate": "exact_dedup:kept_representative",
+                 "near_duplicate": "near_dedup:kept_representative"}
+        df["operations"] = [[*ops, *(names[r] for r, kept in notes.items() if rid in kept)]
+                            for rid, ops in zip(df["id"], df["operations"], strict=True)]
+    work = _Run(ctx, df, fresh=False)
+    for step in after:
+        getattr(work, step)()
+    tag = f"u{unit['index']:05d}"
+    dropped = pd.concat(work.quarantined, ignore_index=True) if work.quarantined else None
+    return {"index": unit["index"], "in": unit["in"], "kept": len(work.df),
+            "shards": shards.write_table(ctx, STAGE, work.df, tag) if len(work.df) else [],
+            "quarantine": unit["quarantine"] + (
+                _write(ctx, dropped, f"{tag}-late-quarantine") if dropped is not None else []),
+            "quarantined": unit["quarantined"] + (0 if dropped is None else len(dropped)),
+            "reports": [unit["report"], work.report]}
+
+
+def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
+          decided: dict[str, Any]) -> StageResult:
+    """Check conservation over every shard, write the manifest and the report."""
+    applied = sorted(applied, key=lambda p: p["index"])
+    n_in = sum(p["in"] for p in applied)
+    n_kept = sum(p["kept"] for p in applied)
+    n_q = sum(p["quarantined"] for p in applied)
+    n_m = int(decided["merged"])
     if n_kept + n_q + n_m != n_in:
         raise ConservationError(
             f"preprocess {ctx.dataset}: {n_in} records in but {n_kept} kept + {n_q} "
             f"quarantined + {n_m} merged; this is a bug, report it with run {ctx.run_id}")
+    main = [s for p in applied for s in p["shards"]]
+    quarantine = [s for p in applied for s in p["quarantine"]]
+    dropped = _read(ctx, ctx.work_bucket, quarantine)
+    merges = _read(ctx, ctx.work_bucket, decided["merges"])
+    report = _combine(list(ctx.spec.preprocess.steps),
+                      [r for p in applied for r in p["reports"]], decided)
     counts = {"in": n_in, "kept": n_kept, "quarantined": n_q, "merged": n_m,
-              "quarantine_reasons": {str(k): int(v) for k, v in
-                                     dropped["reason"].value_counts().items()},
-              "merge_reasons": {str(k): int(v) for k, v in
-                                merges["reason"].value_counts().items()},
-              "pii_found": {e: v["found"] for e, v in work.report["pii"].items()},
-              "label_conflicts": work.label_conflicts}
-    work.report.update(dataset=ctx.dataset, run_id=ctx.run_id, counts=counts,
-                       steps_order=list(spec.preprocess.steps))
-    report_uri = _write_report(ctx, work.report)
-    main = shards.write_table(ctx, STAGE, kept)
-    tables = {"quarantine": shards.write_table(ctx, STAGE, dropped, "quarantine"),
-              "merges": shards.write_table(ctx, STAGE, merges, "merges")}
-    uri = shards.write_manifest(ctx, STAGE, kept, main, counts, tables, {"report": report_uri})
+              "quarantine_reasons": ({str(k): int(v) for k, v in
+                                      dropped["reason"].value_counts().items()}
+                                     if len(dropped) else {}),
+              "merge_reasons": ({str(k): int(v) for k, v in
+                                 merges["reason"].value_counts().items()} if len(merges) else {}),
+              "pii_found": {e: v["found"] for e, v in report["pii"].items()},
+              "label_conflicts": decided["label_conflicts"], "shards": len(applied)}
+    report.update(dataset=ctx.dataset, run_id=ctx.run_id, counts=counts,
+                  steps_order=list(ctx.spec.preprocess.steps))
+    report_uri = _write_report(ctx, report)
+    schema = _schema(ctx, main)
+    uri = shards.write_manifest(ctx, STAGE, schema, main, counts,
+                                {"quarantine": quarantine, "merges": decided["merges"]},
+                                {"report": report_uri})
     log.info("preprocess %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, extra={"report": report_uri},
-                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+                       lineage=shards.lineage_pair(ctx, upstream_uri, uri))
+
+
+def _schema(ctx: StageContext, main: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Column names and types, read from the first shard's Parquet footer."""
+    if not main:
+        return []
+    import io
+
+    import pyarrow.parquet as pq
+
+    data = ctx.store.get_bytes(ctx.work_bucket, main[0]["key"])
+    return [{"name": f.name, "type": str(f.type)}
+            for f in pq.read_schema(io.BytesIO(data))]
+
+
+def _combine(order: list[str], reports: list[dict[str, Any]],
+             decided: dict[str, Any]) -> dict[str, Any]:
+    """One report from the per-shard ones and the global dedup."""
+    steps: dict[str, dict[str, Any]] = {}
+    pii_found: dict[str, dict[str, Any]] = {}
+    languages: Counter[str] = Counter()
+    for r in reports:
+        for s in r["steps"]:
+            into = steps.setdefault(s["step"], {"step": s["step"], "in": 0, "out": 0})
+            for k, v in s.items():
+                if k == "step":
+                    continue
+                if isinstance(v, dict):
+                    into[k] = dict(Counter(into.get(k, {})) + Counter(v))
+                elif isinstance(v, int | float):
+                    into[k] = into.get(k, 0) + v
+        for entity, v in r["pii"].items():
+            into = pii_found.setdefault(entity, {"found": 0, "records": 0, "action": v["action"]})
+            into["found"] += v["found"]
+            into["records"] += v["records"]
+        languages.update(r["languages"])
+    steps.update({d["step"]: d for d in decided["steps"]})
+    ordered = [steps[s] for s in order if s in steps]
+    return {"steps": ordered, "pii": pii_found, "languages": dict(languages.most_common())}
+
+
+def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+    """Plan, clean every shard, deduplicate, apply and merge, in this process."""
+    cleaned = [clean(ctx, unit) for unit in plan(ctx, upstream)]
+    decided = deduplicate(ctx, cleaned)
+    applied = [apply(ctx, unit, decided) for unit in cleaned]
+    return merge(ctx, upstream["manifest_uri"], applied, decided)
 
 
 def _write_report(ctx: StageContext, report: dict[str, Any]) -> str:
@@ -321,4 +483,3 @@ def _write_report(ctx: StageContext, report: dict[str, Any]) -> str:
     body = json.dumps(report, ensure_ascii=False, indent=2, default=str).encode()
     ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
     return f"s3://{ctx.work_bucket}/{key}"
-

@@ -72,8 +72,11 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert pre["pii_found"]["mobile"] >= 10 and unmasked_mobiles(texts) == []
     assert sum(bool(re.search(r"1[3-9]\d\*{4}\d{4}", t)) for t in texts) >= 5
 
-    # collection fanned out: one mapped fetch task per source
+    # collection fanned out: one mapped fetch task per source; preprocessing per shard
     assert _map_indexes(dag.dag_id, run.run_id, "collect.fetch") == [0, 1]
+    assert _map_indexes(dag.dag_id, run.run_id, "preprocess.clean") == [0, 1]
+    assert _map_indexes(dag.dag_id, run.run_id, "preprocess.apply") == [0, 1]
+    assert pre["shards"] == 2
 
     # the run committed its incremental state: an incremental run over the unchanged files
     # lands nothing new and carries the 35,124 records forward
@@ -141,7 +144,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     by_job: dict[str, set[str]] = {}
     for e in events:
         by_job.setdefault(e["job"]["name"], set()).add(e["eventType"])
-    for stage, task in (("collect", "merge"), ("preprocess", "clean"),
+    for stage, task in (("collect", "merge"), ("preprocess", "merge"),
                         ("annotate", "label"), ("synthesize", "generate"),
                         ("evaluate", "validate"), ("publish", "release")):
         job = f"granary_zh_shopping_reviews.{stage}.{task}"

@@ -39,7 +39,7 @@ def site(tmp_path: Path) -> Settings:
     LineageStore(catalog).add_many([
         event("granary_reviews.collect.merge", raw, [f"{work}/collect"],
               parent=parent, rows=150),
-        event("granary_reviews.preprocess.clean", [f"{work}/collect"],
+        event("granary_reviews.preprocess.merge", [f"{work}/collect"],
               [f"{work}/preprocess"], parent=parent, rows=120),
         event("granary_reviews.publish.release", [f"{work}/preprocess"],
               [f"s3://{s.bucket_registry}/datasets/reviews"], parent=parent, rows=120,

@@ -48,6 +48,11 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         # collection fans out: one mapped task per source (or group of files)
         assert "Mapped" in type(dag.get_task("collect.fetch")).__name__
         assert dag.get_task("collect.plan").downstream_task_ids == {"collect.fetch"}
+        # preprocessing: per shard, one global dedup, per shard again, then merge
+        for mapped in ("preprocess.clean", "preprocess.apply"):
+            assert "Mapped" in type(dag.get_task(mapped)).__name__
+        assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
+            "preprocess.apply", "preprocess.merge"}
         assert loaded.spec.name in dag.tags
         assert loaded.spec.title in (dag.doc_md or "")
         assert dag.max_active_runs == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+from urllib.parse import quote
 
 from storage.catalog import Catalog, Version
 
@@ -48,7 +49,9 @@ def index_page(catalog: Catalog, base: str) -> str:
             rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(d.title)}</td>"
                         f"<td>v{v.version}</td><td>{v.row_count}</td><td>{grade(v)}</td>"
                         f"<td>{v.created_at:%Y-%m-%d %H:%M}</td>"
-                        f"<td><a href='{link}'>lineage</a></td></tr>")
+                        f"<td><a href='{link}'>lineage</a> · <a href='{base}/runs/"
+                        f"{html.escape(d.name)}/{quote(v.run_id, safe='')}/preprocess'>"
+                        "cleaning report</a></td></tr>")
     table = ("<table><tr><th>dataset</th><th>title</th><th>version</th><th>records</th>"
              "<th>quality</th><th>published</th><th></th></tr>" + "".join(rows) + "</table>"
              if rows else "<p>No dataset has been published yet.</p>")
@@ -73,3 +76,60 @@ def lineage_page(v: Version, registry_bucket: str, raw_bucket: str, base: str) -
             f"{html.escape(json.dumps(config), quote=False)}</script>"
             f"<script src='{base}/static/lineage.js'></script>")
     return _page(f"lineage of {v.ref}", body)
+
+
+def _cells(values: list[Any]) -> str:
+    return "".join(f"<td>{html.escape(str(v))}</td>" for v in values)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join(f"<tr>{_cells(r)}</tr>" for r in rows) + "</table>")
+
+
+def _details(step: dict[str, Any]) -> str:
+    skip = {"step", "in", "out", "largest"}
+    parts = []
+    for key, value in step.items():
+        if key in skip or value in ({}, None):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in sorted(value.items(),
+                                                             key=lambda kv: -kv[1]))
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts)
+
+
+def report_page(dataset: str, run_id: str, report: dict[str, Any], base: str) -> str:
+    """The preprocessing report of one run: what each operator did and why."""
+    counts = report.get("counts", {})
+    steps = report.get("steps", [])
+    summary = (f"<p><a href='{base}/'>catalog</a> · <strong>{html.escape(dataset)}</strong> · "
+               f"run {html.escape(run_id)} · {counts.get('in', 0)} in, "
+               f"{counts.get('kept', 0)} kept, {counts.get('quarantined', 0)} quarantined, "
+               f"{counts.get('merged', 0)} merged</p>")
+    body = [summary, "<h3>Operators, in order</h3>",
+            _table(["step", "in", "out", "details"],
+                   [[s["step"], s.get("in", ""), s.get("out", ""), _details(s)] for s in steps]),
+            "<h3>Quarantine reasons</h3>",
+            _table(["reason", "records"], sorted(counts.get("quarantine_reasons", {}).items(),
+                                                key=lambda kv: -kv[1])),
+            "<h3>Personal data found</h3>",
+            _table(["type", "found", "records", "action"],
+                   [[k, v["found"], v["records"], v["action"]]
+                    for k, v in report.get("pii", {}).items()])]
+    if report.get("languages"):
+        body += ["<h3>Languages</h3>",
+                 _table(["language", "records"], list(report["languages"].items()))]
+    for s in steps:
+        if s.get("largest"):
+            body.append(f"<h3>Largest groups: {html.escape(s['step'])}</h3>")
+            rows = []
+            for g in s["largest"]:
+                rows.append([g["size"], g["kept"]["text"], "kept", ""])
+                rows += [["", e["text"], "merged", e["similarity"]] for e in g["examples"]]
+            body.append(_table(["size", "text", "", "similarity"], rows))
+    return _page(f"cleaning report of {dataset}", "".join(body))
+

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from granary.pages import index_page, lineage_page
+from granary.pages import index_page, lineage_page, report_page
 from granary.settings import Settings, load_settings
 from lineage.api import build_router
 from lineage.facets import SCHEMA_DIR
@@ -66,6 +66,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"{dataset} has no published version {version or ''}")
         s = current_settings()
         return lineage_page(found, s.bucket_registry, s.bucket_raw, base(request))
+
+    @app.get("/runs/{dataset}/{run_id}/preprocess", response_class=HTMLResponse)
+    def preprocess_report(request: Request, dataset: str, run_id: str) -> str:
+        return report_page(dataset, run_id, _report(dataset, run_id), base(request))
+
+    @app.get("/api/v1/runs/{dataset}/{run_id}/preprocess")
+    def preprocess_report_json(dataset: str, run_id: str) -> dict[str, Any]:
+        return _report(dataset, run_id)
+
+    def _report(dataset: str, run_id: str) -> dict[str, Any]:
+        import json
+
+        from granary.runtime import object_store
+        from lifecycle.shards import parse_uri, read_manifest
+
+        found = {r.stage: r for r in store().catalog.stage_results(dataset, run_id)}
+        result = found.get("preprocess")
+        if result is None or not result.output_uri:
+            raise HTTPException(404, f"run {run_id} of {dataset} has no preprocessing output")
+        objects = object_store(current_settings())
+        manifest = read_manifest(objects, result.output_uri)
+        if not manifest.get("report"):
+            raise HTTPException(404, f"run {run_id} of {dataset} wrote no report")
+        bucket, key = parse_uri(manifest["report"])
+        report: dict[str, Any] = json.loads(objects.get_bytes(bucket, key))
+        return report
 
     @app.get("/static/lineage.js")
     def script() -> FileResponse:

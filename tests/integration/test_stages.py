@@ -6,6 +6,7 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -17,6 +18,7 @@ from lifecycle.errors import PermanentError, QualityGateFailed, SourceError
 from lifecycle.shards import read_manifest, read_table
 from lifecycle.spec import parse_spec
 from lifecycle.trace import TraceError, trace
+from tests.webapp import serve
 
 pytestmark = pytest.mark.integration
 
@@ -242,6 +244,18 @@ preprocess:
     largest = report["steps"][-1]["largest"][0]
     assert largest["size"] == 2 and "包装很结实" in largest["kept"]["text"]
     assert report["pii"]["id_card"] == {"found": 1, "records": 1, "action": "drop"}
+
+    # the report is readable in the web app, from the run recorded in the catalog
+    ctx.catalog.record_stage("tiny_reviews", "run-pii", "preprocess", "success",
+                             p.manifest_uri, p.counts)
+    with serve(s) as url:
+        page = httpx.get(f"{url}/runs/tiny_reviews/run-pii/preprocess")
+        assert page.status_code == 200
+        assert "Largest groups: near_dedup" in page.text and "<td>id_card</td>" in page.text
+        assert "<td>pii_id_card</td>" in page.text  # the quarantine reason, with its count
+        data = httpx.get(f"{url}/api/v1/runs/tiny_reviews/run-pii/preprocess").json()
+        assert data["counts"] == p.counts
+        assert httpx.get(f"{url}/runs/tiny_reviews/nope/preprocess").status_code == 404
 
     hashing = spec.replace("email: placeholder", "email: hash")
     with pytest.raises(PermanentError, match="GRANARY_PII_SALT"):

@@ -170,7 +170,7 @@ def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     return np.unique(pairs, axis=0)
 
 
-def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 200_000) -> np.ndarray:
+def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 16_384) -> np.ndarray:
     """Estimated Jaccard similarity of each pair: the share of equal signature values."""
     out = np.empty(len(pairs), dtype=np.float64)
     for s in range(0, len(pairs), chunk):

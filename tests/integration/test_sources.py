@@ -488,3 +488,30 @@ def test_sql_query_with_parameters(env: Settings, tmp_path: Path,
     assert sorted(_records(ctx, result)["text"]) == ["好", "行"]
     with pytest.raises(SourceError, match="Airflow connection 'nope' not found"):
         _collect(env, spec.replace("conn_id: q_db", "conn_id: nope"), "run-2")
+
+
+def test_a_refresh_cannot_bring_back_a_known_record_as_a_near_duplicate(
+        env: Settings) -> None:
+    from lifecycle import preprocess
+
+    spec = FILES.replace("sources:", "preprocess: {near_dedup: {enabled: true}}\nsources:")
+    shop = env.inbox_dir / "shop"
+    shop.mkdir(parents=True)
+    known = "这家店的包装很结实物流也很快客服态度很好下次还会再来买的"
+    (shop / "a.csv").write_text(f"review,label\n{known},positive\n", encoding="utf-8")
+    ctx, first = _collect(env, spec, "run-1")
+    first_pre = preprocess.run(ctx, first.to_xcom())
+    kept_id = _records(ctx, first)["id"].iloc[0]
+    assert first_pre.counts["kept"] == 1
+
+    # the refresh brings a near copy of the known review, and one new review
+    (shop / "b.csv").write_text(
+        "review,label\n这家店的包装很结实物流也很快客服态度很好下次还会再来买啊,positive\n"
+        "第一次买这个牌子的耳机音质出乎意料,positive\n", encoding="utf-8")
+    ctx, second = _collect(env, spec, "run-2", "incremental")
+    assert (second.counts["records_new"], second.counts["records"]) == (2, 3)
+    pre = preprocess.run(ctx, second.to_xcom())
+    manifest = read_manifest(ctx.store, pre.manifest_uri)
+    merges = read_table(ctx.store, manifest, "merges")
+    assert pre.counts["kept"] == 2 and pre.counts["merge_reasons"] == {"near_duplicate": 1}
+    assert merges.iloc[0]["kept_id"] == kept_id  # merged into the record published before

@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 STAGE = "preprocess"
 TOP_CLUSTERS = 10
 
-# kept for callers of the earlier name
-UnicodeNormaliser = Normaliser
-
 
 class ExactDeduplicator:
     """Keeps the first record of each group with the same normalised key (collection order:
@@ -74,7 +71,6 @@ class _Run:
         else:  # read back from Parquet as arrays
             self.df["operations"] = [list(ops) for ops in df["operations"]]
         self.quarantined: list[pd.DataFrame] = []
-        self.merges: list[pd.DataFrame] = []
         self.report: dict[str, Any] = {"steps": [], "pii": {}, "languages": {}}
 
     # ---- bookkeeping -------------------------------------------------------------------------

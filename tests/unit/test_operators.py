@@ -7,15 +7,16 @@ import pytest
 
 from lifecycle.collect import record_id
 from lifecycle.errors import SourceError
-from lifecycle.preprocess import ExactDeduplicator, UnicodeNormaliser
+from lifecycle.preprocess import ExactDeduplicator
 from lifecycle.readers import decode, parse
 from lifecycle.spec import Normalise
+from lifecycle.textops import Normaliser
 
 pytestmark = pytest.mark.unit
 
 
 def test_normaliser_nfkc_whitespace_and_controls() -> None:
-    norm = UnicodeNormaliser(Normalise())
+    norm = Normaliser(Normalise())
     assert norm("  ＡＢＣ１２３，好\u3000 评\t\x07 ") == "ABC123,好 评"
     assert norm("\ufeffhello\r\nwor\u200bld") == "hello world"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 
 ENTITIES = ("id_card", "bank_card", "mobile", "landline", "intl_phone", "email", "ipv4",
-            "ipv6", "url", "passport", "plate")
+            "ipv6", "url", "passport", "plate", "person_name")
 
 _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45,
               46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
@@ -102,6 +102,12 @@ def _digits_between(low: int, high: int) -> Callable[[str], bool]:
 _B = r"(?<![0-9A-Za-z])"  # no letter or digit just before
 _E = r"(?![0-9A-Za-z])"   # ... or just after
 _PROVINCE_CHARS = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+# the most common surnames (about 85% of the population) and a few two-character ones
+_SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田"
+             "董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白"
+             "邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
+_NAME = (r"(?P<name>(?:欧阳|司马|上官|诸葛|东方|皇甫|令狐|慕容|[" + _SURNAMES
+         + r"])[\u4e00-\u9fff]{1,2}?)")
 
 
 @dataclass(frozen=True)
@@ -110,15 +116,18 @@ class Detector:
     pattern: re.Pattern[str]
     valid: Callable[[str], bool] | None = None
     needs: str = ""  # a cheap pre-check: skip texts with none of these characters
+    groups: tuple[str | int, ...] = (0,)  # the match's part that is personal data: the first
+    #                                       of these groups that took part in the match
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         if self.needs and not any(c in text for c in self.needs):
             return []
         out = []
         for m in self.pattern.finditer(text):
-            value = m.group(0)
+            group = next(g for g in self.groups if m.group(g) is not None)
+            value = m.group(group)
             if self.valid is None or self.valid(value):
-                out.append((m.start(), m.end(), value))
+                out.append((m.start(group), m.end(group), value))
         return out
 
 
@@ -153,6 +162,15 @@ DETECTORS = {
     "plate": Detector("plate", re.compile(
         f"[{_PROVINCE_CHARS}][A-HJ-NP-Z][·• ]?(?:[A-HJ-NP-Z0-9]{{5,6}}|[A-HJ-NP-Z0-9]{{4}}"
         r"[挂学警港澳])" + _E), None, _PROVINCE_CHARS),
+    # only in context that says it is a name: "我叫张伟", "联系人：李娜", "王先生"
+    "person_name": Detector("person_name", re.compile(
+        r"(?:我叫|名叫|姓名[:：]?\s?|联系人[:：]?\s?|收件人[:：]?\s?|收货人[:：]?\s?)" + _NAME
+        + r"(?![\u4e00-\u9fff]{2})|"
+        # a full name before a title, at the start of a phrase or after 和/跟/给/找/问/...
+        + r"(?:(?<![\u4e00-\u9fff])|(?<=[和跟与给找问向请是叫]))"
+        + _NAME.replace("name>", "titled>")
+        + r"(?=先生|女士|小姐|老师|经理|师傅|医生|律师)"), None, _SURNAMES + "欧司上诸东皇令慕",
+        ("name", "titled")),
 }
 
 
@@ -194,6 +212,8 @@ def mask(entity: str, value: str) -> str:
         return value.split(":")[0] + ":****"
     if entity in ("passport", "plate"):
         return value[:2] + "*" * (len(value) - 2)
+    if entity == "person_name":
+        return value[:1] + "*" * (len(value) - 1)
     keep = [i for i, c in enumerate(value) if c.isalnum()]
     head, tail = (6, 4) if entity == "id_card" and len(keep) >= 12 else (3, 4)
     if len(keep) <= head + tail:

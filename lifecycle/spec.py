@@ -344,6 +344,7 @@ class Pii(_Model):
     url: PiiAction = "keep"
     passport: PiiAction = "mask"
     plate: PiiAction = "keep"
+    person_name: PiiAction = "keep"
 
     def actions(self) -> dict[str, str]:
         return dict(self.model_dump())

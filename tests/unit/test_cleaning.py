@@ -224,3 +224,16 @@ def test_language_filter_records_language_and_confidence() -> None:
     rejected, found = rf.check_text("This book is really worth reading twice")
     assert rejected is not None and rejected[0] == "language" and found[0] == "en"
     assert rf.languages == {"zh": 1, "en": 1}
+
+
+def test_person_names_only_where_the_context_says_so() -> None:
+    found = {t: [(f.entity, f.value) for f in pii.detect(t, ("person_name",))] for t in (
+        "我叫张伟，请多关照", "联系人：李娜", "周末和李明老师去了", "收货人:欧阳修",
+        "感谢刘老师的推荐", "张家界好玩", "我是一名幼儿园老师", "这位陈医生很耐心")}
+    assert found["我叫张伟，请多关照"] == [("person_name", "张伟")]
+    assert found["联系人：李娜"] == [("person_name", "李娜")]
+    assert found["周末和李明老师去了"] == [("person_name", "李明")]
+    assert found["收货人:欧阳修"] == [("person_name", "欧阳修")]
+    for text in ("感谢刘老师的推荐", "张家界好玩", "我是一名幼儿园老师", "这位陈医生很耐心"):
+        assert found[text] == [], text
+    assert pii.mask("person_name", "欧阳修") == "欧**"

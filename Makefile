@@ -50,4 +50,4 @@ lock: install
 	 $(PY) -m pip freeze --exclude-editable | grep -v '^granary') > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

@@ -8,9 +8,14 @@ whitespace changes); NFKC + whitespace folding + strip; exact dedup keeping the 
 MinHash over character 5-grams, 17 bands x 15 rows (255 permutations), threshold 0.8; one
 document kept per cluster; e-mails and Chinese mobile numbers masked.
 
-Each size runs in its own process, so peak RSS is its own. The peers' figures measured on
-this kind of machine are in ../shared/BENCH-NOTES.md; running them side by side (each in its
-own virtual environment) is still to be added here.
+Each size runs in its own process, so peak RSS is its own. datatrove runs the same pipeline
+on the same corpus in the same call (bench/peer_datatrove.py), in its own virtual environment
+under .bench/ that this script creates on first use (never in requirements.txt); the corpus is
+written as one JSON Lines file per task, since datatrove parallelises per file, and both
+tools' CPU time includes reading it (datatrove also writes its intermediate files; Granary
+keeps them in memory in this one-process run). Data-Juicer is not run here: it installs
+ray and a CUDA torch on its first run (BENCH-NOTES); its figures from that note are quoted
+in the results.
 
     python bench/run.py                      # 100k and 1M documents
     python bench/run.py --documents 100000   # one size
@@ -60,7 +65,61 @@ def corpus(n: int, seed: int = 42) -> list[str]:
     return out
 
 
-def granary(n: int) -> dict[str, Any]:
+PEERS = ROOT / ".bench"
+DATATROVE = ["datatrove==0.10.1", "orjson==3.13.0", "xxhash==3.8.2", "tokenizers==0.23.3",
+             "regex==2026.11.19", "psutil==7.2.2"]
+TASKS = 2
+
+
+def datatrove_python() -> Path | None:
+    """The datatrove venv's python, created with the pinned packages on first use."""
+    venv = PEERS / "datatrove"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print("creating the datatrove environment in .bench/datatrove ...", file=sys.stderr)
+        made = subprocess.run([sys.executable, "-m", "venv", str(venv)], check=False)
+        got = made.returncode == 0 and subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *DATATROVE], check=False).returncode == 0
+        if not got:
+            print("could not install datatrove; its side is skipped", file=sys.stderr)
+            return None
+    return python
+
+
+def write_corpus(n: int, folder: Path) -> Path:
+    """The corpus as one JSON Lines file per task (both tools read these)."""
+    folder.mkdir(parents=True)
+    texts = corpus(n)
+    for t in range(TASKS):
+        with open(folder / f"part-{t}.jsonl", "w", encoding="utf-8") as fh:
+            for i in range(t, n, TASKS):
+                fh.write(json.dumps({"id": str(i), "text": texts[i]}, ensure_ascii=False) + "\n")
+    return folder
+
+
+def read_corpus(folder: Path) -> list[str]:
+    """Back in corpus order (the files interleave documents)."""
+    parts = []
+    for path in sorted(folder.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            parts.append([json.loads(line)["text"] for line in fh])
+    return [parts[i % TASKS][i // TASKS] for i in range(sum(len(p) for p in parts))]
+
+
+def run_datatrove(python: Path, n: int, src: Path, tmp: Path) -> tuple[dict[str, Any], set[str]]:
+    work = tmp / f"dt-work-{n}"
+    proc = subprocess.run([str(python), str(ROOT / "bench" / "peer_datatrove.py"), str(src),
+                           str(work), str(TASKS)], capture_output=True, text=True, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"datatrove failed at {n} documents")
+    result = json.loads(line[7:])
+    result["docs_per_cpu_s"] = round(n / result["cpu_s"])
+    return result, set(json.loads((work / "near_removed.json").read_text()))
+
+
+def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
     """Granary's operators, one process: the same steps the preprocess stage runs (which
     holds one shard at a time, plus the signatures in its global dedup task)."""
     import numpy as np
@@ -71,8 +130,9 @@ def granary(n: int) -> dict[str, Any]:
     from lifecycle.spec import Normalise, Pii
     from lifecycle.textops import Normaliser
 
-    texts = corpus(n)
     cpu, wall = time.process_time(), time.perf_counter()
+    texts = read_corpus(src)  # timed, as datatrove's reading is
+    n = len(texts)
     norm = Normaliser(Normalise(html=False, fix_mojibake=False))
     actions = {e: "keep" for e in pii.ENTITIES} | {"email": "mask", "mobile": "mask"}
     del Pii  # the spec model's defaults differ; the bench masks only what the peers mask
@@ -91,15 +151,21 @@ def granary(n: int) -> dict[str, Any]:
     del df
     sig = neardup.MinHasher(255, 5).signatures(kept["text"].tolist())
     found = neardup.cluster(sig, 17, 0.8)
-    near = int(len(found.labels) - len(np.unique(found.labels)))
+    keep = neardup.representatives(found.labels, "earliest", np.zeros(len(found.labels)),
+                                   np.zeros(len(found.labels)))
+    removed = kept["id"].to_numpy()[keep != np.arange(len(keep))]
+    near = len(removed)
+    if near_ids is not None:
+        near_ids.write_text(json.dumps([str(i) for i in removed.tolist()]))
     return {"tool": "granary", "documents": n, "masked": masked,
             "exact_removed": len(merges), "near_removed": near,
             "kept": len(kept) - near, "wall_s": round(time.perf_counter() - wall, 2),
             "cpu_s": round(time.process_time() - cpu, 2)}
 
 
-def child(n: int) -> None:
-    result = granary(n)
+def child(src: Path, near_ids: Path) -> None:
+    result = granary(src, near_ids)
+    n = result["documents"]
     result["docs_per_cpu_s"] = round(n / result["cpu_s"])
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(result))
@@ -108,23 +174,41 @@ def child(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--documents", type=int, action="append")
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-peers", action="store_true", help="Granary only")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--near-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(Path(args.child), Path(args.near_ids))
         return
+    import tempfile
+
+    python = None if args.no_peers else datatrove_python()
+    tmp = Path(tempfile.mkdtemp(prefix="granary-bench-"))
     sizes = args.documents or [100_000, 1_000_000]
     results = []
     for n in sizes:
-        proc = subprocess.run([sys.executable, __file__, "--child", str(n)], check=False,
-                              capture_output=True, text=True)
+        ours_ids = tmp / f"granary-near-{n}.json"
+        src = write_corpus(n, tmp / f"corpus-{n}")
+        proc = subprocess.run([sys.executable, __file__, "--child", str(src), "--near-ids",
+                               str(ours_ids)], check=False, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if proc.returncode or line is None:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"granary failed at {n} documents")
         results.append(json.loads(line[7:]))
+        if python is not None:
+            theirs, their_ids = run_datatrove(python, n, src, tmp)
+            ours = set(json.loads(ours_ids.read_text()))
+            theirs["near_agreement_jaccard"] = round(
+                len(ours & their_ids) / max(1, len(ours | their_ids)), 3)
+            results.append(theirs)
+            print(f"  {n:,}: granary and datatrove done", file=sys.stderr)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     head = ["tool", "documents", "exact_removed", "near_removed", "wall_s", "cpu_s",
-            "docs_per_cpu_s", "peak_rss_mb"]
+            "docs_per_cpu_s", "peak_rss_mb", "near_agreement_jaccard"]
     print(" | ".join(f"{h:>14}" for h in head))
     for r in results:
         print(" | ".join(f"{r.get(h, '-')!s:>14}" for h in head))
@@ -134,13 +218,26 @@ def main() -> None:
     record = {"benchmark": "preprocess", "when": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "settings": "see the module docstring of bench/run.py",
-              "peer_reference": "../shared/BENCH-NOTES.md: datatrove 3.6k docs per CPU-s at "
-                                "100k (27.5 CPU-s), Data-Juicer 1.1k",
+              "peer_reference": "../shared/BENCH-NOTES.md, same settings on this kind of "
+                                "machine: datatrove 27.5 CPU-s at 100k and 232.7 at 1M; "
+                                "Data-Juicer 91.4 CPU-s at 100k, 901.1 at 1M, 16.3 GB",
+              "speedup_per_cpu_s": _speedups(results),
               "results": results, "cpu_growth_largest_over_smallest": scaling}
     out = ROOT / "bench" / "results" / "preprocess.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"written to {out.relative_to(ROOT)}")
+
+
+def _speedups(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Granary's documents per CPU-second over datatrove's, per size."""
+    out = {}
+    for r in results:
+        if r["tool"] == "datatrove":
+            mine = next(x for x in results if x["tool"] == "granary"
+                        and x["documents"] == r["documents"])
+            out[str(r["documents"])] = round(mine["docs_per_cpu_s"] / r["docs_per_cpu_s"], 2)
+    return out
 
 
 if __name__ == "__main__":

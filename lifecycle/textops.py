@@ -78,7 +78,7 @@ class Normaliser:
                 text = step("strip_html", _TAG.sub(" ", text))
             if "&" in text:
                 text = step("unescape_html", html.unescape(text))
-        if cfg.unicode != "none":
+        if cfg.unicode != "none" and not unicodedata.is_normalized(cfg.unicode, text):
             text = step(cfg.unicode.lower(), unicodedata.normalize(cfg.unicode, text))
         if self._t2s is not None and CJK.search(text):
             text = step("to_simplified", self._t2s.convert(text))

@@ -128,8 +128,9 @@ def main() -> None:
         return {json.loads(line)["id"] for p in Path(folder).glob("*.jsonl")
                 for line in open(p, encoding="utf-8")}
 
-    near = sorted(ids(w["exact"]) - ids(w["out"]))
-    (work / "near_removed.json").write_text(json.dumps(near))
+    kept = ids(w["out"])
+    (work / "near_removed.json").write_text(json.dumps(sorted(ids(w["exact"]) - kept)))
+    (work / "kept.json").write_text(json.dumps(sorted(kept)))
     print("RESULT " + json.dumps({
         "tool": "datatrove", "documents": n_in, "exact_removed": n_in - n_exact,
         "near_removed": n_exact - n_out, "kept": n_out, "wall_s": round(wall, 2),

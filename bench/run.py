@@ -13,9 +13,10 @@ on the same corpus in the same call (bench/peer_datatrove.py), in its own virtua
 under .bench/ that this script creates on first use (never in requirements.txt); the corpus is
 written as one JSON Lines file per task, since datatrove parallelises per file, and both
 tools' CPU time includes reading it (datatrove also writes its intermediate files; Granary
-keeps them in memory in this one-process run). Data-Juicer is not run here: it installs
-ray and a CUDA torch on its first run (BENCH-NOTES); its figures from that note are quoted
-in the results.
+keeps them in memory in this one-process run). Data-Juicer (bench/peer_datajuicer.py) runs
+at the sizes up to --datajuicer-max (100k by default: it needs about 5 GB there and, per
+BENCH-NOTES, 16 GB and ten minutes at 1M); its first run installs ray and a CUDA torch
+(several GB), so a fresh environment gets a discarded warm-up run on 1,000 documents.
 
     python bench/run.py                      # 100k and 1M documents
     python bench/run.py --documents 100000   # one size
@@ -68,22 +69,43 @@ def corpus(n: int, seed: int = 42) -> list[str]:
 PEERS = ROOT / ".bench"
 DATATROVE = ["datatrove==0.10.1", "orjson==3.13.0", "xxhash==3.8.2", "tokenizers==0.23.3",
              "regex==2026.11.19", "psutil==7.2.2"]
+DATAJUICER = ["py-data-juicer==1.6.1", "aiohttp", "ftfy", "psutil"]
 TASKS = 2
 
 
-def datatrove_python() -> Path | None:
-    """The datatrove venv's python, created with the pinned packages on first use."""
-    venv = PEERS / "datatrove"
+def peer_python(name: str, packages: list[str]) -> Path | None:
+    """A peer's own venv python, created with its packages on first use."""
+    venv = PEERS / name
     python = venv / "bin" / "python"
     if not python.exists():
-        print("creating the datatrove environment in .bench/datatrove ...", file=sys.stderr)
+        print(f"creating the {name} environment in .bench/{name} ...", file=sys.stderr)
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], check=False)
         got = made.returncode == 0 and subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *DATATROVE], check=False).returncode == 0
+            [str(python), "-m", "pip", "install", "-q", *packages], check=False).returncode == 0
         if not got:
-            print("could not install datatrove; its side is skipped", file=sys.stderr)
+            print(f"could not install {name}; its side is skipped", file=sys.stderr)
             return None
     return python
+
+
+def run_peer(python: Path, script: str, n: int, src: Path,
+             work: Path) -> tuple[dict[str, Any], set[str]]:
+    """(result, kept ids) of one peer run on the corpus files in ``src``."""
+    proc = subprocess.run([str(python), str(ROOT / "bench" / script), str(src), str(work),
+                           str(TASKS)], capture_output=True, text=True, check=False)
+    # Data-Juicer routes stdout through its logger, which may write it to stderr
+    output = (proc.stdout + "\n" + proc.stderr).splitlines()
+    line = next((x[x.index("RESULT "):] for x in output if "RESULT {" in x), None)
+    if proc.returncode or line is None:
+        print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{script} failed at {n} documents")
+    result = json.loads(line[7:])
+    result.update(documents=n, docs_per_cpu_s=round(n / result["cpu_s"]))
+    return result, set(json.loads((work / "kept.json").read_text()))
+
+
+def agreement(a: set[str], b: set[str]) -> float:
+    return round(len(a & b) / max(1, len(a | b)), 3)
 
 
 def write_corpus(n: int, folder: Path) -> Path:
@@ -104,19 +126,6 @@ def read_corpus(folder: Path) -> list[str]:
         with open(path, encoding="utf-8") as fh:
             parts.append([json.loads(line)["text"] for line in fh])
     return [parts[i % TASKS][i // TASKS] for i in range(sum(len(p) for p in parts))]
-
-
-def run_datatrove(python: Path, n: int, src: Path, tmp: Path) -> tuple[dict[str, Any], set[str]]:
-    work = tmp / f"dt-work-{n}"
-    proc = subprocess.run([str(python), str(ROOT / "bench" / "peer_datatrove.py"), str(src),
-                           str(work), str(TASKS)], capture_output=True, text=True, check=False)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"datatrove failed at {n} documents")
-    result = json.loads(line[7:])
-    result["docs_per_cpu_s"] = round(n / result["cpu_s"])
-    return result, set(json.loads((work / "near_removed.json").read_text()))
 
 
 def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
@@ -153,10 +162,10 @@ def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
     found = neardup.cluster(sig, 17, 0.8)
     keep = neardup.representatives(found.labels, "earliest", np.zeros(len(found.labels)),
                                    np.zeros(len(found.labels)))
-    removed = kept["id"].to_numpy()[keep != np.arange(len(keep))]
-    near = len(removed)
-    if near_ids is not None:
-        near_ids.write_text(json.dumps([str(i) for i in removed.tolist()]))
+    ids = kept["id"].to_numpy()
+    near = int((keep != np.arange(len(keep))).sum())
+    if near_ids is not None:  # the ids kept, for the agreement with the peers
+        near_ids.write_text(json.dumps([str(i) for i in ids[keep == np.arange(len(keep))]]))
     return {"tool": "granary", "documents": n, "masked": masked,
             "exact_removed": len(merges), "near_removed": near,
             "kept": len(kept) - near, "wall_s": round(time.perf_counter() - wall, 2),
@@ -175,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--documents", type=int, action="append")
     parser.add_argument("--no-peers", action="store_true", help="Granary only")
+    parser.add_argument("--datajuicer-max", type=int, default=100_000,
+                        help="largest size Data-Juicer runs at (0: never)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--near-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,12 +194,22 @@ def main() -> None:
         return
     import tempfile
 
-    python = None if args.no_peers else datatrove_python()
     tmp = Path(tempfile.mkdtemp(prefix="granary-bench-"))
+    datatrove = None if args.no_peers else peer_python("datatrove", DATATROVE)
+    datajuicer = None
+    if not args.no_peers and args.datajuicer_max:
+        fresh = not (PEERS / "datajuicer" / "warmed").exists()
+        datajuicer = peer_python("datajuicer", DATAJUICER)
+        if datajuicer is not None and fresh:
+            print("Data-Juicer warm-up run (it installs its lazy dependencies) ...",
+                  file=sys.stderr)
+            run_peer(datajuicer, "peer_datajuicer.py", 1000,
+                     write_corpus(1000, tmp / "warm"), tmp / "warm-work")
+            (PEERS / "datajuicer" / "warmed").touch()
     sizes = args.documents or [100_000, 1_000_000]
     results = []
     for n in sizes:
-        ours_ids = tmp / f"granary-near-{n}.json"
+        ours_ids = tmp / f"granary-kept-{n}.json"
         src = write_corpus(n, tmp / f"corpus-{n}")
         proc = subprocess.run([sys.executable, __file__, "--child", str(src), "--near-ids",
                                str(ours_ids)], check=False, capture_output=True, text=True)
@@ -197,18 +218,23 @@ def main() -> None:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"granary failed at {n} documents")
         results.append(json.loads(line[7:]))
-        if python is not None:
-            theirs, their_ids = run_datatrove(python, n, src, tmp)
-            ours = set(json.loads(ours_ids.read_text()))
-            theirs["near_agreement_jaccard"] = round(
-                len(ours & their_ids) / max(1, len(ours | their_ids)), 3)
+        every = {str(i) for i in range(n)}
+        ours = every - set(json.loads(ours_ids.read_text()))  # what Granary removed
+        peers = [("datatrove", datatrove, "peer_datatrove.py")]
+        if n <= args.datajuicer_max:
+            peers.append(("data-juicer", datajuicer, "peer_datajuicer.py"))
+        for name, python, script in peers:
+            if python is None:
+                continue
+            theirs, their_kept = run_peer(python, script, n, src, tmp / f"{name}-{n}")
+            theirs["removed_agreement_jaccard"] = agreement(ours, every - their_kept)
             results.append(theirs)
-            print(f"  {n:,}: granary and datatrove done", file=sys.stderr)
+            print(f"  {n:,}: {name} done", file=sys.stderr)
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
     head = ["tool", "documents", "exact_removed", "near_removed", "wall_s", "cpu_s",
-            "docs_per_cpu_s", "peak_rss_mb", "near_agreement_jaccard"]
+            "docs_per_cpu_s", "peak_rss_mb", "removed_agreement_jaccard"]
     print(" | ".join(f"{h:>14}" for h in head))
     for r in results:
         print(" | ".join(f"{r.get(h, '-')!s:>14}" for h in head))
@@ -230,13 +256,14 @@ def main() -> None:
 
 
 def _speedups(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Granary's documents per CPU-second over datatrove's, per size."""
+    """Granary's documents per CPU-second over each peer's, per size."""
     out = {}
     for r in results:
-        if r["tool"] == "datatrove":
+        if r["tool"] != "granary":
             mine = next(x for x in results if x["tool"] == "granary"
                         and x["documents"] == r["documents"])
-            out[str(r["documents"])] = round(mine["docs_per_cpu_s"] / r["docs_per_cpu_s"], 2)
+            out[f"{r['tool']}@{r['documents']}"] = round(
+                mine["docs_per_cpu_s"] / r["docs_per_cpu_s"], 2)
     return out
 
 

@@ -38,7 +38,9 @@ def grade(v: Version) -> str:
     checks = v.quality.get("checks") or []
     passed = sum(1 for c in checks if c.get("success"))
     verdict = "passed" if v.quality.get("passed") else "failed"
-    return f"gate {verdict} ({passed}/{len(checks)} checks)"
+    graded = (f"grade {v.quality['grade']} (score {v.quality.get('score')}), "
+              if v.quality.get("grade") else "")
+    return f"{graded}gate {verdict} ({passed}/{len(checks)} checks)"
 
 
 def index_page(catalog: Catalog, base: str) -> str:

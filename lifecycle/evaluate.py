@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from lifecycle import quality as quality_dims
 from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
@@ -85,6 +86,14 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _label_conflicts(ctx: StageContext) -> int:
+    """Duplicate groups whose labels disagreed, as preprocessing of this run counted them."""
+    for r in ctx.catalog.stage_results(ctx.dataset, ctx.run_id):
+        if r.stage == "preprocess":
+            return int((r.counts or {}).get("label_conflicts", 0))
+    return 0
+
+
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
@@ -97,9 +106,17 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     ctx.store.write_atomic(ctx.work_bucket, report_key,
                            json.dumps(result, ensure_ascii=False, default=str).encode(),
                            "application/json")
+    conflicts = _label_conflicts(ctx)
+    dims = quality_dims.dimensions(ctx.spec, df, checks, conflicts, ctx.now)
+    weights: dict[str, float] = {str(k): v for k, v in ctx.spec.quality.weights.items()}
+    score, grade = quality_dims.score_and_grade(dims, weights)
+    low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
+    passed = passed and not low
     counts = {"in": len(df), "kept": len(df), "expectations": len(checks),
-              "succeeded": len(checks) - len(failed), "failed": len(failed)}
+              "succeeded": len(checks) - len(failed), "failed": len(failed),
+              "score": score, "grade": grade}
     quality = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
+               "dimensions": dims, "score": score, "grade": grade,
                "report_uri": f"s3://{ctx.work_bucket}/{report_key}"}
     uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
                                       {"quality": quality})
@@ -107,6 +124,12 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     assertions = [{"expectation": c["expectation"], "success": c["success"],
                    "column": c["kwargs"].get("column")} for c in checks]
     lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions)
+    if low:
+        weak = ", ".join(f"{k} {v:.3f}" for k, v in sorted(dims.items(), key=lambda kv: kv[1])
+                         if quality_dims.grade_of(v) > gate.min_grade)
+        raise QualityGateFailed(
+            f"{ctx.dataset}: grade {grade} (score {score:.3f}) is below the gate's minimum "
+            f"{gate.min_grade}, so this run will not be published; weakest dimensions: {weak}")
     if not passed:
         lines = "; ".join(f"{c['expectation']}({c['kwargs'].get('column', '')}): "
                           f"{c['unexpected_count'] or c['observed_value']}" for c in failed[:10])

@@ -80,7 +80,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             "row_count": len(df), "content_hash": content_hash, "files": files,
             "columns": [str(c) for c in df.columns], "run_id": ctx.run_id,
             "source_manifest": upstream["manifest_uri"],
-            "quality": {"passed": True, "checks": len(quality.get("checks", []))},
+            "quality": {"passed": True, "checks": len(quality.get("checks", [])),
+                        "grade": quality.get("grade"), "score": quality.get("score"),
+                        "dimensions": quality.get("dimensions", {})},
         }
         (folder / "manifest.json").write_text(
             json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
@@ -90,7 +92,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
         row_count=len(df), run_id=ctx.run_id, files=files,
-        quality={"passed": True, "checks": quality.get("checks", [])}, created_at=ctx.now))
+        quality={"passed": True, "checks": quality.get("checks", []),
+                 "grade": quality.get("grade"), "score": quality.get("score"),
+                 "dimensions": quality.get("dimensions", {})}, created_at=ctx.now))
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))

@@ -395,10 +395,18 @@ class Synthesize(_Model):
 class Gate(_Model):
     expectations: Literal["all", "none"] = "all"
     min_rows: int = Field(default=1, ge=0)
+    min_grade: Literal["A", "B", "C", "D"] = Field(
+        default="D", description="the lowest grade that may be published")
+
+
+Dimension = Literal["conformity", "completeness", "accuracy", "consistency", "timeliness",
+                    "accessibility", "balance", "safety"]
 
 
 class Quality(_Model):
     gate: Gate = Gate()
+    weights: dict[Dimension, float] = Field(
+        default_factory=dict, description="weight of each dimension in the score (default 1)")
 
 
 Format = Literal["parquet", "jsonl", "csv"]

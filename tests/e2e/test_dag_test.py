@@ -56,6 +56,9 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert counts["collect"]["records"] == 35124  # every line of pos.txt and neg.txt
     pre = counts["preprocess"]
     assert pre["in"] == pre["kept"] + pre["quarantined"] + pre["merged"]
+    assert counts["evaluate"]["grade"] == "A"  # the sample is clean, labelled and licensed
+    assert v.quality["grade"] == "A" and set(v.quality["dimensions"]) >= {"completeness",
+                                                                          "safety"}
 
     assert registry(granary_env).tags("zh_shopping_reviews") == {1: "zh_shopping_reviews/v1"}
     out = registry(granary_env).fetch("zh_shopping_reviews", 1, tmp_path / "v1")

@@ -260,3 +260,20 @@ preprocess:
     hashing = spec.replace("email: placeholder", "email: hash")
     with pytest.raises(PermanentError, match="GRANARY_PII_SALT"):
         preprocess.run(_ctx(s, hashing, "run-hash"), up)
+
+
+def test_a_grade_below_the_gate_is_not_published(env: tuple[Settings, Path]) -> None:
+    s, _ = env
+    strict = SPEC.replace("quality: {gate: {min_rows: 3}}",
+                          "quality: {gate: {min_rows: 3, min_grade: A}}")
+    ctx = _ctx(s, strict, "run-grade")
+    up = collect.run(ctx).to_xcom()
+    for stage in (preprocess, annotate, synthesize):
+        up = stage.run(ctx, up).to_xcom()
+    # the tiny spec has no description and one unlicensed source: accessibility 0.5
+    with pytest.raises(QualityGateFailed, match=r"grade D \(score 0\.9\d+\) is below the "
+                       r"gate's minimum A.*weakest dimensions: accessibility 0.500, balance"):
+        evaluate.run(ctx, up)
+    assert ctx.catalog.versions("tiny_reviews") == []
+    lenient = evaluate.run(_ctx(s, SPEC, "run-grade"), up)
+    assert lenient.counts["grade"] == "D" and lenient.counts["score"] < 1

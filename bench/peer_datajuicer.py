@@ -14,25 +14,11 @@ Prints RESULT {json}; writes the ids it kept to WORK_DIR/kept.json.
 from __future__ import annotations
 
 import json
-import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
-
-def watch_memory(peak: list[float], stop: threading.Event) -> None:
-    me = psutil.Process()
-    while not stop.is_set():
-        try:
-            total = me.memory_info().rss + sum(c.memory_info().rss
-                                               for c in me.children(recursive=True))
-        except psutil.Error:
-            total = 0
-        peak[0] = max(peak[0], total)
-        time.sleep(0.2)
+from peerutil import cpu_seconds, start_watching  # bench/, beside this script
 
 
 def main() -> None:
@@ -60,8 +46,7 @@ def main() -> None:
     }
     path = work / "config.json"
     path.write_text(json.dumps(config))
-    peak, stop = [0.0], threading.Event()
-    threading.Thread(target=watch_memory, args=(peak, stop), daemon=True).start()
+    peak, stop = start_watching()
     wall = time.perf_counter()
     from data_juicer.config import init_configs
     from data_juicer.core import DefaultExecutor
@@ -69,9 +54,7 @@ def main() -> None:
     DefaultExecutor(init_configs(args=["--config", str(path)])).run()
     wall = time.perf_counter() - wall
     stop.set()
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    cpu = cpu_seconds()
     kept = []
     for out in sorted(work.glob("out*.jsonl")):
         with open(out, encoding="utf-8") as fh:

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import sys
-import threading
 import time
 import unicodedata
 from pathlib import Path
 
 import numpy as np
-import psutil
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.dedup import (
     MinhashDedupBuckets,
@@ -44,6 +41,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.text import TextNormConfig
+from peerutil import cpu_seconds, start_watching  # bench/, beside this script
 
 EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
                    r"\.[A-Za-z]{2,24}")
@@ -76,18 +74,6 @@ def count(folder: Path) -> int:
     return sum(sum(1 for _ in open(p, encoding="utf-8")) for p in folder.glob("*.jsonl"))
 
 
-def watch_memory(peak: list[float], stop: threading.Event) -> None:
-    me = psutil.Process()
-    while not stop.is_set():
-        try:
-            total = me.memory_info().rss + sum(c.memory_info().rss
-                                               for c in me.children(recursive=True))
-        except psutil.Error:
-            total = 0
-        peak[0] = max(peak[0], total)
-        time.sleep(0.2)
-
-
 def main() -> None:
     src, work, tasks = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     cfg = MinhashConfig(n_grams=5, num_buckets=17, hashes_per_bucket=15,
@@ -103,8 +89,7 @@ def main() -> None:
         LocalPipelineExecutor(pipeline=pipeline, tasks=n, workers=min(n, tasks),
                               logging_dir=f"{w['logs']}/{name}", start_method="fork").run()
 
-    peak, stop = [0.0], threading.Event()
-    threading.Thread(target=watch_memory, args=(peak, stop), daemon=True).start()
+    peak, stop = start_watching()
     wall = time.perf_counter()
     run([JsonlReader(str(src)), clean,
          JsonlWriter(w["norm"], output_filename="${rank}.jsonl", compression=None),
@@ -120,9 +105,7 @@ def main() -> None:
         tasks, "f")
     wall = time.perf_counter() - wall
     stop.set()
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
-    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    cpu = cpu_seconds()
     n_in, n_exact, n_out = count(Path(w["norm"])), count(Path(w["exact"])), count(Path(w["out"]))
     def ids(folder: str) -> set[str]:
         return {json.loads(line)["id"] for p in Path(folder).glob("*.jsonl")

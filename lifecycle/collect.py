@@ -35,7 +35,7 @@ from lifecycle.sources import Payload, connector, now
 from lifecycle.spec import DatasetSpec, FieldSpec
 from lineage.facets import DatasetIO
 from storage import keys
-from storage.objectstore import ObjectNotFound
+from storage.objectstore import ObjectNotFound, sha256_file
 
 log = logging.getLogger(__name__)
 STAGE = "collect"
@@ -143,14 +143,6 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 # ---- fetch ----------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
     seen: set[bytes] = set()
     for uri in state.get("seen", []):
@@ -268,7 +260,7 @@ class _Unit:
         return key, info.version_id, True
 
     def payload(self, payload: Payload) -> None:
-        digest, size = _sha256_file(payload.path), payload.path.stat().st_size
+        digest, size = sha256_file(payload.path), payload.path.stat().st_size
         entry: dict[str, Any] = {
             "source": self.source.name, "path": payload.name, "fetched_from": payload.uri,
             "sha256": digest, "bytes": size, "fetched_at": now(), "format": payload.fmt,

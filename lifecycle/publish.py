@@ -23,17 +23,10 @@ from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
 from lineage.facets import DatasetIO
 from storage.catalog import Version
+from storage.objectstore import sha256_file
 
 log = logging.getLogger(__name__)
 STAGE = "publish"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
@@ -52,7 +45,7 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
     if "csv" in formats:
         df.to_csv(folder / "data.csv", index=False)
     for path in sorted(folder.iterdir()):
-        files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files
 
 

@@ -246,3 +246,8 @@ def sha256_stream(fh: BinaryIO, chunk_size: int = 1 << 20) -> str:
     for chunk in iter(lambda: fh.read(chunk_size), b""):
         h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)

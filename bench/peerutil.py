@@ -1,0 +1,36 @@
+"""Measuring a peer tool's run from inside its own process (imported by the peer scripts,
+which run under the peers' own virtual environments; needs only psutil)."""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+
+import psutil
+
+
+def watch_memory(peak: list[float], stop: threading.Event) -> None:
+    """Keep the peak of the summed RSS of this process and all its descendants in peak[0]."""
+    me = psutil.Process()
+    while not stop.is_set():
+        try:
+            total = me.memory_info().rss + sum(c.memory_info().rss
+                                               for c in me.children(recursive=True))
+        except psutil.Error:
+            total = 0
+        peak[0] = max(peak[0], total)
+        time.sleep(0.2)
+
+
+def start_watching() -> tuple[list[float], threading.Event]:
+    peak, stop = [0.0], threading.Event()
+    threading.Thread(target=watch_memory, args=(peak, stop), daemon=True).start()
+    return peak, stop
+
+
+def cpu_seconds() -> float:
+    """CPU of this process and of every child it has waited for (workers included)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime

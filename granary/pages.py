@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from lifecycle import qreport
 from storage.catalog import Catalog, Version
 
 STYLE = """
@@ -24,11 +25,13 @@ td,th{border:1px solid #ddd;padding:6px 10px;text-align:left}
 .node text.title{font-size:12px;font-weight:600}.node text.sub{font-size:11px;fill:#555}
 .node.dim{opacity:.15}.edge{fill:none;stroke:#888;stroke-width:1.3}
 .edge-label{font-size:10px;fill:#666}
+svg.chart{background:#fff;border:1px solid #ddd}
 """
 
 
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<link rel='icon' href='data:,'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<header><strong>Granary</strong> · {html.escape(title)}</header>"
             f"<main>{body}</main></body></html>")
@@ -43,21 +46,77 @@ def grade(v: Version) -> str:
     return f"{graded}gate {verdict} ({passed}/{len(checks)} checks)"
 
 
+def _run_link(base: str, dataset: str, run_id: str, what: str, label: str) -> str:
+    return (f"<a href='{base}/runs/{quote(dataset, safe='')}/{quote(run_id, safe='')}/{what}'>"
+            f"{html.escape(label)}</a>")
+
+
+def value_curve(catalog: Catalog, dataset: str) -> str:
+    """Grades and scores of every evaluation of ``dataset``, oldest first."""
+    points = [{"score": e.score, "grade": e.grade, "published": e.status == "published",
+               "label": f"v{e.version}" if e.version else "candidate"}
+              for e in catalog.evaluations(dataset)]
+    return qreport.curve(points)
+
+
 def index_page(catalog: Catalog, base: str) -> str:
     rows = []
     for d in catalog.datasets():
-        for v in catalog.versions(d.name):
-            link = f"{base}/lineage/{html.escape(d.name)}?version={v.version}"
-            rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(d.title)}</td>"
-                        f"<td>v{v.version}</td><td>{v.row_count}</td><td>{grade(v)}</td>"
-                        f"<td>{v.created_at:%Y-%m-%d %H:%M}</td>"
-                        f"<td><a href='{link}'>lineage</a> · <a href='{base}/runs/"
-                        f"{html.escape(d.name)}/{quote(v.run_id, safe='')}/preprocess'>"
-                        "cleaning report</a></td></tr>")
-    table = ("<table><tr><th>dataset</th><th>title</th><th>version</th><th>records</th>"
-             "<th>quality</th><th>published</th><th></th></tr>" + "".join(rows) + "</table>"
-             if rows else "<p>No dataset has been published yet.</p>")
+        versions = catalog.versions(d.name)
+        candidates = catalog.evaluations(d.name, status="candidate")
+        latest = versions[-1] if versions else None
+        name = html.escape(d.name)
+        rows.append(
+            f"<tr><td><a href='{base}/datasets/{quote(d.name, safe='')}'>{name}</a></td>"
+            f"<td>{html.escape(d.title)}</td>"
+            f"<td>{f'v{latest.version}' if latest else '-'}</td>"
+            f"<td>{latest.row_count if latest else '-'}</td>"
+            f"<td>{grade(latest) if latest else '-'}</td><td>{len(candidates)}</td>"
+            f"<td>{f'{latest.created_at:%Y-%m-%d %H:%M}' if latest else '-'}</td><td>"
+            + (f"<a href='{base}/lineage/{quote(d.name, safe='')}?version={latest.version}'>"
+               "lineage</a> · " + _run_link(base, d.name, latest.run_id, "quality", "quality")
+               if latest else "") + "</td></tr>")
+    table = ("<table><tr><th>dataset</th><th>title</th><th>latest</th><th>records</th>"
+             "<th>quality</th><th>candidates</th><th>published</th><th>latest version</th></tr>"
+             + "".join(rows)
+             + "</table>" if rows else "<p>No dataset has been evaluated yet.</p>")
     return _page("catalog", table)
+
+
+def dataset_page(catalog: Catalog, dataset: str, base: str) -> str:
+    """One dataset: its value curve, published versions and candidates."""
+    versions = catalog.versions(dataset)
+    evaluations = catalog.evaluations(dataset)
+    vrows = []
+    for v in reversed(versions):
+        vrows.append(f"<tr><td>v{v.version}</td><td>{html.escape(v.tag)}</td>"
+                     f"<td>{v.row_count}</td><td>{grade(v)}</td>"
+                     f"<td>{v.created_at:%Y-%m-%d %H:%M}</td><td>"
+                     + _run_link(base, dataset, v.run_id, "quality", "quality report") + " · "
+                     f"<a href='{base}/lineage/{quote(dataset, safe='')}?version={v.version}'>"
+                     "lineage</a> · "
+                     + _run_link(base, dataset, v.run_id, "preprocess", "cleaning report")
+                     + "</td></tr>")
+    crows = []
+    for e in reversed([e for e in evaluations if e.status == "candidate"]):
+        verdict = "passed, not yet published" if e.passed else "blocked by its gate"
+        crows.append(f"<tr class='candidate'><td>{html.escape(e.run_id)}</td>"
+                     f"<td>{e.row_count}</td><td>grade {e.grade} (score {e.score:.4f})</td>"
+                     f"<td>{verdict}</td><td>{e.created_at:%Y-%m-%d %H:%M}</td><td>"
+                     + _run_link(base, dataset, e.run_id, "quality", "quality report")
+                     + "</td></tr>")
+    body = (f"<p><a href='{base}/'>catalog</a> · <strong>{html.escape(dataset)}</strong></p>"
+            "<h3>Value curve</h3>" + value_curve(catalog, dataset)
+            + "<p>Filled points are published versions, hollow ones candidates.</p>"
+            "<h3>Published versions</h3>"
+            + ("<table id='versions'><tr><th>version</th><th>tag</th><th>records</th>"
+               "<th>quality</th><th>published</th><th></th></tr>" + "".join(vrows)
+               + "</table>" if vrows else "<p>none yet</p>")
+            + "<h3>Candidates (evaluated, not published)</h3>"
+            + ("<table id='candidates'><tr><th>run</th><th>records</th><th>quality</th>"
+               "<th>status</th><th>evaluated</th><th></th></tr>" + "".join(crows)
+               + "</table>" if crows else "<p>none</p>"))
+    return _page(f"dataset {dataset}", body)
 
 
 def lineage_page(v: Version, registry_bucket: str, raw_bucket: str, base: str) -> str:

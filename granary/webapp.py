@@ -12,11 +12,12 @@ import functools
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from granary.pages import index_page, lineage_page, report_page
+from granary.pages import dataset_page, index_page, lineage_page, report_page
 from granary.settings import Settings, load_settings
 from lineage.api import build_router
 from lineage.facets import SCHEMA_DIR
@@ -66,6 +67,67 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"{dataset} has no published version {version or ''}")
         s = current_settings()
         return lineage_page(found, s.bucket_registry, s.bucket_raw, base(request))
+
+    @app.get("/datasets/{dataset}", response_class=HTMLResponse)
+    def dataset(request: Request, dataset: str) -> str:
+        catalog = store().catalog
+        if not catalog.evaluations(dataset) and not catalog.versions(dataset):
+            raise HTTPException(404, f"no dataset {dataset} has been evaluated or published")
+        return dataset_page(catalog, dataset, base(request))
+
+    @app.get("/api/v1/datasets/{dataset}/evaluations")
+    def evaluations(dataset: str) -> list[dict[str, Any]]:
+        """The value curve: every evaluation of the dataset, oldest first."""
+        return [{"run_id": e.run_id, "status": e.status, "version": e.version,
+                 "passed": e.passed, "grade": e.grade, "score": e.score,
+                 "records": e.row_count, "evaluated_at": e.created_at.isoformat(),
+                 "dimensions": (e.summary or {}).get("dimensions", {})}
+                for e in store().catalog.evaluations(dataset)]
+
+    @app.get("/runs/{dataset}/{run_id}/quality", response_class=HTMLResponse)
+    def quality_report(request: Request, dataset: str, run_id: str) -> str:
+        from lifecycle import qreport
+
+        b = base(request)
+        d, r = quote(dataset, safe=""), quote(run_id, safe="")
+        nav = (f"<a href='{b}/'>catalog</a> · <a href='{b}/datasets/{d}'>dataset</a> · "
+               f"<a href='{b}/runs/{d}/{r}/data-docs/index.html'>Data Docs</a> · ")
+        return qreport.render(_quality(dataset, run_id), nav=nav)
+
+    @app.get("/api/v1/runs/{dataset}/{run_id}/quality")
+    def quality_report_json(dataset: str, run_id: str) -> dict[str, Any]:
+        return _quality(dataset, run_id)
+
+    @app.get("/runs/{dataset}/{run_id}/data-docs/{path:path}")
+    def data_docs(dataset: str, run_id: str, path: str) -> Response:
+        from granary.runtime import object_store
+        from storage import keys
+
+        try:
+            key = keys.report_tree_key(dataset, run_id, "evaluate", "data-docs", path)
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from e
+        objects = object_store(current_settings())
+        bucket = current_settings().bucket_work
+        if not objects.exists(bucket, key):
+            raise HTTPException(404, f"no Data Docs file {path} for run {run_id}")
+        kind = {"html": "text/html", "css": "text/css", "svg": "image/svg+xml",
+                "png": "image/png"}.get(path.rsplit(".", 1)[-1], "application/octet-stream")
+        return Response(objects.get_bytes(bucket, key), media_type=kind)
+
+    def _quality(dataset: str, run_id: str) -> dict[str, Any]:
+        import json
+
+        from granary.runtime import object_store
+        from lifecycle.shards import parse_uri
+
+        found = store().catalog.evaluation(dataset, run_id)
+        if found is None:
+            raise HTTPException(404, f"run {run_id} of {dataset} has not been evaluated")
+        bucket, key = parse_uri(found.report_uri)
+        report: dict[str, Any] = json.loads(object_store(current_settings()).get_bytes(bucket,
+                                                                                     key))
+        return report
 
     @app.get("/runs/{dataset}/{run_id}/preprocess", response_class=HTMLResponse)
     def preprocess_report(request: Request, dataset: str, run_id: str) -> str:

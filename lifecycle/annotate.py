@@ -37,7 +37,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                       per_label={str(k): int(v) for k, v in
                                  df[label].value_counts(dropna=True).sort_index().items()})
     main = shards.write_table(ctx, STAGE, df)
-    uri = shards.write_manifest(ctx, STAGE, df, main, counts)
+    carried = {"report": manifest["report"]} if manifest.get("report") else None
+    uri = shards.write_manifest(ctx, STAGE, df, main, counts, extra=carried)
     log.info("annotate %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts,
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))

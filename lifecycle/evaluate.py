@@ -1,22 +1,31 @@
-"""Evaluation: a Great Expectations suite built from the spec, and the publish gate.
+"""Evaluation: splits, a Great Expectations suite built from the spec, quality dimensions, the
+score and grade, the quality report, and the publish gate.
 
 The suite checks the schema (every field present, of its type), not-null for required fields,
-allowed values, unique record ids and the row-count floor. The full GX validation result is
-kept in the work bucket; a run that fails the gate stops here and publishes nothing.
+allowed values, value ranges, regex formats, string lengths, unique ids (and unique fields),
+the row-count bounds, and any expectation the spec lists by name. Column checks run per shard
+(so a failure names the shard) and the whole suite runs on the whole table; the results are
+kept as GX validation results and rendered as Data Docs in the work bucket.
+
+Every run's evaluation is recorded in the catalog as a candidate; one that fails its gate stays
+a candidate with its report and the task fails listing the failed dimensions and expectations.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from lifecycle import labelcheck, qreport, shards, splits
 from lifecycle import quality as quality_dims
-from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
-from lifecycle.errors import QualityGateFailed
+from lifecycle.errors import PermanentError, QualityGateFailed
 from lifecycle.spec import DatasetSpec
 from storage import keys
 
@@ -31,10 +40,42 @@ TYPE_NAMES = {
     "float": ["float64", "Float64", "float32", "float"],
     "boolean": ["bool", "boolean"],
 }
+# expectations that need the whole table (left out of the per-shard suite)
+WHOLE_TABLE = {"expect_column_values_to_be_unique", "expect_table_row_count_to_be_between",
+               "expect_compound_columns_to_be_unique", "expect_table_row_count_to_equal",
+               "expect_column_unique_value_count_to_be_between"}
 
 
-def build_expectations(spec: DatasetSpec) -> list[Any]:
+def expectation_class(name: str) -> Any:
+    """The GX expectation class for a snake_case type, or an error that suggests one."""
     import great_expectations.expectations as gxe
+
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    cls = getattr(gxe, camel, None)
+    if cls is None:
+        known = sorted("_".join(w.lower() for w in _words(n)) for n in dir(gxe)
+                       if n.startswith("Expect"))
+        near = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise PermanentError(f"quality.expectations: Great Expectations has no expectation "
+                             f"{name!r}{hint} (see docs/spec.md)")
+    return cls
+
+
+def _words(camel: str) -> list[str]:
+    out, cur = [], ""
+    for ch in camel:
+        if ch.isupper() and cur:
+            out.append(cur)
+            cur = ""
+        cur += ch
+    return out + [cur]
+
+
+def build_expectations(spec: DatasetSpec, whole: bool = True) -> list[Any]:
+    import great_expectations.expectations as gxe
+    from pydantic import ValidationError
+    from pydantic.v1 import ValidationError as ValidationErrorV1  # GX 1.x models use v1
 
     exps: list[Any] = [gxe.ExpectColumnToExist(column="id"),
                        gxe.ExpectColumnValuesToBeUnique(column="id"),
@@ -47,31 +88,103 @@ def build_expectations(spec: DatasetSpec) -> list[Any]:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=f.name))
         if f.values is not None:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=f.name, value_set=f.values))
-    exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=spec.quality.gate.min_rows))
+        if f.min is not None or f.max is not None:
+            exps.append(gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min,
+                                                          max_value=f.max))
+        if f.pattern is not None:
+            exps.append(gxe.ExpectColumnValuesToMatchRegex(column=f.name, regex=f.pattern))
+        if f.min_length is not None or f.max_length is not None:
+            exps.append(gxe.ExpectColumnValueLengthsToBeBetween(
+                column=f.name, min_value=f.min_length, max_value=f.max_length))
+        if f.unique:
+            exps.append(gxe.ExpectColumnValuesToBeUnique(column=f.name))
+    gate = spec.quality.gate
+    exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=gate.min_rows,
+                                                   max_value=gate.max_rows))
+    for extra in spec.quality.expectations:
+        cls = expectation_class(extra.type)
+        try:
+            exps.append(cls(**extra.kwargs))
+        except (ValidationError, ValidationErrorV1, TypeError) as e:
+            raise PermanentError(f"quality.expectations: {extra.type} does not accept "
+                                 f"{extra.kwargs}: {e}") from e
+    if not whole:
+        exps = [e for e in exps if e.expectation_type not in WHOLE_TABLE]
     return exps
 
 
-def validate(spec: DatasetSpec, df: pd.DataFrame) -> dict[str, Any]:
-    """Run the suite; return GX's validation result as JSON-ready data."""
+def _frame(spec: DatasetSpec, df: pd.DataFrame) -> pd.DataFrame:
+    frame = df.copy()
+    for f in spec.schema_.fields:
+        if f.type == "string" and f.name in frame:
+            frame[f.name] = frame[f.name].astype(object)
+    return frame
+
+
+def _context(docs: Path | None = None) -> Any:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    frame = df.copy()
-    for f in spec.schema_.fields:
-        if f.type == "string" and f.name in frame:
-            frame[f.name] = frame[f.name].astype(object)
-    batch = (context.data_sources.add_pandas("granary")
-             .add_dataframe_asset(spec.name)
-             .add_batch_definition_whole_dataframe("all")
-             .get_batch(batch_parameters={"dataframe": frame}))
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{spec.name}.schema"))
+    if docs is not None:
+        context.add_data_docs_site(site_name="granary", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+    return context
+
+
+def validate(spec: DatasetSpec, df: pd.DataFrame, docs: Path | None = None) -> dict[str, Any]:
+    """Run the whole suite; return GX's validation result as JSON-ready data. With ``docs``,
+    the run goes through a checkpoint that renders Data Docs into that folder."""
+    import great_expectations as gx
+
+    context = _context(docs)
+    definition = (context.data_sources.add_pandas("granary").add_dataframe_asset(spec.name)
+                  .add_batch_definition_whole_dataframe("all"))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{spec.name}.quality"))
     for exp in build_expectations(spec):
         suite.add_expectation(exp)
-    result: dict[str, Any] = batch.validate(suite).to_json_dict()
-    return result
+    params = {"dataframe": _frame(spec, df)}
+    if docs is None:
+        result: dict[str, Any] = definition.get_batch(batch_parameters=params) \
+            .validate(suite).to_json_dict()
+        return result
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name="whole", data=definition, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{spec.name}.evaluate", validation_definitions=[vd],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["granary"])]))
+    run = checkpoint.run(batch_parameters=params)
+    only = next(iter(run.run_results.values()))
+    whole: dict[str, Any] = only.to_json_dict()
+    return whole
+
+
+def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
+                    sizes: list[int]) -> list[dict[str, Any]]:
+    """The column checks per shard: which shard holds the failures."""
+    import great_expectations as gx
+
+    context = _context()
+    definition = (context.data_sources.add_pandas("granary").add_dataframe_asset(spec.name)
+                  .add_batch_definition_whole_dataframe("shard"))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{spec.name}.shard"))
+    for exp in build_expectations(spec, whole=False):
+        suite.add_expectation(exp)
+    out, start = [], 0
+    frame = _frame(spec, df)
+    for index, rows in enumerate(sizes):
+        part = frame.iloc[start:start + rows]
+        start += rows
+        result = definition.get_batch(batch_parameters={"dataframe": part}).validate(suite)
+        checks = summarise(result.to_json_dict())
+        out.append({"shard": index, "rows": rows, "success": all(c["success"] for c in checks),
+                    "failed": [c for c in checks if not c["success"]]})
+    return out
 
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -82,58 +195,177 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
         res = r.get("result") or {}
         out.append({"expectation": cfg["type"], "kwargs": kwargs, "success": bool(r["success"]),
                     "unexpected_count": res.get("unexpected_count"),
-                    "observed_value": res.get("observed_value")})
+                    "unexpected_percent": res.get("unexpected_percent"),
+                    "observed_value": res.get("observed_value"),
+                    "examples": [str(v)[:80] for v in (res.get("partial_unexpected_list")
+                                                       or [])[:5]]})
     return out
 
 
-def _label_conflicts(ctx: StageContext) -> int:
-    """Duplicate groups whose labels disagreed, as preprocessing of this run counted them."""
-    for r in ctx.catalog.stage_results(ctx.dataset, ctx.run_id):
-        if r.stage == "preprocess":
-            return int((r.counts or {}).get("label_conflicts", 0))
-    return 0
+def _preprocess_report(ctx: StageContext, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What preprocessing found (duplicates, label conflicts, personal data). Its report rides
+    on the manifests the later stages pass through; a run that reuses an older preprocessing
+    output finds it there too."""
+    uri = manifest.get("report")
+    if not uri:
+        return {}
+    bucket, key = shards.parse_uri(uri)
+    report: dict[str, Any] = json.loads(ctx.store.get_bytes(bucket, key))
+    return report
+
+
+def _must_pass(spec: DatasetSpec, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failed checks the gate counts."""
+    rule = spec.quality.gate.expectations
+    failed = [c for c in checks if not c["success"]]
+    if rule == "all":
+        return failed
+    if rule == "none":
+        return []
+    unknown = sorted(set(rule) - {c["expectation"] for c in checks})
+    if unknown:
+        raise PermanentError(f"quality.gate.expectations names {unknown}, which the suite "
+                             f"does not run; it runs {sorted({c['expectation'] for c in checks})}")
+    return [c for c in failed if c["expectation"] in rule]
+
+
+def _split(ctx: StageContext, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Assign splits (if the spec asks) and measure leakage across any split column."""
+    cfg = ctx.spec.publish.splits
+    text = ctx.spec.schema_.text_field
+    if df.empty or (not cfg.ratios and splits.SPLIT_COLUMN not in df) or text not in df:
+        return df, {}
+    sig = splits.signatures(["" if not isinstance(t, str) else t for t in df[text]], cfg.seed)
+    ids = df["id"].astype(str).tolist()
+    if cfg.ratios:
+        label = ctx.spec.schema_.label_field
+        strata = (df[label].astype("string").fillna("").tolist()
+                  if label and label in df else [""] * len(df))
+        df = df.copy()
+        df[splits.SPLIT_COLUMN] = splits.assign(ids, strata, splits.groups(sig, cfg.threshold),
+                                                cfg.ratios, cfg.seed)
+    leak = splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig, cfg.threshold)
+    info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,
+            "counts": {str(k): int(v) for k, v in
+                       df[splits.SPLIT_COLUMN].value_counts().sort_index().items()},
+            "leakage": {"groups": leak.groups, "records": leak.records,
+                        "share": round(leak.share, 6), "examples": leak.examples}}
+    return df, info
+
+
+def _labels(ctx: StageContext, df: pd.DataFrame) -> labelcheck.LabelIssues | None:
+    cfg = ctx.spec.quality.label_errors
+    label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
+    if not cfg.enabled or not label or label not in df or text not in df or df.empty:
+        return None
+    return labelcheck.find(df[text].tolist(), df[label].tolist(), folds=cfg.folds,
+                           max_records=cfg.max_records, seed=cfg.seed)
+
+
+def _upload_docs(ctx: StageContext, docs: Path) -> str:
+    """Copy the rendered Data Docs to the work bucket (without GX's animated help images)."""
+    index = ""
+    for path in sorted(p for p in docs.rglob("*") if p.is_file()):
+        rel = path.relative_to(docs).as_posix()
+        if path.suffix == ".gif":
+            continue
+        key = keys.report_tree_key(ctx.dataset, ctx.run_id, STAGE, "data-docs", rel)
+        kind = {".html": "text/html; charset=utf-8", ".css": "text/css",
+                ".svg": "image/svg+xml", ".png": "image/png"}.get(path.suffix,
+                                                                 "application/octet-stream")
+        ctx.store.write_atomic(ctx.work_bucket, key, path.read_bytes(), kind)
+        if rel == "index.html":
+            index = f"s3://{ctx.work_bucket}/{key}"
+    return index
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+    spec, gate = ctx.spec, ctx.spec.quality.gate
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
-    result = validate(ctx.spec, df)
+    df, split_info = _split(ctx, df)
+    with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
+        result = validate(spec, df, docs=Path(tmp))
+        docs_uri = _upload_docs(ctx, Path(tmp))
+    per_shard = validate_shards(spec, df, [int(s["rows"]) for s in manifest["shards"]])
     checks = summarise(result)
     failed = [c for c in checks if not c["success"]]
-    gate = ctx.spec.quality.gate
-    passed = not failed if gate.expectations == "all" else True
-    report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "gx-validation.json")
-    ctx.store.write_atomic(ctx.work_bucket, report_key,
+    blocking = _must_pass(spec, checks)
+    gx_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "gx-validation.json")
+    ctx.store.write_atomic(ctx.work_bucket, gx_key,
                            json.dumps(result, ensure_ascii=False, default=str).encode(),
                            "application/json")
-    conflicts = _label_conflicts(ctx)
-    dims = quality_dims.dimensions(ctx.spec, df, checks, conflicts, ctx.now)
-    weights: dict[str, float] = {str(k): v for k, v in ctx.spec.quality.weights.items()}
+    issues = _labels(ctx, df)
+    cleaning = _preprocess_report(ctx, manifest)
+    evidence = quality_dims.Evidence(
+        checks=checks, conflicts=int(cleaning.get("counts", {}).get("label_conflicts", 0)),
+        label_error_rate=issues.rate if issues else 0.0,
+        leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)))
+    dims = quality_dims.dimensions(spec, df, evidence, ctx.now)
+    weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     score, grade = quality_dims.score_and_grade(dims, weights)
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
-    passed = passed and not low
+    weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
+            if quality_dims.grade_of(v) > gate.min_grade] if low else []
+    passed = not blocking and not low
+    report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
+    html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
+    report = qreport.build(
+        spec, df, run_id=ctx.run_id, now=ctx.now, dims=dims, score=score, grade=grade,
+        passed=passed, weak=weak, checks=checks, blocking=blocking, per_shard=per_shard,
+        evidence=evidence, issues=issues, splits=split_info,
+        preprocess=cleaning,
+        links={"gx_validation": f"s3://{ctx.work_bucket}/{gx_key}", "data_docs": docs_uri,
+               "json": f"s3://{ctx.work_bucket}/{report_key}",
+               "html": f"s3://{ctx.work_bucket}/{html_key}"})
+    ctx.store.write_atomic(ctx.work_bucket, report_key,
+                           json.dumps(report, ensure_ascii=False, default=str).encode(),
+                           "application/json")
+    ctx.store.write_atomic(ctx.work_bucket, html_key, qreport.render(report).encode(),
+                           "text/html; charset=utf-8")
+    report_uri = f"s3://{ctx.work_bucket}/{report_key}"
     counts = {"in": len(df), "kept": len(df), "expectations": len(checks),
               "succeeded": len(checks) - len(failed), "failed": len(failed),
-              "score": score, "grade": grade}
+              "blocking": len(blocking), "score": score, "grade": grade,
+              "label_errors": len(issues.positions) if issues else 0,
+              "leaked": int(split_info.get("leakage", {}).get("records", 0))}
     quality = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
-               "dimensions": dims, "score": score, "grade": grade,
-               "report_uri": f"s3://{ctx.work_bucket}/{report_key}"}
-    uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
-                                      {"quality": quality})
+               "dimensions": dims, "score": score, "grade": grade, "weak": weak,
+               "report_uri": report_uri, "html_uri": f"s3://{ctx.work_bucket}/{html_key}",
+               "data_docs_uri": docs_uri, "splits": split_info.get("counts", {})}
+    if split_info.get("ratios"):  # records changed (a split column): write them
+        uri = shards.write_manifest(ctx, STAGE, df, shards.write_table(ctx, STAGE, df), counts,
+                                    extra={"quality": quality})
+    else:
+        uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
+                                          {"quality": quality})
+    ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=passed, grade=grade,
+                                  score=score, row_count=len(df),
+                                  summary=qreport.summary(report), report_uri=report_uri)
     log.info("evaluate %s: %s", ctx.dataset, counts)
     assertions = [{"expectation": c["expectation"], "success": c["success"],
                    "column": c["kwargs"].get("column")} for c in checks]
-    lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions)
-    if low:
-        weak = ", ".join(f"{k} {v:.3f}" for k, v in sorted(dims.items(), key=lambda kv: kv[1])
-                         if quality_dims.grade_of(v) > gate.min_grade)
-        raise QualityGateFailed(
-            f"{ctx.dataset}: grade {grade} (score {score:.3f}) is below the gate's minimum "
-            f"{gate.min_grade}, so this run will not be published; weakest dimensions: {weak}")
+    lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions,
+                                  quality=qreport.summary(report))
     if not passed:
-        lines = "; ".join(f"{c['expectation']}({c['kwargs'].get('column', '')}): "
-                          f"{c['unexpected_count'] or c['observed_value']}" for c in failed[:10])
-        raise QualityGateFailed(
-            f"{ctx.dataset}: {len(failed)} of {len(checks)} expectations failed, so this run "
-            f"will not be published: {lines}. Full report: {quality['report_uri']}")
+        raise QualityGateFailed(_refusal(ctx, grade, score, dims, weak, blocking, len(checks),
+                                         report_uri))
     return StageResult(STAGE, uri, counts, extra={"passed": passed}, lineage=lineage)
+
+
+def _refusal(ctx: StageContext, grade: str, score: float, dims: dict[str, float],
+             weak: list[str], blocking: list[dict[str, Any]], total: int,
+             report_uri: str) -> str:
+    gate = ctx.spec.quality.gate
+    parts = []
+    if weak:
+        parts.append(f"grade {grade} (score {score:.3f}) is below the gate's minimum "
+                     f"{gate.min_grade}; weakest dimensions: "
+                     + ", ".join(f"{k} {dims[k]:.3f}" for k in weak))
+    if blocking:
+        lines = "; ".join(f"{c['expectation']}({c['kwargs'].get('column', '')}): "
+                          f"{c['unexpected_count'] or c['observed_value']}"
+                          for c in blocking[:10])
+        parts.append(f"{len(blocking)} of {total} expectations failed: {lines}")
+    return (f"{ctx.dataset}: " + "; ".join(parts) + ". This run stays a candidate and is not "
+            f"published. Quality report: {report_uri}")

@@ -65,6 +65,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         files = write_files(df, folder, list(spec.publish.formats))
+        files.update(_quality_files(ctx, quality, folder))
         content_hash = hashlib.sha256(
             "".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items())).encode()).hexdigest()
         release = {
@@ -75,7 +76,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             "source_manifest": upstream["manifest_uri"],
             "quality": {"passed": True, "checks": len(quality.get("checks", [])),
                         "grade": quality.get("grade"), "score": quality.get("score"),
-                        "dimensions": quality.get("dimensions", {})},
+                        "dimensions": quality.get("dimensions", {}),
+                        "splits": quality.get("splits", {})},
         }
         (folder / "manifest.json").write_text(
             json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
@@ -87,10 +89,28 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         row_count=len(df), run_id=ctx.run_id, files=files,
         quality={"passed": True, "checks": quality.get("checks", []),
                  "grade": quality.get("grade"), "score": quality.get("score"),
-                 "dimensions": quality.get("dimensions", {})}, created_at=ctx.now))
+                 "dimensions": quality.get("dimensions", {}),
+                 "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {})},
+        created_at=ctx.now))
+    ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _quality_files(ctx: StageContext, quality: dict[str, Any],
+                   folder: Path) -> dict[str, dict[str, Any]]:
+    """The evaluation's report (JSON and HTML) travels with the version."""
+    files: dict[str, dict[str, Any]] = {}
+    for name, uri in (("quality.json", quality.get("report_uri")),
+                      ("quality.html", quality.get("html_uri"))):
+        if not uri:
+            continue
+        bucket, key = shards.parse_uri(uri)
+        path = folder / name
+        path.write_bytes(ctx.store.get_bytes(bucket, key))
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return files
 
 
 def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],

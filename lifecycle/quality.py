@@ -6,6 +6,7 @@ the formulas are documented here and in docs/quality.md.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,16 @@ GRADES = (("A", 0.95), ("B", 0.90), ("C", 0.80), ("D", 0.0))
 PERIODS = {"@hourly": timedelta(hours=1), "@daily": timedelta(days=1),
            "@weekly": timedelta(days=7), "@monthly": timedelta(days=31),
            "@yearly": timedelta(days=366), "@annually": timedelta(days=366)}
+
+
+@dataclass
+class Evidence:
+    """What the evaluation measured besides the records themselves."""
+
+    checks: list[dict[str, Any]] = field(default_factory=list)  # GX results, summarised
+    conflicts: int = 0            # duplicate groups whose labels disagreed (preprocessing)
+    label_error_rate: float = 0.0  # estimated share of wrong labels (confident learning)
+    leakage_share: float = 0.0    # share of records with a near-duplicate in another split
 
 
 def _missing(series: pd.Series) -> pd.Series:
@@ -38,13 +49,13 @@ def completeness(spec: DatasetSpec, df: pd.DataFrame) -> float:
     return float(1 - missing.mean())
 
 
-def accuracy(spec: DatasetSpec, df: pd.DataFrame) -> float:
-    """1 - the share of records whose text repeats an earlier record's (residual duplicates).
-    The estimated label-error rate joins this with the annotation issue."""
+def accuracy(spec: DatasetSpec, df: pd.DataFrame, label_error_rate: float = 0.0) -> float:
+    """1 - (the share of records whose text repeats an earlier record's, i.e. residual
+    duplicates) - (the estimated share of wrong labels), floored at 0."""
     text = spec.schema_.text_field
     if df.empty or text not in df:
-        return 1.0
-    return float(1 - df[text].duplicated().mean())
+        return max(0.0, 1 - label_error_rate)
+    return max(0.0, float(1 - df[text].duplicated().mean() - label_error_rate))
 
 
 def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int) -> float:
@@ -93,25 +104,46 @@ def balance(spec: DatasetSpec, df: pd.DataFrame) -> float:
     return float(-(p * p.map(math.log)).sum() / math.log(k))
 
 
-def safety(spec: DatasetSpec, df: pd.DataFrame) -> float:
-    """1 - the share of records whose text still holds personal data of a type the spec
-    does not keep (what masking missed)."""
+def residual_pii(spec: DatasetSpec, df: pd.DataFrame) -> tuple[int, dict[str, int]]:
+    """Records whose text still holds personal data of a type the spec does not keep, and
+    how many of each type were found."""
     text = spec.schema_.text_field
     actions = spec.preprocess.pii.actions()
     watched = tuple(e for e in pii.ENTITIES if actions[e] != "keep")
     if df.empty or text not in df or not watched:
+        return 0, {}
+    records, per_type = 0, dict.fromkeys(watched, 0)
+    for t in df[text]:
+        found = pii.detect(t, watched) if isinstance(t, str) else []
+        records += bool(found)
+        for f in found:
+            per_type[f.entity] += 1
+    return records, {k: v for k, v in per_type.items() if v}
+
+
+def safety(spec: DatasetSpec, df: pd.DataFrame) -> float:
+    """1 - the share of records whose text still holds personal data of a type the spec
+    does not keep (what masking missed)."""
+    if df.empty:
         return 1.0
-    left = sum(bool(pii.detect(t, watched)) for t in df[text] if isinstance(t, str))
-    return 1 - left / len(df)
+    return 1 - residual_pii(spec, df)[0] / len(df)
 
 
-def dimensions(spec: DatasetSpec, df: pd.DataFrame, checks: list[dict[str, Any]],
-               conflicts: int, now: datetime) -> dict[str, float]:
+def leakage(share: float) -> float:
+    """1 - the share of records in a near-duplicate group that spans two splits (1 without
+    splits)."""
+    return 1 - share
+
+
+def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
+               now: datetime) -> dict[str, float]:
+    checks = evidence.checks
     values = {"conformity": conformity(checks), "completeness": completeness(spec, df),
-              "accuracy": accuracy(spec, df), "consistency": consistency(df, checks, conflicts),
+              "accuracy": accuracy(spec, df, evidence.label_error_rate),
+              "consistency": consistency(df, checks, evidence.conflicts),
               "timeliness": timeliness(spec, now=now, df=df),
               "accessibility": accessibility(spec), "balance": balance(spec, df),
-              "safety": safety(spec, df)}
+              "safety": safety(spec, df), "leakage": leakage(evidence.leakage_share)}
     return {k: round(float(v), 4) for k, v in values.items()}
 
 

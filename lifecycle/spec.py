@@ -225,7 +225,31 @@ class FieldSpec(_Model):
     type: Literal["string", "integer", "float", "boolean"] = "string"
     required: bool = True
     values: list[str] | None = Field(default=None, description="allowed values")
+    min: float | None = Field(default=None, description="smallest allowed value (numbers)")
+    max: float | None = Field(default=None, description="largest allowed value (numbers)")
+    pattern: str | None = Field(default=None, description="regex every value must match")
+    min_length: int | None = Field(default=None, ge=0, description="shortest string")
+    max_length: int | None = Field(default=None, ge=0, description="longest string")
+    unique: bool = Field(default=False, description="no two records share a value")
     description: str = ""
+
+    @model_validator(mode="after")
+    def _checks_fit_type(self) -> FieldSpec:
+        numeric = self.type in ("integer", "float")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"field {self.name}: min/max apply to integer and float fields, "
+                             f"not {self.type}; use min_length/max_length for strings")
+        if (self.pattern or self.min_length is not None or self.max_length is not None) \
+                and self.type != "string":
+            raise ValueError(f"field {self.name}: pattern/min_length/max_length apply to "
+                             "string fields")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(f"field {self.name}: pattern {self.pattern!r} is not a valid "
+                                 f"regex: {e}") from e
+        return self
 
 
 class Schema(_Model):
@@ -393,18 +417,39 @@ class Synthesize(_Model):
 
 
 class Gate(_Model):
-    expectations: Literal["all", "none"] = "all"
+    expectations: Literal["all", "none"] | list[str] = Field(
+        default="all", description="which expectations must pass: all, none, or a list of "
+        "expectation types (e.g. [expect_column_values_to_be_unique])")
     min_rows: int = Field(default=1, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
     min_grade: Literal["A", "B", "C", "D"] = Field(
         default="D", description="the lowest grade that may be published")
 
 
 Dimension = Literal["conformity", "completeness", "accuracy", "consistency", "timeliness",
-                    "accessibility", "balance", "safety"]
+                    "accessibility", "balance", "safety", "leakage"]
+
+
+class Expectation(_Model):
+    """Any Great Expectations expectation, by its snake_case type, with its arguments."""
+
+    type: Annotated[str, Field(pattern=r"^expect_[a-z0-9_]+$")]
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LabelErrors(_Model):
+    enabled: bool = Field(default=True, description="estimate label errors when the dataset "
+                          "has labels (confident learning)")
+    folds: int = Field(default=5, ge=2, le=20)
+    max_records: int = Field(default=100_000, ge=100, description="a seeded sample above this")
+    seed: int = 0
 
 
 class Quality(_Model):
     gate: Gate = Gate()
+    expectations: list[Expectation] = Field(
+        default_factory=list, description="extra GX expectations, run with the built-in suite")
+    label_errors: LabelErrors = LabelErrors()
     weights: dict[Dimension, float] = Field(
         default_factory=dict, description="weight of each dimension in the score (default 1)")
 
@@ -412,8 +457,31 @@ class Quality(_Model):
 Format = Literal["parquet", "jsonl", "csv"]
 
 
+class Splits(_Model):
+    ratios: dict[str, float] = Field(
+        default_factory=dict, description="split name -> share, e.g. {train: 0.8, "
+        "validation: 0.1, test: 0.1}; empty = no splits")
+    seed: int = 0
+    threshold: float = Field(default=0.7, gt=0, lt=1, description="records at least this "
+                             "similar (Jaccard) stay in one split")
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            return v
+        bad = [k for k in v if not re.fullmatch(r"[a-z][a-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"split names must be lower-case identifiers, got {bad}")
+        if any(r <= 0 for r in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError(f"split ratios must be positive and add up to 1, got {v} "
+                             f"(sum {sum(v.values()):g})")
+        return v
+
+
 class Publish(_Model):
     formats: list[Format] = Field(default_factory=lambda: list[Format](["parquet", "jsonl"]))
+    splits: Splits = Splits()
 
 
 class DatasetSpec(_Model):

@@ -83,10 +83,24 @@ class GranaryRegistryDatasetFacet(DatasetFacet):
         return schema_url("GranaryRegistryDatasetFacet")
 
 
+@attr.define
+class GranaryQualityDatasetFacet(DatasetFacet):
+    grade: str
+    score: float
+    passed: bool
+    dimensions: dict[str, float] = attr.field(factory=dict)
+    reportUri: str | None = None  # noqa: N815
+
+    @staticmethod
+    def _get_schema() -> str:
+        return schema_url("GranaryQualityDatasetFacet")
+
+
 CUSTOM_FACETS = {
     "granary_conservation": GranaryConservationRunFacet,
     "granary_licence": GranaryLicenceDatasetFacet,
     "granary_registry": GranaryRegistryDatasetFacet,
+    "granary_quality": GranaryQualityDatasetFacet,
 }
 
 
@@ -107,6 +121,7 @@ class DatasetIO:
     licence: dict[str, Any] | None = None
     registry: dict[str, Any] | None = None
     description: str | None = None
+    quality: dict[str, Any] | None = None  # grade, score, passed, dimensions, reportUri
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -155,6 +170,8 @@ def dataset_facets(io: DatasetIO, owners: list[str]) -> dict[str, Any]:
             url=io.licence.get("url")))
     if io.registry:
         facets["granary_registry"] = _p(GranaryRegistryDatasetFacet(**io.registry))
+    if io.quality:
+        facets["granary_quality"] = _p(GranaryQualityDatasetFacet(**io.quality))
     return facets
 
 

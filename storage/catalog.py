@@ -15,7 +15,14 @@ from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import DatasetRow, RunRow, SourceStateRow, StageResultRow, VersionRow
+from storage.models import (
+    DatasetRow,
+    EvaluationRow,
+    RunRow,
+    SourceStateRow,
+    StageResultRow,
+    VersionRow,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -257,6 +264,42 @@ class Catalog:
                 q = q.filter_by(version=version)
             row = s.scalar(q)
             return _to_version(row) if row else None
+
+    # ---- quality evaluations (candidates and the value curve) -------------------------------
+    def record_evaluation(self, dataset: str, run_id: str, *, passed: bool, grade: str,
+                          score: float, row_count: int, summary: dict[str, Any],
+                          report_uri: str) -> None:
+        """Record (or replace, on a retry) the evaluation of a run as a candidate."""
+        def write(s: Session) -> None:
+            row = s.scalar(select(EvaluationRow).filter_by(dataset=dataset, run_id=run_id))
+            if row is None:
+                row = EvaluationRow(dataset=dataset, run_id=run_id, status="candidate")
+                s.add(row)
+            row.passed, row.grade, row.score, row.row_count = passed, grade, score, row_count
+            row.summary, row.report_uri, row.created_at = summary, report_uri, _now()
+
+        self._write(f"evaluation {dataset}/{run_id}", write)
+
+    def mark_published(self, dataset: str, run_id: str, version: int) -> None:
+        def write(s: Session) -> None:
+            row = s.scalar(select(EvaluationRow).filter_by(dataset=dataset, run_id=run_id))
+            if row is not None:
+                row.status, row.version = "published", version
+
+        self._write(f"evaluation {dataset}/{run_id}", write)
+
+    def evaluations(self, dataset: str, status: str | None = None) -> list[EvaluationRow]:
+        """Evaluations oldest first: the value curve (and, with status='candidate', the
+        versions that were not published)."""
+        with self.session() as s:
+            q = select(EvaluationRow).filter_by(dataset=dataset)
+            if status is not None:
+                q = q.filter_by(status=status)
+            return list(s.scalars(q.order_by(EvaluationRow.created_at, EvaluationRow.id)))
+
+    def evaluation(self, dataset: str, run_id: str) -> EvaluationRow | None:
+        with self.session() as s:
+            return s.scalar(select(EvaluationRow).filter_by(dataset=dataset, run_id=run_id))
 
     def dispose(self) -> None:
         self.engine.dispose()

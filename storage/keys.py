@@ -7,6 +7,7 @@ Layout (bucket: key):
             ``<dataset>/<run id>/<stage>/manifest.json``
             ``<dataset>/<run id>/<stage>/<table>/part-<n>.parquet`` side tables
                                                                       (quarantine, merges)
+            ``<dataset>/<run id>/<stage>/<report>``, ``<folder>/...``   reports, Data Docs
 - tmp:      ``_tmp/<token>/<final key>``                            write-then-promote
 """
 
@@ -17,6 +18,7 @@ from datetime import date
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,199}$")
 _HEX = re.compile(r"^[0-9a-f]{16,128}$")
+_TREE_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=-]{0,199}$")  # GX writes "__none__"
 TMP_PREFIX = "_tmp/"
 
 
@@ -81,3 +83,13 @@ def registry_tag(dataset: str, version: int) -> str:
     if version < 1:
         raise KeyError_(f"version must be >= 1, got {version}")
     return f"{segment(dataset, 'dataset')}/v{version}"
+
+
+def report_tree_key(dataset: str, run_id: str, stage: str, tree: str, relpath: str) -> str:
+    """A file inside a folder of reports (e.g. Great Expectations Data Docs)."""
+    parts = relpath.split("/")
+    bad = [p for p in parts if not _TREE_SEGMENT.match(p) or ".." in p]
+    if bad:
+        raise KeyError_(f"report path {relpath!r} has segments that are not plain names: {bad}")
+    return f"{stage_prefix(dataset, run_id, stage)}{segment(tree, 'report folder')}/" + \
+        "/".join(parts)

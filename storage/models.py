@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -75,6 +85,28 @@ class VersionRow(Base):
     run_id: Mapped[str] = mapped_column(String(250))
     files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EvaluationRow(Base):
+    """The quality evaluation of one run. ``status`` is ``candidate`` until the run publishes
+    (then ``published`` with its version); a candidate that failed its gate stays one, with
+    its report, and is never published."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("dataset", "run_id", name="uq_evaluations_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), index=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(20))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    grade: Mapped[str] = mapped_column(String(1))
+    score: Mapped[float] = mapped_column(Float)
+    row_count: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    report_uri: Mapped[str] = mapped_column(Text)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -59,11 +59,16 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert counts["evaluate"]["grade"] == "A"  # the sample is clean, labelled and licensed
     assert v.quality["grade"] == "A" and set(v.quality["dimensions"]) >= {"completeness",
                                                                           "safety"}
+    [evaluation] = cat.evaluations("zh_shopping_reviews")
+    assert (evaluation.status, evaluation.version, evaluation.grade) == ("published", 1, "A")
+    assert v.quality["splits"].keys() == {"train", "validation", "test"}
 
     assert registry(granary_env).tags("zh_shopping_reviews") == {1: "zh_shopping_reviews/v1"}
     out = registry(granary_env).fetch("zh_shopping_reviews", 1, tmp_path / "v1")
     lines = (out / "data.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["text"] for line in lines]
+    assert {json.loads(line)["split"] for line in lines} == {"train", "validation", "test"}
+    assert "<svg class='chart radar'" in (out / "quality.html").read_text(encoding="utf-8")
     expected = expected_reviews()
     near = pre["merge_reasons"]["near_duplicate"]
     assert 0 < near < 500  # near-duplicate reviews were found and merged
@@ -164,7 +169,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     assert out["facets"]["granary_licence"]["licence"] == "MIT"
     evaluate = next(e for e in declared if e["job"]["name"].endswith("evaluate.validate"))
     assertions = evaluate["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"]
-    assert len(assertions) == 11 and all(a["success"] for a in assertions)
+    assert len(assertions) == 12 and all(a["success"] for a in assertions)  # 11 + 1 listed
 
     from lineage.store import LineageStore
     from storage.catalog import Catalog

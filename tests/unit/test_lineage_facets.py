@@ -25,7 +25,9 @@ def _event() -> dict:
         DatasetIO(uri="s3://work/d/run/collect", direction="output", file_format="parquet",
                   version="c" * 64, rows=5, size=100, files=1, columns=[("text", "str")],
                   lifecycle="CREATE", assertions=[{"expectation": "expect_x", "success": True,
-                                                   "column": "text"}]),
+                                                   "column": "text"}],
+                  quality={"grade": "B", "score": 0.93, "passed": True,
+                           "dimensions": {"safety": 0.91}, "reportUri": "s3://w/q.json"}),
         DatasetIO(uri="s3://registry/datasets/d", direction="output", version="md5", rows=5,
                   registry={"registry": "/r.git", "revision": "f" * 40, "tag": "d/v1",
                             "dvcMd5": "md5", "version": 1}),
@@ -49,6 +51,7 @@ def test_built_event_is_valid_and_carries_every_facet() -> None:
     assert out["outputFacets"]["outputStatistics"]["rowCount"] == 5
     assert event["inputs"][0]["facets"]["granary_licence"]["licence"] == "MIT"
     assert event["outputs"][1]["facets"]["granary_registry"]["tag"] == "d/v1"
+    assert out["facets"]["granary_quality"]["grade"] == "B"
     facet = event["run"]["facets"]["granary_conservation"]
     assert facet["_schemaURL"].endswith(
         "/schemas/GranaryConservationRunFacet.json#/$defs/GranaryConservationRunFacet")
@@ -63,6 +66,10 @@ def test_broken_facets_are_named() -> None:
     event = _event()
     del event["outputs"][0]["facets"]["storage"]["storageLayer"]
     with pytest.raises(EventError, match="storage.storageLayer: required"):
+        validate_event(event)
+    event = _event()
+    event["outputs"][0]["facets"]["granary_quality"]["dimensions"]["safety"] = 1.5
+    with pytest.raises(EventError, match="granary_quality.dimensions"):
         validate_event(event)
     with pytest.raises(EventError, match="_schemaURL"):
         validate_facet({"_producer": "https://x"}, "f")

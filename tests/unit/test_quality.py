@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import quality
+from lifecycle import labelcheck, pii, quality
 from lifecycle.spec import parse_spec
+from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
 
@@ -36,9 +38,11 @@ def clean(n: int = 200) -> pd.DataFrame:
                          "collected_at": [NOW.isoformat()] * n})
 
 
-def grade(df: pd.DataFrame, conflicts: int = 0) -> tuple[dict[str, float], str]:
-    dims = quality.dimensions(SPEC, df, [{"expectation": "x", "success": True}], conflicts,
-                              NOW)
+def grade(df: pd.DataFrame, conflicts: int = 0, label_error_rate: float = 0.0,
+          leakage_share: float = 0.0) -> tuple[dict[str, float], str]:
+    evidence = quality.Evidence([{"expectation": "x", "success": True}], conflicts,
+                                label_error_rate, leakage_share)
+    dims = quality.dimensions(SPEC, df, evidence, NOW)
     return dims, quality.score_and_grade(dims, {})[1]
 
 
@@ -82,3 +86,154 @@ def test_score_is_weighted_and_grade_follows_the_weakest_dimension() -> None:
     assert score == pytest.approx(0.9333, abs=1e-4) and g == "C"  # 0.8 -> C
     score, _ = quality.score_and_grade(dims, {"completeness": 3})
     assert score == pytest.approx(0.88)
+
+
+# ---- label errors (confident learning) --------------------------------------------------------
+def flip(df: pd.DataFrame, share: float = 0.1, seed: int = 5) -> tuple[pd.DataFrame, set[int]]:
+    """Flip ``share`` of the labels, the same number of each label (balance unchanged)."""
+    rng = np.random.default_rng(seed)
+    per_label = int(len(df) * share / 2)
+    chosen: set[int] = set()
+    for label in ("pos", "neg"):
+        rows = np.flatnonzero(df["label"].to_numpy() == label)
+        chosen |= set(rng.choice(rows, per_label, replace=False).tolist())
+    out = df.copy()
+    idx = sorted(chosen)
+    out.loc[idx, "label"] = out.loc[idx, "label"].map({"pos": "neg", "neg": "pos"})
+    return out, chosen
+
+
+def test_confident_learning_finds_flipped_labels() -> None:
+    clean_df = labelled()
+    assert labelcheck.find(clean_df["text"].tolist(), clean_df["label"].tolist()).rate < 0.02
+    dirty, flipped = flip(clean_df)
+    issues = labelcheck.find(dirty["text"].tolist(), dirty["label"].tolist())
+    hits = len(set(issues.positions) & flipped)
+    assert hits / len(flipped) >= 0.6, (hits, len(flipped))          # recall
+    assert hits / len(issues.positions) >= 0.5, (hits, len(issues.positions))  # precision
+    # each flagged record's suggested label is the one it had before the flip
+    for pos, suggested in zip(issues.positions, issues.suggested, strict=True):
+        if pos in flipped:
+            assert suggested == clean_df.loc[pos, "label"]
+    assert issues.rate == pytest.approx(0.1, abs=0.04)
+
+
+def test_ten_percent_flipped_labels_lower_the_grade_on_accuracy() -> None:
+    clean_df = labelled()
+    base_rate = labelcheck.find(clean_df["text"].tolist(), clean_df["label"].tolist()).rate
+    dims_clean, g_clean = grade(clean_df, label_error_rate=base_rate)
+    dirty, _ = flip(clean_df)
+    rate = labelcheck.find(dirty["text"].tolist(), dirty["label"].tolist()).rate
+    dims, g = grade(dirty, label_error_rate=rate)
+    assert g_clean == "A" and g > "A", (g_clean, g, dims)
+    assert dims["accuracy"] < dims_clean["accuracy"] - 0.05
+    assert [k for k, v in dims.items() if v < dims_clean[k]] == ["accuracy"]
+
+
+def test_leakage_is_its_own_dimension() -> None:
+    dims, g = grade(clean(), leakage_share=0.1)
+    assert dims["leakage"] == 0.9 and g > "A"
+    assert [k for k, v in dims.items() if v < 1] == ["leakage"]
+
+
+# ---- a dirty table never scores higher than its cleaned twin ---------------------------------
+def _cleaned(df: pd.DataFrame) -> pd.DataFrame:
+    """What preprocessing does to these damages: drop empty required fields and repeated
+    texts, mask personal data."""
+    out = df[df["label"].notna() & df["text"].notna()]
+    out = out[~out["text"].duplicated()].copy()
+    out["text"] = [_mask(t) if isinstance(t, str) else t for t in out["text"]]
+    return out.reset_index(drop=True)
+
+
+def _mask(text: str) -> str:
+    for f in reversed(pii.detect(text, ("mobile",))):
+        text = text[:f.start] + pii.mask(f.entity, f.value) + text[f.end:]
+    return text
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_dirty_table_never_scores_higher_than_its_cleaned_twin(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    df = clean(300)
+    n = len(df)
+    for damage in rng.choice(["nulls", "duplicates", "pii"], rng.integers(1, 4), replace=False):
+        idx = rng.choice(n, int(n * rng.uniform(0.02, 0.2)), replace=False)
+        if damage == "nulls":
+            df.loc[idx, "label"] = None
+        elif damage == "duplicates":
+            df.loc[idx, "text"] = df.loc[rng.choice(n, len(idx)), "text"].to_numpy()
+        else:
+            df.loc[idx, "text"] = [f"加我1391234{int(i):04d}" for i in idx]
+    twin = _cleaned(df)
+    dirty_score, _ = quality.score_and_grade(grade(df)[0], {})
+    clean_score, _ = quality.score_and_grade(grade(twin)[0], {})
+    assert dirty_score < clean_score, (seed, dirty_score, clean_score)
+    # cleaning fixes what it touches (balance may move a little as rows go, either way)
+    dirty, cleaned = grade(df)[0], grade(twin)[0]
+    assert all(dirty[k] <= cleaned[k] for k in ("completeness", "accuracy", "safety"))
+
+
+# ---- the suite built from the spec (real Great Expectations, in process) ---------------------
+CHECKED_TEXT = """\
+name: checked
+title: Checked
+licence: {id: CC-BY-4.0}
+owners: [{name: qa}]
+sources:
+  - {name: src, type: files, path: x.csv, format: csv, accept_unlicensed: true}
+schema:
+  label_field: null
+  fields:
+    - {name: text, type: string, min_length: 2}
+    - {name: sku, type: string, pattern: '^SKU-[0-9]{4}$', unique: true}
+    - {name: stars, type: integer, min: 1, max: 5}
+quality:
+  gate: {min_rows: 2, max_rows: 10, expectations: [expect_column_values_to_match_regex]}
+  expectations:
+    - type: expect_column_mean_to_be_between
+      kwargs: {column: stars, min_value: 3}
+"""
+CHECKED = parse_spec(CHECKED_TEXT, "checked.yaml")
+
+
+def test_the_suite_checks_ranges_formats_lengths_bounds_and_listed_expectations() -> None:
+    from lifecycle import evaluate
+
+    df = pd.DataFrame({"id": ["a", "b", "c"], "text": ["好的商品", "差", "还行吧"],
+                       "sku": ["SKU-0001", "sku-2", "SKU-0001"], "stars": [5, 0, 1]})
+    checks = evaluate.summarise(evaluate.validate(CHECKED, df))
+    failed = {(c["expectation"], c["kwargs"].get("column")): c["unexpected_count"]
+              for c in checks if not c["success"]}
+    assert failed == {("expect_column_value_lengths_to_be_between", "text"): 1,
+                      ("expect_column_values_to_match_regex", "sku"): 1,
+                      ("expect_column_values_to_be_unique", "sku"): 2,
+                      ("expect_column_values_to_be_between", "stars"): 1,
+                      ("expect_column_mean_to_be_between", "stars"): None}
+    # the gate counts only the listed expectation types
+    assert [c["kwargs"]["column"] for c in evaluate._must_pass(CHECKED, checks)] == ["sku"]
+    # per shard, whole-table checks (uniqueness, row count) are left out
+    shards = evaluate.validate_shards(CHECKED, df, [2, 1])
+    assert [s["rows"] for s in shards] == [2, 1]
+    assert {f["expectation"] for f in shards[0]["failed"]} == {
+        "expect_column_value_lengths_to_be_between", "expect_column_values_to_match_regex",
+        "expect_column_values_to_be_between", "expect_column_mean_to_be_between"}
+    assert shards[1]["success"] is False  # its mean of 1 star is below 3
+
+
+def test_an_unknown_expectation_is_named_with_a_suggestion() -> None:
+    from lifecycle import evaluate
+    from lifecycle.errors import PermanentError
+
+    with pytest.raises(PermanentError, match="did you mean expect_column_values_to_be_unique"):
+        evaluate.expectation_class("expect_column_values_to_be_uniqe")
+    bad = parse_spec(CHECKED_TEXT.replace("min_value: 3", "min_value: three"), "x.yaml")
+    with pytest.raises(PermanentError, match="expect_column_mean_to_be_between does not accept"):
+        evaluate.build_expectations(bad)
+
+
+def test_field_checks_must_fit_the_field_type() -> None:
+    from lifecycle.spec import SpecError
+
+    with pytest.raises(SpecError, match="min/max apply to integer and float fields"):
+        parse_spec(CHECKED_TEXT.replace("min_length: 2", "min: 2"), "x.yaml")

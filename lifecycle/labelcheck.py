@@ -1,0 +1,99 @@
+"""Likely label errors, found by confident learning (cleanlab) on out-of-fold probabilities.
+
+The probabilities come from a character n-gram TF-IDF + logistic regression classifier
+(scikit-learn), cross-validated so that no record is scored by a model that saw it. Character
+n-grams need no tokeniser, so the same model works offline for Chinese and English.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelIssues:
+    checked: int                       # records the check scored
+    skipped: int                       # records it could not (rare classes, empty text)
+    positions: list[int] = field(default_factory=list)    # row positions of likely errors
+    suggested: list[str] = field(default_factory=list)    # the label the model prefers
+    confidence: list[float] = field(default_factory=list)  # its probability for that label
+    estimated: int = 0     # cleanlab's estimate of how many labels are wrong
+    model_accuracy: float = 0.0  # out-of-fold accuracy of the classifier against the labels
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Estimated share of wrong labels among the records checked: cleanlab's count
+        estimate (off-diagonal of the confident joint), which is calibrated on the whole
+        matrix and so less inflated by a weak model than the number of flagged records."""
+        return self.estimated / self.checked if self.checked else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"checked": self.checked, "skipped": self.skipped, "flagged": len(self.positions),
+                "estimated": self.estimated, "rate": round(self.rate, 4),
+                "model_accuracy": round(self.model_accuracy, 4), "note": self.note}
+
+
+def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, folds: int,
+                              seed: int) -> np.ndarray:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    from lifecycle.neardup import is_cjk
+
+    # Chinese characters carry meaning alone or in pairs; alphabetic text needs longer grams.
+    # (1, 2) for CJK measured as good as (1, 3) on the sample reviews at 40% of the time.
+    cjk = sum(is_cjk(t) for t in texts[:500]) > min(len(texts), 500) / 2
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 2) if cjk else (2, 4), min_df=2,
+                        sublinear_tf=True,
+                        max_features=300_000, dtype=np.float32),
+        LogisticRegression(max_iter=1000, C=4.0))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probs: np.ndarray = cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")
+    return probs
+
+
+def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: int = 100_000,
+         seed: int = 0) -> LabelIssues:
+    """Likely label errors among ``labels`` (positions refer to the lists passed in)."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    n = len(texts)
+    usable = np.array([isinstance(t, str) and bool(t.strip()) and isinstance(lab, str)
+                       and bool(lab) for t, lab in zip(texts, labels, strict=True)], dtype=bool)
+    values, counts = np.unique(np.asarray([lab for lab, ok in zip(labels, usable, strict=True)
+                                           if ok], dtype=object), return_counts=True)
+    common = {v for v, c in zip(values, counts, strict=True) if c >= folds}
+    usable &= np.array([lab in common for lab in labels], dtype=bool)
+    index = np.flatnonzero(usable)
+    if len(index) > max_records:
+        index = np.sort(np.random.default_rng(seed).choice(index, max_records, replace=False))
+    if len(common) < 2 or len(index) < 2 * folds:
+        return LabelIssues(0, n, note="fewer than two labels with enough records to check")
+    classes = sorted(common)
+    code = {c: i for i, c in enumerate(classes)}
+    y = np.array([code[labels[i]] for i in index])
+    probs = out_of_fold_probabilities([texts[i] for i in index], y, folds, seed)
+    # n_jobs=1: cleanlab's default forks a process pool, which deadlocks in a process that
+    # already runs threads (an Airflow worker, a test server); one process is fast enough here
+    flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    best = probs.argmax(axis=1)
+    log.info("label check: %d of %d records flagged", len(flagged), len(index))
+    return LabelIssues(
+        checked=len(index), skipped=n - len(index),
+        positions=[int(index[i]) for i in flagged],
+        suggested=[classes[int(best[i])] for i in flagged],
+        confidence=[round(float(probs[i, best[i]]), 4) for i in flagged],
+        estimated=int(num_label_issues(y, probs)),
+        model_accuracy=float((best == y).mean()),
+        note="" if len(index) == usable.sum() else f"a seeded sample of {len(index)} records")

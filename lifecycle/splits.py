@@ -1,0 +1,85 @@
+"""Deterministic, stratified train/validation/test splits that keep near-duplicates together,
+and the leakage measure that checks any split column for near-duplicates across splits.
+
+Records are grouped by MinHash LSH at the spec's similarity threshold (the same signatures as
+near-dedup, lifecycle/neardup.py); a group never straddles two splits. Within each label
+(stratum) the groups are ordered by a seeded hash of their smallest record id, so the result
+depends on the records and the seed only, not on their order in the table; each group then goes
+to the split furthest below its target share of that stratum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lifecycle import neardup
+
+SPLIT_COLUMN = "split"
+
+
+def signatures(texts: list[str], seed: int) -> np.ndarray:
+    return neardup.MinHasher(permutations=128, seed=seed + 1).signatures(texts)
+
+
+def groups(sig: np.ndarray, threshold: float) -> np.ndarray:
+    """Near-duplicate group id per record (connected components of similar pairs)."""
+    if len(sig) == 0:
+        return np.empty(0, dtype=np.int64)
+    return neardup.cluster(sig, bands=32, threshold=threshold).labels
+
+
+def assign(ids: list[str], strata: list[str], group_of: np.ndarray,
+           ratios: dict[str, float], seed: int) -> list[str]:
+    """Split name per record. ``strata`` is the label of each record ('' without labels)."""
+    names = list(ratios)
+    frame = pd.DataFrame({"id": ids, "stratum": strata, "group": group_of})
+    # a group's stratum is its smallest id's label, whatever the order of the rows
+    first = frame.sort_values("id").groupby("group", sort=False).agg(
+        key=("id", "min"), size=("id", "size"), stratum=("stratum", "first"))
+    first["order"] = [hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).hexdigest()
+                      for k in first["key"]]
+    split_of_group: dict[int, str] = {}
+    for _, stratum in first.groupby("stratum", sort=True):
+        total = stratum["size"].sum()
+        target = np.array([ratios[n] * total for n in names])
+        filled = np.zeros(len(names))
+        for group, size in stratum.sort_values(["order", "key"])["size"].items():
+            # the split furthest below its target takes the group (first split on ties)
+            pick = int(np.argmax((target - filled) / target))
+            filled[pick] += size
+            split_of_group[int(group)] = names[pick]
+    return [split_of_group[int(g)] for g in group_of]
+
+
+@dataclass
+class Leakage:
+    groups: int           # near-duplicate groups whose records sit in more than one split
+    records: int          # records in such groups
+    share: float          # records / all records
+    examples: list[tuple[str, str, str, str, float]]  # (id, split, id, split, similarity)
+
+
+def leakage(ids: list[str], split: list[str], sig: np.ndarray, threshold: float,
+            examples: int = 10) -> Leakage:
+    """Near-duplicate groups (connected by pairs with estimated Jaccard >= threshold) that
+    span splits. A connected group that spans splits has at least one similar pair across
+    them, so counting groups finds every leak the pairs can show."""
+    if len(ids) < 2:
+        return Leakage(0, 0, 0.0, [])
+    found = neardup.cluster(sig, bands=32, threshold=threshold)
+    frame = pd.DataFrame({"group": found.labels, "split": split})
+    spans = frame.groupby("group")["split"].nunique()
+    leaky = spans[spans > 1].index
+    records = int(frame["group"].isin(leaky).sum())
+    where = np.asarray(split)
+    shown: list[tuple[str, str, str, str, float]] = []
+    if len(found.pairs):
+        across = where[found.pairs[:, 0]] != where[found.pairs[:, 1]]
+        shown = [(ids[i], str(where[i]), ids[j], str(where[j]), round(float(s), 3))
+                 for (i, j), s in zip(found.pairs[across][:examples].tolist(),
+                                      found.similarity[across][:examples], strict=True)]
+    return Leakage(len(leaky), records, records / len(ids), shown)

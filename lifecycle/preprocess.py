@@ -114,7 +114,7 @@ class _Run:
         for i, text in enumerate(self.df[self.text].tolist()):
             problem, found = rf.check_text(text)
             if problem is None and records is not None:
-                problem = rf.check_fields(records[i])
+                problem = rf.check_fields({str(k): v for k, v in records[i].items()})
             reasons.append(problem[0] if problem else None)
             details.append(problem[1] if problem else "")
             langs.append(found[0] if found else None)
@@ -209,7 +209,7 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
         groups.append({"size": int(size) + 1,
                        "kept": {"id": kept_id, "text": texts.get(kept_id)},
                        "examples": [{"id": r.id, "text": texts.get(r.id),
-                                     "similarity": float(r.similarity)}
+                                     "similarity": float(r.similarity)}  # type: ignore[arg-type]
                                     for r in members.itertuples()]})
     return groups
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lifecycle import shards
+from lifecycle import card, shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
 from lineage.facets import DatasetIO
@@ -62,12 +62,16 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
                                 "its gate; nothing is published")
     df = shards.read_table(ctx.store, manifest)
+    previous = ctx.catalog.get_version(spec.name)
+    number = max(ctx.registry.tags(spec.name), default=0) + 1
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         files = write_files(df, folder, list(spec.publish.formats))
+        report = _report(ctx, quality)
         files.update(_quality_files(ctx, quality, folder))
-        content_hash = hashlib.sha256(
-            "".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items())).encode()).hexdigest()
+        files.update(_card_files(ctx, df, folder, files, number, previous, quality, report))
+        content_hash = _hash(files)
+        ledger = _ledger(previous, content_hash)
         release = {
             "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
             "sources": [source.provenance() for source in spec.sources],
@@ -78,15 +82,19 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                         "grade": quality.get("grade"), "score": quality.get("score"),
                         "dimensions": quality.get("dimensions", {}),
                         "splits": quality.get("splits", {})},
+            "ledger": ledger,
         }
         (folder / "manifest.json").write_text(
             json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+        manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
+                          "bytes": (folder / "manifest.json").stat().st_size,
+                          "chain": ledger["chain"]}
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
                                          f"{spec.title}: {len(df)} records")
     version = ctx.catalog.add_version(Version(
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
-        row_count=len(df), run_id=ctx.run_id, files=files,
+        row_count=len(df), run_id=ctx.run_id, files={**files, "manifest.json": manifest_entry},
         quality={"passed": True, "checks": quality.get("checks", []),
                  "grade": quality.get("grade"), "score": quality.get("score"),
                  "dimensions": quality.get("dimensions", {}),
@@ -96,6 +104,72 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _hash(files: dict[str, dict[str, Any]]) -> str:
+    return hashlib.sha256("".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items()))
+                          .encode()).hexdigest()
+
+
+def _ledger(previous: Version | None, content_hash: str) -> dict[str, Any]:
+    """Chain this version to the previous one: ``chain = sha256(previous chain + ':' +
+    content hash)``; the previous manifest's sha256 is recorded too, so rewriting any earlier
+    version breaks every later link (granary verify)."""
+    before = (previous.files.get("manifest.json") or {}) if previous else {}
+    prev_chain = str(before.get("chain", ""))
+    return {"previous_version": previous.version if previous else None,
+            "previous_manifest_sha256": before.get("sha256"),
+            "previous_chain": prev_chain or None,
+            "chain": hashlib.sha256(f"{prev_chain}:{content_hash}".encode()).hexdigest()}
+
+
+def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
+    if not quality.get("report_uri"):
+        return {}
+    bucket, key = shards.parse_uri(quality["report_uri"])
+    report: dict[str, Any] = json.loads(ctx.store.get_bytes(bucket, key))
+    return report
+
+
+def _previous_records(ctx: StageContext, previous: Version | None,
+                      folder: Path) -> pd.DataFrame | None:
+    """The previous version's records, from the registry (what consumers have)."""
+    if previous is None:
+        return None
+    for name, read in (("data.parquet", pd.read_parquet),
+                       ("data.jsonl", lambda p: pd.read_json(p, lines=True, dtype=False))):
+        if name in previous.files:
+            path = ctx.registry.fetch_file(previous.dataset, previous.version, name,
+                                           folder / f"previous-{name}")
+            frame: pd.DataFrame = read(path)
+            return frame
+    return None
+
+
+def _card_files(ctx: StageContext, df: pd.DataFrame, folder: Path,
+                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
+                quality: dict[str, Any], report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """changelog.json, README.md (the card) and croissant.json."""
+    spec = ctx.spec
+    with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
+        before = _previous_records(ctx, previous, Path(tmp))
+    change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
+                            previous.quality.get("grade") if previous else None,
+                            quality.get("grade"))
+    change["previous"] = previous.version if previous else None
+    stages = {r.stage: dict(r.counts or {}) for r in
+              ctx.catalog.stage_results(spec.name, ctx.run_id)}
+    data_files = {n: f for n, f in files.items() if n.startswith("data.")}
+    release = {"version": number, "row_count": len(df), "content_hash": _hash(data_files),
+               "files": data_files, "splits": quality.get("splits", {})}
+    card.write_json(folder / "changelog.json", change)
+    (folder / "README.md").write_text(card.card(spec, release, report, change, stages,
+                                                ctx.registry.url), encoding="utf-8")
+    columns = [(str(c), str(t)) for c, t in df.dtypes.items()]
+    card.write_json(folder / "croissant.json", card.croissant(
+        spec, release, columns, ctx.now, ctx.registry.url, report))
+    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in ("changelog.json", "README.md", "croissant.json")}
 
 
 def _quality_files(ctx: StageContext, quality: dict[str, Any],

@@ -47,7 +47,8 @@ def assign(ids: list[str], strata: list[str], group_of: np.ndarray,
         total = stratum["size"].sum()
         target = np.array([ratios[n] * total for n in names])
         filled = np.zeros(len(names))
-        for group, size in stratum.sort_values(["order", "key"])["size"].items():
+        ordered = stratum.sort_values(["order", "key"])
+        for group, size in zip(ordered.index.tolist(), ordered["size"].tolist(), strict=True):
             # the split furthest below its target takes the group (first split on ties)
             pick = int(np.argmax((target - filled) / target))
             filled[pick] += size

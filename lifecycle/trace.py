@@ -29,7 +29,8 @@ def _row(df: pd.DataFrame, record_id: str) -> dict[str, Any] | None:
     hit = df.loc[df["id"] == record_id]
     if hit.empty:
         return None
-    return {k: (None if shards.is_missing(v) else v) for k, v in hit.iloc[0].to_dict().items()}
+    return {str(k): (None if shards.is_missing(v) else v)
+            for k, v in hit.iloc[0].to_dict().items()}
 
 
 

@@ -208,6 +208,17 @@ class DvcRegistry:
         return dest
 
 
+    def fetch_file(self, dataset: str, version: int, name: str, dest: Path) -> Path:
+        """One file of a version (``dvc get`` of ``datasets/<name>/<file>``)."""
+        tag = keys.registry_tag(dataset, version)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="granary-get-") as tmp:
+            self._run([sys.executable, "-m", "dvc", "get", self.url,
+                       f"{keys.registry_path(dataset)}/{keys.segment(name, 'file')}",
+                       "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}")
+        return dest
+
+
 def _md5_from_dvc(text: str) -> str:
     data = yaml.safe_load(text) or {}
     outs = data.get("outs") or [{}]

@@ -4,6 +4,7 @@ Docs), and a dirty table against its cleaned twin."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -164,3 +165,52 @@ def test_a_dirty_table_never_scores_higher_than_its_cleaned_twin(env: Settings) 
     assert dirty.counts["grade"] > twin.counts["grade"]  # "C" > "A": worse
     d = dirty.to_xcom()
     assert d["passed"] is True  # the lenient gate let it through; its grade says the rest
+
+
+def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> None:
+    import mlcroissant as mlc
+    import yaml
+
+    first = _ctx(env, SPEC, "run-v1")
+    publish.run(first, evaluate.run(first, _until_evaluate(first)).to_xcom())
+    rows = env.inbox_dir / "reviews" / "rows.csv"
+    df = pd.read_csv(rows)
+    first_text = df.loc[5, "text"]  # no phone number: published as written
+    df.loc[5, "label"] = "neg" if df.loc[5, "label"] == "pos" else "pos"  # relabelled
+    df = df[~df["text"].isin(df["text"].iloc[10:15])]                       # 5 removed
+    extra = pd.DataFrame({"text": [f"新增评论{i}:手机很好,推荐" for i in range(3)],
+                          "label": ["pos"] * 3})                            # 3 added
+    pd.concat([df, extra], ignore_index=True).to_csv(rows, index=False)
+    second = _ctx(env, SPEC, "run-v2")
+    v2 = publish.run(second, evaluate.run(second, _until_evaluate(second)).to_xcom())
+    assert v2.counts["version"] == 2
+
+    out = second.registry.fetch("graded_reviews", 2, env.home / "v2")
+    change = json.loads((out / "changelog.json").read_text(encoding="utf-8"))
+    assert (change["previous"], change["added"], change["removed"], change["relabelled"]) == \
+        (1, 3, 5, 1)
+    assert change["examples"]["relabelled"][0]["text"] == first_text
+    assert change["grade"] == {"from": "A", "to": "A"}
+
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["license"] == "cc-by-4.0" and front["size_categories"] == ["n<1K"]
+    assert front["pretty_name"] == "Graded reviews"
+    for section in ("## Sources", "## Collection and processing", "## Annotation",
+                    "## Synthetic share", "## Quality", "## Known limitations", "## Changelog",
+                    "## How to load"):
+        assert section in readme
+    assert "3 added, 5 removed, 1 relabelled" in readme and "legal basis own" in readme
+
+    # Croissant: valid for mlcroissant, and its records load with the files' sha256 checked
+    dataset = mlc.Dataset(jsonld=out / "croissant.json")
+    assert not dataset.metadata.ctx.issues.errors
+    loaded = list(dataset.records("records"))
+    assert len(loaded) == len(pd.read_parquet(out / "data.parquet"))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    v1_manifest = first.catalog.get_version("graded_reviews", 1).files["manifest.json"]
+    assert manifest["ledger"]["previous_manifest_sha256"] == v1_manifest["sha256"]
+    assert manifest["ledger"]["previous_chain"] == v1_manifest["chain"]
+    assert set(manifest["files"]) >= {"README.md", "croissant.json", "changelog.json",
+                                      "quality.html", "data.parquet"}

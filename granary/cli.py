@@ -271,6 +271,35 @@ def trace(ref: str, record_id: str,
     console.print(f"  run {result['path'][1]['run_id']}")
 
 
+@app.command()
+def verify(ref: str) -> None:
+    """Re-hash every object of DATASET[@VERSION] in the registry bucket and walk its ledger
+    chain; exit 1 naming each difference."""
+    from granary.runtime import catalog, object_store
+    from lifecycle.verify import verify as verify_dataset
+
+    s = _settings()
+    dataset, number = parse_ref(ref)
+    remote = s.to_dvc_remote()["url"]
+    bucket, _, prefix = remote.removeprefix("s3://").partition("/")
+    try:
+        result = verify_dataset(dataset, s.registry, object_store(s), bucket, prefix,
+                                catalog(s), number)
+    except ValueError as e:
+        _fail(str(e))
+    if not result.versions:
+        _fail(f"{dataset} has no published version in the registry {s.registry}")
+    if result.ok:
+        console.print(f"[green]verified[/] {dataset} v{result.versions[0]}..v"
+                      f"{result.versions[-1]}: {result.files} objects re-hashed, ledger chain "
+                      "intact")
+        return
+    for f in result.findings:
+        console.print(f"[red]v{f.version} {f.what}[/]: {f.problem}")
+    _fail(f"{dataset}: {len(result.findings)} difference(s) in {len(result.versions)} "
+          "version(s); restore the objects from a backup or republish")
+
+
 # ---- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo() -> None:
@@ -299,7 +328,10 @@ def main() -> None:
     from storage.registry import RegistryError
 
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns a typer.Exit's code instead of raising it
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KeyboardInterrupt:
         sys.exit(130)
     except typer.Exit as e:

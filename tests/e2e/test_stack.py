@@ -103,6 +103,11 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         origins = json.loads(traced.stdout)["raw_origins"]
         assert {o["source_path"] for o in origins} >= {"zh_shopping_reviews/pos.txt",
                                                        "zh_shopping_reviews/neg.txt"}
+        verified = _granary(env, "verify", "zh_shopping_reviews")
+        assert verified.returncode == 0, verified.stderr
+        assert "ledger chain intact" in verified.stdout
+        missing = _granary(env, "verify", "zh_shopping_reviews@v9")
+        assert missing.returncode == 1 and "has no version 9" in missing.stderr
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

@@ -4,6 +4,7 @@ Docs), and a dirty table against its cleaned twin."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -214,3 +215,25 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
     assert manifest["ledger"]["previous_chain"] == v1_manifest["chain"]
     assert set(manifest["files"]) >= {"README.md", "croissant.json", "changelog.json",
                                       "quality.html", "data.parquet"}
+
+    # the ledger and every object verify; one changed byte in the registry bucket is named
+    from lifecycle.verify import verify
+
+    bucket, prefix = env.bucket_registry, "dvc"
+    ok = verify("graded_reviews", env.registry, second.store, bucket, prefix,
+                second.catalog)
+    assert ok.ok and ok.versions == [1, 2] and ok.files >= 16, ok.findings
+    wanted = first.catalog.get_version("graded_reviews", 1).files["data.jsonl"]["sha256"]
+    for obj in second.store.list(bucket, f"{prefix}/files/md5/"):
+        data = second.store.get_bytes(bucket, obj.key)
+        if hashlib.sha256(data).hexdigest() == wanted:
+            tampered = bytearray(data)
+            tampered[len(data) // 2] ^= 0x01
+            second.store.put_bytes(bucket, obj.key, bytes(tampered))
+            break
+    else:
+        raise AssertionError("v1's data.jsonl is not in the registry bucket")
+    bad = verify("graded_reviews", env.registry, second.store, bucket, prefix,
+                 second.catalog)
+    assert [(f.version, f.what) for f in bad.findings] == [(1, "data.jsonl"), (1, "data.jsonl")]
+    assert "the object was altered" in bad.findings[0].problem

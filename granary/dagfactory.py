@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 
 from granary.settings import Settings
 from lifecycle.spec import STAGES, LoadedSpec, SpecError, discover
-from lineage.naming import dag_id
+from lineage.naming import dag_id, release_asset
 
 REGISTRY_POOL = "granary_registry"
 START = datetime(2026, 1, 1)
@@ -124,10 +124,17 @@ def build_dag(loaded: LoadedSpec) -> DAG:
 
             return end_run(name, context["run_id"], dict(context["params"]))
 
+        released = release_asset(name)
+
         def stage_task(stage: str, **kwargs: Any) -> Any:
             @task(task_id=TASKS[stage], **kwargs)
             def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
-                return _call_stage(name, stage, upstream, context)
+                result = _call_stage(name, stage, upstream, context)
+                if stage == "publish":  # consumers' DAGs are scheduled on this event
+                    context["outlet_events"][released].extra = {
+                        k: result.get(k) for k in ("version", "tag", "content_hash", "grade",
+                                                   "rows", "reused")}
+                return result
 
             return run
 
@@ -169,7 +176,8 @@ def build_dag(loaded: LoadedSpec) -> DAG:
         previous: Any = None
         for stage in STAGES:
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
-                extra = {"pool": REGISTRY_POOL} if stage == "publish" else {}
+                extra = ({"pool": REGISTRY_POOL, "outlets": [released]} if stage == "publish"
+                         else {})
                 if stage == "collect":
                     # one mapped task per source (and per group of files), then one merge
                     units = collect_plan()

@@ -205,5 +205,6 @@ def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) ->
     counts = {"in": v.row_count, "kept": v.row_count, "version": v.version}
     return StageResult(STAGE, f"registry:{v.tag}", counts,
                        extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
-                              "content_hash": v.content_hash, "reused": reused},
+                              "content_hash": v.content_hash, "reused": reused,
+                              "grade": v.quality.get("grade"), "rows": v.row_count},
                        lineage=lineage or [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_NAMESPACE = "granary"
 
@@ -72,3 +73,15 @@ def parse_node_id(node_id: str) -> tuple[str, str, str]:
 def asset_uri(bucket: str, key: str) -> str:
     """The Airflow Asset URI of an object or prefix: the same string as its lineage URI."""
     return s3_dataset(bucket, key).uri
+
+
+def release_asset_uri(dataset: str) -> str:
+    """The Airflow Asset a dataset's publishing updates (one event per new version)."""
+    return f"granary://datasets/{dataset}"
+
+
+def release_asset(dataset: str) -> Any:
+    """The Asset object (``airflow.sdk`` imported only when asked)."""
+    from airflow.sdk import Asset
+
+    return Asset(uri=release_asset_uri(dataset), name=f"granary_{dataset}", group="granary")

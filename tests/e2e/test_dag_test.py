@@ -59,6 +59,19 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert counts["evaluate"]["grade"] == "A"  # the sample is clean, labelled and licensed
     assert v.quality["grade"] == "A" and set(v.quality["dimensions"]) >= {"completeness",
                                                                           "safety"}
+    # publishing emitted an Asset event that schedules consumers; the example consumer runs
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        extras = [e.extra for e in session.scalars(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == "granary://datasets/zh_shopping_reviews"))]
+    assert extras and extras[-1]["version"] == 1 and extras[-1]["grade"] == "A"
+    assert extras[-1]["rows"] == v.row_count
+    consumed = _dag(repo, "example_consume_zh_shopping_reviews").test()
+    assert consumed.state == "success"
     [evaluation] = cat.evaluations("zh_shopping_reviews")
     assert (evaluation.status, evaluation.version, evaluation.grade) == ("published", 1, "A")
     assert v.quality["splits"].keys() == {"train", "validation", "test"}

@@ -35,6 +35,9 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
     bag = _dagbag(repo / "dags")
     assert bag.import_errors == {}
     assert no_network == []
+    consumer = bag.dags["example_consume_zh_shopping_reviews"]
+    assert [a.uri for a in consumer.timetable.asset_condition.objects] == [
+        "granary://datasets/zh_shopping_reviews"]
     specs, _ = discover(repo / "datasets")
     for loaded in specs:
         dag = bag.dags[f"granary_{loaded.spec.name}"]
@@ -44,6 +47,9 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         assert {"begin", "end"} <= set(dag.task_ids)
         assert dag.params["mode"] == "full" and dag.params["last_stage"] == "publish"
         assert dag.get_task("publish.release").pool == "granary_registry"
+        # publishing updates the dataset's Asset; the example consumer is scheduled on it
+        [outlet] = dag.get_task("publish.release").outlets
+        assert outlet.uri == f"granary://datasets/{loaded.spec.name}"
         assert dag.get_task("collect.merge").retries == 2
         # collection fans out: one mapped task per source (or group of files)
         assert "Mapped" in type(dag.get_task("collect.fetch")).__name__

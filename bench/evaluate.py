@@ -117,7 +117,7 @@ def main() -> None:
 
     leak = timed(results, "splits", n, split)
     dims = timed(results, "dimensions", n, lambda: quality.dimensions(
-        spec, df, quality.Evidence(checks, 0, issues.rate, leak.share), datetime.now(UTC)))
+        spec, df, quality.Evidence(checks, 0, issues.rate, leak.share, 0.0), datetime.now(UTC)))
     total = sum(r["cpu_s"] for r in results.values())
     out = {"records": n, "parts": results, "total_cpu_s": round(total, 2),
            "records_per_cpu_s": round(n / total), "label_errors": issues.summary(),

@@ -229,28 +229,36 @@ def _must_pass(spec: DatasetSpec, checks: list[dict[str, Any]]) -> list[dict[str
     return [c for c in failed if c["expectation"] in rule]
 
 
-def _split(ctx: StageContext, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Assign splits (if the spec asks) and measure leakage across any split column."""
+def _split(ctx: StageContext,
+           df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Group near-duplicates (diversity), assign splits (if the spec asks) and measure
+    leakage across any split column."""
     cfg = ctx.spec.publish.splits
     text = ctx.spec.schema_.text_field
-    if df.empty or (not cfg.ratios and splits.SPLIT_COLUMN not in df) or text not in df:
-        return df, {}
+    if df.empty or text not in df:
+        return df, {}, {}
     sig = splits.signatures(["" if not isinstance(t, str) else t for t in df[text]], cfg.seed)
+    group_of = splits.groups(sig, cfg.threshold)
+    distinct = len(set(group_of.tolist()))
+    diversity = {"threshold": cfg.threshold, "groups": distinct,
+                 "redundant": len(df) - distinct,
+                 "share": round((len(df) - distinct) / len(df), 6)}
+    if not cfg.ratios and splits.SPLIT_COLUMN not in df:
+        return df, {}, diversity
     ids = df["id"].astype(str).tolist()
     if cfg.ratios:
         label = ctx.spec.schema_.label_field
         strata = (df[label].astype("string").fillna("").tolist()
                   if label and label in df else [""] * len(df))
         df = df.copy()
-        df[splits.SPLIT_COLUMN] = splits.assign(ids, strata, splits.groups(sig, cfg.threshold),
-                                                cfg.ratios, cfg.seed)
+        df[splits.SPLIT_COLUMN] = splits.assign(ids, strata, group_of, cfg.ratios, cfg.seed)
     leak = splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig, cfg.threshold)
     info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,
             "counts": {str(k): int(v) for k, v in
                        df[splits.SPLIT_COLUMN].value_counts().sort_index().items()},
             "leakage": {"groups": leak.groups, "records": leak.records,
                         "share": round(leak.share, 6), "examples": leak.examples}}
-    return df, info
+    return df, info, diversity
 
 
 def _labels(ctx: StageContext, df: pd.DataFrame) -> labelcheck.LabelIssues | None:
@@ -283,7 +291,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     spec, gate = ctx.spec, ctx.spec.quality.gate
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
-    df, split_info = _split(ctx, df)
+    df, split_info, diversity = _split(ctx, df)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
         result = validate(spec, df, docs=Path(tmp))
         docs_uri = _upload_docs(ctx, Path(tmp))
@@ -300,7 +308,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     evidence = quality_dims.Evidence(
         checks=checks, conflicts=int(cleaning.get("counts", {}).get("label_conflicts", 0)),
         label_error_rate=issues.rate if issues else 0.0,
-        leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)))
+        leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)),
+        redundant_share=float(diversity.get("share", 0.0)))
     dims = quality_dims.dimensions(spec, df, evidence, ctx.now)
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     score, grade = quality_dims.score_and_grade(dims, weights)

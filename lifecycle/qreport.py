@@ -68,6 +68,7 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         "evidence": {"label_conflicts": evidence.conflicts,
                      "label_error_rate": round(evidence.label_error_rate, 4),
                      "leakage_share": round(evidence.leakage_share, 6),
+                     "near_duplicate_share": round(evidence.redundant_share, 6),
                      "residual_duplicates": int(df[text].duplicated().sum())
                      if text in df else 0},
         "expectations": {"total": len(checks), "failed": [c for c in checks if not c["success"]],

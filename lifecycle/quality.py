@@ -29,6 +29,7 @@ class Evidence:
     conflicts: int = 0            # duplicate groups whose labels disagreed (preprocessing)
     label_error_rate: float = 0.0  # estimated share of wrong labels (confident learning)
     leakage_share: float = 0.0    # share of records with a near-duplicate in another split
+    redundant_share: float = 0.0  # records beyond the first of each near-duplicate group / n
 
 
 def _missing(series: pd.Series) -> pd.Series:
@@ -129,6 +130,13 @@ def safety(spec: DatasetSpec, df: pd.DataFrame) -> float:
     return 1 - residual_pii(spec, df)[0] / len(df)
 
 
+def diversity(redundant_share: float) -> float:
+    """1 - the share of records that repeat another's content closely: records beyond the
+    first of each near-duplicate group (MinHash, Jaccard >= publish.splits.threshold, looser
+    than near-dedup's) / n. Templated near-copies lower it; distinct records keep it at 1."""
+    return 1 - redundant_share
+
+
 def leakage(share: float) -> float:
     """1 - the share of records in a near-duplicate group that spans two splits (1 without
     splits)."""
@@ -143,7 +151,8 @@ def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
               "consistency": consistency(df, checks, evidence.conflicts),
               "timeliness": timeliness(spec, now=now, df=df),
               "accessibility": accessibility(spec), "balance": balance(spec, df),
-              "safety": safety(spec, df), "leakage": leakage(evidence.leakage_share)}
+              "safety": safety(spec, df), "diversity": diversity(evidence.redundant_share),
+              "leakage": leakage(evidence.leakage_share)}
     return {k: round(float(v), 4) for k, v in values.items()}
 
 

@@ -427,7 +427,7 @@ class Gate(_Model):
 
 
 Dimension = Literal["conformity", "completeness", "accuracy", "consistency", "timeliness",
-                    "accessibility", "balance", "safety", "leakage"]
+                    "accessibility", "balance", "safety", "diversity", "leakage"]
 
 
 class Expectation(_Model):

@@ -142,7 +142,7 @@ def _browse(url: str) -> None:
         assert page.inner_text("#grade") == "C"
         radar = page.locator("svg.radar polygon.series")
         assert radar.count() == 1 and radar.bounding_box()["width"] > 100  # type: ignore[index]
-        assert page.locator("svg.radar circle").count() == 9  # one point per dimension
+        assert page.locator("svg.radar circle").count() == 10  # one point per dimension
         assert page.locator("svg[aria-label='label distribution'] rect.bar").count() == 2
         assert page.locator("svg.histogram rect.bar").count() >= 5
         assert "left: mobile" in page.text_content("svg[aria-label='personal data']")

@@ -39,9 +39,10 @@ def clean(n: int = 200) -> pd.DataFrame:
 
 
 def grade(df: pd.DataFrame, conflicts: int = 0, label_error_rate: float = 0.0,
-          leakage_share: float = 0.0) -> tuple[dict[str, float], str]:
+          leakage_share: float = 0.0,
+          redundant_share: float = 0.0) -> tuple[dict[str, float], str]:
     evidence = quality.Evidence([{"expectation": "x", "success": True}], conflicts,
-                                label_error_rate, leakage_share)
+                                label_error_rate, leakage_share, redundant_share)
     dims = quality.dimensions(SPEC, df, evidence, NOW)
     return dims, quality.score_and_grade(dims, {})[1]
 
@@ -130,10 +131,12 @@ def test_ten_percent_flipped_labels_lower_the_grade_on_accuracy() -> None:
     assert [k for k, v in dims.items() if v < dims_clean[k]] == ["accuracy"]
 
 
-def test_leakage_is_its_own_dimension() -> None:
-    dims, g = grade(clean(), leakage_share=0.1)
-    assert dims["leakage"] == 0.9 and g > "A"
-    assert [k for k, v in dims.items() if v < 1] == ["leakage"]
+@pytest.mark.parametrize("evidence,dimension", [("leakage_share", "leakage"),
+                                                ("redundant_share", "diversity")])
+def test_leakage_and_diversity_are_their_own_dimensions(evidence: str, dimension: str) -> None:
+    dims, g = grade(clean(), **{evidence: 0.1})
+    assert dims[dimension] == 0.9 and g > "A"
+    assert [k for k, v in dims.items() if v < 1] == [dimension]
 
 
 # ---- a dirty table never scores higher than its cleaned twin ---------------------------------

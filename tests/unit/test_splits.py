@@ -41,6 +41,8 @@ def test_splits_are_stratified_and_keep_near_duplicates_together() -> None:
             assert mine.count(name) / len(mine) == pytest.approx(ratio, abs=0.02), (label, name)
     sig = splits.signatures(texts, 0)
     assert splits.leakage(ids, got, sig, 0.7).records == 0
+    # the diversity evidence: every 10th record repeats the one before it
+    assert len(set(splits.groups(sig, 0.7).tolist())) == len(ids) - len(ids) // 10
 
 
 def test_splits_depend_on_records_and_seed_not_on_order() -> None:

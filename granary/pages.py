@@ -59,12 +59,30 @@ def value_curve(catalog: Catalog, dataset: str) -> str:
     return qreport.curve(points)
 
 
-def index_page(catalog: Catalog, base: str) -> str:
+FILTERS = ("q", "domain", "modality", "task", "language", "licence", "grade")
+
+
+def _filter_form(base: str, given: dict[str, str]) -> str:
+    fields = "".join(
+        f"<label>{name} <input name='{name}' value='{html.escape(given.get(name, ''))}' "
+        f"size='{24 if name == 'q' else 10}'></label> " for name in FILTERS)
+    return (f"<form id='filters' method='get' action='{base}/'>{fields}"
+            "<label>min records <input name='min_rows' size='7' "
+            f"value='{html.escape(given.get('min_rows', ''))}'></label> "
+            "<button type='submit'>filter</button></form>")
+
+
+def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None) -> str:
+    given = {k: v for k, v in (given or {}).items() if v}
+    g = given.get
+    found = catalog.search(g("q", ""), domain=g("domain", ""), modality=g("modality", ""),
+                           task=g("task", ""), language=g("language", ""),
+                           licence=g("licence", ""), grade=g("grade", ""),
+                           min_rows=int(g("min_rows") or 0) if (g("min_rows") or "0").isdigit()
+                           else 0)
     rows = []
-    for d in catalog.datasets():
-        versions = catalog.versions(d.name)
+    for d, latest in found:
         candidates = catalog.evaluations(d.name, status="candidate")
-        latest = versions[-1] if versions else None
         name = html.escape(d.name)
         rows.append(
             f"<tr><td><a href='{base}/datasets/{quote(d.name, safe='')}'>{name}</a></td>"
@@ -79,8 +97,9 @@ def index_page(catalog: Catalog, base: str) -> str:
     table = ("<table><tr><th>dataset</th><th>title</th><th>latest</th><th>records</th>"
              "<th>quality</th><th>candidates</th><th>published</th><th>latest version</th></tr>"
              + "".join(rows)
-             + "</table>" if rows else "<p>No dataset has been evaluated yet.</p>")
-    return _page("catalog", table)
+             + "</table>" if rows else "<p>No dataset matches.</p>" if given
+             else "<p>No dataset has been evaluated yet.</p>")
+    return _page("catalog", _filter_form(base, given) + table)
 
 
 def dataset_page(catalog: Catalog, dataset: str, base: str) -> str:

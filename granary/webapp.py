@@ -58,7 +58,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> str:
-        return index_page(store().catalog, base(request))
+        return index_page(store().catalog, base(request), dict(request.query_params))
+
+    @app.get("/api/v1/datasets")
+    def datasets(q: str = "", domain: str = "", modality: str = "", task: str = "",
+                 language: str = "", licence: str = "", grade: str = "", min_rows: int = 0,
+                 max_rows: int | None = None) -> list[dict[str, Any]]:
+        """Search the catalog: text in name, title, description or tags, and filters (grade
+        means that grade or better; sizes apply to the latest version)."""
+        found = store().catalog.search(q, domain=domain, modality=modality, task=task,
+                                       language=language, licence=licence, grade=grade,
+                                       min_rows=min_rows, max_rows=max_rows)
+        return [{"name": d.name, "title": d.title, "domain": d.domain,
+                 "modality": d.modality, "task": d.task, "licence": d.licence,
+                 "language": [x for x in (d.language or "").split(",") if x],
+                 "latest": ({"version": v.version, "tag": v.tag, "records": v.row_count,
+                             "grade": v.quality.get("grade"), "score": v.quality.get("score")}
+                            if v else None)} for d, v in found]
 
     @app.get("/lineage/{dataset}", response_class=HTMLResponse)
     def lineage(request: Request, dataset: str, version: int | None = None) -> str:

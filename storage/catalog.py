@@ -119,6 +119,38 @@ class Catalog:
 
         self._write(f"dataset {name}", write)
 
+    def search(self, q: str = "", *, domain: str = "", modality: str = "", task: str = "",
+               language: str = "", licence: str = "", grade: str = "", min_rows: int = 0,
+               max_rows: int | None = None) -> list[tuple[DatasetRow, Version | None]]:
+        """Datasets whose name, title, description or tags hold ``q`` (case-insensitive),
+        matching every filter given; with their latest version. ``grade`` means that grade
+        or better; the size filters apply to the latest version's records."""
+        with self.session() as s:
+            query = select(DatasetRow)
+            if q:
+                like = f"%{q.lower()}%"
+                query = query.where(func.lower(DatasetRow.name).like(like)
+                                    | func.lower(DatasetRow.title).like(like)
+                                    | func.lower(DatasetRow.description).like(like)
+                                    | func.lower(DatasetRow.tags).like(like))
+            for column, value in ((DatasetRow.domain, domain), (DatasetRow.modality, modality),
+                                  (DatasetRow.task, task), (DatasetRow.licence, licence)):
+                if value:
+                    query = query.where(func.lower(column) == value.lower())
+            rows = list(s.scalars(query.order_by(DatasetRow.name)))
+        out = []
+        for row in rows:
+            if language and language.lower() not in (row.language or "").lower().split(","):
+                continue
+            latest = self.get_version(row.name)
+            size = latest.row_count if latest else 0
+            if grade and not (latest and str(latest.quality.get("grade") or "Z") <= grade):
+                continue
+            if size < min_rows or (max_rows is not None and size > max_rows):
+                continue
+            out.append((row, latest))
+        return out
+
     def datasets(self) -> list[DatasetRow]:
         with self.session() as s:
             return list(s.scalars(select(DatasetRow).order_by(DatasetRow.name)))

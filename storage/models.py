@@ -33,6 +33,8 @@ class DatasetRow(Base):
     modality: Mapped[str] = mapped_column(String(50), default="text")
     task: Mapped[str] = mapped_column(String(200), default="")
     licence: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str] = mapped_column(String(200), default="")  # comma-separated codes
+    tags: Mapped[str] = mapped_column(String(1000), default="")     # comma-separated
     spec_hash: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

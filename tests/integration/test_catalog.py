@@ -62,3 +62,34 @@ def test_unreachable_database_is_a_clear_error() -> None:
     cat = Catalog("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
     with pytest.raises(CatalogError, match="cannot migrate the catalog"):
         cat.migrate()
+
+
+def test_search_and_filters_return_the_right_datasets(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    cat.migrate()
+    cat.upsert_dataset("zh_reviews", title="Chinese reviews", description="商品评论",
+                       domain="e-commerce", modality="text", task="sentiment-classification",
+                       licence="MIT", language="zh", tags="sentiment,zh")
+    cat.upsert_dataset("en_news", title="English news", description="Headlines",
+                       domain="news", modality="text", task="topic-classification",
+                       licence="CC-BY-4.0", language="en", tags="news")
+    cat.upsert_dataset("prices", title="Shop prices", domain="e-commerce", modality="table",
+                       licence="CC0-1.0", language="")
+    for name, rows, grade in (("zh_reviews", 17000, "A"), ("en_news", 900, "C")):
+        cat.add_version(Version(name, 1, f"{name}/v1", "f" * 40, "m", "c" * 64, rows, "r1",
+                                {}, {"passed": True, "grade": grade}, datetime.now(UTC)))
+
+    def names(**kw: object) -> list[str]:
+        return [d.name for d, _ in cat.search(**kw)]  # type: ignore[arg-type]
+
+    assert names() == ["en_news", "prices", "zh_reviews"]
+    assert names(q="REVIEWS") == ["zh_reviews"] and names(q="评论") == ["zh_reviews"]
+    assert names(q="news") == ["en_news"]  # by tag and title
+    assert names(domain="e-commerce") == ["prices", "zh_reviews"]
+    assert names(modality="table") == ["prices"]
+    assert names(task="topic-classification") == ["en_news"]
+    assert names(language="zh") == ["zh_reviews"]
+    assert names(licence="mit") == ["zh_reviews"]
+    assert names(grade="B") == ["zh_reviews"] and names(grade="C") == ["en_news", "zh_reviews"]
+    assert names(min_rows=1000) == ["zh_reviews"] and names(max_rows=1000) == ["en_news", "prices"]
+    assert names(domain="e-commerce", min_rows=1) == ["zh_reviews"]

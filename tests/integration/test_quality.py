@@ -117,6 +117,12 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
         assert report["grade"] == "C" and report["weak"] == ["safety"]
         assert report["pii"]["residual"] == {"mobile": 60}
         assert report["duplicates"]["exact_merged"] == 40
+        found = httpx.get(f"{url}/api/v1/datasets", params={"grade": "A", "q": "graded"}).json()
+        assert [(d["name"], d["latest"]["grade"]) for d in found] == [("graded_reviews", "A")]
+        assert httpx.get(f"{url}/api/v1/datasets", params={"min_rows": 10**6}).json() == []
+        index = httpx.get(f"{url}/", params={"q": "no such thing"}).text
+        assert "id='filters'" in index and "No dataset matches." in index
+        assert "openapi" in httpx.get(f"{url}/openapi.json").text
         page = httpx.get(f"{url}/datasets/graded_reviews").text
         assert "blocked by its gate" in page and "run-1" in page
         assert page.count("class='point'") == 2

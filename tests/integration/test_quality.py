@@ -16,12 +16,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from granary.runtime import bootstrap, services
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 from lifecycle.context import StageContext
 from lifecycle.errors import QualityGateFailed
-from lifecycle.spec import parse_spec
+from tests.stagectx import stage_context
 from tests.textdata import labelled
 from tests.webapp import serve
 
@@ -69,13 +68,7 @@ def env(s3: Settings, tmp_path: Path) -> Settings:
 
 
 def _ctx(s: Settings, spec_text: str, run_id: str) -> StageContext:
-    svc = services(s)
-    bootstrap(svc)
-    spec = parse_spec(spec_text, "graded_reviews.yaml")
-    svc.catalog.upsert_dataset(spec.name, title=spec.title)
-    return StageContext(spec=spec, run_id=run_id, store=svc.store, catalog=svc.catalog,
-                        registry=svc.registry, raw_bucket=s.bucket_raw,
-                        work_bucket=s.bucket_work, inbox=s.inbox_dir, rows_per_shard=150)
+    return stage_context(s, spec_text, run_id, rows_per_shard=150)
 
 
 def _until_evaluate(ctx: StageContext) -> dict:  # type: ignore[type-arg]

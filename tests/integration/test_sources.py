@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from granary.runtime import bootstrap, services
+from granary.runtime import services
 from granary.settings import Settings
 from lifecycle import collect
 from lifecycle.context import StageContext
@@ -28,6 +28,7 @@ from lifecycle.shards import read_manifest, read_table
 from lifecycle.sources import S3Connector
 from lifecycle.spec import parse_spec
 from tests.services import postgres_url
+from tests.stagectx import stage_context
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +57,7 @@ def env(s3: Settings, tmp_path: Path) -> Settings:
 
 
 def _ctx(s: Settings, spec_text: str, run_id: str, mode: str = "full") -> StageContext:
-    svc = services(s)
-    bootstrap(svc)
-    spec = parse_spec(spec_text, "src_test.yaml")
-    svc.catalog.upsert_dataset(spec.name, title=spec.title)
-    return StageContext(spec=spec, run_id=run_id, store=svc.store, catalog=svc.catalog,
-                        registry=svc.registry, raw_bucket=s.bucket_raw,
-                        work_bucket=s.bucket_work, inbox=s.inbox_dir, mode=mode)
+    return stage_context(s, spec_text, run_id, mode=mode)
 
 
 def _collect(s: Settings, spec: str, run_id: str, mode: str = "full",

@@ -10,14 +10,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from granary.runtime import bootstrap, services
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError, QualityGateFailed, SourceError
 from lifecycle.shards import read_manifest, read_table
-from lifecycle.spec import parse_spec
 from lifecycle.trace import TraceError, trace
+from tests.stagectx import stage_context
 from tests.webapp import serve
 
 pytestmark = pytest.mark.integration
@@ -60,13 +59,7 @@ def env(s3: Settings, tmp_path: Path) -> tuple[Settings, Path]:
 
 
 def _ctx(s: Settings, spec_text: str, run_id: str) -> StageContext:
-    svc = services(s)
-    bootstrap(svc)
-    spec = parse_spec(spec_text, "tiny_reviews.yaml")
-    svc.catalog.upsert_dataset(spec.name, title=spec.title)
-    return StageContext(spec=spec, run_id=run_id, store=svc.store, catalog=svc.catalog,
-                        registry=svc.registry, raw_bucket=s.bucket_raw,
-                        work_bucket=s.bucket_work, inbox=s.inbox_dir, rows_per_shard=2)
+    return stage_context(s, spec_text, run_id, rows_per_shard=2)
 
 
 def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -> None:

@@ -187,7 +187,7 @@ def datasets() -> None:
     cat.migrate()
     table = _table("dataset", "title", "domain", "licence", "latest", "records")
     for d in cat.datasets():
-        v = cat.get_version(d.name)
+        v = cat.latest(d.name)
         table.add_row(d.name, d.title, d.domain, d.licence, f"v{v.version}" if v else "-",
                       str(v.row_count) if v else "-")
     console.print(table)
@@ -203,12 +203,109 @@ def versions(dataset: str) -> None:
     rows = cat.versions(dataset)
     if not rows:
         _fail(f"{dataset} has no published version yet (run it: `granary run {dataset}`)")
-    table = _table("version", "records", "sha256", "published (UTC)", "run",
+    latest = cat.latest(dataset)
+    table = _table("version", "status", "records", "grade", "sha256", "published (UTC)", "run",
                    title=f"{dataset}: registry tags {dataset}/v<N>")
     for v in rows:
-        table.add_row(f"v{v.version}", str(v.row_count), v.content_hash[:12],
-                      v.created_at.strftime("%Y-%m-%d %H:%M"), v.run_id)
+        status = ("deprecated" if v.deprecated else "") + (
+            "latest" if latest and v.version == latest.version else "")
+        table.add_row(f"v{v.version}", status, str(v.row_count), str(v.quality.get("grade", "")),
+                      v.content_hash[:12], v.created_at.strftime("%Y-%m-%d %H:%M"), v.run_id)
     console.print(table)
+    history = [e for e in cat.release_events(dataset) if e.action != "publish"]
+    if history:
+        table = _table("when (UTC)", "version", "action", "by", "why", title="history")
+        for e in history:
+            table.add_row(e.created_at.strftime("%Y-%m-%d %H:%M"), f"v{e.version}", e.action,
+                          e.actor, e.reason)
+        console.print(table)
+
+
+def _actor(by: str | None) -> str:
+    import getpass
+
+    return by or getpass.getuser()
+
+
+@app.command()
+def deprecate(ref: str,
+              reason: Annotated[str, typer.Option(help="why (shown to everyone who downloads)")],
+              by: Annotated[str | None, typer.Option(help="who; your login when unset")] = None,
+              undo: Annotated[bool, typer.Option("--undo", help="lift the deprecation")] = False,
+              ) -> None:
+    """Flag DATASET@vN deprecated: kept, marked in the catalog, warned about on download."""
+    from granary.runtime import catalog
+    from lifecycle.releases import deprecate as do_deprecate
+    from storage.catalog import ReleaseError
+
+    dataset, number = parse_ref(ref)
+    if number is None:
+        _fail(f"{ref}: name the version to deprecate, e.g. {dataset}@v2")
+    assert number is not None
+    cat = catalog(_settings())
+    try:
+        v = do_deprecate(cat, dataset, number, _actor(by), reason, undo=undo)
+    except ReleaseError as e:
+        _fail(str(e))
+    latest = cat.latest(dataset)
+    console.print(f"{v.ref} {'is no longer deprecated' if undo else 'deprecated'}; latest is "
+                  f"{latest.ref if latest else 'none'}")
+
+
+@app.command()
+def rollback(ref: str,
+             reason: Annotated[str, typer.Option(help="why (kept in the history)")],
+             by: Annotated[str | None, typer.Option(help="who; your login when unset")] = None,
+             ) -> None:
+    """Make DATASET@vN the latest version again (catalog and registry main); the next
+    publish becomes latest as usual."""
+    from granary.runtime import catalog, registry
+    from lifecycle.releases import rollback as do_rollback
+    from storage.catalog import ReleaseError
+
+    s = _settings()
+    dataset, number = parse_ref(ref)
+    if number is None:
+        _fail(f"{ref}: name the version to roll back to, e.g. {dataset}@v1")
+    assert number is not None
+    try:
+        v = do_rollback(catalog(s), registry(s), dataset, number, _actor(by), reason)
+    except ReleaseError as e:
+        _fail(str(e))
+    console.print(f"latest {dataset} is {v.ref} again (registry main and catalog)")
+
+
+@app.command()
+def links(ref: str) -> None:
+    """Print presigned download links for every file of DATASET[@VERSION] (they expire after
+    GRANARY_DOWNLOAD_LINK_MINUTES, 15 by default)."""
+    from datetime import timedelta
+
+    from granary.runtime import public_object_store
+    from lifecycle.releases import deprecation_warning, download_links
+
+    s = _settings()
+    v = _resolve(ref)
+    warning = deprecation_warning(v)
+    if warning:
+        err.print(f"[bold yellow]warning:[/] {warning}")
+    bucket, prefix = s.registry_objects
+    found = download_links(v, public_object_store(s), bucket, prefix,
+                           timedelta(minutes=s.download_link_minutes))
+    for link in found.values():
+        console.print(f"{link.name}\t{link.url}", soft_wrap=True)
+
+
+def _resolve(ref: str) -> Any:
+    """The version a reference names; ``DATASET`` alone means its latest."""
+    from granary.runtime import catalog
+
+    dataset, number = parse_ref(ref)
+    cat = catalog(_settings())
+    v = cat.latest(dataset) if number is None else cat.get_version(dataset, number)
+    if v is None:
+        _fail(f"{ref}: no such published version (see `granary versions {dataset}`)")
+    return v
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -221,16 +318,16 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 @app.command()
 def get(ref: str, to: Annotated[Path, typer.Option("--to", help="destination folder")]) -> None:
     """Download DATASET@VERSION (e.g. zh_shopping_reviews@v1) from the registry into --to."""
-    from granary.runtime import catalog, registry
+    from granary.runtime import registry
+    from lifecycle.releases import deprecation_warning
 
     s = _settings()
-    dataset, number = parse_ref(ref)
-    v = catalog(s).get_version(dataset, number)
-    if v is None:
-        _fail(f"{ref}: no such published version (see `granary versions {dataset}`)")
-    assert v is not None
+    v = _resolve(ref)
+    warning = deprecation_warning(v)
+    if warning:
+        err.print(f"[bold yellow]warning:[/] {warning}")
     with console.status(f"fetching {v.ref} from the registry..."):
-        dest = registry(s).fetch(dataset, v.version, to)
+        dest = registry(s).fetch(v.dataset, v.version, to)
     files = sorted(p.name for p in dest.iterdir())
     console.print(f"{v.ref} -> {dest}: {', '.join(files)}")
 
@@ -280,8 +377,7 @@ def verify(ref: str) -> None:
 
     s = _settings()
     dataset, number = parse_ref(ref)
-    remote = s.to_dvc_remote()["url"]
-    bucket, _, prefix = remote.removeprefix("s3://").partition("/")
+    bucket, prefix = s.registry_objects
     try:
         result = verify_dataset(dataset, s.registry, object_store(s), bucket, prefix,
                                 catalog(s), number)

@@ -1,4 +1,5 @@
-"""HTML pages of the Granary web app: the catalog index and the lineage graph of a version.
+"""HTML pages of the Granary web app: the catalog, a dataset, a version (card, files, code to
+load it), the lineage graph of a version and the cleaning report.
 
 Server-rendered HTML with one small script shipped in granary/static (no CDN), so the pages
 work offline inside the Airflow UI.
@@ -12,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lifecycle import qreport
-from storage.catalog import Catalog, Version
+from storage.catalog import Catalog, ReleaseEvent, Version
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;background:#f7f7f5;color:#222}
@@ -26,6 +27,12 @@ td,th{border:1px solid #ddd;padding:6px 10px;text-align:left}
 .node.dim{opacity:.15}.edge{fill:none;stroke:#888;stroke-width:1.3}
 .edge-label{font-size:10px;fill:#666}
 svg.chart{background:#fff;border:1px solid #ddd}
+.badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;margin-left:4px}
+.badge.latest{background:#dff3df;color:#1d5a1d}.badge.deprecated{background:#fde2e1;color:#8a1c16}
+.banner{padding:10px 14px;margin:8px 0;border-left:4px solid #c0392b;background:#fdecea}
+pre{background:#fff;border:1px solid #ddd;padding:10px;overflow:auto;font-size:13px}
+.card{background:#fff;border:1px solid #ddd;padding:4px 18px;max-width:1000px}
+code{font-size:13px}
 """
 
 
@@ -49,6 +56,27 @@ def grade(v: Version) -> str:
 def _run_link(base: str, dataset: str, run_id: str, what: str, label: str) -> str:
     return (f"<a href='{base}/runs/{quote(dataset, safe='')}/{quote(run_id, safe='')}/{what}'>"
             f"{html.escape(label)}</a>")
+
+
+def badges(v: Version, latest: Version | None) -> str:
+    out = ""
+    if latest is not None and v.version == latest.version:
+        out += "<span class='badge latest'>latest</span>"
+    if v.deprecated:
+        why = html.escape(str(v.deprecated.get("reason")))
+        out += f"<span class='badge deprecated' title='{why}'>deprecated</span>"
+    return out
+
+
+def _version_link(base: str, v: Version) -> str:
+    return (f"<a href='{base}/datasets/{quote(v.dataset, safe='')}/versions/{v.version}'>"
+            f"v{v.version}</a>")
+
+
+def _history(events: list[ReleaseEvent]) -> str:
+    return _table(["when (UTC)", "version", "action", "by", "why"],
+                  [[f"{e.created_at:%Y-%m-%d %H:%M}", f"v{e.version}", e.action, e.actor,
+                    e.reason] for e in reversed(events)])
 
 
 def value_curve(catalog: Catalog, dataset: str) -> str:
@@ -87,7 +115,7 @@ def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None)
         rows.append(
             f"<tr><td><a href='{base}/datasets/{quote(d.name, safe='')}'>{name}</a></td>"
             f"<td>{html.escape(d.title)}</td>"
-            f"<td>{f'v{latest.version}' if latest else '-'}</td>"
+            f"<td>{_version_link(base, latest) + badges(latest, latest) if latest else '-'}</td>"
             f"<td>{latest.row_count if latest else '-'}</td>"
             f"<td>{grade(latest) if latest else '-'}</td><td>{len(candidates)}</td>"
             f"<td>{f'{latest.created_at:%Y-%m-%d %H:%M}' if latest else '-'}</td><td>"
@@ -102,13 +130,18 @@ def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None)
     return _page("catalog", _filter_form(base, given) + table)
 
 
-def dataset_page(catalog: Catalog, dataset: str, base: str) -> str:
-    """One dataset: its value curve, published versions and candidates."""
+def dataset_page(catalog: Catalog, dataset: str, base: str,
+                 load_code: dict[str, str] | None = None) -> str:
+    """One dataset: what it is, how to load it, its value curve, published versions (latest
+    and deprecated marked), candidates, and its deprecations and rollbacks."""
     versions = catalog.versions(dataset)
     evaluations = catalog.evaluations(dataset)
+    latest = catalog.latest(dataset)
     vrows = []
     for v in reversed(versions):
-        vrows.append(f"<tr><td>v{v.version}</td><td>{html.escape(v.tag)}</td>"
+        css = " class='deprecated'" if v.deprecated else ""
+        vrows.append(f"<tr{css}><td>{_version_link(base, v)}{badges(v, latest)}</td>"
+                     f"<td>{html.escape(v.tag)}</td>"
                      f"<td>{v.row_count}</td><td>{grade(v)}</td>"
                      f"<td>{v.created_at:%Y-%m-%d %H:%M}</td><td>"
                      + _run_link(base, dataset, v.run_id, "quality", "quality report") + " · "
@@ -124,8 +157,20 @@ def dataset_page(catalog: Catalog, dataset: str, base: str) -> str:
                      f"<td>{verdict}</td><td>{e.created_at:%Y-%m-%d %H:%M}</td><td>"
                      + _run_link(base, dataset, e.run_id, "quality", "quality report")
                      + "</td></tr>")
+    row = next((d for d in catalog.datasets() if d.name == dataset), None)
+    about = (f"<p>{html.escape(row.title)}: {html.escape(row.description)}</p>"
+             f"<p>domain {html.escape(row.domain or '-')} · modality {html.escape(row.modality)}"
+             f" · task {html.escape(row.task or '-')} · licence {html.escape(row.licence)}"
+             f" · languages {html.escape(row.language or '-')}</p>" if row else "")
+    load = (f"<h3>Load the latest version ({_version_link(base, latest)})</h3>"
+            + "".join(f"<p>{html.escape(k)}</p><pre><code>{html.escape(c)}</code></pre>"
+                      for k, c in list(load_code.items())[:1])
+            + f"<p>More ways and the download links are on the {_version_link(base, latest)} "
+            "page.</p>" if latest and load_code else "")
+    history = [e for e in catalog.release_events(dataset) if e.action != "publish"]
     body = (f"<p><a href='{base}/'>catalog</a> · <strong>{html.escape(dataset)}</strong></p>"
-            "<h3>Value curve</h3>" + value_curve(catalog, dataset)
+            + about + load
+            + "<h3>Value curve</h3>" + value_curve(catalog, dataset)
             + "<p>Filled points are published versions, hollow ones candidates.</p>"
             "<h3>Published versions</h3>"
             + ("<table id='versions'><tr><th>version</th><th>tag</th><th>records</th>"
@@ -134,8 +179,81 @@ def dataset_page(catalog: Catalog, dataset: str, base: str) -> str:
             + "<h3>Candidates (evaluated, not published)</h3>"
             + ("<table id='candidates'><tr><th>run</th><th>records</th><th>quality</th>"
                "<th>status</th><th>evaluated</th><th></th></tr>" + "".join(crows)
-               + "</table>" if crows else "<p>none</p>"))
+               + "</table>" if crows else "<p>none</p>")
+            + ("<h3>Deprecations and rollbacks</h3>" + _history(history) if history else ""))
     return _page(f"dataset {dataset}", body)
+
+
+def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
+                 load_code: dict[str, str], card_markdown: str | None,
+                 change: dict[str, Any] | None, base: str) -> str:
+    """One published version: status, files with download links, code that loads it, the
+    changelog against the previous version, and the dataset card."""
+    d = quote(v.dataset, safe="")
+    banner = ""
+    if v.deprecated:
+        dep = v.deprecated
+        banner = (f"<div class='banner' id='deprecated'><strong>Deprecated</strong> by "
+                  f"{html.escape(str(dep.get('by')))} on {html.escape(str(dep.get('at'))[:10])}:"
+                  f" {html.escape(str(dep.get('reason')))}. Kept for reproducibility; "
+                  + (f"the latest version is {_version_link(base, latest)}."
+                     if latest and latest.version != v.version else "no newer version yet.")
+                  + "</div>")
+    q = v.quality
+    facts = _table(["", ""], [
+        ["tag", v.tag], ["records", v.row_count],
+        ["quality", f"grade {q.get('grade')} (score {q.get('score')})" if q.get("grade")
+         else "gate passed"],
+        ["splits", ", ".join(f"{k} {n}" for k, n in (q.get("splits") or {}).items()) or "-"],
+        ["content hash (sha256)", v.content_hash], ["registry commit", v.git_rev],
+        ["DVC md5", v.dvc_md5], ["published (UTC)", f"{v.created_at:%Y-%m-%d %H:%M}"],
+        ["run", v.run_id]])
+    files = ("<table id='files'><tr><th>file</th><th>bytes</th><th>sha256</th><th></th></tr>"
+             + "".join(
+                 f"<tr><td>{html.escape(n)}</td><td>{m.get('bytes', '')}</td>"
+                 f"<td><code>{html.escape(str(m.get('sha256', '')))}</code></td>"
+                 f"<td><a class='download' href='{base}/datasets/{d}/versions/{v.version}/files/"
+                 f"{quote(n, safe='')}'>download</a></td></tr>"
+                 for n, m in sorted(v.files.items()))
+             + "</table><p>Download links are presigned and expire after a few minutes; "
+               "reload the page for fresh ones.</p>")
+    changes = "<p>none recorded</p>"
+    if change:
+        grade_change = change.get("grade") or {}
+        against = (f"v{change['previous']}" if change.get("previous")
+                   else "nothing (first version)")
+        changes = (f"<p id='changelog'>against {against}: "
+                   f"{change.get('added', 0)} added, {change.get('removed', 0)} removed, "
+                   f"{change.get('relabelled', 0)} relabelled; grade "
+                   f"{grade_change.get('from') or '-'} → {grade_change.get('to') or '-'}</p>")
+    load = "".join(f"<p>{html.escape(k)}</p><pre><code>{html.escape(c)}</code></pre>"
+                   for k, c in load_code.items())
+    links = (_run_link(base, v.dataset, v.run_id, "quality", "quality report") + " · "
+             f"<a href='{base}/lineage/{d}?version={v.version}'>lineage</a> · "
+             + _run_link(base, v.dataset, v.run_id, "preprocess", "cleaning report") + " · "
+             f"<a href='{base}/api/v1/datasets/{d}/versions/{v.version}'>JSON</a>")
+    body = (f"<p><a href='{base}/'>catalog</a> · <a href='{base}/datasets/{d}'>"
+            f"{html.escape(v.dataset)}</a> · <strong>v{v.version}</strong>{badges(v, latest)}"
+            f"</p>{banner}<p>{links}</p>{facts}<h3>Files</h3>{files}<h3>How to load</h3>{load}"
+            f"<h3>Changes</h3>{changes}"
+            + ("<h3>History</h3>" + _history(events) if events else "")
+            + "<h3>Dataset card</h3>"
+            + (f"<div class='card'>{render_card(card_markdown)}</div>" if card_markdown
+               else "<p>The card could not be read from the registry.</p>"))
+    return _page(f"{v.ref}", body)
+
+
+def render_card(markdown: str) -> str:
+    """The card's Markdown as HTML (raw HTML in it is escaped), its YAML front matter shown
+    as a code block."""
+    from markdown_it import MarkdownIt
+
+    front = ""
+    if markdown.startswith("---\n"):
+        head, _, markdown = markdown[4:].partition("\n---\n")
+        front = f"<pre><code>{html.escape(head)}</code></pre>"
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    return front + md.render(markdown)
 
 
 def lineage_page(v: Version, registry_bucket: str, raw_bucket: str, base: str) -> str:

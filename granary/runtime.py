@@ -38,6 +38,14 @@ def object_store(settings: Settings) -> ObjectStore:
                                **cfg)
 
 
+def public_object_store(settings: Settings) -> ObjectStore:
+    """A store addressed as browsers see the S3 server, for presigning download links."""
+    cfg = settings.to_minio()
+    cfg.pop("endpoint")
+    return ObjectStore.connect(settings.s3_public_endpoint or settings.endpoint,
+                               cfg.pop("access_key"), cfg.pop("secret_key"), **cfg)
+
+
 def registry(settings: Settings) -> DvcRegistry:
     return DvcRegistry(settings.registry, settings.to_dvc_remote(), settings.s3_env(),
                        settings.home / "locks" / "registry.lock")

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = Field(
         default=None, description="host:port of the S3 server; the local one when unset."
     )
+    s3_public_endpoint: str | None = Field(
+        default=None, description="host:port where browsers reach the S3 server (presigned "
+        "download links); the S3 endpoint when unset.")
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     s3_access_key: SecretStr | None = None
@@ -46,6 +49,8 @@ class Settings(BaseSettings):
     bucket_raw: str = "granary-raw"
     bucket_work: str = "granary-work"
     bucket_registry: str = "granary-registry"
+    download_link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60,
+                                       description="Lifetime of presigned download links.")
 
     registry_url: str | None = Field(
         default=None, description="git URL of the DVC registry; a bare repo under the home."
@@ -144,6 +149,12 @@ class Settings(BaseSettings):
         """The registry's DVC remote: committed part (url, endpoint) only, never secrets."""
         return {"url": f"s3://{self.bucket_registry}/dvc", "endpointurl": self.endpoint_url}
 
+    @property
+    def registry_objects(self) -> tuple[str, str]:
+        """Bucket and key prefix of the registry's DVC objects."""
+        bucket, _, prefix = self.to_dvc_remote()["url"].removeprefix("s3://").partition("/")
+        return bucket, prefix
+
     def s3_env(self) -> dict[str, str]:
         """Environment for subprocesses that talk S3 themselves (dvc, weed)."""
         access, secret = self.require_s3_credentials()
@@ -164,6 +175,9 @@ class Settings(BaseSettings):
             "GRANARY_REGISTRY_URL": self.registry,
             "GRANARY_DATABASE_URL": self.catalog_url,
             "GRANARY_AIRFLOW_PORT": str(self.airflow_port),
+            "GRANARY_BUCKET_RAW": self.bucket_raw,
+            "GRANARY_BUCKET_WORK": self.bucket_work,
+            "GRANARY_BUCKET_REGISTRY": self.bucket_registry,
         }
         if self.lineage_api_key:
             env["GRANARY_LINEAGE_API_KEY"] = self.lineage_api_key.get_secret_value()

@@ -9,6 +9,7 @@ reads are open on the local stack (bound to 127.0.0.1).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,16 @@ from urllib.parse import quote
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from granary.pages import dataset_page, index_page, lineage_page, report_page
+from granary import releases_api
+from granary.pages import dataset_page, index_page, lineage_page, report_page, version_page
 from granary.settings import Settings, load_settings
-from lineage.api import build_router
+from lifecycle import releases
+from lineage.api import build_router, key_guard
 from lineage.facets import SCHEMA_DIR
 from lineage.store import LineageStore
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return key.get_secret_value() if key else None
 
     app.include_router(build_router(store, api_key))
+    app.include_router(releases_api.build_router(lambda: store().catalog, current_settings,
+                                                 key_guard(api_key)))
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -78,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/lineage/{dataset}", response_class=HTMLResponse)
     def lineage(request: Request, dataset: str, version: int | None = None) -> str:
-        found = store().catalog.get_version(dataset, version)
+        catalog = store().catalog
+        found = (catalog.latest(dataset) if version is None
+                 else catalog.get_version(dataset, version))
         if found is None:
             raise HTTPException(404, f"{dataset} has no published version {version or ''}")
         s = current_settings()
@@ -89,7 +97,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = store().catalog
         if not catalog.evaluations(dataset) and not catalog.versions(dataset):
             raise HTTPException(404, f"no dataset {dataset} has been evaluated or published")
-        return dataset_page(catalog, dataset, base(request))
+        latest = catalog.latest(dataset)
+        load = releases.load_code(latest, current_settings().registry) if latest else None
+        return dataset_page(catalog, dataset, base(request), load)
+
+    @app.get("/datasets/{dataset}/versions/{n}", response_class=HTMLResponse)
+    def version(request: Request, dataset: str, n: int) -> str:
+        import json
+
+        from granary.runtime import object_store
+
+        catalog = store().catalog
+        v = catalog.get_version(dataset, n)
+        if v is None:
+            raise HTTPException(404, f"{dataset} has no published version {n}")
+        s = current_settings()
+        bucket, prefix = s.registry_objects
+        card: str | None = None
+        change: dict[str, Any] | None = None
+        try:
+            objects = object_store(s)
+            card = releases.read_file(v, objects, bucket, prefix, "README.md").decode("utf-8")
+            if "changelog.json" in v.files:
+                change = json.loads(releases.read_file(v, objects, bucket, prefix,
+                                                       "changelog.json"))
+        except Exception as e:  # the page still shows what the catalog knows
+            log.warning("%s: card or changelog unreadable from the registry: %s", v.ref, e)
+        events = [e for e in catalog.release_events(dataset) if e.version == n]
+        return version_page(v, catalog.latest(dataset), events,
+                            releases.load_code(v, s.registry), card, change, base(request))
 
     @app.get("/api/v1/datasets/{dataset}/evaluations")
     def evaluations(dataset: str) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def _origin(row: dict[str, Any]) -> dict[str, Any]:
 
 def trace(catalog: Catalog, store: ObjectStore, dataset: str, version: int | None,
           record_id: str) -> dict[str, Any]:
-    v = catalog.get_version(dataset, version)
+    v = catalog.latest(dataset) if version is None else catalog.get_version(dataset, version)
     if v is None:
         raise TraceError(f"{dataset}@{'v' + str(version) if version else 'latest'}: no such "
                          f"published version (see `granary versions {dataset}`)")

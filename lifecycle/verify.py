@@ -44,10 +44,6 @@ class Verified:
         return not self.findings
 
 
-def _object_key(prefix: str, md5: str) -> str:
-    return f"{prefix.strip('/')}/files/md5/{md5[:2]}/{md5[2:]}".lstrip("/")
-
-
 def _dvc_md5(git_dir: Path, tag: str, dataset: str) -> str:
     text = subprocess.run(["git", "--git-dir", str(git_dir), "show",
                            f"{tag}:{keys.registry_path(dataset)}.dvc"],
@@ -87,13 +83,13 @@ def _check_version(out: Verified, n: int, git_dir: Path, store: ObjectStore, buc
                    prefix: str, catalog: Catalog | None) -> dict[str, Any] | None:
     dataset = out.dataset
     dir_md5 = _dvc_md5(git_dir, keys.registry_tag(dataset, n), dataset)
-    listing_bytes = store.get_bytes(bucket, _object_key(prefix, dir_md5))
+    listing_bytes = store.get_bytes(bucket, keys.dvc_object_key(prefix, dir_md5))
     if hashlib.md5(listing_bytes).hexdigest() + ".dir" != dir_md5:  # noqa: S324 (DVC's hash)
         out.findings.append(Finding(n, "folder listing", f"md5 differs from {dir_md5}"))
     hashes: dict[str, str] = {}
     manifest_bytes = b""
     for entry in json.loads(listing_bytes):
-        data = store.get_bytes(bucket, _object_key(prefix, entry["md5"]))
+        data = store.get_bytes(bucket, keys.dvc_object_key(prefix, entry["md5"]))
         out.files += 1
         if hashlib.md5(data).hexdigest() != entry["md5"]:  # noqa: S324
             out.findings.append(Finding(n, entry["relpath"], "md5 differs from the one DVC "

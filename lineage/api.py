@@ -28,8 +28,8 @@ from lineage.store import LineageStore
 MAX_BODY = 5 * 1024 * 1024  # bytes, after decompression
 
 
-def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | None]) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["lineage"])
+def key_guard(api_key: Callable[[], str | None]) -> Callable[[Request], None]:
+    """A FastAPI dependency that admits requests bearing the API key (writes)."""
 
     def require_key(request: Request) -> None:
         expected = api_key()
@@ -42,6 +42,13 @@ def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | 
             raise HTTPException(401, "missing or wrong API key: send "
                                      "'Authorization: Bearer <GRANARY_LINEAGE_API_KEY>'",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    return require_key
+
+
+def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | None]) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["lineage"])
+    require_key = key_guard(api_key)
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")

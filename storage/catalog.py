@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.models import (
     DatasetRow,
     EvaluationRow,
+    ReleaseEventRow,
     RunRow,
     SourceStateRow,
     StageResultRow,
@@ -44,10 +45,21 @@ class Version:
     files: dict[str, Any]
     quality: dict[str, Any]
     created_at: datetime
+    deprecated: dict[str, Any] | None = None  # {"by", "reason", "at"} while deprecated
 
     @property
     def ref(self) -> str:
         return f"{self.dataset}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class ReleaseEvent:
+    dataset: str
+    version: int
+    action: str       # publish | deprecate | undeprecate | rollback
+    actor: str
+    reason: str
+    created_at: datetime
 
 
 def _now() -> datetime:
@@ -57,7 +69,11 @@ def _now() -> datetime:
 def _to_version(row: VersionRow) -> Version:
     return Version(row.dataset, row.version, row.tag, row.git_rev, row.dvc_md5, row.content_hash,
                    row.row_count, row.run_id, dict(row.files or {}), dict(row.quality or {}),
-                   row.created_at)
+                   row.created_at, dict(row.deprecated) if row.deprecated else None)
+
+
+class ReleaseError(ValueError):
+    """A deprecation or rollback that cannot be done as asked; the message says why."""
 
 
 class Catalog:
@@ -142,7 +158,7 @@ class Catalog:
         for row in rows:
             if language and language.lower() not in (row.language or "").lower().split(","):
                 continue
-            latest = self.get_version(row.name)
+            latest = self.latest(row.name)
             size = latest.row_count if latest else 0
             if grade and not (latest and str(latest.quality.get("grade") or "Z") <= grade):
                 continue
@@ -270,6 +286,12 @@ class Catalog:
                              row_count=v.row_count, run_id=v.run_id, files=v.files,
                              quality=v.quality, created_at=v.created_at)
             s.add(row)
+            dataset = s.get(DatasetRow, v.dataset)
+            if dataset is not None:
+                dataset.latest_version = None  # a new version is the latest again
+            s.add(ReleaseEventRow(dataset=v.dataset, version=v.version, action="publish",
+                                  actor="granary", reason=f"run {v.run_id}",
+                                  created_at=v.created_at))
             s.flush()
             return _to_version(row)
 
@@ -296,6 +318,79 @@ class Catalog:
                 q = q.filter_by(version=version)
             row = s.scalar(q)
             return _to_version(row) if row else None
+
+    def latest(self, dataset: str) -> Version | None:
+        """What "latest" means to consumers: the version a rollback pinned, else the newest
+        version that is not deprecated, else the newest."""
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset)
+            pinned = row.latest_version if row is not None else None
+        versions = self.versions(dataset)
+        for v in reversed(versions):
+            if v.version == pinned:
+                return v
+        live = [v for v in versions if v.deprecated is None] or versions
+        return live[-1] if live else None
+
+    def deprecate(self, dataset: str, version: int, actor: str, reason: str,
+                  *, undo: bool = False) -> Version:
+        """Flag a version deprecated (kept, shown, warned about on download), or lift the
+        flag with ``undo``; recorded with who and why."""
+        if not reason.strip() or not actor.strip():
+            raise ReleaseError("say who is deprecating and why (actor and reason)")
+
+        def write(s: Session) -> Version:
+            row = s.scalar(select(VersionRow).filter_by(dataset=dataset, version=version))
+            if row is None:
+                raise ReleaseError(f"{dataset} has no version {version}")
+            if undo and row.deprecated is None:
+                raise ReleaseError(f"{dataset}@v{version} is not deprecated")
+            row.deprecated = None if undo else {"by": actor, "reason": reason,
+                                                "at": _now().isoformat()}
+            ds = s.get(DatasetRow, dataset)
+            if not undo and ds is not None and ds.latest_version == version:
+                ds.latest_version = None  # a deprecated version stops being pinned latest
+            s.add(ReleaseEventRow(dataset=dataset, version=version,
+                                  action="undeprecate" if undo else "deprecate", actor=actor,
+                                  reason=reason, created_at=_now()))
+            s.flush()
+            return _to_version(row)
+
+        result: Version = self._write(f"deprecate {dataset}@v{version}", write)
+        return result
+
+    def set_latest(self, dataset: str, version: int, actor: str, reason: str) -> Version:
+        """Pin "latest" to ``version`` (a rollback); recorded with who and why."""
+        if not reason.strip() or not actor.strip():
+            raise ReleaseError("say who is rolling back and why (actor and reason)")
+
+        def write(s: Session) -> Version:
+            row = s.scalar(select(VersionRow).filter_by(dataset=dataset, version=version))
+            if row is None:
+                raise ReleaseError(f"{dataset} has no version {version}")
+            if row.deprecated is not None:
+                why = row.deprecated.get("reason", "")
+                raise ReleaseError(f"{dataset}@v{version} is deprecated ({why}); lift that "
+                                   "first (granary deprecate --undo) or pick another version")
+            ds = s.get(DatasetRow, dataset)
+            if ds is None:
+                raise ReleaseError(f"no dataset {dataset}")
+            ds.latest_version = version
+            s.add(ReleaseEventRow(dataset=dataset, version=version, action="rollback",
+                                  actor=actor, reason=reason, created_at=_now()))
+            s.flush()
+            return _to_version(row)
+
+        result: Version = self._write(f"rollback {dataset} to v{version}", write)
+        return result
+
+    def release_events(self, dataset: str) -> list[ReleaseEvent]:
+        """The release history of ``dataset``, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(select(ReleaseEventRow).filter_by(dataset=dataset)
+                             .order_by(ReleaseEventRow.created_at, ReleaseEventRow.id))
+            return [ReleaseEvent(r.dataset, r.version, r.action, r.actor, r.reason,
+                                 r.created_at) for r in rows]
 
     # ---- quality evaluations (candidates and the value curve) -------------------------------
     def record_evaluation(self, dataset: str, run_id: str, *, passed: bool, grade: str,

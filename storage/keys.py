@@ -79,6 +79,11 @@ def registry_path(dataset: str) -> str:
     return f"datasets/{segment(dataset, 'dataset')}"
 
 
+def dvc_object_key(prefix: str, md5: str) -> str:
+    """Where DVC 3 keeps an object (a file, or a folder's ``.dir`` listing) in its remote."""
+    return f"{prefix.strip('/')}/files/md5/{md5[:2]}/{md5[2:]}".lstrip("/")
+
+
 def registry_tag(dataset: str, version: int) -> str:
     if version < 1:
         raise KeyError_(f"version must be >= 1, got {version}")

@@ -35,6 +35,8 @@ class DatasetRow(Base):
     licence: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(200), default="")  # comma-separated codes
     tags: Mapped[str] = mapped_column(String(1000), default="")     # comma-separated
+    # a rollback pins "latest" to an earlier version; None: the newest version not deprecated
+    latest_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spec_hash: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -87,6 +89,23 @@ class VersionRow(Base):
     run_id: Mapped[str] = mapped_column(String(250))
     files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # {"by", "reason", "at"} while the version is deprecated; kept, flagged, warned about
+    deprecated: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ReleaseEventRow(Base):
+    """What was done to a published version and by whom: publish, deprecate, undeprecate,
+    rollback (append-only)."""
+
+    __tablename__ = "release_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -230,10 +230,16 @@ class ObjectStore:
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"delete s3://{bucket}/{key}", lambda: self._client.remove_object(bucket, key))
 
-    def presigned_get(self, bucket: str, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+    def presigned_get(self, bucket: str, key: str, expires: timedelta = timedelta(minutes=15),
+                      filename: str | None = None) -> str:
+        """A GET link valid for ``expires``; ``filename`` names the download (content
+        disposition). Signed locally: no request reaches the server."""
+        headers = ({"response-content-disposition": f'attachment; filename="{filename}"'}
+                   if filename else None)
         return self._call(
             f"presign s3://{bucket}/{key}",
-            lambda: self._client.presigned_get_object(bucket, key, expires=expires),
+            lambda: self._client.presigned_get_object(bucket, key, expires=expires,
+                                                      response_headers=headers),
         )
 
 

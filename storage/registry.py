@@ -207,6 +207,33 @@ class DvcRegistry:
                        "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag}")
         return dest
 
+    def set_latest(self, dataset: str, version: int, message: str) -> str | None:
+        """Point ``main`` (what ``dvc get`` without ``--rev`` returns) back at ``dataset``
+        v``version``: one commit restoring that tag's ``.dvc`` file; the data is already in
+        the bucket. Returns the new commit, or None when main already points there."""
+        tag = keys.registry_tag(dataset, version)
+        pointer = f"{keys.registry_path(dataset)}.dvc"
+        with self._lock(), tempfile.TemporaryDirectory(prefix="granary-latest-") as tmp:
+            work = Path(tmp) / "repo"
+            self._git(None, "clone", "-q", self.url, str(work))
+            if tag not in self._git(work, "tag", "-l", tag).split():
+                raise RegistryError(f"registry: no tag {tag} in {self.url}")
+            for attempt in range(self.push_retries):
+                self._git(work, "checkout", "-q", tag, "--", pointer)
+                if not self._git(work, "status", "--porcelain", "--", pointer).strip():
+                    return None
+                self._git(work, "commit", "-q", "-m", f"{dataset}: latest is v{version} again"
+                          f"\n\n{message}", "--", pointer)
+                try:
+                    self._git(work, "push", "-q", "origin", "main")
+                except RegistryError:
+                    if attempt == self.push_retries - 1:
+                        raise
+                    self._git(work, "fetch", "-q", "--tags", "origin")
+                    self._git(work, "reset", "-q", "--hard", "origin/main")
+                    continue
+                return self._git(work, "rev-parse", "HEAD").strip()
+        raise RegistryError(f"registry: could not move {dataset}'s latest after retries")
 
     def fetch_file(self, dataset: str, version: int, name: str, dest: Path) -> Path:
         """One file of a version (``dvc get`` of ``datasets/<name>/<file>``)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +11,11 @@ import pytest
 from granary.settings import Settings
 from lineage.store import LineageStore
 from storage.catalog import Catalog, Version
+from tests.browser import ARTIFACTS, browser_page, needs_chromium
 from tests.lineage_events import event
 from tests.webapp import serve
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("GRANARY_TEST_ARTIFACTS", "test-artifacts"))
 
 
 @pytest.fixture
@@ -48,17 +45,9 @@ def site(tmp_path: Path) -> Settings:
     return s
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                    reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+@needs_chromium
 def test_lineage_page_renders_the_graph(site: Settings) -> None:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with serve(site) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+    with serve(site) as url, browser_page(1400, 900) as (page, errors):
         page.goto(f"{url}/")
         assert page.locator("text=reviews").first.is_visible()
         page.click("text=lineage")
@@ -80,5 +69,5 @@ def test_lineage_page_renders_the_graph(site: Settings) -> None:
         page.fill("#filter", "publish")
         dimmed = page.locator("#lineage-svg .node.dim").count()
         assert dimmed == nodes.count() - 1  # only the publish job stays lit
-        browser.close()
+        assert errors == []
     assert (ARTIFACTS / "lineage-page.png").stat().st_size > 10_000

@@ -93,3 +93,43 @@ def test_search_and_filters_return_the_right_datasets(catalog_url: str) -> None:
     assert names(grade="B") == ["zh_reviews"] and names(grade="C") == ["en_news", "zh_reviews"]
     assert names(min_rows=1000) == ["zh_reviews"] and names(max_rows=1000) == ["en_news", "prices"]
     assert names(domain="e-commerce", min_rows=1) == ["zh_reviews"]
+
+
+def test_deprecation_and_rollback_move_latest_and_are_recorded(catalog_url: str) -> None:
+    from storage.catalog import ReleaseError
+
+    cat = Catalog(catalog_url)
+    cat.migrate()
+    cat.upsert_dataset("reviews", title="Reviews")
+    for n in (1, 2, 3):
+        cat.add_version(_version(n, f"run-{n}"))
+    assert cat.latest("reviews").version == 3
+
+    v3 = cat.deprecate("reviews", 3, "ana", "labels of batch 7 are wrong")
+    assert v3.deprecated["by"] == "ana" and v3.deprecated["reason"].startswith("labels")
+    assert cat.latest("reviews").version == 2  # the newest version not deprecated
+    assert cat.get_version("reviews", 3).deprecated is not None  # kept, flagged
+    with pytest.raises(ReleaseError, match="is deprecated"):
+        cat.set_latest("reviews", 3, "ana", "try")
+    with pytest.raises(ReleaseError, match="who .* and why"):
+        cat.deprecate("reviews", 2, "ana", "  ")
+
+    cat.set_latest("reviews", 1, "bo", "v2 dropped a source by mistake")
+    assert cat.latest("reviews").version == 1
+    assert [r.name for r, latest in cat.search() if latest and latest.version == 1] == \
+        ["reviews"]
+    cat.deprecate("reviews", 3, "ana", "fixed upstream", undo=True)
+    assert cat.latest("reviews").version == 1  # the pin holds until the next publish
+    with pytest.raises(ReleaseError, match="not deprecated"):
+        cat.deprecate("reviews", 3, "ana", "again", undo=True)
+
+    cat.add_version(_version(4, "run-4"))
+    assert cat.latest("reviews").version == 4  # a new publish is latest again
+    history = [(e.version, e.action, e.actor) for e in cat.release_events("reviews")]
+    assert history == [(1, "publish", "granary"), (2, "publish", "granary"),
+                       (3, "publish", "granary"), (3, "deprecate", "ana"),
+                       (1, "rollback", "bo"), (3, "undeprecate", "ana"),
+                       (4, "publish", "granary")]
+    assert cat.release_events("reviews")[4].reason == "v2 dropped a source by mistake"
+    with pytest.raises(ReleaseError, match="has no version 9"):
+        cat.set_latest("reviews", 9, "bo", "typo")

@@ -1,0 +1,144 @@
+"""The catalog's release endpoints: a dataset and its versions as JSON, download links, and
+deprecation and rollback (writes need the API key until scoped tokens land).
+
+- ``GET  /api/v1/datasets/{dataset}``: the dataset, its latest version, every version with its
+  status, and the release history (who deprecated or rolled back what, and why).
+- ``GET  /api/v1/datasets/{dataset}/versions/{n}``: one version: files with sha256 and
+  download paths, grade, splits, deprecation, code that loads it.
+- ``GET  /datasets/{dataset}/versions/{n}/files/{name}``: 307 to a presigned link (15 minutes
+  by default); a deprecated version's answer carries a ``Warning`` header.
+- ``POST /api/v1/datasets/{dataset}/versions/{n}/deprecation`` ``{"by", "reason", "undo"}``
+- ``POST /api/v1/datasets/{dataset}/latest`` ``{"version", "by", "reason"}`` (a rollback)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+
+from granary.settings import Settings
+from lifecycle import releases
+from storage.catalog import Catalog, ReleaseError, Version
+
+
+class Deprecation(BaseModel):
+    by: str = Field(min_length=1, max_length=200, description="who")
+    reason: str = Field(min_length=1, max_length=2000, description="why")
+    undo: bool = Field(default=False, description="lift the deprecation")
+
+
+class Rollback(BaseModel):
+    version: int = Field(ge=1)
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+def version_json(v: Version, latest: Version | None, base: str,
+                 registry_url: str) -> dict[str, Any]:
+    d = quote(v.dataset, safe="")
+    return {
+        "dataset": v.dataset, "version": v.version, "tag": v.tag, "records": v.row_count,
+        "content_hash": v.content_hash, "git_rev": v.git_rev, "dvc_md5": v.dvc_md5,
+        "run_id": v.run_id, "published_at": v.created_at.isoformat(),
+        "latest": latest is not None and latest.version == v.version,
+        "deprecated": v.deprecated,
+        "grade": v.quality.get("grade"), "score": v.quality.get("score"),
+        "dimensions": v.quality.get("dimensions", {}), "splits": v.quality.get("splits", {}),
+        "files": [{"name": name, "sha256": meta.get("sha256"), "bytes": meta.get("bytes"),
+                   "download": f"{base}/datasets/{d}/versions/{v.version}/files/"
+                               f"{quote(name, safe='')}"}
+                  for name, meta in sorted(v.files.items())],
+        "load": releases.load_code(v, registry_url),
+        "links": {"page": f"{base}/datasets/{d}/versions/{v.version}",
+                  "quality": f"{base}/runs/{d}/{quote(v.run_id, safe='')}/quality",
+                  "lineage": f"{base}/lineage/{d}?version={v.version}"},
+    }
+
+
+def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings],
+                 require_key: Callable[[Request], None]) -> APIRouter:
+    router = APIRouter(tags=["catalog"])
+
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    def version_or_404(dataset: str, n: int) -> Version:
+        v = catalog().get_version(dataset, n)
+        if v is None:
+            known = [f"v{x.version}" for x in catalog().versions(dataset)]
+            raise HTTPException(404, f"{dataset} has no published version {n} (versions: "
+                                     f"{', '.join(known) or 'none'})")
+        return v
+
+    @router.get("/api/v1/datasets/{dataset}")
+    def dataset(request: Request, dataset: str) -> dict[str, Any]:
+        cat = catalog()
+        row = next((d for d in cat.datasets() if d.name == dataset), None)
+        if row is None:
+            raise HTTPException(404, f"no dataset {dataset} in the catalog")
+        latest = cat.latest(dataset)
+        b, reg = base(request), settings().registry
+        return {"name": row.name, "title": row.title, "description": row.description,
+                "domain": row.domain, "modality": row.modality, "task": row.task,
+                "licence": row.licence, "tags": [t for t in row.tags.split(",") if t],
+                "language": [x for x in row.language.split(",") if x],
+                "latest": latest.version if latest else None,
+                "versions": [version_json(v, latest, b, reg) for v in cat.versions(dataset)],
+                "history": [{"version": e.version, "action": e.action, "by": e.actor,
+                             "reason": e.reason, "at": e.created_at.isoformat()}
+                            for e in cat.release_events(dataset)]}
+
+    @router.get("/api/v1/datasets/{dataset}/versions/{n}")
+    def version(request: Request, dataset: str, n: int) -> dict[str, Any]:
+        v = version_or_404(dataset, n)
+        return version_json(v, catalog().latest(dataset), base(request), settings().registry)
+
+    @router.get("/datasets/{dataset}/versions/{n}/files/{name}",
+                response_class=RedirectResponse, status_code=307)
+    def download(dataset: str, n: int, name: str) -> RedirectResponse:
+        """Redirect to a short-lived presigned link of the file in the registry bucket."""
+        from granary.runtime import public_object_store
+
+        v = version_or_404(dataset, n)
+        if name not in v.files:
+            raise HTTPException(404, f"{v.ref} has no file {name} (files: "
+                                     f"{', '.join(sorted(v.files))})")
+        s = settings()
+        bucket, prefix = s.registry_objects
+        links = releases.download_links(v, public_object_store(s), bucket, prefix,
+                                        timedelta(minutes=s.download_link_minutes))
+        headers = {"Cache-Control": "no-store"}
+        warning = releases.deprecation_warning(v)
+        if warning:
+            headers["Warning"] = f'299 granary "{warning}"'
+        return RedirectResponse(links[name].url, status_code=307, headers=headers)
+
+    @router.post("/api/v1/datasets/{dataset}/versions/{n}/deprecation",
+                 dependencies=[Depends(require_key)])
+    def deprecate(request: Request, dataset: str, n: int, body: Deprecation) -> dict[str, Any]:
+        version_or_404(dataset, n)
+        try:
+            v = releases.deprecate(catalog(), dataset, n, body.by, body.reason, undo=body.undo)
+        except ReleaseError as e:
+            raise HTTPException(409, str(e)) from e
+        return version_json(v, catalog().latest(dataset), base(request), settings().registry)
+
+    @router.post("/api/v1/datasets/{dataset}/latest", dependencies=[Depends(require_key)])
+    def rollback(request: Request, dataset: str, body: Rollback) -> dict[str, Any]:
+        from granary.runtime import registry
+
+        version_or_404(dataset, body.version)
+        try:
+            v = releases.rollback(catalog(), registry(settings()), dataset, body.version,
+                                  body.by, body.reason)
+        except ReleaseError as e:
+            raise HTTPException(409, str(e)) from e
+        return version_json(v, catalog().latest(dataset), base(request), settings().registry)
+
+    return router

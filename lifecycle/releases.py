@@ -1,0 +1,127 @@
+"""What happens to a version after it is published: deprecation, rollback of "latest",
+download links and the code that loads it.
+
+- Deprecating keeps the version (its tag, files and lineage stay) but flags it in the catalog
+  and warns on every download; it stops being "latest" unless nothing else is left.
+- Rolling back pins the dataset's "latest" to an earlier version in the catalog *and* moves
+  the registry's ``main`` back, so ``dvc get <registry> datasets/<name>`` without ``--rev``
+  returns it too. The next publish becomes latest again.
+- Both are recorded with who and why (catalog ``release_events``; the registry commit message
+  for a rollback).
+- Download links are presigned GETs of the DVC objects in the registry bucket (the same bytes
+  ``dvc get`` returns), valid for a short time, named with the file's own name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from storage import keys
+from storage.catalog import Catalog, ReleaseError, Version
+from storage.objectstore import ObjectStore
+from storage.registry import DvcRegistry
+
+log = logging.getLogger(__name__)
+DEFAULT_LINK_LIFETIME = timedelta(minutes=15)
+
+
+def deprecate(catalog: Catalog, dataset: str, version: int, actor: str, reason: str,
+              *, undo: bool = False) -> Version:
+    v = catalog.deprecate(dataset, version, actor, reason, undo=undo)
+    log.warning("%s %s by %s: %s", v.ref, "un-deprecated" if undo else "deprecated", actor,
+                reason)
+    return v
+
+
+def rollback(catalog: Catalog, registry: DvcRegistry, dataset: str, version: int, actor: str,
+             reason: str) -> Version:
+    """Make ``version`` the dataset's latest again, in the registry and the catalog."""
+    target = catalog.get_version(dataset, version)
+    if target is None:
+        known = [f"v{v.version}" for v in catalog.versions(dataset)]
+        raise ReleaseError(f"{dataset} has no version {version} (versions: "
+                           f"{', '.join(known) or 'none'})")
+    if target.deprecated is not None:
+        raise ReleaseError(f"{target.ref} is deprecated ({target.deprecated.get('reason')}); "
+                           "lift that first (granary deprecate --undo) or pick another version")
+    if not reason.strip() or not actor.strip():
+        raise ReleaseError("say who is rolling back and why (actor and reason)")
+    registry.set_latest(dataset, version, f"rolled back by {actor}: {reason}")
+    return catalog.set_latest(dataset, version, actor, reason)
+
+
+def deprecation_warning(v: Version) -> str | None:
+    if v.deprecated is None:
+        return None
+    d = v.deprecated
+    return (f"{v.ref} is deprecated (by {d.get('by')} on {str(d.get('at', ''))[:10]}: "
+            f"{d.get('reason')}); it is kept for reproducibility, prefer the latest version")
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    url: str
+    sha256: str
+    bytes: int
+
+
+def object_keys(v: Version, store: ObjectStore, bucket: str, prefix: str) -> dict[str, str]:
+    """File name -> object key of every file of ``v`` in the registry bucket: the folder's
+    DVC listing (``<md5>.dir``) maps each name to its content-addressed object."""
+    listing = json.loads(store.get_bytes(bucket, keys.dvc_object_key(prefix, v.dvc_md5)))
+    return {e["relpath"]: keys.dvc_object_key(prefix, e["md5"]) for e in listing}
+
+
+def download_links(v: Version, store: ObjectStore, bucket: str, prefix: str,
+                   lifetime: timedelta = DEFAULT_LINK_LIFETIME) -> dict[str, Link]:
+    """Presigned links to every file of ``v``, each named ``<dataset>-v<N>-<file>``."""
+    links = {}
+    for name, key in object_keys(v, store, bucket, prefix).items():
+        meta = v.files.get(name, {})
+        url = store.presigned_get(bucket, key, expires=lifetime,
+                                  filename=f"{v.dataset}-v{v.version}-{name}")
+        links[name] = Link(name, url, str(meta.get("sha256", "")), int(meta.get("bytes", 0)))
+    return links
+
+
+def read_file(v: Version, store: ObjectStore, bucket: str, prefix: str, name: str) -> bytes:
+    """One file of ``v`` straight from the registry bucket."""
+    key = object_keys(v, store, bucket, prefix).get(name)
+    if key is None:
+        raise KeyError(f"{v.ref} has no file {name}")
+    return store.get_bytes(bucket, key)
+
+
+def load_code(v: Version, registry_url: str) -> dict[str, str]:
+    """Snippets that load ``v``: pandas over dvc.api, Hugging Face datasets, the CLI."""
+    path = keys.registry_path(v.dataset)
+    data = "data.parquet" if "data.parquet" in v.files else next(
+        (n for n in sorted(v.files) if n.startswith("data.")), "data.parquet")
+    reader = {"data.parquet": "pd.read_parquet(f)",
+              "data.jsonl": "pd.read_json(f, lines=True)",
+              "data.csv": "pd.read_csv(f)"}.get(data, "pd.read_parquet(f)")
+    hf_format = {"data.parquet": "parquet", "data.jsonl": "json", "data.csv": "csv"}.get(
+        data, "parquet")
+    names = sorted(v.quality.get("splits") or {})  # split -> records
+    hf_split = ("\nsplits = {s: ds.filter(lambda r, s=s: r[\"split\"] == s)\n"
+                f"          for s in {tuple(names)!r}}}" if names else "")
+    return {
+        "pandas (dvc.api)": (
+            "import dvc.api\nimport pandas as pd\n\n"
+            f"with dvc.api.open(\"{path}/{data}\", repo=\"{registry_url}\",\n"
+            f"                  rev=\"{v.tag}\", mode=\"rb\") as f:\n"
+            f"    df = {reader}"),
+        "Hugging Face datasets": (
+            f"# dvc get {registry_url} {path} --rev {v.tag} -o {v.dataset}\n"
+            "from datasets import load_dataset\n\n"
+            f"ds = load_dataset(\"{hf_format}\", data_files=\"{v.dataset}/{data}\", "
+            f"split=\"train\"){hf_split}"),
+        "command line": (
+            f"granary get {v.dataset}@v{v.version} --to {v.dataset}\n"
+            f"# or, with only git, dvc and S3 credentials:\n"
+            f"dvc get {registry_url} {path} --rev {v.tag} -o {v.dataset}"),
+    }

@@ -1,0 +1,162 @@
+"""Publishing as its users meet it: two versions in the catalog, download links, deprecation
+and rollback (API, CLI, registry), and every page in headless Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from granary.settings import Settings
+from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+from tests.graded import change_source, graded_settings, publish_run
+from tests.lineage_events import event
+from tests.webapp import serve
+
+pytestmark = pytest.mark.integration
+DS = "graded_reviews"
+
+
+@pytest.fixture
+def two_versions(s3: Settings, tmp_path: Path) -> Settings:
+    s = graded_settings(s3, tmp_path)
+    publish_run(s, "run-v1")
+    change_source(s)
+    publish_run(s, "run-v2")
+    return s
+
+
+def _granary(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(s.home), "COLUMNS": "200", **s.to_env()}
+    return subprocess.run([sys.executable, "-m", "granary", *args], env=env, text=True,
+                          capture_output=True, timeout=300)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
+                                                    tmp_path: Path) -> None:
+    s = two_versions
+    key = {"Authorization": "Bearer test-key"}
+    with serve(s) as url:
+        info = httpx.get(f"{url}/api/v1/datasets/{DS}").json()
+        assert info["latest"] == 2 and [v["version"] for v in info["versions"]] == [1, 2]
+        v2 = info["versions"][1]
+        assert v2["latest"] and v2["deprecated"] is None and v2["grade"] == "A"
+        assert "rev=\"graded_reviews/v2\"" in v2["load"]["pandas (dvc.api)"]
+
+        # a download is a short-lived presigned link to the registry's bytes
+        parquet = next(f for f in v2["files"] if f["name"] == "data.parquet")
+        first = httpx.get(f"{url}{parquet['download']}")
+        assert first.status_code == 307 and "Warning" not in first.headers
+        link = first.headers["location"]
+        assert parse_qs(urlparse(link).query)["X-Amz-Expires"] == ["900"]  # 15 minutes
+        got = httpx.get(link)
+        assert got.status_code == 200 and _sha256(got.content) == parquet["sha256"]
+        assert 'filename="graded_reviews-v2-data.parquet"' in got.headers["content-disposition"]
+        assert httpx.get(f"{url}/datasets/{DS}/versions/2/files/nope.csv").status_code == 404
+
+        # deprecation needs the key, says who and why, and moves latest back to v1
+        body = {"by": "ana", "reason": "batch 7 mislabelled"}
+        path = f"{url}/api/v1/datasets/{DS}/versions/2/deprecation"
+        assert httpx.post(path, json=body).status_code == 401
+        assert httpx.post(path, json={"by": "ana"}, headers=key).status_code == 422
+        done = httpx.post(path, json=body, headers=key)
+        assert done.status_code == 200, done.text
+        assert done.json()["deprecated"]["by"] == "ana" and not done.json()["latest"]
+        assert httpx.get(f"{url}/api/v1/datasets/{DS}").json()["latest"] == 1
+        warned = httpx.get(f"{url}{parquet['download']}")
+        assert warned.status_code == 307 and "batch 7 mislabelled" in warned.headers["warning"]
+        refused = httpx.post(f"{url}/api/v1/datasets/{DS}/latest", headers=key,
+                             json={"version": 2, "by": "bo", "reason": "want it back"})
+        assert refused.status_code == 409 and "is deprecated" in refused.json()["detail"]
+        lifted = httpx.post(path, json={**body, "reason": "relabelled", "undo": True},
+                            headers=key)
+        assert lifted.status_code == 200 and lifted.json()["latest"]
+
+        # a rollback from the command line moves latest in the catalog and the registry
+        rolled = _granary(s, "rollback", f"{DS}@v1", "--reason", "v2 lost five reviews",
+                          "--by", "bo")
+        assert rolled.returncode == 0, rolled.stderr
+        assert "latest graded_reviews is graded_reviews@v1 again" in rolled.stdout
+        info = httpx.get(f"{url}/api/v1/datasets/{DS}").json()
+        assert info["latest"] == 1
+        assert [(h["action"], h["by"], h["reason"]) for h in info["history"][2:]] == [
+            ("deprecate", "ana", "batch 7 mislabelled"), ("undeprecate", "ana", "relabelled"),
+            ("rollback", "bo", "v2 lost five reviews")]
+        plain = tmp_path / "plain"
+        subprocess.run([sys.executable, "-m", "dvc", "get", s.registry, f"datasets/{DS}",
+                        "-o", str(plain)], env={**s.s3_env(), "PATH": "/usr/bin:/bin",
+                                                "HOME": str(tmp_path)},
+                       check=True, cwd=tmp_path, capture_output=True)  # no --rev: main
+        v1 = {f["name"]: f for f in info["versions"][0]["files"]}
+        assert _sha256((plain / "data.parquet").read_bytes()) == v1["data.parquet"]["sha256"]
+
+        got = _granary(s, "get", DS, "--to", str(tmp_path / "latest"))
+        assert got.returncode == 0 and "graded_reviews@v1" in got.stdout, got.stderr
+        listed = _granary(s, "versions", DS)
+        assert "latest" in listed.stdout and "v2 lost five reviews" in listed.stdout
+        httpx.post(path.replace("/2/", "/1/"), json={"by": "cy", "reason": "superseded"},
+                   headers=key)
+        warned_cli = _granary(s, "get", f"{DS}@v1", "--to", str(tmp_path / "old"))
+        assert warned_cli.returncode == 0 and "deprecated" in warned_cli.stderr
+        assert "superseded" in warned_cli.stderr
+
+        # lineage of the release, sent the way the OpenLineage transport sends it
+        dvc_md5 = info["versions"][0]["dvc_md5"]
+        raw, work = f"s3://{s.bucket_raw}/{DS}/rows", f"s3://{s.bucket_work}/{DS}/run-v1"
+        sent = httpx.post(f"{url}/api/v1/lineage/batch", headers=key, json=[
+            event(f"granary_{DS}.collect.merge", [raw], [f"{work}/collect"], rows=440),
+            event(f"granary_{DS}.publish.release", [f"{work}/collect"],
+                  [f"s3://{s.bucket_registry}/datasets/{DS}"], rows=400, version=dvc_md5)])
+        assert sent.status_code in (200, 201), sent.text
+        if Path(CHROMIUM).exists():
+            _browse(url, info)
+
+
+def _browse(url: str, info: dict) -> None:  # type: ignore[type-arg]
+    """Catalog, dataset, version, quality report and lineage pages: each renders with no
+    console error; a screenshot of each is kept as a test artifact."""
+    run_v1 = info["versions"][0]["run_id"]
+    with browser_page() as (page, errors):
+        page.goto(f"{url}/?q=graded")
+        assert page.locator("td a", has_text=DS).count() == 1
+        assert page.locator(".badge.latest").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "catalog-page.png"), full_page=True)
+
+        page.click(f"text={DS}")
+        assert page.locator("#versions tr.deprecated").count() == 1  # v1 (superseded)
+        assert "v2 lost five reviews" in page.inner_text("main")
+        assert "dvc.api.open" in page.inner_text("main")
+        page.screenshot(path=str(ARTIFACTS / "dataset-page-versions.png"), full_page=True)
+
+        page.goto(f"{url}/datasets/{DS}/versions/1")
+        assert "superseded" in page.inner_text("#deprecated")
+        assert page.locator("#files a.download").count() >= 8
+        assert "## Sources" not in page.inner_text(".card")  # rendered, not raw Markdown
+        assert page.locator(".card h2", has_text="Sources").count() == 1
+        with page.expect_download() as dl:
+            page.locator("#files tr", has_text="data.jsonl").locator("a.download").click()
+        path = dl.value.path()
+        jsonl = next(f for f in info["versions"][0]["files"] if f["name"] == "data.jsonl")
+        assert _sha256(Path(path).read_bytes()) == jsonl["sha256"]
+        page.screenshot(path=str(ARTIFACTS / "version-page.png"), full_page=True)
+
+        page.goto(f"{url}/runs/{DS}/{run_v1}/quality")
+        assert page.inner_text("#grade") == "A"
+        page.screenshot(path=str(ARTIFACTS / "quality-page.png"), full_page=True)
+
+        page.goto(f"{url}/lineage/{DS}?version=1")
+        page.wait_for_selector("#lineage-svg .node.published")
+        page.screenshot(path=str(ARTIFACTS / "lineage-page-release.png"), full_page=True)
+        assert errors == []
+    for name in ("catalog-page", "dataset-page-versions", "version-page", "quality-page",
+                 "lineage-page-release"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000

@@ -200,7 +200,7 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
                      if latest and latest.version != v.version else "no newer version yet.")
                   + "</div>")
     q = v.quality
-    facts = _table(["", ""], [
+    facts = _facts([
         ["tag", v.tag], ["records", v.row_count],
         ["quality", f"grade {q.get('grade')} (score {q.get('score')})" if q.get("grade")
          else "gate passed"],
@@ -215,8 +215,8 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
                  f"<td><a class='download' href='{base}/datasets/{d}/versions/{v.version}/files/"
                  f"{quote(n, safe='')}'>download</a></td></tr>"
                  for n, m in sorted(v.files.items()))
-             + "</table><p>Download links are presigned and expire after a few minutes; "
-               "reload the page for fresh ones.</p>")
+             + "</table><p>Each download is redirected to a presigned link to the "
+               "registry's copy, made when you click and valid for a few minutes.</p>")
     changes = "<p>none recorded</p>"
     if change:
         grade_change = change.get("grade") or {}
@@ -285,6 +285,13 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
         return "<p>none</p>"
     return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
             + "".join(f"<tr>{_cells(r)}</tr>" for r in rows) + "</table>")
+
+
+def _facts(rows: list[list[Any]]) -> str:
+    """A two-column table of names and values, without a header."""
+    return ("<table class='facts'>" + "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in rows) + "</table>")
 
 
 def _details(step: dict[str, Any]) -> str:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
-    app = FastAPI(title="Granary", version="0.1.0",
+    # the interactive /docs pages load their scripts from a CDN: only the schema is served
+    app = FastAPI(title="Granary", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Lineage store and catalog of the Granary dataset platform.")
 
     @functools.cache

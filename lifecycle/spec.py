@@ -522,6 +522,14 @@ class DatasetSpec(_Model):
             raise ValueError(f"{v!r} is neither a 5-field cron expression nor an @preset")
         return v
 
+    @model_validator(mode="after")
+    def _table_formats(self) -> DatasetSpec:
+        # tables are also released as CSV unless the spec lists its formats itself
+        if self.modality == "table" and "formats" not in self.publish.model_fields_set:
+            object.__setattr__(self, "publish", self.publish.model_copy(
+                update={"formats": ["parquet", "jsonl", "csv"]}))
+        return self
+
     @property
     def label_values(self) -> list[str] | None:
         label = self.schema_.label_field

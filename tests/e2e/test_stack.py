@@ -18,6 +18,7 @@ from granary.demo import stage_sample
 from granary.runtime import catalog
 from granary.settings import Settings
 from granary.stack import S3_PORT_BLOCK, free_port_block
+from tests.browser import ARTIFACTS, CHROMIUM, browser_page
 from tests.e2e.sample import both_files, expected_reviews
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +40,30 @@ def _processes_of(home: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return [p for p in found if p.pid != os.getpid()]
+
+
+def _through_the_airflow_ui(s: Settings, records: int) -> None:
+    """An operator signs into the Airflow UI, opens Granary from its navigation and walks
+    from the catalog to the published version, all inside Airflow's page."""
+    assert s.airflow_password is not None
+    with browser_page() as (page, errors):
+        page.goto(f"{s.api_url}/")
+        page.fill("input[name=username]", s.airflow_user)
+        page.fill("input[name=password]", s.airflow_password.get_secret_value())
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{s.api_url}/")
+        errors.clear()  # Airflow's own 401 before signing in is not ours
+        page.click("a[aria-label=Granary]")
+        page.wait_for_url(f"{s.api_url}/plugin/granary")
+        view = page.frame_locator("iframe")
+        view.locator("a", has_text="zh_shopping_reviews").first.click()
+        view.locator("#versions").wait_for()
+        view.locator("#versions a", has_text="v1").first.click()
+        view.locator("#files").wait_for()
+        assert str(records) in view.locator("main").inner_text()
+        assert view.locator("#files a.download").count() >= 8
+        page.screenshot(path=str(ARTIFACTS / "airflow-granary-view.png"))
+        assert errors == []
 
 
 def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
@@ -108,6 +133,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         assert "ledger chain intact" in verified.stdout
         missing = _granary(env, "verify", "zh_shopping_reviews@v9")
         assert missing.returncode == 1 and "has no version 9" in missing.stderr
+        if Path(CHROMIUM).exists():
+            _through_the_airflow_ui(s, v.row_count)
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

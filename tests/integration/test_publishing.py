@@ -46,6 +46,11 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
     s = two_versions
     key = {"Authorization": "Bearer test-key"}
     with serve(s) as url:
+        schema = httpx.get(f"{url}/openapi.json").json()
+        assert {"/api/v1/datasets/{dataset}", "/api/v1/datasets/{dataset}/versions/{n}",
+                "/api/v1/datasets/{dataset}/versions/{n}/deprecation",
+                "/api/v1/datasets/{dataset}/latest", "/api/v1/lineage"} <= set(schema["paths"])
+        assert httpx.get(f"{url}/docs").status_code == 404  # its scripts would need a CDN
         info = httpx.get(f"{url}/api/v1/datasets/{DS}").json()
         assert info["latest"] == 2 and [v["version"] for v in info["versions"]] == [1, 2]
         v2 = info["versions"][1]

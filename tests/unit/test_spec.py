@@ -46,6 +46,14 @@ def test_good_spec_loads_with_defaults(tmp_path: Path) -> None:
     assert len(loaded.sha256) == 64
 
 
+def test_tables_are_also_released_as_csv_unless_formats_are_given() -> None:
+    assert parse_spec(GOOD, "t.yaml").publish.formats == ["parquet", "jsonl"]
+    table = GOOD.replace("title: Demo", "title: Demo\nmodality: table")
+    assert parse_spec(table, "t.yaml").publish.formats == ["parquet", "jsonl", "csv"]
+    chosen = table + "publish: {formats: [parquet]}\n"
+    assert parse_spec(chosen, "t.yaml").publish.formats == ["parquet"]
+
+
 def test_sample_spec_in_repo_is_valid(repo: Path) -> None:
     good, bad = discover(repo / "datasets")
     assert bad == []

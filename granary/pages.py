@@ -1,5 +1,5 @@
 """HTML pages of the Granary web app: the catalog, a dataset, a version (card, files, code to
-load it), the lineage graph of a version and the cleaning report.
+load it), the lineage graph of a version, the cleaning and the annotation reports.
 
 Server-rendered HTML with one small script shipped in granary/static (no CDN), so the pages
 work offline inside the Airflow UI.
@@ -148,6 +148,7 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
                      f"<a href='{base}/lineage/{quote(dataset, safe='')}?version={v.version}'>"
                      "lineage</a> · "
                      + _run_link(base, dataset, v.run_id, "preprocess", "cleaning report")
+                     + " · " + _run_link(base, dataset, v.run_id, "annotation", "annotation")
                      + "</td></tr>")
     crows = []
     for e in reversed([e for e in evaluations if e.status == "candidate"]):
@@ -231,6 +232,7 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
     links = (_run_link(base, v.dataset, v.run_id, "quality", "quality report") + " · "
              f"<a href='{base}/lineage/{d}?version={v.version}'>lineage</a> · "
              + _run_link(base, v.dataset, v.run_id, "preprocess", "cleaning report") + " · "
+             + _run_link(base, v.dataset, v.run_id, "annotation", "annotation report") + " · "
              f"<a href='{base}/api/v1/datasets/{d}/versions/{v.version}'>JSON</a>")
     body = (f"<p><a href='{base}/'>catalog</a> · <a href='{base}/datasets/{d}'>"
             f"{html.escape(v.dataset)}</a> · <strong>v{v.version}</strong>{badges(v, latest)}"
@@ -338,3 +340,84 @@ def report_page(dataset: str, run_id: str, report: dict[str, Any], base: str) ->
             body.append(_table(["size", "text", "", "similarity"], rows))
     return _page(f"cleaning report of {dataset}", "".join(body))
 
+
+
+def annotation_page(dataset: str, run_id: str, report: dict[str, Any], base: str) -> str:
+    """The annotation report of one run: labels and where they came from, rules, the model,
+    people and their agreement, conflicts, suspected label errors, topics, review queue."""
+    d, r = quote(dataset, safe=""), quote(run_id, safe="")
+    c = report.get("counts", {})
+    body = [f"<p><a href='{base}/'>catalog</a> · <a href='{base}/datasets/{d}'>"
+            f"{html.escape(dataset)}</a> · run {html.escape(run_id)} · "
+            f"{c.get('in', 0)} in, {c.get('kept', 0)} kept, {c.get('quarantined', 0)} "
+            f"quarantined, {c.get('routed_to_people', 0)} for people · "
+            f"<a href='{base}/api/v1/runs/{d}/{r}/annotation'>JSON</a></p>"]
+    before, after = report.get("labels_before", {}), report.get("labels_after", {})
+    if before or after:
+        body += ["<h3>Labels</h3>", _table(["label", "collected", "after annotation"], [
+            [k, before.get(k, 0), after.get(k, 0)] for k in sorted(set(before) | set(after))])]
+    cov = report.get("coverage")
+    if cov:
+        body += [f"<h3>Where labels came from</h3><p>{cov['labelled']} labelled, "
+                 f"{cov['unlabelled']} without a label. Precedence: people, source, rules, "
+                 "model; a majority vote settles conflicts.</p>",
+                 _table(["source", "records"], list(cov.get("by_source", {}).items()))]
+    if report.get("rules"):
+        body += ["<h3>Rules</h3>", _table(
+            ["rule", "label", "matched", "coverage", "conflicts", "agrees", "disagrees",
+             "accuracy on existing labels"],
+            [[x["rule"], x["label"], x["matched"], x["coverage"], x["conflicts"],
+              x["agrees_with_existing"], x["disagrees_with_existing"],
+              x["accuracy_on_existing"] if x["accuracy_on_existing"] is not None else "-"]
+             for x in report["rules"]])]
+    if report.get("model"):
+        m = report["model"]
+        body.append(f"<h3>Model-assisted labels</h3><p>trained on {m['trained_on']} records; "
+                    f"asked about {m['asked']}; labelled {m['labelled']} at probability ≥ "
+                    f"{m['min_confidence']}; {m['routed_to_people']} routed to people. "
+                    f"{html.escape(m.get('note') or '')}</p>")
+    people = report.get("people")
+    if people:
+        ag = people.get("agreement") or {}
+        body += [f"<h3>People</h3><p>{people['completions']} completions from "
+                 f"{len(people['annotators'])} annotators on {people['records']} records "
+                 f"({html.escape(', '.join(people['files']))}); {people['decided']} decided, "
+                 f"{people['ties']} ties. Agreement ({ag.get('method') or '-'}): "
+                 f"{ag.get('overall') if ag.get('overall') is not None else '-'} on "
+                 f"{ag.get('items_with_several', 0)} items labelled more than once.</p>",
+                 _table(["label", "agreement (one against the rest)"],
+                        [[k, "-" if v is None else v]
+                         for k, v in (ag.get("per_label") or {}).items()])]
+    conf = report.get("conflicts")
+    if conf:
+        body += [f"<h3>Conflicts</h3><p>{conf['found']} identical texts carried different "
+                 f"labels; policy {conf['policy']} (ties: {conf['tie']}); outcomes "
+                 + html.escape(", ".join(f"{k} {v}" for k, v in conf["outcomes"].items())
+                               or "none") + "</p>",
+                 "<table id='conflicts'><tr><th>record</th><th>text</th><th>votes</th>"
+                 "<th>outcome</th><th>label</th></tr>" + "".join(
+                     f"<tr>{_cells([e['id'], e['text'], e['votes'], e['outcome'], e['label']])}"
+                     "</tr>" for e in conf.get("examples", [])) + "</table>"]
+    errs = report.get("label_errors")
+    if errs and errs.get("action") != "ignore":
+        body += [f"<h3>Suspected label errors</h3><p>{errs.get('flagged', 0)} flagged of "
+                 f"{errs.get('checked', 0)} checked (cleanlab's estimate: "
+                 f"{errs.get('estimated', 0)}, classifier accuracy "
+                 f"{errs.get('model_accuracy', '-')}); action {errs['action']} on "
+                 f"{errs.get('acted', 0)}.</p>",
+                 _table(["record", "text", "label", "suggested", "probability"],
+                        [[e["id"], e["text"], e["label"], e["suggested"], e["confidence"]]
+                         for e in errs.get("examples", [])])]
+    topics = (report.get("topics") or {}).get("clusters")
+    if topics:
+        body += ["<h3>Topics</h3>", _table(["topic", "records", "terms"], [
+            [t["topic"], t["records"], " ".join(t["terms"])] for t in topics])]
+    if report.get("review"):
+        tasks = report.get("tasks") or {}
+        links = (f" Import into Label Studio: <a href='{base}/runs/{d}/{r}/annotation/"
+                 "label-studio-tasks.json'>tasks</a> and <a href='"
+                 f"{base}/runs/{d}/{r}/annotation/label-studio-config.xml'>labelling config"
+                 "</a>." if tasks.get("tasks_uri") else "")
+        body += [f"<h3>For people</h3><p>{tasks.get('count', 0)} tasks.{links}</p>",
+                 _table(["why", "records"], list(report["review"].items()))]
+    return _page(f"annotation of {dataset}", "".join(body))

@@ -19,7 +19,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from granary import releases_api
-from granary.pages import dataset_page, index_page, lineage_page, report_page, version_page
+from granary.pages import (
+    annotation_page,
+    dataset_page,
+    index_page,
+    lineage_page,
+    report_page,
+    version_page,
+)
 from granary.settings import Settings, load_settings
 from lifecycle import releases
 from lineage.api import build_router, key_guard
@@ -206,6 +213,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"run {run_id} of {dataset} wrote no report")
         bucket, key = parse_uri(manifest["report"])
         report: dict[str, Any] = json.loads(objects.get_bytes(bucket, key))
+        return report
+
+    @app.get("/runs/{dataset}/{run_id}/annotation", response_class=HTMLResponse)
+    def annotation_report(request: Request, dataset: str, run_id: str) -> str:
+        return annotation_page(dataset, run_id, _annotation(dataset, run_id), base(request))
+
+    @app.get("/api/v1/runs/{dataset}/{run_id}/annotation")
+    def annotation_report_json(dataset: str, run_id: str) -> dict[str, Any]:
+        return _annotation(dataset, run_id)
+
+    @app.get("/runs/{dataset}/{run_id}/annotation/{name}")
+    def annotation_file(dataset: str, run_id: str, name: str) -> Response:
+        """The Label Studio tasks and labelling config of a run, to import into a project."""
+        files = {"label-studio-tasks.json": ("tasks_uri", "application/json"),
+                 "label-studio-config.xml": ("config_uri", "application/xml")}
+        if name not in files:
+            raise HTTPException(404, f"no annotation file {name}; there are {sorted(files)}")
+        uri = (_annotation(dataset, run_id).get("tasks") or {}).get(files[name][0])
+        if not uri:
+            raise HTTPException(404, f"run {run_id} of {dataset} routed no record to people")
+        return Response(_read_uri(uri), media_type=files[name][1], headers={
+            "Content-Disposition": f'attachment; filename="{dataset}-{name}"'})
+
+    def _read_uri(uri: str) -> bytes:
+        from granary.runtime import object_store
+        from lifecycle.shards import parse_uri
+
+        bucket, key = parse_uri(uri)
+        return object_store(current_settings()).get_bytes(bucket, key)
+
+    def _annotation(dataset: str, run_id: str) -> dict[str, Any]:
+        import json
+
+        from storage import keys
+        from storage.objectstore import ObjectNotFound
+
+        try:
+            key = keys.manifest_key(dataset, run_id, "annotate")
+            manifest = json.loads(_read_uri(f"s3://{current_settings().bucket_work}/{key}"))
+        except (ValueError, ObjectNotFound) as e:
+            raise HTTPException(404, f"run {run_id} of {dataset} has no annotation output") from e
+        if not manifest.get("annotation_report"):
+            raise HTTPException(404, f"run {run_id} of {dataset} wrote no annotation report")
+        report: dict[str, Any] = json.loads(_read_uri(manifest["annotation_report"]))
         return report
 
     @app.get("/static/lineage.js")

@@ -1,16 +1,49 @@
-"""Annotation: labels with their source and confidence. Here, labels that came with the source
-data; rules, models and people join in later issues."""
+"""Annotation (标注, 归类): labels with known sources and confidence, the ones that are
+probably wrong found and handled, and a report of it all.
+
+Labellers, in this order of precedence (the first that gives a record a label wins):
+
+1. ``people``: completions imported from Label Studio JSON exports (majority of the
+   annotators of a record; confidence = their agreement);
+2. ``source``: the label the record was collected with (confidence 1);
+3. ``rules``: keyword and regex rules (confidence 1 when every rule that fired agrees; rules
+   that disagree on a record abstain there);
+4. ``model``: a classifier trained on the records labelled so far labels the rest where its
+   probability reaches ``annotate.model.min_confidence``; below it the record goes to people.
+
+Then, for single-label tasks:
+
+- conflicts: identical normalised texts (merged by preprocessing's exact dedup) whose records
+  carried different labels are resolved per ``annotate.conflicts`` (majority vote, drop, or
+  people; ties per ``tie``);
+- likely label errors (confident learning on out-of-fold probabilities, cleanlab) are
+  flagged with their suggested label, relabelled, dropped or sent to people.
+
+Records that leave are quarantined with a reason: ``in == kept + quarantined`` is checked.
+Records routed to people are exported as Label Studio tasks (with the model's
+pre-annotations) beside a labelling config built from the guideline. Without labels at all,
+records are clustered by topic so the catalog can say what the dataset holds.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter, defaultdict
 from typing import Any
 
-from lifecycle import shards
+import numpy as np
+import pandas as pd
+
+from lifecycle import labelcheck, labelling, shards
 from lifecycle.context import StageContext, StageResult
+from lifecycle.errors import ConservationError
+from storage import keys
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
+MODEL_VERSION = "granary-tfidf-logreg"
+EXAMPLES = 10
 
 
 class SourceLabeller:
@@ -25,20 +58,384 @@ class SourceLabeller:
         return df
 
 
+class _Annotation:
+    """One run of the stage over the whole table."""
+
+    def __init__(self, ctx: StageContext, df: pd.DataFrame, merges: pd.DataFrame) -> None:
+        self.ctx, self.cfg = ctx, ctx.spec.annotate
+        self.original: dict[str, str | None] = {}  # record id -> the label it was collected with
+        self.df = df.reset_index(drop=True)
+        self.merges = merges
+        self.text = ctx.spec.schema_.text_field
+        self.label = ctx.spec.schema_.label_field
+        self.report: dict[str, Any] = {"dataset": ctx.dataset, "run_id": ctx.run_id,
+                                       "task": self.cfg.task, "records_in": len(df)}
+        self.quarantined: list[pd.DataFrame] = []
+        self.review: dict[str, str] = {}       # record id -> why people should look at it
+        self.suggestion: dict[str, tuple[str, float]] = {}  # record id -> (label, probability)
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def quarantine(self, mask: np.ndarray, reason: str, details: list[str]) -> None:
+        if not mask.any():
+            return
+        self.quarantined.append(self.df.loc[mask].assign(operator=STAGE, reason=reason,
+                                                         detail=details))
+        self.df = self.df.loc[~mask].reset_index(drop=True)
+
+    def _texts(self) -> list[str]:
+        return ["" if not isinstance(t, str) else t for t in self.df[self.text]]
+
+    # ---- labellers -----------------------------------------------------------------------------
+    def label_records(self) -> None:
+        n = len(self.df)
+        lab, src = self.label, None
+        assert lab is not None
+        if lab not in self.df:
+            self.df[lab] = None
+        original = self.df[lab].astype("object").where(self.df[lab].notna(), None).tolist()
+        original = [v if v not in ("", "<NA>") else None for v in original]
+        self.original = {rid: None if v is None else str(v)
+                         for rid, v in zip(self.df["id"].tolist(), original, strict=True)}
+        labels: list[str | None] = [None] * n
+        source: list[str | None] = [None] * n
+        confidence: list[float | None] = [None] * n
+
+        def offer(i: int, value: str | None, who: str, conf: float) -> None:
+            if value is not None and labels[i] is None:
+                labels[i], source[i], confidence[i] = value, who, conf
+
+        people = self.people_labels()
+        for i, rid in enumerate(self.df["id"].tolist()):
+            if rid in people:
+                offer(i, people[rid][0], "people", people[rid][1])
+        if self.cfg.from_source:
+            for i, collected in enumerate(original):
+                offer(i, None if collected is None else str(collected), "source", 1.0)
+        if self.cfg.rules:
+            ruled, deciders, stats = labelling.apply_rules(self._texts(), list(self.cfg.rules),
+                                                           existing=labels)
+            for i, rule_label in enumerate(ruled):
+                offer(i, rule_label, f"rules:{deciders[i]}", 1.0)
+            self.report["rules"] = [s.summary() for s in stats]
+        if self.cfg.model.enabled:
+            self.model_labels(labels, source, confidence)
+        src = pd.Series(source, dtype="object")
+        self.df[lab] = pd.Series(labels, dtype="object").astype("string")
+        self.df["label_source"] = src.map(lambda s: s.split(":")[0] if s else None)
+        self.df["label_confidence"] = pd.Series(confidence, dtype="float64")
+        if original and any(o is not None for o in original):
+            self.report["labels_before"] = dict(sorted(Counter(
+                str(o) for o in original if o is not None).items()))
+
+    def model_labels(self, labels: list[str | None], source: list[str | None],
+                     confidence: list[float | None]) -> None:
+        texts = self._texts()
+        known = [i for i, v in enumerate(labels) if v is not None and texts[i]]
+        todo = [i for i, v in enumerate(labels) if v is None and texts[i]]
+        info: dict[str, Any] = {"trained_on": len(known), "asked": len(todo), "labelled": 0,
+                                "routed_to_people": 0,
+                                "min_confidence": self.cfg.model.min_confidence}
+        if len(known) < self.cfg.model.min_train or not todo:
+            info["note"] = (f"needs {self.cfg.model.min_train} labelled records to train "
+                            f"(has {len(known)})" if todo else "nothing left to label")
+            self.report["model"] = info
+            return
+        found = labelling.model_labels([texts[i] for i in known],
+                                       [str(labels[i]) for i in known],
+                                       [texts[i] for i in todo],
+                                       self.cfg.model.min_confidence,
+                                       self.ctx.spec.quality.label_errors.seed)
+        ids = self.df["id"].tolist()
+        for j, i in enumerate(todo):
+            value, conf = found.labels[j], found.confidence[j]
+            if value is not None:
+                labels[i], source[i], confidence[i] = value, "model", conf
+                info["labelled"] += 1
+            else:  # too unsure: people decide, with the model's guess as a pre-annotation
+                self.review.setdefault(ids[i], "low_confidence")
+                best = found.best[j]
+                if best is not None:
+                    self.suggestion[ids[i]] = (best, conf)
+                info["routed_to_people"] += 1
+        info["note"] = found.note
+        self.report["model"] = info
+
+    def people_labels(self) -> dict[str, tuple[str, float]]:
+        """Imported Label Studio completions: record id -> (majority label, agreement)."""
+        paths = self._completion_files()
+        if not paths:
+            return {}
+        completions: list[labelling.Completion] = []
+        problems: list[str] = []
+        for path in paths:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: not a Label Studio JSON export ({e}); export the "
+                                 "project as JSON (not JSON-MIN or CSV)") from e
+            if not isinstance(data, list):
+                raise ValueError(f"{path}: a Label Studio JSON export is a list of tasks")
+            found, bad = labelling.read_export(data)
+            completions += found
+            problems += [f"{path.name}: {b}" for b in bad]
+        ratings: dict[str, dict[str, str]] = defaultdict(dict)
+        for c in completions:
+            if c.labels:
+                ratings[c.record_id][c.annotator] = c.labels[0] if self.cfg.task != \
+                    "multi_label" else "|".join(sorted(c.labels))
+        decided: dict[str, tuple[str, float]] = {}
+        ties = 0
+        for rid, by in ratings.items():
+            votes = Counter(by.values()).most_common()
+            if len(votes) > 1 and votes[0][1] == votes[1][1]:
+                ties += 1
+                self.review.setdefault(rid, "annotators_disagree")
+                continue
+            decided[rid] = (votes[0][0], round(votes[0][1] / len(by), 4))
+        present = set(self.df["id"])
+        self.report["people"] = {
+            "files": [p.name for p in paths], "completions": len(completions),
+            "records": len(ratings), "decided": len(decided), "ties": ties,
+            "unknown_records": len(set(ratings) - present), "problems": problems[:EXAMPLES],
+            "annotators": sorted({c.annotator for c in completions}),
+            "agreement": labelling.agreement(dict(ratings))}
+        return decided
+
+    def _completion_files(self) -> list[Any]:
+        root = self.ctx.inbox.resolve()
+        found = []
+        for pattern in self.cfg.people.completions:
+            matches = sorted(p for p in root.glob(pattern) if p.is_file())
+            outside = [p for p in matches if not p.resolve().is_relative_to(root)]
+            if outside:
+                raise ValueError(f"annotate.people.completions {pattern!r} reaches outside the "
+                                 f"inbox {root}: {outside[0]}")
+            if not matches:
+                raise ValueError(f"annotate.people.completions {pattern!r} matches no file "
+                                 f"under the inbox {root}; put the Label Studio export there")
+            found += matches
+        return found
+
+    # ---- conflicts -----------------------------------------------------------------------------
+    def resolve_conflicts(self) -> None:
+        lab = self.label
+        assert lab is not None
+        exact = (self.merges.loc[self.merges["reason"] == "exact_duplicate"]
+                 if len(self.merges) and "label" in self.merges else pd.DataFrame())
+        info: dict[str, Any] = {"found": 0, "policy": self.cfg.conflicts.resolve,
+                                "tie": self.cfg.conflicts.tie, "outcomes": {}, "examples": []}
+        if exact.empty:
+            self.report["conflicts"] = info
+            return
+        votes: dict[str, Counter[str]] = defaultdict(Counter)
+        for kept, value in zip(exact["kept_id"], exact["label"], strict=True):
+            if value is not None and not pd.isna(value):
+                votes[kept][str(value)] += 1
+        row_of = {rid: i for i, rid in enumerate(self.df["id"].tolist())}
+        merged_label = {rid: None if shards.is_missing(v) else str(v)
+                        for rid, v in zip(self.merges["id"], self.merges["label"], strict=True)}
+        drop = np.zeros(len(self.df), dtype=bool)
+        details = []
+        outcomes: Counter[str] = Counter()
+        for kept, counted in votes.items():
+            i = row_of.get(kept)
+            own = self.original.get(kept) if i is not None else merged_label.get(kept)
+            if own is not None:
+                counted[own] += 1
+            if len(counted) < 2:
+                continue
+            info["found"] += 1
+            if i is None:  # the kept record itself was merged later, as a near-duplicate
+                outcomes["merged_into_near_duplicate"] += 1
+                continue
+            if self.df.at[i, "label_source"] == "people":
+                outcomes["decided_by_people"] += 1  # annotators have labelled the text
+                continue
+            current = self.df.at[i, lab]
+            res = labelling.resolve(counted, self.cfg.conflicts.resolve, self.cfg.conflicts.tie,
+                                    None if shards.is_missing(current) else str(current))
+            outcomes[res.outcome] += 1
+            if len(info["examples"]) < EXAMPLES:
+                info["examples"].append({"id": kept, "text": self.df.at[i, self.text],
+                                         "votes": dict(counted), "outcome": res.outcome,
+                                         "label": res.label})
+            if res.label is None:
+                drop[i] = True
+                details.append(json.dumps(dict(counted), ensure_ascii=False, sort_keys=True))
+            elif res.outcome == "majority":
+                self.df.at[i, lab] = res.label
+                self.df.at[i, "label_source"] = "vote"
+                self.df.at[i, "label_confidence"] = res.confidence
+            else:  # people, tie_people, tie_kept: kept as is, marked for review
+                self.review[kept] = "label_conflict"
+        info["outcomes"] = dict(outcomes)
+        info["unresolved"] = sum(outcomes[o] for o in ("people", "tie_people", "tie_kept"))
+        self.report["conflicts"] = info
+        self.quarantine(drop, "label_conflict", details)
+
+    # ---- likely label errors -------------------------------------------------------------------
+    def check_labels(self) -> None:
+        lab = self.label
+        assert lab is not None
+        q = self.ctx.spec.quality.label_errors
+        action = self.cfg.label_errors
+        if action.action == "ignore" or not q.enabled:
+            self.report["label_errors"] = {"action": "ignore"}
+            return
+        values = self.df[lab].astype("object").where(self.df[lab].notna(), None).tolist()
+        found = labelcheck.find(self._texts(), values, folds=q.folds,
+                                max_records=q.max_records, seed=q.seed)
+        info: dict[str, Any] = {**found.summary(), "action": action.action,
+                                "min_confidence": action.min_confidence, "acted": 0,
+                                "examples": []}
+        drop = np.zeros(len(self.df), dtype=bool)
+        details = []
+        ids = self.df["id"].tolist()
+        for pos, suggested, conf in zip(found.positions, found.suggested, found.confidence,
+                                        strict=True):
+            if len(info["examples"]) < EXAMPLES:
+                info["examples"].append({"id": ids[pos], "text": self.df.at[pos, self.text],
+                                         "label": values[pos], "suggested": suggested,
+                                         "confidence": conf})
+            self.suggestion[ids[pos]] = (suggested, conf)
+            if conf < action.min_confidence:
+                continue
+            info["acted"] += 1
+            if action.action == "relabel":
+                self.df.at[pos, lab] = suggested
+                self.df.at[pos, "label_source"] = "relabelled"
+                self.df.at[pos, "label_confidence"] = conf
+            elif action.action == "drop":
+                drop[pos] = True
+                details.append(f"labelled {values[pos]}, the model suggests {suggested} "
+                               f"({conf:.2f})")
+            else:  # flag or people: kept, marked
+                self.review.setdefault(ids[pos], "suspected_label_error")
+        self.report["label_errors"] = info
+        self.quarantine(drop, "suspected_label_error", details)
+
+    # ---- topics (datasets without labels) -----------------------------------------------------
+    def cluster_topics(self) -> None:
+        t = self.cfg.topics
+        if t.enabled is False or (t.enabled == "auto" and self.label is not None):
+            return
+        texts = self._texts()
+        if len([x for x in texts if x]) < max(2 * t.k, 10):
+            self.report["topics"] = {"note": "too few records to cluster"}
+            return
+        assigned, described = labelling.topics(texts, t.k, t.seed)
+        self.df["topic"] = assigned
+        self.report["topics"] = {"k": t.k, "clusters": described}
+
+    # ---- the end -------------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        ids = self.df["id"].tolist()
+        if self.label is not None:
+            self.df["label_flag"] = pd.Series([self.review.get(i) for i in ids], dtype="object")
+            self.df["suggested_label"] = pd.Series(
+                [self.suggestion[i][0] if i in self.suggestion else None for i in ids],
+                dtype="object")
+            lab = self.label
+            self.report["labels_after"] = {str(k): int(v) for k, v in
+                                           self.df[lab].value_counts().sort_index().items()}
+            if "label_source" in self.df:
+                self.report["coverage"] = {
+                    "labelled": int(self.df[lab].notna().sum()),
+                    "unlabelled": int(self.df[lab].isna().sum()),
+                    "by_source": {str(k): int(v) for k, v in self.df["label_source"]
+                                  .value_counts().sort_index().items()}}
+        routed = sorted(i for i, why in self.review.items() if i in set(ids))
+        self.report["review"] = dict(Counter(self.review[i] for i in routed))
+        return {"routed": routed}
+
+
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
+    merges = (shards.read_table(ctx.store, manifest, "merges")
+              if manifest.get("tables", {}).get("merges") else pd.DataFrame())
+    n_in = len(df)
+    work = _Annotation(ctx, df, merges)
+    if ctx.spec.schema_.label_field and len(df):
+        work.label_records()
+        if ctx.spec.annotate.task == "single_label":
+            work.resolve_conflicts()
+            work.check_labels()
+    if len(df):
+        work.cluster_topics()
+    routed = work.finish()["routed"]
+    dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
+               else pd.DataFrame())
+    counts: dict[str, Any] = {"in": n_in, "kept": len(work.df), "quarantined": len(dropped),
+                              "quarantine_reasons": ({str(k): int(v) for k, v in
+                                                      dropped["reason"].value_counts().items()}
+                                                     if len(dropped) else {}),
+                              "routed_to_people": len(routed)}
+    if counts["kept"] + counts["quarantined"] != n_in:
+        raise ConservationError(f"annotate {ctx.dataset}: {n_in} records in but "
+                                f"{counts['kept']} kept + {counts['quarantined']} quarantined; "
+                                f"this is a bug, report it with run {ctx.run_id}")
     label = ctx.spec.schema_.label_field
-    counts: dict[str, Any] = {"in": len(df), "kept": len(df)}
-    if label and ctx.spec.annotate.from_source:
-        df = SourceLabeller()(df, label)
-        labelled = int(df["label_source"].notna().sum())
-        counts.update(labelled=labelled, unlabelled=len(df) - labelled,
+    if label and label in work.df:
+        labelled = int(work.df[label].notna().sum())
+        counts.update(labelled=labelled, unlabelled=len(work.df) - labelled,
                       per_label={str(k): int(v) for k, v in
-                                 df[label].value_counts(dropna=True).sort_index().items()})
-    main = shards.write_table(ctx, STAGE, df)
-    carried = {"report": manifest["report"]} if manifest.get("report") else None
-    uri = shards.write_manifest(ctx, STAGE, df, main, counts, extra=carried)
+                                 work.df[label].value_counts(dropna=True).sort_index().items()},
+                      label_sources=work.report.get("coverage", {}).get("by_source", {}),
+                      label_conflicts=work.report.get("conflicts", {}).get("found", 0),
+                      suspected_label_errors=work.report.get("label_errors", {}).get("flagged",
+                                                                                      0))
+    work.report["counts"] = counts
+    if routed and ctx.spec.annotate.people.export:
+        work.report["tasks"] = _export_tasks(ctx, work.df, set(routed), work.suggestion)
+    tables = {"quarantine": shards.write_table(ctx, STAGE, dropped, "quarantine")
+              } if len(dropped) else {}
+    main = shards.write_table(ctx, STAGE, work.df)
+    report_uri = _write_json(ctx, "report.json", work.report)
+    extra = {"annotation_report": report_uri}
+    if manifest.get("report"):
+        extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
+    uri = shards.write_manifest(ctx, STAGE, work.df, main, counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts,
+    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri},
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+
+
+def _export_tasks(ctx: StageContext, df: pd.DataFrame, routed: set[str],
+                  suggestion: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Label Studio import tasks for the records routed to people, with the model's
+    suggestion as a pre-annotation, and the labelling config built from the guideline; both
+    checked with label-studio-sdk's LabelInterface before they are written."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    spec = ctx.spec
+    text = spec.schema_.text_field
+    config = labelling.labelling_config(spec.guideline, spec.annotate.task)
+    rows = df.loc[df["id"].isin(routed)]
+    records = [{"id": r["id"], text: r[text],
+                "suggested": suggestion.get(r["id"], (None, 0.0))[0],
+                "confidence": suggestion.get(r["id"], (None, 0.0))[1]}
+               for r in rows[["id", text]].to_dict(orient="records")]
+    tasks = labelling.tasks(records, text, MODEL_VERSION)
+    interface = LabelInterface(config)
+    invalid = [t["data"]["granary_id"] for t in tasks
+               if not interface.validate_task({"data": t["data"]})  # type: ignore[arg-type]
+               or not all(interface.validate_prediction(p) for p in t.get("predictions", []))]
+    if invalid:
+        raise ValueError(f"annotate {ctx.dataset}: {len(invalid)} Label Studio tasks do not "
+                         f"fit the labelling config (first: {invalid[0]}); a suggested label "
+                         "outside the guideline? Check annotate.labels")
+    return {"count": len(tasks), "tasks_uri": _write_json(ctx, "label-studio-tasks.json", tasks),
+            "config_uri": _write_text(ctx, "label-studio-config.xml", config)}
+
+
+def _write_json(ctx: StageContext, name: str, body: Any) -> str:
+    return _write_text(ctx, name, json.dumps(body, ensure_ascii=False, indent=2, default=str),
+                       "application/json")
+
+
+def _write_text(ctx: StageContext, name: str, text: str,
+                kind: str = "application/xml") -> str:
+    key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, name)
+    ctx.store.write_atomic(ctx.work_bucket, key, text.encode("utf-8"), kind)
+    return f"s3://{ctx.work_bucket}/{key}"

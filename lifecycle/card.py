@@ -69,6 +69,35 @@ def changelog(previous: pd.DataFrame | None, current: pd.DataFrame, key: str,
 
 
 # ---- the card ---------------------------------------------------------------------------------
+def _annotation_section(spec: DatasetSpec, counts: dict[str, Any], q: dict[str, Any]) -> str:
+    """Labels: the guideline, where they came from, conflicts, suspected errors, review."""
+    a = spec.annotate
+    guide = "\n".join(f"- `{lab.name}`" + (f": {lab.description}" if lab.description else "")
+                      for lab in spec.guideline)
+    sources = ", ".join(f"{k} {v:,}" for k, v in (counts.get("label_sources") or {}).items())
+    lines = [f"Task: {a.task.replace('_', ' ')}, labels in `{spec.schema_.label_field}`:",
+             guide,
+             f"Where labels came from (precedence people, source, rules, model): "
+             f"{sources or 'the source'}."]
+    conflicts = int(counts.get("label_conflicts") or 0)
+    if conflicts:
+        dropped = (counts.get("quarantine_reasons") or {}).get("label_conflict", 0)
+        lines.append(f"Conflicts: {conflicts} identical texts carried different labels; "
+                     f"resolved by {a.conflicts.resolve} (ties: {a.conflicts.tie}), "
+                     f"{dropped} quarantined.")
+    suspected = int(counts.get("suspected_label_errors") or 0)
+    if suspected:
+        lines.append(f"Likely wrong labels (confident learning): {suspected:,} found, action "
+                     f"`{a.label_errors.action}`; flagged records carry `label_flag` and "
+                     "`suggested_label`.")
+    if counts.get("routed_to_people"):
+        lines.append(f"{counts['routed_to_people']:,} records await people (Label Studio "
+                     "tasks exported with the run).")
+    lines.append("Label distribution: " + ", ".join(
+        f"{k} {v:,}" for k, v in (q.get("labels") or {}).items()))
+    return "\n\n".join(lines)
+
+
 def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str]) -> dict[str, Any]:
     creators = {"source": "found", "rules": "machine-generated", "model": "machine-generated",
                 "people": "expert-generated"}
@@ -121,10 +150,8 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
     history = (f"- v{version}: {change['added']} added, {change['removed']} removed, "
                f"{change['relabelled']} relabelled; grade {grade_change['from'] or '-'} -> "
                f"{grade_change['to']}")
-    label_section = (f"Labels in `{label}` ({', '.join(spec.label_values or [])}), produced by: "
-                     f"{', '.join(annotated_by)}. Label distribution: "
-                     + ", ".join(f"{k} {v}" for k, v in (q.get("labels") or {}).items())
-                     if label else "No labels.")
+    label_section = _annotation_section(spec, stages.get("annotate", {}), q) if label \
+        else "No labels."
     return f"""---
 {front}---
 

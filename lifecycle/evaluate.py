@@ -202,11 +202,12 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _preprocess_report(ctx: StageContext, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What preprocessing found (duplicates, label conflicts, personal data). Its report rides
-    on the manifests the later stages pass through; a run that reuses an older preprocessing
-    output finds it there too."""
-    uri = manifest.get("report")
+def _preprocess_report(ctx: StageContext, manifest: dict[str, Any],
+                       which: str = "report") -> dict[str, Any]:
+    """What preprocessing found (duplicates, label conflicts, personal data), or with
+    ``which="annotation_report"`` what annotation did. Reports ride on the manifests the later
+    stages pass through; a run that reuses an older output finds them there too."""
+    uri = manifest.get(which)
     if not uri:
         return {}
     bucket, key = shards.parse_uri(uri)
@@ -305,8 +306,13 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                            "application/json")
     issues = _labels(ctx, df)
     cleaning = _preprocess_report(ctx, manifest)
+    annotation = _preprocess_report(ctx, manifest, "annotation_report")
+    # conflicts annotation resolved (majority vote, dropped) no longer count; without an
+    # annotation report every conflict preprocessing found does
+    conflicts = (annotation.get("conflicts", {}).get("unresolved", 0) if annotation
+                 else cleaning.get("counts", {}).get("label_conflicts", 0))
     evidence = quality_dims.Evidence(
-        checks=checks, conflicts=int(cleaning.get("counts", {}).get("label_conflicts", 0)),
+        checks=checks, conflicts=int(conflicts),
         label_error_rate=issues.rate if issues else 0.0,
         leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)),
         redundant_share=float(diversity.get("share", 0.0)))

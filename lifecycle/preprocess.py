@@ -218,7 +218,8 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
 LOCAL = ("normalise", "filter", "pii")
 GLOBAL = ("exact_dedup", "near_dedup")
 PREVIEW = 80
-MERGE_COLUMNS = ["id", "kept_id", "reason", "similarity"]
+# label: the merged record's own label, so annotation can count the votes of a group
+MERGE_COLUMNS = ["id", "kept_id", "reason", "similarity", "label"]
 
 
 def phases(steps: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -314,7 +315,8 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
                 conflicts = int((live.groupby("exact")["label"].nunique(dropna=True)
                                  > 1).sum())
             found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
-                                  "reason": "exact_duplicate", "similarity": 1.0})
+                                  "reason": "exact_duplicate", "similarity": 1.0,
+                                  "label": _labels(live)[dup]})
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
@@ -338,6 +340,13 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             "label_conflicts": conflicts, "steps": steps}
 
 
+def _labels(live: pd.DataFrame) -> np.ndarray:
+    """Each record's label as text (None where it has none, or the data has no labels)."""
+    if "label" not in live:
+        return np.full(len(live), None, dtype=object)
+    return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
+
+
 def _near(cfg: Any, live: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """(merges, which of ``live`` are merged, summary) of near-duplicate clustering."""
     n = len(live)
@@ -355,7 +364,8 @@ def _near(cfg: Any, live: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, dict[
     ids = live["id"].to_numpy()
     table = pd.DataFrame({"id": ids[dup], "kept_id": ids[keep[dup]], "reason": "near_duplicate",
                           "similarity": [round(best.get(int(i), 0.0), 4)
-                                         for i in np.flatnonzero(dup)]})
+                                         for i in np.flatnonzero(dup)],
+                          "label": _labels(live)[dup]})
     sizes = np.bincount(found.labels)
     summary = {"clusters": int((sizes > 1).sum()),
                "cutoff": round(neardup.acceptance_cutoff(cfg.threshold, cfg.permutations), 4)}

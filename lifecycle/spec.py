@@ -408,8 +408,94 @@ class Collect(_Model):
                                 description="files (or objects) fetched by one mapped task")
 
 
+class LabelDef(_Model):
+    """One label of the annotation guideline."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str = Field(default="", description="what the label means; shown to people")
+
+
+class Rule(_Model):
+    """A weak-supervision rule: records matching any keyword or the regex get ``label``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+    label: str
+    keywords: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Rule:
+        if not self.keywords and not self.regex:
+            raise ValueError(f"rule {self.name!r} needs keywords or a regex")
+        if self.regex:
+            try:
+                re.compile(self.regex)
+            except re.error as e:
+                raise ValueError(f"rule {self.name!r}: regex {self.regex!r} does not compile: "
+                                 f"{e}") from None
+        return self
+
+
+class ModelLabelling(_Model):
+    enabled: bool = Field(default=False, description="label the unlabelled records with a "
+                          "classifier trained on the labelled ones")
+    min_confidence: float = Field(default=0.9, gt=0, le=1, description="below it the record "
+                                  "is routed to people instead")
+    min_train: int = Field(default=50, ge=10, description="labelled records needed to train")
+
+
+class People(_Model):
+    export: bool = Field(default=True, description="write Label Studio tasks (with the model's "
+                         "pre-annotations) for every record routed to people")
+    completions: list[str] = Field(
+        default_factory=list, description="Label Studio JSON exports to import, as paths "
+        "under the inbox (glob patterns allowed)")
+
+
+class Conflicts(_Model):
+    resolve: Literal["majority", "drop", "people"] = Field(
+        default="majority", description="identical normalised texts with different labels")
+    tie: Literal["drop", "people", "first"] = Field(
+        default="drop", description="when the majority is a tie")
+
+
+class LabelErrorAction(_Model):
+    action: Literal["flag", "relabel", "drop", "people", "ignore"] = Field(
+        default="flag", description="what to do with likely label errors (confident learning, "
+        "configured by quality.label_errors)")
+    min_confidence: float = Field(default=0.0, ge=0, le=1, description="act only where the "
+                                  "model's probability for its suggested label reaches this")
+
+
+class Topics(_Model):
+    enabled: bool | Literal["auto"] = Field(
+        default="auto", description="cluster records by topic; auto: when there is no label")
+    k: int = Field(default=8, ge=1, le=200)
+    seed: int = 0
+
+
 class Annotate(_Model):
+    task: Literal["single_label", "multi_label", "spans", "qa"] = "single_label"
+    labels: list[LabelDef] = Field(default_factory=list,
+                                   description="the guideline; the label field's values when "
+                                               "empty")
     from_source: bool = True
+    rules: list[Rule] = Field(default_factory=list)
+    model: ModelLabelling = ModelLabelling()
+    people: People = People()
+    conflicts: Conflicts = Conflicts()
+    label_errors: LabelErrorAction = LabelErrorAction()
+    topics: Topics = Topics()
+
+    @model_validator(mode="after")
+    def _single_label_machinery(self) -> Annotate:
+        if self.task != "single_label" and (self.rules or self.model.enabled):
+            raise ValueError(f"rules and model-assisted labels work on single_label tasks; "
+                             f"this one is {self.task} (label it from the source or by people)")
+        names = [lab.name for lab in self.labels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"label names must be unique, got {names}")
+        return self
 
 
 class Synthesize(_Model):
@@ -529,6 +615,28 @@ class DatasetSpec(_Model):
             object.__setattr__(self, "publish", self.publish.model_copy(
                 update={"formats": ["parquet", "jsonl", "csv"]}))
         return self
+
+    @model_validator(mode="after")
+    def _annotation_labels(self) -> DatasetSpec:
+        known = set(self.label_values or []) | {lab.name for lab in self.annotate.labels}
+        values = self.label_values
+        listed = [lab.name for lab in self.annotate.labels]
+        if values and listed and set(values) != set(listed):
+            raise ValueError(f"annotate.labels {sorted(listed)} differ from the label field's "
+                             f"values {sorted(values)}; list the same labels in both")
+        bad = [r.name for r in self.annotate.rules if known and r.label not in known]
+        if bad:
+            raise ValueError(f"rules {bad} give labels outside {sorted(known)}")
+        if (self.annotate.rules or self.annotate.model.enabled) and not self.schema_.label_field:
+            raise ValueError("rules and model-assisted labels need schema.label_field")
+        return self
+
+    @property
+    def guideline(self) -> list[LabelDef]:
+        """The labels people see: annotate.labels, or the label field's values."""
+        if self.annotate.labels:
+            return list(self.annotate.labels)
+        return [LabelDef(name=v) for v in self.label_values or []]
 
     @property
     def label_values(self) -> list[str] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections import Counter
 
 from granary.demo import sample_files
 from lifecycle.pii import detect, mask
@@ -50,6 +51,15 @@ def both_files() -> set[str]:
     """Reviews present in both pos.txt and neg.txt (conflicting labels)."""
     first, second = _per_file()
     return first & second
+
+
+def label_votes() -> dict[str, dict[str, int]]:
+    """For each review found in both files: how often each file holds it."""
+    counts = {}
+    for label, path in zip(("positive", "negative"), sample_files().values(), strict=True):
+        counts[label] = Counter(_published_form(line) for line in
+                                path.read_text(encoding="utf-8-sig").splitlines())
+    return {t: {label: counts[label][t] for label in counts} for t in both_files()}
 
 
 def unmasked_mobiles(texts: list[str]) -> list[str]:

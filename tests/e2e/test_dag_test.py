@@ -12,7 +12,7 @@ import pytest
 from granary.demo import stage_sample
 from granary.runtime import catalog, registry
 from granary.settings import Settings
-from tests.e2e.sample import expected_reviews, unmasked_mobiles
+from tests.e2e.sample import both_files, expected_reviews, label_votes, unmasked_mobiles
 
 pytestmark = pytest.mark.e2e
 
@@ -85,8 +85,23 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     expected = expected_reviews()
     near = pre["merge_reasons"]["near_duplicate"]
     assert 0 < near < 500  # near-duplicate reviews were found and merged
-    # every exact duplicate removed; what remains is the expected set less the near duplicates
-    assert len(texts) == len(set(texts)) == v.row_count == len(expected) - near
+    # the 47 reviews found in both files are reported as conflicts and resolved: the label a
+    # review carries more often wins, a tie is quarantined (unless its record was merged)
+    ann = counts["annotate"]
+    assert ann["label_conflicts"] == len(both_files()) == 47
+    assert ann["in"] == ann["kept"] + ann["quarantined"]
+    ties = ann["quarantine_reasons"].get("label_conflict", 0)
+    votes = label_votes()
+    assert 0 < ties <= sum(1 for n in votes.values() if n["positive"] == n["negative"])
+    published = {json.loads(line)["text"]: json.loads(line)["label"] for line in lines}
+    decided = {t: max(n, key=n.__getitem__) for t, n in votes.items()
+               if n["positive"] != n["negative"]}
+    assert decided and all(published[t] == label for t, label in decided.items()
+                           if t in published)
+    assert not {t for t, n in votes.items() if n["positive"] == n["negative"]} & set(published)
+    # every exact duplicate removed; what remains is the expected set less the near
+    # duplicates and the ties
+    assert len(texts) == len(set(texts)) == v.row_count == len(expected) - near - ties
     assert set(texts) <= expected
     assert json.loads((out / "manifest.json").read_text())["row_count"] == len(texts)
     # the reviews that carried mobile numbers are published masked (138****5678)

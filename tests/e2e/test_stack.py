@@ -105,7 +105,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         runs = {r.stage: r.counts for r in catalog(s).stage_results("zh_shopping_reviews",
                                                                        run_id)}
         near = runs["preprocess"]["merge_reasons"]["near_duplicate"]
-        assert v.row_count == len(expected_reviews()) - near
+        ties = runs["annotate"]["quarantine_reasons"]["label_conflict"]  # tied labels left
+        assert v.row_count == len(expected_reviews()) - near - ties
         listed = _granary(env, "versions", "zh_shopping_reviews")
         assert listed.returncode == 0
         assert "v1" in listed.stdout and str(v.row_count) in listed.stdout

@@ -36,6 +36,7 @@ schema:
     - {name: text, type: string}
     - {name: label, type: string, values: [positive, negative]}
 collect: {max_bad_share: 0.5}
+annotate: {conflicts: {resolve: majority, tie: first}}
 quality: {gate: {min_rows: 3}}
 publish: {formats: [parquet, jsonl, csv]}
 """
@@ -85,7 +86,9 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert set(merges["kept_id"]) <= set(kept["id"])
 
     a = annotate.run(ctx, p.to_xcom())
+    # "fine" is one vote each way: a tie, kept with its first label and flagged for people
     assert a.counts["per_label"] == {"negative": 1, "positive": 3}
+    assert (a.counts["label_conflicts"], a.counts["quarantined"]) == (1, 0)
     sy = synthesize.run(ctx, a.to_xcom())
     assert sy.counts["synthetic"] == 0
     e = evaluate.run(ctx, sy.to_xcom())
@@ -97,6 +100,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     out = ctx.registry.fetch("tiny_reviews", 1, s.home / "got")
     published = pd.read_parquet(out / "data.parquet")
     assert sorted(published["text"]) == sorted(kept["text"])
+    assert published.set_index("text").loc["fine", "label_flag"] == "label_conflict"
     for column in ("source_uri", "line", "raw_hash", "collected_at", "licence", "legal_basis",
                    "label_source", "label_confidence"):
         assert column in published.columns

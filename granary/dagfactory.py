@@ -165,6 +165,12 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                              **context: Any) -> Any:
             return _part(name, "preprocess", "apply", context, unit, decided)
 
+        @task(task_id="finish")
+        def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
+            """The second pass of annotation: what people answered in Label Studio first."""
+            return _call_stage(name, "annotate", {"manifest_uri": waited["input_manifest"],
+                                                  "pull_label_studio": True}, context)
+
         @task(task_id="merge")
         def merge_preprocess(upstream: Any, applied: Any, decided: Any,
                              **context: Any) -> dict[str, Any]:
@@ -189,6 +195,17 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                     decided = preprocess_dedup(cleaned)
                     applied = preprocess_apply.partial(decided=decided).expand(unit=cleaned)
                     out = merge_preprocess(previous, applied, decided)
+                elif stage == "annotate" and spec.annotate.people.label_studio is not None:
+                    # label -> wait for people in Label Studio (deferred) -> finish
+                    from granary.people import WaitForPeople
+
+                    link = spec.annotate.people.label_studio
+                    labelled = stage_task(stage)(previous)
+                    waited = WaitForPeople(
+                        task_id="wait_for_people", upstream=labelled, conn_id=link.connection,
+                        min_share=link.min_share, poke_seconds=link.poke_seconds,
+                        timeout_minutes=link.timeout_minutes, on_timeout=link.on_timeout)
+                    out = annotate_finish(waited.output)
                 else:
                     out = stage_task(stage, **extra)(previous)
             previous = out

@@ -61,8 +61,11 @@ class SourceLabeller:
 class _Annotation:
     """One run of the stage over the whole table."""
 
-    def __init__(self, ctx: StageContext, df: pd.DataFrame, merges: pd.DataFrame) -> None:
+    def __init__(self, ctx: StageContext, df: pd.DataFrame, merges: pd.DataFrame,
+                 pulled: list[dict[str, Any]] | None = None, project: int | None = None,
+                 ) -> None:
         self.ctx, self.cfg = ctx, ctx.spec.annotate
+        self.pulled, self.project = pulled, project  # tasks read from the Label Studio API
         self.original: dict[str, str | None] = {}  # record id -> the label it was collected with
         self.df = df.reset_index(drop=True)
         self.merges = merges
@@ -161,12 +164,19 @@ class _Annotation:
         self.report["model"] = info
 
     def people_labels(self) -> dict[str, tuple[str, float]]:
-        """Imported Label Studio completions: record id -> (majority label, agreement)."""
+        """Imported Label Studio completions (export files, and the project's tasks when
+        pulled through the API): record id -> (majority label, agreement)."""
         paths = self._completion_files()
-        if not paths:
+        if not paths and self.pulled is None:
             return {}
         completions: list[labelling.Completion] = []
         problems: list[str] = []
+        names = [p.name for p in paths]
+        if self.pulled is not None:
+            found, bad = labelling.read_export(self.pulled)
+            completions += found
+            problems += [f"Label Studio API: {b}" for b in bad]
+            names.append(f"Label Studio project {self.project}")
         for path in paths:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -194,7 +204,7 @@ class _Annotation:
             decided[rid] = (votes[0][0], round(votes[0][1] / len(by), 4))
         present = set(self.df["id"])
         self.report["people"] = {
-            "files": [p.name for p in paths], "completions": len(completions),
+            "files": names, "completions": len(completions),
             "records": len(ratings), "decided": len(decided), "ties": ties,
             "unknown_records": len(set(ratings) - present), "problems": problems[:EXAMPLES],
             "annotators": sorted({c.annotator for c in completions}),
@@ -350,12 +360,22 @@ class _Annotation:
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+    """Label, resolve, check. With a Label Studio server in the spec, the records routed to
+    people are sent to its project; ``upstream["pull_label_studio"]`` (the DAG's second pass,
+    after the wait) reads what people answered there first."""
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
     merges = (shards.read_table(ctx.store, manifest, "merges")
               if manifest.get("tables", {}).get("merges") else pd.DataFrame())
     n_in = len(df)
-    work = _Annotation(ctx, df, merges)
+    link = ctx.spec.annotate.people.label_studio
+    studio = _studio(ctx) if link is not None else None
+    pulled = None
+    if studio is not None and upstream.get("pull_label_studio"):
+        from lifecycle import labelstudio
+
+        pulled = labelstudio.tasks(studio[0], studio[1])
+    work = _Annotation(ctx, df, merges, pulled, studio[1] if studio else None)
     if ctx.spec.schema_.label_field and len(df):
         work.label_records()
         if ctx.spec.annotate.task == "single_label":
@@ -386,8 +406,13 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                       suspected_label_errors=work.report.get("label_errors", {}).get("flagged",
                                                                                       0))
     work.report["counts"] = counts
+    sent: dict[str, Any] = {}
     if routed and ctx.spec.annotate.people.export:
         work.report["tasks"] = _export_tasks(ctx, work.df, set(routed), work.suggestion)
+        if studio is not None:
+            sent = _send(ctx, studio, work.report["tasks"]["tasks_uri"])
+            work.report["tasks"]["label_studio"] = {k: v for k, v in sent.items()
+                                                    if k != "ids"}
     tables = {"quarantine": shards.write_table(ctx, STAGE, dropped, "quarantine")
               } if len(dropped) else {}
     main = shards.write_table(ctx, STAGE, work.df)
@@ -397,8 +422,37 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
     uri = shards.write_manifest(ctx, STAGE, work.df, main, counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri},
+    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
+                                                  "input_manifest": upstream["manifest_uri"],
+                                                  "label_studio": sent},
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+
+
+def _studio(ctx: StageContext) -> tuple[Any, int]:
+    """(client, project id) of the spec's Label Studio server; the project is created with
+    the guideline's labelling config on first use."""
+    from lifecycle import labelstudio
+
+    link = ctx.spec.annotate.people.label_studio
+    assert link is not None
+    client = labelstudio.server(link.connection).client()
+    guide = "\n".join(f"{lab.name}: {lab.description}" for lab in ctx.spec.guideline)
+    project = labelstudio.ensure_project(
+        client, link.project or f"Granary: {ctx.dataset}",
+        labelling.labelling_config(ctx.spec.guideline, ctx.spec.annotate.task), guide)
+    return client, project
+
+
+def _send(ctx: StageContext, studio: tuple[Any, int], tasks_uri: str) -> dict[str, Any]:
+    """Import the exported tasks into the project (those it does not hold yet)."""
+    from lifecycle import labelstudio
+
+    bucket, key = shards.parse_uri(tasks_uri)
+    tasks = json.loads(ctx.store.get_bytes(bucket, key))
+    pushed = labelstudio.push(studio[0], studio[1], tasks)
+    log.info("annotate %s: Label Studio project %s: %s", ctx.dataset, studio[1], pushed)
+    return {"project": studio[1], **pushed,
+            "ids": [t["data"]["granary_id"] for t in tasks]}
 
 
 def _export_tasks(ctx: StageContext, df: pd.DataFrame, routed: set[str],

@@ -444,12 +444,29 @@ class ModelLabelling(_Model):
     min_train: int = Field(default=50, ge=10, description="labelled records needed to train")
 
 
+class LabelStudioLink(_Model):
+    """A Label Studio server the DAG sends tasks to and waits on."""
+
+    connection: str = Field(description="Airflow connection id: host = the Label Studio URL, "
+                            "password = its API token")
+    project: str | None = Field(default=None, description="project title; 'Granary: <dataset>' "
+                                "when unset")
+    min_share: float = Field(default=1.0, gt=0, le=1, description="share of the sent tasks "
+                             "that must be labelled before the run goes on")
+    timeout_minutes: float = Field(default=1440, gt=0, description="how long the DAG waits")
+    poke_seconds: float = Field(default=60, ge=1, description="how often it looks")
+    on_timeout: Literal["continue", "fail"] = Field(
+        default="continue", description="after the timeout: go on with what people labelled, "
+        "or fail the run")
+
+
 class People(_Model):
     export: bool = Field(default=True, description="write Label Studio tasks (with the model's "
                          "pre-annotations) for every record routed to people")
     completions: list[str] = Field(
         default_factory=list, description="Label Studio JSON exports to import, as paths "
         "under the inbox (glob patterns allowed)")
+    label_studio: LabelStudioLink | None = None
 
 
 class Conflicts(_Model):

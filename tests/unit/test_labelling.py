@@ -140,3 +140,26 @@ def test_topics_separate_two_vocabularies() -> None:
     assert assigned[0] != assigned[30]
     assert sorted(t["records"] for t in described) == [30, 30]
     assert all(len(t["terms"]) == 6 for t in described)
+
+
+def test_the_wait_for_people_fails_or_goes_on_after_its_timeout() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from granary.people import WaitForPeople
+
+    upstream = {"manifest_uri": "s3://w/m", "label_studio": {"project": 4, "ids": ["a", "b"]}}
+    late = {"status": "timeout", "done": 1, "total": 2, "error": ""}
+
+    def sensor(on_timeout: str) -> WaitForPeople:
+        return WaitForPeople(task_id=f"wait_{on_timeout}", upstream=upstream, conn_id="ls",
+                             min_share=1.0, poke_seconds=5, timeout_minutes=30,
+                             on_timeout=on_timeout)
+
+    with pytest.raises(AirflowFailException, match=r"labelled 1 of 2 tasks .* project 4 "
+                                                   r"within 30 minutes \(needed 100%\)"):
+        sensor("fail").execute_complete({}, late)
+    assert sensor("continue").execute_complete({}, late)["people"] == late
+    nothing = WaitForPeople(task_id="w", upstream={"label_studio": {}}, conn_id="ls",
+                            min_share=1.0, poke_seconds=5, timeout_minutes=1,
+                            on_timeout="fail").execute({})
+    assert nothing["people"] == {"status": "nothing sent"}

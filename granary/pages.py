@@ -163,6 +163,7 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
              f"<p>domain {html.escape(row.domain or '-')} · modality {html.escape(row.modality)}"
              f" · task {html.escape(row.task or '-')} · licence {html.escape(row.licence)}"
              f" · languages {html.escape(row.language or '-')}</p>" if row else "")
+    held = _topics(catalog, dataset, latest)
     load = (f"<h3>Load the latest version ({_version_link(base, latest)})</h3>"
             + "".join(f"<p>{html.escape(k)}</p><pre><code>{html.escape(c)}</code></pre>"
                       for k, c in list(load_code.items())[:1])
@@ -170,7 +171,7 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
             "page.</p>" if latest and load_code else "")
     history = [e for e in catalog.release_events(dataset) if e.action != "publish"]
     body = (f"<p><a href='{base}/'>catalog</a> · <strong>{html.escape(dataset)}</strong></p>"
-            + about + load
+            + about + held + load
             + "<h3>Value curve</h3>" + value_curve(catalog, dataset)
             + "<p>Filled points are published versions, hollow ones candidates.</p>"
             "<h3>Published versions</h3>"
@@ -183,6 +184,18 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
                + "</table>" if crows else "<p>none</p>")
             + ("<h3>Deprecations and rollbacks</h3>" + _history(history) if history else ""))
     return _page(f"dataset {dataset}", body)
+
+
+def _topics(catalog: Catalog, dataset: str, latest: Version | None) -> str:
+    """What the latest version holds, from its annotation's topic clusters (if any)."""
+    if latest is None:
+        return ""
+    found = {r.stage: r.counts for r in catalog.stage_results(dataset, latest.run_id)}
+    topics = (found.get("annotate") or {}).get("topics") or []
+    if not topics:
+        return ""
+    return ("<p id='topics'>What it holds (topics by size): " + "; ".join(
+        f"{html.escape(' '.join(t['terms']))} ({t['records']})" for t in topics) + "</p>")
 
 
 def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],

@@ -405,6 +405,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                       label_conflicts=work.report.get("conflicts", {}).get("found", 0),
                       suspected_label_errors=work.report.get("label_errors", {}).get("flagged",
                                                                                       0))
+    clusters = (work.report.get("topics") or {}).get("clusters") or []
+    if clusters:  # what the dataset holds, for the catalog: the largest topics' terms
+        counts["topics"] = [{"records": t["records"], "terms": t["terms"][:4]}
+                            for t in clusters[:6]]
     work.report["counts"] = counts
     sent: dict[str, Any] = {}
     if routed and ctx.spec.annotate.people.export:

@@ -230,6 +230,9 @@ def labelling_config(labels: list[Any], task: str, text_field: str = "text") -> 
     if task == "spans":
         body = (f'  <Labels name="label" toName="text">\n{items("Label")}  </Labels>\n'
                 f'  <Text name="text" value="${text_field}"/>\n')
+    elif task == "qa":  # the record is the question; people write the answer
+        body = (f'  <Text name="text" value="${text_field}"/>\n'
+                '  <TextArea name="label" toName="text" rows="3" maxSubmissions="1"/>\n')
     else:
         choice = "multiple" if task == "multi_label" else "single"
         body = (f'  <Text name="text" value="${text_field}"/>\n'
@@ -285,6 +288,8 @@ def read_export(tasks_json: list[dict[str, Any]]) -> tuple[list[Completion], lis
                 value = res.get("value") or {}
                 if "choices" in value:
                     labels += [str(c) for c in value["choices"]]
+                elif res.get("type") == "textarea" and "text" in value:
+                    labels += [str(t) for t in value["text"]]  # answers to a question
                 elif "labels" in value:
                     spans.append({"start": value.get("start"), "end": value.get("end"),
                                   "text": value.get("text"), "labels": value["labels"]})

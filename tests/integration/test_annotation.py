@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 from pydantic import SecretStr
 
@@ -212,3 +214,77 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         people = json.loads(ctx.store.get_bytes(bucket, key))["people"]
         assert people["agreement"]["overall"] == 1.0  # both annotators agreed everywhere
         assert any(r.startswith("GET /api/tasks/") for r in fake.requests)
+
+
+def test_unlabelled_records_are_grouped_into_topics_the_catalog_shows(env: Settings) -> None:
+    phones = [f"手机屏幕电池续航{i}很长,充电快,信号好" for i in range(40)]
+    food = [f"米饭面条饺子{i}好吃,味道香,分量足" for i in range(40)]
+    folder = env.inbox_dir / "notes"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"text": phones + food}).to_csv(folder / "notes.csv", index=False)
+    spec = """\
+name: shop_notes
+title: Shop notes
+licence: {id: CC0-1.0}
+owners: [{name: qa}]
+sources:
+  - {name: notes, type: files, path: notes/notes.csv, format: csv,
+     licence: {id: CC0-1.0, origin: written for this test, legal_basis: own}}
+schema:
+  label_field: null
+  fields: [{name: text, type: string}]
+preprocess: {steps: [normalise, exact_dedup]}
+annotate: {topics: {k: 2}}
+"""
+    ctx = stage_context(env, spec, "run-t", rows_per_shard=50)
+    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom())
+    out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, result.manifest_uri))
+    topic = dict(zip(out["text"], out["topic"], strict=True))
+    assert len({topic[t] for t in phones}) == len({topic[t] for t in food}) == 1
+    assert topic[phones[0]] != topic[food[0]]
+    assert sorted(t["records"] for t in result.counts["topics"]) == [40, 40]
+    # the catalog page of the dataset says what it holds
+    from granary.pages import dataset_page
+    from storage.catalog import Version
+
+    ctx.catalog.record_stage("shop_notes", "run-t", "annotate", "success",
+                             result.manifest_uri, result.counts)
+    ctx.catalog.add_version(Version("shop_notes", 1, "shop_notes/v1", "f" * 40, "m.dir",
+                                    "c" * 64, 80, "run-t", {}, {"passed": True},
+                                    ctx.now))
+    page = dataset_page(ctx.catalog, "shop_notes", "")
+    assert "What it holds" in page and "(40)" in page
+
+
+@pytest.mark.parametrize("action", ["relabel", "drop"])
+def test_likely_label_errors_are_relabelled_or_dropped(env: Settings, action: str) -> None:
+    truth = labelled(400)[["text", "label"]]
+    noisy = truth.copy()
+    # 10% of the labels turned over at random, as many of each label (balance unchanged)
+    rng = np.random.default_rng(5)
+    flipped = sorted(int(i) for label in ("pos", "neg") for i in rng.choice(
+        np.flatnonzero(truth["label"].to_numpy() == label), 20, replace=False))
+    noisy.loc[flipped, "label"] = noisy.loc[flipped, "label"].map({"pos": "neg", "neg": "pos"})
+    folder = env.inbox_dir / "noisy"
+    folder.mkdir(parents=True)
+    noisy.to_csv(folder / "rows.csv", index=False)
+    spec = SPEC.replace("reviews/rows.csv", "noisy/rows.csv").replace(
+        "label_errors: {action: flag}", f"label_errors: {{action: {action}}}").replace(
+        "  people: {completions: [label-studio/*.json]}\n", "")
+    ctx = stage_context(env, spec, f"run-{action}", rows_per_shard=150)
+    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom())
+    c = result.counts
+    assert c["in"] == c["kept"] + c["quarantined"]
+    out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, result.manifest_uri))
+    was_flipped = set(truth.loc[flipped, "text"])
+    if action == "relabel":
+        changed = out.loc[out["label_source"] == "relabelled"]
+        assert len(changed) == c["suspected_label_errors"] > 0
+        hits = changed["text"].isin(was_flipped).sum()
+        assert hits / len(was_flipped) >= 0.6 and hits / len(changed) >= 0.5
+        right = truth.set_index("text")["label"]
+        assert (changed["label"] == right[changed["text"]].to_numpy()).mean() >= 0.5
+    else:
+        assert c["quarantine_reasons"] == {"suspected_label_error": c["suspected_label_errors"]}
+        left = was_flipped & set(out["text"])
+        assert len(left) <= 0.4 * len(was_flipped)

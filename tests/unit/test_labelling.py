@@ -130,6 +130,15 @@ def test_span_and_multi_label_configs_and_their_answers() -> None:
     assert got[0].spans == [{"start": 0, "end": 2, "text": "张三", "labels": ["PER"]}]
     multi = labelling.labelling_config(GUIDE, "multi_label")
     assert 'choice="multiple"' in multi and LabelInterface(multi)
+    qa = LabelInterface(labelling.labelling_config([], "qa"))
+    answer = {"id": 2, "completed_by": 5, "result": [
+        {"id": "q1", "from_name": "label", "to_name": "text", "type": "textarea",
+         "value": {"text": ["北京"]}}]}
+    assert qa.validate_annotation(answer)
+    got, _ = labelling.read_export([{"id": 2, "data": {"text": "中国的首都是?",
+                                                       "granary_id": "q"},
+                                     "annotations": [answer]}])
+    assert (got[0].record_id, got[0].labels) == ("q", ["北京"])
 
 
 def test_topics_separate_two_vocabularies() -> None:

@@ -150,6 +150,14 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
     history = (f"- v{version}: {change['added']} added, {change['removed']} removed, "
                f"{change['relabelled']} relabelled; grade {grade_change['from'] or '-'} -> "
                f"{grade_change['to']}")
+    syn = stages.get("synthesize", {})
+    synthetic_section = (
+        f"{int(syn.get('synthetic', 0)):,} synthetic records ({float(syn.get('share', 0)):.1%} "
+        f"of this version, cap {spec.synthesize.max_share:.0%}), made by "
+        f"`{spec.synthesize.generator}`; {int(syn.get('made', 0)):,} made, "
+        f"{int(syn.get('rejected', 0)):,} rejected. Each carries `synthetic = true`, its "
+        "`generator`, `generator_params` and `seed_ids` (the real records it came from)."
+        if syn.get("synthetic") else "0% (no synthetic records in this version).")
     label_section = _annotation_section(spec, stages.get("annotate", {}), q) if label \
         else "No labels."
     return f"""---
@@ -182,7 +190,7 @@ Every record carries its source object, line and raw hash (`granary trace {name}
 
 ## Synthetic share
 
-0% (no synthetic records in this version).
+{synthetic_section}
 
 ## Quality
 

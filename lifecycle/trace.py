@@ -38,6 +38,32 @@ def _origin(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (int(row[k]) if k == "line" else row.get(k)) for k in PROVENANCE}
 
 
+def _synthetic(v: Any, stages: dict[str, Any], published: Any, row: dict[str, Any],
+               position: int) -> dict[str, Any]:
+    """A synthetic record's path: the generator, its parameters and seeds, then the seeds'
+    own raw origins (each seed is a real record of the same version)."""
+    import json
+
+    seeds = [str(s) for s in (row.get("seed_ids") or [])]
+    seed_rows = [r for r in (_row(published, s) for s in seeds) if r is not None]
+    made = stages.get("synthesize")
+    params = row.get("generator_params")
+    path = [
+        {"stage": "synthesize", "run_id": v.run_id, "status": made.status if made else "?",
+         "at": made.created_at.isoformat() if made else None, "synthetic": True,
+         "generator": row.get("generator"), "params": json.loads(params) if params else {},
+         "seeds": seeds},
+        {"stage": "evaluate", "run_id": v.run_id, "passed": bool(v.quality.get("passed"))},
+        {"stage": "publish", "run_id": v.run_id, "version": v.version, "tag": v.tag,
+         "git_rev": v.git_rev, "files": sorted(v.files), "row": position},
+    ]
+    return {"dataset": v.dataset, "version": v.version, "tag": v.tag, "record_id": row["id"],
+            "record": {k: row.get(k) for k in row if k not in PROVENANCE},
+            "synthetic": True, "seeds": seeds,
+            "raw_origins": [_origin(r) for r in seed_rows if r.get("source_uri")],
+            "path": path}
+
+
 def trace(catalog: Catalog, store: ObjectStore, dataset: str, version: int | None,
           record_id: str) -> dict[str, Any]:
     v = catalog.latest(dataset) if version is None else catalog.get_version(dataset, version)
@@ -56,6 +82,8 @@ def trace(catalog: Catalog, store: ObjectStore, dataset: str, version: int | Non
     if row is None:
         raise TraceError(f"{v.ref} has no record {record_id!r}")
     position = int(published.index[published["id"] == record_id][0])
+    if row.get("synthetic") is True:
+        return _synthetic(v, stages, published, row, position)
 
     pre = shards.read_manifest(store, stages["preprocess"].output_uri)
     merges = shards.read_table(store, pre, "merges")

@@ -434,3 +434,48 @@ def annotation_page(dataset: str, run_id: str, report: dict[str, Any], base: str
         body += [f"<h3>For people</h3><p>{tasks.get('count', 0)} tasks.{links}</p>",
                  _table(["why", "records"], list(report["review"].items()))]
     return _page(f"annotation of {dataset}", "".join(body))
+
+
+def synthesis_page(dataset: str, run_id: str, report: dict[str, Any], base: str) -> str:
+    """The synthesis report of one run: plan, cap, acceptance, balance, fidelity, utility."""
+    d, r = quote(dataset, safe=""), quote(run_id, safe="")
+    body = [f"<p><a href='{base}/'>catalog</a> · <a href='{base}/datasets/{d}'>"
+            f"{html.escape(dataset)}</a> · run {html.escape(run_id)} · generator "
+            f"<code>{html.escape(str(report.get('generator')))}</code> · "
+            f"<a href='{base}/api/v1/runs/{d}/{r}/synthesis'>JSON</a></p>",
+            f"<p id='summary'>{report.get('made', 0)} made, {report.get('accepted', 0)} "
+            f"accepted ({report.get('share', 0):.1%} of the output, cap "
+            f"{report.get('cap', 0)} records).</p>",
+            "<h3>Rejected, by reason</h3>",
+            _table(["reason", "candidates"], [[k, v] for k, v in sorted(
+                (report.get("rejected") or {}).items(), key=lambda kv: -kv[1])])]
+    bal = report.get("balance") or {}
+    before, after = bal.get("before", {}), bal.get("after", {})
+    body += ["<h3>Labels</h3>", _table(["label", "real", "after synthesis", "planned"], [
+        [k, before.get(k, 0), after.get(k, 0), (report.get("planned") or {}).get(k, 0)]
+        for k in sorted(set(before) | set(after))])]
+    fid = report.get("fidelity")
+    if fid:
+        body += [f"<h3>Fidelity</h3><p>largest KS statistic {fid['max_ks']}, mean "
+                 f"correlation difference {fid['correlation_difference']}</p>",
+                 _table(["column", "KS"], [[k, v] for k, v in sorted(fid["ks"].items(),
+                                                                      key=lambda kv: -kv[1])])]
+    util = report.get("utility")
+    if util and "real_only_f1" in util:
+        body.append(f"<h3>Utility</h3><p>macro F1 on {util['test_records']} held-out real "
+                    f"records: {util['real_only_f1']} trained on real only, "
+                    f"{util['real_plus_synthetic_f1']} with {util['synthetic_used']} synthetic "
+                    "records added.</p>")
+    if report.get("llm"):
+        u = report["llm"]
+        body.append(f"<h3>Model use</h3><p>{u['requests']} requests ({u['retries']} retries), "
+                    f"{u['tokens']} tokens, cost {u['cost']}.</p>")
+    ex = report.get("examples") or {}
+    if ex.get("accepted"):
+        body += ["<h3>Examples</h3>", _table(["accepted", "seeds"], [
+            [e.get("text"), ", ".join(e.get("seed_ids") or [])] for e in ex["accepted"]]),
+            _table(["rejected", "reason"], [[e.get("text"), e.get("reason")]
+                                            for e in ex.get("rejected", [])])]
+    if report.get("problems"):
+        body += ["<h3>Problems</h3>", _table(["problem"], [[p] for p in report["problems"]])]
+    return _page(f"synthesis of {dataset}", "".join(body))

@@ -25,6 +25,7 @@ from granary.pages import (
     index_page,
     lineage_page,
     report_page,
+    synthesis_page,
     version_page,
 )
 from granary.settings import Settings, load_settings
@@ -244,20 +245,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return object_store(current_settings()).get_bytes(bucket, key)
 
     def _annotation(dataset: str, run_id: str) -> dict[str, Any]:
+        return _stage_report(dataset, run_id, "annotate", "annotation_report")
+
+    def _stage_report(dataset: str, run_id: str, stage: str, name: str) -> dict[str, Any]:
+        """The report a stage's manifest points at (found by the manifest's fixed key)."""
         import json
 
         from storage import keys
         from storage.objectstore import ObjectNotFound
 
         try:
-            key = keys.manifest_key(dataset, run_id, "annotate")
+            key = keys.manifest_key(dataset, run_id, stage)
             manifest = json.loads(_read_uri(f"s3://{current_settings().bucket_work}/{key}"))
         except (ValueError, ObjectNotFound) as e:
-            raise HTTPException(404, f"run {run_id} of {dataset} has no annotation output") from e
-        if not manifest.get("annotation_report"):
-            raise HTTPException(404, f"run {run_id} of {dataset} wrote no annotation report")
-        report: dict[str, Any] = json.loads(_read_uri(manifest["annotation_report"]))
+            raise HTTPException(404, f"run {run_id} of {dataset} has no {stage} output") from e
+        if not manifest.get(name):
+            raise HTTPException(404, f"run {run_id} of {dataset} wrote no {stage} report")
+        report: dict[str, Any] = json.loads(_read_uri(manifest[name]))
         return report
+
+    @app.get("/runs/{dataset}/{run_id}/synthesis", response_class=HTMLResponse)
+    def synthesis_report(request: Request, dataset: str, run_id: str) -> str:
+        return synthesis_page(dataset, run_id, _stage_report(
+            dataset, run_id, "synthesize", "synthesis_report"), base(request))
+
+    @app.get("/api/v1/runs/{dataset}/{run_id}/synthesis")
+    def synthesis_report_json(dataset: str, run_id: str) -> dict[str, Any]:
+        return _stage_report(dataset, run_id, "synthesize", "synthesis_report")
 
     @app.get("/static/lineage.js")
     def script() -> FileResponse:

@@ -384,8 +384,10 @@ def _examples(accepted: pd.DataFrame, rejected: pd.DataFrame, text: str,
     pick = [text, "seed_ids"]
     return {"accepted": accepted[pick].head(EXAMPLES).to_dict(orient="records")
             if len(accepted) else [],
-            "rejected": rejected[[*pick, "reason"]].head(EXAMPLES).to_dict(orient="records")
-            if len(rejected) else []}
+            # real rejections first: "not_needed" only means the plan was already met
+            "rejected": rejected.assign(_spare=rejected["reason"] == "not_needed")
+            .sort_values("_spare", kind="stable")[[*pick, "reason"]].head(EXAMPLES)
+            .to_dict(orient="records") if len(rejected) else []}
 
 
 def _write_report(ctx: StageContext, report: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -88,6 +89,22 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     assert (made["label"] == "pos").all() and (made["label_source"] == "synthetic").all()
     readme = (out / "README.md").read_text(encoding="utf-8")
     assert f"{c['synthetic']:,} synthetic records" in readme
+
+    # the report in the web app, with its charts' numbers and no console error
+    from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+    from tests.webapp import serve
+
+    with serve(env) as url:
+        page = httpx.get(f"{url}/runs/balanced_reviews/run-s/synthesis")
+        assert page.status_code == 200 and "not_needed" in page.text
+        api = httpx.get(f"{url}/api/v1/runs/balanced_reviews/run-s/synthesis").json()
+        assert api["accepted"] == c["synthetic"]
+        if Path(CHROMIUM).exists():
+            with browser_page() as (pg, errors):
+                pg.goto(f"{url}/runs/balanced_reviews/run-s/synthesis")
+                assert f"{c['synthetic']} accepted" in pg.inner_text("#summary")
+                pg.screenshot(path=str(ARTIFACTS / "synthesis-report.png"), full_page=True)
+                assert errors == []
 
     one = made.iloc[0]
     t = trace(ctx.catalog, ctx.store, "balanced_reviews", 1, one["id"])

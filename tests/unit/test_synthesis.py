@@ -248,3 +248,26 @@ def test_the_llm_client_stops_at_its_caps_and_names_refusals() -> None:
     assert parse_records('[{"text": "ok"}, {"text": 3}]', ["text"]) == (
         [{"text": "ok"}], "1 of 2 items lack a string text")
     assert parse_records("[{bad json]", ["text"])[1].startswith("the reply's array is not")
+
+
+def test_the_llm_generator_runs_through_the_stage_with_its_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = labelled(200).drop(columns=["collected_at"])
+    real = real[~((real["label"] == "pos") & (real.index % 8 != 1))].reset_index(drop=True)
+    spec = TEXT.replace("generator: text_augment", "generator: llm").replace(
+        "text_augment: {edit_share: 0.5}",
+        "llm: {connection: chat, per_request: 20, max_requests: 3, seed_examples: 3}")
+    fresh = [{"text": f"耳机音质清晰,佩戴舒服,很满意第{i}次购买"} for i in range(20)]
+    replies = [(200, json.dumps(fresh, ensure_ascii=False))] * 3
+    with chat_server(list(replies)) as (url, seen):
+        monkeypatch.setenv("AIRFLOW_CONN_CHAT", json.dumps(
+            {"conn_type": "http", "host": url, "password": "sk-x",
+             "extra": {"model": "local-model"}}))
+        out = synthesize.synthesize(ctx(spec), real)
+    report = out["report"]
+    assert report["generator"] == "llm" and seen[0]["body"]["model"] == "local-model"
+    assert report["llm"]["requests"] == len(seen) <= 3
+    assert report["llm"]["tokens"] == 160 * len(seen)
+    syn = out["table"].loc[out["table"]["synthetic"]]
+    assert 0 < len(syn) <= report["cap"]
+    assert all(len(s) == 3 for s in syn["seed_ids"])

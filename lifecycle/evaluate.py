@@ -215,6 +215,31 @@ def _preprocess_report(ctx: StageContext, manifest: dict[str, Any],
     return report
 
 
+def _drift(ctx: StageContext, df: pd.DataFrame) -> dict[str, Any] | None:
+    """Drift against the newest published version, or None (disabled, or none yet)."""
+    import tempfile
+
+    from lifecycle import drift
+    from lifecycle.publish import previous_records
+
+    cfg = ctx.spec.quality.drift
+    previous = ctx.catalog.get_version(ctx.dataset) if cfg.enabled else None
+    if previous is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="granary-drift-") as tmp:
+        before = previous_records(ctx, previous, Path(tmp))
+    if before is None:
+        return None
+    numeric = [f.name for f in ctx.spec.schema_.fields if f.type in ("integer", "float")]
+    found = drift.compare(before, df, ctx.spec.schema_.text_field,
+                          ctx.spec.schema_.label_field, cfg, numeric)
+    found["previous_version"] = previous.version
+    if found["drifted"]:
+        log.warning("evaluate %s: drift against v%d: %s", ctx.dataset, previous.version,
+                    ", ".join(found["drifted"]))
+    return found
+
+
 def _must_pass(spec: DatasetSpec, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The failed checks the gate counts."""
     rule = spec.quality.gate.expectations
@@ -322,7 +347,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    passed = not blocking and not low
+    drifted = _drift(ctx, df)
+    drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
+    passed = not blocking and not low and not drift_blocks
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
     html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
     report = qreport.build(
@@ -333,6 +360,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         links={"gx_validation": f"s3://{ctx.work_bucket}/{gx_key}", "data_docs": docs_uri,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})
+    if drifted is not None:
+        report["drift"] = drifted
     ctx.store.write_atomic(ctx.work_bucket, report_key,
                            json.dumps(report, ensure_ascii=False, default=str).encode(),
                            "application/json")
@@ -343,7 +372,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
               "succeeded": len(checks) - len(failed), "failed": len(failed),
               "blocking": len(blocking), "score": score, "grade": grade,
               "label_errors": len(issues.positions) if issues else 0,
-              "leaked": int(split_info.get("leakage", {}).get("records", 0))}
+              "leaked": int(split_info.get("leakage", {}).get("records", 0)),
+              "drifted": len(drifted["drifted"]) if drifted else 0}
     quality = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
                "dimensions": dims, "score": score, "grade": grade, "weak": weak,
                "report_uri": report_uri, "html_uri": f"s3://{ctx.work_bucket}/{html_key}",
@@ -364,15 +394,19 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                                   quality=qreport.summary(report))
     if not passed:
         raise QualityGateFailed(_refusal(ctx, grade, score, dims, weak, blocking, len(checks),
-                                         report_uri))
+                                         report_uri, drifted if drift_blocks else None))
     return StageResult(STAGE, uri, counts, extra={"passed": passed}, lineage=lineage)
 
 
 def _refusal(ctx: StageContext, grade: str, score: float, dims: dict[str, float],
              weak: list[str], blocking: list[dict[str, Any]], total: int,
-             report_uri: str) -> str:
+             report_uri: str, drifted: dict[str, Any] | None = None) -> str:
     gate = ctx.spec.quality.gate
     parts = []
+    if drifted:
+        parts.append("it drifted from the previous version beyond quality.drift: " + ", ".join(
+            f"{m['measure']} {m['value']} > {m['threshold']}" for m in drifted["measures"]
+            if m["drifted"]))
     if weak:
         parts.append(f"grade {grade} (score {score:.3f}) is below the gate's minimum "
                      f"{gate.min_grade}; weakest dimensions: "

@@ -102,8 +102,12 @@ def progress(client: Any, project: int, ids: set[str]) -> tuple[int, int]:
 def _plain(task: Any) -> dict[str, Any]:
     if isinstance(task, dict):
         return task
+    import warnings
+
     # the SDK's task model types some fields loosely (annotations as str for some roles):
     # the values are kept as the server sent them, without pydantic's warnings about it
-    data: dict[str, Any] = task.model_dump(mode="json", exclude_none=True, warnings=False) \
-        if hasattr(task, "model_dump") else dict(task)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydantic")
+        data: dict[str, Any] = task.model_dump(mode="json", exclude_none=True) \
+            if hasattr(task, "model_dump") else dict(task)
     return data

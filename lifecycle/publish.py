@@ -131,7 +131,7 @@ def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _previous_records(ctx: StageContext, previous: Version | None,
+def previous_records(ctx: StageContext, previous: Version | None,
                       folder: Path) -> pd.DataFrame | None:
     """The previous version's records, from the registry (what consumers have)."""
     if previous is None:
@@ -152,7 +152,7 @@ def _card_files(ctx: StageContext, df: pd.DataFrame, folder: Path,
     """changelog.json, README.md (the card) and croissant.json."""
     spec = ctx.spec
     with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
-        before = _previous_records(ctx, previous, Path(tmp))
+        before = previous_records(ctx, previous, Path(tmp))
     change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
                             previous.quality.get("grade") if previous else None,
                             quality.get("grade"))

@@ -295,6 +295,16 @@ def render(report: dict[str, Any], nav: str = "") -> str:
         + f"<p>Personal data left after masking: {pii['residual_records']:,} records"
         + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p></section>",
     ]
+    dr = report.get("drift")
+    if dr:
+        sections.append(
+            f"<section id='drift'><h3>Drift against v{dr.get('previous_version')}</h3>"
+            + (f"<p><strong>{len(dr['drifted'])} measure(s) beyond their threshold</strong> "
+               f"(action: {_e(dr['action'])}).</p>" if dr["drifted"]
+               else "<p>Every measure within its threshold.</p>")
+            + _table(["measure", "value", "threshold", "drifted"],
+                     [[m["measure"], m["value"], m["threshold"], "✘" if m["drifted"] else "✔"]
+                      for m in dr["measures"]]) + "</section>")
     if sp:
         leak = sp.get("leakage", {})
         sections.append(

@@ -616,8 +616,24 @@ class LabelErrors(_Model):
     seed: int = 0
 
 
+class Drift(_Model):
+    """Compare each candidate with the previous published version (lifecycle/drift.py)."""
+
+    enabled: bool = True
+    max_psi: float = Field(default=0.25, gt=0, description="population stability index of "
+                           "the label, length, numeric and language distributions")
+    max_ks: float = Field(default=0.2, gt=0, le=1, description="Kolmogorov-Smirnov statistic "
+                          "of the length and numeric distributions")
+    max_new_vocabulary: float = Field(default=0.3, gt=0, le=1, description="share of tokens "
+                                      "the previous version never had")
+    action: Literal["warn", "block"] = Field(
+        default="warn", description="drift beyond a threshold: warn in the report, or block "
+        "publication (the run stays a candidate)")
+
+
 class Quality(_Model):
     gate: Gate = Gate()
+    drift: Drift = Drift()
     expectations: list[Expectation] = Field(
         default_factory=list, description="extra GX expectations, run with the built-in suite")
     label_errors: LabelErrors = LabelErrors()

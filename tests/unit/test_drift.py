@@ -1,0 +1,42 @@
+"""Drift fires on a shifted distribution and stays quiet on a fresh sample of the same one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lifecycle import drift
+from lifecycle.spec import Drift
+from tests.textdata import labelled
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_shifted_label_distribution_drifts_and_a_fresh_sample_does_not() -> None:
+    cfg = Drift()
+    before = labelled(600, seed=3)
+    same = labelled(600, seed=9)  # a fresh sample of the same generator
+    quiet = drift.compare(before, same, "text", "label", cfg, [])
+    assert quiet["drifted"] == [], quiet["measures"]
+    # 80% positive instead of 50%: the label PSI is 0.3 * ln(1.6) + 0.3 * ln(2.5) = 0.416
+    shifted = pd.concat([same[same["label"] == "pos"],
+                         same[same["label"] == "neg"].head(75)], ignore_index=True)
+    loud = drift.compare(before, shifted, "text", "label", cfg, [])
+    assert loud["drifted"] == ["label distribution (PSI)"]
+    psi = next(m for m in loud["measures"] if m["measure"] == "label distribution (PSI)")
+    assert psi["value"] == pytest.approx(0.3 * 0.4700 + 0.3 * 0.9163, abs=1e-3)
+
+
+def test_longer_texts_new_words_and_moved_numbers_drift() -> None:
+    cfg = Drift()
+    before = labelled(400, seed=3)
+    after = labelled(400, seed=4)
+    after["text"] = after["text"] + "另外电池续航显著提升,充电速度翻倍,系统流畅无卡顿"
+    found = drift.compare(before, after, "text", "label", cfg, [])
+    assert {"text length (KS)", "new vocabulary share"} <= set(found["drifted"])
+    nums = pd.DataFrame({"price": range(100)})
+    moved = drift.compare(nums, nums.assign(price=nums["price"] + 40), "text", None, cfg,
+                          ["price"])
+    assert moved["drifted"] == ["price (KS)", "price (PSI)"]
+    same = drift.compare(nums, nums, "text", None, cfg, ["price"])
+    assert same["drifted"] == [] and all(m["value"] == 0 for m in same["measures"])

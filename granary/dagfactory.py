@@ -130,6 +130,12 @@ def build_dag(loaded: LoadedSpec) -> DAG:
             @task(task_id=TASKS[stage], **kwargs)
             def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
                 result = _call_stage(name, stage, upstream, context)
+                if stage == "publish" and result.get("unchanged"):
+                    # no new version, so no Asset event: consumers are not woken for nothing
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException(f"no new version: the records equal "
+                                               f"{result['tag']}")
                 if stage == "publish":  # consumers' DAGs are scheduled on this event
                     context["outlet_events"][released].extra = {
                         k: result.get(k) for k in ("version", "tag", "content_hash", "grade",

@@ -221,6 +221,9 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     version = svc.catalog.version_for_run(dataset, run_id)
     if version is not None:
         message = f"published {version.ref}"
+    elif "publish" in results and (results["publish"].counts or {}).get("unchanged"):
+        message = (f"no new version: the records equal {dataset}@v"
+                   f"{results['publish'].counts.get('version')}")
     if status == "success":
         # only a run that completed moves the sources' incremental state forward
         advanced = svc.catalog.commit_source_states(dataset, run_id)

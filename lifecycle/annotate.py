@@ -37,7 +37,7 @@ import pandas as pd
 
 from lifecycle import labelcheck, labelling, shards
 from lifecycle.context import StageContext, StageResult
-from lifecycle.errors import ConservationError
+from lifecycle.errors import ConservationError, PermanentError
 from storage import keys
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,10 @@ class _Annotation:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: not a Label Studio JSON export ({e}); export the "
+                raise PermanentError(f"{path}: not a Label Studio JSON export ({e}); export the "
                                  "project as JSON (not JSON-MIN or CSV)") from e
             if not isinstance(data, list):
-                raise ValueError(f"{path}: a Label Studio JSON export is a list of tasks")
+                raise PermanentError(f"{path}: a Label Studio JSON export is a list of tasks")
             found, bad = labelling.read_export(data)
             completions += found
             problems += [f"{path.name}: {b}" for b in bad]
@@ -218,10 +218,10 @@ class _Annotation:
             matches = sorted(p for p in root.glob(pattern) if p.is_file())
             outside = [p for p in matches if not p.resolve().is_relative_to(root)]
             if outside:
-                raise ValueError(f"annotate.people.completions {pattern!r} reaches outside the "
+                raise PermanentError(f"annotate.people.completions {pattern!r} reaches outside the "
                                  f"inbox {root}: {outside[0]}")
             if not matches:
-                raise ValueError(f"annotate.people.completions {pattern!r} matches no file "
+                raise PermanentError(f"annotate.people.completions {pattern!r} matches no file "
                                  f"under the inbox {root}; put the Label Studio export there")
             found += matches
         return found
@@ -480,7 +480,7 @@ def _export_tasks(ctx: StageContext, df: pd.DataFrame, routed: set[str],
                if not interface.validate_task({"data": t["data"]})  # type: ignore[arg-type]
                or not all(interface.validate_prediction(p) for p in t.get("predictions", []))]
     if invalid:
-        raise ValueError(f"annotate {ctx.dataset}: {len(invalid)} Label Studio tasks do not "
+        raise PermanentError(f"annotate {ctx.dataset}: {len(invalid)} Label Studio tasks do not "
                          f"fit the labelling config (first: {invalid[0]}); a suggested label "
                          "outside the guideline? Check annotate.labels")
     return {"count": len(tasks), "tasks_uri": _write_json(ctx, "label-studio-tasks.json", tasks),

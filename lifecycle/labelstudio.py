@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from lifecycle.errors import PermanentError
+
 log = logging.getLogger(__name__)
 PAGE = 100
 
@@ -36,7 +38,7 @@ def server(conn_id: str) -> Server:
     extra = dict(conn.extra_dejson or {})
     host = str(conn.host or "").rstrip("/")
     if not host:
-        raise ValueError(f"Airflow connection {conn_id!r} has no host: set it to the Label "
+        raise PermanentError(f"Airflow connection {conn_id!r} has no host: set it to the Label "
                          "Studio URL, e.g. http://label-studio:8080")
     if "://" not in host:
         host = f"{conn.schema or 'http'}://{host}"
@@ -44,7 +46,7 @@ def server(conn_id: str) -> Server:
         host = f"{host}:{conn.port}"
     token = extra.get("token") or conn.password
     if not token:
-        raise ValueError(f"Airflow connection {conn_id!r} has no API token: put it in the "
+        raise PermanentError(f"Airflow connection {conn_id!r} has no API token: put it in the "
                          "password (Label Studio: Account & Settings -> Access Token)")
     return Server(host, str(token))
 

@@ -64,12 +64,18 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     df = shards.read_table(ctx.store, manifest)
     previous = ctx.catalog.get_version(spec.name)
     number = max(ctx.registry.tags(spec.name), default=0) + 1
+    with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
+        before = previous_records(ctx, previous, Path(tmp))
+    if previous is not None and before is not None and _same_records(before, df, spec):
+        log.info("publish %s: the records equal %s; no new version", spec.name, previous.ref)
+        return _unchanged(previous)
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         files = write_files(df, folder, list(spec.publish.formats))
         report = _report(ctx, quality)
         files.update(_quality_files(ctx, quality, folder))
-        files.update(_card_files(ctx, df, folder, files, number, previous, quality, report))
+        files.update(_card_files(ctx, df, before, folder, files, number, previous, quality,
+                                 report))
         content_hash = _hash(files)
         ledger = _ledger(previous, content_hash)
         release = {
@@ -104,6 +110,31 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
+    """Whether ``after`` holds the same records as the previous version: the same ids with
+    the same values in every field of the schema (and split). Provenance that changes per run
+    (collection time, run ids) does not count."""
+    if len(before) != len(after) or "id" not in before or "id" not in after:
+        return False
+    cols = ["id", *[f.name for f in spec.schema_.fields if f.name in before and f.name in after]]
+    cols += [c for c in ("split", "synthetic") if c in before and c in after]
+
+    def canonical(df: pd.DataFrame) -> pd.DataFrame:
+        return (df[cols].astype("string").fillna("\x00").sort_values("id")
+                .reset_index(drop=True))
+
+    return bool(canonical(before).equals(canonical(after)))
+
+
+def _unchanged(v: Version) -> StageResult:
+    counts = {"in": v.row_count, "kept": v.row_count, "version": v.version, "unchanged": True}
+    return StageResult(STAGE, f"registry:{v.tag}", counts,
+                       extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
+                              "content_hash": v.content_hash, "reused": True,
+                              "unchanged": True, "grade": v.quality.get("grade"),
+                              "rows": v.row_count})
 
 
 def _hash(files: dict[str, dict[str, Any]]) -> str:
@@ -146,13 +177,12 @@ def previous_records(ctx: StageContext, previous: Version | None,
     return None
 
 
-def _card_files(ctx: StageContext, df: pd.DataFrame, folder: Path,
-                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
-                quality: dict[str, Any], report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None,
+                folder: Path, files: dict[str, dict[str, Any]], number: int,
+                previous: Version | None, quality: dict[str, Any],
+                report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """changelog.json, README.md (the card) and croissant.json."""
     spec = ctx.spec
-    with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
-        before = previous_records(ctx, previous, Path(tmp))
     change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
                             previous.quality.get("grade") if previous else None,
                             quality.get("grade"))

@@ -62,7 +62,7 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     # publishing emitted an Asset event that schedules consumers; the example consumer runs
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     with create_session() as session:
         extras = [e.extra for e in session.scalars(
@@ -123,6 +123,24 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     c = inc["collect"]
     assert (c["raw_new"], c["records_new"], c["unchanged"]) == (0, 0, 2)
     assert c["records"] == c["carried"] == 35124
+
+    # a whole run over the same records makes no new version and wakes no consumer
+    same = dag.test(run_conf={"mode": "full", "first_stage": "collect",
+                              "last_stage": "publish"})
+    assert same.state == "success"
+    assert cat.run("zh_shopping_reviews", same.run_id).message == \
+        "no new version: the records equal zh_shopping_reviews@v1"
+    assert [x.version for x in cat.versions("zh_shopping_reviews")] == [1]
+    from airflow.models.taskinstance import TaskInstance
+
+    with create_session() as session:
+        state = session.scalar(select(TaskInstance.state).where(
+            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == same.run_id,
+            TaskInstance.task_id == "publish.release"))
+        events = session.scalar(select(func.count()).select_from(AssetEvent).join(
+            AssetModel, AssetEvent.asset_id == AssetModel.id).where(
+            AssetModel.uri == "granary://datasets/zh_shopping_reviews"))
+    assert state == "skipped" and events == len(extras)
 
 
 def _map_indexes(dag_id: str, run_id: str, task_id: str) -> list[int]:

@@ -165,3 +165,15 @@ def _browse(url: str, info: dict) -> None:  # type: ignore[type-arg]
     for name in ("catalog-page", "dataset-page-versions", "version-page", "quality-page",
                  "lineage-page-release"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_the_same_records_make_no_new_version(s3: Settings, tmp_path: Path) -> None:
+    s = graded_settings(s3, tmp_path)
+    first = publish_run(s, "run-1")
+    again = publish_run(s, "run-2")  # nothing changed at the source
+    assert first.counts["version"] == 1 and "unchanged" not in first.counts
+    assert again.extra["unchanged"] is True and again.counts["version"] == 1
+    from granary.runtime import catalog, registry
+
+    assert [v.version for v in catalog(s).versions(DS)] == [1]
+    assert registry(s).tags(DS) == {1: f"{DS}/v1"}

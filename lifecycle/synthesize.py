@@ -241,13 +241,20 @@ def _check_text(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> l
     if live and labelled[label].nunique() >= 2:
         model = text_classifier(labelled[text].astype(str).tolist(), cfg.seed)
         model.fit(labelled[text].astype(str).tolist(), labelled[label].astype(str).tolist())
-        probs = model.predict_proba([cand_texts[i] for i in live])
-        col = {c: j for j, c in enumerate(model.classes_)}
-        for row, i in zip(probs, live, strict=True):
-            j = col.get(str(cands.at[i, label]))
-            if j is None or row[j] < cfg.accept.keep_label:
-                reasons[i] = "label_not_kept"
+        _label_kept(model, [cand_texts[i] for i in live], live, cands[label], cfg, reasons)
     return reasons
+
+
+def _label_kept(model: Any, features: Any, live: list[int], labels: pd.Series, cfg: Any,
+                reasons: list[Any]) -> None:
+    """Reject the candidates (rows ``live``) whose own label the fitted ``model`` gives a
+    probability below ``accept.keep_label``."""
+    probs = model.predict_proba(features)
+    col = {str(c): j for j, c in enumerate(model.classes_)}
+    for row, i in zip(probs, live, strict=True):
+        j = col.get(str(labels.iloc[i]))
+        if j is None or row[j] < cfg.accept.keep_label:
+            reasons[i] = "label_not_kept"
 
 
 def _check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
@@ -290,12 +297,8 @@ def _check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
     if live and usable[label].nunique() >= 2:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(usable[columns].to_numpy(dtype=float), usable[label].astype(str))
-        probs = model.predict_proba(cands.loc[live, columns].to_numpy(dtype=float))
-        col = {c: j for j, c in enumerate(model.classes_)}
-        for row, i in zip(probs, live, strict=True):
-            j = col.get(str(cands.at[i, label]))
-            if j is None or row[j] < cfg.accept.keep_label:
-                reasons[i] = "label_not_kept"
+        _label_kept(model, cands.loc[live, columns].to_numpy(dtype=float), live,
+                    cands[label], cfg, reasons)
     return reasons
 
 

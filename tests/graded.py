@@ -3,7 +3,6 @@ build, evaluate and publish by calling the stages directly."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from pydantic import SecretStr
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 from lifecycle.context import StageContext, StageResult
-from tests.stagectx import stage_context
+from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 
 SPEC = """\
@@ -40,12 +39,7 @@ publish:
 def graded_settings(s3: Settings, tmp_path: Path) -> Settings:
     """Own buckets, registry and catalog; 400 labelled reviews in the inbox, 15% of them with
     a mobile number and 10% more rows repeating earlier ones."""
-    tag = uuid.uuid4().hex[:8]
-    s = s3.model_copy(update={"home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
-                              "database_url": f"sqlite:///{tmp_path / 'cat.db'}",
-                              "inbox": tmp_path / "inbox", "bucket_raw": f"raw-{tag}",
-                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}",
-                              "lineage_api_key": SecretStr("test-key")})
+    s = isolated(s3, tmp_path, lineage_api_key=SecretStr("test-key"))
     df = labelled(400)[["text", "label"]]
     df.loc[df.index % 20 < 3, "text"] += "，联系13912345678"
     df = pd.concat([df, df.iloc[::10]], ignore_index=True)

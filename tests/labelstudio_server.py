@@ -6,17 +6,13 @@ played by ``annotate()``. Served over real HTTP by uvicorn in a thread."""
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 
-from granary.stack import free_port_block
+from tests.webapp import serve_app
 
 
 class FakeLabelStudio:
@@ -104,21 +100,5 @@ def _page(rows: list[dict[str, Any]], page: int, size: int, key: str) -> dict[st
 @contextmanager
 def label_studio(token: str = "ls-test-token") -> Iterator[tuple[str, FakeLabelStudio]]:
     fake = FakeLabelStudio(token)
-    port = free_port_block(1, start=36500)
-    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/api/projects/")
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    try:
+    with serve_app(fake.app, probe="/api/projects/", start=36500) as url:
         yield url, fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -16,9 +17,11 @@ from granary.webapp import create_app
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    port = free_port_block(1, start=35000)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+def serve_app(app: Any, probe: str = "/health", start: int = 35000) -> Iterator[str]:
+    """Any ASGI ``app`` on a free local port (uvicorn in a thread) until the block ends;
+    ready once ``probe`` answers."""
+    port = free_port_block(1, start=start)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -26,8 +29,8 @@ def serve(settings: Settings) -> Iterator[str]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
+            httpx.get(f"{url}{probe}")
+            break
         except httpx.HTTPError:
             time.sleep(0.1)
     try:
@@ -35,3 +38,10 @@ def serve(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The Granary web app for ``settings``."""
+    with serve_app(create_app(settings)) as url:
+        yield url

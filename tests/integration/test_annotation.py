@@ -5,7 +5,6 @@ majority vote or dropped on a tie, tasks exported for people, and the report pag
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from granary.settings import Settings
 from lifecycle import annotate, collect, labelling, preprocess, shards
 from lifecycle.shards import parse_uri
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page
-from tests.stagectx import stage_context
+from tests.stagectx import isolated, stage_context
 from tests.tagged import MAJORITY, MIXED, NEUTRAL, SPEC, TIES, write_rows
 from tests.textdata import labelled
 from tests.webapp import serve
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def env(s3: Settings, tmp_path: Path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    s = s3.model_copy(update={"home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
-                              "database_url": f"sqlite:///{tmp_path / 'cat.db'}",
-                              "inbox": tmp_path / "inbox", "bucket_raw": f"raw-{tag}",
-                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}",
-                              "lineage_api_key": SecretStr("k")})
+    s = isolated(s3, tmp_path, lineage_api_key=SecretStr("k"))
     write_rows(tmp_path / "inbox" / "reviews")
     return s
 

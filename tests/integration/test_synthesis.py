@@ -5,7 +5,6 @@ seeds, and it travels into the published version."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 from lifecycle.shards import parse_uri
 from lifecycle.trace import trace
-from tests.stagectx import stage_context
+from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.integration
@@ -47,11 +46,7 @@ quality: {gate: {min_rows: 100}}
 
 @pytest.fixture
 def env(s3: Settings, tmp_path: Path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    s = s3.model_copy(update={"home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
-                              "database_url": f"sqlite:///{tmp_path / 'cat.db'}",
-                              "inbox": tmp_path / "inbox", "bucket_raw": f"raw-{tag}",
-                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}"})
+    s = isolated(s3, tmp_path)
     df = labelled(400)[["text", "label"]]
     df = df[(df["label"] == "neg") | (df.index % 8 == 1)]  # 200 neg, 50 pos
     folder = tmp_path / "inbox" / "reviews"

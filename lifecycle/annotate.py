@@ -75,6 +75,7 @@ class _Annotation:
                                        "task": self.cfg.task, "records_in": len(df)}
         self.quarantined: list[pd.DataFrame] = []
         self.review: dict[str, str] = {}       # record id -> why people should look at it
+        self.flags: dict[str, str] = {}        # record id -> why it is flagged (kept as is)
         self.suggestion: dict[str, tuple[str, float]] = {}  # record id -> (label, probability)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
@@ -276,7 +277,9 @@ class _Annotation:
                 self.df.at[i, lab] = res.label
                 self.df.at[i, "label_source"] = "vote"
                 self.df.at[i, "label_confidence"] = res.confidence
-            else:  # people, tie_people, tie_kept: kept as is, marked for review
+            elif res.outcome == "tie_kept":  # kept with its first label, flagged
+                self.flags[kept] = "label_conflict"
+            else:  # people, tie_people: kept as is until people decide
                 self.review[kept] = "label_conflict"
         info["outcomes"] = dict(outcomes)
         info["unresolved"] = sum(outcomes[o] for o in ("people", "tie_people", "tie_kept"))
@@ -319,8 +322,10 @@ class _Annotation:
                 drop[pos] = True
                 details.append(f"labelled {values[pos]}, the model suggests {suggested} "
                                f"({conf:.2f})")
-            else:  # flag or people: kept, marked
+            elif action.action == "people":
                 self.review.setdefault(ids[pos], "suspected_label_error")
+            else:  # flag: kept, marked with the suggestion
+                self.flags.setdefault(ids[pos], "suspected_label_error")
         self.report["label_errors"] = info
         self.quarantine(drop, "suspected_label_error", details)
 
@@ -341,7 +346,8 @@ class _Annotation:
     def finish(self) -> dict[str, Any]:
         ids = self.df["id"].tolist()
         if self.label is not None:
-            self.df["label_flag"] = pd.Series([self.review.get(i) for i in ids], dtype="object")
+            self.df["label_flag"] = pd.Series([self.review.get(i) or self.flags.get(i)
+                                               for i in ids], dtype="object")
             self.df["suggested_label"] = pd.Series(
                 [self.suggestion[i][0] if i in self.suggestion else None for i in ids],
                 dtype="object")
@@ -356,6 +362,9 @@ class _Annotation:
                                   .value_counts().sort_index().items()}}
         routed = sorted(i for i, why in self.review.items() if i in set(ids))
         self.report["review"] = dict(Counter(self.review[i] for i in routed))
+        kept = set(ids)
+        self.report["flagged"] = dict(Counter(why for i, why in self.flags.items()
+                                              if i in kept and i not in self.review))
         return {"routed": routed}
 
 

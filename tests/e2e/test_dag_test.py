@@ -89,6 +89,8 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     # review carries more often wins, a tie is quarantined (unless its record was merged)
     ann = counts["annotate"]
     assert ann["label_conflicts"] == len(both_files()) == 47
+    # likely label errors are flagged in place (action flag), not sent to people
+    assert ann["suspected_label_errors"] > 0 and ann["routed_to_people"] == 0
     assert ann["in"] == ann["kept"] + ann["quarantined"]
     ties = ann["quarantine_reasons"].get("label_conflict", 0)
     votes = label_votes()

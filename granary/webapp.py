@@ -199,22 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _report(dataset, run_id)
 
     def _report(dataset: str, run_id: str) -> dict[str, Any]:
-        import json
-
-        from granary.runtime import object_store
-        from lifecycle.shards import parse_uri, read_manifest
-
-        found = {r.stage: r for r in store().catalog.stage_results(dataset, run_id)}
-        result = found.get("preprocess")
-        if result is None or not result.output_uri:
-            raise HTTPException(404, f"run {run_id} of {dataset} has no preprocessing output")
-        objects = object_store(current_settings())
-        manifest = read_manifest(objects, result.output_uri)
-        if not manifest.get("report"):
-            raise HTTPException(404, f"run {run_id} of {dataset} wrote no report")
-        bucket, key = parse_uri(manifest["report"])
-        report: dict[str, Any] = json.loads(objects.get_bytes(bucket, key))
-        return report
+        return _stage_report(dataset, run_id, "preprocess", "report")
 
     @app.get("/runs/{dataset}/{run_id}/annotation", response_class=HTMLResponse)
     def annotation_report(request: Request, dataset: str, run_id: str) -> str:
@@ -248,15 +233,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _stage_report(dataset, run_id, "annotate", "annotation_report")
 
     def _stage_report(dataset: str, run_id: str, stage: str, name: str) -> dict[str, Any]:
-        """The report a stage's manifest points at (found by the manifest's fixed key)."""
+        """The report ``name`` that a run's ``stage`` output points at. The output is the one
+        the catalog recorded for the run (an earlier run's, when this run reused it), else the
+        run's own manifest at its fixed key."""
         import json
 
         from storage import keys
         from storage.objectstore import ObjectNotFound
 
+        found = {r.stage: r for r in store().catalog.stage_results(dataset, run_id)}
+        recorded = found.get(stage)
+        uri = (recorded.output_uri if recorded is not None and recorded.output_uri
+               else f"s3://{current_settings().bucket_work}/"
+                    f"{keys.manifest_key(dataset, run_id, stage)}")
         try:
-            key = keys.manifest_key(dataset, run_id, stage)
-            manifest = json.loads(_read_uri(f"s3://{current_settings().bucket_work}/{key}"))
+            manifest = json.loads(_read_uri(uri))
         except (ValueError, ObjectNotFound) as e:
             raise HTTPException(404, f"run {run_id} of {dataset} has no {stage} output") from e
         if not manifest.get(name):

@@ -78,6 +78,26 @@ def _call_stage(dataset: str, stage: str, upstream: Any,
     return result
 
 
+def schedule(spec: Any) -> Any:
+    """The spec's cron or preset; a dataset built from other Granary datasets also runs when
+    one of them publishes a new version (its Asset event), with or without a cron."""
+    upstream = [release_asset(u) for u in spec.upstreams] if spec.refresh.on_upstream else []
+    if not upstream:
+        return spec.schedule
+    from airflow.sdk import AssetAny
+
+    assets = upstream[0] if len(upstream) == 1 else AssetAny(*upstream)
+    if spec.schedule is None:
+        return assets
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    cron = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}.get(spec.schedule, spec.schedule)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"),
+                               assets=assets)
+
+
 def build_dag(loaded: LoadedSpec) -> DAG:
     spec = loaded.spec
     name = spec.name
@@ -85,7 +105,7 @@ def build_dag(loaded: LoadedSpec) -> DAG:
         dag_id=dag_id(name),
         description=spec.title,
         doc_md=_doc(loaded),
-        schedule=spec.schedule,
+        schedule=schedule(spec),
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -98,9 +118,11 @@ def build_dag(loaded: LoadedSpec) -> DAG:
             "max_retry_delay": timedelta(minutes=5),
         },
         params={
-            "mode": Param("full", enum=["full", "incremental"], title="Mode",
+            # scheduled and upstream-triggered runs refresh incrementally
+            "mode": Param("incremental" if spec.schedule or spec.upstreams else "full",
+                          enum=["full", "incremental"], title="Mode",
                           description="full: rebuild from all source data; incremental: "
-                                      "only what is new since the last run"),
+                                      "the published version plus what is new since"),
             "first_stage": Param("collect", enum=list(STAGES), title="First stage"),
             "last_stage": Param("publish", enum=list(STAGES), title="Last stage"),
         },
@@ -130,6 +152,13 @@ def build_dag(loaded: LoadedSpec) -> DAG:
             @task(task_id=TASKS[stage], **kwargs)
             def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
                 result = _call_stage(name, stage, upstream, context)
+                if stage == "collect" and result["counts"].get("nothing_new"):
+                    # an incremental run with nothing new: the later stages are skipped
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException(
+                        f"nothing new since {name}@v{result['counts']['base_version']}; "
+                        "no new version")
                 if stage == "publish" and result.get("unchanged"):
                     # no new version, so no Asset event: consumers are not woken for nothing
                     from airflow.sdk.exceptions import AirflowSkipException

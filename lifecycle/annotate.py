@@ -256,6 +256,9 @@ class _Annotation:
             if len(counted) < 2:
                 continue
             info["found"] += 1
+            if i is None and kept not in merged_label:  # a refresh: the published record stays
+                outcomes["published_record_kept"] += 1
+                continue
             if i is None:  # the kept record itself was merged later, as a near-duplicate
                 outcomes["merged_into_near_duplicate"] += 1
                 continue

@@ -131,7 +131,8 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
     for source in ctx.spec.sources:
         state = _state(ctx, source.name)
         conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=ctx.mode,
-                         files_per_task=ctx.spec.collect.files_per_task)
+                         files_per_task=ctx.spec.collect.files_per_task,
+                         catalog=ctx.catalog, registry=ctx.registry)
         groups = conn.plan(state, ctx.mode)
         for i, items in enumerate(groups):
             label = source.name if len(groups) == 1 else f"{source.name} {i + 1}/{len(groups)}"
@@ -225,7 +226,8 @@ class _Unit:
     def run(self) -> dict[str, Any]:
         conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,
                          state=self.state, mode=self.ctx.mode,
-                         files_per_task=self.ctx.spec.collect.files_per_task)
+                         files_per_task=self.ctx.spec.collect.files_per_task,
+                         catalog=self.ctx.catalog, registry=self.ctx.registry)
         with tempfile.TemporaryDirectory(prefix="granary-collect-") as tmp:
             self.new_keys = _KeySink(Path(tmp))
             for payload in conn.fetch(self.unit["items"], Path(tmp)):
@@ -471,6 +473,12 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
              "mode": ctx.mode, "units": [p["label"] for p in partials],
              **({"schema_drift": drift} if drift else {}),
              **({"carried_from": _state(ctx, DATASET_STATE).get("snapshot")} if carried else {})}
+    if incremental:
+        from lifecycle import refresh
+
+        base = refresh.nothing_new(ctx, {"shards": main})
+        if base is not None:  # nothing the published version does not already hold
+            counts.update(nothing_new=True, base_version=base.version.version)
     uri = shards.write_manifest(ctx, STAGE, shards.arrow_columns(record_schema(spec)), main,
                                 counts, {"quarantine": quarantine}, extra)
     states[DATASET_STATE] = {"snapshot": uri}

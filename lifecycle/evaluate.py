@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from lifecycle import labelcheck, qreport, shards, splits
+from lifecycle import labelcheck, qreport, refresh, shards, splits
 from lifecycle import quality as quality_dims
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
@@ -215,8 +215,10 @@ def _preprocess_report(ctx: StageContext, manifest: dict[str, Any],
     return report
 
 
-def _drift(ctx: StageContext, df: pd.DataFrame) -> dict[str, Any] | None:
-    """Drift against the newest published version, or None (disabled, or none yet)."""
+def _drift(ctx: StageContext, df: pd.DataFrame,
+           known: tuple[int, pd.DataFrame | None] | None = None) -> dict[str, Any] | None:
+    """Drift against the newest published version, or None (disabled, or none yet).
+    ``known``: (version, records) already read by a refresh, not read again."""
     import tempfile
 
     from lifecycle import drift
@@ -226,8 +228,11 @@ def _drift(ctx: StageContext, df: pd.DataFrame) -> dict[str, Any] | None:
     previous = ctx.catalog.get_version(ctx.dataset) if cfg.enabled else None
     if previous is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="granary-drift-") as tmp:
-        before = previous_records(ctx, previous, Path(tmp))
+    if known is not None and known[0] == previous.version:
+        before = known[1]
+    else:
+        with tempfile.TemporaryDirectory(prefix="granary-drift-") as tmp:
+            before = previous_records(ctx, previous, Path(tmp))
     if before is None:
         return None
     numeric = [f.name for f in ctx.spec.schema_.fields if f.type in ("integer", "float")]
@@ -277,7 +282,12 @@ def _split(ctx: StageContext,
         strata = (df[label].astype("string").fillna("").tolist()
                   if label and label in df else [""] * len(df))
         df = df.copy()
-        df[splits.SPLIT_COLUMN] = splits.assign(ids, strata, group_of, cfg.ratios, cfg.seed)
+        assigned = splits.assign(ids, strata, group_of, cfg.ratios, cfg.seed)
+        if splits.SPLIT_COLUMN in df and df[splits.SPLIT_COLUMN].notna().any():
+            # a refresh: published records keep their split, and a new record near one
+            # follows it; only the others are assigned
+            assigned = splits.extend(df[splits.SPLIT_COLUMN].tolist(), assigned, group_of)
+        df[splits.SPLIT_COLUMN] = assigned
     leak = splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig, cfg.threshold)
     info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,
             "counts": {str(k): int(v) for k, v in
@@ -285,6 +295,27 @@ def _split(ctx: StageContext,
             "leakage": {"groups": leak.groups, "records": leak.records,
                         "share": round(leak.share, 6), "examples": leak.examples}}
     return df, info, diversity
+
+
+def _refresh(ctx: StageContext, delta: pd.DataFrame
+             ) -> tuple[pd.DataFrame, dict[str, int] | None, tuple[int, Any] | None]:
+    """In a refresh, the candidate version: the base version's records with the delta
+    applied (lifecycle/refresh.py); else the records as they came."""
+    import tempfile
+
+    from lifecycle.publish import previous_records
+
+    found = refresh.base(ctx)
+    if found is None:
+        return delta, None, None
+    with tempfile.TemporaryDirectory(prefix="granary-base-") as tmp:
+        before = previous_records(ctx, found.version, Path(tmp))
+    if before is None:
+        return delta, None, None
+    df, counts = refresh.combine(ctx, before, delta, refresh.tombstones(ctx, found))
+    counts["base_version"] = found.version.version
+    log.info("evaluate %s: refresh of %s: %s", ctx.dataset, found.version.ref, counts)
+    return df, counts, (found.version.version, before)
 
 
 def _labels(ctx: StageContext, df: pd.DataFrame) -> labelcheck.LabelIssues | None:
@@ -317,6 +348,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     spec, gate = ctx.spec, ctx.spec.quality.gate
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     df = shards.read_table(ctx.store, manifest)
+    df, refreshed, known = _refresh(ctx, df)
     df, split_info, diversity = _split(ctx, df)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
         result = validate(spec, df, docs=Path(tmp))
@@ -347,7 +379,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    drifted = _drift(ctx, df)
+    drifted = _drift(ctx, df, known)
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
     passed = not blocking and not low and not drift_blocks
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
@@ -373,12 +405,22 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
               "blocking": len(blocking), "score": score, "grade": grade,
               "label_errors": len(issues.positions) if issues else 0,
               "leaked": int(split_info.get("leakage", {}).get("records", 0)),
-              "drifted": len(drifted["drifted"]) if drifted else 0}
-    quality = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
+              "drifted": len(drifted["drifted"]) if drifted else 0,
+              **({"refresh": refreshed} if refreshed else {})}
+    quality: dict[str, Any] = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
                "dimensions": dims, "score": score, "grade": grade, "weak": weak,
                "report_uri": report_uri, "html_uri": f"s3://{ctx.work_bucket}/{html_key}",
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {})}
-    if split_info.get("ratios"):  # records changed (a split column): write them
+    if refreshed and known is not None:
+        # what publishing needs of the base, so it does not read the base again
+        from lifecycle import card
+        from lifecycle.publish import same_records
+
+        quality["refresh"] = {
+            "base_version": known[0], "unchanged": same_records(known[1], df, spec),
+            "changelog": card.changelog(known[1], df, spec.schema_.text_field,
+                                        spec.schema_.label_field, None, None)}
+    if split_info.get("ratios") or refreshed:  # records changed: write them
         uri = shards.write_manifest(ctx, STAGE, df, shards.write_table(ctx, STAGE, df), counts,
                                     extra={"quality": quality})
     else:

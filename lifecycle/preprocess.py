@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import neardup, pii, shards
+from lifecycle import neardup, pii, refresh, shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.textops import Normaliser, RecordFilter
@@ -232,7 +232,8 @@ def phases(steps: list[str]) -> tuple[list[str], list[str], list[str]]:
 def plan(ctx: StageContext, upstream: dict[str, Any]) -> list[dict[str, Any]]:
     """One unit per upstream shard (at most ``rows_per_shard`` records each)."""
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
-    found = manifest["shards"] or []
+    # an incremental run cleans what was collected since the published base only
+    found = refresh.delta_shards(ctx, manifest, refresh.base(ctx))
     units = [{"index": i, "label": f"shard {i + 1}/{len(found)}", "bucket": manifest["_bucket"],
               "shards": [shard], "upstream": upstream["manifest_uri"]}
              for i, shard in enumerate(found)]
@@ -256,6 +257,12 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     df = _read(ctx, unit["bucket"], unit["shards"])
     n_in = len(df)
     work = _Run(ctx, df)
+    marker = ctx.spec.refresh.deleted_field
+    if marker and marker in work.df and len(work.df):
+        # a deletion marker is not a record: set aside with its reason (evaluation applies it)
+        gone = work.df[marker].astype("string").str.lower().isin(["true", "1"]).fillna(False)
+        work.quarantine("refresh", gone.to_numpy(dtype=bool), ["deletion"] * int(gone.sum()),
+                        [f"deletes {marker} key" for _ in range(int(gone.sum()))])
     for step in before:
         getattr(work, step)()
     df = work.df
@@ -296,20 +303,34 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
 
 def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, Any]:
     """The one global step: exact then near duplicates (in the spec's order) across every
-    shard, from the keys and signatures alone. Memory: the signature index, not the data."""
+    shard, from the keys and signatures alone. Memory: the signature index, not the data.
+
+    In an incremental run the new records are also compared with every record the base
+    version kept (its deduplication index): a match is merged into the published record,
+    which stays. The index of what this run keeps is written for the next refresh."""
     cfg = ctx.spec.preprocess
     _, dedups, _ = phases(list(cfg.steps))
     cleaned = sorted(cleaned, key=lambda p: p["index"])
     index = _read(ctx, ctx.work_bucket, [s for p in cleaned for s in p["keys"]])
+    base_index = refresh.dedup_index(ctx, refresh.base(ctx))
+    old = _read(ctx, ctx.work_bucket, base_index) if base_index else pd.DataFrame()
     merges: list[pd.DataFrame] = []
     steps: list[dict[str, Any]] = []
     conflicts = 0
     alive = np.ones(len(index), dtype=bool)
+    if len(old) and len(index):
+        # records published before (a re-collected row keeps its id): nothing to add
+        again = index["id"].isin(set(old["id"])).to_numpy()
+        if again.any():
+            merges.append(pd.DataFrame({"id": index["id"][again], "kept_id": index["id"][again],
+                                        "reason": "already_published", "similarity": 1.0,
+                                        "label": _labels(index)[again]}))
+            alive &= ~again
     for step in dedups:
         before = int(alive.sum())
         if step == "exact_dedup" and cfg.dedup.exact and "exact" in index:
             live = index.loc[alive]
-            first = live.groupby("exact", sort=False)["id"].transform("first")
+            first = _first_exact(live, old)
             dup = (live["id"] != first).to_numpy()
             if "label" in live and live["label"].notna().any():
                 conflicts = int((live.groupby("exact")["label"].nunique(dropna=True)
@@ -323,7 +344,8 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
                           "merged": len(found), "groups": int(found["kept_id"].nunique()),
                           "label_conflicts": conflicts})
         elif step == "near_dedup" and cfg.near_dedup.enabled and "sig" in index:
-            found, dup, summary = _near(cfg.near_dedup, index.loc[alive])
+            found, dup, summary = _near(cfg.near_dedup, index.loc[alive],
+                                        old if "sig" in old else pd.DataFrame())
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
@@ -336,8 +358,26 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         reason = {"exact_dedup": "exact_duplicate", "near_dedup": "near_duplicate"}[
             summary["step"]]
         summary["largest"] = _largest(index, table, reason)
+    kept = index.loc[alive, [c for c in INDEX_COLUMNS if c in index]]
     return {"merges": _write(ctx, table, "merges"), "merged": len(table),
-            "label_conflicts": conflicts, "steps": steps}
+            "label_conflicts": conflicts, "steps": steps,
+            "dedup_index": base_index + _write(ctx, kept, "dedup-index"),
+            "compared_with_published": len(old)}
+
+
+# what the next refresh compares its new records with
+INDEX_COLUMNS = ["id", "exact", "sig", "length", "complete"]
+
+
+def _first_exact(live: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
+    """Per live record, the id its exact-duplicate group keeps: a published record when the
+    group has one, else the group's first record in collection order."""
+    first = live.groupby("exact", sort=False)["id"].transform("first")
+    if len(old) and "exact" in old:
+        published = old.drop_duplicates("exact").set_index("exact")["id"]
+        hit = live["exact"].map(published)
+        first = hit.where(hit.notna(), first)
+    return first
 
 
 def _labels(live: pd.DataFrame) -> np.ndarray:
@@ -347,28 +387,42 @@ def _labels(live: pd.DataFrame) -> np.ndarray:
     return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
 
 
-def _near(cfg: Any, live: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
-    """(merges, which of ``live`` are merged, summary) of near-duplicate clustering."""
+def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None
+          ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """(merges, which of ``live`` are merged, summary) of near-duplicate clustering. Records
+    of ``old`` (the published base) join the clustering; a cluster with one keeps it."""
     n = len(live)
     if n == 0:
         return pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0}
-    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
+    n_old = 0 if old is None else len(old)
+    both = pd.concat([old[["id", "sig", "length", "complete"]], live], ignore_index=True) \
+        if n_old else live.reset_index(drop=True)
+    sig = np.frombuffer(b"".join(both["sig"].tolist()), dtype=np.uint32).reshape(len(both), -1)
     found = neardup.cluster(sig, cfg.bands, cfg.threshold)
-    keep = neardup.representatives(found.labels, cfg.keep, live["length"].to_numpy(),
-                                   live["complete"].to_numpy())
-    dup = keep != np.arange(n)
+    keep = neardup.representatives(found.labels, cfg.keep, both["length"].to_numpy(),
+                                   both["complete"].to_numpy())
+    if n_old:
+        published: dict[int, int] = {}
+        for i, label in enumerate(found.labels[:n_old].tolist()):
+            published.setdefault(label, i)
+        keep = np.array([published.get(label, k) for label, k in
+                         zip(found.labels.tolist(), keep.tolist(), strict=True)], dtype=np.int64)
+    dup = (keep != np.arange(len(both)))[n_old:]
     best: dict[int, float] = {}
     for (i, j), sim in zip(found.pairs.tolist(), found.similarity.tolist(), strict=True):
         best[i] = max(best.get(i, 0.0), sim)
         best[j] = max(best.get(j, 0.0), sim)
-    ids = live["id"].to_numpy()
-    table = pd.DataFrame({"id": ids[dup], "kept_id": ids[keep[dup]], "reason": "near_duplicate",
-                          "similarity": [round(best.get(int(i), 0.0), 4)
-                                         for i in np.flatnonzero(dup)],
+    ids = both["id"].to_numpy()
+    rows = np.flatnonzero(dup) + n_old
+    table = pd.DataFrame({"id": ids[rows], "kept_id": ids[keep[rows]], "reason": "near_duplicate",
+                          "similarity": [round(best.get(int(i), 0.0), 4) for i in rows],
                           "label": _labels(live)[dup]})
     sizes = np.bincount(found.labels)
-    summary = {"clusters": int((sizes > 1).sum()),
+    mine = np.unique(found.labels[n_old:])
+    summary = {"clusters": int((sizes[mine] > 1).sum()),
                "cutoff": round(neardup.acceptance_cutoff(cfg.threshold, cfg.permutations), 4)}
+    if n_old:
+        summary["into_published"] = int(sum(k < n_old for k in keep[rows].tolist()))
     return table, dup, summary
 
 
@@ -431,7 +485,8 @@ def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
     schema = _schema(ctx, main)
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts,
                                 {"quarantine": quarantine, "merges": decided["merges"]},
-                                {"report": report_uri})
+                                {"report": report_uri,
+                                 "dedup_index": decided.get("dedup_index", [])})
     log.info("preprocess %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, extra={"report": report_uri},
                        lineage=shards.lineage_pair(ctx, upstream_uri, uri))

@@ -61,21 +61,32 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if not quality.get("passed"):
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
                                 "its gate; nothing is published")
-    df = shards.read_table(ctx.store, manifest)
     previous = ctx.catalog.get_version(spec.name)
     number = max(ctx.registry.tags(spec.name), default=0) + 1
-    with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
-        before = previous_records(ctx, previous, Path(tmp))
-    if previous is not None and before is not None and _same_records(before, df, spec):
-        log.info("publish %s: the records equal %s; no new version", spec.name, previous.ref)
-        return _unchanged(previous)
+    known = quality.get("refresh") or {}
+    df = shards.read_table(ctx.store, manifest)
+    if previous is not None and known.get("base_version") == previous.version:
+        # a refresh: evaluation compared the records with this version already
+        before, change = None, dict(known["changelog"])
+        if known["unchanged"]:
+            log.info("publish %s: the records equal %s; no new version", spec.name,
+                     previous.ref)
+            return _unchanged(previous)
+    else:
+        with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
+            before = previous_records(ctx, previous, Path(tmp))
+        change = None
+        if previous is not None and before is not None and same_records(before, df, spec):
+            log.info("publish %s: the records equal %s; no new version", spec.name,
+                     previous.ref)
+            return _unchanged(previous)
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         files = write_files(df, folder, list(spec.publish.formats))
         report = _report(ctx, quality)
         files.update(_quality_files(ctx, quality, folder))
         files.update(_card_files(ctx, df, before, folder, files, number, previous, quality,
-                                 report))
+                                 report, change))
         content_hash = _hash(files)
         ledger = _ledger(previous, content_hash)
         release = {
@@ -112,7 +123,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
 
 
-def _same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
+def same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
     """Whether ``after`` holds the same records as the previous version: the same ids with
     the same values in every field of the schema (and split). Provenance that changes per run
     (collection time, run ids) does not count."""
@@ -180,12 +191,17 @@ def previous_records(ctx: StageContext, previous: Version | None,
 def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None,
                 folder: Path, files: dict[str, dict[str, Any]], number: int,
                 previous: Version | None, quality: dict[str, Any],
-                report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """changelog.json, README.md (the card) and croissant.json."""
+                report: dict[str, Any],
+                change: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """changelog.json, README.md (the card) and croissant.json. ``change``: the changelog a
+    refresh's evaluation already computed (its grades are filled in here)."""
     spec = ctx.spec
-    change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
-                            previous.quality.get("grade") if previous else None,
-                            quality.get("grade"))
+    grades = {"from": previous.quality.get("grade") if previous else None,
+              "to": quality.get("grade")}
+    if change is None:
+        change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
+                                grades["from"], grades["to"])
+    change["grade"] = grades
     change["previous"] = previous.version if previous else None
     stages = {r.stage: dict(r.counts or {}) for r in
               ctx.catalog.stage_results(spec.name, ctx.run_id)}

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from lifecycle.errors import PermanentError, SourceError, SourceUnreachable
 from lifecycle.readers import dig
-from lifecycle.spec import FilesSource, HttpSource, S3Source, SqlSource
+from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
 from storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -459,11 +459,54 @@ class SqlConnector:
                             else jsonable(top), "watermark_type": _watermark_type(top)}
 
 
-Connector = FilesConnector | S3Connector | HttpConnector | SqlConnector
+# ---- another Granary dataset ----------------------------------------------------------------
+class DatasetConnector:
+    """One file of a published version of another Granary dataset, fetched from the registry.
+    Its rows are identified by content, so a refresh after the upstream's next version
+    collects only the rows that version added or changed."""
+
+    def __init__(self, source: DatasetSource, catalog: Any, registry: Any) -> None:
+        self.source, self.catalog, self.registry = source, catalog, registry
+        self.updates: dict[str, Any] = {}
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        src = self.source
+        if self.catalog is None or self.registry is None:
+            raise SourceError(f"source {src.name!r}: reading dataset {src.dataset!r} needs the "
+                              "catalog and the registry")
+        found = (self.catalog.latest(src.dataset) if src.version == "latest"
+                 else self.catalog.get_version(src.dataset, src.version))
+        if found is None:
+            raise SourceError(f"source {src.name!r}: dataset {src.dataset!r} has no published "
+                              f"version {src.version}; publish it first (its DAG is "
+                              f"granary_{src.dataset})")
+        if src.file not in found.files:
+            raise SourceError(f"source {src.name!r}: {found.ref} has no file {src.file!r}; it "
+                              f"has {sorted(found.files)}")
+        if found.deprecated is not None:
+            log.warning("source %s: %s is deprecated: %s", src.name, found.ref,
+                        found.deprecated.get("reason", ""))
+        return [[{"version": found.version, "tag": found.tag}]]
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        src = self.source
+        for item in items:
+            name = f"{src.dataset}@v{item['version']}/{src.file}"
+            local = self.registry.fetch_file(src.dataset, int(item["version"]), src.file,
+                                             tmp / f"dataset-{item['version']}-{src.file}")
+            self.updates["version"] = item["version"]
+            yield Payload(name, local, _ext(src.file), _ext(src.file).split(".")[-1],
+                          f"{self.registry.dataset_uri(src.dataset)}/{src.file}", "",
+                          {"dataset": src.dataset, "version": item["version"],
+                           "tag": item["tag"]})
+
+
+Connector = FilesConnector | S3Connector | HttpConnector | SqlConnector | DatasetConnector
 
 
 def connector(source: Any, *, inbox: Path, store: ObjectStore, state: dict[str, Any],
-              mode: str, files_per_task: int) -> Connector:
+              mode: str, files_per_task: int, catalog: Any = None,
+              registry: Any = None) -> Connector:
     if isinstance(source, FilesSource):
         return FilesConnector(source, inbox, files_per_task)
     if isinstance(source, S3Source):
@@ -472,6 +515,8 @@ def connector(source: Any, *, inbox: Path, store: ObjectStore, state: dict[str, 
         return HttpConnector(source, state, mode)
     if isinstance(source, SqlSource):
         return SqlConnector(source, state, mode)
+    if isinstance(source, DatasetSource):
+        return DatasetConnector(source, catalog, registry)
     raise SourceError(f"unknown source type {type(source).__name__}")
 
 

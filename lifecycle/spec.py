@@ -217,7 +217,21 @@ class SqlSource(_SourceBase):
         return self
 
 
-Source = Annotated[FilesSource | S3Source | HttpSource | SqlSource, Field(discriminator="type")]
+class DatasetSource(_SourceBase):
+    """A published version of another Granary dataset (a derived dataset)."""
+
+    type: Literal["dataset"]
+    dataset: Annotated[str, Field(pattern=NAME_RE)]
+    version: int | Literal["latest"] = Field(default="latest",
+                                             description="a version number, or latest")
+    file: str = Field(default="data.parquet", description="which file of the release")
+
+    def describe(self) -> str:
+        return f"dataset `{self.dataset}` ({self.version})"
+
+
+Source = Annotated[FilesSource | S3Source | HttpSource | SqlSource | DatasetSource,
+                   Field(discriminator="type")]
 
 
 class FieldSpec(_Model):
@@ -671,6 +685,32 @@ class Publish(_Model):
     splits: Splits = Splits()
 
 
+class Retention(_Model):
+    work_days: float = Field(default=30, gt=0, description="work outputs (stage shards, "
+                             "manifests, reports) of runs older than this are pruned")
+    keep_runs: int = Field(default=3, ge=1, description="the newest runs whose work outputs are "
+                           "always kept, however old")
+    raw_days: float | None = Field(default=None, gt=0, description="raw objects older than this "
+                                   "are pruned; none = raw data is kept forever")
+    versions: int | None = Field(default=None, ge=1, description="keep only the newest N "
+                                 "published versions' files; none = every version is kept")
+
+
+class Refresh(_Model):
+    key: list[str] = Field(
+        default_factory=list, description="fields that identify a record across versions; a "
+                                          "new record with a known key replaces the old one")
+    deleted_field: str | None = Field(
+        default=None, description="boolean field a source sets on a record to delete the "
+                                  "record with the same key from the next version")
+    stale_after_days: float | None = Field(
+        default=None, gt=0, description="report the dataset stale when no version is newer; "
+                                        "default: twice the schedule's period")
+    on_upstream: bool = Field(default=True, description="run when an upstream dataset (a "
+                                                        "source of type dataset) publishes")
+    retention: Retention = Retention()
+
+
 class DatasetSpec(_Model):
     name: Annotated[str, Field(pattern=NAME_RE)]
     title: str
@@ -689,6 +729,7 @@ class DatasetSpec(_Model):
     synthesize: Synthesize = Synthesize()
     quality: Quality = Quality()
     publish: Publish = Publish()
+    refresh: Refresh = Refresh()
     schedule: str | None = Field(default=None, description="cron or @preset; none = manual")
     tags: list[str] = Field(default_factory=list)
 
@@ -731,6 +772,29 @@ class DatasetSpec(_Model):
         if (self.annotate.rules or self.annotate.model.enabled) and not self.schema_.label_field:
             raise ValueError("rules and model-assisted labels need schema.label_field")
         return self
+
+    @model_validator(mode="after")
+    def _refresh_fields(self) -> DatasetSpec:
+        names = {f.name for f in self.schema_.fields}
+        missing = [k for k in self.refresh.key if k not in names]
+        if missing:
+            raise ValueError(f"refresh.key names {missing}, which are not schema fields "
+                             f"{sorted(names)}")
+        deleted = self.refresh.deleted_field
+        if deleted is not None:
+            if not self.refresh.key:
+                raise ValueError("refresh.deleted_field needs refresh.key: a deletion names the "
+                                 "key of the record it removes")
+            spec = self.schema_.field(deleted)
+            if spec is None or spec.type != "boolean":
+                raise ValueError(f"refresh.deleted_field {deleted!r} must be a boolean field "
+                                 "of the schema")
+        return self
+
+    @property
+    def upstreams(self) -> list[str]:
+        """Granary datasets this one is built from (its sources of type dataset)."""
+        return [s.dataset for s in self.sources if isinstance(s, DatasetSource)]
 
     @property
     def guideline(self) -> list[LabelDef]:

@@ -56,6 +56,21 @@ def assign(ids: list[str], strata: list[str], group_of: np.ndarray,
     return [split_of_group[int(g)] for g in group_of]
 
 
+def extend(existing: list[object], assigned: list[str], group_of: np.ndarray) -> list[str]:
+    """Keep every split already given (``existing``; missing values are None or NaN); a
+    record without one takes the split of a record of its group that has one, else its
+    ``assigned`` split. A refresh adds records without moving published ones."""
+    def known(v: object) -> bool:
+        return isinstance(v, str) and v != ""
+
+    of_group: dict[int, str] = {}
+    for g, v in zip(group_of.tolist(), existing, strict=True):
+        if known(v):
+            of_group.setdefault(int(g), str(v))
+    return [str(v) if known(v) else of_group.get(int(g), a)
+            for v, a, g in zip(existing, assigned, group_of.tolist(), strict=True)]
+
+
 @dataclass
 class Leakage:
     groups: int           # near-duplicate groups whose records sit in more than one split

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import generators, shards
+from lifecycle import generators, refresh, shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from storage import keys
@@ -47,9 +47,12 @@ EXAMPLES = 10
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     cfg = ctx.spec.synthesize
-    if not cfg.enabled:
+    # a refresh keeps the base's synthetic records; balancing its delta alone would skew them
+    refreshing = cfg.enabled and refresh.base(ctx) is not None
+    if not cfg.enabled or refreshing:
         rows = int(upstream["counts"].get("kept", 0))
-        counts = {"in": rows, "kept": rows, "synthetic": 0}
+        counts = {"in": rows, "kept": rows, "synthetic": 0,
+                  **({"skipped": "incremental refresh"} if refreshing else {})}
         uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts)
         return StageResult(STAGE, uri, counts,
                            lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))

@@ -179,13 +179,17 @@ class ObjectStore:
                 resp.close()
                 resp.release_conn()
 
-        return self._call(f"get s3://{bucket}/{key}", get)
+        data = self._call(f"get s3://{bucket}/{key}", get)
+        count_read(len(data))
+        return data
 
     def stream(self, bucket: str, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the object in chunks; memory stays bounded by ``chunk_size``."""
         resp = self._call(f"open s3://{bucket}/{key}", lambda: self._client.get_object(bucket, key))
         try:
-            yield from resp.stream(chunk_size)
+            for chunk in resp.stream(chunk_size):
+                count_read(len(chunk))
+                yield chunk
         finally:
             resp.close()
             resp.release_conn()
@@ -241,6 +245,19 @@ class ObjectStore:
             lambda: self._client.presigned_get_object(bucket, key, expires=expires,
                                                       response_headers=headers),
         )
+
+
+_READ = [0]
+
+
+def count_read(n: int) -> None:
+    """Add ``n`` to the bytes this process has read from S3 (the refresh benchmark's measure)."""
+    _READ[0] += n
+
+
+def bytes_read() -> int:
+    """Bytes this process has read from S3 so far: objects and registry files alike."""
+    return _READ[0]
 
 
 def sha256_bytes(data: bytes) -> str:

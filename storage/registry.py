@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from storage import keys
+from storage.objectstore import count_read
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class DvcRegistry:
             self._run([sys.executable, "-m", "dvc", "get", self.url,
                        f"{keys.registry_path(dataset)}/{keys.segment(name, 'file')}",
                        "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}")
+        count_read(dest.stat().st_size)  # dvc read it from the S3 remote
         return dest
 
 

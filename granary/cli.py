@@ -369,6 +369,37 @@ def trace(ref: str, record_id: str,
 
 
 @app.command()
+def maintain(dataset: Annotated[str | None, typer.Argument(help="one dataset; default all")] = None,
+             dry_run: Annotated[bool, typer.Option(help="report, change nothing")] = False
+             ) -> None:
+    """What the daily maintenance DAG does, now: verify ledgers, prune work outputs past the
+    retention window, re-evaluate versions whose quality rules changed, report stale ones."""
+    from granary.runtime import maintain_dataset
+    from lifecycle.spec import discover
+
+    s = _settings()
+    good, _ = discover(s.datasets_dir)
+    names = [x.spec.name for x in good]
+    if dataset is not None and dataset not in names:
+        _fail(f"no dataset spec named {dataset!r} in {s.datasets_dir} (have: {', '.join(names)})")
+    table = _table("dataset", "ledger", "stale", "pruned runs", "pruned bytes", "re-evaluated",
+                   title="maintenance" + (" (dry run)" if dry_run else ""))
+    broken = []
+    for name in [dataset] if dataset else names:
+        found = maintain_dataset(name, dry_run, s)
+        ok = found["ledger"]["ok"]
+        broken += [] if ok else [name]
+        table.add_row(name, "intact" if ok else "BROKEN", "yes" if found.get("stale") else "no",
+                      str(len(found["pruned"]["runs"])), f"{found['pruned']['bytes']:,}",
+                      ", ".join(f"v{r['version']} {r['was']}->{r['grade']}"
+                                for r in found["reevaluated"]) or "-")
+    console.print(table)
+    if broken:
+        _fail(f"ledger broken for {', '.join(broken)}: `granary verify <dataset>` names the "
+              "differences")
+
+
+@app.command()
 def verify(ref: str) -> None:
     """Re-hash every object of DATASET[@VERSION] in the registry bucket and walk its ledger
     chain; exit 1 naming each difference."""

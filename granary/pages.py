@@ -82,7 +82,8 @@ def _history(events: list[ReleaseEvent]) -> str:
 def value_curve(catalog: Catalog, dataset: str) -> str:
     """Grades and scores of every evaluation of ``dataset``, oldest first."""
     points = [{"score": e.score, "grade": e.grade, "published": e.status == "published",
-               "label": f"v{e.version}" if e.version else "candidate"}
+               "label": (f"v{e.version}" + (" re-evaluated" if e.status == "reevaluated"
+                                             else "")) if e.version else "candidate"}
               for e in catalog.evaluations(dataset)]
     return qreport.curve(points)
 
@@ -182,8 +183,38 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
             + ("<table id='candidates'><tr><th>run</th><th>records</th><th>quality</th>"
                "<th>status</th><th>evaluated</th><th></th></tr>" + "".join(crows)
                + "</table>" if crows else "<p>none</p>")
-            + ("<h3>Deprecations and rollbacks</h3>" + _history(history) if history else ""))
+            + ("<h3>Deprecations and rollbacks</h3>" + _history(history) if history else "")
+            + _maintenance(row.health if row else None, evaluations, base, dataset))
     return _page(f"dataset {dataset}", body)
+
+
+def _maintenance(health: dict[str, Any] | None, evaluations: list[Any], base: str,
+                 dataset: str) -> str:
+    """What the daily maintenance found: stale, ledger, pruning, re-evaluations."""
+    again = [e for e in evaluations if e.status == "reevaluated"]
+    if not health and not again:
+        return ""
+    parts = ["<h3 id='maintenance'>Maintenance</h3>"]
+    if health:
+        stale = health.get("stale")
+        ledger = health.get("ledger") or {}
+        pruned = health.get("pruned") or {}
+        parts.append(
+            f"<p>checked {html.escape(str(health.get('checked_at', ''))[:16])} UTC · "
+            + (f"<strong class='stale'>stale</strong>: no new version for "
+               f"{health.get('age_days') or '-'} days (expected every "
+               f"{health.get('expected_every_days')} days)" if stale else "up to date")
+            + " · ledger " + ("intact" if ledger.get("ok", True) else
+                              "<strong>broken</strong>: " + html.escape(
+                                  "; ".join(ledger.get("findings", []))))
+            + f" · pruned {len(pruned.get('runs', []))} old run(s), "
+            f"{pruned.get('bytes', 0):,} bytes</p>")
+    if again:
+        parts.append(_table(["version", "re-evaluated (UTC)", "quality now", "run"], [
+            [f"v{e.version}", f"{e.created_at:%Y-%m-%d %H:%M}",
+             f"grade {e.grade} (score {e.score:.4f})" + ("" if e.passed else ", fails its gate"),
+             e.run_id] for e in reversed(again)]))
+    return "".join(parts)
 
 
 def _topics(catalog: Catalog, dataset: str, latest: Version | None) -> str:

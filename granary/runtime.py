@@ -236,3 +236,15 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
         log.info("%s: incremental state of %d source(s) committed", dataset, advanced)
     svc.catalog.finish_run(dataset, run_id, status, message)
     return {"status": status, "message": message}
+
+
+def maintain_dataset(dataset: str, dry_run: bool = False,
+                     settings: Settings | None = None) -> dict[str, Any]:
+    """The daily maintenance of one dataset (lifecycle/maintenance.py); returns its finding."""
+    from lifecycle import maintenance
+
+    svc = services(settings)
+    bootstrap(svc)
+    ctx = _context(svc, dataset, f"maintenance-{dataset}", {"mode": "full"})
+    bucket, prefix = svc.settings.registry_objects
+    return maintenance.maintain(ctx, svc.settings.registry, bucket, prefix, dry_run=dry_run)

@@ -428,7 +428,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                                           {"quality": quality})
     ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=passed, grade=grade,
                                   score=score, row_count=len(df),
-                                  summary=qreport.summary(report), report_uri=report_uri)
+                                  summary={**qreport.summary(report),
+                                           "rules": quality_dims.rules_hash(spec)},
+                                  report_uri=report_uri)
     log.info("evaluate %s: %s", ctx.dataset, counts)
     assertions = [{"expectation": c["expectation"], "success": c["success"],
                    "column": c["kwargs"].get("column")} for c in checks]

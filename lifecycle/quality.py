@@ -169,3 +169,15 @@ def score_and_grade(dims: dict[str, float], weights: dict[str, float]) -> tuple[
     worst = min(dims.values()) if dims else 1.0
     grade = max(grade_of(score), grade_of(worst))  # "D" > "A": the worse of the two
     return round(score, 4), grade
+
+
+def rules_hash(spec: Any) -> str:
+    """A fingerprint of what a grade depends on besides the records: the quality section
+    and the schema. A published version evaluated under another fingerprint is re-evaluated
+    by the maintenance run."""
+    import hashlib
+    import json
+
+    rules = {"quality": spec.quality.model_dump(mode="json"),
+             "schema": spec.schema_.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()

@@ -193,6 +193,12 @@ class Catalog:
 
         self._write(f"run {dataset}/{run_id}", write)
 
+    def runs(self, dataset: str) -> list[RunRow]:
+        """Every run of ``dataset``, newest first."""
+        with self.session() as s:
+            q = select(RunRow).filter_by(dataset=dataset)
+            return list(s.scalars(q.order_by(RunRow.started_at.desc(), RunRow.id.desc())))
+
     def run(self, dataset: str, run_id: str) -> RunRow | None:
         with self.session() as s:
             return s.scalar(select(RunRow).filter_by(dataset=dataset, run_id=run_id))
@@ -393,6 +399,15 @@ class Catalog:
                                  r.created_at) for r in rows]
 
     # ---- quality evaluations (candidates and the value curve) -------------------------------
+    def set_health(self, dataset: str, health: dict[str, Any]) -> None:
+        """What the maintenance run found about ``dataset`` (replaces the previous finding)."""
+        def write(s: Session) -> None:
+            row = s.get(DatasetRow, dataset)
+            if row is not None:
+                row.health = health
+
+        self._write(f"health of {dataset}", write)
+
     def record_evaluation(self, dataset: str, run_id: str, *, passed: bool, grade: str,
                           score: float, row_count: int, summary: dict[str, Any],
                           report_uri: str) -> None:
@@ -407,11 +422,14 @@ class Catalog:
 
         self._write(f"evaluation {dataset}/{run_id}", write)
 
-    def mark_published(self, dataset: str, run_id: str, version: int) -> None:
+    def mark_published(self, dataset: str, run_id: str, version: int,
+                       status: str = "published") -> None:
+        """The run's evaluation is of ``version``: it published it, or (status
+        ``reevaluated``) it re-evaluated it under changed rules, beside the old evaluation."""
         def write(s: Session) -> None:
             row = s.scalar(select(EvaluationRow).filter_by(dataset=dataset, run_id=run_id))
             if row is not None:
-                row.status, row.version = "published", version
+                row.status, row.version = status, version
 
         self._write(f"evaluation {dataset}/{run_id}", write)
 

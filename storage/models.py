@@ -39,6 +39,8 @@ class DatasetRow(Base):
     latest_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spec_hash: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # what the daily maintenance found: {checked_at, stale, ledger_ok, findings, pruned, ...}
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class RunRow(Base):

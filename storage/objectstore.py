@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -42,6 +42,7 @@ class ObjectInfo:
     size: int
     etag: str
     version_id: str | None = None
+    modified: datetime | None = None  # set by list()
 
 
 class ObjectStore:
@@ -221,7 +222,8 @@ class ObjectStore:
         for o in objects:
             if o.is_dir:
                 continue
-            yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag), o.version_id)
+            yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag), o.version_id,
+                             o.last_modified)
 
     def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
         from minio.commonconfig import CopySource

@@ -155,3 +155,125 @@ def test_updates_by_key_and_deletions_reported_by_the_source(s3: Settings,
     assert "R8" not in by_key.index  # deleted
     assert by_key.loc["R3", "text"] == "耳机很好,物流超值。更新后的评论"  # updated in place
     assert "R900" in by_key.index and len(v2) == 400 and v2["review_id"].is_unique
+
+
+RETAINED = SPEC.replace("publish:\n", "refresh: {retention: {work_days: 1, keep_runs: 1}, "
+                        "stale_after_days: 1}\npublish:\n")
+
+
+def _run_folders(ctx: StageContext) -> set[str]:
+    return {o.key.split("/")[1] for o in ctx.store.list(ctx.work_bucket, "graded_reviews/")}
+
+
+def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings,
+                                                                    tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from lifecycle import maintenance
+
+    s = isolated(s3, tmp_path)
+    pool = labelled(330)[["text", "label"]]
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    pool.iloc[:300].to_csv(rows, index=False)
+    assert _lifecycle(s, RETAINED, "run-1", "full")["publish"]["version"] == 1
+    _append(rows, pool.iloc[300:310])
+    assert _lifecycle(s, RETAINED, "run-2", "incremental")["publish"]["version"] == 2
+    # a run that stopped before publishing: nothing published references its outputs
+    ctx = stage_context(s, RETAINED, "run-3", rows_per_shard=500)
+    ctx.catalog.start_run(ctx.dataset, "run-3", "full")
+    up = collect.run(ctx).to_xcom()
+    preprocess.run(ctx, up)
+    ctx4 = stage_context(s, RETAINED, "run-4", mode="incremental")
+    ctx4.catalog.start_run(ctx4.dataset, "run-4", "incremental")
+    collect.run(ctx4)  # the newest run, kept whatever its age
+    assert _run_folders(ctx) == {"run-1", "run-2", "run-3", "run-4"}
+
+    later = datetime.now(UTC) + timedelta(days=2)
+    assert maintenance.prune(ctx, now=datetime.now(UTC)).runs == []  # nothing old enough yet
+    dry = maintenance.prune(ctx, now=later, dry_run=True)
+    assert dry.runs == ["run-3"] and _run_folders(ctx) == {"run-1", "run-2", "run-3", "run-4"}
+    done = maintenance.prune(ctx, now=later)
+    assert done.runs == ["run-3"] and done.objects > 0 and done.bytes > 0
+    # v2 was built on run-1's collected shards and deduplication index: both kept
+    assert done.kept_by_lineage == ["run-1", "run-2"]
+    assert _run_folders(ctx) == {"run-1", "run-2", "run-4"}
+    bucket, prefix = s.registry_objects
+    assert maintenance.verify_ledger(ctx, s.registry, bucket, prefix)["ok"]
+    # and a refresh still builds on the published version after pruning
+    _append(rows, pool.iloc[310:315])
+    again = _lifecycle(s, RETAINED, "run-5", "incremental")
+    assert again["preprocess"]["in"] == 5 and len(_published(s, 3)) == 315
+
+    stale = maintenance.staleness(ctx, now=later)
+    assert stale["stale"] and stale["expected_every_days"] == 1.0
+    assert not maintenance.staleness(ctx)["stale"]
+
+
+def test_changed_quality_rules_reevaluate_published_versions_beside_the_old(
+        s3: Settings, tmp_path: Path) -> None:
+    from lifecycle import maintenance
+
+    s = isolated(s3, tmp_path)
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    labelled(300)[["text", "label"]].to_csv(rows, index=False)
+    assert _lifecycle(s, SPEC, "run-1", "full")["publish"]["version"] == 1
+    ctx = stage_context(s, SPEC, "maintenance")
+    bucket, prefix = s.registry_objects
+    before = ctx.catalog.get_version("graded_reviews", 1)
+    assert before is not None
+    # the rules it was graded under: nothing to re-evaluate
+    assert maintenance.maintain(ctx, s.registry, bucket, prefix)["reevaluated"] == []
+
+    stricter = SPEC.replace("quality: {gate: {min_rows: 100, min_grade: B}}",
+                            "quality: {gate: {min_rows: 1000, min_grade: B}}")
+    ctx = stage_context(s, stricter, "maintenance")
+    found = maintenance.maintain(ctx, s.registry, bucket, prefix)
+    [again] = found["reevaluated"]
+    assert again["version"] == 1 and again["passed"] is False  # 300 rows < min_rows 1000
+    evaluations = ctx.catalog.evaluations("graded_reviews")
+    assert [(e.status, e.version) for e in evaluations] == [("published", 1),
+                                                            ("reevaluated", 1)]
+    after = ctx.catalog.get_version("graded_reviews", 1)
+    assert after is not None and after.content_hash == before.content_hash  # data untouched
+    assert ctx.catalog.datasets()[0].health["reevaluated"] == found["reevaluated"]
+    # recorded once: the next maintenance run has nothing to re-evaluate
+    assert maintenance.maintain(ctx, s.registry, bucket, prefix)["reevaluated"] == []
+
+
+DERIVED = """\
+name: derived_reviews
+title: Derived reviews
+licence: {id: CC-BY-4.0, legal_basis: licence}
+owners: [{name: qa}]
+sources:
+  - {name: upstream, type: dataset, dataset: graded_reviews,
+     licence: {id: CC-BY-4.0, origin: graded_reviews, legal_basis: licence}}
+schema:
+  fields:
+    - {name: text, type: string}
+    - {name: label, type: string, values: [pos, neg]}
+"""
+
+
+def test_a_derived_dataset_collects_only_what_its_upstreams_new_version_adds(
+        s3: Settings, tmp_path: Path) -> None:
+    s = isolated(s3, tmp_path)
+    pool = labelled(320)[["text", "label"]]
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    pool.iloc[:300].to_csv(rows, index=False)
+    _lifecycle(s, SPEC, "up-1", "full")
+    first = _lifecycle(s, DERIVED, "down-1", "incremental")
+    assert first["collect"]["records_new"] == 300 and first["publish"]["version"] == 1
+    again = _lifecycle(s, DERIVED, "down-2", "incremental")  # upstream unchanged
+    assert again["collect"]["nothing_new"] and "publish" not in again
+    _append(rows, pool.iloc[300:320])
+    _lifecycle(s, SPEC, "up-2", "incremental")
+    second = _lifecycle(s, DERIVED, "down-3", "incremental")
+    assert second["collect"]["records_new"] == 20  # only the rows v2 added
+    assert second["publish"]["version"] == 2
+    ctx = stage_context(s, DERIVED, "reader")
+    v2 = ctx.catalog.get_version("derived_reviews", 2)
+    assert v2 is not None and v2.row_count == 320

@@ -88,3 +88,27 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
     assert list(errors) == ["granary_spec_check.py"]
     message = errors["granary_spec_check.py"]
     assert "broken_reviews.yaml:" in message and "fromat" in message
+
+
+def test_a_derived_dataset_runs_when_its_upstream_publishes(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    good = (repo / "datasets" / "zh_shopping_reviews.yaml").read_text(encoding="utf-8")
+    (specs / "zh_shopping_reviews.yaml").write_text(good, encoding="utf-8")
+    derived = (good.split("sources:")[0].replace("name: zh_shopping_reviews",
+                                                  "name: reviews_positive")
+               + "sources:\n  - {name: upstream, type: dataset, dataset: zh_shopping_reviews,\n"
+               "     licence: {id: CC-BY-4.0, origin: zh_shopping_reviews, legal_basis: licence}}\n"
+               + "schema:" + good.split("\nschema:", 1)[1])
+    (specs / "reviews_positive.yaml").write_text(derived, encoding="utf-8")
+    monkeypatch.setenv("GRANARY_DATASETS_DIR", str(specs))
+    bag = _dagbag(repo / "dags")
+    assert bag.import_errors == {}
+    dag = bag.dags["granary_reviews_positive"]
+    condition = dag.timetable.asset_condition
+    assert [a.uri for a in getattr(condition, "objects", [condition])] == [
+        "granary://datasets/zh_shopping_reviews"]
+    assert dag.params["mode"] == "incremental"  # a refresh: the published version + the change
+    assert bag.dags["granary_zh_shopping_reviews"].params["mode"] == "full"
+    assert "granary_maintenance" in bag.dags

@@ -358,7 +358,9 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         reason = {"exact_dedup": "exact_duplicate", "near_dedup": "near_duplicate"}[
             summary["step"]]
         summary["largest"] = _largest(index, table, reason)
-    kept = index.loc[alive, [c for c in INDEX_COLUMNS if c in index]]
+    kept = index.loc[alive, [c for c in INDEX_COLUMNS if c in index]].copy()
+    if "sig" in kept and len(kept):
+        kept["sig"] = [_low_bits(sig) for sig in kept["sig"].tolist()]
     return {"merges": _write(ctx, table, "merges"), "merged": len(table),
             "label_conflicts": conflicts, "steps": steps,
             "dedup_index": base_index + _write(ctx, kept, "dedup-index"),
@@ -367,6 +369,17 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
 
 # what the next refresh compares its new records with
 INDEX_COLUMNS = ["id", "exact", "sig", "length", "complete"]
+# The index keeps the lowest 8 bits of each MinHash value (b-bit minwise hashing, Li and
+# König 2010): 128 bytes a record instead of 512, the index a refresh must read. Two values
+# agree by chance with probability 1/256, so a refresh compares at the correspondingly
+# raised threshold (see _near).
+INDEX_BITS = 8
+_CHANCE = 1 / 2 ** INDEX_BITS
+
+
+def _low_bits(sig: bytes) -> bytes:
+    return (np.frombuffer(sig, dtype=np.uint32) & (2 ** INDEX_BITS - 1)).astype(
+        np.uint8).tobytes()
 
 
 def _first_exact(live: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
@@ -395,10 +408,19 @@ def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None
     if n == 0:
         return pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0}
     n_old = 0 if old is None else len(old)
-    both = pd.concat([old[["id", "sig", "length", "complete"]], live], ignore_index=True) \
-        if n_old else live.reset_index(drop=True)
-    sig = np.frombuffer(b"".join(both["sig"].tolist()), dtype=np.uint32).reshape(len(both), -1)
-    found = neardup.cluster(sig, cfg.bands, cfg.threshold)
+    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
+    threshold = cfg.threshold
+    if n_old:  # a refresh: compare in the index's b-bit form, new and published alike
+        assert old is not None
+        published = np.frombuffer(b"".join(old["sig"].tolist()), dtype=np.uint8).reshape(
+            n_old, -1).astype(np.uint32)
+        sig = np.vstack([published, sig & (2 ** INDEX_BITS - 1)])
+        threshold = _CHANCE + (1 - _CHANCE) * threshold
+        both = pd.concat([old[["id", "length", "complete"]],
+                          live[["id", "length", "complete"]]], ignore_index=True)
+    else:
+        both = live.reset_index(drop=True)
+    found = neardup.cluster(sig, cfg.bands, threshold)
     keep = neardup.representatives(found.labels, cfg.keep, both["length"].to_numpy(),
                                    both["complete"].to_numpy())
     if n_old:

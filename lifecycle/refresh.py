@@ -54,27 +54,41 @@ class Base:
 
 
 def base(ctx: StageContext) -> Base | None:
-    """The base of an incremental run, or None: a full run, no version yet, or a version
-    whose run's work outputs were pruned (the run then processes everything, as before)."""
+    """The base of an incremental run, or None: a full run, no version yet, or no run whose
+    work outputs still describe the latest version (pruned: the run processes everything).
+
+    The base's outputs are those of the newest successful run that ended at the latest
+    version: the run that published it, or a later one whose records equalled it ("no new
+    version"), so records a full run re-collected since are not taken for new ones."""
     if ctx.mode != "incremental":
         return None
     version = ctx.catalog.latest(ctx.dataset)
     if version is None:
         return None
-    outputs = {r.stage: r.output_uri for r in ctx.catalog.stage_results(ctx.dataset,
-                                                                          version.run_id)
-               if r.status in ("success", "reused") and r.output_uri}
-    if not outputs.get("collect") or not outputs.get("preprocess"):
-        log.info("%s: %s has no recorded work outputs; the refresh processes everything",
-                 ctx.dataset, version.ref)
-        return None
+    for run in ctx.catalog.runs(ctx.dataset):
+        if run.run_id != version.run_id and run.status != "success":
+            continue
+        results = {r.stage: r for r in ctx.catalog.stage_results(ctx.dataset, run.run_id)}
+        published = results.get("publish")
+        if published is None or (published.counts or {}).get("version") != version.version:
+            continue
+        outputs = {stage: r.output_uri for stage, r in results.items()
+                   if r.status in ("success", "reused") and r.output_uri}
+        if _present(ctx, outputs):
+            return Base(version, outputs)
+    log.info("%s: no run's work outputs describe %s (pruned?); the refresh processes "
+             "everything", ctx.dataset, version.ref)
+    return None
+
+
+def _present(ctx: StageContext, outputs: dict[str, str]) -> bool:
     for stage in ("collect", "preprocess"):
+        if not outputs.get(stage):
+            return False
         bucket, key = shards.parse_uri(outputs[stage])
         if not ctx.store.exists(bucket, key):
-            log.info("%s: the %s output of %s was pruned; the refresh processes everything",
-                     ctx.dataset, stage, version.ref)
-            return None
-    return Base(version, outputs)
+            return False
+    return True
 
 
 def delta_shards(ctx: StageContext, manifest: dict[str, Any],

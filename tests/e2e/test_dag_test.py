@@ -125,6 +125,9 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     c = inc["collect"]
     assert (c["raw_new"], c["records_new"], c["unchanged"]) == (0, 0, 2)
     assert c["records"] == c["carried"] == 35124
+    # nothing new since v1: the stages after collection are skipped, and the run says so
+    assert c["nothing_new"] and cat.run("zh_shopping_reviews", again.run_id).message == \
+        "no new version: nothing new in the sources since zh_shopping_reviews@v1"
 
     # a whole run over the same records makes no new version and wakes no consumer
     same = dag.test(run_conf={"mode": "full", "first_stage": "collect",
@@ -143,6 +146,33 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
             AssetModel, AssetEvent.asset_id == AssetModel.id).where(
             AssetModel.uri == "granary://datasets/zh_shopping_reviews"))
     assert state == "skipped" and events == len(extras)
+
+    # a refresh with three new reviews: the published version plus exactly those three
+    with open(granary_env.inbox_dir / "zh_shopping_reviews" / "pos.txt", "a",
+              encoding="utf-8") as fh:
+        fh.write("这款台灯做工精致,光线柔和,第一次买就很满意。\n"
+                 "快递第二天就到了,耳机音质清楚,推荐给朋友。\n"
+                 "水杯保温效果超出预期,颜色也漂亮,五星好评。\n")
+    fresh = dag.test(run_conf={"mode": "incremental", "first_stage": "collect",
+                               "last_stage": "publish"})
+    assert fresh.state == "success"
+    counts = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews",
+                                                           fresh.run_id)}
+    assert counts["collect"]["records_new"] == 3 and counts["preprocess"]["in"] == 3
+    assert counts["evaluate"]["refresh"]["added"] == 3
+    v2 = cat.get_version("zh_shopping_reviews", 2)
+    assert v2 is not None and v2.row_count == v.row_count + 3
+    assert cat.run("zh_shopping_reviews", fresh.run_id).message == \
+        "published zh_shopping_reviews@v2"
+
+    # the daily maintenance DAG: ledgers intact, nothing to prune or re-evaluate yet
+    daily = _dag(repo, "granary_maintenance").test()
+    assert daily.state == "success"
+    health = next(d for d in cat.datasets() if d.name == "zh_shopping_reviews").health
+    assert health["ledger"] == {"ok": True, "versions": 2, "files": health["ledger"]["files"],
+                                "findings": []}
+    assert health["ledger"]["files"] > 0 and health["pruned"]["runs"] == []
+    assert health["reevaluated"] == [] and health["stale"] is False
 
 
 def _map_indexes(dag_id: str, run_id: str, task_id: str) -> list[int]:

@@ -277,3 +277,43 @@ def test_a_derived_dataset_collects_only_what_its_upstreams_new_version_adds(
     ctx = stage_context(s, DERIVED, "reader")
     v2 = ctx.catalog.get_version("derived_reviews", 2)
     assert v2 is not None and v2.row_count == 320
+
+
+NEAR = SPEC.replace("preprocess: {steps: [normalise, pii, exact_dedup]}",
+                    "preprocess: {steps: [normalise, pii, exact_dedup, near_dedup], "
+                    "near_dedup: {enabled: true, threshold: 0.8}}")
+LONG = ("这家店的台灯做工非常精致，光线柔和不刺眼，晚上看书一点也不累，包装也很用心，"
+        "快递第二天就送到了，客服回答问题耐心细致，价格比商场便宜不少，已经推荐给同事和朋友，"
+        "以后还会再来买别的东西。")
+
+
+def test_a_refresh_merges_a_near_copy_of_a_published_record_into_it(
+        s3: Settings, tmp_path: Path) -> None:
+    s = isolated(s3, tmp_path)
+    pool = labelled(300)[["text", "label"]]
+    pool.loc[7, "text"] = LONG
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    pool.to_csv(rows, index=False)
+    _lifecycle(s, NEAR, "run-1", "full")
+    v1 = _published(s, 1)
+    import unicodedata
+
+    published_id = v1.loc[v1["text"] == unicodedata.normalize("NFKC", LONG), "id"].item()
+
+    near = LONG.replace("精致", "精巧")  # two characters of ~100 changed
+    _append(rows, pd.DataFrame({"text": [near, "耳机很好,包装推荐。全新的一条"],
+                                "label": ["pos", "pos"]}))
+    out = _lifecycle(s, NEAR, "run-2", "incremental")
+    assert out["preprocess"]["merge_reasons"] == {"near_duplicate": 1}
+    assert out["evaluate"]["refresh"]["added"] == 1
+    ctx = stage_context(s, NEAR, "reader")
+    [merge] = ctx.catalog.stage_results("graded_reviews", "run-2")[1:2]
+    from lifecycle import shards
+
+    manifest = shards.read_manifest(ctx.store, merge.output_uri)
+    merges = shards.read_table(ctx.store, manifest, "merges")
+    assert merges["kept_id"].tolist() == [published_id]  # into the published record
+    v2 = _published(s, 2)
+    assert len(v2) == len(v1) + 1
+    assert unicodedata.normalize("NFKC", near) not in set(v2["text"])

@@ -1,0 +1,132 @@
+"""Refresh benchmark (`make bench`): the sample dataset's lifecycle DAG through real Airflow
+(dag.test() on a private SQLite metadata database), against a real S3 server (SeaweedFS), a
+real git + DVC registry and a SQLite catalog. Figures are printed and written to
+bench/results/refresh.json, never asserted.
+
+Three runs of the same DAG: a full run (trigger to published version), a refresh with 1% new
+records (incremental: the published version plus the change), and a refresh with nothing new.
+For each: wall time, the time inside task instances (stage work plus the task runner's own
+start-up), the rest (Airflow's scheduling and hand-over between tasks in dag.test()), and the
+bytes the run read from S3 (objects and registry files, counted by storage.objectstore).
+
+    python bench/refresh.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+HOME = Path(tempfile.mkdtemp(prefix="granary-bench-refresh-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(HOME / "airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+    "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+})
+for _key in [k for k in os.environ if k.startswith("GRANARY_")]:
+    del os.environ[_key]
+
+
+def _new_lines(n: int, seed: int = 11) -> list[str]:
+    """``n`` distinct new reviews (words that say their sentiment, numbered)."""
+    import random
+
+    rng = random.Random(seed)
+    good = ["很好", "满意", "喜欢", "推荐", "超值", "好用", "漂亮", "舒服"]
+    things = ["手机", "耳机", "衣服", "鞋子", "台灯", "水杯", "书包", "键盘", "屏幕", "包装"]
+    return [f"第{i}次回购{rng.choice(things)}{rng.choice(good)}，{rng.choice(things)}"
+            f"{rng.choice(good)}，订单{rng.randrange(10**9):09d}" for i in range(n)]
+
+
+def _run(dag: Any, conf: dict[str, Any], settings: Any) -> dict[str, Any]:
+    from granary.runtime import catalog
+    from storage.objectstore import bytes_read
+
+    start, before = time.perf_counter(), bytes_read()
+    run = dag.test(run_conf={"first_stage": "collect", "last_stage": "publish", **conf})
+    wall = time.perf_counter() - start
+    tasks: dict[str, float] = {}
+    for ti in run.get_task_instances():
+        if ti.start_date and ti.end_date:
+            took = (ti.end_date - ti.start_date).total_seconds()
+            tasks[ti.task_id] = round(tasks.get(ti.task_id, 0.0) + took, 2)
+    inside = sum(tasks.values())
+    cat = catalog(settings)
+    record = cat.run("zh_shopping_reviews", run.run_id)
+    version = cat.version_for_run("zh_shopping_reviews", run.run_id)
+    stages = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews", run.run_id)}
+    return {"mode": conf["mode"], "state": str(run.state), "wall_s": round(wall, 2),
+            "in_tasks_s": round(inside, 2), "airflow_overhead_s": round(wall - inside, 2),
+            "airflow_overhead_share": round((wall - inside) / wall, 3),
+            "s3_bytes_read": bytes_read() - before,
+            "version": version.version if version else None,
+            "rows": version.row_count if version else None,
+            "message": record.message if record else "",
+            "refresh": (stages.get("evaluate") or {}).get("refresh"),
+            "task_seconds": dict(sorted(tasks.items(), key=lambda kv: -kv[1]))}
+
+
+def main() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from granary.demo import stage_sample
+    from tests.services import start_s3
+
+    settings, stack = start_s3(HOME / "s3")
+    try:
+        s = settings.model_copy(update={
+            "home": HOME, "registry_url": str(HOME / "registry.git"),
+            "database_url": f"sqlite:///{HOME / 'catalog.db'}", "inbox": HOME / "inbox"})
+        os.environ.update(s.to_env())
+        files = stage_sample(s.inbox_dir)
+        for cmd in (["db", "migrate"], ["pools", "set", "granary_registry", "1", "registry"]):
+            subprocess.run([sys.executable, "-m", "airflow", *cmd], check=True,
+                           capture_output=True)
+        bag = DagBag(str(ROOT / "dags"))
+        dag = bag.dags["granary_zh_shopping_reviews"]
+        full = _run(dag, {"mode": "full"}, s)
+        rows = full["rows"] or 0
+        new = _new_lines(max(1, rows // 100))
+        target = sorted(files)[-1]
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(new) + "\n")
+        one = _run(dag, {"mode": "incremental"}, s)
+        none = _run(dag, {"mode": "incremental"}, s)
+    finally:
+        stack.down(grace=10)
+    result = {
+        "benchmark": "refresh", "when": datetime.now(UTC).isoformat(),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "runs": {"full": full, "refresh_1pct": one, "refresh_nothing_new": none},
+        "refresh_vs_full": {
+            "time": round(one["wall_s"] / full["wall_s"], 3),
+            "bytes": round(one["s3_bytes_read"] / max(1, full["s3_bytes_read"]), 3)},
+        "target": "a 1% refresh takes at most 10% of a full run's time and bytes (issue 10)",
+    }
+    out = ROOT / "bench" / "results" / "refresh.json"
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(f"{'run':<22}{'wall s':>8}{'in tasks s':>12}{'airflow %':>11}{'S3 MB read':>12}"
+          f"{'version':>9}{'rows':>8}")
+    for name, r in result["runs"].items():
+        print(f"{name:<22}{r['wall_s']:>8}{r['in_tasks_s']:>12}"
+              f"{100 * r['airflow_overhead_share']:>10.1f}%{r['s3_bytes_read'] / 1e6:>12.2f}"
+              f"{r['version'] or '-':>9}{r['rows'] or '-':>8}")
+    print(f"1% refresh / full: time {result['refresh_vs_full']['time']:.1%}, bytes "
+          f"{result['refresh_vs_full']['bytes']:.1%} (target <= 10%) -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -65,8 +65,12 @@ def row_key(locator: str, line: int, content: Any) -> bytes:
 
 
 def record_schema(spec: DatasetSpec) -> pa.Schema:
+    from lifecycle.images import IMAGE_COLUMNS
+
     fields = [pa.field("id", pa.string())]
     fields += [pa.field(f.name, _ARROW[f.type]) for f in spec.schema_.fields]
+    if spec.modality == "image":
+        fields += [pa.field(c, _ARROW[t]) for c, t in IMAGE_COLUMNS.items()]
     fields += [pa.field(c, pa.int64() if c == "line" else pa.string()) for c in PROVENANCE]
     return pa.schema(fields)
 
@@ -297,8 +301,58 @@ class _Unit:
                 salt = digest if len(found) == 1 else f"{digest}:{index}"
                 locator = f"{payload.locator}!{member.name}" if payload.locator else ""
                 where = f"source {self.source.name!r} {member.name}"
+                if fmt == "image":
+                    self.image(member, payload, key, salt, locator, base)
+                    continue
                 for parsed in parse_member(fmt, member, encoding, where, payload.records_path):
                     self.row(parsed, salt, locator, base)
+
+    def image(self, member: Any, payload: Payload, payload_key: str, salt: str, locator: str,
+              base: dict[str, Any]) -> None:
+        """One image: its bytes under their own content address in the raw bucket (an
+        archive member's too), its header read, its sidecar metadata joined by file name."""
+        from lifecycle import images
+
+        inside = member.name != payload.name  # an archive's member
+        if inside and not images.is_image(member.name):
+            return  # an archive's README or metadata file is not an image record
+        self.tally["read"] += 1
+        with member.open() as fh:
+            data = fh.read()
+        digest = images.sha256(data)
+        key = row_key(locator, 1, digest)
+        if key in self.seen:
+            self.tally["already_seen"] += 1
+            return
+        self.new_keys.add(key)
+        if inside:
+            ext = PurePosixPath(member.name).suffix.lower().lstrip(".") or "bin"
+            raw_key = keys.raw_key(self.ctx.dataset, self.source.name, self.ctx.now.date(),
+                                   digest, ext)
+            if not self.ctx.store.exists(self.ctx.raw_bucket, raw_key):
+                self.ctx.store.put_bytes(self.ctx.raw_bucket, raw_key, data)
+        else:
+            raw_key = payload_key
+        name = member.name.split("!")[-1]
+        meta = self.sidecar().get(name) or self.sidecar().get(PurePosixPath(name).name) or {}
+        if getattr(self.source, "label_from_folder", False):
+            folder = PurePosixPath(name).parent.name
+            meta = {**meta, self.ctx.spec.schema_.label_field or "label": folder or None}
+        rid = record_id(f"{salt}:{name}", 1)  # the same bytes under two names: two records
+        row, problem = _to_row(self.ctx.spec, self.source, meta)
+        if problem:
+            self.reject(rid, base, 1, "bad_value", problem)
+            return
+        self.records.add({"id": rid, **row, **base, "line": 1,
+                          "image": f"s3://{self.ctx.raw_bucket}/{raw_key}",
+                          "file_name": name, "image_sha256": digest, **images.probe(data)})
+        self.tally["records_new"] += 1
+
+    def sidecar(self) -> dict[str, dict[str, Any]]:
+        """File name -> metadata from the source's sidecar file (read once)."""
+        if not hasattr(self, "_sidecar"):
+            self._sidecar = _read_sidecar(self.ctx, self.source)
+        return self._sidecar
 
     def row(self, parsed: Any, salt: str, locator: str, base: dict[str, Any]) -> None:
         self.tally["read"] += 1
@@ -351,6 +405,28 @@ def _to_row(spec: DatasetSpec, source: Any,
         except (TypeError, ValueError, OverflowError) as e:
             return row, f"field {field.name!r} (column {column!r}): {e}"
     return row, None
+
+
+def _read_sidecar(ctx: StageContext, source: Any) -> dict[str, dict[str, Any]]:
+    cfg = getattr(source, "sidecar", None)
+    if cfg is None:
+        return {}
+    path = (ctx.inbox / cfg.path).resolve()
+    if not path.is_relative_to(ctx.inbox.resolve()) or not path.is_file():
+        raise SourceError(f"source {source.name!r}: sidecar {cfg.path!r} is not a file under "
+                          f"the inbox {ctx.inbox}")
+    import pandas as pd
+
+    try:
+        frame = (pd.read_json(path, dtype=False) if path.suffix.lower() == ".json"
+                 else pd.read_csv(path, dtype=str, keep_default_na=False))
+    except ValueError as e:
+        raise SourceError(f"source {source.name!r}: sidecar {cfg.path}: {e}") from e
+    if cfg.key not in frame:
+        raise SourceError(f"source {source.name!r}: sidecar {cfg.path} has no column "
+                          f"{cfg.key!r} (it has {list(frame.columns)}); set sidecar.key")
+    return {str(r[cfg.key]): {k: v for k, v in r.items() if k != cfg.key}
+            for r in frame.to_dict(orient="records")}
 
 
 # ---- merge ----------------------------------------------------------------------------------

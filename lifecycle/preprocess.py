@@ -252,6 +252,10 @@ def _write(ctx: StageContext, df: pd.DataFrame, table: str) -> list[dict[str, An
 def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     """Record-local steps on one shard, then what the global dedup needs: per record its
     exact-duplicate key hash and its MinHash signature."""
+    if ctx.spec.modality == "image":
+        from lifecycle import imageprep
+
+        return imageprep.clean(ctx, unit)
     cfg = ctx.spec.preprocess
     before, dedups, _ = phases(list(cfg.steps))
     df = _read(ctx, unit["bucket"], unit["shards"])
@@ -343,6 +347,14 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
                           "merged": len(found), "groups": int(found["kept_id"].nunique()),
                           "label_conflicts": conflicts})
+        elif step == "near_dedup" and "phash" in index:  # images: perceptual hashes
+            from lifecycle import imageprep
+
+            found, dup, summary = imageprep.near(cfg, index.loc[alive], old, MERGE_COLUMNS)
+            alive[np.flatnonzero(alive)[dup]] = False
+            merges.append(found)
+            steps.append({"step": step, "in": before, "out": int(alive.sum()),
+                          "merged": len(found), **summary})
         elif step == "near_dedup" and cfg.near_dedup.enabled and "sig" in index:
             found, dup, summary = _near(cfg.near_dedup, index.loc[alive],
                                         old if "sig" in old else pd.DataFrame())
@@ -368,7 +380,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
 
 
 # what the next refresh compares its new records with
-INDEX_COLUMNS = ["id", "exact", "sig", "length", "complete"]
+INDEX_COLUMNS = ["id", "exact", "sig", "phash", "length", "complete"]
 # The index keeps the lowest 8 bits of each MinHash value (b-bit minwise hashing, Li and
 # König 2010): 128 bytes a record instead of 512, the index a refresh must read. Two values
 # agree by chance with probability 1/256, so a refresh compares at the correspondingly

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TextIO
 from lifecycle.errors import SourceError
 
 TEXT_FORMATS = {"text", "csv", "tsv", "jsonl", "json"}
-BINARY_FORMATS = {"parquet", "excel"}
+BINARY_FORMATS = {"parquet", "excel", "image"}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
 NAME_RE = r"^[a-z][a-z0-9_]{1,63}$"
 
@@ -112,7 +113,17 @@ def _relative(v: str) -> str:
     return v
 
 
-FileFormat = Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel"]
+FileFormat = Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel", "image"]
+
+
+class Sidecar(_Model):
+    """Metadata for image files (captions, labels) in a CSV or JSON file, joined by name."""
+
+    path: str = Field(description="CSV or JSON (a list of objects) file, relative to the inbox")
+    key: str = Field(default="file_name", description="the column holding the image's file "
+                                                      "name (its base name, or its path)")
+
+    _check_path = field_validator("path")(_relative)
 
 
 class FilesSource(_SourceBase):
@@ -120,6 +131,9 @@ class FilesSource(_SourceBase):
     path: str = Field(description="File or glob, relative to the inbox")
     format: FileFormat
     encoding: str = Field(default="auto", description="auto = detect per file")
+    sidecar: Sidecar | None = Field(default=None, description="images: captions and labels")
+    label_from_folder: bool = Field(default=False,
+                                    description="images: the label is the parent folder's name")
 
     _check_path = field_validator("path")(_relative)
 
@@ -268,7 +282,7 @@ class FieldSpec(_Model):
 
 class Schema(_Model):
     fields: list[FieldSpec]
-    text_field: str = "text"
+    text_field: str | None = "text"
     label_field: str | None = "label"
 
     @model_validator(mode="after")
@@ -391,7 +405,28 @@ class Pii(_Model):
 Step = Literal["normalise", "filter", "pii", "exact_dedup", "near_dedup"]
 
 
+class ImageOps(_Model):
+    """Image preprocessing: normalisation, quality filters and near-duplicates."""
+
+    format: Literal["png", "jpeg", "webp"] = Field(default="png",
+                                                   description="re-encoded format")
+    quality: int = Field(default=90, ge=1, le=100, description="jpeg and webp quality")
+    max_side: int | None = Field(default=1024, ge=8, description="longer side at most")
+    min_width: int = Field(default=8, ge=1)
+    min_height: int = Field(default=8, ge=1)
+    max_aspect_ratio: float = Field(default=10.0, ge=1, description="longer / shorter side")
+    min_sharpness: float | None = Field(
+        default=None, ge=0, description="variance of the Laplacian of the grey image; below "
+                                        "it an image is blurry (none: not checked)")
+    min_contrast: float = Field(default=2.0, ge=0, description="standard deviation of the "
+                                "grey image (0-255); below it an image is near-blank")
+    hash: Literal["phash", "dhash"] = "phash"
+    max_distance: int = Field(default=2, ge=0, le=20,
+                              description="Hamming distance at most: near-duplicates")
+
+
 class Preprocess(_Model):
+    image: ImageOps = ImageOps()
     steps: list[Step] = Field(
         default_factory=lambda: list[Step](
             ["normalise", "filter", "pii", "exact_dedup", "near_dedup"]),
@@ -716,7 +751,7 @@ class DatasetSpec(_Model):
     title: str
     description: str = ""
     domain: str = ""
-    modality: Literal["text", "table"] = "text"
+    modality: Literal["text", "table", "image"] = "text"
     task: str = ""
     language: list[str] = Field(default_factory=list)
     licence: Licence
@@ -771,6 +806,33 @@ class DatasetSpec(_Model):
             raise ValueError(f"rules {bad} give labels outside {sorted(known)}")
         if (self.annotate.rules or self.annotate.model.enabled) and not self.schema_.label_field:
             raise ValueError("rules and model-assisted labels need schema.label_field")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_defaults(cls, data: Any) -> Any:
+        # an image dataset has no text field unless it names one (a caption)
+        if isinstance(data, dict) and data.get("modality") == "image":
+            schema = data.get("schema")
+            if isinstance(schema, dict) and "text_field" not in schema:
+                data = {**data, "schema": {**schema, "text_field": None}}
+        return data
+
+    @model_validator(mode="after")
+    def _images(self) -> DatasetSpec:
+        if self.modality != "image":
+            bad = [s.name for s in self.sources if getattr(s, "format", None) == "image"]
+            if bad:
+                raise ValueError(f"sources {bad} read images: set `modality: image`")
+            return self
+        bad = [s.name for s in self.sources if getattr(s, "format", None) != "image"]
+        if bad:
+            raise ValueError(f"an image dataset's sources must have `format: image`; {bad} "
+                             "do not")
+        taken = [f.name for f in self.schema_.fields if f.name in IMAGE_FIELDS]
+        if taken:
+            raise ValueError(f"schema fields {taken} are filled by Granary for every image "
+                             "record; remove them from schema.fields")
         return self
 
     @model_validator(mode="after")

@@ -387,6 +387,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         from lifecycle import labelstudio
 
         pulled = labelstudio.tasks(studio[0], studio[1])
+    if ctx.spec.modality == "image":
+        return _images(ctx, upstream, manifest, df)
     work = _Annotation(ctx, df, merges, pulled, studio[1] if studio else None)
     if ctx.spec.schema_.label_field and len(df):
         work.label_records()
@@ -441,6 +443,34 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
                                                   "input_manifest": upstream["manifest_uri"],
                                                   "label_studio": sent},
+                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+
+
+def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any],
+            df: pd.DataFrame) -> StageResult:
+    """Image datasets: lifecycle/imageannot.py (labels kept, model labels, flags)."""
+    from lifecycle import imageannot
+
+    out, report, routed = imageannot.annotate(ctx, df)
+    label = ctx.spec.schema_.label_field
+    counts: dict[str, Any] = {"in": len(df), "kept": len(out), "quarantined": 0,
+                              "routed_to_people": len(routed)}
+    if label and label in out:
+        counts.update(labelled=int(out[label].notna().sum()),
+                      per_label={str(k): int(v) for k, v in
+                                 out[label].value_counts(dropna=True).sort_index().items()},
+                      label_sources=report.get("coverage", {}).get("by_source", {}),
+                      suspected_label_errors=report.get("label_errors", {}).get("flagged", 0))
+    report["counts"] = counts
+    report["review"] = routed[:1000]
+    report_uri = _write_json(ctx, "report.json", report)
+    extra = {"annotation_report": report_uri, **({"report": manifest["report"]}
+                                                 if manifest.get("report") else {})}
+    uri = shards.write_manifest(ctx, STAGE, out, shards.write_table(ctx, STAGE, out) if len(out)
+                                else [], counts, {}, extra)
+    log.info("annotate %s: %s", ctx.dataset, counts)
+    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
+                                                  "input_manifest": upstream["manifest_uri"]},
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 

@@ -258,6 +258,17 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
                        sha256=files[name]["sha256"],
                        content_size=f"{files[name]['bytes']} B")
         for name in sorted(files) if name.startswith("data.")]
+    tars = sorted(n for n in files if n.startswith("images-") and n.endswith(".tar"))
+    if tars:  # image datasets: the WebDataset shards, one FileObject each, as one FileSet
+        distribution += [
+            mlc.FileObject(ctx=ctx, id=name, name=name, content_url=name,
+                           encoding_formats=["application/x-tar"], sha256=files[name]["sha256"],
+                           content_size=f"{files[name]['bytes']} B") for name in tars]
+        distribution.append(mlc.FileSet(
+            ctx=ctx, id="images", name="images", contained_in=tars,
+            encoding_formats=["image/png", "image/jpeg", "image/webp"],
+            includes=["*.png", "*.jpg", "*.webp"],
+            description="The images, one per record, named <id>.<ext> inside the shards"))
     fields = [mlc.Field(ctx=ctx, id=f"records/{c}", name=c, data_types=[_data_type(t)],
                         source=mlc.Source(ctx=ctx, file_object="data.parquet",
                                           extract=mlc.Extract(ctx=ctx, column=c)))

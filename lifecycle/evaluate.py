@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lifecycle import labelcheck, qreport, refresh, shards, splits
@@ -225,6 +226,8 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     from lifecycle.publish import previous_records
 
     cfg = ctx.spec.quality.drift
+    if ctx.spec.modality == "image":
+        return None  # image drift (feature distributions) is not measured yet
     previous = ctx.catalog.get_version(ctx.dataset) if cfg.enabled else None
     if previous is None:
         return None
@@ -266,10 +269,19 @@ def _split(ctx: StageContext,
     leakage across any split column."""
     cfg = ctx.spec.publish.splits
     text = ctx.spec.schema_.text_field
-    if df.empty or text not in df:
+    image = ctx.spec.modality == "image" and "phash" in df
+    if df.empty or (not image and text not in df):
         return df, {}, {}
-    sig = splits.signatures(["" if not isinstance(t, str) else t for t in df[text]], cfg.seed)
-    group_of = splits.groups(sig, cfg.threshold)
+    if image:  # groups of images within the near-duplicate distance of each other
+        from lifecycle import images
+
+        hashes = np.array([int(h, 16) for h in df["phash"]], dtype=np.uint64)
+        sig = None
+        group_of = images.groups(hashes, ctx.spec.preprocess.image.max_distance)
+    else:
+        sig = splits.signatures(["" if not isinstance(t, str) else t for t in df[text]],
+                                cfg.seed)
+        group_of = splits.groups(sig, cfg.threshold)
     distinct = len(set(group_of.tolist()))
     diversity = {"threshold": cfg.threshold, "groups": distinct,
                  "redundant": len(df) - distinct,
@@ -288,13 +300,33 @@ def _split(ctx: StageContext,
             # follows it; only the others are assigned
             assigned = splits.extend(df[splits.SPLIT_COLUMN].tolist(), assigned, group_of)
         df[splits.SPLIT_COLUMN] = assigned
-    leak = splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig, cfg.threshold)
+    leak = (splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig,
+                           cfg.threshold) if sig is not None
+            else splits.group_leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(),
+                                      group_of))
     info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,
             "counts": {str(k): int(v) for k, v in
                        df[splits.SPLIT_COLUMN].value_counts().sort_index().items()},
             "leakage": {"groups": leak.groups, "records": leak.records,
                         "share": round(leak.share, 6), "examples": leak.examples}}
     return df, info, diversity
+
+
+def _inspect_images(ctx: StageContext, df: pd.DataFrame,
+                    cleaning: dict[str, Any]) -> dict[str, Any]:
+    """Images: every published image read once for its features (the label check) and for
+    metadata left in it; the share of collected files preprocessing could not decode."""
+    if ctx.spec.modality != "image" or df.empty:
+        return {}
+    from lifecycle import imageannot
+
+    x, meta = imageannot.inspect(ctx, df["image"].astype(str).tolist())
+    reasons = (cleaning.get("counts") or {}).get("quarantine_reasons") or {}
+    bad = sum(int(v) for k, v in reasons.items()
+              if k in ("truncated", "corrupt", "not_an_image", "too_many_pixels"))
+    collected = int((cleaning.get("counts") or {}).get("in") or 0)
+    return {"features": x, "with_metadata_share": float(meta.mean()) if len(meta) else 0.0,
+            "undecodable_share": bad / collected if collected else 0.0}
 
 
 def _refresh(ctx: StageContext, delta: pd.DataFrame
@@ -318,9 +350,16 @@ def _refresh(ctx: StageContext, delta: pd.DataFrame
     return df, counts, (found.version.version, before)
 
 
-def _labels(ctx: StageContext, df: pd.DataFrame) -> labelcheck.LabelIssues | None:
+def _labels(ctx: StageContext, df: pd.DataFrame,
+            features: np.ndarray | None = None) -> labelcheck.LabelIssues | None:
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
+    if ctx.spec.modality == "image" and features is not None and cfg.enabled and label \
+            and label in df and len(df):
+        return labelcheck.find(df["id"].tolist(), [None if shards.is_missing(v) else str(v)
+                                                   for v in df[label]],
+                               folds=cfg.folds, max_records=cfg.max_records, seed=cfg.seed,
+                               features=features)
     if not cfg.enabled or not label or label not in df or text not in df or df.empty:
         return None
     return labelcheck.find(df[text].tolist(), df[label].tolist(), folds=cfg.folds,
@@ -361,8 +400,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     ctx.store.write_atomic(ctx.work_bucket, gx_key,
                            json.dumps(result, ensure_ascii=False, default=str).encode(),
                            "application/json")
-    issues = _labels(ctx, df)
     cleaning = _preprocess_report(ctx, manifest)
+    seen = _inspect_images(ctx, df, cleaning)
+    issues = _labels(ctx, df, seen.get("features"))
     annotation = _preprocess_report(ctx, manifest, "annotation_report")
     # conflicts annotation resolved (majority vote, dropped) no longer count; without an
     # annotation report every conflict preprocessing found does
@@ -372,7 +412,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         checks=checks, conflicts=int(conflicts),
         label_error_rate=issues.rate if issues else 0.0,
         leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)),
-        redundant_share=float(diversity.get("share", 0.0)))
+        redundant_share=float(diversity.get("share", 0.0)),
+        undecodable_share=seen.get("undecodable_share", 0.0),
+        with_metadata_share=seen.get("with_metadata_share", 0.0))
     dims = quality_dims.dimensions(spec, df, evidence, ctx.now)
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     score, grade = quality_dims.score_and_grade(dims, weights)

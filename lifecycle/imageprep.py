@@ -12,7 +12,6 @@ perceptual hashes at most ``preprocess.image.max_distance`` bits apart.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -54,7 +53,6 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     out_rows: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     index_rows: list[dict[str, Any]] = []
-    reasons: Counter[str] = Counter()
     stripped = 0
     for rec in df.to_dict(orient="records"):
         data = _read_image(ctx, str(rec["image"]))
@@ -62,7 +60,6 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
         if decoded.image is None:
             dropped.append({**rec, "operator": "normalise", "reason": decoded.reason,
                             "detail": decoded.detail})
-            reasons[decoded.reason] += 1
             continue
         img = decoded.image
         metrics = images.measure(img)
@@ -70,7 +67,6 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
         if problem is not None:
             dropped.append({**rec, "operator": "filter", "reason": problem[0],
                             "detail": problem[1]})
-            reasons[problem[0]] += 1
             continue
         out = images.normalise(img, cfg.format, cfg.max_side, cfg.quality)
         body = images.encode(out, cfg.format, cfg.quality)
@@ -83,7 +79,8 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
                                          if decoded.had_metadata else [])
         if out.size != img.size:
             ops.append("normalise:resized")
-        out_rows.append({**rec, "raw_image": rec["image"],
+        phash = images.perceptual_hash(out, cfg.hash)
+        out_rows.append({**rec, "raw_image": rec["image"], "phash": f"{phash:016x}",
                          "image": f"s3://{ctx.work_bucket}/{key}", "image_sha256": digest,
                          "image_format": cfg.format, "width": out.width, "height": out.height,
                          "sharpness": round(metrics["sharpness"], 3),
@@ -96,8 +93,7 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
                            "complete": sum(rec.get(f.name) is not None
                                            for f in ctx.spec.schema_.fields),
                            "exact": digest,
-                           "phash": np.uint64(images.perceptual_hash(out, cfg.hash))
-                           .astype(np.int64).item()})
+                           "phash": np.uint64(phash).astype(np.int64).item()})
     tag = f"u{unit['index']:05d}"
     cleaned = pd.DataFrame(out_rows)
     index = pd.DataFrame(index_rows)
@@ -108,7 +104,7 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
                         {"step": "filter", "in": n_in - sum(
                             1 for d in dropped if d["operator"] == "normalise"),
                          "out": len(out_rows)}],
-              "pii": {}, "languages": {}, "image_reasons": dict(reasons)}
+              "pii": {}, "languages": {}}
     return {"index": unit["index"], "label": unit["label"], "in": n_in,
             "cleaned": shards.write_table(ctx, "preprocess", cleaned, f"{tag}-clean")
             if len(cleaned) else [],

@@ -171,3 +171,15 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
     xor = h[pairs[:, 0]] ^ h[pairs[:, 1]]
     dist = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
     return pairs, dist.astype(np.int64)
+
+
+def groups(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """A group id per image: connected components of hashes within ``max_distance``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(hashes)
+    pairs, _ = near_pairs(hashes, max_distance)
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
+                       shape=(n, n))
+    return np.asarray(connected_components(graph, directed=False)[1], dtype=np.int64)

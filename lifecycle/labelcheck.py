@@ -58,6 +58,26 @@ def text_classifier(texts: list[str], seed: int = 0) -> Any:
         LogisticRegression(max_iter=1000, C=4.0, random_state=seed))
 
 
+def feature_classifier(seed: int = 0) -> Any:
+    """Standardised features + logistic regression (unfitted): image features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5,
+                                                              random_state=seed))
+
+
+def _feature_probabilities(x: np.ndarray, labels: np.ndarray, folds: int,
+                           seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probs: np.ndarray = cross_val_predict(feature_classifier(seed), x, labels, cv=cv,
+                                          method="predict_proba")
+    return probs
+
+
 def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, folds: int,
                               seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -69,14 +89,17 @@ def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, folds: int,
 
 
 def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: int = 100_000,
-         seed: int = 0) -> LabelIssues:
-    """Likely label errors among ``labels`` (positions refer to the lists passed in)."""
+         seed: int = 0, features: np.ndarray | None = None) -> LabelIssues:
+    """Likely label errors among ``labels`` (positions refer to the lists passed in). With
+    ``features`` (one row per record: images), a standardised logistic regression on them
+    replaces the text classifier and ``texts`` only gives the count."""
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
 
     n = len(texts)
-    usable = np.array([isinstance(t, str) and bool(t.strip()) and isinstance(lab, str)
-                       and bool(lab) for t, lab in zip(texts, labels, strict=True)], dtype=bool)
+    usable = np.array([(features is not None or (isinstance(t, str) and bool(t.strip())))
+                       and isinstance(lab, str) and bool(lab)
+                       for t, lab in zip(texts, labels, strict=True)], dtype=bool)
     values, counts = np.unique(np.asarray([lab for lab, ok in zip(labels, usable, strict=True)
                                            if ok], dtype=object), return_counts=True)
     common = {v for v, c in zip(values, counts, strict=True) if c >= folds}
@@ -89,7 +112,8 @@ def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: in
     classes = sorted(common)
     code = {c: i for i, c in enumerate(classes)}
     y = np.array([code[labels[i]] for i in index])
-    probs = out_of_fold_probabilities([texts[i] for i in index], y, folds, seed)
+    probs = (out_of_fold_probabilities([texts[i] for i in index], y, folds, seed)
+             if features is None else _feature_probabilities(features[index], y, folds, seed))
     # n_jobs=1: cleanlab's default forks a process pool, which deadlocks in a process that
     # already runs threads (an Airflow worker, a test server); one process is fast enough here
     flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)

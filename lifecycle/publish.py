@@ -50,6 +50,46 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
 
 
 
+SHARD_IMAGES = 1000  # images per tar shard
+
+
+def write_image_shards(ctx: StageContext, df: pd.DataFrame,
+                       folder: Path) -> dict[str, dict[str, Any]]:
+    """WebDataset-style tar shards (``images-00000.tar``, ...): per record ``<id>.<ext>``
+    (the normalised image) and ``<id>.json`` (its label, caption, size, hash, split), in
+    record order, with fixed member metadata so the same records give the same bytes."""
+    import io
+    import tarfile
+
+    names = {"image", "id", "raw_image", "operations", "phash"}
+    meta_columns = [c for c in df.columns if c not in names]
+    files: dict[str, dict[str, Any]] = {}
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+
+    records = df.to_dict(orient="records")
+    for start in range(0, len(records), SHARD_IMAGES):
+        name = f"images-{start // SHARD_IMAGES:05d}.tar"
+        with tarfile.open(folder / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for rec in records[start:start + SHARD_IMAGES]:
+                bucket, key = shards.parse_uri(str(rec["image"]))
+                ext = key.rsplit(".", 1)[-1]
+                add(tar, f"{rec['id']}.{ext}", ctx.store.get_bytes(bucket, key))
+                meta = {c: (rec[c].tolist() if hasattr(rec[c], "tolist")
+                            else None if shards.is_missing(rec[c]) else rec[c])
+                        for c in meta_columns}
+                add(tar, f"{rec['id']}.json",
+                    json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode())
+        files[name] = {"sha256": sha256_file(folder / name),
+                       "bytes": (folder / name).stat().st_size}
+    return files
+
+
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     spec = ctx.spec
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
@@ -83,6 +123,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         files = write_files(df, folder, list(spec.publish.formats))
+        if spec.modality == "image":
+            files.update(write_image_shards(ctx, df, folder))
         report = _report(ctx, quality)
         files.update(_quality_files(ctx, quality, folder))
         files.update(_card_files(ctx, df, before, folder, files, number, previous, quality,
@@ -205,7 +247,7 @@ def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None
     change["previous"] = previous.version if previous else None
     stages = {r.stage: dict(r.counts or {}) for r in
               ctx.catalog.stage_results(spec.name, ctx.run_id)}
-    data_files = {n: f for n, f in files.items() if n.startswith("data.")}
+    data_files = {n: f for n, f in files.items() if n.startswith(("data.", "images-"))}
     release = {"version": number, "row_count": len(df), "content_hash": _hash(data_files),
                "files": data_files, "splits": quality.get("splits", {})}
     card.write_json(folder / "changelog.json", change)

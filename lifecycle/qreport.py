@@ -42,7 +42,8 @@ def _label_examples(df: pd.DataFrame, spec: DatasetSpec, issues: labelcheck.Labe
     for pos, suggested, conf in list(zip(issues.positions, issues.suggested, issues.confidence,
                                          strict=True))[:limit]:
         rec = df.iloc[pos]
-        rows.append({"id": str(rec["id"]), "text": str(rec[text])[:160], "label": rec[label],
+        shown = rec[text] if text and text in rec else rec.get("file_name", "")
+        rows.append({"id": str(rec["id"]), "text": str(shown)[:160], "label": rec[label],
                      "suggested": suggested, "confidence": conf})
     return rows
 

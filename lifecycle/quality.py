@@ -30,6 +30,8 @@ class Evidence:
     label_error_rate: float = 0.0  # estimated share of wrong labels (confident learning)
     leakage_share: float = 0.0    # share of records with a near-duplicate in another split
     redundant_share: float = 0.0  # records beyond the first of each near-duplicate group / n
+    undecodable_share: float = 0.0  # images: collected files that could not be decoded
+    with_metadata_share: float = 0.0  # images: published images still carrying metadata
 
 
 def _missing(series: pd.Series) -> pd.Series:
@@ -53,7 +55,7 @@ def completeness(spec: DatasetSpec, df: pd.DataFrame) -> float:
 def accuracy(spec: DatasetSpec, df: pd.DataFrame, label_error_rate: float = 0.0) -> float:
     """1 - (the share of records whose text repeats an earlier record's, i.e. residual
     duplicates) - (the estimated share of wrong labels), floored at 0."""
-    text = spec.schema_.text_field
+    text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
     if df.empty or text not in df:
         return max(0.0, 1 - label_error_rate)
     return max(0.0, float(1 - df[text].duplicated().mean() - label_error_rate))
@@ -153,7 +155,22 @@ def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
               "accessibility": accessibility(spec), "balance": balance(spec, df),
               "safety": safety(spec, df), "diversity": diversity(evidence.redundant_share),
               "leakage": leakage(evidence.leakage_share)}
+    if spec.modality == "image":
+        values.update(images(spec, df, evidence))
     return {k: round(float(v), 4) for k, v in values.items()}
+
+
+def images(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence) -> dict[str, float]:
+    """Image datasets: ``decodable`` = 1 - the share of collected files that could not be
+    decoded; ``resolution`` = the share of images whose shorter side reaches
+    ``quality.min_image_side``; ``safety`` = 1 - the share still carrying metadata (EXIF,
+    GPS positions, XMP, text chunks)."""
+    side = (df[["width", "height"]].min(axis=1) if {"width", "height"} <= set(df.columns)
+            else pd.Series(dtype=float))
+    return {"decodable": 1 - evidence.undecodable_share,
+            "resolution": float((side >= spec.quality.min_image_side).mean()) if len(side)
+            else 1.0,
+            "safety": 1 - evidence.with_metadata_share}
 
 
 def grade_of(value: float) -> str:

@@ -647,7 +647,8 @@ class Gate(_Model):
 
 
 Dimension = Literal["conformity", "completeness", "accuracy", "consistency", "timeliness",
-                    "accessibility", "balance", "safety", "diversity", "leakage"]
+                    "accessibility", "balance", "safety", "diversity", "leakage",
+                    "decodable", "resolution"]
 
 
 class Expectation(_Model):
@@ -688,6 +689,8 @@ class Quality(_Model):
     label_errors: LabelErrors = LabelErrors()
     weights: dict[Dimension, float] = Field(
         default_factory=dict, description="weight of each dimension in the score (default 1)")
+    min_image_side: int = Field(default=32, ge=1, description="images: the resolution "
+                                "dimension is the share whose shorter side reaches this")
 
 
 Format = Literal["parquet", "jsonl", "csv"]

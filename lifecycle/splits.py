@@ -99,3 +99,22 @@ def leakage(ids: list[str], split: list[str], sig: np.ndarray, threshold: float,
                  for (i, j), s in zip(found.pairs[across][:examples].tolist(),
                                       found.similarity[across][:examples], strict=True)]
     return Leakage(len(leaky), records, records / len(ids), shown)
+
+
+def group_leakage(ids: list[str], split: list[str], group_of: np.ndarray,
+                  examples: int = 10) -> Leakage:
+    """Leakage from given groups (images: perceptual-hash neighbours): groups whose records
+    sit in more than one split."""
+    frame = pd.DataFrame({"id": ids, "split": split, "group": group_of})
+    spans = frame.groupby("group")["split"].nunique()
+    leaking = set(spans[spans > 1].index.tolist())
+    inside = frame[frame["group"].isin(leaking)]
+    found: list[tuple[str, str, str, str, float]] = []
+    for _, g in inside.groupby("group"):
+        first = g.iloc[0]
+        other = g[g["split"] != first["split"]].iloc[0]
+        found.append((first["id"], first["split"], other["id"], other["split"], 1.0))
+        if len(found) >= examples:
+            break
+    n = len(ids)
+    return Leakage(len(leaking), len(inside), len(inside) / n if n else 0.0, found)

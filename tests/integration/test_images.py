@@ -130,3 +130,58 @@ def test_near_duplicate_search_on_generated_variants(s3: Settings, tmp_path: Pat
     print(f"near duplicates: recall {recall:.3f}, precision {precision:.3f} "
           f"({len(merged)} merged, {true_copies} planted)")
     assert recall >= 0.95 and precision >= 0.98
+
+
+PUBLISHED = SPEC + """\
+quality: {gate: {min_rows: 50, min_grade: D}}
+publish: {splits: {ratios: {train: 0.8, test: 0.2}}}
+"""
+
+
+def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
+        s3: Settings, tmp_path: Path) -> None:
+    import numpy as np
+    import webdataset as wds
+
+    from lifecycle import annotate, evaluate, publish, synthesize
+
+    s = isolated(s3, tmp_path)
+    kinds = write_dataset(s.inbox_dir / "images", digits=150)
+    ctx, out = _run(s, "run-1", PUBLISHED)
+    up = out["preprocess"]
+    ann = annotate.run(ctx, up)
+    assert ann.counts["per_label"]["photo"] == 4 and ann.counts["labelled"] == ann.counts["in"]
+    syn = synthesize.run(ctx, ann.to_xcom())
+    ev = evaluate.run(ctx, syn.to_xcom())
+    manifest = shards.read_manifest(ctx.store, ev.manifest_uri)
+    dims = manifest["quality"]["dimensions"]
+    collected = out["collect"]["counts"]["records"]
+    assert dims["decodable"] == round(1 - len(kinds["corrupt"]) / collected, 4)
+    assert dims["resolution"] == 1.0 and dims["safety"] == 1.0  # no metadata left
+    result = publish.run(ctx, ev.to_xcom())
+    version = ctx.catalog.get_version("digit_images", result.counts["version"])
+    assert version is not None
+    tars = sorted(n for n in version.files if n.startswith("images-"))
+    assert tars == ["images-00000.tar"]
+    path = ctx.registry.fetch_file("digit_images", version.version, tars[0],
+                                   tmp_path / tars[0])
+    processed = _table(ctx, up["manifest_uri"]).set_index("id")
+    loaded = 0
+    for sample in wds.WebDataset(str(path), shardshuffle=False):
+        key = sample["__key__"]
+        data = sample["png"]
+        assert not has_gps(data)
+        with Image.open(io.BytesIO(data)) as img:
+            got = np.asarray(img)
+        with Image.open(io.BytesIO(_image(ctx, processed.loc[key, "image"]))) as img:
+            want = np.asarray(img)
+        assert got.shape == want.shape and (got == want).all()
+        import json
+
+        meta = json.loads(sample["json"])
+        assert meta["split"] in ("train", "test") and meta["width"] == got.shape[1]
+        loaded += 1
+    assert loaded == version.row_count == len(processed)
+    croissant = ctx.registry.fetch_file("digit_images", version.version, "croissant.json",
+                                        tmp_path / "croissant.json").read_text()
+    assert '"images-00000.tar"' in croissant and "cr:FileSet" in croissant

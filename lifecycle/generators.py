@@ -312,3 +312,90 @@ class LLMGenerator:
                                  "generator_params": json.dumps(self.params())})
                 made += len(records[:k])
         return Made(pd.DataFrame(rows), problems)
+
+
+class ImageAugmenter:
+    """Label-preserving edits of real images with Pillow: a horizontal flip, a crop (resized
+    back to the seed's size), a small rotation, colour jitter (brightness, contrast,
+    saturation). Each candidate is one seed with one or two edits, written to the work bucket
+    under its content address."""
+
+    name = "image_augment"
+
+    def __init__(self, ctx: Any, label: str, cfg: Any, fmt: str, quality: int) -> None:
+        self.ctx, self.label, self.cfg = ctx, label, cfg
+        self.fmt, self.quality = fmt, quality
+
+    def params(self) -> dict[str, Any]:
+        return self.cfg.model_dump()  # type: ignore[no-any-return]
+
+    def edit(self, img: Any, op: str, rng: np.random.Generator) -> tuple[Any, dict[str, Any]]:
+        from PIL import Image, ImageEnhance, ImageOps
+
+        cfg = self.cfg
+        if op == "flip":
+            return ImageOps.mirror(img), {"op": "flip"}
+        if op == "crop":
+            share = float(rng.uniform(cfg.min_crop, 1.0))
+            w, h = img.size
+            cw, ch = max(1, round(w * share)), max(1, round(h * share))
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            out = img.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.BILINEAR)
+            return out, {"op": "crop", "box": [x, y, cw, ch]}
+        if op == "rotate":
+            angle = round(float(rng.uniform(-cfg.max_rotation, cfg.max_rotation)), 2)
+            fill = 255 if img.mode == "L" else (255, 255, 255)
+            return img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill), \
+                {"op": "rotate", "degrees": angle}
+        factors = [round(float(rng.uniform(1 - cfg.jitter, 1 + cfg.jitter)), 3)
+                   for _ in range(3)]
+        out = ImageEnhance.Brightness(img).enhance(factors[0])
+        out = ImageEnhance.Contrast(out).enhance(factors[1])
+        if out.mode == "RGB":
+            out = ImageEnhance.Color(out).enhance(factors[2])
+        return out, {"op": "colour", "brightness": factors[0], "contrast": factors[1],
+                     "saturation": factors[2]}
+
+    def generate(self, real: pd.DataFrame, asked: dict[str, int],
+                 rng: np.random.Generator) -> Made:
+        import io
+
+        from PIL import Image
+
+        from lifecycle import images, shards
+        from storage import keys
+
+        ctx, ext = self.ctx, {"png": "png", "jpeg": "jpg", "webp": "webp"}[self.fmt]
+        prefix = keys.stage_prefix(ctx.dataset, ctx.run_id, "synthesize")
+        rows, problems = [], []
+        for lab, n in asked.items():
+            pool = real.loc[real[self.label].astype("string") == lab]
+            if pool.empty:
+                problems.append(f"label {lab!r}: no real image to start from")
+                continue
+            for _ in range(n):
+                seed = pool.iloc[int(rng.integers(len(pool)))]
+                bucket, key = shards.parse_uri(str(seed["image"]))
+                with Image.open(io.BytesIO(ctx.store.get_bytes(bucket, key))) as opened:
+                    img = opened.copy()
+                chosen = rng.choice(self.cfg.operations,
+                                    size=min(len(self.cfg.operations), int(rng.integers(1, 3))),
+                                    replace=False)
+                done = []
+                for op in chosen.tolist():
+                    img, info = self.edit(img, str(op), rng)
+                    done.append(info)
+                body = images.encode(img, self.fmt, self.quality)
+                digest = images.sha256(body)
+                out_key = f"{prefix}images/{digest}.{ext}"
+                if not ctx.store.exists(ctx.work_bucket, out_key):
+                    ctx.store.put_bytes(ctx.work_bucket, out_key, body, images.MEDIA[self.fmt])
+                rows.append({self.label: lab, "image": f"s3://{ctx.work_bucket}/{out_key}",
+                             "image_sha256": digest, "image_format": self.fmt,
+                             "width": img.width, "height": img.height,
+                             "file_name": f"synthetic/{digest[:16]}.{ext}",
+                             "phash": f"{images.perceptual_hash(img):016x}",
+                             "seed_ids": [str(seed["id"])],
+                             "generator_params": json.dumps({**self.params(),
+                                                             "edits": done})})
+        return Made(pd.DataFrame(rows), problems)

@@ -614,9 +614,20 @@ class LLMCfg(_Model):
     seed_examples: int = Field(default=5, ge=0, le=50)
 
 
+class ImageAugmentCfg(_Model):
+    operations: list[Literal["flip", "crop", "rotate", "colour"]] = Field(
+        default_factory=lambda: ["flip", "crop", "rotate", "colour"], min_length=1,
+        description="label-preserving edits; each candidate gets one or two of them")
+    max_rotation: float = Field(default=15, ge=0, le=45, description="degrees either way")
+    min_crop: float = Field(default=0.8, gt=0.3, le=1, description="kept share of each side")
+    jitter: float = Field(default=0.2, ge=0, le=0.8, description="brightness, contrast and "
+                          "saturation factors within 1 +- this")
+
+
 class Synthesize(_Model):
     enabled: bool = False
-    generator: Literal["text_augment", "tabular_copula", "smote", "llm"] = "text_augment"
+    generator: Literal["text_augment", "tabular_copula", "smote", "llm",
+                       "image_augment"] = "text_augment"
     target: SynthTarget = SynthTarget()
     max_share: float = Field(default=0.3, gt=0, lt=1, description="the synthetic share of "
                              "the published dataset never exceeds this")
@@ -627,6 +638,7 @@ class Synthesize(_Model):
                                "columns to generate (all numeric columns when empty)")
     accept: Accept = Accept()
     text_augment: TextAugmentCfg = TextAugmentCfg()
+    image_augment: ImageAugmentCfg = ImageAugmentCfg()
     llm: LLMCfg | None = None
 
     @model_validator(mode="after")

@@ -109,7 +109,9 @@ def synthesize(ctx: StageContext, real: pd.DataFrame) -> dict[str, Any]:
     asked = {lab: math.ceil(n * cfg.oversample) for lab, n in wanted.items()}
     made = gen.generate(real, asked, rng)
     cands = made.records.reset_index(drop=True)
+    image = spec.modality == "image"
     reasons = (_check_table(ctx, real, cands, columns) if table
+               else _check_image(ctx, real, cands) if image
                else _check_text(ctx, real, cands))
     cands["reason"] = reasons
     accepted_parts, taken = [], Counter[str]()
@@ -148,7 +150,7 @@ def synthesize(ctx: StageContext, real: pd.DataFrame) -> dict[str, Any]:
         report["llm"] = gen.client.usage.summary()
     if table and n_syn:
         report["fidelity"] = fidelity(real, accepted, columns)
-    if n_syn:
+    if n_syn and not image:
         report["utility"] = utility(real, accepted, spec.schema_.text_field, label,
                                     columns if table else None, cfg.seed)
     report["counts"] = {"in": len(real), "kept": len(out), "synthetic": n_syn,
@@ -164,6 +166,14 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
     spec, cfg = ctx.spec, ctx.spec.synthesize
     label = spec.schema_.label_field
     assert label is not None
+    if spec.modality == "image" or cfg.generator == "image_augment":
+        if spec.modality != "image" or cfg.generator != "image_augment":
+            raise PermanentError(f"{ctx.dataset}: generator {cfg.generator!r} with modality "
+                                 f"{spec.modality!r}; image datasets use image_augment, "
+                                 "and only they do")
+        ops = spec.preprocess.image
+        return generators.ImageAugmenter(ctx, label, cfg.image_augment, ops.format,
+                                         ops.quality)
     if cfg.generator == "text_augment":
         return generators.TextAugmenter(spec.schema_.text_field, label,
                                         list(cfg.text_augment.operations),
@@ -302,6 +312,46 @@ def _check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
         model.fit(usable[columns].to_numpy(dtype=float), usable[label].astype(str))
         _label_kept(model, cands.loc[live, columns].to_numpy(dtype=float), live,
                     cands[label], cfg, reasons)
+    return reasons
+
+
+def _check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> list[Any]:
+    """Per candidate image: None (accepted) or why not, first failure wins: the same bytes
+    as a real image, or as another candidate; within the near-duplicate distance of a real
+    image (the dataset's own dedup would merge it); its label not kept under a classifier on
+    image features trained on the real images."""
+    from lifecycle import imageannot, images, labelcheck
+
+    n = len(cands)
+    reasons: list[Any] = [None] * n
+    if n == 0:
+        return reasons
+    label = ctx.spec.schema_.label_field
+    assert label is not None
+    real_sha = set(real["image_sha256"].astype(str))
+    seen: set[str] = set()
+    for i, sha in enumerate(cands["image_sha256"].astype(str).tolist()):
+        if sha in real_sha:
+            reasons[i] = "same_as_real"
+        elif sha in seen:
+            reasons[i] = "duplicate"
+        seen.add(sha)
+    distance = ctx.spec.preprocess.image.max_distance
+    if "phash" in real:
+        both = np.array([int(h, 16) for h in [*real["phash"], *cands["phash"]]],
+                        dtype=np.uint64)
+        pairs, _ = images.near_pairs(both, distance)
+        for a, b in pairs.tolist():
+            if a < len(real) <= b and reasons[b - len(real)] is None:
+                reasons[b - len(real)] = "too_close_to_real"
+    live = [i for i, r in enumerate(reasons) if r is None]
+    labelled = real.loc[real[label].notna()]
+    if live and labelled[label].nunique() >= 2:
+        model = labelcheck.feature_classifier(ctx.spec.synthesize.seed)
+        model.fit(imageannot.features(ctx, labelled["image"].astype(str).tolist()),
+                  labelled[label].astype(str).to_numpy())
+        feats = imageannot.features(ctx, [str(cands["image"].iat[i]) for i in live])
+        _label_kept(model, feats, live, cands[label], ctx.spec.synthesize, reasons)
     return reasons
 
 

@@ -185,3 +185,40 @@ def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
     croissant = ctx.registry.fetch_file("digit_images", version.version, "croissant.json",
                                         tmp_path / "croissant.json").read_text()
     assert '"images-00000.tar"' in croissant and "cr:FileSet" in croissant
+
+
+SYNTH = SPEC + """\
+synthesize: {enabled: true, generator: image_augment, max_share: 0.2,
+             target: {per_label: {photo: 6, "1": 4}}, accept: {keep_label: 0.3}}
+"""
+
+
+def test_image_augmentation_is_flagged_linked_to_seeds_and_capped(s3: Settings,
+                                                                   tmp_path: Path) -> None:
+    import json
+
+    from lifecycle import annotate, synthesize
+
+    s = isolated(s3, tmp_path)
+    write_dataset(s.inbox_dir / "images", digits=100)
+    ctx, out = _run(s, "run-1", SYNTH)
+    ann = annotate.run(ctx, out["preprocess"])
+    result = synthesize.run(ctx, ann.to_xcom())
+    table = _table(ctx, result.manifest_uri)
+    syn = table.loc[table["synthetic"]]
+    real = table.loc[~table["synthetic"]]
+    report = json.loads(_image(ctx, result.extra["synthesis_report"]))
+    assert len(syn) == result.counts["synthetic"] > 0
+    assert len(syn) / len(table) <= 0.2
+    assert set(syn["label"]) <= {"photo", "1"} and set(syn["generator"]) == {"image_augment"}
+    assert report["made"] == report["accepted"] + sum(report["rejected"].values())
+    for rec in syn.itertuples():
+        seeds = list(rec.seed_ids)
+        assert len(seeds) == 1 and seeds[0] in set(real["id"])
+        seed_label = real.loc[real["id"] == seeds[0], "label"].item()
+        assert seed_label == rec.label  # label-preserving
+        edits = json.loads(rec.generator_params)["edits"]
+        assert 1 <= len(edits) <= 2 and {e["op"] for e in edits} <= {"flip", "crop", "rotate",
+                                                                    "colour"}
+        with Image.open(io.BytesIO(_image(ctx, rec.image))) as img:
+            assert (img.width, img.height) == (rec.width, rec.height)

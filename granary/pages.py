@@ -165,6 +165,10 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
              f" · task {html.escape(row.task or '-')} · licence {html.escape(row.licence)}"
              f" · languages {html.escape(row.language or '-')}</p>" if row else "")
     held = _topics(catalog, dataset, latest)
+    if latest is not None and "thumbnails.png" in latest.files:  # image datasets
+        held += (f"<p id='samples'><img alt='sample images of {html.escape(latest.ref)}' "
+                 f"src='{base}/datasets/{quote(dataset, safe='')}/versions/{latest.version}"
+                 "/files/thumbnails.png'></p>")
     load = (f"<h3>Load the latest version ({_version_link(base, latest)})</h3>"
             + "".join(f"<p>{html.escape(k)}</p><pre><code>{html.escape(c)}</code></pre>"
                       for k, c in list(load_code.items())[:1])

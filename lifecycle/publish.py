@@ -87,7 +87,41 @@ def write_image_shards(ctx: StageContext, df: pd.DataFrame,
                     json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode())
         files[name] = {"sha256": sha256_file(folder / name),
                        "bytes": (folder / name).stat().st_size}
+    if records:
+        contact_sheet(ctx, df, folder / "thumbnails.png")
+        files["thumbnails.png"] = {"sha256": sha256_file(folder / "thumbnails.png"),
+                                   "bytes": (folder / "thumbnails.png").stat().st_size}
     return files
+
+
+def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
+                  cell: int = 96) -> None:
+    """A grid of up to ``n`` images (the first of each label first, then in record order),
+    each with its label below, for the card and the catalog page."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    label = ctx.spec.schema_.label_field
+    rows = df
+    if label and label in df:
+        firsts = df.drop_duplicates(label)
+        rows = pd.concat([firsts, df.drop(firsts.index)]).head(n)
+    rows = rows.head(n)
+    columns = min(4, max(1, len(rows)))
+    lines = (len(rows) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * cell, lines * (cell + 14)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, rec in enumerate(rows.to_dict(orient="records")):
+        bucket, key = shards.parse_uri(str(rec["image"]))
+        with Image.open(io.BytesIO(ctx.store.get_bytes(bucket, key))) as img:
+            thumb = img.convert("RGB")
+            thumb.thumbnail((cell - 4, cell - 4))
+        x, y = (i % columns) * cell, (i // columns) * (cell + 14)
+        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+        caption = str(rec.get(label)) if label and not shards.is_missing(rec.get(label)) else ""
+        draw.text((x + 4, y + cell), caption[:14], fill=(40, 40, 40))
+    sheet.save(path, format="PNG", optimize=False)
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
@@ -251,8 +285,11 @@ def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None
     release = {"version": number, "row_count": len(df), "content_hash": _hash(data_files),
                "files": data_files, "splits": quality.get("splits", {})}
     card.write_json(folder / "changelog.json", change)
-    (folder / "README.md").write_text(card.card(spec, release, report, change, stages,
-                                                ctx.registry.url), encoding="utf-8")
+    text = card.card(spec, release, report, change, stages, ctx.registry.url)
+    if (folder / "thumbnails.png").exists():
+        text += ("\n## Sample images\n\n![A grid of sample images with their labels]"
+                 "(thumbnails.png)\n")
+    (folder / "README.md").write_text(text, encoding="utf-8")
     columns = [(str(c), str(t)) for c, t in df.dtypes.items()]
     card.write_json(folder / "croissant.json", card.croissant(
         spec, release, columns, ctx.now, ctx.registry.url, report))

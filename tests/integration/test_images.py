@@ -182,6 +182,18 @@ def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
         assert meta["split"] in ("train", "test") and meta["width"] == got.shape[1]
         loaded += 1
     assert loaded == version.row_count == len(processed)
+    sheet = ctx.registry.fetch_file("digit_images", version.version, "thumbnails.png",
+                                    tmp_path / "thumbnails.png")
+    with Image.open(sheet) as grid:  # 4 columns of 96 px, 16 images
+        assert grid.size == (4 * 96, 4 * (96 + 14))
+    card = ctx.registry.fetch_file("digit_images", version.version, "README.md",
+                                   tmp_path / "README.md").read_text()
+    assert "(thumbnails.png)" in card
+    from granary.pages import dataset_page
+
+    page = dataset_page(ctx.catalog, "digit_images", "/granary")
+    assert f"/granary/datasets/digit_images/versions/{version.version}/files/thumbnails.png" \
+        in page
     croissant = ctx.registry.fetch_file("digit_images", version.version, "croissant.json",
                                         tmp_path / "croissant.json").read_text()
     assert '"images-00000.tar"' in croissant and "cr:FileSet" in croissant

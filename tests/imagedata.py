@@ -11,32 +11,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from granary.demo import digit, photos
+
+__all__ = ["digit", "photos"]
 GPS_IFD = 0x8825
-
-
-def digit(i: int, side: int = 64) -> Image.Image:
-    """Digit ``i`` of load_digits as a grey image of ``side`` pixels (16 grey levels scaled
-    to 0-255, enlarged without smoothing)."""
-    from sklearn.datasets import load_digits
-
-    scan = load_digits().images[i]
-    grey = (255 - scan * 255 / 16).astype(np.uint8)  # dark ink on white
-    return Image.fromarray(grey, mode="L").resize((side, side), Image.Resampling.NEAREST)
 
 
 def digit_labels() -> np.ndarray:
     from sklearn.datasets import load_digits
 
     return np.asarray(load_digits().target)
-
-
-def photos() -> dict[str, Image.Image]:
-    """The two bundled photographs (china.jpg, flower.jpg; 427x640 RGB)."""
-    from sklearn.datasets import load_sample_images
-
-    data = load_sample_images()
-    return {Path(name).stem: Image.fromarray(img) for name, img in
-            zip(data.filenames, data.images, strict=True)}
 
 
 def png(img: Image.Image) -> bytes:

@@ -234,3 +234,27 @@ def test_image_augmentation_is_flagged_linked_to_seeds_and_capped(s3: Settings,
                                                                     "colour"}
         with Image.open(io.BytesIO(_image(ctx, rec.image))) as img:
             assert (img.width, img.height) == (rec.width, rec.height)
+
+
+def test_the_sample_image_dataset_builds_from_its_shipped_spec(s3: Settings, tmp_path: Path,
+                                                               repo: Path) -> None:
+    from granary.demo import stage_images
+    from lifecycle import annotate, evaluate, publish, synthesize
+
+    s = isolated(s3, tmp_path)
+    stage_images(s.inbox_dir)
+    spec = (repo / "datasets" / "digit_images.yaml").read_text(encoding="utf-8")
+    ctx = stage_context(s, spec, "sample", rows_per_shard=1000)
+    up = collect.run(ctx).to_xcom()
+    assert up["counts"]["records"] == 1799  # 1,797 scans and 2 photographs
+    for stage in (preprocess, annotate, synthesize):
+        up = stage.run(ctx, up).to_xcom()
+    ev = evaluate.run(ctx, up)
+    result = publish.run(ctx, ev.to_xcom())
+    version = ctx.catalog.get_version("digit_images", result.counts["version"])
+    assert version is not None and version.quality["grade"] in ("A", "B", "C")
+    print(f"sample images: {version.row_count} published, grade {version.quality['grade']}, "
+          f"dimensions {version.quality['dimensions']}")
+    assert 1780 <= version.row_count <= 1799
+    assert sorted(n for n in version.files if n.startswith("images-")) == [
+        "images-00000.tar", "images-00001.tar"]

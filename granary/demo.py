@@ -5,6 +5,7 @@ its two sample photographs."""
 from __future__ import annotations
 
 import shutil
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,20 @@ def stage_sample(inbox: Path) -> list[Path]:
 IMAGE_DATASET = "digit_images"
 
 
+@cache
+def _digits() -> Any:
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
 def digit(i: int, side: int = 64) -> Any:
     """Digit scan ``i`` of scikit-learn's load_digits (8x8, 16 grey levels) as a grey PIL
     image of ``side`` pixels: dark ink on white, enlarged without smoothing."""
     import numpy as np
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    scan = load_digits().images[i]
+    scan = _digits().images[i]
     grey = (255 - scan * 255 / 16).astype(np.uint8)
     return Image.fromarray(grey, mode="L").resize((side, side), Image.Resampling.NEAREST)
 
@@ -61,13 +68,11 @@ def photos() -> dict[str, Any]:
 def stage_images(inbox: Path) -> Path:
     """Render the sample images into ``<inbox>/digit_images/<label>/`` (idempotent): every
     digit scan as a 64x64 PNG in the folder of its digit, the photographs in ``photo/``."""
-    from sklearn.datasets import load_digits
-
     target = inbox / IMAGE_DATASET
     done = target / ".staged"
     if done.exists():
         return target
-    labels = load_digits().target
+    labels = _digits().target
     for i, label in enumerate(labels.tolist()):
         path = target / str(label) / f"digit-{i:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,9 @@ GPS_IFD = 0x8825
 
 
 def digit_labels() -> np.ndarray:
-    from sklearn.datasets import load_digits
+    from granary.demo import _digits
 
-    return np.asarray(load_digits().target)
+    return np.asarray(_digits().target)
 
 
 def png(img: Image.Image) -> bytes:

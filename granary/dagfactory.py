@@ -152,7 +152,8 @@ def build_dag(loaded: LoadedSpec) -> DAG:
             @task(task_id=TASKS[stage], **kwargs)
             def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
                 result = _call_stage(name, stage, upstream, context)
-                if stage == "collect" and result["counts"].get("nothing_new"):
+                if (stage == "collect" and result["counts"].get("nothing_new")
+                        and result.get("status") != "reused"):
                     # an incremental run with nothing new: the later stages are skipped
                     from airflow.sdk.exceptions import AirflowSkipException
 

@@ -216,7 +216,9 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     results = {r.stage: r for r in svc.catalog.stage_results(dataset, run_id)}
     expected = STAGES[first:last + 1]
     collected = (results["collect"].counts or {}) if "collect" in results else {}
-    if collected.get("nothing_new") and results["collect"].status == "success":
+    # this run's own incremental collection found nothing new (not a reused earlier output)
+    nothing_new = bool(collected.get("nothing_new")) and results["collect"].status == "success"
+    if nothing_new:
         expected = ["collect"]  # the later stages were skipped: there was nothing to do
     missing = [s for s in expected if s not in results or results[s].status != "success"]
     status = "failed" if missing else "success"
@@ -224,7 +226,7 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     version = svc.catalog.version_for_run(dataset, run_id)
     if version is not None:
         message = f"published {version.ref}"
-    elif collected.get("nothing_new") and not missing:
+    elif nothing_new and not missing:
         message = (f"no new version: nothing new in the sources since {dataset}@v"
                    f"{collected.get('base_version')}")
     elif "publish" in results and (results["publish"].counts or {}).get("unchanged"):

@@ -117,9 +117,9 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert pre["shards"] == 2
 
     # the run committed its incremental state: an incremental run over the unchanged files
-    # lands nothing new and carries the 35,124 records forward
+    # (what a schedule triggers) lands nothing new and carries the 35,124 records forward
     again = dag.test(run_conf={"mode": "incremental", "first_stage": "collect",
-                               "last_stage": "collect"})
+                               "last_stage": "publish"})
     assert again.state == "success"
     inc = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews", again.run_id)}
     c = inc["collect"]
@@ -128,9 +128,11 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     # nothing new since v1: the stages after collection are skipped, and the run says so
     assert c["nothing_new"] and cat.run("zh_shopping_reviews", again.run_id).message == \
         "no new version: nothing new in the sources since zh_shopping_reviews@v1"
+    assert set(inc) == {"collect"}  # no later stage ran
 
-    # a whole run over the same records makes no new version and wakes no consumer
-    same = dag.test(run_conf={"mode": "full", "first_stage": "collect",
+    # a run whose records equal v1's (here: evaluated again from the earlier stages'
+    # outputs) makes no new version and wakes no consumer
+    same = dag.test(run_conf={"mode": "full", "first_stage": "evaluate",
                               "last_stage": "publish"})
     assert same.state == "success"
     assert cat.run("zh_shopping_reviews", same.run_id).message == \

@@ -29,9 +29,11 @@ down: install
 status: install
 	$(VENV)/bin/granary status
 
-## test: the whole suite (unit, integration against real services, e2e through real Airflow)
+## test: the whole suite (unit, integration against real services, e2e through real Airflow),
+## one test file per worker; TEST_WORKERS=0 runs it in one process
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-unit: install
 	$(PY) -m pytest -m unit

@@ -1,5 +1,5 @@
-"""Lifecycle scaling curve (`make bench`): the sample dataset's spec, unchanged, over its
-reviews cycled to N records per run (every copy after the first perturbed as in
+"""Lifecycle scaling curve (`make bench`): the sample dataset's spec (its gate lowered to D)
+over its reviews cycled to N records per run (every copy after the first perturbed as in
 bench/run.py, so most are near-duplicates the cleaning must find), through every stage
 called in one process against a real S3 server (SeaweedFS), a real git + DVC registry and a
 SQLite catalog. Per stage: wall seconds and peak RSS (sampled every 0.2 s). Each size runs in
@@ -51,6 +51,11 @@ def child(n: int, out: Path) -> None:
         svc = services(s)
         bootstrap(svc)
         spec = load_spec(ROOT / "datasets" / "zh_shopping_reviews.yaml").spec
+        # cycled, perturbed copies are not the sample's quality: the gate is lowered to D so
+        # every size runs to a published version (the curve measures time, not grade)
+        q = spec.quality
+        spec = spec.model_copy(update={"quality": q.model_copy(update={
+            "gate": q.gate.model_copy(update={"min_grade": "D"})})})
         svc.catalog.upsert_dataset(spec.name, title=spec.title)
         ctx = StageContext(spec=spec, run_id="bench", store=svc.store, catalog=svc.catalog,
                            registry=svc.registry, raw_bucket=s.bucket_raw,

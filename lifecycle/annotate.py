@@ -167,28 +167,9 @@ class _Annotation:
     def people_labels(self) -> dict[str, tuple[str, float]]:
         """Imported Label Studio completions (export files, and the project's tasks when
         pulled through the API): record id -> (majority label, agreement)."""
-        paths = self._completion_files()
-        if not paths and self.pulled is None:
+        completions, names, problems = read_completions(self.ctx, self.pulled, self.project)
+        if not names:
             return {}
-        completions: list[labelling.Completion] = []
-        problems: list[str] = []
-        names = [p.name for p in paths]
-        if self.pulled is not None:
-            found, bad = labelling.read_export(self.pulled)
-            completions += found
-            problems += [f"Label Studio API: {b}" for b in bad]
-            names.append(f"Label Studio project {self.project}")
-        for path in paths:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise PermanentError(f"{path}: not a Label Studio JSON export ({e}); export the "
-                                 "project as JSON (not JSON-MIN or CSV)") from e
-            if not isinstance(data, list):
-                raise PermanentError(f"{path}: a Label Studio JSON export is a list of tasks")
-            found, bad = labelling.read_export(data)
-            completions += found
-            problems += [f"{path.name}: {b}" for b in bad]
         ratings: dict[str, dict[str, str]] = defaultdict(dict)
         for c in completions:
             if c.labels:
@@ -211,21 +192,6 @@ class _Annotation:
             "annotators": sorted({c.annotator for c in completions}),
             "agreement": labelling.agreement(dict(ratings))}
         return decided
-
-    def _completion_files(self) -> list[Any]:
-        root = self.ctx.inbox.resolve()
-        found = []
-        for pattern in self.cfg.people.completions:
-            matches = sorted(p for p in root.glob(pattern) if p.is_file())
-            outside = [p for p in matches if not p.resolve().is_relative_to(root)]
-            if outside:
-                raise PermanentError(f"annotate.people.completions {pattern!r} reaches outside the "
-                                 f"inbox {root}: {outside[0]}")
-            if not matches:
-                raise PermanentError(f"annotate.people.completions {pattern!r} matches no file "
-                                 f"under the inbox {root}; put the Label Studio export there")
-            found += matches
-        return found
 
     # ---- conflicts -----------------------------------------------------------------------------
     def resolve_conflicts(self) -> None:
@@ -371,6 +337,50 @@ class _Annotation:
         return {"routed": routed}
 
 
+def read_completions(ctx: StageContext, pulled: list[dict[str, Any]] | None,
+                     project: int | None) -> tuple[list[labelling.Completion], list[str],
+                                                   list[str]]:
+    """(completions, where they came from, problems) from the spec's Label Studio exports
+    under the inbox and the tasks pulled from its project (None when not pulled)."""
+    completions: list[labelling.Completion] = []
+    problems: list[str] = []
+    paths = _completion_files(ctx)
+    names = [p.name for p in paths]
+    if pulled is not None:
+        found, bad = labelling.read_export(pulled)
+        completions += found
+        problems += [f"Label Studio API: {b}" for b in bad]
+        names.append(f"Label Studio project {project}")
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise PermanentError(f"{path}: not a Label Studio JSON export ({e}); export the "
+                                 "project as JSON (not JSON-MIN or CSV)") from e
+        if not isinstance(data, list):
+            raise PermanentError(f"{path}: a Label Studio JSON export is a list of tasks")
+        found, bad = labelling.read_export(data)
+        completions += found
+        problems += [f"{path.name}: {b}" for b in bad]
+    return completions, names, problems
+
+
+def _completion_files(ctx: StageContext) -> list[Any]:
+    root = ctx.inbox.resolve()
+    found = []
+    for pattern in ctx.spec.annotate.people.completions:
+        matches = sorted(p for p in root.glob(pattern) if p.is_file())
+        outside = [p for p in matches if not p.resolve().is_relative_to(root)]
+        if outside:
+            raise PermanentError(f"annotate.people.completions {pattern!r} reaches outside the "
+                                 f"inbox {root}: {outside[0]}")
+        if not matches:
+            raise PermanentError(f"annotate.people.completions {pattern!r} matches no file "
+                                 f"under the inbox {root}; put the Label Studio export there")
+        found += matches
+    return found
+
+
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     """Label, resolve, check. With a Label Studio server in the spec, the records routed to
     people are sent to its project; ``upstream["pull_label_studio"]`` (the DAG's second pass,
@@ -388,7 +398,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
 
         pulled = labelstudio.tasks(studio[0], studio[1])
     if ctx.spec.modality == "image":
-        return _images(ctx, upstream, manifest, df)
+        return _images(ctx, upstream, manifest, df, merges,
+                       read_completions(ctx, pulled, studio[1] if studio else None), studio)
     work = _Annotation(ctx, df, merges, pulled, studio[1] if studio else None)
     if ctx.spec.schema_.label_field and len(df):
         work.label_records()
@@ -447,31 +458,91 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
 
 
 def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any],
-            df: pd.DataFrame) -> StageResult:
-    """Image datasets: lifecycle/imageannot.py (labels kept, model labels, flags)."""
+            df: pd.DataFrame, merges: pd.DataFrame, people: Any,
+            studio: tuple[Any, int] | None) -> StageResult:
+    """Image datasets: lifecycle/imageannot.py labels them; the images people should look
+    at are exported (and sent) as Label Studio tasks as for text."""
     from lifecycle import imageannot
 
-    out, report, routed = imageannot.annotate(ctx, df)
-    label = ctx.spec.schema_.label_field
-    counts: dict[str, Any] = {"in": len(df), "kept": len(out), "quarantined": 0,
+    n_in = len(df)
+    work = imageannot.annotate(ctx, df, merges, people)
+    out, dropped, report = work.df, work.quarantined, work.report
+    routed = sorted(work.review)
+    counts: dict[str, Any] = {"in": n_in, "kept": len(out), "quarantined": len(dropped),
+                              "quarantine_reasons": ({str(k): int(v) for k, v in
+                                                      dropped["reason"].value_counts().items()}
+                                                     if len(dropped) else {}),
                               "routed_to_people": len(routed)}
+    if counts["kept"] + counts["quarantined"] != n_in:
+        raise ConservationError(f"annotate {ctx.dataset}: {n_in} images in but "
+                                f"{counts['kept']} kept + {counts['quarantined']} quarantined; "
+                                f"this is a bug, report it with run {ctx.run_id}")
+    label = ctx.spec.schema_.label_field
     if label and label in out:
         counts.update(labelled=int(out[label].notna().sum()),
                       per_label={str(k): int(v) for k, v in
                                  out[label].value_counts(dropna=True).sort_index().items()},
                       label_sources=report.get("coverage", {}).get("by_source", {}),
+                      label_conflicts=report.get("conflicts", {}).get("found", 0),
                       suspected_label_errors=report.get("label_errors", {}).get("flagged", 0))
+    if "boxes" in report:
+        b = report["boxes"]
+        counts.update(images_with_boxes=b["images_annotated"], boxes=b["boxes"],
+                      box_conflicts=b["conflicts"]["found"])
     report["counts"] = counts
-    report["review"] = routed[:1000]
+    sent: dict[str, Any] = {}
+    if routed and ctx.spec.annotate.people.export:
+        report["tasks"] = _export_image_tasks(ctx, out, set(routed), work.suggestion)
+        if studio is not None:
+            sent = _send(ctx, studio, report["tasks"]["tasks_uri"])
+            report["tasks"]["label_studio"] = {k: v for k, v in sent.items() if k != "ids"}
     report_uri = _write_json(ctx, "report.json", report)
     extra = {"annotation_report": report_uri, **({"report": manifest["report"]}
                                                  if manifest.get("report") else {})}
+    tables = {"quarantine": shards.write_table(ctx, STAGE, dropped, "quarantine")
+              } if len(dropped) else {}
     uri = shards.write_manifest(ctx, STAGE, out, shards.write_table(ctx, STAGE, out) if len(out)
-                                else [], counts, {}, extra)
+                                else [], counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
-                                                  "input_manifest": upstream["manifest_uri"]},
+                                                  "input_manifest": upstream["manifest_uri"],
+                                                  "label_studio": sent},
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+
+
+def _export_image_tasks(ctx: StageContext, df: pd.DataFrame, routed: set[str],
+                        suggestion: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Label Studio tasks for the images routed to people: a link to the processed image
+    (presigned for ``people.link_days``, or its s3:// key), its file name and record id, and
+    the classifier's guess as a pre-annotation; checked against the labelling config."""
+    from datetime import timedelta
+
+    from label_studio_sdk.label_interface import LabelInterface
+
+    spec = ctx.spec
+    people = spec.annotate.people
+    config = labelling.labelling_config(spec.guideline, spec.annotate.task, modality="image")
+    rows = df.loc[df["id"].isin(routed), ["id", "image", "file_name"]]
+    records = []
+    for r in rows.to_dict(orient="records"):
+        bucket, key = shards.parse_uri(str(r["image"]))
+        link = (ctx.store.presigned_get(bucket, key, timedelta(days=people.link_days))
+                if people.image_links == "presigned" else str(r["image"]))
+        guess = suggestion.get(r["id"], (None, 0.0)) if spec.annotate.task != "boxes" \
+            else (None, 0.0)
+        records.append({"id": r["id"], "link": link, "file_name": r["file_name"],
+                        "suggested": guess[0], "confidence": guess[1]})
+    tasks = labelling.tasks(records, "link", MODEL_VERSION, object_name="image")
+    interface = LabelInterface(config)
+    invalid = [t["data"]["granary_id"] for t in tasks
+               if not all(interface.validate_prediction(p) for p in t.get("predictions", []))]
+    if invalid:
+        raise PermanentError(f"annotate {ctx.dataset}: {len(invalid)} Label Studio tasks do not "
+                             f"fit the labelling config (first: {invalid[0]}); a suggested "
+                             "label outside the guideline? Check annotate.labels")
+    return {"count": len(tasks), "tasks_uri": _write_json(ctx, "label-studio-tasks.json", tasks),
+            "config_uri": _write_text(ctx, "label-studio-config.xml", config),
+            "image_links": people.image_links}
 
 
 def _studio(ctx: StageContext) -> tuple[Any, int]:
@@ -485,7 +556,8 @@ def _studio(ctx: StageContext) -> tuple[Any, int]:
     guide = "\n".join(f"{lab.name}: {lab.description}" for lab in ctx.spec.guideline)
     project = labelstudio.ensure_project(
         client, link.project or f"Granary: {ctx.dataset}",
-        labelling.labelling_config(ctx.spec.guideline, ctx.spec.annotate.task), guide)
+        labelling.labelling_config(ctx.spec.guideline, ctx.spec.annotate.task,
+                                   modality=ctx.spec.modality), guide)
     return client, project
 
 

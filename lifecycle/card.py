@@ -75,7 +75,9 @@ def _annotation_section(spec: DatasetSpec, counts: dict[str, Any], q: dict[str, 
     guide = "\n".join(f"- `{lab.name}`" + (f": {lab.description}" if lab.description else "")
                       for lab in spec.guideline)
     sources = ", ".join(f"{k} {v:,}" for k, v in (counts.get("label_sources") or {}).items())
-    lines = [f"Task: {a.task.replace('_', ' ')}, labels in `{spec.schema_.label_field}`:",
+    where = f"labels in `{spec.schema_.label_field}`" if spec.schema_.label_field else \
+        "boxes in `boxes`"
+    lines = [f"Task: {a.task.replace('_', ' ')}, {where}:",
              guide,
              f"Where labels came from (precedence people, source, rules, model): "
              f"{sources or 'the source'}."]
@@ -90,6 +92,13 @@ def _annotation_section(spec: DatasetSpec, counts: dict[str, Any], q: dict[str, 
         lines.append(f"Likely wrong labels (confident learning): {suspected:,} found, action "
                      f"`{a.label_errors.action}`; flagged records carry `label_flag` and "
                      "`suggested_label`.")
+    if "boxes" in counts:
+        lines.append(f"Bounding boxes in `boxes` (JSON, pixels of the published image; "
+                     f"consensus of the annotators, boxes of the same label matching at IoU "
+                     f">= {a.box_iou:g}): {counts['boxes']:,} boxes on "
+                     f"{counts.get('images_with_boxes', 0):,} images, "
+                     f"{counts.get('box_conflicts', 0):,} images where annotators disagreed "
+                     f"(resolved by {a.conflicts.resolve}).")
     if counts.get("routed_to_people"):
         lines.append(f"{counts['routed_to_people']:,} records await people (Label Studio "
                      "tasks exported with the run).")
@@ -158,8 +167,8 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
         f"{int(syn.get('rejected', 0)):,} rejected. Each carries `synthetic = true`, its "
         "`generator`, `generator_params` and `seed_ids` (the real records it came from)."
         if syn.get("synthetic") else "0% (no synthetic records in this version).")
-    label_section = _annotation_section(spec, stages.get("annotate", {}), q) if label \
-        else "No labels."
+    label_section = _annotation_section(spec, stages.get("annotate", {}), q) \
+        if label or spec.annotate.task == "boxes" else "No labels."
     return f"""---
 {front}---
 

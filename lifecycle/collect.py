@@ -288,7 +288,8 @@ class _Unit:
         limit = self.ctx.spec.collect.max_unpacked_mb << 20
         with members(payload.name, payload.path, limit) as found:
             for index, member in enumerate(found):
-                fmt = format_of(member.name, payload.fmt)
+                # an image source's archive: every member is an image or is skipped
+                fmt = "image" if payload.fmt == "image" else format_of(member.name, payload.fmt)
                 declared = getattr(self.source, "encoding", "auto")
                 encoding = member_encoding(member, fmt, declared)
                 entry["encodings"][member.name] = encoding
@@ -315,6 +316,7 @@ class _Unit:
 
         inside = member.name != payload.name  # an archive's member
         if inside and not images.is_image(member.name):
+            self.tally["skipped_members"] += 1
             return  # an archive's README or metadata file is not an image record
         self.tally["read"] += 1
         with member.open() as fh:
@@ -411,15 +413,30 @@ def _read_sidecar(ctx: StageContext, source: Any) -> dict[str, dict[str, Any]]:
     cfg = getattr(source, "sidecar", None)
     if cfg is None:
         return {}
-    path = (ctx.inbox / cfg.path).resolve()
-    if not path.is_relative_to(ctx.inbox.resolve()) or not path.is_file():
-        raise SourceError(f"source {source.name!r}: sidecar {cfg.path!r} is not a file under "
-                          f"the inbox {ctx.inbox}")
+    import io
+
     import pandas as pd
 
+    if source.type == "s3":  # an object beside the images, relative to the prefix
+        from lifecycle.sources import S3Connector
+
+        key = f"{source.prefix.rstrip('/')}/{cfg.path}" if source.prefix else cfg.path
+        try:
+            data = S3Connector(source, ctx.store, 1).store.get_bytes(source.bucket, key)
+        except Exception as e:  # noqa: BLE001 - said with the object's name
+            raise SourceError(f"source {source.name!r}: sidecar s3://{source.bucket}/{key} "
+                              f"cannot be read ({e}); put it beside the images or fix "
+                              "sidecar.path") from e
+        body: Any = io.BytesIO(data)
+    else:
+        path = (ctx.inbox / cfg.path).resolve()
+        if not path.is_relative_to(ctx.inbox.resolve()) or not path.is_file():
+            raise SourceError(f"source {source.name!r}: sidecar {cfg.path!r} is not a file "
+                              f"under the inbox {ctx.inbox}")
+        body = path
     try:
-        frame = (pd.read_json(path, dtype=False) if path.suffix.lower() == ".json"
-                 else pd.read_csv(path, dtype=str, keep_default_na=False))
+        frame = (pd.read_json(body, dtype=False) if cfg.path.lower().endswith(".json")
+                 else pd.read_csv(body, dtype=str, keep_default_na=False))
     except ValueError as e:
         raise SourceError(f"source {source.name!r}: sidecar {cfg.path}: {e}") from e
     if cfg.key not in frame:
@@ -533,6 +550,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
         "read": total["read"],
         "records_new": total["records_new"],
         "already_seen": total["already_seen"],
+        "skipped_members": total["skipped_members"],  # an image archive's other files
         "carried": carried_rows,
         "records": carried_rows + total["records_new"],
         "quarantined": total["quarantined"],

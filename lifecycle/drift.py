@@ -7,7 +7,9 @@ Measures (each compared with a threshold in ``quality.drift``):
   previous version's deciles;
 - new vocabulary: the share of the candidate's tokens (Chinese character bigrams, words for
   other scripts) never seen in the previous version;
-- language mix: PSI over the ``language`` column, when the records carry one.
+- language mix: PSI over the ``language`` column, when the records carry one;
+- images: width, height, sharpness (variance of the Laplacian) and contrast (grey standard
+  deviation) as numeric columns.
 
 ``PSI = Σ (a_i − e_i) · ln(a_i / e_i)`` over bins, with ``e`` the previous and ``a`` the
 candidate shares, each floored at 1e-4 so an empty bin counts without dividing by zero.
@@ -40,13 +42,19 @@ def shares(values: pd.Series) -> dict[str, float]:
 
 
 def numeric_drift(before: pd.Series, after: pd.Series) -> dict[str, float]:
-    """KS statistic and PSI over the previous values' deciles."""
+    """KS statistic and PSI over the previous values' deciles; when the previous version
+    has at most ten distinct values (image sizes, small counts), PSI over the shares of each
+    value instead, so a new value counts even where deciles would collapse into one bin."""
     from scipy import stats
 
     b = pd.to_numeric(before, errors="coerce").dropna().to_numpy(dtype=float)
     a = pd.to_numeric(after, errors="coerce").dropna().to_numpy(dtype=float)
     if len(b) == 0 or len(a) == 0:
         return {"ks": 0.0, "psi": 0.0}
+    ks = round(float(stats.ks_2samp(b, a).statistic), 4)
+    if len(np.unique(b)) <= 10:
+        psi = psi_shares(shares(pd.Series(b)), shares(pd.Series(a)))
+        return {"ks": ks, "psi": round(psi, 4)}
     edges = np.unique(np.quantile(b, np.linspace(0, 1, 11)))
     if len(edges) < 2:
         edges = np.array([b.min() - 0.5, b.min() + 0.5])
@@ -55,7 +63,7 @@ def numeric_drift(before: pd.Series, after: pd.Series) -> dict[str, float]:
     ea = np.histogram(a, edges)[0] / len(a)
     psi = psi_shares({str(i): float(x) for i, x in enumerate(eb)},
                      {str(i): float(x) for i, x in enumerate(ea)})
-    return {"ks": round(float(stats.ks_2samp(b, a).statistic), 4), "psi": round(psi, 4)}
+    return {"ks": ks, "psi": round(psi, 4)}
 
 
 def tokens(text: str) -> list[str]:
@@ -73,7 +81,7 @@ def new_vocabulary(before: list[str], after: list[str]) -> float:
     return float(sum(n for t, n in counted.items() if t not in seen) / total) if total else 0.0
 
 
-def compare(before: pd.DataFrame, after: pd.DataFrame, text: str, label: str | None,
+def compare(before: pd.DataFrame, after: pd.DataFrame, text: str | None, label: str | None,
             cfg: Any, numeric: list[str]) -> dict[str, Any]:
     """Every measure, its threshold, and which measures drifted."""
     measures: list[dict[str, Any]] = []
@@ -85,7 +93,7 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, text: str, label: str | N
     if label and label in before and label in after:
         add(f"{label} distribution (PSI)", psi_shares(shares(before[label]),
                                                      shares(after[label])), cfg.max_psi)
-    if text in before and text in after:
+    if text and text in before and text in after:
         b_text = [t for t in before[text] if isinstance(t, str)]
         a_text = [t for t in after[text] if isinstance(t, str)]
         length = numeric_drift(pd.Series([len(t) for t in b_text]),

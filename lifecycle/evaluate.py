@@ -32,6 +32,7 @@ from storage import keys
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
+IMAGE_DRIFT = ("width", "height", "sharpness", "contrast")  # measured per image by preprocess
 
 # GX 1.24 does not know pandas 3's "str" dtype, so string columns are validated as object
 # columns, where GX checks each value's Python type name instead.
@@ -226,8 +227,6 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     from lifecycle.publish import previous_records
 
     cfg = ctx.spec.quality.drift
-    if ctx.spec.modality == "image":
-        return None  # image drift (feature distributions) is not measured yet
     previous = ctx.catalog.get_version(ctx.dataset) if cfg.enabled else None
     if previous is None:
         return None
@@ -239,6 +238,8 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     if before is None:
         return None
     numeric = [f.name for f in ctx.spec.schema_.fields if f.type in ("integer", "float")]
+    if ctx.spec.modality == "image":  # size, sharpness and contrast of the images
+        numeric += [c for c in IMAGE_DRIFT if c not in numeric]
     found = drift.compare(before, df, ctx.spec.schema_.text_field,
                           ctx.spec.schema_.label_field, cfg, numeric)
     found["previous_version"] = previous.version

@@ -217,9 +217,11 @@ def _round(x: float | None) -> float | None:
 
 
 # ---- Label Studio formats ------------------------------------------------------------------------
-def labelling_config(labels: list[Any], task: str, text_field: str = "text") -> str:
+def labelling_config(labels: list[Any], task: str, text_field: str = "text",
+                     modality: str = "text") -> str:
     """A Label Studio labelling config (XML) for the spec's labels and task type; each
-    label's description becomes its hint, so the guideline travels with the project."""
+    label's description becomes its hint, so the guideline travels with the project. Images:
+    classification (``<Choices>``) or bounding boxes (``<RectangleLabels>``)."""
     from xml.sax.saxutils import quoteattr
 
     def items(tag: str) -> str:
@@ -227,6 +229,15 @@ def labelling_config(labels: list[Any], task: str, text_field: str = "text") -> 
                        + (f" hint={quoteattr(lab.description)}" if lab.description else "")
                        + "/>\n" for lab in labels)
 
+    if modality == "image":
+        body = '  <Image name="image" value="$image" zoom="true"/>\n'
+        if task == "boxes":
+            body += (f'  <RectangleLabels name="label" toName="image">\n{items("Label")}'
+                     '  </RectangleLabels>\n')
+        else:
+            body += (f'  <Choices name="label" toName="image" choice="single">\n'
+                     f'{items("Choice")}  </Choices>\n')
+        return f"<View>\n{body}</View>\n"
     if task == "spans":
         body = (f'  <Labels name="label" toName="text">\n{items("Label")}  </Labels>\n'
                 f'  <Text name="text" value="${text_field}"/>\n')
@@ -242,16 +253,20 @@ def labelling_config(labels: list[Any], task: str, text_field: str = "text") -> 
 
 
 def tasks(records: list[dict[str, Any]], text_field: str, model_version: str,
-          ) -> list[dict[str, Any]]:
-    """Label Studio import tasks: the text, the record id (to join answers back), and the
-    model's pre-annotation as a prediction when there is one."""
+          object_name: str = "text") -> list[dict[str, Any]]:
+    """Label Studio import tasks: the text (or, with ``object_name="image"``, the image
+    link in ``text_field``), the record id (to join answers back), and the model's
+    pre-annotation as a prediction when there is one."""
     out = []
     for rec in records:
-        task: dict[str, Any] = {"data": {"text": rec[text_field], "granary_id": rec["id"]}}
+        data = {object_name: rec[text_field], "granary_id": rec["id"]}
+        if rec.get("file_name"):
+            data["file_name"] = rec["file_name"]
+        task: dict[str, Any] = {"data": data}
         if rec.get("suggested"):
             task["predictions"] = [{
                 "model_version": model_version, "score": float(rec.get("confidence") or 0.0),
-                "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                "result": [{"from_name": "label", "to_name": object_name, "type": "choices",
                             "value": {"choices": [rec["suggested"]]}}]}]
         out.append(task)
     return out
@@ -263,6 +278,26 @@ class Completion:
     annotator: str
     labels: list[str]
     spans: list[dict[str, Any]] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A bounding box as Label Studio gives it: position and size in percent of the image's
+    width and height (top-left corner), and its label."""
+
+    label: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def pixels(self, width: int, height: int) -> dict[str, Any]:
+        """The box in pixels of an image of this size (rounded to 0.1 px)."""
+        return {"label": self.label, "x": round(self.x * width / 100, 1),
+                "y": round(self.y * height / 100, 1),
+                "width": round(self.width * width / 100, 1),
+                "height": round(self.height * height / 100, 1)}
 
 
 def read_export(tasks_json: list[dict[str, Any]]) -> tuple[list[Completion], list[str]]:
@@ -284,17 +319,25 @@ def read_export(tasks_json: list[dict[str, Any]]) -> tuple[list[Completion], lis
                 who = who.get("email") or who.get("id")
             labels: list[str] = []
             spans: list[dict[str, Any]] = []
+            boxes: list[Box] = []
             for res in ann.get("result") or []:
                 value = res.get("value") or {}
                 if "choices" in value:
                     labels += [str(c) for c in value["choices"]]
                 elif res.get("type") == "textarea" and "text" in value:
                     labels += [str(t) for t in value["text"]]  # answers to a question
+                elif "rectanglelabels" in value:
+                    for name in value["rectanglelabels"]:
+                        boxes.append(Box(str(name), float(value.get("x", 0)),
+                                         float(value.get("y", 0)),
+                                         float(value.get("width", 0)),
+                                         float(value.get("height", 0))))
+                        labels.append(str(name))
                 elif "labels" in value:
                     spans.append({"start": value.get("start"), "end": value.get("end"),
                                   "text": value.get("text"), "labels": value["labels"]})
                     labels += [str(c) for c in value["labels"]]
-            found.append(Completion(str(record), str(who), labels, spans))
+            found.append(Completion(str(record), str(who), labels, spans, boxes))
     return found, problems
 
 
@@ -325,3 +368,70 @@ def topics(texts: list[str], k: int, seed: int = 0, terms: int = 6,
         for c, centre in enumerate(km.cluster_centers_)]
     described.sort(key=lambda t: -t["records"])
     return [int(a) for a in assigned], described
+
+
+# ---- bounding boxes ------------------------------------------------------------------------------
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 when they do not overlap)."""
+    w = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    h = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(a: list[Box], b: list[Box], min_iou: float) -> list[tuple[int, int]]:
+    """Pairs (i, j) of boxes of the same label matched one to one, maximising the total IoU
+    (the Hungarian method, scipy), each pair at least ``min_iou``."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not a or not b:
+        return []
+    score = np.array([[iou(p, q) if p.label == q.label else 0.0 for q in b] for p in a])
+    rows, cols = linear_sum_assignment(-score)
+    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if score[i, j] >= min_iou]
+
+
+def box_f1(a: list[Box], b: list[Box], min_iou: float) -> float:
+    """How far two annotators agree on one image: ``2·matched / (|a| + |b|)`` (1 when
+    neither drew a box)."""
+    if not a and not b:
+        return 1.0
+    return 2 * len(match(a, b, min_iou)) / (len(a) + len(b))
+
+
+@dataclass
+class BoxConsensus:
+    boxes: list[Box]  # drawn by a majority of the image's annotators, coordinates averaged
+    disputed: list[dict[str, Any]]  # boxes fewer than a majority drew
+    agreement: float | None  # mean pairwise box F1; None with one annotator
+
+
+def consensus(by_annotator: dict[str, list[Box]], min_iou: float) -> BoxConsensus:
+    """Consensus of several annotators' boxes on one image. Boxes are grouped by matching
+    every annotator's boxes against the groups formed so far (same label, IoU of the
+    group's mean box at least ``min_iou``, one box per annotator a group); a group that a
+    strict majority of the annotators drew is kept, with its coordinates averaged."""
+    people = sorted(by_annotator)
+    groups: list[list[Box]] = []
+    for who in people:
+        boxes = by_annotator[who]
+        means = [_mean(g) for g in groups]
+        taken = match(means, boxes, min_iou)
+        for gi, bi in taken:
+            groups[gi].append(boxes[bi])
+        matched = {bi for _, bi in taken}
+        groups += [[box] for i, box in enumerate(boxes) if i not in matched]
+    need = len(people) // 2 + 1
+    kept = [_mean(g) for g in groups if len(g) >= need]
+    disputed = [{"label": g[0].label, "drawn_by": len(g), "of": len(people)}
+                for g in groups if len(g) < need]
+    pairs = [(a, b) for i, a in enumerate(people) for b in people[i + 1:]]
+    agree = (float(np.mean([box_f1(by_annotator[a], by_annotator[b], min_iou)
+                            for a, b in pairs])) if pairs else None)
+    return BoxConsensus(kept, disputed, None if agree is None else round(agree, 4))
+
+
+def _mean(group: list[Box]) -> Box:
+    return Box(group[0].label, *(float(np.mean([getattr(b, k) for b in group]))
+                                 for k in ("x", "y", "width", "height")))

@@ -83,6 +83,9 @@ def write_image_shards(ctx: StageContext, df: pd.DataFrame,
                 meta = {c: (rec[c].tolist() if hasattr(rec[c], "tolist")
                             else None if shards.is_missing(rec[c]) else rec[c])
                         for c in meta_columns}
+                boxes = meta.get("boxes")
+                if isinstance(boxes, str):  # a list in the sample's JSON
+                    meta["boxes"] = json.loads(boxes)
                 add(tar, f"{rec['id']}.json",
                     json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode())
         files[name] = {"sha256": sha256_file(folder / name),

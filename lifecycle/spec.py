@@ -119,7 +119,8 @@ FileFormat = Literal["csv", "tsv", "jsonl", "json", "text", "parquet", "excel", 
 class Sidecar(_Model):
     """Metadata for image files (captions, labels) in a CSV or JSON file, joined by name."""
 
-    path: str = Field(description="CSV or JSON (a list of objects) file, relative to the inbox")
+    path: str = Field(description="CSV or JSON (a list of objects) file, relative to the inbox "
+                      "(files sources) or to the prefix (s3 sources: an object in the bucket)")
     key: str = Field(default="file_name", description="the column holding the image's file "
                                                       "name (its base name, or its path)")
 
@@ -156,6 +157,9 @@ class S3Source(_SourceBase):
     conn_id: str | None = Field(
         default=None, description="Airflow connection with the access key (login) and "
                                   "secret (password); none = Granary's own credentials")
+    sidecar: Sidecar | None = Field(default=None, description="images: captions and labels")
+    label_from_folder: bool = Field(default=False,
+                                    description="images: the label is the parent folder's name")
 
 
 class Pagination(_Model):
@@ -516,6 +520,12 @@ class People(_Model):
         default_factory=list, description="Label Studio JSON exports to import, as paths "
         "under the inbox (glob patterns allowed)")
     label_studio: LabelStudioLink | None = None
+    image_links: Literal["presigned", "s3"] = Field(
+        default="presigned", description="images in Label Studio tasks: presigned https links "
+        "to the processed image (valid link_days), or s3:// keys for a Label Studio project "
+        "with the work bucket connected as source storage")
+    link_days: int = Field(default=7, ge=1, le=7, description="presigned links' lifetime "
+                           "(S3 allows at most 7 days)")
 
 
 class Conflicts(_Model):
@@ -541,7 +551,10 @@ class Topics(_Model):
 
 
 class Annotate(_Model):
-    task: Literal["single_label", "multi_label", "spans", "qa"] = "single_label"
+    task: Literal["single_label", "multi_label", "spans", "qa", "boxes"] = "single_label"
+    box_iou: float = Field(default=0.5, gt=0, le=1, description="boxes: two annotators' boxes "
+                           "of the same label match when their intersection over union "
+                           "reaches this")
     labels: list[LabelDef] = Field(default_factory=list,
                                    description="the guideline; the label field's values when "
                                                "empty")
@@ -839,6 +852,8 @@ class DatasetSpec(_Model):
             bad = [s.name for s in self.sources if getattr(s, "format", None) == "image"]
             if bad:
                 raise ValueError(f"sources {bad} read images: set `modality: image`")
+            if self.annotate.task == "boxes":
+                raise ValueError("annotate.task boxes (bounding boxes) needs `modality: image`")
             return self
         bad = [s.name for s in self.sources if getattr(s, "format", None) != "image"]
         if bad:
@@ -848,6 +863,16 @@ class DatasetSpec(_Model):
         if taken:
             raise ValueError(f"schema fields {taken} are filled by Granary for every image "
                              "record; remove them from schema.fields")
+        if self.annotate.task not in ("single_label", "boxes"):
+            raise ValueError(f"annotate.task {self.annotate.task!r} is for text; an image "
+                             "dataset's task is single_label (classification) or boxes")
+        if self.annotate.task == "boxes" and not self.annotate.labels:
+            raise ValueError("annotate.task boxes needs annotate.labels: the classes people "
+                             "draw boxes for")
+        if self.annotate.task == "boxes" and self.synthesize.enabled:
+            raise ValueError("synthesize with annotate.task boxes: augmented images would not "
+                             "carry their boxes (flips, crops and rotations move them); turn "
+                             "synthesize off")
         return self
 
     @model_validator(mode="after")

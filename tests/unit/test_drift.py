@@ -40,3 +40,12 @@ def test_longer_texts_new_words_and_moved_numbers_drift() -> None:
     assert moved["drifted"] == ["price (KS)", "price (PSI)"]
     same = drift.compare(nums, nums, "text", None, cfg, ["price"])
     assert same["drifted"] == [] and all(m["value"] == 0 for m in same["measures"])
+
+
+def test_a_constant_size_that_changes_drifts_by_psi_too() -> None:
+    # every previous image 64 px wide: deciles collapse to one bin, so PSI is taken over
+    # the share of each value instead
+    found = drift.numeric_drift(pd.Series([64] * 100), pd.Series([96] * 50 + [64] * 50))
+    assert found["ks"] == 0.5 and found["psi"] > 1
+    same = drift.numeric_drift(pd.Series([64] * 100), pd.Series([64] * 30))
+    assert same == {"ks": 0.0, "psi": 0.0}

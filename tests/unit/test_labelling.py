@@ -172,3 +172,53 @@ def test_the_wait_for_people_fails_or_goes_on_after_its_timeout() -> None:
                             min_share=1.0, poke_seconds=5, timeout_minutes=1,
                             on_timeout="fail").execute({})
     assert nothing["people"] == {"status": "nothing sent"}
+
+
+# ---- bounding boxes ------------------------------------------------------------------------
+def test_box_iou_matching_and_agreement_by_hand() -> None:
+    a = labelling.Box("car", 10, 10, 20, 20)
+    b = labelling.Box("car", 15, 10, 20, 20)  # overlap 15 x 20 = 300; union 800 - 300 = 500
+    assert labelling.iou(a, b) == pytest.approx(300 / 500)
+    assert labelling.iou(a, labelling.Box("car", 50, 50, 5, 5)) == 0.0
+    far = labelling.Box("car", 22, 10, 20, 20)  # overlap 8 x 20 = 160: IoU 160 / 640 = 0.25
+    person = labelling.Box("person", 10, 10, 20, 20)
+    # one to one, same label only, at IoU >= 0.5: a-b matches, the person never does
+    assert labelling.match([a, person], [far, b], 0.5) == [(0, 1)]
+    assert labelling.box_f1([a, person], [b], 0.5) == pytest.approx(2 * 1 / 3)
+    assert labelling.box_f1([], [], 0.5) == 1.0
+
+
+def test_box_consensus_keeps_what_a_majority_drew_and_averages_it() -> None:
+    car = labelling.Box("car", 10, 10, 20, 20)
+    found = labelling.consensus({
+        "ann": [car, labelling.Box("dog", 60, 60, 10, 10)],
+        "bo": [labelling.Box("car", 12, 10, 20, 20)],
+        "cy": [labelling.Box("car", 11, 13, 20, 23)]}, 0.5)
+    [kept] = found.boxes
+    assert (kept.label, kept.x, kept.y, kept.width, kept.height) == ("car", 11, 11, 20, 21)
+    assert found.disputed == [{"label": "dog", "drawn_by": 1, "of": 3}]
+    # pairwise F1: ann-bo 2/3, ann-cy 2/3, bo-cy 1
+    assert found.agreement == pytest.approx(round((2 / 3 + 2 / 3 + 1) / 3, 4))
+    # two annotators, one saw nothing: no box has a majority
+    alone = labelling.consensus({"ann": [car], "bo": []}, 0.5)
+    assert alone.boxes == [] and alone.disputed[0]["drawn_by"] == 1
+    assert kept.pixels(200, 100) == {"label": "car", "x": 22.0, "y": 11.0, "width": 40.0,
+                                     "height": 21.0}
+
+
+def test_image_configs_and_tasks_fit_label_studio() -> None:
+    boxes = LabelInterface(labelling.labelling_config(GUIDE, "boxes", modality="image"))
+    region = {"from_name": "label", "to_name": "image", "type": "rectanglelabels",
+              "value": {"x": 1, "y": 2, "width": 30, "height": 40, "rotation": 0,
+                        "rectanglelabels": ["pos"]}}
+    assert boxes.validate_region(region)
+    classify = labelling.labelling_config(GUIDE, "single_label", modality="image")
+    tasks = labelling.tasks([{"id": "r1", "link": "https://s3.example/a.png", "file_name": "a.png",
+                              "suggested": "neg", "confidence": 0.6}], "link", "m",
+                            object_name="image")
+    assert tasks[0]["data"] == {"image": "https://s3.example/a.png", "granary_id": "r1",
+                                "file_name": "a.png"}
+    assert LabelInterface(classify).validate_prediction(tasks[0]["predictions"][0])
+    got, _ = labelling.read_export([{"id": 1, "data": tasks[0]["data"], "annotations": [
+        {"completed_by": 7, "result": [region]}]}])
+    assert got[0].boxes == [labelling.Box("pos", 1, 2, 30, 40)] and got[0].labels == ["pos"]

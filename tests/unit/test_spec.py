@@ -137,3 +137,30 @@ def test_discover_separates_good_and_bad(tmp_path: Path) -> None:
     good, bad = discover(tmp_path)
     assert [g.spec.name for g in good] == ["demo_set"]
     assert len(bad) == 1 and bad[0].file.endswith("broken_set.yaml")
+
+
+IMAGES = """\
+name: pics
+title: Pictures
+licence: {id: MIT}
+owners: [{name: team}]
+modality: image
+sources:
+  - {name: src, type: files, path: "pics/*.png", format: image,
+     licence: {id: MIT, origin: written for this test, legal_basis: own}}
+schema: {label_field: null, fields: []}
+"""
+
+
+def test_bounding_boxes_are_an_image_task_with_labels_and_no_synthesis() -> None:
+    boxes = IMAGES + "annotate: {task: boxes, labels: [{name: car}]}\n"
+    assert parse_spec(boxes, "x.yaml").annotate.task == "boxes"
+    with pytest.raises(SpecError, match="needs annotate.labels"):
+        parse_spec(IMAGES + "annotate: {task: boxes}\n", "x.yaml")
+    with pytest.raises(SpecError, match="turn synthesize off"):
+        parse_spec(boxes + "synthesize: {enabled: true, generator: image_augment}\n",
+                   "x.yaml")
+    with pytest.raises(SpecError, match="is for text"):
+        parse_spec(IMAGES + "annotate: {task: spans}\n", "x.yaml")
+    with pytest.raises(SpecError, match="needs `modality: image`"):
+        parse_spec(GOOD + "annotate: {task: boxes, labels: [{name: a}, {name: b}]}\n", "x.yaml")

@@ -100,7 +100,8 @@ def write_image_shards(ctx: StageContext, df: pd.DataFrame,
 def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
                   cell: int = 96) -> None:
     """A grid of up to ``n`` images (the first of each label first, then in record order),
-    each with its label below, for the card and the catalog page."""
+    each with its label below (or, with bounding boxes, the boxes drawn and their labels),
+    for the card and the catalog page."""
     import io
 
     from PIL import Image, ImageDraw
@@ -119,10 +120,20 @@ def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
         bucket, key = shards.parse_uri(str(rec["image"]))
         with Image.open(io.BytesIO(ctx.store.get_bytes(bucket, key))) as img:
             thumb = img.convert("RGB")
+            scale = min((cell - 4) / img.width, (cell - 4) / img.height, 1.0)
             thumb.thumbnail((cell - 4, cell - 4))
+        boxes = rec.get("boxes")
+        names: list[str] = []
+        if isinstance(boxes, str):  # bounding boxes drawn on the thumbnail, in red
+            pen = ImageDraw.Draw(thumb)
+            for b in json.loads(boxes):
+                pen.rectangle([b["x"] * scale, b["y"] * scale, (b["x"] + b["width"]) * scale,
+                               (b["y"] + b["height"]) * scale], outline=(220, 30, 30))
+                names.append(str(b["label"]))
         x, y = (i % columns) * cell, (i // columns) * (cell + 14)
         sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        caption = str(rec.get(label)) if label and not shards.is_missing(rec.get(label)) else ""
+        caption = str(rec.get(label)) if label and not shards.is_missing(rec.get(label)) \
+            else ", ".join(sorted(set(names)))
         draw.text((x + 4, y + cell), caption[:14], fill=(40, 40, 40))
     sheet.save(path, format="PNG", optimize=False)
 

@@ -294,6 +294,11 @@ preprocess: {{image: {{min_contrast: 1}}}}
     in_tar = {json.loads(x["json"])["file_name"].rsplit("/", 1)[-1]: json.loads(x["json"])["boxes"]
               for x in wds.WebDataset(str(tar), shardshuffle=False)}
     assert in_tar["s1.png"] == json.loads(table.loc["s1.png", "boxes"])
+    sheet = ctx2.registry.fetch_file("digit_people", version.version, "thumbnails.png",
+                                     tmp_path / "thumbnails.png")
+    with Image.open(sheet) as grid:  # the boxes are drawn in red on the thumbnails
+        pixels = np.asarray(grid.convert("RGB")).reshape(-1, 3)
+    assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).sum() > 100
     card = ctx2.registry.fetch_file("digit_people", version.version, "README.md",
                                     tmp_path / "README.md").read_text()
     assert "6 boxes on 6 images" in card

@@ -351,10 +351,14 @@ def _refresh(ctx: StageContext, delta: pd.DataFrame
     return df, counts, (found.version.version, before)
 
 
-def _labels(ctx: StageContext, df: pd.DataFrame,
-            features: np.ndarray | None = None) -> labelcheck.LabelIssues | None:
+def _labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = None,
+            known: tuple[int, Any] | None = None) -> labelcheck.LabelIssues | None:
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
+    if known is not None and ctx.spec.modality != "image":
+        found = _refresh_labels(ctx, df, known)
+        if found is not None:
+            return found
     if ctx.spec.modality == "image" and features is not None and cfg.enabled and label \
             and label in df and len(df):
         return labelcheck.find(df["id"].tolist(), [None if shards.is_missing(v) else str(v)
@@ -365,6 +369,40 @@ def _labels(ctx: StageContext, df: pd.DataFrame,
         return None
     return labelcheck.find(df[text].tolist(), df[label].tolist(), folds=cfg.folds,
                            max_records=cfg.max_records, seed=cfg.seed)
+
+
+def _refresh_labels(ctx: StageContext, df: pd.DataFrame,
+                    known: tuple[int, Any]) -> labelcheck.LabelIssues | None:
+    """A refresh's label check: the base version's records were checked when it was
+    evaluated, so its estimate is carried (scaled to the base records the candidate keeps)
+    and only the new records are scored, by a model trained on the base's (see
+    labelcheck.find_new). None (check everything) when the base recorded no check or the
+    new records are more than half the candidate."""
+    cfg = ctx.spec.quality.label_errors
+    label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
+    version, before = known
+    base = ctx.catalog.get_version(ctx.dataset, version)
+    carried = (base.quality.get("label_check") or {}) if base is not None else {}
+    if (not cfg.enabled or not label or label not in df or text not in df or before is None
+            or not carried.get("checked") or label not in before or text not in before):
+        return None
+    new = ~df["id"].isin(set(before["id"])).to_numpy()
+    if new.sum() > len(df) / 2:
+        return None
+    rows = np.flatnonzero(new)
+    found = labelcheck.find_new(before[text].tolist(), before[label].tolist(),
+                                df[text].iloc[rows].tolist(), df[label].iloc[rows].tolist(),
+                                min_count=cfg.folds, seed=cfg.seed)
+    share = (len(df) - len(rows)) / len(before) if len(before) else 0.0
+    checked = round(int(carried["checked"]) * share)
+    estimated = round(int(carried.get("estimated") or 0) * share)
+    return labelcheck.LabelIssues(
+        checked=checked + found.checked, skipped=found.skipped,
+        positions=[int(rows[i]) for i in found.positions], suggested=found.suggested,
+        confidence=found.confidence, estimated=estimated + found.estimated,
+        model_accuracy=found.model_accuracy,
+        note=f"refresh: v{version}'s check carried for its {len(df) - len(rows)} records "
+             f"({estimated} estimated wrong); {found.note}")
 
 
 def _upload_docs(ctx: StageContext, docs: Path) -> str:
@@ -403,7 +441,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                            "application/json")
     cleaning = _preprocess_report(ctx, manifest)
     seen = _inspect_images(ctx, df, cleaning)
-    issues = _labels(ctx, df, seen.get("features"))
+    issues = _labels(ctx, df, seen.get("features"), known if refreshed else None)
     annotation = _preprocess_report(ctx, manifest, "annotation_report")
     # conflicts annotation resolved (majority vote, dropped) no longer count; without an
     # annotation report every conflict preprocessing found does
@@ -454,6 +492,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                "dimensions": dims, "score": score, "grade": grade, "weak": weak,
                "report_uri": report_uri, "html_uri": f"s3://{ctx.work_bucket}/{html_key}",
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {})}
+    if issues is not None:
+        quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
     if refreshed and known is not None:
         # what publishing needs of the base, so it does not read the base again
         from lifecycle import card

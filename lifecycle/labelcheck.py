@@ -127,3 +127,52 @@ def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: in
         estimated=int(num_label_issues(y, probs)),
         model_accuracy=float((best == y).mean()),
         note="" if len(index) == usable.sum() else f"a seeded sample of {len(index)} records")
+
+
+def find_new(train_texts: list[Any], train_labels: list[Any], texts: list[Any],
+             labels: list[Any], *, min_count: int = 5, seed: int = 0) -> LabelIssues:
+    """Likely label errors among new records only (a refresh): the classifier is trained
+    once on the published records and scores the new ones, which it has not seen, so their
+    probabilities are out of sample without cross-validation. Confident learning (cleanlab)
+    runs on the new records' probabilities; with fewer than 10 of them, or all of one label
+    (cleanlab needs two), a record is flagged when the model gives another label at least
+    0.9. Positions refer to ``texts``."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    n = len(texts)
+    train = [(t, lab) for t, lab in zip(train_texts, train_labels, strict=True)
+             if isinstance(t, str) and t.strip() and isinstance(lab, str) and lab]
+    values, counts = np.unique(np.asarray([lab for _, lab in train], dtype=object),
+                               return_counts=True)
+    classes = sorted(str(v) for v, c in zip(values, counts, strict=True) if c >= min_count)
+    index = np.array([i for i, (t, lab) in enumerate(zip(texts, labels, strict=True))
+                      if isinstance(t, str) and t.strip() and lab in classes], dtype=int)
+    if len(classes) < 2 or len(index) == 0:
+        return LabelIssues(0, n, note="no new record with a label the published ones train")
+    code = {c: i for i, c in enumerate(classes)}
+    kept = [(t, code[lab]) for t, lab in train if lab in code]
+    model = text_classifier([t for t, _ in kept], seed)
+    model.fit([t for t, _ in kept], np.array([y for _, y in kept]))
+    probs = model.predict_proba([texts[i] for i in index])
+    y = np.array([code[labels[i]] for i in index])
+    best = probs.argmax(axis=1)
+    if len(index) >= 10 and len(set(y.tolist())) >= 2:
+        import warnings
+
+        with warnings.catch_warnings():  # a class with few new records is expected here
+            warnings.simplefilter("ignore", UserWarning)
+            flagged = np.flatnonzero(find_label_issues(y, probs, n_jobs=1))
+            estimated = int(num_label_issues(y, probs))
+    else:
+        flagged = np.flatnonzero((best != y) & (probs.max(axis=1) >= 0.9))
+        estimated = len(flagged)
+    order = flagged[np.argsort(probs[flagged, y[flagged]])]  # least self-confident first
+    log.info("label check of new records: %d of %d flagged", len(order), len(index))
+    return LabelIssues(
+        checked=len(index), skipped=n - len(index),
+        positions=[int(index[i]) for i in order],
+        suggested=[classes[int(best[i])] for i in order],
+        confidence=[round(float(probs[i, best[i]]), 4) for i in order],
+        estimated=estimated, model_accuracy=float((best == y).mean()),
+        note=f"new records scored by a model trained on {len(kept)} published ones")

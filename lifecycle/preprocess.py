@@ -42,11 +42,7 @@ class ExactDeduplicator:
 
     def key(self, df: pd.DataFrame) -> pd.Series:
         """The duplicate key: the key fields joined by a unit separator (vectorised)."""
-        parts = [df[f].astype("string").fillna("\x00") for f in self.key_fields]
-        joined = parts[0]
-        for part in parts[1:]:
-            joined = joined + "\x1f" + part
-        return joined
+        return shards.joined_key(df, list(self.key_fields))
 
     def __call__(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if df.empty:

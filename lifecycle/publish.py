@@ -205,7 +205,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         quality={"passed": True, "checks": quality.get("checks", []),
                  "grade": quality.get("grade"), "score": quality.get("score"),
                  "dimensions": quality.get("dimensions", {}),
-                 "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {})},
+                 "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
+                 # what a refresh's label check carries forward (lifecycle/evaluate.py)
+                 **({"label_check": quality["label_check"]} if quality.get("label_check")
+                    else {})},
         created_at=ctx.now))
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
     log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)

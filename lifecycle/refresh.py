@@ -121,14 +121,6 @@ def _truthy(series: pd.Series) -> pd.Series:
     return series.astype("string").str.lower().isin(["true", "1", "yes"]).fillna(False)
 
 
-def _keys(df: pd.DataFrame, fields: list[str]) -> pd.Series:
-    parts = [df[f].astype("string").fillna("\x00") for f in fields]
-    joined = parts[0]
-    for part in parts[1:]:
-        joined = joined + "\x1f" + part
-    return joined
-
-
 def tombstones(ctx: StageContext, found: Base | None) -> set[str]:
     """Keys the delta deletes: collected records whose deleted field is true. Read from the
     collection output, so a deletion counts even when the record carries no text."""
@@ -145,7 +137,7 @@ def tombstones(ctx: StageContext, found: Base | None) -> set[str]:
     if delta.empty or cfg.deleted_field not in delta:
         return set()
     gone = delta.loc[_truthy(delta[cfg.deleted_field])]
-    return set(_keys(gone, cfg.key).tolist())
+    return set(shards.joined_key(gone, cfg.key).tolist())
 
 
 def combine(ctx: StageContext, before: pd.DataFrame, delta: pd.DataFrame,
@@ -160,11 +152,11 @@ def combine(ctx: StageContext, before: pd.DataFrame, delta: pd.DataFrame,
     removed = pd.Series(False, index=before.index)
     replaced = 0
     if cfg.key and len(before) and all(k in before for k in cfg.key):
-        old = _keys(before, cfg.key)
+        old = shards.joined_key(before, cfg.key)
         if deleted:
             removed |= old.isin(deleted)
         if len(delta) and all(k in delta for k in cfg.key):
-            new = set(_keys(delta, cfg.key).tolist())
+            new = set(shards.joined_key(delta, cfg.key).tolist())
             is_replaced = old.isin(new) & ~removed
             replaced = int(is_replaced.sum())
             removed |= is_replaced

@@ -22,6 +22,16 @@ from storage import keys
 from storage.objectstore import ObjectStore
 
 
+def joined_key(df: pd.DataFrame, fields: list[str]) -> pd.Series:
+    """A record key made of ``fields``: their values as text joined by a unit separator
+    (vectorised), a missing value as NUL, so ("a", None) and ("a", "") differ."""
+    parts = [df[f].astype("string").fillna("\x00") for f in fields]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined + "\x1f" + part
+    return joined
+
+
 def is_missing(value: Any) -> bool:
     """True for None/NaN/NA scalars; False for lists and arrays (which pd.isna maps)."""
     try:

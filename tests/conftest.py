@@ -56,3 +56,14 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
     settings, stack = start_s3(tmp_path_factory.mktemp("s3home"))
     yield settings
     stack.down(grace=10)
+
+
+# The longest test files first: `make test` runs one file per worker on two workers, and a
+# long file left to the end would keep one worker busy while the other idles.
+SLOWEST_FILES = ("tests/e2e/test_stack.py", "tests/e2e/test_dag_test.py",
+                 "tests/e2e/test_image_dag.py", "tests/integration/test_refresh.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -3,6 +3,7 @@ and what a refresh reads from S3 grows with the change, not with the dataset."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from granary.runtime import end_run
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle import annotate, collect, evaluate, preprocess, publish, shards, synthesize
 from lifecycle.context import StageContext
 from storage.objectstore import bytes_read
 from tests.graded import SPEC
@@ -91,8 +92,12 @@ def test_refreshes_add_exactly_the_change_and_read_in_proportion(s3: Settings,
     assert same["end"] == {"status": "success", "message": "no new version: nothing new in "
                            "the sources since graded_reviews@v1"}
 
-    # ten new records (and one repeating a published review, merged into it): +10 exactly
-    _append(rows, pd.concat([pool.iloc[2000:2010], pool.iloc[[7]]]))
+    # ten new records (and one repeating a published review, merged into it): +10 exactly;
+    # one of the ten carries the wrong label
+    new = pool.iloc[2000:2010].copy()
+    flipped = new["text"].iloc[3]
+    new.loc[new.index[3], "label"] = "neg" if new["label"].iloc[3] == "pos" else "pos"
+    _append(rows, pd.concat([new, pool.iloc[[7]]]))
     ten = _lifecycle(s, SPEC, "run-ten", "incremental")
     assert ten["collect"]["records_new"] == 11
     assert ten["preprocess"]["in"] == 11  # only the delta is cleaned
@@ -108,6 +113,16 @@ def test_refreshes_add_exactly_the_change_and_read_in_proportion(s3: Settings,
     assert all(before[i] == sp for i, sp in zip(v2["id"], v2["split"], strict=True)
                if i in before)
     assert set(v2.loc[~v2["id"].isin(before), "text"]) == set(pool["text"].iloc[2000:2010])
+    # the label check scored only the ten new records (v1's check is carried for the rest),
+    # and flagged the wrong label among them
+    ctx = stage_context(s, SPEC, "reader")
+    checks = [ctx.catalog.get_version("graded_reviews", n).quality["label_check"]
+              for n in (1, 2)]
+    assert checks[1]["checked"] == checks[0]["checked"] + 10
+    report = json.loads(ctx.store.get_bytes(*shards.parse_uri(
+        ctx.catalog.get_version("graded_reviews", 2).quality["report_uri"])))
+    assert report["label_errors"]["note"].startswith("refresh: v1's check carried")
+    assert flipped in {e["text"] for e in report["label_errors"]["examples"]}
 
     # 10% new records: +200, and what the refresh read grows with the change
     _append(rows, pool.iloc[2010:2210])

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo up down status test test-unit lint bench lock clean
+.PHONY: install demo up down status test test-unit lint audit bench lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Granary needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -41,6 +41,11 @@ test-unit: install
 lint: install
 	$(VENV)/bin/ruff check granary lifecycle lineage storage dags plugins tests bench
 	$(VENV)/bin/mypy
+
+## audit: bandit (medium and high severity) and pip-audit of the locked dependencies
+audit: install
+	$(VENV)/bin/bandit -q -r granary lifecycle lineage storage dags plugins -ll
+	$(VENV)/bin/pip-audit -r constraints.txt --no-deps --progress-spinner off
 
 bench: install
 	$(PY) bench/run.py

@@ -524,8 +524,8 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
             if spec.collect.schema_drift == "fail":
                 raise SourceError(
                     f"source {source.name!r}: its columns changed since the last run: "
-                    f"{json.dumps(change, ensure_ascii=False)}. Update the spec's field "
-                    "mapping, or set collect.schema_drift: accept to take the new shape.")
+                    f"{json.dumps(change, ensure_ascii=False)}. Change the spec's field "
+                    "mapping, or give collect.schema_drift: accept to take the new shape.")
             log.warning("source %s: schema drift accepted: %s", source.name, change)
         mine = [p for p in partials if p["source"] == source.name]
         states[source.name] = _next_state(ctx, source.name, old, mine, observed, incremental)

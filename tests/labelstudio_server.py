@@ -79,15 +79,17 @@ class FakeLabelStudio:
 
         return app
 
-    def annotate(self, project: int, granary_id: str, annotator: int, label: str) -> None:
-        """A person labels the task of ``granary_id``."""
+    def annotate(self, project: int, granary_id: str, annotator: int, label: str = "",
+                 result: list[dict[str, Any]] | None = None) -> None:
+        """A person labels the task of ``granary_id``: a text's choice, or ``result`` as
+        given (regions on an image)."""
         task = next(t for t in self.tasks[project] if t["data"]["granary_id"] == granary_id)
         task["annotations"].append({
             "id": next(self._ids), "completed_by": annotator, "was_cancelled": False,
             "ground_truth": False, "lead_time": 2.5, "task": task["id"], "project": project,
-            "result": [{"id": f"r{annotator}", "from_name": "label", "to_name": "text",
-                        "type": "choices", "origin": "manual",
-                        "value": {"choices": [label]}}]})
+            "result": result if result is not None else [
+                {"id": f"r{annotator}", "from_name": "label", "to_name": "text",
+                 "type": "choices", "origin": "manual", "value": {"choices": [label]}}]})
 
 
 def _page(rows: list[dict[str, Any]], page: int, size: int, key: str) -> dict[str, Any]:

@@ -304,6 +304,52 @@ preprocess: {{image: {{min_contrast: 1}}}}
     assert "6 boxes on 6 images" in card
 
 
+def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
+        s3: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.labelstudio_server import label_studio
+
+    s = isolated(s3, tmp_path)
+    labels = digit_labels()
+    zeros = [i for i in range(60) if labels[i] == 0]
+    truth = {f"p{k}.png": (8 + 10 * k, 20) for k in range(3)}  # one zero each, at (x, y)
+    folder = s.inbox_dir / "scenes"
+    folder.mkdir(parents=True)
+    for k, (name, (x, y)) in enumerate(truth.items()):
+        folder.joinpath(name).write_bytes(_canvas([(zeros[k], x, y)]))
+    spec = HEAD + f"""\
+sources:
+  - {{name: scenes, type: files, path: "scenes/*.png", format: image, {LICENCE}}}
+schema: {{label_field: null, fields: []}}
+annotate:
+  task: boxes
+  labels: [{{name: zero}}]
+  people: {{label_studio: {{connection: label_studio, poke_seconds: 1}}}}
+preprocess: {{image: {{min_contrast: 1}}}}
+"""
+    with label_studio() as (url, fake):
+        monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO", json.dumps(
+            {"conn_type": "http", "host": url, "password": fake.token}))
+        ctx = stage_context(s, spec, "run-ls")
+        up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+        first = annotate.run(ctx, up)
+        [project] = fake.projects.values()
+        assert "<RectangleLabels" in project["label_config"]
+        tasks = fake.tasks[project["id"]]
+        assert len(tasks) == first.extra["label_studio"]["imported"] == 3
+        for task in tasks:  # the link in each task serves the image
+            assert httpx.get(task["data"]["image"], timeout=30).status_code == 200
+            x, y = truth[task["data"]["file_name"].rsplit("/", 1)[-1]]
+            for person, dx in ((11, 1), (12, -1)):
+                fake.annotate(project["id"], task["data"]["granary_id"], person,
+                              result=[_rect("zero", x + dx, y)])
+        final = annotate.run(ctx, {**up, "pull_label_studio": True})
+    assert final.counts["images_with_boxes"] == 3 and final.counts["routed_to_people"] == 0
+    table = _by_name(_table(ctx, final.manifest_uri))
+    for name, (x, y) in truth.items():
+        [box] = json.loads(table.loc[name, "boxes"])
+        assert (box["label"], box["x"], box["y"]) == ("zero", x, y)  # the two averaged
+
+
 # ---- drift -----------------------------------------------------------------------------------
 def _digit_folder(folder: Path, indices: list[int], side: int = 64) -> None:
     labels = digit_labels()

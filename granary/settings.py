@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     airflow_url: str | None = None
     airflow_user: str = "admin"
     airflow_password: SecretStr | None = None
+    airflow_executor: Literal["local", "celery"] = Field(
+        default="local", description="local: `airflow standalone` (LocalExecutor); celery: "
+        "API server, scheduler, DAG processor, triggerer and `celery_workers` Celery workers")
+    airflow_database_url: str | None = Field(
+        default=None, description="Airflow's metadata database; SQLite under the home when "
+        "unset (the celery executor needs PostgreSQL or MySQL)")
+    celery_broker_url: str | None = Field(default=None, description="the celery executor's "
+                                          "broker, e.g. redis://127.0.0.1:6379/0")
+    celery_workers: int = Field(default=2, ge=1, le=32)
+    celery_concurrency: int = Field(default=2, ge=1, le=64, description="task slots a worker")
 
     lineage_namespace: str = "granary"
     lineage_api_key: SecretStr | None = Field(

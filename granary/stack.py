@@ -245,6 +245,9 @@ class LocalStack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
+            # one secret for every Airflow process: the API server signs the tokens that
+            # workers (here, or on other machines) present to its task execution API
+            "AIRFLOW__API_AUTH__JWT_SECRET": _secret(ah / "jwt-secret"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s.airflow_user}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.api_url}/execution/",
@@ -264,6 +267,22 @@ class LocalStack:
                          if s.lineage_api_key else ""}}),
             "NO_PROXY": "*",
         })
+        if s.airflow_database_url:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = s.airflow_database_url
+            if s.airflow_database_url.startswith("postgresql+psycopg:"):
+                # psycopg 3 serves asyncio too; Airflow would otherwise look for asyncpg
+                env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = s.airflow_database_url
+        if s.airflow_executor == "celery":
+            if not s.celery_broker_url:
+                raise StackError("the celery executor needs a broker: set "
+                                 "GRANARY_CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+            if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+                raise StackError("the celery executor needs a database every worker can reach: "
+                                 "set GRANARY_AIRFLOW_DATABASE_URL to PostgreSQL or MySQL")
+            env.update({"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                        "AIRFLOW__CORE__PARALLELISM": str(4 * s.celery_workers),
+                        "AIRFLOW__CELERY__BROKER_URL": s.celery_broker_url,
+                        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.celery_concurrency)})
         return env
 
     def airflow_ready(self) -> bool:
@@ -295,9 +314,45 @@ class LocalStack:
                               env=env, capture_output=True, text=True)
         if pool.returncode != 0:
             raise StackError(f"creating the registry pool failed: {pool.stderr[-2000:]}")
+        if self.s.airflow_executor == "celery":
+            self._start_distributed(airflow, env)
+            return
         proc = self._spawn("airflow", [airflow, "standalone"], env, self.s.airflow_home)
         self._wait("airflow", proc, self.airflow_ready, timeout=240)
         self.echo(f"Airflow ready at {self.s.api_url} (pid {proc.pid})")
+
+    def _start_distributed(self, airflow: str, env: dict[str, str]) -> None:
+        """Airflow's components as separate processes, as on a cluster: API server,
+        scheduler, DAG processor, triggerer, and Celery workers that take their tasks from
+        the broker. Each worker reports its own name as the hostname of the tasks it runs
+        (granary.workers.worker_hostname), so the UI shows which worker ran what."""
+        home = self.s.airflow_home
+        procs = {name: self._spawn(name, [airflow, *cmd], env, home)
+                 for name, cmd in (("airflow", ["api-server"]),
+                                   ("airflow-scheduler", ["scheduler"]),
+                                   ("airflow-dag-processor", ["dag-processor"]),
+                                   ("airflow-triggerer", ["triggerer"]))}
+        for n in range(1, self.s.celery_workers + 1):
+            name = f"worker{n}"
+            worker_env = {**env, "GRANARY_WORKER_NAME": name,
+                          "AIRFLOW__CORE__HOSTNAME_CALLABLE":
+                              "granary.workers.worker_hostname"}
+            procs[f"airflow-{name}"] = self._spawn(
+                f"airflow-{name}", [airflow, "celery", "worker", "--celery-hostname",
+                                    f"{name}@%h", "--concurrency",
+                                    str(self.s.celery_concurrency)], worker_env, home)
+
+        def ready() -> bool:
+            dead = [n for n, p in procs.items()
+                    if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
+            if dead:
+                raise StackError(f"{dead[0]} exited during start-up; see "
+                                 f"{self.log_dir / (dead[0] + '.log')}")
+            return self.airflow_ready()
+
+        self._wait("airflow", procs["airflow"], ready, timeout=240)
+        self.echo(f"Airflow ready at {self.s.api_url} (CeleryExecutor, "
+                  f"{self.s.celery_workers} workers)")
 
     # ---- public -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -308,22 +363,38 @@ class LocalStack:
         bootstrap(services(self.settings_with_credentials()))
         self.start_airflow()
 
+    def _airflow_parts(self) -> list[str]:
+        """The Airflow processes this home runs: standalone, or the distributed ones."""
+        found = sorted(p.stem for p in self.run_dir.glob("airflow-*.json"))
+        return ["airflow", *found]
+
     def status(self) -> list[Component]:
         out = []
-        for name, url in (("s3", self.s.endpoint_url), ("airflow", self.s.api_url)):
+        urls = {"s3": self.s.endpoint_url, "airflow": self.s.api_url}
+        for name in ["s3", *self._airflow_parts()]:
+            url = urls.get(name, "")
             proc = self._alive(name)
             out.append(Component(name, proc.pid if proc else None, proc is not None, url))
         return out
 
     def down(self, grace: float = 20.0) -> list[str]:
         stopped = []
-        for name in ("airflow", "s3"):
+        for name in [*reversed(self._airflow_parts()), "s3"]:
             proc = self._alive(name)
             if proc is not None:
                 _terminate_tree(proc, grace)
                 stopped.append(name)
             self._state_file(name).unlink(missing_ok=True)
         return stopped
+
+
+def _secret(path: Path) -> str:
+    """A random secret kept in ``path`` (0600), made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _terminate_tree(root: psutil.Process, grace: float) -> None:

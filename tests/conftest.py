@@ -29,7 +29,7 @@ os.environ.update({
         "type": "file", "log_file_path": str(_AIRFLOW_HOME / "openlineage-events.jsonl"),
         "append": True}),
 })
-for key in [k for k in os.environ if k.startswith("GRANARY_") and k != "GRANARY_TEST_DATABASE_URL"]:
+for key in [k for k in os.environ if k.startswith("GRANARY_") and not k.startswith("GRANARY_TEST_")]:
     del os.environ[key]
 
 
@@ -60,7 +60,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 
 # The longest test files first: `make test` runs one file per worker on two workers, and a
 # long file left to the end would keep one worker busy while the other idles.
-SLOWEST_FILES = ("tests/e2e/test_stack.py", "tests/e2e/test_dag_test.py",
+SLOWEST_FILES = ("tests/e2e/test_celery.py", "tests/e2e/test_stack.py",
+                 "tests/e2e/test_dag_test.py",
                  "tests/e2e/test_image_dag.py", "tests/integration/test_refresh.py")
 
 

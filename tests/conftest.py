@@ -29,7 +29,8 @@ os.environ.update({
         "type": "file", "log_file_path": str(_AIRFLOW_HOME / "openlineage-events.jsonl"),
         "append": True}),
 })
-for key in [k for k in os.environ if k.startswith("GRANARY_") and not k.startswith("GRANARY_TEST_")]:
+for key in [k for k in os.environ
+            if k.startswith("GRANARY_") and not k.startswith("GRANARY_TEST_")]:
     del os.environ[key]
 
 

@@ -66,6 +66,24 @@ def _through_the_airflow_ui(s: Settings, records: int) -> None:
         assert errors == []
 
 
+def _no_secret_in_any_log(s: Settings, home: Path) -> None:
+    """Every log the run wrote (the stack's processes, every task's log) is free of the
+    secrets it used: the S3 secret key, the Airflow password, the lineage API key."""
+    assert s.airflow_password is not None and s.lineage_api_key is not None
+    # (the S3 access key id is not secret: every presigned link carries it)
+    secrets = {"S3 secret key": s.s3_secret_key, "Airflow password": s.airflow_password,
+               "lineage API key": s.lineage_api_key}
+    values = {name: v.get_secret_value() for name, v in secrets.items() if v is not None}
+    assert len(values) == 3 and all(len(v) >= 8 for v in values.values())
+    logs = [p for p in home.rglob("*") if p.is_file() and (
+        p.suffix == ".log" or "logs" in p.relative_to(home).parts)]
+    assert len(logs) > 20, logs  # the stack's own logs and one per task try
+    found = [(name, str(p.relative_to(home))) for p in logs
+             for name, value in values.items()
+             if value.encode() in p.read_bytes()]
+    assert found == [], found
+
+
 def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
@@ -136,6 +154,7 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "has no version 9" in missing.stderr
         if Path(CHROMIUM).exists():
             _through_the_airflow_ui(s, v.row_count)
+        _no_secret_in_any_log(s, home)
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

@@ -305,7 +305,8 @@ class _Unit:
                 if fmt == "image":
                     self.image(member, payload, key, salt, locator, base)
                     continue
-                for parsed in parse_member(fmt, member, encoding, where, payload.records_path):
+                for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
+                                           self.ctx.spec.collect.max_record_mb << 20):
                     self.row(parsed, salt, locator, base)
 
     def image(self, member: Any, payload: Payload, payload_key: str, salt: str, locator: str,

@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TextIO
 
 from lifecycle.errors import SourceError
+
+log = logging.getLogger(__name__)
 
 TEXT_FORMATS = {"text", "csv", "tsv", "jsonl", "json"}
 BINARY_FORMATS = {"parquet", "excel", "image"}
@@ -175,6 +178,12 @@ def members(name: str, source: Path | bytes, max_bytes: int) -> Iterator[list[Me
                     continue
                 if info.filename.startswith("/") or ".." in PurePosixPath(info.filename).parts:
                     raise SourceError(f"{name}: member {info.filename!r} has an unsafe path")
+                if info.file_size > max_bytes:  # declared; a lying header meets _Bounded
+                    raise SourceError(
+                        f"{name}: member {info.filename!r} unpacks to {info.file_size >> 20} MiB "
+                        f"from {max(1, info.compress_size >> 10)} KiB, more than "
+                        f"{max_bytes >> 20} MiB (collect.max_unpacked_mb); refusing a possible "
+                        "bomb")
 
                 def member(info: zipfile.ZipInfo = info) -> BinaryIO:
                     budget[0] = max_bytes
@@ -218,16 +227,61 @@ def _undecodable(i: int, text: str) -> Parsed:
     return Parsed(i, None, "undecodable", f"column {col}: {shown[:300]}")
 
 
-def _lines(stream: TextIO) -> Iterator[tuple[int, str]]:
-    for i, line in enumerate(stream, start=1):
-        yield i, line.rstrip("\r\n")
+MAX_LINE = 16 << 20
+"""Characters a line may hold (collect.max_record_mb); a longer one is skipped, not read."""
+_CHUNK = 1 << 20
+
+
+class TooLong(str):
+    """A line longer than the limit, in place of its text: only its length is known."""
+
+    length: int
+
+
+def _bounded_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
+    """The physical lines of ``stream`` with their endings, each at most ``limit``
+    characters; a longer line comes as :class:`TooLong` (empty, with its length) after its
+    remainder has been read past in chunks, so memory stays bounded by ``limit``."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        length = len(line)
+        while True:  # the rest of the long line, read and dropped
+            chunk = stream.readline(_CHUNK)
+            length += len(chunk)
+            if not chunk or chunk.endswith("\n"):
+                break
+        marker = TooLong("\n")
+        marker.length = length
+        yield marker
+
+
+def _too_long(i: int, marker: TooLong, limit: int) -> Parsed:
+    return Parsed(i, None, "line_too_long",
+                  f"{marker.length:,} characters, more than collect.max_record_mb allows "
+                  f"({limit / (1 << 20):g} MB); the line was read past, not loaded")
+
+
+def _lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[tuple[int, str]]:
+    for i, line in enumerate(_bounded_lines(stream, limit), start=1):
+        yield i, line if isinstance(line, TooLong) else line.rstrip("\r\n")
 
 
 class TextLineReader:
     """One record per line; the line is the ``text`` field."""
 
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
-        for i, line in _lines(stream):
+        for i, line in _lines(stream, self.limit):
+            if isinstance(line, TooLong):
+                yield _too_long(i, line, self.limit)
+                continue
             if _UNDECODABLE.search(line):
                 yield _undecodable(i, line)
                 continue
@@ -235,8 +289,14 @@ class TextLineReader:
 
 
 class JsonlReader:
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
-        for i, line in _lines(stream):
+        for i, line in _lines(stream, self.limit):
+            if isinstance(line, TooLong):
+                yield _too_long(i, line, self.limit)
+                continue
             if not line.strip():
                 continue
             if _UNDECODABLE.search(line):
@@ -299,8 +359,9 @@ class CsvReader:
     """CSV/TSV with a header row; the dialect (delimiter, quoting) is sniffed from the start of
     the file; ``line`` is the physical line where the row starts."""
 
-    def __init__(self, delimiter: str = ",") -> None:
+    def __init__(self, delimiter: str = ",", limit: int = MAX_LINE) -> None:
         self.delimiter = delimiter
+        self.limit = limit
 
     def dialect(self, text: str) -> Any:
         """Delimiter and quote character sniffed from the sample. Doubled quotes ("") stay
@@ -322,31 +383,53 @@ class CsvReader:
         return Sniffed
 
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
+        """Rows with the physical line each starts on. A row the csv module cannot parse
+        (an unterminated quote swallows the lines after it until the field limit) is
+        quarantined as ``malformed_csv`` by its first line, and reading resumes on the line
+        after it: the lines the broken row swallowed are read again as rows of their own."""
         dialect = self.dialect(sample)
         kwargs: dict[str, Any] = {"dialect": dialect} if dialect else {}
         if dialect is None:
             kwargs["delimiter"] = self.delimiter
-        reader = csv.reader(stream, **kwargs)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            yield Parsed(1, None, "malformed_csv", str(e))
-            return
-        width = len(header)
-        start = reader.line_num + 1
+        feed = _Replay(_bounded_lines(stream, self.limit))
+        header: list[str] | None = None
+        width = 0
+        reader = csv.reader(feed, **kwargs)
         while True:
-            line = start
+            feed.mark()
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            except csv.Error as e:  # e.g. an unterminated quote at the end of the file
-                yield Parsed(line, None, "malformed_csv", str(e))
-                return
-            start = reader.line_num + 1
+            except csv.Error as e:
+                line = feed.start
+                yield Parsed(line, None, "malformed_csv", f"{e} (the row starting on line "
+                             f"{line}; reading resumes on the next line)")
+                feed.resume_after_start()
+                if header is None:
+                    return  # no header: nothing after it can be read as rows
+                reader = csv.reader(feed, **kwargs)  # a fresh parser for the lines again
+                continue
+            line = feed.start
+            if feed.too_long is not None:
+                yield _too_long(line, feed.too_long, self.limit)
+                feed.too_long = None
+                continue
+            if header is None:
+                header, width = row, len(row)
+                continue
             if not row:
+                continue
+            if len(row) != width and feed.spanned > 1:
+                # a quote left open runs on over the lines after it: the row is quarantined
+                # by its first line and the lines it swallowed are read again
+                yield Parsed(line, None, "malformed_csv",
+                             f"a quoted field opened on line {line} runs over "
+                             f"{feed.spanned} lines and leaves {len(row)} fields instead of "
+                             f"{width} (an unterminated quote?); reading resumes on line "
+                             f"{line + 1}")
+                feed.resume_after_start()
+                reader = csv.reader(feed, **kwargs)
                 continue
             if len(row) != width:
                 yield Parsed(line, None, "wrong_field_count",
@@ -358,6 +441,49 @@ class CsvReader:
             yield Parsed(line, dict(zip(header, row, strict=True)))
 
 
+class _Replay:
+    """The line iterator a csv reader reads, remembering the lines of the row being read so
+    that, when the row turns out broken, the lines after its first can be read again."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._again: list[tuple[int, str]] = []
+        self._row: list[tuple[int, str]] = []
+        self._number = 0
+        self.start = 1
+        self.too_long: TooLong | None = None
+
+    def __iter__(self) -> _Replay:
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            number, line = self._again.pop(0)
+        else:
+            line = next(self._lines)
+            self._number += 1
+            number = self._number
+        if not self._row:
+            self.start = number
+        self._row.append((number, line))
+        if isinstance(line, TooLong):
+            self.too_long = line
+            return "\n"  # an empty row in its place; the reader reports it by line
+        return line
+
+    def mark(self) -> None:
+        """A new row begins."""
+        self._row = []
+
+    @property
+    def spanned(self) -> int:
+        """Physical lines the current row took."""
+        return len(self._row)
+
+    def resume_after_start(self) -> None:
+        """Read again every line of the broken row but its first."""
+        self._again = self._row[1:] + self._again
+        self._row = []
 class ParquetReader:
     """Row group by row group: memory stays bounded by a batch, not the file."""
 
@@ -401,24 +527,33 @@ SAMPLE_BYTES = 1 << 20
 
 
 def member_encoding(member: Member, fmt: str, declared: str) -> str:
+    """The member's text encoding. When none can be detected (binary data in a text
+    source), UTF-8: every line that does not decode is then quarantined as ``undecodable``
+    and the source's ``collect.max_bad_share`` decides whether the run goes on."""
     if fmt in BINARY_FORMATS:
         return "binary"
     with member.open() as fh:
-        return detect_encoding(fh.read(SAMPLE_BYTES), declared)
+        try:
+            return detect_encoding(fh.read(SAMPLE_BYTES), declared)
+        except SourceError:
+            log.warning("%s: no text encoding detected (binary data?); reading it as UTF-8, "
+                        "lines that do not decode are quarantined", member.name)
+            return "utf-8"
 
 
 def parse_member(fmt: str, member: Member, encoding: str, where: str,
-                 records_path: str = "") -> Iterator[Parsed]:
-    """Records of one payload in format ``fmt``, streamed."""
+                 records_path: str = "", max_line: int = MAX_LINE) -> Iterator[Parsed]:
+    """Records of one payload in format ``fmt``, streamed; no line longer than
+    ``max_line`` characters is held whole."""
     if fmt == "parquet":
         yield from ParquetReader().read(member)
         return
     if fmt == "excel":
         yield from ExcelReader().read(member)
         return
-    reader: Any = {"text": TextLineReader(), "jsonl": JsonlReader(),
-                   "json": JsonReader(records_path), "csv": CsvReader(","),
-                   "tsv": CsvReader("\t")}.get(fmt)
+    reader: Any = {"text": TextLineReader(max_line), "jsonl": JsonlReader(max_line),
+                   "json": JsonReader(records_path), "csv": CsvReader(",", max_line),
+                   "tsv": CsvReader("\t", max_line)}.get(fmt)
     if reader is None:
         raise SourceError(f"{where}: unsupported format {fmt!r}")
     enc = _codec(encoding, where)

@@ -454,6 +454,9 @@ class Collect(_Model):
     max_bad_share: float = Field(default=0.05, ge=0, le=1,
                                  description="fail when a source's quarantined share is above")
     max_unpacked_mb: int = Field(default=1024, ge=1, description="bound on .gz/.zip content")
+    max_record_mb: int = Field(default=16, ge=1, le=1024, description="a line (text, JSONL, "
+                               "CSV) longer than this is quarantined as line_too_long, read "
+                               "past in chunks and never held whole")
     schema_drift: Literal["fail", "accept"] = Field(
         default="fail", description="a new, missing or retyped source column: fail the run, "
                                     "or accept it and record it in the manifest")

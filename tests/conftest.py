@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,21 @@ SLOWEST_FILES = ("tests/e2e/test_celery.py", "tests/e2e/test_stack.py",
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+# ---- the reliability table (tests/reliability) -----------------------------------------------
+_RELIABILITY: list[tuple[str, str, int]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _RELIABILITY.extend(tuple(v) for k, v in report.user_properties if k == "reliability")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _RELIABILITY:
+        return
+    width = max(len(r[0]) for r in _RELIABILITY)
+    terminalreporter.section("reliability: fault or input | outcome | records lost")
+    for case, outcome, lost in sorted(_RELIABILITY):
+        terminalreporter.write_line(f"{case:<{width}} | {outcome[:120]:<120} | {lost}")

@@ -114,3 +114,23 @@ def test_doubled_quotes_further_down_than_the_sniffed_sample_still_parse() -> No
     out = list(parse("csv", data, "utf-8", "t"))
     assert all(p.record is not None for p in out)
     assert out[-1].record == {"text": 'she said "hi", then left', "label": "b"}
+
+
+def test_a_row_left_open_by_a_quote_is_quarantined_and_the_rows_it_swallowed_kept() -> None:
+    text = 'text,label\na,pos\n"opens,neg\nc,pos\nd,neg\n"multi\nline",pos\n'
+    got = list(parse("csv", text.encode(), "utf-8", "t"))
+    assert [(p.line, p.reason) for p in got] == [(2, None), (3, "malformed_csv"), (4, None),
+                                                 (5, None), (6, None)]
+    assert [p.record["text"] for p in got if p.record] == ["a", "c", "d", "multi\nline"]
+
+
+def test_overlong_lines_are_quarantined_without_holding_them() -> None:
+    from lifecycle.readers import Member, parse_member
+
+    data = b"a\n" + b"x" * 5000 + b"\nb\n"
+    for fmt in ("text", "jsonl"):
+        got = list(parse_member(fmt, Member("t", lambda: io.BytesIO(
+            data if fmt == "text" else data.replace(b"a", b'{"a": 1}').replace(
+                b"\nb", b'\n{"b": 2}'))), "utf-8", "t", "", 1000))
+        assert [p.reason for p in got] == [None, "line_too_long", None]
+        assert "5,001 characters" in got[1].raw

@@ -127,10 +127,10 @@ def test_a_row_left_open_by_a_quote_is_quarantined_and_the_rows_it_swallowed_kep
 def test_overlong_lines_are_quarantined_without_holding_them() -> None:
     from lifecycle.readers import Member, parse_member
 
-    data = b"a\n" + b"x" * 5000 + b"\nb\n"
-    for fmt in ("text", "jsonl"):
-        got = list(parse_member(fmt, Member("t", lambda: io.BytesIO(
-            data if fmt == "text" else data.replace(b"a", b'{"a": 1}').replace(
-                b"\nb", b'\n{"b": 2}'))), "utf-8", "t", "", 1000))
+    text = b"a\n" + b"x" * 5000 + b"\nb\n"
+    jsonl = b'{"a": 1}\n' + b"x" * 5000 + b'\n{"b": 2}\n'
+    for fmt, data in (("text", text), ("jsonl", jsonl)):
+        got = list(parse_member(fmt, Member("t", lambda data=data: io.BytesIO(data)),
+                                "utf-8", "t", "", 1000))
         assert [p.reason for p in got] == [None, "line_too_long", None]
         assert "5,001 characters" in got[1].raw

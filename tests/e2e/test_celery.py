@@ -1,7 +1,8 @@
 """Scale-out: the same DAGs on Airflow's CeleryExecutor, with Redis as the broker and
 PostgreSQL as Airflow's metadata database, each Airflow component a process of its own and
-two Celery workers. The sample dataset is triggered over the REST API; its mapped shard tasks
-must have run on both workers."""
+two Celery workers. The sample dataset is triggered twice at once over the REST API: its
+mapped shard tasks must have run on both workers, and the second run must have waited for the
+first (one version, never two from interleaved work)."""
 
 from __future__ import annotations
 
@@ -81,11 +82,15 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
         dag_id = "granary_zh_shopping_reviews"
         client.wait_for_dag(dag_id, timeout=240)
         client.unpause(dag_id)
+        # two runs of the same dataset at once: the second waits for the first
         run_id = client.trigger(dag_id, {"mode": "full"})
-        deadline, state = time.monotonic() + 900, ""
-        while time.monotonic() < deadline and state not in ("success", "failed"):
+        second = client.trigger(dag_id, {"mode": "full"})
+        deadline, state, state2 = time.monotonic() + 1200, "", ""
+        while time.monotonic() < deadline and not (
+                state in ("success", "failed") and state2 in ("success", "failed")):
             time.sleep(3)
             state = client.dag_run(dag_id, run_id)["state"]
+            state2 = client.dag_run(dag_id, second)["state"]
         r = client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
                            params={"limit": 200})
         instances = r.json()["task_instances"]
@@ -98,6 +103,11 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
                                                     t["hostname"]) for t in mapped]
         v = catalog(s).version_for_run("zh_shopping_reviews", run_id)
         assert v is not None and v.version == 1 and v.quality["grade"] == "A"
+        first, later = client.dag_run(dag_id, run_id), client.dag_run(dag_id, second)
+        assert state2 == "success" and later["start_date"] >= first["end_date"]
+        assert [x.version for x in catalog(s).versions("zh_shopping_reviews")] == [1]
+        assert catalog(s).run("zh_shopping_reviews", second).message == \
+            "no new version: the records equal zh_shopping_reviews@v1"
         print(f"celery: {len(instances)} task instances, mapped ones on "
               f"{sorted((t['task_id'], t['map_index'], t['hostname']) for t in mapped)}")
     finally:

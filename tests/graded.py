@@ -36,10 +36,10 @@ publish:
 """
 
 
-def graded_settings(s3: Settings, tmp_path: Path) -> Settings:
+def graded_settings(s3: Settings, tmp_path: Path, **extra: Any) -> Settings:
     """Own buckets, registry and catalog; 400 labelled reviews in the inbox, 15% of them with
     a mobile number and 10% more rows repeating earlier ones."""
-    s = isolated(s3, tmp_path, lineage_api_key=SecretStr("test-key"))
+    s = isolated(s3, tmp_path, lineage_api_key=SecretStr("test-key"), **extra)
     df = labelled(400)[["text", "label"]]
     df.loc[df.index % 20 < 3, "text"] += "，联系13912345678"
     df = pd.concat([df, df.iloc[::10]], ignore_index=True)

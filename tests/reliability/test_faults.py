@@ -1,0 +1,144 @@
+"""Faults really injected: the catalog's PostgreSQL goes away in the middle of publishing (a
+TCP proxy in front of the real server is cut, every open connection with it), and comes
+back for the retry."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from granary.settings import Settings
+from lifecycle import evaluate, publish
+from storage.catalog import CatalogError
+from tests.graded import SPEC, context, graded_settings, until_evaluate
+from tests.services import postgres_url
+
+pytestmark = pytest.mark.reliability
+
+
+class CutProxy:
+    """Forwards TCP connections from a local port to ``target``; ``cut()`` closes the
+    listener and every open connection (the database is gone), ``restore()`` listens again
+    on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone
+            self.listener.shutdown(socket.SHUT_RDWR)  # would leave it listening)
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+            self.sockets.clear()
+
+
+@pytest.fixture
+def proxied_catalog() -> Iterator[tuple[str, CutProxy]]:
+    """A throw-away schema in the test PostgreSQL, reached through a proxy that can be cut."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("GRANARY_TEST_DATABASE_URL is not set (CI sets it to the local PostgreSQL)")
+    url = make_url(base)
+    schema = f"granary_fault_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    proxy = CutProxy((url.host or "127.0.0.1", url.port or 5432))
+    via = url.set(host="127.0.0.1", port=proxy.port,
+                  query={**url.query, "options": f"-csearch_path={schema}"})
+    try:
+        yield via.render_as_string(hide_password=False), proxy
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def test_the_catalog_lost_while_publishing_leaves_no_half_version(
+        s3: Settings, tmp_path: Path, proxied_catalog: tuple[str, CutProxy],
+        report: Any) -> None:
+    url, proxy = proxied_catalog
+    s = graded_settings(s3, tmp_path, database_url=url)
+    assert s.catalog_url == url
+    ctx = context(s, SPEC, "run-fault")
+    ev = evaluate.run(ctx, until_evaluate(ctx))
+    rows = ev.counts["kept"]
+    real = ctx.registry.publish
+
+    def then_cut(*args: Any, **kwargs: Any) -> Any:  # the registry commits, then the
+        out = real(*args, **kwargs)                   # database goes away
+        proxy.cut()
+        return out
+
+    ctx.registry.publish = then_cut  # type: ignore[method-assign]
+    with pytest.raises(CatalogError) as failed:
+        publish.run(ctx, ev.to_xcom())
+    message = str(failed.value)
+    assert "catalog write failed" in message and "Is the database running" in message
+    proxy.restore()
+    ctx.registry.publish = real  # type: ignore[method-assign]
+    # back: nothing was published in the catalog, whatever the registry holds
+    assert ctx.catalog.versions("graded_reviews") == []
+    again = publish.run(ctx, ev.to_xcom())  # the task's retry
+    assert again.counts["version"] == 1
+    assert [v.version for v in ctx.catalog.versions("graded_reviews")] == [1]
+    assert ctx.registry.tags("graded_reviews") == {1: "graded_reviews/v1"}  # tagged once
+    version = ctx.catalog.get_version("graded_reviews", 1)
+    assert version is not None and version.row_count == rows
+    report("the catalog database lost while publishing",
+           f"clear failure ({message[:60]}...); no version in the catalog; the retry reused "
+           f"the registry's commit: one v1 of {rows} rows", rows - version.row_count)

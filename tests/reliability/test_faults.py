@@ -142,3 +142,84 @@ def test_the_catalog_lost_while_publishing_leaves_no_half_version(
     report("the catalog database lost while publishing",
            f"clear failure ({message[:60]}...); no version in the catalog; the retry reused "
            f"the registry's commit: one v1 of {rows} rows", rows - version.row_count)
+
+
+# ---- the S3 server stopped mid-stage ---------------------------------------------------------
+def _outage_after(store: Any, calls: int, stack: Any, back_after: float | None) -> list[str]:
+    """After ``calls`` writes, stop the S3 server (SIGTERM, then SIGKILL) from another
+    thread and, unless ``back_after`` is None, start it again that many seconds later."""
+    import time
+
+    events: list[str] = []
+    real = store.write_atomic
+    count = [0]
+
+    def outage() -> None:
+        stack.down(grace=2)
+        events.append("stopped")
+        if back_after is not None:
+            time.sleep(back_after)
+            stack.start_s3()
+            events.append("started")
+
+    def write_atomic(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        if count[0] == calls:
+            thread = threading.Thread(target=outage, daemon=True)
+            thread.start()
+            thread.join(timeout=10)  # stopped before this write goes out
+        return real(*args, **kwargs)
+
+    store.write_atomic = write_atomic
+    return events
+
+
+@pytest.fixture
+def own_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Any]]:
+    """An S3 server of this test's own, since the test stops it."""
+    from tests.services import start_s3
+
+    settings, stack = start_s3(tmp_path_factory.mktemp("own-s3"))
+    yield settings, stack
+    stack.down(grace=5)
+
+
+def test_the_s3_server_stopped_mid_stage_and_back_within_the_retry_window(
+        own_s3: tuple[Settings, Any], tmp_path: Path, report: Any) -> None:
+    from lifecycle import collect, preprocess
+
+    settings, stack = own_s3
+    s = graded_settings(settings, tmp_path)
+    ctx = context(s, SPEC, "run-outage")
+    up = collect.run(ctx).to_xcom()
+    events = _outage_after(ctx.store, 2, stack, back_after=1.0)
+    result = preprocess.run(ctx, up)
+    assert events == ["stopped", "started"]  # the server really went away and came back
+    c = result.counts
+    assert c["in"] == c["kept"] + c["quarantined"] + c["merged"] == up["counts"]["records"]
+    report("the S3 server stopped during a stage, back 1 s later",
+           f"the stage completed through the store's retries ({c['kept']} kept, "
+           f"{c['merged']} merged)", c["in"] - c["kept"] - c["quarantined"] - c["merged"])
+
+
+def test_the_s3_server_gone_beyond_the_window_fails_clearly_and_resumes(
+        own_s3: tuple[Settings, Any], tmp_path: Path, report: Any) -> None:
+    from lifecycle import collect, preprocess
+    from storage.objectstore import StorageError
+
+    settings, stack = own_s3
+    s = graded_settings(settings, tmp_path)
+    ctx = context(s, SPEC, "run-gone")
+    up = collect.run(ctx).to_xcom()
+    events = _outage_after(ctx.store, 2, stack, back_after=None)
+    with pytest.raises(StorageError) as failed:
+        preprocess.run(ctx, up)
+    assert events == ["stopped"] and "did not answer" in str(failed.value)
+    assert "granary status" in str(failed.value)
+    stack.start_s3()  # the operator brings it back; the retried task resumes the stage
+    again = preprocess.run(context(s, SPEC, "run-gone"), up)
+    c = again.counts
+    assert c["in"] == c["kept"] + c["quarantined"] + c["merged"] == up["counts"]["records"]
+    report("the S3 server gone beyond the retry window",
+           f"clear failure ({str(failed.value)[:70]}...); after a restart the stage's retry "
+           "completed from collection's output", 0)

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from granary.settings import Settings
@@ -101,9 +101,10 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
 
     @router.get("/datasets/{dataset}/versions/{n}/files/{name}",
                 response_class=RedirectResponse, status_code=307)
-    def download(dataset: str, n: int, name: str) -> RedirectResponse:
-        """Redirect to a short-lived presigned link of the file in the registry bucket."""
-        from granary.runtime import public_object_store
+    def download(dataset: str, n: int, name: str) -> Response:
+        """Redirect to a short-lived presigned link of the file in the registry bucket, or
+        (``GRANARY_DOWNLOAD_VIA=proxy``) stream the file from it."""
+        from granary.runtime import object_store, public_object_store
 
         v = version_or_404(dataset, n)
         if name not in v.files:
@@ -111,12 +112,22 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
                                      f"{', '.join(sorted(v.files))})")
         s = settings()
         bucket, prefix = s.registry_objects
-        links = releases.download_links(v, public_object_store(s), bucket, prefix,
-                                        timedelta(minutes=s.download_link_minutes))
         headers = {"Cache-Control": "no-store"}
         warning = releases.deprecation_warning(v)
         if warning:
             headers["Warning"] = f'299 granary "{warning}"'
+        if s.download_via == "proxy":
+            store = object_store(s)
+            key = releases.object_keys(v, store, bucket, prefix)[name]
+            meta = v.files.get(name, {})
+            headers["Content-Disposition"] = \
+                f'attachment; filename="{v.dataset}-v{v.version}-{name}"'
+            if meta.get("bytes"):
+                headers["Content-Length"] = str(int(meta["bytes"]))
+            return StreamingResponse(store.stream(bucket, key), headers=headers,
+                                     media_type="application/octet-stream")
+        links = releases.download_links(v, public_object_store(s), bucket, prefix,
+                                        timedelta(minutes=s.download_link_minutes))
         return RedirectResponse(links[name].url, status_code=307, headers=headers)
 
     @router.post("/api/v1/datasets/{dataset}/versions/{n}/deprecation",

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     bucket_registry: str = "granary-registry"
     download_link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60,
                                        description="Lifetime of presigned download links.")
+    download_via: Literal["presigned", "proxy"] = Field(
+        default="presigned", description="presigned: downloads redirect to a short-lived S3 "
+        "link (browsers must reach S3); proxy: the web app streams the file itself, so only "
+        "the UI needs to be published")
 
     registry_url: str | None = Field(
         default=None, description="git URL of the DVC registry; a bare repo under the home."

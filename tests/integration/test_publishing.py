@@ -67,6 +67,13 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         assert got.status_code == 200 and _sha256(got.content) == parquet["sha256"]
         assert 'filename="graded_reviews-v2-data.parquet"' in got.headers["content-disposition"]
         assert httpx.get(f"{url}/datasets/{DS}/versions/2/files/nope.csv").status_code == 404
+        # where only the UI is published (docker compose), the app streams the file itself
+        with serve(s.model_copy(update={"download_via": "proxy"})) as proxied:
+            streamed = httpx.get(f"{proxied}{parquet['download']}")
+            assert streamed.status_code == 200 and _sha256(streamed.content) == parquet["sha256"]
+            assert 'filename="graded_reviews-v2-data.parquet"' in \
+                streamed.headers["content-disposition"]
+            assert int(streamed.headers["content-length"]) == len(streamed.content)
 
         # deprecation needs the key, says who and why, and moves latest back to v1
         body = {"by": "ana", "reason": "batch 7 mislabelled"}

@@ -49,6 +49,32 @@ def test_complete_env_renders_the_whole_stack(repo: Path, tmp_path: Path) -> Non
     assert worker["GRANARY_S3_ENDPOINT"] == "minio:9000"
     assert "api/v1/lineage" in worker["AIRFLOW__OPENLINEAGE__TRANSPORT"]
     assert config["services"]["minio"]["image"].startswith("minio/minio:RELEASE.")
+    # only the UI is published; everything else talks on the compose network
+    published = {name for name, svc in config["services"].items() if svc.get("ports")}
+    assert published == {"airflow-apiserver"}
+    assert worker["GRANARY_DOWNLOAD_VIA"] == "proxy"
+    # nothing starts before the secrets check has passed
+    for name in ("minio", "postgres", "redis"):
+        assert config["services"][name]["depends_on"]["secrets-check"]["condition"] == \
+            "service_completed_successfully"
+
+
+def _check(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(repo / "docker" / "check-secrets.sh")],
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_default_example_and_short_secrets_are_refused(repo: Path) -> None:
+    strong = {k: f"{k.lower()}-3f9a1c77b2e04d6e" for k in SECRETS}
+    ok = _check(repo, strong)
+    assert ok.returncode == 0 and "secrets check passed" in ok.stdout
+    for bad in ("minioadmin", "changeme", "airflow", "replace-me-with-a-secret", "short1"):
+        out = _check(repo, {**strong, "POSTGRES_PASSWORD": bad})
+        assert out.returncode == 1, bad
+        assert "POSTGRES_PASSWORD" in out.stderr and "openssl rand" in out.stderr
+    missing = _check(repo, {k: v for k, v in strong.items() if k != "AIRFLOW_JWT_SECRET"})
+    assert missing.returncode == 1 and "AIRFLOW_JWT_SECRET is empty" in missing.stderr
 
 
 @pytest.mark.parametrize("missing", SECRETS)

@@ -147,7 +147,8 @@ def find_new(train_texts: list[Any], train_labels: list[Any], texts: list[Any],
                                return_counts=True)
     classes = sorted(str(v) for v, c in zip(values, counts, strict=True) if c >= min_count)
     index = np.array([i for i, (t, lab) in enumerate(zip(texts, labels, strict=True))
-                      if isinstance(t, str) and t.strip() and lab in classes], dtype=int)
+                      if isinstance(t, str) and t.strip() and isinstance(lab, str)
+                      and lab in classes], dtype=int)
     if len(classes) < 2 or len(index) == 0:
         return LabelIssues(0, n, note="no new record with a label the published ones train")
     code = {c: i for i, c in enumerate(classes)}

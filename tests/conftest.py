@@ -62,9 +62,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 
 # The longest test files first: `make test` runs one file per worker on two workers, and a
 # long file left to the end would keep one worker busy while the other idles.
-SLOWEST_FILES = ("tests/e2e/test_celery.py", "tests/e2e/test_stack.py",
-                 "tests/e2e/test_dag_test.py",
-                 "tests/e2e/test_image_dag.py", "tests/integration/test_refresh.py")
+# The two full stacks (Celery, standalone) are not first together: each starts on a worker
+# whose other worker runs dag.test() files, which are lighter.
+SLOWEST_FILES = ("tests/e2e/test_celery.py", "tests/e2e/test_dag_test.py",
+                 "tests/e2e/test_stack.py", "tests/e2e/test_image_dag.py",
+                 "tests/integration/test_refresh.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

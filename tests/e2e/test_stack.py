@@ -47,6 +47,9 @@ def _through_the_airflow_ui(s: Settings, records: int) -> None:
     from the catalog to the published version, all inside Airflow's page."""
     assert s.airflow_password is not None
     with browser_page() as (page, errors):
+        # the machine may be running another Airflow stack for the suite's other worker:
+        # pages can take longer than Playwright's 30 s default to arrive
+        page.set_default_timeout(120_000)
         page.goto(f"{s.api_url}/")
         page.fill("input[name=username]", s.airflow_user)
         page.fill("input[name=password]", s.airflow_password.get_secret_value())

@@ -53,7 +53,7 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-def _open_loop(url: str, rate: int, seconds: int, make: Any,
+def _open_loop(url: str, rate: int, seconds: int, make: Any, token: str,
                threads: int = 48) -> dict[str, Any]:
     """Send ``rate`` requests a second for ``seconds`` on schedule from ``threads`` threads
     (plain http.client keep-alive connections: an asyncio client spent more CPU than the
@@ -68,7 +68,7 @@ def _open_loop(url: str, rate: int, seconds: int, make: Any,
     total = rate * seconds
     prepared = [make(i) for i in range(total)]  # bodies serialised before the clock starts
     bodies = [None if b is None else json.dumps(b).encode() for _, _, b in prepared]
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     status: dict[int, int] = {}
     errors = [0]
@@ -114,8 +114,11 @@ def _open_loop(url: str, rate: int, seconds: int, make: Any,
                            "max": round(1000 * max(latencies, default=0.0), 1)}}
 
 
-def _seed(catalog_url: str) -> None:
+def _seed(catalog_url: str) -> str:
+    """A dataset with one version, and a read token (checked against the catalog on each
+    request, as a user's would be)."""
     from storage.catalog import Catalog, Version
+    from storage.tokens import Tokens
 
     cat = Catalog(catalog_url)
     cat.migrate()
@@ -124,6 +127,7 @@ def _seed(catalog_url: str) -> None:
                             git_rev="0" * 40, dvc_md5="0" * 32 + ".dir", content_hash="0" * 64,
                             row_count=1000, run_id="bench", files={}, quality={"grade": "A"},
                             created_at=datetime.now(UTC)))
+    return Tokens(cat).create("load test", "read", days=1)[1]
 
 
 def _stored(catalog_url: str) -> tuple[int, int]:
@@ -165,7 +169,7 @@ def main() -> None:
             .render_as_string(hide_password=False)
     else:
         catalog_url = f"sqlite:///{home / 'catalog.db'}"
-    _seed(catalog_url)
+    reader = _seed(catalog_url)
     port = free_port_block(1, start=39000)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GRANARY_")},
            "GRANARY_HOME": str(home), "GRANARY_DATABASE_URL": catalog_url,
@@ -186,12 +190,12 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.3)
         lineage = _open_loop(app, args.events_rate, args.events_seconds,
-                             lambda i: ("POST", "/api/v1/lineage", _event(i)))
+                             lambda i: ("POST", "/api/v1/lineage", _event(i)), KEY)
         stored, runs = _stored(catalog_url)
         lineage.update(stored=stored, stored_distinct_runs=runs,
                        lost=lineage["accepted"] - runs, duplicated=stored - runs)
         catalog = _open_loop(app, args.catalog_rate, args.catalog_seconds,
-                             lambda i: ("GET", "/api/v1/datasets/bench_reviews", None))
+                             lambda i: ("GET", "/api/v1/datasets/bench_reviews", None), reader)
     finally:
         server.terminate()
         server.wait(timeout=30)

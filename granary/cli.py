@@ -78,6 +78,8 @@ def _print_where(s: Settings) -> None:
     console.print(f"Airflow UI: {s.api_url}  (user [bold]{s.airflow_user}[/], password in "
                   f"{s.airflow_home / 'simple_auth_manager_passwords.json'})")
     console.print(f"S3 endpoint: {s.endpoint_url}  (credentials in {s.home}/s3-credentials.json)")
+    console.print(f"Granary catalog: {s.public_url}/  (sign in with a token: `granary token "
+                  "create --name you`)")
 
 
 @app.command()
@@ -185,10 +187,11 @@ def datasets() -> None:
 
     cat = catalog(_settings())
     cat.migrate()
-    table = _table("dataset", "title", "domain", "licence", "latest", "records")
+    table = _table("dataset", "title", "domain", "licence", "access", "latest", "records")
     for d in cat.datasets():
         v = cat.latest(d.name)
-        table.add_row(d.name, d.title, d.domain, d.licence, f"v{v.version}" if v else "-",
+        table.add_row(d.name, d.title, d.domain, d.licence, d.access,
+                      f"v{v.version}" if v else "-",
                       str(v.row_count) if v else "-")
     console.print(table)
 
@@ -427,6 +430,88 @@ def verify(ref: str) -> None:
           "version(s); restore the objects from a backup or republish")
 
 
+# ---- tokens -----------------------------------------------------------------------------------
+token_app = typer.Typer(no_args_is_help=True, help="Access tokens of the web app and its APIs "
+                        "(scopes read < write < admin; see docs/security.md).")
+app.add_typer(token_app, name="token")
+
+
+def _tokens() -> Any:
+    from granary.runtime import catalog
+    from storage.tokens import Tokens
+
+    cat = catalog(_settings())
+    cat.migrate()
+    return Tokens(cat)
+
+
+def _when(t: Any) -> str:
+    return t.strftime("%Y-%m-%d %H:%M") if t else "-"
+
+
+@token_app.command("create")
+def token_create(
+        name: Annotated[str, typer.Option(help="who or what uses the token")],
+        scope: Annotated[str, typer.Option(help="read, write or admin")] = "read",
+        dataset: Annotated[list[str] | None, typer.Option(
+            "--dataset", help="a restricted dataset the token may see (repeatable)")] = None,
+        days: Annotated[float, typer.Option(help="days until it expires; 0 = never")] = 90,
+        by: Annotated[str | None, typer.Option(help="who creates it (default: you)")] = None,
+) -> None:
+    """Create a token and print it once: only its hash is kept."""
+    from storage.tokens import TokenError
+
+    try:
+        info, token = _tokens().create(name, scope, datasets=dataset or [],
+                                       days=days or None, created_by=_actor(by))
+    except TokenError as e:
+        _fail(str(e))
+    err.print(f"token {info.id} ({info.scope}) for {info.name}, expires "
+              f"{_when(info.expires_at)}" + (f", granted {', '.join(info.datasets)}"
+                                             if info.datasets else "")
+              + ". Keep it now: it is not shown again.")
+    print(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never the tokens themselves): scope, state, grants, last use."""
+    table = _table("id", "name", "scope", "state", "datasets", "created (UTC)", "by",
+                   "expires", "last used")
+    for t in _tokens().list():
+        table.add_row(t.id, t.name, t.scope, t.state, ", ".join(t.datasets) or "-",
+                      _when(t.created_at), t.created_by or "-", _when(t.expires_at),
+                      _when(t.last_used_at))
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="the id from `token list`")]) -> None:
+    """Revoke a token: every request with it is refused from now on."""
+    from storage.tokens import TokenError
+
+    try:
+        info = _tokens().revoke(token_id)
+    except TokenError as e:
+        _fail(str(e))
+    console.print(f"token {info.id} ({info.name}) revoked at {_when(info.revoked_at)} UTC")
+
+
+@token_app.command("grant")
+def token_grant(token_id: str, dataset: str,
+                undo: Annotated[bool, typer.Option("--undo", help="take the grant back")] = False
+                ) -> None:
+    """Let a token see a restricted DATASET (or, with --undo, no longer)."""
+    from storage.tokens import TokenError
+
+    try:
+        info = _tokens().grant(token_id, dataset, undo=undo)
+    except TokenError as e:
+        _fail(str(e))
+    console.print(f"token {info.id} ({info.name}) now sees: "
+                  f"{', '.join(info.datasets) or 'no restricted dataset'}")
+
+
 # ---- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo() -> None:
@@ -445,6 +530,11 @@ def demo() -> None:
         _fail(f"the demo run {run_id} ended {state}; see the Airflow UI")
     versions("zh_shopping_reviews")
     _print_where(s)
+    info, token = _tokens().create(f"demo ({_actor(None)})", "admin", days=7,
+                                   created_by=_actor(None))
+    console.print(f"Sign in to the Granary pages with this admin token (id {info.id}, 7 days; "
+                  f"`granary token revoke {info.id}` ends it):")
+    print(token)
     console.print("Stop everything with `make down` (data stays in .granary/).")
 
 

@@ -29,6 +29,7 @@ td,th{border:1px solid #ddd;padding:6px 10px;text-align:left}
 svg.chart{background:#fff;border:1px solid #ddd}
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;margin-left:4px}
 .badge.latest{background:#dff3df;color:#1d5a1d}.badge.deprecated{background:#fde2e1;color:#8a1c16}
+.badge.restricted{background:#fff1cc;color:#6b4e00}.error{color:#8a1c16}
 .banner{padding:10px 14px;margin:8px 0;border-left:4px solid #c0392b;background:#fdecea}
 pre{background:#fff;border:1px solid #ddd;padding:10px;overflow:auto;font-size:13px}
 .card{background:#fff;border:1px solid #ddd;padding:4px 18px;max-width:1000px}
@@ -101,7 +102,9 @@ def _filter_form(base: str, given: dict[str, str]) -> str:
             "<button type='submit'>filter</button></form>")
 
 
-def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None) -> str:
+def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None,
+               hide: set[str] | None = None) -> str:
+    """The catalog's search page; datasets in ``hide`` (restricted, not granted) are left out."""
     given = {k: v for k, v in (given or {}).items() if v}
     g = given.get
     found = catalog.search(g("q", ""), domain=g("domain", ""), modality=g("modality", ""),
@@ -111,11 +114,15 @@ def index_page(catalog: Catalog, base: str, given: dict[str, str] | None = None)
                            else 0)
     rows = []
     for d, latest in found:
+        if hide and d.name in hide:
+            continue
         candidates = catalog.evaluations(d.name, status="candidate")
         name = html.escape(d.name)
         rows.append(
             f"<tr><td><a href='{base}/datasets/{quote(d.name, safe='')}'>{name}</a></td>"
-            f"<td>{html.escape(d.title)}</td>"
+            f"<td>{html.escape(d.title)}"
+            + (" <span class='badge restricted'>restricted</span>"
+               if d.access == "restricted" else "") + "</td>"
             f"<td>{_version_link(base, latest) + badges(latest, latest) if latest else '-'}</td>"
             f"<td>{latest.row_count if latest else '-'}</td>"
             f"<td>{grade(latest) if latest else '-'}</td><td>{len(candidates)}</td>"

@@ -1,5 +1,5 @@
 """The catalog's release endpoints: a dataset and its versions as JSON, download links, and
-deprecation and rollback (writes need the API key until scoped tokens land).
+deprecation and rollback (writes need a ``write`` token; granary/auth.py checks them).
 
 - ``GET  /api/v1/datasets/{dataset}``: the dataset, its latest version, every version with its
   status, and the release history (who deprecated or rolled back what, and why).
@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -61,8 +61,7 @@ def version_json(v: Version, latest: Version | None, base: str,
     }
 
 
-def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings],
-                 require_key: Callable[[Request], None]) -> APIRouter:
+def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings]) -> APIRouter:
     router = APIRouter(tags=["catalog"])
 
     def base(request: Request) -> str:
@@ -86,7 +85,8 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
         b, reg = base(request), settings().registry
         return {"name": row.name, "title": row.title, "description": row.description,
                 "domain": row.domain, "modality": row.modality, "task": row.task,
-                "licence": row.licence, "tags": [t for t in row.tags.split(",") if t],
+                "licence": row.licence, "access": row.access,
+                "tags": [t for t in row.tags.split(",") if t],
                 "language": [x for x in row.language.split(",") if x],
                 "latest": latest.version if latest else None,
                 "versions": [version_json(v, latest, b, reg) for v in cat.versions(dataset)],
@@ -130,8 +130,7 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
                                         timedelta(minutes=s.download_link_minutes))
         return RedirectResponse(links[name].url, status_code=307, headers=headers)
 
-    @router.post("/api/v1/datasets/{dataset}/versions/{n}/deprecation",
-                 dependencies=[Depends(require_key)])
+    @router.post("/api/v1/datasets/{dataset}/versions/{n}/deprecation")
     def deprecate(request: Request, dataset: str, n: int, body: Deprecation) -> dict[str, Any]:
         version_or_404(dataset, n)
         try:
@@ -140,7 +139,7 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
             raise HTTPException(409, str(e)) from e
         return version_json(v, catalog().latest(dataset), base(request), settings().registry)
 
-    @router.post("/api/v1/datasets/{dataset}/latest", dependencies=[Depends(require_key)])
+    @router.post("/api/v1/datasets/{dataset}/latest")
     def rollback(request: Request, dataset: str, body: Rollback) -> dict[str, Any]:
         from granary.runtime import registry
 

@@ -92,7 +92,8 @@ def begin_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, An
     svc.catalog.upsert_dataset(
         spec.name, title=spec.title, description=spec.description, domain=spec.domain,
         modality=spec.modality, task=spec.task, licence=spec.licence.id,
-        language=",".join(spec.language), tags=",".join(spec.tags), spec_hash=loaded.sha256)
+        language=",".join(spec.language), tags=",".join(spec.tags), spec_hash=loaded.sha256,
+        access=spec.access)
     svc.catalog.start_run(dataset, run_id, str(params.get("mode", "full")))
     try:
         stage_range(params)

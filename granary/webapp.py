@@ -2,8 +2,8 @@
 the catalog and lineage pages. Mounted into Airflow's API server under /granary by the
 plugin in plugins/, and runnable on its own with `granary serve`.
 
-Airflow applies no authentication to a plugin's app, so writes require the lineage API key;
-reads are open on the local stack (bound to 127.0.0.1).
+Airflow applies no authentication to a plugin's app, so the app checks tokens itself: every
+route but the health check and the sign-in pages needs one (granary/auth.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from granary import releases_api
+from granary import auth, releases_api
 from granary.pages import (
     annotation_page,
     dataset_page,
@@ -30,9 +30,10 @@ from granary.pages import (
 )
 from granary.settings import Settings, load_settings
 from lifecycle import releases
-from lineage.api import build_router, key_guard
+from lineage.api import build_router
 from lineage.facets import SCHEMA_DIR
 from lineage.store import LineageStore
+from storage.catalog import Catalog
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger(__name__)
@@ -41,28 +42,40 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
     # the interactive /docs pages load their scripts from a CDN: only the schema is served
-    app = FastAPI(title="Granary", version="0.1.0", docs_url=None, redoc_url=None,
-                  description="Lineage store and catalog of the Granary dataset platform.")
-
     @functools.cache
     def current_settings() -> Settings:
         return settings or load_settings()
-
-    @functools.cache
-    def store() -> LineageStore:
-        from storage.catalog import Catalog
-
-        catalog = Catalog(current_settings().catalog_url)
-        catalog.migrate()
-        return LineageStore(catalog)
 
     def api_key() -> str | None:
         key = current_settings().lineage_api_key
         return key.get_secret_value() if key else None
 
-    app.include_router(build_router(store, api_key))
-    app.include_router(releases_api.build_router(lambda: store().catalog, current_settings,
-                                                 key_guard(api_key)))
+    def catalog() -> Catalog:
+        return store().catalog
+
+    # the schema is served by a route of ours (below), so it needs a token like the rest
+    app = FastAPI(title="Granary", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None,
+                  description="Lineage store and catalog of the Granary dataset platform. "
+                              "Send 'Authorization: Bearer <token>' (`granary token create`).",
+                  dependencies=[Depends(auth.guard(catalog, api_key))])
+
+    @functools.cache
+    def store() -> LineageStore:
+        opened = Catalog(current_settings().catalog_url)
+        opened.migrate()
+        return LineageStore(opened)
+
+    def hidden(request: Request) -> set[str]:
+        return auth.hidden(request, catalog())
+
+    app.include_router(auth.login_router(catalog))
+    app.include_router(build_router(store, hidden))
+    app.include_router(releases_api.build_router(catalog, current_settings))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -73,23 +86,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> str:
-        return index_page(store().catalog, base(request), dict(request.query_params))
+        return index_page(catalog(), base(request), dict(request.query_params),
+                          hide=hidden(request))
 
     @app.get("/api/v1/datasets")
-    def datasets(q: str = "", domain: str = "", modality: str = "", task: str = "",
-                 language: str = "", licence: str = "", grade: str = "", min_rows: int = 0,
-                 max_rows: int | None = None) -> list[dict[str, Any]]:
+    def datasets(request: Request, q: str = "", domain: str = "", modality: str = "",
+                 task: str = "", language: str = "", licence: str = "", grade: str = "",
+                 min_rows: int = 0, max_rows: int | None = None) -> list[dict[str, Any]]:
         """Search the catalog: text in name, title, description or tags, and filters (grade
         means that grade or better; sizes apply to the latest version)."""
         found = store().catalog.search(q, domain=domain, modality=modality, task=task,
                                        language=language, licence=licence, grade=grade,
                                        min_rows=min_rows, max_rows=max_rows)
+        hide = hidden(request)
         return [{"name": d.name, "title": d.title, "domain": d.domain,
                  "modality": d.modality, "task": d.task, "licence": d.licence,
                  "language": [x for x in (d.language or "").split(",") if x],
                  "latest": ({"version": v.version, "tag": v.tag, "records": v.row_count,
                              "grade": v.quality.get("grade"), "score": v.quality.get("score")}
-                            if v else None)} for d, v in found]
+                            if v else None),
+                 "access": d.access} for d, v in found if d.name not in hide]
 
     @app.get("/lineage/{dataset}", response_class=HTMLResponse)
     def lineage(request: Request, dataset: str, version: int | None = None) -> str:

@@ -786,6 +786,9 @@ class DatasetSpec(_Model):
     task: str = ""
     language: list[str] = Field(default_factory=list)
     licence: Licence
+    access: Literal["public", "restricted"] = Field(
+        default="public", description="restricted: the catalog shows the dataset, its files "
+                                      "and lineage only to admin tokens and tokens granted it")
     owners: list[Owner] = Field(min_length=1)
     sources: list[Source] = Field(min_length=1)
     schema_: Schema = Field(alias="schema")

@@ -1,54 +1,39 @@
 """The lineage store's HTTP API (a FastAPI router, served by the Granary web app).
 
 - ``POST /api/v1/lineage``: one OpenLineage event (the HTTP transport's default endpoint);
-  gzip bodies accepted; a bearer API key is required.
+  gzip bodies accepted; needs a ``write`` token or the lineage service key.
 - ``POST /api/v1/lineage/batch``: a JSON array of events, stored all or nothing.
 - ``GET /api/v1/lineage?nodeId=dataset:NS:NAME|job:NS:NAME&depth=N[&version=V|&runId=R|&asOf=T]``
 - ``GET /api/v1/namespaces``, ``.../namespaces/{ns}/jobs``, ``.../jobs/{job}/runs``,
   ``/api/v1/runs/{id}``, ``/api/v1/datasets/versions?namespace=&name=``
 
-A malformed request gets a 4xx with the reason, never a 500, and changes nothing.
+A malformed request gets a 4xx with the reason, never a 500, and changes nothing. Tokens are
+checked by the app (granary/auth.py); reads leave out the jobs and datasets of restricted
+datasets the token is not granted (``hidden``).
 """
 
 from __future__ import annotations
 
 import gzip
-import hmac
 import json
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from lineage.naming import owner, parse_node_id
 from lineage.store import LineageStore
 
 MAX_BODY = 5 * 1024 * 1024  # bytes, after decompression
 
 
-def key_guard(api_key: Callable[[], str | None]) -> Callable[[Request], None]:
-    """A FastAPI dependency that admits requests bearing the API key (writes)."""
-
-    def require_key(request: Request) -> None:
-        expected = api_key()
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not expected:
-            raise HTTPException(503, "the lineage API key is not configured "
-                                     "(GRANARY_LINEAGE_API_KEY); refusing all writes")
-        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(401, "missing or wrong API key: send "
-                                     "'Authorization: Bearer <GRANARY_LINEAGE_API_KEY>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    return require_key
-
-
-def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | None]) -> APIRouter:
+def build_router(store: Callable[[], LineageStore],
+                 hidden: Callable[[Request], set[str]]) -> APIRouter:
+    """``hidden(request)``: the Granary datasets whose lineage the request may not see."""
     router = APIRouter(prefix="/api/v1", tags=["lineage"])
-    require_key = key_guard(api_key)
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -83,11 +68,11 @@ def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | 
                              "duplicates": len(added) - sum(added)},
                             status_code=201 if any(added) else 200)
 
-    @router.post("/lineage", dependencies=[Depends(require_key)])
+    @router.post("/lineage")
     async def post_event(request: Request) -> JSONResponse:
         return ingest([await read_json(request)])
 
-    @router.post("/lineage/batch", dependencies=[Depends(require_key)])
+    @router.post("/lineage/batch")
     async def post_batch(request: Request) -> JSONResponse:
         data = await read_json(request)
         if not isinstance(data, list):
@@ -95,7 +80,8 @@ def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | 
         return ingest(data)
 
     @router.get("/lineage")
-    def get_lineage(nodeId: str = Query(..., description="dataset:NS:NAME or job:NS:NAME"),  # noqa: N803
+    def get_lineage(request: Request,
+                    nodeId: str = Query(..., description="dataset:NS:NAME or job:NS:NAME"),  # noqa: N803
                     depth: int = Query(20, ge=0, le=100),
                     version: str | None = None, runId: str | None = None,  # noqa: N803
                     asOf: datetime | None = None) -> dict[str, Any]:  # noqa: N803
@@ -104,32 +90,55 @@ def build_router(store: Callable[[], LineageStore], api_key: Callable[[], str | 
                                      "job:<namespace>:<name>")
         if asOf is not None and asOf.tzinfo is None:
             asOf = asOf.replace(tzinfo=UTC)
-        return store().graph(nodeId, depth, run_id=runId, version=version, as_of=asOf)
+        hide = hidden(request)
+        kind, _, name = parse_node_id(nodeId)
+        if owner(kind, name) in hide:
+            return {"graph": []}
+        graph = store().graph(nodeId, depth, run_id=runId, version=version, as_of=asOf)
+        return {"graph": _without(graph["graph"], hide)} if hide else graph
 
     @router.get("/namespaces")
     def namespaces() -> dict[str, Any]:
         return {"namespaces": [{"name": n} for n in store().namespaces()]}
 
     @router.get("/namespaces/{namespace:path}/jobs/{job}/runs")
-    def job_runs(namespace: str, job: str) -> dict[str, Any]:
+    def job_runs(request: Request, namespace: str, job: str) -> dict[str, Any]:
+        if owner("job", job) in hidden(request):
+            return {"runs": []}
         return {"runs": store().runs(namespace, job)}
 
     @router.get("/namespaces/{namespace:path}/jobs")
-    def jobs(namespace: str) -> dict[str, Any]:
-        return {"jobs": store().jobs(namespace)}
+    def jobs(request: Request, namespace: str) -> dict[str, Any]:
+        hide = hidden(request)
+        return {"jobs": [j for j in store().jobs(namespace)
+                         if owner("job", j["name"]) not in hide]}
 
     @router.get("/runs/{run_id}")
-    def run(run_id: str) -> dict[str, Any]:
+    def run(request: Request, run_id: str) -> dict[str, Any]:
         found = store().run(run_id)
-        if found is None:
+        if found is None or owner("job", found["job"]["name"]) in hidden(request):
             raise HTTPException(404, f"no run {run_id}")
         return found
 
     @router.get("/datasets/versions")
-    def dataset_versions(namespace: str, name: str) -> dict[str, Any]:
+    def dataset_versions(request: Request, namespace: str, name: str) -> dict[str, Any]:
+        if owner("dataset", name) in hidden(request):
+            return {"versions": []}
         return {"versions": store().dataset_versions(namespace, name)}
 
     return router
+
+
+def _without(graph: list[dict[str, Any]], hide: set[str]) -> list[dict[str, Any]]:
+    """The graph without the nodes of hidden datasets, nor the edges that lead to them."""
+    gone = {n["id"] for n in graph if owner(n["type"].lower(), n["data"]["name"]) in hide}
+    kept = []
+    for n in graph:
+        if n["id"] in gone:
+            continue
+        kept.append({**n, "inEdges": [e for e in n["inEdges"] if e["origin"] not in gone],
+                     "outEdges": [e for e in n["outEdges"] if e["destination"] not in gone]})
+    return kept
 
 
 def gzip_json(data: Any) -> bytes:

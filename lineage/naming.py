@@ -70,6 +70,19 @@ def parse_node_id(node_id: str) -> tuple[str, str, str]:
     return kind, namespace, name
 
 
+def owner(kind: str, name: str) -> str | None:
+    """The Granary dataset a lineage job or dataset belongs to, from its name: a job
+    ``granary_<dataset>[.<task>]``; an object key ``<dataset>/...`` (raw data, work outputs) or
+    ``datasets/<dataset>`` (the registry). None for anything else (an outside source)."""
+    if kind == "job":
+        head = name.split(".", 1)[0]
+        return head[len("granary_"):] if head.startswith("granary_") else None
+    parts = name.strip("/").split("/")
+    if parts[0] == "datasets" and len(parts) > 1:
+        return parts[1]
+    return parts[0] or None
+
+
 def asset_uri(bucket: str, key: str) -> str:
     """The Airflow Asset URI of an object or prefix: the same string as its lineage URI."""
     return s3_dataset(bucket, key).uri

@@ -41,6 +41,9 @@ class DatasetRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # what the daily maintenance found: {checked_at, stale, ledger_ok, findings, pruned, ...}
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # "public": every token with read scope sees it; "restricted": only admin tokens and tokens
+    # granted the dataset (TokenGrantRow) see it, its pages, files and lineage
+    access: Mapped[str] = mapped_column(String(20), default="public")
 
 
 class RunRow(Base):
@@ -199,3 +202,31 @@ class LineageIORow(Base):
     version: Mapped[str | None] = mapped_column(String(200), nullable=True)
     facets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiTokenRow(Base):
+    """An access token of the web app and APIs. Only the token's SHA-256 is stored; the token
+    itself is shown once, when it is created."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(10))  # read | write | admin
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+
+
+class TokenGrantRow(Base):
+    """A restricted dataset a token may see and download."""
+
+    __tablename__ = "token_grants"
+
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id"), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -47,8 +47,8 @@ def site(tmp_path: Path) -> Settings:
 
 @needs_chromium
 def test_lineage_page_renders_the_graph(site: Settings) -> None:
-    with serve(site) as url, browser_page(1400, 900) as (page, errors):
-        page.goto(f"{url}/")
+    with serve(site, "read") as app, browser_page(1400, 900) as (page, errors):
+        app.sign_in(page)  # the catalog page
         assert page.locator("text=reviews").first.is_visible()
         page.click("text=lineage")
         page.wait_for_selector("#lineage-svg .node")

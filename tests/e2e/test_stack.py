@@ -42,9 +42,10 @@ def _processes_of(home: Path) -> list[psutil.Process]:
     return [p for p in found if p.pid != os.getpid()]
 
 
-def _through_the_airflow_ui(s: Settings, records: int) -> None:
-    """An operator signs into the Airflow UI, opens Granary from its navigation and walks
-    from the catalog to the published version, all inside Airflow's page."""
+def _through_the_airflow_ui(s: Settings, records: int, token: str) -> None:
+    """An operator signs into the Airflow UI, opens Granary from its navigation, signs into
+    it with a read token and walks from the catalog to the published version, all inside
+    Airflow's page."""
     assert s.airflow_password is not None
     with browser_page() as (page, errors):
         # the machine may be running another Airflow stack for the suite's other worker:
@@ -59,6 +60,8 @@ def _through_the_airflow_ui(s: Settings, records: int) -> None:
         page.click("a[aria-label=Granary]")
         page.wait_for_url(f"{s.api_url}/plugin/granary")
         view = page.frame_locator("iframe")
+        view.locator("input[name=token]").fill(token)  # Granary asks for its own token
+        view.locator("button[type=submit]").click()
         view.locator("a", has_text="zh_shopping_reviews").first.click()
         view.locator("#versions").wait_for()
         view.locator("#versions a", has_text="v1").first.click()
@@ -69,15 +72,17 @@ def _through_the_airflow_ui(s: Settings, records: int) -> None:
         assert errors == []
 
 
-def _no_secret_in_any_log(s: Settings, home: Path) -> None:
+def _no_secret_in_any_log(s: Settings, home: Path, token: str) -> None:
     """Every log the run wrote (the stack's processes, every task's log) is free of the
-    secrets it used: the S3 secret key, the Airflow password, the lineage API key."""
+    secrets it used: the S3 secret key, the Airflow password, the lineage API key and the
+    Granary token the operator signed in with."""
     assert s.airflow_password is not None and s.lineage_api_key is not None
     # (the S3 access key id is not secret: every presigned link carries it)
     secrets = {"S3 secret key": s.s3_secret_key, "Airflow password": s.airflow_password,
                "lineage API key": s.lineage_api_key}
     values = {name: v.get_secret_value() for name, v in secrets.items() if v is not None}
-    assert len(values) == 3 and all(len(v) >= 8 for v in values.values())
+    values["Granary token"] = token
+    assert len(values) == 4 and all(len(v) >= 8 for v in values.values())
     logs = [p for p in home.rglob("*") if p.is_file() and (
         p.suffix == ".log" or "logs" in p.relative_to(home).parts)]
     assert len(logs) > 20, logs  # the stack's own logs and one per task try
@@ -132,9 +137,18 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         assert listed.returncode == 0
         assert "v1" in listed.stdout and str(v.row_count) in listed.stdout
 
+        # the web app inside Airflow's API server: health open, everything else with a token
+        made = _granary(env, "token", "create", "--name", "operator", "--scope", "read")
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        assert token.startswith("gra_") and token not in made.stderr
+        assert httpx.get(f"{s.public_url}/health").status_code == 200
+        assert httpx.get(f"{s.public_url}/api/v1/datasets").status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
         # lineage reached the web app inside Airflow's API server over OpenLineage HTTP
         node = f"dataset:s3://{s.bucket_registry}:datasets/zh_shopping_reviews"
-        graph = httpx.get(f"{s.public_url}/api/v1/lineage", params={"nodeId": node}).json()
+        graph = httpx.get(f"{s.public_url}/api/v1/lineage", params={"nodeId": node},
+                          headers=auth).json()
         ids = {n["id"] for n in graph["graph"]}
         assert len([i for i in ids if i.startswith(f"dataset:s3://{s.bucket_raw}:")]) == 2
         assert len([i for i in ids if i.startswith("job:")]) == 6
@@ -156,8 +170,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         missing = _granary(env, "verify", "zh_shopping_reviews@v9")
         assert missing.returncode == 1 and "has no version 9" in missing.stderr
         if Path(CHROMIUM).exists():
-            _through_the_airflow_ui(s, v.row_count)
-        _no_secret_in_any_log(s, home)
+            _through_the_airflow_ui(s, v.row_count, token)
+        _no_secret_in_any_log(s, home, token)
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

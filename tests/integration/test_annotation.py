@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,14 +127,15 @@ def test_annotation_labels_resolves_conflicts_and_exports_tasks(env: Settings) -
     assert problems == [] and {b.record_id for b in back} == {t["data"]["granary_id"]
                                                               for t in tasks}
 
-    with serve(env) as url:
-        page = httpx.get(f"{url}/runs/tagged_reviews/run-a/annotation")
+    with serve(env) as site:
+        page = site.get("/runs/tagged_reviews/run-a/annotation")
         assert page.status_code == 200 and "tie_dropped" in page.text
-        api = httpx.get(f"{url}/api/v1/runs/tagged_reviews/run-a/annotation").json()
+        api = site.get("/api/v1/runs/tagged_reviews/run-a/annotation").json()
         assert api["conflicts"]["found"] == 6
         if Path(CHROMIUM).exists():
             with browser_page() as (pg, errors):
-                pg.goto(f"{url}/runs/tagged_reviews/run-a/annotation")
+                site.sign_in(pg)
+                pg.goto(f"{site.url}/runs/tagged_reviews/run-a/annotation")
                 assert pg.locator("#conflicts tr").count() >= 6
                 pg.screenshot(path=str(ARTIFACTS / "annotation-report.png"), full_page=True)
                 assert errors == []

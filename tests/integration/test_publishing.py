@@ -13,10 +13,12 @@ import httpx
 import pytest
 
 from granary.settings import Settings
+from storage.catalog import Catalog
+from storage.tokens import Tokens
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page
 from tests.graded import change_source, graded_settings, publish_run
 from tests.lineage_events import event
-from tests.webapp import serve
+from tests.webapp import Site, serve
 
 pytestmark = pytest.mark.integration
 DS = "graded_reviews"
@@ -45,13 +47,13 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
                                                     tmp_path: Path) -> None:
     s = two_versions
     key = {"Authorization": "Bearer test-key"}
-    with serve(s) as url:
-        schema = httpx.get(f"{url}/openapi.json").json()
+    with serve(s) as site:
+        schema = site.get("/openapi.json").json()
         assert {"/api/v1/datasets/{dataset}", "/api/v1/datasets/{dataset}/versions/{n}",
                 "/api/v1/datasets/{dataset}/versions/{n}/deprecation",
                 "/api/v1/datasets/{dataset}/latest", "/api/v1/lineage"} <= set(schema["paths"])
-        assert httpx.get(f"{url}/docs").status_code == 404  # its scripts would need a CDN
-        info = httpx.get(f"{url}/api/v1/datasets/{DS}").json()
+        assert site.get("/docs").status_code == 404  # its scripts would need a CDN
+        info = site.get(f"/api/v1/datasets/{DS}").json()
         assert info["latest"] == 2 and [v["version"] for v in info["versions"]] == [1, 2]
         v2 = info["versions"][1]
         assert v2["latest"] and v2["deprecated"] is None and v2["grade"] == "A"
@@ -59,17 +61,17 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
 
         # a download is a short-lived presigned link to the registry's bytes
         parquet = next(f for f in v2["files"] if f["name"] == "data.parquet")
-        first = httpx.get(f"{url}{parquet['download']}")
+        first = site.get(parquet["download"])
         assert first.status_code == 307 and "Warning" not in first.headers
         link = first.headers["location"]
         assert parse_qs(urlparse(link).query)["X-Amz-Expires"] == ["900"]  # 15 minutes
         got = httpx.get(link)
         assert got.status_code == 200 and _sha256(got.content) == parquet["sha256"]
         assert 'filename="graded_reviews-v2-data.parquet"' in got.headers["content-disposition"]
-        assert httpx.get(f"{url}/datasets/{DS}/versions/2/files/nope.csv").status_code == 404
+        assert site.get(f"/datasets/{DS}/versions/2/files/nope.csv").status_code == 404
         # where only the UI is published (docker compose), the app streams the file itself
-        with serve(s.model_copy(update={"download_via": "proxy"})) as proxied:
-            streamed = httpx.get(f"{proxied}{parquet['download']}")
+        with serve(s.model_copy(update={"download_via": "proxy"}), "read") as proxied:
+            streamed = proxied.get(parquet['download'])
             assert streamed.status_code == 200 and _sha256(streamed.content) == parquet["sha256"]
             assert 'filename="graded_reviews-v2-data.parquet"' in \
                 streamed.headers["content-disposition"]
@@ -77,16 +79,16 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
 
         # deprecation needs the key, says who and why, and moves latest back to v1
         body = {"by": "ana", "reason": "batch 7 mislabelled"}
-        path = f"{url}/api/v1/datasets/{DS}/versions/2/deprecation"
+        path = f"{site.url}/api/v1/datasets/{DS}/versions/2/deprecation"
         assert httpx.post(path, json=body).status_code == 401
         assert httpx.post(path, json={"by": "ana"}, headers=key).status_code == 422
         done = httpx.post(path, json=body, headers=key)
         assert done.status_code == 200, done.text
         assert done.json()["deprecated"]["by"] == "ana" and not done.json()["latest"]
-        assert httpx.get(f"{url}/api/v1/datasets/{DS}").json()["latest"] == 1
-        warned = httpx.get(f"{url}{parquet['download']}")
+        assert site.get(f"/api/v1/datasets/{DS}").json()["latest"] == 1
+        warned = site.get(parquet["download"])
         assert warned.status_code == 307 and "batch 7 mislabelled" in warned.headers["warning"]
-        refused = httpx.post(f"{url}/api/v1/datasets/{DS}/latest", headers=key,
+        refused = httpx.post(f"{site.url}/api/v1/datasets/{DS}/latest", headers=key,
                              json={"version": 2, "by": "bo", "reason": "want it back"})
         assert refused.status_code == 409 and "is deprecated" in refused.json()["detail"]
         lifted = httpx.post(path, json={**body, "reason": "relabelled", "undo": True},
@@ -98,7 +100,7 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
                           "--by", "bo")
         assert rolled.returncode == 0, rolled.stderr
         assert "latest graded_reviews is graded_reviews@v1 again" in rolled.stdout
-        info = httpx.get(f"{url}/api/v1/datasets/{DS}").json()
+        info = site.get(f"/api/v1/datasets/{DS}").json()
         assert info["latest"] == 1
         assert [(h["action"], h["by"], h["reason"]) for h in info["history"][2:]] == [
             ("deprecate", "ana", "batch 7 mislabelled"), ("undeprecate", "ana", "relabelled"),
@@ -124,20 +126,37 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         # lineage of the release, sent the way the OpenLineage transport sends it
         dvc_md5 = info["versions"][0]["dvc_md5"]
         raw, work = f"s3://{s.bucket_raw}/{DS}/rows", f"s3://{s.bucket_work}/{DS}/run-v1"
-        sent = httpx.post(f"{url}/api/v1/lineage/batch", headers=key, json=[
+        sent = httpx.post(f"{site.url}/api/v1/lineage/batch", headers=key, json=[
             event(f"granary_{DS}.collect.merge", [raw], [f"{work}/collect"], rows=440),
             event(f"granary_{DS}.publish.release", [f"{work}/collect"],
                   [f"s3://{s.bucket_registry}/datasets/{DS}"], rows=400, version=dvc_md5)])
         assert sent.status_code in (200, 201), sent.text
+
+        # restricted, the dataset and its files are there only for tokens granted it
+        catalog = Catalog(s.catalog_url)
+        catalog.upsert_dataset(DS, access="restricted")
+        tokens = Tokens(catalog)
+        plain, partner = (tokens.create(name, "read", datasets=grants)[1]
+                          for name, grants in (("reader", []), ("partner", [DS])))
+        hidden = httpx.get(f"{site.url}{parquet['download']}",
+                           headers={"Authorization": f"Bearer {plain}"})
+        assert hidden.status_code == 404 and "visible" in hidden.json()["detail"]
+        allowed = httpx.get(f"{site.url}{parquet['download']}", follow_redirects=True,
+                            headers={"Authorization": f"Bearer {partner}"})
+        assert allowed.status_code == 200 and _sha256(allowed.content) == parquet["sha256"]
+        catalog.upsert_dataset(DS, access="public")
+        catalog.dispose()
         if Path(CHROMIUM).exists():
-            _browse(url, info)
+            _browse(site, info)
 
 
-def _browse(url: str, info: dict) -> None:  # type: ignore[type-arg]
+def _browse(site: Site, info: dict) -> None:  # type: ignore[type-arg]
     """Catalog, dataset, version, quality report and lineage pages: each renders with no
     console error; a screenshot of each is kept as a test artifact."""
     run_v1 = info["versions"][0]["run_id"]
+    url = site.url
     with browser_page() as (page, errors):
+        site.sign_in(page)
         page.goto(f"{url}/?q=graded")
         assert page.locator("td a", has_text=DS).count() == 1
         assert page.locator(".badge.latest").count() == 1

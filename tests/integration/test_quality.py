@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -18,7 +17,7 @@ from lifecycle import collect, evaluate, publish
 from lifecycle.errors import QualityGateFailed
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page
 from tests.graded import SPEC, change_source, context, graded_settings, until_evaluate
-from tests.webapp import serve
+from tests.webapp import Site, serve
 
 pytestmark = pytest.mark.integration
 
@@ -57,29 +56,31 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     assert published["split"].value_counts(normalize=True)["train"] == pytest.approx(0.8,
                                                                                        abs=0.03)
 
-    with serve(env) as url:
-        report = httpx.get(f"{url}/api/v1/runs/graded_reviews/run-1/quality").json()
+    with serve(env) as site:
+        report = site.get("/api/v1/runs/graded_reviews/run-1/quality").json()
         assert report["grade"] == "C" and report["weak"] == ["safety"]
         assert report["pii"]["residual"] == {"mobile": 60}
         assert report["duplicates"]["exact_merged"] == 40
-        found = httpx.get(f"{url}/api/v1/datasets", params={"grade": "A", "q": "graded"}).json()
+        found = site.get("/api/v1/datasets", params={"grade": "A", "q": "graded"}).json()
         assert [(d["name"], d["latest"]["grade"]) for d in found] == [("graded_reviews", "A")]
-        assert httpx.get(f"{url}/api/v1/datasets", params={"min_rows": 10**6}).json() == []
-        index = httpx.get(f"{url}/", params={"q": "no such thing"}).text
+        assert site.get("/api/v1/datasets", params={"min_rows": 10**6}).json() == []
+        index = site.get("/", params={"q": "no such thing"}).text
         assert "id='filters'" in index and "No dataset matches." in index
-        assert "openapi" in httpx.get(f"{url}/openapi.json").text
-        page = httpx.get(f"{url}/datasets/graded_reviews").text
+        assert "openapi" in site.get("/openapi.json").text
+        page = site.get("/datasets/graded_reviews").text
         assert "blocked by its gate" in page and "run-1" in page
         assert page.count("class='point'") == 2
-        docs = httpx.get(f"{url}/runs/graded_reviews/run-2/data-docs/index.html")
+        docs = site.get("/runs/graded_reviews/run-2/data-docs/index.html")
         assert docs.status_code == 200 and "graded_reviews.quality" in docs.text
         if Path(CHROMIUM).exists():
-            _browse(url)
+            _browse(site)
 
 
-def _browse(url: str) -> None:
+def _browse(site: Site) -> None:
     """The report renders in headless Chromium with its charts present."""
+    url = site.url
     with browser_page(1200, 900) as (page, errors):
+        site.sign_in(page)
         page.goto(f"{url}/runs/graded_reviews/{quote('run-1')}/quality")
         assert page.inner_text("#grade") == "C"
         radar = page.locator("svg.radar polygon.series")

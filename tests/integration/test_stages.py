@@ -6,7 +6,6 @@ import json
 import uuid
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -245,14 +244,14 @@ preprocess:
     # the report is readable in the web app, from the run recorded in the catalog
     ctx.catalog.record_stage("tiny_reviews", "run-pii", "preprocess", "success",
                              p.manifest_uri, p.counts)
-    with serve(s) as url:
-        page = httpx.get(f"{url}/runs/tiny_reviews/run-pii/preprocess")
+    with serve(s) as site:
+        page = site.get("/runs/tiny_reviews/run-pii/preprocess")
         assert page.status_code == 200
         assert "Largest groups: near_dedup" in page.text and "<td>id_card</td>" in page.text
         assert "<td>pii_id_card</td>" in page.text  # the quarantine reason, with its count
-        data = httpx.get(f"{url}/api/v1/runs/tiny_reviews/run-pii/preprocess").json()
+        data = site.get("/api/v1/runs/tiny_reviews/run-pii/preprocess").json()
         assert data["counts"] == p.counts
-        assert httpx.get(f"{url}/runs/tiny_reviews/nope/preprocess").status_code == 404
+        assert site.get("/runs/tiny_reviews/nope/preprocess").status_code == 404
 
     hashing = spec.replace("email: placeholder", "email: hash")
     with pytest.raises(PermanentError, match="GRANARY_PII_SALT"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -89,14 +88,15 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     from tests.browser import ARTIFACTS, CHROMIUM, browser_page
     from tests.webapp import serve
 
-    with serve(env) as url:
-        page = httpx.get(f"{url}/runs/balanced_reviews/run-s/synthesis")
+    with serve(env) as site:
+        page = site.get("/runs/balanced_reviews/run-s/synthesis")
         assert page.status_code == 200 and "not_needed" in page.text
-        api = httpx.get(f"{url}/api/v1/runs/balanced_reviews/run-s/synthesis").json()
+        api = site.get("/api/v1/runs/balanced_reviews/run-s/synthesis").json()
         assert api["accepted"] == c["synthetic"]
         if Path(CHROMIUM).exists():
             with browser_page() as (pg, errors):
-                pg.goto(f"{url}/runs/balanced_reviews/run-s/synthesis")
+                site.sign_in(pg)
+                pg.goto(f"{site.url}/runs/balanced_reviews/run-s/synthesis")
                 assert f"{c['synthetic']} accepted" in pg.inner_text("#summary")
                 pg.screenshot(path=str(ARTIFACTS / "synthesis-report.png"), full_page=True)
                 assert errors == []

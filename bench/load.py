@@ -4,6 +4,8 @@ are sent on schedule whether or not earlier ones have answered). The app runs un
 (``--workers``, 2 by default) on 127.0.0.1, on the catalog given by GRANARY_BENCH_DATABASE_URL (a
 throw-away PostgreSQL schema) or SQLite. Reported: requests sent and accepted, the achieved
 rate, latency p50/p99, and, for lineage, that every accepted event is stored exactly once.
+Events are posted with the transport's service key, as the stage tasks post them; catalog
+reads carry a read token, checked against the catalog on every request like a user's.
 Written to bench/results/load.json, never asserted. The generator refuses any host but
 127.0.0.1 and stops by itself.
 

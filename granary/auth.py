@@ -71,7 +71,7 @@ def guard(catalog: Callable[[], Catalog],
         via_cookie = False
         if not given and request.method in SAFE_METHODS:
             given, via_cookie = request.cookies.get(COOKIE, ""), True
-        who = resolve(catalog(), service_key(), given) if given else None
+        who = resolve(catalog, service_key(), given) if given else None
         if who is None:
             if _wants_page(request, path):
                 target = quote(f"{base(request)}{path}" + (
@@ -105,10 +105,11 @@ def guard(catalog: Callable[[], Catalog],
     return authenticate
 
 
-def resolve(catalog: Catalog, service_key: str | None, given: str) -> Principal | None:
+def resolve(catalog: Callable[[], Catalog], service_key: str | None,
+            given: str) -> Principal | None:
     if service_key and hmac.compare_digest(given.encode(), service_key.encode()):
-        return Principal(name=SERVICE, scope="write")
-    return Tokens(catalog).verify(given)
+        return Principal(name=SERVICE, scope="write")  # no catalog lookup on the hot path
+    return Tokens(catalog()).verify(given)
 
 
 def hidden(request: Request, catalog: Catalog) -> set[str]:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from granary.settings import Settings
 from lifecycle import releases
-from storage.catalog import Catalog, ReleaseError, Version
+from storage.catalog import Catalog, ReleaseError, Version, pick_latest
 
 
 class Deprecation(BaseModel):
@@ -77,11 +77,11 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
 
     @router.get("/api/v1/datasets/{dataset}")
     def dataset(request: Request, dataset: str) -> dict[str, Any]:
-        cat = catalog()
-        row = next((d for d in cat.datasets() if d.name == dataset), None)
-        if row is None:
+        found = catalog().dataset_record(dataset)  # one read: this answer is on a hot path
+        if found is None:
             raise HTTPException(404, f"no dataset {dataset} in the catalog")
-        latest = cat.latest(dataset)
+        row, versions, events = found
+        latest = pick_latest(versions, row.latest_version)
         b, reg = base(request), settings().registry
         return {"name": row.name, "title": row.title, "description": row.description,
                 "domain": row.domain, "modality": row.modality, "task": row.task,
@@ -89,10 +89,10 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
                 "tags": [t for t in row.tags.split(",") if t],
                 "language": [x for x in row.language.split(",") if x],
                 "latest": latest.version if latest else None,
-                "versions": [version_json(v, latest, b, reg) for v in cat.versions(dataset)],
+                "versions": [version_json(v, latest, b, reg) for v in versions],
                 "history": [{"version": e.version, "action": e.action, "by": e.actor,
                              "reason": e.reason, "at": e.created_at.isoformat()}
-                            for e in cat.release_events(dataset)]}
+                            for e in events]}
 
     @router.get("/api/v1/datasets/{dataset}/versions/{n}")
     def version(request: Request, dataset: str, n: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -60,8 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Send 'Authorization: Bearer <token>' (`granary token create`).",
                   dependencies=[Depends(auth.guard(catalog, api_key))])
 
+    opening = threading.Lock()
+
     @functools.cache
     def store() -> LineageStore:
+        # the first requests arrive together on the threadpool; Alembic is not thread-safe
+        with opening:
+            return _open_store()
+
+    @functools.cache
+    def _open_store() -> LineageStore:
         opened = Catalog(current_settings().catalog_url)
         opened.migrate()
         return LineageStore(opened)

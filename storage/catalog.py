@@ -89,6 +89,10 @@ class Catalog:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # single-statement reads on the web app's hot paths: no BEGIN and ROLLBACK around
+        # each one (two round trips of the four a pooled read cost on PostgreSQL)
+        self.reader: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_session = sessionmaker(self.reader, expire_on_commit=False)
 
     # ---- schema ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -331,12 +335,23 @@ class Catalog:
         with self.session() as s:
             row = s.get(DatasetRow, dataset)
             pinned = row.latest_version if row is not None else None
-        versions = self.versions(dataset)
-        for v in reversed(versions):
-            if v.version == pinned:
-                return v
-        live = [v for v in versions if v.deprecated is None] or versions
-        return live[-1] if live else None
+        return pick_latest(self.versions(dataset), pinned)
+
+    def dataset_record(self, name: str) -> tuple[DatasetRow, list[Version],
+                                                  list[ReleaseEvent]] | None:
+        """A dataset's row, versions (oldest first) and release history in one read (the
+        release API's answer), or None when the catalog does not know it."""
+        with self._read_session() as s:
+            row = s.get(DatasetRow, name)
+            if row is None:
+                return None
+            versions = [_to_version(r) for r in s.scalars(
+                select(VersionRow).filter_by(dataset=name).order_by(VersionRow.version))]
+            events = [ReleaseEvent(r.dataset, r.version, r.action, r.actor, r.reason,
+                                   r.created_at) for r in s.scalars(
+                select(ReleaseEventRow).filter_by(dataset=name)
+                .order_by(ReleaseEventRow.created_at, ReleaseEventRow.id))]
+            return row, versions, events
 
     def deprecate(self, dataset: str, version: int, actor: str, reason: str,
                   *, undo: bool = False) -> Version:
@@ -448,6 +463,16 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def pick_latest(versions: list[Version], pinned: int | None) -> Version | None:
+    """"Latest" among a dataset's ``versions`` (oldest first): the one a rollback ``pinned``,
+    else the newest that is not deprecated, else the newest."""
+    for v in reversed(versions):
+        if v.version == pinned:
+            return v
+    live = [v for v in versions if v.deprecated is None] or versions
+    return live[-1] if live else None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -78,6 +78,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 _RELIABILITY: list[tuple[str, str, int]] = []
 
 
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Any:
+    """``report(case, outcome, records_lost)``: a row of the reliability table."""
+    def add(case: str, outcome: str, lost: int) -> None:
+        request.node.user_properties.append(("reliability", (case, outcome, lost)))
+    return add
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call":
         _RELIABILITY.extend(tuple(v) for k, v in report.user_properties if k == "reliability")

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -24,7 +25,7 @@ from granary.runtime import catalog
 from granary.settings import Settings
 from granary.stack import S3_PORT_BLOCK, free_port_block
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 PG = os.environ.get("GRANARY_TEST_DATABASE_URL")
 REDIS = os.environ.get("GRANARY_TEST_REDIS_URL")
 
@@ -52,7 +53,7 @@ def airflow_database() -> str:
                     "GRANARY_TEST_REDIS_URL are not set (CI sets them to the local PostgreSQL "
                     "and Redis)")
 def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
-        tmp_path: Path, airflow_database: str) -> None:
+        tmp_path: Path, airflow_database: str, report: Any) -> None:
     import redis
 
     assert REDIS is not None
@@ -108,6 +109,11 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
         assert [x.version for x in catalog(s).versions("zh_shopping_reviews")] == [1]
         assert catalog(s).run("zh_shopping_reviews", second).message == \
             "no new version: the records equal zh_shopping_reviews@v1"
+        report("scale-out: sample on 2 Celery workers (Redis, PostgreSQL)",
+               f"success; mapped shards ran on {sorted(workers)}; v1 {v.row_count} records",
+               0)
+        report("two runs of one dataset at once (Celery)",
+               "second waited for the first, made no version; one v1", 0)
         print(f"celery: {len(instances)} task instances, mapped ones on "
               f"{sorted((t['task_id'], t['map_index'], t['hostname']) for t in mapped)}")
     finally:

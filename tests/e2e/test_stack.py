@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -21,7 +22,7 @@ from granary.stack import S3_PORT_BLOCK, free_port_block
 from tests.browser import ARTIFACTS, CHROMIUM, browser_page
 from tests.e2e.sample import both_files, expected_reviews
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
 
 def _granary(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -72,7 +73,7 @@ def _through_the_airflow_ui(s: Settings, records: int, token: str) -> None:
         assert errors == []
 
 
-def _no_secret_in_any_log(s: Settings, home: Path, token: str) -> None:
+def _no_secret_in_any_log(s: Settings, home: Path, token: str, report: Any) -> None:
     """Every log the run wrote (the stack's processes, every task's log) is free of the
     secrets it used: the S3 secret key, the Airflow password, the lineage API key and the
     Granary token the operator signed in with."""
@@ -90,9 +91,11 @@ def _no_secret_in_any_log(s: Settings, home: Path, token: str) -> None:
              for name, value in values.items()
              if value.encode() in p.read_bytes()]
     assert found == [], found
+    report("secrets in every log of a sample run", f"none of {len(values)} secrets in "
+           f"{len(logs)} logs", 0)
 
 
-def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
+def test_up_trigger_over_rest_and_down(tmp_path: Path, report: Any) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
     env.update({"GRANARY_HOME": str(home), "COLUMNS": "160",
@@ -171,7 +174,7 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "has no version 9" in missing.stderr
         if Path(CHROMIUM).exists():
             _through_the_airflow_ui(s, v.row_count, token)
-        _no_secret_in_any_log(s, home, token)
+        _no_secret_in_any_log(s, home, token, report)
     finally:
         started = _processes_of(home)
         down = _granary(env, "down", timeout=120)

@@ -14,6 +14,7 @@ datasets the token is not granted (``hidden``).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import zlib
@@ -57,27 +58,30 @@ def build_router(store: Callable[[], LineageStore],
         except (ValueError, UnicodeDecodeError) as e:
             raise HTTPException(400, f"body is not valid JSON: {e}") from e
 
-    def ingest(events: list[Any]) -> JSONResponse:
+    async def ingest(events: list[Any]) -> JSONResponse:
         if not all(isinstance(e, dict) for e in events):
             raise HTTPException(422, "every event must be a JSON object")
         try:
-            added = store().add_many(events)
+            pending = store().submit(events)
         except ValueError as e:
             raise HTTPException(422, f"invalid OpenLineage event: {e}") from e
+        # answered once the group holding these events has committed; the event loop serves
+        # other requests meanwhile
+        added = await asyncio.wrap_future(pending)
         return JSONResponse({"received": len(events), "stored": sum(added),
                              "duplicates": len(added) - sum(added)},
                             status_code=201 if any(added) else 200)
 
     @router.post("/lineage")
     async def post_event(request: Request) -> JSONResponse:
-        return ingest([await read_json(request)])
+        return await ingest([await read_json(request)])
 
     @router.post("/lineage/batch")
     async def post_batch(request: Request) -> JSONResponse:
         data = await read_json(request)
         if not isinstance(data, list):
             raise HTTPException(422, "a batch must be a JSON array of events")
-        return ingest(data)
+        return await ingest(data)
 
     @router.get("/lineage")
     def get_lineage(request: Request,

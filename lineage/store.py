@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 from collections import deque
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +24,7 @@ from storage.catalog import Catalog
 from storage.models import LineageEventRow, LineageIORow, LineageRunRow
 
 TERMINAL = {"COMPLETE", "FAIL", "ABORT"}
+GROUP_MAX = 500  # events written in one transaction at most
 
 
 def _time(value: str) -> datetime:
@@ -60,6 +64,14 @@ def _merged_run(row: Any, etype: str, when: datetime,
     return out
 
 
+def _validate(events: list[dict[str, Any]]) -> None:
+    for i, event in enumerate(events):
+        try:
+            validate_event(event)
+        except ValueError as e:
+            raise ValueError(f"event {i}: {e}" if len(events) > 1 else str(e)) from e
+
+
 def event_key(event: dict[str, Any]) -> str:
     """Identity of a delivery: the same event sent twice has the same key."""
     return hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":"))
@@ -69,6 +81,10 @@ def event_key(event: dict[str, Any]) -> str:
 class LineageStore:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._pending: queue.Queue[tuple[list[dict[str, Any]], Future[list[bool]]]] = \
+            queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     # ---- ingestion -----------------------------------------------------------------------------
     def add(self, event: dict[str, Any]) -> bool:
@@ -76,13 +92,53 @@ class LineageStore:
         return self.add_many([event])[0]
 
     def add_many(self, events: list[dict[str, Any]]) -> list[bool]:
-        for i, event in enumerate(events):
-            try:
-                validate_event(event)
-            except ValueError as e:
-                raise ValueError(f"event {i}: {e}" if len(events) > 1 else str(e)) from e
+        """Validate and store ``events`` in one transaction, all or nothing; for each, False
+        when it was already stored."""
+        _validate(events)
+        return self._write(events)
+
+    def _write(self, events: list[dict[str, Any]]) -> list[bool]:
         with self.catalog.engine.begin() as conn:
             return [self._add(conn, event) for event in events]
+
+    def submit(self, events: list[dict[str, Any]]) -> Future[list[bool]]:
+        """Validate ``events`` now (ValueError) and store them with group commit: one writer
+        thread takes every submission waiting when it is free and writes them in one
+        transaction, so many concurrent requests cost one commit. The future holds what
+        :meth:`add_many` returns once the transaction has committed; if a group fails, its
+        submissions are written again one by one, so only the failing one fails."""
+        _validate(events)
+        done: Future[list[bool]] = Future()
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_groups, daemon=True,
+                                                name="lineage-writer")
+                self._writer.start()
+        self._pending.put((events, done))
+        return done
+
+    def _write_groups(self) -> None:
+        while True:
+            group = [self._pending.get()]
+            size = len(group[0][0])
+            while size < GROUP_MAX:  # no waiting: a group is what queued during the last one
+                try:
+                    group.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+                size += len(group[-1][0])
+            try:
+                with self.catalog.engine.begin() as conn:
+                    results = [[self._add(conn, e) for e in events] for events, _ in group]
+            except Exception:  # noqa: BLE001 - retried one by one below, each reports its own
+                for events, done in group:
+                    try:
+                        done.set_result(self._write(events))
+                    except Exception as e:  # noqa: BLE001 - handed to the waiting request
+                        done.set_exception(e)
+                continue
+            for (_, done), added in zip(group, results, strict=True):
+                done.set_result(added)
 
     # Ingestion speaks SQLAlchemy Core, not the ORM: an event is three to five statements
     # (insert the event unless known, insert or lock-and-update its run, its inputs and

@@ -165,3 +165,25 @@ def test_custom_facet_schemas_are_served(api: httpx.Client) -> None:
     assert r.status_code == 200
     assert "GranaryConservationRunFacet" in r.json()["$defs"]
     assert api.get("/schemas/..%2Fsettings.py").status_code == 404
+
+
+def test_concurrent_deliveries_are_grouped_and_each_stored_once(api: httpx.Client) -> None:
+    """120 runs' START and COMPLETE, each event delivered twice, from 12 threads at once:
+    group commit writes them together, every event is stored exactly once and every run
+    ends COMPLETE whatever order its events arrived in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [str(uuid.uuid4()) for _ in range(120)]
+    events = []
+    for i, run in enumerate(runs):
+        for kind, at in (("START", "01:00"), ("COMPLETE", "01:05")):
+            events.append(event(f"group.job{i % 7}", [f"s3://raw/g/{i}"], [f"s3://work/g/{i}"],
+                                event_type=kind, run_id=run, time=f"2026-11-28T{at}:00+00:00"))
+    deliveries = events + events[::-1]  # every event twice, the second time in reverse order
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda e: api.post("/api/v1/lineage", json=e).status_code,
+                              deliveries))
+    assert codes.count(201) == len(events) and codes.count(200) == len(events)
+    states = {run: api.get(f"/api/v1/runs/{run}").json() for run in runs}
+    assert {s["state"] for s in states.values()} == {"COMPLETE"}
+    assert all(len(s["inputs"]) == 1 and len(s["outputs"]) == 1 for s in states.values())

@@ -90,8 +90,13 @@ class Catalog:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         # single-statement reads on the web app's hot paths: no BEGIN and ROLLBACK around
-        # each one (two round trips of the four a pooled read cost on PostgreSQL)
-        self.reader: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # each one, and on PostgreSQL no ping before each checkout (three of the four round
+        # trips a pooled read cost). A connection the server dropped fails one read, and
+        # SQLAlchemy then replaces every pooled connection older than the failure.
+        self.reader: Engine = (
+            create_engine(url, future=True, isolation_level="AUTOCOMMIT", pool_size=10)
+            if url.startswith("postgresql")
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         self._read_session = sessionmaker(self.reader, expire_on_commit=False)
 
     # ---- schema ------------------------------------------------------------------------------
@@ -463,6 +468,7 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
 
 def pick_latest(versions: list[Version], pinned: int | None) -> Version | None:

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
-    # the interactive /docs pages load their scripts from a CDN: only the schema is served
+
     @functools.cache
     def current_settings() -> Settings:
         return settings or load_settings()
@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def catalog() -> Catalog:
         return store().catalog
 
-    # the schema is served by a route of ours (below), so it needs a token like the rest
+    # the interactive /docs pages load their scripts from a CDN: only the schema is served, by
+    # a route of ours (below), so that it needs a token like the rest
     app = FastAPI(title="Granary", version="0.1.0", docs_url=None, redoc_url=None,
                   openapi_url=None,
                   description="Lineage store and catalog of the Granary dataset platform. "
@@ -62,18 +63,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   dependencies=[Depends(auth.guard(catalog, api_key))])
 
     opening = threading.Lock()
+    opened: list[LineageStore] = []
 
-    @functools.cache
     def store() -> LineageStore:
         # the first requests arrive together on the threadpool; Alembic is not thread-safe
-        with opening:
-            return _open_store()
-
-    @functools.cache
-    def _open_store() -> LineageStore:
-        opened = Catalog(current_settings().catalog_url)
-        opened.migrate()
-        return LineageStore(opened)
+        if not opened:
+            with opening:
+                if not opened:
+                    first = Catalog(current_settings().catalog_url)
+                    first.migrate()
+                    opened.append(LineageStore(first))
+        return opened[0]
 
     def hidden(request: Request) -> set[str]:
         return auth.hidden(request, catalog())

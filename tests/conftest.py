@@ -95,6 +95,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _RELIABILITY:
         return
     width = max(len(r[0]) for r in _RELIABILITY)
+    told = min(120, max(len(r[1]) for r in _RELIABILITY))
     terminalreporter.section("reliability: fault or input | outcome | records lost")
     for case, outcome, lost in sorted(_RELIABILITY):
-        terminalreporter.write_line(f"{case:<{width}} | {outcome[:120]:<120} | {lost}")
+        terminalreporter.write_line(f"{case:<{width}} | {outcome[:told]:<{told}} | {lost}")

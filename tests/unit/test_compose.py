@@ -6,11 +6,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.reliability]
 
 SECRETS = ["MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD",
            "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "GRANARY_LINEAGE_API_KEY"]
@@ -36,7 +37,8 @@ def _env(tmp_path: Path, repo: Path, missing: str | None = None) -> Path:
     return path
 
 
-def test_complete_env_renders_the_whole_stack(repo: Path, tmp_path: Path) -> None:
+def test_complete_env_renders_the_whole_stack(repo: Path, tmp_path: Path,
+                                              report: Any) -> None:
     out = _config(repo, _env(tmp_path, repo))
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
@@ -57,6 +59,8 @@ def test_complete_env_renders_the_whole_stack(repo: Path, tmp_path: Path) -> Non
     for name in ("minio", "postgres", "redis"):
         assert config["services"][name]["depends_on"]["secrets-check"]["condition"] == \
             "service_completed_successfully"
+    report("production compose file", f"{len(services)} services, only the UI published; "
+           "all wait for the secrets check", 0)
 
 
 def _check(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -65,7 +69,7 @@ def _check(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=30)
 
 
-def test_default_example_and_short_secrets_are_refused(repo: Path) -> None:
+def test_default_example_and_short_secrets_are_refused(repo: Path, report: Any) -> None:
     strong = {k: f"{k.lower()}-3f9a1c77b2e04d6e" for k in SECRETS}
     ok = _check(repo, strong)
     assert ok.returncode == 0 and "secrets check passed" in ok.stdout
@@ -75,6 +79,8 @@ def test_default_example_and_short_secrets_are_refused(repo: Path) -> None:
         assert "POSTGRES_PASSWORD" in out.stderr and "openssl rand" in out.stderr
     missing = _check(repo, {k: v for k, v in strong.items() if k != "AIRFLOW_JWT_SECRET"})
     assert missing.returncode == 1 and "AIRFLOW_JWT_SECRET is empty" in missing.stderr
+    report("compose with a default, example, short or empty secret", "refused before "
+           "anything starts, naming the variable", 0)
 
 
 @pytest.mark.parametrize("missing", SECRETS)

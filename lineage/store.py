@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from storage.models import LineageEventRow, LineageIORow, LineageRunRow
 
 TERMINAL = {"COMPLETE", "FAIL", "ABORT"}
 GROUP_MAX = 500  # events written in one transaction at most
+WRITER_IDLE_S = 30.0  # the writer thread ends after this long without events
 
 
 def _time(value: str) -> datetime:
@@ -62,6 +63,19 @@ def _merged_run(row: Any, etype: str, when: datetime,
         out["parent_run_id"] = str(parent["run"].get("runId"))
         out["parent_job_name"] = (parent.get("job") or {}).get("name")
     return out
+
+
+def _settle(done: Future[list[bool]], result: list[bool] | None = None,
+            error: Exception | None = None) -> None:
+    """Hand the outcome to the waiting request; one that went away (its future cancelled when
+    the client disconnected) is skipped: its events are stored all the same."""
+    try:
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result or [])
+    except InvalidStateError:
+        pass
 
 
 def _validate(events: list[dict[str, Any]]) -> None:
@@ -110,16 +124,24 @@ class LineageStore:
         _validate(events)
         done: Future[list[bool]] = Future()
         with self._writer_lock:
-            if self._writer is None or not self._writer.is_alive():
+            self._pending.put((events, done))
+            if self._writer is None:
                 self._writer = threading.Thread(target=self._write_groups, daemon=True,
                                                 name="lineage-writer")
                 self._writer.start()
-        self._pending.put((events, done))
         return done
 
     def _write_groups(self) -> None:
         while True:
-            group = [self._pending.get()]
+            try:
+                first = self._pending.get(timeout=WRITER_IDLE_S)
+            except queue.Empty:
+                with self._writer_lock:  # submit() starts a new writer after this one
+                    if self._pending.empty():
+                        self._writer = None
+                        return
+                continue
+            group = [first]
             size = len(group[0][0])
             while size < GROUP_MAX:  # no waiting: a group is what queued during the last one
                 try:
@@ -133,12 +155,12 @@ class LineageStore:
             except Exception:  # noqa: BLE001 - retried one by one below, each reports its own
                 for events, done in group:
                     try:
-                        done.set_result(self._write(events))
+                        _settle(done, self._write(events))
                     except Exception as e:  # noqa: BLE001 - handed to the waiting request
-                        done.set_exception(e)
+                        _settle(done, error=e)
                 continue
             for (_, done), added in zip(group, results, strict=True):
-                done.set_result(added)
+                _settle(done, added)
 
     # Ingestion speaks SQLAlchemy Core, not the ORM: an event is three to five statements
     # (insert the event unless known, insert or lock-and-update its run, its inputs and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import httpx
 import pytest
 
 from granary.settings import Settings
+from lineage.store import LineageStore
+from storage.catalog import Catalog
 from tests.lineage_events import event
 from tests.webapp import serve
 
@@ -187,3 +190,28 @@ def test_concurrent_deliveries_are_grouped_and_each_stored_once(api: httpx.Clien
     states = {run: api.get(f"/api/v1/runs/{run}").json() for run in runs}
     assert {s["state"] for s in states.values()} == {"COMPLETE"}
     assert all(len(s["inputs"]) == 1 and len(s["outputs"]) == 1 for s in states.values())
+
+
+def test_group_writer_survives_gone_requests_and_ends_when_idle(
+        catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that went away (its future cancelled) neither loses its events nor stops
+    the writer; an idle writer ends and the next submission starts another."""
+    from lineage import store as store_module
+
+    monkeypatch.setattr(store_module, "WRITER_IDLE_S", 0.2)
+    catalog = Catalog(catalog_url)
+    catalog.migrate()
+    lineage = LineageStore(catalog)
+    gone = lineage.submit([event("w.gone", ["s3://raw/w/1"], ["s3://work/w/1"])])
+    gone.cancel()  # the client disconnected before its group was written
+    kept = lineage.submit([event("w.kept", ["s3://raw/w/2"], ["s3://work/w/2"])])
+    assert kept.result(timeout=30) == [True]
+    deadline = time.monotonic() + 10
+    while lineage._writer is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lineage._writer is None  # ended after 0.2 s without events
+    again = lineage.submit([event("w.again", ["s3://raw/w/3"], ["s3://work/w/3"])])
+    assert again.result(timeout=30) == [True]
+    jobs = {j["name"] for j in lineage.jobs("granary")}
+    assert {"w.gone", "w.kept", "w.again"} <= jobs
+    catalog.dispose()

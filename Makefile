@@ -30,10 +30,11 @@ status: install
 	$(VENV)/bin/granary status
 
 ## test: the whole suite (unit, integration against real services, e2e through real Airflow),
-## one test file per worker; TEST_WORKERS=0 runs it in one process
+## one test file per worker; TEST_WORKERS=0 runs it in one process; the 15 slowest tests are
+## listed at the end
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-unit: install
 	$(PY) -m pytest -m unit

@@ -319,9 +319,7 @@ class Catalog:
 
     def versions(self, dataset: str) -> list[Version]:
         with self.session() as s:
-            rows = s.scalars(select(VersionRow).filter_by(dataset=dataset)
-                             .order_by(VersionRow.version))
-            return [_to_version(r) for r in rows]
+            return _versions(s, dataset)
 
     def get_version(self, dataset: str, version: int | None = None) -> Version | None:
         """A version by number, or the newest one when ``version`` is None."""
@@ -350,13 +348,7 @@ class Catalog:
             row = s.get(DatasetRow, name)
             if row is None:
                 return None
-            versions = [_to_version(r) for r in s.scalars(
-                select(VersionRow).filter_by(dataset=name).order_by(VersionRow.version))]
-            events = [ReleaseEvent(r.dataset, r.version, r.action, r.actor, r.reason,
-                                   r.created_at) for r in s.scalars(
-                select(ReleaseEventRow).filter_by(dataset=name)
-                .order_by(ReleaseEventRow.created_at, ReleaseEventRow.id))]
-            return row, versions, events
+            return row, _versions(s, name), _release_events(s, name)
 
     def deprecate(self, dataset: str, version: int, actor: str, reason: str,
                   *, undo: bool = False) -> Version:
@@ -413,10 +405,7 @@ class Catalog:
     def release_events(self, dataset: str) -> list[ReleaseEvent]:
         """The release history of ``dataset``, oldest first."""
         with self.session() as s:
-            rows = s.scalars(select(ReleaseEventRow).filter_by(dataset=dataset)
-                             .order_by(ReleaseEventRow.created_at, ReleaseEventRow.id))
-            return [ReleaseEvent(r.dataset, r.version, r.action, r.actor, r.reason,
-                                 r.created_at) for r in rows]
+            return _release_events(s, dataset)
 
     # ---- quality evaluations (candidates and the value curve) -------------------------------
     def set_health(self, dataset: str, health: dict[str, Any]) -> None:
@@ -469,6 +458,18 @@ class Catalog:
     def dispose(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
+
+
+def _versions(s: Session, dataset: str) -> list[Version]:
+    rows = s.scalars(select(VersionRow).filter_by(dataset=dataset).order_by(VersionRow.version))
+    return [_to_version(r) for r in rows]
+
+
+def _release_events(s: Session, dataset: str) -> list[ReleaseEvent]:
+    rows = s.scalars(select(ReleaseEventRow).filter_by(dataset=dataset)
+                     .order_by(ReleaseEventRow.created_at, ReleaseEventRow.id))
+    return [ReleaseEvent(r.dataset, r.version, r.action, r.actor, r.reason, r.created_at)
+            for r in rows]
 
 
 def pick_latest(versions: list[Version], pinned: int | None) -> Version | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,3 +49,20 @@ class StageResult:
     def to_xcom(self) -> dict[str, Any]:
         return {"stage": self.stage, "manifest_uri": self.manifest_uri, "counts": self.counts,
                 "status": self.status, **self.extra}
+
+
+class Laps:
+    """Seconds per step of a stage, for its log: ``lap("read")`` closes the step that began
+    at the previous lap (or at creation)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._start, 2)
+        self._start = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v}s" for k, v in self.seconds.items())

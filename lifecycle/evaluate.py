@@ -25,7 +25,7 @@ import pandas as pd
 
 from lifecycle import labelcheck, qreport, refresh, shards, splits
 from lifecycle import quality as quality_dims
-from lifecycle.context import StageContext, StageResult
+from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
 from lifecycle.spec import DatasetSpec
 from storage import keys
@@ -221,7 +221,6 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
            known: tuple[int, pd.DataFrame | None] | None = None) -> dict[str, Any] | None:
     """Drift against the newest published version, or None (disabled, or none yet).
     ``known``: (version, records) already read by a refresh, not read again."""
-    import tempfile
 
     from lifecycle import drift
     from lifecycle.publish import previous_records
@@ -233,8 +232,7 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     if known is not None and known[0] == previous.version:
         before = known[1]
     else:
-        with tempfile.TemporaryDirectory(prefix="granary-drift-") as tmp:
-            before = previous_records(ctx, previous, Path(tmp))
+        before = previous_records(ctx, previous)
     if before is None:
         return None
     numeric = [f.name for f in ctx.spec.schema_.fields if f.type in ("integer", "float")]
@@ -334,15 +332,13 @@ def _refresh(ctx: StageContext, delta: pd.DataFrame
              ) -> tuple[pd.DataFrame, dict[str, int] | None, tuple[int, Any] | None]:
     """In a refresh, the candidate version: the base version's records with the delta
     applied (lifecycle/refresh.py); else the records as they came."""
-    import tempfile
 
     from lifecycle.publish import previous_records
 
     found = refresh.base(ctx)
     if found is None:
         return delta, None, None
-    with tempfile.TemporaryDirectory(prefix="granary-base-") as tmp:
-        before = previous_records(ctx, found.version, Path(tmp))
+    before = previous_records(ctx, found.version)
     if before is None:
         return delta, None, None
     df, counts = refresh.combine(ctx, before, delta, refresh.tombstones(ctx, found))
@@ -424,14 +420,21 @@ def _upload_docs(ctx: StageContext, docs: Path) -> str:
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     spec, gate = ctx.spec, ctx.spec.quality.gate
+    lap = Laps()
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
-    df = shards.read_table(ctx.store, manifest)
-    df, refreshed, known = _refresh(ctx, df)
+    arrived = shards.read_table(ctx.store, manifest)
+    df, refreshed, known = _refresh(ctx, arrived)
+    lap("read")
     df, split_info, diversity = _split(ctx, df)
+    lap("splits")
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
         result = validate(spec, df, docs=Path(tmp))
         docs_uri = _upload_docs(ctx, Path(tmp))
-    per_shard = validate_shards(spec, df, [int(s["rows"]) for s in manifest["shards"]])
+    # which of the stage's input shards holds failures: in a refresh those are the new
+    # records' shards (the candidate also holds the base's records, checked when published)
+    per_shard = validate_shards(spec, arrived if refreshed else df,
+                                [int(s["rows"]) for s in manifest["shards"]])
+    lap("great_expectations")
     checks = summarise(result)
     failed = [c for c in checks if not c["success"]]
     blocking = _must_pass(spec, checks)
@@ -442,6 +445,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     cleaning = _preprocess_report(ctx, manifest)
     seen = _inspect_images(ctx, df, cleaning)
     issues = _labels(ctx, df, seen.get("features"), known if refreshed else None)
+    lap("label_check")
     annotation = _preprocess_report(ctx, manifest, "annotation_report")
     # conflicts annotation resolved (majority vote, dropped) no longer count; without an
     # annotation report every conflict preprocessing found does
@@ -453,14 +457,17 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         leakage_share=float(split_info.get("leakage", {}).get("share", 0.0)),
         redundant_share=float(diversity.get("share", 0.0)),
         undecodable_share=seen.get("undecodable_share", 0.0),
-        with_metadata_share=seen.get("with_metadata_share", 0.0))
+        with_metadata_share=seen.get("with_metadata_share", 0.0),
+        residual_pii=quality_dims.residual_pii(spec, df))
     dims = quality_dims.dimensions(spec, df, evidence, ctx.now)
+    lap("dimensions")
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     score, grade = quality_dims.score_and_grade(dims, weights)
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
     drifted = _drift(ctx, df, known)
+    lap("drift")
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
     passed = not blocking and not low and not drift_blocks
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
@@ -481,6 +488,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     ctx.store.write_atomic(ctx.work_bucket, html_key, qreport.render(report).encode(),
                            "text/html; charset=utf-8")
     report_uri = f"s3://{ctx.work_bucket}/{report_key}"
+    lap("report")
     counts = {"in": len(df), "kept": len(df), "expectations": len(checks),
               "succeeded": len(checks) - len(failed), "failed": len(failed),
               "blocking": len(blocking), "score": score, "grade": grade,
@@ -509,12 +517,14 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     else:
         uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
                                           {"quality": quality})
+    lap("write")
     ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=passed, grade=grade,
                                   score=score, row_count=len(df),
                                   summary={**qreport.summary(report),
                                            "rules": quality_dims.rules_hash(spec)},
                                   report_uri=report_uri)
-    log.info("evaluate %s: %s", ctx.dataset, counts)
+    lap("catalog")
+    log.info("evaluate %s: %s (%s)", ctx.dataset, counts, lap)
     assertions = [{"expectation": c["expectation"], "success": c["success"],
                    "column": c["kwargs"].get("column")} for c in checks]
     lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions,

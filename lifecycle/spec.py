@@ -1000,8 +1000,10 @@ def _model_of(annotation: Any, node: Any = None) -> type[BaseModel] | None:
 
 def parse_spec(text: str, file: str) -> DatasetSpec:
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        # libyaml's parser where PyYAML has it: 5x faster, and every task loads its spec
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        root = yaml.compose(text, Loader=loader)
+        data = yaml.load(text, Loader=loader)  # nosec B506: a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)

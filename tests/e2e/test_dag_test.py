@@ -129,6 +129,11 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert c["nothing_new"] and cat.run("zh_shopping_reviews", again.run_id).message == \
         "no new version: nothing new in the sources since zh_shopping_reviews@v1"
     assert set(inc) == {"collect"}  # no later stage ran
+    # collection succeeded and skipped every later task at once; `end` closed the run
+    states = _states(dag.dag_id, again.run_id)
+    assert states.pop("collect.merge") == states.pop("end") == "success"
+    later = {t: st for t, st in states.items() if not t.startswith(("collect.", "begin"))}
+    assert later and set(later.values()) == {"skipped"}, later
 
     # a run whose records equal v1's (here: evaluated again from the earlier stages'
     # outputs) makes no new version and wakes no consumer
@@ -175,6 +180,19 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
                                 "findings": []}
     assert health["ledger"]["files"] > 0 and health["pruned"]["runs"] == []
     assert health["reevaluated"] == [] and health["stale"] is False
+
+
+def _states(dag_id: str, run_id: str) -> dict[str, str]:
+    """task id -> state of a run's unmapped (or not yet expanded) task instances."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+            TaskInstance.map_index == -1))
+        return {task: str(state) for task, state in rows}
 
 
 def _map_indexes(dag_id: str, run_id: str, task_id: str) -> list[int]:

@@ -1,0 +1,36 @@
+"""The release's JSON Lines file: one sorted-key object per record, missing values as null,
+arrays as lists, the same bytes for the same records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lifecycle.publish import write_files
+
+pytestmark = pytest.mark.unit
+
+
+def test_jsonl_holds_every_record_as_plain_json(tmp_path: Path) -> None:
+    df = pd.DataFrame({
+        "text": ["好用", None, "ok"], "score": [1.5, np.nan, 3.0], "n": [1, 2, 3],
+        "boxes": [np.array([1, 2]), None, [3]], "ok": [True, False, True],
+        "lang": pd.Series(["zh", pd.NA, "en"], dtype="string"),
+        "when": pd.to_datetime(["2026-01-01", None, "2026-01-03"]).astype(str)})
+    files = write_files(df, tmp_path / "a", ["jsonl", "parquet"])
+    lines = (tmp_path / "a" / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"boxes": [1, 2], "lang": "zh", "n": 1, "ok": True, "score": 1.5, "text": "好用",
+         "when": "2026-01-01"},
+        {"boxes": None, "lang": None, "n": 2, "ok": False, "score": None, "text": None,
+         "when": None},
+        {"boxes": [3], "lang": "en", "n": 3, "ok": True, "score": 3.0, "text": "ok",
+         "when": "2026-01-03"}]
+    assert lines[0].index('"boxes"') < lines[0].index('"text"')  # keys sorted
+    assert "好用" in lines[0]  # not escaped
+    again = write_files(df, tmp_path / "b", ["jsonl", "parquet"])
+    assert again == files and set(files) == {"data.jsonl", "data.parquet"}

@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/collect.py
 	$(PY) bench/neardup.py
 	$(PY) bench/evaluate.py --records 100000
+	$(PY) bench/chargrams.py
 	$(PY) bench/refresh.py
 	$(PY) bench/lifecycle.py
 	$(PY) bench/load.py

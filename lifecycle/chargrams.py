@@ -2,14 +2,14 @@
 the vocabulary of the drift check.
 
 scikit-learn's ``TfidfVectorizer(analyzer="char_wb")`` cuts n-grams in Python, one string at a
-time: on the 17,320 sample reviews fitting it took 2.8 s of a 3.6 s label-model fit, and
-cross-validation and the label model fit it six times per run. Here every text is laid end to
-end in one array of code points and the n-grams of all of them are cut at once (0.1 s for the
-same reviews; bench/chargrams.py). The n-grams are those of ``char_wb``: each text is
-lower-cased, its whitespace collapsed to single spaces and padded with a space at either end,
-so n-grams at a word's edge carry the space; an n-gram never crosses two texts. The one
-difference: a space between two words is one position here, where ``char_wb`` pads each word
-and so counts the space unigram twice.
+time, and the label check's cross-validation and the label model fit it six times per run.
+Here every text is laid end to end in one array of code points and the n-grams of all of them
+are cut at once. bench/chargrams.py, 28,098 sample reviews: fit 4.2 s -> 1.0 s, transform of
+7,025 reviews 1.04 s -> 0.09 s, the same 144,341 features, held-out accuracy 0.925 either way.
+The n-grams are those of ``char_wb``: each text is lower-cased, its whitespace collapsed to
+single spaces and padded with a space at either end, so n-grams at a word's edge carry the
+space; an n-gram never crosses two texts. The one difference: a space between two words is
+one position here, where ``char_wb`` pads each word and so counts that space twice.
 
 An n-gram is identified by a 64-bit hash of its code points (``_hash``), not by its string;
 two distinct n-grams colliding among a million has a chance of about 3e-8.

@@ -388,7 +388,8 @@ def _refresh_labels(ctx: StageContext, df: pd.DataFrame,
     rows = np.flatnonzero(new)
     found = labelcheck.find_new(before[text].tolist(), before[label].tolist(),
                                 df[text].iloc[rows].tolist(), df[label].iloc[rows].tolist(),
-                                min_count=cfg.folds, seed=cfg.seed)
+                                min_count=cfg.folds, seed=cfg.seed,
+                                max_train=cfg.refresh_train_records)
     share = (len(df) - len(rows)) / len(before) if len(before) else 0.0
     checked = round(int(carried["checked"]) * share)
     estimated = round(int(carried.get("estimated") or 0) * share)

@@ -207,9 +207,12 @@ class DvcRegistry:
         (``<prefix>/files/md5/<2>/<30>``, storage/keys.py). ``dvc push`` spent about 1.5 s of
         a refresh's publishing starting up and listing the remote; a content-addressed PUT
         of the few new objects takes a few hundredths (bench/refresh.py). Returns how many
-        objects were sent."""
+        objects were sent (-1: ``dvc push`` sent them)."""
         bucket, prefix = self.objects
         cache = work / ".dvc" / "cache" / "files" / "md5"
+        if not cache.is_dir():  # a registry whose DVC cache lives elsewhere: DVC pushes
+            self._dvc(work, "push", "-q", "-r", REMOTE)
+            return -1
         sent = 0
         for path in sorted(p for p in cache.rglob("*") if p.is_file()):
             md5 = path.parent.name + path.name

@@ -87,3 +87,4 @@ def test_new_vocabulary_share_equals_the_per_token_definition(seed: int) -> None
     assert ours == pytest.approx(_reference_new_vocabulary(before, after), abs=1e-12)
     assert 0 < ours < 1
     assert drift.new_vocabulary(after, after) == 0.0
+

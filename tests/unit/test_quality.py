@@ -240,3 +240,18 @@ def test_field_checks_must_fit_the_field_type() -> None:
 
     with pytest.raises(SpecError, match="min/max apply to integer and float fields"):
         parse_spec(CHECKED_TEXT.replace("min_length: 2", "min: 2"), "x.yaml")
+
+
+def test_a_refresh_model_learns_from_a_seeded_sample_of_the_published_records() -> None:
+    base = labelled(400, seed=7)
+    new = labelled(20, seed=8)
+    args = (base["text"].tolist(), base["label"].tolist(), new["text"].tolist(),
+            new["label"].tolist())
+    whole = labelcheck.find_new(*args)
+    some = labelcheck.find_new(*args, max_train=120)
+    again = labelcheck.find_new(*args, max_train=120)
+    assert whole.note.endswith("trained on 400 published ones")
+    assert some.note.endswith("trained on 120 published ones (a seeded sample of 400)")
+    assert some.checked == whole.checked == 20
+    assert (some.positions, some.confidence) == (again.positions, again.confidence)
+    assert some.model_accuracy > 0.9

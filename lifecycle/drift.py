@@ -80,7 +80,8 @@ def new_vocabulary(before: list[str], after: list[str]) -> float:
     from lifecycle.chargrams import vocabulary
 
     def split(texts: list[str]) -> tuple[list[str], list[str]]:
-        cjk, other = [], []
+        cjk: list[str] = []
+        other: list[str] = []
         for t in texts:
             (cjk if _CJK.search(t) else other).append(t)
         return cjk, other

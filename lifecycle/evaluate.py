@@ -275,12 +275,13 @@ def _split(ctx: StageContext,
         from lifecycle import images
 
         hashes = np.array([int(h, 16) for h in df["phash"]], dtype=np.uint64)
-        sig = None
+        sig, found = None, None
         group_of = images.groups(hashes, ctx.spec.preprocess.image.max_distance)
     else:
         sig = splits.signatures(["" if not isinstance(t, str) else t for t in df[text]],
                                 cfg.seed)
-        group_of = splits.groups(sig, cfg.threshold)
+        found = splits.clusters(sig, cfg.threshold)  # groups, and later leakage
+        group_of = found.labels
     distinct = len(set(group_of.tolist()))
     diversity = {"threshold": cfg.threshold, "groups": distinct,
                  "redundant": len(df) - distinct,
@@ -300,7 +301,7 @@ def _split(ctx: StageContext,
             assigned = splits.extend(df[splits.SPLIT_COLUMN].tolist(), assigned, group_of)
         df[splits.SPLIT_COLUMN] = assigned
     leak = (splits.leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(), sig,
-                           cfg.threshold) if sig is not None
+                           cfg.threshold, found=found) if sig is not None
             else splits.group_leakage(ids, df[splits.SPLIT_COLUMN].astype(str).tolist(),
                                       group_of))
     info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,

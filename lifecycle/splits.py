@@ -25,11 +25,16 @@ def signatures(texts: list[str], seed: int) -> np.ndarray:
     return neardup.MinHasher(permutations=128, seed=seed + 1).signatures(texts)
 
 
+def clusters(sig: np.ndarray, threshold: float) -> neardup.Clusters:
+    """The similar pairs and their connected components (the groups)."""
+    return neardup.cluster(sig, bands=32, threshold=threshold)
+
+
 def groups(sig: np.ndarray, threshold: float) -> np.ndarray:
     """Near-duplicate group id per record (connected components of similar pairs)."""
     if len(sig) == 0:
         return np.empty(0, dtype=np.int64)
-    return neardup.cluster(sig, bands=32, threshold=threshold).labels
+    return clusters(sig, threshold).labels
 
 
 def assign(ids: list[str], strata: list[str], group_of: np.ndarray,
@@ -80,13 +85,15 @@ class Leakage:
 
 
 def leakage(ids: list[str], split: list[str], sig: np.ndarray, threshold: float,
-            examples: int = 10) -> Leakage:
+            examples: int = 10, found: neardup.Clusters | None = None) -> Leakage:
     """Near-duplicate groups (connected by pairs with estimated Jaccard >= threshold) that
     span splits. A connected group that spans splits has at least one similar pair across
-    them, so counting groups finds every leak the pairs can show."""
+    them, so counting groups finds every leak the pairs can show. ``found``: the
+    signatures' clusters at ``threshold`` when the caller has them already."""
     if len(ids) < 2:
         return Leakage(0, 0, 0.0, [])
-    found = neardup.cluster(sig, bands=32, threshold=threshold)
+    if found is None:
+        found = clusters(sig, threshold)
     frame = pd.DataFrame({"group": found.labels, "split": split})
     spans = frame.groupby("group")["split"].nunique()
     leaky = spans[spans > 1].index

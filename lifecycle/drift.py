@@ -66,8 +66,11 @@ def numeric_drift(before: pd.Series, after: pd.Series) -> dict[str, float]:
     return {"ks": ks, "psi": round(psi, 4)}
 
 
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
 def tokens(text: str) -> list[str]:
-    if re.search(r"[\u4e00-\u9fff]", text):
+    if _CJK.search(text):
         chars = [c for c in text if not c.isspace()]
         return [a + b for a, b in zip(chars, chars[1:], strict=False)]
     return re.findall(r"\w+", text.lower())
@@ -98,8 +101,6 @@ def new_vocabulary(before: list[str], after: list[str]) -> float:
     unseen += sum(n for t, n in counted.items() if t not in seen)
     return unseen / total if total else 0.0
 
-
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def compare(before: pd.DataFrame, after: pd.DataFrame, text: str | None, label: str | None,

@@ -76,18 +76,6 @@ class DvcRegistry:
     def _dvc(self, cwd: Path, *args: str) -> str:
         return self._run([sys.executable, "-m", "dvc", *args], cwd, "dvc " + " ".join(args[:2]))
 
-    def _dvc_steps(self, cwd: Path, *steps: list[str]) -> None:
-        """Several DVC commands in one process: each ``python -m dvc`` start-up imports DVC
-        anew (about 0.9 s here), so publishing runs ``add`` and ``push`` together."""
-        script = ("import sys\nfrom dvc.cli import main\n"
-                  "for argv in " + repr([list(s) for s in steps]) + ":\n"
-                  "    code = main(argv)\n"
-                  "    if code:\n"
-                  "        print('dvc ' + ' '.join(argv[:2]) + ' failed', file=sys.stderr)\n"
-                  "        sys.exit(code)\n")
-        self._run([sys.executable, "-c", script], cwd,
-                  " then ".join("dvc " + " ".join(s[:2]) for s in steps))
-
     def _lock(self):  # type: ignore[no-untyped-def]
         from filelock import FileLock
 
@@ -176,11 +164,10 @@ class DvcRegistry:
                         shutil.rmtree(target)
                     shutil.copytree(src_dir, target)
                     # the data reaches the remote before any commit points at it
+                    self._dvc(work, "add", "-q", path)
                     if store is None:
-                        self._dvc_steps(work, ["add", "-q", path],
-                                        ["push", "-q", "-r", REMOTE])
+                        self._dvc(work, "push", "-q", "-r", REMOTE)
                     else:
-                        self._dvc(work, "add", "-q", path)
                         self._upload(work, store)
                     md5 = self._dvc_md5(work / f"{path}.dvc")
                     self._git(work, "add", "-A")

@@ -247,6 +247,31 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     return found
 
 
+def _newest(ctx: StageContext) -> tuple[int, pd.DataFrame | None] | None:
+    """(version, records) of the dataset's newest version, or None before the first."""
+    from lifecycle.publish import previous_records
+
+    previous = ctx.catalog.get_version(ctx.dataset)
+    if previous is None:
+        return None
+    return previous.version, previous_records(ctx, previous)
+
+
+def _compared(spec: DatasetSpec, df: pd.DataFrame,
+              known: tuple[int, pd.DataFrame | None] | None) -> dict[str, Any]:
+    """What publishing needs of the version these records follow (``known``: its number
+    and records), so that it reads neither: whether the records equal it, and the changelog
+    (publishing fills in the grades)."""
+    from lifecycle import card
+    from lifecycle.publish import same_records
+
+    before = known[1] if known is not None else None
+    return {"base_version": known[0] if known is not None and before is not None else None,
+            "unchanged": before is not None and same_records(before, df, spec),
+            "changelog": card.changelog(before, df, spec.schema_.text_field,
+                                        spec.schema_.label_field, None, None)}
+
+
 def _must_pass(spec: DatasetSpec, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The failed checks the gate counts."""
     rule = spec.quality.gate.expectations
@@ -468,6 +493,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
+    if known is None:  # a full run: the newest version, for drift and publishing's changelog
+        known = _newest(ctx)
     drifted = _drift(ctx, df, known)
     lap("drift")
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
@@ -504,21 +531,19 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {})}
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
-    if refreshed and known is not None:
-        # what publishing needs of the base, so it does not read the base again
-        from lifecycle import card
-        from lifecycle.publish import same_records
+    quality["compared"] = _compared(spec, df, known)
+    # the release's data files, so that publishing neither reads the records back nor
+    # compares them with the newest version again (images: publishing packs the images)
+    extra: dict[str, Any] = {"quality": quality}
+    if spec.modality != "image":
+        from lifecycle.publish import stage_files
 
-        quality["refresh"] = {
-            "base_version": known[0], "unchanged": same_records(known[1], df, spec),
-            "changelog": card.changelog(known[1], df, spec.schema_.text_field,
-                                        spec.schema_.label_field, None, None)}
+        extra["release"] = stage_files(ctx, STAGE, df)
     if split_info.get("ratios") or refreshed:  # records changed: write them
         uri = shards.write_manifest(ctx, STAGE, df, shards.write_table(ctx, STAGE, df), counts,
-                                    extra={"quality": quality})
+                                    extra=extra)
     else:
-        uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts,
-                                          {"quality": quality})
+        uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts, extra)
     lap("write")
     ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=passed, grade=grade,
                                   score=score, row_count=len(df),

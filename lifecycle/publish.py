@@ -1,6 +1,11 @@
 """Publishing: write the version's files, commit and tag them in the DVC registry, and record
 the version in the catalog.
 
+The data files come from evaluation, which holds the records and writes them in the release
+formats (:func:`stage_files`); publishing places those objects in the registry by a
+server-side copy and never reads the records back. Image datasets (whose release packs the
+images themselves) and outputs of older runs are read and written here.
+
 Idempotent: a retried task finds the tag its run already pushed and the catalog row it wrote,
 and returns them instead of making a second version.
 """
@@ -20,10 +25,12 @@ import pyarrow.parquet as pq
 
 from lifecycle import card, shards
 from lifecycle.context import Laps, StageContext, StageResult
-from lifecycle.errors import QualityGateFailed
+from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
+from storage import keys
 from storage.catalog import Version
 from storage.objectstore import sha256_file
+from storage.registry import StoredFile, md5_file
 
 log = logging.getLogger(__name__)
 STAGE = "publish"
@@ -52,6 +59,37 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
         files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files
 
+
+
+def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, Any]:
+    """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
+    stage that holds the final records) to the work bucket, so that publishing places them in
+    the registry by a server-side copy instead of reading the records back. Returns what
+    publishing needs: per file its object, sha256, md5 and size; the row count; the columns
+    with their types."""
+    with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
+        folder = Path(tmp)
+        files = write_files(df, folder, list(ctx.spec.publish.formats))
+        for name, entry in files.items():
+            key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name)
+            ctx.store.put_file(ctx.work_bucket, key, folder / name)
+            entry.update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}")
+    return {"files": files, "rows": len(df),
+            "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}
+
+
+def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
+    """A data file evaluation wrote, checked without reading it: its size, and its md5
+    where the server's ETag is one (a single-part upload)."""
+    bucket, key = shards.parse_uri(entry["uri"])
+    info = ctx.store.stat(bucket, key)
+    etag = info.etag.strip('"')
+    if info.size != int(entry["bytes"]) or ("-" not in etag and etag != entry["md5"]):
+        raise PermanentError(
+            f"publish: {entry['uri']} ({name}) is not the file evaluation wrote (expected "
+            f"{entry['bytes']} bytes, md5 {entry['md5']}; found {info.size} bytes, ETag "
+            f"{etag}): run the evaluate stage again")
+    return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
 
 
 def _plain(series: pd.Series) -> list[Any]:
@@ -172,41 +210,65 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     lap = Laps()
     previous = ctx.catalog.get_version(spec.name)
     number = max(ctx.registry.tags(spec.name), default=0) + 1
-    known = quality.get("refresh") or {}
-    df = shards.read_table(ctx.store, manifest)
+    # evaluation compared the records with the newest version (an older run's output calls
+    # it "refresh"); if another version was published since, compare again here
+    compared = quality.get("compared") or quality.get("refresh") or {}
+    fresh = bool(compared) and compared.get("base_version") == (
+        previous.version if previous else None)
+    release = manifest.get("release") if fresh and spec.modality != "image" else None
+    grades = {"from": previous.quality.get("grade") if previous else None,
+              "to": quality.get("grade")}
+    df: pd.DataFrame | None = None
+    if release is None:
+        df = shards.read_table(ctx.store, manifest)
     lap("read")
-    if previous is not None and known.get("base_version") == previous.version:
-        # a refresh: evaluation compared the records with this version already
-        before, change = None, dict(known["changelog"])
-        if known["unchanged"]:
+    if fresh:
+        change = dict(compared["changelog"])
+        if compared["unchanged"] and previous is not None:
             log.info("publish %s: the records equal %s; no new version", spec.name,
                      previous.ref)
             return _unchanged(previous)
     else:
+        assert df is not None
         before = previous_records(ctx, previous)
-        change = None
         if previous is not None and before is not None and same_records(before, df, spec):
             log.info("publish %s: the records equal %s; no new version", spec.name,
                      previous.ref)
             return _unchanged(previous)
+        change = card.changelog(before, df, spec.schema_.text_field,
+                                spec.schema_.label_field, None, None)
+    if release is not None:
+        rows = int(release["rows"])
+        columns = [(str(c), str(t)) for c, t in release["columns"]]
+    else:
+        assert df is not None
+        rows, columns = len(df), [(str(c), str(t)) for c, t in df.dtypes.items()]
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
+        folder.mkdir()
         lap("compare")
-        files = write_files(df, folder, list(spec.publish.formats))
+        if release is not None:  # evaluation wrote them: placed by a server-side copy
+            stored = {n: _stored(ctx, n, f) for n, f in sorted(release["files"].items())}
+            files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"])}
+                     for n, f in sorted(release["files"].items())}
+        else:
+            assert df is not None
+            stored, files = {}, write_files(df, folder, list(spec.publish.formats))
         lap("data_files")
         if spec.modality == "image":
+            assert df is not None
             files.update(write_image_shards(ctx, df, folder))
         report = _report(ctx, quality)
         files.update(_quality_files(ctx, quality, folder))
-        files.update(_card_files(ctx, df, before, folder, files, number, previous, quality,
-                                 report, change))
+        files.update(_card_files(ctx, rows, columns, folder, files, number, previous,
+                                 quality, report, {**change, "grade": grades}))
         content_hash = _hash(files)
         ledger = _ledger(previous, content_hash)
         release = {
             "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
             "sources": [source.provenance() for source in spec.sources],
-            "row_count": len(df), "content_hash": content_hash, "files": files,
-            "columns": [str(c) for c in df.columns], "run_id": ctx.run_id,
+            "row_count": rows, "content_hash": content_hash, "files": files,
+            "columns": [c for c, _ in columns], "run_id": ctx.run_id,
             "source_manifest": upstream["manifest_uri"],
             "quality": {"passed": True, "checks": len(quality.get("checks", [])),
                         "grade": quality.get("grade"), "score": quality.get("score"),
@@ -221,12 +283,13 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                           "bytes": (folder / "manifest.json").stat().st_size,
                           "chain": ledger["chain"]}
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
-                                         f"{spec.title}: {len(df)} records", store=ctx.store)
+                                         f"{spec.title}: {rows} records", store=ctx.store,
+                                         stored=stored)
         lap("registry")
     version = ctx.catalog.add_version(Version(
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
-        row_count=len(df), run_id=ctx.run_id, files={**files, "manifest.json": manifest_entry},
+        row_count=rows, run_id=ctx.run_id, files={**files, "manifest.json": manifest_entry},
         quality={"passed": True, "checks": quality.get("checks", []),
                  "grade": quality.get("grade"), "score": quality.get("score"),
                  "dimensions": quality.get("dimensions", {}),
@@ -237,7 +300,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         created_at=ctx.now))
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
     lap("catalog")
-    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, len(df),
+    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
@@ -313,25 +376,18 @@ def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFram
     return None
 
 
-def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None,
-                folder: Path, files: dict[str, dict[str, Any]], number: int,
-                previous: Version | None, quality: dict[str, Any],
-                report: dict[str, Any],
-                change: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """changelog.json, README.md (the card) and croissant.json. ``change``: the changelog a
-    refresh's evaluation already computed (its grades are filled in here)."""
+def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], folder: Path,
+                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
+                quality: dict[str, Any], report: dict[str, Any],
+                change: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """changelog.json, README.md (the card) and croissant.json, for ``rows`` records of
+    ``columns`` (name, type) and the ``change`` against the previous version."""
     spec = ctx.spec
-    grades = {"from": previous.quality.get("grade") if previous else None,
-              "to": quality.get("grade")}
-    if change is None:
-        change = card.changelog(before, df, spec.schema_.text_field, spec.schema_.label_field,
-                                grades["from"], grades["to"])
-    change["grade"] = grades
     change["previous"] = previous.version if previous else None
     stages = {r.stage: dict(r.counts or {}) for r in
               ctx.catalog.stage_results(spec.name, ctx.run_id)}
     data_files = {n: f for n, f in files.items() if n.startswith(("data.", "images-"))}
-    release = {"version": number, "row_count": len(df), "content_hash": _hash(data_files),
+    release = {"version": number, "row_count": rows, "content_hash": _hash(data_files),
                "files": data_files, "splits": quality.get("splits", {})}
     card.write_json(folder / "changelog.json", change)
     text = card.card(spec, release, report, change, stages, ctx.registry.url)
@@ -339,7 +395,6 @@ def _card_files(ctx: StageContext, df: pd.DataFrame, before: pd.DataFrame | None
         text += ("\n## Sample images\n\n![A grid of sample images with their labels]"
                  "(thumbnails.png)\n")
     (folder / "README.md").write_text(text, encoding="utf-8")
-    columns = [(str(c), str(t)) for c, t in df.dtypes.items()]
     card.write_json(folder / "croissant.json", card.croissant(
         spec, release, columns, ctx.now, ctx.registry.url, report))
     return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}

@@ -181,7 +181,7 @@ class ObjectStore:
                 resp.release_conn()
 
         data = self._call(f"get s3://{bucket}/{key}", get)
-        count_read(len(data))
+        count_read(len(data), f"s3://{bucket}/{key}")
         return data
 
     def stream(self, bucket: str, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
@@ -189,7 +189,7 @@ class ObjectStore:
         resp = self._call(f"open s3://{bucket}/{key}", lambda: self._client.get_object(bucket, key))
         try:
             for chunk in resp.stream(chunk_size):
-                count_read(len(chunk))
+                count_read(len(chunk), f"s3://{bucket}/{key}")
                 yield chunk
         finally:
             resp.close()
@@ -250,16 +250,24 @@ class ObjectStore:
 
 
 _READ = [0]
+_READ_FROM: dict[str, int] = {}
 
 
-def count_read(n: int) -> None:
-    """Add ``n`` to the bytes this process has read from S3 (the refresh benchmark's measure)."""
+def count_read(n: int, where: str = "") -> None:
+    """Add ``n`` to the bytes this process has read from S3 (the refresh benchmark's measure),
+    and to what ``where`` (the object) has given so far."""
     _READ[0] += n
+    _READ_FROM[where] = _READ_FROM.get(where, 0) + n
 
 
 def bytes_read() -> int:
     """Bytes this process has read from S3 so far: objects and registry files alike."""
     return _READ[0]
+
+
+def reads_by_object() -> dict[str, int]:
+    """Bytes read so far per object (``s3://bucket/key``), for finding what a run reads."""
+    return dict(_READ_FROM)
 
 
 def sha256_bytes(data: bytes) -> str:

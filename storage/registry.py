@@ -1,9 +1,10 @@
 """The DVC registry: a git repository whose DVC remote is the registry bucket.
 
 Locally the repository is a bare git repo under the Granary home; in production it is any git
-URL. A publish clones it, replaces ``datasets/<name>/`` with the new files, ``dvc add``s the
-folder and pushes its data to the bucket, then commits, tags ``<name>/v<N>`` and pushes the
-commit and tag to git. Publishes are serialised by a file lock (and, in Airflow, a one-slot
+URL. A publish clones it, puts the new files' objects in the bucket at DVC's layout and writes
+``datasets/<name>.dvc`` (what ``dvc add`` and ``dvc push`` of the folder do, see
+:meth:`DvcRegistry._place`), then commits, tags ``<name>/v<N>`` and pushes the commit and tag
+to git. Publishes are serialised by a file lock (and, in Airflow, a one-slot
 pool); a push that loses a race to another machine is rebased and retried, so no tag is ever lost.
 
 A consumer needs only git, dvc and S3 credentials:
@@ -12,6 +13,7 @@ A consumer needs only git, dvc and S3 credentials:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -47,6 +49,16 @@ class Published:
     git_rev: str
     dvc_md5: str
     reused: bool = False  # the tag already existed for this run (a retried task)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of a release that is already in S3 (an earlier stage wrote it): it reaches the
+    remote by a server-side copy, never through this machine."""
+    bucket: str
+    key: str
+    md5: str
+    size: int
 
 
 class DvcRegistry:
@@ -143,10 +155,15 @@ class DvcRegistry:
         return found
 
     def publish(self, dataset: str, src_dir: Path, run_id: str, message: str,
-                store: ObjectStore | None = None) -> Published:
-        """Publish the files in ``src_dir`` as the next version of ``dataset``. With
-        ``store`` (the S3 server of the remote), the data goes up through it (see
-        :meth:`_upload`) instead of ``dvc push``."""
+                store: ObjectStore | None = None,
+                stored: Mapping[str, StoredFile] | None = None) -> Published:
+        """Publish the files in ``src_dir``, and the ``stored`` ones (name -> file already in
+        S3), as the next version of ``dataset``. With ``store`` (the S3 server of the
+        remote), the objects go up through it and no DVC process runs (:meth:`_place`);
+        without, ``dvc add`` and ``dvc push`` do it (and ``stored`` is refused)."""
+        if stored and store is None:
+            raise ValueError("registry: files already in S3 need the object store to reach "
+                             "the remote; pass store=")
         path = keys.registry_path(dataset)
         with self._lock():
             self._ensure_unlocked()
@@ -159,16 +176,16 @@ class DvcRegistry:
                 for attempt in range(self.push_retries):
                     version = max(self._local_versions(work, dataset), default=0) + 1
                     tag = keys.registry_tag(dataset, version)
-                    target = work / path
-                    if target.exists():
-                        shutil.rmtree(target)
-                    shutil.copytree(src_dir, target)
                     # the data reaches the remote before any commit points at it
-                    self._dvc(work, "add", "-q", path)
                     if store is None:
+                        target = work / path
+                        if target.exists():
+                            shutil.rmtree(target)
+                        shutil.copytree(src_dir, target)
+                        self._dvc(work, "add", "-q", path)
                         self._dvc(work, "push", "-q", "-r", REMOTE)
                     else:
-                        self._upload(work, store)
+                        self._place(work, path, src_dir, dict(stored or {}), store)
                     md5 = self._dvc_md5(work / f"{path}.dvc")
                     self._git(work, "add", "-A")
                     self._git(work, "commit", "-q", "-m", f"{tag}: {message}")
@@ -188,25 +205,57 @@ class DvcRegistry:
                     return Published(dataset, version, tag, rev, md5)
         raise RegistryError(f"registry: could not publish {dataset} after retries")
 
-    def _upload(self, work: Path, store: ObjectStore) -> int:
-        """Copy the objects ``dvc add`` put in the clone's cache to the remote, skipping those
-        already there: what ``dvc push`` does, at the remote's own layout
-        (``<prefix>/files/md5/<2>/<30>``, storage/keys.py). ``dvc push`` is a second DVC
-        process (about 0.9 s to start here) that then lists the remote; a HEAD and, where
-        missing, a PUT per object of a release (about ten) replace it. Returns how many
-        objects were sent (-1: ``dvc push`` sent them)."""
+    def _place(self, work: Path, path: str, src_dir: Path, stored: dict[str, StoredFile],
+               store: ObjectStore) -> int:
+        """What ``dvc add <path>`` and ``dvc push`` do for the folder, without a DVC process
+        (about 0.9 s each to start here) and without bringing ``stored`` files to this
+        machine: every file's object goes to the remote at DVC's layout
+        (``<prefix>/files/md5/<2>/<30>``, storage/keys.py) unless already there, local files
+        by a PUT and stored ones by a server-side copy; the folder's listing (``<md5>.dir``)
+        is built and hashed by DVC's own library (dvc-data's ``Tree``, the bytes ``dvc add``
+        writes) and uploaded; ``<path>.dvc`` and the ``.gitignore`` entry are written as
+        ``dvc add`` writes them. ``dvc get`` and ``dvc pull`` read the result like any other
+        version (tests/integration/test_registry.py compares the two). Returns how many
+        objects were sent."""
+        from dvc_data.hashfile.tree import Tree
+
         bucket, prefix = self.objects
-        cache = work / ".dvc" / "cache" / "files" / "md5"
-        if not cache.is_dir():  # a registry whose DVC cache lives elsewhere: DVC pushes
-            self._dvc(work, "push", "-q", "-r", REMOTE)
-            return -1
-        sent = 0
-        for path in sorted(p for p in cache.rglob("*") if p.is_file()):
-            md5 = path.parent.name + path.name
+        local = {p.relative_to(src_dir).as_posix(): p
+                 for p in sorted(src_dir.rglob("*")) if p.is_file()}
+        both = sorted(set(local) & set(stored))
+        if both:
+            raise ValueError(f"registry: {both} given both as local and as stored files")
+        entries, total, sent = [], 0, 0
+        for rel, file in local.items():
+            md5, size = md5_file(file), file.stat().st_size
             key = keys.dvc_object_key(prefix, md5)
             if not store.exists(bucket, key):
-                store.put_file(bucket, key, path)
+                store.put_file(bucket, key, file)
                 sent += 1
+            entries.append({"md5": md5, "relpath": rel})
+            total += size
+        for rel, f in sorted(stored.items()):
+            key = keys.dvc_object_key(prefix, f.md5)
+            if not store.exists(bucket, key):
+                store.copy(f.bucket, f.key, bucket, key)
+                sent += 1
+            entries.append({"md5": f.md5, "relpath": rel})
+            total += f.size
+        tree = Tree.from_list(entries)
+        tree.digest()
+        key = keys.dvc_object_key(prefix, tree.oid)
+        if not store.exists(bucket, key):
+            store.put_bytes(bucket, key, tree.as_bytes(), "application/json")
+            sent += 1
+        name = Path(path).name
+        out = {"md5": tree.oid, "size": total, "nfiles": len(entries), "hash": "md5",
+               "path": name}
+        (work / f"{path}.dvc").write_text(yaml.safe_dump({"outs": [out]}, sort_keys=False),
+                                          encoding="utf-8")
+        ignore = (work / path).parent / ".gitignore"
+        lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
+        if f"/{name}" not in lines:
+            ignore.write_text("\n".join([*lines, f"/{name}"]) + "\n", encoding="utf-8")
         return sent
 
     def _local_versions(self, work: Path, dataset: str) -> list[int]:
@@ -279,8 +328,17 @@ class DvcRegistry:
             self._run([sys.executable, "-m", "dvc", "get", self.url,
                        f"{keys.registry_path(dataset)}/{keys.segment(name, 'file')}",
                        "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}")
-        count_read(dest.stat().st_size)  # dvc read it from the S3 remote
+        count_read(dest.stat().st_size, f"dvc get {tag} {name}")  # from the S3 remote
         return dest
+
+
+def md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """The md5 DVC 3 names a file's object by: of its bytes as they are."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _md5_from_dvc(text: str) -> str:

@@ -203,3 +203,48 @@ def test_the_same_records_make_no_new_version(s3: Settings, tmp_path: Path) -> N
 
     assert [v.version for v in catalog(s).versions(DS)] == [1]
     assert registry(s).tags(DS) == {1: f"{DS}/v1"}
+
+
+def test_publishing_places_what_evaluation_wrote_without_reading_it(
+        s3: Settings, tmp_path: Path) -> None:
+    """Evaluation writes the release's data files; publishing checks them by size and md5
+    and copies them into the registry on the server: it reads no records, the version holds
+    exactly those bytes, and a file altered in between is refused."""
+    import json
+
+    from granary.runtime import catalog, object_store, registry
+    from lifecycle import evaluate, publish, releases, shards
+    from lifecycle.errors import PermanentError
+    from storage.objectstore import reads_by_object
+    from tests.graded import SPEC, context, until_evaluate
+
+    s = graded_settings(s3, tmp_path)
+    store = object_store(s)
+    ctx = context(s, SPEC, "run-1")
+    up = evaluate.run(ctx, until_evaluate(ctx)).to_xcom()
+    staged = shards.read_manifest(store, up["manifest_uri"])["release"]
+    assert sorted(staged["files"]) == ["data.jsonl", "data.parquet"]
+    seen = reads_by_object()
+    assert publish.run(ctx, up).counts["version"] == 1
+    read = {k for k, n in reads_by_object().items() if n > seen.get(k, 0)}
+    assert not [k for k in read if k.endswith((".parquet", ".jsonl")) or "/files/md5/" in k], \
+        read  # no shard, no staged file, no registry object came down
+    v1 = catalog(s).get_version(DS, 1)
+    assert v1 is not None and v1.row_count == staged["rows"]
+    bucket, prefix = registry(s).objects
+    for name, entry in staged["files"].items():
+        published = releases.read_file(v1, store, bucket, prefix, name)
+        assert published == store.get_bytes(*shards.parse_uri(entry["uri"]))
+        assert _sha256(published) == entry["sha256"] == v1.files[name]["sha256"]
+    assert json.loads(releases.read_file(v1, store, bucket, prefix, "manifest.json"))[
+        "row_count"] == staged["rows"]
+
+    change_source(s)
+    ctx = context(s, SPEC, "run-2")
+    up = evaluate.run(ctx, until_evaluate(ctx)).to_xcom()
+    entry = shards.read_manifest(store, up["manifest_uri"])["release"]["files"]["data.jsonl"]
+    store.put_bytes(*shards.parse_uri(entry["uri"]), b'{"text": "altered"}\n')
+    with pytest.raises(PermanentError, match=r"\(data\.jsonl\) is not the file evaluation wrote"):
+        publish.run(ctx, up)
+    assert [v.version for v in catalog(s).versions(DS)] == [1]
+    assert registry(s).tags(DS) == {1: f"{DS}/v1"}

@@ -94,3 +94,60 @@ def test_concurrent_publishes_both_land_with_distinct_tags(settings: Settings,
     contents = {reg.fetch("race", v, tmp_path / f"out{v}").joinpath("data.jsonl").read_text()
                 for v in (1, 2)}
     assert contents == {"content 0\n", "content 1\n"}
+
+
+def test_publishing_through_the_store_runs_no_dvc_and_matches_dvc_add(
+        settings: Settings, tmp_path: Path) -> None:
+    """With the object store, a publish writes the objects, the folder's listing and the .dvc
+    file itself: the same .dvc as ``dvc add`` + ``dvc push`` of the same folder, and a file
+    already in S3 (``stored``) reaches the version without being downloaded."""
+    import hashlib
+
+    import yaml
+
+    from granary.runtime import object_store
+    from storage.objectstore import bytes_read
+    from storage.registry import StoredFile
+
+    reg, store = _bootstrap(settings), object_store(settings)
+    src = _files(tmp_path / "src", '{"text": "好评"}\n')
+    (src / "images").mkdir()
+    (src / "images" / "card.md").write_text("# 卡片\n", encoding="utf-8")
+    by_dvc = reg.publish("by_dvc", src, "run-1", "dvc add")
+    by_store = reg.publish("by_store", src, "run-1", "placed", store=store)
+    assert by_store.dvc_md5 == by_dvc.dvc_md5 and by_store.dvc_md5.endswith(".dir")
+
+    def shown(ref: str) -> str:
+        return subprocess.run(["git", "--git-dir", settings.registry, "show", ref],
+                              check=True, capture_output=True, text=True).stdout
+
+    def out(dataset: str) -> dict[str, object]:
+        outs: dict[str, object] = yaml.safe_load(
+            shown(f"{dataset}/v1:datasets/{dataset}.dvc"))["outs"][0]
+        assert outs.pop("path") == dataset
+        return outs
+
+    assert out("by_store") == out("by_dvc")
+    assert shown("by_store/v1:datasets/.gitignore").splitlines() == ["/by_dvc", "/by_store"]
+    got = reg.fetch("by_store", 1, tmp_path / "got")  # dvc get
+    assert sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file()) == [
+        "data.jsonl", "images/card.md", "manifest.json"]
+    assert (got / "images" / "card.md").read_text(encoding="utf-8") == "# 卡片\n"
+
+    data = '{"text": "已在 S3 中"}\n'.encode()
+    store.put_bytes(settings.bucket_work, "run-9/evaluate/release/data.jsonl", data)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "manifest.json").write_text("{}", encoding="utf-8")
+    before = bytes_read()
+    placed = reg.publish("stored", meta, "run-9", "stored", store=store, stored={
+        "data.jsonl": StoredFile(settings.bucket_work, "run-9/evaluate/release/data.jsonl",
+                                 hashlib.md5(data).hexdigest(), len(data))})
+    assert bytes_read() == before  # nothing came down to publish it
+    got = reg.fetch("stored", placed.version, tmp_path / "stored")
+    assert (got / "data.jsonl").read_bytes() == data
+    assert (got / "manifest.json").read_text(encoding="utf-8") == "{}"
+
+    with pytest.raises(ValueError, match="need the object store"):
+        reg.publish("stored", meta, "run-10", "no store", stored={
+            "data.jsonl": StoredFile(settings.bucket_work, "x", "0" * 32, 1)})

@@ -1,0 +1,80 @@
+"""A DAG of the lifecycle DAG's shape whose tasks do nothing (bench/refresh.py's floor):
+what Airflow itself costs a run of that shape, without any stage work. Parsed by Airflow
+from a folder of its own; not one of Granary's DAGs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def shape_dag(units: int) -> Any:
+    """A DAG of the lifecycle DAG's shape (its task ids, groups, mapped tasks over ``units``
+    units, the teardown) whose tasks do nothing: what Airflow itself costs a run."""
+    from airflow.sdk import DAG, TaskGroup, task, teardown
+
+    with DAG(dag_id="granary_bench_shape", schedule=None, start_date=datetime(2026, 1, 1),
+             catchup=False) as dag:
+        @task(task_id="begin")
+        def begin() -> dict[str, Any]:
+            return {}
+
+        @teardown
+        @task(task_id="end")
+        def end() -> dict[str, Any]:
+            return {}
+
+        @task(task_id="plan")
+        def plan(upstream: Any = None) -> list[dict[str, int]]:
+            return [{"unit": i} for i in range(units)]
+
+        @task(task_id="fetch")
+        def fetch(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="clean")
+        def clean(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="deduplicate")
+        def deduplicate(cleaned: Any) -> dict[str, int]:
+            return {"n": len(list(cleaned))}
+
+        @task(task_id="apply")
+        def apply(unit: dict[str, int], decided: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="merge")
+        def merge(*upstream: Any) -> dict[str, int]:
+            return {}
+
+        def stage(name: str) -> Any:
+            @task(task_id=name)
+            def run(upstream: Any = None) -> dict[str, int]:
+                return {}
+            return run
+
+        previous: Any = None
+        started = begin()
+        for group in ("collect", "preprocess", "annotate", "synthesize", "evaluate",
+                      "publish"):
+            with TaskGroup(group_id=group):
+                if group == "collect":
+                    found = plan()
+                    started >> found
+                    previous = merge(fetch.expand(unit=found))
+                elif group == "preprocess":
+                    cleaned = clean.expand(unit=plan(previous))
+                    decided = deduplicate(cleaned)
+                    previous = merge(previous, apply.partial(decided=decided).expand(
+                        unit=cleaned), decided)
+                else:
+                    previous = stage({"annotate": "label", "synthesize": "generate",
+                                      "evaluate": "validate", "publish": "release"}[group])(
+                        previous)
+        previous >> end()
+    return dag
+
+
+
+dag = shape_dag(units=2)

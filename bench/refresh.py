@@ -90,7 +90,7 @@ def _floor(s: Any, delta: list[str]) -> dict[str, Any]:
     """What a refresh costs even when it does no stage work: Airflow running a DAG of the
     lifecycle DAG's shape with tasks that do nothing (the median of three runs), the GX
     suite on only the new records (its context, validation and Data Docs), and a registry
-    commit of one small file (clone, ``dvc add``, upload, commit, tag, push)."""
+    commit of one small file (clone, objects and ``.dvc`` file, commit, tag, push)."""
     import shutil
     import statistics
 

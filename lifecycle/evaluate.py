@@ -532,6 +532,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
     quality["compared"] = _compared(spec, df, known)
+    lap("compare")
     # the release's data files, so that publishing neither reads the records back nor
     # compares them with the newest version again (images: publishing packs the images)
     extra: dict[str, Any] = {"quality": quality}
@@ -539,6 +540,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         from lifecycle.publish import stage_files
 
         extra["release"] = stage_files(ctx, STAGE, df)
+        lap("release_files")
     if split_info.get("ratios") or refreshed:  # records changed: write them
         uri = shards.write_manifest(ctx, STAGE, df, shards.write_table(ctx, STAGE, df), counts,
                                     extra=extra)

@@ -72,7 +72,8 @@ def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, An
         files = write_files(df, folder, list(ctx.spec.publish.formats))
         for name, entry in files.items():
             key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name)
-            ctx.store.put_file(ctx.work_bucket, key, folder / name)
+            # one PUT: the ETag is the md5, which publishing checks
+            ctx.store.put_file(ctx.work_bucket, key, folder / name, whole=True)
             entry.update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}")
     return {"files": files, "rows": len(df),
             "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}

@@ -212,7 +212,7 @@ class _Unit:
         self.source = _source(ctx.spec, unit["source"])
         self.state = _state(ctx, self.source.name)
         self.incremental = ctx.mode == "incremental"
-        self.seen = load_seen(ctx, self.state) if self.incremental else set()
+        self._seen: set[bytes] | None = None if self.incremental else set()
         self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
         self.raw: dict[str, str] = dict(self.state.get("payloads", {}))  # sha256 -> raw key
         tag = f"u{unit['index']:05d}"
@@ -226,6 +226,15 @@ class _Unit:
         self.landed: list[dict[str, Any]] = []
         self.payloads: dict[str, str] = {}
         self.collected_at = ctx.now.isoformat()
+
+    @property
+    def seen(self) -> set[bytes]:
+        """Row keys collected before (incremental runs), read from S3 on first use: only
+        when a payload has to be parsed, so a source whose payloads are all unchanged reads
+        none of its keys."""
+        if self._seen is None:
+            self._seen = load_seen(self.ctx, self.state)
+        return self._seen
 
     def run(self) -> dict[str, Any]:
         conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,

@@ -14,7 +14,7 @@ from granary.runtime import end_run
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, shards, synthesize
 from lifecycle.context import StageContext
-from storage.objectstore import bytes_read
+from storage.objectstore import bytes_read, reads_by_object
 from tests.graded import SPEC
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
@@ -85,8 +85,13 @@ def test_refreshes_add_exactly_the_change_and_read_in_proportion(s3: Settings,
     v1 = _published(s, 1)
     assert len(v1) == 2000
 
-    # nothing new: collection says so, no stage after it runs, no version
+    # nothing new: collection says so, no stage after it runs, no version; the source's
+    # file is unchanged, so its row keys are not even read
+    before = reads_by_object()
     same = _lifecycle(s, SPEC, "run-same", "incremental")
+    read = [k for k, n in reads_by_object().items() if n > before.get(k, 0)]
+    assert not [k for k in read if "seen" in k.rsplit("/", 1)[-1]], read
+    assert read and all(k.endswith(".json") for k in read), read  # manifests only
     assert same["collect"]["nothing_new"] and same["collect"]["base_version"] == 1
     assert "preprocess" not in same
     assert same["end"] == {"status": "success", "message": "no new version: nothing new in "

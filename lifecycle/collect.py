@@ -148,6 +148,40 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 # ---- fetch ----------------------------------------------------------------------------------
+# formats whose rows are lines (a CSV record may span lines, but the same bytes parse the
+# same), and file extensions whose bytes are those lines as they are (not compressed)
+LINE_FORMATS = frozenset({"text", "jsonl", "csv", "tsv"})
+PLAIN_EXTENSIONS = frozenset({"txt", "text", "jsonl", "ndjson", "csv", "tsv"})
+
+
+def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: str,
+              fmt: str) -> int:
+    """How many lines of this file an earlier run parsed, when the file only grew since:
+    its first ``before["bytes"]`` bytes are the bytes that run saw (the same sha256), they
+    end with a line break, and the file reads with the same encoding and format. Those
+    lines are known without reading the source's row keys; the lines after them are new
+    places. 0 when any of that does not hold (the whole file is checked against the row
+    keys, as for any changed file)."""
+    if (not before or before.get("encoding") != encoding or before.get("format") != fmt
+            or not 0 < int(before.get("bytes", 0)) < size):
+        return 0
+    old = int(before["bytes"])
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = old
+        while left:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                return 0
+            digest.update(chunk)
+            left -= len(chunk)
+        fh.seek(old - 1)
+        last = fh.read(1)
+    if digest.hexdigest() != before.get("sha256") or last != b"\n":
+        return 0
+    return int(before.get("lines", 0))
+
+
 def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
     seen: set[bytes] = set()
     for uri in state.get("seen", []):
@@ -213,6 +247,12 @@ class _Unit:
         self.state = _state(ctx, self.source.name)
         self.incremental = ctx.mode == "incremental"
         self._seen: set[bytes] | None = None if self.incremental else set()
+        # per plain line-oriented file: what the last run parsed of it (see _appended)
+        self.files_before: dict[str, Any] = (self.state.get("files", {}) if self.incremental
+                                             else {})
+        self.files: dict[str, dict[str, Any]] = {}
+        self.old_through = 0  # lines of the current payload an earlier run parsed
+        self.last_line = 0
         self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
         self.raw: dict[str, str] = dict(self.state.get("payloads", {}))  # sha256 -> raw key
         tag = f"u{unit['index']:05d}"
@@ -255,7 +295,7 @@ class _Unit:
                 "landed": self.landed, "counts": dict(self.tally),
                 "reasons": dict(self.reasons),
                 "columns": {k: sorted(v) for k, v in self.columns.items()},
-                "updates": conn.updates, "payloads": self.payloads}
+                "updates": conn.updates, "payloads": self.payloads, "files": self.files}
 
     def land(self, payload: Payload, digest: str) -> tuple[str, str | None, bool]:
         """Store the payload unless these bytes are already in the raw bucket: under the key
@@ -314,9 +354,22 @@ class _Unit:
                 if fmt == "image":
                     self.image(member, payload, key, salt, locator, base)
                     continue
+                plain = (len(found) == 1 and bool(payload.locator) and fmt in LINE_FORMATS
+                         and payload.ext in PLAIN_EXTENSIONS)
+                self.old_through = (_appended(payload.path, size,
+                                              self.files_before.get(payload.name), encoding,
+                                              fmt) if plain else 0)
+                self.last_line = 0
                 for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
                                            self.ctx.spec.collect.max_record_mb << 20):
                     self.row(parsed, salt, locator, base)
+                if plain:
+                    self.files[payload.name] = {
+                        "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,
+                        "lines": max(self.last_line, self.old_through)}
+                    if self.old_through:
+                        self.tally["appended_files"] += 1
+                self.old_through = 0
 
     def image(self, member: Any, payload: Payload, payload_key: str, salt: str, locator: str,
               base: dict[str, Any]) -> None:
@@ -368,9 +421,15 @@ class _Unit:
 
     def row(self, parsed: Any, salt: str, locator: str, base: dict[str, Any]) -> None:
         self.tally["read"] += 1
+        self.last_line = max(self.last_line, parsed.line)
+        if parsed.line <= self.old_through:  # in the bytes an earlier run parsed
+            self.tally["already_seen"] += 1
+            return
         content = parsed.record if parsed.record is not None else parsed.raw
         key = row_key(locator, parsed.line, content)
-        if key in self.seen:
+        # after an appended file's old lines every (file, line) place is new: no row keys
+        # need to be read to know it
+        if not self.old_through and key in self.seen:
             self.tally["already_seen"] += 1
             return
         self.new_keys.add(key)
@@ -556,6 +615,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
         "raw_new": total["raw_new"],
         "raw_existing": total["raw_existing"],
         "unchanged": total["unchanged"],
+        "appended": total["appended_files"],  # files that only grew: their new lines read
         "bytes": total["bytes"],
         "read": total["read"],
         "records_new": total["records_new"],
@@ -600,9 +660,11 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
     payloads = dict(base.get("payloads", {}))
     seen = list(base.get("seen", []))
     listing = dict(base.get("listing", {}))
+    files = dict(base.get("files", {}))
     state: dict[str, Any] = {}
     for p in partials:
         payloads.update(p["payloads"])
+        files.update(p.get("files", {}))
         if p["seen"]:
             seen.append(p["seen"])
         updates = p["updates"]
@@ -618,6 +680,8 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
                  columns=observed or old.get("columns", {}))
     if listing:
         state["listing"] = listing
+    if files:
+        state["files"] = files
     return state
 
 

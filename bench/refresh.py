@@ -7,7 +7,10 @@ Three runs of the same DAG: a full run (trigger to published version), a refresh
 records (incremental: the published version plus the change), and a refresh with nothing new.
 For each: wall time, the time inside task instances (stage work plus the task runner's own
 start-up), the rest (Airflow's scheduling and hand-over between tasks in dag.test()), and the
-bytes the run read from S3 (objects and registry files, counted by storage.objectstore).
+bytes the run read from S3 (objects and registry files, counted by storage.objectstore) with
+the largest reads by object. Then the floor of any refresh: Airflow running a no-op DAG of the
+lifecycle DAG's shape (bench/airflow_shape.py), GX on the new records alone, and a registry
+commit of one small file, set against the full run.
 
     python bench/refresh.py                  # the sample (17,320 published records)
     python bench/refresh.py --records 200000 # its reviews cycled to 200,000 lines

@@ -65,30 +65,31 @@ def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, An
     """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
     stage that holds the final records) to the work bucket, so that publishing places them in
     the registry by a server-side copy instead of reading the records back. Returns what
-    publishing needs: per file its object, sha256, md5 and size; the row count; the columns
-    with their types."""
+    publishing needs: per file its object, sha256, md5 (DVC's name for it), size and the
+    ETag the server gave it; the row count; the columns with their types."""
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp)
         files = write_files(df, folder, list(ctx.spec.publish.formats))
         for name, entry in files.items():
             key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name)
-            # one PUT: the ETag is the md5, which publishing checks
-            ctx.store.put_file(ctx.work_bucket, key, folder / name, whole=True)
-            entry.update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}")
+            put = ctx.store.put_file(ctx.work_bucket, key, folder / name)
+            entry.update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}",
+                         etag=put.etag.strip('"'))
     return {"files": files, "rows": len(df),
             "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}
 
 
 def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
-    """A data file evaluation wrote, checked without reading it: its size, and its md5
-    where the server's ETag is one (a single-part upload)."""
+    """A data file evaluation wrote, checked without reading it: the object must still be
+    the one it uploaded (the same size and the ETag the server gave it; any rewrite, even of
+    the same size, gets another ETag)."""
     bucket, key = shards.parse_uri(entry["uri"])
     info = ctx.store.stat(bucket, key)
     etag = info.etag.strip('"')
-    if info.size != int(entry["bytes"]) or ("-" not in etag and etag != entry["md5"]):
+    if info.size != int(entry["bytes"]) or etag != entry["etag"]:
         raise PermanentError(
             f"publish: {entry['uri']} ({name}) is not the file evaluation wrote (expected "
-            f"{entry['bytes']} bytes, md5 {entry['md5']}; found {info.size} bytes, ETag "
+            f"{entry['bytes']} bytes, ETag {entry['etag']}; found {info.size} bytes, ETag "
             f"{etag}): run the evaluate stage again")
     return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
 

@@ -142,15 +142,11 @@ class ObjectStore:
 
     def put_file(self, bucket: str, key: str, path: Path,
                  content_type: str = "application/octet-stream",
-                 metadata: dict[str, str] | None = None, whole: bool = False) -> ObjectInfo:
-        """Upload a file; in parts above 5 MiB, or with ``whole`` in one PUT (up to 5 GiB),
-        whose ETag is then the md5 of the bytes on MinIO and SeaweedFS alike."""
-        size = path.stat().st_size
-        part = max(size, 5 << 20) if whole and size <= 5 << 30 else 0
+                 metadata: dict[str, str] | None = None) -> ObjectInfo:
         res = self._call(
             f"upload {path} to s3://{bucket}/{key}",
             lambda: self._client.fput_object(bucket, key, str(path), content_type=content_type,
-                                             metadata=metadata, part_size=part),
+                                             metadata=metadata),
         )
         return ObjectInfo(bucket, key, path.stat().st_size, res.etag, res.version_id)
 

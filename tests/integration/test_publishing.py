@@ -207,7 +207,7 @@ def test_the_same_records_make_no_new_version(s3: Settings, tmp_path: Path) -> N
 
 def test_publishing_places_what_evaluation_wrote_without_reading_it(
         s3: Settings, tmp_path: Path) -> None:
-    """Evaluation writes the release's data files; publishing checks them by size and md5
+    """Evaluation writes the release's data files; publishing checks them by size and ETag
     and copies them into the registry on the server: it reads no records, the version holds
     exactly those bytes, and a file altered in between is refused."""
     import json

@@ -217,11 +217,11 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     compared = quality.get("compared") or quality.get("refresh") or {}
     fresh = bool(compared) and compared.get("base_version") == (
         previous.version if previous else None)
-    release = manifest.get("release") if fresh and spec.modality != "image" else None
+    staged = manifest.get("release") if fresh and spec.modality != "image" else None
     grades = {"from": previous.quality.get("grade") if previous else None,
               "to": quality.get("grade")}
     df: pd.DataFrame | None = None
-    if release is None:
+    if staged is None:
         df = shards.read_table(ctx.store, manifest)
     lap("read")
     if fresh:
@@ -239,9 +239,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             return _unchanged(previous)
         change = card.changelog(before, df, spec.schema_.text_field,
                                 spec.schema_.label_field, None, None)
-    if release is not None:
-        rows = int(release["rows"])
-        columns = [(str(c), str(t)) for c, t in release["columns"]]
+    if staged is not None:
+        rows = int(staged["rows"])
+        columns = [(str(c), str(t)) for c, t in staged["columns"]]
     else:
         assert df is not None
         rows, columns = len(df), [(str(c), str(t)) for c, t in df.dtypes.items()]
@@ -249,10 +249,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         folder = Path(tmp) / spec.name
         folder.mkdir()
         lap("compare")
-        if release is not None:  # evaluation wrote them: placed by a server-side copy
-            stored = {n: _stored(ctx, n, f) for n, f in sorted(release["files"].items())}
+        if staged is not None:  # evaluation wrote them: placed by a server-side copy
+            stored = {n: _stored(ctx, n, f) for n, f in sorted(staged["files"].items())}
             files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"])}
-                     for n, f in sorted(release["files"].items())}
+                     for n, f in sorted(staged["files"].items())}
         else:
             assert df is not None
             stored, files = {}, write_files(df, folder, list(spec.publish.formats))

@@ -493,7 +493,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    if known is None:  # a full run: the newest version, for drift and publishing's changelog
+    # a re-evaluation of a published version (maintenance) is not published again; a full
+    # run that will be reads the newest version, for drift and publishing's changelog
+    publishing = bool(upstream.get("publishing", True))
+    if known is None and publishing:
         known = _newest(ctx)
     drifted = _drift(ctx, df, known)
     lap("drift")
@@ -531,12 +534,14 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {})}
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
-    quality["compared"] = _compared(spec, df, known)
-    lap("compare")
+    if publishing:
+        quality["compared"] = _compared(spec, df, known)
+        lap("compare")
     # the release's data files, so that publishing neither reads the records back nor
-    # compares them with the newest version again (images: publishing packs the images)
+    # compares them with the newest version again (images: publishing packs the images;
+    # records that did not pass are not published)
     extra: dict[str, Any] = {"quality": quality}
-    if spec.modality != "image":
+    if publishing and passed and spec.modality != "image":
         from lifecycle.publish import stage_files
 
         extra["release"] = stage_files(ctx, STAGE, df)

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 STAGE = "publish"
 
 
+JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Lines file
+
+
 def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
     """Write the records in each format; deterministic bytes for the same records."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,12 +50,15 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
         # column by column into plain Python values, keys in sorted order (what sort_keys
         # would give), then one dumps per record: 3x faster than a dict per record cleaned
         # value by value
+        # (a block of rows at a time, so that the Python values of only one block are held)
         names = sorted(df.columns, key=str)
-        columns = [_plain(df[name]) for name in names]
         encode = json.JSONEncoder(ensure_ascii=False).encode
         with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(encode(dict(zip(names, row, strict=True))) + "\n"
-                          for row in zip(*columns, strict=True))
+            for start in range(0, len(df), JSONL_BLOCK):
+                block = df.iloc[start:start + JSONL_BLOCK]
+                columns = [_plain(block[name]) for name in names]
+                fh.writelines(encode(dict(zip(names, row, strict=True))) + "\n"
+                              for row in zip(*columns, strict=True))
     if "csv" in formats:
         df.to_csv(folder / "data.csv", index=False)
     for path in sorted(folder.iterdir()):

@@ -267,6 +267,16 @@ def test_changed_quality_rules_reevaluate_published_versions_beside_the_old(
     # recorded once: the next maintenance run has nothing to re-evaluate
     assert maintenance.maintain(ctx, s.registry, bucket, prefix)["reevaluated"] == []
 
+    # a re-evaluation that passes is still not a release: no data files are staged for one
+    looser = SPEC.replace("quality: {gate: {min_rows: 100, min_grade: B}}",
+                          "quality: {gate: {min_rows: 100, min_grade: C}}")
+    ctx = stage_context(s, looser, "maintenance")
+    [passing] = maintenance.maintain(ctx, s.registry, bucket, prefix)["reevaluated"]
+    assert passing["passed"] is True
+    staged = [o.key for o in ctx.store.list(s.bucket_work, "graded_reviews/")
+              if "/evaluate/release/" in o.key]
+    assert staged and not [k for k in staged if "reevaluate" in k], staged
+
 
 DERIVED = """\
 name: derived_reviews

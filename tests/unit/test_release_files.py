@@ -34,3 +34,16 @@ def test_jsonl_holds_every_record_as_plain_json(tmp_path: Path) -> None:
     assert "好用" in lines[0]  # not escaped
     again = write_files(df, tmp_path / "b", ["jsonl", "parquet"])
     assert again == files and set(files) == {"data.jsonl", "data.parquet"}
+
+
+def test_jsonl_written_in_blocks_is_the_same_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from lifecycle import publish
+
+    df = pd.DataFrame({"text": [f"评论{i}" for i in range(7)], "score": [0.5, None] * 3 + [1.0],
+                       "tags": [np.array(["a"]), None] * 3 + [["b", "c"]]})
+    whole = write_files(df, tmp_path / "whole", ["jsonl"])
+    monkeypatch.setattr(publish, "JSONL_BLOCK", 3)  # blocks of 3, 3 and 1 rows
+    blocks = write_files(df, tmp_path / "blocks", ["jsonl"])
+    assert blocks == whole
+    assert len((tmp_path / "blocks" / "data.jsonl").read_text("utf-8").splitlines()) == 7

@@ -29,7 +29,7 @@ from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
 from storage import keys
 from storage.catalog import Version
-from storage.objectstore import sha256_file
+from storage.objectstore import StorageError, sha256_file
 from storage.registry import StoredFile, md5_file
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,16 @@ def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
             f"{entry['bytes']} bytes, ETag {entry['etag']}; found {info.size} bytes, ETag "
             f"{etag}): run the evaluate stage again")
     return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
+
+
+def _drop_staged(ctx: StageContext, stored: dict[str, StoredFile]) -> None:
+    """The staged data files, once the version holds them and the catalog has it: the
+    registry keeps the only copy (a retried task finds the version and never needs them)."""
+    for name, f in sorted(stored.items()):
+        try:
+            ctx.store.delete(f.bucket, f.key)
+        except StorageError as e:  # a leftover: retention prunes it with the run's outputs
+            log.warning("publish: could not remove the staged %s (%s): %s", name, f.key, e)
 
 
 def _plain(series: pd.Series) -> list[Any]:
@@ -308,6 +318,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         created_at=ctx.now))
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
     lap("catalog")
+    _drop_staged(ctx, stored)
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,

@@ -63,8 +63,9 @@ def _run(dag: Any, conf: dict[str, Any], settings: Any) -> dict[str, Any]:
     from granary.runtime import catalog
     from storage.objectstore import bytes_read, reads_by_object
 
-    start, before, by = time.perf_counter(), bytes_read(), reads_by_object()
-    run = dag.test(run_conf={"first_stage": "collect", "last_stage": "publish", **conf})
+    start, before = time.perf_counter(), bytes_read()
+    with reads_by_object() as read:
+        run = dag.test(run_conf={"first_stage": "collect", "last_stage": "publish", **conf})
     wall = time.perf_counter() - start
     tasks: dict[str, float] = {}
     for ti in run.get_task_instances():
@@ -76,7 +77,6 @@ def _run(dag: Any, conf: dict[str, Any], settings: Any) -> dict[str, Any]:
     record = cat.run("zh_shopping_reviews", run.run_id)
     version = cat.version_for_run("zh_shopping_reviews", run.run_id)
     stages = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews", run.run_id)}
-    read = {k: n - by.get(k, 0) for k, n in reads_by_object().items() if n > by.get(k, 0)}
     return {"mode": conf["mode"], "state": str(run.state), "wall_s": round(wall, 2),
             "in_tasks_s": round(inside, 2), "airflow_overhead_s": round(wall - inside, 2),
             "airflow_overhead_share": round((wall - inside) / wall, 3),

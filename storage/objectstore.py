@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -250,14 +251,15 @@ class ObjectStore:
 
 
 _READ = [0]
-_READ_FROM: dict[str, int] = {}
+_TRACKING: list[dict[str, int]] = []
 
 
 def count_read(n: int, where: str = "") -> None:
     """Add ``n`` to the bytes this process has read from S3 (the refresh benchmark's measure),
-    and to what ``where`` (the object) has given so far."""
+    and to what ``where`` (the object) gave inside any :func:`reads_by_object` block."""
     _READ[0] += n
-    _READ_FROM[where] = _READ_FROM.get(where, 0) + n
+    for found in _TRACKING:
+        found[where] = found.get(where, 0) + n
 
 
 def bytes_read() -> int:
@@ -265,9 +267,17 @@ def bytes_read() -> int:
     return _READ[0]
 
 
-def reads_by_object() -> dict[str, int]:
-    """Bytes read so far per object (``s3://bucket/key``), for finding what a run reads."""
-    return dict(_READ_FROM)
+@contextmanager
+def reads_by_object() -> Iterator[dict[str, int]]:
+    """Bytes read per object (``s3://bucket/key``) while the block runs, for finding what a
+    run reads; nothing is kept outside such a block (a long-lived worker reads many
+    objects)."""
+    found: dict[str, int] = {}
+    _TRACKING.append(found)
+    try:
+        yield found
+    finally:
+        _TRACKING[:] = [t for t in _TRACKING if t is not found]
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -29,8 +29,8 @@ from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
 from storage import keys
 from storage.catalog import Version
-from storage.objectstore import StorageError, sha256_file
-from storage.registry import StoredFile, md5_file
+from storage.objectstore import StorageError, md5_file, sha256_file
+from storage.registry import StoredFile
 
 log = logging.getLogger(__name__)
 STAGE = "publish"

@@ -284,13 +284,22 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_stream(fh: BinaryIO, chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _digest(fh: BinaryIO, h: Any, chunk_size: int = 1 << 20) -> str:
     for chunk in iter(lambda: fh.read(chunk_size), b""):
         h.update(chunk)
-    return h.hexdigest()
+    return str(h.hexdigest())
+
+
+def sha256_stream(fh: BinaryIO, chunk_size: int = 1 << 20) -> str:
+    return _digest(fh, hashlib.sha256(), chunk_size)
 
 
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return sha256_stream(fh)
+
+
+def md5_file(path: Path) -> str:
+    """The md5 DVC 3 names a file's object by: of its bytes as they are."""
+    with open(path, "rb") as fh:
+        return _digest(fh, hashlib.md5(usedforsecurity=False))

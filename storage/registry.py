@@ -13,7 +13,6 @@ A consumer needs only git, dvc and S3 credentials:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from storage import keys
-from storage.objectstore import ObjectStore, count_read
+from storage.objectstore import ObjectStore, count_read, md5_file
 
 log = logging.getLogger(__name__)
 
@@ -330,15 +329,6 @@ class DvcRegistry:
                        "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}")
         count_read(dest.stat().st_size, f"dvc get {tag} {name}")  # from the S3 remote
         return dest
-
-
-def md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """The md5 DVC 3 names a file's object by: of its bytes as they are."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _md5_from_dvc(text: str) -> str:

@@ -76,10 +76,13 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def new_vocabulary(before: list[str], after: list[str]) -> float:
+def new_vocabulary(before: list[str], after: list[str], *, grows: bool = False) -> float:
     """Share of the candidate's token occurrences whose token the previous version lacks.
     The Chinese bigrams are counted in numpy (lifecycle/chargrams.py: 1.4 s -> 0.1 s for the
-    sample's two versions); words of other scripts as strings."""
+    sample's two versions); words of other scripts as strings. With ``grows``, ``after``
+    holds only the texts the candidate adds to ``before`` (a refresh that removed none): the
+    previous texts' tokens are all seen, so only their number is added, and only the new
+    texts are cut (0.6 s less at 65,000 records)."""
     from lifecycle.chargrams import vocabulary
 
     def split(texts: list[str]) -> tuple[list[str], list[str]]:
@@ -91,21 +94,22 @@ def new_vocabulary(before: list[str], after: list[str]) -> float:
 
     b_cjk, b_other = split(before)
     a_cjk, a_other = split(after)
-    seen_grams, _ = vocabulary(b_cjk)
+    seen_grams, seen_counts = vocabulary(b_cjk)
     grams, counts = vocabulary(a_cjk)
-    total = int(counts.sum())
+    total = int(counts.sum()) + (int(seen_counts.sum()) if grows else 0)
     unseen = int(counts[~np.isin(grams, seen_grams, assume_unique=True)].sum())
-    seen = {t for text in b_other for t in tokens(text)}
+    words = [tokens(text) for text in b_other]
+    seen = {t for found in words for t in found}
     counted: Counter[str] = Counter(t for text in a_other for t in tokens(text))
-    total += sum(counted.values())
+    total += sum(counted.values()) + (sum(len(found) for found in words) if grows else 0)
     unseen += sum(n for t, n in counted.items() if t not in seen)
     return unseen / total if total else 0.0
 
 
-
 def compare(before: pd.DataFrame, after: pd.DataFrame, text: str | None, label: str | None,
-            cfg: Any, numeric: list[str]) -> dict[str, Any]:
-    """Every measure, its threshold, and which measures drifted."""
+            cfg: Any, numeric: list[str], added: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Every measure, its threshold, and which measures drifted. ``added``: when ``after``
+    is ``before`` plus these records, new vocabulary is looked for in them alone."""
     measures: list[dict[str, Any]] = []
 
     def add(name: str, value: float, limit: float) -> None:
@@ -122,7 +126,10 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, text: str | None, label: 
                                pd.Series([len(t) for t in a_text]))
         add(f"{text} length (KS)", length["ks"], cfg.max_ks)
         add(f"{text} length (PSI)", length["psi"], cfg.max_psi)
-        add("new vocabulary share", new_vocabulary(b_text, a_text), cfg.max_new_vocabulary)
+        vocabulary = (new_vocabulary(b_text, a_text) if added is None or text not in added
+                      else new_vocabulary(b_text, [t for t in added[text] if isinstance(t, str)],
+                                          grows=True))
+        add("new vocabulary share", vocabulary, cfg.max_new_vocabulary)
     for column in numeric:
         if column in before and column in after:
             found = numeric_drift(before[column], after[column])

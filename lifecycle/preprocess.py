@@ -320,7 +320,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     alive = np.ones(len(index), dtype=bool)
     if len(old) and len(index):
         # records published before (a re-collected row keeps its id): nothing to add
-        again = index["id"].isin(set(old["id"])).to_numpy()
+        again = shards.among(index["id"], old["id"])
         if again.any():
             merges.append(pd.DataFrame({"id": index["id"][again], "kept_id": index["id"][again],
                                         "reason": "already_published", "similarity": 1.0,

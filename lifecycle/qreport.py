@@ -325,11 +325,16 @@ def render(report: dict[str, Any], nav: str = "") -> str:
                              f"{f.get('unexpected_count')}" for f in s["failed"])]
                   for s in exp["per_shard"]]
     links = report.get("links", {})
+    carried = [int(c["carried_from"]) for c in exp["results"] if c.get("carried_from")]
+    note = ("" if not carried else
+            f"<p>A refresh: {len(carried)} row-local checks count v{carried[0]}'s records as "
+            f"its evaluation found them plus this run's new records, which GX validated: "
+            + _e(links.get("gx_validation_new", "")) + "</p>")
     sections.append(
         f"<section><h3>Great Expectations results ({exp['total'] - len(exp['failed'])} of "
         f"{exp['total']} passed)</h3><div id='gx-results'>"
         + _table(["expectation", "column", "ok", "unexpected / observed", "examples"], rows)
-        + "</div><h4>Per shard</h4>"
+        + "</div>" + note + "<h4>Per shard</h4>"
         + _table(["shard", "rows", "ok", "failures"], shard_rows)
         + "<p>Validation result: " + _e(links.get("gx_validation", "")) + "<br>Data Docs: "
         + _e(links.get("data_docs", "")) + "</p></section>")

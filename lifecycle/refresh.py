@@ -163,7 +163,7 @@ def combine(ctx: StageContext, before: pd.DataFrame, delta: pd.DataFrame,
     n_deleted = int(removed.sum()) - replaced
     kept = before.loc[~removed.to_numpy()]
     # a record republished unchanged (the same id) is not added twice
-    fresh = delta.loc[~delta["id"].isin(set(kept["id"]))] if len(delta) and len(kept) \
+    fresh = delta.loc[~shards.among(delta["id"], kept["id"])] if len(delta) and len(kept) \
         else delta
     out = pd.concat([kept, fresh], ignore_index=True) if len(fresh) else \
         kept.reset_index(drop=True)

@@ -32,6 +32,13 @@ def joined_key(df: pd.DataFrame, fields: list[str]) -> pd.Series:
     return joined
 
 
+def among(values: pd.Series, pool: pd.Series) -> Any:
+    """Whether each of ``values`` is one of ``pool``'s (a boolean numpy array). pandas 3's
+    ``isin`` on Arrow-backed strings first turns the pool into a Python list, 0.3 s for a
+    pool of 65,000 ids; compared as Python objects it takes 20 ms."""
+    return values.astype(object).isin(pool.astype(object)).to_numpy(dtype=bool)
+
+
 def is_missing(value: Any) -> bool:
     """True for None/NaN/NA scalars; False for lists and arrays (which pd.isna maps)."""
     try:

@@ -13,9 +13,10 @@ import pytest
 from granary.runtime import end_run
 from granary.settings import Settings
 from lifecycle import annotate, collect, evaluate, preprocess, publish, shards, synthesize
+from lifecycle import quality as quality_dims
 from lifecycle.context import StageContext
 from storage.objectstore import bytes_read, reads_by_object
-from tests.graded import SPEC
+from tests.graded import SPEC, graded_settings
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 
@@ -179,6 +180,62 @@ def test_updates_by_key_and_deletions_reported_by_the_source(s3: Settings,
     assert "R8" not in by_key.index  # deleted
     assert by_key.loc["R3", "text"] == "耳机很好,物流超值。更新后的评论"  # updated in place
     assert "R900" in by_key.index and len(v2) == 400 and v2["review_id"].is_unique
+    # records were removed from v1: its counts cannot be carried, the whole version is checked
+    ctx = stage_context(s, KEYED, "reader")
+    checks = ctx.catalog.get_version("graded_reviews", 2).quality["checks"]
+    assert checks and not [c for c in checks if c.get("carried_from")]
+
+
+# no masking step (personal data stays) and texts of at most 20 characters, neither blocking
+COUNTED = SPEC.replace("[normalise, pii, exact_dedup]", "[normalise, exact_dedup]").replace(
+    "{name: text, type: string}", "{name: text, type: string, max_length: 20}").replace(
+    "{gate: {min_rows: 100, min_grade: B}}",
+    "{gate: {min_rows: 100, min_grade: D, expectations: none}}")
+
+
+def test_a_refresh_adds_its_new_records_counts_to_the_published_ones(s3: Settings,
+                                                                     tmp_path: Path) -> None:
+    """A refresh that keeps every published record validates the row-local expectations on
+    its new records only and adds v1's counts, and scans only them for personal data: the
+    version's figures equal those of checking the whole new version."""
+    s = graded_settings(s3, tmp_path)  # 400 reviews, 60 with a mobile number (29 characters)
+    assert _lifecycle(s, COUNTED, "run-1", "full")["publish"]["version"] == 1
+    new = labelled(430).iloc[400:][["text", "label"]].copy()
+    new.loc[new.index[::5], "text"] += "，联系13912345678"  # 6 of the 30 too long, with a number
+    _append(s.inbox_dir / "reviews" / "rows.csv", new)
+    out = _lifecycle(s, COUNTED, "run-2", "incremental")
+    assert out["evaluate"]["refresh"]["added"] == 30 and out["publish"]["version"] == 2
+
+    ctx = stage_context(s, COUNTED, "reader")
+    v1, v2 = (ctx.catalog.get_version("graded_reviews", n) for n in (1, 2))
+    assert v1 is not None and v2 is not None
+    records = _published(s, 2)
+    assert len(records) == 430
+    whole = {evaluate.check_key(c["expectation"], c["kwargs"]): c
+             for c in evaluate.summarise(evaluate.validate(ctx.spec, records))}
+    assert len(v2.quality["checks"]) == len(whole)
+    for check in v2.quality["checks"]:
+        same = whole[evaluate.check_key(check["expectation"], check["kwargs"])]
+        assert (check["success"], check["unexpected_count"], check["element_count"]) == \
+            (same["success"], same["unexpected_count"], same["element_count"]), check
+        if same["unexpected_percent"] is not None:
+            assert check["unexpected_percent"] == pytest.approx(same["unexpected_percent"])
+    carried = {c["expectation"]: c for c in v2.quality["checks"] if c.get("carried_from")}
+    assert {"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
+            "expect_column_value_lengths_to_be_between"} <= set(carried)
+    assert {c["carried_from"] for c in carried.values()} == {1}
+    assert "expect_column_values_to_be_unique" not in carried  # the whole candidate's
+    too_long = [c["unexpected_count"] for v in (v1, v2) for c in v.quality["checks"]
+                if c["expectation"] == "expect_column_value_lengths_to_be_between"]
+    assert too_long == [60, 66]
+    left = quality_dims.residual_pii(ctx.spec, records)
+    assert v2.quality["residual_pii"]["records"] == left[0] == \
+        v1.quality["residual_pii"]["records"] + 6 == 66
+    assert v2.quality["residual_pii"]["per_type"] == left[1]
+    # the report says which checks were carried, and links GX's result for the new records
+    report = json.loads(ctx.store.get_bytes(*shards.parse_uri(v2.quality["report_uri"])))
+    assert report["links"]["gx_validation_new"].endswith("gx-validation-new.json")
+    assert report["pii"]["residual_records"] == 66
 
 
 RETAINED = SPEC.replace("publish:\n", "refresh: {retention: {work_days: 1, keep_runs: 1}, "

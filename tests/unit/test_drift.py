@@ -49,3 +49,18 @@ def test_a_constant_size_that_changes_drifts_by_psi_too() -> None:
     assert found["ks"] == 0.5 and found["psi"] > 1
     same = drift.numeric_drift(pd.Series([64] * 100), pd.Series([64] * 30))
     assert same == {"ks": 0.0, "psi": 0.0}
+
+
+def test_new_vocabulary_of_added_texts_alone_equals_that_of_the_whole_candidate() -> None:
+    """A refresh that removed nothing cuts only its new texts into tokens: the share is the
+    one the whole candidate gives, for Chinese bigrams and for words alike."""
+    before = labelled(300)["text"].tolist() + ["the quick brown fox", "a lazy dog sleeps"]
+    added = labelled(340)["text"].tolist()[300:] + ["the quick red fox", "新词汇出现了 here"]
+    whole = drift.new_vocabulary(before, before + added)
+    assert 0 < whole < 1
+    assert drift.new_vocabulary(before, added, grows=True) == pytest.approx(whole)
+    table = pd.DataFrame({"text": before + added})
+    found = drift.compare(table.iloc[:len(before)], table, "text", None, Drift(), [],
+                          added=table.iloc[len(before):])
+    share = next(m["value"] for m in found["measures"] if m["measure"] == "new vocabulary share")
+    assert share == pytest.approx(round(whole, 4))

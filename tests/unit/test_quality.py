@@ -14,7 +14,7 @@ from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
 
-SPEC = parse_spec("""\
+SPEC_TEXT = """\
 name: graded
 title: Graded
 description: A fixture for grading.
@@ -27,7 +27,8 @@ schema:
   fields:
     - {name: text, type: string}
     - {name: label, type: string, values: [pos, neg]}
-""", "graded.yaml")
+"""
+SPEC = parse_spec(SPEC_TEXT, "graded.yaml")
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
 
@@ -255,3 +256,38 @@ def test_a_refresh_model_learns_from_a_seeded_sample_of_the_published_records() 
     assert some.checked == whole.checked == 20
     assert (some.positions, some.confidence) == (again.positions, again.confidence)
     assert some.model_accuracy > 0.9
+
+
+def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
+    """What a refresh carries (lifecycle/evaluate.py merge_check): GX's counts for a version's
+    records and for the records added, merged, equal GX's counts for the two together --
+    with nulls, values outside the set and texts too long in both parts."""
+    from lifecycle import evaluate
+
+    spec = parse_spec(SPEC_TEXT.replace("{name: text, type: string}",
+                                        "{name: text, type: string, max_length: 12}"),
+                      "graded.yaml")
+    table = clean(60)
+    table.loc[table.index % 7 == 0, "text"] = None
+    table.loc[table.index % 9 == 0, "label"] = "meh"
+    table.loc[table.index % 11 == 0, "text"] = "一条很长很长很长很长很长的评论"
+    table.loc[table.index % 13 == 0, "label"] = None
+    base, added = table.iloc[:45], table.iloc[45:]
+    whole = {evaluate.check_key(c["expectation"], c["kwargs"]): c
+             for c in evaluate.summarise(evaluate.validate(spec, table))}
+    parts = [{evaluate.check_key(c["expectation"], c["kwargs"]): c
+              for c in evaluate.summarise(evaluate.validate(spec, part))}
+             for part in (base, added)]
+    merged = 0
+    for key, check in whole.items():
+        if check["expectation"] not in evaluate.ROW_LOCAL:
+            continue
+        both = evaluate.merge_check(parts[0][key], parts[1][key], version=1)
+        assert (both["success"], both["unexpected_count"], both["element_count"],
+                both["missing_count"]) == (check["success"], check["unexpected_count"],
+                                           check["element_count"], check["missing_count"])
+        assert both["unexpected_percent"] == pytest.approx(check["unexpected_percent"])
+        merged += 1
+    failing = [c for c in whole.values() if c["expectation"] in evaluate.ROW_LOCAL
+               and c["unexpected_count"]]
+    assert merged >= 6 and len(failing) >= 3  # not null, in set, lengths at least

@@ -62,6 +62,15 @@ def test_min_df_max_features_and_unknown_ngrams() -> None:
     assert top.transform(["a", "b", "c"]).toarray().sum(axis=1).tolist() == [3.0, 2.0, 2.0]
 
 
+def test_fit_transform_cuts_once_and_counts_what_fit_then_transform_counts() -> None:
+    texts = labelled(120)["text"].tolist() + ["Mixed 中英 text", "", "  spaced   out  "]
+    once = CharGrams(ngram_range=(1, 2), min_df=2)
+    counted = once.fit_transform(texts)
+    apart = CharGrams(ngram_range=(1, 2), min_df=2).fit(texts)
+    assert np.array_equal(once.vocabulary_, apart.vocabulary_) and counted.nnz > 0
+    assert (counted != apart.transform(texts)).nnz == 0
+
+
 def test_the_label_model_learns_from_the_counted_ngrams() -> None:
     from lifecycle.labelcheck import text_classifier
 

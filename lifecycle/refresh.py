@@ -15,7 +15,9 @@ only:
 - evaluation assembles the candidate (:func:`combine`): the base version's records, less the
   records deleted (a delta record whose ``refresh.deleted_field`` is true names a key to
   delete) or replaced (a delta record with a known ``refresh.key``), plus the delta; base
-  records keep their split, and the whole candidate is graded as in a full run;
+  records keep their split, and the candidate is graded as a whole version, the counts of
+  row-local checks and personal data left being the base's plus the new records' when no
+  base record was removed (lifecycle/evaluate.py);
 - publishing compares it with the base: equal records make no new version.
 
 What a refresh reads from S3 grows with the delta, except for the base's deduplication index

@@ -24,6 +24,8 @@ import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from lifecycle.neardup import code_points
+
 _PRIME = np.uint64(1_099_511_628_211)  # the 64-bit FNV prime, a good odd multiplier
 _SEP = 0  # code point between two texts (NUL never survives the cleaning of a text)
 
@@ -41,7 +43,7 @@ def codepoints(texts: list[Any], *, pad: bool = True, lower: bool = True) -> np.
         words = s.split()
         parts.append((" " + " ".join(words) + " " if words else "") if pad else "".join(words))
     joined = "\x00".join(parts) + "\x00"
-    return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    return code_points(joined)
 
 
 def _hash(cp: np.ndarray, start: np.ndarray, n: int) -> np.ndarray:

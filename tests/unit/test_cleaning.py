@@ -166,6 +166,19 @@ def test_near_dedup_recall_and_precision_on_generated_near_duplicates() -> None:
     assert precision >= 0.98, precision
 
 
+def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:
+    texts = ["", "a", "中", "中文评论 with English words", "mostly English 中", "カタカナとひらがな",
+             "한국어 텍스트", "ｆｕｌｌ ｗｉｄｔｈ", "混合 text 一半", "\ud800中文", "ab中", "abcd中"]
+    mask = neardup.cjk_mask(texts).tolist()
+    assert mask == [neardup.is_cjk(t) for t in texts]
+    # the share 0.3 either side: one of three characters is Chinese, one of five is not
+    assert mask[2] and mask[5] and mask[6] and mask[-2] and not mask[-1] and not mask[0]
+    # a batch of signatures is the same whichever way the texts are told apart
+    hasher = neardup.MinHasher()
+    one_by_one = np.vstack([hasher._batch([t]) for t in texts])
+    assert np.array_equal(hasher.signatures(texts), one_by_one)
+
+
 def test_keep_rules_pick_the_documented_record() -> None:
     labels = np.array([0, 0, 0, 1])
     lengths = np.array([5, 9, 9, 3])

@@ -285,12 +285,12 @@ def _carried(ctx: StageContext, refreshed: dict[str, int] | None,
     return base.quality
 
 
-def _carried_checks(spec: DatasetSpec,
-                    base: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+def _carried_checks(base: dict[str, Any] | None,
+                    rules: str) -> dict[str, dict[str, Any]] | None:
     """The base version's row-local checks (by check_key) a refresh adds its new records'
     counts to, when the base was graded under the same rules and recorded the counts; None:
     validate the whole candidate."""
-    if base is None or base.get("rules") != quality_dims.rules_hash(spec):
+    if base is None or base.get("rules") != rules:
         return None
     carry = {check_key(c["expectation"], c["kwargs"]): c for c in base.get("checks") or []
              if c["expectation"] in ROW_LOCAL and c["kwargs"].get("mostly") is None
@@ -304,8 +304,7 @@ def _residual_pii(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray | None,
     it), with the count per type and the types watched. A refresh that keeps every base
     record scans only its new ones and adds the base's counts, when the base watched the
     same types."""
-    watched = sorted(e for e, action in spec.preprocess.pii.actions().items()
-                     if action != "keep")
+    watched = list(quality_dims.watched_pii(spec))
     carried = (base or {}).get("residual_pii")
     if fresh is not None and carried and carried.get("watched") == watched:
         records, per_type = quality_dims.residual_pii(spec, df.loc[fresh])
@@ -612,7 +611,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     # a refresh's new records: the candidate's rows the base version does not hold
     fresh = (~shards.among(df["id"], known[1]["id"])
              if refreshed and known is not None and known[1] is not None else None)
-    carry = _carried_checks(spec, base)
+    rules = quality_dims.rules_hash(spec)  # what the grade depends on besides the records
+    carry = _carried_checks(base, rules)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
         if carry is not None and known is not None and fresh is not None:
             results, checks = _validate_refresh(spec, df, fresh, carry, known[0], Path(tmp))
@@ -702,7 +702,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {}),
                # the rules the checks were made under and the personal data left: a refresh
                # adds its new records' counts to both (_carried_checks, _residual_pii)
-               "rules": quality_dims.rules_hash(spec), "residual_pii": pii_left}
+               "rules": rules, "residual_pii": pii_left}
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
     if publishing:

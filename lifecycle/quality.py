@@ -110,12 +110,17 @@ def balance(spec: DatasetSpec, df: pd.DataFrame) -> float:
     return float(-(p * p.map(math.log)).sum() / math.log(k))
 
 
+def watched_pii(spec: DatasetSpec) -> tuple[str, ...]:
+    """The personal-data types the spec does not keep (its pii action is not ``keep``)."""
+    actions = spec.preprocess.pii.actions()
+    return tuple(e for e in pii.ENTITIES if actions[e] != "keep")
+
+
 def residual_pii(spec: DatasetSpec, df: pd.DataFrame) -> tuple[int, dict[str, int]]:
     """Records whose text still holds personal data of a type the spec does not keep, and
     how many of each type were found."""
     text = spec.schema_.text_field
-    actions = spec.preprocess.pii.actions()
-    watched = tuple(e for e in pii.ENTITIES if actions[e] != "keep")
+    watched = watched_pii(spec)
     if df.empty or text not in df or not watched:
         return 0, {}
     records, per_type = 0, dict.fromkeys(watched, 0)

@@ -171,6 +171,16 @@ def acceptance_cutoff(threshold: float, permutations: int) -> float:
     return threshold - 2.5 * math.sqrt(threshold * (1 - threshold) / permutations)
 
 
+def _band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """One 64-bit key per document for the ``rows`` values of ``band``."""
+    block = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
+    key = np.zeros(len(sig), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(rows):
+            key = key * _MIX + block[:, j]
+    return key
+
+
 def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     """Pairs ``(i, j)``, ``i < j``, that agree on every row of some band (star-joined to the
     first document of each bucket, which is enough for connected components)."""
@@ -179,11 +189,7 @@ def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     found = []
     index = np.arange(n)
     for band in range(bands):
-        block = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
-        key = np.zeros(n, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for j in range(rows):
-                key = key * _MIX + block[:, j]
+        key = _band_key(sig, band, rows)
         order = np.argsort(key, kind="stable")
         sorted_keys = key[order]
         starts = np.ones(n, dtype=bool)
@@ -197,6 +203,42 @@ def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     pairs = np.concatenate(found)
     pairs = np.sort(pairs, axis=1)
     return np.unique(pairs, axis=0)
+
+
+def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, ``j >= start``, that agree on every row of some band:
+    those with at least one of the documents from ``start`` on (a refresh's new records;
+    the ones before were compared when they were published). Every such pair of a bucket,
+    not a star: with values of a few bits, a document often shares a bucket by chance, so
+    the first of a bucket may be unlike the rest. The buckets of the new documents are
+    found by binary search, so the cost grows with the base only by its band keys."""
+    n, perms = sig.shape
+    rows = perms // bands
+    found = []
+    for band in range(bands):
+        key = _band_key(sig, band, rows)
+        wanted = np.unique(key[start:])
+        if not len(wanted):
+            continue
+        at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
+        member = np.flatnonzero(wanted[at] == key)
+        order = member[np.argsort(key[member], kind="stable")]  # by bucket, then position
+        bucket = key[order]
+        first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
+        start_of = np.flatnonzero(first)
+        size = np.diff(np.append(start_of, len(order)))
+        # each member pairs with every later member of its bucket
+        local = np.arange(len(order)) - np.repeat(start_of, size)
+        later = np.repeat(size, size) - 1 - local
+        left = np.repeat(np.arange(len(order)), later)
+        right = left + 1 + np.arange(len(left)) - np.repeat(np.cumsum(later) - later, later)
+        i, j = order[left], order[right]
+        keep = j >= start
+        if keep.any():
+            found.append(np.stack([i[keep], j[keep]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 16_384) -> np.ndarray:
@@ -215,12 +257,16 @@ class Clusters:
     similarity: np.ndarray    # their estimated similarity
 
 
-def cluster(sig: np.ndarray, bands: int, threshold: float) -> Clusters:
+def cluster(sig: np.ndarray, bands: int, threshold: float,
+            start: int | None = None) -> Clusters:
+    """Similar pairs (estimated Jaccard at least the acceptance cutoff of ``threshold``) and
+    their connected components. With ``start``, only pairs with a document from ``start``
+    on are compared (pairs_with_new)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = sig.shape[0]
-    pairs = candidate_pairs(sig, bands)
+    pairs = candidate_pairs(sig, bands) if start is None else pairs_with_new(sig, bands, start)
     sims = similarity(sig, pairs)
     ok = sims >= acceptance_cutoff(threshold, sig.shape[1])
     pairs, sims = pairs[ok], sims[ok]

@@ -37,6 +37,12 @@ STAGE = "publish"
 
 
 JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Lines file
+# A release's Parquet file is written once and read by every download and by the next
+# refresh, so it is compressed harder than the work shards (zstd level 1, Arrow's default):
+# 17,320 sample reviews 2.42 MB at level 1, 1.84 MB at 6, 1.82 MB at 9; writing takes
+# 0.02 s, 0.12 s and 0.16 s (reading is no slower). Dictionaries only where values repeat
+# (shards.low_cardinality): 1.78 MB at level 6.
+RELEASE_ZSTD_LEVEL = 6
 
 
 def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
@@ -44,8 +50,10 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Any]] = {}
     if "parquet" in formats:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "data.parquet",
-                       compression="zstd")
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        pq.write_table(table, folder / "data.parquet", compression="zstd",
+                       compression_level=RELEASE_ZSTD_LEVEL,
+                       use_dictionary=shards.low_cardinality(table))
     if "jsonl" in formats:
         # column by column into plain Python values, keys in sorted order, then one record
         # at a time by orjson (UTF-8, compact separators): 10x faster than the standard

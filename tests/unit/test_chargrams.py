@@ -63,7 +63,8 @@ def test_min_df_max_features_and_unknown_ngrams() -> None:
 
 
 def test_fit_transform_cuts_once_and_counts_what_fit_then_transform_counts() -> None:
-    texts = labelled(120)["text"].tolist() + ["Mixed 中英 text", "", "  spaced   out  ", "\ud800中文"]
+    texts = labelled(120)["text"].tolist() + ["Mixed 中英 text", "", "  spaced   out  ",
+                                              "\ud800中文"]
     once = CharGrams(ngram_range=(1, 2), min_df=2)
     counted = once.fit_transform(texts)
     apart = CharGrams(ngram_range=(1, 2), min_df=2).fit(texts)

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import neardup, pii
+from lifecycle import neardup, pii, preprocess
+from lifecycle.errors import PermanentError
 from lifecycle.preprocess import ExactDeduplicator
-from lifecycle.spec import FieldRule, Filters, LanguageFilter, Normalise
+from lifecycle.spec import FieldRule, Filters, LanguageFilter, NearDedup, Normalise
 from lifecycle.textops import Normaliser, RecordFilter
 
 pytestmark = pytest.mark.unit
@@ -166,9 +167,68 @@ def test_near_dedup_recall_and_precision_on_generated_near_duplicates() -> None:
     assert precision >= 0.98, precision
 
 
+def test_pairs_with_new_are_every_banded_pair_that_holds_a_new_record() -> None:
+    rng = np.random.default_rng(3)
+    for n, start, bits in ((300, 250, 4), (600, 450, 2), (40, 40, 4)):
+        sig = rng.integers(0, 2 ** bits, (n, 16)).astype(np.uint32)
+        sig[start:start + 5] = sig[:min(5, n - start)]  # new copies of published records
+        found = set(map(tuple, neardup.pairs_with_new(sig, 4, start).tolist()))
+        truth = {(i, j) for i in range(n) for j in range(max(i + 1, start), n)
+                 if any((sig[i, b * 4:b * 4 + 4] == sig[j, b * 4:b * 4 + 4]).all()
+                        for b in range(4))}
+        assert found == truth
+        assert all((i, i + start) in found for i in range(min(5, n - start)))
+
+
+def test_the_index_keeps_four_bits_and_reads_indexes_of_eight() -> None:
+    rng = np.random.default_rng(5)
+    for perms in (128, 17):
+        sig = rng.integers(0, 2 ** 32, (6, perms), dtype=np.uint64).astype(np.uint32)
+        rows = preprocess._low_bits(sig)
+        assert {len(r) for r in rows} == {(perms + 1) // 2}
+        legacy = [(row & 0xFF).astype(np.uint8).tobytes() for row in sig[:3]]  # 8 bits a value
+        got = preprocess._index_signatures(legacy + rows[3:], perms)
+        assert np.array_equal(got, sig & 0x0F)
+    with pytest.raises(PermanentError, match="permutations changed"):
+        preprocess._index_signatures(rows, 64)
+
+
+def test_a_refresh_finds_near_copies_of_published_records_in_the_index_form() -> None:
+    """New records compared with published ones through the 4-bit index: near copies are
+    merged into their published record (recall), and nothing else is (precision)."""
+    rng = random.Random(12)
+    published, fresh, family_of_new = [], [], []
+    for f in range(400):
+        base = _sentence(rng, rng.randrange(60, 160))
+        published.append(base)
+        if f % 4 == 0:  # a near copy of a published review arrives
+            fresh.append(_edit(rng, base, rng.uniform(0.01, 0.05)))
+            family_of_new.append(f)
+        elif f % 4 == 1:  # an unrelated new review
+            fresh.append(_sentence(rng, rng.randrange(60, 160)))
+            family_of_new.append(-1)
+    cfg = NearDedup(enabled=True)
+    hasher = neardup.MinHasher(cfg.permutations, cfg.char_ngram, cfg.word_ngram, cfg.seed)
+    old = pd.DataFrame({"id": [f"p{i}" for i in range(len(published))],
+                        "sig": preprocess._low_bits(hasher.signatures(published)),
+                        "length": 0, "complete": 0})
+    live = pd.DataFrame({"id": [f"n{i}" for i in range(len(fresh))],
+                         "sig": [r.tobytes() for r in hasher.signatures(fresh)],
+                         "length": [len(t) for t in fresh], "complete": 1})
+    table, dup, summary = preprocess._near(cfg, live, old)
+    truth = {f"n{i}": f"p{f}" for i, f in enumerate(family_of_new)
+             if f >= 0 and _jaccard(fresh[i], published[f]) >= 0.8}
+    merged = dict(zip(table["id"], table["kept_id"], strict=True))
+    assert len(truth) >= 60
+    assert sum(merged.get(k) == v for k, v in truth.items()) / len(truth) >= 0.95
+    assert all(family_of_new[int(k[1:])] == int(v[1:]) for k, v in merged.items())
+    assert summary["into_published"] == len(merged) == int(dup.sum())
+
+
 def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:
-    texts = ["", "a", "中", "中文评论 with English words", "mostly English 中", "カタカナとひらがな",
-             "한국어 텍스트", "ｆｕｌｌ ｗｉｄｔｈ", "混合 text 一半", "\ud800中文", "ab中", "abcd中"]
+    texts = ["", "a", "中", "中文评论 with English words", "mostly English 中",
+             "カタカナとひらがな", "한국어 텍스트", "ｆｕｌｌ ｗｉｄｔｈ", "混合 text 一半",
+             "\ud800中文", "ab中", "abcd中"]
     mask = neardup.cjk_mask(texts).tolist()
     assert mask == [neardup.is_cjk(t) for t in texts]
     # the share 0.3 either side: one of three characters is Chinese, one of five is not

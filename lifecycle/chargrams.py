@@ -73,6 +73,22 @@ def vocabulary(texts: list[Any], n: int = 2) -> tuple[np.ndarray, np.ndarray]:
     return _counted(codes)
 
 
+def ngram_codes(texts: list[Any], n: int = 2) -> np.ndarray:
+    """Every n-gram hash of ``texts`` as ``vocabulary`` cuts them, unsorted, repeats kept."""
+    return ngrams(codepoints(texts, pad=False, lower=False), n)[1]
+
+
+def present(grams: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Which of ``grams`` (distinct) occur among ``codes``: a hash lookup per code instead
+    of sorting them (sorting the 6 million bigrams of 65,000 reviews took 0.4 s, the lookup
+    0.1 s; a binary search per code was no faster than the sort)."""
+    found = np.zeros(len(grams), dtype=bool)
+    if len(grams) and len(codes):
+        at = pd.Index(grams).get_indexer(codes)
+        found[at[at >= 0]] = True
+    return found
+
+
 def _counted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and their counts. (``np.unique`` takes a hash-table path for
     integers that was 10x slower than sorting here.)"""

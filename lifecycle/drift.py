@@ -83,7 +83,7 @@ def new_vocabulary(before: list[str], after: list[str], *, grows: bool = False) 
     holds only the texts the candidate adds to ``before`` (a refresh that removed none): the
     previous texts' tokens are all seen, so only their number is added, and only the new
     texts are cut (0.6 s less at 65,000 records)."""
-    from lifecycle.chargrams import vocabulary
+    from lifecycle.chargrams import ngram_codes, present, vocabulary
 
     def split(texts: list[str]) -> tuple[list[str], list[str]]:
         cjk: list[str] = []
@@ -94,10 +94,16 @@ def new_vocabulary(before: list[str], after: list[str], *, grows: bool = False) 
 
     b_cjk, b_other = split(before)
     a_cjk, a_other = split(after)
-    seen_grams, seen_counts = vocabulary(b_cjk)
     grams, counts = vocabulary(a_cjk)
-    total = int(counts.sum()) + (int(seen_counts.sum()) if grows else 0)
-    unseen = int(counts[~np.isin(grams, seen_grams, assume_unique=True)].sum())
+    if grows:  # the previous bigrams are looked up among the new ones, not sorted
+        codes = ngram_codes(b_cjk)
+        total = int(counts.sum()) + len(codes)
+        seen_mask = present(grams, codes)
+    else:
+        seen_grams, _ = vocabulary(b_cjk)
+        total = int(counts.sum())
+        seen_mask = np.isin(grams, seen_grams, assume_unique=True)
+    unseen = int(counts[~seen_mask].sum())
     words = [tokens(text) for text in b_other]
     seen = {t for found in words for t in found}
     counted: Counter[str] = Counter(t for text in a_other for t in tokens(text))

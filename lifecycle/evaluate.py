@@ -403,18 +403,21 @@ def _newest(ctx: StageContext) -> tuple[int, pd.DataFrame | None] | None:
 
 
 def _compared(spec: DatasetSpec, df: pd.DataFrame,
-              known: tuple[int, pd.DataFrame | None] | None) -> dict[str, Any]:
+              known: tuple[int, pd.DataFrame | None] | None,
+              fresh: np.ndarray | None = None) -> dict[str, Any]:
     """What publishing needs of the version these records follow (``known``: its number
     and records), so that it reads neither: whether the records equal it, and the changelog
-    (publishing fills in the grades)."""
+    (publishing fills in the grades). ``fresh``: which of ``df`` a refresh added to that
+    version's records, kept unchanged."""
     from lifecycle import card
     from lifecycle.publish import same_records
 
     before = known[1] if known is not None else None
     return {"base_version": known[0] if known is not None and before is not None else None,
             "unchanged": before is not None and same_records(before, df, spec),
-            "changelog": card.changelog(before, df, spec.schema_.text_field,
-                                        spec.schema_.label_field, None, None)}
+            "changelog": card.changelog(
+                before, df, spec.schema_.text_field, spec.schema_.label_field, None, None,
+                added=df.loc[fresh] if fresh is not None else None)}
 
 
 def _must_pass(spec: DatasetSpec, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -706,7 +709,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
     if publishing:
-        quality["compared"] = _compared(spec, df, known)
+        quality["compared"] = _compared(spec, df, known, fresh if base is not None else None)
         lap("compare")
     # the release's data files, so that publishing neither reads the records back nor
     # compares them with the newest version again (images: publishing packs the images;

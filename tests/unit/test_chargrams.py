@@ -11,7 +11,7 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 
 from lifecycle import drift
-from lifecycle.chargrams import CharGrams, vocabulary
+from lifecycle.chargrams import CharGrams, present, vocabulary
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
@@ -98,3 +98,13 @@ def test_new_vocabulary_share_equals_the_per_token_definition(seed: int) -> None
     assert 0 < ours < 1
     assert drift.new_vocabulary(after, after) == 0.0
 
+
+
+def test_present_tells_which_grams_occur_as_isin_does() -> None:
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 2 ** 63, 5000, dtype=np.uint64)
+    grams = np.unique(np.concatenate([codes[:40], rng.integers(0, 2 ** 63, 60,
+                                                               dtype=np.uint64)]))
+    found = present(grams, codes)
+    assert found.tolist() == np.isin(grams, codes).tolist() and found.sum() == 40
+    assert present(grams, codes[:0]).sum() == 0 and len(present(grams[:0], codes)) == 0

@@ -47,3 +47,22 @@ def test_jsonl_written_in_blocks_is_the_same_file(tmp_path: Path,
     blocks = write_files(df, tmp_path / "blocks", ["jsonl"])
     assert blocks == whole
     assert len((tmp_path / "blocks" / "data.jsonl").read_text("utf-8").splitlines()) == 7
+
+
+def test_a_refresh_changelog_from_its_added_records_equals_the_whole_comparison() -> None:
+    """A refresh that only added records: the changelog looked for among them alone is the
+    one comparing both versions whole (a text both hold stays kept with its old label, a
+    text added twice counts once)."""
+    from lifecycle.card import changelog
+
+    before = pd.DataFrame({"id": [f"b{i}" for i in range(6)],
+                           "text": ["甲", "乙", "丙", "丁", "戊", "甲"],
+                           "label": ["pos", "neg", "pos", "neg", "pos", "pos"]},
+                          dtype="str")
+    added = pd.DataFrame({"id": ["n1", "n2", "n3", "n4"], "text": ["己", "乙", "庚", "己"],
+                          "label": ["pos", "pos", "neg", "neg"]}, dtype="str")
+    after = pd.concat([before, added], ignore_index=True)
+    whole = changelog(before, after, "text", "label", "B", "A")
+    fast = changelog(before, after, "text", "label", "B", "A", added=added)
+    assert fast == whole
+    assert (whole["added"], whole["kept"], whole["removed"], whole["relabelled"]) == (2, 5, 0, 0)

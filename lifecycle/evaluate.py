@@ -467,6 +467,9 @@ def _split(ctx: StageContext,
         strata = (df[label].astype("string").fillna("").tolist()
                   if label and label in df else [""] * len(df))
         df = df.copy()
+        # published with the records: a refresh adds to the groups (_split_carried), and a
+        # consumer can keep near-duplicates together in folds of their own
+        df[splits.GROUP_COLUMN] = np.asarray(group_of, dtype=np.int64)
         assigned = splits.assign(ids, strata, group_of, cfg.ratios, cfg.seed)
         if splits.SPLIT_COLUMN in df and df[splits.SPLIT_COLUMN].notna().any():
             # a refresh: published records keep their split, and a new record near one
@@ -482,6 +485,97 @@ def _split(ctx: StageContext,
                        df[splits.SPLIT_COLUMN].value_counts().sort_index().items()},
             "leakage": {"groups": leak.groups, "records": leak.records,
                         "share": round(leak.share, 6), "examples": leak.examples}}
+    return df, info, diversity
+
+
+def _split_links(ctx: StageContext, report: dict[str, Any]) -> pd.DataFrame | None:
+    """The links preprocessing found between a refresh's new records and the published ones
+    at the split threshold (preprocess._links), or None when it found none to look for."""
+    from lifecycle.preprocess import SPLIT_LINK_COLUMNS
+
+    where = report.get("split_links")
+    if not isinstance(where, dict):
+        return None
+    links = shards.read_table(ctx.store, {"_bucket": where["bucket"],
+                                          "shards": where.get("shards") or []})
+    return links if len(links) else pd.DataFrame(columns=SPLIT_LINK_COLUMNS)
+
+
+def _split_carried(ctx: StageContext, df: pd.DataFrame, fresh: np.ndarray | None,
+                   base: dict[str, Any] | None, links: pd.DataFrame | None, version: int
+                   ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]] | None:
+    """A refresh's split groups from the published records' groups (their column), the new
+    records' signatures among themselves, and preprocessing's links between new and
+    published records: the published records' texts are not hashed again. A new record
+    joins the groups it is linked to and takes their split; new groups linked to none are
+    assigned among themselves by the spec's ratios. None (group everything again) unless
+    the refresh removed no published record, the published version was grouped under the
+    same threshold and seed, its records carry their groups and preprocessing compared
+    every new record (none synthesised in this run)."""
+    cfg = ctx.spec.publish.splits
+    text = ctx.spec.schema_.text_field
+    grouped = (base or {}).get("split_groups") or {}
+    if (fresh is None or links is None or not cfg.ratios or ctx.spec.modality != "text"
+            or text not in df or splits.GROUP_COLUMN not in df or splits.SPLIT_COLUMN not in df
+            or grouped.get("threshold") != cfg.threshold or grouped.get("seed") != cfg.seed
+            or ("synthetic" in df and df.loc[fresh, "synthetic"].fillna(False).astype(bool).any())
+            or df.loc[~fresh, splits.GROUP_COLUMN].isna().any()):
+        return None
+    old_rows, new_rows = np.flatnonzero(~fresh), np.flatnonzero(fresh)
+    base_group = df[splits.GROUP_COLUMN].to_numpy()[old_rows].astype(np.int64)
+    texts = ["" if not isinstance(t, str) else t for t in df[text].to_numpy()[new_rows]]
+    sig = splits.signatures(texts, cfg.seed)
+    found = splits.clusters(sig, cfg.threshold) if len(texts) else None
+    new_labels = found.labels if found is not None else np.empty(0, dtype=np.int64)
+    ids = pd.Index(df["id"].astype(str))
+    new_at = pd.Series(np.arange(len(new_rows)), index=new_rows)
+    old_at = pd.Series(np.arange(len(old_rows)), index=old_rows)
+    a = ids.get_indexer(pd.Index(links["id"].astype(str)))
+    b = ids.get_indexer(pd.Index(links["published_id"].astype(str)))
+    # a new record and a published one, both in this candidate
+    keep = np.flatnonzero((a >= 0) & (b >= 0))
+    keep = keep[fresh[a[keep]] & ~fresh[b[keep]]]
+    pairs = (np.stack([new_at[a[keep]].to_numpy(), old_at[b[keep]].to_numpy()], axis=1)
+             if len(keep) else np.empty((0, 2), dtype=np.int64))
+    similar = links["similarity"].to_numpy()[keep]
+    old_group, new_group = splits.carry_groups(base_group, new_labels, pairs)
+    group_of = np.empty(len(df), dtype=np.int64)
+    group_of[old_rows], group_of[new_rows] = old_group, new_group
+    df = df.copy()
+    df[splits.GROUP_COLUMN] = group_of
+    existing = df[splits.SPLIT_COLUMN].tolist()
+    published = set(old_group.tolist())
+    alone = np.flatnonzero([g not in published for g in new_group.tolist()])
+    assigned = ["" for _ in range(len(df))]
+    if len(alone):  # new groups of their own: by the ratios among the new records
+        label = ctx.spec.schema_.label_field
+        rows = new_rows[alone]
+        strata = (df[label].astype("string").fillna("").to_numpy()[rows].tolist()
+                  if label and label in df else [""] * len(rows))
+        for row, split in zip(rows.tolist(), splits.assign(
+                df["id"].astype(str).to_numpy()[rows].tolist(), strata, group_of[rows],
+                cfg.ratios, cfg.seed), strict=True):
+            assigned[row] = split
+    df[splits.SPLIT_COLUMN] = splits.extend(existing, assigned, group_of)
+    all_ids = df["id"].astype(str).tolist()
+    where = df[splits.SPLIT_COLUMN].astype(str).tolist()
+    leak = splits.group_leakage(all_ids, where, group_of)
+    # examples with their similarity: this refresh's links across splits first
+    shown = [(all_ids[x], where[x], all_ids[y], where[y], round(float(sim), 3))
+             for x, y, sim in zip(new_rows[pairs[:, 0]].tolist(), old_rows[pairs[:, 1]].tolist(),
+                                  similar.tolist(), strict=True) if where[x] != where[y]]
+    examples = (shown + leak.examples)[:10]
+    distinct = len(np.unique(group_of))
+    info = {"ratios": cfg.ratios, "seed": cfg.seed, "threshold": cfg.threshold,
+            "counts": {str(k): int(v) for k, v in
+                       df[splits.SPLIT_COLUMN].value_counts().sort_index().items()},
+            "leakage": {"groups": leak.groups, "records": leak.records,
+                        "share": round(leak.share, 6), "examples": examples},
+            "carried_from": version}
+    diversity = {"threshold": cfg.threshold, "groups": distinct,
+                 "redundant": len(df) - distinct,
+                 "share": round((len(df) - distinct) / len(df), 6) if len(df) else 0.0,
+                 "carried_from": version}
     return df, info, diversity
 
 
@@ -607,13 +701,16 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     arrived = shards.read_table(ctx.store, manifest)
     df, refreshed, known = _refresh(ctx, arrived)
+    cleaning = _preprocess_report(ctx, manifest)
     lap("read")
-    df, split_info, diversity = _split(ctx, df)
-    lap("splits")
     base = _carried(ctx, refreshed, known)
     # a refresh's new records: the candidate's rows the base version does not hold
     fresh = (~shards.among(df["id"], known[1]["id"])
              if refreshed and known is not None and known[1] is not None else None)
+    carried = (_split_carried(ctx, df, fresh, base, _split_links(ctx, cleaning), known[0])
+               if base is not None and known is not None else None)
+    df, split_info, diversity = carried if carried is not None else _split(ctx, df)
+    lap("splits")
     rules = quality_dims.rules_hash(spec)  # what the grade depends on besides the records
     carry = _carried_checks(base, rules)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
@@ -639,7 +736,6 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                                "application/json")
         gx_links["gx_validation" + ("" if part == "whole" else f"_{part}")] = \
             f"s3://{ctx.work_bucket}/{gx_key}"
-    cleaning = _preprocess_report(ctx, manifest)
     seen = _inspect_images(ctx, df, cleaning)
     issues = _labels(ctx, df, seen.get("features"), known if refreshed else None)
     lap("label_check")
@@ -706,6 +802,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                # the rules the checks were made under and the personal data left: a refresh
                # adds its new records' counts to both (_carried_checks, _residual_pii)
                "rules": rules, "residual_pii": pii_left}
+    if split_info.get("ratios") and splits.GROUP_COLUMN in df:  # what a refresh adds to
+        quality["split_groups"] = {"threshold": split_info["threshold"],
+                                   "seed": split_info["seed"]}
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
     if publishing:

@@ -257,16 +257,18 @@ class Clusters:
     similarity: np.ndarray    # their estimated similarity
 
 
-def cluster(sig: np.ndarray, bands: int, threshold: float,
-            start: int | None = None) -> Clusters:
+def cluster(sig: np.ndarray, bands: int, threshold: float, start: int | None = None,
+            pairs: np.ndarray | None = None) -> Clusters:
     """Similar pairs (estimated Jaccard at least the acceptance cutoff of ``threshold``) and
     their connected components. With ``start``, only pairs with a document from ``start``
-    on are compared (pairs_with_new)."""
+    on are compared (pairs_with_new); ``pairs``: those candidates, found already."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = sig.shape[0]
-    pairs = candidate_pairs(sig, bands) if start is None else pairs_with_new(sig, bands, start)
+    if pairs is None:
+        pairs = (candidate_pairs(sig, bands) if start is None
+                 else pairs_with_new(sig, bands, start))
     sims = similarity(sig, pairs)
     ok = sims >= acceptance_cutoff(threshold, sig.shape[1])
     pairs, sims = pairs[ok], sims[ok]

@@ -318,6 +318,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     merges: list[pd.DataFrame] = []
     steps: list[dict[str, Any]] = []
     conflicts = 0
+    links: pd.DataFrame | None = None
     alive = np.ones(len(index), dtype=bool)
     if len(old) and len(index):
         # records published before (a re-collected row keeps its id): nothing to add
@@ -353,8 +354,9 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
                           "merged": len(found), **summary})
         elif step == "near_dedup" and cfg.near_dedup.enabled and "sig" in index:
-            found, dup, summary = _near(cfg.near_dedup, index.loc[alive],
-                                        old if "sig" in old else pd.DataFrame())
+            found, dup, summary, links = _near(cfg.near_dedup, index.loc[alive],
+                                               old if "sig" in old else pd.DataFrame(),
+                                               _link_threshold(ctx.spec))
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
@@ -371,7 +373,11 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     if "sig" in kept and len(kept):
         kept["sig"] = _low_bits(np.frombuffer(b"".join(kept["sig"].tolist()),
                                               dtype=np.uint32).reshape(len(kept), -1))
-    return {"merges": _write(ctx, table, "merges"), "merged": len(table),
+    out: dict[str, Any] = {}
+    if links is not None:  # of the new records that stay (a later step may merge some)
+        links = links[shards.among(links["id"], index["id"][alive])]
+        out["split_links"] = _write(ctx, links.reset_index(drop=True), "split-links")
+    return {**out, "merges": _write(ctx, table, "merges"), "merged": len(table),
             "label_conflicts": conflicts, "steps": steps,
             # read whole by every refresh: no dictionaries for its distinct ids and hashes
             "dedup_index": base_index + _write(ctx, kept, "dedup-index", compact=True),
@@ -447,13 +453,18 @@ def _labels(live: pd.DataFrame) -> np.ndarray:
     return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
 
 
-def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None
-          ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
-    """(merges, which of ``live`` are merged, summary) of near-duplicate clustering. Records
-    of ``old`` (the published base) join the clustering; a cluster with one keeps it."""
+def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None,
+          link_threshold: float | None = None
+          ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any], pd.DataFrame | None]:
+    """(merges, which of ``live`` are merged, summary, links) of near-duplicate clustering.
+    Records of ``old`` (the published base) join the clustering; a cluster with one keeps
+    it. With ``link_threshold`` (a refresh of a dataset with splits): the links, each new
+    record that stays with each published record at least that similar (SPLIT_LINK_COLUMNS),
+    from the same candidate pairs, which evaluation's split groups follow."""
     n = len(live)
     if n == 0:
-        return pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0}
+        return (pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0},
+                None if link_threshold is None else pd.DataFrame(columns=SPLIT_LINK_COLUMNS))
     n_old = 0 if old is None else len(old)
     sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
     threshold = cfg.threshold
@@ -468,7 +479,8 @@ def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None
         both = live.reset_index(drop=True)
     # a refresh compares only pairs with a new record: the published ones were compared
     # with each other when they were published, and stay whatever their clusters
-    found = neardup.cluster(sig, cfg.bands, threshold, start=n_old if n_old else None)
+    candidates = neardup.pairs_with_new(sig, cfg.bands, n_old) if n_old else None
+    found = neardup.cluster(sig, cfg.bands, threshold, pairs=candidates)
     keep = neardup.representatives(found.labels, cfg.keep, both["length"].to_numpy(),
                                    both["complete"].to_numpy())
     if n_old:
@@ -493,7 +505,39 @@ def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None
                "cutoff": round(neardup.acceptance_cutoff(cfg.threshold, cfg.permutations), 4)}
     if n_old:
         summary["into_published"] = int(sum(k < n_old for k in keep[rows].tolist()))
-    return table, dup, summary
+    links = None
+    if link_threshold is not None and candidates is not None:
+        links = _links(sig, candidates, n_old, link_threshold, both["id"].to_numpy(), dup)
+    return table, dup, summary, links
+
+
+SPLIT_LINK_COLUMNS = ["id", "published_id", "similarity"]
+
+
+def _link_threshold(spec: Any) -> float | None:
+    """The similarity at which a refresh links new records to published ones for the split
+    groups (publish.splits.threshold), when the spec has splits and near-dedup shingles its
+    texts as the split groups do (lifecycle/splits.py: 3-grams of characters or words);
+    else None."""
+    nd, sp = spec.preprocess.near_dedup, spec.publish.splits
+    if spec.modality != "text" or not sp.ratios or (nd.char_ngram, nd.word_ngram) != (3, 3):
+        return None
+    return float(sp.threshold)
+
+
+def _links(sig: np.ndarray, candidates: np.ndarray, n_old: int, threshold: float,
+           ids: np.ndarray, dup: np.ndarray) -> pd.DataFrame:
+    """(new id, published id, estimated Jaccard) of every candidate pair of a new record
+    that stays (not ``dup``) and a published one that the index's low bits put at
+    ``threshold`` or above (raised for chance agreement, with the same acceptance cutoff as
+    clustering)."""
+    pairs = candidates[candidates[:, 0] < n_old]
+    pairs = pairs[~dup[pairs[:, 1] - n_old]]
+    agree = neardup.similarity(sig, pairs)
+    raised = _CHANCE + (1 - _CHANCE) * threshold
+    ok = agree >= neardup.acceptance_cutoff(raised, sig.shape[1])
+    return pd.DataFrame({"id": ids[pairs[ok, 1]], "published_id": ids[pairs[ok, 0]],
+                         "similarity": np.round((agree[ok] - _CHANCE) / (1 - _CHANCE), 4)})
 
 
 def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
@@ -551,6 +595,8 @@ def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
               "label_conflicts": decided["label_conflicts"], "shards": len(applied)}
     report.update(dataset=ctx.dataset, run_id=ctx.run_id, counts=counts,
                   steps_order=list(ctx.spec.preprocess.steps))
+    if "split_links" in decided:  # a refresh's links for evaluation's split groups
+        report["split_links"] = {"bucket": ctx.work_bucket, "shards": decided["split_links"]}
     report_uri = _write_report(ctx, report)
     schema = _schema(ctx, main)
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts,

@@ -323,7 +323,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                  "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
                  # the rules the checks were made under and the personal data left: a
                  # refresh adds its new records' counts to them (lifecycle/evaluate.py)
-                 **{k: quality[k] for k in ("rules", "residual_pii") if quality.get(k)},
+                 **{k: quality[k] for k in ("rules", "residual_pii", "split_groups")
+                    if quality.get(k)},
                  # what a refresh's label check carries forward (lifecycle/evaluate.py)
                  **({"label_check": quality["label_check"]} if quality.get("label_check")
                     else {})},

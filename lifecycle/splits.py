@@ -19,6 +19,7 @@ import pandas as pd
 from lifecycle import neardup
 
 SPLIT_COLUMN = "split"
+GROUP_COLUMN = "split_group"  # the near-duplicate group a record's split follows
 
 
 def signatures(texts: list[str], seed: int) -> np.ndarray:
@@ -74,6 +75,37 @@ def extend(existing: list[object], assigned: list[str], group_of: np.ndarray) ->
             of_group.setdefault(int(g), str(v))
     return [str(v) if known(v) else of_group.get(int(g), a)
             for v, a, g in zip(existing, assigned, group_of.tolist(), strict=True)]
+
+
+def carry_groups(base_group: np.ndarray, new_labels: np.ndarray,
+                 links: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The groups of a version that is a published one plus new records, without the
+    published records' signatures. ``base_group``: each published record's group (ids from
+    0); ``new_labels``: the new records' groups among themselves (0 to K-1); ``links``:
+    (new record, published record) positions of pairs at least as similar as the threshold.
+    A new group linked to published groups joins them (published groups it bridges merge,
+    under the smallest of their ids); a new group linked to none takes an id after the
+    largest published one, in the order the new records come. Returns the published and the
+    new records' groups."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    size = int(base_group.max()) + 1 if len(base_group) else 0
+    k = int(new_labels.max()) + 1 if len(new_labels) else 0
+    rows = size + new_labels[links[:, 0]] if len(links) else np.empty(0, dtype=np.int64)
+    cols = base_group[links[:, 1]] if len(links) else np.empty(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
+                       shape=(size + k, size + k))
+    n, comp = connected_components(graph, directed=False)
+    top = np.iinfo(np.int64).max
+    named = np.full(n, top, dtype=np.int64)
+    np.minimum.at(named, comp[:size], np.arange(size, dtype=np.int64))
+    mine = comp[size + new_labels]
+    alone = named[mine] == top
+    if alone.any():  # new groups linked to no published one, numbered as they come
+        first = pd.unique(mine[alone])
+        named[first] = size + np.arange(len(first), dtype=np.int64)
+    return named[comp[base_group]], named[mine]
 
 
 @dataclass

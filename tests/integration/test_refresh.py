@@ -378,6 +378,75 @@ LONG = ("这家店的台灯做工非常精致，光线柔和不刺眼，晚上�
         "以后还会再来买别的东西。")
 
 
+def _jaccard3(a: str, b: str) -> float:
+    sa, sb = ({t[i:i + 3] for i in range(len(t) - 2)} for t in (a, b))
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
+        s3: Settings, tmp_path: Path) -> None:
+    """A loose copy of a published review (kept: below the near-duplicate threshold, above
+    the split one) joins that review's group and split through preprocessing's link; the
+    groups are those that grouping the whole version again finds."""
+    import unicodedata
+
+    from lifecycle import splits
+
+    spec = NEAR.replace("splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}}",
+                        "splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}, "
+                        "threshold: 0.5}").replace("min_grade: B", "min_grade: D")
+    s = isolated(s3, tmp_path)
+    pool = labelled(300)[["text", "label"]]
+    pool.loc[7, "text"] = LONG
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    pool.to_csv(rows, index=False)
+    _lifecycle(s, spec, "run-1", "full")
+    v1 = _published(s, 1)
+    assert splits.GROUP_COLUMN in v1 and v1[splits.GROUP_COLUMN].notna().all()
+    long_row = v1.loc[v1["text"] == unicodedata.normalize("NFKC", LONG)].iloc[0]
+
+    loose = (LONG.replace("精致", "精美").replace("柔和", "温和").replace("第二天", "隔天")
+             .replace("耐心细致", "耐心周到").replace("同事", "家人"))
+    assert 0.5 < _jaccard3(loose, LONG) < 0.7  # kept by near-dedup, grouped by the splits
+    _append(rows, pd.DataFrame({"text": [loose, "耳机很好,包装推荐。全新的一条"],
+                                "label": ["pos", "pos"]}))
+    out = _lifecycle(s, spec, "run-2", "incremental")
+    assert out["preprocess"]["merge_reasons"] == {}
+    assert out["evaluate"]["refresh"]["added"] == 2
+    v2 = _published(s, 2)
+    copy = v2.loc[v2["text"] == unicodedata.normalize("NFKC", loose)].iloc[0]
+    assert copy["split"] == long_row["split"]
+    assert copy[splits.GROUP_COLUMN] == long_row[splits.GROUP_COLUMN]
+    before = dict(zip(v1["id"], v1[splits.GROUP_COLUMN], strict=True))
+    assert all(before[i] == g for i, g in zip(v2["id"], v2[splits.GROUP_COLUMN], strict=True)
+               if i in before)
+    # the same groups as grouping every text of v2 again
+    again = splits.groups(splits.signatures(v2["text"].tolist(), 0), 0.5)
+    assert v2[splits.GROUP_COLUMN].nunique() == len(set(again.tolist()))
+    assert (pd.crosstab(v2[splits.GROUP_COLUMN], again) > 0).sum(axis=1).max() == 1
+    ctx = stage_context(s, spec, "reader")
+    v = ctx.catalog.get_version("graded_reviews", 2)
+    assert v is not None
+    bucket, key = shards.parse_uri(v.quality["report_uri"])
+    report = json.loads(ctx.store.get_bytes(bucket, key))
+    assert report["splits"]["carried_from"] == 1  # the published texts were not hashed
+    assert report["splits"]["leakage"]["records"] == 0
+
+    # a record like no published one: no link, a group of its own after the largest
+    _append(rows, pd.DataFrame({"text": ["键盘手感一般般，不过背光好看，和描述一致"],
+                                "label": ["pos"]}))
+    third = _lifecycle(s, spec, "run-3", "incremental")
+    assert third["evaluate"]["refresh"]["added"] == 1
+    v3 = _published(s, 3)
+    fresh = v3.loc[~v3["id"].isin(v2["id"]), splits.GROUP_COLUMN]
+    assert fresh.tolist() == [v2[splits.GROUP_COLUMN].max() + 1]
+    v = ctx.catalog.get_version("graded_reviews", 3)
+    assert v is not None
+    bucket, key = shards.parse_uri(v.quality["report_uri"])
+    assert json.loads(ctx.store.get_bytes(bucket, key))["splits"]["carried_from"] == 2
+
+
 def test_a_refresh_merges_a_near_copy_of_a_published_record_into_it(
         s3: Settings, tmp_path: Path) -> None:
     s = isolated(s3, tmp_path)

@@ -207,6 +207,9 @@ def test_a_refresh_finds_near_copies_of_published_records_in_the_index_form() ->
         elif f % 4 == 1:  # an unrelated new review
             fresh.append(_sentence(rng, rng.randrange(60, 160)))
             family_of_new.append(-1)
+        elif f % 4 == 2:  # a loose copy: kept, but near enough to share its split
+            fresh.append(_edit(rng, base, rng.uniform(0.06, 0.1)))
+            family_of_new.append(f)
     cfg = NearDedup(enabled=True)
     hasher = neardup.MinHasher(cfg.permutations, cfg.char_ngram, cfg.word_ngram, cfg.seed)
     old = pd.DataFrame({"id": [f"p{i}" for i in range(len(published))],
@@ -215,7 +218,7 @@ def test_a_refresh_finds_near_copies_of_published_records_in_the_index_form() ->
     live = pd.DataFrame({"id": [f"n{i}" for i in range(len(fresh))],
                          "sig": [r.tobytes() for r in hasher.signatures(fresh)],
                          "length": [len(t) for t in fresh], "complete": 1})
-    table, dup, summary = preprocess._near(cfg, live, old)
+    table, dup, summary, links = preprocess._near(cfg, live, old, link_threshold=0.5)
     truth = {f"n{i}": f"p{f}" for i, f in enumerate(family_of_new)
              if f >= 0 and _jaccard(fresh[i], published[f]) >= 0.8}
     merged = dict(zip(table["id"], table["kept_id"], strict=True))
@@ -223,6 +226,15 @@ def test_a_refresh_finds_near_copies_of_published_records_in_the_index_form() ->
     assert sum(merged.get(k) == v for k, v in truth.items()) / len(truth) >= 0.95
     assert all(family_of_new[int(k[1:])] == int(v[1:]) for k, v in merged.items())
     assert summary["into_published"] == len(merged) == int(dup.sum())
+    # links for the split groups: kept new records to the published ones similar enough
+    assert links is not None and not set(links["id"]) & set(merged)
+    assert all(family_of_new[int(k[1:])] == int(v[1:])
+               for k, v in zip(links["id"], links["published_id"], strict=True))
+    loose = {f"n{i}": f"p{f}" for i, f in enumerate(family_of_new) if f >= 0
+             and f"n{i}" not in merged and _jaccard(fresh[i], published[f]) >= 0.6}
+    linked = set(zip(links["id"], links["published_id"], strict=True))
+    assert len(loose) >= 40
+    assert sum(pair in linked for pair in loose.items()) / len(loose) >= 0.95
 
 
 def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:

@@ -64,3 +64,36 @@ def test_leakage_finds_near_duplicates_across_splits() -> None:
     assert found.share == pytest.approx(0.2)
     a, sa, b, sb, sim = found.examples[0]
     assert sa != sb and sim >= 0.7 and abs(int(a[2:]) - int(b[2:])) == 1
+
+
+def test_carried_groups_equal_grouping_the_whole_again() -> None:
+    """Published groups plus new records joined through links: the same partition as the
+    connected components of all pairs, with published ids kept (the smaller one where a new
+    record bridges two) and new groups numbered after the largest published id."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(4)
+    n_old, n_new = 60, 25
+    # the whole version's similar pairs: among published, among new, and across
+    old_pairs = rng.integers(0, n_old, (25, 2))
+    new_pairs = rng.integers(0, n_new, (8, 2))
+    cross = np.stack([rng.integers(0, n_new, 12), rng.integers(0, n_old, 12)], axis=1)
+    _, base_group = connected_components(coo_matrix(
+        (np.ones(len(old_pairs)), (old_pairs[:, 0], old_pairs[:, 1])), shape=(n_old, n_old)),
+        directed=False)
+    _, new_labels = connected_components(coo_matrix(
+        (np.ones(len(new_pairs)), (new_pairs[:, 0], new_pairs[:, 1])), shape=(n_new, n_new)),
+        directed=False)
+    old_out, new_out = splits.carry_groups(base_group, new_labels, cross)
+    rows = np.concatenate([old_pairs[:, 0], n_old + new_pairs[:, 0], n_old + cross[:, 0]])
+    cols = np.concatenate([old_pairs[:, 1], n_old + new_pairs[:, 1], cross[:, 1]])
+    _, whole = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)),
+                                               shape=(n_old + n_new,) * 2), directed=False)
+    carried = np.concatenate([old_out, new_out])
+    assert len(set(zip(carried.tolist(), whole.tolist(), strict=True))) == len(set(whole))
+    assert len(set(carried.tolist())) == len(set(whole.tolist()))
+    for g in set(old_out.tolist()):  # a published group keeps the smallest id it joined
+        assert g == base_group[old_out == g].min()
+    alone = sorted(set(new_out.tolist()) - set(old_out.tolist()))
+    assert alone == list(range(base_group.max() + 1, base_group.max() + 1 + len(alone)))

@@ -378,6 +378,19 @@ LONG = ("这家店的台灯做工非常精致，光线柔和不刺眼，晚上�
         "以后还会再来买别的东西。")
 
 
+def _long_published(s3: Settings, tmp_path: Path,
+                    spec: str) -> tuple[Settings, Path, pd.DataFrame]:
+    """300 reviews, one of them LONG, published as v1: (settings, source file, v1)."""
+    s = isolated(s3, tmp_path)
+    pool = labelled(300)[["text", "label"]]
+    pool.loc[7, "text"] = LONG
+    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
+    rows.parent.mkdir(parents=True)
+    pool.to_csv(rows, index=False)
+    _lifecycle(s, spec, "run-1", "full")
+    return s, rows, _published(s, 1)
+
+
 def _jaccard3(a: str, b: str) -> float:
     sa, sb = ({t[i:i + 3] for i in range(len(t) - 2)} for t in (a, b))
     return len(sa & sb) / len(sa | sb)
@@ -395,14 +408,7 @@ def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
     spec = NEAR.replace("splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}}",
                         "splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}, "
                         "threshold: 0.5}").replace("min_grade: B", "min_grade: D")
-    s = isolated(s3, tmp_path)
-    pool = labelled(300)[["text", "label"]]
-    pool.loc[7, "text"] = LONG
-    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
-    rows.parent.mkdir(parents=True)
-    pool.to_csv(rows, index=False)
-    _lifecycle(s, spec, "run-1", "full")
-    v1 = _published(s, 1)
+    s, rows, v1 = _long_published(s3, tmp_path, spec)
     assert splits.GROUP_COLUMN in v1 and v1[splits.GROUP_COLUMN].notna().all()
     long_row = v1.loc[v1["text"] == unicodedata.normalize("NFKC", LONG)].iloc[0]
 
@@ -449,14 +455,7 @@ def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
 
 def test_a_refresh_merges_a_near_copy_of_a_published_record_into_it(
         s3: Settings, tmp_path: Path) -> None:
-    s = isolated(s3, tmp_path)
-    pool = labelled(300)[["text", "label"]]
-    pool.loc[7, "text"] = LONG
-    rows = tmp_path / "inbox" / "reviews" / "rows.csv"
-    rows.parent.mkdir(parents=True)
-    pool.to_csv(rows, index=False)
-    _lifecycle(s, NEAR, "run-1", "full")
-    v1 = _published(s, 1)
+    s, rows, v1 = _long_published(s3, tmp_path, NEAR)
     import unicodedata
 
     published_id = v1.loc[v1["text"] == unicodedata.normalize("NFKC", LONG), "id"].item()

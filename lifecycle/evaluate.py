@@ -615,12 +615,22 @@ def _refresh(ctx: StageContext, delta: pd.DataFrame
     return df, counts, (found.version.version, before)
 
 
+def _label_base(ctx: StageContext, known: tuple[int, Any] | None) -> dict[str, Any]:
+    """The label check a refresh's base version recorded ({} when none): read here, so that
+    the check itself can run beside validation (it touches neither catalog nor storage)."""
+    if known is None:
+        return {}
+    base = ctx.catalog.get_version(ctx.dataset, known[0])
+    return dict((base.quality.get("label_check") or {}) if base is not None else {})
+
+
 def _labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = None,
-            known: tuple[int, Any] | None = None) -> labelcheck.LabelIssues | None:
+            known: tuple[int, Any] | None = None,
+            carried: dict[str, Any] | None = None) -> labelcheck.LabelIssues | None:
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
     if known is not None and ctx.spec.modality != "image":
-        found = _refresh_labels(ctx, df, known)
+        found = _refresh_labels(ctx, df, known, carried or {})
         if found is not None:
             return found
     if ctx.spec.modality == "image" and features is not None and cfg.enabled and label \
@@ -635,18 +645,16 @@ def _labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = N
                            max_records=cfg.max_records, seed=cfg.seed)
 
 
-def _refresh_labels(ctx: StageContext, df: pd.DataFrame,
-                    known: tuple[int, Any]) -> labelcheck.LabelIssues | None:
+def _refresh_labels(ctx: StageContext, df: pd.DataFrame, known: tuple[int, Any],
+                    carried: dict[str, Any]) -> labelcheck.LabelIssues | None:
     """A refresh's label check: the base version's records were checked when it was
-    evaluated, so its estimate is carried (scaled to the base records the candidate keeps)
-    and only the new records are scored, by a model trained on the base's (see
-    labelcheck.find_new). None (check everything) when the base recorded no check or the
-    new records are more than half the candidate."""
+    evaluated, so its estimate (``carried``, _label_base) is carried (scaled to the base
+    records the candidate keeps) and only the new records are scored, by a model trained on
+    the base's (see labelcheck.find_new). None (check everything) when the base recorded no
+    check or the new records are more than half the candidate."""
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
     version, before = known
-    base = ctx.catalog.get_version(ctx.dataset, version)
-    carried = (base.quality.get("label_check") or {}) if base is not None else {}
     if (not cfg.enabled or not label or label not in df or text not in df or before is None
             or not carried.get("checked") or label not in before or text not in before):
         return None
@@ -711,6 +719,17 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                if base is not None and known is not None else None)
     df, split_info, diversity = carried if carried is not None else _split(ctx, df)
     lap("splits")
+    # the label check of text (a model fit: numpy and scipy, which release the GIL) runs
+    # beside validation and drift (mostly Python); images need their features read first
+    label_args = (known if refreshed else None,
+                  _label_base(ctx, known if refreshed else None))
+    labelling = None
+    if spec.modality != "image":
+        from concurrent.futures import ThreadPoolExecutor
+
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-check")
+        labelling = background.submit(_labels, ctx, df, None, *label_args)
+        background.shutdown(wait=False)  # the check finishes; nothing else is queued
     rules = quality_dims.rules_hash(spec)  # what the grade depends on besides the records
     carry = _carried_checks(base, rules)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
@@ -737,8 +756,16 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         gx_links["gx_validation" + ("" if part == "whole" else f"_{part}")] = \
             f"s3://{ctx.work_bucket}/{gx_key}"
     seen = _inspect_images(ctx, df, cleaning)
-    issues = _labels(ctx, df, seen.get("features"), known if refreshed else None)
-    lap("label_check")
+    # a re-evaluation of a published version (maintenance) is not published again; a full
+    # run that will be reads the newest version, for drift and publishing's changelog
+    publishing = bool(upstream.get("publishing", True))
+    if known is None and publishing:
+        known = _newest(ctx)
+    drifted = _drift(ctx, df, known, fresh if base is not None else None)
+    lap("drift")
+    issues = (labelling.result() if labelling is not None
+              else _labels(ctx, df, seen.get("features"), *label_args))
+    lap("label_check")  # what is left of it once validation and drift are done
     annotation = _preprocess_report(ctx, manifest, "annotation_report")
     # conflicts annotation resolved (majority vote, dropped) no longer count; without an
     # annotation report every conflict preprocessing found does
@@ -760,13 +787,6 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    # a re-evaluation of a published version (maintenance) is not published again; a full
-    # run that will be reads the newest version, for drift and publishing's changelog
-    publishing = bool(upstream.get("publishing", True))
-    if known is None and publishing:
-        known = _newest(ctx)
-    drifted = _drift(ctx, df, known, fresh if base is not None else None)
-    lap("drift")
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
     passed = not blocking and not low and not drift_blocks
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")

@@ -763,9 +763,21 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         known = _newest(ctx)
     drifted = _drift(ctx, df, known, fresh if base is not None else None)
     lap("drift")
+    drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
+    # while the label check finishes, what does not wait for the grade: the candidate's
+    # records and, unless the gate has failed already, the release's data files (images:
+    # publishing packs the images), dropped again if the grade then fails the gate
+    rewrite = bool(split_info.get("ratios") or refreshed)  # records changed: write them
+    records = shards.write_table(ctx, STAGE, df) if rewrite else []
+    staged = None
+    if publishing and spec.modality != "image" and not blocking and not drift_blocks:
+        from lifecycle.publish import stage_files
+
+        staged = stage_files(ctx, STAGE, df)
+    lap("records_and_release_files")
     issues = (labelling.result() if labelling is not None
               else _labels(ctx, df, seen.get("features"), *label_args))
-    lap("label_check")  # what is left of it once validation and drift are done
+    lap("label_check")  # what is left of it once validation, drift and the files are done
     annotation = _preprocess_report(ctx, manifest, "annotation_report")
     # conflicts annotation resolved (majority vote, dropped) no longer count; without an
     # annotation report every conflict preprocessing found does
@@ -787,7 +799,6 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
     passed = not blocking and not low and not drift_blocks
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
     html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
@@ -834,14 +845,18 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     # compares them with the newest version again (images: publishing packs the images;
     # records that did not pass are not published)
     extra: dict[str, Any] = {"quality": quality}
-    if publishing and passed and spec.modality != "image":
-        from lifecycle.publish import stage_files
+    if staged is not None and passed:
+        extra["release"] = staged
+    elif staged is not None:  # written ahead of a grade that failed the gate
+        from storage.objectstore import StorageError
 
-        extra["release"] = stage_files(ctx, STAGE, df)
-        lap("release_files")
-    if split_info.get("ratios") or refreshed:  # records changed: write them
-        uri = shards.write_manifest(ctx, STAGE, df, shards.write_table(ctx, STAGE, df), counts,
-                                    extra=extra)
+        for entry in staged["files"].values():
+            try:
+                ctx.store.delete(*shards.parse_uri(entry["uri"]))
+            except StorageError as e:  # a leftover: retention prunes it with the run
+                log.warning("evaluate: could not remove the staged %s: %s", entry["uri"], e)
+    if rewrite:
+        uri = shards.write_manifest(ctx, STAGE, df, records, counts, extra=extra)
     else:
         uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts, extra)
     lap("write")

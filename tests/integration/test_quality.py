@@ -39,6 +39,10 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     [candidate] = cat.evaluations("graded_reviews", status="candidate")
     assert (candidate.run_id, candidate.passed, candidate.grade) == ("run-1", False, "C")
     assert candidate.summary["dimensions"]["safety"] == pytest.approx(0.85, abs=0.02)
+    # the release's files, written while the label check ran, are gone with the failed grade
+    evaluated = [o.key for o in blocked.store.list(blocked.work_bucket, "graded_reviews/run-1/")]
+    assert any("/evaluate/" in k for k in evaluated)
+    assert not [k for k in evaluated if "/release/" in k], evaluated
 
     good = context(env, SPEC, "run-2")
     result = evaluate.run(good, until_evaluate(good))

@@ -82,14 +82,21 @@ def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, An
     the registry by a server-side copy instead of reading the records back. Returns what
     publishing needs: per file its object, sha256, md5 (DVC's name for it), size and the
     ETag the server gave it; the row count; the columns with their types."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp)
         files = write_files(df, folder, list(ctx.spec.publish.formats))
-        for name, entry in files.items():
+
+        def place(name: str) -> None:
             key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name)
             put = ctx.store.put_file(ctx.work_bucket, key, folder / name)
-            entry.update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}",
-                         etag=put.etag.strip('"'))
+            files[name].update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}",
+                               etag=put.etag.strip('"'))
+
+        # the formats side by side: the small Parquet file uploads while the JSON Lines does
+        with ThreadPoolExecutor(max_workers=max(len(files), 1)) as pool:
+            list(pool.map(place, sorted(files)))
     return {"files": files, "rows": len(df),
             "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}
 

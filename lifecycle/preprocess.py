@@ -463,8 +463,9 @@ def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None,
     from the same candidate pairs, which evaluation's split groups follow."""
     n = len(live)
     if n == 0:
+        refresh = link_threshold is not None and old is not None and len(old) > 0
         return (pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0},
-                None if link_threshold is None else pd.DataFrame(columns=SPLIT_LINK_COLUMNS))
+                pd.DataFrame(columns=SPLIT_LINK_COLUMNS) if refresh else None)
     n_old = 0 if old is None else len(old)
     sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
     threshold = cfg.threshold

@@ -8,16 +8,17 @@ only:
   collected since the base's run are the *delta*; with no delta the run ends at collection
   with "no new version" (:func:`nothing_new`);
 - preprocessing cleans the delta only, and deduplicates it against itself and against the
-  base's deduplication index (exact keys and MinHash signatures of every record the base
-  kept), so a new record equal or near-equal to a published one is merged into it;
+  base's deduplication index (exact keys and 4-bit MinHash values of every record the base
+  kept), so a new record equal or near-equal to a published one is merged into it, and
+  lists the published records each new one is as similar to as the split threshold;
 - annotation labels the delta; synthesis is left to full rebuilds (the base's synthetic
   records stay; balancing a delta would skew the whole);
 - evaluation assembles the candidate (:func:`combine`): the base version's records, less the
   records deleted (a delta record whose ``refresh.deleted_field`` is true names a key to
   delete) or replaced (a delta record with a known ``refresh.key``), plus the delta; base
   records keep their split, and the candidate is graded as a whole version, the counts of
-  row-local checks and personal data left being the base's plus the new records' when no
-  base record was removed (lifecycle/evaluate.py);
+  row-local checks and personal data left, and the split groups, being the base's plus the
+  new records' when no base record was removed (lifecycle/evaluate.py);
 - publishing compares it with the base: equal records make no new version.
 
 What a refresh reads from S3 grows with the delta, except for the base's deduplication index

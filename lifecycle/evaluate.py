@@ -528,15 +528,14 @@ def _split_carried(ctx: StageContext, df: pd.DataFrame, fresh: np.ndarray | None
     found = splits.clusters(sig, cfg.threshold) if len(texts) else None
     new_labels = found.labels if found is not None else np.empty(0, dtype=np.int64)
     ids = pd.Index(df["id"].astype(str))
-    new_at = pd.Series(np.arange(len(new_rows)), index=new_rows)
-    old_at = pd.Series(np.arange(len(old_rows)), index=old_rows)
     a = ids.get_indexer(pd.Index(links["id"].astype(str)))
     b = ids.get_indexer(pd.Index(links["published_id"].astype(str)))
     # a new record and a published one, both in this candidate
     keep = np.flatnonzero((a >= 0) & (b >= 0))
     keep = keep[fresh[a[keep]] & ~fresh[b[keep]]]
-    pairs = (np.stack([new_at[a[keep]].to_numpy(), old_at[b[keep]].to_numpy()], axis=1)
-             if len(keep) else np.empty((0, 2), dtype=np.int64))
+    position = np.empty(len(df), dtype=np.int64)  # a row's place among the new or the old
+    position[new_rows], position[old_rows] = np.arange(len(new_rows)), np.arange(len(old_rows))
+    pairs = np.stack([position[a[keep]], position[b[keep]]], axis=1)
     similar = links["similarity"].to_numpy()[keep]
     old_group, new_group = splits.carry_groups(base_group, new_labels, pairs)
     group_of = np.empty(len(df), dtype=np.int64)

@@ -521,7 +521,8 @@ def _link_threshold(spec: Any) -> float | None:
     texts as the split groups do (lifecycle/splits.py: 3-grams of characters or words);
     else None."""
     nd, sp = spec.preprocess.near_dedup, spec.publish.splits
-    if spec.modality != "text" or not sp.ratios or (nd.char_ngram, nd.word_ngram) != (3, 3):
+    shingles = (neardup.MinHasher.char_ngram, neardup.MinHasher.word_ngram)  # the splits'
+    if spec.modality != "text" or not sp.ratios or (nd.char_ngram, nd.word_ngram) != shingles:
         return None
     return float(sp.threshold)
 

@@ -172,7 +172,7 @@ def main() -> None:
     else:
         catalog_url = f"sqlite:///{home / 'catalog.db'}"
     reader = _seed(catalog_url)
-    port = free_port_block(1, start=39000)
+    port = free_port_block(1, start=29000)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GRANARY_")},
            "GRANARY_HOME": str(home), "GRANARY_DATABASE_URL": catalog_url,
            "GRANARY_LINEAGE_API_KEY": KEY, "PYTHONPATH": str(ROOT)}

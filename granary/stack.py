@@ -98,14 +98,34 @@ def port_block_free(start: int, size: int) -> bool:
     return True
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections (Linux's default when unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port_block(size: int, start: int = 20000) -> int:
     """First port of ``size`` consecutive free ports (spread by process id, so parallel test
-    sessions and benchmarks rarely race for the same block)."""
+    sessions and benchmarks rarely race for the same block).
+
+    Blocks stay out of the kernel's ephemeral range: a port found free there can be taken as
+    the local end of any outgoing connection (a database, an S3 request) before the server
+    binds it, which once made an Airflow API server exit at start-up."""
+    ephemeral = ephemeral_ports()
     base = start + (os.getpid() % 50) * 40
-    for first in [*range(base, 61000, size + 3), *range(start, base, size + 3)]:
-        if port_block_free(first, size):
+    limit = 61000
+
+    def usable(first: int) -> bool:
+        return first + size <= ephemeral.start or first >= ephemeral.stop
+
+    for first in [*range(base, limit, size + 3), *range(start, base, size + 3)]:
+        if usable(first) and port_block_free(first, size):
             return first
-    raise RuntimeError("no free block of ports on 127.0.0.1")
+    raise RuntimeError(f"no free block of {size} ports on 127.0.0.1 from {start} outside the "
+                       f"ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
 
 
 def port_holder(port: int) -> str | None:
@@ -175,13 +195,24 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                raise StackError(f"{name} exited during start-up; see "
-                                 f"{self.log_dir / (name + '.log')}")
+                raise StackError(f"{name} exited during start-up; {self._log_tail(name)}")
             if ready():
                 return
             time.sleep(1)
-        raise StackError(f"{name} did not become ready within {timeout:.0f}s; see "
-                         f"{self.log_dir / (name + '.log')}")
+        raise StackError(f"{name} did not become ready within {timeout:.0f}s; "
+                         f"{self._log_tail(name)}")
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        """Where the component's log is, and its last lines: the reason a start failed is
+        there, and a CI run or a remote shell may not keep the file."""
+        log = self.log_dir / f"{name}.log"
+        try:
+            with open(log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+                tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            return f"see {log} (not readable)"
+        return f"see {log}; it ends:\n" + "\n".join(f"  | {line}" for line in tail)
 
     # ---- S3 ---------------------------------------------------------------------------------
     def s3_env(self) -> dict[str, str]:
@@ -346,8 +377,8 @@ class LocalStack:
             dead = [n for n, p in procs.items()
                     if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
             if dead:
-                raise StackError(f"{dead[0]} exited during start-up; see "
-                                 f"{self.log_dir / (dead[0] + '.log')}")
+                raise StackError(f"{', '.join(dead)} exited during start-up; "
+                                 f"{self._log_tail(dead[0])}")
             return self.airflow_ready()
 
         self._wait("airflow", procs["airflow"], ready, timeout=240)

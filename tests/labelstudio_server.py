@@ -102,5 +102,5 @@ def _page(rows: list[dict[str, Any]], page: int, size: int, key: str) -> dict[st
 @contextmanager
 def label_studio(token: str = "ls-test-token") -> Iterator[tuple[str, FakeLabelStudio]]:
     fake = FakeLabelStudio(token)
-    with serve_app(fake.app, probe="/api/projects/", start=36500) as url:
+    with serve_app(fake.app, probe="/api/projects/", start=14000) as url:
         yield url, fake

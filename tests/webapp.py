@@ -20,7 +20,7 @@ from storage.tokens import Tokens
 
 
 @contextmanager
-def serve_app(app: Any, probe: str = "/health", start: int = 35000) -> Iterator[str]:
+def serve_app(app: Any, probe: str = "/health", start: int = 12000) -> Iterator[str]:
     """Any ASGI ``app`` on a free local port (uvicorn in a thread) until the block ends;
     ready once ``probe`` answers."""
     port = free_port_block(1, start=start)

@@ -61,8 +61,8 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
     env.update({"GRANARY_HOME": str(home), "COLUMNS": "160",
-                "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=43000)),
-                "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=48000)),
+                "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=26000)),
+                "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=28000)),
                 "GRANARY_AIRFLOW_EXECUTOR": "celery",
                 "GRANARY_AIRFLOW_DATABASE_URL": airflow_database,
                 "GRANARY_CELERY_BROKER_URL": REDIS,

@@ -99,8 +99,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, report: Any) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
     env.update({"GRANARY_HOME": str(home), "COLUMNS": "160",
-                "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=41000)),
-                "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=47000))})
+                "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=25000)),
+                "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=27000))})
     stage_sample(home / "inbox")
     try:
         up = _granary(env, "up")

@@ -176,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=0,
                         help="cycle the sample's reviews to this many lines")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write cProfile statistics of the 1%% refresh to this file")
     args = parser.parse_args()
     settings, stack = start_s3(HOME / "s3")
     try:
@@ -197,7 +199,14 @@ def main() -> None:
         target = sorted(files)[-1]
         with open(target, "a", encoding="utf-8") as fh:
             fh.write("\n".join(new) + "\n")
-        one = _run(dag, {"mode": "incremental"}, s)
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                one = _run(dag, {"mode": "incremental"}, s)
+            prof.dump_stats(str(args.profile))
+        else:
+            one = _run(dag, {"mode": "incremental"}, s)
         none = _run(dag, {"mode": "incremental"}, s)
         floor = _floor(s, new)
     finally:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,16 +46,18 @@ JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Li
 RELEASE_ZSTD_LEVEL = 6
 
 
-def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
-    """Write the records in each format; deterministic bytes for the same records."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, Any]] = {}
-    if "parquet" in formats:
+FILE_NAMES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "csv": "data.csv"}
+
+
+def write_format(df: pd.DataFrame, folder: Path, fmt: str) -> Path:
+    """Write the records in one release format; deterministic bytes for the same records."""
+    path = folder / FILE_NAMES[fmt]
+    if fmt == "parquet":
         table = pa.Table.from_pandas(df, preserve_index=False)
-        pq.write_table(table, folder / "data.parquet", compression="zstd",
+        pq.write_table(table, path, compression="zstd",
                        compression_level=RELEASE_ZSTD_LEVEL,
                        use_dictionary=shards.low_cardinality(table))
-    if "jsonl" in formats:
+    elif fmt == "jsonl":
         # column by column into plain Python values, keys in sorted order, then one record
         # at a time by orjson (UTF-8, compact separators): 10x faster than the standard
         # library's encoder, 0.4 s -> 0.04 s for 65,000 reviews. A block of rows at a time,
@@ -62,18 +65,24 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
         import orjson
 
         names = sorted(df.columns, key=str)
-        with open(folder / "data.jsonl", "wb") as fh:
+        with open(path, "wb") as fh:
             for start in range(0, len(df), JSONL_BLOCK):
                 block = df.iloc[start:start + JSONL_BLOCK]
                 columns = [_plain(block[name]) for name in names]
                 fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
                               for row in zip(*columns, strict=True))
-    if "csv" in formats:
-        df.to_csv(folder / "data.csv", index=False)
-    for path in sorted(folder.iterdir()):
-        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return files
+    elif fmt == "csv":
+        df.to_csv(path, index=False)
+    return path
 
+
+def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
+    """Write the records in each format; deterministic bytes for the same records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        write_format(df, folder, fmt)
+    return {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for path in sorted(folder.iterdir())}
 
 
 def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, Any]:
@@ -86,18 +95,21 @@ def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, An
 
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp)
-        files = write_files(df, folder, list(ctx.spec.publish.formats))
 
-        def place(name: str) -> None:
-            key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name)
-            put = ctx.store.put_file(ctx.work_bucket, key, folder / name)
-            files[name].update(md5=md5_file(folder / name), uri=f"s3://{ctx.work_bucket}/{key}",
-                               etag=put.etag.strip('"'))
+        def place(fmt: str) -> tuple[str, dict[str, Any]]:
+            path = write_format(df, folder, fmt)
+            key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", path.name)
+            put = ctx.store.put_file(ctx.work_bucket, key, path)
+            return path.name, {"sha256": sha256_file(path), "bytes": path.stat().st_size,
+                               "md5": md5_file(path), "uri": f"s3://{ctx.work_bucket}/{key}",
+                               "etag": put.etag.strip('"')}
 
-        # the formats side by side: the small Parquet file uploads while the JSON Lines does
-        with ThreadPoolExecutor(max_workers=max(len(files), 1)) as pool:
-            list(pool.map(place, sorted(files)))
-    return {"files": files, "rows": len(df),
+        # each format written, hashed and uploaded beside the others: Arrow encodes and
+        # compresses the Parquet file outside the GIL while the JSON Lines are built
+        formats = sorted(set(ctx.spec.publish.formats))
+        with ThreadPoolExecutor(max_workers=max(len(formats), 1)) as pool:
+            files = dict(pool.map(place, formats))
+    return {"files": dict(sorted(files.items())), "rows": len(df),
             "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}
 
 
@@ -128,18 +140,15 @@ def _drop_staged(ctx: StageContext, stored: dict[str, StoredFile]) -> None:
 
 def _plain(series: pd.Series) -> list[Any]:
     """A column as JSON-ready Python values: numpy scalars and arrays as Python numbers and
-    lists, missing values (None, NaN, NA) as None."""
+    lists, missing values (None, NaN, NA) as None. Missing values are found for the whole
+    column at once (lists and arrays are never missing), and only numpy values are
+    converted: asking every string for a ``tolist`` method cost 0.23 s of the 65,000-record
+    JSON Lines file's 0.36 s."""
     values = series.astype(object).tolist() if series.dtype == object else series.tolist()
-    missing = series.isna().to_numpy() if series.dtype != object else None
-    out = []
-    for i, v in enumerate(values):
-        if hasattr(v, "tolist"):
-            out.append(v.tolist())
-        elif (missing[i] if missing is not None else shards.is_missing(v)):
-            out.append(None)
-        else:
-            out.append(v)
-    return out
+    missing = series.isna().to_numpy()
+    numpy_types = (np.ndarray, np.generic)
+    return [None if gone else v.tolist() if isinstance(v, numpy_types) else v
+            for v, gone in zip(values, missing, strict=True)]
 
 
 SHARD_IMAGES = 1000  # images per tar shard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -223,6 +224,32 @@ def test_the_suite_checks_ranges_formats_lengths_bounds_and_listed_expectations(
         "expect_column_value_lengths_to_be_between", "expect_column_values_to_match_regex",
         "expect_column_values_to_be_between", "expect_column_mean_to_be_between"}
     assert shards[1]["success"] is False  # its mean of 1 star is below 3
+
+
+def test_data_docs_render_from_compiled_templates_kept_between_builds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jinja2 import FileSystemBytecodeCache
+
+    from lifecycle import datadocs, evaluate
+
+    cache = tmp_path / "jinja"
+    cache.mkdir()
+    monkeypatch.setattr(datadocs, "_CACHE", FileSystemBytecodeCache(str(cache)))
+    df = pd.DataFrame({"id": ["a", "b", "c"], "text": ["好的商品", "差", "还行吧"],
+                       "sku": ["SKU-0001", "sku-2", "SKU-0001"], "stars": [5, 0, 1]})
+    pages = []
+    for build in ("first", "second"):
+        docs = tmp_path / build
+        evaluate.validate(CHECKED, df, docs=docs)
+        compiled = sorted(p.name for p in cache.iterdir())
+        assert compiled, "no template was compiled into the cache"
+        validation = next((docs / "validations").rglob("*.html")).read_text()
+        pages.append((sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.html")
+                             if "validations" not in p.parts), compiled))
+        assert "checked.quality" in (docs / "index.html").read_text()
+        assert "checked.quality" in validation and "sku-2" in validation  # the failing value
+    # the second build loaded what the first compiled, and rendered the same pages
+    assert pages[0] == pages[1]
 
 
 def test_an_unknown_expectation_is_named_with_a_suggestion() -> None:

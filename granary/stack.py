@@ -253,9 +253,11 @@ class LocalStack:
         cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                "-master.telemetry=false", "-webdav=false", "-s3.port.iceberg=0",
                "-s3.port.lance=0", "-admin.ui=false",
-               # every bucket is a collection that takes several volumes on first write: small
-               # volumes and an explicit count keep many buckets writable on a small disk
-               "-master.volumeSizeLimitMB=64", "-volume.max=1000",
+               # every bucket is a collection that takes several volumes on first write: an
+               # explicit count keeps many buckets writable on a small disk. Each time a
+               # bucket's volumes fill, a write waits about a second while more are grown:
+               # at 64 MB that was every second or third 28 MB upload, at 256 MB once in 12
+               "-master.volumeSizeLimitMB=256", "-volume.max=1000",
                *[f"-{flag}={port}" for flag, port in ports.items()]]
         proc = self._spawn("s3", cmd, self.s3_env(), data)
         self._wait("s3", proc, self.s3_ready, timeout=90)

@@ -9,18 +9,27 @@ measures the build)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from great_expectations.render.view.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
 from jinja2 import FileSystemBytecodeCache
 
+log = logging.getLogger(__name__)
 _CACHE: FileSystemBytecodeCache | None = None
+_UNAVAILABLE = False
 
 
-def _cache() -> FileSystemBytecodeCache:
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = FileSystemBytecodeCache()
+def _cache() -> FileSystemBytecodeCache | None:
+    """The shared cache, or None (pages compiled from source as GX does) when no private
+    temporary folder can be made for it."""
+    global _CACHE, _UNAVAILABLE
+    if _CACHE is None and not _UNAVAILABLE:
+        try:
+            _CACHE = FileSystemBytecodeCache()
+        except (OSError, RuntimeError) as e:  # Jinja refuses a folder others could write
+            log.warning("Data Docs: no compiled-template cache (%s); compiling each time", e)
+            _UNAVAILABLE = True
     return _CACHE
 
 

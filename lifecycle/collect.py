@@ -30,7 +30,14 @@ import pyarrow.parquet as pq
 from lifecycle import shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, SourceError
-from lifecycle.readers import format_of, member_encoding, members, parse_member
+from lifecycle.readers import (
+    byte_line_breaks,
+    format_of,
+    member_encoding,
+    members,
+    parse_member,
+    resumable,
+)
 from lifecycle.sources import Payload, connector, now
 from lifecycle.spec import DatasetSpec, FieldSpec
 from lineage.facets import DatasetIO
@@ -158,15 +165,17 @@ def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: st
               fmt: str) -> int:
     """How many lines of this file an earlier run parsed, when the file only grew since:
     its first ``before["bytes"]`` bytes are the bytes that run saw (the same sha256), they
-    end with a line break, and the file reads with the same encoding and format. Those
-    lines are known without reading the source's row keys; the lines after them are new
-    places. 0 when any of that does not hold (the whole file is checked against the row
-    keys, as for any changed file)."""
+    end with a line break, and the file reads with the same encoding (one whose line breaks
+    are single bytes) and format. Those lines (counted by their line breaks) are known
+    without reading the source's row keys; the lines after them are new places. 0 when any
+    of that does not hold (the whole file is checked against the row keys, as for any
+    changed file)."""
     if (not before or before.get("encoding") != encoding or before.get("format") != fmt
-            or not 0 < int(before.get("bytes", 0)) < size):
+            or not 0 < int(before.get("bytes", 0)) < size or not byte_line_breaks(encoding)):
         return 0
     old = int(before["bytes"])
     digest = hashlib.sha256()
+    lines = 0
     with open(path, "rb") as fh:
         left = old
         while left:
@@ -174,12 +183,13 @@ def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: st
             if not chunk:
                 return 0
             digest.update(chunk)
+            lines += chunk.count(b"\n")
             left -= len(chunk)
         fh.seek(old - 1)
         last = fh.read(1)
     if digest.hexdigest() != before.get("sha256") or last != b"\n":
         return 0
-    return int(before.get("lines", 0))
+    return lines
 
 
 def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
@@ -360,13 +370,24 @@ class _Unit:
                                               self.files_before.get(payload.name), encoding,
                                               fmt) if plain else 0)
                 self.last_line = 0
+                # a file that only grew is read from where the earlier run's bytes ended: its
+                # old records (``items`` of them, parsed then) are counted, not parsed again
+                old = self.files_before.get(payload.name) if self.old_through else None
+                resume = ((int(old["bytes"]), self.old_through)
+                          if old is not None and "items" in old and resumable(fmt, encoding)
+                          and member.path is not None else None)
+                items = int(old["items"]) if resume is not None and old is not None else 0
+                self.tally["read"] += items
+                self.tally["already_seen"] += items
                 for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
-                                           self.ctx.spec.collect.max_record_mb << 20):
+                                           self.ctx.spec.collect.max_record_mb << 20,
+                                           resume=resume):
+                    items += 1
                     self.row(parsed, salt, locator, base)
                 if plain:
                     self.files[payload.name] = {
                         "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,
-                        "lines": max(self.last_line, self.old_through)}
+                        "lines": max(self.last_line, self.old_through), "items": items}
                     if self.old_through:
                         self.tally["appended_files"] += 1
                 self.old_through = 0

@@ -18,7 +18,7 @@ import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TextIO
 
@@ -541,10 +541,49 @@ def member_encoding(member: Member, fmt: str, declared: str) -> str:
             return "utf-8"
 
 
+# formats whose every line is a record of its own, so that reading may start at any line
+RESUMABLE = frozenset({"text", "jsonl"})
+
+
+def byte_line_breaks(encoding: str) -> bool:
+    """Whether every line break of a file in ``encoding`` is the single byte 0x0A and that
+    byte is never part of another character (ASCII-compatible encodings; not UTF-16 or
+    UTF-32), so that lines can be counted and found by their bytes."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return False
+    return name == "utf-8-sig" or "\n".encode(name) == b"\n"
+
+
+def resumable(fmt: str, encoding: str) -> bool:
+    """Whether a file in ``fmt`` and ``encoding`` can be read from a line's first byte: one
+    record per line (not CSV, whose header and quoted line breaks need the start), and byte
+    line breaks."""
+    return fmt in RESUMABLE and byte_line_breaks(encoding)
+
+
 def parse_member(fmt: str, member: Member, encoding: str, where: str,
-                 records_path: str = "", max_line: int = MAX_LINE) -> Iterator[Parsed]:
+                 records_path: str = "", max_line: int = MAX_LINE,
+                 resume: tuple[int, int] | None = None) -> Iterator[Parsed]:
     """Records of one payload in format ``fmt``, streamed; no line longer than
-    ``max_line`` characters is held whole."""
+    ``max_line`` characters is held whole. ``resume``: (byte offset, lines before it) to
+    start reading at a line that an earlier run's bytes ended before (a file that grew by
+    appending; see ``resumable``), its lines numbered as in the whole file."""
+    if resume is not None and resume[0] > 0:
+        if not resumable(fmt, encoding) or member.path is None:
+            raise SourceError(f"{where}: cannot resume a {fmt} file in {encoding} at a byte "
+                              "offset")
+        lines: TextLineReader | JsonlReader = (TextLineReader(max_line) if fmt == "text"
+                                                else JsonlReader(max_line))
+        offset, before = resume
+        with member.open() as fh:
+            fh.seek(offset)
+            with io.TextIOWrapper(fh, encoding=_codec(encoding, where),
+                                  errors="surrogateescape", newline="") as text:
+                for parsed in lines.read(text, ""):
+                    yield replace(parsed, line=parsed.line + before)
+        return
     if fmt == "parquet":
         yield from ParquetReader().read(member)
         return

@@ -117,6 +117,46 @@ def test_second_run_lands_nothing_new_and_ten_added_rows_land_exactly_ten(
     assert sorted(new["line"]) == list(range(102, 112))  # the appended lines of a.csv
 
 
+JSONL = HEAD.replace("sources:", "collect: {max_bad_share: 0.5}\nsources:") + f"""\
+  - name: feed
+    type: files
+    path: feed/*.jsonl
+    format: jsonl
+    {LICENCE}
+"""
+
+
+def test_an_appended_jsonl_file_is_read_from_where_the_last_run_stopped(
+        env: Settings) -> None:
+    feed = env.inbox_dir / "feed" / "log.jsonl"
+    feed.parent.mkdir(parents=True)
+
+    def add(lines: list[str]) -> None:
+        with open(feed, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+
+    def review(i: int) -> str:
+        return json.dumps({"text": f"第{i}条评论", "label": "pos"}, ensure_ascii=False)
+
+    add([review(i) for i in range(50)] + ["", "not json"])  # lines 1-52, two not records
+    ctx, first = _collect(env, JSONL, "run-1")
+    assert first.counts["records_new"] == 50
+    add([review(i) for i in range(50, 55)] + ["", "[1]"])  # lines 53-59
+    _, second = _collect(env, JSONL, "run-2", "incremental")
+    # the 51 items the first run parsed (50 records, the line that is not JSON) are counted
+    # without being parsed again, and the new lines keep their places in the file
+    assert second.counts["appended"] == 1 and second.counts["already_seen"] == 51
+    assert second.counts["records_new"] == 5
+    rows = _records(ctx, second)
+    new = rows.loc[rows["text"].isin({f"第{i}条评论" for i in range(50, 55)})]
+    assert sorted(new["line"]) == list(range(53, 58)) and rows["id"].is_unique
+    add([review(55)])
+    _, third = _collect(env, JSONL, "run-3", "incremental")
+    assert (third.counts["already_seen"], third.counts["records_new"]) == (57, 1)
+    rows = _records(ctx, third)
+    assert rows.loc[rows["text"] == "第55条评论", "line"].tolist() == [60]
+
+
 def test_failed_run_does_not_advance_and_rerun_is_idempotent(env: Settings) -> None:
     _csv(env.inbox_dir / "shop" / "a.csv", range(20))
     _collect(env, FILES, "run-1")

@@ -4,6 +4,7 @@ only a file that grew by appending to the exact bytes that run saw."""
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,41 @@ def test_anything_else_is_checked_line_by_line(tmp_path: Path, now: bytes,
                                               encoding: str, fmt: str) -> None:
     path, size = _file(tmp_path, now)
     assert _appended(path, size, before, encoding, fmt) == 0
+
+
+def test_old_lines_are_counted_by_their_line_breaks_blank_ones_too(tmp_path: Path) -> None:
+    old = b'{"text": "a"}\n\n{"text": "b"}\n\n'  # an earlier run's bytes: 4 lines, 2 records
+    path, size = _file(tmp_path, old + b'{"text": "c"}\n')
+    before = {**_before(old, lines=3), "format": "jsonl"}
+    assert _appended(path, size, before, "utf-8", "jsonl") == 4
+
+
+def test_a_file_whose_line_breaks_are_not_single_bytes_is_checked_line_by_line(
+        tmp_path: Path) -> None:
+    old = "第一行\n第二行\n".encode("utf-16-be")
+    path, size = _file(tmp_path, old + "第三行\n".encode("utf-16-be"))
+    before = {**_before(old), "encoding": "utf-16-be"}
+    assert _appended(path, size, before, "utf-16-be", "text") == 0
+
+
+@pytest.mark.parametrize("fmt, encoding, old_text, new_text", [
+    ("text", "utf-8", "第一行\n\n第二行\n", "第三行\n\n第四行\n"),
+    ("text", "gb18030", "第一行\n第二行\n", "第三行\n第四行\n"),
+    ("jsonl", "utf-8", '{"text": "一"}\n\n{"text": "二"}\n',
+     '{"text": "三"}\nnot json\n\n[1]\n{"text": "四"}\n'),
+])
+def test_reading_resumed_where_the_old_bytes_end_gives_the_whole_files_new_records(
+        tmp_path: Path, fmt: str, encoding: str, old_text: str, new_text: str) -> None:
+    from lifecycle.readers import Member, parse_member
+
+    old = old_text.encode(encoding)
+    path, size = _file(tmp_path, old + new_text.encode(encoding))
+    before = {**_before(old), "encoding": encoding, "format": fmt}
+    lines = _appended(path, size, before, encoding, fmt)
+    assert lines == old_text.count("\n")
+    member = Member(path.name, partial(path.open, "rb"), path)
+    whole = [p for p in parse_member(fmt, member, encoding, "x") if p.line > lines]
+    resumed = list(parse_member(fmt, member, encoding, "x", resume=(len(old), lines)))
+    assert resumed == whole and len(resumed) >= 2
+    assert [p.reason for p in resumed if p.record is None] == (
+        ["invalid_json", "not_an_object"] if fmt == "jsonl" else [])

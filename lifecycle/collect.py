@@ -166,16 +166,16 @@ def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: st
     """How many lines of this file an earlier run parsed, when the file only grew since:
     its first ``before["bytes"]`` bytes are the bytes that run saw (the same sha256), they
     end with a line break, and the file reads with the same encoding (one whose line breaks
-    are single bytes) and format. Those lines (counted by their line breaks) are known
-    without reading the source's row keys; the lines after them are new places. 0 when any
-    of that does not hold (the whole file is checked against the row keys, as for any
-    changed file)."""
+    are single bytes) and format. Those lines are known without reading the source's row
+    keys; the lines after them are new places. They are counted by their line breaks as the
+    readers split lines: ``\n``, ``\r\n`` and a lone ``\r``. 0 when any of that does not
+    hold (the whole file is checked against the row keys, as for any changed file)."""
     if (not before or before.get("encoding") != encoding or before.get("format") != fmt
             or not 0 < int(before.get("bytes", 0)) < size or not byte_line_breaks(encoding)):
         return 0
     old = int(before["bytes"])
     digest = hashlib.sha256()
-    lines = 0
+    lines, after_cr = 0, False
     with open(path, "rb") as fh:
         left = old
         while left:
@@ -183,7 +183,10 @@ def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: st
             if not chunk:
                 return 0
             digest.update(chunk)
-            lines += chunk.count(b"\n")
+            lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            if after_cr and chunk.startswith(b"\n"):
+                lines -= 1  # a \r\n across two chunks, counted once for each
+            after_cr = chunk.endswith(b"\r")
             left -= len(chunk)
         fh.seek(old - 1)
         last = fh.read(1)

@@ -65,6 +65,8 @@ def test_a_file_whose_line_breaks_are_not_single_bytes_is_checked_line_by_line(
 
 @pytest.mark.parametrize("fmt, encoding, old_text, new_text", [
     ("text", "utf-8", "第一行\n\n第二行\n", "第三行\n\n第四行\n"),
+    # a stray carriage return splits a line for the readers, and a Windows line break does not
+    ("text", "utf-8", "第一行\r第二行\r\n第三行\n", "第四行\r\n第五行\r第六行\n"),
     ("text", "gb18030", "第一行\n第二行\n", "第三行\n第四行\n"),
     ("jsonl", "utf-8", '{"text": "一"}\n\n{"text": "二"}\n',
      '{"text": "三"}\nnot json\n\n[1]\n{"text": "四"}\n'),
@@ -77,10 +79,16 @@ def test_reading_resumed_where_the_old_bytes_end_gives_the_whole_files_new_recor
     path, size = _file(tmp_path, old + new_text.encode(encoding))
     before = {**_before(old), "encoding": encoding, "format": fmt}
     lines = _appended(path, size, before, encoding, fmt)
-    assert lines == old_text.count("\n")
+    assert lines == len(old_text.splitlines())
     member = Member(path.name, partial(path.open, "rb"), path)
     whole = [p for p in parse_member(fmt, member, encoding, "x") if p.line > lines]
     resumed = list(parse_member(fmt, member, encoding, "x", resume=(len(old), lines)))
     assert resumed == whole and len(resumed) >= 2
     assert [p.reason for p in resumed if p.record is None] == (
         ["invalid_json", "not_an_object"] if fmt == "jsonl" else [])
+
+
+def test_a_windows_line_break_across_two_read_chunks_counts_once(tmp_path: Path) -> None:
+    old = b"a" * ((1 << 20) - 1) + b"\r\n" + b"b\r\n"  # the first \r ends a 1 MiB chunk
+    path, size = _file(tmp_path, old + b"c\n")
+    assert _appended(path, size, _before(old), "utf-8", "text") == 2

@@ -679,8 +679,6 @@ def _upload_docs(ctx: StageContext, docs: Path) -> str:
     """Copy the rendered Data Docs to the work bucket (without GX's animated help images).
     About twenty small files, put side by side: each is a plain PUT, since a run's Data Docs
     are written once under the run's own prefix and a retry rewrites them whole."""
-    from concurrent.futures import ThreadPoolExecutor
-
     kinds = {".html": "text/html; charset=utf-8", ".css": "text/css", ".svg": "image/svg+xml",
              ".png": "image/png"}
     files = {path.relative_to(docs).as_posix(): path
@@ -763,16 +761,12 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     # records and, unless the gate has failed already, the release's data files (images:
     # publishing packs the images), dropped again if the grade then fails the gate
     rewrite = bool(split_info.get("ratios") or refreshed)  # records changed: write them
+    records = shards.write_table(ctx, STAGE, df) if rewrite else []
     staged = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="records") as writer:
-        # the records shards are written beside the release files (Arrow encodes outside
-        # the GIL; the uploads wait on the network)
-        writing = writer.submit(shards.write_table, ctx, STAGE, df) if rewrite else None
-        if publishing and spec.modality != "image" and not blocking and not drift_blocks:
-            from lifecycle.publish import stage_files
+    if publishing and spec.modality != "image" and not blocking and not drift_blocks:
+        from lifecycle.publish import stage_files
 
-            staged = stage_files(ctx, STAGE, df)
-        records = writing.result() if writing is not None else []
+        staged = stage_files(ctx, STAGE, df)
     lap("records_and_release_files")
     issues = (labelling.result() if labelling is not None
               else _labels(ctx, df, seen.get("features"), *label_args))

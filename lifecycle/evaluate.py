@@ -228,6 +228,29 @@ def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
     return out
 
 
+def _one_new_shard(spec: DatasetSpec, results: dict[str, dict[str, Any]],
+                   arrived: pd.DataFrame, df: pd.DataFrame, fresh: np.ndarray | None,
+                   manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A refresh's per-shard checks without validating again, when they are the ones the
+    refresh already ran: its input is one shard, that shard's records are exactly the new
+    ones, and the new records were validated on every row-local expectation (validate_shards
+    would run the same suite on the same rows: 0.06-0.19 s of a refresh). None otherwise."""
+    new = results.get("new")
+    if (new is None or fresh is None or len(manifest["shards"]) != 1
+            or len(arrived) != fresh.sum()):
+        return None
+    if set(arrived["id"]) != set(df["id"].to_numpy()[fresh]):
+        return None
+    checks = summarise(new)
+    wanted = {check_key(e.expectation_type, e.configuration.to_json_dict()["kwargs"])
+              for e in build_expectations(spec, whole=False)}
+    if {check_key(c["expectation"], c["kwargs"]) for c in checks} != wanted:
+        return None
+    return [{"shard": 0, "rows": int(manifest["shards"][0]["rows"]),
+             "success": all(c["success"] for c in checks),
+             "failed": [c for c in checks if not c["success"]]}]
+
+
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for r in result["results"]:
@@ -325,14 +348,20 @@ def _validate_refresh(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray,
     exps = build_expectations(spec)
     keyed = [(check_key(e.expectation_type, e.configuration.to_json_dict()["kwargs"]), e)
              for e in exps]
-    mine = [e for k, e in keyed if k in carry]
     rest = [e for k, e in keyed if k not in carry]
-    if not mine:
+    if not any(k in carry for k, _ in keyed):
         whole = validate(spec, df, docs=docs)
         return {"whole": whole}, summarise(whole)
-    results = validate_parts(spec, [("whole", df, rest), ("new", df.loc[fresh], mine)], docs)
+    # the new records get every expectation but those about the whole table: the carried
+    # ones are added to the base's counts; the rest (a column's existence, say) is judged on
+    # the whole candidate, and is here only so that this result also tells whether the new
+    # records' shard passes (_one_new_shard)
+    new = build_expectations(spec, whole=False)  # objects of their own: one suite each
+    results = validate_parts(spec, [("whole", df, rest), ("new", df.loc[fresh], new)], docs)
     checks = summarise(results[0])
     for c in summarise(results[1]):
+        if check_key(c["expectation"], c["kwargs"]) not in carry:
+            continue
         if c["unexpected_count"] is None:  # GX judged the column, not its values: redo whole
             for path in docs.iterdir():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -734,8 +763,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         docs_uri = _upload_docs(ctx, Path(tmp))
     # which of the stage's input shards holds failures: in a refresh those are the new
     # records' shards (the candidate also holds the base's records, checked when published)
-    per_shard = validate_shards(spec, arrived if refreshed else df,
-                                [int(s["rows"]) for s in manifest["shards"]])
+    per_shard = (_one_new_shard(spec, results, arrived, df, fresh, manifest)
+                 or validate_shards(spec, arrived if refreshed else df,
+                                    [int(s["rows"]) for s in manifest["shards"]]))
     lap("great_expectations")
     failed = [c for c in checks if not c["success"]]
     blocking = _must_pass(spec, checks)

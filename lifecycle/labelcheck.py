@@ -40,12 +40,14 @@ class LabelIssues:
                 "model_accuracy": round(self.model_accuracy, 4), "note": self.note}
 
 
-def text_classifier(texts: list[str], seed: int = 0) -> Any:
+def text_classifier(texts: list[str], seed: int = 0, stochastic: bool = False) -> Any:
     """The character n-gram TF-IDF + logistic regression pipeline (unfitted), with n-gram
     sizes chosen for the script of ``texts``. The n-grams are ``char_wb``'s, counted by
-    lifecycle/chargrams.py (4-5x faster than scikit-learn's vectorizer here)."""
+    lifecycle/chargrams.py (4-5x faster than scikit-learn's vectorizer here). With
+    ``stochastic``, the same log-loss linear model is fitted by stochastic gradient descent
+    (scikit-learn's SGDClassifier) instead of lbfgs: a refresh's model (find_new)."""
     from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.pipeline import make_pipeline
 
     from lifecycle.chargrams import CharGrams
@@ -54,10 +56,11 @@ def text_classifier(texts: list[str], seed: int = 0) -> Any:
     # Chinese characters carry meaning alone or in pairs; alphabetic text needs longer grams.
     # (1, 2) for CJK measured as good as (1, 3) on the sample reviews at 40% of the time.
     cjk = sum(is_cjk(t) for t in texts[:500]) > min(len(texts), 500) / 2
+    classifier = (SGDClassifier(loss="log_loss", alpha=1e-5, random_state=seed) if stochastic
+                  else LogisticRegression(max_iter=1000, C=4.0, random_state=seed))
     return make_pipeline(
         CharGrams(ngram_range=(1, 2) if cjk else (2, 4), min_df=2, max_features=300_000),
-        TfidfTransformer(sublinear_tf=True),
-        LogisticRegression(max_iter=1000, C=4.0, random_state=seed))
+        TfidfTransformer(sublinear_tf=True), classifier)
 
 
 def feature_classifier(seed: int = 0) -> Any:
@@ -141,7 +144,12 @@ def find_new(train_texts: list[Any], train_labels: list[Any], texts: list[Any],
     (cleanlab needs two), a record is flagged when the model gives another label at least
     0.9. Positions refer to ``texts``. With ``max_train``, the model learns from a seeded
     sample of that many published records at most (training dominates the cost: 9.9 s of a
-    refresh's evaluation on 65,000 published records, bench/refresh.py)."""
+    refresh's evaluation on 65,000 published records, bench/refresh.py).
+
+    The model is fitted by stochastic gradient descent (text_classifier's ``stochastic``):
+    one fit, no cross-validation, so lbfgs's exact optimum buys nothing here. On the sample's
+    reviews (17,320 published, 8 draws of 173 new from 3,000 held out) it scored the new
+    reviews 0.920 right against lbfgs's 0.907, in 0.66 s against 1.06 s (n-grams included)."""
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
 
@@ -162,7 +170,7 @@ def find_new(train_texts: list[Any], train_labels: list[Any], texts: list[Any],
     if max_train is not None and usable > max_train:
         pick = np.sort(np.random.default_rng(seed).choice(usable, max_train, replace=False))
         kept = [kept[i] for i in pick]
-    model = text_classifier([t for t, _ in kept], seed)
+    model = text_classifier([t for t, _ in kept], seed, stochastic=True)
     model.fit([t for t, _ in kept], np.array([y for _, y in kept]))
     probs = model.predict_proba([texts[i] for i in index])
     y = np.array([code[labels[i]] for i in index])

@@ -158,17 +158,23 @@ class ObjectStore:
         tmp = keys.tmp_key(uuid.uuid4().hex, key)
         self.put_bytes(bucket, tmp, data, content_type)
         try:
-            return self.promote(bucket, tmp, key)
+            return self.promote(bucket, tmp, key, size=len(data))
         finally:
             self.delete(bucket, tmp)
 
-    def promote(self, bucket: str, tmp_key: str, key: str) -> ObjectInfo:
+    def promote(self, bucket: str, tmp_key: str, key: str,
+                size: int | None = None) -> ObjectInfo:
+        """Copy ``tmp_key`` to ``key`` on the server. The object's size is asked for only
+        when the caller does not know it (or the server's answer to the copy has no ETag):
+        one request fewer for each of the 20-odd writes of a run's stage."""
         from minio.commonconfig import CopySource
 
         res = self._call(
             f"promote s3://{bucket}/{tmp_key} to {key}",
             lambda: self._client.copy_object(bucket, key, CopySource(bucket, tmp_key)),
         )
+        if size is not None and res.etag:
+            return ObjectInfo(bucket, key, size, res.etag, res.version_id)
         info = self.stat(bucket, key)
         return ObjectInfo(bucket, key, info.size, res.etag or info.etag, res.version_id)
 

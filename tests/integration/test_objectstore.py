@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import httpx
@@ -52,8 +53,12 @@ def test_presigned_get_is_fetchable_over_http(store: ObjectStore, bucket: str) -
 
 def test_write_atomic_promotes_and_leaves_no_temporary(store: ObjectStore, bucket: str) -> None:
     store.write_atomic(bucket, "out/manifest.json", b'{"v": 1}')
-    store.write_atomic(bucket, "out/manifest.json", b'{"v": 2}')
+    info = store.write_atomic(bucket, "out/manifest.json", b'{"v": 2}')
     assert store.get_bytes(bucket, "out/manifest.json") == b'{"v": 2}'
+    # what the write returns without asking the server again is what the server holds
+    held = store.stat(bucket, "out/manifest.json")
+    assert (info.size, info.etag.strip('"')) == (held.size, held.etag.strip('"')) == \
+        (8, hashlib.md5(b'{"v": 2}').hexdigest())
     assert [o.key for o in store.list(bucket, "_tmp/")] == []
 
 

@@ -318,3 +318,37 @@ def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
     failing = [c for c in whole.values() if c["expectation"] in evaluate.ROW_LOCAL
                and c["unexpected_count"]]
     assert merged >= 6 and len(failing) >= 3  # not null, in set, lengths at least
+
+
+def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validation(
+        tmp_path: Path) -> None:
+    """A refresh whose input is one shard of exactly its new records reports per-shard
+    checks from the validation of its new records (lifecycle/evaluate.py _one_new_shard):
+    they equal a validation of the shard of its own; any other input is validated again."""
+    from lifecycle import evaluate
+
+    spec = parse_spec(SPEC_TEXT.replace("{name: text, type: string}",
+                                        "{name: text, type: string, max_length: 12}"),
+                      "graded.yaml")
+    table = clean(60)
+    table.loc[table.index % 7 == 0, "text"] = None
+    table.loc[table.index % 11 == 0, "text"] = "一条很长很长很长很长很长的评论"
+    base, added = table.iloc[:45], table.iloc[45:].iloc[::-1]  # arrival order differs
+    carry = {evaluate.check_key(c["expectation"], c["kwargs"]): c
+             for c in evaluate.summarise(evaluate.validate(spec, base))
+             if c["expectation"] in evaluate.ROW_LOCAL}
+    fresh = np.arange(len(table)) >= 45
+    results, _ = evaluate._validate_refresh(spec, table, fresh, carry, 1, tmp_path)
+    one = {"shards": [{"rows": len(added)}]}
+    taken = evaluate._one_new_shard(spec, results, added, table, fresh, one)
+    again = evaluate.validate_shards(spec, added, [len(added)])
+    assert taken is not None and taken[0]["failed"]  # the long texts and missing ones
+    assert [(s["shard"], s["rows"], s["success"]) for s in taken] == \
+        [(s["shard"], s["rows"], s["success"]) for s in again]
+    assert [(c["expectation"], c["kwargs"], c["unexpected_count"], c["element_count"])
+            for c in taken[0]["failed"]] == \
+        [(c["expectation"], c["kwargs"], c["unexpected_count"], c["element_count"])
+         for c in again[0]["failed"]]
+    two = {"shards": [{"rows": 10}, {"rows": 5}]}
+    assert evaluate._one_new_shard(spec, results, added, table, fresh, two) is None
+    assert evaluate._one_new_shard(spec, results, added.iloc[1:], table, fresh, one) is None

@@ -77,4 +77,30 @@ def shape_dag(units: int) -> Any:
 
 
 
+def refresh_shape_dag() -> Any:
+    """A DAG of the refresh DAG's shape (begin, one task per stage, end) whose tasks do
+    nothing."""
+    from airflow.sdk import DAG, task, teardown
+
+    with DAG(dag_id="granary_bench_refresh_shape", schedule=None,
+             start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        def step(name: str) -> Any:
+            @task(task_id=name)
+            def run(upstream: Any = None) -> dict[str, int]:
+                return {}
+            return run
+
+        @teardown
+        @task(task_id="end")
+        def end() -> dict[str, Any]:
+            return {}
+
+        previous = step("begin")()
+        for name in ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"):
+            previous = step(name)(previous)
+        previous >> end()
+    return dag
+
+
 dag = shape_dag(units=2)
+refresh_dag = refresh_shape_dag()

@@ -15,7 +15,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 
 from granary.settings import Settings
 from lifecycle.spec import STAGES, LoadedSpec, SpecError, discover
-from lineage.naming import dag_id, release_asset
+from lineage.naming import dag_id, refresh_dag_id, release_asset
 
 log = logging.getLogger(__name__)
 REGISTRY_POOL = "granary_registry"
@@ -38,6 +38,22 @@ def _doc(loaded: LoadedSpec) -> str:
             "Trigger with **mode** (full or incremental) and the **first** and **last** stage "
             "to run; a run that starts later reuses the newest successful output of the "
             "stages before it.")
+
+
+def _refresh_doc(loaded: LoadedSpec) -> str:
+    spec = loaded.spec
+    when = [f"on the schedule `{spec.schedule}`"] if spec.schedule else []
+    if spec.upstreams and spec.refresh.on_upstream:
+        when.append("when " + ", ".join(f"`{u}`" for u in spec.upstreams)
+                    + " publishes a new version")
+    return (f"# {spec.title}: refresh\n\n"
+            f"The published version of `{spec.name}` plus what is new in its sources since, "
+            f"one task per stage. Runs {' and '.join(when) or 'when triggered'}.\n\n"
+            f"A full rebuild, or an increment too large for one task per stage, runs in the "
+            f"lifecycle DAG `{dag_id(spec.name)}`, whose stages fan out over sources and "
+            f"shards. The two never run at once: a refresh that finds a lifecycle run going "
+            f"is skipped (the next one picks up what is new), and a lifecycle run that finds "
+            f"a refresh going fails at `begin` and says so.")
 
 
 def _as_airflow(fn: Any) -> Any:
@@ -100,88 +116,148 @@ def schedule(spec: Any) -> Any:
                                assets=assets)
 
 
+def _default_args(spec: Any) -> dict[str, Any]:
+    return {"owner": spec.owners[0].name, "retries": 2, "retry_delay": timedelta(seconds=20),
+            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5)}
+
+
+def _params(mode: str) -> dict[str, Param]:
+    return {
+        "mode": Param(mode, enum=["full", "incremental"], title="Mode",
+                      description="full: rebuild from all source data; incremental: "
+                                  "the published version plus what is new since"),
+        "first_stage": Param("collect", enum=list(STAGES), title="First stage"),
+        "last_stage": Param("publish", enum=list(STAGES), title="Last stage"),
+    }
+
+
+def _tags(spec: Any, *more: str) -> list[str]:
+    return sorted({"granary", spec.name, *([spec.domain] if spec.domain else []), *spec.tags,
+                   *more})
+
+
+def _begin(name: str, sibling: str, refresh: bool) -> Any:
+    """The run's first task: set-up, and the one-run-at-a-time rule across a dataset's two
+    DAGs (each DAG has max_active_runs=1; Airflow has no such limit across DAGs)."""
+
+    # multiple_outputs=False on the tasks that return a dict: Airflow would infer True from
+    # the annotation and push every key as an XCom of its own beside the whole result,
+    # which nothing reads (41 of a refresh's 56 XCom writes, about 0.4 s of a run)
+    @task(task_id="begin", multiple_outputs=False)
+    def begin(**context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException, DownstreamTasksSkipped
+
+        from granary.runtime import begin_run, refuse_run
+
+        params = dict(context["params"])
+        if context["ti"].get_dr_count(dag_id=sibling, states=["running"]):
+            if refresh:  # unattended: the next refresh picks up what is new
+                message = (f"skipped: a run of the lifecycle DAG {sibling} is going; the "
+                           "next refresh picks up what is new")
+            else:
+                message = (f"refused: a run of the refresh DAG {sibling} is going; trigger "
+                           "this run again when it has ended")
+            refuse_run(name, context["run_id"], params,
+                       "skipped" if refresh else "failed", message)
+            log.warning("%s: a dataset runs one of its two DAGs at a time", message)
+            if not refresh:
+                raise AirflowFailException(message)
+            later = context["task"].get_flat_relative_ids(upstream=False)
+            raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
+        try:
+            return begin_run(name, context["run_id"], params)
+        except (SpecError, ValueError) as e:
+            raise AirflowFailException(str(e)) from e
+
+    return begin
+
+
+def _end(name: str) -> Any:
+    @teardown
+    @task(task_id="end", multiple_outputs=False)
+    def end(**context: Any) -> dict[str, Any]:
+        from granary.runtime import end_run
+
+        return end_run(name, context["run_id"], dict(context["params"]))
+
+    return end
+
+
+def _stage_task(name: str, stage: str, task_id: str, **kwargs: Any) -> Any:
+    """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part)."""
+    released = release_asset(name)
+
+    @task(task_id=task_id, multiple_outputs=False, **kwargs)
+    def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
+        result = _call_stage(name, stage, upstream, context)
+        if (stage == "collect" and result["counts"].get("nothing_new")
+                and result.get("status") != "reused"):
+            # an incremental run with nothing new: every later stage is skipped at
+            # once (as ShortCircuitOperator does), not one level per scheduler loop
+            # (5 s of a 7 s run); `end` still closes the run
+            from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+            log.info("nothing new since %s@v%s; no new version: skipping the later "
+                     "stages", name, result["counts"]["base_version"])
+            later = context["task"].get_flat_relative_ids(upstream=False)
+            raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
+        if stage == "publish" and result.get("unchanged"):
+            # no new version, so no Asset event: consumers are not woken for nothing
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"no new version: the records equal "
+                                       f"{result['tag']}")
+        if stage == "publish":  # consumers' DAGs are scheduled on this event
+            context["outlet_events"][released].extra = {
+                k: result.get(k) for k in ("version", "tag", "content_hash", "grade",
+                                           "rows", "reused")}
+        return result
+
+    return run
+
+
+def _publish_args(name: str) -> dict[str, Any]:
+    return {"pool": REGISTRY_POOL, "outlets": [release_asset(name)]}
+
+
+def _annotate_with_people(spec: Any, previous: Any, task_id: str, finish_id: str) -> Any:
+    """Label -> wait for people in Label Studio (deferred) -> finish (what they answered)."""
+    from granary.people import WaitForPeople
+
+    name = spec.name
+
+    @task(task_id=finish_id, multiple_outputs=False)
+    def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
+        """The second pass of annotation: what people answered in Label Studio first."""
+        return _call_stage(name, "annotate", {"manifest_uri": waited["input_manifest"],
+                                              "pull_label_studio": True}, context)
+
+    link = spec.annotate.people.label_studio
+    labelled = _stage_task(name, "annotate", task_id)(previous)
+    waited = WaitForPeople(
+        task_id=finish_id.replace("finish", "wait_for_people"), upstream=labelled,
+        conn_id=link.connection, min_share=link.min_share, poke_seconds=link.poke_seconds,
+        timeout_minutes=link.timeout_minutes, on_timeout=link.on_timeout)
+    return annotate_finish(waited.output)
+
+
 def build_dag(loaded: LoadedSpec) -> DAG:
+    """The lifecycle DAG: full builds (and incremental runs an operator asks for), each stage
+    fanned out over sources and shards; triggered by hand."""
     spec = loaded.spec
     name = spec.name
     with DAG(
         dag_id=dag_id(name),
         description=spec.title,
         doc_md=_doc(loaded),
-        schedule=schedule(spec),
+        schedule=None,  # the spec's schedule and upstreams run the refresh DAG
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        tags=sorted({"granary", name, *([spec.domain] if spec.domain else []), *spec.tags}),
-        default_args={
-            "owner": spec.owners[0].name,
-            "retries": 2,
-            "retry_delay": timedelta(seconds=20),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=5),
-        },
-        params={
-            # scheduled and upstream-triggered runs refresh incrementally
-            "mode": Param("incremental" if spec.schedule or spec.upstreams else "full",
-                          enum=["full", "incremental"], title="Mode",
-                          description="full: rebuild from all source data; incremental: "
-                                      "the published version plus what is new since"),
-            "first_stage": Param("collect", enum=list(STAGES), title="First stage"),
-            "last_stage": Param("publish", enum=list(STAGES), title="Last stage"),
-        },
+        tags=_tags(spec),
+        default_args=_default_args(spec),
+        params=_params("full"),
     ) as dag:
-
-        # multiple_outputs=False on the tasks that return a dict: Airflow would infer True from
-        # the annotation and push every key as an XCom of its own beside the whole result,
-        # which nothing reads (41 of a refresh's 56 XCom writes, about 0.4 s of a run)
-        @task(task_id="begin", multiple_outputs=False)
-        def begin(**context: Any) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from granary.runtime import begin_run
-
-            try:
-                return begin_run(name, context["run_id"], dict(context["params"]))
-            except (SpecError, ValueError) as e:
-                raise AirflowFailException(str(e)) from e
-
-        @teardown
-        @task(task_id="end", multiple_outputs=False)
-        def end(**context: Any) -> dict[str, Any]:
-            from granary.runtime import end_run
-
-            return end_run(name, context["run_id"], dict(context["params"]))
-
-        released = release_asset(name)
-
-        def stage_task(stage: str, **kwargs: Any) -> Any:
-            @task(task_id=TASKS[stage], multiple_outputs=False, **kwargs)
-            def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
-                result = _call_stage(name, stage, upstream, context)
-                if (stage == "collect" and result["counts"].get("nothing_new")
-                        and result.get("status") != "reused"):
-                    # an incremental run with nothing new: every later stage is skipped at
-                    # once (as ShortCircuitOperator does), not one level per scheduler loop
-                    # (5 s of a 7 s run); `end` still closes the run
-                    from airflow.sdk.exceptions import DownstreamTasksSkipped
-
-                    log.info("nothing new since %s@v%s; no new version: skipping the later "
-                             "stages", name, result["counts"]["base_version"])
-                    later = context["task"].get_flat_relative_ids(upstream=False)
-                    raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
-                if stage == "publish" and result.get("unchanged"):
-                    # no new version, so no Asset event: consumers are not woken for nothing
-                    from airflow.sdk.exceptions import AirflowSkipException
-
-                    raise AirflowSkipException(f"no new version: the records equal "
-                                               f"{result['tag']}")
-                if stage == "publish":  # consumers' DAGs are scheduled on this event
-                    context["outlet_events"][released].extra = {
-                        k: result.get(k) for k in ("version", "tag", "content_hash", "grade",
-                                                   "rows", "reused")}
-                return result
-
-            return run
-
         label = "{{ granary_unit }}"  # a mapped task shows its unit's label in the UI
 
         @task(task_id="plan")
@@ -209,12 +285,6 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                              **context: Any) -> Any:
             return _part(name, "preprocess", "apply", context, unit, decided)
 
-        @task(task_id="finish", multiple_outputs=False)
-        def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
-            """The second pass of annotation: what people answered in Label Studio first."""
-            return _call_stage(name, "annotate", {"manifest_uri": waited["input_manifest"],
-                                                  "pull_label_studio": True}, context)
-
         @task(task_id="merge", multiple_outputs=False)
         def merge_preprocess(upstream: Any, applied: Any, decided: Any,
                              **context: Any) -> dict[str, Any]:
@@ -222,16 +292,16 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                 "manifest_uri": upstream["manifest_uri"], "applied": list(applied),
                 "decided": decided}, context)
 
-        started = begin()
+        started = _begin(name, refresh_dag_id(name), refresh=False)()
         previous: Any = None
         for stage in STAGES:
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
-                extra = ({"pool": REGISTRY_POOL, "outlets": [released]} if stage == "publish"
-                         else {})
+                extra = _publish_args(name) if stage == "publish" else {}
                 if stage == "collect":
                     # one mapped task per source (and per group of files), then one merge
                     units = collect_plan()
-                    out = stage_task(stage)(collect_fetch.expand(unit=units))
+                    out = _stage_task(name, stage, TASKS[stage])(
+                        collect_fetch.expand(unit=units))
                     started >> units
                 elif stage == "preprocess":
                     # per shard: clean (mapped) -> one global dedup -> apply (mapped) -> merge
@@ -240,27 +310,56 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                     applied = preprocess_apply.partial(decided=decided).expand(unit=cleaned)
                     out = merge_preprocess(previous, applied, decided)
                 elif stage == "annotate" and spec.annotate.people.label_studio is not None:
-                    # label -> wait for people in Label Studio (deferred) -> finish
-                    from granary.people import WaitForPeople
-
-                    link = spec.annotate.people.label_studio
-                    labelled = stage_task(stage)(previous)
-                    waited = WaitForPeople(
-                        task_id="wait_for_people", upstream=labelled, conn_id=link.connection,
-                        min_share=link.min_share, poke_seconds=link.poke_seconds,
-                        timeout_minutes=link.timeout_minutes, on_timeout=link.on_timeout)
-                    out = annotate_finish(waited.output)
+                    out = _annotate_with_people(spec, previous, TASKS[stage], "finish")
                 else:
-                    out = stage_task(stage, **extra)(previous)
+                    out = _stage_task(name, stage, TASKS[stage], **extra)(previous)
             previous = out
-        previous >> end()
+        previous >> _end(name)()
+    return dag
+
+
+def build_refresh_dag(loaded: LoadedSpec) -> DAG:
+    """The refresh DAG: the published version plus what is new, one task per stage (a
+    small increment gains nothing from fanning out, and every task costs Airflow a hand-over:
+    8 tasks here against the lifecycle DAG's 14, bench/refresh.py). The spec's schedule and
+    its upstreams' releases run it."""
+    spec = loaded.spec
+    name = spec.name
+    with DAG(
+        dag_id=refresh_dag_id(name),
+        description=f"{spec.title}: refresh",
+        doc_md=_refresh_doc(loaded),
+        schedule=schedule(spec),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=_tags(spec, "refresh"),
+        default_args=_default_args(spec),
+        params=_params("incremental"),
+    ) as dag:
+        previous: Any = _begin(name, dag_id(name), refresh=True)()
+        for stage in STAGES:
+            if stage == "annotate" and spec.annotate.people.label_studio is not None:
+                out = _annotate_with_people(spec, previous, stage, "annotate_finish")
+            elif stage == "collect":  # collects every source in this task
+                out = _stage_task(name, stage, stage)()
+                previous >> out
+            else:
+                extra = _publish_args(name) if stage == "publish" else {}
+                out = _stage_task(name, stage, stage, **extra)(previous)
+            previous = out
+        previous >> _end(name)()
     return dag
 
 
 def build_dags(settings: Settings | None = None) -> tuple[dict[str, DAG], list[SpecError]]:
     settings = settings or Settings()
     good, bad = discover(settings.datasets_dir)
-    return {dag_id(s.spec.name): build_dag(s) for s in good}, bad
+    dags = {}
+    for s in good:
+        dags[dag_id(s.spec.name)] = build_dag(s)
+        dags[refresh_dag_id(s.spec.name)] = build_refresh_dag(s)
+    return dags, bad
 
 
 def spec_errors_message(errors: list[SpecError]) -> str:

@@ -103,6 +103,14 @@ def begin_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, An
     return {"dataset": dataset, "run_id": run_id, "spec_sha256": loaded.sha256}
 
 
+def refuse_run(dataset: str, run_id: str, params: dict[str, Any], status: str,
+               message: str) -> None:
+    """Record a run that did not start (its dataset's other DAG was running), with why."""
+    svc = services()
+    svc.catalog.start_run(dataset, run_id, str(params.get("mode", "full")))
+    svc.catalog.finish_run(dataset, run_id, status, message)
+
+
 def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -> Any:
     from lifecycle.context import StageContext
 
@@ -215,6 +223,10 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
         svc.catalog.finish_run(dataset, run_id, "failed", str(e))
         return {"status": "failed", "message": str(e)}
     results = {r.stage: r for r in svc.catalog.stage_results(dataset, run_id)}
+    record = svc.catalog.run(dataset, run_id)
+    if not results and record is not None and record.status in ("skipped", "failed") \
+            and record.message:  # refused at begin (refuse_run): its reason stands
+        return {"status": record.status, "message": record.message}
     expected = STAGES[first:last + 1]
     collected = (results["collect"].counts or {}) if "collect" in results else {}
     # this run's own incremental collection found nothing new (not a reused earlier output)

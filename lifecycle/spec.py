@@ -805,6 +805,15 @@ class DatasetSpec(_Model):
     schedule: str | None = Field(default=None, description="cron or @preset; none = manual")
     tags: list[str] = Field(default_factory=list)
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_refresh_dag(cls, v: str) -> str:
+        if v.endswith("_refresh"):
+            raise ValueError(f"{v!r} ends with '_refresh', which names the refresh DAG of "
+                             f"dataset {v.removesuffix('_refresh')!r} (granary_{v}): choose "
+                             "another name")
+        return v
+
     @field_validator("sources")
     @classmethod
     def _unique_sources(cls, v: list[Any]) -> list[Any]:

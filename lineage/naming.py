@@ -48,6 +48,11 @@ def dag_id(dataset: str) -> str:
     return f"granary_{dataset}"
 
 
+def refresh_dag_id(dataset: str) -> str:
+    """The refresh DAG of a dataset: what its schedule and its upstreams' releases run."""
+    return f"granary_{dataset}_refresh"
+
+
 def job_name(dag: str, task_id: str) -> str:
     return f"{dag}.{task_id}"
 

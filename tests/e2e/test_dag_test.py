@@ -116,10 +116,11 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert _map_indexes(dag.dag_id, run.run_id, "preprocess.apply") == [0, 1]
     assert pre["shards"] == 2
 
-    # the run committed its incremental state: an incremental run over the unchanged files
-    # (what a schedule triggers) lands nothing new and carries the 35,124 records forward
-    again = dag.test(run_conf={"mode": "incremental", "first_stage": "collect",
-                               "last_stage": "publish"})
+    # the run committed its incremental state: a run of the refresh DAG (what a schedule
+    # triggers) over the unchanged files lands nothing new and carries the 35,124 records
+    # forward
+    refresh = _dag(repo, "granary_zh_shopping_reviews_refresh")
+    again = refresh.test()
     assert again.state == "success"
     inc = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews", again.run_id)}
     c = inc["collect"]
@@ -130,10 +131,10 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
         "no new version: nothing new in the sources since zh_shopping_reviews@v1"
     assert set(inc) == {"collect"}  # no later stage ran
     # collection succeeded and skipped every later task at once; `end` closed the run
-    states = _states(dag.dag_id, again.run_id)
-    assert states.pop("collect.merge") == states.pop("end") == "success"
-    later = {t: st for t, st in states.items() if not t.startswith(("collect.", "begin"))}
-    assert later and set(later.values()) == {"skipped"}, later
+    states = _states(refresh.dag_id, again.run_id)
+    assert states.pop("begin") == states.pop("collect") == states.pop("end") == "success"
+    assert set(states) == {"preprocess", "annotate", "synthesize", "evaluate", "publish"}
+    assert set(states.values()) == {"skipped"}, states
 
     # a run whose records equal v1's (here: evaluated again from the earlier stages'
     # outputs) makes no new version and wakes no consumer
@@ -160,8 +161,7 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
         fh.write("这款台灯做工精致,光线柔和,第一次买就很满意。\n"
                  "快递第二天就到了,耳机音质清楚,推荐给朋友。\n"
                  "水杯保温效果超出预期,颜色也漂亮,五星好评。\n")
-    fresh = dag.test(run_conf={"mode": "incremental", "first_stage": "collect",
-                               "last_stage": "publish"})
+    fresh = refresh.test()
     assert fresh.state == "success"
     counts = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews",
                                                            fresh.run_id)}
@@ -171,6 +171,36 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert v2 is not None and v2.row_count == v.row_count + 3
     assert cat.run("zh_shopping_reviews", fresh.run_id).message == \
         "published zh_shopping_reviews@v2"
+    assert set(_states(refresh.dag_id, fresh.run_id).values()) == {"success"}
+
+    # a dataset runs one run at a time across its two DAGs: while a lifecycle run is going,
+    # a refresh is skipped at begin (the next one picks up what is new) and says why ...
+    blocker = _running_run(dag.dag_id)
+    try:
+        held = refresh.test()
+        assert held.state == "success"
+        states = _states(refresh.dag_id, held.run_id)
+        assert states.pop("begin") == states.pop("end") == "success"
+        assert set(states.values()) == {"skipped"}, states
+        record = cat.run("zh_shopping_reviews", held.run_id)
+        assert (record.status, record.message) == (
+            "skipped", "skipped: a run of the lifecycle DAG granary_zh_shopping_reviews is "
+                       "going; the next refresh picks up what is new")
+        assert cat.stage_results("zh_shopping_reviews", held.run_id) == []
+    finally:
+        _finish_run(dag.dag_id, blocker)
+    # ... and a lifecycle run triggered while a refresh is going fails at begin, saying so
+    blocker = _running_run(refresh.dag_id)
+    try:
+        refused = dag.test()
+        assert refused.state == "failed"
+        assert _states(dag.dag_id, refused.run_id)["begin"] == "failed"
+        record = cat.run("zh_shopping_reviews", refused.run_id)
+        assert record.status == "failed" and record.message.startswith(
+            "refused: a run of the refresh DAG granary_zh_shopping_reviews_refresh is going")
+    finally:
+        _finish_run(refresh.dag_id, blocker)
+    assert [x.version for x in cat.versions("zh_shopping_reviews")] == [1, 2]
 
     # the daily maintenance DAG: ledgers intact, nothing to prune or re-evaluate yet
     daily = _dag(repo, "granary_maintenance").test()
@@ -180,6 +210,32 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
                                 "findings": []}
     assert health["ledger"]["files"] > 0 and health["pruned"]["runs"] == []
     assert health["reevaluated"] == [] and health["stale"] is False
+
+
+def _running_run(dag_id: str) -> str:
+    """A run of ``dag_id`` that Airflow's database holds as running (as a scheduler would
+    while its tasks work); its run id."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+
+    run_id = f"manual__held_{dag_id}"
+    with create_session() as session:
+        session.add(DagRun(dag_id=dag_id, run_id=run_id, run_type=DagRunType.MANUAL,
+                           state=DagRunState.RUNNING))
+    return run_id
+
+
+def _finish_run(dag_id: str, run_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(update(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+                        .values(state=DagRunState.SUCCESS))
 
 
 def _states(dag_id: str, run_id: str) -> dict[str, str]:

@@ -238,11 +238,11 @@ def _killed_during_a_write(s: Settings, up: dict[str, Any], kill_at: int) -> Non
     real = ctx.store.promote
     count = [0]
 
-    def promote(bucket: str, tmp_key: str, key: str) -> Any:
+    def promote(bucket: str, tmp_key: str, key: str, size: int | None = None) -> Any:
         count[0] += 1
         if count[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(bucket, tmp_key, key)
+        return real(bucket, tmp_key, key, size=size)
 
     ctx.store.promote = promote  # type: ignore[method-assign]
     preprocess.run(ctx, up)

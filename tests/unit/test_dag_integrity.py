@@ -62,6 +62,21 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         assert loaded.spec.name in dag.tags
         assert loaded.spec.title in (dag.doc_md or "")
         assert dag.max_active_runs == 1
+        assert dag.schedule is None  # triggered by hand; schedules run the refresh DAG
+        # the refresh DAG: one task per stage, in order, between begin and end
+        fresh = bag.dags[f"granary_{loaded.spec.name}_refresh"]
+        assert fresh.params["mode"] == "incremental" and fresh.max_active_runs == 1
+        chain, task = [], fresh.get_task("begin")
+        while task.downstream_task_ids:
+            [next_id] = task.downstream_task_ids
+            task = fresh.get_task(next_id)
+            chain.append(task.task_id)
+        if loaded.spec.annotate.people.label_studio is None:
+            assert chain == [*STAGES, "end"]
+        assert fresh.get_task("publish").pool == "granary_registry"
+        [outlet] = fresh.get_task("publish").outlets
+        assert outlet.uri == f"granary://datasets/{loaded.spec.name}"
+        assert "refresh" in fresh.tags and dag.dag_id in (fresh.doc_md or "")
 
 
 def test_parsing_is_fast(repo: Path) -> None:
@@ -105,10 +120,12 @@ def test_a_derived_dataset_runs_when_its_upstream_publishes(
     monkeypatch.setenv("GRANARY_DATASETS_DIR", str(specs))
     bag = _dagbag(repo / "dags")
     assert bag.import_errors == {}
-    dag = bag.dags["granary_reviews_positive"]
+    dag = bag.dags["granary_reviews_positive_refresh"]
     condition = dag.timetable.asset_condition
     assert [a.uri for a in getattr(condition, "objects", [condition])] == [
         "granary://datasets/zh_shopping_reviews"]
     assert dag.params["mode"] == "incremental"  # a refresh: the published version + the change
+    assert "publishes a new version" in (dag.doc_md or "")
+    assert bag.dags["granary_reviews_positive"].schedule is None
     assert bag.dags["granary_zh_shopping_reviews"].params["mode"] == "full"
     assert "granary_maintenance" in bag.dags

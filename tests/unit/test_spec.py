@@ -125,6 +125,11 @@ def test_label_field_must_be_a_field() -> None:
         parse_spec(text, "x.yaml")
 
 
+def test_a_name_cannot_be_another_datasets_refresh_dag() -> None:
+    with pytest.raises(SpecError, match="names the refresh DAG of dataset 'demo_set'"):
+        parse_spec(GOOD.replace("name: demo_set", "name: demo_set_refresh"), "x.yaml")
+
+
 def test_bad_cron_schedule() -> None:
     with pytest.raises(SpecError, match="cron"):
         parse_spec(GOOD + "schedule: 'every day'\n", "x.yaml")

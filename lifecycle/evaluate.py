@@ -233,8 +233,9 @@ def _one_new_shard(spec: DatasetSpec, results: dict[str, dict[str, Any]],
                    manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A refresh's per-shard checks without validating again, when they are the ones the
     refresh already ran: its input is one shard, that shard's records are exactly the new
-    ones, and the new records were validated on every row-local expectation (validate_shards
-    would run the same suite on the same rows: 0.13-0.19 s of a refresh here). None otherwise."""
+    ones, and the new records were validated on every expectation but those about the whole
+    table, validate_shards's suite (which would run it on the same rows again: 0.13-0.19 s
+    of a refresh here). None otherwise."""
     new = results.get("new")
     if (new is None or fresh is None or len(manifest["shards"]) != 1
             or len(arrived) != fresh.sum()):

@@ -106,14 +106,16 @@ def _client() -> Any:
 
 
 def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "collect",
-                     last_stage: str = "publish", timeout: float = 1800) -> tuple[str, str]:
-    """Unpause and trigger a dataset's DAG, show progress, and return (run id, final state)."""
+                     last_stage: str = "publish", timeout: float = 1800,
+                     refresh: bool = False) -> tuple[str, str]:
+    """Unpause and trigger a dataset's lifecycle DAG (``refresh``: its refresh DAG), show
+    progress, and return (run id, final state)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lineage.naming import dag_id
+    from lineage.naming import dag_id, refresh_dag_id
 
     client = _client()
-    did = dag_id(dataset)
+    did = refresh_dag_id(dataset) if refresh else dag_id(dataset)
     with console.status(f"waiting for Airflow to load {did}..."):
         client.wait_for_dag(did)
     client.unpause(did)
@@ -160,6 +162,10 @@ def print_run(dataset: str, run_id: str) -> None:
     if v:
         console.print(f"published [bold green]{v.ref}[/] (tag {v.tag}, {v.row_count} records, "
                       f"git {v.git_rev[:10]})")
+    else:
+        record = cat.run(dataset, run_id)
+        if record is not None and record.message:  # no new version, or why the run stopped
+            console.print(record.message)
 
 
 @app.command()
@@ -174,6 +180,16 @@ def run(dataset: str,
     if mode not in ("full", "incremental"):
         _fail(f"--mode {mode!r}: choose full or incremental")
     run_id, state = trigger_and_wait(dataset, mode, first_stage, last_stage)
+    print_run(dataset, run_id)
+    if state != "success":
+        _fail(f"run {run_id} ended {state}")
+
+
+@app.command()
+def refresh(dataset: str) -> None:
+    """Trigger DATASET's refresh DAG (the published version plus what is new in its sources,
+    one task per stage: what its schedule runs) and wait for it."""
+    run_id, state = trigger_and_wait(dataset, "incremental", refresh=True)
     print_run(dataset, run_id)
     if state != "success":
         _fail(f"run {run_id} ended {state}")

@@ -172,6 +172,13 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, report: Any) -> None:
         assert "ledger chain intact" in verified.stdout
         missing = _granary(env, "verify", "zh_shopping_reviews@v9")
         assert missing.returncode == 1 and "has no version 9" in missing.stderr
+        # the refresh DAG through the scheduler, as the spec's schedule would run it: the
+        # sources are unchanged, so it stops after collect and says so
+        refreshed = _granary(env, "refresh", "zh_shopping_reviews")
+        assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
+        assert "triggered granary_zh_shopping_reviews_refresh run" in refreshed.stdout
+        assert "no new version: nothing new in the sources since zh_shopping_reviews@v1" in \
+            " ".join(refreshed.stdout.split())
         if Path(CHROMIUM).exists():
             _through_the_airflow_ui(s, v.row_count, token)
         _no_secret_in_any_log(s, home, token, report)

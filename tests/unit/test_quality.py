@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -285,12 +286,9 @@ def test_a_refresh_model_learns_from_a_seeded_sample_of_the_published_records() 
     assert some.model_accuracy > 0.9
 
 
-def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
-    """What a refresh carries (lifecycle/evaluate.py merge_check): GX's counts for a version's
-    records and for the records added, merged, equal GX's counts for the two together --
-    with nulls, values outside the set and texts too long in both parts."""
-    from lifecycle import evaluate
-
+def _graded_with_failures() -> tuple[Any, pd.DataFrame]:
+    """A spec with a text length limit and 60 records failing it and others: missing texts,
+    labels outside the set, texts too long, missing labels."""
     spec = parse_spec(SPEC_TEXT.replace("{name: text, type: string}",
                                         "{name: text, type: string, max_length: 12}"),
                       "graded.yaml")
@@ -299,6 +297,16 @@ def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
     table.loc[table.index % 9 == 0, "label"] = "meh"
     table.loc[table.index % 11 == 0, "text"] = "一条很长很长很长很长很长的评论"
     table.loc[table.index % 13 == 0, "label"] = None
+    return spec, table
+
+
+def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
+    """What a refresh carries (lifecycle/evaluate.py merge_check): GX's counts for a version's
+    records and for the records added, merged, equal GX's counts for the two together --
+    with nulls, values outside the set and texts too long in both parts."""
+    from lifecycle import evaluate
+
+    spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:]
     whole = {evaluate.check_key(c["expectation"], c["kwargs"]): c
              for c in evaluate.summarise(evaluate.validate(spec, table))}
@@ -327,12 +335,7 @@ def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validatio
     they equal a validation of the shard of its own; any other input is validated again."""
     from lifecycle import evaluate
 
-    spec = parse_spec(SPEC_TEXT.replace("{name: text, type: string}",
-                                        "{name: text, type: string, max_length: 12}"),
-                      "graded.yaml")
-    table = clean(60)
-    table.loc[table.index % 7 == 0, "text"] = None
-    table.loc[table.index % 11 == 0, "text"] = "一条很长很长很长很长很长的评论"
+    spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:].iloc[::-1]  # arrival order differs
     carry = {evaluate.check_key(c["expectation"], c["kwargs"]): c
              for c in evaluate.summarise(evaluate.validate(spec, base))

@@ -136,38 +136,44 @@ def _tags(spec: Any, *more: str) -> list[str]:
                    *more})
 
 
+def _open_run(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> dict[str, Any]:
+    """A run's set-up, and the one-run-at-a-time rule across a dataset's two DAGs (each DAG
+    has max_active_runs=1; Airflow has no such limit across DAGs): a refresh that finds a
+    lifecycle run going is skipped, a lifecycle run that finds a refresh going fails."""
+    from airflow.sdk.exceptions import AirflowFailException, DownstreamTasksSkipped
+
+    from granary.runtime import begin_run, refuse_run
+
+    params = dict(context["params"])
+    if context["ti"].get_dr_count(dag_id=sibling, states=["running"]):
+        if refresh:  # unattended: the next refresh picks up what is new
+            message = (f"skipped: a run of the lifecycle DAG {sibling} is going; the "
+                       "next refresh picks up what is new")
+        else:
+            message = (f"refused: a run of the refresh DAG {sibling} is going; trigger "
+                       "this run again when it has ended")
+        refuse_run(name, context["run_id"], params, "skipped" if refresh else "failed",
+                   message)
+        log.warning("%s: a dataset runs one of its two DAGs at a time", message)
+        if not refresh:
+            raise AirflowFailException(message)
+        later = context["task"].get_flat_relative_ids(upstream=False)
+        raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
+    try:
+        return begin_run(name, context["run_id"], params)
+    except (SpecError, ValueError) as e:
+        raise AirflowFailException(str(e)) from e
+
+
 def _begin(name: str, sibling: str, refresh: bool) -> Any:
-    """The run's first task: set-up, and the one-run-at-a-time rule across a dataset's two
-    DAGs (each DAG has max_active_runs=1; Airflow has no such limit across DAGs)."""
+    """The run's first task (_open_run)."""
 
     # multiple_outputs=False on the tasks that return a dict: Airflow would infer True from
     # the annotation and push every key as an XCom of its own beside the whole result,
     # which nothing reads (41 of a refresh's 56 XCom writes, about 0.4 s of a run)
     @task(task_id="begin", multiple_outputs=False)
     def begin(**context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, DownstreamTasksSkipped
-
-        from granary.runtime import begin_run, refuse_run
-
-        params = dict(context["params"])
-        if context["ti"].get_dr_count(dag_id=sibling, states=["running"]):
-            if refresh:  # unattended: the next refresh picks up what is new
-                message = (f"skipped: a run of the lifecycle DAG {sibling} is going; the "
-                           "next refresh picks up what is new")
-            else:
-                message = (f"refused: a run of the refresh DAG {sibling} is going; trigger "
-                           "this run again when it has ended")
-            refuse_run(name, context["run_id"], params,
-                       "skipped" if refresh else "failed", message)
-            log.warning("%s: a dataset runs one of its two DAGs at a time", message)
-            if not refresh:
-                raise AirflowFailException(message)
-            later = context["task"].get_flat_relative_ids(upstream=False)
-            raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
-        try:
-            return begin_run(name, context["run_id"], params)
-        except (SpecError, ValueError) as e:
-            raise AirflowFailException(str(e)) from e
+        return _open_run(name, sibling, refresh, context)
 
     return begin
 
@@ -214,6 +220,37 @@ def _stage_task(name: str, stage: str, task_id: str, **kwargs: Any) -> Any:
         return result
 
     return run
+
+
+# the refresh DAG's one task before publishing runs these stages in turn
+BEFORE_PUBLISH = ("collect", "preprocess", "annotate", "synthesize", "evaluate")
+REFRESH_TASK = "collect_to_evaluate"
+
+
+def _refresh_task(name: str) -> Any:
+    """The refresh DAG's first task: the run's set-up (_open_run, as the lifecycle DAG's
+    `begin`), then the stages before publishing (runtime.run_stages). Each stage is recorded
+    in the catalog and emits its lineage as in the lifecycle DAG, and the task's log gives
+    each stage's counts and seconds. A retry resumes at the stage that failed."""
+
+    @task(task_id=REFRESH_TASK, multiple_outputs=False)
+    def collect_to_evaluate(**context: Any) -> dict[str, Any]:
+        from granary.runtime import run_stages
+
+        _open_run(name, dag_id(name), True, context)
+        result: dict[str, Any] = _as_airflow(lambda: run_stages(
+            name, BEFORE_PUBLISH, context["run_id"], dict(context["params"]),
+            resume=context["ti"].try_number > 1))
+        if (result["stage"] == "collect" and result["counts"].get("nothing_new")
+                and result.get("status") != "reused"):
+            from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+            log.info("nothing new since %s@v%s; no new version: publishing is skipped",
+                     name, result["counts"]["base_version"])
+            raise DownstreamTasksSkipped(tasks=["publish"])
+        return result
+
+    return collect_to_evaluate
 
 
 def _publish_args(name: str) -> dict[str, Any]:
@@ -319,10 +356,13 @@ def build_dag(loaded: LoadedSpec) -> DAG:
 
 
 def build_refresh_dag(loaded: LoadedSpec) -> DAG:
-    """The refresh DAG: the published version plus what is new, one task per stage (a
-    small increment gains nothing from fanning out, and every task costs Airflow a hand-over:
-    8 tasks here against the lifecycle DAG's 14, bench/refresh.py). The spec's schedule and
-    its upstreams' releases run it."""
+    """The refresh DAG: the published version plus what is new, in three tasks: the run's
+    set-up and the stages before publishing (_refresh_task), publish, end. A small increment
+    gains nothing from fanning out, and every task costs Airflow a hand-over (bench/refresh.py:
+    about 55 ms each under dag.test(), seconds with a scheduler and a task process each).
+    With people annotating in Label Studio, a task per stage, since the run waits for them
+    between annotation's two passes. The spec's schedule and its upstreams' releases run
+    it."""
     spec = loaded.spec
     name = spec.name
     with DAG(
@@ -337,6 +377,12 @@ def build_refresh_dag(loaded: LoadedSpec) -> DAG:
         default_args=_default_args(spec),
         params=_params("incremental"),
     ) as dag:
+        if spec.annotate.people.label_studio is None:
+            prepared = _refresh_task(name)()
+            published = _stage_task(name, "publish", "publish", **_publish_args(name))(
+                prepared)
+            published >> _end(name)()
+            return dag
         previous: Any = _begin(name, dag_id(name), refresh=True)()
         for stage in STAGES:
             if stage == "annotate" and spec.annotate.people.label_studio is not None:

@@ -214,6 +214,43 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     return result.to_xcom()
 
 
+def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[str, Any],
+               resume: bool = False) -> dict[str, Any]:
+    """Run consecutive ``stages`` of ``dataset`` in this process, each stage's result the
+    next one's input (the refresh DAG's task before publishing); returns the last result.
+    Stops after collection when an incremental run found nothing new, and before any stage
+    after the run's last. ``resume`` (a retried task): the stages this run already completed
+    are not run again; their recorded outputs are passed on."""
+    import time
+
+    _, last = stage_range(params)
+    done: dict[str, Any] = {}
+    if resume:
+        for row in services().catalog.stage_results(dataset, run_id):  # oldest first
+            done[row.stage] = row
+    result: dict[str, Any] | None = None
+    for stage in stages:
+        if STAGES.index(stage) > last:
+            break
+        row = done.get(stage)
+        if row is not None and row.status == "success":
+            log.info("%s: %s already completed in this run (%s); passed on", dataset, stage,
+                     row.output_uri)
+            result = {"stage": stage, "manifest_uri": row.output_uri,
+                      "counts": dict(row.counts or {}), "status": "success"}
+        else:
+            started = time.perf_counter()
+            result = run_stage(dataset, stage, run_id, params, result)
+            log.info("%s: %s %s in %.2f s: %s", dataset, stage, result.get("status"),
+                     time.perf_counter() - started, result.get("counts"))
+        if stage == "collect" and result["counts"].get("nothing_new") \
+                and result.get("status") != "reused":
+            break  # an incremental run with nothing new: no later stage has work
+    if result is None:
+        raise StageSkipped(f"{stages[0]} is after the run's last stage {STAGES[last]}")
+    return result
+
+
 def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Record the run's outcome from the stage results it left in the catalog."""
     svc = services()

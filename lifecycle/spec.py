@@ -692,7 +692,7 @@ class LabelErrors(_Model):
     folds: int = Field(default=5, ge=2, le=20)
     max_records: int = Field(default=100_000, ge=100, description="a seeded sample above this")
     refresh_train_records: int = Field(
-        default=20_000, ge=100, description="a refresh scores its new records with a model "
+        default=10_000, ge=100, description="a refresh scores its new records with a model "
         "trained on at most this many published records (a seeded sample above it)")
     seed: int = 0
 

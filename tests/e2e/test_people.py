@@ -62,6 +62,10 @@ def test_the_dag_waits_for_people_and_publishes_their_labels(
         dag = bag.dags["granary_tagged_reviews"]
         assert {"annotate.label", "annotate.wait_for_people", "annotate.finish"} <= \
             set(dag.task_dict)
+        # its refresh DAG waits for people too: a task per stage, not the stages in one
+        assert set(bag.dags["granary_tagged_reviews_refresh"].task_dict) == {
+            "begin", "collect", "preprocess", "annotate", "annotate_wait_for_people",
+            "annotate_finish", "synthesize", "evaluate", "publish", "end"}
         stop = threading.Event()
         people = threading.Thread(target=_people, args=(fake, stop), daemon=True)
         people.start()

@@ -159,9 +159,16 @@ def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[st
 
 
 def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-              upstream: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task."""
+              upstream: dict[str, Any] | list[dict[str, Any]] | None = None,
+              one_of_several: bool = False) -> dict[str, Any]:
+    """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task.
+    ``one_of_several``: the task runs other stages too (run_stages), so the stage's lineage
+    is a run of its own under the task's (lineage.emit.emit_child_stage)."""
+    from datetime import UTC, datetime
+
     from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+
+    started = datetime.now(UTC)
 
     first, last = stage_range(params)
     index = STAGES.index(stage)
@@ -205,12 +212,15 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     svc.catalog.record_stage(dataset, run_id, stage, result.status, result.manifest_uri,
                              result.counts)
     if result.lineage:
-        from lineage.emit import emit_stage
+        from lineage.emit import emit_child_stage, emit_stage
         from lineage.facets import set_schema_base
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
-        emit_stage(stage, result.lineage, result.counts,
-                   [o.name for o in ctx.spec.owners], f"{stage} stage of {ctx.spec.title}")
+        owners, about = [o.name for o in ctx.spec.owners], f"{stage} stage of {ctx.spec.title}"
+        if one_of_several:
+            emit_child_stage(stage, result.lineage, result.counts, owners, about, started)
+        else:
+            emit_stage(stage, result.lineage, result.counts, owners, about)
     return result.to_xcom()
 
 
@@ -240,7 +250,7 @@ def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[
                       "counts": dict(row.counts or {}), "status": "success"}
         else:
             started = time.perf_counter()
-            result = run_stage(dataset, stage, run_id, params, result)
+            result = run_stage(dataset, stage, run_id, params, result, one_of_several=True)
             log.info("%s: %s %s in %.2f s: %s", dataset, stage, result.get("status"),
                      time.perf_counter() - started, result.get("counts"))
         if stage == "collect" and result["counts"].get("nothing_new") \

@@ -160,8 +160,13 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
         fh.write("这款台灯做工精致,光线柔和,第一次买就很满意。\n"
                  "快递第二天就到了,耳机音质清楚,推荐给朋友。\n"
                  "水杯保温效果超出预期,颜色也漂亮,五星好评。\n")
+    seen = openlineage_events_file.stat().st_size
     fresh = refresh.test()
     assert fresh.state == "success"
+    with open(openlineage_events_file, "rb") as fh:
+        fh.seek(seen)
+        events = [json.loads(line) for line in fh.read().decode().splitlines() if line]
+    check_refresh_lineage(events, granary_env, tmp_path)
     counts = {r.stage: r.counts for r in cat.stage_results("zh_shopping_reviews",
                                                            fresh.run_id)}
     assert counts["collect"]["records_new"] == 3 and counts["preprocess"]["in"] == 3
@@ -345,3 +350,49 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     assert jobs == {"collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"}
     versions = graph[node]["data"]["versions"]
     assert versions[0]["rowCount"] < len(expected_reviews()) and versions[0]["tag"]
+
+
+def check_refresh_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> None:
+    """A refresh's stages before publishing run in one task, and each is still a job of its
+    own: a run whose parent is that task's run, with its datasets and counts; the lineage
+    store leads from the new version back to the new raw file through every stage."""
+    from lineage.store import LineageStore
+    from lineage.validate import validate_event
+    from storage.catalog import Catalog
+
+    for e in events:
+        validate_event(e)
+    prefix = "granary_zh_shopping_reviews_refresh"
+    [task_run] = {e["run"]["runId"] for e in events
+                  if e["job"]["name"] == f"{prefix}.collect_to_evaluate"}
+    by_job: dict[str, list[dict]] = {}
+    for e in events:
+        by_job.setdefault(e["job"]["name"], []).append(e)
+    for stage in ("collect", "preprocess", "annotate", "synthesize", "evaluate"):
+        stage_events = by_job[f"{prefix}.{stage}"]
+        assert [e["eventType"] for e in stage_events] == ["START", "COMPLETE"], stage
+        assert len({e["run"]["runId"] for e in stage_events} - {task_run}) == 1
+        for e in stage_events:
+            parent = e["run"]["facets"]["parent"]
+            assert (parent["run"]["runId"], parent["job"]["name"]) == (
+                task_run, f"{prefix}.collect_to_evaluate")
+            assert parent["root"]["job"]["name"] == prefix
+        done = stage_events[-1]
+        assert done["run"]["facets"]["granary_conservation"]["stage"] == stage
+        assert done["outputs"], stage
+    pre = by_job[f"{prefix}.preprocess"][-1]["run"]["facets"]["granary_conservation"]
+    assert pre["recordsIn"] == pre["kept"] == 3
+    publish = [e for e in by_job[f"{prefix}.publish"] if e["eventType"] == "RUNNING"]
+    assert publish[0]["outputs"][0]["facets"]["granary_registry"]["tag"] == \
+        "zh_shopping_reviews/v2"
+
+    catalog = Catalog(f"sqlite:///{tmp_path / 'refresh-lineage.db'}")
+    catalog.migrate()
+    store = LineageStore(catalog)
+    assert all(store.add_many(events))
+    node = f"dataset:s3://{settings.bucket_registry}:datasets/zh_shopping_reviews"
+    graph = {n["id"]: n for n in store.graph(node, depth=30)["graph"]}
+    assert any(i.startswith(f"dataset:s3://{settings.bucket_raw}:") for i in graph)
+    jobs = {n["data"]["name"] for n in graph.values() if n["type"] == "JOB"}
+    assert {f"{prefix}.{s}" for s in ("collect", "preprocess", "annotate", "synthesize",
+                                      "evaluate", "publish")} <= jobs

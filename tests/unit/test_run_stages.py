@@ -19,7 +19,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
 
     def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-                  upstream: Any = None) -> dict[str, Any]:
+                  upstream: Any = None, one_of_several: bool = False) -> dict[str, Any]:
+        assert one_of_several  # its lineage: a run of its own under the task's
         seen.append((stage, upstream))
         counts = dict(params.get("counts_" + stage, {}))
         return {"stage": stage, "manifest_uri": f"s3://work/{run_id}/{stage}",
@@ -55,7 +56,7 @@ def test_nothing_new_stops_after_collection_unless_collection_was_reused(
 
     # an earlier run's collection reused (first_stage later): the rest still runs
     def reused(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-               upstream: Any = None) -> dict[str, Any]:
+               upstream: Any = None, one_of_several: bool = False) -> dict[str, Any]:
         calls.append((stage, upstream))
         return {"stage": stage, "manifest_uri": f"s3://work/{stage}", "status": (
             "reused" if stage == "collect" else "success"), "counts": {"nothing_new": True}}

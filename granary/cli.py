@@ -124,6 +124,13 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
     console.print(f"triggered {did} run [bold]{run_id}[/]")
     deadline = time.monotonic() + timeout
     state = "queued"
+    # the refresh DAG runs the stages before publishing in one task: the stages the run
+    # has completed so far come from the catalog
+    cat = None
+    if refresh:
+        from granary.runtime import catalog
+
+        cat = catalog(_settings())
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task(dataset, total=None, now="queued")
@@ -132,8 +139,12 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
             done = [t for t in tis if t.get("state") in ("success", "skipped", "failed",
                                                          "upstream_failed")]
             running = [t["task_id"] for t in tis if t.get("state") == "running"]
-            progress.update(bar, total=max(len(tis), 1), completed=len(done),
-                            now=", ".join(running) or "")
+            now = ", ".join(running)
+            if cat is not None and running:
+                stages = [r.stage for r in cat.stage_results(dataset, run_id)
+                          if r.status == "success"]
+                now += f" ({', '.join(stages)} done)" if stages else ""
+            progress.update(bar, total=max(len(tis), 1), completed=len(done), now=now)
             state = client.dag_run(did, run_id).get("state", "")
             if state in ("success", "failed"):
                 break

@@ -242,12 +242,12 @@ def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[
     for stage in stages:
         if STAGES.index(stage) > last:
             break
-        row = done.get(stage)
-        if row is not None and row.status == "success":
+        earlier = done.get(stage)
+        if earlier is not None and earlier.status == "success":
             log.info("%s: %s already completed in this run (%s); passed on", dataset, stage,
-                     row.output_uri)
-            result = {"stage": stage, "manifest_uri": row.output_uri,
-                      "counts": dict(row.counts or {}), "status": "success"}
+                     earlier.output_uri)
+            result = {"stage": stage, "manifest_uri": earlier.output_uri,
+                      "counts": dict(earlier.counts or {}), "status": "success"}
         else:
             started = time.perf_counter()
             result = run_stage(dataset, stage, run_id, params, result, one_of_several=True)

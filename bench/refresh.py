@@ -4,7 +4,8 @@ real git + DVC registry and a SQLite catalog. Figures are printed and written to
 bench/results/refresh.json, never asserted.
 
 Four runs: a full run of the lifecycle DAG (trigger to published version); a run of the
-refresh DAG (what the spec's schedule triggers: one task per stage) with 1% new records
+refresh DAG (what the spec's schedule triggers: the stages before publishing in one task, then
+publish and end) with 1% new records
 (incremental: the published version plus the change); one with nothing new; and, for
 comparison, another 1% refreshed through the lifecycle DAG (its stages fanned out).
 For each: wall time, the time inside task instances (stage work plus the task runner's own

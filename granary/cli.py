@@ -199,7 +199,7 @@ def run(dataset: str,
 @app.command()
 def refresh(dataset: str) -> None:
     """Trigger DATASET's refresh DAG (the published version plus what is new in its sources,
-    one task per stage: what its schedule runs) and wait for it."""
+    what its schedule runs) and wait for it."""
     run_id, state = trigger_and_wait(dataset, "incremental", refresh=True)
     print_run(dataset, run_id)
     if state != "success":

@@ -46,10 +46,14 @@ def _refresh_doc(loaded: LoadedSpec) -> str:
     if spec.upstreams and spec.refresh.on_upstream:
         when.append("when " + ", ".join(f"`{u}`" for u in spec.upstreams)
                     + " publishes a new version")
+    shape = ("a task per stage (it waits for people in Label Studio between annotation's "
+             "two passes)" if spec.annotate.people.label_studio is not None else
+             "three tasks: `collect_to_evaluate` (the stages before publishing, one after "
+             "another; its log has a line per stage), `publish` and `end`")
     return (f"# {spec.title}: refresh\n\n"
             f"The published version of `{spec.name}` plus what is new in its sources since, "
-            f"one task per stage. Runs {' and '.join(when) or 'when triggered'}.\n\n"
-            f"A full rebuild, or an increment too large for one task per stage, runs in the "
+            f"in {shape}. Runs {' and '.join(when) or 'when triggered'}.\n\n"
+            f"A full rebuild, or an increment too large for one process, runs in the "
             f"lifecycle DAG `{dag_id(spec.name)}`, whose stages fan out over sources and "
             f"shards. The two never run at once: a refresh that finds a lifecycle run going "
             f"is skipped (the next one picks up what is new), and a lifecycle run that finds "

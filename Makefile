@@ -55,6 +55,7 @@ bench: install
 	$(PY) bench/evaluate.py --records 100000
 	$(PY) bench/chargrams.py
 	$(PY) bench/refresh.py
+	$(PY) bench/refresh_scheduler.py
 	$(PY) bench/lifecycle.py
 	$(PY) bench/load.py
 

@@ -51,19 +51,6 @@ for _key in [k for k in os.environ if k.startswith("GRANARY_")]:
     del os.environ[_key]
 
 
-def _new_lines(n: int, seed: int = 11, start: int = 0) -> list[str]:
-    """``n`` distinct new reviews (words that say their sentiment, numbered from
-    ``start``)."""
-    import random
-
-    rng = random.Random(seed)
-    good = ["很好", "满意", "喜欢", "推荐", "超值", "好用", "漂亮", "舒服"]
-    things = ["手机", "耳机", "衣服", "鞋子", "台灯", "水杯", "书包", "键盘", "屏幕", "包装"]
-    return [f"第{i}次回购{rng.choice(things)}{rng.choice(good)}，{rng.choice(things)}"
-            f"{rng.choice(good)}，订单{rng.randrange(10**9):09d}"
-            for i in range(start, start + n)]
-
-
 def _run(dag: Any, conf: dict[str, Any], settings: Any) -> dict[str, Any]:
     from granary.runtime import catalog
     from storage.objectstore import bytes_read, reads_by_object
@@ -180,6 +167,7 @@ def main() -> None:
 
     from airflow.dag_processing.dagbag import DagBag
 
+    from bench.newreviews import new_reviews
     from granary.demo import stage_sample
     from tests.services import start_s3
 
@@ -206,7 +194,7 @@ def main() -> None:
         refresh = bag.dags["granary_zh_shopping_reviews_refresh"]
         full = _run(dag, {"mode": "full"}, s)
         rows = full["rows"] or 0
-        new = _new_lines(max(1, rows // 100))
+        new = new_reviews(max(1, rows // 100))
         target = sorted(files)[-1]
         with open(target, "a", encoding="utf-8") as fh:
             fh.write("\n".join(new) + "\n")
@@ -222,7 +210,7 @@ def main() -> None:
         # another 1% of new records, refreshed through the lifecycle DAG (an operator's
         # incremental run): the same work in 14 tasks, two of them mapped
         with open(target, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(_new_lines(len(new), seed=12, start=len(new))) + "\n")
+            fh.write("\n".join(new_reviews(len(new), seed=12, start=len(new))) + "\n")
         fanned = _run(dag, {"mode": "incremental"}, s)
         floor = _floor(s, new)
     finally:

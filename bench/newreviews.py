@@ -1,9 +1,32 @@
-"""New reviews for the refresh benchmarks (bench/refresh.py, bench/refresh_scheduler.py):
-what a refresh finds appended to the sample's file."""
+"""Input for the refresh benchmarks (bench/refresh.py, bench/refresh_scheduler.py): the
+sample's reviews cycled to a size, and the new reviews a refresh finds appended."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cycled_sample(inbox: Path, datasets: Path, n: int) -> list[Path]:
+    """The sample's reviews cycled to ``n`` lines (half positive, half negative) and the
+    sample spec with its gate lowered to D (cycled copies are not the sample's quality)."""
+    import yaml
+
+    from bench.run import corpus
+
+    folder = inbox / "zh_shopping_reviews"
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = corpus(n)
+    (folder / "pos.txt").write_text("\n".join(texts[: n // 2]) + "\n", encoding="utf-8")
+    (folder / "neg.txt").write_text("\n".join(texts[n // 2:]) + "\n", encoding="utf-8")
+    spec = yaml.safe_load((ROOT / "datasets" / "zh_shopping_reviews.yaml").read_text("utf-8"))
+    spec.setdefault("quality", {}).setdefault("gate", {})["min_grade"] = "D"
+    datasets.mkdir(parents=True, exist_ok=True)
+    (datasets / "zh_shopping_reviews.yaml").write_text(
+        yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return [folder / "neg.txt", folder / "pos.txt"]
 
 
 def new_reviews(n: int, seed: int = 11, start: int = 0) -> list[str]:

@@ -142,32 +142,12 @@ def _floor(s: Any, delta: list[str]) -> dict[str, Any]:
                 statistics.median(shapes["granary_bench_shape"]), 2)}
 
 
-def _cycled(inbox: Path, datasets: Path, n: int) -> list[Path]:
-    """The sample's reviews cycled to ``n`` lines (half positive, half negative) and the
-    sample spec with its gate lowered to D."""
-    import yaml
-
-    from bench.run import corpus
-
-    folder = inbox / "zh_shopping_reviews"
-    folder.mkdir(parents=True, exist_ok=True)
-    texts = corpus(n)
-    (folder / "pos.txt").write_text("\n".join(texts[: n // 2]) + "\n", encoding="utf-8")
-    (folder / "neg.txt").write_text("\n".join(texts[n // 2:]) + "\n", encoding="utf-8")
-    spec = yaml.safe_load((ROOT / "datasets" / "zh_shopping_reviews.yaml").read_text("utf-8"))
-    spec.setdefault("quality", {}).setdefault("gate", {})["min_grade"] = "D"
-    datasets.mkdir(parents=True, exist_ok=True)
-    (datasets / "zh_shopping_reviews.yaml").write_text(
-        yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return [folder / "neg.txt", folder / "pos.txt"]
-
-
 def main() -> None:
     import argparse
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from bench.newreviews import new_reviews
+    from bench.newreviews import cycled_sample, new_reviews
     from granary.demo import stage_sample
     from tests.services import start_s3
 
@@ -184,7 +164,7 @@ def main() -> None:
             "database_url": f"sqlite:///{HOME / 'catalog.db'}", "inbox": HOME / "inbox",
             **({"datasets_dir": HOME / "datasets"} if args.records else {})})
         os.environ.update(s.to_env())
-        files = (_cycled(s.inbox_dir, s.datasets_dir, args.records) if args.records
+        files = (cycled_sample(s.inbox_dir, s.datasets_dir, args.records) if args.records
                  else stage_sample(s.inbox_dir))
         for cmd in (["db", "migrate"], ["pools", "set", "granary_registry", "1", "registry"]):
             subprocess.run([sys.executable, "-m", "airflow", *cmd], check=True,

@@ -12,7 +12,8 @@ the time from the run being queued to its end (Airflow's own timestamps), the ti
 which some task was running, and the rest (the scheduler's queueing and hand-over), and
 each task's duration. Written to bench/results/refresh-scheduler.json, never asserted.
 
-    python bench/refresh_scheduler.py
+    python bench/refresh_scheduler.py                  # the sample
+    python bench/refresh_scheduler.py --records 200000 # its reviews cycled to 200,000 lines
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def _run(client: Any, dag_id: str, conf: dict[str, Any], timeout: float = 1800) 
 
 
 def main() -> None:
-    from bench.newreviews import new_reviews
+    import argparse
+
+    from bench.newreviews import cycled_sample, new_reviews
     from granary.airflow_client import AirflowClient
     from granary.demo import stage_sample
     from granary.runtime import catalog
@@ -88,14 +91,21 @@ def main() -> None:
     from granary.stack import S3_PORT_BLOCK, LocalStack, free_port_block
     from lineage.naming import dag_id, refresh_dag_id
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=0,
+                        help="cycle the sample's reviews to this many lines")
+    args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="granary-bench-scheduler-"))
-    s = Settings(home=home, s3_port=free_port_block(S3_PORT_BLOCK, start=25000),
+    where = {"home": home, **({"datasets_dir": home / "datasets"} if args.records else {})}
+    s = Settings(**where, s3_port=free_port_block(S3_PORT_BLOCK, start=25000),
                  airflow_port=free_port_block(1, start=27000))
-    files = stage_sample(s.inbox_dir)
+    files = (cycled_sample(s.inbox_dir, s.datasets_dir, args.records) if args.records
+             else stage_sample(s.inbox_dir))
     stack = LocalStack(s, echo=lambda msg: print(msg, flush=True))
     stack.up()
     try:
-        s = stack.settings_with_credentials()
+        # the passwords `up` wrote under the home are read when settings are made
+        s = Settings(**where, s3_port=s.s3_port, airflow_port=s.airflow_port)
         assert s.airflow_password is not None
         client = AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())
         for did in (dag_id(DATASET), refresh_dag_id(DATASET)):
@@ -116,14 +126,16 @@ def main() -> None:
         stack.down(grace=20)
     result = {
         "benchmark": "refresh-scheduler", "when": datetime.now(UTC).isoformat(),
-        "input": "the sample", "executor": "LocalExecutor (airflow standalone)",
+        "input": (f"the sample's reviews cycled to {args.records} lines" if args.records
+                  else "the sample"), "executor": "LocalExecutor (airflow standalone)",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "runs": {"full": full, "refresh_1pct": one, "refresh_nothing_new": none,
                  "refresh_1pct_lifecycle_dag": fanned},
         "versions": versions,
         "refresh_vs_full": round(one["wall_s"] / full["wall_s"], 3),
     }
-    out = ROOT / "bench" / "results" / "refresh-scheduler.json"
+    out = ROOT / "bench" / "results" / (f"refresh-scheduler-{args.records}.json"
+                                         if args.records else "refresh-scheduler.json")
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"{'run':<28}{'state':>9}{'tasks':>7}{'wall s':>9}{'in tasks s':>12}"
           f"{'scheduler s':>13}")

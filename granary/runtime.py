@@ -160,10 +160,11 @@ def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[st
 
 def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
               upstream: dict[str, Any] | list[dict[str, Any]] | None = None,
-              one_of_several: bool = False) -> dict[str, Any]:
+              one_of_several: bool = False, svc: Services | None = None) -> dict[str, Any]:
     """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task.
     ``one_of_several``: the task runs other stages too (run_stages), so the stage's lineage
-    is a run of its own under the task's (lineage.emit.emit_child_stage)."""
+    is a run of its own under the task's (lineage.emit.emit_child_stage); ``svc``: the
+    task's connections, made once for its stages."""
     from datetime import UTC, datetime
 
     from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
@@ -172,7 +173,7 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
 
     first, last = stage_range(params)
     index = STAGES.index(stage)
-    svc = services()
+    svc = svc or services()
     if index > last:
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
     if index < first:
@@ -234,9 +235,10 @@ def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[
     import time
 
     _, last = stage_range(params)
+    svc = services()  # one catalog engine and S3 client for every stage of the task
     done: dict[str, Any] = {}
     if resume:
-        for row in services().catalog.stage_results(dataset, run_id):  # oldest first
+        for row in svc.catalog.stage_results(dataset, run_id):  # oldest first
             done[row.stage] = row
     result: dict[str, Any] | None = None
     for stage in stages:
@@ -250,7 +252,8 @@ def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[
                       "counts": dict(earlier.counts or {}), "status": "success"}
         else:
             started = time.perf_counter()
-            result = run_stage(dataset, stage, run_id, params, result, one_of_several=True)
+            result = run_stage(dataset, stage, run_id, params, result, one_of_several=True,
+                               svc=svc)
             log.info("%s: %s %s in %.2f s: %s", dataset, stage, result.get("status"),
                      time.perf_counter() - started, result.get("counts"))
         if stage == "collect" and result["counts"].get("nothing_new") \

@@ -705,6 +705,18 @@ def _refresh_labels(ctx: StageContext, df: pd.DataFrame, known: tuple[int, Any],
              f"({estimated} estimated wrong); {found.note}")
 
 
+def _release_records(staged: dict[str, Any] | None, records_key: str | None,
+                     rows: int) -> list[dict[str, Any]]:
+    """The stage's records as the one shard the release's Parquet file is, when
+    stage_files wrote it at ``records_key``; [] otherwise (the records are written apart:
+    the spec publishes no Parquet file, or nothing was staged)."""
+    entry = (staged or {}).get("files", {}).get("data.parquet")
+    if entry is None or records_key is None or shards.parse_uri(entry["uri"])[1] != records_key:
+        return []
+    return [{"key": records_key, "rows": rows, "bytes": int(entry["bytes"]),
+             "sha256": entry["sha256"]}]
+
+
 def _upload_docs(ctx: StageContext, docs: Path) -> str:
     """Copy the rendered Data Docs to the work bucket (without GX's animated help images).
     About twenty small files, put side by side: each is a plain PUT, since a run's Data Docs
@@ -792,12 +804,15 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     # records and, unless the gate has failed already, the release's data files (images:
     # publishing packs the images), dropped again if the grade then fails the gate
     rewrite = bool(split_info.get("ratios") or refreshed)  # records changed: write them
-    records = shards.write_table(ctx, STAGE, df) if rewrite else []
     staged = None
+    # the release's Parquet file is also the stage's records (one shard), written once
+    records_key = keys.shard_key(ctx.dataset, ctx.run_id, STAGE, 0) if rewrite else None
     if publishing and spec.modality != "image" and not blocking and not drift_blocks:
         from lifecycle.publish import stage_files
 
-        staged = stage_files(ctx, STAGE, df)
+        staged = stage_files(ctx, STAGE, df, records_key=records_key)
+    records = ((_release_records(staged, records_key, len(df))
+                or shards.write_table(ctx, STAGE, df)) if rewrite else [])
     lap("records_and_release_files")
     issues = (labelling.result() if labelling is not None
               else _labels(ctx, df, seen.get("features"), *label_args))
@@ -874,7 +889,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     elif staged is not None:  # written ahead of a grade that failed the gate
         from storage.objectstore import StorageError
 
+        kept = {s["key"] for s in records}  # the Parquet file is the records too
         for entry in staged["files"].values():
+            if shards.parse_uri(entry["uri"])[1] in kept:
+                continue
             try:
                 ctx.store.delete(*shards.parse_uri(entry["uri"]))
             except StorageError as e:  # a leftover: retention prunes it with the run

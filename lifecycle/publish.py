@@ -85,12 +85,15 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str,
             for path in sorted(folder.iterdir())}
 
 
-def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, Any]:
+def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame,
+                records_key: str | None = None) -> dict[str, Any]:
     """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
     stage that holds the final records) to the work bucket, so that publishing places them in
     the registry by a server-side copy instead of reading the records back. Returns what
     publishing needs: per file its object, sha256, md5 (DVC's name for it), size and the
-    ETag the server gave it; the row count; the columns with their types."""
+    ETag the server gave it; the row count; the columns with their types. ``records_key``:
+    the Parquet file goes there, as the stage's records too (one shard), instead of beside
+    the other files; publishing leaves it in place."""
     from concurrent.futures import ThreadPoolExecutor
 
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
@@ -98,7 +101,8 @@ def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame) -> dict[str, An
 
         def place(fmt: str) -> tuple[str, dict[str, Any]]:
             path = write_format(df, folder, fmt)
-            key = keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", path.name)
+            key = (records_key if fmt == "parquet" and records_key else
+                   keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", path.name))
             put = ctx.store.put_file(ctx.work_bucket, key, path)
             return path.name, {"sha256": sha256_file(path), "bytes": path.stat().st_size,
                                "md5": md5_file(path), "uri": f"s3://{ctx.work_bucket}/{key}",
@@ -128,10 +132,15 @@ def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
     return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
 
 
-def _drop_staged(ctx: StageContext, stored: dict[str, StoredFile]) -> None:
+def _drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
+                 records: set[str]) -> None:
     """The staged data files, once the version holds them and the catalog has it: the
-    registry keeps the only copy (a retried task finds the version and never needs them)."""
+    registry keeps the only copy (a retried task finds the version and never needs them).
+    A file that is also evaluation's records (``records``: their keys) stays, as the
+    records of every stage do until retention prunes the run."""
     for name, f in sorted(stored.items()):
+        if f.key in records:
+            continue
         try:
             ctx.store.delete(f.bucket, f.key)
         except StorageError as e:  # a leftover: retention prunes it with the run's outputs
@@ -347,7 +356,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         created_at=ctx.now))
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
     lap("catalog")
-    _drop_staged(ctx, stored)
+    _drop_staged(ctx, stored, {str(s["key"]) for s in manifest.get("shards") or []})
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,

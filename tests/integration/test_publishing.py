@@ -241,6 +241,14 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     # the registry keeps the only copy: the staged files are gone from the work bucket
     assert not [o.key for o in store.list(s.bucket_work, f"{DS}/")
                 if "/evaluate/release/" in o.key]
+    # ... but for the Parquet file, written once as evaluation's records too: it stays as
+    # the stage's one shard, readable (hash checked) as any stage output
+    evaluated = shards.read_manifest(store, up["manifest_uri"])
+    [shard] = evaluated["shards"]
+    assert staged["files"]["data.parquet"]["uri"] == f"s3://{s.bucket_work}/{shard['key']}"
+    assert shard["sha256"] == staged["files"]["data.parquet"]["sha256"]
+    records = shards.read_table(store, evaluated)
+    assert len(records) == staged["rows"] == shard["rows"]
 
     change_source(s)
     ctx = context(s, SPEC, "run-2")

@@ -40,9 +40,17 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     assert (candidate.run_id, candidate.passed, candidate.grade) == ("run-1", False, "C")
     assert candidate.summary["dimensions"]["safety"] == pytest.approx(0.85, abs=0.02)
     # the release's files, written while the label check ran, are gone with the failed grade
+    # (the Parquet file, also the candidate's records, stays as them)
     evaluated = [o.key for o in blocked.store.list(blocked.work_bucket, "graded_reviews/run-1/")]
     assert any("/evaluate/" in k for k in evaluated)
     assert not [k for k in evaluated if "/release/" in k], evaluated
+    from lifecycle import shards
+    from storage import keys
+
+    manifest = keys.manifest_key("graded_reviews", "run-1", "evaluate")
+    candidate_records = shards.read_table(blocked.store, shards.read_manifest(
+        blocked.store, f"s3://{blocked.work_bucket}/{manifest}"))
+    assert len(candidate_records) == candidate.row_count > 0
 
     good = context(env, SPEC, "run-2")
     result = evaluate.run(good, until_evaluate(good))

@@ -11,6 +11,7 @@ import pytest
 from granary import runtime
 
 BEFORE_PUBLISH = ("collect", "preprocess", "annotate", "synthesize", "evaluate")
+RECORDED: list[Any] = []
 
 
 @pytest.fixture()
@@ -19,22 +20,26 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
 
     def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-                  upstream: Any = None, one_of_several: bool = False) -> dict[str, Any]:
+                  upstream: Any = None, one_of_several: bool = False,
+                  svc: Any = None) -> dict[str, Any]:
         assert one_of_several  # its lineage: a run of its own under the task's
+        assert svc is services  # the task's connections, made once
         seen.append((stage, upstream))
         counts = dict(params.get("counts_" + stage, {}))
         return {"stage": stage, "manifest_uri": f"s3://work/{run_id}/{stage}",
                 "counts": counts, "status": "success"}
 
+    services = SimpleNamespace(catalog=SimpleNamespace(stage_results=lambda d, r: RECORDED))
+    monkeypatch.setattr(runtime, "services", lambda: services)
+    RECORDED.clear()
     monkeypatch.setattr(runtime, "run_stage", run_stage)
     return seen
 
 
-def _recorded(monkeypatch: pytest.MonkeyPatch, rows: list[tuple[str, str]]) -> None:
-    rows_ = [SimpleNamespace(stage=stage, status=status, output_uri=f"s3://work/r1/{stage}",
-                             counts={"kept": 5}) for stage, status in rows]
-    catalog = SimpleNamespace(stage_results=lambda dataset, run_id: rows_)
-    monkeypatch.setattr(runtime, "services", lambda: SimpleNamespace(catalog=catalog))
+def _recorded(rows: list[tuple[str, str]]) -> None:
+    """The stage results the catalog holds for the run, oldest first."""
+    RECORDED[:] = [SimpleNamespace(stage=stage, status=status, counts={"kept": 5},
+                                   output_uri=f"s3://work/r1/{stage}") for stage, status in rows]
 
 
 def test_each_stage_takes_the_one_before_and_the_run_ends_at_its_last_stage(
@@ -56,7 +61,8 @@ def test_nothing_new_stops_after_collection_unless_collection_was_reused(
 
     # an earlier run's collection reused (first_stage later): the rest still runs
     def reused(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-               upstream: Any = None, one_of_several: bool = False) -> dict[str, Any]:
+               upstream: Any = None, one_of_several: bool = False,
+               svc: Any = None) -> dict[str, Any]:
         calls.append((stage, upstream))
         return {"stage": stage, "manifest_uri": f"s3://work/{stage}", "status": (
             "reused" if stage == "collect" else "success"), "counts": {"nothing_new": True}}
@@ -68,10 +74,9 @@ def test_nothing_new_stops_after_collection_unless_collection_was_reused(
 
 
 def test_a_retry_passes_on_what_this_run_completed_and_runs_the_rest(
-        calls: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[tuple[str, Any]]) -> None:
     # the first try completed collection and preprocessing; annotation failed
-    _recorded(monkeypatch, [("collect", "success"), ("preprocess", "success"),
-                            ("annotate", "failed")])
+    _recorded([("collect", "success"), ("preprocess", "success"), ("annotate", "failed")])
     result = runtime.run_stages("d", BEFORE_PUBLISH, "r1", {}, resume=True)
     assert [stage for stage, _ in calls] == ["annotate", "synthesize", "evaluate"]
     assert calls[0][1] == {"stage": "preprocess", "manifest_uri": "s3://work/r1/preprocess",
@@ -84,7 +89,7 @@ def test_a_retry_passes_on_what_this_run_completed_and_runs_the_rest(
 
 
 def test_a_stage_that_failed_then_succeeded_in_an_earlier_try_is_not_run_again(
-        calls: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    _recorded(monkeypatch, [("collect", "failed"), ("collect", "success")])
+        calls: list[tuple[str, Any]]) -> None:
+    _recorded([("collect", "failed"), ("collect", "success")])
     runtime.run_stages("d", BEFORE_PUBLISH, "r1", {}, resume=True)
     assert [stage for stage, _ in calls] == ["preprocess", "annotate", "synthesize", "evaluate"]

@@ -163,14 +163,13 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
               one_of_several: bool = False, svc: Services | None = None) -> dict[str, Any]:
     """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task.
     ``one_of_several``: the task runs other stages too (run_stages), so the stage's lineage
-    is a run of its own under the task's (lineage.emit.emit_child_stage); ``svc``: the
-    task's connections, made once for its stages."""
+    is a run of its own under the task's (lineage.emit.emit_stage's ``child_started``);
+    ``svc``: the task's connections, made once for its stages."""
     from datetime import UTC, datetime
 
     from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
 
-    started = datetime.now(UTC)
-
+    started = datetime.now(UTC)  # the stage's own lineage run starts here
     first, last = stage_range(params)
     index = STAGES.index(stage)
     svc = svc or services()
@@ -213,15 +212,13 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     svc.catalog.record_stage(dataset, run_id, stage, result.status, result.manifest_uri,
                              result.counts)
     if result.lineage:
-        from lineage.emit import emit_child_stage, emit_stage
+        from lineage.emit import emit_stage
         from lineage.facets import set_schema_base
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
-        owners, about = [o.name for o in ctx.spec.owners], f"{stage} stage of {ctx.spec.title}"
-        if one_of_several:
-            emit_child_stage(stage, result.lineage, result.counts, owners, about, started)
-        else:
-            emit_stage(stage, result.lineage, result.counts, owners, about)
+        emit_stage(stage, result.lineage, result.counts, [o.name for o in ctx.spec.owners],
+                   f"{stage} stage of {ctx.spec.title}",
+                   child_started=started if one_of_several else None)
     return result.to_xcom()
 
 

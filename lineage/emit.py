@@ -4,7 +4,7 @@
 after its stage ran. The provider's ``emit_dataset_lineage`` joins the running task's own
 OpenLineage run (same run id, parent facet pointing at the DAG run). A task that runs several
 stages (the refresh DAG's ``collect_to_evaluate``) emits each as a run of its own instead
-(:func:`emit_child_stage`), whose parent is the task's run, so that the lineage graph keeps a
+(``child_started``), whose parent is the task's run, so that the lineage graph keeps a
 job per stage. Lineage never breaks a task: every failure is logged with the reason and
 swallowed.
 """
@@ -58,58 +58,52 @@ def _job_facets(owners: list[str], description: str) -> dict[str, Any]:
     return facets
 
 
-def emit_child_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
-                     owners: list[str], description: str, started: datetime) -> bool:
-    """Emit a stage that ran inside a task running several as a run of its own: job
+def _child_events(stage: str, inputs: list[Any], outputs: list[Any], counts: dict[str, Any],
+                  job_facets: dict[str, Any], started: datetime) -> list[Any]:
+    """A stage that ran inside a task running several, as a run of its own: job
     ``<dag id>.<stage>`` (``granary_<name>_refresh.collect``), START at ``started`` and
     COMPLETE now with its datasets and counts, a parent facet naming the task's run (and the
     DAG run as root), the way a Spark job inside a task is reported. Its run id is derived
-    from the task's run (one per try) and the stage. True if sent."""
-    try:
-        from airflow.providers.openlineage.api import emit, is_openlineage_active
-        from airflow.providers.openlineage.plugins import macros
-        from airflow.sdk import get_current_context
-        from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
-        from openlineage.client.facet_v2 import parent_run
+    from the task's run (one per try) and the stage."""
+    from airflow.providers.openlineage.plugins import macros
+    from airflow.sdk import get_current_context
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import parent_run
 
-        if not is_openlineage_active():
-            log.info("OpenLineage is not active: %s lineage not emitted", stage)
-            return False
-        inputs, outputs = build_datasets(ios, owners)
-        if not inputs and not outputs:
-            return False
-        ti = get_current_context()["ti"]
-        task_run = str(macros.lineage_run_id(ti))
-        namespace = macros.lineage_job_namespace()
-        parent = parent_run.ParentRunFacet(
-            run=parent_run.Run(runId=task_run),
-            job=parent_run.Job(namespace=namespace, name=macros.lineage_job_name(ti)),
-            root=parent_run.Root(
-                run=parent_run.RootRun(runId=str(macros.lineage_root_run_id(ti))),
-                job=parent_run.RootJob(namespace=macros.lineage_root_job_namespace(ti),
-                                       name=macros.lineage_root_job_name(ti))))
-        run_id = str(uuid.uuid5(uuid.UUID(task_run), stage))
-        job = Job(namespace=namespace, name=f"{ti.dag_id}.{stage}",
-                  facets=_job_facets(owners, description))
-        emit(RunEvent(eventType=RunState.START, eventTime=started.isoformat(),
-                      run=Run(runId=run_id, facets={"parent": parent}), job=job,
-                      inputs=inputs, outputs=[], producer=PRODUCER))
-        emit(RunEvent(eventType=RunState.COMPLETE, eventTime=datetime.now(UTC).isoformat(),
-                      run=Run(runId=run_id, facets={
-                          "parent": parent,
-                          "granary_conservation": conservation_facet(stage, counts)}),
-                      job=job, inputs=inputs, outputs=outputs, producer=PRODUCER))
-        return True
-    except Exception as e:  # lineage must never fail a data task
-        log.warning("could not emit OpenLineage for %s: %s", stage, e, exc_info=True)
-        return False
+    ti = get_current_context()["ti"]
+    task_run = str(macros.lineage_run_id(ti))
+    namespace = macros.lineage_job_namespace()
+    parent = parent_run.ParentRunFacet(
+        run=parent_run.Run(runId=task_run),
+        job=parent_run.Job(namespace=namespace, name=macros.lineage_job_name(ti)),
+        root=parent_run.Root(
+            run=parent_run.RootRun(runId=str(macros.lineage_root_run_id(ti))),
+            job=parent_run.RootJob(namespace=macros.lineage_root_job_namespace(ti),
+                                   name=macros.lineage_root_job_name(ti))))
+    run_id = str(uuid.uuid5(uuid.UUID(task_run), stage))
+    job = Job(namespace=namespace, name=f"{ti.dag_id}.{stage}", facets=job_facets)
+    return [RunEvent(eventType=RunState.START, eventTime=started.isoformat(),
+                     run=Run(runId=run_id, facets={"parent": parent}), job=job,
+                     inputs=inputs, outputs=[], producer=PRODUCER),
+            RunEvent(eventType=RunState.COMPLETE, eventTime=datetime.now(UTC).isoformat(),
+                     run=Run(runId=run_id, facets={
+                         "parent": parent,
+                         "granary_conservation": conservation_facet(stage, counts)}),
+                     job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)]
 
 
 def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
-               owners: list[str], description: str) -> bool:
-    """Emit the stage's datasets on the current task's OpenLineage run; True if sent."""
+               owners: list[str], description: str,
+               child_started: datetime | None = None) -> bool:
+    """Emit the stage's datasets on the current task's OpenLineage run; True if sent.
+    ``child_started``: the task runs other stages too, so this one is a run of its own under
+    the task's, started then (_child_events)."""
     try:
-        from airflow.providers.openlineage.api import emit_dataset_lineage, is_openlineage_active
+        from airflow.providers.openlineage.api import (
+            emit,
+            emit_dataset_lineage,
+            is_openlineage_active,
+        )
 
         if not is_openlineage_active():
             log.info("OpenLineage is not active: %s lineage not emitted", stage)
@@ -117,6 +111,11 @@ def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
         inputs, outputs = build_datasets(ios, owners)
         if not inputs and not outputs:
             return False
+        if child_started is not None:
+            for event in _child_events(stage, inputs, outputs, counts,
+                                       _job_facets(owners, description), child_started):
+                emit(event)
+            return True
         emit_dataset_lineage(
             inputs=inputs, outputs=outputs,
             additional_run_facets={"granary_conservation": conservation_facet(stage, counts)},

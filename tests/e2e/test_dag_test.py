@@ -335,15 +335,8 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     assertions = evaluate["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"]
     assert len(assertions) == 12 and all(a["success"] for a in assertions)  # 11 + 1 listed
 
-    from lineage.store import LineageStore
-    from storage.catalog import Catalog
-
-    catalog = Catalog(f"sqlite:///{tmp_path / 'lineage.db'}")
-    catalog.migrate()
-    store = LineageStore(catalog)
-    assert all(store.add_many(events))
     node = f"dataset:s3://{settings.bucket_registry}:datasets/zh_shopping_reviews"
-    graph = {n["id"]: n for n in store.graph(node, depth=30)["graph"]}
+    graph = _graph(events, tmp_path / "lineage.db", node)
     raw = {i for i in graph if i.startswith(f"dataset:s3://{settings.bucket_raw}:")}
     assert len(raw) == 2 and all(r.endswith(".txt") for r in raw)
     jobs = {n["data"]["name"].split(".")[1] for n in graph.values() if n["type"] == "JOB"}
@@ -352,13 +345,24 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     assert versions[0]["rowCount"] < len(expected_reviews()) and versions[0]["tag"]
 
 
+def _graph(events: list[dict], db: Path, node: str) -> dict[str, dict]:
+    """The lineage store built from ``events`` (every one accepted): the graph around
+    ``node``, by node id."""
+    from lineage.store import LineageStore
+    from storage.catalog import Catalog
+
+    catalog = Catalog(f"sqlite:///{db}")
+    catalog.migrate()
+    store = LineageStore(catalog)
+    assert all(store.add_many(events))
+    return {n["id"]: n for n in store.graph(node, depth=30)["graph"]}
+
+
 def check_refresh_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> None:
     """A refresh's stages before publishing run in one task, and each is still a job of its
     own: a run whose parent is that task's run, with its datasets and counts; the lineage
     store leads from the new version back to the new raw file through every stage."""
-    from lineage.store import LineageStore
     from lineage.validate import validate_event
-    from storage.catalog import Catalog
 
     for e in events:
         validate_event(e)
@@ -386,12 +390,8 @@ def check_refresh_lineage(events: list[dict], settings: Settings, tmp_path: Path
     assert publish[0]["outputs"][0]["facets"]["granary_registry"]["tag"] == \
         "zh_shopping_reviews/v2"
 
-    catalog = Catalog(f"sqlite:///{tmp_path / 'refresh-lineage.db'}")
-    catalog.migrate()
-    store = LineageStore(catalog)
-    assert all(store.add_many(events))
     node = f"dataset:s3://{settings.bucket_registry}:datasets/zh_shopping_reviews"
-    graph = {n["id"]: n for n in store.graph(node, depth=30)["graph"]}
+    graph = _graph(events, tmp_path / "refresh-lineage.db", node)
     assert any(i.startswith(f"dataset:s3://{settings.bucket_raw}:") for i in graph)
     jobs = {n["data"]["name"] for n in graph.values() if n["type"] == "JOB"}
     assert {f"{prefix}.{s}" for s in ("collect", "preprocess", "annotate", "synthesize",

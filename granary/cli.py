@@ -110,7 +110,7 @@ def check(specs: Annotated[list[Path] | None, typer.Argument(
         problems += len(found)
         bad += bool(found)
         if not found:
-            console.print(f"[green]ok[/] {path}", highlight=False)
+            console.print(f"[green]ok[/] {path}", highlight=False, soft_wrap=True)
         for problem in found:
             console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems:

@@ -67,6 +67,8 @@ def existing_catalog(settings: Settings) -> Catalog:
             "(GRANARY_DATABASE_URL for a database server).")
     if path is not None and not path.is_file():
         raise CatalogMissing(f"no Granary catalog at {where}. {todo}")
+    if path is not None and path.stat().st_size == 0:  # opening it would write a header
+        raise CatalogMissing(f"{where} is an empty file, not a Granary catalog. {todo}")
     cat = catalog(settings)
     try:
         cat.require()

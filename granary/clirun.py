@@ -111,12 +111,8 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
     deadline = time.monotonic() + timeout
     state = "queued"
     # the refresh DAG runs the stages before publishing in one task: the stages the run
-    # has completed so far come from the catalog
-    cat = None
-    if refresh:
-        from granary.runtime import catalog
-
-        cat = catalog(s)
+    # has completed so far come from the catalog (once the run has made it)
+    cat: Catalog | None = None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task(dataset, total=None, now="queued")
@@ -126,6 +122,8 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
                                                          "upstream_failed")]
             running = [t["task_id"] for t in tis if t.get("state") == "running"]
             now = ", ".join(running)
+            if refresh and cat is None:
+                cat = _catalog_if_there(s)
             if cat is not None and running:
                 stages = [r.stage for r in cat.stage_results(dataset, run_id)
                           if r.status == "success"]
@@ -136,6 +134,16 @@ def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "colle
                 break
             time.sleep(3)
     return run_id, state
+
+
+def _catalog_if_there(s: Settings) -> Catalog | None:
+    from granary.runtime import existing_catalog
+    from storage.catalog import CatalogError
+
+    try:
+        return existing_catalog(s)
+    except CatalogError:
+        return None
 
 
 def log_url(api_url: str, dag: str, run_id: str, f: Failure) -> str:

@@ -122,7 +122,10 @@ def test_a_failed_runs_cause_is_recorded_printed_and_shown(s: Settings, tmp_path
     assert f"where: source shop, file {html.escape(str(s.inbox_dir))}" in runs
 
 
-def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(s: Settings) -> None:
+def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(
+        s: Settings, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = s.model_copy(update={"database_url": catalog_url})  # SQLite and PostgreSQL
+    monkeypatch.setenv("GRANARY_DATABASE_URL", catalog_url)
     runtime.begin_run(DATASET, RUN, {"mode": "full"})
     secret = s.s3_secret_key.get_secret_value() if s.s3_secret_key else ""
     assert len(secret) >= 8
@@ -131,6 +134,8 @@ def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(s: Settings) -> No
                               f"the S3 key {secret} was wrong {noise} (at the end)")
     runtime.record_failure(DATASET, RUN, "publish.release", error, stage="publish",
                            try_number=1, will_retry=True)
+    runtime.record_failure(DATASET, RUN, "publish.release", error, stage="publish",
+                           try_number=2, will_retry=True)  # a retry replaces its row
     cat = runtime.catalog(s)
     with cat.session() as session:
         rows = list(session.scalars(select(RunFailureRow)))
@@ -140,4 +145,4 @@ def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(s: Settings) -> No
     assert f.message.startswith("push to https://bot:***@git.example/r.git refused; the S3 "
                                 "key *** was wrong")
     assert f.message.endswith("(at the end)") and len(f.message) < 2100
-    assert f.will_retry and f.stage == "publish"
+    assert f.will_retry and f.stage == "publish" and f.try_number == 2

@@ -189,15 +189,9 @@ def runs(dataset: str,
     if cat.run(dataset, run_id) is None and not cat.stage_results(dataset, run_id):
         _fail(f"the catalog has no run {run_id} of {dataset} (`granary runs {dataset}` lists "
               "them)")
-    from granary.clirun import print_failures
     from granary.clirun import print_run as show
-    from lineage.naming import dag_id
 
-    show(cat, _settings(), dataset, run_id)
-    retried = [f for f in cat.failures(dataset, run_id) if f.will_retry]
-    if retried:
-        console.print("tries that failed and were retried:")
-        print_failures(retried, _settings().api_url, dag_id(dataset), run_id)
+    show(cat, _settings(), dataset, run_id, retried=True)
 
 
 # ---- catalog ----------------------------------------------------------------------------------

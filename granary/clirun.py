@@ -173,9 +173,10 @@ def print_failures(failures: list[Failure], api_url: str, dag: str, run_id: str)
 
 
 def print_run(cat: Catalog, s: Settings, dataset: str, run_id: str,
-              dag: str | None = None) -> None:
+              dag: str | None = None, retried: bool = False) -> None:
     """The run's stages and counts, its version or why there is none, and the causes of
-    its failed tasks (each with its log link, in ``dag``: the lifecycle DAG by default)."""
+    its failed tasks (each with its log link, in ``dag``: the lifecycle DAG by default);
+    ``retried``: also the tries that failed and were retried."""
     from lineage.naming import dag_id
 
     t = table("stage", "status", "counts", title=f"{dataset} run {run_id}")
@@ -185,21 +186,26 @@ def print_run(cat: Catalog, s: Settings, dataset: str, run_id: str,
         t.add_row(r.stage, r.status, counts)
     console.print(t)
     v = cat.version_for_run(dataset, run_id)
+    failures = cat.failures(dataset, run_id)
+    final = [f for f in failures if not f.will_retry]
+    tries = [f for f in failures if f.will_retry]
+    record = cat.run(dataset, run_id)
+    dag = dag or dag_id(dataset)
     if v:
         console.print(f"published [bold green]{v.ref}[/] (tag {v.tag}, {v.row_count} records, "
                       f"git {v.git_rev[:10]})")
-        return
-    failures = cat.failures(dataset, run_id)
-    record = cat.run(dataset, run_id)
-    if record is not None and record.status == "failed" and failures:
-        final = [f for f in failures if not f.will_retry]
-        print_failures(final or failures, s.api_url, dag or dag_id(dataset), run_id)
-        retried = len(failures) - len(final) if final else 0
-        if retried:
-            console.print(f"({retried} other task(s) failed a try and were retried: "
-                          f"`granary runs {dataset} {run_id}`)")
+    elif record is not None and record.status == "failed" and failures:
+        print_failures(final or tries, s.api_url, dag, run_id)
+        tries = tries if final else []
     elif record is not None and record.message:  # no new version, or why the run stopped
         console.print(escape(record.message), soft_wrap=True)
+    if tries and retried:
+        console.print("tries that failed and were retried:")
+        print_failures(tries, s.api_url, dag, run_id)
+    elif tries:
+        console.print(f"({len(tries)} task tr{'ies' if len(tries) > 1 else 'y'} failed and "
+                      f"{'were' if len(tries) > 1 else 'was'} retried: `granary runs "
+                      f"{dataset} {run_id}` shows why)")
 
 
 def print_runs(cat: Catalog, dataset: str, limit: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -10,6 +12,26 @@ import httpx
 
 class AirflowError(RuntimeError):
     """Airflow answered with an error, or not at all."""
+
+
+class DagImportError(AirflowError):
+    """A DAG cannot load: the message is Airflow's import error, whole."""
+
+    @classmethod
+    def of(cls, dag_id: str, errors: list[dict[str, Any]]) -> DagImportError:
+        return cls("\n".join(f"Airflow cannot import {e.get('filename', '?')}, so {dag_id} "
+                             f"cannot run:\n{import_error_message(e)}" for e in errors))
+
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^\n]*$", re.MULTILINE)
+
+
+def import_error_message(error: dict[str, Any]) -> str:
+    """What an import error says: the exception's whole message (every line of it), without
+    the traceback above it; the whole stack trace when it cannot tell where that begins."""
+    trace = str(error.get("stack_trace") or "").rstrip()
+    found = list(_RAISED.finditer(trace))
+    return trace[found[-1].start():] if found else trace
 
 
 class AirflowClient:
@@ -67,16 +89,31 @@ class AirflowClient:
     def import_errors(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/api/v2/importErrors").get("import_errors", []))
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for_dag(self, dag_id: str, timeout: float = 180,
+                     blocking: Callable[[dict[str, Any]], bool] | None = None,
+                     waiting: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """The DAG once Airflow has loaded it. An import error that ``blocking`` says concerns
+        this DAG raises DagImportError at once, with its whole message; ``waiting`` is told
+        the seconds waited so far after each look."""
+        started = time.monotonic()
+        while True:
             dag = self.get_dag(dag_id)
-            if dag is not None:
+            if blocking is not None:
+                found = [e for e in self.import_errors() if blocking(e)]
+                if found:
+                    raise DagImportError.of(dag_id, found)
+            if dag is not None and not dag.get("is_stale"):
                 return dag
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                break
+            if waiting is not None:
+                waiting(waited)
             time.sleep(2)
-        errors = "; ".join(e.get("stack_trace", "")[-300:] for e in self.import_errors())
-        raise AirflowError(f"DAG {dag_id} did not appear within {timeout:.0f}s. "
-                           f"Import errors: {errors or 'none reported'}")
+        errors = "\n".join(f"{e.get('filename', '?')}: {import_error_message(e)}"
+                           for e in self.import_errors())
+        raise AirflowError(f"DAG {dag_id} did not appear within {timeout:.0f}s. Import errors: "
+                           + (f"\n{errors}" if errors else "none reported"))
 
     def unpause(self, dag_id: str) -> None:
         self._json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})

@@ -4,38 +4,34 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from granary.console import console, err
+from granary.console import fail as _fail
+from granary.console import table as _table
 from granary.settings import Settings, load_settings
 from lifecycle.spec import STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Granary: build, version and publish high-quality AI datasets.")
-console = Console()
-err = Console(stderr=True)
-
-
-def _table(*columns: str, title: str | None = None) -> Table:
-    """A table whose cells wrap instead of being cut with an ellipsis (ids must stay whole)."""
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    return table
 
 
 def _settings() -> Settings:
     return load_settings()
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+def _catalog(migrate: bool = False) -> Any:
+    """The catalog, for a command that reads it: a clear error, saying where it looked and
+    what to do, when there is none (nothing is created by looking)."""
+    from granary.runtime import existing_catalog
+
+    cat = existing_catalog(_settings())
+    if migrate:  # an older catalog gains the newer tables; an existing one only
+        cat.migrate()
+    return cat
 
 
 # ---- stack ------------------------------------------------------------------------------------
@@ -93,90 +89,61 @@ def serve(host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.
     uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
 
 
+# ---- specs ------------------------------------------------------------------------------------
+@app.command()
+def check(specs: Annotated[list[Path] | None, typer.Argument(
+        help="spec files or dataset names; default: every spec in the datasets folder",
+        show_default=False)] = None) -> None:
+    """Validate dataset specs and report every problem at once (file, line, field, fix);
+    exit 1 if there is any."""
+    from lifecycle.spec import check_spec
+
+    s = _settings()
+    paths = [_spec_path(s, p) for p in specs] if specs else sorted(
+        [*s.datasets_dir.glob("*.yaml"), *s.datasets_dir.glob("*.yml")])
+    if not paths:
+        _fail(f"no spec (*.yaml) in {s.datasets_dir}; name the files to check")
+    bad = 0
+    problems = 0
+    for path in paths:
+        found = check_spec(path)
+        problems += len(found)
+        bad += bool(found)
+        if not found:
+            console.print(f"[green]ok[/] {path}", highlight=False, soft_wrap=True)
+        for problem in found:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        _fail(f"{problems} problem{'s' if problems > 1 else ''} in {bad} of {len(paths)} "
+              f"spec{'s' if len(paths) > 1 else ''}")
+    console.print(f"{len(paths)} spec{'s' if len(paths) > 1 else ''} checked: no problem")
+
+
+def _spec_path(s: Settings, given: Path) -> Path:
+    """A spec file as given, or the datasets folder's spec of that dataset name."""
+    if given.exists() or given.suffix in (".yaml", ".yml") or len(given.parts) > 1:
+        return given
+    return s.datasets_dir / f"{given}.yaml"
+
+
 # ---- runs -------------------------------------------------------------------------------------
-def _client() -> Any:
-    from granary.airflow_client import AirflowClient
-
-    s = load_settings()  # read now: the password file may have been written since start-up
-    if s.airflow_password is None:
-        _fail("no Airflow password: start the stack first (`granary up`) or set "
-              "GRANARY_AIRFLOW_PASSWORD")
-    assert s.airflow_password is not None
-    return AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())
-
-
 def trigger_and_wait(dataset: str, mode: str = "full", first_stage: str = "collect",
                      last_stage: str = "publish", timeout: float = 1800,
                      refresh: bool = False) -> tuple[str, str]:
     """Unpause and trigger a dataset's lifecycle DAG (``refresh``: its refresh DAG), show
-    progress, and return (run id, final state)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    progress, and return (run id, final state); see granary.clirun."""
+    from granary.clirun import trigger_and_wait as trigger
 
+    return trigger(dataset, mode, first_stage, last_stage, timeout, refresh)
+
+
+def print_run(dataset: str, run_id: str, refresh: bool = False) -> None:
+    """The run's stages, its version, or why it failed (each failed task's cause)."""
+    from granary.clirun import print_run as show
     from lineage.naming import dag_id, refresh_dag_id
 
-    client = _client()
-    did = refresh_dag_id(dataset) if refresh else dag_id(dataset)
-    with console.status(f"waiting for Airflow to load {did}..."):
-        client.wait_for_dag(did)
-    client.unpause(did)
-    run_id = client.trigger(did, {"mode": mode, "first_stage": first_stage,
-                                  "last_stage": last_stage})
-    console.print(f"triggered {did} run [bold]{run_id}[/]")
-    deadline = time.monotonic() + timeout
-    state = "queued"
-    # the refresh DAG runs the stages before publishing in one task: the stages the run
-    # has completed so far come from the catalog
-    cat = None
-    if refresh:
-        from granary.runtime import catalog
-
-        cat = catalog(_settings())
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
-                  TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task(dataset, total=None, now="queued")
-        while time.monotonic() < deadline:
-            tis = client.task_instances(did, run_id)
-            done = [t for t in tis if t.get("state") in ("success", "skipped", "failed",
-                                                         "upstream_failed")]
-            running = [t["task_id"] for t in tis if t.get("state") == "running"]
-            now = ", ".join(running)
-            if cat is not None and running:
-                stages = [r.stage for r in cat.stage_results(dataset, run_id)
-                          if r.status == "success"]
-                now += f" ({', '.join(stages)} done)" if stages else ""
-            progress.update(bar, total=max(len(tis), 1), completed=len(done), now=now)
-            state = client.dag_run(did, run_id).get("state", "")
-            if state in ("success", "failed"):
-                break
-            time.sleep(3)
-    if state == "failed":
-        for t in client.task_instances(did, run_id):
-            if t.get("state") == "failed":
-                text = client.task_log(did, run_id, t["task_id"], int(t.get("try_number", 1)))
-                reason = [ln for ln in text.splitlines() if "Error" in ln or "error" in ln]
-                err.print(f"[red]task {t['task_id']} failed[/]: "
-                          f"{(reason[-1] if reason else 'see its log in the Airflow UI')[:800]}")
-    return run_id, state
-
-
-def print_run(dataset: str, run_id: str) -> None:
-    from granary.runtime import catalog
-
-    cat = catalog(_settings())
-    table = _table("stage", "status", "counts", title=f"{dataset} run {run_id}")
-    for r in cat.stage_results(dataset, run_id):
-        counts = ", ".join(f"{k}={v}" for k, v in r.counts.items()
-                           if not isinstance(v, dict | list))
-        table.add_row(r.stage, r.status, counts)
-    console.print(table)
-    v = cat.version_for_run(dataset, run_id)
-    if v:
-        console.print(f"published [bold green]{v.ref}[/] (tag {v.tag}, {v.row_count} records, "
-                      f"git {v.git_rev[:10]})")
-    else:
-        record = cat.run(dataset, run_id)
-        if record is not None and record.message:  # no new version, or why the run stopped
-            console.print(record.message)
+    show(_catalog(), _settings(), dataset, run_id,
+         refresh_dag_id(dataset) if refresh else dag_id(dataset))
 
 
 @app.command()
@@ -184,7 +151,7 @@ def run(dataset: str,
         mode: Annotated[str, typer.Option(help="full or incremental")] = "full",
         first_stage: Annotated[str, typer.Option(help="first stage to run")] = "collect",
         last_stage: Annotated[str, typer.Option(help="last stage to run")] = "publish") -> None:
-    """Trigger DATASET's lifecycle DAG in Airflow and wait for it."""
+    """Trigger DATASET's lifecycle DAG in Airflow and wait for it; a failed run prints why."""
     for name, value in (("--first-stage", first_stage), ("--last-stage", last_stage)):
         if value not in STAGES:
             _fail(f"{name} {value!r} is not a stage; choose one of {', '.join(STAGES)}")
@@ -199,21 +166,39 @@ def run(dataset: str,
 @app.command()
 def refresh(dataset: str) -> None:
     """Trigger DATASET's refresh DAG (the published version plus what is new in its sources,
-    what its schedule runs) and wait for it."""
+    what its schedule runs) and wait for it; a failed run prints why."""
     run_id, state = trigger_and_wait(dataset, "incremental", refresh=True)
-    print_run(dataset, run_id)
+    print_run(dataset, run_id, refresh=True)
     if state != "success":
         _fail(f"run {run_id} ended {state}")
+
+
+@app.command()
+def runs(dataset: str,
+         run_id: Annotated[str | None, typer.Argument(
+             help="one run: its stages and every failed task's cause")] = None,
+         limit: Annotated[int, typer.Option(help="how many of the newest runs")] = 10) -> None:
+    """List DATASET's newest runs with how each ended (a failed run: its cause), or show
+    one run."""
+    cat = _catalog(migrate=True)
+    if run_id is None:
+        from granary.clirun import print_runs
+
+        print_runs(cat, dataset, limit)
+        return
+    if cat.run(dataset, run_id) is None and not cat.stage_results(dataset, run_id):
+        _fail(f"the catalog has no run {run_id} of {dataset} (`granary runs {dataset}` lists "
+              "them)")
+    from granary.clirun import print_run as show
+
+    show(cat, _settings(), dataset, run_id, retried=True)
 
 
 # ---- catalog ----------------------------------------------------------------------------------
 @app.command()
 def datasets() -> None:
     """List the datasets in the catalog with their newest version."""
-    from granary.runtime import catalog
-
-    cat = catalog(_settings())
-    cat.migrate()
+    cat = _catalog(migrate=True)
     table = _table("dataset", "title", "domain", "licence", "access", "latest", "records")
     for d in cat.datasets():
         v = cat.latest(d.name)
@@ -226,13 +211,10 @@ def datasets() -> None:
 @app.command()
 def versions(dataset: str) -> None:
     """List the published versions of DATASET."""
-    from granary.runtime import catalog
-
-    cat = catalog(_settings())
-    cat.migrate()
+    cat = _catalog(migrate=True)
     rows = cat.versions(dataset)
     if not rows:
-        _fail(f"{dataset} has no published version yet (run it: `granary run {dataset}`)")
+        _fail(_no_version(cat, dataset))
     latest = cat.latest(dataset)
     table = _table("version", "status", "records", "grade", "sha256", "published (UTC)", "run",
                    title=f"{dataset}: registry tags {dataset}/v<N>")
@@ -251,6 +233,19 @@ def versions(dataset: str) -> None:
         console.print(table)
 
 
+def _no_version(cat: Any, dataset: str) -> str:
+    """Why ``dataset`` has no version to show: unknown here, never run, or its runs failed."""
+    known = [d.name for d in cat.datasets()]
+    if dataset not in known:
+        return (f"the catalog at {cat.safe_url} knows no dataset {dataset!r} (it knows: "
+                f"{', '.join(known) or 'none yet'}); build it with `granary run {dataset}`")
+    last = next(iter(cat.runs(dataset)), None)
+    if last is None:
+        return f"{dataset} has no published version yet (run it: `granary run {dataset}`)"
+    return (f"{dataset} has no published version yet; its last run {last.run_id} ended "
+            f"{last.status}: {last.message or '-'} (`granary runs {dataset} {last.run_id}`)")
+
+
 def _actor(by: str | None) -> str:
     import getpass
 
@@ -264,7 +259,6 @@ def deprecate(ref: str,
               undo: Annotated[bool, typer.Option("--undo", help="lift the deprecation")] = False,
               ) -> None:
     """Flag DATASET@vN deprecated: kept, marked in the catalog, warned about on download."""
-    from granary.runtime import catalog
     from lifecycle.releases import deprecate as do_deprecate
     from storage.catalog import ReleaseError
 
@@ -272,7 +266,7 @@ def deprecate(ref: str,
     if number is None:
         _fail(f"{ref}: name the version to deprecate, e.g. {dataset}@v2")
     assert number is not None
-    cat = catalog(_settings())
+    cat = _catalog()
     try:
         v = do_deprecate(cat, dataset, number, _actor(by), reason, undo=undo)
     except ReleaseError as e:
@@ -289,7 +283,7 @@ def rollback(ref: str,
              ) -> None:
     """Make DATASET@vN the latest version again (catalog and registry main); the next
     publish becomes latest as usual."""
-    from granary.runtime import catalog, registry
+    from granary.runtime import registry
     from lifecycle.releases import rollback as do_rollback
     from storage.catalog import ReleaseError
 
@@ -299,7 +293,7 @@ def rollback(ref: str,
         _fail(f"{ref}: name the version to roll back to, e.g. {dataset}@v1")
     assert number is not None
     try:
-        v = do_rollback(catalog(s), registry(s), dataset, number, _actor(by), reason)
+        v = do_rollback(_catalog(), registry(s), dataset, number, _actor(by), reason)
     except ReleaseError as e:
         _fail(str(e))
     console.print(f"latest {dataset} is {v.ref} again (registry main and catalog)")
@@ -328,10 +322,8 @@ def links(ref: str) -> None:
 
 def _resolve(ref: str) -> Any:
     """The version a reference names; ``DATASET`` alone means its latest."""
-    from granary.runtime import catalog
-
     dataset, number = parse_ref(ref)
-    cat = catalog(_settings())
+    cat = _catalog()
     v = cat.latest(dataset) if number is None else cat.get_version(dataset, number)
     if v is None:
         _fail(f"{ref}: no such published version (see `granary versions {dataset}`)")
@@ -369,12 +361,12 @@ def trace(ref: str, record_id: str,
     """Show where RECORD_ID of DATASET@VERSION came from: raw object, line, every stage."""
     import json as _json
 
-    from granary.runtime import catalog, object_store
+    from granary.runtime import object_store
     from lifecycle.trace import trace as trace_record
 
     s = _settings()
     dataset, number = parse_ref(ref)
-    result = trace_record(catalog(s), object_store(s), dataset, number, record_id)
+    result = trace_record(_catalog(), object_store(s), dataset, number, record_id)
     if as_json:
         print(_json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
@@ -433,7 +425,7 @@ def maintain(dataset: Annotated[str | None, typer.Argument(help="one dataset; de
 def verify(ref: str) -> None:
     """Re-hash every object of DATASET[@VERSION] in the registry bucket and walk its ledger
     chain; exit 1 naming each difference."""
-    from granary.runtime import catalog, object_store
+    from granary.runtime import object_store
     from lifecycle.verify import verify as verify_dataset
 
     s = _settings()
@@ -441,7 +433,7 @@ def verify(ref: str) -> None:
     bucket, prefix = s.registry_objects
     try:
         result = verify_dataset(dataset, s.registry, object_store(s), bucket, prefix,
-                                catalog(s), number)
+                                _catalog(), number)
     except ValueError as e:
         _fail(str(e))
     if not result.versions:
@@ -464,12 +456,9 @@ app.add_typer(token_app, name="token")
 
 
 def _tokens() -> Any:
-    from granary.runtime import catalog
     from storage.tokens import Tokens
 
-    cat = catalog(_settings())
-    cat.migrate()
-    return Tokens(cat)
+    return Tokens(_catalog(migrate=True))
 
 
 def _when(t: Any) -> str:
@@ -584,7 +573,9 @@ def main() -> None:
         sys.exit(e.exit_code)
     except (AirflowError, LifecycleError, SpecError, CatalogError, StorageError,
             RegistryError) as e:
-        err.print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(1)
 
 

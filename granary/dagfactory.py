@@ -7,6 +7,7 @@ Great Expectations, DVC, SQLAlchemy) when it runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,20 +61,65 @@ def _refresh_doc(loaded: LoadedSpec) -> str:
             f"a refresh going fails at `begin` and says so.")
 
 
-def _as_airflow(fn: Any) -> Any:
+def _as_airflow(fn: Any, name: str, context: dict[str, Any], stage: str | None = None,
+                unit: str | None = None) -> Any:
     """Run ``fn`` translating Granary's errors: skips skip; bad input, a failed gate or a
-    refused source fail at once (retrying cannot help); anything else is retried."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    refused source fail at once (retrying cannot help); anything else is retried. A failure
+    is recorded in the catalog first (runtime.record_failure), with whether Airflow will try
+    again, so the run's `end` task and the CLI can say why it failed."""
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSkipException,
+        DownstreamTasksSkipped,
+    )
 
-    from granary.runtime import StageSkipped
+    from granary.runtime import StageSkipped, record_failure
     from lifecycle.errors import PermanentError
 
     try:
         return fn()
     except StageSkipped as e:
         raise AirflowSkipException(str(e)) from e
-    except (PermanentError, SpecError, ValueError) as e:
-        raise AirflowFailException(str(e)) from e
+    except (AirflowSkipException, DownstreamTasksSkipped):
+        raise
+    except Exception as e:
+        permanent = isinstance(e, PermanentError | SpecError | ValueError | AirflowFailException)
+        ti = context["ti"]
+        record_failure(name, context["run_id"], ti.task_id, e, stage=stage,
+                       map_index=_map_index(ti), try_number=ti.try_number,
+                       will_retry=not permanent and ti.try_number <= ti.max_tries, unit=unit,
+                       dag_id=ti.dag_id)
+        if permanent and not isinstance(e, AirflowFailException):
+            failed = AirflowFailException(str(e))
+            failed.granary_recorded = True  # type: ignore[attr-defined]
+            raise failed from e
+        with contextlib.suppress(AttributeError):
+            e.granary_recorded = True  # type: ignore[attr-defined]
+        raise
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return index if isinstance(index, int) else -1
+
+
+def _failure_callback(name: str) -> Any:
+    """A task's on_failure_callback: records a failure that did not pass through
+    :func:`_as_airflow` (a timeout, a sensor giving up, an error in Airflow's hand-over)."""
+    def record(context: Any) -> None:
+        error = context.get("exception")
+        if getattr(error, "granary_recorded", False):
+            return
+        from granary.runtime import record_failure
+
+        ti = context["ti"]
+        stage = ti.task_id.split(".", 1)[0] if "." in ti.task_id else None
+        record_failure(name, context["run_id"], ti.task_id,
+                       error if isinstance(error, BaseException) else None,
+                       stage=stage if stage in STAGES else None, map_index=_map_index(ti),
+                       try_number=ti.try_number, dag_id=ti.dag_id)
+
+    return record
 
 
 def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: Any) -> Any:
@@ -83,10 +129,12 @@ def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: A
     from granary.runtime import stage_part
 
     unit = args[0] if args and isinstance(args[0], dict) else {}
+    label = unit.get("label") or "nothing to do"
     # rendered by the mapped tasks' map_index_template (harmless for the others)
-    get_current_context()["granary_unit"] = unit.get("label") or "nothing to do"  # type: ignore[typeddict-unknown-key]
+    get_current_context()["granary_unit"] = label  # type: ignore[typeddict-unknown-key]
     return _as_airflow(lambda: stage_part(dataset, stage, part, context["run_id"],
-                                          dict(context["params"]), *args))
+                                          dict(context["params"]), *args),
+                       dataset, context, stage, unit=label if unit else None)
 
 
 def _call_stage(dataset: str, stage: str, upstream: Any,
@@ -96,7 +144,8 @@ def _call_stage(dataset: str, stage: str, upstream: Any,
     # the mapped collect tasks' results arrive as a lazy sequence
     up = upstream if isinstance(upstream, dict) or upstream is None else list(upstream)
     result: dict[str, Any] = _as_airflow(
-        lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]), up))
+        lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]), up),
+        dataset, context, stage)
     return result
 
 
@@ -122,7 +171,8 @@ def schedule(spec: Any) -> Any:
 
 def _default_args(spec: Any) -> dict[str, Any]:
     return {"owner": spec.owners[0].name, "retries": 2, "retry_delay": timedelta(seconds=20),
-            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5)}
+            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5),
+            "on_failure_callback": _failure_callback(spec.name)}
 
 
 def _params(mode: str) -> dict[str, Param]:
@@ -143,7 +193,12 @@ def _tags(spec: Any, *more: str) -> list[str]:
 def _open_run(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> dict[str, Any]:
     """A run's set-up, and the one-run-at-a-time rule across a dataset's two DAGs (each DAG
     has max_active_runs=1; Airflow has no such limit across DAGs): a refresh that finds a
-    lifecycle run going is skipped, a lifecycle run that finds a refresh going fails."""
+    lifecycle run going is skipped, a lifecycle run that finds a refresh going fails. A
+    failure (a spec broken since the DAG was parsed, say) is recorded as any task's."""
+    return _as_airflow(lambda: _open(name, sibling, refresh, context), name, context)
+
+
+def _open(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException, DownstreamTasksSkipped
 
     from granary.runtime import begin_run, refuse_run
@@ -163,10 +218,7 @@ def _open_run(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -
             raise AirflowFailException(message)
         later = context["task"].get_flat_relative_ids(upstream=False)
         raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
-    try:
-        return begin_run(name, context["run_id"], params)
-    except (SpecError, ValueError) as e:
-        raise AirflowFailException(str(e)) from e
+    return begin_run(name, context["run_id"], params)  # a bad spec or range fails at once
 
 
 def _begin(name: str, sibling: str, refresh: bool) -> Any:
@@ -244,7 +296,7 @@ def _refresh_task(name: str) -> Any:
         _open_run(name, dag_id(name), True, context)
         result: dict[str, Any] = _as_airflow(lambda: run_stages(
             name, BEFORE_PUBLISH, context["run_id"], dict(context["params"]),
-            resume=context["ti"].try_number > 1))
+            resume=context["ti"].try_number > 1), name, context)
         if (result["stage"] == "collect" and result["counts"].get("nothing_new")
                 and result.get("status") != "reused"):
             from airflow.sdk.exceptions import DownstreamTasksSkipped
@@ -413,6 +465,7 @@ def build_dags(settings: Settings | None = None) -> tuple[dict[str, DAG], list[S
 
 
 def spec_errors_message(errors: list[SpecError]) -> str:
-    lines = "\n".join(f"  {e}" for e in errors)
+    """The import error of granary_spec_check.py: every broken spec with all its problems."""
+    lines = "\n".join("  " + str(e).replace("\n", "\n  ") for e in errors)
     return (f"{len(errors)} dataset spec(s) could not be loaded; their DAGs are missing until "
             f"fixed (the other datasets load normally):\n{lines}")

@@ -195,8 +195,37 @@ def dataset_page(catalog: Catalog, dataset: str, base: str,
                "<th>status</th><th>evaluated</th><th></th></tr>" + "".join(crows)
                + "</table>" if crows else "<p>none</p>")
             + ("<h3>Deprecations and rollbacks</h3>" + _history(history) if history else "")
+            + _runs(catalog, dataset)
             + _maintenance(row.health if row else None, evaluations, base, dataset))
     return _page(f"dataset {dataset}", body)
+
+
+RUNS_SHOWN = 10
+
+
+def _runs(catalog: Catalog, dataset: str) -> str:
+    """The newest runs and how each ended; a failed run with the cause each failed task
+    recorded (stage, task, exception and message, and the record, field or file)."""
+    runs = catalog.runs(dataset)[:RUNS_SHOWN]
+    if not runs:
+        return ""
+    failures = catalog.failures_of(dataset, [r.run_id for r in runs if r.status == "failed"])
+    rows = []
+    for r in runs:
+        causes = [f for f in failures.get(r.run_id, []) if not f.will_retry] \
+            or failures.get(r.run_id, [])
+        cause = ("<ul class='failures'>" + "".join(
+            f"<li class='error'><strong>{html.escape(f.stage or 'run')}</strong>: task "
+            f"<code>{html.escape(f.task)}</code> failed (try {f.try_number}): "
+            f"<strong>{html.escape(f.error_type)}</strong>: {html.escape(f.message)}"
+            + (f"<br>where: {html.escape(f.where)}" if f.where else "") + "</li>"
+            for f in causes) + "</ul>") if causes else ""
+        rows.append(f"<tr class='run {html.escape(r.status)}'><td>{html.escape(r.run_id)}</td>"
+                    f"<td>{html.escape(r.mode)}</td><td>{html.escape(r.status)}</td>"
+                    f"<td>{r.started_at:%Y-%m-%d %H:%M}</td>"
+                    f"<td>{cause or html.escape(r.message or '')}</td></tr>")
+    return ("<h3>Runs</h3><table id='runs'><tr><th>run</th><th>mode</th><th>status</th>"
+            "<th>started (UTC)</th><th>outcome</th></tr>" + "".join(rows) + "</table>")
 
 
 def _maintenance(health: dict[str, Any] | None, evaluations: list[Any], base: str,

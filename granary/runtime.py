@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from granary.settings import Settings, load_settings
+from lifecycle.errors import bounded, failure_facts, mark_stage
 from lifecycle.spec import STAGES, DatasetSpec, load_spec
-from storage.catalog import Catalog
+from storage.catalog import Catalog, CatalogMissing, Failure, sqlite_file
 from storage.objectstore import ObjectStore
 from storage.registry import DvcRegistry
 
@@ -53,6 +54,28 @@ def registry(settings: Settings) -> DvcRegistry:
 
 def catalog(settings: Settings) -> Catalog:
     return Catalog(settings.catalog_url)
+
+
+def existing_catalog(settings: Settings) -> Catalog:
+    """The catalog for reading: CatalogMissing, saying where it looked and what to do, when
+    there is none (a read never creates one, not even an empty SQLite file)."""
+    path = sqlite_file(settings.catalog_url)
+    where = f"{path}" if path is not None else settings.catalog_url.split("@")[-1]
+    todo = (f"Granary's home is {settings.home} ({settings.home_found_by}). Build a dataset "
+            "there first (`granary up`, then `granary run DATASET`; `make demo` in the "
+            "checkout does both), or point GRANARY_HOME at the folder holding catalog.db "
+            "(GRANARY_DATABASE_URL for a database server).")
+    if path is not None and not path.is_file():
+        raise CatalogMissing(f"no Granary catalog at {where}. {todo}")
+    if path is not None and path.stat().st_size == 0:  # opening it would write a header
+        raise CatalogMissing(f"{where} is an empty file, not a Granary catalog. {todo}")
+    cat = catalog(settings)
+    try:
+        cat.require()
+    except CatalogMissing as e:
+        cat.dispose()
+        raise CatalogMissing(f"{e}. {todo}") from e
+    return cat
 
 
 def services(settings: Settings | None = None) -> Services:
@@ -149,10 +172,14 @@ def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[st
         return [dict(REUSE_UNIT)] if part == "plan" else {}
     if any(_placeholder(a) for a in args):
         return {}
-    svc = services()
-    ctx = _context(svc, dataset, run_id, params)
-    module = {"collect": collect, "preprocess": preprocess}[stage]
-    result = getattr(module, part)(ctx, *args)
+    try:
+        svc = services()
+        ctx = _context(svc, dataset, run_id, params)
+        module = {"collect": collect, "preprocess": preprocess}[stage]
+        result = getattr(module, part)(ctx, *args)
+    except Exception as e:
+        mark_stage(e, stage)
+        raise
     if part == "plan" and not result:  # nothing new anywhere: one empty unit
         return [{**REUSE_UNIT, "label": "nothing new to fetch"}]
     return result
@@ -204,8 +231,11 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
                       "evaluate": evaluate, "publish": publish}[stage]
             result = module.run(ctx, upstream)
     except Exception as e:
+        mark_stage(e, stage)
         try:
-            svc.catalog.record_stage(dataset, run_id, stage, "failed", "", {"error": str(e)})
+            facts = failure_facts(e)
+            svc.catalog.record_stage(dataset, run_id, stage, "failed", "", {
+                "error": svc.settings.mask(f"{facts['error_type']}: {facts['message']}")})
         except Exception:  # the catalog may be the thing that failed; the task error says why
             log.exception("could not record the failure of %s in the catalog", stage)
         raise
@@ -282,7 +312,7 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
         expected = ["collect"]  # the later stages were skipped: there was nothing to do
     missing = [s for s in expected if s not in results or results[s].status != "success"]
     status = "failed" if missing else "success"
-    message = f"stages not completed: {', '.join(missing)}" if missing else ""
+    message = _failed_message(svc.catalog, dataset, run_id, missing) if missing else ""
     version = svc.catalog.version_for_run(dataset, run_id)
     if version is not None:
         message = f"published {version.ref}"
@@ -298,6 +328,66 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
         log.info("%s: incremental state of %d source(s) committed", dataset, advanced)
     svc.catalog.finish_run(dataset, run_id, status, message)
     return {"status": status, "message": message}
+
+
+def _failed_message(cat: Catalog, dataset: str, run_id: str, missing: list[str]) -> str:
+    """Why a run failed, in one line: the first failure its tasks recorded (the cause; the
+    others usually follow from it), else which stages did not complete."""
+    failures = cat.failures(dataset, run_id)
+    final = [f for f in failures if not f.will_retry] or failures
+    if not final:
+        return (f"stages not completed: {', '.join(missing)}; no task recorded a cause (killed "
+                "or timed out?): see the failed task's log in the Airflow UI")
+    more = len(final) - 1
+    return final[0].summary() + (
+        f" (and {more} more failed task{'s' if more > 1 else ''}: `granary runs {dataset}`)"
+        if more else "")
+
+
+def record_failure(dataset: str, run_id: str, task_id: str, error: BaseException | None, *,
+                   stage: str | None = None, map_index: int = -1, try_number: int = 1,
+                   will_retry: bool = False, unit: str | None = None,
+                   dag_id: str | None = None, settings: Settings | None = None
+                   ) -> Failure | None:
+    """Record in the catalog why task ``task_id`` of the run failed: the stage, the
+    exception's type and message (bounded, every secret of the settings masked) and the
+    record, field, file and source it names. Called as the task fails, before Airflow hears
+    of it (so the run's `end` finds it); never raises: the task's own error must stand."""
+    try:
+        settings = settings or load_settings()
+        facts = failure_facts(error) if error is not None else {
+            "error_type": "unknown", "message": "the task failed without an exception (killed "
+            "or timed out?); see its log in the Airflow UI"}
+        details = {k: facts[k] for k in ("source", "line", "cause") if facts.get(k) is not None}
+        if unit:
+            details["unit"] = unit
+        if dag_id:
+            details["dag_id"] = dag_id
+        masked = {k: settings.mask(str(v)) if isinstance(v, str) else v
+                  for k, v in details.items()}
+        failure = Failure(
+            task_id=task_id, error_type=facts["error_type"],
+            message=bounded(settings.mask(facts["message"])),
+            stage=facts.get("stage") or stage, map_index=map_index, try_number=try_number,
+            will_retry=will_retry,
+            record_id=_short(facts.get("record_id")), field=_short(facts.get("field")),
+            file=settings.mask(str(facts["file"])) if facts.get("file") else None,
+            details=masked)
+        cat = catalog(settings)
+        try:
+            cat.require()
+        except Exception:  # a first run failing before its set-up: make the schema
+            cat.migrate()
+        cat.record_failure(dataset, run_id, failure)
+        cat.dispose()
+        return failure
+    except Exception:
+        log.exception("could not record the failure of %s in the catalog", task_id)
+        return None
+
+
+def _short(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)[:250]
 
 
 def maintain_dataset(dataset: str, dry_run: bool = False,

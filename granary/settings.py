@@ -8,10 +8,11 @@ needs through an adapter (``to_minio()``, ``to_dvc_remote()``, ``s3_env()``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CREDENTIALS_FILE = "s3-credentials.json"
@@ -20,6 +21,33 @@ LINEAGE_KEY_FILE = "lineage-credentials.json"
 """File under the home with the lineage API key the local stack generated (0600)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+HOME_DIR = ".granary"
+"""The home's folder name inside a checkout (or any project folder)."""
+STACK_FILES = (CREDENTIALS_FILE, "registry.git", "airflow")
+"""Files `granary up` writes into a home: a folder holding one is a home, not an accident."""
+
+
+def is_checkout(folder: Path) -> bool:
+    """A Granary checkout: its pyproject.toml names the project ``granary``."""
+    try:
+        text = (folder / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(r'(?m)^name\s*=\s*"granary"\s*$', text) is not None
+
+
+def is_home(folder: Path) -> bool:
+    """A home the local stack made (not an empty folder left by chance)."""
+    return any((folder / name).exists() for name in STACK_FILES)
+
+
+def find_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that is a Granary checkout or holds a home
+    the stack made (``.granary/``)."""
+    for folder in (start, *start.parents):
+        if is_checkout(folder) or is_home(folder / HOME_DIR):
+            return folder
+    return None
 
 
 class Settings(BaseSettings):
@@ -27,7 +55,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRANARY_", extra="ignore", frozen=True)
 
-    home: Path = Field(default=Path(".granary"), description="Granary's working folder.")
+    home: Path = Field(default=Path(HOME_DIR), description="Granary's working folder; when "
+                       "unset, .granary/ of the nearest checkout above the current folder, "
+                       "else of the checkout Granary runs from (see `home_found_by`).")
     database_url: str | None = Field(
         default=None, description="Catalog database URL; SQLite under the home when unset."
     )
@@ -84,9 +114,15 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         default=None, description="Secret salt of `hash` pseudonyms for personal data.")
 
+    _found_by: str = PrivateAttr(default="")
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         # frozen model: derived defaults are filled through object.__setattr__ once, here.
+        if "home" in self.model_fields_set:
+            self._found_by = "set by GRANARY_HOME"
+        else:
+            self._locate()
         home = self.home.expanduser().resolve()
         object.__setattr__(self, "home", home)
         if not self.public_url:
@@ -107,6 +143,30 @@ class Settings(BaseSettings):
             if password:
                 object.__setattr__(self, "airflow_password", SecretStr(password))
         return self
+
+    def _locate(self) -> None:
+        """No home given: the nearest checkout (or stack-made home) above the current folder,
+        else the checkout this code runs from; its datasets/ too, unless one was given."""
+        cwd = Path.cwd()
+        root = find_root(cwd)
+        if root is not None:
+            self._found_by = f"the nearest Granary folder above {cwd}: {root}"
+        elif is_checkout(REPO_ROOT):
+            root = REPO_ROOT
+            self._found_by = (f"no Granary folder above {cwd}, so the checkout Granary runs "
+                              f"from: {root}")
+        else:
+            self._found_by = (f"no Granary folder above {cwd} and GRANARY_HOME unset, so "
+                              f"{cwd / HOME_DIR}")
+            return
+        object.__setattr__(self, "home", root / HOME_DIR)
+        if "datasets_dir" not in self.model_fields_set and (root / "datasets").is_dir():
+            object.__setattr__(self, "datasets_dir", root / "datasets")
+
+    @property
+    def home_found_by(self) -> str:
+        """How the home was chosen (said when something is missing from it)."""
+        return self._found_by
 
     # ---- derived locations -------------------------------------------------------------
     @property
@@ -178,6 +238,19 @@ class Settings(BaseSettings):
             "AWS_DEFAULT_REGION": self.s3_region,
         }
 
+    def mask(self, text: str) -> str:
+        """``text`` with every secret these settings hold, and any password written in a URL,
+        replaced by ``***`` (for what is stored or shown, such as a failure's message)."""
+        values = [v.get_secret_value() for v in (
+            self.s3_secret_key, self.airflow_password, self.lineage_api_key, self.pii_salt)
+            if v is not None]
+        values += [m.group(1) for url in (self.database_url, self.airflow_database_url,
+                                          self.celery_broker_url, self.registry_url) if url
+                   for m in [_URL_PASSWORD.search(url)] if m]
+        for value in sorted({v for v in values if len(v) >= 4}, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return _URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+
     def to_env(self) -> dict[str, str]:
         """GRANARY_* variables that make a child process see these same settings."""
         env = {
@@ -201,6 +274,9 @@ class Settings(BaseSettings):
             env["GRANARY_S3_ACCESS_KEY"] = self.s3_access_key.get_secret_value()
             env["GRANARY_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()
         return env
+
+
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", re.IGNORECASE)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

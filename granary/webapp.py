@@ -129,8 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/datasets/{dataset}", response_class=HTMLResponse)
     def dataset(request: Request, dataset: str) -> str:
         catalog = store().catalog
-        if not catalog.evaluations(dataset) and not catalog.versions(dataset):
-            raise HTTPException(404, f"no dataset {dataset} has been evaluated or published")
+        # a dataset whose runs all failed has a page too: it says why they failed
+        if not catalog.runs(dataset) and not catalog.evaluations(dataset) \
+                and not catalog.versions(dataset):
+            raise HTTPException(404, f"the catalog knows no run of a dataset {dataset}")
         latest = catalog.latest(dataset)
         load = releases.load_code(latest, current_settings().registry) if latest else None
         return dataset_page(catalog, dataset, base(request), load)

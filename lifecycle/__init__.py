@@ -8,7 +8,15 @@ from lifecycle.errors import (
     QualityGateFailed,
     SourceError,
 )
-from lifecycle.spec import STAGES, DatasetSpec, SpecError, discover, load_spec
+from lifecycle.spec import (
+    STAGES,
+    DatasetSpec,
+    SpecError,
+    SpecProblem,
+    check_spec,
+    discover,
+    load_spec,
+)
 
 __all__ = [
     "STAGES",
@@ -19,8 +27,10 @@ __all__ = [
     "QualityGateFailed",
     "SourceError",
     "SpecError",
+    "SpecProblem",
     "StageContext",
     "StageResult",
+    "check_spec",
     "discover",
     "load_spec",
 ]

@@ -283,7 +283,8 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     if "exact_dedup" in dedups and cfg.dedup.exact:
         missing = [k for k in cfg.dedup.key if k not in df.columns]
         if missing:
-            raise PermanentError(f"preprocess.dedup.key names unknown fields {missing}")
+            raise PermanentError(f"preprocess.dedup.key names unknown fields {missing}",
+                                 field=", ".join(missing))
         keys_ = ExactDeduplicator(cfg.dedup.key).key(df) if len(df) else pd.Series([])
         index["exact"] = [hashlib.blake2b(k.encode(), digest_size=8).hexdigest()
                           for k in keys_.tolist()]

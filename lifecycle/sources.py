@@ -67,11 +67,13 @@ class FilesConnector:
         for p in matches:
             if not p.resolve().is_relative_to(root):
                 raise SourceError(f"source {name!r}: {p} resolves outside the inbox {root}; "
-                                  "symlinks out of the inbox are refused")
+                                  "symlinks out of the inbox are refused", source=name,
+                                  file=str(p))
         if not matches:
             raise SourceError(f"source {name!r}: no file matches {self.source.path!r} under "
                               f"{root}. Put the files there (for the sample: `make demo` "
-                              "stages them) or fix `path` in the spec.")
+                              "stages them) or fix `path` in the spec.", source=name,
+                              file=str(root / self.source.path))
         return matches
 
     def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,15 +21,49 @@ STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publis
 NAME_RE = r"^[a-z][a-z0-9_]{1,63}$"
 
 
-class SpecError(ValueError):
-    """A spec that cannot be used. ``str()`` reads ``file:line: field: problem``."""
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a spec: where (file, line, field) and what to do about it."""
 
-    def __init__(self, file: str, problem: str, field: str | None = None,
-                 line: int | None = None) -> None:
-        self.file, self.field, self.line, self.problem = file, field, line, problem
-        where = f"{file}:{line}" if line else file
-        what = f"field '{field}': " if field else ""
-        super().__init__(f"{where}: {what}{problem}")
+    file: str
+    problem: str
+    field: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        what = f"field '{self.field}': " if self.field else ""
+        return f"{where}: {what}{self.problem}"
+
+
+SHOWN_PROBLEMS = 30
+"""How many problems a SpecError's message lists (``granary check`` lists every one)."""
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, with every problem found in it (``problems``, by line).
+
+    ``str()`` reads ``file:line: field: problem`` for one problem, and a count followed by
+    one such line per problem for several. ``file``, ``field``, ``line`` and ``problem`` are
+    the first problem's (an unknown key before the rest: it often explains them)."""
+
+    def __init__(self, file: str, problem: str = "", field: str | None = None,
+                 line: int | None = None, *, problems: list[SpecProblem] | None = None) -> None:
+        self.problems = list(problems) if problems else [SpecProblem(file, problem, field, line)]
+        first = self.problems[0]
+        self.file, self.field, self.line, self.problem = file, first.field, first.line, \
+            first.problem
+        super().__init__(_render(file, self.problems))
+
+
+def _render(file: str, problems: list[SpecProblem]) -> str:
+    if len(problems) == 1:
+        return str(problems[0])
+    shown = sorted(problems, key=lambda p: p.line or 0)[:SHOWN_PROBLEMS]
+    more = len(problems) - len(shown)
+    return (f"{file}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in shown)
+            + (f"\n  ... and {more} more (`granary check {file}` lists every one)"
+               if more else ""))
 
 
 class _Model(BaseModel):
@@ -1011,6 +1046,16 @@ def _model_of(annotation: Any, node: Any = None) -> type[BaseModel] | None:
 
 
 def parse_spec(text: str, file: str) -> DatasetSpec:
+    """The spec in ``text`` (read from ``file``); a SpecError lists every problem in it."""
+    spec, problems, _ = _validate(text, file)
+    if problems or spec is None:
+        raise SpecError(file, problems=problems)
+    return spec
+
+
+def _validate(text: str, file: str) -> tuple[DatasetSpec | None, list[SpecProblem], Any]:
+    """The spec, every problem found (by line) and the parsed YAML. Checks that span several
+    keys (a model's own validators) run once each key is valid on its own."""
     try:
         # libyaml's parser where PyYAML has it: 5x faster, and every task loads its spec
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -1019,43 +1064,77 @@ def parse_spec(text: str, file: str) -> DatasetSpec:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
-        raise SpecError(file, f"invalid YAML: {problem}. Fix the syntax at that line.",
-                        line=mark.line + 1 if mark else None) from e
+        return None, [SpecProblem(file, f"invalid YAML: {problem}. Fix the syntax at that "
+                                  "line.", line=mark.line + 1 if mark else None)], None
     if not isinstance(data, dict):
-        raise SpecError(file, "a spec must be a YAML mapping of keys (name:, title:, ...)",
-                        line=1)
+        return None, [SpecProblem(file, "a spec must be a YAML mapping of keys (name:, "
+                                  "title:, ...)", line=1)], data
     marks: dict[tuple[Any, ...], int] = {}
     if root is not None:
         _marks(root, (), marks)
     try:
-        spec = DatasetSpec.model_validate(data)
+        return DatasetSpec.model_validate(data), [], data
     except ValidationError as e:
-        # an unknown key usually explains the "missing" error next to it: report it first
-        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
-        err = errors[0]
+        return None, _problems(e, file, data, marks), data
+
+
+def _problems(e: ValidationError, file: str, data: Any,
+              marks: dict[tuple[Any, ...], int]) -> list[SpecProblem]:
+    """Every validation error as a problem naming its line, its field and a fix. A missing
+    key that an unknown key beside it misspells is one problem (the misspelling), not two."""
+    misspelt: set[tuple[Any, ...]] = set()
+    found: list[tuple[bool, SpecProblem]] = []
+    for err in e.errors():
+        if err["type"] != "extra_forbidden":
+            continue
         loc = _clean_loc(tuple(err["loc"]))
-        line = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
-        problem = err["msg"]
+        allowed = _allowed_keys(DatasetSpec, loc, data)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            misspelt.add((*loc[:-1], close[0]))
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        found.append((True, SpecProblem(
+            file, f"unknown key.{hint} Allowed here: {', '.join(allowed)}.",
+            field=_field_name(loc), line=_line(loc, marks))))
+    for err in e.errors():
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(DatasetSpec, loc, data)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            problem = f"unknown key.{hint} Allowed here: {', '.join(allowed)}."
-        elif err["type"] == "missing":
-            problem = "this key is required but missing."
+            continue
+        loc = _clean_loc(tuple(err["loc"]))
+        line = _line(loc, marks)
+        if err["type"] == "missing":
+            if loc in misspelt:
+                continue
+            problem = (f"this key is required but missing: add `{loc[-1]}:` here "
+                       "(docs/spec.md describes it).")
             if line is None:
                 parent = loc[:-1]
                 line = marks.get(parent, 1) if parent else 1
         else:
-            problem += f" (got {err.get('input')!r})."
-        more = len(e.errors()) - 1
-        if more:
-            problem += f" ({more} more problem{'s' if more > 1 else ''} after this one.)"
-        raise SpecError(file, problem, field=_field_name(loc), line=line) from e
-    return spec
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problem = f"{msg} (got {err.get('input')!r})."
+        found.append((False, SpecProblem(file, problem, field=_field_name(loc) or None,
+                                         line=line)))
+    # unknown keys first (they often explain the rest), then by line
+    found.sort(key=lambda x: (not x[0], x[1].line or 0))
+    return [p for _, p in found]
+
+
+def _line(loc: tuple[Any, ...], marks: dict[tuple[Any, ...], int]) -> int | None:
+    return next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
+
+
+def check_spec(path: Path | str) -> list[SpecProblem]:
+    """Every problem of the spec file at ``path`` ([] when it loads): what ``granary check``
+    reports."""
+    try:
+        load_spec(path)
+    except SpecError as e:
+        return e.problems
+    return []
 
 
 def load_spec(path: Path | str) -> LoadedSpec:
+    """The spec file at ``path``; a SpecError lists every problem in it."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -1065,12 +1144,17 @@ def load_spec(path: Path | str) -> LoadedSpec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(str(path), "the spec is not UTF-8 text") from e
-    spec = parse_spec(text, str(path))
-    if spec.name != path.stem:
+    spec, problems, data = _validate(text, str(path))
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and name != path.stem and not any(
+            p.field == "name" for p in problems):
         line = next((i + 1 for i, ln in enumerate(text.splitlines())
                      if re.match(r"^name\s*:", ln)), None)
-        raise SpecError(str(path), f"name {spec.name!r} must match the file name "
-                        f"{path.stem!r}: rename one of them.", field="name", line=line)
+        problems.append(SpecProblem(str(path), f"name {name!r} must match the file name "
+                                    f"{path.stem!r}: rename one of them.", field="name",
+                                    line=line))
+    if problems or spec is None:
+        raise SpecError(str(path), problems=problems)
     return LoadedSpec(spec=spec, path=str(path), sha256=hashlib.sha256(raw).hexdigest())
 
 

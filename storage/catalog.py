@@ -6,12 +6,13 @@ upsert keyed by natural keys (dataset, run id, stage, version), so a retried tas
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +20,7 @@ from storage.models import (
     DatasetRow,
     EvaluationRow,
     ReleaseEventRow,
+    RunFailureRow,
     RunRow,
     SourceStateRow,
     StageResultRow,
@@ -30,6 +32,63 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 class CatalogError(RuntimeError):
     """The catalog database could not be reached or refused a write."""
+
+
+class CatalogMissing(CatalogError):
+    """There is no catalog where one was looked for (nothing is created by looking)."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases or in-memory SQLite)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one task of a run failed (see RunFailureRow)."""
+
+    task_id: str
+    error_type: str
+    message: str
+    stage: str | None = None
+    map_index: int = -1
+    try_number: int = 1
+    will_retry: bool = False
+    record_id: str | None = None
+    field: str | None = None
+    file: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @property
+    def task(self) -> str:
+        """The task as Airflow shows it: ``collect.fetch[2]`` for a mapped one."""
+        return self.task_id + (f"[{self.map_index}]" if self.map_index >= 0 else "")
+
+    @property
+    def where(self) -> str:
+        """The record, field, file, line and source the failure names, as one phrase."""
+        parts = [f"{k} {v}" for k, v in (
+            ("source", self.details.get("source")), ("file", self.file),
+            ("line", self.details.get("line")), ("record", self.record_id),
+            ("field", self.field)) if v not in (None, "")]
+        return ", ".join(parts)
+
+    def summary(self) -> str:
+        """One line: stage, task, exception and message, and where."""
+        where = f" ({self.where})" if self.where else ""
+        stage = f"{self.stage} " if self.stage else ""
+        return f"{stage}task {self.task} failed: {self.error_type}: {self.message}{where}"
+
+
+def _to_failure(row: RunFailureRow) -> Failure:
+    return Failure(task_id=row.task_id, error_type=row.error_type, message=row.message,
+                   stage=row.stage, map_index=row.map_index, try_number=row.try_number,
+                   will_retry=row.will_retry, record_id=row.record_id, field=row.field,
+                   file=row.file, details=dict(row.details or {}), created_at=row.created_at)
 
 
 @dataclass(frozen=True)
@@ -113,6 +172,17 @@ class Catalog:
                 command.upgrade(cfg, "head")
         except OperationalError as e:
             raise CatalogError(f"cannot migrate the catalog at {self.safe_url}: {e.orig}") from e
+
+    def require(self) -> None:
+        """Raise CatalogMissing unless the database holds a Granary catalog (its schema has
+        been created by :meth:`migrate`): readers check first, and never create one."""
+        try:
+            with self.reader.connect() as conn:
+                found = inspect(conn).has_table("alembic_version")
+        except OperationalError as e:
+            raise CatalogError(f"cannot open the catalog at {self.safe_url}: {e.orig}") from e
+        if not found:
+            raise CatalogMissing(f"the database at {self.safe_url} holds no Granary catalog")
 
     @property
     def safe_url(self) -> str:
@@ -211,6 +281,44 @@ class Catalog:
     def run(self, dataset: str, run_id: str) -> RunRow | None:
         with self.session() as s:
             return s.scalar(select(RunRow).filter_by(dataset=dataset, run_id=run_id))
+
+    # ---- failures ----------------------------------------------------------------------------
+    def record_failure(self, dataset: str, run_id: str, failure: Failure) -> None:
+        """Record why a task of the run failed (replacing what an earlier try of the same
+        task instance recorded)."""
+        def write(s: Session) -> None:
+            row = s.scalar(select(RunFailureRow).filter_by(
+                dataset=dataset, run_id=run_id, task_id=failure.task_id,
+                map_index=failure.map_index))
+            if row is None:
+                row = RunFailureRow(dataset=dataset, run_id=run_id, task_id=failure.task_id,
+                                    map_index=failure.map_index)
+                s.add(row)
+            row.try_number, row.will_retry = failure.try_number, failure.will_retry
+            row.stage, row.error_type, row.message = failure.stage, failure.error_type, \
+                failure.message
+            row.record_id, row.field, row.file = failure.record_id, failure.field, failure.file
+            row.details, row.created_at = dict(failure.details), _now()
+
+        self._write(f"failure {dataset}/{run_id}/{failure.task}", write)
+
+    def failures(self, dataset: str, run_id: str) -> list[Failure]:
+        """Why the run's tasks failed, oldest first (a try that Airflow retried included,
+        flagged ``will_retry``)."""
+        return self.failures_of(dataset, [run_id]).get(run_id, [])
+
+    def failures_of(self, dataset: str, run_ids: list[str]) -> dict[str, list[Failure]]:
+        """:meth:`failures` of several runs in one read, by run id."""
+        if not run_ids:
+            return {}
+        with self.session() as s:
+            rows = s.scalars(select(RunFailureRow).where(
+                RunFailureRow.dataset == dataset, RunFailureRow.run_id.in_(run_ids))
+                .order_by(RunFailureRow.created_at, RunFailureRow.id))
+            out: dict[str, list[Failure]] = {}
+            for row in rows:
+                out.setdefault(row.run_id, []).append(_to_failure(row))
+            return out
 
     # ---- stage results -----------------------------------------------------------------------
     def record_stage(self, dataset: str, run_id: str, stage: str, status: str,

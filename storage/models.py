@@ -60,6 +60,35 @@ class RunRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class RunFailureRow(Base):
+    """Why a task of a run failed: the stage, the task (and mapped index), the exception's
+    type and message (bounded, secrets masked) and, where the code raising it knew them, the
+    record, field, file and source. One row per task instance: a retry that fails again
+    replaces it (``will_retry`` says whether Airflow was to try again)."""
+
+    __tablename__ = "run_failures"
+    __table_args__ = (UniqueConstraint("dataset", "run_id", "task_id", "map_index",
+                                       name="uq_run_failures_task"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # no foreign key: a run can fail before its dataset is registered (a broken spec)
+    dataset: Mapped[str] = mapped_column(String(200), index=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    task_id: Mapped[str] = mapped_column(String(250))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer, default=1)
+    will_retry: Mapped[bool] = mapped_column(Boolean, default=False)
+    stage: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    error_type: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    record_id: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    field: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # further context: source, line, the mapped unit's label
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class StageResultRow(Base):
     __tablename__ = "stage_results"
     __table_args__ = (

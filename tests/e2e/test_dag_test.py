@@ -396,3 +396,27 @@ def check_refresh_lineage(events: list[dict], settings: Settings, tmp_path: Path
     jobs = {n["data"]["name"] for n in graph.values() if n["type"] == "JOB"}
     assert {f"{prefix}.{s}" for s in ("collect", "preprocess", "annotate", "synthesize",
                                       "evaluate", "publish")} <= jobs
+
+
+def test_a_failed_stage_records_its_cause_and_the_run_says_it(
+        airflow_db: Path, granary_env: Settings, repo: Path) -> None:
+    """Collection finds no file (the inbox was emptied): the task fails at once (retrying
+    cannot help), its cause is in the catalog before `end` runs, and the run says it."""
+    for path in (granary_env.inbox_dir / "zh_shopping_reviews").iterdir():
+        path.unlink()
+    dag = _dag(repo, "granary_zh_shopping_reviews")
+    run = dag.test(run_conf={"mode": "full", "first_stage": "collect",
+                             "last_stage": "publish"})
+    assert run.state == "failed"
+    states = _states(dag.dag_id, run.run_id)
+    assert states["collect.plan"] == "failed" and states["end"] == "success"
+    cat = catalog(granary_env)
+    [f] = cat.failures("zh_shopping_reviews", run.run_id)
+    assert (f.stage, f.task_id, f.map_index, f.error_type) == (
+        "collect", "collect.plan", -1, "SourceError")
+    assert (f.try_number, f.will_retry) == (1, False)  # a permanent error: no retry
+    assert f.details["source"] == "positive" and f.details["dag_id"] == dag.dag_id
+    assert f.message.startswith("source 'positive': no file matches")
+    assert f.file == str(granary_env.inbox_dir / "zh_shopping_reviews" / "pos.txt")
+    record = cat.run("zh_shopping_reviews", run.run_id)
+    assert record.status == "failed" and record.message == f.summary()

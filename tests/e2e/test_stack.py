@@ -95,10 +95,53 @@ def _no_secret_in_any_log(s: Settings, home: Path, token: str, report: Any) -> N
            f"{len(logs)} logs", 0)
 
 
-def test_up_trigger_over_rest_and_down(tmp_path: Path, report: Any) -> None:
+def _specs_with_a_broken_one(repo: Path, specs: Path) -> Path:
+    """The repository's specs, and one with two problems (a misspelt key, a wrong value)."""
+    specs.mkdir()
+    for spec in (repo / "datasets").glob("*.yaml"):
+        (specs / spec.name).write_text(spec.read_text(encoding="utf-8"), encoding="utf-8")
+    good = (repo / "datasets" / "zh_shopping_reviews.yaml").read_text(encoding="utf-8")
+    (specs / "broken_reviews.yaml").write_text(
+        good.replace("name: zh_shopping_reviews", "name: broken_reviews")
+        .replace("title:", "titel:", 1).replace("modality: text", "modality: txt", 1),
+        encoding="utf-8")
+    return specs
+
+
+def _run_on_a_broken_spec(env: dict[str, str], client: AirflowClient, report: Any) -> None:
+    """`granary run` on a spec Airflow cannot load fails at once, with Airflow's whole import
+    error (both problems, each with its line), not after a silent wait."""
+    deadline = time.monotonic() + 120  # the DAG processor reads both DAG files together
+    while not any("broken_reviews.yaml" in str(e.get("stack_trace"))
+                  for e in client.import_errors()):
+        assert time.monotonic() < deadline, client.import_errors()
+        time.sleep(2)
+    started = time.monotonic()
+    broken = _granary(env, "run", "broken_reviews", timeout=120)
+    took = time.monotonic() - started
+    said = " ".join(broken.stderr.split())
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "Airflow cannot import granary_spec_check.py, so granary_broken_reviews cannot " \
+        "run" in said
+    assert "ImportError: 1 dataset spec(s) could not be loaded" in said  # Airflow's words
+    assert "broken_reviews.yaml: 2 problems:" in said
+    lines = (Path(env["GRANARY_DATASETS_DIR"]) / "broken_reviews.yaml").read_text(
+        encoding="utf-8").splitlines()
+    for fragment, field in (("titel:", "titel"), ("modality: txt", "modality")):
+        line = next(i for i, text in enumerate(lines, 1) if text.startswith(fragment))
+        assert f"broken_reviews.yaml:{line}: field '{field}'" in said, said
+    assert took < 30, took
+    report("`granary run` on a spec with two problems", f"exit 1 in {took:.1f} s with "
+           "Airflow's whole import error (both problems, each with its line)", 0)
+    # the rest of the test runs on the repository's specs alone, as before
+    (Path(env["GRANARY_DATASETS_DIR"]) / "broken_reviews.yaml").unlink()
+
+
+def test_up_trigger_over_rest_and_down(tmp_path: Path, repo: Path, report: Any) -> None:
     home = tmp_path / "home"
+    specs = _specs_with_a_broken_one(repo, tmp_path / "datasets")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}
-    env.update({"GRANARY_HOME": str(home), "COLUMNS": "160",
+    env.update({"GRANARY_HOME": str(home), "COLUMNS": "160", "GRANARY_DATASETS_DIR": str(specs),
                 "GRANARY_S3_PORT": str(free_port_block(S3_PORT_BLOCK, start=25000)),
                 "GRANARY_AIRFLOW_PORT": str(free_port_block(1, start=27000))})
     stage_sample(home / "inbox")
@@ -119,6 +162,7 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, report: Any) -> None:
         client = AirflowClient(s.api_url, s.airflow_user, s.airflow_password.get_secret_value())
         dag_id = "granary_zh_shopping_reviews"
         client.wait_for_dag(dag_id, timeout=240)
+        _run_on_a_broken_spec(env, client, report)
         client.unpause(dag_id)
         run_id = client.trigger(dag_id, {"mode": "full"})
         deadline = time.monotonic() + 900

@@ -97,8 +97,10 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
     specs.mkdir()
     good = (repo / "datasets" / "zh_shopping_reviews.yaml").read_text(encoding="utf-8")
     (specs / "zh_shopping_reviews.yaml").write_text(good, encoding="utf-8")
+    # two problems: the import error names both, each with its line
     broken = good.replace("name: zh_shopping_reviews", "name: broken_reviews").replace(
-        "    format: text\n    label: positive", "    fromat: text\n    label: positive")
+        "    format: text\n    label: positive", "    fromat: text\n    label: positive") \
+        .replace("modality: text", "modality: txt", 1)
     (specs / "broken_reviews.yaml").write_text(broken, encoding="utf-8")
     monkeypatch.setenv("GRANARY_DATASETS_DIR", str(specs))
     bag = _dagbag(repo / "dags")
@@ -108,6 +110,10 @@ def test_broken_spec_is_an_import_error_and_others_still_load(
     assert list(errors) == ["granary_spec_check.py"]
     message = errors["granary_spec_check.py"]
     assert "broken_reviews.yaml:" in message and "fromat" in message
+    lines = broken.splitlines()
+    for fragment, field in (("fromat:", "sources[0].fromat"), ("modality: txt", "modality")):
+        line = next(i for i, text in enumerate(lines, 1) if fragment in text)
+        assert f"broken_reviews.yaml:{line}: field '{field}'" in message
 
 
 def test_a_derived_dataset_runs_when_its_upstream_publishes(

@@ -6,15 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from granary.settings import Settings
+import granary.settings
+from granary.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.unit
 
 
+def _checkout(folder: Path) -> Path:
+    """A folder that looks like a Granary checkout (its pyproject names the project)."""
+    (folder / "datasets").mkdir(parents=True)
+    (folder / "pyproject.toml").write_text('[project]\nname = "granary"\nversion = "0"\n')
+    return folder
+
+
 def test_defaults_live_under_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _checkout(tmp_path)
     monkeypatch.chdir(tmp_path)
     s = Settings()
-    assert s.home == tmp_path / ".granary"
+    assert s.home == tmp_path / ".granary" and s.datasets_dir == tmp_path / "datasets"
     assert s.catalog_url == f"sqlite:///{tmp_path / '.granary' / 'catalog.db'}"
     assert s.registry == str(tmp_path / ".granary" / "registry.git")
     assert s.inbox_dir == tmp_path / ".granary" / "inbox"
@@ -60,3 +69,51 @@ def test_to_env_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert again.endpoint == s.endpoint and again.home == s.home
     assert again.catalog_url == s.catalog_url and again.registry == s.registry
     assert os.environ["GRANARY_S3_SECRET_KEY"] == "b"
+
+
+def test_the_nearest_checkout_above_the_current_folder_is_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _checkout(tmp_path / "work" / "granary")
+    deep = root / "docs" / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    s = Settings()
+    assert s.home == root / ".granary" and s.datasets_dir == root / "datasets"
+    assert str(root) in s.home_found_by and not s.home.exists()  # nothing created
+
+
+def test_a_home_the_stack_made_counts_and_an_accidental_one_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    (project / ".granary").mkdir(parents=True)
+    (project / ".granary" / "s3-credentials.json").write_text("{}")
+    stray = tmp_path / "elsewhere"
+    (stray / ".granary").mkdir(parents=True)
+    (stray / ".granary" / "catalog.db").write_bytes(b"")  # what a read used to leave behind
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")
+    assert Settings().home == project / ".granary"
+    monkeypatch.chdir(stray)
+    assert Settings().home == REPO_ROOT / ".granary"  # past the stray folder: the checkout
+
+
+def test_outside_any_checkout_the_home_says_how_it_was_chosen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(granary.settings, "REPO_ROOT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    s = Settings()
+    assert s.home == tmp_path / ".granary"
+    assert "GRANARY_HOME unset" in s.home_found_by and str(tmp_path) in s.home_found_by
+    monkeypatch.setenv("GRANARY_HOME", str(tmp_path / "h"))
+    assert Settings().home_found_by == "set by GRANARY_HOME"
+
+
+def test_mask_hides_every_secret_and_url_passwords(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, s3_secret_key="supersecretvalue", pii_salt="pepper-salt",
+                 database_url="postgresql+psycopg://granary:db-pass-1@db/x")
+    text = ("denied with supersecretvalue for postgresql+psycopg://granary:db-pass-1@db/x, "
+            "redis://:broker-pw@r:6379/0, salt pepper-salt, pass db-pass-1")
+    masked = s.mask(text)
+    for secret in ("supersecretvalue", "db-pass-1", "broker-pw", "pepper-salt"):
+        assert secret not in masked
+    assert masked.count("***") == 5 and "postgresql+psycopg://granary:***@db/x" in masked

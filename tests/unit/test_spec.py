@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.spec import SpecError, discover, load_spec, parse_spec
+from lifecycle.spec import SHOWN_PROBLEMS, SpecError, discover, load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 
@@ -169,3 +169,85 @@ def test_bounding_boxes_are_an_image_task_with_labels_and_no_synthesis() -> None
         parse_spec(IMAGES + "annotate: {task: spans}\n", "x.yaml")
     with pytest.raises(SpecError, match="needs `modality: image`"):
         parse_spec(GOOD + "annotate: {task: boxes, labels: [{name: a}, {name: b}]}\n", "x.yaml")
+
+
+# ---- every problem at once (granary check) ----------------------------------------------------
+def _line_of(text: str, fragment: str) -> int:
+    """The 1-based line of ``fragment`` in ``text``, found independently of the validator."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def test_two_problems_in_one_spec_are_both_reported_with_their_lines(tmp_path: Path) -> None:
+    text = GOOD.replace("    format: text", "    fromat: text").replace(
+        "{name: label, type: string, values: [a, b]}", "{name: label, type: strng}")
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    found = [(p.line, p.field) for p in exc.value.problems]
+    assert found == [(_line_of(text, "fromat:"), "sources[0].fromat"),
+                     (_line_of(text, "type: strng"), "schema.fields[1].type")]
+    message = str(exc.value)
+    assert message.startswith(f"{path}: 2 problems:")
+    assert f"{path}:{_line_of(text, 'fromat:')}: field 'sources[0].fromat'" in message
+    assert "Did you mean 'format'?" in message and "'strng'" in message
+
+
+def test_a_type_error_and_a_typo_are_reported_together(tmp_path: Path) -> None:
+    # the typo makes `title` missing too: that is the same problem, reported once
+    text = GOOD.replace("title: Demo", "titel: Demo").replace(
+        "owners: [{name: team}]", "owners: [{name: team}]\nquality: {gate: {min_rows: many}}")
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text))
+    problems = {p.field: p for p in exc.value.problems}
+    assert set(problems) == {"titel", "quality.gate.min_rows"}
+    assert problems["titel"].line == _line_of(text, "titel:")
+    assert "Did you mean 'title'?" in problems["titel"].problem
+    assert problems["quality.gate.min_rows"].line == _line_of(text, "min_rows: many")
+    assert "valid integer" in problems["quality.gate.min_rows"].problem
+    assert exc.value.field == "titel"  # the first problem: an unknown key explains the rest
+
+
+def test_a_wrong_name_is_reported_beside_the_other_problems(tmp_path: Path) -> None:
+    text = GOOD.replace("    format: text", "    format: xml")
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text, name="other_name.yaml"))
+    assert {p.field for p in exc.value.problems} == {"sources[0].format", "name"}
+
+
+def test_a_long_list_of_problems_is_cut_in_the_message_but_kept_whole(tmp_path: Path) -> None:
+    extra = "".join(f"unknown_{i:02d}: 1\n" for i in range(SHOWN_PROBLEMS + 7))
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, GOOD + extra))
+    assert len(exc.value.problems) == SHOWN_PROBLEMS + 7
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1 + SHOWN_PROBLEMS + 1
+    assert message.endswith("... and 7 more (`granary check "
+                            f"{tmp_path / 'demo_set.yaml'}` lists every one)")
+
+
+def test_granary_check_lists_every_problem_of_every_spec(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from granary.cli import app
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write(specs, GOOD)
+    broken = GOOD.replace("demo_set", "broken_set").replace("title: Demo", "titel: Demo") \
+        .replace("values: [a, b]", "values: 7")
+    write(specs, broken, "broken_set.yaml")
+    monkeypatch.setenv("GRANARY_DATASETS_DIR", str(specs))
+    runner = CliRunner()
+    everything = runner.invoke(app, ["check"])
+    assert everything.exit_code == 1
+    out = everything.stdout
+    assert f"ok {specs / 'demo_set.yaml'}" in out
+    assert f"{specs / 'broken_set.yaml'}:{_line_of(broken, 'titel')}: field 'titel'" in out
+    assert f"{specs / 'broken_set.yaml'}:{_line_of(broken, 'values: 7')}: field " \
+        "'schema.fields[1].values'" in out
+    assert "2 problems in 1 of 2 specs" in everything.stderr
+    one = runner.invoke(app, ["check", "demo_set"])  # a dataset name: its spec in the folder
+    assert one.exit_code == 0 and "1 spec checked: no problem" in one.stdout
+    missing = runner.invoke(app, ["check", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "cannot read the spec" in missing.stdout

@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from lifecycle import columns
 
 IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
@@ -265,6 +268,16 @@ class FieldSpec(_Model):
     unique: bool = Field(default=False, description="no two records share a value")
     description: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in columns.RESERVED:
+            raise ValueError(f"field name {v!r} is reserved: {columns.RESERVED[v]}. Name the "
+                             f"field otherwise (a source column {v!r} maps to it with the "
+                             f"source's `fields: {{new_name: {v}}}`); docs/spec.md lists the "
+                             "reserved names")
+        return v
+
     @model_validator(mode="after")
     def _checks_fit_type(self) -> FieldSpec:
         numeric = self.type in ("integer", "float")
@@ -401,9 +414,12 @@ class Pii(_Model):
     passport: PiiAction = "mask"
     plate: PiiAction = "keep"
     person_name: PiiAction = "keep"
+    fields: list[str] | None = Field(
+        default=None, description="the string fields scanned; default: every string field "
+        "but the label's, none for a table without a text field")
 
     def actions(self) -> dict[str, str]:
-        return dict(self.model_dump())
+        return dict(self.model_dump(exclude={"fields"}))
 
 
 Step = Literal["normalise", "filter", "pii", "exact_dedup", "near_dedup"]
@@ -877,10 +893,7 @@ class DatasetSpec(_Model):
         if bad:
             raise ValueError(f"an image dataset's sources must have `format: image`; {bad} "
                              "do not")
-        taken = [f.name for f in self.schema_.fields if f.name in IMAGE_FIELDS]
-        if taken:
-            raise ValueError(f"schema fields {taken} are filled by Granary for every image "
-                             "record; remove them from schema.fields")
+        # schema fields named like the image columns: _reserved_names
         if self.annotate.task not in ("single_label", "boxes"):
             raise ValueError(f"annotate.task {self.annotate.task!r} is for text; an image "
                              "dataset's task is single_label (classification) or boxes")
@@ -909,6 +922,75 @@ class DatasetSpec(_Model):
             if spec is None or spec.type != "boolean":
                 raise ValueError(f"refresh.deleted_field {deleted!r} must be a boolean field "
                                  "of the schema")
+        return self
+
+    @model_validator(mode="after")
+    def _reserved_names(self) -> DatasetSpec:
+        """Schema fields named like a column this spec's settings add (columns.conditional;
+        the names reserved always are refused on the field itself), each error at its field."""
+        taken = columns.conditional(self)
+        errors = [InitErrorDetails(
+            type=PydanticCustomError("reserved_name", "{message}", {"message": (
+                f"field name {f.name!r} is reserved here: {taken[f.name]}. Name the field "
+                f"otherwise (a source column {f.name!r} maps to it with the source's "
+                f"`fields: {{new_name: {f.name}}}`); docs/spec.md lists the reserved names")}),
+            loc=("schema", "fields", i, "name"), input=f.name)
+            for i, f in enumerate(self.schema_.fields) if f.name in taken]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_validator(mode="after")
+    def _text_field(self) -> DatasetSpec:
+        """What a dataset without a text field can and cannot do, and the defaults that
+        follow from its fields (docs/spec.md, "Tables without text")."""
+        text = self.schema_.text_field
+        if text is None and self.modality == "text":
+            raise ValueError("schema.text_field is null but modality is text: name the field "
+                             "that holds the text, or set `modality: table` for a table "
+                             "without text")
+        dedup = self.preprocess.dedup
+        if "key" not in dedup.model_fields_set and self.modality != "image":
+            # the duplicate key: the text field, or every field of a table without text
+            key = [text] if text is not None else [f.name for f in self.schema_.fields]
+            object.__setattr__(self, "preprocess", self.preprocess.model_copy(
+                update={"dedup": dedup.model_copy(update={"key": key})}))
+        names = [f.name for f in self.schema_.fields]
+        unknown = [k for k in self.preprocess.dedup.key if k not in names]
+        if unknown and self.modality != "image":
+            raise ValueError(f"preprocess.dedup.key names {unknown}, which are not schema "
+                             f"fields {names}")
+        listed = self.preprocess.pii.fields or []
+        strings = [f.name for f in self.schema_.fields if f.type == "string"]
+        if [f for f in listed if f not in strings]:
+            raise ValueError(f"preprocess.pii.fields {listed} must be string fields of the "
+                             f"schema {strings}")
+        if text is not None or self.modality != "table":
+            return self
+        needs_text = []
+        defaults = Filters()
+        for name in ("min_tokens", "max_tokens", "max_chars", "language", "allow_regex",
+                     "deny_regex", "max_digit_ratio", "max_punctuation_ratio",
+                     "max_non_cjk_ratio", "max_repeated_line_ratio",
+                     "max_repeated_ngram_ratio"):
+            if getattr(self.preprocess.filters, name) != getattr(defaults, name):
+                needs_text.append(f"preprocess.filters.{name}")
+        if self.preprocess.near_dedup.enabled and not getattr(self.preprocess.near_dedup,
+                                                              "key", None):
+            needs_text.append("preprocess.near_dedup")
+        if self.annotate.rules:
+            needs_text.append("annotate.rules")
+        if self.annotate.model.enabled:
+            needs_text.append("annotate.model")
+        if self.annotate.topics.enabled is True:
+            needs_text.append("annotate.topics")
+        if self.synthesize.enabled and self.synthesize.generator in ("text_augment", "llm"):
+            needs_text.append(f"synthesize.generator {self.synthesize.generator}")
+        if needs_text:
+            raise ValueError(f"{', '.join(needs_text)} work on text, and this table has no "
+                             "text field (schema.text_field: null): remove them (field rules "
+                             "are preprocess.filters.fields; tables synthesise with "
+                             "tabular_copula or smote)")
         return self
 
     @property

@@ -399,7 +399,7 @@ def trace(ref: str, record_id: str,
         for dup in step.get("absorbed_duplicates") or []:
             console.print(f"             absorbed {dup['reason']} {dup['id']} (into "
                           f"{dup['into']}, run {dup['run_id']}) from {dup['source_uri']} "
-                          f"line {dup['line']}", markup=False)
+                          f"line {dup['line']} (file {dup['source_path']})", markup=False)
 
 
 @app.command()

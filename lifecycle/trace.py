@@ -156,10 +156,11 @@ class Tracer:
 
     @property
     def merged(self) -> dict[str, list[dict[str, Any]]]:
-        """Kept record id -> the records merged into it, by every run of the chain."""
+        """Kept record id -> the records merged into it, by every run of the chain (the
+        oldest run's first)."""
         if self._merged is None:
             into: dict[str, list[dict[str, Any]]] = {}
-            for run in self.chain:
+            for run in reversed(self.chain):
                 merges = self._table(run, "preprocess", "merges")
                 if merges.empty:
                     continue

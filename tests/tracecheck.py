@@ -10,9 +10,10 @@ from collections import Counter
 from typing import Any
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle import annotate, collect, columns, evaluate, preprocess, publish, synthesize
 from lifecycle.context import StageContext, StageResult
 from lifecycle.shards import parse_uri
+from lifecycle.spec import DatasetSpec
 from lifecycle.trace import Tracer
 from storage.catalog import Catalog
 from storage.objectstore import ObjectStore
@@ -56,13 +57,18 @@ def _typed(value: Any) -> bool:
 
 
 def walk(catalog: Catalog, store: ObjectStore, dataset: str, version: int,
-         raw_bucket: str) -> dict[str, Any]:
+         raw_bucket: str, spec: DatasetSpec | None = None) -> dict[str, Any]:
     """Trace every record of ``dataset@version``; assert each reaches raw objects that exist
-    and lines, with typed JSON. Returns counts (records, synthetic, absorbed duplicates by
-    reason, carried records) and the traces by id."""
+    and lines, with typed JSON, and (given the ``spec``) that every column the stages added
+    to the published records is a reserved name. Returns counts (records, synthetic,
+    absorbed duplicates by reason, carried records) and the traces by id."""
     started = time.perf_counter()
     tracer = Tracer(catalog, store, dataset, version)
     v = tracer.version
+    if spec is not None:
+        added = {k for r in tracer.records for k in r} - {f.name for f in spec.schema_.fields}
+        reserved = set(columns.RESERVED) | set(columns.conditional(spec))
+        assert added <= reserved, f"columns added but not reserved: {added - reserved}"
     exists: dict[str, bool] = {}
     traces: dict[str, dict[str, Any]] = {}
     counts: Counter[str] = Counter()
@@ -104,3 +110,26 @@ def walk(catalog: Catalog, store: ObjectStore, dataset: str, version: int,
         traces[rid] = t
     counts["seconds_x1000"] = round((time.perf_counter() - started) * 1000)
     return {"counts": dict(counts), "traces": traces}
+
+
+def lines_hold_texts(store: ObjectStore, traces: dict[str, dict[str, Any]],
+                     field: str = "text") -> int:
+    """For every real record and every duplicate it absorbed: the line its origin names, cut
+    from the raw object's bytes (UTF-8, split at line feeds: no parser), is the text it was
+    collected with. Returns how many origins were checked."""
+    lines: dict[str, list[str]] = {}
+    checked = 0
+    for t in traces.values():
+        if t["synthetic"]:
+            continue
+        own = t["raw_origins"][0]
+        pairs = [(own, t["path"][1]["values"][field])]
+        pairs += [(a, a["values"][field]) for a in t["path"][2]["absorbed_duplicates"]]
+        for origin, text in pairs:
+            uri = origin["source_uri"]
+            if uri not in lines:
+                data = store.get_bytes(*parse_uri(uri)).decode("utf-8-sig")
+                lines[uri] = [x.removesuffix("\r") for x in data.split("\n")]
+            assert lines[uri][origin["line"] - 1] == text, (uri, origin["line"], text)
+            checked += 1
+    return checked

@@ -267,7 +267,7 @@ def _every_record_traces(ctx: StageContext, s: Settings, kinds: dict[str, list[s
     for r in results:
         ctx.catalog.record_stage(ctx.dataset, ctx.run_id, r["stage"], r["status"],
                                  r["manifest_uri"], r["counts"])
-    found = walk(ctx.catalog, ctx.store, "digit_images", 1, s.bucket_raw)
+    found = walk(ctx.catalog, ctx.store, "digit_images", 1, s.bucket_raw, ctx.spec)
     counts, traces = found["counts"], found["traces"]
     by_stage = {r["stage"]: r["counts"] for r in results}
     assert counts["synthetic"] == by_stage["synthesize"]["synthetic"] > 0

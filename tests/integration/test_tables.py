@@ -109,7 +109,7 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
 
     # every record traces: real ones to the file's line that holds them (each repeated row
     # among the absorbed duplicates), synthetic ones to their seeds'
-    found = walk(ctx.catalog, ctx.store, "shop_items", 1, s.bucket_raw)
+    found = walk(ctx.catalog, ctx.store, "shop_items", 1, s.bucket_raw, ctx.spec)
     assert found["counts"]["records"] == version.row_count
     assert found["counts"]["synthetic"] == syn["synthetic"]
     assert found["counts"]["absorbed_exact_duplicate"] == pre["merged"]
@@ -123,7 +123,7 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
     assert out["preprocess"].counts["merge_reasons"] == {"exact_duplicate": 2}
     v2 = ctx.catalog.get_version("shop_items", 2)
     assert v2 is not None and v2.row_count == version.row_count + 30
-    found = walk(ctx.catalog, ctx.store, "shop_items", 2, s.bucket_raw)
+    found = walk(ctx.catalog, ctx.store, "shop_items", 2, s.bucket_raw, ctx.spec)
     counts = found["counts"]
     assert counts["records"] == v2.row_count and counts["carried"] == version.row_count
     assert counts["absorbed_exact_duplicate"] == pre["merged"] + 2

@@ -87,7 +87,7 @@ def test_every_record_of_two_versions_traces_through_merge_chains(s3: Settings,
     assert pre["merge_reasons"]["near_duplicate"] >= 1 and pre["merged"] >= 4
     assert out["synthesize"].counts["synthetic"] > 0
 
-    found = walk(ctx.catalog, ctx.store, "traced_reviews", 1, s.bucket_raw)
+    found = walk(ctx.catalog, ctx.store, "traced_reviews", 1, s.bucket_raw, ctx.spec)
     counts, traces = found["counts"], found["traces"]
     assert counts["records"] == ctx.catalog.get_version("traced_reviews", 1).row_count
     assert counts["synthetic"] == out["synthesize"].counts["synthetic"]
@@ -133,7 +133,7 @@ def test_every_record_of_two_versions_traces_through_merge_chains(s3: Settings,
     ctx, out2 = run_lifecycle(s, SPEC, "run-2", mode="incremental", rows_per_shard=50)
     assert out2["preprocess"].counts["merge_reasons"] == {"near_duplicate": 1,
                                                           "exact_duplicate": 1}
-    found = walk(ctx.catalog, ctx.store, "traced_reviews", 2, s.bucket_raw)
+    found = walk(ctx.catalog, ctx.store, "traced_reviews", 2, s.bucket_raw, ctx.spec)
     counts2, traces2 = found["counts"], found["traces"]
     v1 = ctx.catalog.get_version("traced_reviews", 1)
     assert counts2["records"] == v1.row_count + 2 and counts2["carried"] == v1.row_count

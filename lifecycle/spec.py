@@ -255,6 +255,23 @@ Source = Annotated[FilesSource | S3Source | HttpSource | SqlSource | DatasetSour
                    Field(discriminator="type")]
 
 
+def _reserved(name: str, why: str, here: bool) -> str:
+    return (f"field name {name!r} is reserved{' here' if here else ''}: {why}. Name the field "
+            f"otherwise (a source column {name!r} maps to it with the source's "
+            f"`fields: {{new_name: {name}}}`); docs/spec.md lists the reserved names")
+
+
+def _refuse(model: BaseModel, problems: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+    """Raise ``problems`` (location, message, value) as one ValidationError, each at its own
+    key, so that the spec error names the key and its line (a model validator's own errors
+    have no location)."""
+    if problems:
+        raise ValidationError.from_exception_data(type(model).__name__, [
+            InitErrorDetails(type=PydanticCustomError("spec", "{message}", {"message": msg}),
+                             loc=loc, input=value.model_dump() if isinstance(value, BaseModel)
+                             else value) for loc, msg, value in problems])
+
+
 class FieldSpec(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     type: Literal["string", "integer", "float", "boolean"] = "string"
@@ -272,10 +289,8 @@ class FieldSpec(_Model):
     @classmethod
     def _not_reserved(cls, v: str) -> str:
         if v in columns.RESERVED:
-            raise ValueError(f"field name {v!r} is reserved: {columns.RESERVED[v]}. Name the "
-                             f"field otherwise (a source column {v!r} maps to it with the "
-                             f"source's `fields: {{new_name: {v}}}`); docs/spec.md lists the "
-                             "reserved names")
+            raise PydanticCustomError("reserved_name", "{message}", {
+                "message": _reserved(v, columns.RESERVED[v], False)})
         return v
 
     @model_validator(mode="after")
@@ -929,69 +944,71 @@ class DatasetSpec(_Model):
         """Schema fields named like a column this spec's settings add (columns.conditional;
         the names reserved always are refused on the field itself), each error at its field."""
         taken = columns.conditional(self)
-        errors = [InitErrorDetails(
-            type=PydanticCustomError("reserved_name", "{message}", {"message": (
-                f"field name {f.name!r} is reserved here: {taken[f.name]}. Name the field "
-                f"otherwise (a source column {f.name!r} maps to it with the source's "
-                f"`fields: {{new_name: {f.name}}}`); docs/spec.md lists the reserved names")}),
-            loc=("schema", "fields", i, "name"), input=f.name)
-            for i, f in enumerate(self.schema_.fields) if f.name in taken]
-        if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        _refuse(self, [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
+                        f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken])
         return self
 
     @model_validator(mode="after")
     def _text_field(self) -> DatasetSpec:
         """What a dataset without a text field can and cannot do, and the defaults that
-        follow from its fields (docs/spec.md, "Tables without text")."""
+        follow from its fields (docs/spec.md, "Tables without text"); each error at its key."""
         text = self.schema_.text_field
         if text is None and self.modality == "text":
-            raise ValueError("schema.text_field is null but modality is text: name the field "
-                             "that holds the text, or set `modality: table` for a table "
-                             "without text")
+            _refuse(self, [(("schema", "text_field"), "a text dataset needs its text field: "
+                            "name the field that holds the text, or set `modality: table` "
+                            "for a table without text", None)])
         dedup = self.preprocess.dedup
         if "key" not in dedup.model_fields_set and self.modality != "image":
-            # the duplicate key: the text field, or every field of a table without text
-            key = [text] if text is not None else [f.name for f in self.schema_.fields]
+            # the duplicate key: the text field, or every field of a table without text but
+            # the label (equal records with different labels are a label conflict)
+            fields = [f.name for f in self.schema_.fields]
+            key = ([text] if text is not None
+                   else [n for n in fields if n != self.schema_.label_field] or fields)
             object.__setattr__(self, "preprocess", self.preprocess.model_copy(
                 update={"dedup": dedup.model_copy(update={"key": key})}))
         names = [f.name for f in self.schema_.fields]
+        strings = [f.name for f in self.schema_.fields if f.type == "string"]
+        problems: list[tuple[tuple[Any, ...], str, Any]] = []
         unknown = [k for k in self.preprocess.dedup.key if k not in names]
         if unknown and self.modality != "image":
-            raise ValueError(f"preprocess.dedup.key names {unknown}, which are not schema "
-                             f"fields {names}")
+            problems.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
+                             f"schema fields {names}", self.preprocess.dedup.key))
         listed = self.preprocess.pii.fields or []
-        strings = [f.name for f in self.schema_.fields if f.type == "string"]
         if [f for f in listed if f not in strings]:
-            raise ValueError(f"preprocess.pii.fields {listed} must be string fields of the "
-                             f"schema {strings}")
-        if text is not None or self.modality != "table":
-            return self
-        needs_text = []
-        defaults = Filters()
+            problems.append((("preprocess", "pii", "fields"), f"must be string fields of the "
+                             f"schema {strings}", listed))
+        if text is None and self.modality == "table":
+            problems += self._text_settings()
+        _refuse(self, problems)
+        return self
+
+    def _text_settings(self) -> list[tuple[tuple[Any, ...], str, Any]]:
+        """The settings of a table without text that work on text, each with its place."""
+        why = ("works on text, and this table has no text field (schema.text_field: null): "
+               "remove it")
+        found: list[tuple[tuple[Any, ...], str, Any]] = []
+        filters, defaults = self.preprocess.filters, Filters()
         for name in ("min_tokens", "max_tokens", "max_chars", "language", "allow_regex",
                      "deny_regex", "max_digit_ratio", "max_punctuation_ratio",
                      "max_non_cjk_ratio", "max_repeated_line_ratio",
                      "max_repeated_ngram_ratio"):
-            if getattr(self.preprocess.filters, name) != getattr(defaults, name):
-                needs_text.append(f"preprocess.filters.{name}")
-        if self.preprocess.near_dedup.enabled and not getattr(self.preprocess.near_dedup,
-                                                              "key", None):
-            needs_text.append("preprocess.near_dedup")
+            if getattr(filters, name) != getattr(defaults, name):
+                found.append((("preprocess", "filters", name), f"{why} (a table's field rules "
+                              "are preprocess.filters.fields)", getattr(filters, name)))
+        near = self.preprocess.near_dedup
+        if near.enabled and not getattr(near, "key", None):
+            found.append((("preprocess", "near_dedup", "enabled"), why, True))
         if self.annotate.rules:
-            needs_text.append("annotate.rules")
+            found.append((("annotate", "rules"), why, len(self.annotate.rules)))
         if self.annotate.model.enabled:
-            needs_text.append("annotate.model")
+            found.append((("annotate", "model", "enabled"), f"{why} (the label check learns "
+                          "from a table's numeric fields without it)", True))
         if self.annotate.topics.enabled is True:
-            needs_text.append("annotate.topics")
+            found.append((("annotate", "topics", "enabled"), why, True))
         if self.synthesize.enabled and self.synthesize.generator in ("text_augment", "llm"):
-            needs_text.append(f"synthesize.generator {self.synthesize.generator}")
-        if needs_text:
-            raise ValueError(f"{', '.join(needs_text)} work on text, and this table has no "
-                             "text field (schema.text_field: null): remove them (field rules "
-                             "are preprocess.filters.fields; tables synthesise with "
-                             "tabular_copula or smote)")
-        return self
+            found.append((("synthesize", "generator"), f"{why}: a table synthesises with "
+                          "tabular_copula or smote", self.synthesize.generator))
+        return found
 
     @property
     def upstreams(self) -> list[str]:

@@ -75,21 +75,27 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
     s = isolated(s3, tmp_path)
     folder = tmp_path / "inbox" / "items"
     folder.mkdir(parents=True)
-    items().to_csv(folder / "rows.csv", index=False)
+    table = items()
+    # an item repeated with another category: a label conflict (a tie, dropped by default)
+    conflict = table.iloc[[7]].assign(category="toys")
+    pd.concat([table, conflict]).to_csv(folder / "rows.csv", index=False)
     lines = _rows(folder / "rows.csv")
-    distinct = {tuple(r.values()) for r in lines.values()}
+    distinct = {tuple(v for k, v in r.items() if k != "category") for r in lines.values()}
 
     ctx, out = run_lifecycle(s, SPEC, "run-1", rows_per_shard=120)
-    assert out["collect"].counts["records"] == len(lines) == 320
+    assert out["collect"].counts["records"] == len(lines) == 321
     pre = out["preprocess"].counts
-    # exact duplicates over every schema field (the default key of a table without text);
-    # no text filter quarantines a record for having no text
+    # exact duplicates over every schema field but the label (the default key of a table
+    # without text); no text filter quarantines a record for having no text
     assert (pre["in"], pre["kept"], pre["merged"], pre["quarantined"]) == (
-        320, len(distinct), 320 - len(distinct), 0)
-    assert pre["merge_reasons"] == {"exact_duplicate": 320 - len(distinct)}
+        321, len(distinct), 321 - len(distinct), 0)
+    assert pre["merge_reasons"] == {"exact_duplicate": 321 - len(distinct)}
+    assert pre["label_conflicts"] == 1
     assert pre["pii_found"] == {}  # a table's fields are not scanned unless listed
+    ann = out["annotate"].counts
+    assert ann["label_conflicts"] == 1 and ann["quarantine_reasons"] == {"label_conflict": 1}
     syn = out["synthesize"].counts
-    assert syn["synthetic"] > 0 and syn["kept"] == len(distinct) + syn["synthetic"]
+    assert syn["synthetic"] > 0 and syn["kept"] == len(distinct) - 1 + syn["synthetic"]
     ev = out["evaluate"].counts
     assert ev["failed"] == 0 and ev["grade"] in "ABCD"
     version = ctx.catalog.get_version("shop_items", out["publish"].counts["version"])
@@ -103,7 +109,8 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
         published.columns)
     assert set(published["split"]) == {"train", "test"}
     real = published.loc[~published["synthetic"].astype(bool)]
-    assert sorted(real["sku"]) == sorted({r["sku"] for r in lines.values()})
+    tied = table["sku"].iloc[7]
+    assert sorted(real["sku"]) == sorted({r["sku"] for r in lines.values()} - {tied})
     assert len(list(csv.DictReader(io.StringIO((got / "data.csv").read_text("utf-8"))))) \
         == version.row_count
 
@@ -112,7 +119,8 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
     found = walk(ctx.catalog, ctx.store, "shop_items", 1, s.bucket_raw, ctx.spec)
     assert found["counts"]["records"] == version.row_count
     assert found["counts"]["synthetic"] == syn["synthetic"]
-    assert found["counts"]["absorbed_exact_duplicate"] == pre["merged"]
+    # every merged record but the tie's (its record was set aside with it)
+    assert found["counts"]["absorbed_exact_duplicate"] == pre["merged"] - 1
     _same_rows(found["traces"].values(), lines)
 
     # a refresh: 30 new items (two of them repeating published ones) make v2
@@ -126,7 +134,7 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
     found = walk(ctx.catalog, ctx.store, "shop_items", 2, s.bucket_raw, ctx.spec)
     counts = found["counts"]
     assert counts["records"] == v2.row_count and counts["carried"] == version.row_count
-    assert counts["absorbed_exact_duplicate"] == pre["merged"] + 2
+    assert counts["absorbed_exact_duplicate"] == pre["merged"] - 1 + 2
     _same_rows(found["traces"].values(), lines)
     assert {t["first_published"] for t in found["traces"].values()} == {1, 2}
 

@@ -126,7 +126,7 @@ def test_a_table_needs_no_text_field_and_gets_defaults_that_do_not_assume_one() 
 
     spec = parse_spec(TABLE, "demo.yaml")
     assert spec.schema_.text_field is None
-    assert spec.preprocess.dedup.key == ["sku", "price", "kind"]  # every field
+    assert spec.preprocess.dedup.key == ["sku", "price"]  # every field but the label
     assert pii_fields(spec) == []  # typed values, not prose: scanned only when listed
     listed = parse_spec(TABLE + "preprocess: {pii: {fields: [sku]}}\n", "demo.yaml")
     assert pii_fields(listed) == ["sku"] and "fields" not in listed.preprocess.pii.actions()
@@ -139,28 +139,32 @@ def test_a_table_needs_no_text_field_and_gets_defaults_that_do_not_assume_one() 
     assert pii_fields(parse_spec(review, "demo.yaml")) == ["text", "stars"]
 
 
-@pytest.mark.parametrize(("extra", "named"), [
-    ("preprocess: {filters: {language: {allowed: [zh]}}}", "preprocess.filters.language"),
-    ("preprocess: {filters: {max_digit_ratio: 0.5}}", "preprocess.filters.max_digit_ratio"),
-    ("preprocess: {near_dedup: {enabled: true}}", "preprocess.near_dedup"),
-    ("synthesize: {enabled: true}", "synthesize.generator text_augment"),
-    ("annotate: {model: {enabled: true}}", "annotate.model"),
+@pytest.mark.parametrize(("extra", "named", "line"), [
+    ("preprocess: {filters: {language: {allowed: [zh]}}}", "preprocess.filters.language", 16),
+    ("preprocess:\n  filters: {max_digit_ratio: 0.5}", "preprocess.filters.max_digit_ratio",
+     17),
+    ("preprocess: {near_dedup: {enabled: true}}", "preprocess.near_dedup.enabled", 16),
+    ("synthesize: {enabled: true}", "synthesize.generator", 16),
+    ("annotate:\n  model: {enabled: true}", "annotate.model.enabled", 17),
 ])
-def test_text_operations_on_a_table_without_text_are_refused(extra: str, named: str) -> None:
+def test_text_operations_on_a_table_without_text_are_refused_at_their_key(
+        extra: str, named: str, line: int) -> None:
     e = _refused(TABLE + extra + "\n")
-    assert named in e.problem and "no text field" in e.problem
+    assert (e.field, e.line) == (named, line)
+    assert "works on text, and this table has no text field" in e.problem
 
 
 def test_a_text_dataset_without_a_text_field_is_refused() -> None:
     e = _refused(SPEC.replace("FIELD", "notes").replace("schema:\n",
                                                        "schema:\n  text_field: null\n"))
-    assert "schema.text_field is null but modality is text" in e.problem
+    assert (e.field, e.line) == ("schema.text_field", 9)
+    assert "a text dataset needs its text field" in e.problem
     assert "modality: table" in e.problem
 
 
 def test_a_dedup_key_must_name_schema_fields() -> None:
     e = _refused(TABLE + "preprocess: {dedup: {key: [skuu]}}\n")
-    assert "preprocess.dedup.key names ['skuu']" in e.problem
+    assert e.field == "preprocess.dedup.key" and "names ['skuu'], which are not" in e.problem
 
 
 # ---- plain values ---------------------------------------------------------------------------
@@ -233,5 +237,5 @@ def test_the_table_example_in_the_docs_loads(repo: Path) -> None:
     example = section[section.index("```yaml\n") + 8:section.index("```\n", 8)]
     spec = parse_spec(example, "shop_items.yaml")
     assert spec.schema_.text_field is None and spec.preprocess.dedup.key == [
-        "item_id", "price", "weight_g", "in_stock", "category"]
+        "item_id", "price", "weight_g", "in_stock"]
     assert spec.sources[0].fields == {"item_id": "id"}

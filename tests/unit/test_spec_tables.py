@@ -239,3 +239,31 @@ def test_the_table_example_in_the_docs_loads(repo: Path) -> None:
     assert spec.schema_.text_field is None and spec.preprocess.dedup.key == [
         "item_id", "price", "weight_g", "in_stock"]
     assert spec.sources[0].fields == {"item_id": "id"}
+
+
+def test_people_see_a_table_records_fields_as_its_text() -> None:
+    """Label Studio tasks for a table without text: the fields, one "name: value" a line,
+    in the labelling config's text object."""
+    from datetime import UTC, datetime
+
+    from lifecycle.annotate import _export_tasks
+    from lifecycle.context import StageContext
+
+    class Store:  # an in-memory double of the object store's one write used here
+        def __init__(self) -> None:
+            self.objects: dict[str, bytes] = {}
+
+        def write_atomic(self, bucket: str, key: str, data: bytes, kind: str) -> None:
+            self.objects[key] = data
+
+    store = Store()
+    ctx = StageContext(spec=parse_spec(TABLE, "demo.yaml"), run_id="r", store=store,  # type: ignore[arg-type]
+                       catalog=None, registry=None, raw_bucket="", work_bucket="w",  # type: ignore[arg-type]
+                       inbox=None, now=datetime(2026, 11, 28, tzinfo=UTC))  # type: ignore[arg-type]
+    df = pd.DataFrame({"id": ["r1", "r2"], "sku": ["SKU-1", "SKU-2"], "price": [2.5, np.nan],
+                       "kind": ["a", "b"]})
+    out = _export_tasks(ctx, df, {"r2"}, {"r2": ("a", 0.8)})
+    assert out["count"] == 1
+    [tasks] = [json.loads(v) for k, v in store.objects.items() if k.endswith(".json")]
+    assert tasks[0]["data"] == {"text": "sku: SKU-2\nprice: None", "granary_id": "r2"}
+    assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["a"]}

@@ -367,11 +367,15 @@ def trace(ref: str, record_id: str,
     s = _settings()
     dataset, number = parse_ref(ref)
     result = trace_record(_catalog(), object_store(s), dataset, number, record_id)
-    if as_json:
-        print(_json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    if as_json:  # every value is plain typed Python (lifecycle.shards.to_python)
+        print(_json.dumps(result, ensure_ascii=False, indent=2))
         return
     console.print(f"[bold]{dataset}@v{result['version']}[/] record [bold]{record_id}[/]: "
                   f"{result['record']}")
+    if result["synthetic"]:
+        for seed in result["raw_origins"]:
+            console.print(f"  seed       {seed['id']} from {seed['source_uri']} line "
+                          f"{seed['line']} (file {seed['source_path']})")
     for step in result["path"]:
         name = step["stage"]
         if name == "raw":
@@ -381,13 +385,13 @@ def trace(ref: str, record_id: str,
             continue
         details = {k: v for k, v in step.items()
                    if k not in ("stage", "run_id", "status", "at", "output",
-                                "absorbed_duplicates") and v is not None}
-        console.print(f"  {name:<10} {step['status']} at {step['at']} "
-                      f"{' '.join(f'{k}={v}' for k, v in details.items())}")
+                                "absorbed_duplicates") and v not in (None, [], {})}
+        console.print(f"  {name:<10} {step['status']} at {step['at']} (run {step['run_id']}) "
+                      f"{' '.join(f'{k}={v}' for k, v in details.items())}", markup=False)
         for dup in step.get("absorbed_duplicates") or []:
-            console.print(f"             absorbed duplicate {dup['id']} from "
-                          f"{dup['source_uri']} line {dup['line']}")
-    console.print(f"  run {result['path'][1]['run_id']}")
+            console.print(f"             absorbed {dup['reason']} {dup['id']} (into "
+                          f"{dup['into']}, run {dup['run_id']}) from {dup['source_uri']} "
+                          f"line {dup['line']} (file {dup['source_path']})", markup=False)
 
 
 @app.command()

@@ -89,6 +89,13 @@ class _Annotation:
     def _texts(self) -> list[str]:
         return ["" if not isinstance(t, str) else t for t in self.df[self.text]]
 
+    def _shown(self, i: int) -> Any:
+        """What the report shows of record ``i``: its text, or a table's fields."""
+        if self.text is not None:
+            return self.df.at[i, self.text]
+        return {f.name: shards.to_python(self.df.at[i, f.name])
+                for f in self.ctx.spec.schema_.fields if f.name in self.df}
+
     # ---- labellers -----------------------------------------------------------------------------
     def label_records(self) -> None:
         n = len(self.df)
@@ -236,7 +243,7 @@ class _Annotation:
                                     None if shards.is_missing(current) else str(current))
             outcomes[res.outcome] += 1
             if len(info["examples"]) < EXAMPLES:
-                info["examples"].append({"id": kept, "text": self.df.at[i, self.text],
+                info["examples"].append({"id": kept, "text": self._shown(i),
                                          "votes": dict(counted), "outcome": res.outcome,
                                          "label": res.label})
             if res.label is None:
@@ -265,8 +272,16 @@ class _Annotation:
             self.report["label_errors"] = {"action": "ignore"}
             return
         values = self.df[lab].astype("object").where(self.df[lab].notna(), None).tolist()
-        found = labelcheck.find(self._texts(), values, folds=q.folds,
-                                max_records=q.max_records, seed=q.seed)
+        # a table without text: the model learns the label from its numeric fields
+        features = (labelcheck.table_features(self.ctx.spec, self.df) if self.text is None
+                    else None)
+        if self.text is None and features is None:
+            self.report["label_errors"] = {"action": action.action, "note": "no text and no "
+                                           "numeric field to check the labels against"}
+            return
+        found = labelcheck.find(self._texts() if self.text is not None else list(self.df["id"]),
+                                values, folds=q.folds, max_records=q.max_records, seed=q.seed,
+                                features=features)
         info: dict[str, Any] = {**found.summary(), "action": action.action,
                                 "min_confidence": action.min_confidence, "acted": 0,
                                 "examples": []}
@@ -276,7 +291,7 @@ class _Annotation:
         for pos, suggested, conf in zip(found.positions, found.suggested, found.confidence,
                                         strict=True):
             if len(info["examples"]) < EXAMPLES:
-                info["examples"].append({"id": ids[pos], "text": self.df.at[pos, self.text],
+                info["examples"].append({"id": ids[pos], "text": self._shown(pos),
                                          "label": values[pos], "suggested": suggested,
                                          "confidence": conf})
             self.suggestion[ids[pos]] = (suggested, conf)
@@ -302,6 +317,9 @@ class _Annotation:
     def cluster_topics(self) -> None:
         t = self.cfg.topics
         if t.enabled is False or (t.enabled == "auto" and self.label is not None):
+            return
+        if self.text is None:  # topics are of texts
+            self.report["topics"] = {"note": "no text field"}
             return
         texts = self._texts()
         if len([x for x in texts if x]) < max(2 * t.k, 10):
@@ -581,13 +599,18 @@ def _export_tasks(ctx: StageContext, df: pd.DataFrame, routed: set[str],
     from label_studio_sdk.label_interface import LabelInterface
 
     spec = ctx.spec
-    text = spec.schema_.text_field
+    text = spec.schema_.text_field or "text"
     config = labelling.labelling_config(spec.guideline, spec.annotate.task)
     rows = df.loc[df["id"].isin(routed)]
-    records = [{"id": r["id"], text: r[text],
-                "suggested": suggestion.get(r["id"], (None, 0.0))[0],
-                "confidence": suggestion.get(r["id"], (None, 0.0))[1]}
-               for r in rows[["id", text]].to_dict(orient="records")]
+    # a table without text shows people its fields, one "name: value" a line
+    shown = (rows[text].tolist() if spec.schema_.text_field else
+             ["\n".join(f"{f.name}: {shards.to_python(r.get(f.name))}"
+                        for f in spec.schema_.fields if f.name != spec.schema_.label_field)
+              for r in rows.to_dict(orient="records")])
+    records = [{"id": rid, text: value,
+                "suggested": suggestion.get(rid, (None, 0.0))[0],
+                "confidence": suggestion.get(rid, (None, 0.0))[1]}
+               for rid, value in zip(rows["id"].tolist(), shown, strict=True)]
     tasks = labelling.tasks(records, text, MODEL_VERSION)
     interface = LabelInterface(config)
     invalid = [t["data"]["granary_id"] for t in tasks

@@ -470,9 +470,13 @@ def _split(ctx: StageContext,
     cfg = ctx.spec.publish.splits
     text = ctx.spec.schema_.text_field
     image = ctx.spec.modality == "image" and "phash" in df
-    if df.empty or (not image and text not in df):
+    table = ctx.spec.modality == "table" and text is None
+    if df.empty or (not image and not table and text not in df):
         return df, {}, {}
-    if image:  # groups of images within the near-duplicate distance of each other
+    if table:  # a table without text: no similarity to group by, each record its own group
+        sig, found = None, None
+        group_of = np.arange(len(df), dtype=np.int64)
+    elif image:  # groups of images within the near-duplicate distance of each other
         from lifecycle import images
 
         hashes = np.array([int(h, 16) for h in df["phash"]], dtype=np.uint64)
@@ -660,7 +664,10 @@ def _labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = N
         found = _refresh_labels(ctx, df, known, carried or {})
         if found is not None:
             return found
-    if ctx.spec.modality == "image" and features is not None and cfg.enabled and label \
+    if ctx.spec.modality == "table" and text is None and features is None:
+        # a table without text: its numeric fields are the features
+        features = labelcheck.table_features(ctx.spec, df)
+    if ctx.spec.modality != "text" and features is not None and cfg.enabled and label \
             and label in df and len(df):
         return labelcheck.find(df["id"].tolist(), [None if shards.is_missing(v) else str(v)
                                                    for v in df[label]],

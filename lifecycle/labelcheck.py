@@ -73,6 +73,27 @@ def feature_classifier(seed: int = 0) -> Any:
                                                               random_state=seed))
 
 
+def table_features(spec: Any, df: Any) -> np.ndarray | None:
+    """A table without text's features for the label check: its numeric and boolean schema
+    fields but the label, as floats, a missing value replaced by its column's median (0 for
+    a column with none). None when the table has no such field (nothing to learn from)."""
+    import pandas as pd
+
+    label = spec.schema_.label_field
+    names = [f.name for f in spec.schema_.fields
+             if f.type in ("integer", "float", "boolean") and f.name != label and f.name in df]
+    if not names or not len(df):
+        return None
+    x = np.column_stack([pd.to_numeric(df[n].astype("object"), errors="coerce")
+                         .astype("float64").to_numpy() for n in names])
+    gaps = np.isnan(x)
+    if gaps.any():
+        filled = np.where(gaps.all(axis=0), 0.0,
+                          np.nanmedian(np.where(gaps.all(axis=0), 0.0, x), axis=0))
+        x = np.where(gaps, filled, x)
+    return x
+
+
 def _feature_probabilities(x: np.ndarray, labels: np.ndarray, folds: int,
                            seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict

@@ -83,6 +83,9 @@ class _Run:
 
     # ---- operators ---------------------------------------------------------------------------
     def normalise(self) -> None:
+        if self.text is None:  # a table without text: its fields stay as collected
+            self.step_summary("normalise", len(self.df), changed={}, skipped="no text field")
+            return
         normaliser = Normaliser(self.cfg.normalise)
         texts, ops = [], self.df["operations"].tolist()
         changed = Counter[str]()
@@ -107,8 +110,10 @@ class _Run:
         langs: list[str | None] = []
         confidence: list[float | None] = []
         records = self.df.to_dict(orient="records") if rf.fields else None
-        for i, text in enumerate(self.df[self.text].tolist()):
-            problem, found = rf.check_text(text)
+        # a table without text: only the field rules (filters.fields) apply
+        texts = self.df[self.text].tolist() if self.text is not None else None
+        for i in range(before):
+            problem, found = rf.check_text(texts[i]) if texts is not None else (None, None)
             if problem is None and records is not None:
                 problem = rf.check_fields({str(k): v for k, v in records[i].items()})
             reasons.append(problem[0] if problem else None)
@@ -128,8 +133,7 @@ class _Run:
         before = len(self.df)
         actions = self.cfg.pii.actions()
         watched = list(pii.ENTITIES)  # "keep" entities are still counted in the report
-        columns = [f.name for f in self.spec.schema_.fields if f.type == "string"
-                   and f.name != self.spec.schema_.label_field]
+        columns = pii_fields(self.spec)
         salt = self.ctx.pii_salt
         if "hash" in actions.values() and not salt:
             raise PermanentError(
@@ -172,6 +176,20 @@ class _Run:
         self.report["pii"] = {e: v for e, v in found.items() if v["found"]}
         self.step_summary("pii", before, found={e: v["found"] for e, v in found.items()
                                                 if v["found"]})
+
+
+def pii_fields(spec: Any) -> list[str]:
+    """The fields scanned for personal data: ``preprocess.pii.fields`` when the spec lists
+    them; else every string field but the label's, or none for a table without a text field
+    (its columns are typed values, not prose: ids and codes there look like card and phone
+    numbers)."""
+    listed = spec.preprocess.pii.fields
+    if listed is not None:
+        return list(listed)
+    if spec.schema_.text_field is None and spec.modality == "table":
+        return []
+    return [f.name for f in spec.schema_.fields if f.type == "string"
+            and f.name != spec.schema_.label_field]
 
 
 def _replace(text: str, hits: list[pii.Found], actions: dict[str, str], salt: str) -> str:
@@ -269,7 +287,8 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     df = work.df
     tag = f"u{unit['index']:05d}"
     text = ctx.spec.schema_.text_field
-    texts = [v if isinstance(v, str) else "" for v in df[text].tolist()] if len(df) else []
+    texts = ([v if isinstance(v, str) else "" for v in df[text].tolist()]
+             if len(df) and text is not None else [""] * len(df))
     label = ctx.spec.schema_.label_field
     index = pd.DataFrame({
         "id": df["id"] if len(df) else pd.Series([], dtype="object"),

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
+import math
+from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,6 +47,42 @@ def is_missing(value: Any) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def to_python(value: Any) -> Any:
+    """A value read back from Parquet through pandas as plain, typed Python: numpy arrays
+    and lists as lists (recursively), numpy scalars as int, float, bool or str, missing
+    values (None, NaN, NA, NaT) as None, timestamps as ISO 8601 text, bytes as hex. What
+    json.dumps writes of the result is what the value is: a list stays a list, never the
+    text of a numpy array."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, np.ndarray | list | tuple):
+        return [to_python(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        if isinstance(value, np.datetime64):
+            return None if np.isnat(value) else str(np.datetime_as_string(value))
+        return to_python(value.item())
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, datetime | date):  # pandas' Timestamp is a datetime
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def plain_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``df`` as dicts of plain Python values (:func:`to_python`), column by
+    column: the one conversion for records that leave as JSON (trace, the CLI)."""
+    names = [str(c) for c in df.columns]
+    columns = [[to_python(v) for v in df[c].astype(object).tolist()] for c in df.columns]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] \
+        if columns else [{} for _ in range(len(df))]
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

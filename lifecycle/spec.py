@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from lifecycle import columns
 
 IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
@@ -287,6 +290,23 @@ Source = Annotated[FilesSource | S3Source | HttpSource | SqlSource | DatasetSour
                    Field(discriminator="type")]
 
 
+def _reserved(name: str, why: str, here: bool) -> str:
+    return (f"field name {name!r} is reserved{' here' if here else ''}: {why}. Name the field "
+            f"otherwise (a source column {name!r} maps to it with the source's "
+            f"`fields: {{new_name: {name}}}`); docs/spec.md lists the reserved names")
+
+
+def _refuse(model: BaseModel, problems: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+    """Raise ``problems`` (location, message, value) as one ValidationError, each at its own
+    key, so that the spec error names the key and its line (a model validator's own errors
+    have no location)."""
+    if problems:
+        raise ValidationError.from_exception_data(type(model).__name__, [
+            InitErrorDetails(type=PydanticCustomError("spec", "{message}", {"message": msg}),
+                             loc=loc, input=value.model_dump() if isinstance(value, BaseModel)
+                             else value) for loc, msg, value in problems])
+
+
 class FieldSpec(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     type: Literal["string", "integer", "float", "boolean"] = "string"
@@ -299,6 +319,14 @@ class FieldSpec(_Model):
     max_length: int | None = Field(default=None, ge=0, description="longest string")
     unique: bool = Field(default=False, description="no two records share a value")
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in columns.RESERVED:
+            raise PydanticCustomError("reserved_name", "{message}", {
+                "message": _reserved(v, columns.RESERVED[v], False)})
+        return v
 
     @model_validator(mode="after")
     def _checks_fit_type(self) -> FieldSpec:
@@ -436,9 +464,12 @@ class Pii(_Model):
     passport: PiiAction = "mask"
     plate: PiiAction = "keep"
     person_name: PiiAction = "keep"
+    fields: list[str] | None = Field(
+        default=None, description="the string fields scanned; default: every string field "
+        "but the label's, none for a table without a text field")
 
     def actions(self) -> dict[str, str]:
-        return dict(self.model_dump())
+        return dict(self.model_dump(exclude={"fields"}))
 
 
 Step = Literal["normalise", "filter", "pii", "exact_dedup", "near_dedup"]
@@ -912,10 +943,7 @@ class DatasetSpec(_Model):
         if bad:
             raise ValueError(f"an image dataset's sources must have `format: image`; {bad} "
                              "do not")
-        taken = [f.name for f in self.schema_.fields if f.name in IMAGE_FIELDS]
-        if taken:
-            raise ValueError(f"schema fields {taken} are filled by Granary for every image "
-                             "record; remove them from schema.fields")
+        # schema fields named like the image columns: _reserved_names
         if self.annotate.task not in ("single_label", "boxes"):
             raise ValueError(f"annotate.task {self.annotate.task!r} is for text; an image "
                              "dataset's task is single_label (classification) or boxes")
@@ -945,6 +973,77 @@ class DatasetSpec(_Model):
                 raise ValueError(f"refresh.deleted_field {deleted!r} must be a boolean field "
                                  "of the schema")
         return self
+
+    @model_validator(mode="after")
+    def _reserved_names(self) -> DatasetSpec:
+        """Schema fields named like a column this spec's settings add (columns.conditional;
+        the names reserved always are refused on the field itself), each error at its field."""
+        taken = columns.conditional(self)
+        _refuse(self, [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
+                        f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken])
+        return self
+
+    @model_validator(mode="after")
+    def _text_field(self) -> DatasetSpec:
+        """What a dataset without a text field can and cannot do, and the defaults that
+        follow from its fields (docs/spec.md, "Tables without text"); each error at its key."""
+        text = self.schema_.text_field
+        if text is None and self.modality == "text":
+            _refuse(self, [(("schema", "text_field"), "a text dataset needs its text field: "
+                            "name the field that holds the text, or set `modality: table` "
+                            "for a table without text", None)])
+        dedup = self.preprocess.dedup
+        if "key" not in dedup.model_fields_set and self.modality != "image":
+            # the duplicate key: the text field, or every field of a table without text but
+            # the label (equal records with different labels are a label conflict)
+            fields = [f.name for f in self.schema_.fields]
+            key = ([text] if text is not None
+                   else [n for n in fields if n != self.schema_.label_field] or fields)
+            object.__setattr__(self, "preprocess", self.preprocess.model_copy(
+                update={"dedup": dedup.model_copy(update={"key": key})}))
+        names = [f.name for f in self.schema_.fields]
+        strings = [f.name for f in self.schema_.fields if f.type == "string"]
+        problems: list[tuple[tuple[Any, ...], str, Any]] = []
+        unknown = [k for k in self.preprocess.dedup.key if k not in names]
+        if unknown and self.modality != "image":
+            problems.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
+                             f"schema fields {names}", self.preprocess.dedup.key))
+        listed = self.preprocess.pii.fields or []
+        if [f for f in listed if f not in strings]:
+            problems.append((("preprocess", "pii", "fields"), f"must be string fields of the "
+                             f"schema {strings}", listed))
+        if text is None and self.modality == "table":
+            problems += self._text_settings()
+        _refuse(self, problems)
+        return self
+
+    def _text_settings(self) -> list[tuple[tuple[Any, ...], str, Any]]:
+        """The settings of a table without text that work on text, each with its place."""
+        why = ("works on text, and this table has no text field (schema.text_field: null): "
+               "remove it")
+        found: list[tuple[tuple[Any, ...], str, Any]] = []
+        filters, defaults = self.preprocess.filters, Filters()
+        for name in ("min_tokens", "max_tokens", "max_chars", "language", "allow_regex",
+                     "deny_regex", "max_digit_ratio", "max_punctuation_ratio",
+                     "max_non_cjk_ratio", "max_repeated_line_ratio",
+                     "max_repeated_ngram_ratio"):
+            if getattr(filters, name) != getattr(defaults, name):
+                found.append((("preprocess", "filters", name), f"{why} (a table's field rules "
+                              "are preprocess.filters.fields)", getattr(filters, name)))
+        near = self.preprocess.near_dedup
+        if near.enabled and not getattr(near, "key", None):
+            found.append((("preprocess", "near_dedup", "enabled"), why, True))
+        if self.annotate.rules:
+            found.append((("annotate", "rules"), why, len(self.annotate.rules)))
+        if self.annotate.model.enabled:
+            found.append((("annotate", "model", "enabled"), f"{why} (the label check learns "
+                          "from a table's numeric fields without it)", True))
+        if self.annotate.topics.enabled is True:
+            found.append((("annotate", "topics", "enabled"), why, True))
+        if self.synthesize.enabled and self.synthesize.generator in ("text_augment", "llm"):
+            found.append((("synthesize", "generator"), f"{why}: a table synthesises with "
+                          "tabular_copula or smote", self.synthesize.generator))
+        return found
 
     @property
     def upstreams(self) -> list[str]:

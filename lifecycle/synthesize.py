@@ -400,6 +400,7 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
             columns: list[str] | None, seed: int) -> dict[str, Any]:
     """Macro F1 on held-out real records of a classifier trained on real records only, and
     on real plus synthetic records (the synthetic ones made from held-out seeds excluded)."""
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.model_selection import train_test_split
@@ -418,7 +419,9 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
 
     def score(frame: pd.DataFrame) -> float:
         if columns:
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            # a table's missing values (NaN) take their column's median
+            model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                                  LogisticRegression(max_iter=2000))
             model.fit(frame[columns].to_numpy(dtype=float), frame[label].astype(str))
             guess = model.predict(test[columns].to_numpy(dtype=float))
         else:

@@ -164,6 +164,8 @@ def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
     result = publish.run(ctx, ev.to_xcom())
     version = ctx.catalog.get_version("digit_images", result.counts["version"])
     assert version is not None
+    _every_record_traces(ctx, s, kinds, [out["collect"], out["preprocess"], ann.to_xcom(),
+                                         syn.to_xcom(), ev.to_xcom(), result.to_xcom()])
     tars = sorted(n for n in version.files if n.startswith("images-"))
     assert tars == ["images-00000.tar"]
     path = ctx.registry.fetch_file("digit_images", version.version, tars[0],
@@ -252,3 +254,28 @@ def test_the_sample_image_dataset_builds_from_its_shipped_spec(s3: Settings, tmp
           f"dimensions {version.quality['dimensions']}")
     assert 295 <= version.row_count <= 302
     assert sorted(n for n in version.files if n.startswith("images-")) == ["images-00000.tar"]
+
+
+
+def _every_record_traces(ctx: StageContext, s: Settings, kinds: dict[str, list[str]],
+                         results: list[dict[str, Any]]) -> None:
+    """Real images to the raw object they were landed as (exact and near copies among the
+    duplicates they absorbed), augmented ones to their seed images. ``results``: every
+    stage's, recorded in the catalog as the DAG records them."""
+    from tests.tracecheck import walk
+
+    for r in results:
+        ctx.catalog.record_stage(ctx.dataset, ctx.run_id, r["stage"], r["status"],
+                                 r["manifest_uri"], r["counts"])
+    found = walk(ctx.catalog, ctx.store, "digit_images", 1, s.bucket_raw, ctx.spec)
+    counts, traces = found["counts"], found["traces"]
+    by_stage = {r["stage"]: r["counts"] for r in results}
+    assert counts["synthetic"] == by_stage["synthesize"]["synthetic"] > 0
+    merges = by_stage["preprocess"]["merge_reasons"]
+    assert counts["absorbed_exact_duplicate"] == merges["exact_duplicate"] >= len(kinds["exact"])
+    assert counts["absorbed_near_duplicate"] == merges["near_duplicate"] > 0
+    for t in traces.values():
+        for origin in t["raw_origins"]:  # each image is a raw object of its own
+            assert origin["line"] == 1 and origin["source_path"].startswith("images/")
+            landed = ctx.store.get_bytes(*shards.parse_uri(origin["source_uri"]))
+            assert landed == (s.inbox_dir / origin["source_path"]).read_bytes()

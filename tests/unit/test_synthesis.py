@@ -32,8 +32,8 @@ owners: [{name: qa}]
 sources: [{name: rows, type: files, path: t.csv, format: csv,
            licence: {id: BSD-3-Clause, origin: scikit-learn, legal_basis: licence}}]
 schema:
-  text_field: id
-  fields: [{name: id, type: string}, {name: label, type: string}]
+  text_field: null
+  fields: [{name: label, type: string}]
 synthesize: {enabled: true, generator: GEN, target: TARGET, seed: 7}
 """
 TEXT = """\

@@ -4,9 +4,12 @@ The dialect is never a bare guess. TSV has no quoting unless the spec sets ``quo
 every physical line is one row, so a field that starts with an apostrophe or a quote cannot
 swallow the lines after it. CSV quotes with ``"`` (RFC 4180) unless the spec says otherwise;
 a quote character the sniffer proposes instead is taken only when, on the sample, it does not
-change the row count against a read without quoting, and even then a row it makes span
-several lines is quarantined. CSV's delimiter, when the spec does not set it, is the first of
-``, ; tab |`` that splits the sample's rows (header included) into one number of fields.
+change the row count against a read without quoting and it is needed (it alone gives every
+row one number of fields: without quoting, and with ``"``, the widths differ); even then a
+row it makes span several lines is quarantined. CSV's delimiter, when the spec does not set
+it, is the first of ``, ; tab |`` that splits four in five of the sample's rows (header
+included) into one number of fields, at least two, without a quoting error; ``,`` when none
+does.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ class Dialect:
     multiline: bool         # whether a quoted field may hold line breaks
     evidence: str           # how it was decided, for the log and the landed entry
 
-    def reader_args(self) -> dict[str, Any]:
+    def reader_args(self, strict: bool = True) -> dict[str, Any]:
+        """Arguments of ``csv.reader``. Strict: a quote closed and followed by anything but
+        a delimiter or line break is an error (the row is quarantined), not text run on."""
         if self.quotechar is None:
             return {"delimiter": self.delimiter, "quoting": csv.QUOTE_NONE}
         return {"delimiter": self.delimiter, "quotechar": self.quotechar, "doublequote": True,
-                "quoting": csv.QUOTE_MINIMAL, "skipinitialspace": False, "strict": False}
+                "quoting": csv.QUOTE_MINIMAL, "skipinitialspace": False, "strict": strict}
 
 
 def _sample_lines(sample: str, complete: bool) -> list[str]:
@@ -67,20 +72,47 @@ def _sample_lines(sample: str, complete: bool) -> list[str]:
 
 
 def _rows(lines: list[str], delimiter: str, quote: str | None) -> list[list[str]]:
-    args = Dialect(delimiter, quote, True, "").reader_args()
+    args = Dialect(delimiter, quote, True, "").reader_args(strict=False)  # widths only
     try:
         return list(csv.reader(lines, **args))
     except csv.Error:
         return []
 
 
+def _uniform(rows: list[list[str]]) -> bool:
+    """Whether every non-empty row has the same number of fields."""
+    return len({len(r) for r in rows if r}) == 1
+
+
+def _widths(lines: list[str], delimiter: str, quote: str | None) -> list[int | None]:
+    """Fields per non-empty row of the sample, read strictly; None for a row that cannot be
+    read (reading resumes on the line after the one it started on, as the reader does)."""
+    args = Dialect(delimiter, quote, True, "").reader_args()
+    out: list[int | None] = []
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:], **args)
+        done = 0
+        try:
+            for row in reader:
+                done = reader.line_num
+                if row:
+                    out.append(len(row))
+            return out
+        except csv.Error:
+            out.append(None)
+            start += done + 1
+    return out
+
+
 def _fits(lines: list[str], delimiter: str, quote: str | None, header: bool) -> bool:
-    """Whether ``delimiter`` splits the sample's rows into one width of at least two fields
-    (four in five rows, the header among them)."""
-    widths = [len(r) for r in _rows(lines, delimiter, quote) if r]
-    if not widths:
+    """Whether ``delimiter`` splits the sample's rows into one width of at least two fields:
+    four rows in five read without error to that width, the header among them."""
+    widths = _widths(lines, delimiter, quote)
+    known = [w for w in widths if w is not None]
+    if not known:
         return False
-    width, count = Counter(widths).most_common(1)[0]
+    width, count = Counter(known).most_common(1)[0]
     return width >= 2 and count >= 0.8 * len(widths) and (not header or widths[0] == width)
 
 
@@ -104,14 +136,21 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
     except csv.Error:
         sniffed = RFC_QUOTE
     if sniffed and sniffed != RFC_QUOTE:
-        quoted, plain = len(_rows(lines, delimiter, sniffed)), len(_rows(lines, delimiter, None))
-        if quoted == plain:
+        quoted, plain = _rows(lines, delimiter, sniffed), _rows(lines, delimiter, None)
+        # needed: only it gives the rows one width (it holds delimiters inside quotes)
+        needed = (_uniform(quoted) and not _uniform(plain)
+                  and not _uniform(_rows(lines, delimiter, RFC_QUOTE)))
+        if len(quoted) == len(plain) and needed:
             return Dialect(delimiter, sniffed, False,
-                           f"sniffed quote {sniffed!r}: the sample reads to {plain} rows with "
-                           "it and without quoting")
-        log.warning("%s: the sniffer proposed %r as the quote character, refused: it reads the "
-                    "sample's %d lines as %d rows; quoting with %r (RFC 4180), set `quotechar` "
-                    "on the source to choose", where, sniffed, plain, quoted, RFC_QUOTE)
+                           f"sniffed quote {sniffed!r}: the sample reads to {len(plain)} rows "
+                           f"with it and without quoting, and only {sniffed!r} gives its rows "
+                           "one width")
+        log.warning("%s: the sniffer proposed %r as the quote character, refused (%s); "
+                    "quoting with %r (RFC 4180), set `quotechar` on the source to choose",
+                    where, sniffed,
+                    f"it reads the sample's {len(plain)} lines as {len(quoted)} rows"
+                    if len(quoted) != len(plain) else "the sample's rows need no other quote",
+                    RFC_QUOTE)
     return Dialect(delimiter, RFC_QUOTE, True, "rfc 4180")
 
 
@@ -133,6 +172,9 @@ class CsvReader:
         ``malformed_csv`` by its first line, and reading resumes on the line after it: the
         lines the broken row swallowed are read again as rows of their own."""
         dialect = self.dialect = decide(self.fmt, self.options, sample, complete, self.where)
+        log.info("%s: %s with delimiter %r and %s (%s)", self.where, self.fmt,
+                 dialect.delimiter, f"quote {dialect.quotechar!r}" if dialect.quotechar
+                 else "no quoting", dialect.evidence)
         args = dialect.reader_args()
         feed = _Replay(bounded_lines(stream, self.limit))
         header: list[str] | None = None if self.options.header else list(self.options.columns)

@@ -410,6 +410,7 @@ class _Unit:
                     entry.setdefault("lines", {})[member.name] = counted
                     self.lines.update(counted)
                     self.last_line = ledger.physical
+                self.file_lines = self.check = None
                 if plain:
                     self.files[payload.name] = {
                         "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,

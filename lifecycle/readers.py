@@ -19,7 +19,7 @@ import logging
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TextIO
 
@@ -430,7 +430,7 @@ def parse_member(fmt: str, member: Member, encoding: str, where: str,
                 lines = TextLineReader(max_line) if fmt == "text" else JsonlReader(max_line)
                 items = lines.read(text, "")
             if before:
-                items = (replace(p, line=p.line + before) for p in items)
+                items = (p._replace(line=p.line + before) for p in items)
             yield from ledger.reconcile(items, tally, before)
 
 

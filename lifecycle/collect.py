@@ -28,9 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lifecycle import shards
+from lifecycle.accounting import LINE_KINDS, ColumnCheck, FileLines
 from lifecycle.context import StageContext, StageResult
+from lifecycle.delimited import CsvOptions
 from lifecycle.errors import ConservationError, SourceError
+from lifecycle.lines import LineLedger, Parsed
 from lifecycle.readers import (
+    LINE_FORMATS,
     byte_line_breaks,
     format_of,
     member_encoding,
@@ -54,9 +58,13 @@ _ARROW = {"string": pa.string(), "integer": pa.int64(), "float": pa.float64(),
           "boolean": pa.bool_()}
 
 
-def record_id(raw_hash: str, line: int) -> str:
-    """Stable id: the same line of the same raw object always gets the same id."""
-    return hashlib.sha256(f"{raw_hash}:{line}".encode()).hexdigest()[:24]
+def record_id(source: str, member: str, raw_hash: str, line: int) -> str:
+    """Stable id of the record on ``line`` of ``member`` (a file, object key or archive
+    member; an image's name) with content hash ``raw_hash``, collected by ``source``: the same
+    place always gets the same id, and the same bytes delivered twice (by two sources, or
+    under two names) give distinct records, which deduplication then merges."""
+    key = f"{len(source)}:{source}{len(member)}:{member}{raw_hash}:{line}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def row_key(locator: str, line: int, content: Any) -> bytes:
@@ -155,9 +163,8 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 # ---- fetch ----------------------------------------------------------------------------------
-# formats whose rows are lines (a CSV record may span lines, but the same bytes parse the
-# same), and file extensions whose bytes are those lines as they are (not compressed)
-LINE_FORMATS = frozenset({"text", "jsonl", "csv", "tsv"})
+# LINE_FORMATS: formats whose rows are lines (a CSV record may span lines, but the same bytes
+# parse the same); file extensions whose bytes are those lines as they are (not compressed):
 PLAIN_EXTENSIONS = frozenset({"txt", "text", "jsonl", "ndjson", "csv", "tsv"})
 
 
@@ -276,6 +283,11 @@ class _Unit:
         self.reasons: Counter[str] = Counter()
         self.columns: dict[str, set[str]] = {}
         self.types_seen: set[tuple[Any, type]] = set()
+        self.lines: Counter[str] = Counter()  # physical lines of line-oriented files, by kind
+        self.file_lines: FileLines | None = None  # the current file's
+        self.check: ColumnCheck | None = None  # the current file's needed columns
+        self.needed = ctx.spec.needed_columns(self.source)
+        self.nulls = frozenset(getattr(self.source, "null_values", None) or ())
         self.landed: list[dict[str, Any]] = []
         self.payloads: dict[str, str] = {}
         self.collected_at = ctx.now.isoformat()
@@ -306,7 +318,7 @@ class _Unit:
                 "label": self.unit["label"], "shards": self.records.close(),
                 "quarantine": self.rejects.close(), "seen": seen_uri,
                 "landed": self.landed, "counts": dict(self.tally),
-                "reasons": dict(self.reasons),
+                "reasons": dict(self.reasons), "lines": dict(self.lines),
                 "columns": {k: sorted(v) for k, v in self.columns.items()},
                 "updates": conn.updates, "payloads": self.payloads, "files": self.files}
 
@@ -349,7 +361,7 @@ class _Unit:
         self.tally["bytes"] += size
         limit = self.ctx.spec.collect.max_unpacked_mb << 20
         with members(payload.name, payload.path, limit) as found:
-            for index, member in enumerate(found):
+            for member in found:
                 # an image source's archive: every member is an image or is skipped
                 fmt = "image" if payload.fmt == "image" else format_of(member.name, payload.fmt)
                 declared = getattr(self.source, "encoding", "auto")
@@ -360,12 +372,10 @@ class _Unit:
                         "raw_version": version_id, "collected_at": self.collected_at,
                         "licence": self.source.licence_id,
                         "legal_basis": self.source.legal_basis}
-                # ids stay stable for a plain file; archive members add their index
-                salt = digest if len(found) == 1 else f"{digest}:{index}"
                 locator = f"{payload.locator}!{member.name}" if payload.locator else ""
                 where = f"source {self.source.name!r} {member.name}"
                 if fmt == "image":
-                    self.image(member, payload, key, salt, locator, base)
+                    self.image(member, payload, key, locator, base)
                     continue
                 plain = (len(found) == 1 and bool(payload.locator) and fmt in LINE_FORMATS
                          and payload.ext in PLAIN_EXTENSIONS)
@@ -382,11 +392,25 @@ class _Unit:
                 items = int(old["items"]) if resume is not None and old is not None else 0
                 self.tally["read"] += items
                 self.tally["already_seen"] += items
+                ledger = LineLedger(where)
+                self.file_lines = FileLines(where) if fmt in LINE_FORMATS else None
+                if self.file_lines is not None and resume is not None:
+                    self.file_lines.add("seen", resume[1])
+                self.check = ColumnCheck(where, self.needed, fmt)
                 for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
                                            self.ctx.spec.collect.max_record_mb << 20,
-                                           resume=resume):
-                    items += 1
-                    self.row(parsed, salt, locator, base)
+                                           resume=resume, csv_options=self.csv_options(fmt),
+                                           ledger=ledger):
+                    if not parsed.skipped:
+                        items += 1
+                    self.row(parsed, member.name, digest, locator, base)
+                self.check.close()
+                if self.file_lines is not None and ledger.physical is not None:
+                    counted = self.file_lines.close(ledger.physical)
+                    entry.setdefault("lines", {})[member.name] = counted
+                    self.lines.update(counted)
+                    self.last_line = ledger.physical
+                self.file_lines = self.check = None
                 if plain:
                     self.files[payload.name] = {
                         "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,
@@ -395,7 +419,17 @@ class _Unit:
                         self.tally["appended_files"] += 1
                 self.old_through = 0
 
-    def image(self, member: Any, payload: Payload, payload_key: str, salt: str, locator: str,
+    def csv_options(self, fmt: str) -> CsvOptions | None:
+        """How the source's CSV/TSV files are split (the spec's header, columns, delimiter
+        and quotechar); None for other formats and sources without those keys."""
+        src = self.source
+        if fmt not in ("csv", "tsv") or not hasattr(src, "header"):
+            return None
+        return CsvOptions(header=src.header, columns=tuple(c.strip() for c in src.columns or ()),
+                          delimiter=src.delimiter, quotechar=src.quotechar,
+                          quote_declared="quotechar" in src.model_fields_set)
+
+    def image(self, member: Any, payload: Payload, payload_key: str, locator: str,
               base: dict[str, Any]) -> None:
         """One image: its bytes under their own content address in the raw bucket (an
         archive member's too), its header read, its sidecar metadata joined by file name."""
@@ -427,8 +461,8 @@ class _Unit:
         if getattr(self.source, "label_from_folder", False):
             folder = PurePosixPath(name).parent.name
             meta = {**meta, self.ctx.spec.schema_.label_field or "label": folder or None}
-        rid = record_id(f"{salt}:{name}", 1)  # the same bytes under two names: two records
-        row, problem = _to_row(self.ctx.spec, self.source, meta)
+        rid = record_id(self.source.name, member.name, base["raw_hash"], 1)
+        row, problem = _to_row(self.ctx.spec, self.source, meta, self.nulls)
         if problem:
             self.reject(rid, base, 1, "bad_value", problem)
             return
@@ -443,11 +477,23 @@ class _Unit:
             self._sidecar = _read_sidecar(self.ctx, self.source)
         return self._sidecar
 
-    def row(self, parsed: Any, salt: str, locator: str, base: dict[str, Any]) -> None:
+    def row(self, parsed: Parsed, member: str, digest: str, locator: str,
+            base: dict[str, Any]) -> None:
+        """One reader item: a header or blank line is counted, a row is collected unless an
+        earlier run did, a rejection is quarantined."""
+        lines = self.file_lines
+        if parsed.skipped:
+            if parsed.skipped == "header" and self.check is not None:
+                self.check.header(parsed.columns)
+            if lines is not None:
+                lines.add(parsed.skipped, parsed.lines)
+            return
         self.tally["read"] += 1
         self.last_line = max(self.last_line, parsed.line)
         if parsed.line <= self.old_through:  # in the bytes an earlier run parsed
             self.tally["already_seen"] += 1
+            if lines is not None:
+                lines.add("seen", parsed.lines)
             return
         content = parsed.record if parsed.record is not None else parsed.raw
         key = row_key(locator, parsed.line, content)
@@ -455,31 +501,40 @@ class _Unit:
         # need to be read to know it
         if not self.old_through and key in self.seen:
             self.tally["already_seen"] += 1
+            if lines is not None:
+                lines.add("seen", parsed.lines)
             return
         self.new_keys.add(key)
-        rid = record_id(salt, parsed.line)
+        rid = record_id(self.source.name, member, digest, parsed.line)
         if parsed.record is None:
-            self.reject(rid, base, parsed.line, parsed.reason or "unreadable", parsed.raw)
+            self.reject(rid, base, parsed.line, parsed.reason or "unreadable", parsed.raw,
+                        parsed.lines)
             return
+        if self.check is not None:
+            self.check.record(parsed.record)
         for column, value in parsed.record.items():
             pair = (column, type(value))
             if pair not in self.types_seen:  # one set lookup per value in the common case
                 self.types_seen.add(pair)
                 if value is not None:
                     self.columns.setdefault(str(column), set()).add(_type_label(value))
-        row, problem = _to_row(self.ctx.spec, self.source, parsed.record)
+        row, problem = _to_row(self.ctx.spec, self.source, parsed.record, self.nulls)
         if problem:
-            self.reject(rid, base, parsed.line, "bad_value", problem)
+            self.reject(rid, base, parsed.line, "bad_value", problem, parsed.lines)
             return
         self.records.add({"id": rid, **row, **base, "line": parsed.line})
         self.tally["records_new"] += 1
+        if lines is not None:
+            lines.add("records", parsed.lines)
 
     def reject(self, rid: str, base: dict[str, Any], line: int, reason: str,
-               detail: str) -> None:
+               detail: str, lines: int = 1) -> None:
         self.rejects.add({"id": rid, **base, "line": line, "reason": reason,
                           "detail": str(detail)[:2000]})
         self.tally["quarantined"] += 1
         self.reasons[reason] += 1
+        if self.file_lines is not None:
+            self.file_lines.add("quarantined", lines)
 
 
 def fetch_unit(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
@@ -487,12 +542,16 @@ def fetch_unit(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     return _Unit(ctx, unit).run()
 
 
-def _to_row(spec: DatasetSpec, source: Any,
-            record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _to_row(spec: DatasetSpec, source: Any, record: dict[str, Any],
+            nulls: frozenset[str] = frozenset()) -> tuple[dict[str, Any], str | None]:
+    """The record's schema fields, typed; ``nulls``: the source's ``null_values``, cell
+    strings read as null for every field."""
     row: dict[str, Any] = {}
     for field in spec.schema_.fields:
         column = source.fields.get(field.name, field.name)
         value = record.get(column)
+        if nulls and isinstance(value, str) and value in nulls:
+            value = None
         if value is None and field.name == spec.schema_.label_field and source.label is not None:
             value = source.label
         try:
@@ -593,10 +652,12 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     incremental = ctx.mode == "incremental"
     totals: dict[str, Counter[str]] = {s.name: Counter() for s in spec.sources}
     reasons: dict[str, Counter[str]] = {s.name: Counter() for s in spec.sources}
+    lines: dict[str, Counter[str]] = {s.name: Counter() for s in spec.sources}
     columns: dict[str, dict[str, set[str]]] = {s.name: {} for s in spec.sources}
     for p in partials:
         totals[p["source"]].update(p["counts"])
         reasons[p["source"]].update(p["reasons"])
+        lines[p["source"]].update(p.get("lines", {}))
         for column, types in p["columns"].items():
             columns[p["source"]].setdefault(column, set()).update(types)
     for name, t in totals.items():
@@ -604,6 +665,11 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
             raise ConservationError(
                 f"source {name!r}: read {t['read']} rows but kept {t['records_new']}, "
                 f"quarantined {t['quarantined']} and skipped {t['already_seen']} as seen")
+        held = lines[name]
+        if held["physical"] != sum(held[k] for k in LINE_KINDS):
+            raise ConservationError(
+                f"source {name!r}: its line-oriented files hold {held['physical']} lines, but "
+                f"{dict(held)} were accounted for")
     _check_bad_share(totals, reasons, spec.collect.max_bad_share)
 
     states: dict[str, dict[str, Any]] = {}
@@ -634,6 +700,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     quarantine = [s for p in partials for s in p["quarantine"]]
     landed = [x for p in partials for x in p["landed"]]
     total = sum(totals.values(), Counter())
+    all_lines = sum(lines.values(), Counter())
     counts = {
         "files": len(landed),
         "raw_new": total["raw_new"],
@@ -653,8 +720,12 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
         "in": total["read"] + carried_rows,
         "kept": carried_rows + total["records_new"],
         "merged": total["already_seen"],
-        "per_source": {n: {k: t[k] for k in ("read", "records_new", "quarantined",
-                                             "already_seen", "payloads", "unchanged")}
+        # physical lines of the text, JSONL, CSV and TSV files parsed, counted from their
+        # bytes, by where each went: physical = records + quarantined + seen + header + blank
+        "lines": _line_counts(all_lines),
+        "per_source": {n: {**{k: t[k] for k in ("read", "records_new", "quarantined",
+                                                "already_seen", "payloads", "unchanged")},
+                           "lines": _line_counts(lines[n])}
                        for n, t in totals.items()},
     }
     extra = {"landed": landed, "sources": [s.provenance() for s in spec.sources],
@@ -674,6 +745,10 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     log.info("collect %s: %s", ctx.dataset, {k: v for k, v in counts.items()
                                               if k != "per_source"})
     return StageResult(STAGE, uri, counts, lineage=_lineage(ctx, uri, landed))
+
+
+def _line_counts(held: Counter[str]) -> dict[str, int]:
+    return {"physical": held["physical"], **{k: held[k] for k in LINE_KINDS}}
 
 
 def _next_state(ctx: StageContext, source: str, old: dict[str, Any],

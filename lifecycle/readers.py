@@ -1,41 +1,53 @@
 """Parse landed raw bytes into records. One small reader per format.
 
-A reader yields ``Parsed`` items: either a record (a dict of source fields) or a rejection
-with a reason code; the caller quarantines rejections, so nothing read is lost. Text formats
-are decoded with the file's detected (or declared) encoding; ``.gz`` and ``.zip`` payloads
-are unpacked transparently with a bound on the unpacked size.
+A reader yields ``Parsed`` items: a record (a dict of source fields), a rejection with a
+reason code, or lines that hold neither (a header row, a blank line); the caller quarantines
+rejections, so nothing read is lost. For the line-oriented formats (text, JSONL, CSV, TSV)
+the items are reconciled with the physical lines the file holds, counted from its bytes
+(:mod:`lifecycle.lines`). Text formats are decoded with the file's detected (or declared)
+encoding; ``.gz`` and ``.zip`` payloads are unpacked transparently with a bound on the
+unpacked size. CSV and TSV are read by :mod:`lifecycle.delimited`.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import gzip
 import io
 import json
 import logging
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TextIO
 
+from lifecycle.delimited import CsvOptions, CsvReader
 from lifecycle.errors import SourceError
+from lifecycle.lines import (
+    MAX_LINE,
+    UNDECODABLE,
+    LineLedger,
+    LineTally,
+    Parsed,
+    TooLong,
+    byte_line_breaks,
+    numbered_lines,
+    too_long,
+    undecodable,
+)
 
 log = logging.getLogger(__name__)
 
 TEXT_FORMATS = {"text", "csv", "tsv", "jsonl", "json"}
 BINARY_FORMATS = {"parquet", "excel", "image"}
+LINE_FORMATS = frozenset({"text", "jsonl", "csv", "tsv"})
+"""Formats whose every physical line is accounted for (see :mod:`lifecycle.lines`)."""
 
-
-@dataclass(frozen=True)
-class Parsed:
-    line: int
-    record: dict[str, Any] | None
-    reason: str | None = None
-    raw: str = ""
+__all__ = ["MAX_LINE", "CsvOptions", "LineLedger", "Parsed", "byte_line_breaks", "decode",
+           "detect_encoding", "format_of", "member_encoding", "members", "parse",
+           "parse_member", "resumable", "unpack"]
 
 
 # ---- encodings ---------------------------------------------------------------------------------
@@ -215,92 +227,41 @@ def format_of(member: str, declared: str) -> str:
 
 
 # ---- readers -----------------------------------------------------------------------------------
-# Text is decoded with errors="surrogateescape": a byte the encoding cannot decode becomes a
-# lone surrogate, so the one line holding it is quarantined and the rest of the file is kept.
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
-
-
-def _undecodable(i: int, text: str) -> Parsed:
-    bad = _UNDECODABLE.search(text)
-    col = bad.start() + 1 if bad else 0
-    shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
-    return Parsed(i, None, "undecodable", f"column {col}: {shown[:300]}")
-
-
-MAX_LINE = 16 << 20
-"""Characters a line may hold (collect.max_record_mb); a longer one is skipped, not read."""
-_CHUNK = 1 << 20
-
-
-class TooLong(str):
-    """A line longer than the limit, in place of its text: only its length is known."""
-
-    length: int
-
-
-def _bounded_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
-    """The physical lines of ``stream`` with their endings, each at most ``limit``
-    characters; a longer line comes as :class:`TooLong` (empty, with its length) after its
-    remainder has been read past in chunks, so memory stays bounded by ``limit``."""
-    while True:
-        line = stream.readline(limit + 1)
-        if not line:
-            return
-        if len(line) <= limit or line.endswith("\n"):
-            yield line
-            continue
-        length = len(line)
-        while True:  # the rest of the long line, read and dropped
-            chunk = stream.readline(_CHUNK)
-            length += len(chunk)
-            if not chunk or chunk.endswith("\n"):
-                break
-        marker = TooLong("\n")
-        marker.length = length
-        yield marker
-
-
-def _too_long(i: int, marker: TooLong, limit: int) -> Parsed:
-    return Parsed(i, None, "line_too_long",
-                  f"{marker.length:,} characters, more than collect.max_record_mb allows "
-                  f"({limit / (1 << 20):g} MB); the line was read past, not loaded")
-
-
-def _lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[tuple[int, str]]:
-    for i, line in enumerate(_bounded_lines(stream, limit), start=1):
-        yield i, line if isinstance(line, TooLong) else line.rstrip("\r\n")
-
-
 class TextLineReader:
-    """One record per line; the line is the ``text`` field."""
+    """One record per physical line; the line is the ``text`` field (an empty line is a
+    record with an empty text, which preprocessing quarantines as ``empty_text``)."""
 
     def __init__(self, limit: int = MAX_LINE) -> None:
         self.limit = limit
 
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
-        for i, line in _lines(stream, self.limit):
+        for i, line in numbered_lines(stream, self.limit):
             if isinstance(line, TooLong):
-                yield _too_long(i, line, self.limit)
+                yield too_long(i, line, self.limit)
                 continue
-            if _UNDECODABLE.search(line):
-                yield _undecodable(i, line)
+            if UNDECODABLE.search(line):
+                yield undecodable(i, line)
                 continue
             yield Parsed(i, {"text": line})
 
 
 class JsonlReader:
+    """One JSON object per line; a line of nothing but whitespace is a ``blank`` line,
+    counted and skipped."""
+
     def __init__(self, limit: int = MAX_LINE) -> None:
         self.limit = limit
 
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
-        for i, line in _lines(stream, self.limit):
+        for i, line in numbered_lines(stream, self.limit):
             if isinstance(line, TooLong):
-                yield _too_long(i, line, self.limit)
+                yield too_long(i, line, self.limit)
                 continue
             if not line.strip():
+                yield Parsed(i, None, skipped="blank")
                 continue
-            if _UNDECODABLE.search(line):
-                yield _undecodable(i, line)
+            if UNDECODABLE.search(line):
+                yield undecodable(i, line)
                 continue
             try:
                 value = json.loads(line)
@@ -322,8 +283,8 @@ class JsonReader:
 
     def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
         text = stream.read()
-        if _UNDECODABLE.search(text):
-            yield _undecodable(0, text[:300])
+        if UNDECODABLE.search(text):
+            yield undecodable(0, text[:300])
             return
         try:
             value = json.loads(text)
@@ -355,135 +316,6 @@ def dig(value: Any, path: str) -> tuple[Any, str | None]:
     return value, None
 
 
-class CsvReader:
-    """CSV/TSV with a header row; the dialect (delimiter, quoting) is sniffed from the start of
-    the file; ``line`` is the physical line where the row starts."""
-
-    def __init__(self, delimiter: str = ",", limit: int = MAX_LINE) -> None:
-        self.delimiter = delimiter
-        self.limit = limit
-
-    def dialect(self, text: str) -> Any:
-        """Delimiter and quote character sniffed from the sample. Doubled quotes ("") stay
-        the escape, as RFC 4180 says: the sniffer turns that off whenever its sample happens
-        to hold no doubled quote, which breaks the rows further down that do."""
-        try:
-            sniffed = csv.Sniffer().sniff(text[:65536], delimiters=",\t;|")
-        except csv.Error:
-            return None
-
-        class Sniffed(csv.Dialect):
-            delimiter = sniffed.delimiter
-            quotechar = sniffed.quotechar or '"'
-            doublequote = True
-            skipinitialspace = sniffed.skipinitialspace
-            lineterminator = "\r\n"
-            quoting = csv.QUOTE_MINIMAL
-
-        return Sniffed
-
-    def read(self, stream: TextIO, sample: str) -> Iterator[Parsed]:
-        """Rows with the physical line each starts on. A row the csv module cannot parse
-        (an unterminated quote swallows the lines after it until the field limit) is
-        quarantined as ``malformed_csv`` by its first line, and reading resumes on the line
-        after it: the lines the broken row swallowed are read again as rows of their own."""
-        dialect = self.dialect(sample)
-        kwargs: dict[str, Any] = {"dialect": dialect} if dialect else {}
-        if dialect is None:
-            kwargs["delimiter"] = self.delimiter
-        feed = _Replay(_bounded_lines(stream, self.limit))
-        header: list[str] | None = None
-        width = 0
-        reader = csv.reader(feed, **kwargs)
-        while True:
-            feed.mark()
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                line = feed.start
-                yield Parsed(line, None, "malformed_csv", f"{e} (the row starting on line "
-                             f"{line}; reading resumes on the next line)")
-                feed.resume_after_start()
-                if header is None:
-                    return  # no header: nothing after it can be read as rows
-                reader = csv.reader(feed, **kwargs)  # a fresh parser for the lines again
-                continue
-            line = feed.start
-            if feed.too_long is not None:
-                yield _too_long(line, feed.too_long, self.limit)
-                feed.too_long = None
-                continue
-            if header is None:
-                header, width = row, len(row)
-                continue
-            if not row:
-                continue
-            if len(row) != width and feed.spanned > 1:
-                # a quote left open runs on over the lines after it: the row is quarantined
-                # by its first line and the lines it swallowed are read again
-                yield Parsed(line, None, "malformed_csv",
-                             f"a quoted field opened on line {line} runs over "
-                             f"{feed.spanned} lines and leaves {len(row)} fields instead of "
-                             f"{width} (an unterminated quote?); reading resumes on line "
-                             f"{line + 1}")
-                feed.resume_after_start()
-                reader = csv.reader(feed, **kwargs)
-                continue
-            if len(row) != width:
-                yield Parsed(line, None, "wrong_field_count",
-                             f"expected {width} fields, got {len(row)}: {row!r}"[:500])
-                continue
-            if any(_UNDECODABLE.search(v) for v in row):
-                yield _undecodable(line, ",".join(row))
-                continue
-            yield Parsed(line, dict(zip(header, row, strict=True)))
-
-
-class _Replay:
-    """The line iterator a csv reader reads, remembering the lines of the row being read so
-    that, when the row turns out broken, the lines after its first can be read again."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
-        self._again: list[tuple[int, str]] = []
-        self._row: list[tuple[int, str]] = []
-        self._number = 0
-        self.start = 1
-        self.too_long: TooLong | None = None
-
-    def __iter__(self) -> _Replay:
-        return self
-
-    def __next__(self) -> str:
-        if self._again:
-            number, line = self._again.pop(0)
-        else:
-            line = next(self._lines)
-            self._number += 1
-            number = self._number
-        if not self._row:
-            self.start = number
-        self._row.append((number, line))
-        if isinstance(line, TooLong):
-            self.too_long = line
-            return "\n"  # an empty row in its place; the reader reports it by line
-        return line
-
-    def mark(self) -> None:
-        """A new row begins."""
-        self._row = []
-
-    @property
-    def spanned(self) -> int:
-        """Physical lines the current row took."""
-        return len(self._row)
-
-    def resume_after_start(self) -> None:
-        """Read again every line of the broken row but its first."""
-        self._again = self._row[1:] + self._again
-        self._row = []
 class ParquetReader:
     """Row group by row group: memory stays bounded by a batch, not the file."""
 
@@ -545,17 +377,6 @@ def member_encoding(member: Member, fmt: str, declared: str) -> str:
 RESUMABLE = frozenset({"text", "jsonl"})
 
 
-def byte_line_breaks(encoding: str) -> bool:
-    """Whether every line break of a file in ``encoding`` is the single byte 0x0A and that
-    byte is never part of another character (ASCII-compatible encodings; not UTF-16 or
-    UTF-32), so that lines can be counted and found by their bytes."""
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        return False
-    return name == "utf-8-sig" or "\n".encode(name) == b"\n"
-
-
 def resumable(fmt: str, encoding: str) -> bool:
     """Whether a file in ``fmt`` and ``encoding`` can be read from a line's first byte: one
     record per line (not CSV, whose header and quoted line breaks need the start), and byte
@@ -565,46 +386,63 @@ def resumable(fmt: str, encoding: str) -> bool:
 
 def parse_member(fmt: str, member: Member, encoding: str, where: str,
                  records_path: str = "", max_line: int = MAX_LINE,
-                 resume: tuple[int, int] | None = None) -> Iterator[Parsed]:
-    """Records of one payload in format ``fmt``, streamed; no line longer than
-    ``max_line`` characters is held whole. ``resume``: (byte offset, lines before it) to
-    start reading at a line that an earlier run's bytes ended before (a file that grew by
-    appending; see ``resumable``), its lines numbered as in the whole file."""
-    if resume is not None and resume[0] > 0:
-        if not resumable(fmt, encoding) or member.path is None:
-            raise SourceError(f"{where}: cannot resume a {fmt} file in {encoding} at a byte "
-                              "offset")
-        lines: TextLineReader | JsonlReader = (TextLineReader(max_line) if fmt == "text"
-                                                else JsonlReader(max_line))
-        offset, before = resume
-        with member.open() as fh:
-            fh.seek(offset)
-            with io.TextIOWrapper(fh, encoding=_codec(encoding, where),
-                                  errors="surrogateescape", newline="") as text:
-                for parsed in lines.read(text, ""):
-                    yield replace(parsed, line=parsed.line + before)
-        return
+                 resume: tuple[int, int] | None = None, csv_options: CsvOptions | None = None,
+                 ledger: LineLedger | None = None) -> Iterator[Parsed]:
+    """Items of one payload in format ``fmt``, streamed; no line longer than ``max_line``
+    characters is held whole. In a line-oriented format (``LINE_FORMATS``) the items tile the
+    file's physical lines, counted from its bytes: a line no reader item covers comes as a
+    rejection (``unaccounted_line``); ``ledger``, when given, holds the physical count after
+    the last item. ``resume``: (byte offset, lines before it) to start reading at a line
+    that an earlier run's bytes ended before (a file that grew by appending; see
+    ``resumable``), its lines numbered as in the whole file."""
     if fmt == "parquet":
         yield from ParquetReader().read(member)
         return
     if fmt == "excel":
         yield from ExcelReader().read(member)
         return
-    reader: Any = {"text": TextLineReader(max_line), "jsonl": JsonlReader(max_line),
-                   "json": JsonReader(records_path), "csv": CsvReader(",", max_line),
-                   "tsv": CsvReader("\t", max_line)}.get(fmt)
-    if reader is None:
-        raise SourceError(f"{where}: unsupported format {fmt!r}")
     enc = _codec(encoding, where)
+    if fmt == "json":
+        with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape",
+                                                    newline="") as text:
+            yield from JsonReader(records_path).read(text, "")
+        return
+    if fmt not in LINE_FORMATS:
+        raise SourceError(f"{where}: unsupported format {fmt!r}")
+    offset, before = resume if resume is not None and resume[0] > 0 else (0, 0)
+    if offset and (not resumable(fmt, encoding) or member.path is None):
+        raise SourceError(f"{where}: cannot resume a {fmt} file in {encoding} at a byte offset")
+    ledger = ledger or LineLedger(where)
+    head = b""
+    if fmt in ("csv", "tsv"):  # the dialect is decided on the file's start
+        with member.open() as fh:
+            head = fh.read(CSV_SAMPLE_BYTES)
     with member.open() as fh:
-        sample = fh.read(64 * 1024).decode(enc, errors="replace")
-    with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape",
-                                                newline="") as text:
-        yield from reader.read(text, sample)
+        if offset:
+            fh.seek(offset)
+        tally = LineTally(fh, enc, at_start=not offset)
+        with io.TextIOWrapper(io.BufferedReader(tally, 1 << 16), encoding=enc,
+                              errors="surrogateescape", newline="") as text:
+            if fmt in ("csv", "tsv"):
+                items = CsvReader(fmt, csv_options, max_line, where).read(
+                    text, head.decode(enc, errors="replace"), len(head) < CSV_SAMPLE_BYTES)
+            else:
+                lines = TextLineReader(max_line) if fmt == "text" else JsonlReader(max_line)
+                items = lines.read(text, "")
+            if before:
+                items = (p._replace(line=p.line + before) for p in items)
+            yield from ledger.reconcile(items, tally, before)
 
 
-def parse(fmt: str, data: bytes, encoding: str, where: str,
-          records_path: str = "") -> Iterator[Parsed]:
-    """Records of an in-memory payload (small payloads and tests)."""
-    yield from parse_member(fmt, Member(where, lambda: io.BytesIO(data)), encoding, where,
-                            records_path)
+CSV_SAMPLE_BYTES = 64 * 1024
+"""The start of a CSV/TSV file its dialect is decided on."""
+
+
+def parse(fmt: str, data: bytes, encoding: str, where: str, records_path: str = "",
+          csv_options: CsvOptions | None = None, skipped: bool = False) -> Iterator[Parsed]:
+    """Records and rejections of an in-memory payload (small payloads and tests); header
+    and blank lines too when ``skipped``."""
+    for p in parse_member(fmt, Member(where, lambda: io.BytesIO(data)), encoding, where,
+                          records_path, csv_options=csv_options):
+        if skipped or not p.skipped:
+            yield p

@@ -73,6 +73,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FieldProblem(ValueError):
+    """A validator's problem with a key below the model it validates: ``loc`` names that key
+    (``("sources", 0, "columns")``), so the error shows it and its line."""
+
+    def __init__(self, loc: tuple[str | int, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.loc = loc
+
+
 class Owner(_Model):
     name: str
     email: str | None = None
@@ -165,7 +174,71 @@ class Sidecar(_Model):
     _check_path = field_validator("path")(_relative)
 
 
-class FilesSource(_SourceBase):
+DELIMITED_KEYS = ("header", "columns", "delimiter", "quotechar")
+
+
+class _FileSource(_SourceBase):
+    """Keys of the sources that read files (files, s3): how CSV/TSV is split, and which
+    cell values are null."""
+
+    format: FileFormat
+    header: bool = Field(default=True, description="csv/tsv: the first row names the columns")
+    columns: list[str] | None = Field(
+        default=None, description="csv/tsv with header: false: the columns' names, in order")
+    delimiter: str | None = Field(
+        default=None, description="csv/tsv: the field separator; unset: a tab for tsv, for "
+                                  "csv the first of , ; tab | that splits the file's start "
+                                  "into one number of fields")
+    quotechar: str | None = Field(
+        default=None, description='csv/tsv: the quote character; unset: " for csv (RFC 4180), '
+                                  "no quoting for tsv; null: no quoting")
+    null_values: list[str] | None = Field(
+        default=None, description="cell strings read as null (missing) for every field, e.g. "
+                                  "['', 'N/A']; unset: an empty cell is null for non-string "
+                                  "fields and an empty string for string fields")
+
+    @model_validator(mode="after")
+    def _delimited(self) -> _FileSource:
+        given = [k for k in DELIMITED_KEYS if k in self.model_fields_set]
+        if given and self.format not in ("csv", "tsv"):
+            raise FieldProblem((given[0],), "header, columns, delimiter and quotechar apply "
+                               f"only to csv and tsv sources, and this one's format is "
+                               f"{self.format}: remove {', '.join(given)}")
+        for key in ("delimiter", "quotechar"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 1 or value in "\r\n"):
+                raise FieldProblem((key,), f"{key} must be one character other than a line "
+                                   f"break, got {value!r} (for a tab write \"\\t\" in double "
+                                   "quotes)")
+        quote = self.effective_quotechar
+        if self.delimiter is not None and self.delimiter == quote:
+            raise FieldProblem(("quotechar",), f"the quote character {quote!r} is also the "
+                               "delimiter; set another one, or quotechar: null for none")
+        if not self.header and not self.columns:
+            raise FieldProblem(("columns",), "header: false needs `columns: [...]`, the "
+                               "names of the file's columns in order (map them to the "
+                               "schema's fields with `fields:` or name them after the fields)")
+        if self.header and self.columns is not None:
+            raise FieldProblem(("columns",), "columns names the columns of a file without a "
+                               "header row: set header: false, or drop columns and map the "
+                               "header's names with `fields:`")
+        if self.columns is not None:
+            names = [c.strip() for c in self.columns]
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated or "" in names:
+                raise FieldProblem(("columns",), f"column names must be unique and not empty; "
+                                   f"{repeated or ['']} repeat or are empty")
+        return self
+
+    @property
+    def effective_quotechar(self) -> str | None:
+        """The quote character collection reads with when the dialect is not sniffed."""
+        if "quotechar" in self.model_fields_set:
+            return self.quotechar
+        return '"' if self.format == "csv" else None
+
+
+class FilesSource(_FileSource):
     type: Literal["files"]
     path: str = Field(description="File or glob, relative to the inbox")
     format: FileFormat
@@ -180,7 +253,7 @@ class FilesSource(_SourceBase):
         return f"files `{self.path}` ({self.format})"
 
 
-class S3Source(_SourceBase):
+class S3Source(_FileSource):
     """Objects under a prefix of a bucket on any S3 endpoint (a partner's drop zone)."""
 
     type: Literal["s3"]
@@ -1045,6 +1118,46 @@ class DatasetSpec(_Model):
                           "tabular_copula or smote", self.synthesize.generator))
         return found
 
+    @model_validator(mode="after")
+    def _source_columns(self) -> DatasetSpec:
+        for i, source in enumerate(self.sources):
+            columns = getattr(source, "columns", None)
+            if not columns:
+                continue
+            names = [c.strip() for c in columns]
+            missing = {f: c for f, c in self.needed_columns(source).items() if c not in names}
+            if missing:
+                field = next(iter(missing))
+                where = ("fields", field) if field in source.fields else ("columns",)
+                raise FieldProblem(
+                    ("sources", i, *where),
+                    f"source {source.name!r} has no column for the field(s) "
+                    f"{', '.join(f'{f} (column {c!r})' for f, c in missing.items())}; its "
+                    f"columns are {names}. Name them in `columns` or map the fields to "
+                    "columns with `fields:`")
+        return self
+
+    def needed_columns(self, source: Any) -> dict[str, str]:
+        """Field -> the column (or key) ``source`` must yield for it: every field mapped in
+        the source's ``fields``, and every required field under its own name. The label
+        field is not needed from a source with a constant ``label``, nor when annotation
+        labels records by other means (rules, a model, people's completions or Label
+        Studio, or ``annotate.from_source: false``). Image sources need none."""
+        if self.modality == "image":
+            return {}
+        a = self.annotate
+        elsewhere = (not a.from_source or bool(a.rules) or a.model.enabled
+                     or bool(a.people.completions) or a.people.label_studio is not None)
+        label = self.schema_.label_field
+        needed: dict[str, str] = {}
+        for f in self.schema_.fields:
+            mapped = f.name in source.fields
+            if f.name == label and (source.label is not None or (elsewhere and not mapped)):
+                continue
+            if mapped or f.required:
+                needed[f.name] = source.fields.get(f.name, f.name)
+        return needed
+
     @property
     def upstreams(self) -> list[str]:
         """Granary datasets this one is built from (its sources of type dataset)."""
@@ -1199,6 +1312,10 @@ def _problems(e: ValidationError, file: str, data: Any,
         if err["type"] == "extra_forbidden":
             continue
         loc = _clean_loc(tuple(err["loc"]))
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldProblem):  # a validator named the key below its model
+            loc = (*loc, *cause.loc)
+            err = {**err, "type": "field_problem", "msg": f"{cause}."}
         line = _line(loc, marks)
         if err["type"] == "missing":
             if loc in misspelt:
@@ -1208,6 +1325,8 @@ def _problems(e: ValidationError, file: str, data: Any,
             if line is None:
                 parent = loc[:-1]
                 line = marks.get(parent, 1) if parent else 1
+        elif err["type"] == "field_problem":
+            problem = str(err["msg"])
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             problem = f"{msg} (got {err.get('input')!r})."

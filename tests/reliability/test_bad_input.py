@@ -156,6 +156,34 @@ def test_a_csv_with_an_unterminated_quote_loses_no_row(s: Settings, report: Any)
            "rows it swallowed read again and kept", _lost(c))
 
 
+def test_a_tsv_whose_texts_open_with_apostrophes_keeps_every_row(s: Settings,
+                                                                 report: Any) -> None:
+    rows = [(f"'{i} opens with an apostrophe, isn't closed" if i % 3 == 0 else f"row {i}",
+             "pos" if i % 2 else "neg") for i in range(21)]
+    data = ("text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows)).encode()
+    (s.inbox_dir / "rows.tsv").write_bytes(data)
+    ctx, result = _collect(s, _spec("rows.tsv", "tsv"))
+    kept = read_table(ctx.store, read_manifest(ctx.store, result.manifest_uri))
+    assert sorted(zip(kept["text"], kept["label"], strict=True)) == sorted(rows)
+    lines = result.counts["lines"]
+    physical = data.count(b"\n")  # the test's own count: one line break per line
+    unaccounted = physical - lines["records"] - lines["quarantined"] - lines["header"] \
+        - lines["blank"]
+    assert lines["physical"] == physical and unaccounted == 0 and _lost(result.counts) == 0
+    report("a TSV whose texts open with apostrophes", f"{len(kept)} of {len(rows)} rows kept "
+           f"as written, {physical} of {physical} lines accounted for (no quote guessed)",
+           unaccounted)
+
+
+def test_a_csv_without_its_header_row_is_refused_naming_the_columns(s: Settings,
+                                                                    report: Any) -> None:
+    (s.inbox_dir / "rows.csv").write_text("物流很快,pos\n质量太差,neg\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"no column for the field\(s\) text") as failed:
+        _collect(s, _spec("rows.csv", "csv"))
+    assert "['物流很快', 'pos']" in str(failed.value) and "header: false" in str(failed.value)
+    report("a CSV without its header row", f"refused: {failed.value}"[:200], 0)
+
+
 def test_a_zip_bomb_is_refused_within_its_bound(s: Settings, report: Any) -> None:
     with zipfile.ZipFile(s.inbox_dir / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("bomb.txt", b"\n" * (64 << 20))  # 64 MB of empty lines, 64 KB zipped

@@ -37,8 +37,15 @@ def test_exact_dedup_on_several_fields() -> None:
 
 
 def test_record_ids_are_stable_and_distinct() -> None:
-    assert record_id("h" * 64, 1) == record_id("h" * 64, 1)
-    assert record_id("h" * 64, 1) != record_id("h" * 64, 2)
+    h = "h" * 64
+    assert record_id("a", "f.txt", h, 1) == record_id("a", "f.txt", h, 1)
+    # a different line, file or source: the same bytes delivered twice stay two records
+    ids = {record_id("a", "f.txt", h, 1), record_id("a", "f.txt", h, 2),
+           record_id("a", "g.txt", h, 1), record_id("b", "f.txt", h, 1),
+           record_id("a", "f.txt", "g" * 64, 1)}
+    assert len(ids) == 5
+    # the parts cannot run into each other: ("ab", "c") is not ("a", "bc")
+    assert record_id("ab", "c", h, 1) != record_id("a", "bc", h, 1)
 
 
 def test_text_reader_numbers_lines() -> None:

@@ -1,0 +1,205 @@
+"""Physical lines: how readers split text into lines, how many lines a file holds by its own
+bytes, and the ledger that reconciles the two.
+
+Readers split text at ``\\n``, ``\\r\\n`` and a lone ``\\r`` (``newline=""``). The same
+breaks are counted by :class:`LineTally` on the raw bytes as they stream past the reader (or,
+for encodings whose line breaks are not single bytes, on a decoding of its own), so the count
+does not depend on any parser. :class:`LineLedger` then checks that a reader's items tile the
+file: every physical line belongs to exactly one record, quarantined row, header or blank
+line. A line no item covers is quarantined as ``unaccounted_line``; an item that claims a
+line twice, or a line the file does not have, fails the run with a ``ConservationError``:
+no parser can lose or invent a row silently.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO, NamedTuple, TextIO
+
+from lifecycle.errors import ConservationError
+
+
+class Parsed(NamedTuple):
+    """One item a reader yields: a record, a rejection with its reason, or lines that hold
+    neither (``skipped``: ``header`` or ``blank``). ``line`` is the physical line the item
+    starts on, ``lines`` how many physical lines it spans (a quoted CSV field may hold line
+    breaks); JSON, Parquet and Excel items number records, not lines. (A named tuple: one is
+    made per row, and a frozen dataclass costs four times as much to make.)"""
+
+    line: int
+    record: dict[str, Any] | None
+    reason: str | None = None
+    raw: str = ""
+    lines: int = 1
+    skipped: str = ""
+    columns: tuple[str, ...] = ()  # a header's column names
+
+
+MAX_LINE = 16 << 20
+"""Characters a line may hold (collect.max_record_mb); a longer one is skipped, not read."""
+_CHUNK = 1 << 20
+# Text is decoded with errors="surrogateescape": a byte the encoding cannot decode becomes a
+# lone surrogate, so the one line holding it is quarantined and the rest of the file is kept.
+UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def undecodable(line: int, text: str, lines: int = 1) -> Parsed:
+    bad = UNDECODABLE.search(text)
+    col = bad.start() + 1 if bad else 0
+    shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return Parsed(line, None, "undecodable", f"column {col}: {shown[:300]}", lines=lines)
+
+
+class TooLong(str):
+    """A line longer than the limit, in place of its text: only its length is known."""
+
+    length: int
+
+
+def bounded_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
+    """The physical lines of ``stream`` with their endings, each at most ``limit``
+    characters; a longer line comes as :class:`TooLong` (empty, with its length) after its
+    remainder has been read past in chunks, so memory stays bounded by ``limit``."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        length = len(line)
+        while True:  # the rest of the long line, read and dropped
+            chunk = stream.readline(_CHUNK)
+            length += len(chunk)
+            if not chunk or chunk.endswith("\n"):
+                break
+        marker = TooLong("\n")
+        marker.length = length
+        yield marker
+
+
+def too_long(line: int, marker: TooLong, limit: int, lines: int = 1) -> Parsed:
+    return Parsed(line, None, "line_too_long",
+                  f"{marker.length:,} characters, more than collect.max_record_mb allows "
+                  f"({limit / (1 << 20):g} MB); the line was read past, not loaded",
+                  lines=lines)
+
+
+def numbered_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[tuple[int, str]]:
+    """``(line number, text without its line break)``; a too long line as :class:`TooLong`."""
+    for i, line in enumerate(bounded_lines(stream, limit), start=1):
+        yield i, line if isinstance(line, TooLong) else line.rstrip("\r\n")
+
+
+def byte_line_breaks(encoding: str) -> bool:
+    """Whether every line break of a file in ``encoding`` is the single byte 0x0A or 0x0D and
+    those bytes are never part of another character (ASCII-compatible encodings; not UTF-16
+    or UTF-32), so that lines can be counted and found by their bytes."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return False
+    return name == "utf-8-sig" or "\n".encode(name) == b"\n"
+
+
+class LineTally(io.RawIOBase):
+    """A binary stream read through to a reader, counting the physical lines of what passes:
+    line breaks (``\\n``, ``\\r\\n``, a lone ``\\r``) plus a last line without one. In an
+    ASCII-compatible encoding the bytes are counted as they are; otherwise an incremental
+    decoder of the tally's own decodes them first. A UTF-8 byte order mark at the start is
+    not a line's content. :meth:`finish` reads whatever the reader left unread."""
+
+    def __init__(self, inner: BinaryIO, codec: str, at_start: bool = True) -> None:
+        self.inner = inner
+        self.bytewise = byte_line_breaks(codec)
+        self.decoder = (None if self.bytewise
+                        else codecs.getincrementaldecoder(codec)(errors="replace"))
+        self.breaks = 0
+        self.after_cr = False
+        self.open_line = False  # characters after the last line break
+        self.head: bytes | None = (b"" if at_start and codecs.lookup(codec).name == "utf-8-sig"
+                                   else None)  # the first bytes, until a BOM is ruled out
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.inner.read(len(buf))
+        buf[:len(data)] = data
+        self._feed(data)
+        return len(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self.head is not None:
+            self.head += data
+            if len(self.head) < len(codecs.BOM_UTF8) and data:
+                return
+            data, self.head = self.head.removeprefix(codecs.BOM_UTF8), None
+        if self.decoder is None:
+            self._count(data, b"\n", b"\r")
+        else:
+            self._count(self.decoder.decode(data, final=not data), "\n", "\r")
+
+    def _count(self, chunk: Any, nl: Any, cr: Any) -> None:
+        if not chunk:
+            return
+        self.breaks += chunk.count(nl) + chunk.count(cr) - chunk.count(cr + nl)
+        if self.after_cr and chunk[:1] == nl:
+            self.breaks -= 1  # a \r\n split across two reads is one break
+        self.after_cr = chunk[-1:] == cr
+        self.open_line = chunk[-1:] not in (nl, cr)
+
+    def finish(self) -> int:
+        """Physical lines of the whole stream (read to its end here if need be)."""
+        while True:
+            data = self.inner.read(_CHUNK)
+            self._feed(data)
+            if not data:
+                break
+        return self.breaks + (1 if self.open_line else 0)
+
+
+class LineLedger:
+    """Checks that a reader's items tile the physical lines of one file (a resumed read
+    starts after the lines an earlier run read). Items come in the order of their first
+    line. ``physical`` is known once the items are exhausted."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.next = where, 1
+        self.physical: int | None = None
+
+    def reconcile(self, items: Iterator[Parsed], tally: LineTally,
+                  before: int = 0) -> Iterator[Parsed]:
+        """The items, with a quarantined ``unaccounted_line`` for every line none covers.
+        ``before``: lines ahead of where ``tally`` started counting (the items start after
+        them)."""
+        expected = before + 1  # the next line no item has covered yet
+        for item in items:
+            if item.line != expected:
+                if item.line < expected:
+                    raise ConservationError(
+                        f"{self.where}: line {item.line} was read twice (the previous item "
+                        f"ended on line {expected - 1}); this is a bug in the reader, nothing "
+                        "was published")
+                yield from self._unaccounted(expected, item.line)
+            expected = item.line + item.lines
+            yield item
+        self.next = expected
+        physical = before + tally.finish()
+        if self.next - 1 > physical:
+            raise ConservationError(
+                f"{self.where}: the reader gave items up to line {self.next - 1}, but the "
+                f"file holds {physical} lines by its line breaks; this is a bug in the reader, "
+                "nothing was published")
+        yield from self._unaccounted(self.next, physical + 1)
+        self.next = physical + 1
+        self.physical = physical
+
+    def _unaccounted(self, start: int, stop: int) -> Iterator[Parsed]:
+        for line in range(start, stop):
+            yield Parsed(line, None, "unaccounted_line",
+                         f"line {line} holds bytes the reader gave no record, rejection, "
+                         "header or blank line for; it is kept here so that no line is lost")

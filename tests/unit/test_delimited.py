@@ -1,0 +1,112 @@
+"""CSV and TSV dialects decided on evidence (lifecycle.delimited): no quote character is ever
+guessed for TSV, a sniffed one for CSV only when the sample shows it is needed, and every line
+is a record, a rejection, the header or a blank line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from lifecycle.delimited import CsvOptions, decide
+from lifecycle.readers import parse
+
+pytestmark = pytest.mark.unit
+
+# The failure seen on real data: text fields that start with an apostrophe. The sniffer took
+# ' for the quote character; quoted fields then ran over the lines after them, and rows
+# were published holding other rows' text and labels.
+APOSTROPHES = [("'Twas the best buy, I'd say", "positive"), ("works fine", "positive"),
+               ("'cheap' and 'bad'", "negative"), ("arrived late", "negative"),
+               ("'ok' I guess", "positive"), ("the seller's reply was rude", "negative"),
+               ("good value", "positive"), ("'meh", "negative")] * 3
+
+
+def _rows(fmt: str, text: str, options: CsvOptions | None = None,
+          skipped: bool = False) -> list[tuple[int, object, object]]:
+    return [(p.line, p.record if p.record is not None else (p.reason or p.skipped), p.lines)
+            for p in parse(fmt, text.encode(), "utf-8", "t", csv_options=options,
+                           skipped=skipped)]
+
+
+def test_a_tsv_whose_texts_start_with_apostrophes_is_read_one_row_per_line() -> None:
+    text = "text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in APOSTROPHES)
+    got = list(parse("tsv", text.encode(), "utf-8", "t"))
+    assert [(p.line, p.record) for p in got] == [
+        (i, {"text": t, "label": lab}) for i, (t, lab) in enumerate(APOSTROPHES, start=2)]
+    assert decide("tsv", CsvOptions(), text, True).quotechar is None
+
+
+def test_tsv_quotes_only_when_the_spec_says_so() -> None:
+    text = 'text\tlabel\n"two\nlines"\tpos\n"x\tneg\n'
+    assert _rows("tsv", text) == [
+        (2, "wrong_field_count", 1), (3, {"text": 'lines"', "label": "pos"}, 1),
+        (4, {"text": '"x', "label": "neg"}, 1)]
+    quoted = CsvOptions(quotechar='"', quote_declared=True)
+    assert _rows("tsv", 'text\tlabel\n"two\nlines"\tpos\n', quoted) == [
+        (2, {"text": "two\nlines", "label": "pos"}, 2)]
+
+
+def test_a_sniffed_quote_that_changes_the_row_count_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    text = "text,label\n'a,pos\nb',neg\n'c d',pos\n"
+    with caplog.at_level(logging.WARNING, logger="lifecycle.delimited"):
+        got = _rows("csv", text)
+    assert got == [(2, {"text": "'a", "label": "pos"}, 1), (3, {"text": "b'", "label": "neg"}, 1),
+                   (4, {"text": "'c d'", "label": "pos"}, 1)]
+    assert "refused" in caplog.text and "quoting with '\"'" in caplog.text
+
+
+def test_a_sniffed_quote_is_taken_only_when_rfc_quoting_cannot_read_the_sample() -> None:
+    # 'a' quoted with apostrophes reads as well with " (the apostrophes are text): kept as text
+    assert _rows("csv", "text,label\n'a',pos\n'b',neg\n") == [
+        (2, {"text": "'a'", "label": "pos"}, 1), (3, {"text": "'b'", "label": "neg"}, 1)]
+    # commas inside apostrophes: only ' gives every row two fields, without joining lines
+    needed = "text,label\n'a, b',pos\n'c, d',neg\nplain,pos\n"
+    assert decide("csv", CsvOptions(), needed, True).quotechar == "'"
+    assert [r[1] for r in _rows("csv", needed)] == [
+        {"text": "a, b", "label": "pos"}, {"text": "c, d", "label": "neg"},
+        {"text": "plain", "label": "pos"}]
+
+
+def test_a_row_a_sniffed_quote_runs_over_lines_is_quarantined_and_its_lines_read_again() -> None:
+    head = "text,label\n" + "'a, b',pos\n" * 6000  # 66 kB: beyond the sample
+    text = head + "'x,pos\ny',neg\n"
+    got = _rows("csv", text)
+    assert got[-2:] == [(6002, "malformed_csv", 1), (6003, {"text": "y'", "label": "neg"}, 1)]
+    assert len(got) == 6002
+
+
+@pytest.mark.parametrize(("text", "delimiter"), [
+    ("a;b\n1;2\n3;4\n", ";"), ("a|b\n1|2\n", "|"), ("a\tb\n1\t2\n", "\t"),
+    ("a,b\n1;x,2\n3;y,4\n", ","),             # , splits every row in two: it wins the tie
+    ("text\nonly one column\n", ","),          # nothing splits the rows: RFC 4180's comma
+])
+def test_the_csv_delimiter_is_the_one_that_gives_the_rows_one_width(text: str,
+                                                                    delimiter: str) -> None:
+    assert decide("csv", CsvOptions(), text, True).delimiter == delimiter
+
+
+def test_the_spec_decides_over_the_evidence() -> None:
+    options = CsvOptions(delimiter=";", quotechar=None, quote_declared=True)
+    assert _rows("csv", 'a;b\n"x;y";z\n', options) == [(2, "wrong_field_count", 1)]
+    assert _rows("csv", "a;b\n'x;y';z\n", CsvOptions(delimiter=";", quotechar="'",
+                                                      quote_declared=True)) == [
+        (2, {"a": "x;y", "b": "z"}, 1)]
+
+
+def test_without_a_header_row_the_spec_names_the_columns() -> None:
+    options = CsvOptions(header=False, columns=("text", "label"))
+    assert _rows("csv", "first,pos\nsecond,neg\n", options) == [
+        (1, {"text": "first", "label": "pos"}, 1), (2, {"text": "second", "label": "neg"}, 1)]
+
+
+def test_header_and_blank_lines_are_accounted_for_not_dropped() -> None:
+    text = "\n text , label\r\n\r\na,pos\n\n\"multi\nline\",neg"
+    assert _rows("csv", text, skipped=True) == [
+        (1, "blank", 1), (2, "header", 1), (3, "blank", 1),
+        (4, {"text": "a", "label": "pos"}, 1), (5, "blank", 1),
+        (6, {"text": "multi\nline", "label": "neg"}, 2)]
+    jsonl = '{"a": 1}\n  \n\n{"a": 2}\n'
+    assert _rows("jsonl", jsonl, skipped=True) == [
+        (1, {"a": 1}, 1), (2, "blank", 1), (3, "blank", 1), (4, {"a": 2}, 1)]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_NAMESPACE = "granary"
 
@@ -55,6 +57,26 @@ def refresh_dag_id(dataset: str) -> str:
 
 def job_name(dag: str, task_id: str) -> str:
     return f"{dag}.{task_id}"
+
+
+def stage_description(title: str, stage: str, step: str | None = None) -> str:
+    """What a stage's job is, in its OpenLineage ``documentation`` facet: the Airflow task's
+    ``doc_md`` (where the provider takes it from) and the description of a stage run inside
+    a task running several (lineage.emit)."""
+    described = f"{stage} stage of {title}"
+    return f"{described}: {step}" if step else described
+
+
+def registry_name(url: str) -> str:
+    """The DVC registry as events name it: a remote git URL without any credentials in it; a
+    local repository (a path that means something on one machine only) by its folder name."""
+    parts = urlsplit(url)
+    if parts.scheme and parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if re.match(r"^[\w.-]+@[\w.-]+:", url):  # scp-like ssh: git@host:org/repo.git
+        return url
+    return PurePath(url.rstrip("/\\")).name or url
 
 
 def job_node_id(namespace: str, name: str) -> str:

@@ -129,7 +129,7 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         sent = httpx.post(f"{site.url}/api/v1/lineage/batch", headers=key, json=[
             event(f"granary_{DS}.collect.merge", [raw], [f"{work}/collect"], rows=440),
             event(f"granary_{DS}.publish.release", [f"{work}/collect"],
-                  [f"s3://{s.bucket_registry}/datasets/{DS}"], rows=400, version=dvc_md5)])
+                  [f"s3://{s.bucket_releases}/{DS}/v1"], rows=400, version=dvc_md5)])
         assert sent.status_code in (200, 201), sent.text
 
         # restricted, the dataset and its files are there only for tokens granted it

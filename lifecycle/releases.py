@@ -105,6 +105,9 @@ def mirror(store: ObjectStore, bucket: str, prefix: str, dataset: str, version: 
     verify` to report, not to hide); ``dry_run`` copies nothing."""
     files = listing(store, bucket, prefix, dvc_md5)
     copied = []
+    # one copy after another: side by side (8 at once) took 1.0-1.15 s instead of 0.33-0.45 s
+    # for the sample's eight files (17 MB) into a new bucket, whose volumes SeaweedFS grows on
+    # the first writes, and saved under 0.1 s into a used one
     for name in sorted(files, key=lambda n: (n == MARKER, n)):
         key = keys.release_key(dataset, version, name)
         if _present(store, releases_bucket, key, files[name] if replace else None):

@@ -1,10 +1,11 @@
 """The one place that names OpenLineage jobs and datasets, and Airflow DAGs and Assets.
 
 Datasets follow the OpenLineage naming spec: an S3 object or prefix is namespace
-``s3://<bucket>`` and name = its key (or prefix, without a trailing slash). Jobs are named
-``<dag id>.<task id>`` inside a configurable namespace (default ``granary``). An Airflow Asset
-for a published version reuses the dataset's S3 URI, so lineage and data-aware scheduling
-speak of the same thing.
+``s3://<bucket>`` and name = its key (or prefix, without a trailing slash); every name is a
+real object or prefix (a published version: its release folder ``<dataset>/v<N>`` in the
+releases bucket, storage/keys.py). Jobs are named ``<dag id>.<task id>`` inside a
+configurable namespace (default ``granary``). A dataset's releases are the Airflow Asset
+``granary://datasets/<dataset>``, one Asset event per new version (its number in the extra).
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def parse_node_id(node_id: str) -> tuple[str, str, str]:
 
 def owner(kind: str, name: str) -> str | None:
     """The Granary dataset a lineage job or dataset belongs to, from its name: a job
-    ``granary_<dataset>[.<task>]``; an object key ``<dataset>/...`` (raw data, work outputs) or
-    ``datasets/<dataset>`` (the registry). None for anything else (an outside source)."""
+    ``granary_<dataset>[.<task>]``; an object key ``<dataset>/...`` (raw data, work outputs,
+    release folders ``<dataset>/v<N>``) or ``datasets/<dataset>`` (the registry, as events sent
+    before the releases bucket named a version). None for anything else (an outside source)."""
     if kind == "job":
         head = name.split(".", 1)[0]
         return head[len("granary_"):] if head.startswith("granary_") else None

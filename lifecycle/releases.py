@@ -100,10 +100,19 @@ def mirror(store: ObjectStore, bucket: str, prefix: str, dataset: str, version: 
     with ObjectStore.promote, whose temporary key the immutable DVC object already is. The
     manifest goes last, so a folder holding ``manifest.json`` holds the whole release.
     Idempotent: a file already there with the DVC md5 as its ETag (what S3 servers give an
-    object copied whole) is left alone, so a retried publish copies only what is missing.
-    ``replace=False`` copies only missing files (maintenance: a changed copy is for `granary
-    verify` to report, not to hide); ``dry_run`` copies nothing."""
+    object copied whole) is left alone, so a retried publish copies only what is missing; any
+    other object in the folder (left by a registry that was started afresh) is removed, so
+    the folder holds the version and nothing else. ``replace=False`` only copies missing files
+    (maintenance: a changed or extra object is for `granary verify` to report, not to hide);
+    ``dry_run`` changes nothing."""
     files = listing(store, bucket, prefix, dvc_md5)
+    folder = keys.release_prefix(dataset, version)
+    if replace and not dry_run:
+        for o in store.list(releases_bucket, f"{folder}/"):
+            if o.key.removeprefix(f"{folder}/") not in files:
+                log.warning("release folder %s: removing %s, not a file of the version",
+                            folder, o.key)
+                store.delete(releases_bucket, o.key)
     copied = []
     # one copy after another: side by side (8 at once) took 1.0-1.15 s instead of 0.33-0.45 s
     # for the sample's eight files (17 MB) into a new bucket, whose volumes SeaweedFS grows on

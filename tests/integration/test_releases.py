@@ -95,13 +95,16 @@ def test_a_retried_publish_rewrites_nothing(
                            s.bucket_releases) == []
     after = {o.key: (o.etag, o.version_id) for o in ctx.store.list(s.bucket_releases, prefix)}
     assert after == before
-    # a copy that was changed is put back by the next publish of that version
+    # a copy that was changed is put back by the next publish of that version, and an object
+    # that is no file of it (a registry started afresh) is removed
     key = keys.release_key(DS, 1, "data.jsonl")
     ctx.store.put_bytes(s.bucket_releases, key, b"not the release\n")
+    ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, "old.csv"), b"a,b\n")
     assert releases.mirror(ctx.store, bucket, dvc_prefix, DS, 1, v.dvc_md5,
                            s.bucket_releases) == ["data.jsonl"]
     assert _sha256(ctx.store.get_bytes(s.bucket_releases, key)) == \
         v.files["data.jsonl"]["sha256"]
+    assert {o.key for o in ctx.store.list(s.bucket_releases, prefix)} == set(before)
 
 
 def test_verify_and_maintenance_cover_the_copies(

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from storage import keys
 from storage.catalog import Catalog, ReleaseError, Version
-from storage.objectstore import ObjectNotFound, ObjectStore
+from storage.objectstore import ObjectNotFound, ObjectStore, StorageError
 from storage.registry import DvcRegistry
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,12 @@ def restore_missing(catalog: Catalog, store: ObjectStore, bucket: str, prefix: s
     ``v<N>`` -> the names copied (or, with ``dry_run``, that would be)."""
     restored = {}
     for v in catalog.versions(dataset):
-        copied = mirror(store, bucket, prefix, dataset, v.version, v.dvc_md5, releases_bucket,
-                        replace=False, dry_run=dry_run)
+        try:
+            copied = mirror(store, bucket, prefix, dataset, v.version, v.dvc_md5,
+                            releases_bucket, replace=False, dry_run=dry_run)
+        except StorageError as e:  # the registry's objects themselves: verify names them
+            log.warning("%s: its release folder could not be restored: %s", v.ref, e)
+            continue
         if copied:
             log.info("%s: %d file(s) of its release folder %s: %s", v.ref,
                      len(copied), "missing" if dry_run else "copied again", copied)

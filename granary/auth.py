@@ -1,8 +1,9 @@
 """Who may use the web app and its APIs.
 
-Every route needs a token except the health check and the sign-in pages. A request carries its
-token as ``Authorization: Bearer <token>`` (scripts, the API) or, after signing in at
-``/login``, in an HttpOnly cookie (the browser). The cookie only authenticates reads: a write
+Every route needs a token except the health check, the sign-in pages and the JSON schemas of
+Granary's OpenLineage facets (``/schemas/<Facet>.json``, linked from every event). A request
+carries its token as ``Authorization: Bearer <token>`` (scripts, the API) or, after signing in
+at ``/login``, in an HttpOnly cookie (the browser). The cookie only authenticates reads: a write
 must send the header, so a page of another site cannot make a signed-in browser write.
 
 - reads (GET, HEAD) need scope ``read``; anything else ``write``;
@@ -30,6 +31,9 @@ from storage.tokens import Principal, Tokens, access_of, restricted
 COOKIE = "granary_token"
 COOKIE_HOURS = 12
 OPEN_PATHS = frozenset({"/health", "/login", "/logout"})
+# the JSON schemas of Granary's OpenLineage facets: every event links them (_schemaURL), and
+# whoever reads an event (a lineage tool, a validator) must be able to fetch them
+OPEN_PREFIXES = ("/schemas/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SERVICE = "lineage service key"
 
@@ -64,7 +68,7 @@ def guard(catalog: Callable[[], Catalog],
 
     def authenticate(request: Request) -> None:
         path = route_path(request)
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         header = request.headers.get("authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""

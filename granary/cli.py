@@ -427,8 +427,8 @@ def maintain(dataset: Annotated[str | None, typer.Argument(help="one dataset; de
 
 @app.command()
 def verify(ref: str) -> None:
-    """Re-hash every object of DATASET[@VERSION] in the registry bucket and walk its ledger
-    chain; exit 1 naming each difference."""
+    """Re-hash every object of DATASET[@VERSION] in the registry bucket and its plain copy in
+    the releases bucket, and walk its ledger chain; exit 1 naming each difference."""
     from granary.runtime import object_store
     from lifecycle.verify import verify as verify_dataset
 
@@ -437,7 +437,7 @@ def verify(ref: str) -> None:
     bucket, prefix = s.registry_objects
     try:
         result = verify_dataset(dataset, s.registry, object_store(s), bucket, prefix,
-                                _catalog(), number)
+                                _catalog(), number, releases_bucket=s.bucket_releases)
     except ValueError as e:
         _fail(str(e))
     if not result.versions:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 
 from granary.settings import Settings
 from lifecycle.spec import STAGES, LoadedSpec, SpecError, discover
-from lineage.naming import dag_id, refresh_dag_id, release_asset
+from lineage.naming import dag_id, refresh_dag_id, release_asset, stage_description
 
 log = logging.getLogger(__name__)
 REGISTRY_POOL = "granary_registry"
@@ -34,7 +35,9 @@ def _doc(loaded: LoadedSpec) -> str:
             f"- licence: {spec.licence.id} "
             f"({spec.licence.legal_basis or 'legal basis not given'})\n"
             f"- owners: {', '.join(o.name for o in spec.owners)}\n"
-            f"- spec: `{loaded.path}` (sha256 {loaded.sha256[:12]})\n\n"
+            # the file's name in the datasets folder: an absolute path would name this
+            # machine's folders in every OpenLineage event that carries the DAG's doc
+            f"- spec: `{Path(loaded.path).name}` (sha256 {loaded.sha256[:12]})\n\n"
             f"## Sources\n{sources}\n\n"
             "Trigger with **mode** (full or incremental) and the **first** and **last** stage "
             "to run; a run that starts later reuses the newest successful output of the "
@@ -170,7 +173,10 @@ def schedule(spec: Any) -> Any:
 
 
 def _default_args(spec: Any) -> dict[str, Any]:
-    return {"owner": spec.owners[0].name, "retries": 2, "retry_delay": timedelta(seconds=20),
+    # every owner of the spec, comma-separated as Airflow lists them: the OpenLineage
+    # provider makes the tasks' ownership facet of this
+    return {"owner": ",".join(o.name for o in spec.owners), "retries": 2,
+            "retry_delay": timedelta(seconds=20),
             "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5),
             "on_failure_callback": _failure_callback(spec.name)}
 
@@ -221,22 +227,27 @@ def _open(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> di
     return begin_run(name, context["run_id"], params)  # a bad spec or range fails at once
 
 
-def _begin(name: str, sibling: str, refresh: bool) -> Any:
+def _begin(spec: Any, sibling: str, refresh: bool) -> Any:
     """The run's first task (_open_run)."""
+    name = spec.name
 
     # multiple_outputs=False on the tasks that return a dict: Airflow would infer True from
     # the annotation and push every key as an XCom of its own beside the whole result,
     # which nothing reads (41 of a refresh's 56 XCom writes, about 0.4 s of a run)
-    @task(task_id="begin", multiple_outputs=False)
+    @task(task_id="begin", multiple_outputs=False,
+          doc_md=f"The set-up of a run of {spec.title}: storage, catalog and registry.")
     def begin(**context: Any) -> dict[str, Any]:
         return _open_run(name, sibling, refresh, context)
 
     return begin
 
 
-def _end(name: str) -> Any:
+def _end(spec: Any) -> Any:
+    name = spec.name
+
     @teardown
-    @task(task_id="end", multiple_outputs=False)
+    @task(task_id="end", multiple_outputs=False,
+          doc_md=f"The outcome of a run of {spec.title}, recorded in the catalog.")
     def end(**context: Any) -> dict[str, Any]:
         from granary.runtime import end_run
 
@@ -245,11 +256,15 @@ def _end(name: str) -> Any:
     return end
 
 
-def _stage_task(name: str, stage: str, task_id: str, **kwargs: Any) -> Any:
-    """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part)."""
+def _stage_task(spec: Any, stage: str, task_id: str, **kwargs: Any) -> Any:
+    """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part). Its
+    ``doc_md`` is the stage's description: the OpenLineage provider's documentation facet
+    of the task's events (lineage.emit)."""
+    name = spec.name
     released = release_asset(name)
 
-    @task(task_id=task_id, multiple_outputs=False, **kwargs)
+    @task(task_id=task_id, multiple_outputs=False, doc_md=stage_description(spec.title, stage),
+          **kwargs)
     def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
         result = _call_stage(name, stage, upstream, context)
         if (stage == "collect" and result["counts"].get("nothing_new")
@@ -283,13 +298,16 @@ BEFORE_PUBLISH = ("collect", "preprocess", "annotate", "synthesize", "evaluate")
 REFRESH_TASK = "collect_to_evaluate"
 
 
-def _refresh_task(name: str) -> Any:
+def _refresh_task(spec: Any) -> Any:
     """The refresh DAG's first task: the run's set-up (_open_run, as the lifecycle DAG's
     `begin`), then the stages before publishing (runtime.run_stages). Each stage is recorded
     in the catalog and emits its lineage as in the lifecycle DAG, and the task's log gives
     each stage's counts and seconds. A retry resumes at the stage that failed."""
+    name = spec.name
 
-    @task(task_id=REFRESH_TASK, multiple_outputs=False)
+    @task(task_id=REFRESH_TASK, multiple_outputs=False,
+          doc_md=f"The stages of {spec.title} before publishing ({', '.join(BEFORE_PUBLISH)}), "
+                 "one after another; each is reported as an OpenLineage run of its own.")
     def collect_to_evaluate(**context: Any) -> dict[str, Any]:
         from granary.runtime import run_stages
 
@@ -319,16 +337,18 @@ def _annotate_with_people(spec: Any, previous: Any, task_id: str, finish_id: str
 
     name = spec.name
 
-    @task(task_id=finish_id, multiple_outputs=False)
+    @task(task_id=finish_id, multiple_outputs=False,
+          doc_md=stage_description(spec.title, "annotate", "what people answered"))
     def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
         """The second pass of annotation: what people answered in Label Studio first."""
         return _call_stage(name, "annotate", {"manifest_uri": waited["input_manifest"],
                                               "pull_label_studio": True}, context)
 
     link = spec.annotate.people.label_studio
-    labelled = _stage_task(name, "annotate", task_id)(previous)
+    labelled = _stage_task(spec, "annotate", task_id)(previous)
     waited = WaitForPeople(
         task_id=finish_id.replace("finish", "wait_for_people"), upstream=labelled,
+        doc_md=stage_description(spec.title, "annotate", "waiting for people"),
         conn_id=link.connection, min_share=link.min_share, poke_seconds=link.poke_seconds,
         timeout_minutes=link.timeout_minutes, on_timeout=link.on_timeout)
     return annotate_finish(waited.output)
@@ -353,39 +373,43 @@ def build_dag(loaded: LoadedSpec) -> DAG:
     ) as dag:
         label = "{{ granary_unit }}"  # a mapped task shows its unit's label in the UI
 
-        @task(task_id="plan")
+        def doc(stage: str, step: str) -> str:
+            return stage_description(spec.title, stage, step)
+
+        @task(task_id="plan", doc_md=doc("collect", "plan"))
         def collect_plan(**context: Any) -> Any:
             return _part(name, "collect", "plan", context)
 
-        @task(task_id="fetch", map_index_template=label)
+        @task(task_id="fetch", map_index_template=label, doc_md=doc("collect", "fetch"))
         def collect_fetch(unit: dict[str, Any], **context: Any) -> Any:
             return _part(name, "collect", "fetch_unit", context, unit)
 
-        @task(task_id="plan")
+        @task(task_id="plan", doc_md=doc("preprocess", "plan"))
         def preprocess_plan(upstream: dict[str, Any], **context: Any) -> Any:
             return _part(name, "preprocess", "plan", context, upstream)
 
-        @task(task_id="clean", map_index_template=label)
+        @task(task_id="clean", map_index_template=label, doc_md=doc("preprocess", "clean"))
         def preprocess_clean(unit: dict[str, Any], **context: Any) -> Any:
             return _part(name, "preprocess", "clean", context, unit)
 
-        @task(task_id="deduplicate")
+        @task(task_id="deduplicate", doc_md=doc("preprocess", "deduplicate"))
         def preprocess_dedup(cleaned: Any, **context: Any) -> Any:
             return _part(name, "preprocess", "deduplicate", context, list(cleaned))
 
-        @task(task_id="apply", map_index_template=label)
+        @task(task_id="apply", map_index_template=label, doc_md=doc("preprocess", "apply"))
         def preprocess_apply(unit: dict[str, Any], decided: dict[str, Any],
                              **context: Any) -> Any:
             return _part(name, "preprocess", "apply", context, unit, decided)
 
-        @task(task_id="merge", multiple_outputs=False)
+        @task(task_id="merge", multiple_outputs=False,
+              doc_md=stage_description(spec.title, "preprocess"))
         def merge_preprocess(upstream: Any, applied: Any, decided: Any,
                              **context: Any) -> dict[str, Any]:
             return _call_stage(name, "preprocess", {
                 "manifest_uri": upstream["manifest_uri"], "applied": list(applied),
                 "decided": decided}, context)
 
-        started = _begin(name, refresh_dag_id(name), refresh=False)()
+        started = _begin(spec, refresh_dag_id(name), refresh=False)()
         previous: Any = None
         for stage in STAGES:
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
@@ -393,7 +417,7 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                 if stage == "collect":
                     # one mapped task per source (and per group of files), then one merge
                     units = collect_plan()
-                    out = _stage_task(name, stage, TASKS[stage])(
+                    out = _stage_task(spec, stage, TASKS[stage])(
                         collect_fetch.expand(unit=units))
                     started >> units
                 elif stage == "preprocess":
@@ -405,9 +429,9 @@ def build_dag(loaded: LoadedSpec) -> DAG:
                 elif stage == "annotate" and spec.annotate.people.label_studio is not None:
                     out = _annotate_with_people(spec, previous, TASKS[stage], "finish")
                 else:
-                    out = _stage_task(name, stage, TASKS[stage], **extra)(previous)
+                    out = _stage_task(spec, stage, TASKS[stage], **extra)(previous)
             previous = out
-        previous >> _end(name)()
+        previous >> _end(spec)()
     return dag
 
 
@@ -434,23 +458,23 @@ def build_refresh_dag(loaded: LoadedSpec) -> DAG:
         params=_params("incremental"),
     ) as dag:
         if spec.annotate.people.label_studio is None:
-            prepared = _refresh_task(name)()
-            published = _stage_task(name, "publish", "publish", **_publish_args(name))(
+            prepared = _refresh_task(spec)()
+            published = _stage_task(spec, "publish", "publish", **_publish_args(name))(
                 prepared)
-            published >> _end(name)()
+            published >> _end(spec)()
             return dag
-        previous: Any = _begin(name, dag_id(name), refresh=True)()
+        previous: Any = _begin(spec, dag_id(name), refresh=True)()
         for stage in STAGES:
             if stage == "annotate" and spec.annotate.people.label_studio is not None:
                 out = _annotate_with_people(spec, previous, stage, "annotate_finish")
             elif stage == "collect":  # collects every source in this task
-                out = _stage_task(name, stage, stage)()
+                out = _stage_task(spec, stage, stage)()
                 previous >> out
             else:
                 extra = _publish_args(name) if stage == "publish" else {}
-                out = _stage_task(name, stage, stage, **extra)(previous)
+                out = _stage_task(spec, stage, stage, **extra)(previous)
             previous = out
-        previous >> _end(name)()
+        previous >> _end(spec)()
     return dag
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from lifecycle import qreport
+from lineage.naming import from_uri
+from storage import keys
 from storage.catalog import Catalog, ReleaseEvent, Version
 
 STYLE = """
@@ -342,12 +344,15 @@ def render_card(markdown: str) -> str:
     return front + md.render(markdown)
 
 
-def lineage_page(v: Version, registry_bucket: str, raw_bucket: str, base: str) -> str:
+def lineage_page(v: Version, releases_bucket: str, raw_bucket: str, base: str) -> str:
+    """The lineage graph of a version, around its release folder (``<dataset>/v<N>`` in the
+    releases bucket, its OpenLineage name)."""
+    release = from_uri(f"s3://{releases_bucket}/{keys.release_prefix(v.dataset, v.version)}")
     config: dict[str, Any] = {
         "base": base,
-        "nodeId": f"dataset:s3://{registry_bucket}:datasets/{v.dataset}",
+        "nodeId": release.node_id,
         "lineageVersion": v.dvc_md5,
-        "registryNs": f"s3://{registry_bucket}",
+        "registryNs": release.namespace,
         "rawNs": f"s3://{raw_bucket}",
         "version": {"version": v.version, "grade": grade(v)},
     }

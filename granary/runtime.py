@@ -84,11 +84,13 @@ def services(settings: Settings | None = None) -> Services:
 
 
 def bootstrap(svc: Services) -> None:
-    """Buckets (raw versioned), catalog schema and registry repository; idempotent."""
+    """Buckets (raw and releases versioned), catalog schema and registry repository;
+    idempotent."""
     s = svc.settings
     svc.store.ensure_bucket(s.bucket_raw, versioning=True)
     svc.store.ensure_bucket(s.bucket_work)
     svc.store.ensure_bucket(s.bucket_registry)
+    svc.store.ensure_bucket(s.bucket_releases, versioning=True)
     svc.catalog.migrate()
     svc.registry.ensure()
 
@@ -140,6 +142,7 @@ def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -
     return StageContext(spec=load_dataset(svc.settings, dataset), run_id=run_id,
                         store=svc.store, catalog=svc.catalog, registry=svc.registry,
                         raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
+                        releases_bucket=svc.settings.bucket_releases,
                         inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")),
                         pii_salt=(svc.settings.pii_salt.get_secret_value()
                                   if svc.settings.pii_salt else ""))

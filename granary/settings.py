@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     bucket_raw: str = "granary-raw"
     bucket_work: str = "granary-work"
     bucket_registry: str = "granary-registry"
+    bucket_releases: str = Field(
+        default="granary-releases", description="Every published version's files as plain "
+        "objects, <dataset>/v<N>/<file> (versioning on); the OpenLineage name of a release.")
     download_link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60,
                                        description="Lifetime of presigned download links.")
     download_via: Literal["presigned", "proxy"] = Field(
@@ -262,9 +265,11 @@ class Settings(BaseSettings):
             "GRANARY_REGISTRY_URL": self.registry,
             "GRANARY_DATABASE_URL": self.catalog_url,
             "GRANARY_AIRFLOW_PORT": str(self.airflow_port),
+            "GRANARY_PUBLIC_URL": self.public_url,  # the facets' _schemaURL (runtime.run_stage)
             "GRANARY_BUCKET_RAW": self.bucket_raw,
             "GRANARY_BUCKET_WORK": self.bucket_work,
             "GRANARY_BUCKET_REGISTRY": self.bucket_registry,
+            "GRANARY_BUCKET_RELEASES": self.bucket_releases,
         }
         if self.lineage_api_key:
             env["GRANARY_LINEAGE_API_KEY"] = self.lineage_api_key.get_secret_value()

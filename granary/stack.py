@@ -265,6 +265,8 @@ class LocalStack:
 
     # ---- Airflow ----------------------------------------------------------------------------
     def airflow_env(self) -> dict[str, str]:
+        from lineage.transform import transport as lineage_transport
+
         s = self.settings_with_credentials()
         ah = s.airflow_home
         passwords = ensure_airflow_password(ah, s.airflow_user)
@@ -290,14 +292,15 @@ class LocalStack:
             "AIRFLOW__API__BASE_URL": s.api_url,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            # every task's OpenLineage events go to the Granary web app in the API server
+            # every task's OpenLineage events go to the Granary web app in the API server,
+            # without this machine's folders in them (lineage/transform.py)
             "AIRFLOW__OPENLINEAGE__NAMESPACE": s.lineage_namespace,
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage_transport({
                 "type": "http", "url": f"{s.public_url}/", "endpoint": "api/v1/lineage",
                 "timeout": 10,
                 "auth": {"type": "api_key",
                          "apiKey": s.lineage_api_key.get_secret_value()
-                         if s.lineage_api_key else ""}}),
+                         if s.lineage_api_key else ""}}, {str(s.home): "GRANARY_HOME"})),
             "NO_PROXY": "*",
         })
         if s.airflow_database_url:

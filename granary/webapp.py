@@ -3,7 +3,8 @@ the catalog and lineage pages. Mounted into Airflow's API server under /granary 
 plugin in plugins/, and runnable on its own with `granary serve`.
 
 Airflow applies no authentication to a plugin's app, so the app checks tokens itself: every
-route but the health check and the sign-in pages needs one (granary/auth.py, docs/security.md).
+route but the health check, the sign-in pages and the facet schemas needs one (granary/auth.py,
+docs/security.md).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"{dataset} has no published version {version or ''}")
         s = current_settings()
-        return lineage_page(found, s.bucket_registry, s.bucket_raw, base(request))
+        return lineage_page(found, s.bucket_releases, s.bucket_raw, base(request))
 
     @app.get("/datasets/{dataset}", response_class=HTMLResponse)
     def dataset(request: Request, dataset: str) -> str:

@@ -1,7 +1,8 @@
 """Maintenance: what keeps published datasets correct between refreshes.
 
 The daily maintenance DAG (dags/granary_maintenance.py) and ``granary maintain`` run, per
-dataset: :func:`verify_ledger` (re-hash every published object, walk the ledger chain),
+dataset: releases.restore_missing (copy again the files missing from the release folders),
+:func:`verify_ledger` (re-hash every published object and its plain copy, walk the ledger chain),
 :func:`prune` (work outputs past the retention window), :func:`reevaluate` (published
 versions graded under quality rules that have since changed) and :func:`staleness` (no new
 version within the expected period). What they find is recorded on the dataset in the catalog
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lifecycle import shards
+from lifecycle import releases, shards
 from lifecycle.context import StageContext
 from lifecycle.errors import QualityGateFailed
 from lifecycle.quality import PERIODS, rules_hash
@@ -198,7 +199,8 @@ def verify_ledger(ctx: StageContext, registry_url: str, bucket: str,
 
     if not ctx.catalog.versions(ctx.dataset):
         return {"ok": True, "versions": 0, "findings": []}
-    result = verify(ctx.dataset, registry_url, ctx.store, bucket, prefix, ctx.catalog)
+    result = verify(ctx.dataset, registry_url, ctx.store, bucket, prefix, ctx.catalog,
+                    releases_bucket=ctx.releases_bucket)
     return {"ok": result.ok, "versions": len(result.versions), "files": result.files,
             "findings": [f"v{f.version} {f.what}: {f.problem}" for f in result.findings][:20]}
 
@@ -208,6 +210,11 @@ def maintain(ctx: StageContext, registry_url: str, bucket: str, prefix: str,
     """Every maintenance task for one dataset; the finding is recorded in the catalog."""
     now = now or datetime.now(UTC)
     health: dict[str, Any] = {"checked_at": now.isoformat()}
+    # files missing from the release folders (versions published before the releases bucket
+    # existed, a deleted object) are copied again from the registry, then everything verified
+    health["releases_restored"] = releases.restore_missing(
+        ctx.catalog, ctx.store, bucket, prefix, ctx.dataset, ctx.releases_bucket,
+        dry_run=dry_run)
     health["ledger"] = verify_ledger(ctx, registry_url, bucket, prefix)
     health["pruned"] = prune(ctx, now, dry_run).as_dict()
     health["reevaluated"] = [] if dry_run else reevaluate(ctx)

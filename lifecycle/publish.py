@@ -1,5 +1,6 @@
-"""Publishing: write the version's files, commit and tag them in the DVC registry, and record
-the version in the catalog.
+"""Publishing: write the version's files, commit and tag them in the DVC registry, copy them
+as plain objects to the releases bucket (``<dataset>/v<N>/<file>``, the version's name in
+lineage), and record the version in the catalog.
 
 The data files come from evaluation, which holds the records and writes them in the release
 formats (:func:`stage_files`); publishing places those objects in the registry by a
@@ -24,10 +25,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lifecycle import card, shards
+from lifecycle import card, releases, shards
 from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
+from lineage.naming import registry_name
 from storage import keys
 from storage.catalog import Version
 from storage.objectstore import StorageError, md5_file, sha256_file
@@ -338,6 +340,12 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                                          f"{spec.title}: {rows} records", store=ctx.store,
                                          stored=stored)
         lap("registry")
+    # the version's files as plain objects too, before the catalog knows the version: a
+    # version in the catalog always has its release folder (a retry copies what is missing)
+    bucket, prefix = ctx.registry.objects
+    releases.mirror(ctx.store, bucket, prefix, spec.name, published.version, published.dvc_md5,
+                    ctx.releases_bucket)
+    lap("releases")
     version = ctx.catalog.add_version(Version(
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
@@ -419,8 +427,6 @@ def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFram
     read)."""
     import io
 
-    from lifecycle import releases
-
     if previous is None:
         return None
     bucket, prefix = ctx.registry.objects
@@ -476,14 +482,15 @@ def _quality_files(ctx: StageContext, quality: dict[str, Any],
 def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],
              v: Version) -> list[DatasetIO]:
     out = DatasetIO(
-        uri=ctx.registry.dataset_uri(v.dataset), direction="output",
+        uri=f"s3://{ctx.releases_bucket}/{keys.release_prefix(v.dataset, v.version)}",
+        direction="output",
         file_format=",".join(sorted(ctx.spec.publish.formats)), version=v.dvc_md5,
         rows=v.row_count, size=sum(int(f["bytes"]) for f in v.files.values()),
-        files=len(v.files), lifecycle="CREATE" if v.version == 1 else "OVERWRITE",
+        files=len(v.files), lifecycle="CREATE",  # each version is a folder of its own
         columns=[(c["name"], c["type"]) for c in manifest.get("schema", [])],
         licence=ctx.spec.licence.model_dump(), description=ctx.spec.description or None,
-        registry={"registry": ctx.registry.url, "revision": v.git_rev, "tag": v.tag,
-                  "dvcMd5": v.dvc_md5, "version": v.version})
+        registry={"registry": registry_name(ctx.registry.url), "revision": v.git_rev,
+                  "tag": v.tag, "dvcMd5": v.dvc_md5, "version": v.version})
     return [shards.stage_io(upstream_uri, manifest, "input"), out]
 
 

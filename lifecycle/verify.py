@@ -5,7 +5,9 @@ For each version the tag's ``.dvc`` file (in git) gives the md5 of the folder; t
 ``.dir`` listing and every file are read straight from the DVC remote in the registry bucket
 (``<prefix>/files/md5/<2>/<rest>``, DVC 3's layout), never from a cache, so a changed byte in
 the bucket cannot hide. Each file is checked against DVC's md5 and the manifest's sha256; the
-manifest against the catalog; the chain against the previous version.
+manifest against the catalog; the chain against the previous version. With the releases
+bucket, each version's plain copies there (``<dataset>/v<N>/<file>``) are re-hashed too, and
+a file in that folder that the version does not hold is named.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def _dvc_md5(git_dir: Path, tag: str, dataset: str) -> str:
 
 
 def verify(dataset: str, registry_url: str, store: ObjectStore, bucket: str, prefix: str,
-           catalog: Catalog | None = None, version: int | None = None) -> Verified:
-    """Check ``version`` (and the chain up to it), or every version when None."""
+           catalog: Catalog | None = None, version: int | None = None,
+           releases_bucket: str | None = None) -> Verified:
+    """Check ``version`` (and the chain up to it), or every version when None; with
+    ``releases_bucket``, the versions' plain copies there too."""
     out = Verified(dataset)
     with tempfile.TemporaryDirectory(prefix="granary-verify-") as tmp:
         git_dir = Path(tmp) / "registry.git"
@@ -74,6 +78,8 @@ def verify(dataset: str, registry_url: str, store: ObjectStore, bucket: str, pre
             manifest = _check_version(out, n, git_dir, store, bucket, prefix, catalog)
             if manifest is not None:
                 _check_link(out, n, manifest, previous)
+                if releases_bucket:
+                    _check_release_copies(out, n, manifest, store, releases_bucket)
             previous = manifest
             out.versions.append(n)
     return out
@@ -137,3 +143,30 @@ def _check_link(out: Verified, n: int, manifest: dict[str, Any],
     expected = hashlib.sha256(f"{prev_chain or ''}:{manifest['content_hash']}".encode())
     if ledger.get("chain") != expected.hexdigest():
         out.findings.append(Finding(n, "ledger", "chain does not match the content hash"))
+
+
+def _check_release_copies(out: Verified, n: int, manifest: dict[str, Any], store: ObjectStore,
+                          releases_bucket: str) -> None:
+    """Re-hash the plain copy of each file of version ``n`` in the releases bucket against the
+    manifest (the manifest's copy against the registry's manifest), and name any file in the
+    version's folder that the version does not hold."""
+    expected = {name: str(meta["sha256"]) for name, meta in manifest.get("files", {}).items()}
+    expected["manifest.json"] = manifest["_sha256"]
+    folder = keys.release_prefix(out.dataset, n)
+    found = {o.key.removeprefix(f"{folder}/") for o in store.list(releases_bucket, f"{folder}/")}
+    for name in sorted(found - set(expected)):
+        out.findings.append(Finding(n, name, f"s3://{releases_bucket}/{folder}/{name} is not "
+                                    "a file of the version: remove it"))
+    for name, sha256 in sorted(expected.items()):
+        uri = f"s3://{releases_bucket}/{folder}/{name}"
+        if name not in found:
+            out.findings.append(Finding(n, name, f"{uri} is missing: `granary maintain` copies "
+                                        "it again from the registry"))
+            continue
+        h = hashlib.sha256()
+        for chunk in store.stream(releases_bucket, keys.release_key(out.dataset, n, name)):
+            h.update(chunk)
+        out.files += 1
+        if h.hexdigest() != sha256:
+            out.findings.append(Finding(n, name, f"{uri}: sha256 {h.hexdigest()[:16]}… differs "
+                                        f"from the manifest's {sha256[:16]}…"))

@@ -23,6 +23,7 @@ from lineage.facets import (
     dataset_facets,
     input_facets,
     output_facets,
+    with_producer,
 )
 from lineage.naming import from_uri
 
@@ -46,15 +47,17 @@ def build_datasets(ios: list[DatasetIO], owners: list[str]) -> tuple[list[Any], 
 
 
 def _job_facets(owners: list[str], description: str) -> dict[str, Any]:
+    """The job facets of a stage reported as a run of its own (_child_events): no Airflow
+    task stands behind its job, so Granary sets them itself."""
     from openlineage.client.facet_v2 import documentation_job, ownership_job
 
     facets: dict[str, Any] = {}
     if description:
-        facets["documentation"] = documentation_job.DocumentationJobFacet(
-            description=description)
-    if owners:
-        facets["ownership"] = ownership_job.OwnershipJobFacet(
-            owners=[ownership_job.Owner(name=o, type="team") for o in owners])
+        facets["documentation"] = with_producer(documentation_job.DocumentationJobFacet(
+            description=description, contentType="text/markdown"))
+    if owners:  # as the provider names a task's owners (no type)
+        facets["ownership"] = with_producer(ownership_job.OwnershipJobFacet(
+            owners=[ownership_job.Owner(name=o) for o in owners]))
     return facets
 
 
@@ -116,10 +119,12 @@ def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
                                        _job_facets(owners, description), child_started):
                 emit(event)
             return True
+        # the task's job facets are the provider's: it builds ``documentation`` and
+        # ``ownership`` from the task's doc_md and owner (granary/dagfactory.py sets them to
+        # the stage's description and the spec's owners) over any given here
         emit_dataset_lineage(
             inputs=inputs, outputs=outputs,
-            additional_run_facets={"granary_conservation": conservation_facet(stage, counts)},
-            additional_job_facets=_job_facets(owners, description))
+            additional_run_facets={"granary_conservation": conservation_facet(stage, counts)})
         return True
     except Exception as e:  # lineage must never fail a data task
         log.warning("could not emit OpenLineage for %s: %s", stage, e, exc_info=True)

@@ -127,7 +127,8 @@ class DatasetIO:
         return self.__dict__.copy()
 
 
-def _p(facet: Any) -> Any:
+def with_producer(facet: Any) -> Any:
+    """The facet, produced by Granary (``_producer``)."""
     facet._producer = PRODUCER
     return facet
 
@@ -135,50 +136,50 @@ def _p(facet: Any) -> Any:
 def dataset_facets(io: DatasetIO, owners: list[str]) -> dict[str, Any]:
     ns_name = from_uri(io.uri)
     facets: dict[str, Any] = {
-        "dataSource": _p(datasource_dataset.DatasourceDatasetFacet(
+        "dataSource": with_producer(datasource_dataset.DatasourceDatasetFacet(
             name=ns_name.namespace, uri=ns_name.namespace)),
     }
     if io.columns:
-        facets["schema"] = _p(schema_dataset.SchemaDatasetFacet(fields=[
+        facets["schema"] = with_producer(schema_dataset.SchemaDatasetFacet(fields=[
             schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in io.columns]))
     if io.file_format:
-        facets["storage"] = _p(storage_dataset.StorageDatasetFacet(
+        facets["storage"] = with_producer(storage_dataset.StorageDatasetFacet(
             storageLayer="s3", fileFormat=io.file_format))
     if io.version:
-        facets["version"] = _p(dataset_version_dataset.DatasetVersionDatasetFacet(
+        facets["version"] = with_producer(dataset_version_dataset.DatasetVersionDatasetFacet(
             datasetVersion=io.version))
     if io.lifecycle:
-        facets["lifecycleStateChange"] = _p(
+        facets["lifecycleStateChange"] = with_producer(
             lifecycle_state_change_dataset.LifecycleStateChangeDatasetFacet(
                 lifecycleStateChange=lifecycle_state_change_dataset.LifecycleStateChange(
                     io.lifecycle)))
     if owners:
-        facets["ownership"] = _p(ownership_dataset.OwnershipDatasetFacet(owners=[
+        facets["ownership"] = with_producer(ownership_dataset.OwnershipDatasetFacet(owners=[
             ownership_dataset.Owner(name=o, type="team") for o in owners]))
     if io.description:
-        facets["documentation"] = _p(documentation_dataset.DocumentationDatasetFacet(
+        facets["documentation"] = with_producer(documentation_dataset.DocumentationDatasetFacet(
             description=io.description))
     if io.assertions:
-        facets["dataQualityAssertions"] = _p(
+        facets["dataQualityAssertions"] = with_producer(
             data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(assertions=[
                 data_quality_assertions_dataset.Assertion(
                     assertion=a["expectation"], success=bool(a["success"]),
                     column=a.get("column")) for a in io.assertions]))
     if io.licence:
-        facets["granary_licence"] = _p(GranaryLicenceDatasetFacet(
+        facets["granary_licence"] = with_producer(GranaryLicenceDatasetFacet(
             licence=io.licence["id"], legalBasis=io.licence.get("legal_basis", ""),
             url=io.licence.get("url")))
     if io.registry:
-        facets["granary_registry"] = _p(GranaryRegistryDatasetFacet(**io.registry))
+        facets["granary_registry"] = with_producer(GranaryRegistryDatasetFacet(**io.registry))
     if io.quality:
-        facets["granary_quality"] = _p(GranaryQualityDatasetFacet(**io.quality))
+        facets["granary_quality"] = with_producer(GranaryQualityDatasetFacet(**io.quality))
     return facets
 
 
 def input_facets(io: DatasetIO) -> dict[str, Any]:
     if io.rows is None:
         return {}
-    return {"dataQualityMetrics": _p(
+    return {"dataQualityMetrics": with_producer(
         data_quality_metrics_input_dataset.DataQualityMetricsInputDatasetFacet(
             columnMetrics={}, rowCount=io.rows, bytes=io.size, fileCount=io.files))}
 
@@ -186,7 +187,7 @@ def input_facets(io: DatasetIO) -> dict[str, Any]:
 def output_facets(io: DatasetIO) -> dict[str, Any]:
     if io.rows is None and io.size is None:
         return {}
-    return {"outputStatistics": _p(
+    return {"outputStatistics": with_producer(
         output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
             rowCount=io.rows, size=io.size, fileCount=io.files))}
 
@@ -195,7 +196,7 @@ def conservation_facet(stage: str, counts: dict[str, Any]) -> GranaryConservatio
     records_in = int(counts.get("in", counts.get("read", 0)) or 0)
     kept = int(counts.get("kept", counts.get("records", 0)) or 0)
     reasons = counts.get("quarantine_reasons") or {}
-    return _p(GranaryConservationRunFacet(
+    return with_producer(GranaryConservationRunFacet(
         stage=stage, recordsIn=records_in, kept=kept,
         quarantined=int(counts.get("quarantined", 0) or 0),
         merged=int(counts.get("merged", 0) or 0),

@@ -1,17 +1,20 @@
 """The one place that names OpenLineage jobs and datasets, and Airflow DAGs and Assets.
 
 Datasets follow the OpenLineage naming spec: an S3 object or prefix is namespace
-``s3://<bucket>`` and name = its key (or prefix, without a trailing slash). Jobs are named
-``<dag id>.<task id>`` inside a configurable namespace (default ``granary``). An Airflow Asset
-for a published version reuses the dataset's S3 URI, so lineage and data-aware scheduling
-speak of the same thing.
+``s3://<bucket>`` and name = its key (or prefix, without a trailing slash); every name is a
+real object or prefix (a published version: its release folder ``<dataset>/v<N>`` in the
+releases bucket, storage/keys.py). Jobs are named ``<dag id>.<task id>`` inside a
+configurable namespace (default ``granary``). A dataset's releases are the Airflow Asset
+``granary://datasets/<dataset>``, one Asset event per new version (its number in the extra).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_NAMESPACE = "granary"
 
@@ -57,6 +60,26 @@ def job_name(dag: str, task_id: str) -> str:
     return f"{dag}.{task_id}"
 
 
+def stage_description(title: str, stage: str, step: str | None = None) -> str:
+    """What a stage's job is, in its OpenLineage ``documentation`` facet: the Airflow task's
+    ``doc_md`` (where the provider takes it from) and the description of a stage run inside
+    a task running several (lineage.emit)."""
+    described = f"{stage} stage of {title}"
+    return f"{described}: {step}" if step else described
+
+
+def registry_name(url: str) -> str:
+    """The DVC registry as events name it: a remote git URL without any credentials in it; a
+    local repository (a path that means something on one machine only) by its folder name."""
+    parts = urlsplit(url)
+    if parts.scheme and parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if re.match(r"^[\w.-]+@[\w.-]+:", url):  # scp-like ssh: git@host:org/repo.git
+        return url
+    return PurePath(url.rstrip("/\\")).name or url
+
+
 def job_node_id(namespace: str, name: str) -> str:
     return f"job:{namespace}:{name}"
 
@@ -77,8 +100,9 @@ def parse_node_id(node_id: str) -> tuple[str, str, str]:
 
 def owner(kind: str, name: str) -> str | None:
     """The Granary dataset a lineage job or dataset belongs to, from its name: a job
-    ``granary_<dataset>[.<task>]``; an object key ``<dataset>/...`` (raw data, work outputs) or
-    ``datasets/<dataset>`` (the registry). None for anything else (an outside source)."""
+    ``granary_<dataset>[.<task>]``; an object key ``<dataset>/...`` (raw data, work outputs,
+    release folders ``<dataset>/v<N>``) or ``datasets/<dataset>`` (the registry, as events sent
+    before the releases bucket named a version). None for anything else (an outside source)."""
     if kind == "job":
         head = name.split(".", 1)[0]
         return head[len("granary_"):] if head.startswith("granary_") else None

@@ -8,6 +8,8 @@ Layout (bucket: key):
             ``<dataset>/<run id>/<stage>/<table>/part-<n>.parquet`` side tables
                                                                       (quarantine, merges)
             ``<dataset>/<run id>/<stage>/<report>``, ``<folder>/...``   reports, Data Docs
+- releases: ``<dataset>/v<N>/<file>``                              every file of a published
+                                                                      version, as plain objects
 - tmp:      ``_tmp/<token>/<final key>``                            write-then-promote
 """
 
@@ -77,6 +79,19 @@ def run_segment(run_id: str) -> str:
 def registry_path(dataset: str) -> str:
     """Folder of a dataset inside the DVC registry's git repository."""
     return f"datasets/{segment(dataset, 'dataset')}"
+
+
+def release_prefix(dataset: str, version: int) -> str:
+    """The folder of a published version in the releases bucket (no trailing slash): its
+    OpenLineage dataset name, and where every file of the version is a plain object."""
+    if version < 1:
+        raise KeyError_(f"version must be >= 1, got {version}")
+    return f"{segment(dataset, 'dataset')}/v{version}"
+
+
+def release_key(dataset: str, version: int, name: str) -> str:
+    """One file of a published version in the releases bucket (``<dataset>/v<N>/<file>``)."""
+    return f"{release_prefix(dataset, version)}/{segment(name, 'file')}"
 
 
 def dvc_object_key(prefix: str, md5: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from lineage.transform import transport as lineage_transport
+
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="granary-test-airflow-"))
 
@@ -24,11 +26,12 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-    # dag.test() emits OpenLineage through the provider into a file the lineage tests read
+    # dag.test() emits OpenLineage through the provider into a file the lineage tests read,
+    # through the transformer that keeps this machine's folders out of events, as deployed
     "AIRFLOW__OPENLINEAGE__NAMESPACE": "granary",
-    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({
+    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage_transport({
         "type": "file", "log_file_path": str(_AIRFLOW_HOME / "openlineage-events.jsonl"),
-        "append": True}),
+        "append": True})),
 })
 for key in [k for k in os.environ
             if k.startswith("GRANARY_") and not k.startswith("GRANARY_TEST_")]:

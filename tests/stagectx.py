@@ -21,7 +21,8 @@ def stage_context(s: Settings, spec_text: str, run_id: str, *, mode: str = "full
     svc.catalog.upsert_dataset(spec.name, title=spec.title)
     return StageContext(spec=spec, run_id=run_id, store=svc.store, catalog=svc.catalog,
                         registry=svc.registry, raw_bucket=s.bucket_raw,
-                        work_bucket=s.bucket_work, inbox=s.inbox_dir, mode=mode,
+                        work_bucket=s.bucket_work, releases_bucket=s.bucket_releases,
+                        inbox=s.inbox_dir, mode=mode,
                         rows_per_shard=rows_per_shard)
 
 
@@ -33,4 +34,4 @@ def isolated(s3: Settings, tmp_path: Path, **extra: Any) -> Settings:
         "home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
         "database_url": f"sqlite:///{tmp_path / 'cat.db'}", "inbox": tmp_path / "inbox",
         "bucket_raw": f"raw-{tag}", "bucket_work": f"work-{tag}",
-        "bucket_registry": f"reg-{tag}", **extra})
+        "bucket_registry": f"reg-{tag}", "bucket_releases": f"rel-{tag}", **extra})

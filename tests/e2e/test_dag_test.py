@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from granary.demo import stage_sample
-from granary.runtime import catalog, registry
+from granary.runtime import catalog, object_store, registry
 from granary.settings import Settings
+from lineage.naming import stage_description
 from tests.e2e.sample import both_files, expected_reviews, label_votes, unmasked_mobiles
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
         fh.seek(seen)
         events = [json.loads(line) for line in fh.read().decode().splitlines() if line]
     check_lineage(events, granary_env, tmp_path)
+    check_events_portable(events, granary_env, tmp_path)
 
     cat = catalog(granary_env)
     v = cat.get_version("zh_shopping_reviews")
@@ -364,11 +367,27 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     out = publish["outputs"][0]
     assert out["facets"]["granary_registry"]["tag"] == "zh_shopping_reviews/v1"
     assert out["facets"]["granary_licence"]["licence"] == "MIT"
+    # the published dataset is named by its release folder, an existing prefix of the
+    # releases bucket that holds every file of the version
+    assert (out["namespace"], out["name"]) == (f"s3://{settings.bucket_releases}",
+                                               "zh_shopping_reviews/v1")
+    released = {o.key for o in object_store(settings).list(settings.bucket_releases,
+                                                           f"{out['name']}/")}
+    assert f"{out['name']}/manifest.json" in released
+    assert len(released) == out["outputFacets"]["outputStatistics"]["fileCount"]
+    # the job facets of a stage's task are Granary's: the stage's description and the
+    # spec's owners (the provider builds them from the task's doc_md and owner)
+    for e in events:
+        if e["job"]["name"] == "granary_zh_shopping_reviews.preprocess.merge":
+            job = e["job"]["facets"]
+            assert job["documentation"]["description"] == stage_description(
+                "Chinese shopping reviews (sentiment)", "preprocess"), e["eventType"]
+            assert [o["name"] for o in job["ownership"]["owners"]] == ["granary-data"]
     evaluate = next(e for e in declared if e["job"]["name"].endswith("evaluate.validate"))
     assertions = evaluate["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"]
     assert len(assertions) == 12 and all(a["success"] for a in assertions)  # 11 + 1 listed
 
-    node = f"dataset:s3://{settings.bucket_registry}:datasets/zh_shopping_reviews"
+    node = f"dataset:s3://{settings.bucket_releases}:zh_shopping_reviews/v1"
     graph = _graph(events, tmp_path / "lineage.db", node)
     raw = {i for i in graph if i.startswith(f"dataset:s3://{settings.bucket_raw}:")}
     assert len(raw) == 2 and all(r.endswith(".txt") for r in raw)
@@ -376,6 +395,56 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     assert jobs == {"collect", "preprocess", "annotate", "synthesize", "evaluate", "publish"}
     versions = graph[node]["data"]["versions"]
     assert versions[0]["rowCount"] < len(expected_reviews()) and versions[0]["tag"]
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def check_events_portable(events: list[dict], settings: Settings, tmp_path: Path) -> None:
+    """No event names this machine's folders (the checkout, the home directory, the Granary
+    home), and the JSON schema of every Granary facet answers at its ``_schemaURL``, the
+    configured public URL of the web app, without a token (the app mounted as Airflow
+    mounts it, asked through a test client)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from granary.webapp import create_app
+
+    folders = {str(REPO): "the checkout", str(Path.home()): "the home directory",
+               str(tmp_path): "the Granary home"}
+    for e in events:
+        for text in _strings(e):
+            for folder, what in folders.items():
+                assert not re.search(rf"{re.escape(folder)}(/|$|[^\w.-])", text), \
+                    f"{what} in {e['job']['name']} {e['eventType']}: {text[:200]}"
+    schemas = {f["_schemaURL"] for e in events for f in _facets(e)
+               if f.get("_schemaURL", "").split("#")[0].rsplit("/", 1)[-1].startswith(
+                   "Granary")}
+    assert len(schemas) >= 4  # conservation, licence, registry, quality
+    airflow = FastAPI()
+    airflow.mount("/granary", create_app(settings))
+    with TestClient(airflow) as client:
+        for url in sorted(schemas):
+            document, _, facet = url.partition("#/$defs/")
+            assert document.startswith(f"{settings.public_url}/schemas/"), url
+            answer = client.get(document)  # no token
+            assert answer.status_code == 200, (url, answer.text[:200])
+            assert facet in answer.json()["$defs"]
+
+
+def _facets(event: dict) -> list[dict]:
+    found = [*event["run"].get("facets", {}).values(), *event["job"].get("facets", {}).values()]
+    for ds in [*event.get("inputs", []), *event.get("outputs", [])]:
+        for group in ("facets", "inputFacets", "outputFacets"):
+            found.extend(ds.get(group, {}).values())
+    return [f for f in found if isinstance(f, dict)]
 
 
 def _graph(events: list[dict], db: Path, node: str) -> dict[str, dict]:
@@ -422,8 +491,15 @@ def check_refresh_lineage(events: list[dict], settings: Settings, tmp_path: Path
     publish = [e for e in by_job[f"{prefix}.publish"] if e["eventType"] == "RUNNING"]
     assert publish[0]["outputs"][0]["facets"]["granary_registry"]["tag"] == \
         "zh_shopping_reviews/v2"
+    assert publish[0]["outputs"][0]["name"] == "zh_shopping_reviews/v2"
+    # a stage inside the task is a job of its own, with Granary's description and owners
+    job = by_job[f"{prefix}.annotate"][-1]["job"]["facets"]
+    assert job["documentation"]["description"] == stage_description(
+        "Chinese shopping reviews (sentiment)", "annotate")
+    assert [o["name"] for o in job["ownership"]["owners"]] == ["granary-data"]
+    check_events_portable(events, settings, tmp_path)
 
-    node = f"dataset:s3://{settings.bucket_registry}:datasets/zh_shopping_reviews"
+    node = f"dataset:s3://{settings.bucket_releases}:zh_shopping_reviews/v2"
     graph = _graph(events, tmp_path / "refresh-lineage.db", node)
     assert any(i.startswith(f"dataset:s3://{settings.bucket_raw}:") for i in graph)
     jobs = {n["data"]["name"] for n in graph.values() if n["type"] == "JOB"}

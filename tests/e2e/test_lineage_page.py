@@ -39,7 +39,7 @@ def site(tmp_path: Path) -> Settings:
         event("granary_reviews.preprocess.merge", [f"{work}/collect"],
               [f"{work}/preprocess"], parent=parent, rows=120),
         event("granary_reviews.publish.release", [f"{work}/preprocess"],
-              [f"s3://{s.bucket_registry}/datasets/reviews"], parent=parent, rows=120,
+              [f"s3://{s.bucket_releases}/reviews/v1"], parent=parent, rows=120,
               version="md5-one"),
     ])
     return s
@@ -55,7 +55,7 @@ def test_lineage_page_renders_the_graph(site: Settings) -> None:
         nodes = page.locator("#lineage-svg .node")
         assert nodes.count() == 60 + 3 + 3  # raw files, stage outputs, jobs
         ids = {nodes.nth(i).get_attribute("data-id") for i in range(nodes.count())}
-        assert f"dataset:s3://{site.bucket_registry}:datasets/reviews" in ids
+        assert f"dataset:s3://{site.bucket_releases}:reviews/v1" in ids
         assert "job:granary:granary_reviews.collect.merge" in ids
         published = page.locator(".node.published")
         label = published.text_content() or ""

@@ -193,7 +193,7 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, repo: Path, report: Any) 
         assert httpx.get(f"{s.public_url}/api/v1/datasets").status_code == 401
         auth = {"Authorization": f"Bearer {token}"}
         # lineage reached the web app inside Airflow's API server over OpenLineage HTTP
-        node = f"dataset:s3://{s.bucket_registry}:datasets/zh_shopping_reviews"
+        node = f"dataset:s3://{s.bucket_releases}:zh_shopping_reviews/v1"
         graph = httpx.get(f"{s.public_url}/api/v1/lineage", params={"nodeId": node},
                           headers=auth).json()
         ids = {n["id"] for n in graph["graph"]}

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from granary.settings import Settings
 from granary.webapp import create_app
+from lineage.facets import CUSTOM_FACETS
 from storage.catalog import Catalog, Version
 from storage.models import ApiTokenRow
 from storage.tokens import Tokens
@@ -73,11 +74,19 @@ def test_health_is_open_and_everything_else_needs_a_token(app: Any, row: Any) ->
     url, catalog, _ = app
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     for path in ("/api/v1/datasets", f"/api/v1/datasets/{OPEN}", "/openapi.json",
-                 "/api/v1/namespaces", f"/runs/{OPEN}/run-1/quality", "/schemas/x.json"):
+                 "/api/v1/namespaces", f"/runs/{OPEN}/run-1/quality"):
         answer = httpx.get(f"{url}{path}")
         assert answer.status_code == 401, path
         assert "needs a token" in answer.json()["detail"]
         assert answer.headers["www-authenticate"] == "Bearer"
+    # the facet schemas every event links are open too, and only they
+    for name in CUSTOM_FACETS.values():
+        schema = httpx.get(f"{url}/schemas/{name.__name__}.json")
+        assert schema.status_code == 200, name
+        assert name.__name__ in schema.json()["$defs"]
+    assert httpx.get(f"{url}/schemas/x.json").status_code == 404
+    for path in ("/schemas/../api/v1/datasets", "/schemas/%2E%2E/api/v1/datasets"):
+        assert httpx.get(f"{url}{path}").status_code in (401, 404), path
     # a browser asking for a page is sent to the sign-in page, and back afterwards
     page = httpx.get(f"{url}/datasets/{OPEN}?x=1", headers={"Accept": "text/html"})
     assert page.status_code == 303
@@ -85,7 +94,7 @@ def test_health_is_open_and_everything_else_needs_a_token(app: Any, row: Any) ->
     garbage = httpx.get(f"{url}/api/v1/datasets", headers=_bearer("gra_00000000_" + "A" * 43))
     assert garbage.status_code == 401 and "not valid" in garbage.json()["detail"]
     row("request without a token / with a forged one", "401 (pages: 303 to sign-in); "
-           "/health open", 0)
+           "/health and the facet schemas open", 0)
 
 
 def test_tokens_are_random_hashed_and_scoped(app: Any, row: Any) -> None:

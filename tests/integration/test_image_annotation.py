@@ -382,7 +382,7 @@ quality:
         s = isolated(s3, tmp_path / run, registry_url=str(tmp_path / "reg.git"),
                      database_url=f"sqlite:///{tmp_path / 'cat.db'}",
                      bucket_raw="raw-drift", bucket_work="work-drift",
-                     bucket_registry="reg-drift")
+                     bucket_registry="reg-drift", bucket_releases="rel-drift")
         _digit_folder(s.inbox_dir / "scans", indices, side)
         ctx = stage_context(s, spec, f"run-{run}")
         up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()

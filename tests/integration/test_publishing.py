@@ -129,7 +129,7 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         sent = httpx.post(f"{site.url}/api/v1/lineage/batch", headers=key, json=[
             event(f"granary_{DS}.collect.merge", [raw], [f"{work}/collect"], rows=440),
             event(f"granary_{DS}.publish.release", [f"{work}/collect"],
-                  [f"s3://{s.bucket_registry}/datasets/{DS}"], rows=400, version=dvc_md5)])
+                  [f"s3://{s.bucket_releases}/{DS}/v1"], rows=400, version=dvc_md5)])
         assert sent.status_code in (200, 201), sent.text
 
         # restricted, the dataset and its files are there only for tokens granted it
@@ -227,8 +227,10 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     with reads_by_object() as read:
         assert publish.run(ctx, up).counts["version"] == 1
     # manifests and reports only: no shard, no staged file, no registry object came down
-    assert read and not [k for k in read
-                         if k.endswith((".parquet", ".jsonl")) or "/files/md5/" in k], read
+    # but the version's listing (<md5>.dir, which names the objects the release folder is
+    # copied from)
+    assert read and not [k for k in read if k.endswith((".parquet", ".jsonl"))
+                         or ("/files/md5/" in k and not k.endswith(".dir"))], read
     v1 = catalog(s).get_version(DS, 1)
     assert v1 is not None and v1.row_count == staged["rows"]
     bucket, prefix = registry(s).objects

@@ -53,7 +53,7 @@ def env(s3: Settings, tmp_path: Path) -> Settings:
         "home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
         "database_url": f"sqlite:///{tmp_path / 'cat.db'}", "inbox": tmp_path / "inbox",
         "bucket_raw": f"raw-{tag}", "bucket_work": f"work-{tag}",
-        "bucket_registry": f"reg-{tag}"})
+        "bucket_registry": f"reg-{tag}", "bucket_releases": f"rel-{tag}"})
 
 
 def _ctx(s: Settings, spec_text: str, run_id: str, mode: str = "full") -> StageContext:

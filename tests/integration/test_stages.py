@@ -47,7 +47,8 @@ def env(s3: Settings, tmp_path: Path) -> tuple[Settings, Path]:
     s = s3.model_copy(update={"home": tmp_path, "registry_url": str(tmp_path / "reg.git"),
                               "database_url": f"sqlite:///{tmp_path / 'cat.db'}",
                               "inbox": tmp_path / "inbox", "bucket_raw": f"raw-{tag}",
-                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}"})
+                              "bucket_work": f"work-{tag}", "bucket_registry": f"reg-{tag}",
+                              "bucket_releases": f"rel-{tag}"})
     tiny = tmp_path / "inbox" / "tiny"
     tiny.mkdir(parents=True)
     # full-width and spaced variants of one review normalise to the same text
@@ -117,10 +118,10 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert publish.run(ctx, e.to_xcom()).extra["version"] == 1
     assert [v.version for v in ctx.catalog.versions("tiny_reviews")] == [1]
 
-    # lineage descriptors: raw inputs with their S3 version ids, the registry output
+    # lineage descriptors: raw inputs with their S3 version ids, the release folder
     raw_inputs = [io for io in c.lineage if io.direction == "input"]
     assert {io.uri for io in raw_inputs} == raw and all(io.version for io in raw_inputs)
-    assert pub.lineage[-1].uri == f"s3://{s.bucket_registry}/datasets/tiny_reviews"
+    assert pub.lineage[-1].uri == f"s3://{s.bucket_releases}/tiny_reviews/v1"
     assert pub.lineage[-1].registry["tag"] == "tiny_reviews/v1"
 
     # trace: the kept "fine" absorbed its twin from the other source file

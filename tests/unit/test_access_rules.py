@@ -30,7 +30,8 @@ def test_lineage_names_belong_to_their_dataset() -> None:
     assert owner("job", "other_dag.task") is None
     assert owner("dataset", "clinic/run-1/preprocess") == "clinic"  # work outputs
     assert owner("dataset", "clinic/notes/2026-11-28/ab12.csv") == "clinic"  # raw objects
-    assert owner("dataset", "datasets/clinic") == "clinic"  # the registry
+    assert owner("dataset", "datasets/clinic") == "clinic"  # the registry (older events)
+    assert owner("dataset", "clinic/v3") == "clinic"  # a release folder
     assert owner("dataset", "") is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from lineage.transform import TRANSFORMER
 
 pytestmark = [pytest.mark.unit, pytest.mark.reliability]
 
@@ -49,7 +52,12 @@ def test_complete_env_renders_the_whole_stack(repo: Path, tmp_path: Path,
     worker = config["services"]["airflow-worker"]["environment"]
     assert worker["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert worker["GRANARY_S3_ENDPOINT"] == "minio:9000"
-    assert "api/v1/lineage" in worker["AIRFLOW__OPENLINEAGE__TRANSPORT"]
+    # events reach the web app through the transformer that keeps the containers' folders out
+    transport = json.loads(worker["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport["transformer_class"] == TRANSFORMER
+    assert transport["transformer_properties"]["roots"] == {"/opt/granary-home": "GRANARY_HOME"}
+    assert transport["transport"]["endpoint"] == "api/v1/lineage"
+    assert transport["transport"]["auth"]["apiKey"] == "value-for-granary_lineage_api_key"
     assert config["services"]["minio"]["image"].startswith("minio/minio:RELEASE.")
     # only the UI is published; everything else talks on the compose network
     published = {name for name, svc in config["services"].items() if svc.get("ports")}

@@ -44,3 +44,13 @@ def test_registry_names() -> None:
     assert keys.registry_tag("reviews", 2) == "reviews/v2"
     with pytest.raises(keys.KeyError_):
         keys.registry_tag("reviews", 0)
+
+
+def test_release_names() -> None:
+    assert keys.release_prefix("reviews", 3) == "reviews/v3"
+    assert keys.release_key("reviews", 3, "data.parquet") == "reviews/v3/data.parquet"
+    with pytest.raises(keys.KeyError_):
+        keys.release_prefix("reviews", 0)
+    for bad in ("../x", "a/b", ".hidden"):
+        with pytest.raises(keys.KeyError_):
+            keys.release_key("reviews", 1, bad)

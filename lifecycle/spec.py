@@ -374,6 +374,17 @@ class NearDedup(_Model):
     threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity")
     keep: Literal["earliest", "longest", "most_complete"] = "earliest"
     seed: int = 1
+    key: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1,
+        description="fields compared (default: the text field); a pair is a near duplicate "
+                    "only if every key field is at least threshold similar")
+
+    @field_validator("key")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"near_dedup.key lists a field twice: {v}")
+        return v
 
     @model_validator(mode="after")
     def _bands_divide(self) -> NearDedup:
@@ -894,6 +905,27 @@ class DatasetSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _near_dedup_key(self) -> DatasetSpec:
+        nd = self.preprocess.near_dedup
+        if not nd.enabled or self.modality == "image":
+            return self
+        names = [f.name for f in self.schema_.fields]
+        if nd.key is None:
+            if not self.schema_.text_field:
+                raise _field_error(("preprocess", "near_dedup"), nd.model_dump(), (
+                    "near_dedup is enabled but there is no text field to compare: set "
+                    f"near_dedup.key to the fields that make two records near duplicates (of "
+                    f"{names})"))
+            return self
+        missing = [k for k in nd.key if k not in names]
+        if missing:
+            raise _field_error(("preprocess", "near_dedup", "key"), nd.key, (
+                f"names {', '.join(repr(m) for m in missing)}, not "
+                f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list fields "
+                f"of schema.fields ({', '.join(names)})"))
+        return self
+
+    @model_validator(mode="after")
     def _refresh_fields(self) -> DatasetSpec:
         names = {f.name for f in self.schema_.fields}
         missing = [k for k in self.refresh.key if k not in names]
@@ -947,6 +979,15 @@ def _marks(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], in
         for i, item in enumerate(node.value):
             out[(*path, i)] = item.start_mark.line + 1
             _marks(item, (*path, i), out)
+
+
+def _field_error(loc: tuple[str, ...], value: Any, message: str) -> ValidationError:
+    """A validation error placed at ``loc`` (so the spec error names that field and its
+    line) from a check that needs the whole spec."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    return ValidationError.from_exception_data("DatasetSpec", [InitErrorDetails(
+        type=PydanticCustomError("spec_field", message), loc=loc, input=value)])
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:

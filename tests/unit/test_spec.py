@@ -169,3 +169,25 @@ def test_bounding_boxes_are_an_image_task_with_labels_and_no_synthesis() -> None
         parse_spec(IMAGES + "annotate: {task: spans}\n", "x.yaml")
     with pytest.raises(SpecError, match="needs `modality: image`"):
         parse_spec(GOOD + "annotate: {task: boxes, labels: [{name: a}, {name: b}]}\n", "x.yaml")
+
+
+def test_near_dedup_key_names_schema_fields() -> None:
+    good = parse_spec(GOOD + "preprocess:\n  near_dedup: {enabled: true, key: [text, label]}\n",
+                      "x.yaml")
+    assert good.preprocess.near_dedup.key == ["text", "label"]
+    assert parse_spec(GOOD, "x.yaml").preprocess.near_dedup.key is None  # the text field
+    bad = GOOD + "preprocess:\n  near_dedup:\n    enabled: true\n    key: [text, answr]\n"
+    with pytest.raises(SpecError) as exc:
+        parse_spec(bad, "x.yaml")
+    assert exc.value.field == "preprocess.near_dedup.key"
+    assert exc.value.line == len(bad.splitlines())
+    assert "'answr', not a schema field" in exc.value.problem and "text, label" in \
+        exc.value.problem
+    for key in ("[]", "[text, text]"):
+        with pytest.raises(SpecError) as exc:
+            parse_spec(GOOD + f"preprocess: {{near_dedup: {{enabled: true, key: {key}}}}}\n",
+                       "x.yaml")
+        assert exc.value.field == "preprocess.near_dedup.key"
+    no_text = GOOD.replace("schema:\n", "schema:\n  text_field: null\n")
+    with pytest.raises(SpecError, match="no text field to compare"):
+        parse_spec(no_text + "preprocess: {near_dedup: {enabled: true}}\n", "x.yaml")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import neardedup, neardup, pii, preprocess
+from lifecycle import neardedup, neardup, pii
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import ExactDeduplicator
 from lifecycle.spec import FieldRule, Filters, LanguageFilter, NearDedup, Normalise

@@ -9,8 +9,9 @@ the three columns for the records it lists, so a refresh verifies a new record a
 published one by fetching that one's span, never every published text.
 
 Spans are fetched with S3 range GETs: per object, the wanted spans sorted and those less
-than ``GAP`` bytes apart coalesced into one request (when most records are wanted, as in a
-full run, a few requests read the object); the requests sent in parallel, in batches of
+than ``GAP`` bytes apart coalesced into one request, and then the closest ones until at most
+``MAX_REQUESTS`` remain (when many records are wanted, as in a full run, a few large
+requests rather than thousands of small ones); the requests sent in parallel, in batches of
 about ``BATCH`` bytes, so memory holds one batch of raw bytes besides the texts kept.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +35,7 @@ COLUMNS = ["text_blob", "text_at", "text_len"]
 GAP = 8 << 10      # spans closer than this are read in one request
 WORKERS = 8        # parallel range requests (the S3 client's pool holds 10 connections)
 BATCH = 32 << 20   # bytes fetched before they are decoded and let go
+MAX_REQUESTS = 64  # range requests per object at most
 
 
 def field_texts(df: pd.DataFrame, field: str) -> list[str]:
@@ -71,16 +72,20 @@ def write(ctx: StageContext, stage: str, name: str,
     return ref, columns
 
 
-def _spans(at: np.ndarray, length: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(start, end) byte ranges covering the sorted spans, coalescing gaps under GAP."""
-    start, end = int(at[0]), int(at[0] + length[0])
-    for a, n in zip(at[1:].tolist(), length[1:].tolist(), strict=True):
-        if a - end < GAP:
-            end = max(end, a + n)
-        else:
-            yield start, end
-            start, end = a, a + n
-    yield start, end
+def _spans(at: np.ndarray, length: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) byte ranges covering the sorted spans: gaps under GAP coalesced, and
+    then the smallest gaps until there are at most MAX_REQUESTS ranges (many records wanted,
+    as in a full run: fewer, larger requests)."""
+    ends = at + length
+    gaps = at[1:] - ends[:-1]
+    join = gaps < GAP
+    extra = int((~join).sum()) + 1 - MAX_REQUESTS
+    if extra > 0:  # the smallest remaining gaps join too
+        open_ = np.flatnonzero(~join)
+        join[open_[np.argsort(gaps[open_], kind="stable")[:extra]]] = True
+    starts = np.concatenate([[0], np.flatnonzero(~join) + 1])
+    stops = np.append(starts[1:], len(at))
+    return [(int(at[a]), int(ends[a:b].max())) for a, b in zip(starts, stops, strict=True)]
 
 
 def fetch(store: ObjectStore, bucket: str, refs: pd.DataFrame) -> list[list[str] | None]:

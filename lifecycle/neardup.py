@@ -407,10 +407,22 @@ def agreement_floor(threshold: float, permutations: int, chance: float = 0.0,
     ``(permutations, p)``; the floor is the count that such a pair falls below with
     probability at most ``miss`` (more similar pairs fall below it even more rarely). With
     128 permutations and 0.8: 0.6172 (79 of 128 values; 81 of 128 for 4-bit values)."""
-    from scipy.stats import binom
-
     p = chance + (1 - chance) * threshold
-    return float(binom.ppf(miss, permutations, p)) / permutations
+    return _binomial_quantile(miss, permutations, p) / permutations
+
+
+def _binomial_quantile(q: float, n: int, p: float) -> int:
+    """The smallest m with P(X <= m) >= q for X ~ Binomial(n, p), summed exactly in log
+    space (n is at most 1024 permutations; importing scipy.stats for it took 2.6 s on a busy
+    2-core machine, more than the whole near-dedup of the sample)."""
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for m in range(n + 1):
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1)
+                          + m * log_p + (n - m) * log_q)
+        if total >= q:
+            return m
+    return n
 
 
 def keep_order(rule: str, lengths: np.ndarray, completeness: np.ndarray,

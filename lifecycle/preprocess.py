@@ -198,8 +198,11 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
     mine = merges.loc[merges["reason"] == reason]
     if mine.empty:
         return []
-    texts = dict(zip(index["id"], index["preview"], strict=True))
     sizes = mine.groupby("kept_id").size().sort_values(ascending=False).head(TOP_CLUSTERS)
+    shown = mine.loc[mine["kept_id"].isin(sizes.index)]
+    wanted = set(sizes.index) | set(shown["id"])
+    few = index.loc[shards.among(index["id"], pd.Series(list(wanted), dtype="object"))]
+    texts = dict(zip(few["id"], few["preview"], strict=True))  # a refresh: not published ones
     groups = []
     for kept_id, size in sizes.items():
         members = mine.loc[mine["kept_id"] == kept_id].head(3)

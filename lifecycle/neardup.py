@@ -104,12 +104,14 @@ def _union(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
             np.sum([c for _, c in parts], axis=0))
 
 
-def shingle_set(text: str, char_ngram: int, word_ngram: int) -> set[str]:
+def shingle_set(text: str, char_ngram: int, word_ngram: int,
+                cjk: bool | None = None) -> set[str]:
     """The shingles of ``text`` as a set of strings: character ``char_ngram``-grams when
-    the text is CJK (:func:`is_cjk`), else word ``word_ngram``-grams of its lower-cased
+    the text is CJK (:func:`is_cjk`, or ``cjk`` when the caller has decided it for many
+    texts at once with :func:`cjk_mask`), else word ``word_ngram``-grams of its lower-cased
     ``\\w+`` tokens (joined by a space). A text shorter than n is one shingle (itself; the
     empty string for a text without characters or words), as in the signatures."""
-    if is_cjk(text):
+    if is_cjk(text) if cjk is None else cjk:
         n = char_ngram
         return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
     words = _WORD.findall(text.lower())
@@ -300,6 +302,7 @@ def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, st
     n, perms = sig.shape
     rows = perms // bands
     rank = np.arange(n) if rank is None else rank
+    by_rank = np.argsort(rank, kind="stable")
     found = []
     capped = 0
     for band in range(bands):
@@ -310,9 +313,11 @@ def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, st
                 continue
             at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
             member = np.flatnonzero(wanted[at] == key)
+            member = member[np.argsort(rank[member], kind="stable")]
         else:
-            member = np.arange(n)
-        order = member[np.lexsort((rank[member], key[member]))]  # by bucket, then keep order
+            member = by_rank
+        # by bucket, then keep order: members taken in keep order, then a stable sort by key
+        order = member[np.argsort(key[member], kind="stable")]
         bucket = key[order]
         first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
         start_of = np.flatnonzero(first)
@@ -325,11 +330,13 @@ def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, st
         right = left + 1 + np.arange(len(left)) - np.repeat(np.cumsum(later) - later, later)
         i, j = order[left], order[right]
         keep = np.maximum(i, j) >= start
-        if keep.any():
-            found.append(np.sort(np.stack([i[keep], j[keep]], axis=1), axis=1))
+        if keep.any():  # each pair as one number, smaller * n + larger: unique in 1-D
+            i, j = i[keep].astype(np.int64), j[keep].astype(np.int64)
+            found.append(np.minimum(i, j) * n + np.maximum(i, j))
     if not found:
         return np.empty((0, 2), dtype=np.int64), capped
-    return np.unique(np.concatenate(found), axis=0), capped
+    codes = np.unique(np.concatenate(found))
+    return np.stack([codes // n, codes % n], axis=1), capped
 
 
 def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:

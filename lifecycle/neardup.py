@@ -1,7 +1,8 @@
 """Near-duplicate detection: MinHash signatures and LSH propose, exact Jaccard decides.
 
 Shingles are character n-grams for Chinese (and other CJK) text and word n-grams (lower-cased
-``\\w+`` tokens) otherwise; a text shorter than n is one shingle. Signatures use
+``\\w+`` tokens) otherwise; a text shorter than n is one shingle, and so is a text without
+words (itself: ":)" and ":(" are not near duplicates). Signatures use
 multiply-shift hashing, ``h_i(x) = (a_i * x + b_i mod 2^64) >> 32`` with odd random ``a_i``,
 over 32-bit shingle hashes, computed for a whole batch of documents at once with numpy
 (``np.minimum.reduceat`` over the per-document slices). With several key fields, a record's
@@ -109,12 +110,15 @@ def shingle_set(text: str, char_ngram: int, word_ngram: int,
     """The shingles of ``text`` as a set of strings: character ``char_ngram``-grams when
     the text is CJK (:func:`is_cjk`, or ``cjk`` when the caller has decided it for many
     texts at once with :func:`cjk_mask`), else word ``word_ngram``-grams of its lower-cased
-    ``\\w+`` tokens (joined by a space). A text shorter than n is one shingle (itself; the
-    empty string for a text without characters or words), as in the signatures."""
+    ``\\w+`` tokens (joined by a space). A text shorter than n is one shingle (its
+    characters, or its words), and a text without words is one shingle, itself (so ":)" and
+    ":(" differ), as in the signatures."""
     if is_cjk(text) if cjk is None else cjk:
         n = char_ngram
         return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
     words = _WORD.findall(text.lower())
+    if not words:
+        return {text}
     n = word_ngram
     return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
@@ -150,8 +154,9 @@ class MinHasher:
             values = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64,
                                  count=len(words))
             n = self.word_ngram
-        if len(values) == 0:
-            values = np.zeros(1, dtype=np.uint64)
+        if len(values) == 0:  # no words (":)", "!!!"): the text itself is the one shingle
+            values = np.array([zlib.crc32(text.encode("utf-8", "surrogatepass"))],
+                              dtype=np.uint64)
         hashed = _roll(values, n)
         return np.unique((hashed ^ (hashed >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
 

@@ -174,8 +174,12 @@ def test_the_exact_sets_are_the_sets_the_signatures_hash() -> None:
         chinese = neardup.is_cjk(text)
         if chinese:
             assert exact == char_grams(text)
-        elif text.strip("!"):
+        elif re.findall(r"\w", text):
             assert {tuple(g.split(" ")) for g in exact} == word_grams(text)
+    # a text without words is one shingle, itself: emoticons are not all alike
+    assert hasher.shingle_set(":)") == {":)"} and hasher.shingle_set("") == {""}
+    smiles = hasher.signatures([":)", ":(", ":)"])
+    assert (smiles[0] == smiles[2]).all() and (smiles[0] != smiles[1]).all()
     a = _chinese(rng, 50)
     assert neardup.jaccard(char_grams(a), char_grams(a + "好")) == exact_jaccard(a, a + "好", True)
 
@@ -349,3 +353,12 @@ def test_key_text_spans_coalesce_near_records_and_bound_requests(
     assert keytexts._spans(at, length) == [(0, 50_005), (90_000, 90_005)]
     monkeypatch.setattr(keytexts, "MAX_REQUESTS", 1)
     assert keytexts._spans(at, length) == [(0, 90_005)]
+
+
+def test_keep_order_puts_published_records_first_then_the_rule() -> None:
+    lengths, complete = np.array([5, 9, 1, 9, 3]), np.array([1, 1, 4, 2, 4])
+    assert neardup.keep_order("earliest", lengths, complete).tolist() == [0, 1, 2, 3, 4]
+    assert neardup.keep_order("longest", lengths, complete).tolist() == [2, 0, 4, 1, 3]
+    assert neardup.keep_order("most_complete", lengths, complete).tolist() == [3, 4, 0, 2, 1]
+    # the first two are published: they come first whatever the rule
+    assert neardup.keep_order("longest", lengths, complete, first=2).tolist() == [0, 1, 4, 2, 3]

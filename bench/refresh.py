@@ -78,6 +78,8 @@ def _run(dag: Any, conf: dict[str, Any], settings: Any) -> dict[str, Any]:
             "message": record.message if record else "",
             "refresh": (stages.get("evaluate") or {}).get("refresh"),
             "task_seconds": dict(sorted(tasks.items(), key=lambda kv: -kv[1])),
+            # near-dedup verification: the key texts of candidate pairs, by range reads
+            "key_text_bytes": sum(n for k, n in read.items() if "-keytext" in k),
             "largest_reads": dict(sorted(read.items(), key=lambda kv: -kv[1])[:8])}
 
 

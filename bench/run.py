@@ -134,9 +134,9 @@ def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from lifecycle import neardup, pii
+    from lifecycle import neardedup, neardup, pii
     from lifecycle.preprocess import ExactDeduplicator, _replace
-    from lifecycle.spec import Normalise, Pii
+    from lifecycle.spec import NearDedup, Normalise, Pii
     from lifecycle.textops import Normaliser
 
     cpu, wall = time.process_time(), time.perf_counter()
@@ -158,14 +158,18 @@ def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
     del texts
     kept, merges = ExactDeduplicator(["text"])(df)
     del df
-    sig = neardup.MinHasher(255, 5).signatures(kept["text"].tolist())
-    found = neardup.cluster(sig, 17, 0.8)
-    keep = neardup.representatives(found.labels, "earliest", np.zeros(len(found.labels)),
-                                   np.zeros(len(found.labels)))
+    # near duplicates as the stage decides them: LSH candidates verified by exact Jaccard
+    cfg = NearDedup(enabled=True, permutations=255, bands=17, char_ngram=5, threshold=0.8)
+    left = kept["text"].tolist()
+    sig = neardup.MinHasher(255, 5).signatures(left)
+    live = pd.DataFrame({"id": np.arange(len(left)), "sig": [row.tobytes() for row in sig],
+                         "length": [len(t) for t in left], "complete": 1})
+    del sig
+    _, dup, _, _ = neardedup.near(cfg, live, None, lambda refs: [[left[i]] for i in refs["id"]])
     ids = kept["id"].to_numpy()
-    near = int((keep != np.arange(len(keep))).sum())
+    near = int(dup.sum())
     if near_ids is not None:  # the ids kept, for the agreement with the peers
-        near_ids.write_text(json.dumps([str(i) for i in ids[keep == np.arange(len(keep))]]))
+        near_ids.write_text(json.dumps([str(i) for i in ids[~dup]]))
     return {"tool": "granary", "documents": n, "masked": masked,
             "exact_removed": len(merges), "near_removed": near,
             "kept": len(kept) - near, "wall_s": round(time.perf_counter() - wall, 2),

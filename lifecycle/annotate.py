@@ -13,9 +13,10 @@ Labellers, in this order of precedence (the first that gives a record a label wi
 
 Then, for single-label tasks:
 
-- conflicts: identical normalised texts (merged by preprocessing's exact dedup) whose records
-  carried different labels are resolved per ``annotate.conflicts`` (majority vote, drop, or
-  people; ties per ``tie``);
+- conflicts: groups of duplicates (identical normalised texts merged by preprocessing's exact
+  dedup, and near duplicates merged by its near dedup, following chains of merges) whose
+  records carried different labels are resolved per ``annotate.conflicts`` (majority vote,
+  drop, or people; ties per ``tie``);
 - likely label errors (confident learning on out-of-fold probabilities, cleanlab) are
   flagged with their suggested label, relabelled, dropped or sent to people.
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 STAGE = "annotate"
 MODEL_VERSION = "granary-tfidf-logreg"
 EXAMPLES = 10
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
 
 
 class SourceLabeller:
@@ -202,38 +204,58 @@ class _Annotation:
 
     # ---- conflicts -----------------------------------------------------------------------------
     def resolve_conflicts(self) -> None:
+        """Duplicate groups whose records carried different labels: exact duplicates and
+        near duplicates alike. A group's votes follow chains of merges (an exact duplicate
+        of X, X merged as a near duplicate of Y: all three vote for Y)."""
         lab = self.label
         assert lab is not None
-        exact = (self.merges.loc[self.merges["reason"] == "exact_duplicate"]
-                 if len(self.merges) and "label" in self.merges else pd.DataFrame())
+        merged = (self.merges.loc[self.merges["reason"].isin(DUPLICATE_REASONS)]
+                  if len(self.merges) and "label" in self.merges else pd.DataFrame())
         info: dict[str, Any] = {"found": 0, "policy": self.cfg.conflicts.resolve,
-                                "tie": self.cfg.conflicts.tie, "outcomes": {}, "examples": []}
-        if exact.empty:
+                                "tie": self.cfg.conflicts.tie, "outcomes": {},
+                                "by_kind": {"exact": 0, "near": 0}, "examples": []}
+        if merged.empty:
             self.report["conflicts"] = info
             return
+        parent = dict(zip(merged["id"].tolist(), merged["kept_id"].tolist(), strict=True))
+
+        def root(rid: str) -> str:
+            seen = 0
+            while rid in parent and seen <= len(parent):
+                rid, seen = parent[rid], seen + 1
+            return rid
+
         votes: dict[str, Counter[str]] = defaultdict(Counter)
-        for kept, value in zip(exact["kept_id"], exact["label"], strict=True):
-            if value is not None and not pd.isna(value):
-                votes[kept][str(value)] += 1
+        near: set[str] = set()
+        published: dict[str, str] = {}  # a refresh: the label of a published record
+        kept_labels = merged["kept_label"].tolist() if "kept_label" in merged else \
+            [None] * len(merged)
+        for rid, value, reason, theirs in zip(merged["id"].tolist(), merged["label"].tolist(),
+                                              merged["reason"].tolist(), kept_labels,
+                                              strict=True):
+            top = root(rid)
+            if reason == "near_duplicate":
+                near.add(top)
+            if not shards.is_missing(value) and str(value) != "":
+                votes[top][str(value)] += 1
+            if not shards.is_missing(theirs) and str(theirs) != "":
+                published[parent[rid]] = str(theirs)
         row_of = {rid: i for i, rid in enumerate(self.df["id"].tolist())}
-        merged_label = {rid: None if shards.is_missing(v) else str(v)
-                        for rid, v in zip(self.merges["id"], self.merges["label"], strict=True)}
         drop = np.zeros(len(self.df), dtype=bool)
-        details = []
+        details: dict[int, str] = {}  # row -> the votes, quarantined in row order
         outcomes: Counter[str] = Counter()
         for kept, counted in votes.items():
             i = row_of.get(kept)
-            own = self.original.get(kept) if i is not None else merged_label.get(kept)
+            own = self.original.get(kept) if i is not None else published.get(kept)
             if own is not None:
                 counted[own] += 1
             if len(counted) < 2:
                 continue
             info["found"] += 1
-            if i is None and kept not in merged_label:  # a refresh: the published record stays
-                outcomes["published_record_kept"] += 1
-                continue
-            if i is None:  # the kept record itself was merged later, as a near-duplicate
-                outcomes["merged_into_near_duplicate"] += 1
+            info["by_kind"]["near" if kept in near else "exact"] += 1
+            if i is None:  # a refresh: the published record stays as published
+                outcomes["published_record_kept" if kept in published
+                         else "kept_record_absent"] += 1
                 continue
             if self.df.at[i, "label_source"] == "people":
                 outcomes["decided_by_people"] += 1  # annotators have labelled the text
@@ -245,10 +267,11 @@ class _Annotation:
             if len(info["examples"]) < EXAMPLES:
                 info["examples"].append({"id": kept, "text": self._shown(i),
                                          "votes": dict(counted), "outcome": res.outcome,
-                                         "label": res.label})
+                                         "label": res.label,
+                                         "kind": "near" if kept in near else "exact"})
             if res.label is None:
                 drop[i] = True
-                details.append(json.dumps(dict(counted), ensure_ascii=False, sort_keys=True))
+                details[i] = json.dumps(dict(counted), ensure_ascii=False, sort_keys=True)
             elif res.outcome == "majority":
                 self.df.at[i, lab] = res.label
                 self.df.at[i, "label_source"] = "vote"
@@ -260,7 +283,7 @@ class _Annotation:
         info["outcomes"] = dict(outcomes)
         info["unresolved"] = sum(outcomes[o] for o in ("people", "tie_people", "tie_kept"))
         self.report["conflicts"] = info
-        self.quarantine(drop, "label_conflict", details)
+        self.quarantine(drop, "label_conflict", [details[i] for i in sorted(details)])
 
     # ---- likely label errors -------------------------------------------------------------------
     def check_labels(self) -> None:

@@ -1,21 +1,32 @@
-"""Near-duplicate detection: MinHash signatures, LSH banding, verification, connected components.
+"""Near-duplicate detection: MinHash signatures and LSH propose, exact Jaccard decides.
 
-Shingles are character n-grams for Chinese (and other CJK) text and word n-grams otherwise.
-Signatures use multiply-shift hashing, ``h_i(x) = (a_i * x + b_i mod 2^64) >> 32`` with odd
-random ``a_i``, over 32-bit shingle hashes, computed for a whole batch of documents at once
-with numpy (``np.minimum.reduceat`` over the per-document slices).
+Shingles are character n-grams for Chinese (and other CJK) text and word n-grams (lower-cased
+``\\w+`` tokens) otherwise; a text shorter than n is one shingle, and so is a text without
+words (itself: ":)" and ":(" are not near duplicates). Signatures use
+multiply-shift hashing, ``h_i(x) = (a_i * x + b_i mod 2^64) >> 32`` with odd random ``a_i``,
+over 32-bit shingle hashes, computed for a whole batch of documents at once with numpy
+(``np.minimum.reduceat`` over the per-document slices). With several key fields, a record's
+signature is over the union of its fields' shingles, each field's hashes tagged so that
+fields do not mix (:meth:`MinHasher.key_signatures`).
 
 Our own implementation rather than datasketch: datasketch hashes shingles one Python call at
 a time, and ``bench/neardup.py`` measures it at a small fraction of this one's documents per
 second on the same input and parameters (figures in bench/results/neardup.json).
 
-Candidates are documents that share all ``rows`` values of at least one of ``bands`` bands.
-A candidate pair is accepted when the share of equal signature values (an unbiased estimate
-of the Jaccard similarity) is at least ``threshold - 2.5 * sqrt(threshold * (1 - threshold)
-/ permutations)``: the estimate's standard deviation at the threshold is that square root,
-so pairs truly at the threshold are accepted with probability about 0.994. Clusters are the
-connected components of accepted pairs (scipy's union-find equivalent), and one record per
-cluster is kept by the spec's rule.
+Near-duplicate removal (:func:`bucket_pairs`, :func:`star_clusters`): documents that share
+all ``rows`` values of at least one of ``bands`` bands are candidates, every pair of a bucket
+(a bucket larger than ``MAX_BUCKET`` pairs each member only with its ``MAX_BUCKET`` first
+members in keep order). Candidates whose signature agreement is far below the threshold
+(:func:`agreement_floor`: a pair truly at the threshold falls below it with probability
+``1e-6``) are dropped unverified. The rest are decided by the exact Jaccard similarity of
+their shingle sets (:func:`shingle_set`, :func:`jaccard`), and clustered as stars: records
+in keep order, each one not yet absorbed becomes a representative and absorbs the
+not-yet-absorbed candidates at least ``threshold`` similar to *it*, so every merged record
+is at least ``threshold`` similar to the record it is merged into, never merely chained to
+it.
+
+:func:`cluster` (estimated similarity, connected components) is what the split groups and
+the synthetic-record check use: there a chain of similar records is meant to stay together.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import math
 import re
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +87,50 @@ def _roll(values: np.ndarray, n: int) -> np.ndarray:
         return (windows * powers).sum(axis=1, dtype=np.uint64)
 
 
+def _tag(values: np.ndarray, field: int) -> np.ndarray:
+    """32-bit shingle hashes of key field number ``field`` re-hashed with the field's number
+    (the first field's unchanged), so that two fields' shingles do not coincide."""
+    if field == 0:
+        return values
+    with np.errstate(over="ignore"):
+        mixed = (values ^ (np.uint64(field) * _MIX)) * _MIX
+    return (mixed >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
+
+
+def _union(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-field (hashes, counts per record) joined into one (hashes, counts) per record."""
+    owner = np.concatenate([np.repeat(np.arange(len(c)), c) for _, c in parts])
+    order = np.argsort(owner, kind="stable")
+    return (np.concatenate([v for v, _ in parts])[order],
+            np.sum([c for _, c in parts], axis=0))
+
+
+def shingle_set(text: str, char_ngram: int, word_ngram: int,
+                cjk: bool | None = None) -> set[str]:
+    """The shingles of ``text`` as a set of strings: character ``char_ngram``-grams when
+    the text is CJK (:func:`is_cjk`, or ``cjk`` when the caller has decided it for many
+    texts at once with :func:`cjk_mask`), else word ``word_ngram``-grams of its lower-cased
+    ``\\w+`` tokens (joined by a space). A text shorter than n is one shingle (its
+    characters, or its words), and a text without words is one shingle, itself (so ":)" and
+    ":(" differ), as in the signatures."""
+    if is_cjk(text) if cjk is None else cjk:
+        n = char_ngram
+        return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
+    words = _WORD.findall(text.lower())
+    if not words:
+        return {text}
+    n = word_ngram
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
+
+
 @dataclass
 class MinHasher:
     permutations: int = 128
@@ -98,8 +154,9 @@ class MinHasher:
             values = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64,
                                  count=len(words))
             n = self.word_ngram
-        if len(values) == 0:
-            values = np.zeros(1, dtype=np.uint64)
+        if len(values) == 0:  # no words (":)", "!!!"): the text itself is the one shingle
+            values = np.array([zlib.crc32(text.encode("utf-8", "surrogatepass"))],
+                              dtype=np.uint64)
         hashed = _roll(values, n)
         return np.unique((hashed ^ (hashed >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
 
@@ -110,33 +167,58 @@ class MinHasher:
         array (each text padded with ``char_ngram - 1`` zeros), every window is hashed in one
         pass, and the windows that start inside a text are kept. Other texts are shingled one
         by one (word n-grams need a tokeniser)."""
-        out = np.empty((len(texts), self.permutations), dtype=np.uint32)
+        return self.key_signatures([texts], batch_chars)
+
+    def key_signatures(self, fields: list[list[str]], batch_chars: int = 1 << 13) -> np.ndarray:
+        """Signatures of records keyed by several fields (``fields[k][i]``: field k of record
+        i): MinHash over the union of the fields' shingles, each field's shingle hashes
+        tagged with the field's position (the first field's untagged, so a one-field key
+        signs as :meth:`signatures` does), so that equal text in two fields is not a shared
+        shingle. The share of equal values then estimates the Jaccard similarity of the
+        tagged unions, which is at least the smallest per-field similarity: a pair near in
+        every field is found as one near in a single field is."""
+        n = len(fields[0])
+        out = np.empty((n, self.permutations), dtype=np.uint32)
         start = 0
-        while start < len(texts):
+        while start < n:
             end, size = start, 0
-            while end < len(texts) and (size < batch_chars or end == start):
-                size += len(texts[end]) + self.char_ngram
+            while end < n and (size < batch_chars or end == start):
+                size += sum(len(f[end]) for f in fields) + self.char_ngram
                 end += 1
-            out[start:end] = self._batch(texts[start:end])
+            parts = [self._values(f[start:end]) for f in fields]
+            if len(parts) == 1:
+                flat, counts = parts[0]
+            else:
+                flat, counts = _union([(_tag(v, k), c) for k, (v, c) in enumerate(parts)])
+            out[start:end] = self._minhash(flat, counts)
             start = end
         return out
 
+    def shingle_set(self, text: str) -> set[str]:
+        """The distinct shingles of ``text`` as strings, as :meth:`shingles` makes them (the
+        exact set whose hashes the signature summarises)."""
+        return shingle_set(text, self.char_ngram, self.word_ngram)
+
     def _batch(self, texts: list[str]) -> np.ndarray:
+        return self._minhash(*self._values(texts))
+
+    def _values(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The shingle hashes of ``texts``, text after text, and how many each text has."""
         cjk = np.flatnonzero(cjk_mask(texts)).tolist()
         if len(cjk) == len(texts):  # the common case for Chinese data: no re-assembly
-            flat, counts = self._char_shingles(texts)
-        else:
-            parts: list[np.ndarray] = [np.empty(0, np.uint64)] * len(texts)
-            if cjk:
-                values, sizes = self._char_shingles([texts[i] for i in cjk])
-                for i, piece in zip(cjk, np.split(values, np.cumsum(sizes)[:-1]), strict=True):
-                    parts[i] = piece
-            chosen = set(cjk)
-            for i, text in enumerate(texts):
-                if i not in chosen:
-                    parts[i] = self.shingles(text)
-            flat = np.concatenate(parts)
-            counts = np.array([len(p) for p in parts])
+            return self._char_shingles(texts)
+        parts: list[np.ndarray] = [np.empty(0, np.uint64)] * len(texts)
+        if cjk:
+            values, sizes = self._char_shingles([texts[i] for i in cjk])
+            for i, piece in zip(cjk, np.split(values, np.cumsum(sizes)[:-1]), strict=True):
+                parts[i] = piece
+        chosen = set(cjk)
+        for i, text in enumerate(texts):
+            if i not in chosen:
+                parts[i] = self.shingles(text)
+        return np.concatenate(parts), np.array([len(p) for p in parts], dtype=np.int64)
+
+    def _minhash(self, flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
         offsets = np.cumsum(counts) - counts
         # permutations x shingles, computed in place in one buffer that stays in cache, and
         # reduced along contiguous rows: about 3x faster than the naive broadcast
@@ -205,40 +287,66 @@ def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     return np.unique(pairs, axis=0)
 
 
-def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:
-    """Pairs ``(i, j)``, ``i < j``, ``j >= start``, that agree on every row of some band:
-    those with at least one of the documents from ``start`` on (a refresh's new records;
-    the ones before were compared when they were published). Every such pair of a bucket,
-    not a star: with values of a few bits, a document often shares a bucket by chance, so
-    the first of a bucket may be unlike the rest. The buckets of the new documents are
-    found by binary search, so the cost grows with the base only by its band keys."""
+# A bucket holding more records than this pairs each of them only with its MAX_BUCKET first
+# records in keep order (the likeliest representatives), so a pathological bucket (thousands
+# of templated near-copies agreeing on a band) costs pairs in proportion to its size, not its
+# square. The report counts such buckets (``capped_buckets``).
+MAX_BUCKET = 64
+
+
+def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, start: int = 0,
+                 max_bucket: int = MAX_BUCKET) -> tuple[np.ndarray, int]:
+    """(pairs, capped buckets): pairs ``(i, j)``, ``i < j``, that agree on every row of some
+    band, at least one of them from ``start`` on (a refresh's new records; the ones before
+    were compared when they were published; ``start=0``: all pairs). Every pair of a bucket,
+    not a star joined to its first record, so that star clustering sees each record beside
+    each possible representative; a bucket of more than ``max_bucket`` records pairs its
+    records only with its ``max_bucket`` first by ``rank`` (the keep order; default: index
+    order). With ``start``, the buckets of the new documents are found by binary search, so
+    the cost grows with the base only by its band keys."""
     n, perms = sig.shape
     rows = perms // bands
+    rank = np.arange(n) if rank is None else rank
+    by_rank = np.argsort(rank, kind="stable")
     found = []
+    capped = 0
     for band in range(bands):
         key = _band_key(sig, band, rows)
-        wanted = np.unique(key[start:])
-        if not len(wanted):
-            continue
-        at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
-        member = np.flatnonzero(wanted[at] == key)
-        order = member[np.argsort(key[member], kind="stable")]  # by bucket, then position
+        if start:
+            wanted = np.unique(key[start:])
+            if not len(wanted):
+                continue
+            at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
+            member = np.flatnonzero(wanted[at] == key)
+            member = member[np.argsort(rank[member], kind="stable")]
+        else:
+            member = by_rank
+        # by bucket, then keep order: members taken in keep order, then a stable sort by key
+        order = member[np.argsort(key[member], kind="stable")]
         bucket = key[order]
         first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
         start_of = np.flatnonzero(first)
         size = np.diff(np.append(start_of, len(order)))
-        # each member pairs with every later member of its bucket
+        capped += int((size > max_bucket).sum())
+        # each member among its bucket's first max_bucket pairs with every later member
         local = np.arange(len(order)) - np.repeat(start_of, size)
-        later = np.repeat(size, size) - 1 - local
+        later = np.where(local < max_bucket, np.repeat(size, size) - 1 - local, 0)
         left = np.repeat(np.arange(len(order)), later)
         right = left + 1 + np.arange(len(left)) - np.repeat(np.cumsum(later) - later, later)
         i, j = order[left], order[right]
-        keep = j >= start
-        if keep.any():
-            found.append(np.stack([i[keep], j[keep]], axis=1))
+        keep = np.maximum(i, j) >= start
+        if keep.any():  # each pair as one number, smaller * n + larger: unique in 1-D
+            i, j = i[keep].astype(np.int64), j[keep].astype(np.int64)
+            found.append(np.minimum(i, j) * n + np.maximum(i, j))
     if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+        return np.empty((0, 2), dtype=np.int64), capped
+    codes = np.unique(np.concatenate(found))
+    return np.stack([codes // n, codes % n], axis=1), capped
+
+
+def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:
+    """Every pair ``(i, j)``, ``i < j``, ``j >= start``, of a band's bucket (no cap)."""
+    return bucket_pairs(sig, bands, start=start, max_bucket=sig.shape[0])[0]
 
 
 def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 16_384) -> np.ndarray:
@@ -300,3 +408,100 @@ def representatives(labels: np.ndarray, rule: str, lengths: np.ndarray,
     keep_for_label = dict(zip(labels[ranked][first_of_cluster].tolist(),
                               ranked[first_of_cluster].tolist(), strict=True))
     return np.array([keep_for_label[label] for label in labels.tolist()], dtype=np.int64)
+
+
+def agreement_floor(threshold: float, permutations: int, chance: float = 0.0,
+                    miss: float = 1e-6) -> float:
+    """The share of equal signature values below which a candidate pair is dropped without
+    verifying it: a pair whose true Jaccard similarity is ``threshold`` agrees on each value
+    with probability ``p = chance + (1 - chance) * threshold`` (``chance``: that two values
+    agree by accident, 1/16 for 4-bit values), so its count of equal values is binomial
+    ``(permutations, p)``; the floor is the count that such a pair falls below with
+    probability at most ``miss`` (more similar pairs fall below it even more rarely). With
+    128 permutations and 0.8: 0.6172 (79 of 128 values; 81 of 128 for 4-bit values)."""
+    p = chance + (1 - chance) * threshold
+    return _binomial_quantile(miss, permutations, p) / permutations
+
+
+def _binomial_quantile(q: float, n: int, p: float) -> int:
+    """The smallest m with P(X <= m) >= q for X ~ Binomial(n, p), summed exactly in log
+    space (n is at most 1024 permutations; importing scipy.stats for it took 2.6 s on a busy
+    2-core machine, more than the whole near-dedup of the sample)."""
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for m in range(n + 1):
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1)
+                          + m * log_p + (n - m) * log_q)
+        if total >= q:
+            return m
+    return n
+
+
+def keep_order(rule: str, lengths: np.ndarray, completeness: np.ndarray,
+               first: int = 0) -> np.ndarray:
+    """Each record's position in the keep order: ``earliest`` (collection order),
+    ``longest`` (longest text first) or ``most_complete`` (most non-empty fields first),
+    ties to the earliest; the ``first`` records (a refresh's published ones, which stay)
+    come before all others, in their own order."""
+    n = len(lengths)
+    index = np.arange(n)
+    if rule == "earliest":
+        score: Any = np.zeros(n)
+    elif rule == "longest":
+        score = -np.asarray(lengths, dtype=np.float64)
+    elif rule == "most_complete":
+        score = -np.asarray(completeness, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown keep rule {rule!r}")
+    score = np.where(index < first, -np.inf, score)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort((index, score))] = index
+    return rank
+
+
+@dataclass
+class Stars:
+    """The outcome of :func:`star_clusters`."""
+
+    into: np.ndarray          # per record, the representative it is merged into (-1: none)
+    similarity: np.ndarray    # per merged record, its verified similarity to that one
+    checked: int = 0          # pairs whose similarity was computed
+    rejected: int = 0         # of those, below the threshold
+    unverifiable: int = 0     # pairs whose texts could not be had (not merged)
+
+    @property
+    def merged(self) -> np.ndarray:
+        return np.flatnonzero(self.into >= 0)
+
+
+def star_clusters(pairs: np.ndarray, rank: np.ndarray,
+                  similar: Callable[[int, int], float | None], threshold: float) -> Stars:
+    """Greedy star clustering of candidate ``pairs``: records in ``rank`` order; one not yet
+    absorbed is a representative and absorbs each candidate partner, not yet absorbed, whose
+    ``similar(representative, partner)`` is at least ``threshold``. Only such pairs are
+    verified (a pair whose lower-ranked record was absorbed is never asked), in rank order
+    of the representative and then of the partner; ``similar`` answering None (the texts
+    are not known) leaves the pair unmerged."""
+    n = len(rank)
+    into = np.full(n, -1, dtype=np.int64)
+    sims = np.full(n, np.nan)
+    out = Stars(into, sims)
+    if not len(pairs):
+        return out
+    flip = rank[pairs[:, 0]] > rank[pairs[:, 1]]
+    rep = np.where(flip, pairs[:, 1], pairs[:, 0])
+    other = np.where(flip, pairs[:, 0], pairs[:, 1])
+    order = np.lexsort((rank[other], rank[rep]))
+    for a, b in zip(rep[order].tolist(), other[order].tolist(), strict=True):
+        if into[a] >= 0 or into[b] >= 0:
+            continue
+        sim = similar(a, b)
+        if sim is None:
+            out.unverifiable += 1
+            continue
+        out.checked += 1
+        if sim >= threshold:
+            into[b], sims[b] = a, sim
+        else:
+            out.rejected += 1
+    return out

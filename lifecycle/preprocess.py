@@ -3,7 +3,8 @@
 Operators: ``normalise`` (ftfy, HTML, NFKC, OpenCC, control characters, whitespace),
 ``filter`` (length, tokens, language, regexes, character ratios, repetition, field rules),
 ``pii`` (personal data masked, replaced, hashed, dropped or kept), ``exact_dedup`` and
-``near_dedup`` (MinHash LSH). Every record that goes in comes out exactly once: kept,
+``near_dedup`` (MinHash LSH candidates, verified by exact Jaccard similarity; see
+lifecycle/neardedup.py). Every record that goes in comes out exactly once: kept,
 quarantined (with the operator, a reason code and the value that triggered it, masked when
 personal), or merged into the record it duplicates. ``in == kept + quarantined + merged`` is
 checked on every run and a violation fails the stage. A report (counts per operator and
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import neardup, pii, refresh, shards
+from lifecycle import keytexts, neardedup, neardup, pii, refresh, shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.textops import Normaliser, RecordFilter
@@ -215,8 +216,11 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
     mine = merges.loc[merges["reason"] == reason]
     if mine.empty:
         return []
-    texts = dict(zip(index["id"], index["preview"], strict=True))
     sizes = mine.groupby("kept_id").size().sort_values(ascending=False).head(TOP_CLUSTERS)
+    shown = mine.loc[mine["kept_id"].isin(sizes.index)]
+    wanted = set(sizes.index) | set(shown["id"])
+    few = index.loc[shards.among(index["id"], pd.Series(list(wanted), dtype="object"))]
+    texts = dict(zip(few["id"], few["preview"], strict=True))  # a refresh: not published ones
     groups = []
     for kept_id, size in sizes.items():
         members = mine.loc[mine["kept_id"] == kept_id].head(3)
@@ -307,16 +311,23 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
         keys_ = ExactDeduplicator(cfg.dedup.key).key(df) if len(df) else pd.Series([])
         index["exact"] = [hashlib.blake2b(k.encode(), digest_size=8).hexdigest()
                           for k in keys_.tolist()]
+    key_texts: list[dict[str, Any]] = []
     if "near_dedup" in dedups and cfg.near_dedup.enabled:
         nd = cfg.near_dedup
+        key_values = [keytexts.field_texts(df, f) if len(df) else []
+                      for f in neardedup.key_fields(ctx.spec)]
         sig = neardup.MinHasher(nd.permutations, nd.char_ngram, nd.word_ngram,
-                                nd.seed).signatures(texts)
+                                nd.seed).key_signatures(key_values)
         index["sig"] = [row.tobytes() for row in sig]
+        if len(df):  # what verification compares, read back for candidate pairs only
+            ref, spans = keytexts.write(ctx, STAGE, f"{tag}-keytext.jsonl", key_values)
+            index = pd.concat([index, spans], axis=1)
+            key_texts.append(ref)
     dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
                else None)
     return {"index": unit["index"], "label": unit["label"], "in": n_in,
             "cleaned": _write(ctx, df, f"{tag}-clean"),
-            "keys": _write(ctx, index, f"{tag}-keys"),
+            "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
             "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
             else [], "quarantined": 0 if dropped is None else len(dropped),
             "report": work.report}
@@ -324,7 +335,9 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
 
 def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, Any]:
     """The one global step: exact then near duplicates (in the spec's order) across every
-    shard, from the keys and signatures alone. Memory: the signature index, not the data.
+    shard, from the keys and signatures, and the key texts of the records in candidate
+    near-duplicate pairs only (lifecycle/neardedup.py). Memory: the signature index and
+    those texts, not the data.
 
     In an incremental run the new records are also compared with every record the base
     version kept (its deduplication index): a match is merged into the published record,
@@ -337,7 +350,6 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     old = _read(ctx, ctx.work_bucket, base_index) if base_index else pd.DataFrame()
     merges: list[pd.DataFrame] = []
     steps: list[dict[str, Any]] = []
-    conflicts = 0
     links: pd.DataFrame | None = None
     alive = np.ones(len(index), dtype=bool)
     if len(old) and len(index):
@@ -354,9 +366,6 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             live = index.loc[alive]
             first = _first_exact(live, old)
             dup = (live["id"] != first).to_numpy()
-            if "label" in live and live["label"].notna().any():
-                conflicts = int((live.groupby("exact")["label"].nunique(dropna=True)
-                                 > 1).sum())
             found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
                                   "reason": "exact_duplicate", "similarity": 1.0,
                                   "label": _labels(live)[dup]})
@@ -364,7 +373,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
                           "merged": len(found), "groups": int(found["kept_id"].nunique()),
-                          "label_conflicts": conflicts})
+                          "label_conflicts": label_conflicts(found, index, old)})
         elif step == "near_dedup" and "phash" in index:  # images: perceptual hashes
             from lifecycle import imageprep
 
@@ -374,13 +383,19 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
                           "merged": len(found), **summary})
         elif step == "near_dedup" and cfg.near_dedup.enabled and "sig" in index:
-            found, dup, summary, links = _near(cfg.near_dedup, index.loc[alive],
-                                               old if "sig" in old else pd.DataFrame(),
-                                               _link_threshold(ctx.spec))
+            found, dup, summary, links = neardedup.near(
+                cfg.near_dedup, index.loc[alive], old if "sig" in old else None,
+                lambda refs: keytexts.fetch(ctx.store, ctx.work_bucket, refs),
+                neardedup.link_threshold(ctx.spec))
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
+            # a group's votes follow chains: exact duplicates of a record merged here count
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
-                          "merged": len(found), **summary})
+                          "merged": len(found), "key": neardedup.key_fields(ctx.spec),
+                          **summary,
+                          "label_conflicts": label_conflicts(
+                              pd.concat([*merges], ignore_index=True), index, old,
+                              only="near_duplicate")})
         else:
             steps.append({"step": step, "in": before, "out": before, "merged": 0})
     table = (pd.concat(merges, ignore_index=True) if merges
@@ -391,68 +406,26 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         summary["largest"] = _largest(index, table, reason)
     kept = index.loc[alive, [c for c in INDEX_COLUMNS if c in index]].copy()
     if "sig" in kept and len(kept):
-        kept["sig"] = _low_bits(np.frombuffer(b"".join(kept["sig"].tolist()),
-                                              dtype=np.uint32).reshape(len(kept), -1))
+        kept["sig"] = neardedup.low_bits(np.frombuffer(b"".join(kept["sig"].tolist()),
+                                                       dtype=np.uint32).reshape(len(kept), -1))
     out: dict[str, Any] = {}
     if links is not None:  # of the new records that stay (a later step may merge some)
         links = links[shards.among(links["id"], index["id"][alive])]
         out["split_links"] = _write(ctx, links.reset_index(drop=True), "split-links")
     return {**out, "merges": _write(ctx, table, "merges"), "merged": len(table),
-            "label_conflicts": conflicts, "steps": steps,
+            "label_conflicts": label_conflicts(table, index, old), "steps": steps,
+            "key_texts": [ref for p in cleaned for ref in p.get("key_texts", [])],
             # read whole by every refresh: no dictionaries for its distinct ids and hashes
             "dedup_index": base_index + _write(ctx, kept, "dedup-index", compact=True),
             "compared_with_published": len(old)}
 
 
-# what the next refresh compares its new records with
-INDEX_COLUMNS = ["id", "exact", "sig", "phash", "length", "complete"]
-# The index keeps the lowest 4 bits of each MinHash value (b-bit minwise hashing, Li and
-# König 2010), two to a byte: 64 bytes a record instead of 512, the index a refresh must
-# read (8 bits, before: 128). Two values agree by chance with probability 1/16, so a refresh
-# compares at the correspondingly raised threshold (see _near); at a Jaccard similarity of
-# 0.8 the estimate's spread is 0.037 against 0.035 at 8 bits (and 0.034 at all 32). With so
-# few bits, bands agree by chance too often to cluster the published records with each
-# other, and a refresh needs only the pairs with a new record (neardup.pairs_with_new).
-INDEX_BITS = 4
-_CHANCE = 1 / 2 ** INDEX_BITS
-_LOW = np.uint32(2 ** INDEX_BITS - 1)
-
-
-def _low_bits(sig: np.ndarray) -> list[bytes]:
-    """Each row of ``sig`` (uint32 MinHash values) as the index stores it: the low
-    INDEX_BITS bits of each value, two values to a byte (the first in the high half)."""
-    low = (sig & _LOW).astype(np.uint8)
-    if low.shape[1] % 2:  # an odd number of permutations: pad the last byte
-        low = np.hstack([low, np.zeros((len(low), 1), dtype=np.uint8)])
-    packed = (low[:, 0::2] << 4) | low[:, 1::2]
-    return [row.tobytes() for row in packed]
-
-
-def _index_signatures(values: list[bytes], permutations: int) -> np.ndarray:
-    """The published records' low bits (uint32, ``len(values) x permutations``) from their
-    index rows, whether written two to a byte (now) or one to a byte (indexes written
-    before, whose 8 bits are cut to INDEX_BITS). A row of another width was made with
-    another number of permutations, which cannot be compared."""
-    out = np.zeros((len(values), permutations), dtype=np.uint32)
-    widths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    packed = (permutations + 1) // 2
-    for width in np.unique(widths).tolist():
-        rows = np.flatnonzero(widths == width)
-        block = np.frombuffer(b"".join(values[i] for i in rows.tolist()),
-                              dtype=np.uint8).reshape(len(rows), width)
-        if width == packed:
-            both = np.empty((len(rows), 2 * packed), dtype=np.uint8)
-            both[:, 0::2], both[:, 1::2] = block >> 4, block & 0x0F
-            out[rows] = both[:, :permutations]
-        elif width == permutations:
-            out[rows] = block & _LOW
-        else:
-            raise PermanentError(
-                f"preprocess.near_dedup: the published version's deduplication index holds "
-                f"signatures of {width} bytes, which {permutations} permutations do not make: "
-                f"near_dedup.permutations changed since it was published. Run the lifecycle "
-                f"with mode full once to index every record again, or restore the setting.")
-    return out
+# what the next refresh compares its new records with: exact keys, 4-bit signatures
+# (neardedup.low_bits), the label (a new record merged into a published one with another
+# label is a conflict) and where each record's key texts are (lifecycle/keytexts.py)
+INDEX_COLUMNS = ["id", "exact", "sig", "phash", "length", "complete", "label",
+                 *keytexts.COLUMNS]
+SPLIT_LINK_COLUMNS = neardedup.SPLIT_LINK_COLUMNS
 
 
 def _first_exact(live: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
@@ -473,93 +446,40 @@ def _labels(live: pd.DataFrame) -> np.ndarray:
     return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
 
 
-def _near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None = None,
-          link_threshold: float | None = None
-          ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any], pd.DataFrame | None]:
-    """(merges, which of ``live`` are merged, summary, links) of near-duplicate clustering.
-    Records of ``old`` (the published base) join the clustering; a cluster with one keeps
-    it. With ``link_threshold`` (a refresh of a dataset with splits): the links, each new
-    record that stays with each published record at least that similar (SPLIT_LINK_COLUMNS),
-    from the same candidate pairs, which evaluation's split groups follow."""
-    n = len(live)
-    if n == 0:
-        refresh = link_threshold is not None and old is not None and len(old) > 0
-        return (pd.DataFrame(columns=MERGE_COLUMNS), np.zeros(0, dtype=bool), {"clusters": 0},
-                pd.DataFrame(columns=SPLIT_LINK_COLUMNS) if refresh else None)
-    n_old = 0 if old is None else len(old)
-    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
-    threshold = cfg.threshold
-    if n_old:  # a refresh: compare in the index's b-bit form, new and published alike
-        assert old is not None
-        published = _index_signatures(old["sig"].tolist(), sig.shape[1])
-        sig = np.vstack([published, sig & _LOW])
-        threshold = _CHANCE + (1 - _CHANCE) * threshold
-        both = pd.concat([old[["id", "length", "complete"]],
-                          live[["id", "length", "complete"]]], ignore_index=True)
-    else:
-        both = live.reset_index(drop=True)
-    # a refresh compares only pairs with a new record: the published ones were compared
-    # with each other when they were published, and stay whatever their clusters
-    candidates = neardup.pairs_with_new(sig, cfg.bands, n_old) if n_old else None
-    found = neardup.cluster(sig, cfg.bands, threshold, pairs=candidates)
-    keep = neardup.representatives(found.labels, cfg.keep, both["length"].to_numpy(),
-                                   both["complete"].to_numpy())
-    if n_old:
-        published: dict[int, int] = {}
-        for i, label in enumerate(found.labels[:n_old].tolist()):
-            published.setdefault(label, i)
-        keep = np.array([published.get(label, k) for label, k in
-                         zip(found.labels.tolist(), keep.tolist(), strict=True)], dtype=np.int64)
-    dup = (keep != np.arange(len(both)))[n_old:]
-    best: dict[int, float] = {}
-    for (i, j), sim in zip(found.pairs.tolist(), found.similarity.tolist(), strict=True):
-        best[i] = max(best.get(i, 0.0), sim)
-        best[j] = max(best.get(j, 0.0), sim)
-    ids = both["id"].to_numpy()
-    rows = np.flatnonzero(dup) + n_old
-    table = pd.DataFrame({"id": ids[rows], "kept_id": ids[keep[rows]], "reason": "near_duplicate",
-                          "similarity": [round(best.get(int(i), 0.0), 4) for i in rows],
-                          "label": _labels(live)[dup]})
-    sizes = np.bincount(found.labels)
-    mine = np.unique(found.labels[n_old:])
-    summary = {"clusters": int((sizes[mine] > 1).sum()),
-               "cutoff": round(neardup.acceptance_cutoff(cfg.threshold, cfg.permutations), 4)}
-    if n_old:
-        summary["into_published"] = int(sum(k < n_old for k in keep[rows].tolist()))
-    links = None
-    if link_threshold is not None and candidates is not None:
-        links = _links(sig, candidates, n_old, link_threshold, both["id"].to_numpy(), dup)
-    return table, dup, summary, links
-
-
-SPLIT_LINK_COLUMNS = ["id", "published_id", "similarity"]
-
-
-def _link_threshold(spec: Any) -> float | None:
-    """The similarity at which a refresh links new records to published ones for the split
-    groups (publish.splits.threshold), when the spec has splits and near-dedup shingles its
-    texts as the split groups do (lifecycle/splits.py: 3-grams of characters or words);
-    else None."""
-    nd, sp = spec.preprocess.near_dedup, spec.publish.splits
-    shingles = (neardup.MinHasher.char_ngram, neardup.MinHasher.word_ngram)  # the splits'
-    if spec.modality != "text" or not sp.ratios or (nd.char_ngram, nd.word_ngram) != shingles:
-        return None
-    return float(sp.threshold)
-
-
-def _links(sig: np.ndarray, candidates: np.ndarray, n_old: int, threshold: float,
-           ids: np.ndarray, dup: np.ndarray) -> pd.DataFrame:
-    """(new id, published id, estimated Jaccard) of every candidate pair of a new record
-    that stays (not ``dup``) and a published one that the index's low bits put at
-    ``threshold`` or above (raised for chance agreement, with the same acceptance cutoff as
-    clustering)."""
-    pairs = candidates[candidates[:, 0] < n_old]
-    pairs = pairs[~dup[pairs[:, 1] - n_old]]
-    agree = neardup.similarity(sig, pairs)
-    raised = _CHANCE + (1 - _CHANCE) * threshold
-    ok = agree >= neardup.acceptance_cutoff(raised, sig.shape[1])
-    return pd.DataFrame({"id": ids[pairs[ok, 1]], "published_id": ids[pairs[ok, 0]],
-                         "similarity": np.round((agree[ok] - _CHANCE) / (1 - _CHANCE), 4)})
+def label_conflicts(merges: pd.DataFrame, index: pd.DataFrame, old: pd.DataFrame,
+                    only: str | None = None) -> int:
+    """Duplicate groups whose records carry more than one label. A group is a kept record
+    and every record merged into it, following chains (an exact duplicate of X, X merged
+    as a near duplicate of Y: all three are Y's group); a published record's label comes
+    from the base's index. ``only``: count groups holding a merge of that reason."""
+    merges = merges.loc[merges["reason"].isin(["exact_duplicate", "near_duplicate"])] \
+        if len(merges) else merges
+    if not len(merges) or "label" not in merges:
+        return 0
+    parent = merges.set_index("id")["kept_id"]
+    root = merges["kept_id"]
+    for _ in range(len(merges)):  # chains are short: exact, then near
+        up = root.map(parent)
+        if up.isna().all():
+            break
+        root = up.where(up.notna(), root)
+    own = [index[["id", "label"]]] if "label" in index else []
+    if len(old) and "label" in old:
+        own.append(old[["id", "label"]])
+    roots = pd.DataFrame({"group": root.unique()})
+    if own:
+        known = pd.concat(own, ignore_index=True).drop_duplicates("id").set_index("id")
+        roots["label"] = roots["group"].map(known["label"])
+    votes = pd.concat([pd.DataFrame({"group": root.to_numpy(),
+                                     "label": merges["label"].to_numpy()}),
+                       roots.reindex(columns=["group", "label"])], ignore_index=True)
+    votes = votes.loc[votes["label"].notna()]
+    votes = votes.loc[votes["label"].astype(str) != ""]
+    counted = votes.groupby("group")["label"].nunique() > 1
+    if only is not None:
+        holding = set(root[(merges["reason"] == only).to_numpy()])
+        counted = counted[counted.index.isin(holding)]
+    return int(counted.sum())
 
 
 def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
@@ -624,7 +544,8 @@ def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts,
                                 {"quarantine": quarantine, "merges": decided["merges"]},
                                 {"report": report_uri,
-                                 "dedup_index": decided.get("dedup_index", [])})
+                                 "dedup_index": decided.get("dedup_index", []),
+                                 "key_texts": decided.get("key_texts", [])})
     log.info("preprocess %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, extra={"report": report_uri},
                        lineage=shards.lineage_pair(ctx, upstream_uri, uri))

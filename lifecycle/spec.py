@@ -510,6 +510,17 @@ class NearDedup(_Model):
     threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity")
     keep: Literal["earliest", "longest", "most_complete"] = "earliest"
     seed: int = 1
+    key: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1,
+        description="fields compared (default: the text field); a pair is a near duplicate "
+                    "only if every key field is at least threshold similar")
+
+    @field_validator("key")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"near_dedup.key lists a field twice: {v}")
+        return v
 
     @model_validator(mode="after")
     def _bands_divide(self) -> NearDedup:
@@ -1027,6 +1038,21 @@ class DatasetSpec(_Model):
             raise ValueError("synthesize with annotate.task boxes: augmented images would not "
                              "carry their boxes (flips, crops and rotations move them); turn "
                              "synthesize off")
+        return self
+
+    @model_validator(mode="after")
+    def _near_dedup_key(self) -> DatasetSpec:
+        """near_dedup.key names schema fields (a table without text and no key: _text_field)."""
+        nd = self.preprocess.near_dedup
+        if not nd.enabled or self.modality == "image" or nd.key is None:
+            return self
+        names = [f.name for f in self.schema_.fields]
+        missing = [k for k in nd.key if k not in names]
+        if missing:
+            _refuse(self, [(("preprocess", "near_dedup", "key"),
+                            f"names {', '.join(repr(m) for m in missing)}, not "
+                            f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list "
+                            f"fields of schema.fields ({', '.join(names)})", nd.key)])
         return self
 
     @model_validator(mode="after")

@@ -191,6 +191,31 @@ class ObjectStore:
         count_read(len(data), f"s3://{bucket}/{key}")
         return data
 
+    def get_range(self, bucket: str, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object from byte ``offset`` (an HTTP range GET): a few
+        records of a large object without reading the rest. A shorter answer (the object
+        ends before) is an error, not a silent truncation."""
+        if offset < 0 or length <= 0:
+            raise ValueError(f"byte range of s3://{bucket}/{key}: offset {offset} and length "
+                             f"{length} must be >= 0 and > 0")
+
+        def get() -> bytes:
+            resp = self._client.get_object(bucket, key, offset=offset, length=length)
+            try:
+                return bytes(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        where = f"s3://{bucket}/{key}"
+        data = self._call(f"get bytes {offset}-{offset + length - 1} of {where}", get)
+        count_read(len(data), where)
+        if len(data) != length:
+            raise StorageError(f"get bytes {offset}-{offset + length - 1} of {where}: the server "
+                               f"answered {len(data)} bytes; the object is shorter than its "
+                               "index says (replaced or truncated?)")
+        return data
+
     def stream(self, bucket: str, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the object in chunks; memory stays bounded by ``chunk_size``."""
         resp = self._call(f"open s3://{bucket}/{key}", lambda: self._client.get_object(bucket, key))

@@ -31,6 +31,31 @@ def _published_form(line: str) -> str:
     return "".join(out) + text[last:]
 
 
+def published_form(line: str) -> str:
+    """A collected line as it is published (before near-duplicate removal)."""
+    return _published_form(line)
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def _shingles(text: str) -> set[object]:
+    """Character 3-grams of a text at least 30% CJK, else lower-cased word 3-grams (a
+    shorter text: one shingle; a text without words: itself), as docs/quality.md defines."""
+    if text and len(_CJK.findall(text)) / len(text) >= 0.3:
+        return {text[i:i + 3] for i in range(max(1, len(text) - 2))}
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return {("no words", text)}
+    return {tuple(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
+
+
+def jaccard3(a: str, b: str) -> float:
+    """Exact Jaccard similarity of the two texts' shingle sets."""
+    sa, sb = _shingles(a), _shingles(b)
+    return len(sa & sb) / len(sa | sb)
+
+
 def _per_file() -> list[set[str]]:
     per_file = []
     for path in sample_files().values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,15 @@ import pytest
 from granary.demo import stage_sample
 from granary.runtime import catalog, object_store, registry
 from granary.settings import Settings
+from lifecycle.shards import read_manifest, read_table
 from lineage.naming import stage_description
-from tests.e2e.sample import both_files, expected_reviews, label_votes, unmasked_mobiles
+from tests.e2e.sample import (
+    both_files,
+    expected_reviews,
+    jaccard3,
+    published_form,
+    unmasked_mobiles,
+)
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -88,22 +96,47 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     expected = expected_reviews()
     near = pre["merge_reasons"]["near_duplicate"]
     assert 0 < near < 500  # near-duplicate reviews were found and merged
-    # the 47 reviews found in both files are reported as conflicts and resolved: the label a
-    # review carries more often wins, a tie is quarantined (unless its record was merged)
     ann = counts["annotate"]
-    assert ann["label_conflicts"] == len(both_files()) == 47
     # likely label errors are flagged in place (action flag), not sent to people
     assert ann["suspected_label_errors"] > 0 and ann["routed_to_people"] == 0
     assert ann["in"] == ann["kept"] + ann["quarantined"]
+    # duplicate groups, exact and near, from the collected records' own labels and texts
+    # (normalised here) and the merges table, not from the stages' counts or reports
+    results = {r.stage: r.output_uri for r in cat.stage_results("zh_shopping_reviews",
+                                                                 run.run_id)}
+    store = object_store(granary_env)
+    collected = read_table(store, read_manifest(store, results["collect"]))
+    merges = read_table(store, read_manifest(store, results["preprocess"]), "merges")
+    text_of = {i: published_form(t) for i, t in zip(collected["id"], collected["text"],
+                                                    strict=True)}
+    label_of = dict(zip(collected["id"], collected["label"], strict=True))
+    near_rows = merges.loc[merges["reason"] == "near_duplicate"]
+    assert len(near_rows) == near
+    for rid, kept_id, sim in zip(near_rows["id"], near_rows["kept_id"],
+                                 near_rows["similarity"], strict=True):
+        exact = jaccard3(text_of[rid], text_of[kept_id])  # every merge verified: at 0.8
+        assert exact >= 0.8 and round(exact, 4) == sim, (text_of[rid], text_of[kept_id])
+    parent = dict(zip(merges["id"], merges["kept_id"], strict=True))
+    votes: dict[str, Counter[str]] = {}
+    top_of_text: dict[str, str] = {}
+    for rid in collected["id"]:
+        top = rid
+        while top in parent:
+            top = parent[top]
+        votes.setdefault(top, Counter())[label_of[rid]] += 1
+        top_of_text[text_of[rid]] = top
+    conflicts = {top: v for top, v in votes.items() if len(v) > 1}
+    assert ann["label_conflicts"] == pre["label_conflicts"] == len(conflicts) > 47
+    # the 47 reviews found in both files are among them (some now in near groups)
+    assert all(top_of_text[t] in conflicts for t in both_files())
+    # resolved: the label a group carries more often wins, a tie is quarantined
     ties = ann["quarantine_reasons"].get("label_conflict", 0)
-    votes = label_votes()
-    assert 0 < ties <= sum(1 for n in votes.values() if n["positive"] == n["negative"])
+    tied = {top for top, v in conflicts.items() if len(set(v.values())) == 1}
+    assert ties == len(tied) > 0
     published = {json.loads(line)["text"]: json.loads(line)["label"] for line in lines}
-    decided = {t: max(n, key=n.__getitem__) for t, n in votes.items()
-               if n["positive"] != n["negative"]}
-    assert decided and all(published[t] == label for t, label in decided.items()
-                           if t in published)
-    assert not {t for t, n in votes.items() if n["positive"] == n["negative"]} & set(published)
+    assert not {text_of[top] for top in tied} & set(published)
+    assert all(published[text_of[top]] == v.most_common(1)[0][0]
+               for top, v in conflicts.items() if top not in tied)
     # every exact duplicate removed; what remains is the expected set less the near
     # duplicates and the ties
     assert len(texts) == len(set(texts)) == v.row_count == len(expected) - near - ties

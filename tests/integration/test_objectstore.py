@@ -36,6 +36,25 @@ def test_round_trip_stat_list_delete(store: ObjectStore, bucket: str) -> None:
         store.get_bytes(bucket, "a/two.txt")
 
 
+def test_range_reads_return_and_count_exactly_the_bytes_asked(store: ObjectStore,
+                                                                bucket: str) -> None:
+    from storage.objectstore import reads_by_object
+
+    data = bytes(range(256)) * 40
+    store.put_bytes(bucket, "r/blob", data)
+    with reads_by_object() as read:
+        assert store.get_range(bucket, "r/blob", 0, 1) == data[:1]
+        assert store.get_range(bucket, "r/blob", 1000, 300) == data[1000:1300]
+        assert store.get_range(bucket, "r/blob", len(data) - 5, 5) == data[-5:]
+    assert read == {f"s3://{bucket}/r/blob": 306}
+    with pytest.raises(StorageError, match="shorter than its index says"):
+        store.get_range(bucket, "r/blob", len(data) - 5, 10)
+    with pytest.raises(ObjectNotFound):
+        store.get_range(bucket, "r/none", 0, 10)
+    with pytest.raises(ValueError, match="must be"):
+        store.get_range(bucket, "r/blob", 0, 0)
+
+
 def test_listing_pages_through_many_objects(store: ObjectStore, bucket: str) -> None:
     for i in range(1205):
         store.put_bytes(bucket, f"many/{i:05d}", b"x")

@@ -455,24 +455,53 @@ def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
 
 def test_a_refresh_merges_a_near_copy_of_a_published_record_into_it(
         s3: Settings, tmp_path: Path) -> None:
-    s, rows, v1 = _long_published(s3, tmp_path, NEAR)
+    """The new record is verified against the published one's text, fetched by a byte range
+    of the published run's key-text object (not the whole object, nor every published
+    text); a looser copy is kept; the near copy's other label is a conflict, counted and
+    left to the published record."""
     import unicodedata
 
-    published_id = v1.loc[v1["text"] == unicodedata.normalize("NFKC", LONG), "id"].item()
+    s, rows, v1 = _long_published(s3, tmp_path, NEAR)
+    nfkc = unicodedata.normalize("NFKC", LONG)
+    published_id, published_label = v1.loc[v1["text"] == nfkc, ["id", "label"]].iloc[0]
+    other = "neg" if published_label == "pos" else "pos"
+    reader = stage_context(s, NEAR, "reader")
+    first = {r.stage: r for r in reader.catalog.stage_results("graded_reviews", "run-1")}
+    [blob] = shards.read_manifest(reader.store, first["preprocess"].output_uri)["key_texts"]
 
     near = LONG.replace("精致", "精巧")  # two characters of ~100 changed
-    _append(rows, pd.DataFrame({"text": [near, "耳机很好,包装推荐。全新的一条"],
-                                "label": ["pos", "pos"]}))
-    out = _lifecycle(s, NEAR, "run-2", "incremental")
+    loose = (LONG.replace("精致", "精美").replace("柔和", "温和").replace("第二天", "隔天")
+             .replace("耐心细致", "耐心周到"))
+    assert _jaccard3(unicodedata.normalize("NFKC", near), nfkc) >= 0.9
+    assert 0.7 < _jaccard3(unicodedata.normalize("NFKC", loose), nfkc) < 0.8
+    _append(rows, pd.DataFrame({"text": [near, "耳机很好,包装推荐。全新的一条", loose],
+                                "label": [other, "pos", "pos"]}))
+    with reads_by_object() as read:
+        out = _lifecycle(s, NEAR, "run-2", "incremental")
     assert out["preprocess"]["merge_reasons"] == {"near_duplicate": 1}
-    assert out["evaluate"]["refresh"]["added"] == 1
+    assert out["preprocess"]["label_conflicts"] == 1  # against the published record's label
+    assert out["annotate"]["label_conflicts"] == 1
+    assert out["evaluate"]["refresh"]["added"] == 2
+    # a few hundred bytes of the published texts, by range: not the whole object
+    got = read.get(f"s3://{s.bucket_work}/{blob['key']}", 0)
+    assert 0 < got < blob["bytes"] / 10, (got, blob)
     ctx = stage_context(s, NEAR, "reader")
-    [merge] = ctx.catalog.stage_results("graded_reviews", "run-2")[1:2]
-    from lifecycle import shards
-
-    manifest = shards.read_manifest(ctx.store, merge.output_uri)
+    second = {r.stage: r for r in ctx.catalog.stage_results("graded_reviews", "run-2")}
+    manifest = shards.read_manifest(ctx.store, second["preprocess"].output_uri)
     merges = shards.read_table(ctx.store, manifest, "merges")
     assert merges["kept_id"].tolist() == [published_id]  # into the published record
+    assert merges["similarity"].tolist() == [
+        round(_jaccard3(unicodedata.normalize("NFKC", near), nfkc), 4)]
+    bucket, key = shards.parse_uri(manifest["report"])
+    step = json.loads(ctx.store.get_bytes(bucket, key))["steps"][-1]
+    assert step["into_published"] == 1 and step["rejected_pairs"] >= 1  # the loose copy
+    assert step["unverifiable_pairs"] == 0
+    manifest = shards.read_manifest(ctx.store, second["annotate"].output_uri)
+    bucket, key = shards.parse_uri(manifest["annotation_report"])
+    conflicts = json.loads(ctx.store.get_bytes(bucket, key))["conflicts"]
+    assert conflicts["outcomes"] == {"published_record_kept": 1}
+    assert conflicts["by_kind"] == {"exact": 0, "near": 1}
     v2 = _published(s, 2)
-    assert len(v2) == len(v1) + 1
+    assert len(v2) == len(v1) + 2
     assert unicodedata.normalize("NFKC", near) not in set(v2["text"])
+    assert v2.set_index("id").loc[published_id, "label"] == published_label

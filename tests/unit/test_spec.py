@@ -251,3 +251,29 @@ def test_granary_check_lists_every_problem_of_every_spec(
     assert one.exit_code == 0 and "1 spec checked: no problem" in one.stdout
     missing = runner.invoke(app, ["check", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1 and "cannot read the spec" in missing.stdout
+
+
+def test_near_dedup_key_names_schema_fields() -> None:
+    good = parse_spec(GOOD + "preprocess:\n  near_dedup: {enabled: true, key: [text, label]}\n",
+                      "x.yaml")
+    assert good.preprocess.near_dedup.key == ["text", "label"]
+    assert parse_spec(GOOD, "x.yaml").preprocess.near_dedup.key is None  # the text field
+    bad = GOOD + "preprocess:\n  near_dedup:\n    enabled: true\n    key: [text, answr]\n"
+    with pytest.raises(SpecError) as exc:
+        parse_spec(bad, "x.yaml")
+    assert exc.value.field == "preprocess.near_dedup.key"
+    assert exc.value.line == len(bad.splitlines())
+    assert "'answr', not a schema field" in exc.value.problem and "text, label" in \
+        exc.value.problem
+    for key in ("[]", "[text, text]"):
+        with pytest.raises(SpecError) as exc:
+            parse_spec(GOOD + f"preprocess: {{near_dedup: {{enabled: true, key: {key}}}}}\n",
+                       "x.yaml")
+        assert exc.value.field == "preprocess.near_dedup.key"
+    table = GOOD.replace("schema:\n", "modality: table\nschema:\n  text_field: null\n")
+    with pytest.raises(SpecError, match="this table has no text field") as exc:
+        parse_spec(table + "preprocess: {near_dedup: {enabled: true}}\n", "x.yaml")
+    assert exc.value.field == "preprocess.near_dedup.enabled"
+    keyed = parse_spec(table + "preprocess: {near_dedup: {enabled: true, key: [label]}}\n",
+                       "x.yaml")
+    assert keyed.preprocess.near_dedup.key == ["label"]

@@ -15,11 +15,12 @@ import pytest
 
 from granary.runtime import services
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle import collect
 from lifecycle.context import StageContext
 from lifecycle.errors import SourceError
 from lifecycle.shards import read_manifest, read_table
 from tests.stagectx import isolated, stage_context
+from tests.tracecheck import run_lifecycle, walk
 
 pytestmark = pytest.mark.integration
 
@@ -198,8 +199,9 @@ def test_identical_bytes_from_two_sources_stay_two_records_and_merge(
     table = "text,label\n质量很好,positive\n包装破了,negative\n".encode()
     _write(env, "a/labels.csv", table)
     _write(env, "b/labels.csv", table)
-    ctx = stage_context(env, TWIN_SPEC.replace("{label_b}", label_b), f"run-twins-{label_b}")
-    c = collect.run(ctx)
+    ctx, results = run_lifecycle(env, TWIN_SPEC.replace("{label_b}", label_b),
+                                 f"run-twins-{label_b}")
+    c, p = results["collect"], results["preprocess"]
     collected = _records(ctx, c)
     assert len(collected) == 16 and collected["id"].is_unique
     # both origins are kept, each with its own provenance
@@ -208,7 +210,6 @@ def test_identical_bytes_from_two_sources_stay_two_records_and_merge(
     assert sorted(twins["source_path"]) == ["a/reviews.txt", "b/copy.txt"]
     assert twins["raw_hash"].nunique() == 1 and set(twins["line"]) == {1}
 
-    p = preprocess.run(ctx, c.to_xcom())
     assert p.counts["in"] == 16
     assert p.counts["in"] == p.counts["kept"] + p.counts["quarantined"] + p.counts["merged"]
     assert (p.counts["kept"], p.counts["merged"]) == (8, 8)
@@ -222,12 +223,18 @@ def test_identical_bytes_from_two_sources_stay_two_records_and_merge(
     conflicts = 6 if label_b == "negative" else 0
     assert p.counts["label_conflicts"] == conflicts
 
-    a = annotate.run(ctx, p.to_xcom())
-    assert a.counts["label_conflicts"] == conflicts
-    sy = synthesize.run(ctx, a.to_xcom())
-    e = evaluate.run(ctx, sy.to_xcom())
-    pub = publish.run(ctx, e.to_xcom())
-    out = ctx.registry.fetch("lines_test", pub.extra["version"], env.home / f"got-{label_b}")
+    assert results["annotate"].counts["label_conflicts"] == conflicts
+    version = results["publish"].extra["version"]
+    out = ctx.registry.fetch("lines_test", version, env.home / f"got-{label_b}")
     published = pd.read_parquet(out / "data.parquet")
     assert len(published) == 8 and published["text"].is_unique
     assert set(published["id"]) <= set(collected["id"])
+    # trace shows both deliveries of every twin: the record's own origin and the duplicate
+    # it absorbed, one from each source, both at the same line of the same raw bytes
+    traces = walk(ctx.catalog, ctx.store, "lines_test", version, env.bucket_raw)["traces"]
+    for rid in published["id"]:
+        origins = traces[rid]["raw_origins"]
+        assert len(origins) == 2, origins
+        sources = sorted(o["source"] for o in origins)
+        assert sources in (["shop_a", "shop_b"], ["table_a", "table_b"]), origins
+        assert len({(o["raw_hash"], o["line"]) for o in origins}) == 1

@@ -3,10 +3,9 @@
 The dialect is never a bare guess. TSV has no quoting unless the spec sets ``quotechar``:
 every physical line is one row, so a field that starts with an apostrophe or a quote cannot
 swallow the lines after it. CSV quotes with ``"`` (RFC 4180) unless the spec says otherwise;
-a quote character the sniffer proposes instead is taken only when, on the sample, it does not
-change the row count against a read without quoting and it is needed (it alone gives every
-row one number of fields: without quoting, and with ``"``, the widths differ); even then a
-row it makes span several lines is quarantined. CSV's delimiter, when the spec does not set
+no other quote character is guessed (a wrong guess joins fields silently, while RFC 4180 on a
+file quoted otherwise quarantines the rows of the wrong width, each saying which
+``quotechar`` the sample suggests). CSV's delimiter, when the spec does not set
 it, is the first of ``, ; tab |`` that splits four in five of the sample's rows (header
 included) into one number of fields, at least two, without a quoting error; ``,`` when none
 does.
@@ -56,6 +55,7 @@ class Dialect:
     quotechar: str | None   # None: csv.QUOTE_NONE, every physical line is one row
     multiline: bool         # whether a quoted field may hold line breaks
     evidence: str           # how it was decided, for the log and the landed entry
+    hint: str = ""          # what a row of the wrong width should tell the user
 
     def reader_args(self, strict: bool = True) -> dict[str, Any]:
         """Arguments of ``csv.reader``. Strict: a quote closed and followed by anything but
@@ -136,21 +136,21 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
     except csv.Error:
         sniffed = RFC_QUOTE
     if sniffed and sniffed != RFC_QUOTE:
+        # A quote is never guessed: apostrophes are common in text and rare as CSV quotes,
+        # and a wrong guess reads rows silently wrong (fields joined), while RFC 4180 read
+        # on a file quoted otherwise quarantines the rows that hold the delimiter, loudly,
+        # with this hint. The spec's `quotechar` decides.
         quoted, plain = _rows(lines, delimiter, sniffed), _rows(lines, delimiter, None)
-        # needed: only it gives the rows one width (it holds delimiters inside quotes)
-        needed = (_uniform(quoted) and not _uniform(plain)
-                  and not _uniform(_rows(lines, delimiter, RFC_QUOTE)))
-        if len(quoted) == len(plain) and needed:
-            return Dialect(delimiter, sniffed, False,
-                           f"sniffed quote {sniffed!r}: the sample reads to {len(plain)} rows "
-                           f"with it and without quoting, and only {sniffed!r} gives its rows "
-                           "one width")
-        log.warning("%s: the sniffer proposed %r as the quote character, refused (%s); "
-                    "quoting with %r (RFC 4180), set `quotechar` on the source to choose",
-                    where, sniffed,
-                    f"it reads the sample's {len(plain)} lines as {len(quoted)} rows"
-                    if len(quoted) != len(plain) else "the sample's rows need no other quote",
-                    RFC_QUOTE)
+        looks = (len(quoted) == len(plain) and _uniform(quoted) and not _uniform(plain)
+                 and not _uniform(_rows(lines, delimiter, RFC_QUOTE)))
+        hint = (f"the sample reads to one width only when quoted with {sniffed!r}: if the "
+                f"file quotes with it, set `quotechar: \"{sniffed}\"` on the source"
+                if looks else "")
+        log.warning("%s: the sniffer proposed %r as the quote character; quoting with %r "
+                    "(RFC 4180) as no quote is guessed%s", where, sniffed, RFC_QUOTE,
+                    f" ({hint})" if hint else "")
+        if hint:
+            return Dialect(delimiter, RFC_QUOTE, True, "rfc 4180", hint)
     return Dialect(delimiter, RFC_QUOTE, True, "rfc 4180")
 
 
@@ -230,8 +230,9 @@ class CsvReader:
                 reader = csv.reader(feed, **args)
                 continue
             if len(row) != width:
+                hint = f" ({dialect.hint})" if dialect.hint else ""
                 yield Parsed(line, None, "wrong_field_count",
-                             f"expected {width} fields, got {len(row)}: {row!r}"[:500])
+                             f"expected {width} fields, got {len(row)}{hint}: {row!r}"[:700])
                 continue
             if any(UNDECODABLE.search(v) for v in row):
                 yield undecodable(line, dialect.delimiter.join(row), lines=spanned)

@@ -86,6 +86,7 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     [evaluation] = cat.evaluations("zh_shopping_reviews")
     assert (evaluation.status, evaluation.version, evaluation.grade) == ("published", 1, "A")
     assert v.quality["splits"].keys() == {"train", "validation", "test"}
+    check_readme_figures(repo / "README.md", counts, v.ref, v.tag, v.row_count)
 
     assert registry(granary_env).tags("zh_shopping_reviews") == {1: "zh_shopping_reviews/v1"}
     out = registry(granary_env).fetch("zh_shopping_reviews", 1, tmp_path / "v1")
@@ -254,6 +255,25 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert health["ledger"]["files"] > 0 and health["pruned"]["runs"] == []
     assert health["reevaluated"] == [] and health["stale"] is False
 
+
+
+def check_readme_figures(readme: Path, counts: dict[str, dict], ref: str, tag: str,
+                         rows: int) -> None:
+    """The README's `make demo` figures are this run's: every ``key=value`` it shows on a
+    stage's line, and the published line, equal what the catalog recorded."""
+    text = readme.read_text(encoding="utf-8")
+    block = text.split("**`make demo`**", 1)[1].split("```", 2)[1]
+    shown = 0
+    for line in block.splitlines():
+        stage, _, rest = line.partition(" ")
+        if stage in counts:
+            for key, value in re.findall(r"(\w+)=(\d+)", rest):
+                assert counts[stage][key] == int(value), (stage, key, counts[stage][key])
+                shown += 1
+    assert shown >= 8, block
+    published = re.search(r"published (\S+) \(tag (\S+), (\d+) records\)", block)
+    assert published is not None, block
+    assert published.groups() == (ref, tag, str(rows)), published.groups()
 
 def trace_every_record(settings: Settings, merged: dict[int, int]) -> None:
     """Every record of each published version traces to a raw object and the line of it that

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -31,7 +32,7 @@ LINE_BREAKS = ["\n", "\r\n", "\r"]
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "gb18030"]  # utf-8-sig and utf-16 write a BOM
 # what a well-formed field of each format cannot hold (TSV and text have no quoting)
 FORBIDDEN = {"csv": "", "tsv": "\t\n\r", "jsonl": "", "text": "\n\r"}
-PROPERTY = settings(max_examples=250, deadline=None,
+PROPERTY = settings(max_examples=int(os.environ.get("GRANARY_TEST_EXAMPLES", "250")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -1,5 +1,5 @@
 """CSV and TSV dialects decided on evidence (lifecycle.delimited): no quote character is ever
-guessed for TSV, a sniffed one for CSV only when the sample shows it is needed, and every line
+guessed (TSV unquoted, CSV RFC 4180's `"` unless the spec says otherwise), and every line
 is a record, a rejection, the header or a blank line."""
 
 from __future__ import annotations
@@ -54,27 +54,27 @@ def test_a_sniffed_quote_that_changes_the_row_count_is_refused(
         got = _rows("csv", text)
     assert got == [(2, {"text": "'a", "label": "pos"}, 1), (3, {"text": "b'", "label": "neg"}, 1),
                    (4, {"text": "'c d'", "label": "pos"}, 1)]
-    assert "refused" in caplog.text and "quoting with '\"'" in caplog.text
+    assert "no quote is guessed" in caplog.text and "quoting with '\"'" in caplog.text
 
 
-def test_a_sniffed_quote_is_taken_only_when_rfc_quoting_cannot_read_the_sample() -> None:
+def test_a_sniffed_quote_is_never_taken_and_its_rows_say_how_to_declare_it(
+        caplog: pytest.LogCaptureFixture) -> None:
     # 'a' quoted with apostrophes reads as well with " (the apostrophes are text): kept as text
     assert _rows("csv", "text,label\n'a',pos\n'b',neg\n") == [
         (2, {"text": "'a'", "label": "pos"}, 1), (3, {"text": "'b'", "label": "neg"}, 1)]
-    # commas inside apostrophes: only ' gives every row two fields, without joining lines
+    # commas inside apostrophes: only ' would give every row two fields; still not guessed
+    # (a wrong guess joins fields silently), the rows are quarantined with the hint
     needed = "text,label\n'a, b',pos\n'c, d',neg\nplain,pos\n"
-    assert decide("csv", CsvOptions(), needed, True).quotechar == "'"
-    assert [r[1] for r in _rows("csv", needed)] == [
+    with caplog.at_level(logging.WARNING, logger="lifecycle.delimited"):
+        dialect = decide("csv", CsvOptions(), needed, True)
+    assert dialect.quotechar == '"' and "quotechar" in caplog.text
+    got = list(parse("csv", needed.encode(), "utf-8", "t"))
+    assert [p.reason for p in got] == ["wrong_field_count", "wrong_field_count", None]
+    assert "set `quotechar: \"'\"` on the source" in got[0].raw
+    declared = CsvOptions(quotechar="'", quote_declared=True)
+    assert [r[1] for r in _rows("csv", needed, declared)] == [
         {"text": "a, b", "label": "pos"}, {"text": "c, d", "label": "neg"},
         {"text": "plain", "label": "pos"}]
-
-
-def test_a_row_a_sniffed_quote_runs_over_lines_is_quarantined_and_its_lines_read_again() -> None:
-    head = "text,label\n" + "'a, b',pos\n" * 6000  # 66 kB: beyond the sample
-    text = head + "'x,pos\ny',neg\n"
-    got = _rows("csv", text)
-    assert got[-2:] == [(6002, "malformed_csv", 1), (6003, {"text": "y'", "label": "neg"}, 1)]
-    assert len(got) == 6002
 
 
 @pytest.mark.parametrize(("text", "delimiter"), [

@@ -364,11 +364,13 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         before = int(alive.sum())
         if step == "exact_dedup" and cfg.dedup.exact and "exact" in index:
             live = index.loc[alive]
-            first = _first_exact(live, old)
+            first, theirs = _first_exact(live, old)
             dup = (live["id"] != first).to_numpy()
             found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
                                   "reason": "exact_duplicate", "similarity": 1.0,
                                   "label": _labels(live)[dup]})
+            if theirs is not None:  # annotation counts the published record's vote
+                found["kept_label"] = theirs[dup]
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
@@ -428,15 +430,23 @@ INDEX_COLUMNS = ["id", "exact", "sig", "phash", "length", "complete", "label",
 SPLIT_LINK_COLUMNS = neardedup.SPLIT_LINK_COLUMNS
 
 
-def _first_exact(live: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
+def _first_exact(live: pd.DataFrame,
+                 old: pd.DataFrame) -> tuple[pd.Series, np.ndarray | None]:
     """Per live record, the id its exact-duplicate group keeps: a published record when the
-    group has one, else the group's first record in collection order."""
+    group has one, else the group's first record in collection order; and, in a refresh
+    whose index holds labels, the label of that published record (None where the group
+    keeps a new record), so annotation counts it as a vote of the group."""
     first = live.groupby("exact", sort=False)["id"].transform("first")
-    if len(old) and "exact" in old:
-        published = old.drop_duplicates("exact").set_index("exact")["id"]
-        hit = live["exact"].map(published)
-        first = hit.where(hit.notna(), first)
-    return first
+    if not len(old) or "exact" not in old:
+        return first, None
+    published = old.drop_duplicates("exact").set_index("exact")
+    hit = live["exact"].map(published["id"])
+    first = hit.where(hit.notna(), first)
+    if "label" not in published:
+        return first, None
+    theirs = live["exact"].map(pd.Series(_labels(published), index=published.index,
+                                         dtype="object"))
+    return first, theirs.astype("object").where(hit.notna() & theirs.notna(), None).to_numpy()
 
 
 def _labels(live: pd.DataFrame) -> np.ndarray:

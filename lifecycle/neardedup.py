@@ -104,7 +104,8 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     records come first and stay; ``fetch``: the key texts of index rows. With
     ``link_threshold`` (a refresh of a dataset with splits): each new record that stays
     with each published record at least that similar by estimate (SPLIT_LINK_COLUMNS),
-    from the same candidate pairs, which evaluation's split groups follow."""
+    which evaluation's split groups follow: from the candidate pairs and those the bucket
+    cap left out (a link missed puts two similar records in different splits)."""
     n = len(live)
     n_old = 0 if old is None else len(old)
     summary: dict[str, Any] = {"threshold": cfg.threshold}
@@ -127,7 +128,9 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
         both = live[columns].reset_index(drop=True)
     rank = neardup.keep_order(cfg.keep, both["length"].to_numpy(),
                               both["complete"].to_numpy(), first=n_old)
-    pairs, capped = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old)
+    linking = link_threshold is not None and n_old > 0
+    pairs, capped, beyond = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old,
+                                                 uncapped=linking)
     floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
     likely = pairs[neardup.similarity(sig, pairs) >= floor] if len(pairs) else pairs
     needed = np.unique(likely)
@@ -161,8 +164,9 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     if n_old:
         summary["into_published"] = int((into[rows] < n_old).sum())
     links = None
-    if link_threshold is not None and n_old:
-        links = _links(sig, pairs, n_old, link_threshold, ids, dup)
+    if linking:  # every pair of a new and a published record: the cap would drop some
+        assert link_threshold is not None
+        links = _links(sig, np.concatenate([pairs, beyond]), n_old, link_threshold, ids, dup)
     return table, dup, summary, links
 
 

@@ -88,7 +88,9 @@ def index_signatures(values: list[bytes], permutations: int) -> np.ndarray:
     return out
 
 
-def _labels(frame: pd.DataFrame) -> np.ndarray:
+def labels(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's label as text (None where it has none, or the frame has no labels): the
+    label a merge carries, so annotation counts the votes of a duplicate group."""
     if "label" not in frame:
         return np.full(len(frame), None, dtype=object)
     return frame["label"].astype("object").where(frame["label"].notna(), None).to_numpy()
@@ -149,10 +151,10 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     table = pd.DataFrame({"id": ids[rows], "kept_id": ids[into[rows]],
                           "reason": "near_duplicate",
                           "similarity": np.round(stars.similarity[rows], 4),
-                          "label": _labels(both)[rows]})
+                          "label": labels(both)[rows]})
     if n_old and "label" in both:  # the label of a published record merged into
         published = into[rows] < n_old
-        table["kept_label"] = pd.Series(np.where(published, _labels(both)[into[rows]], None),
+        table["kept_label"] = pd.Series(np.where(published, labels(both)[into[rows]], None),
                                         dtype="object")
     merged_sims = stars.similarity[rows]
     summary.update({

@@ -412,30 +412,6 @@ def cluster(sig: np.ndarray, bands: int, threshold: float, start: int | None = N
     return Clusters(labels, pairs, sims)
 
 
-def representatives(labels: np.ndarray, rule: str, lengths: np.ndarray,
-                    completeness: np.ndarray) -> np.ndarray:
-    """Per document, the index of the document its cluster keeps.
-
-    ``earliest``: the first in collection order; ``longest``: the longest text;
-    ``most_complete``: the most non-empty fields. Ties go to the earliest."""
-    n = len(labels)
-    order = np.arange(n)
-    if rule == "earliest":
-        score: Any = np.zeros(n)
-    elif rule == "longest":
-        score = -lengths.astype(np.float64)
-    elif rule == "most_complete":
-        score = -completeness.astype(np.float64)
-    else:
-        raise ValueError(f"unknown keep rule {rule!r}")
-    ranked = np.lexsort((order, score, labels))  # by cluster, then best score, then earliest
-    first_of_cluster = np.ones(n, dtype=bool)
-    first_of_cluster[1:] = labels[ranked][1:] != labels[ranked][:-1]
-    keep_for_label = dict(zip(labels[ranked][first_of_cluster].tolist(),
-                              ranked[first_of_cluster].tolist(), strict=True))
-    return np.array([keep_for_label[label] for label in labels.tolist()], dtype=np.int64)
-
-
 def agreement_floor(threshold: float, permutations: int, chance: float = 0.0,
                     miss: float = 1e-6) -> float:
     """The share of equal signature values below which a candidate pair is dropped without

@@ -358,7 +358,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         if again.any():
             merges.append(pd.DataFrame({"id": index["id"][again], "kept_id": index["id"][again],
                                         "reason": "already_published", "similarity": 1.0,
-                                        "label": _labels(index)[again]}))
+                                        "label": neardedup.labels(index)[again]}))
             alive &= ~again
     for step in dedups:
         before = int(alive.sum())
@@ -368,7 +368,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             dup = (live["id"] != first).to_numpy()
             found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
                                   "reason": "exact_duplicate", "similarity": 1.0,
-                                  "label": _labels(live)[dup]})
+                                  "label": neardedup.labels(live)[dup]})
             if theirs is not None:  # annotation counts the published record's vote
                 found["kept_label"] = theirs[dup]
             alive[np.flatnonzero(alive)[dup]] = False
@@ -444,16 +444,9 @@ def _first_exact(live: pd.DataFrame,
     first = hit.where(hit.notna(), first)
     if "label" not in published:
         return first, None
-    theirs = live["exact"].map(pd.Series(_labels(published), index=published.index,
+    theirs = live["exact"].map(pd.Series(neardedup.labels(published), index=published.index,
                                          dtype="object"))
     return first, theirs.astype("object").where(hit.notna() & theirs.notna(), None).to_numpy()
-
-
-def _labels(live: pd.DataFrame) -> np.ndarray:
-    """Each record's label as text (None where it has none, or the data has no labels)."""
-    if "label" not in live:
-        return np.full(len(live), None, dtype=object)
-    return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
 
 
 def label_conflicts(merges: pd.DataFrame, index: pd.DataFrame, old: pd.DataFrame,

@@ -288,16 +288,6 @@ def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:
     assert np.array_equal(hasher.signatures(texts), one_by_one)
 
 
-def test_keep_rules_pick_the_documented_record() -> None:
-    labels = np.array([0, 0, 0, 1])
-    lengths = np.array([5, 9, 9, 3])
-    complete = np.array([1, 2, 3, 1])
-    assert neardup.representatives(labels, "earliest", lengths, complete).tolist() == [0, 0, 0, 3]
-    assert neardup.representatives(labels, "longest", lengths, complete).tolist() == [1, 1, 1, 3]
-    assert neardup.representatives(labels, "most_complete", lengths,
-                                   complete).tolist() == [2, 2, 2, 3]
-
-
 def test_exact_dedup_recall_and_precision_are_one() -> None:
     rng = random.Random(3)
     originals = list({_sentence(rng, 30) for _ in range(500)})

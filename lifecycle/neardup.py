@@ -194,14 +194,6 @@ class MinHasher:
             start = end
         return out
 
-    def shingle_set(self, text: str) -> set[str]:
-        """The distinct shingles of ``text`` as strings, as :meth:`shingles` makes them (the
-        exact set whose hashes the signature summarises)."""
-        return shingle_set(text, self.char_ngram, self.word_ngram)
-
-    def _batch(self, texts: list[str]) -> np.ndarray:
-        return self._minhash(*self._values(texts))
-
     def _values(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The shingle hashes of ``texts``, text after text, and how many each text has."""
         cjk = np.flatnonzero(cjk_mask(texts)).tolist()
@@ -370,11 +362,6 @@ def _codes(order: np.ndarray, base: np.ndarray, count: np.ndarray, skip: int,
     return np.minimum(i, j) * n + np.maximum(i, j)
 
 
-def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:
-    """Every pair ``(i, j)``, ``i < j``, ``j >= start``, of a band's bucket (no cap)."""
-    return bucket_pairs(sig, bands, start=start, max_bucket=sig.shape[0])[0]
-
-
 def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 16_384) -> np.ndarray:
     """Estimated Jaccard similarity of each pair: the share of equal signature values."""
     out = np.empty(len(pairs), dtype=np.float64)
@@ -391,18 +378,15 @@ class Clusters:
     similarity: np.ndarray    # their estimated similarity
 
 
-def cluster(sig: np.ndarray, bands: int, threshold: float, start: int | None = None,
-            pairs: np.ndarray | None = None) -> Clusters:
+def cluster(sig: np.ndarray, bands: int, threshold: float) -> Clusters:
     """Similar pairs (estimated Jaccard at least the acceptance cutoff of ``threshold``) and
-    their connected components. With ``start``, only pairs with a document from ``start``
-    on are compared (pairs_with_new); ``pairs``: those candidates, found already."""
+    their connected components: the split groups and the synthetic-record check, where a
+    chain of similar records is meant to stay together."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = sig.shape[0]
-    if pairs is None:
-        pairs = (candidate_pairs(sig, bands) if start is None
-                 else pairs_with_new(sig, bands, start))
+    pairs = candidate_pairs(sig, bands)
     sims = similarity(sig, pairs)
     ok = sims >= acceptance_cutoff(threshold, sig.shape[1])
     pairs, sims = pairs[ok], sims[ok]

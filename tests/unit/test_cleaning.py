@@ -284,7 +284,7 @@ def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:
     assert mask[2] and mask[5] and mask[6] and mask[-2] and not mask[-1] and not mask[0]
     # a batch of signatures is the same whichever way the texts are told apart
     hasher = neardup.MinHasher()
-    one_by_one = np.vstack([hasher._batch([t]) for t in texts])
+    one_by_one = np.vstack([hasher.signatures([t]) for t in texts])
     assert np.array_equal(hasher.signatures(texts), one_by_one)
 
 

@@ -538,3 +538,24 @@ def test_an_exact_copy_of_a_published_record_with_another_label_is_a_conflict(
     v2 = _published(s, 2)
     assert len(v2) == len(v1) + 1
     assert v2.set_index("id").loc[published_id, "label"] == published_label
+
+
+def test_a_refresh_whose_published_key_texts_are_gone_says_what_to_do(
+        s3: Settings, tmp_path: Path) -> None:
+    """The key-text object a published version's index points at, deleted by hand: the
+    refresh that needs a text of it fails for good, naming the object, the run that wrote it
+    and the way out (a run with mode full indexes every record again)."""
+    from lifecycle.errors import PermanentError
+
+    s, rows, _ = _long_published(s3, tmp_path, NEAR)
+    reader = stage_context(s, NEAR, "reader")
+    first = {r.stage: r for r in reader.catalog.stage_results("graded_reviews", "run-1")}
+    [blob] = shards.read_manifest(reader.store, first["preprocess"].output_uri)["key_texts"]
+    reader.store.delete(s.bucket_work, blob["key"])
+    _append(rows, pd.DataFrame({"text": [LONG.replace("精致", "精巧")], "label": ["pos"]}))
+    with pytest.raises(PermanentError) as failed:
+        _lifecycle(s, NEAR, "run-2", "incremental")
+    message = str(failed.value)
+    assert f"s3://{s.bucket_work}/{blob['key']}" in message
+    assert "run-1" in message and "mode full" in message
+    assert failed.value.file == f"s3://{s.bucket_work}/{blob['key']}"

@@ -269,8 +269,11 @@ def _write(ctx: StageContext, df: pd.DataFrame, table: str,
 
 
 def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
-    """Record-local steps on one shard, then what the global dedup needs: per record its
-    exact-duplicate key hash and its MinHash signature."""
+    """Record-local steps on one shard, then what the global dedup needs: a keys table with
+    per record its exact-duplicate key hash and its MinHash signature and, with near_dedup,
+    one object of the shard's normalised ``near_dedup.key`` texts (written here, listed as
+    ``key_texts``), each record's span of it in the keys table (lifecycle/keytexts.py), so
+    that verification reads the texts of candidate pairs alone."""
     if ctx.spec.modality == "image":
         from lifecycle import imageprep
 

@@ -340,7 +340,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     """The one global step: exact then near duplicates (in the spec's order) across every
     shard, from the keys and signatures, and the key texts of the records in candidate
     near-duplicate pairs only (lifecycle/neardedup.py). Memory: the signature index and
-    those texts, not the data.
+    those texts (all at once: the texts of every record in a likely pair), not the data.
 
     In an incremental run the new records are also compared with every record the base
     version kept (its deduplication index): a match is merged into the published record,

@@ -103,8 +103,9 @@ def estimated(texts: list[str]) -> tuple[float, np.ndarray, dict[str, Any]]:
     cpu = time.process_time()
     sig = neardup.MinHasher(PERMS, NGRAM).signatures(texts)
     found = neardup.cluster(sig, BANDS, THRESHOLD)
-    keep = neardup.representatives(found.labels, "earliest", np.zeros(len(texts)),
-                                   np.zeros(len(texts)))
+    # each component keeps its earliest record (keep: earliest)
+    _, first, component = np.unique(found.labels, return_index=True, return_inverse=True)
+    keep = first[component]
     return time.process_time() - cpu, keep, {
         "cutoff": round(neardup.acceptance_cutoff(THRESHOLD, PERMS), 4)}
 

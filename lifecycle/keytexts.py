@@ -28,7 +28,7 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError
 from storage import keys
-from storage.objectstore import ObjectStore
+from storage.objectstore import ObjectNotFound, ObjectStore, RangeBeyondObject
 
 log = logging.getLogger(__name__)
 COLUMNS = ["text_blob", "text_at", "text_len"]
@@ -119,13 +119,31 @@ def fetch(store: ObjectStore, bucket: str, refs: pd.DataFrame) -> list[list[str]
             size += request[2] - request[1]
             if size < BATCH and i + 1 < len(requests):
                 continue
-            chunks = pool.map(lambda r: store.get_range(bucket, r[0], r[1], r[2] - r[1]), batch)
+            chunks = pool.map(lambda r: _read(store, bucket, r[0], r[1], r[2]), batch)
             for (key_, lo, _, rows), chunk in zip(batch, chunks, strict=True):
                 for row, a, n in zip(rows["row"].tolist(), rows["at"].tolist(),
                                      rows["len"].tolist(), strict=True):
                     out[row] = _decode(chunk[a - lo:a - lo + n], key_, a)
             batch, size = [], 0
     return out
+
+
+def _read(store: ObjectStore, bucket: str, key: str, lo: int, hi: int) -> bytes:
+    """Bytes ``lo`` to ``hi`` of a key-text object; an object gone or shorter than its index
+    says is a permanent error that names it, the run that wrote it and the way out."""
+    try:
+        return store.get_range(bucket, key, lo, hi - lo)
+    except (ObjectNotFound, RangeBeyondObject) as e:
+        parts = key.split("/")  # <dataset>/<run>/<stage>/<name> (storage/keys.py)
+        run = parts[1] if len(parts) == 4 else "unknown"
+        state = "is missing" if isinstance(e, ObjectNotFound) else "is shorter than its index says"
+        uri = f"s3://{bucket}/{key}"
+        raise PermanentError(
+            f"near_dedup: the key-text object {uri}, written by run {run}, {state}: it was "
+            "deleted or replaced after a deduplication index (in a refresh, the published "
+            "version's) pointed at it. Run the lifecycle with mode full to index every record "
+            "again with its key texts; the refreshes after it read that run's objects.",
+            file=uri) from e
 
 
 def _decode(piece: bytes, key: str, at: int) -> list[str]:

@@ -88,7 +88,9 @@ def index_signatures(values: list[bytes], permutations: int) -> np.ndarray:
     return out
 
 
-def _labels(frame: pd.DataFrame) -> np.ndarray:
+def labels(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's label as text (None where it has none, or the frame has no labels): the
+    label a merge carries, so annotation counts the votes of a duplicate group."""
     if "label" not in frame:
         return np.full(len(frame), None, dtype=object)
     return frame["label"].astype("object").where(frame["label"].notna(), None).to_numpy()
@@ -101,10 +103,16 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
 
     ``live``: the keys index rows of the records still alive (id, sig, length, complete,
     label, key-text columns); ``old``: the published base's index (a refresh), whose
-    records come first and stay; ``fetch``: the key texts of index rows. With
+    records come first and stay; ``fetch``: the key texts of index rows, asked once for
+    every record of a likely pair (above the estimate floor). Those texts are held until
+    clustering ends, so memory grows with the number of records in likely pairs (about
+    190 of the sample's 17,400; every record, at worst, for templated data), not with the whole
+    dataset: fetching them in blocks would bound it, but a record paired early and late
+    stays either way and coalesced range reads would fetch the same bytes again. With
     ``link_threshold`` (a refresh of a dataset with splits): each new record that stays
     with each published record at least that similar by estimate (SPLIT_LINK_COLUMNS),
-    from the same candidate pairs, which evaluation's split groups follow."""
+    which evaluation's split groups follow: from the candidate pairs and those the bucket
+    cap left out (a link missed puts two similar records in different splits)."""
     n = len(live)
     n_old = 0 if old is None else len(old)
     summary: dict[str, Any] = {"threshold": cfg.threshold}
@@ -127,7 +135,9 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
         both = live[columns].reset_index(drop=True)
     rank = neardup.keep_order(cfg.keep, both["length"].to_numpy(),
                               both["complete"].to_numpy(), first=n_old)
-    pairs, capped = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old)
+    linking = link_threshold is not None and n_old > 0
+    pairs, capped, beyond = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old,
+                                                 uncapped=linking)
     floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
     likely = pairs[neardup.similarity(sig, pairs) >= floor] if len(pairs) else pairs
     needed = np.unique(likely)
@@ -146,10 +156,10 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     table = pd.DataFrame({"id": ids[rows], "kept_id": ids[into[rows]],
                           "reason": "near_duplicate",
                           "similarity": np.round(stars.similarity[rows], 4),
-                          "label": _labels(both)[rows]})
+                          "label": labels(both)[rows]})
     if n_old and "label" in both:  # the label of a published record merged into
         published = into[rows] < n_old
-        table["kept_label"] = pd.Series(np.where(published, _labels(both)[into[rows]], None),
+        table["kept_label"] = pd.Series(np.where(published, labels(both)[into[rows]], None),
                                         dtype="object")
     merged_sims = stars.similarity[rows]
     summary.update({
@@ -161,8 +171,9 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     if n_old:
         summary["into_published"] = int((into[rows] < n_old).sum())
     links = None
-    if link_threshold is not None and n_old:
-        links = _links(sig, pairs, n_old, link_threshold, ids, dup)
+    if linking:  # every pair of a new and a published record: the cap would drop some
+        assert link_threshold is not None
+        links = _links(sig, np.concatenate([pairs, beyond]), n_old, link_threshold, ids, dup)
     return table, dup, summary, links
 
 

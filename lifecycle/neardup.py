@@ -37,7 +37,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -194,14 +194,6 @@ class MinHasher:
             start = end
         return out
 
-    def shingle_set(self, text: str) -> set[str]:
-        """The distinct shingles of ``text`` as strings, as :meth:`shingles` makes them (the
-        exact set whose hashes the signature summarises)."""
-        return shingle_set(text, self.char_ngram, self.word_ngram)
-
-    def _batch(self, texts: list[str]) -> np.ndarray:
-        return self._minhash(*self._values(texts))
-
     def _values(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The shingle hashes of ``texts``, text after text, and how many each text has."""
         cjk = np.flatnonzero(cjk_mask(texts)).tolist()
@@ -294,21 +286,33 @@ def candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
 MAX_BUCKET = 64
 
 
+class Candidates(NamedTuple):
+    """The outcome of :func:`bucket_pairs`."""
+
+    pairs: np.ndarray       # (i, j), i < j: every pair of a bucket, up to the cap
+    capped: int             # buckets (of any band) larger than the cap
+    beyond_cap: np.ndarray  # with ``start`` and ``uncapped=True``: the pairs of a published
+    #                         and a new record that the cap left out (not in ``pairs``)
+
+
 def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, start: int = 0,
-                 max_bucket: int = MAX_BUCKET) -> tuple[np.ndarray, int]:
-    """(pairs, capped buckets): pairs ``(i, j)``, ``i < j``, that agree on every row of some
-    band, at least one of them from ``start`` on (a refresh's new records; the ones before
-    were compared when they were published; ``start=0``: all pairs). Every pair of a bucket,
-    not a star joined to its first record, so that star clustering sees each record beside
-    each possible representative; a bucket of more than ``max_bucket`` records pairs its
-    records only with its ``max_bucket`` first by ``rank`` (the keep order; default: index
-    order). With ``start``, the buckets of the new documents are found by binary search, so
-    the cost grows with the base only by its band keys."""
+                 max_bucket: int = MAX_BUCKET, uncapped: bool = False) -> Candidates:
+    """Pairs ``(i, j)``, ``i < j``, that agree on every row of some band, at least one of them
+    from ``start`` on (a refresh's new records; the ones before, published, were compared
+    when they were published, and are never paired with each other; ``start=0``: all
+    pairs). Every pair of a bucket, not a star joined to its first record, so that star
+    clustering sees each record beside each possible representative; a bucket of more than
+    ``max_bucket`` records pairs its records only with its ``max_bucket`` first, published
+    records first and then by ``rank`` (the keep order; default: index order). With
+    ``uncapped``, the pairs of a new and a published record that the cap leaves out are
+    returned too, apart (``beyond_cap``: the split links must not miss one). With ``start``,
+    the buckets of the new documents are found by binary search, so the cost grows with the
+    base only by its band keys."""
     n, perms = sig.shape
     rows = perms // bands
     rank = np.arange(n) if rank is None else rank
     by_rank = np.argsort(rank, kind="stable")
-    found = []
+    found, beyond = [], []
     capped = 0
     for band in range(bands):
         key = _band_key(sig, band, rows)
@@ -318,35 +322,44 @@ def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, st
                 continue
             at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
             member = np.flatnonzero(wanted[at] == key)
-            member = member[np.argsort(rank[member], kind="stable")]
+            member = member[np.lexsort((rank[member], member >= start))]
         else:
             member = by_rank
-        # by bucket, then keep order: members taken in keep order, then a stable sort by key
+        # by bucket, then published first, then keep order: a stable sort by key
         order = member[np.argsort(key[member], kind="stable")]
         bucket = key[order]
         first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
         start_of = np.flatnonzero(first)
         size = np.diff(np.append(start_of, len(order)))
         capped += int((size > max_bucket).sum())
-        # each member among its bucket's first max_bucket pairs with every later member
-        local = np.arange(len(order)) - np.repeat(start_of, size)
-        later = np.where(local < max_bucket, np.repeat(size, size) - 1 - local, 0)
-        left = np.repeat(np.arange(len(order)), later)
-        right = left + 1 + np.arange(len(left)) - np.repeat(np.cumsum(later) - later, later)
-        i, j = order[left], order[right]
-        keep = np.maximum(i, j) >= start
-        if keep.any():  # each pair as one number, smaller * n + larger: unique in 1-D
-            i, j = i[keep].astype(np.int64), j[keep].astype(np.int64)
-            found.append(np.minimum(i, j) * n + np.maximum(i, j))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64), capped
-    codes = np.unique(np.concatenate(found))
-    return np.stack([codes // n, codes % n], axis=1), capped
+        # each new member pairs with the members before it among its bucket's max_bucket
+        # first (a pair of a new record has its new one later: published ones come first)
+        base = np.repeat(start_of, size)
+        local = np.arange(len(order)) - base
+        new = order >= start
+        found.append(_codes(order, base, np.where(new, np.minimum(local, max_bucket), 0),
+                            0, n))
+        if uncapped and start:  # and with the published members past the cap
+            published = np.repeat(np.add.reduceat((~new).astype(np.int64), start_of), size)
+            beyond.append(_codes(order, base, np.where(new, published - max_bucket, 0)
+                                 .clip(0), max_bucket, n))
+    codes = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    extra = (np.setdiff1d(np.unique(np.concatenate(beyond)), codes, assume_unique=True)
+             if beyond else np.empty(0, np.int64))
+    return Candidates(np.stack([codes // n, codes % n], axis=1), capped,
+                      np.stack([extra // n, extra % n], axis=1))
 
 
-def pairs_with_new(sig: np.ndarray, bands: int, start: int) -> np.ndarray:
-    """Every pair ``(i, j)``, ``i < j``, ``j >= start``, of a band's bucket (no cap)."""
-    return bucket_pairs(sig, bands, start=start, max_bucket=sig.shape[0])[0]
+def _codes(order: np.ndarray, base: np.ndarray, count: np.ndarray, skip: int,
+           n: int) -> np.ndarray:
+    """Each member ``order[k]`` paired with the ``count[k]`` members of its bucket from
+    position ``skip`` on (``base[k]``: where its bucket starts in ``order``), each pair as one
+    number, smaller * n + larger (unique in 1-D)."""
+    right = np.repeat(np.arange(len(order)), count)
+    left = (np.repeat(base + skip, count) + np.arange(len(right))
+            - np.repeat(np.cumsum(count) - count, count))
+    i, j = order[left].astype(np.int64), order[right].astype(np.int64)
+    return np.minimum(i, j) * n + np.maximum(i, j)
 
 
 def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 16_384) -> np.ndarray:
@@ -365,18 +378,15 @@ class Clusters:
     similarity: np.ndarray    # their estimated similarity
 
 
-def cluster(sig: np.ndarray, bands: int, threshold: float, start: int | None = None,
-            pairs: np.ndarray | None = None) -> Clusters:
+def cluster(sig: np.ndarray, bands: int, threshold: float) -> Clusters:
     """Similar pairs (estimated Jaccard at least the acceptance cutoff of ``threshold``) and
-    their connected components. With ``start``, only pairs with a document from ``start``
-    on are compared (pairs_with_new); ``pairs``: those candidates, found already."""
+    their connected components: the split groups and the synthetic-record check, where a
+    chain of similar records is meant to stay together."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = sig.shape[0]
-    if pairs is None:
-        pairs = (candidate_pairs(sig, bands) if start is None
-                 else pairs_with_new(sig, bands, start))
+    pairs = candidate_pairs(sig, bands)
     sims = similarity(sig, pairs)
     ok = sims >= acceptance_cutoff(threshold, sig.shape[1])
     pairs, sims = pairs[ok], sims[ok]
@@ -384,30 +394,6 @@ def cluster(sig: np.ndarray, bands: int, threshold: float, start: int | None = N
                        shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return Clusters(labels, pairs, sims)
-
-
-def representatives(labels: np.ndarray, rule: str, lengths: np.ndarray,
-                    completeness: np.ndarray) -> np.ndarray:
-    """Per document, the index of the document its cluster keeps.
-
-    ``earliest``: the first in collection order; ``longest``: the longest text;
-    ``most_complete``: the most non-empty fields. Ties go to the earliest."""
-    n = len(labels)
-    order = np.arange(n)
-    if rule == "earliest":
-        score: Any = np.zeros(n)
-    elif rule == "longest":
-        score = -lengths.astype(np.float64)
-    elif rule == "most_complete":
-        score = -completeness.astype(np.float64)
-    else:
-        raise ValueError(f"unknown keep rule {rule!r}")
-    ranked = np.lexsort((order, score, labels))  # by cluster, then best score, then earliest
-    first_of_cluster = np.ones(n, dtype=bool)
-    first_of_cluster[1:] = labels[ranked][1:] != labels[ranked][:-1]
-    keep_for_label = dict(zip(labels[ranked][first_of_cluster].tolist(),
-                              ranked[first_of_cluster].tolist(), strict=True))
-    return np.array([keep_for_label[label] for label in labels.tolist()], dtype=np.int64)
 
 
 def agreement_floor(threshold: float, permutations: int, chance: float = 0.0,

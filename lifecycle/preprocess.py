@@ -269,8 +269,11 @@ def _write(ctx: StageContext, df: pd.DataFrame, table: str,
 
 
 def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
-    """Record-local steps on one shard, then what the global dedup needs: per record its
-    exact-duplicate key hash and its MinHash signature."""
+    """Record-local steps on one shard, then what the global dedup needs: a keys table with
+    per record its exact-duplicate key hash and its MinHash signature and, with near_dedup,
+    one object of the shard's normalised ``near_dedup.key`` texts (written here, listed as
+    ``key_texts``), each record's span of it in the keys table (lifecycle/keytexts.py), so
+    that verification reads the texts of candidate pairs alone."""
     if ctx.spec.modality == "image":
         from lifecycle import imageprep
 
@@ -337,7 +340,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     """The one global step: exact then near duplicates (in the spec's order) across every
     shard, from the keys and signatures, and the key texts of the records in candidate
     near-duplicate pairs only (lifecycle/neardedup.py). Memory: the signature index and
-    those texts, not the data.
+    those texts (all at once: the texts of every record in a likely pair), not the data.
 
     In an incremental run the new records are also compared with every record the base
     version kept (its deduplication index): a match is merged into the published record,
@@ -358,17 +361,19 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         if again.any():
             merges.append(pd.DataFrame({"id": index["id"][again], "kept_id": index["id"][again],
                                         "reason": "already_published", "similarity": 1.0,
-                                        "label": _labels(index)[again]}))
+                                        "label": neardedup.labels(index)[again]}))
             alive &= ~again
     for step in dedups:
         before = int(alive.sum())
         if step == "exact_dedup" and cfg.dedup.exact and "exact" in index:
             live = index.loc[alive]
-            first = _first_exact(live, old)
+            first, theirs = _first_exact(live, old)
             dup = (live["id"] != first).to_numpy()
             found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
                                   "reason": "exact_duplicate", "similarity": 1.0,
-                                  "label": _labels(live)[dup]})
+                                  "label": neardedup.labels(live)[dup]})
+            if theirs is not None:  # annotation counts the published record's vote
+                found["kept_label"] = theirs[dup]
             alive[np.flatnonzero(alive)[dup]] = False
             merges.append(found)
             steps.append({"step": step, "in": before, "out": int(alive.sum()),
@@ -428,22 +433,23 @@ INDEX_COLUMNS = ["id", "exact", "sig", "phash", "length", "complete", "label",
 SPLIT_LINK_COLUMNS = neardedup.SPLIT_LINK_COLUMNS
 
 
-def _first_exact(live: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
+def _first_exact(live: pd.DataFrame,
+                 old: pd.DataFrame) -> tuple[pd.Series, np.ndarray | None]:
     """Per live record, the id its exact-duplicate group keeps: a published record when the
-    group has one, else the group's first record in collection order."""
+    group has one, else the group's first record in collection order; and, in a refresh
+    whose index holds labels, the label of that published record (None where the group
+    keeps a new record), so annotation counts it as a vote of the group."""
     first = live.groupby("exact", sort=False)["id"].transform("first")
-    if len(old) and "exact" in old:
-        published = old.drop_duplicates("exact").set_index("exact")["id"]
-        hit = live["exact"].map(published)
-        first = hit.where(hit.notna(), first)
-    return first
-
-
-def _labels(live: pd.DataFrame) -> np.ndarray:
-    """Each record's label as text (None where it has none, or the data has no labels)."""
-    if "label" not in live:
-        return np.full(len(live), None, dtype=object)
-    return live["label"].astype("object").where(live["label"].notna(), None).to_numpy()
+    if not len(old) or "exact" not in old:
+        return first, None
+    published = old.drop_duplicates("exact").set_index("exact")
+    hit = live["exact"].map(published["id"])
+    first = hit.where(hit.notna(), first)
+    if "label" not in published:
+        return first, None
+    theirs = live["exact"].map(pd.Series(neardedup.labels(published), index=published.index,
+                                         dtype="object"))
+    return first, theirs.astype("object").where(hit.notna() & theirs.notna(), None).to_numpy()
 
 
 def label_conflicts(merges: pd.DataFrame, index: pd.DataFrame, old: pd.DataFrame,

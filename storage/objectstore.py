@@ -36,6 +36,11 @@ class ObjectNotFound(StorageError):
     """The object (or bucket) does not exist."""
 
 
+class RangeBeyondObject(StorageError):
+    """A byte range asked of an object ends past the object's end (it was replaced or
+    truncated after whatever gave the range was written)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     bucket: str
@@ -193,27 +198,39 @@ class ObjectStore:
 
     def get_range(self, bucket: str, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes of the object from byte ``offset`` (an HTTP range GET): a few
-        records of a large object without reading the rest. A shorter answer (the object
-        ends before) is an error, not a silent truncation."""
+        records of a large object without reading the rest. A range past the object's end
+        raises :class:`RangeBeyondObject`, never a silent truncation."""
+        from minio.error import S3Error
+
         if offset < 0 or length <= 0:
             raise ValueError(f"byte range of s3://{bucket}/{key}: offset {offset} and length "
                              f"{length} must be >= 0 and > 0")
+        where = f"s3://{bucket}/{key}"
+        what = f"get bytes {offset}-{offset + length - 1} of {where}"
+
+        def beyond(size: int) -> RangeBeyondObject:
+            return RangeBeyondObject(
+                f"{what}: the object is {size} bytes, so the range is not all in it: it was "
+                "replaced or truncated after the index that gave the range was written. "
+                "Write it again together with that index (or restore the object's version).")
 
         def get() -> bytes:
-            resp = self._client.get_object(bucket, key, offset=offset, length=length)
+            try:
+                resp = self._client.get_object(bucket, key, offset=offset, length=length)
+            except S3Error as e:
+                if e.code == "InvalidRange":  # the range starts at or past the end
+                    raise beyond(self.stat(bucket, key).size) from e
+                raise
             try:
                 return bytes(resp.read())
             finally:
                 resp.close()
                 resp.release_conn()
 
-        where = f"s3://{bucket}/{key}"
-        data = self._call(f"get bytes {offset}-{offset + length - 1} of {where}", get)
+        data = self._call(what, get)
         count_read(len(data), where)
         if len(data) != length:
-            raise StorageError(f"get bytes {offset}-{offset + length - 1} of {where}: the server "
-                               f"answered {len(data)} bytes; the object is shorter than its "
-                               "index says (replaced or truncated?)")
+            raise beyond(offset + len(data))
         return data
 
     def stream(self, bucket: str, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -15,6 +15,7 @@ import pytest
 from granary.settings import Settings
 from lifecycle import annotate, collect, keytexts, preprocess, shards
 from lifecycle.context import StageContext
+from lifecycle.errors import PermanentError
 from storage.objectstore import reads_by_object
 from tests.stagectx import isolated, stage_context
 
@@ -232,3 +233,8 @@ def test_key_texts_round_trip_by_coalesced_range_reads(s3: Settings, tmp_path: P
     assert got == [rows[i] if k != 3 else None for k, i in enumerate(wanted)]
     spans = sum(int(both.loc[i, "text_len"]) for i in (0, 1, 2, 199, 200, 229))
     assert spans <= sum(read.values()) <= spans + 2 * keytexts.GAP + 200
+    # the object replaced by a shorter one: a permanent error naming it, its run, the way out
+    key = str(both.loc[229, "text_blob"])
+    ctx.store.put_bytes(ctx.work_bucket, key, b"[]\n")
+    with pytest.raises(PermanentError, match="run-k, is shorter than its index says.*mode full"):
+        keytexts.fetch(ctx.store, ctx.work_bucket, both.iloc[[229]])

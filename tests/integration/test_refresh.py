@@ -505,3 +505,57 @@ def test_a_refresh_merges_a_near_copy_of_a_published_record_into_it(
     assert len(v2) == len(v1) + 2
     assert unicodedata.normalize("NFKC", near) not in set(v2["text"])
     assert v2.set_index("id").loc[published_id, "label"] == published_label
+
+
+def test_an_exact_copy_of_a_published_record_with_another_label_is_a_conflict(
+        s3: Settings, tmp_path: Path) -> None:
+    """An exact duplicate of a published record that carries the other label is merged into
+    it and is a label conflict in preprocessing and in annotation alike (its merge carries
+    the published record's label from the base's index), left to the published record."""
+    import unicodedata
+
+    s, rows, v1 = _long_published(s3, tmp_path, SPEC)  # exact dedup only
+    nfkc = unicodedata.normalize("NFKC", LONG)
+    published_id, published_label = v1.loc[v1["text"] == nfkc, ["id", "label"]].iloc[0]
+    other = "neg" if published_label == "pos" else "pos"
+    _append(rows, pd.DataFrame({"text": [LONG, "耳机很好,包装推荐。全新的一条"],
+                                "label": [other, "pos"]}))
+    out = _lifecycle(s, SPEC, "run-2", "incremental")
+    assert out["preprocess"]["merge_reasons"] == {"exact_duplicate": 1}
+    assert out["preprocess"]["label_conflicts"] == 1
+    assert out["annotate"]["label_conflicts"] == 1
+    ctx = stage_context(s, SPEC, "reader")
+    second = {r.stage: r for r in ctx.catalog.stage_results("graded_reviews", "run-2")}
+    manifest = shards.read_manifest(ctx.store, second["preprocess"].output_uri)
+    merges = shards.read_table(ctx.store, manifest, "merges")
+    assert merges[["kept_id", "label", "kept_label"]].values.tolist() == [
+        [published_id, other, published_label]]
+    manifest = shards.read_manifest(ctx.store, second["annotate"].output_uri)
+    bucket, key = shards.parse_uri(manifest["annotation_report"])
+    conflicts = json.loads(ctx.store.get_bytes(bucket, key))["conflicts"]
+    assert conflicts["outcomes"] == {"published_record_kept": 1}
+    assert conflicts["by_kind"] == {"exact": 1, "near": 0}
+    v2 = _published(s, 2)
+    assert len(v2) == len(v1) + 1
+    assert v2.set_index("id").loc[published_id, "label"] == published_label
+
+
+def test_a_refresh_whose_published_key_texts_are_gone_says_what_to_do(
+        s3: Settings, tmp_path: Path) -> None:
+    """The key-text object a published version's index points at, deleted by hand: the
+    refresh that needs a text of it fails for good, naming the object, the run that wrote it
+    and the way out (a run with mode full indexes every record again)."""
+    from lifecycle.errors import PermanentError
+
+    s, rows, _ = _long_published(s3, tmp_path, NEAR)
+    reader = stage_context(s, NEAR, "reader")
+    first = {r.stage: r for r in reader.catalog.stage_results("graded_reviews", "run-1")}
+    [blob] = shards.read_manifest(reader.store, first["preprocess"].output_uri)["key_texts"]
+    reader.store.delete(s.bucket_work, blob["key"])
+    _append(rows, pd.DataFrame({"text": [LONG.replace("精致", "精巧")], "label": ["pos"]}))
+    with pytest.raises(PermanentError) as failed:
+        _lifecycle(s, NEAR, "run-2", "incremental")
+    message = str(failed.value)
+    assert f"s3://{s.bucket_work}/{blob['key']}" in message
+    assert "run-1" in message and "mode full" in message
+    assert failed.value.file == f"s3://{s.bucket_work}/{blob['key']}"

@@ -167,17 +167,41 @@ def test_near_dedup_recall_and_precision_on_generated_near_duplicates() -> None:
     assert precision >= 0.98, precision
 
 
-def test_pairs_with_new_are_every_banded_pair_that_holds_a_new_record() -> None:
+def test_a_refresh_pairs_every_banded_pair_that_holds_a_new_record() -> None:
+    """Pairs with a record from ``start`` on (new), none of two published ones: all of them
+    without a cap; with one, those the cap keeps (published records first in a bucket, then
+    the keep order) and, apart, every pair of a new and a published record it leaves out."""
     rng = np.random.default_rng(3)
-    for n, start, bits in ((300, 250, 4), (600, 450, 2), (40, 40, 4)):
+    for n, start, bits, cap in ((300, 250, 4, 1000), (600, 450, 2, 1000), (40, 40, 4, 1000),
+                                (600, 450, 2, 5), (300, 250, 1, 3)):
         sig = rng.integers(0, 2 ** bits, (n, 16)).astype(np.uint32)
         sig[start:start + 5] = sig[:min(5, n - start)]  # new copies of published records
-        found = set(map(tuple, neardup.pairs_with_new(sig, 4, start).tolist()))
+        rank = np.concatenate([np.arange(start), start + rng.permutation(n - start)])
+        found, capped, beyond = neardup.bucket_pairs(sig, 4, rank, start, max_bucket=cap,
+                                                     uncapped=True)
         truth = {(i, j) for i in range(n) for j in range(max(i + 1, start), n)
                  if any((sig[i, b * 4:b * 4 + 4] == sig[j, b * 4:b * 4 + 4]).all()
                         for b in range(4))}
-        assert found == truth
-        assert all((i, i + start) in found for i in range(min(5, n - start)))
+        got, extra = set(map(tuple, found.tolist())), set(map(tuple, beyond.tolist()))
+        assert not got & extra and all(i < start <= j for i, j in extra)
+        if cap >= n:
+            assert got == truth and not extra and capped == 0
+            assert all((i, i + start) in got for i in range(min(5, n - start)))
+            continue
+        assert capped > 0 and extra and got < truth
+        # capped: exactly the pairs that hold one of a bucket's first ``cap`` members
+        expected = set()
+        for band in range(4):
+            key = neardup._band_key(sig, band, 4)
+            for value in np.unique(key[start:]):
+                members = np.flatnonzero(key == value)
+                members = members[np.lexsort((rank[members], members >= start))]
+                leaders = set(members[:cap].tolist())
+                expected |= {(int(i), int(j)) for i in members for j in members
+                             if i < j and j >= start and (i in leaders or j in leaders)}
+        assert got == expected
+        # with those beyond the cap: every pair of a published and a new record
+        assert got | extra == {(i, j) for i, j in truth if i < start or (i, j) in expected}
 
 
 def test_the_index_keeps_four_bits_and_reads_indexes_of_eight() -> None:
@@ -260,18 +284,8 @@ def test_cjk_mask_decides_as_is_cjk_for_every_text() -> None:
     assert mask[2] and mask[5] and mask[6] and mask[-2] and not mask[-1] and not mask[0]
     # a batch of signatures is the same whichever way the texts are told apart
     hasher = neardup.MinHasher()
-    one_by_one = np.vstack([hasher._batch([t]) for t in texts])
+    one_by_one = np.vstack([hasher.signatures([t]) for t in texts])
     assert np.array_equal(hasher.signatures(texts), one_by_one)
-
-
-def test_keep_rules_pick_the_documented_record() -> None:
-    labels = np.array([0, 0, 0, 1])
-    lengths = np.array([5, 9, 9, 3])
-    complete = np.array([1, 2, 3, 1])
-    assert neardup.representatives(labels, "earliest", lengths, complete).tolist() == [0, 0, 0, 3]
-    assert neardup.representatives(labels, "longest", lengths, complete).tolist() == [1, 1, 1, 3]
-    assert neardup.representatives(labels, "most_complete", lengths,
-                                   complete).tolist() == [2, 2, 2, 3]
 
 
 def test_exact_dedup_recall_and_precision_are_one() -> None:

@@ -169,7 +169,7 @@ def test_the_exact_sets_are_the_sets_the_signatures_hash() -> None:
     texts = ["", "好", "好的", "好的呀", "!!", "Hello", "hello world", "One two three four",
              *families(3, 20, True)[0][:20], *families(4, 20, False)[0][:20]]
     for text in texts:
-        exact = hasher.shingle_set(text)
+        exact = neardup.shingle_set(text, hasher.char_ngram, hasher.word_ngram)
         assert len(exact) == len(hasher.shingles(text)), text
         chinese = neardup.is_cjk(text)
         if chinese:
@@ -177,7 +177,7 @@ def test_the_exact_sets_are_the_sets_the_signatures_hash() -> None:
         elif re.findall(r"\w", text):
             assert {tuple(g.split(" ")) for g in exact} == word_grams(text)
     # a text without words is one shingle, itself: emoticons are not all alike
-    assert hasher.shingle_set(":)") == {":)"} and hasher.shingle_set("") == {""}
+    assert neardup.shingle_set(":)", 3, 3) == {":)"} and neardup.shingle_set("", 3, 3) == {""}
     smiles = hasher.signatures([":)", ":(", ":)"])
     assert (smiles[0] == smiles[2]).all() and (smiles[0] != smiles[1]).all()
     a = _chinese(rng, 50)
@@ -274,10 +274,10 @@ def test_bucket_pairs_are_every_pair_of_a_bucket_up_to_the_cap() -> None:
     truth = {(i, j) for i in range(120) for j in range(i + 1, 120)
              if any((sig[i, b * 2:b * 2 + 2] == sig[j, b * 2:b * 2 + 2]).all()
                     for b in range(4))}
-    found, capped = neardup.bucket_pairs(sig, 4, max_bucket=1000)
+    found, capped, _ = neardup.bucket_pairs(sig, 4, max_bucket=1000)
     assert set(map(tuple, found.tolist())) == truth and capped == 0
     rank = rng.permutation(120)
-    few, capped = neardup.bucket_pairs(sig, 4, rank, max_bucket=3)
+    few, capped, _ = neardup.bucket_pairs(sig, 4, rank, max_bucket=3)
     assert capped > 0 and set(map(tuple, few.tolist())) < truth
     # with the cap, the pairs are exactly those of a bucket that hold one of its three
     # first records in keep order
@@ -362,3 +362,30 @@ def test_keep_order_puts_published_records_first_then_the_rule() -> None:
     assert neardup.keep_order("most_complete", lengths, complete).tolist() == [3, 4, 0, 2, 1]
     # the first two are published: they come first whatever the rule
     assert neardup.keep_order("longest", lengths, complete, first=2).tolist() == [0, 1, 4, 2, 3]
+
+
+def test_a_refresh_links_a_new_record_to_a_published_one_beyond_the_bucket_cap() -> None:
+    """A bucket of more published records than the cap: the new record is paired for
+    near-dedup with the first MAX_BUCKET only, but its split link to a similar published
+    record later in the bucket is still found (else the two can land in different splits)."""
+    cfg = NearDedup(enabled=True)  # 128 permutations, 32 bands of 4 rows
+    rng = np.random.default_rng(8)
+    n_old = neardup.MAX_BUCKET + 36
+    old_sig = rng.integers(0, 16, (n_old, 128)).astype(np.uint32)
+    old_sig[:, :4] = 7  # band 0: one bucket of every published record
+    similar = n_old - 1  # last in the keep order: beyond the cap
+    new_sig = old_sig[similar].copy()
+    new_sig[4::4] = (new_sig[4::4] + 1) % 16  # one row of every other band differs
+    assert (new_sig == old_sig[similar]).mean() >= 0.75
+    text = {**{f"p{i:03d}": [f"published {i} alpha beta gamma delta"] for i in range(n_old)},
+            "n0": ["a new one entirely different words here"]}
+    old = pd.DataFrame({"id": [f"p{i:03d}" for i in range(n_old)],
+                        "sig": neardedup.low_bits(old_sig), "length": 30, "complete": 1})
+    live = pd.DataFrame({"id": ["n0"], "sig": [new_sig.tobytes()], "length": [30],
+                         "complete": 1})
+    table, dup, summary, links = neardedup.near(
+        cfg, live, old, lambda refs: [text[i] for i in refs["id"]], link_threshold=0.5)
+    assert table.empty and summary["capped_buckets"] >= 1
+    assert links is not None
+    assert list(zip(links["id"], links["published_id"], strict=True)) == [
+        ("n0", f"p{similar:03d}")]

@@ -59,23 +59,43 @@ class TooLong(str):
     length: int
 
 
+def _ending(line: str) -> int:
+    """Characters of the line break that ends ``line``: 2 for ``\\r\\n``, 1 for ``\\n`` or
+    a lone ``\\r``, 0 for none (a file's last line, or a read cut by its size)."""
+    if line.endswith("\r\n"):
+        return 2
+    return 1 if line.endswith(("\n", "\r")) else 0
+
+
 def bounded_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
     """The physical lines of ``stream`` with their endings, each at most ``limit``
-    characters; a longer line comes as :class:`TooLong` (empty, with its length) after its
-    remainder has been read past in chunks, so memory stays bounded by ``limit``."""
+    characters without its line break; a longer line comes as :class:`TooLong` (empty, with
+    its length) after its remainder has been read past in chunks, so memory stays bounded by
+    ``limit``. Lines end as the readers split them: ``\\n``, ``\\r\\n`` or a lone ``\\r``."""
+    size = limit + 2  # a line of the limit with a \r\n break fits one read
+    ahead = ""  # a line read to learn whether a \r that ended a read was half of a \r\n
     while True:
-        line = stream.readline(limit + 1)
+        line, ahead = ahead or stream.readline(size), ""
         if not line:
             return
-        if len(line) <= limit or line.endswith("\n"):
+        ending = _ending(line)
+        length = len(line) - ending
+        if length <= limit:
             yield line
             continue
-        length = len(line)
-        while True:  # the rest of the long line, read and dropped
-            chunk = stream.readline(_CHUNK)
-            length += len(chunk)
-            if not chunk or chunk.endswith("\n"):
+        last, cut = line, len(line) == size
+        while not ending:  # the rest of the long line, read and dropped
+            last = stream.readline(_CHUNK)
+            if not last:
                 break
+            ending = _ending(last)
+            length += len(last) - ending
+            cut = len(last) == _CHUNK
+        if cut and last.endswith("\r"):
+            # the read stopped at its size right after a \r: a \n next is the same break
+            ahead = stream.readline(size)
+            if ahead == "\n":
+                ahead = ""
         marker = TooLong("\n")
         marker.length = length
         yield marker

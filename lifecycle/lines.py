@@ -41,9 +41,25 @@ class Parsed(NamedTuple):
 MAX_LINE = 16 << 20
 """Characters a line may hold (collect.max_record_mb); a longer one is skipped, not read."""
 _CHUNK = 1 << 20
-# Text is decoded with errors="surrogateescape": a byte the encoding cannot decode becomes a
-# lone surrogate, so the one line holding it is quarantined and the rest of the file is kept.
 UNDECODABLE = re.compile("[\udc80-\udcff]")
+"""What a byte the encoding cannot decode becomes (see :data:`ESCAPE`)."""
+ESCAPE = "granary-undecodable"
+"""The error handler text is decoded with, for parsing and for counting lines: every byte
+the encoding cannot decode becomes one lone surrogate in U+DC80..U+DCFF (a byte from 0x80 as
+``surrogateescape`` maps it, a lower one, which ``surrogateescape`` refuses, at U+DC80 plus
+its value), so that the one line holding it is quarantined as ``undecodable`` and the rest of
+the file is kept: a lone UTF-16 surrogate, an odd trailing byte of UTF-16 or an out-of-range
+UTF-32 unit no longer fails the whole file."""
+
+
+def _escape(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad = error.object[error.start:error.end]
+    return "".join(chr(0xDC00 + b if b >= 0x80 else 0xDC80 + b) for b in bad), error.end
+
+
+codecs.register_error(ESCAPE, _escape)
 
 
 def undecodable(line: int, text: str, lines: int = 1) -> Parsed:
@@ -136,7 +152,7 @@ class LineTally(io.RawIOBase):
         self.inner = inner
         self.bytewise = byte_line_breaks(codec)
         self.decoder = (None if self.bytewise
-                        else codecs.getincrementaldecoder(codec)(errors="replace"))
+                        else codecs.getincrementaldecoder(codec)(errors=ESCAPE))
         self.breaks = 0
         self.after_cr = False
         self.open_line = False  # characters after the last line break

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, TextIO
 from lifecycle.delimited import CsvOptions, CsvReader
 from lifecycle.errors import SourceError
 from lifecycle.lines import (
+    ESCAPE,
     MAX_LINE,
     UNDECODABLE,
     LineLedger,
@@ -403,7 +404,7 @@ def parse_member(fmt: str, member: Member, encoding: str, where: str,
         return
     enc = _codec(encoding, where)
     if fmt == "json":
-        with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape",
+        with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors=ESCAPE,
                                                     newline="") as text:
             yield from JsonReader(records_path).read(text, "")
         return
@@ -422,10 +423,10 @@ def parse_member(fmt: str, member: Member, encoding: str, where: str,
             fh.seek(offset)
         tally = LineTally(fh, enc, at_start=not offset)
         with io.TextIOWrapper(io.BufferedReader(tally, 1 << 16), encoding=enc,
-                              errors="surrogateescape", newline="") as text:
+                              errors=ESCAPE, newline="") as text:
             if fmt in ("csv", "tsv"):
                 items = CsvReader(fmt, csv_options, max_line, where).read(
-                    text, head.decode(enc, errors="replace"), len(head) < CSV_SAMPLE_BYTES)
+                    text, head.decode(enc, errors=ESCAPE), len(head) < CSV_SAMPLE_BYTES)
             else:
                 lines = TextLineReader(max_line) if fmt == "text" else JsonlReader(max_line)
                 items = lines.read(text, "")

@@ -179,3 +179,41 @@ def test_a_damaged_record_is_quarantined_and_no_other_is_lost(w: Written) -> Non
     written = set(w.records)
     assert all((p.record["text"], p.record["label"]) in written for p in records)
     _check_lines(w, items, ledger)
+
+
+WIDE = ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]
+
+
+@PROPERTY
+@given(lines=st.lists(_field("text"), min_size=1, max_size=8),
+       encoding=st.sampled_from(WIDE), fmt=st.sampled_from(["text", "jsonl"]),
+       damage=st.lists(st.tuples(st.integers(0, 10 ** 6),
+                                 st.sampled_from([b"\x00", b"\xd8", b"\x00\xd8", b"\xdc\x00",
+                                                  b"\x00\x00\x11\x00", b"\xff"]),
+                                 st.booleans()), min_size=1, max_size=3))
+def test_a_bad_code_unit_in_utf16_or_utf32_quarantines_its_line_only(
+        lines: list[str], encoding: str, fmt: str,
+        damage: list[tuple[int, bytes, bool]]) -> None:
+    """Bytes inserted into, or written over, a UTF-16/UTF-32 file (lone surrogates, an odd
+    trailing byte, a code point out of range): the file is read, not failed. The oracle is
+    Python's own decoding with errors="replace": its lines without a replacement character
+    are records, the others are quarantined as undecodable."""
+    if fmt == "jsonl":
+        lines = [json.dumps({"text": t}) for t in lines]
+    data = bytearray("\n".join(lines).encode(encoding))
+    for at, bad, overwrite in damage:
+        at %= len(data) + 1
+        data[at:at + (len(bad) if overwrite else 0)] = bad
+    oracle = list(io.StringIO(bytes(data).decode(encoding, "replace"), newline=""))
+    items, ledger = _read(Written(fmt, bytes(data), encoding, [], 0, False, len(oracle), None))
+    assert ledger.physical == len(oracle)
+    assert sum(p.lines for p in items) == len(oracle)
+    for p, line in zip(items, oracle, strict=True):
+        text = line.rstrip("\r\n")
+        if "\ufffd" in text:
+            assert p.reason == "undecodable", (p, text)
+        elif fmt == "text":
+            assert p.record == {"text": text}
+        else:  # a JSON line the damage left whole, or cut into something else
+            assert p.record is not None or p.reason in ("invalid_json", "not_an_object") \
+                or p.skipped == "blank"

@@ -134,3 +134,19 @@ def test_overlong_lines_are_quarantined_without_holding_them() -> None:
                                 "utf-8", "t", "", 1000))
         assert [p.reason for p in got] == [None, "line_too_long", None]
         assert "5,000 characters" in got[1].raw  # without its line break
+
+
+@pytest.mark.parametrize(("fmt", "encoding", "bad"), [
+    ("text", "utf-16-le", b"\x00\xd8"),           # a lone high surrogate
+    ("csv", "utf-16-be", b"\xdc\x00"),            # a lone low surrogate
+    ("jsonl", "utf-32-le", b"\x00\x00\x11\x00"),  # beyond U+10FFFF
+])
+def test_one_bad_code_unit_of_utf16_or_utf32_quarantines_one_line(fmt: str, encoding: str,
+                                                                   bad: bytes) -> None:
+    rows = {"text": ["a", "b", "c", "d"], "csv": ["text", "a", "b", "c"],
+            "jsonl": ['{"text": "a"}', '{"text": "b"}', '{"text": "c"}', "{}"]}[fmt]
+    parts = [r.encode(encoding) for r in rows]
+    parts[2] = parts[2][:len(bad)] + bad + parts[2][len(bad):]  # inside the third line
+    data = "\n".encode(encoding).join(parts) + b"x"  # and an odd byte at the end
+    got = list(parse(fmt, data, encoding, "t", skipped=True))
+    assert [p.reason for p in got] == [None, None, "undecodable", "undecodable"]

@@ -199,23 +199,8 @@ class CsvReader:
                 reader = csv.reader(feed, **args)  # a fresh parser for the lines again
                 continue
             line, spanned = feed.start, feed.spanned
-            if feed.too_long is not None:
-                marker, feed.too_long = feed.too_long, None
-                if header is None:
-                    raise SourceError(f"{self.where}: the header row on line {line} is longer "
-                                      "than collect.max_record_mb allows")
-                yield too_long(line, marker, self.limit, lines=spanned)
-                continue
-            if not row:
-                yield Parsed(line, None, skipped="blank", lines=spanned)
-                continue
-            if header is None:
-                header = [c.strip() for c in row]
-                width = len(header)
-                yield Parsed(line, None, skipped="header", lines=spanned, columns=tuple(header),
-                             raw=dialect.delimiter.join(row)[:500])
-                continue
-            if spanned > 1 and (len(row) != width or not dialect.multiline):
+            if header is not None and spanned > 1 and (len(row) != width
+                                                       or not dialect.multiline):
                 # a quote left open runs on over the lines after it (or the quote character
                 # was sniffed, on a sample where it never spanned lines): the row is
                 # quarantined by its first line and the lines it swallowed are read again
@@ -228,6 +213,21 @@ class CsvReader:
                              f"and {why}; reading resumes on line {line + 1}")
                 feed.resume_after_start()
                 reader = csv.reader(feed, **args)
+                continue
+            if feed.too_long is not None:  # a row over the limit, a quoted field's or not
+                if header is None:
+                    raise SourceError(f"{self.where}: the header row on line {line} is longer "
+                                      "than collect.max_record_mb allows")
+                yield too_long(line, feed.too_long, self.limit, lines=spanned)
+                continue
+            if not row:
+                yield Parsed(line, None, skipped="blank", lines=spanned)
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                width = len(header)
+                yield Parsed(line, None, skipped="header", lines=spanned, columns=tuple(header),
+                             raw=dialect.delimiter.join(row)[:500])
                 continue
             if len(row) != width:
                 hint = f" ({dialect.hint})" if dialect.hint else ""
@@ -271,8 +271,10 @@ class _Replay:
         return line
 
     def mark(self) -> None:
-        """A new row begins."""
+        """A new row begins (an over-long line of the row before is forgotten: after a
+        broken row, the lines read again say for themselves whether they are too long)."""
         self._row = []
+        self.too_long = None
 
     @property
     def spanned(self) -> int:

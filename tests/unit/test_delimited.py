@@ -4,12 +4,13 @@ is a record, a rejection, the header or a blank line."""
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
 
 from lifecycle.delimited import CsvOptions, decide
-from lifecycle.readers import parse
+from lifecycle.readers import Member, parse, parse_member
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +111,25 @@ def test_header_and_blank_lines_are_accounted_for_not_dropped() -> None:
     jsonl = '{"a": 1}\n  \n\n{"a": 2}\n'
     assert _rows("jsonl", jsonl, skipped=True) == [
         (1, {"a": 1}, 1), (2, "blank", 1), (3, "blank", 1), (4, {"a": 2}, 1)]
+
+
+def _limited(text: str, limit: int) -> list[tuple[int, object, int]]:
+    member = Member("t", lambda: io.BytesIO(text.encode()))
+    return [(p.line, p.record if p.record is not None else p.reason, p.lines)
+            for p in parse_member("csv", member, "utf-8", "t", max_line=limit)
+            if not p.skipped]
+
+
+def test_the_rows_a_broken_quote_swallowed_are_not_taken_for_its_over_long_line() -> None:
+    # the quote opened on line 2 runs to the end of the file over an over-long line: the
+    # rows read again after it are rows, only the long line is too long
+    text = 'text,label\n"open,x\nok1,pos\n' + "y" * 30 + "\nok2,pos\n"
+    assert _limited(text, 20) == [
+        (2, "malformed_csv", 1), (3, {"text": "ok1", "label": "pos"}, 1),
+        (4, "line_too_long", 1), (5, {"text": "ok2", "label": "pos"}, 1)]
+    # closed on a later line, leaving the wrong number of fields: the same
+    text = 'text,label\n"open,x\nok1,pos\n' + "y" * 30 + '\nok2",pos,more\nok3,neg\n'
+    assert _limited(text, 20) == [
+        (2, "malformed_csv", 1), (3, {"text": "ok1", "label": "pos"}, 1),
+        (4, "line_too_long", 1), (5, "wrong_field_count", 1),
+        (6, {"text": "ok3", "label": "neg"}, 1)]

@@ -176,6 +176,10 @@ class CsvReader:
                  dialect.delimiter, f"quote {dialect.quotechar!r}" if dialect.quotechar
                  else "no quoting", dialect.evidence)
         args = dialect.reader_args()
+        if csv.field_size_limit() < self.limit:
+            # the csv module's own bound (128 KiB) is not the spec's: collect.max_record_mb
+            # bounds a line, and a quoted field (process-wide; raised, never lowered)
+            csv.field_size_limit(self.limit)
         feed = _Replay(bounded_lines(stream, self.limit))
         header: list[str] | None = None if self.options.header else list(self.options.columns)
         width = len(header) if header is not None else 0

@@ -133,3 +133,17 @@ def test_the_rows_a_broken_quote_swallowed_are_not_taken_for_its_over_long_line(
         (2, "malformed_csv", 1), (3, {"text": "ok1", "label": "pos"}, 1),
         (4, "line_too_long", 1), (5, "wrong_field_count", 1),
         (6, {"text": "ok3", "label": "neg"}, 1)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_field_over_128_kib_is_read_up_to_the_record_limit(fmt: str) -> None:
+    # the csv module's own field limit (131,072 characters) is below collect.max_record_mb
+    big = "长" * 300_000
+    sep = "," if fmt == "csv" else "\t"
+    text = f"text{sep}label\n{big}{sep}pos\n\"{big}\nmore\"{sep}neg\n" if fmt == "csv" else \
+        f"text{sep}label\n{big}{sep}pos\n"
+    got = list(parse(fmt, text.encode(), "utf-8", "t"))
+    assert [p.reason for p in got] == [None] * len(got)
+    assert got[0].record == {"text": big, "label": "pos"}
+    if fmt == "csv":
+        assert got[1].record == {"text": f"{big}\nmore", "label": "neg"}

@@ -53,7 +53,6 @@ class CsvOptions:
 class Dialect:
     delimiter: str
     quotechar: str | None   # None: csv.QUOTE_NONE, every physical line is one row
-    multiline: bool         # whether a quoted field may hold line breaks
     evidence: str           # how it was decided, for the log and the landed entry
     hint: str = ""          # what a row of the wrong width should tell the user
 
@@ -72,7 +71,7 @@ def _sample_lines(sample: str, complete: bool) -> list[str]:
 
 
 def _rows(lines: list[str], delimiter: str, quote: str | None) -> list[list[str]]:
-    args = Dialect(delimiter, quote, True, "").reader_args(strict=False)  # widths only
+    args = Dialect(delimiter, quote, "").reader_args(strict=False)  # widths only
     try:
         return list(csv.reader(lines, **args))
     except csv.Error:
@@ -87,7 +86,7 @@ def _uniform(rows: list[list[str]]) -> bool:
 def _widths(lines: list[str], delimiter: str, quote: str | None) -> list[int | None]:
     """Fields per non-empty row of the sample, read strictly; None for a row that cannot be
     read (reading resumes on the line after the one it started on, as the reader does)."""
-    args = Dialect(delimiter, quote, True, "").reader_args()
+    args = Dialect(delimiter, quote, "").reader_args()
     out: list[int | None] = []
     start = 0
     while start < len(lines):
@@ -124,13 +123,13 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
     lines = _sample_lines(sample, complete)
     if fmt == "tsv":
         quote = options.quotechar if options.quote_declared else None
-        return Dialect(options.delimiter or "\t", quote, True,
+        return Dialect(options.delimiter or "\t", quote,
                        "spec" if options.quote_declared else "tsv: no quoting")
     quote = options.quotechar if options.quote_declared else RFC_QUOTE
     delimiter = options.delimiter or next(
         (d for d in DELIMITERS if _fits(lines, d, quote, options.header)), ",")
     if options.quote_declared:
-        return Dialect(delimiter, quote, True, "spec")
+        return Dialect(delimiter, quote, "spec")
     try:
         sniffed = csv.Sniffer().sniff("".join(lines), delimiters=delimiter).quotechar
     except csv.Error:
@@ -150,8 +149,8 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
                     "(RFC 4180) as no quote is guessed%s", where, sniffed, RFC_QUOTE,
                     f" ({hint})" if hint else "")
         if hint:
-            return Dialect(delimiter, RFC_QUOTE, True, "rfc 4180", hint)
-    return Dialect(delimiter, RFC_QUOTE, True, "rfc 4180")
+            return Dialect(delimiter, RFC_QUOTE, "rfc 4180", hint)
+    return Dialect(delimiter, RFC_QUOTE, "rfc 4180")
 
 
 class CsvReader:
@@ -203,18 +202,13 @@ class CsvReader:
                 reader = csv.reader(feed, **args)  # a fresh parser for the lines again
                 continue
             line, spanned = feed.start, feed.spanned
-            if header is not None and spanned > 1 and (len(row) != width
-                                                       or not dialect.multiline):
-                # a quote left open runs on over the lines after it (or the quote character
-                # was sniffed, on a sample where it never spanned lines): the row is
-                # quarantined by its first line and the lines it swallowed are read again
-                why = (f"leaves {len(row)} fields instead of {width} (an unterminated quote?)"
-                       if len(row) != width else
-                       f"is quoted with the sniffed {dialect.quotechar!r}, which never spans "
-                       "lines in the sample (set `quotechar` on the source to allow it)")
+            if header is not None and spanned > 1 and len(row) != width:
+                # a quote left open runs on over the lines after it: the row is quarantined
+                # by its first line and the lines it swallowed are read again
                 yield Parsed(line, None, "malformed_csv",
                              f"a quoted field opened on line {line} runs over {spanned} lines "
-                             f"and {why}; reading resumes on line {line + 1}")
+                             f"and leaves {len(row)} fields instead of {width} (an "
+                             f"unterminated quote?); reading resumes on line {line + 1}")
                 feed.resume_after_start()
                 reader = csv.reader(feed, **args)
                 continue

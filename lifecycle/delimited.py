@@ -5,7 +5,9 @@ every physical line is one row, so a field that starts with an apostrophe or a q
 swallow the lines after it. CSV quotes with ``"`` (RFC 4180) unless the spec says otherwise;
 no other quote character is guessed (a wrong guess joins fields silently, while RFC 4180 on a
 file quoted otherwise quarantines the rows of the wrong width, each saying which
-``quotechar`` the sample suggests). CSV's delimiter, when the spec does not set
+``quotechar`` the sample suggests). A quoted row over several lines, each of which reads
+as a whole row without the quote, is taken for what a stray quote leaves and is not read as
+one record (see :meth:`CsvReader.read`). CSV's delimiter, when the spec does not set
 it, is the first of ``, ; tab |`` that splits four in five of the sample's rows (header
 included) into one number of fields, at least two, without a quoting error; ``,`` when none
 does.
@@ -169,7 +171,9 @@ class CsvReader:
         (an unterminated quote swallows the lines after it until the field limit), or whose
         quoted field runs over lines and leaves the wrong number of fields, is quarantined as
         ``malformed_csv`` by its first line, and reading resumes on the line after it: the
-        lines the broken row swallowed are read again as rows of their own."""
+        lines the broken row swallowed are read again as rows of their own. So is a quoted
+        row over several lines that each read as a whole row without the quote (a stray
+        quote closed by another one; RFC 4180 would read one row holding the others)."""
         dialect = self.dialect = decide(self.fmt, self.options, sample, complete, self.where)
         log.info("%s: %s with delimiter %r and %s (%s)", self.where, self.fmt,
                  dialect.delimiter, f"quote {dialect.quotechar!r}" if dialect.quotechar
@@ -202,13 +206,18 @@ class CsvReader:
                 reader = csv.reader(feed, **args)  # a fresh parser for the lines again
                 continue
             line, spanned = feed.start, feed.spanned
-            if header is not None and spanned > 1 and len(row) != width:
-                # a quote left open runs on over the lines after it: the row is quarantined
-                # by its first line and the lines it swallowed are read again
+            if header is not None and spanned > 1 and (
+                    len(row) != width or feed.each_line_a_row(dialect.delimiter, width)):
+                # a quote left open runs on over the lines after it, or a stray quote joined
+                # lines that are rows of their own: the row is quarantined by its first line
+                # and the lines it swallowed are read again
+                why = (f"leaves {len(row)} fields instead of {width} (an unterminated quote?)"
+                       if len(row) != width else
+                       f"each of those lines reads as a whole row of {width} fields without "
+                       "it: a stray quote?")
                 yield Parsed(line, None, "malformed_csv",
-                             f"a quoted field opened on line {line} runs over {spanned} lines "
-                             f"and leaves {len(row)} fields instead of {width} (an "
-                             f"unterminated quote?); reading resumes on line {line + 1}")
+                             f"a quote opened on line {line} runs over {spanned} lines and "
+                             f"{why} Reading resumes on line {line + 1}.")
                 feed.resume_after_start()
                 reader = csv.reader(feed, **args)
                 continue
@@ -273,6 +282,15 @@ class _Replay:
         broken row, the lines read again say for themselves whether they are too long)."""
         self._row = []
         self.too_long = None
+
+    def each_line_a_row(self, delimiter: str, width: int) -> bool:
+        """Whether every physical line of the current row, split at ``delimiter`` with no
+        quoting, has ``width`` fields, ``width`` being two or more: the mark of a stray quote
+        that joined rows. (A quoted field's line breaks in RFC 4180 almost always leave
+        some line of another width; with one column, there is no delimiter to tell.)"""
+        return width > 1 and all(
+            not isinstance(text, TooLong) and text.count(delimiter) == width - 1
+            for _, text in self._row)
 
     @property
     def spanned(self) -> int:

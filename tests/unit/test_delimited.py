@@ -147,3 +147,33 @@ def test_a_field_over_128_kib_is_read_up_to_the_record_limit(fmt: str) -> None:
     assert got[0].record == {"text": big, "label": "pos"}
     if fmt == "csv":
         assert got[1].record == {"text": f"{big}\nmore", "label": "neg"}
+
+
+def test_a_stray_quote_does_not_join_rows_that_each_read_whole() -> None:
+    # the quote opened on line 2 is closed by a quote inside a text on line 3: RFC 4180 reads
+    # one row of the right width, holding the second row and its delimiter in its text
+    text = 'id,text,label\n1,"abc,0\n2,def",1\n3,ghi,0\n'
+    got = list(parse("csv", text.encode(), "utf-8", "t"))
+    assert [(p.line, p.record or p.reason) for p in got] == [
+        (2, "malformed_csv"), (3, {"id": "2", "text": 'def"', "label": "1"}),
+        (4, {"id": "3", "text": "ghi", "label": "0"})]
+    assert "a quote opened on line 2 runs over 2 lines" in got[0].raw
+    assert "a stray quote?" in got[0].raw
+    # over more lines, and with Windows line breaks and a declared quote character
+    text = "a;b\r\n'x;y\r\nz;w\r\nv';u\r\n"
+    options = CsvOptions(delimiter=";", quotechar="'", quote_declared=True)
+    assert _rows("csv", text, options) == [
+        (2, "malformed_csv", 1), (3, {"a": "z", "b": "w"}, 1), (4, {"a": "v'", "b": "u"}, 1)]
+
+
+@pytest.mark.parametrize(("text", "record"), [
+    ('id,text,label\n1,"two\nlines",1\n', {"id": "1", "text": "two\nlines", "label": "1"}),
+    ('id,text,label\n1,"Hi, you\nI think, yes, this\nok",1\n',
+     {"id": "1", "text": "Hi, you\nI think, yes, this\nok", "label": "1"}),
+    ('id,text,label\n1,"para, one\n\npara, two",1\n',       # a blank line inside
+     {"id": "1", "text": "para, one\n\npara, two", "label": "1"}),
+    ('text\n"a\nb"\n', {"text": "a\nb"}),                   # one column: nothing to tell
+])
+def test_a_quoted_field_over_several_lines_is_still_read(text: str,
+                                                          record: dict[str, str]) -> None:
+    assert _rows("csv", text) == [(2, record, text.count("\n") - 1)]

@@ -251,3 +251,46 @@ def test_a_bad_code_unit_in_utf16_or_utf32_quarantines_its_line_only(
         else:  # a JSON line the damage left whole, or cut into something else
             assert p.record is not None or p.reason in ("invalid_json", "not_an_object") \
                 or p.skipped == "blank"
+
+
+def _joined(value: object) -> object:
+    """``value`` as JSON reads it back: a high and a low surrogate side by side are one
+    character; a lone one raises UnicodeDecodeError (the oracle: Python's UTF-16 codec)."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    if isinstance(value, dict):
+        return {_joined(k): _joined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_joined(v) for v in value]
+    return value
+
+
+SURROGATE_TEXT = st.text(st.one_of(st.sampled_from(CHARS), st.characters(min_codepoint=0xD7FF,
+                                                                          max_codepoint=0xE000)),
+                         max_size=6)
+JSON_VALUES = st.recursive(st.none() | st.integers() | SURROGATE_TEXT,
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(SURROGATE_TEXT, inner, max_size=3), max_leaves=8)
+
+
+@PROPERTY
+@given(objects=st.lists(st.dictionaries(SURROGATE_TEXT, JSON_VALUES, max_size=3), max_size=6),
+       fmt=st.sampled_from(["jsonl", "json"]))
+def test_a_lone_surrogate_from_a_json_escape_never_reaches_a_record(objects: list[dict],
+                                                                    fmt: str) -> None:
+    """Strings with lone and paired surrogates, written as JSON escapes: a record whose
+    strings all read back as Unicode is kept as written, any other is quarantined as
+    invalid_unicode, and every kept record can be written as UTF-8."""
+    lines = [json.dumps(o) for o in objects]  # ensure_ascii: surrogates become \\uXXXX
+    data = ("\n".join(lines) if fmt == "jsonl" else "[" + ",".join(lines) + "]").encode()
+    items = [p for p in parse_member(fmt, Member("g", lambda: io.BytesIO(data)), "utf-8", "g")
+             if not p.skipped]
+    assert len(items) == len(objects)
+    for p, obj in zip(items, objects, strict=True):
+        try:
+            expected = _joined(obj)
+        except UnicodeDecodeError:
+            assert p.reason == "invalid_unicode", (p, obj)
+            continue
+        assert p.record == expected
+        json.dumps(p.record, ensure_ascii=False).encode("utf-8")  # no lone surrogate left

@@ -150,3 +150,26 @@ def test_one_bad_code_unit_of_utf16_or_utf32_quarantines_one_line(fmt: str, enco
     data = "\n".encode(encoding).join(parts) + b"x"  # and an odd byte at the end
     got = list(parse(fmt, data, encoding, "t", skipped=True))
     assert [p.reason for p in got] == [None, None, "undecodable", "undecodable"]
+
+
+def test_a_json_escape_that_leaves_a_lone_surrogate_is_quarantined_naming_the_field() -> None:
+    jsonl = "\n".join([
+        r'{"text": "ok \ud83d\ude00"}',              # a pair: one character, kept
+        r'{"text": "cut \ud83d", "label": "x"}',      # the pair's first half only
+        r'{"text": "a", "meta": {"tags": ["b", "\udc80"]}}',
+        r'{"\ud800": 1, "text": "c"}',
+        r'{"text": "plain \\ud83d"}',                 # an escaped backslash: text, kept
+    ])
+    got = list(parse("jsonl", jsonl.encode(), "utf-8", "t"))
+    assert [(p.reason, p.record) for p in got] == [
+        (None, {"text": "ok \U0001f600"}), ("invalid_unicode", None), ("invalid_unicode", None),
+        ("invalid_unicode", None), (None, {"text": "plain \\ud83d"})]
+    assert "field 'text' holds a lone surrogate" in got[1].raw
+    assert "field 'meta.tags[1]'" in got[2].raw
+    assert "field '\\\\ud800'" in got[3].raw
+    array = "[" + ", ".join(jsonl.split("\n")) + "]"
+    got = list(parse("json", array.encode(), "utf-8", "t"))
+    assert [p.reason for p in got] == [None, "invalid_unicode", "invalid_unicode",
+                                       "invalid_unicode", None]
+    # what is quarantined can be written: its detail is UTF-8
+    assert [len(p.raw.encode("utf-8")) > 0 for p in got] == [False, True, True, True, False]

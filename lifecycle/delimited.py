@@ -199,7 +199,7 @@ class CsvReader:
                     raise SourceError(
                         f"{self.where}: the header row on line {line} cannot be read ({e}); "
                         "fix the file, or set `header: false` and `columns: [...]` on the "
-                        "source if it has no header row") from e
+                        "source if it has no header row", line=line) from e
                 yield Parsed(line, None, "malformed_csv", f"{e} (the row starting on line "
                              f"{line}; reading resumes on the next line)")
                 feed.resume_after_start()
@@ -224,7 +224,7 @@ class CsvReader:
             if feed.too_long is not None:  # a row over the limit, a quoted field's or not
                 if header is None:
                     raise SourceError(f"{self.where}: the header row on line {line} is longer "
-                                      "than collect.max_record_mb allows")
+                                      "than collect.max_record_mb allows", line=line)
                 yield too_long(line, feed.too_long, self.limit, lines=spanned)
                 continue
             if not row:

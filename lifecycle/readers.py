@@ -47,8 +47,8 @@ BINARY_FORMATS = {"parquet", "excel", "image"}
 LINE_FORMATS = frozenset({"text", "jsonl", "csv", "tsv"})
 """Formats whose every physical line is accounted for (see :mod:`lifecycle.lines`)."""
 
-__all__ = ["MAX_LINE", "CsvOptions", "LineLedger", "Parsed", "byte_line_breaks", "decode",
-           "detect_encoding", "format_of", "member_encoding", "members", "parse",
+__all__ = ["MAX_LINE", "CsvOptions", "LineLedger", "Member", "Parsed", "byte_line_breaks",
+           "decode", "detect_encoding", "format_of", "member_encoding", "members", "parse",
            "parse_member", "resumable", "unpack"]
 
 

@@ -177,3 +177,14 @@ def test_a_stray_quote_does_not_join_rows_that_each_read_whole() -> None:
 def test_a_quoted_field_over_several_lines_is_still_read(text: str,
                                                           record: dict[str, str]) -> None:
     assert _rows("csv", text) == [(2, record, text.count("\n") - 1)]
+
+
+def test_a_header_that_cannot_be_read_fails_naming_its_line() -> None:
+    from lifecycle.errors import SourceError
+
+    with pytest.raises(SourceError, match="header row on line 2 cannot be read") as failed:
+        list(parse("csv", b'\n"text,label\n', "utf-8", "t"))
+    assert failed.value.line == 2
+    with pytest.raises(SourceError, match="header row on line 1 is longer") as failed:
+        _limited("x" * 30 + ",label\nok,pos\n", 10)
+    assert failed.value.line == 1

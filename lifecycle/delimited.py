@@ -223,8 +223,12 @@ class CsvReader:
                 continue
             if feed.too_long is not None:  # a row over the limit, a quoted field's or not
                 if header is None:
-                    raise SourceError(f"{self.where}: the header row on line {line} is longer "
-                                      "than collect.max_record_mb allows", line=line)
+                    raise SourceError(
+                        f"{self.where}: the header row on line {line} holds "
+                        f"{feed.too_long.length:,} characters, more than collect.max_record_mb "
+                        f"allows ({self.limit / (1 << 20):g} MB). If the header is right, "
+                        "raise collect.max_record_mb in the spec; otherwise check that the "
+                        "file is the CSV/TSV its source says", line=line)
                 yield too_long(line, feed.too_long, self.limit, lines=spanned)
                 continue
             if not row:

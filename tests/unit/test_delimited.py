@@ -185,6 +185,8 @@ def test_a_header_that_cannot_be_read_fails_naming_its_line() -> None:
     with pytest.raises(SourceError, match="header row on line 2 cannot be read") as failed:
         list(parse("csv", b'\n"text,label\n', "utf-8", "t"))
     assert failed.value.line == 2
-    with pytest.raises(SourceError, match="header row on line 1 is longer") as failed:
+    with pytest.raises(SourceError, match="header row on line 1 holds 36 characters, more than "
+                       r"collect.max_record_mb allows .*raise collect.max_record_mb in the "
+                       "spec") as failed:
         _limited("x" * 30 + ",label\nok,pos\n", 10)
     assert failed.value.line == 1

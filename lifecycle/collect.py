@@ -34,7 +34,7 @@ from lifecycle.accounting import LINE_KINDS, ColumnCheck, FileLines
 from lifecycle.context import StageContext, StageResult
 from lifecycle.delimited import CsvOptions
 from lifecycle.errors import ConservationError, LifecycleError, SourceError
-from lifecycle.lines import LineLedger, Parsed
+from lifecycle.lines import LineBreaks, LineLedger, Parsed
 from lifecycle.readers import (
     LINE_FORMATS,
     Member,
@@ -172,37 +172,35 @@ PLAIN_EXTENSIONS = frozenset({"txt", "text", "jsonl", "ndjson", "csv", "tsv"})
 
 
 def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: str,
-              fmt: str) -> int:
+              fmt: str, chunk_size: int = 1 << 20) -> int:
     """How many lines of this file an earlier run parsed, when the file only grew since:
     its first ``before["bytes"]`` bytes are the bytes that run saw (the same sha256), they
     end with a line break, and the file reads with the same encoding (one whose line breaks
     are single bytes) and format. Those lines are known without reading the source's row
     keys; the lines after them are new places. They are counted by their line breaks as the
-    readers split lines: ``\n``, ``\r\n`` and a lone ``\r``. 0 when any of that does not
-    hold (the whole file is checked against the row keys, as for any changed file)."""
+    readers split lines (:class:`LineBreaks`, the counter of the readers' line tally). 0
+    when any of that does not hold (the whole file is checked against the row keys, as for
+    any changed file). ``chunk_size``: the bytes read at a time."""
     if (not before or before.get("encoding") != encoding or before.get("format") != fmt
             or not 0 < int(before.get("bytes", 0)) < size or not byte_line_breaks(encoding)):
         return 0
     old = int(before["bytes"])
     digest = hashlib.sha256()
-    lines, after_cr = 0, False
+    breaks = LineBreaks()
     with open(path, "rb") as fh:
         left = old
         while left:
-            chunk = fh.read(min(left, 1 << 20))
+            chunk = fh.read(min(left, chunk_size))
             if not chunk:
                 return 0
             digest.update(chunk)
-            lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
-            if after_cr and chunk.startswith(b"\n"):
-                lines -= 1  # a \r\n across two chunks, counted once for each
-            after_cr = chunk.endswith(b"\r")
+            breaks.feed(chunk)
             left -= len(chunk)
         fh.seek(old - 1)
         last = fh.read(1)
     if digest.hexdigest() != before.get("sha256") or last != b"\n":
         return 0
-    return lines
+    return breaks.breaks
 
 
 @contextmanager
@@ -619,7 +617,7 @@ def _read_sidecar(ctx: StageContext, source: Any) -> dict[str, dict[str, Any]]:
     if cfg.key not in frame:
         raise SourceError(f"source {source.name!r}: sidecar {cfg.path} has no column "
                           f"{cfg.key!r} (it has {list(frame.columns)}); set sidecar.key")
-    return {str(r[cfg.key]): {k: v for k, v in r.items() if k != cfg.key}
+    return {str(r[cfg.key]): {str(k): v for k, v in r.items() if k != cfg.key}
             for r in frame.to_dict(orient="records")}
 
 

@@ -141,6 +141,34 @@ def byte_line_breaks(encoding: str) -> bool:
     return name == "utf-8-sig" or "\n".encode(name) == b"\n"
 
 
+class LineBreaks:
+    """Line breaks counted over consecutive chunks of bytes (an ASCII-compatible encoding)
+    or of text: ``\\n``, ``\\r\\n`` and a lone ``\\r``, as the readers split lines, a
+    ``\\r\\n`` split across two chunks counted once. :attr:`lines` adds a last line without
+    a break."""
+
+    def __init__(self) -> None:
+        self.breaks = 0
+        self.after_cr = False
+        self.open_line = False  # characters after the last line break
+
+    def feed(self, chunk: bytes | str) -> None:
+        if not chunk:
+            return
+        c: Any = chunk
+        nl: Any = b"\n" if isinstance(chunk, bytes) else "\n"
+        cr: Any = b"\r" if isinstance(chunk, bytes) else "\r"
+        self.breaks += c.count(nl) + c.count(cr) - c.count(cr + nl)
+        if self.after_cr and c[:1] == nl:
+            self.breaks -= 1  # a \r\n split across two chunks is one break
+        self.after_cr = c[-1:] == cr
+        self.open_line = c[-1:] not in (nl, cr)
+
+    @property
+    def lines(self) -> int:
+        return self.breaks + (1 if self.open_line else 0)
+
+
 class LineTally(io.RawIOBase):
     """A binary stream read through to a reader, counting the physical lines of what passes:
     line breaks (``\\n``, ``\\r\\n``, a lone ``\\r``) plus a last line without one. In an
@@ -153,9 +181,7 @@ class LineTally(io.RawIOBase):
         self.bytewise = byte_line_breaks(codec)
         self.decoder = (None if self.bytewise
                         else codecs.getincrementaldecoder(codec)(errors=ESCAPE))
-        self.breaks = 0
-        self.after_cr = False
-        self.open_line = False  # characters after the last line break
+        self.counter = LineBreaks()
         self.head: bytes | None = (b"" if at_start and codecs.lookup(codec).name == "utf-8-sig"
                                    else None)  # the first bytes, until a BOM is ruled out
 
@@ -174,19 +200,8 @@ class LineTally(io.RawIOBase):
             if len(self.head) < len(codecs.BOM_UTF8) and data:
                 return
             data, self.head = self.head.removeprefix(codecs.BOM_UTF8), None
-        if self.decoder is None:
-            self._count(data, b"\n", b"\r")
-        else:
-            self._count(self.decoder.decode(data, final=not data), "\n", "\r")
-
-    def _count(self, chunk: Any, nl: Any, cr: Any) -> None:
-        if not chunk:
-            return
-        self.breaks += chunk.count(nl) + chunk.count(cr) - chunk.count(cr + nl)
-        if self.after_cr and chunk[:1] == nl:
-            self.breaks -= 1  # a \r\n split across two reads is one break
-        self.after_cr = chunk[-1:] == cr
-        self.open_line = chunk[-1:] not in (nl, cr)
+        self.counter.feed(data if self.decoder is None
+                          else self.decoder.decode(data, final=not data))
 
     def finish(self) -> int:
         """Physical lines of the whole stream (read to its end here if need be)."""
@@ -195,7 +210,7 @@ class LineTally(io.RawIOBase):
             self._feed(data)
             if not data:
                 break
-        return self.breaks + (1 if self.open_line else 0)
+        return self.counter.lines
 
 
 class LineLedger:

@@ -9,8 +9,8 @@ file quoted otherwise quarantines the rows of the wrong width, each saying which
 as a whole row without the quote, is taken for what a stray quote leaves and is not read as
 one record (see :meth:`CsvReader.read`). CSV's delimiter, when the spec does not set
 it, is the first of ``, ; tab |`` that splits four in five of the sample's rows (header
-included) into one number of fields, at least two, without a quoting error; ``,`` when none
-does.
+included; as many as the spec's ``columns`` for a file without a header row) into one number
+of fields, at least two, without a quoting error; ``,`` when none does.
 """
 
 from __future__ import annotations
@@ -106,15 +106,18 @@ def _widths(lines: list[str], delimiter: str, quote: str | None) -> list[int | N
     return out
 
 
-def _fits(lines: list[str], delimiter: str, quote: str | None, header: bool) -> bool:
-    """Whether ``delimiter`` splits the sample's rows into one width of at least two fields:
-    four rows in five read without error to that width, the header among them."""
+def _fits(lines: list[str], delimiter: str, quote: str | None, header: bool,
+          expected: int | None = None) -> bool:
+    """Whether ``delimiter`` splits the sample's rows into one width of at least two fields
+    (``expected`` fields when the spec names the columns): four rows in five read without
+    error to that width, the header among them."""
     widths = _widths(lines, delimiter, quote)
     known = [w for w in widths if w is not None]
     if not known:
         return False
     width, count = Counter(known).most_common(1)[0]
-    return width >= 2 and count >= 0.8 * len(widths) and (not header or widths[0] == width)
+    return (width >= 2 and count >= 0.8 * len(widths) and (not header or widths[0] == width)
+            and expected in (None, width))
 
 
 def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
@@ -128,8 +131,9 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
         return Dialect(options.delimiter or "\t", quote,
                        "spec" if options.quote_declared else "tsv: no quoting")
     quote = options.quotechar if options.quote_declared else RFC_QUOTE
+    expected = len(options.columns) if not options.header and options.columns else None
     delimiter = options.delimiter or next(
-        (d for d in DELIMITERS if _fits(lines, d, quote, options.header)), ",")
+        (d for d in DELIMITERS if _fits(lines, d, quote, options.header, expected)), ",")
     if options.quote_declared:
         return Dialect(delimiter, quote, "spec")
     try:

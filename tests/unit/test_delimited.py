@@ -190,3 +190,15 @@ def test_a_header_that_cannot_be_read_fails_naming_its_line() -> None:
                        "spec") as failed:
         _limited("x" * 30 + ",label\nok,pos\n", 10)
     assert failed.value.line == 1
+
+
+def test_without_a_header_row_the_delimiter_gives_the_rows_the_columns_width() -> None:
+    # "," splits every row into three fields, ";" into two: with two columns named, ";"
+    options = CsvOptions(header=False, columns=("text", "label"))
+    text = "a,b,c;pos\nd,e,f;neg\ng,h,i;pos\n"
+    assert decide("csv", options, text, True).delimiter == ";"
+    assert [r[1] for r in _rows("csv", text, options)] == [
+        {"text": "a,b,c", "label": "pos"}, {"text": "d,e,f", "label": "neg"},
+        {"text": "g,h,i", "label": "pos"}]
+    three = CsvOptions(header=False, columns=("a", "b", "c"))
+    assert decide("csv", three, text, True).delimiter == ","

@@ -97,7 +97,7 @@ def _widths(lines: list[str], delimiter: str, quote: str | None) -> list[int | N
         try:
             for row in reader:
                 done = reader.line_num
-                if row:
+                if row and (len(row) > 1 or row[0].strip()):  # not a blank line
                     out.append(len(row))
             return out
         except csv.Error:
@@ -161,8 +161,8 @@ def decide(fmt: str, options: CsvOptions, sample: str, complete: bool,
 
 class CsvReader:
     """CSV/TSV rows with the physical lines each spans; a header row (or the spec's
-    ``columns``) names the fields. Blank lines and the header come as ``skipped`` items, so
-    every line of the file is accounted for."""
+    ``columns``) names the fields. Blank lines (nothing but whitespace, and no delimiter) and
+    the header come as ``skipped`` items, so every line of the file is accounted for."""
 
     def __init__(self, fmt: str, options: CsvOptions | None = None, limit: int = MAX_LINE,
                  where: str = "") -> None:
@@ -235,7 +235,7 @@ class CsvReader:
                         "file is the CSV/TSV its source says", line=line)
                 yield too_long(line, feed.too_long, self.limit, lines=spanned)
                 continue
-            if not row:
+            if not row or feed.blank(dialect.delimiter):
                 yield Parsed(line, None, skipped="blank", lines=spanned)
                 continue
             if header is None:
@@ -299,6 +299,14 @@ class _Replay:
         return width > 1 and all(
             not isinstance(text, TooLong) and text.count(delimiter) == width - 1
             for _, text in self._row)
+
+    def blank(self, delimiter: str) -> bool:
+        """Whether the current row is one line of nothing but whitespace and no
+        ``delimiter``: a blank line, as in JSONL (a TSV line holding a tab is a row)."""
+        if len(self._row) != 1:
+            return False
+        text = self._row[0][1]
+        return not text.strip() and delimiter not in text
 
     @property
     def spanned(self) -> int:

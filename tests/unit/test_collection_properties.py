@@ -106,17 +106,19 @@ def files(draw: st.DrawFn, fmt: str, broken: bool = False) -> Written:
             written.append((text, label))
             continue
         if fmt != "text" and draw(st.integers(0, 4)) == 0:
-            lines.append(draw(st.sampled_from(["", " ", "\t "])) if fmt == "jsonl" else "")
+            # nothing but whitespace (no delimiter): a blank line in every format but text
+            lines.append(draw(st.sampled_from(["", " ", "\t " if fmt != "tsv" else "  "])))
             blank += 1
         kind = ""
         if damaged and fmt == "csv":
             # an open quote before an empty text would read as the closing quote of a quote
-            # another damaged line left open (a valid field); one field of two empty ones
-            # would be a blank line; a stray quote is closed inside a later text
+            # another damaged line left open (a valid field); one field of nothing but
+            # whitespace would be a blank line; a stray quote is closed inside a later text
             closer = i + draw(st.integers(1, 3))
             stray = bool(text) and closer < len(records) and bool(records[closer][0])
             kind = draw(st.sampled_from(["extra field"] + (["open quote"] if text else [])
-                                        + (["one field"] if text or label else [])
+                                        + (["one field"] if (text + label).strip()
+                                           else [])
                                         + (["stray quote"] if stray else [])))
             closing = closer if kind == "stray quote" else closing
         line = _line(draw, fmt, text, label, delimiter, damaged, kind)

@@ -202,3 +202,19 @@ def test_without_a_header_row_the_delimiter_gives_the_rows_the_columns_width() -
         {"text": "g,h,i", "label": "pos"}]
     three = CsvOptions(header=False, columns=("a", "b", "c"))
     assert decide("csv", three, text, True).delimiter == ","
+
+
+def test_a_line_of_only_whitespace_is_blank_in_csv_tsv_and_jsonl_alike() -> None:
+    # one rule (docs/spec.md): nothing but whitespace, and no delimiter, is a blank line
+    assert _rows("csv", "  \ntext,label\n \na,pos\n\t \n", skipped=True) == [
+        (1, "blank", 1), (2, "header", 1), (3, "blank", 1),
+        (4, {"text": "a", "label": "pos"}, 1), (5, "blank", 1)]
+    # a tab is TSV's delimiter: a line holding one is a row (of empty fields), not blank
+    assert _rows("tsv", "text\tlabel\n  \n \t\na\tpos\n", skipped=True) == [
+        (1, "header", 1), (2, "blank", 1), (3, {"text": " ", "label": ""}, 1),
+        (4, {"text": "a", "label": "pos"}, 1)]
+    assert _rows("jsonl", '{"a": 1}\n \t\n', skipped=True) == [
+        (1, {"a": 1}, 1), (2, "blank", 1)]
+    # inside a quoted field a line of spaces is text
+    assert _rows("csv", 'text,label\n"a\n  \nb",pos\n') == [
+        (2, {"text": "a\n  \nb", "label": "pos"}, 3)]

@@ -290,6 +290,11 @@ class _Unit:
         self.last_line = 0
         self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
         self.raw: dict[str, str] = dict(self.state.get("payloads", {}))  # sha256 -> raw key
+        # name -> sha256 of the payloads delivered before (see unchanged); None in a state
+        # written before names were kept
+        self.delivered_before: dict[str, str] | None = (
+            self.state.get("delivered") if self.incremental else {})
+        self.delivered: dict[str, str] = {}
         tag = f"u{unit['index']:05d}"
         self.records = shards.ShardWriter(ctx, STAGE, tag, record_schema(ctx.spec))
         self.rejects = shards.ShardWriter(ctx, STAGE, f"{tag}-quarantine", QUARANTINE_SCHEMA)
@@ -336,7 +341,8 @@ class _Unit:
                 "landed": self.landed, "counts": dict(self.tally),
                 "reasons": dict(self.reasons), "lines": dict(self.lines),
                 "columns": {k: sorted(v) for k, v in self.columns.items()},
-                "updates": conn.updates, "payloads": self.payloads, "files": self.files}
+                "updates": conn.updates, "payloads": self.payloads, "files": self.files,
+                "delivered": self.delivered}
 
     def land(self, payload: Payload, digest: str) -> tuple[str, str | None, bool]:
         """Store the payload unless these bytes are already in the raw bucket: under the key
@@ -364,7 +370,8 @@ class _Unit:
             **({"request": payload.meta} if payload.meta else {})}
         self.landed.append(entry)
         self.tally["payloads"] += 1
-        if digest in self.known_payloads:  # incremental: these exact bytes were collected
+        self.delivered[payload.name] = digest
+        if self.unchanged(payload.name, digest):
             self.payloads[digest] = self.raw[digest]
             entry.update(parsed=False, new=False, uri=None, version_id=None)
             self.tally["unchanged"] += 1
@@ -380,6 +387,16 @@ class _Unit:
             for member in found:
                 with _located(self.source.name, member.name):
                     self.member(payload, member, entry, key, version_id, len(found) == 1)
+
+    def unchanged(self, name: str, digest: str) -> bool:
+        """Whether an earlier run collected these bytes under this name (an incremental run
+        then neither lands nor parses them). The same bytes under a new name are a new
+        delivery, whose records are new places, as a full run reads them: known by their
+        bytes alone, they would be collected by a full run and not by a refresh. (A state
+        written before names were kept knows payloads by their bytes alone.)"""
+        if digest not in self.known_payloads:
+            return False
+        return self.delivered_before is None or self.delivered_before.get(name) == digest
 
     def member(self, payload: Payload, member: Member, entry: dict[str, Any], key: str,
                version_id: str | None, alone: bool) -> None:
@@ -788,9 +805,11 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
     seen = list(base.get("seen", []))
     listing = dict(base.get("listing", {}))
     files = dict(base.get("files", {}))
+    delivered = dict(base.get("delivered", {}))
     state: dict[str, Any] = {}
     for p in partials:
         payloads.update(p["payloads"])
+        delivered.update(p.get("delivered", {}))
         files.update(p.get("files", {}))
         if p["seen"]:
             seen.append(p["seen"])
@@ -803,7 +822,7 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
                 state[k] = updates[k]
     if "watermark" not in state and "watermark" in old:
         state["watermark"], state["watermark_type"] = old["watermark"], old.get("watermark_type")
-    state.update(payloads=payloads, seen=_compact(ctx, source, seen),
+    state.update(payloads=payloads, delivered=delivered, seen=_compact(ctx, source, seen),
                  columns=observed or old.get("columns", {}))
     if listing:
         state["listing"] = listing

@@ -8,6 +8,9 @@
   header row is checked before its first row is read; other formats on their records). A
   source that cannot fill the spec's fields fails collection, naming the source, the file,
   the missing columns and the ones it has, instead of reaching later stages as empty records.
+
+The errors carry the field (and the header's line) where known; collection adds the source
+and the file to every error that escapes a file's reading.
 """
 
 from __future__ import annotations
@@ -55,17 +58,18 @@ class ColumnCheck:
         self.found: set[str] = set()
         self.records = 0
 
-    def header(self, columns: tuple[str, ...]) -> None:
-        """A CSV/TSV header row (or the spec's ``columns``): fail at once if it lacks a
-        needed column, or holds one twice."""
+    def header(self, columns: tuple[str, ...], line: int | None = None) -> None:
+        """A CSV/TSV header row (on ``line``): fail at once if it lacks a needed column, or
+        holds one twice. (The spec's ``columns``, for a file without a header row, are
+        checked by the spec's validator.)"""
         missing = self.missing - set(columns)
         if missing:
-            self._fail(missing, list(columns))
+            self._fail(missing, list(columns), line)
         twice = sorted(c for c in self.missing if columns.count(c) > 1)
         if twice:
             raise SourceError(f"{self.where}: the header row names the column(s) {twice} more "
                               f"than once ({list(columns)}); rename them so that each field "
-                              "reads one column")
+                              "reads one column", line=line, field=self._fields(set(twice)))
         self.missing = set()
 
     def record(self, record: dict[str, Any]) -> None:
@@ -79,7 +83,11 @@ class ColumnCheck:
         if self.records and self.missing:
             self._fail(self.missing, sorted(self.found))
 
-    def _fail(self, missing: set[str], found: list[str]) -> None:
+    def _fields(self, columns: set[str]) -> str:
+        """The spec's fields that read ``columns``, in the spec's order."""
+        return ", ".join(f for f, c in self.needed.items() if c in columns)
+
+    def _fail(self, missing: set[str], found: list[str], line: int | None = None) -> None:
         fields = ", ".join(f"{f} (column {c!r})" for f, c in self.needed.items() if c in missing)
         shown = found[:self.MAX_SHOWN] + (["..."] if len(found) > self.MAX_SHOWN else [])
         hint = ("If the file has no header row, set `header: false` and `columns: [...]` on the "
@@ -87,4 +95,5 @@ class ColumnCheck:
                 if self.fmt in ("csv", "tsv") else
                 "Map the fields to the keys the records have with the source's `fields:`")
         raise SourceError(f"{self.where}: no column for the field(s) {fields}; the columns "
-                          f"found are {shown}. {hint}.")
+                          f"found are {shown}. {hint}.", line=line,
+                          field=self._fields(missing))

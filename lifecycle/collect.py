@@ -21,6 +21,8 @@ import json
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,10 +33,11 @@ from lifecycle import shards
 from lifecycle.accounting import LINE_KINDS, ColumnCheck, FileLines
 from lifecycle.context import StageContext, StageResult
 from lifecycle.delimited import CsvOptions
-from lifecycle.errors import ConservationError, SourceError
-from lifecycle.lines import LineLedger, Parsed
+from lifecycle.errors import ConservationError, LifecycleError, SourceError
+from lifecycle.lines import LineBreaks, LineLedger, Parsed
 from lifecycle.readers import (
     LINE_FORMATS,
+    Member,
     byte_line_breaks,
     format_of,
     member_encoding,
@@ -169,37 +172,49 @@ PLAIN_EXTENSIONS = frozenset({"txt", "text", "jsonl", "ndjson", "csv", "tsv"})
 
 
 def _appended(path: Path, size: int, before: dict[str, Any] | None, encoding: str,
-              fmt: str) -> int:
+              fmt: str, chunk_size: int = 1 << 20) -> int:
     """How many lines of this file an earlier run parsed, when the file only grew since:
     its first ``before["bytes"]`` bytes are the bytes that run saw (the same sha256), they
     end with a line break, and the file reads with the same encoding (one whose line breaks
     are single bytes) and format. Those lines are known without reading the source's row
     keys; the lines after them are new places. They are counted by their line breaks as the
-    readers split lines: ``\n``, ``\r\n`` and a lone ``\r``. 0 when any of that does not
-    hold (the whole file is checked against the row keys, as for any changed file)."""
+    readers split lines (:class:`LineBreaks`, the counter of the readers' line tally). 0
+    when any of that does not hold (the whole file is checked against the row keys, as for
+    any changed file). ``chunk_size``: the bytes read at a time."""
     if (not before or before.get("encoding") != encoding or before.get("format") != fmt
             or not 0 < int(before.get("bytes", 0)) < size or not byte_line_breaks(encoding)):
         return 0
     old = int(before["bytes"])
     digest = hashlib.sha256()
-    lines, after_cr = 0, False
+    breaks = LineBreaks()
     with open(path, "rb") as fh:
         left = old
         while left:
-            chunk = fh.read(min(left, 1 << 20))
+            chunk = fh.read(min(left, chunk_size))
             if not chunk:
                 return 0
             digest.update(chunk)
-            lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
-            if after_cr and chunk.startswith(b"\n"):
-                lines -= 1  # a \r\n across two chunks, counted once for each
-            after_cr = chunk.endswith(b"\r")
+            breaks.feed(chunk)
             left -= len(chunk)
         fh.seek(old - 1)
         last = fh.read(1)
     if digest.hexdigest() != before.get("sha256") or last != b"\n":
         return 0
-    return lines
+    return breaks.breaks
+
+
+@contextmanager
+def _located(source: str, file: str | None = None) -> Iterator[None]:
+    """An error escaping the block says which source (and file) it comes from, unless it
+    already does: the run's failure cause in the catalog names them."""
+    try:
+        yield
+    except LifecycleError as e:
+        if e.source is None:
+            e.source = source
+        if e.file is None and file is not None:
+            e.file = file
+        raise
 
 
 def load_seen(ctx: StageContext, state: dict[str, Any]) -> set[bytes]:
@@ -275,6 +290,11 @@ class _Unit:
         self.last_line = 0
         self.known_payloads = set(self.state.get("payloads", {})) if self.incremental else set()
         self.raw: dict[str, str] = dict(self.state.get("payloads", {}))  # sha256 -> raw key
+        # name -> sha256 of the payloads delivered before (see unchanged); None in a state
+        # written before names were kept
+        self.delivered_before: dict[str, str] | None = (
+            self.state.get("delivered") if self.incremental else {})
+        self.delivered: dict[str, str] = {}
         tag = f"u{unit['index']:05d}"
         self.records = shards.ShardWriter(ctx, STAGE, tag, record_schema(ctx.spec))
         self.rejects = shards.ShardWriter(ctx, STAGE, f"{tag}-quarantine", QUARANTINE_SCHEMA)
@@ -308,8 +328,9 @@ class _Unit:
                          catalog=self.ctx.catalog, registry=self.ctx.registry)
         with tempfile.TemporaryDirectory(prefix="granary-collect-") as tmp:
             self.new_keys = _KeySink(Path(tmp))
-            for payload in conn.fetch(self.unit["items"], Path(tmp)):
-                self.payload(payload)
+            with _located(self.source.name):
+                for payload in conn.fetch(self.unit["items"], Path(tmp)):
+                    self.payload(payload)
             seen_uri = self.new_keys.upload(self.ctx, f"{self.tag}-seen.parquet")
         if self.tally["read"] == 0 and self.tally["unchanged"] == 0:
             log.warning("source %r: nothing to read in %s: is it empty?", self.source.name,
@@ -320,7 +341,8 @@ class _Unit:
                 "landed": self.landed, "counts": dict(self.tally),
                 "reasons": dict(self.reasons), "lines": dict(self.lines),
                 "columns": {k: sorted(v) for k, v in self.columns.items()},
-                "updates": conn.updates, "payloads": self.payloads, "files": self.files}
+                "updates": conn.updates, "payloads": self.payloads, "files": self.files,
+                "delivered": self.delivered}
 
     def land(self, payload: Payload, digest: str) -> tuple[str, str | None, bool]:
         """Store the payload unless these bytes are already in the raw bucket: under the key
@@ -348,7 +370,8 @@ class _Unit:
             **({"request": payload.meta} if payload.meta else {})}
         self.landed.append(entry)
         self.tally["payloads"] += 1
-        if digest in self.known_payloads:  # incremental: these exact bytes were collected
+        self.delivered[payload.name] = digest
+        if self.unchanged(payload.name, digest):
             self.payloads[digest] = self.raw[digest]
             entry.update(parsed=False, new=False, uri=None, version_id=None)
             self.tally["unchanged"] += 1
@@ -362,62 +385,79 @@ class _Unit:
         limit = self.ctx.spec.collect.max_unpacked_mb << 20
         with members(payload.name, payload.path, limit) as found:
             for member in found:
-                # an image source's archive: every member is an image or is skipped
-                fmt = "image" if payload.fmt == "image" else format_of(member.name, payload.fmt)
-                declared = getattr(self.source, "encoding", "auto")
-                encoding = member_encoding(member, fmt, declared)
-                entry["encodings"][member.name] = encoding
-                base = {"source": self.source.name, "source_uri": uri,
-                        "source_path": member.name, "raw_hash": digest,
-                        "raw_version": version_id, "collected_at": self.collected_at,
-                        "licence": self.source.licence_id,
-                        "legal_basis": self.source.legal_basis}
-                locator = f"{payload.locator}!{member.name}" if payload.locator else ""
-                where = f"source {self.source.name!r} {member.name}"
-                if fmt == "image":
-                    self.image(member, payload, key, locator, base)
-                    continue
-                plain = (len(found) == 1 and bool(payload.locator) and fmt in LINE_FORMATS
-                         and payload.ext in PLAIN_EXTENSIONS)
-                self.old_through = (_appended(payload.path, size,
-                                              self.files_before.get(payload.name), encoding,
-                                              fmt) if plain else 0)
-                self.last_line = 0
-                # a file that only grew is read from where the earlier run's bytes ended: its
-                # old records (``items`` of them, parsed then) are counted, not parsed again
-                old = self.files_before.get(payload.name) if self.old_through else None
-                resume = ((int(old["bytes"]), self.old_through)
-                          if old is not None and "items" in old and resumable(fmt, encoding)
-                          and member.path is not None else None)
-                items = int(old["items"]) if resume is not None and old is not None else 0
-                self.tally["read"] += items
-                self.tally["already_seen"] += items
-                ledger = LineLedger(where)
-                self.file_lines = FileLines(where) if fmt in LINE_FORMATS else None
-                if self.file_lines is not None and resume is not None:
-                    self.file_lines.add("seen", resume[1])
-                self.check = ColumnCheck(where, self.needed, fmt)
-                for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
-                                           self.ctx.spec.collect.max_record_mb << 20,
-                                           resume=resume, csv_options=self.csv_options(fmt),
-                                           ledger=ledger):
-                    if not parsed.skipped:
-                        items += 1
-                    self.row(parsed, member.name, digest, locator, base)
-                self.check.close()
-                if self.file_lines is not None and ledger.physical is not None:
-                    counted = self.file_lines.close(ledger.physical)
-                    entry.setdefault("lines", {})[member.name] = counted
-                    self.lines.update(counted)
-                    self.last_line = ledger.physical
-                self.file_lines = self.check = None
-                if plain:
-                    self.files[payload.name] = {
-                        "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,
-                        "lines": max(self.last_line, self.old_through), "items": items}
-                    if self.old_through:
-                        self.tally["appended_files"] += 1
-                self.old_through = 0
+                with _located(self.source.name, member.name):
+                    self.member(payload, member, entry, key, version_id, len(found) == 1)
+
+    def unchanged(self, name: str, digest: str) -> bool:
+        """Whether an earlier run collected these bytes under this name (an incremental run
+        then neither lands nor parses them). The same bytes under a new name are a new
+        delivery, whose records are new places, as a full run reads them: known by their
+        bytes alone, they would be collected by a full run and not by a refresh. (A state
+        written before names were kept knows payloads by their bytes alone.)"""
+        if digest not in self.known_payloads:
+            return False
+        return self.delivered_before is None or self.delivered_before.get(name) == digest
+
+    def member(self, payload: Payload, member: Member, entry: dict[str, Any], key: str,
+               version_id: str | None, alone: bool) -> None:
+        """Parse one payload (``alone``) or archive member, landed under ``key``."""
+        digest, size, uri = entry["sha256"], entry["bytes"], entry["uri"]
+        # an image source's archive: every member is an image or is skipped
+        fmt = "image" if payload.fmt == "image" else format_of(member.name, payload.fmt)
+        declared = getattr(self.source, "encoding", "auto")
+        encoding = member_encoding(member, fmt, declared)
+        entry["encodings"][member.name] = encoding
+        base = {"source": self.source.name, "source_uri": uri,
+                "source_path": member.name, "raw_hash": digest,
+                "raw_version": version_id, "collected_at": self.collected_at,
+                "licence": self.source.licence_id,
+                "legal_basis": self.source.legal_basis}
+        locator = f"{payload.locator}!{member.name}" if payload.locator else ""
+        where = f"source {self.source.name!r} {member.name}"
+        if fmt == "image":
+            self.image(member, payload, key, locator, base)
+            return
+        plain = (alone and bool(payload.locator) and fmt in LINE_FORMATS
+                 and payload.ext in PLAIN_EXTENSIONS)
+        self.old_through = (_appended(payload.path, size,
+                                      self.files_before.get(payload.name), encoding,
+                                      fmt) if plain else 0)
+        self.last_line = 0
+        # a file that only grew is read from where the earlier run's bytes ended: its
+        # old records (``items`` of them, parsed then) are counted, not parsed again
+        old = self.files_before.get(payload.name) if self.old_through else None
+        resume = ((int(old["bytes"]), self.old_through)
+                  if old is not None and "items" in old and resumable(fmt, encoding)
+                  and member.path is not None else None)
+        items = int(old["items"]) if resume is not None and old is not None else 0
+        self.tally["read"] += items
+        self.tally["already_seen"] += items
+        ledger = LineLedger(where)
+        self.file_lines = FileLines(where) if fmt in LINE_FORMATS else None
+        if self.file_lines is not None and resume is not None:
+            self.file_lines.add("seen", resume[1])
+        self.check = ColumnCheck(where, self.needed, fmt)
+        for parsed in parse_member(fmt, member, encoding, where, payload.records_path,
+                                   self.ctx.spec.collect.max_record_mb << 20,
+                                   resume=resume, csv_options=self.csv_options(fmt),
+                                   ledger=ledger):
+            if not parsed.skipped:
+                items += 1
+            self.row(parsed, member.name, digest, locator, base)
+        self.check.close()
+        if self.file_lines is not None and ledger.physical is not None:
+            counted = self.file_lines.close(ledger.physical)
+            entry.setdefault("lines", {})[member.name] = counted
+            self.lines.update(counted)
+            self.last_line = ledger.physical
+        self.file_lines = self.check = None
+        if plain:
+            self.files[payload.name] = {
+                "sha256": digest, "bytes": size, "encoding": encoding, "format": fmt,
+                "lines": max(self.last_line, self.old_through), "items": items}
+            if self.old_through:
+                self.tally["appended_files"] += 1
+        self.old_through = 0
 
     def csv_options(self, fmt: str) -> CsvOptions | None:
         """How the source's CSV/TSV files are split (the spec's header, columns, delimiter
@@ -484,7 +524,7 @@ class _Unit:
         lines = self.file_lines
         if parsed.skipped:
             if parsed.skipped == "header" and self.check is not None:
-                self.check.header(parsed.columns)
+                self.check.header(parsed.columns, parsed.line)
             if lines is not None:
                 lines.add(parsed.skipped, parsed.lines)
             return
@@ -594,7 +634,7 @@ def _read_sidecar(ctx: StageContext, source: Any) -> dict[str, dict[str, Any]]:
     if cfg.key not in frame:
         raise SourceError(f"source {source.name!r}: sidecar {cfg.path} has no column "
                           f"{cfg.key!r} (it has {list(frame.columns)}); set sidecar.key")
-    return {str(r[cfg.key]): {k: v for k, v in r.items() if k != cfg.key}
+    return {str(r[cfg.key]): {str(k): v for k, v in r.items() if k != cfg.key}
             for r in frame.to_dict(orient="records")}
 
 
@@ -616,7 +656,7 @@ def _check_bad_share(totals: dict[str, Counter[str]], reasons: dict[str, Counter
         f"source {worst!r}: {t['quarantined']} of {t['records_new'] + t['quarantined']} "
         f"records ({over[worst]:.1%}) could not be used, above the limit of {limit:.0%} "
         f"(collect.max_bad_share); reasons: {dict(reasons[worst])}. Fix the source or raise "
-        "the limit in the spec.")
+        "the limit in the spec.", source=worst)
 
 
 def _drift(spec: DatasetSpec, source: Any, old: dict[str, list[str]],
@@ -664,12 +704,14 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
         if t["read"] != t["records_new"] + t["quarantined"] + t["already_seen"]:
             raise ConservationError(
                 f"source {name!r}: read {t['read']} rows but kept {t['records_new']}, "
-                f"quarantined {t['quarantined']} and skipped {t['already_seen']} as seen")
+                f"quarantined {t['quarantined']} and skipped {t['already_seen']} as seen; "
+                "this is a bug, nothing was published", source=name)
         held = lines[name]
         if held["physical"] != sum(held[k] for k in LINE_KINDS):
             raise ConservationError(
                 f"source {name!r}: its line-oriented files hold {held['physical']} lines, but "
-                f"{dict(held)} were accounted for")
+                f"{dict(held)} were accounted for; this is a bug, nothing was published",
+                source=name)
     _check_bad_share(totals, reasons, spec.collect.max_bad_share)
 
     states: dict[str, dict[str, Any]] = {}
@@ -684,7 +726,10 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
                 raise SourceError(
                     f"source {source.name!r}: its columns changed since the last run: "
                     f"{json.dumps(change, ensure_ascii=False)}. Change the spec's field "
-                    "mapping, or give collect.schema_drift: accept to take the new shape.")
+                    "mapping, or give collect.schema_drift: accept to take the new shape.",
+                    source=source.name,
+                    field=", ".join([*change.get("missing", []), *change.get("retyped", {}),
+                                     *change.get("added", [])]) or None)
             log.warning("source %s: schema drift accepted: %s", source.name, change)
         mine = [p for p in partials if p["source"] == source.name]
         states[source.name] = _next_state(ctx, source.name, old, mine, observed, incremental)
@@ -760,9 +805,11 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
     seen = list(base.get("seen", []))
     listing = dict(base.get("listing", {}))
     files = dict(base.get("files", {}))
+    delivered = dict(base.get("delivered", {}))
     state: dict[str, Any] = {}
     for p in partials:
         payloads.update(p["payloads"])
+        delivered.update(p.get("delivered", {}))
         files.update(p.get("files", {}))
         if p["seen"]:
             seen.append(p["seen"])
@@ -775,7 +822,7 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
                 state[k] = updates[k]
     if "watermark" not in state and "watermark" in old:
         state["watermark"], state["watermark_type"] = old["watermark"], old.get("watermark_type")
-    state.update(payloads=payloads, seen=_compact(ctx, source, seen),
+    state.update(payloads=payloads, delivered=delivered, seen=_compact(ctx, source, seen),
                  columns=observed or old.get("columns", {}))
     if listing:
         state["listing"] = listing

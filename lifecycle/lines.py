@@ -41,9 +41,25 @@ class Parsed(NamedTuple):
 MAX_LINE = 16 << 20
 """Characters a line may hold (collect.max_record_mb); a longer one is skipped, not read."""
 _CHUNK = 1 << 20
-# Text is decoded with errors="surrogateescape": a byte the encoding cannot decode becomes a
-# lone surrogate, so the one line holding it is quarantined and the rest of the file is kept.
 UNDECODABLE = re.compile("[\udc80-\udcff]")
+"""What a byte the encoding cannot decode becomes (see :data:`ESCAPE`)."""
+ESCAPE = "granary-undecodable"
+"""The error handler text is decoded with, for parsing and for counting lines: every byte
+the encoding cannot decode becomes one lone surrogate in U+DC80..U+DCFF (a byte from 0x80 as
+``surrogateescape`` maps it, a lower one, which ``surrogateescape`` refuses, at U+DC80 plus
+its value), so that the one line holding it is quarantined as ``undecodable`` and the rest of
+the file is kept: a lone UTF-16 surrogate, an odd trailing byte of UTF-16 or an out-of-range
+UTF-32 unit no longer fails the whole file."""
+
+
+def _escape(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad = error.object[error.start:error.end]
+    return "".join(chr(0xDC00 + b if b >= 0x80 else 0xDC80 + b) for b in bad), error.end
+
+
+codecs.register_error(ESCAPE, _escape)
 
 
 def undecodable(line: int, text: str, lines: int = 1) -> Parsed:
@@ -59,23 +75,43 @@ class TooLong(str):
     length: int
 
 
+def _ending(line: str) -> int:
+    """Characters of the line break that ends ``line``: 2 for ``\\r\\n``, 1 for ``\\n`` or
+    a lone ``\\r``, 0 for none (a file's last line, or a read cut by its size)."""
+    if line.endswith("\r\n"):
+        return 2
+    return 1 if line.endswith(("\n", "\r")) else 0
+
+
 def bounded_lines(stream: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
     """The physical lines of ``stream`` with their endings, each at most ``limit``
-    characters; a longer line comes as :class:`TooLong` (empty, with its length) after its
-    remainder has been read past in chunks, so memory stays bounded by ``limit``."""
+    characters without its line break; a longer line comes as :class:`TooLong` (empty, with
+    its length) after its remainder has been read past in chunks, so memory stays bounded by
+    ``limit``. Lines end as the readers split them: ``\\n``, ``\\r\\n`` or a lone ``\\r``."""
+    size = limit + 2  # a line of the limit with a \r\n break fits one read
+    ahead = ""  # a line read to learn whether a \r that ended a read was half of a \r\n
     while True:
-        line = stream.readline(limit + 1)
+        line, ahead = ahead or stream.readline(size), ""
         if not line:
             return
-        if len(line) <= limit or line.endswith("\n"):
+        ending = _ending(line)
+        length = len(line) - ending
+        if length <= limit:
             yield line
             continue
-        length = len(line)
-        while True:  # the rest of the long line, read and dropped
-            chunk = stream.readline(_CHUNK)
-            length += len(chunk)
-            if not chunk or chunk.endswith("\n"):
+        last, cut = line, len(line) == size
+        while not ending:  # the rest of the long line, read and dropped
+            last = stream.readline(_CHUNK)
+            if not last:
                 break
+            ending = _ending(last)
+            length += len(last) - ending
+            cut = len(last) == _CHUNK
+        if cut and last.endswith("\r"):
+            # the read stopped at its size right after a \r: a \n next is the same break
+            ahead = stream.readline(size)
+            if ahead == "\n":
+                ahead = ""
         marker = TooLong("\n")
         marker.length = length
         yield marker
@@ -105,6 +141,34 @@ def byte_line_breaks(encoding: str) -> bool:
     return name == "utf-8-sig" or "\n".encode(name) == b"\n"
 
 
+class LineBreaks:
+    """Line breaks counted over consecutive chunks of bytes (an ASCII-compatible encoding)
+    or of text: ``\\n``, ``\\r\\n`` and a lone ``\\r``, as the readers split lines, a
+    ``\\r\\n`` split across two chunks counted once. :attr:`lines` adds a last line without
+    a break."""
+
+    def __init__(self) -> None:
+        self.breaks = 0
+        self.after_cr = False
+        self.open_line = False  # characters after the last line break
+
+    def feed(self, chunk: bytes | str) -> None:
+        if not chunk:
+            return
+        c: Any = chunk
+        nl: Any = b"\n" if isinstance(chunk, bytes) else "\n"
+        cr: Any = b"\r" if isinstance(chunk, bytes) else "\r"
+        self.breaks += c.count(nl) + c.count(cr) - c.count(cr + nl)
+        if self.after_cr and c[:1] == nl:
+            self.breaks -= 1  # a \r\n split across two chunks is one break
+        self.after_cr = c[-1:] == cr
+        self.open_line = c[-1:] not in (nl, cr)
+
+    @property
+    def lines(self) -> int:
+        return self.breaks + (1 if self.open_line else 0)
+
+
 class LineTally(io.RawIOBase):
     """A binary stream read through to a reader, counting the physical lines of what passes:
     line breaks (``\\n``, ``\\r\\n``, a lone ``\\r``) plus a last line without one. In an
@@ -116,10 +180,8 @@ class LineTally(io.RawIOBase):
         self.inner = inner
         self.bytewise = byte_line_breaks(codec)
         self.decoder = (None if self.bytewise
-                        else codecs.getincrementaldecoder(codec)(errors="replace"))
-        self.breaks = 0
-        self.after_cr = False
-        self.open_line = False  # characters after the last line break
+                        else codecs.getincrementaldecoder(codec)(errors=ESCAPE))
+        self.counter = LineBreaks()
         self.head: bytes | None = (b"" if at_start and codecs.lookup(codec).name == "utf-8-sig"
                                    else None)  # the first bytes, until a BOM is ruled out
 
@@ -138,19 +200,8 @@ class LineTally(io.RawIOBase):
             if len(self.head) < len(codecs.BOM_UTF8) and data:
                 return
             data, self.head = self.head.removeprefix(codecs.BOM_UTF8), None
-        if self.decoder is None:
-            self._count(data, b"\n", b"\r")
-        else:
-            self._count(self.decoder.decode(data, final=not data), "\n", "\r")
-
-    def _count(self, chunk: Any, nl: Any, cr: Any) -> None:
-        if not chunk:
-            return
-        self.breaks += chunk.count(nl) + chunk.count(cr) - chunk.count(cr + nl)
-        if self.after_cr and chunk[:1] == nl:
-            self.breaks -= 1  # a \r\n split across two reads is one break
-        self.after_cr = chunk[-1:] == cr
-        self.open_line = chunk[-1:] not in (nl, cr)
+        self.counter.feed(data if self.decoder is None
+                          else self.decoder.decode(data, final=not data))
 
     def finish(self) -> int:
         """Physical lines of the whole stream (read to its end here if need be)."""
@@ -159,7 +210,7 @@ class LineTally(io.RawIOBase):
             self._feed(data)
             if not data:
                 break
-        return self.breaks + (1 if self.open_line else 0)
+        return self.counter.lines
 
 
 class LineLedger:

@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any, BinaryIO, TextIO
 from lifecycle.delimited import CsvOptions, CsvReader
 from lifecycle.errors import SourceError
 from lifecycle.lines import (
+    ESCAPE,
     MAX_LINE,
     UNDECODABLE,
     LineLedger,
@@ -45,8 +47,8 @@ BINARY_FORMATS = {"parquet", "excel", "image"}
 LINE_FORMATS = frozenset({"text", "jsonl", "csv", "tsv"})
 """Formats whose every physical line is accounted for (see :mod:`lifecycle.lines`)."""
 
-__all__ = ["MAX_LINE", "CsvOptions", "LineLedger", "Parsed", "byte_line_breaks", "decode",
-           "detect_encoding", "format_of", "member_encoding", "members", "parse",
+__all__ = ["MAX_LINE", "CsvOptions", "LineLedger", "Member", "Parsed", "byte_line_breaks",
+           "decode", "detect_encoding", "format_of", "member_encoding", "members", "parse",
            "parse_member", "resumable", "unpack"]
 
 
@@ -245,6 +247,38 @@ class TextLineReader:
             yield Parsed(i, {"text": line})
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A JSON escape such as ``\\ud83d`` without its pair decodes to a lone surrogate, which no
+UTF-8 file (a Parquet shard, a key text) can hold; a decoded byte's mark is one too."""
+
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """Where in a parsed JSON ``value`` a string (a value or a key) holds a lone surrogate:
+    its path (``text``, ``meta.tags[2]``), or None."""
+    if isinstance(value, str):
+        return path if LONE_SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if LONE_SURROGATE.search(str(key)):
+                return ascii(where)[1:-1]
+            found = lone_surrogate(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def invalid_unicode(line: int, field: str, shown: str) -> Parsed:
+    return Parsed(line, None, "invalid_unicode",
+                  f"field {field!r} holds a lone surrogate from a JSON escape (\\ud800 to "
+                  f"\\udfff without its pair), which UTF-8 cannot store: {shown[:500]}")
+
+
 class JsonlReader:
     """One JSON object per line; a line of nothing but whitespace is a ``blank`` line,
     counted and skipped."""
@@ -271,6 +305,11 @@ class JsonlReader:
             if not isinstance(value, dict):
                 yield Parsed(i, None, "not_an_object", line[:500])
                 continue
+            if "\\u" in line:  # only an escape can make a lone surrogate
+                field = lone_surrogate(value)
+                if field is not None:
+                    yield invalid_unicode(i, field, line)
+                    continue
             yield Parsed(i, value)
 
 
@@ -297,8 +336,12 @@ class JsonReader:
                          f"(records_path {self.records_path!r})")
             return
         items = found if isinstance(found, list) else [found]
+        escaped = "\\u" in text  # only an escape can make a lone surrogate
         for i, item in enumerate(items, start=1):
-            if isinstance(item, dict):
+            field = lone_surrogate(item) if escaped and isinstance(item, dict) else None
+            if field is not None:
+                yield invalid_unicode(i, field, json.dumps(item))
+            elif isinstance(item, dict):
                 yield Parsed(i, item)
             else:
                 yield Parsed(i, None, "not_an_object", json.dumps(item)[:500])
@@ -403,7 +446,7 @@ def parse_member(fmt: str, member: Member, encoding: str, where: str,
         return
     enc = _codec(encoding, where)
     if fmt == "json":
-        with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape",
+        with member.open() as fh, io.TextIOWrapper(fh, encoding=enc, errors=ESCAPE,
                                                     newline="") as text:
             yield from JsonReader(records_path).read(text, "")
         return
@@ -422,10 +465,10 @@ def parse_member(fmt: str, member: Member, encoding: str, where: str,
             fh.seek(offset)
         tally = LineTally(fh, enc, at_start=not offset)
         with io.TextIOWrapper(io.BufferedReader(tally, 1 << 16), encoding=enc,
-                              errors="surrogateescape", newline="") as text:
+                              errors=ESCAPE, newline="") as text:
             if fmt in ("csv", "tsv"):
                 items = CsvReader(fmt, csv_options, max_line, where).read(
-                    text, head.decode(enc, errors="replace"), len(head) < CSV_SAMPLE_BYTES)
+                    text, head.decode(enc, errors=ESCAPE), len(head) < CSV_SAMPLE_BYTES)
             else:
                 lines = TextLineReader(max_line) if fmt == "text" else JsonlReader(max_line)
                 items = lines.read(text, "")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from lifecycle import columns
+from lifecycle.delimited import DELIMITERS
 
 IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
@@ -211,9 +212,25 @@ class _FileSource(_SourceBase):
                                    f"break, got {value!r} (for a tab write \"\\t\" in double "
                                    "quotes)")
         quote = self.effective_quotechar
-        if self.delimiter is not None and self.delimiter == quote:
+        delimiter = self.delimiter or ("\t" if self.format == "tsv" else None)
+        if quote is not None and quote == delimiter:
+            default = "" if self.delimiter else " (a tab, tsv's default)"
             raise FieldProblem(("quotechar",), f"the quote character {quote!r} is also the "
-                               "delimiter; set another one, or quotechar: null for none")
+                               f"delimiter{default}; set another one, or quotechar: null for "
+                               "none")
+        if self.format == "csv" and delimiter is None and quote in DELIMITERS:
+            raise FieldProblem(("quotechar",), f"the quote character {quote!r} is one of the "
+                               "delimiters a csv file's is chosen from (, ; tab |); set "
+                               "`delimiter` to another one, or another quotechar")
+        if self.null_values is not None and self.format == "text":
+            raise FieldProblem(("null_values",), "null_values turns cells into nulls, and a "
+                               "text source has none (each line is a record's text; an empty "
+                               "one is quarantined as empty_text): remove null_values")
+        if (self.null_values is not None and self.format == "image"
+                and getattr(self, "sidecar", None) is None):
+            raise FieldProblem(("null_values",), "an image source's null_values apply to its "
+                               "sidecar's cells, and this source has no sidecar: remove "
+                               "null_values, or add the sidecar")
         if not self.header and not self.columns:
             raise FieldProblem(("columns",), "header: false needs `columns: [...]`, the "
                                "names of the file's columns in order (map them to the "

@@ -139,6 +139,10 @@ def test_a_source_that_cannot_fill_the_fields_fails_collection(env: Settings) ->
     assert "source 'rows' in/rows.csv" in message
     assert "text (column 'text'), label (column 'label')" in message
     assert "['这家店很好', 'positive']" in message and "header: false" in message
+    # the run's failure cause (catalog, CLI, dataset page) names the source, file, line, fields
+    where = failed.value
+    assert (where.source, where.file, where.line, where.field) == (
+        "rows", "in/rows.csv", 1, "text, label")
 
     fixed = spec.replace("format: csv,", "format: csv, header: false, columns: [text, label],")
     ok = collect.run(stage_context(env, fixed, "run-fixed"))
@@ -149,8 +153,10 @@ def test_a_source_that_cannot_fill_the_fields_fails_collection(env: Settings) ->
                     f"{LICENCE}}}\n")
     with pytest.raises(SourceError, match=r"source 'feed' in/rows.jsonl: no column for the "
                        r"field\(s\) text \(column 'text'\); the columns found are \['body', "
-                       r"'label'\]"):
+                       r"'label'\]") as failed:
         collect.run(stage_context(env, keyed, "run-keys"))
+    assert (failed.value.source, failed.value.file, failed.value.field) == (
+        "feed", "in/rows.jsonl", "text")
     mapped = keyed.replace("format: jsonl,", "format: jsonl, fields: {text: body},")
     assert collect.run(stage_context(env, mapped, "run-mapped")).counts["records"] == 1
 

@@ -117,6 +117,44 @@ def test_second_run_lands_nothing_new_and_ten_added_rows_land_exactly_ten(
     assert sorted(new["line"]) == list(range(102, 112))  # the appended lines of a.csv
 
 
+def test_the_same_bytes_under_a_new_name_are_collected_as_a_full_run_collects_them(
+        env: Settings) -> None:
+    """A delivery repeated under another name in the same source: a refresh collects its
+    records, as a full run does (distinct ids by file and line; preprocessing merges them as
+    exact duplicates), and stores the bytes once. The file it repeats is unchanged."""
+    shop = env.inbox_dir / "shop"
+    _csv(shop / "a.csv", range(10))
+    ctx, _ = _collect(env, FILES, "run-1")
+    (shop / "again.csv").write_bytes((shop / "a.csv").read_bytes())
+    _, refresh = _collect(env, FILES, "run-2", "incremental")
+    assert (refresh.counts["unchanged"], refresh.counts["records_new"]) == (1, 10)
+    assert (refresh.counts["raw_new"], refresh.counts["raw_existing"]) == (0, 1)
+    _, full = _collect(env, FILES, "run-3")
+    refreshed, collected = _records(ctx, refresh), _records(ctx, full)
+    assert len(collected) == 20 and collected["id"].is_unique
+    assert set(refreshed["id"]) == set(collected["id"])
+    assert sorted(set(refreshed["source_path"])) == ["shop/a.csv", "shop/again.csv"]
+    # nothing new since: both files are unchanged
+    _, same = _collect(env, FILES, "run-4", "incremental")
+    assert (same.counts["unchanged"], same.counts["records_new"]) == (2, 0)
+
+
+def test_a_state_from_before_delivered_names_still_knows_its_payloads(env: Settings) -> None:
+    """Incremental state written before payloads were known by name and bytes holds only
+    their digests: a file with those bytes is unchanged, as it was then."""
+    shop = env.inbox_dir / "shop"
+    _csv(shop / "a.csv", range(10))
+    ctx, _ = _collect(env, FILES, "run-1")
+    state = ctx.catalog.source_state("src_test", "shop")
+    assert state["delivered"] == {"shop/a.csv": next(iter(state["payloads"]))}
+    old = {k: v for k, v in state.items() if k != "delivered"}
+    ctx.catalog.stage_source_states("src_test", "run-old", {"shop": old})
+    ctx.catalog.commit_source_states("src_test", "run-old")
+    _, second = _collect(env, FILES, "run-2", "incremental")
+    assert (second.counts["unchanged"], second.counts["records_new"]) == (1, 0)
+    assert "delivered" in ctx.catalog.source_state("src_test", "shop")
+
+
 JSONL = HEAD.replace("sources:", "collect: {max_bad_share: 0.5}\nsources:") + f"""\
   - name: feed
     type: files

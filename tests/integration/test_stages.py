@@ -176,8 +176,9 @@ def test_missing_source_files_say_where_to_put_them(env: tuple[Settings, Path]) 
 def test_bad_share_over_the_limit_fails_naming_the_source(env: tuple[Settings, Path]) -> None:
     s, _ = env
     strict = SPEC.replace("collect: {max_bad_share: 0.5}", "collect: {max_bad_share: 0.05}")
-    with pytest.raises(SourceError, match=r"source 'table': 1 of 3 records \(33.3%\)"):
+    with pytest.raises(SourceError, match=r"source 'table': 1 of 3 records \(33.3%\)") as bad:
         collect.run(_ctx(s, strict, "run-strict"))
+    assert bad.value.source == "table"  # the run's failure cause names it
 
 
 def test_archives_and_encodings_are_recorded(env: tuple[Settings, Path]) -> None:

@@ -4,12 +4,17 @@ only a file that grew by appending to the exact bytes that run saw."""
 from __future__ import annotations
 
 import hashlib
+import io
+import tempfile
 from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lifecycle.collect import _appended
+from lifecycle.lines import LineTally
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +97,18 @@ def test_a_windows_line_break_across_two_read_chunks_counts_once(tmp_path: Path)
     old = b"a" * ((1 << 20) - 1) + b"\r\n" + b"b\r\n"  # the first \r ends a 1 MiB chunk
     path, size = _file(tmp_path, old + b"c\n")
     assert _appended(path, size, _before(old), "utf-8", "text") == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.sampled_from(["a", "好", "\n", "\r", "\r\n"]), max_size=30),
+       chunk=st.integers(1, 5))
+def test_old_lines_are_counted_as_the_readers_tally_counts_them(parts: list[str],
+                                                                chunk: int) -> None:
+    """One counter for both (lifecycle.lines.LineBreaks), whatever the read size; the oracle
+    is Python's own line split."""
+    old = ("".join(parts) + "\n").encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, size = _file(Path(tmp), old + b"new\n")
+        counted = _appended(path, size, _before(old), "utf-8", "text", chunk_size=chunk)
+    assert counted == LineTally(io.BytesIO(old), "utf-8").finish()
+    assert counted == len(list(io.StringIO(old.decode(), newline="")))

@@ -4,13 +4,15 @@ splits text into lines, and the ledger quarantines any line a reader leaves out.
 from __future__ import annotations
 
 import io
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lifecycle import lines
 from lifecycle.errors import ConservationError
-from lifecycle.lines import LineLedger, LineTally, Parsed
+from lifecycle.lines import LineLedger, LineTally, Parsed, TooLong, bounded_lines
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +88,57 @@ def test_a_line_read_twice_or_beyond_the_file_fails_the_run() -> None:
         _ledger([Parsed(1, {}, lines=2), Parsed(1, {})], b"a\nb\n")
     with pytest.raises(ConservationError, match="up to line 3, but the file holds 2 lines"):
         _ledger([Parsed(1, {}), Parsed(2, {}, lines=2)], b"a\nb\n")
+
+
+def _bounded(text: str, limit: int, chunk: int | None = None) -> list[object]:
+    """What bounded_lines gives for ``text``: a line, or ("too long", its length)."""
+    stream = io.TextIOWrapper(io.BytesIO(text.encode()), encoding="utf-8", newline="")
+    if chunk is not None:
+        stream._CHUNK_SIZE = chunk  # type: ignore[attr-defined]  # small decoded chunks
+    return [("too long", line.length) if isinstance(line, TooLong) else line
+            for line in bounded_lines(stream, limit)]
+
+
+def _oracle(text: str, limit: int) -> list[object]:
+    """Python's own line split; a line whose text (without its break) is over ``limit``
+    characters is too long."""
+    out: list[object] = []
+    for line in io.StringIO(text, newline=""):
+        body = len(line.rstrip("\r\n"))
+        out.append(("too long", body) if body > limit else line)
+    return out
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\r"])
+def test_a_line_of_the_limit_is_read_whatever_its_line_break(brk: str) -> None:
+    text = f"abcde{brk}xyz{brk}"
+    assert _bounded(text, 5) == [f"abcde{brk}", f"xyz{brk}"]
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\r"])
+def test_an_over_long_line_swallows_no_line_after_it(brk: str) -> None:
+    # with \r breaks, the skip loop used to read on to the file's end
+    text = brk.join(["a" * 12, "b", "c" * 6, "d"]) + brk
+    assert _bounded(text, 5) == [("too long", 12), f"b{brk}", ("too long", 6), f"d{brk}"]
+
+
+def test_a_windows_break_cut_by_the_read_size_is_one_break() -> None:
+    # six characters then \r\n: the read of limit + 2 stops between \r and \n
+    assert _bounded("abcdef\r\ng\r\n", 5) == [("too long", 6), "g\r\n"]
+    assert _bounded("abcdef\r\n", 5) == [("too long", 6)]
+    assert _bounded("abcdef\rg", 5) == [("too long", 6), "g"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.tuples(st.integers(0, 9), st.sampled_from(["\n", "\r\n", "\r", ""])),
+                      max_size=12),
+       limit=st.integers(1, 6), chunk=st.sampled_from([None, 1, 2, 3, 7]),
+       skip=st.integers(1, 4))
+def test_bounded_lines_agree_with_pythons_line_splitting(parts: list[tuple[int, str]],
+                                                        limit: int, chunk: int | None,
+                                                        skip: int) -> None:
+    """Lines around the limit with every break, decoded in small chunks and read past in
+    small pieces (so that reads stop between a \\r and its \\n)."""
+    text = "".join("x" * n + brk for n, brk in parts)
+    with mock.patch.object(lines, "_CHUNK", skip):
+        assert _bounded(text, limit, chunk) == _oracle(text, limit)

@@ -133,4 +133,43 @@ def test_overlong_lines_are_quarantined_without_holding_them() -> None:
         got = list(parse_member(fmt, Member("t", lambda data=data: io.BytesIO(data)),
                                 "utf-8", "t", "", 1000))
         assert [p.reason for p in got] == [None, "line_too_long", None]
-        assert "5,001 characters" in got[1].raw
+        assert "5,000 characters" in got[1].raw  # without its line break
+
+
+@pytest.mark.parametrize(("fmt", "encoding", "bad"), [
+    ("text", "utf-16-le", b"\x00\xd8"),           # a lone high surrogate
+    ("csv", "utf-16-be", b"\xdc\x00"),            # a lone low surrogate
+    ("jsonl", "utf-32-le", b"\x00\x00\x11\x00"),  # beyond U+10FFFF
+])
+def test_one_bad_code_unit_of_utf16_or_utf32_quarantines_one_line(fmt: str, encoding: str,
+                                                                   bad: bytes) -> None:
+    rows = {"text": ["a", "b", "c", "d"], "csv": ["text", "a", "b", "c"],
+            "jsonl": ['{"text": "a"}', '{"text": "b"}', '{"text": "c"}', "{}"]}[fmt]
+    parts = [r.encode(encoding) for r in rows]
+    parts[2] = parts[2][:len(bad)] + bad + parts[2][len(bad):]  # inside the third line
+    data = "\n".encode(encoding).join(parts) + b"x"  # and an odd byte at the end
+    got = list(parse(fmt, data, encoding, "t", skipped=True))
+    assert [p.reason for p in got] == [None, None, "undecodable", "undecodable"]
+
+
+def test_a_json_escape_that_leaves_a_lone_surrogate_is_quarantined_naming_the_field() -> None:
+    jsonl = "\n".join([
+        r'{"text": "ok \ud83d\ude00"}',              # a pair: one character, kept
+        r'{"text": "cut \ud83d", "label": "x"}',      # the pair's first half only
+        r'{"text": "a", "meta": {"tags": ["b", "\udc80"]}}',
+        r'{"\ud800": 1, "text": "c"}',
+        r'{"text": "plain \\ud83d"}',                 # an escaped backslash: text, kept
+    ])
+    got = list(parse("jsonl", jsonl.encode(), "utf-8", "t"))
+    assert [(p.reason, p.record) for p in got] == [
+        (None, {"text": "ok \U0001f600"}), ("invalid_unicode", None), ("invalid_unicode", None),
+        ("invalid_unicode", None), (None, {"text": "plain \\ud83d"})]
+    assert "field 'text' holds a lone surrogate" in got[1].raw
+    assert "field 'meta.tags[1]'" in got[2].raw
+    assert "field '\\\\ud800'" in got[3].raw
+    array = "[" + ", ".join(jsonl.split("\n")) + "]"
+    got = list(parse("json", array.encode(), "utf-8", "t"))
+    assert [p.reason for p in got] == [None, "invalid_unicode", "invalid_unicode",
+                                       "invalid_unicode", None]
+    # what is quarantined can be written: its detail is UTF-8
+    assert [len(p.raw.encode("utf-8")) > 0 for p in got] == [False, True, True, True, False]

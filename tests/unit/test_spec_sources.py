@@ -57,6 +57,10 @@ def test_csv_and_tsv_keys_load_and_default_by_format() -> None:
     ("jsonl", "delimiter: ';'", "sources[0].delimiter", 11, "only to csv and tsv sources"),
     ("csv", "delimiter: ';;'", "sources[0].delimiter", 11, "must be one character"),
     ("csv", "quotechar: ','\ndelimiter: ','", "sources[0].quotechar", 11, "also the delimiter"),
+    ("tsv", 'quotechar: "\\t"', "sources[0].quotechar", 11, "also the delimiter (a tab"),
+    ("csv", "quotechar: ';'", "sources[0].quotechar", 11, "one of the delimiters"),
+    ("text", "null_values: ['']", "sources[0].null_values", 11, "a text source has none"),
+    ("image", "null_values: [N/A]", "sources[0].null_values", 11, "has no sidecar"),
     ("csv", "header: false\ncolumns: [text, text]", "sources[0].columns", 12, "unique"),
     ("tsv", "header: false\ncolumns: [text, stars]", "sources[0].columns", 12,
      "no column for the field(s) label (column 'label'); its columns are ['text', 'stars']"),
@@ -68,6 +72,20 @@ def test_a_bad_key_names_its_field_and_line(fmt: str, extra: str, field: str, li
     error = _error(_spec(fmt, extra))
     assert (error.field, error.line) == (field, line)
     assert says in error.problem
+
+
+def test_null_values_load_where_there_are_cells() -> None:
+    for fmt in ("csv", "tsv", "jsonl", "json", "parquet", "excel"):
+        assert parse_spec(_spec(fmt, "null_values: [N/A]"), "t.yaml").sources[0].null_values \
+            == ["N/A"]
+    # an image source's sidecar has cells
+    sidecar = (_spec("image", "null_values: [N/A]\nsidecar: {path: demo/captions.csv}")
+               .replace("title: Demo", "title: Demo\nmodality: image")
+               .replace("    - {name: text, type: string}\n", ""))
+    assert parse_spec(sidecar, "t.yaml").sources[0].null_values == ["N/A"]
+    # a quote character the csv delimiter cannot be, once the delimiter is set
+    assert parse_spec(_spec("csv", "quotechar: ';'\ndelimiter: ','"), "t.yaml").sources[0] \
+        .quotechar == ";"
 
 
 def test_the_fields_a_source_must_fill() -> None:

@@ -6,6 +6,7 @@ and says what would be accepted. The documentation of every key is in ``docs/spe
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import re
@@ -369,10 +370,13 @@ def _reserved(name: str, why: str, here: bool) -> str:
             f"`fields: {{new_name: {name}}}`); docs/spec.md lists the reserved names")
 
 
-def _refuse(model: BaseModel, problems: list[tuple[tuple[Any, ...], str, Any]]) -> None:
-    """Raise ``problems`` (location, message, value) as one ValidationError, each at its own
-    key, so that the spec error names the key and its line (a model validator's own errors
-    have no location)."""
+Problem = tuple[tuple[Any, ...], str, Any]
+"""A problem a check spanning several keys found: the key's location, what to do, its value."""
+
+
+def _refuse(model: BaseModel, problems: list[Problem]) -> None:
+    """Raise ``problems`` as one ValidationError, each at its own key, so that the spec error
+    names the key and its line (a model validator's own errors have no location)."""
     if problems:
         raise ValidationError.from_exception_data(type(model).__name__, [
             InitErrorDetails(type=PydanticCustomError("spec", "{message}", {"message": msg}),
@@ -981,29 +985,6 @@ class DatasetSpec(_Model):
             raise ValueError(f"{v!r} is neither a 5-field cron expression nor an @preset")
         return v
 
-    @model_validator(mode="after")
-    def _table_formats(self) -> DatasetSpec:
-        # tables are also released as CSV unless the spec lists its formats itself
-        if self.modality == "table" and "formats" not in self.publish.model_fields_set:
-            object.__setattr__(self, "publish", self.publish.model_copy(
-                update={"formats": ["parquet", "jsonl", "csv"]}))
-        return self
-
-    @model_validator(mode="after")
-    def _annotation_labels(self) -> DatasetSpec:
-        known = set(self.label_values or []) | {lab.name for lab in self.annotate.labels}
-        values = self.label_values
-        listed = [lab.name for lab in self.annotate.labels]
-        if values and listed and set(values) != set(listed):
-            raise ValueError(f"annotate.labels {sorted(listed)} differ from the label field's "
-                             f"values {sorted(values)}; list the same labels in both")
-        bad = [r.name for r in self.annotate.rules if known and r.label not in known]
-        if bad:
-            raise ValueError(f"rules {bad} give labels outside {sorted(known)}")
-        if (self.annotate.rules or self.annotate.model.enabled) and not self.schema_.label_field:
-            raise ValueError("rules and model-assisted labels need schema.label_field")
-        return self
-
     @model_validator(mode="before")
     @classmethod
     def _image_defaults(cls, data: Any) -> Any:
@@ -1015,83 +996,23 @@ class DatasetSpec(_Model):
         return data
 
     @model_validator(mode="after")
-    def _images(self) -> DatasetSpec:
-        if self.modality != "image":
-            bad = [s.name for s in self.sources if getattr(s, "format", None) == "image"]
-            if bad:
-                raise ValueError(f"sources {bad} read images: set `modality: image`")
-            if self.annotate.task == "boxes":
-                raise ValueError("annotate.task boxes (bounding boxes) needs `modality: image`")
-            return self
-        bad = [s.name for s in self.sources if getattr(s, "format", None) != "image"]
-        if bad:
-            raise ValueError(f"an image dataset's sources must have `format: image`; {bad} "
-                             "do not")
-        # schema fields named like the image columns: _reserved_names
-        if self.annotate.task not in ("single_label", "boxes"):
-            raise ValueError(f"annotate.task {self.annotate.task!r} is for text; an image "
-                             "dataset's task is single_label (classification) or boxes")
-        if self.annotate.task == "boxes" and not self.annotate.labels:
-            raise ValueError("annotate.task boxes needs annotate.labels: the classes people "
-                             "draw boxes for")
-        if self.annotate.task == "boxes" and self.synthesize.enabled:
-            raise ValueError("synthesize with annotate.task boxes: augmented images would not "
-                             "carry their boxes (flips, crops and rotations move them); turn "
-                             "synthesize off")
+    def _cross_keys(self) -> DatasetSpec:
+        """The defaults that follow from several keys, then every check that spans several
+        keys. Each check returns its problems, each at its own key, and they are raised
+        together (one check failing must not hide the next one's problems)."""
+        self._defaults()
+        _refuse(self, [*self._image_problems(), *self._annotation_problems(),
+                       *self._text_problems(), *self._near_dedup_key_problems(),
+                       *self._refresh_problems(), *self._reserved_problems(),
+                       *self._source_column_problems()])
         return self
 
-    @model_validator(mode="after")
-    def _near_dedup_key(self) -> DatasetSpec:
-        """near_dedup.key names schema fields (a table without text and no key: _text_field)."""
-        nd = self.preprocess.near_dedup
-        if not nd.enabled or self.modality == "image" or nd.key is None:
-            return self
-        names = [f.name for f in self.schema_.fields]
-        missing = [k for k in nd.key if k not in names]
-        if missing:
-            _refuse(self, [(("preprocess", "near_dedup", "key"),
-                            f"names {', '.join(repr(m) for m in missing)}, not "
-                            f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list "
-                            f"fields of schema.fields ({', '.join(names)})", nd.key)])
-        return self
-
-    @model_validator(mode="after")
-    def _refresh_fields(self) -> DatasetSpec:
-        names = {f.name for f in self.schema_.fields}
-        missing = [k for k in self.refresh.key if k not in names]
-        if missing:
-            raise ValueError(f"refresh.key names {missing}, which are not schema fields "
-                             f"{sorted(names)}")
-        deleted = self.refresh.deleted_field
-        if deleted is not None:
-            if not self.refresh.key:
-                raise ValueError("refresh.deleted_field needs refresh.key: a deletion names the "
-                                 "key of the record it removes")
-            spec = self.schema_.field(deleted)
-            if spec is None or spec.type != "boolean":
-                raise ValueError(f"refresh.deleted_field {deleted!r} must be a boolean field "
-                                 "of the schema")
-        return self
-
-    @model_validator(mode="after")
-    def _reserved_names(self) -> DatasetSpec:
-        """Schema fields named like a column this spec's settings add (columns.conditional;
-        the names reserved always are refused on the field itself), each error at its field."""
-        taken = columns.conditional(self)
-        _refuse(self, [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
-                        f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken])
-        return self
-
-    @model_validator(mode="after")
-    def _text_field(self) -> DatasetSpec:
-        """What a dataset without a text field can and cannot do, and the defaults that
-        follow from its fields (docs/spec.md, "Tables without text"); each error at its key."""
-        text = self.schema_.text_field
-        if text is None and self.modality == "text":
-            _refuse(self, [(("schema", "text_field"), "a text dataset needs its text field: "
-                            "name the field that holds the text, or set `modality: table` "
-                            "for a table without text", None)])
-        dedup = self.preprocess.dedup
+    def _defaults(self) -> None:
+        # tables are also released as CSV unless the spec lists its formats itself
+        if self.modality == "table" and "formats" not in self.publish.model_fields_set:
+            object.__setattr__(self, "publish", self.publish.model_copy(
+                update={"formats": ["parquet", "jsonl", "csv"]}))
+        dedup, text = self.preprocess.dedup, self.schema_.text_field
         if "key" not in dedup.model_fields_set and self.modality != "image":
             # the duplicate key: the text field, or every field of a table without text but
             # the label (equal records with different labels are a label conflict)
@@ -1100,27 +1021,124 @@ class DatasetSpec(_Model):
                    else [n for n in fields if n != self.schema_.label_field] or fields)
             object.__setattr__(self, "preprocess", self.preprocess.model_copy(
                 update={"dedup": dedup.model_copy(update={"key": key})}))
+
+    def _annotation_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        a = self.annotate
+        values = self.label_values
+        listed = [lab.name for lab in a.labels]
+        if values and listed and set(values) != set(listed):
+            found.append((("annotate", "labels"), f"annotate.labels {sorted(listed)} differ "
+                          f"from the label field's values {sorted(values)}: list the same "
+                          "labels in both", listed))
+        known = set(values or []) | set(listed)
+        for i, rule in enumerate(a.rules):
+            if known and rule.label not in known:
+                found.append((("annotate", "rules", i, "label"), f"rule {rule.name!r} gives "
+                              f"the label {rule.label!r}, which is not one of "
+                              f"{sorted(known)}: give one of those", rule.label))
+        if (a.rules or a.model.enabled) and not self.schema_.label_field:
+            where = ("annotate", "rules") if a.rules else ("annotate", "model", "enabled")
+            found.append((where, "rules and model-assisted labels need a label field: set "
+                          "schema.label_field, or remove them", None))
+        return found
+
+    def _image_problems(self) -> list[Problem]:
+        a = self.annotate
+        formats = [(("sources", i, "format"), s.name, getattr(s, "format", None))
+                   for i, s in enumerate(self.sources)]
+        if self.modality != "image":
+            found: list[Problem] = [
+                (loc, f"source {name!r} reads images: set `modality: image`", fmt)
+                for loc, name, fmt in formats if fmt == "image"]
+            if a.task == "boxes":
+                found.append((("annotate", "task"), "boxes (bounding boxes) needs `modality: "
+                              "image`", a.task))
+            return found
+        found = [(loc, f"an image dataset's sources must have `format: image`; source "
+                  f"{name!r} does not", fmt) for loc, name, fmt in formats if fmt != "image"]
+        # schema fields named like the image columns: _reserved_problems
+        if a.task not in ("single_label", "boxes"):
+            found.append((("annotate", "task"), f"annotate.task {a.task!r} is for text; an "
+                          "image dataset's task is single_label (classification) or boxes",
+                          a.task))
+        if a.task == "boxes" and not a.labels:
+            found.append((("annotate", "task"), "annotate.task boxes needs annotate.labels: "
+                          "the classes people draw boxes for", a.task))
+        if a.task == "boxes" and self.synthesize.enabled:
+            found.append((("synthesize", "enabled"), "synthesize with annotate.task boxes: "
+                          "augmented images would not carry their boxes (flips, crops and "
+                          "rotations move them); turn synthesize off", True))
+        return found
+
+    def _near_dedup_key_problems(self) -> list[Problem]:
+        """near_dedup.key names schema fields (a table without text and no key:
+        _text_settings)."""
+        nd = self.preprocess.near_dedup
+        if not nd.enabled or self.modality == "image" or nd.key is None:
+            return []
+        names = [f.name for f in self.schema_.fields]
+        missing = [k for k in nd.key if k not in names]
+        if not missing:
+            return []
+        return [(("preprocess", "near_dedup", "key"),
+                 f"names {', '.join(repr(m) for m in missing)}, not "
+                 f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list "
+                 f"fields of schema.fields ({', '.join(names)})", nd.key)]
+
+    def _refresh_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        names = [f.name for f in self.schema_.fields]
+        missing = [k for k in self.refresh.key if k not in names]
+        if missing:
+            found.append((("refresh", "key"), f"names {missing}, which are not schema fields "
+                          f"{names}: list fields of schema.fields", self.refresh.key))
+        deleted = self.refresh.deleted_field
+        if deleted is not None:
+            if not self.refresh.key:
+                found.append((("refresh", "deleted_field"), "needs refresh.key: a deletion "
+                              "names the key of the record it removes", deleted))
+            spec = self.schema_.field(deleted)
+            if spec is None or spec.type != "boolean":
+                found.append((("refresh", "deleted_field"), f"{deleted!r} must be a boolean "
+                              "field of the schema (type: boolean)", deleted))
+        return found
+
+    def _reserved_problems(self) -> list[Problem]:
+        """Schema fields named like a column this spec's settings add (columns.conditional;
+        the names reserved always are refused on the field itself), each at its field."""
+        taken = columns.conditional(self)
+        return [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
+                 f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken]
+
+    def _text_problems(self) -> list[Problem]:
+        """What a dataset without a text field can and cannot do (docs/spec.md, "Tables
+        without text"), and keys that must name schema fields."""
+        text = self.schema_.text_field
+        found: list[Problem] = []
+        if text is None and self.modality == "text":
+            found.append((("schema", "text_field"), "a text dataset needs its text field: "
+                          "name the field that holds the text, or set `modality: table` "
+                          "for a table without text", None))
         names = [f.name for f in self.schema_.fields]
         strings = [f.name for f in self.schema_.fields if f.type == "string"]
-        problems: list[tuple[tuple[Any, ...], str, Any]] = []
         unknown = [k for k in self.preprocess.dedup.key if k not in names]
         if unknown and self.modality != "image":
-            problems.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
-                             f"schema fields {names}", self.preprocess.dedup.key))
+            found.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
+                          f"schema fields {names}", self.preprocess.dedup.key))
         listed = self.preprocess.pii.fields or []
         if [f for f in listed if f not in strings]:
-            problems.append((("preprocess", "pii", "fields"), f"must be string fields of the "
-                             f"schema {strings}", listed))
+            found.append((("preprocess", "pii", "fields"), f"must be string fields of the "
+                          f"schema {strings}", listed))
         if text is None and self.modality == "table":
-            problems += self._text_settings()
-        _refuse(self, problems)
-        return self
+            found += self._text_settings()
+        return found
 
-    def _text_settings(self) -> list[tuple[tuple[Any, ...], str, Any]]:
+    def _text_settings(self) -> list[Problem]:
         """The settings of a table without text that work on text, each with its place."""
         why = ("works on text, and this table has no text field (schema.text_field: null): "
                "remove it")
-        found: list[tuple[tuple[Any, ...], str, Any]] = []
+        found: list[Problem] = []
         filters, defaults = self.preprocess.filters, Filters()
         for name in ("min_tokens", "max_tokens", "max_chars", "language", "allow_regex",
                      "deny_regex", "max_digit_ratio", "max_punctuation_ratio",
@@ -1130,7 +1148,7 @@ class DatasetSpec(_Model):
                 found.append((("preprocess", "filters", name), f"{why} (a table's field rules "
                               "are preprocess.filters.fields)", getattr(filters, name)))
         near = self.preprocess.near_dedup
-        if near.enabled and not getattr(near, "key", None):
+        if near.enabled and not near.key:
             found.append((("preprocess", "near_dedup", "enabled"), why, True))
         if self.annotate.rules:
             found.append((("annotate", "rules"), why, len(self.annotate.rules)))
@@ -1144,8 +1162,8 @@ class DatasetSpec(_Model):
                           "tabular_copula or smote", self.synthesize.generator))
         return found
 
-    @model_validator(mode="after")
-    def _source_columns(self) -> DatasetSpec:
+    def _source_column_problems(self) -> list[Problem]:
+        found: list[Problem] = []
         for i, source in enumerate(self.sources):
             columns = getattr(source, "columns", None)
             if not columns:
@@ -1155,13 +1173,13 @@ class DatasetSpec(_Model):
             if missing:
                 field = next(iter(missing))
                 where = ("fields", field) if field in source.fields else ("columns",)
-                raise FieldProblem(
+                found.append((
                     ("sources", i, *where),
                     f"source {source.name!r} has no column for the field(s) "
                     f"{', '.join(f'{f} (column {c!r})' for f, c in missing.items())}; its "
                     f"columns are {names}. Name them in `columns` or map the fields to "
-                    "columns with `fields:`")
-        return self
+                    "columns with `fields:`", None))
+        return found
 
     def needed_columns(self, source: Any) -> dict[str, str]:
         """Field -> the column (or key) ``source`` must yield for it: every field mapped in
@@ -1232,9 +1250,24 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # discriminated unions add the tag ('files') to the location: drop it
-    return tuple(p for p in loc if p not in ("files", "s3", "http", "sql"))
+SOURCE_TYPES = ("files", "s3", "http", "sql", "dataset")
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """The location of the key an error is about, as the spec writes it: without the tags
+    unions add to it (a source's type, as in ``sources, 0, files, path``; a member's type
+    below a value, as in ``version, int``)."""
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if len(out) == 2 and out[0] == "sources" and isinstance(out[1], int) \
+                and part in SOURCE_TYPES:
+            continue
+        if isinstance(part, str) and node is not None and not isinstance(node, dict):
+            continue  # a key below a list or a plain value: a union member's tag
+        out.append(part)
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    return tuple(out)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> list[str]:
@@ -1292,8 +1325,7 @@ def parse_spec(text: str, file: str) -> DatasetSpec:
 
 
 def _validate(text: str, file: str) -> tuple[DatasetSpec | None, list[SpecProblem], Any]:
-    """The spec, every problem found (by line) and the parsed YAML. Checks that span several
-    keys (a model's own validators) run once each key is valid on its own."""
+    """The spec, every problem found (by line) and the parsed YAML."""
     try:
         # libyaml's parser where PyYAML has it: 5x faster, and every task loads its spec
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -1313,58 +1345,161 @@ def _validate(text: str, file: str) -> tuple[DatasetSpec | None, list[SpecProble
     try:
         return DatasetSpec.model_validate(data), [], data
     except ValidationError as e:
-        return None, _problems(e, file, data, marks), data
+        return None, _every_problem(e, file, data, marks), data
 
 
-def _problems(e: ValidationError, file: str, data: Any,
-              marks: dict[tuple[Any, ...], int]) -> list[SpecProblem]:
-    """Every validation error as a problem naming its line, its field and a fix. A missing
-    key that an unknown key beside it misspells is one problem (the misspelling), not two."""
+PASSES = 4
+"""How many times a spec with problems is validated again with its wrong keys set aside."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One validation error: where, what kind (unknown, missing, value), the message, and for
+    an unknown key the allowed key it most likely misspells."""
+
+    loc: tuple[Any, ...]
+    kind: str
+    problem: str
+    close: str | None = None
+
+
+def _every_problem(e: ValidationError, file: str, data: dict[str, Any],
+                   marks: dict[tuple[Any, ...], int]) -> list[SpecProblem]:
+    """Every problem of the spec, each with its line, unknown keys first.
+
+    A model's own checks (those spanning several keys) run only once every key below it is
+    valid, so a typo would hide them, and a wrong value under a misspelt key would show only
+    once the typo is fixed. So while there are unknown keys, the spec is validated again with
+    them set aside: a misspelt key read under the name it most likely means (the suggestion
+    its problem gives), any other unknown key dropped. A wrong value is not set aside: a
+    default in its place could raise problems the spec does not have."""
+    marks = dict(marks)
+    found = _problems(e, data)
+    every = list(found)
+    seen = {(f.loc, f.problem) for f in found}
+    renamed: dict[tuple[Any, ...], str] = {}  # new location -> the key as written
+    current = data
+    for _ in range(PASSES):
+        current, changed = _set_aside(current, found, marks, renamed)
+        if not changed:
+            break
+        try:
+            DatasetSpec.model_validate(current)
+            break
+        except ValidationError as again:
+            found = [_as_read(f, renamed) for f in _problems(again, current)]
+            found = [f for f in found if (f.loc, f.problem) not in seen]
+        seen.update((f.loc, f.problem) for f in found)
+        every += found
+    problems = [(f.kind == "unknown", SpecProblem(file, f.problem, _field_name(f.loc) or None,
+                                                  _line(f, marks))) for f in every]
+    # unknown keys first (they often explain the rest), then by line
+    problems.sort(key=lambda x: (not x[0], x[1].line or 0))
+    return [p for _, p in problems]
+
+
+def _set_aside(data: dict[str, Any], found: list[_Found], marks: dict[tuple[Any, ...], int],
+               renamed: dict[tuple[Any, ...], str]) -> tuple[dict[str, Any], bool]:
+    """A copy of ``data`` without the unknown keys in ``found``, and whether there were any:
+    a misspelt key renamed to the key it most likely means (its lines recorded under the new
+    name in ``marks``, the name as written in ``renamed``), another unknown key dropped."""
+    out = copy.deepcopy(data)
+    changed = False
+    for f in found:
+        if f.kind != "unknown" or not f.loc:
+            continue
+        parent = _at(out, f.loc[:-1])
+        if not isinstance(parent, dict) or f.loc[-1] not in parent:
+            continue
+        value = parent.pop(f.loc[-1])
+        changed = True
+        if f.close and f.close not in parent:
+            parent[f.close] = value
+            new = (*f.loc[:-1], f.close)
+            renamed[new] = str(f.loc[-1])
+            marks.update({(*new, *k[len(f.loc):]): line for k, line in list(marks.items())
+                          if k[:len(f.loc)] == f.loc})
+    return out, changed
+
+
+def _as_read(found: _Found, renamed: dict[tuple[Any, ...], str]) -> _Found:
+    """``found``, saying so when it is about a misspelt key read as the key suggested."""
+    at = next((loc for loc in renamed if found.loc[:len(loc)] == loc), None)
+    if at is None:
+        return found
+    return _Found(found.loc, found.kind, f"(`{renamed[at]}` read as `{at[-1]}`, as suggested) "
+                  f"{found.problem}", found.close)
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        if not isinstance(data, (dict, list)) or not _has(data, part):
+            return None
+        data = data[part]
+    return data
+
+
+def _problems(e: ValidationError, data: Any) -> list[_Found]:
+    """Every validation error as a problem at its key, with a fix. A missing key that an
+    unknown key beside it misspells is one problem (the misspelling), not two."""
     misspelt: set[tuple[Any, ...]] = set()
-    found: list[tuple[bool, SpecProblem]] = []
+    found: list[_Found] = []
     for err in e.errors():
         if err["type"] != "extra_forbidden":
             continue
-        loc = _clean_loc(tuple(err["loc"]))
+        loc = _clean_loc(tuple(err["loc"]), data)
         allowed = _allowed_keys(DatasetSpec, loc, data)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         if close:
             misspelt.add((*loc[:-1], close[0]))
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        found.append((True, SpecProblem(
-            file, f"unknown key.{hint} Allowed here: {', '.join(allowed)}.",
-            field=_field_name(loc), line=_line(loc, marks))))
+        found.append(_Found(loc, "unknown", f"unknown key.{hint} Allowed here: "
+                            f"{', '.join(allowed)}.", close[0] if close else None))
+    wrong: dict[tuple[Any, ...], tuple[list[str], str]] = {}
     for err in e.errors():
         if err["type"] == "extra_forbidden":
             continue
-        loc = _clean_loc(tuple(err["loc"]))
+        loc = _clean_loc(tuple(err["loc"]), data)
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, FieldProblem):  # a validator named the key below its model
-            loc = (*loc, *cause.loc)
-            err = {**err, "type": "field_problem", "msg": f"{cause}."}
-        line = _line(loc, marks)
-        if err["type"] == "missing":
-            if loc in misspelt:
-                continue
-            problem = (f"this key is required but missing: add `{loc[-1]}:` here "
-                       "(docs/spec.md describes it).")
-            if line is None:
-                parent = loc[:-1]
-                line = marks.get(parent, 1) if parent else 1
-        elif err["type"] == "field_problem":
-            problem = str(err["msg"])
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problem = f"{msg} (got {err.get('input')!r})."
-        found.append((False, SpecProblem(file, problem, field=_field_name(loc) or None,
-                                         line=line)))
-    # unknown keys first (they often explain the rest), then by line
-    found.sort(key=lambda x: (not x[0], x[1].line or 0))
-    return [p for _, p in found]
+            found.append(_Found((*loc, *cause.loc), "value", f"{cause}."))
+        elif err["type"] == "missing":
+            if loc not in misspelt:
+                found.append(_Found(loc, "missing", f"this key is required but missing: add "
+                                    f"`{loc[-1]}:` here (docs/spec.md describes it)."))
+        else:  # a value a union refuses has one error per member: one problem says them all
+            msgs, _ = wrong.setdefault(loc, ([], _got(err, loc)))
+            msg = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
+            if msg not in msgs:
+                msgs.append(msg)
+    found += [_Found(loc, "value", f"{'; or '.join(msgs)}{got}.")
+              for loc, (msgs, got) in wrong.items()]
+    return found
 
 
-def _line(loc: tuple[Any, ...], marks: dict[tuple[Any, ...], int]) -> int | None:
-    return next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
+GOT_CHARS = 80
+"""A value longer than this (as written by repr) is not repeated in its error."""
+
+
+def _got(err: Any, loc: tuple[Any, ...]) -> str:
+    """`` (got <value>)`` for an error about one key's value; nothing for an error about the
+    whole spec (its value is the spec), a check spanning several keys (its message names
+    what matters) or a long value (a whole section)."""
+    shown = repr(err.get("input"))
+    if not loc or err["type"] == "spec" or len(shown) > GOT_CHARS:
+        return ""
+    return f" (got {shown})"
+
+
+def _line(found: _Found, marks: dict[tuple[Any, ...], int]) -> int | None:
+    """The line of the key ``found`` is about, or of the nearest key above it; a missing
+    key's is its parent's."""
+    loc = found.loc
+    line = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
+    if line is None and found.kind == "missing":
+        parent = loc[:-1]
+        line = marks.get(parent, 1) if parent else 1
+    return line
 
 
 def check_spec(path: Path | str) -> list[SpecProblem]:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from lifecycle.errors import PermanentError, SourceError, SourceUnreachable
 from lifecycle.readers import dig
+from lifecycle.shards import to_python
 from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
 from storage.objectstore import ObjectStore
 
@@ -348,16 +349,6 @@ class HttpConnector:
 
 
 # ---- sql ------------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    return str(value)
-
-
 def _watermark_type(value: Any) -> str:
     for name, kind in (("datetime", datetime), ("date", date), ("decimal", Decimal),
                        ("bool", bool), ("int", int), ("float", float)):
@@ -439,14 +430,13 @@ class SqlConnector:
                     local = tmp / f"chunk-{index:05d}.jsonl"
                     with open(local, "w", encoding="utf-8") as fh:
                         for row in rows:
-                            fh.write(json.dumps(dict(row), ensure_ascii=False, default=jsonable,
+                            fh.write(json.dumps(dict(row), ensure_ascii=False, default=to_python,
                                                 sort_keys=True) + "\n")
                             if src.watermark:
                                 value = row[src.watermark]
                                 if value is not None and (top is None or value > top):
                                     top = value
-                    shown = {k: jsonable(v) if not isinstance(v, int | float | str) else v
-                             for k, v in params.items()}
+                    shown = {k: to_python(v) for k, v in params.items()}
                     yield Payload(f"chunk-{index:05d}", local, "jsonl", "jsonl",
                                   f"{safe}#{src.name}/chunk-{index:05d}", "",
                                   {"query": sql, "params": shown, "chunk": index,
@@ -461,7 +451,7 @@ class SqlConnector:
             engine.dispose()
         if top is not None:
             self.updates = {"watermark": top if isinstance(top, int | float | str)
-                            else jsonable(top), "watermark_type": _watermark_type(top)}
+                            else to_python(top), "watermark_type": _watermark_type(top)}
 
 
 # ---- another Granary dataset ----------------------------------------------------------------

@@ -11,6 +11,8 @@ client's own hook for rewriting events before they are sent): every string in an
 the folders it knows replaced by a short relative form -- the checkout by nothing
 (``dags/granary_lifecycle.py``), installed packages by ``site-packages``, the standard library
 by ``python``, the home directory by ``~``, and any folder given in ``roots`` by its label.
+It also hides the credentials written in any URL (a failed ``git push`` to
+``https://<token>@host/...`` puts the token in the stack trace): lineage/redact.py.
 :func:`transport` wraps a transport configuration in it; the local stack, docker-compose and
 the tests configure Airflow's transport that way.
 """
@@ -25,6 +27,8 @@ from typing import Any
 
 import attr
 from openlineage.client.transport.transform import EventTransformer
+
+from lineage.redact import hide_url_credentials
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 TRANSFORMER = f"{__name__}.RelativePathTransformer"
@@ -64,7 +68,8 @@ def relativiser(roots: Mapping[str, str]) -> Callable[[str], str]:
 
 
 class RelativePathTransformer(EventTransformer):
-    """Rewrites the paths under known folders in every string of an event (see the module).
+    """Rewrites the paths under known folders, and hides URL credentials, in every string of
+    an event (see the module).
     ``properties["roots"]``: more folders and their labels
     (``{"/srv/granary": "GRANARY_HOME"}``)."""
 
@@ -72,7 +77,8 @@ class RelativePathTransformer(EventTransformer):
         super().__init__(properties)
         roots = default_roots()
         roots.update({str(k): str(v) for k, v in (properties.get("roots") or {}).items()})
-        self._rewrite = relativiser(roots)
+        relative = relativiser(roots)
+        self._rewrite = lambda text: hide_url_credentials(relative(text))
 
     def transform(self, event: Any) -> Any:
         return _rewrite(event, self._rewrite)

@@ -142,7 +142,7 @@ def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(
     stored = " ".join(str(v) for r in rows for v in vars(r).values())
     assert secret not in stored and "tok-" not in stored
     [f] = cat.failures(DATASET, RUN)
-    assert f.message.startswith("push to https://bot:***@git.example/r.git refused; the S3 "
+    assert f.message.startswith("push to https://***@git.example/r.git refused; the S3 "
                                 "key *** was wrong")
     assert f.message.endswith("(at the end)") and len(f.message) < 2100
     assert f.will_retry and f.stage == "publish" and f.try_number == 2

@@ -132,3 +132,24 @@ def test_stage_tasks_give_the_provider_granarys_job_facets(repo: Path) -> None:
     assert all(t.doc_md for t in dag.tasks)
     refresh = dags["granary_zh_shopping_reviews_refresh"]
     assert str(repo) not in refresh.doc_md and all(t.doc_md for t in refresh.tasks)
+
+
+def test_url_credentials_in_an_event_are_hidden() -> None:
+    """A failed push names its remote with the token in it; the event carries the stack
+    trace: the transformer hides the URL's user-info, and leaves object names alone."""
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run
+
+    trace = ("git.exc.GitCommandError: Cmd('git') failed\n  stderr: 'fatal: unable to access "
+             "'https://ghp_SeCrEt123@github.com/o/registry.git/': 403'")
+    event = RunEvent(eventType=RunState.FAIL, eventTime="2026-11-28T00:00:00+00:00",
+                     run=Run(runId=str(uuid.uuid4()), facets={
+                         "errorMessage": error_message_run.ErrorMessageRunFacet(
+                             message="push failed for https://oauth2:tok-42@git.example.org/r",
+                             programmingLanguage="python", stackTrace=trace)}),
+                     job=Job(namespace="granary", name="j"), producer="https://x")
+    fixed = RelativePathTransformer({}).transform(event)
+    facet = fixed.run.facets["errorMessage"]
+    assert "ghp_SeCrEt123" not in facet.stackTrace and "tok-42" not in facet.message
+    assert "https://***@github.com/o/registry.git/" in facet.stackTrace
+    assert facet.message == "push failed for https://***@git.example.org/r"

@@ -11,6 +11,8 @@ client's own hook for rewriting events before they are sent): every string in an
 the folders it knows replaced by a short relative form -- the checkout by nothing
 (``dags/granary_lifecycle.py``), installed packages by ``site-packages``, the standard library
 by ``python``, the home directory by ``~``, and any folder given in ``roots`` by its label.
+Only a path that begins a word is one: ``s3://granary-work/home/airflow/x`` (an object key)
+and ``https://host/opt/granary/x`` (a URL's path) stay as they are.
 It also hides the credentials written in any URL (a failed ``git push`` to
 ``https://<token>@host/...`` puts the token in the stack trace): lineage/redact.py.
 :func:`transport` wraps a transport configuration in it; the local stack, docker-compose and
@@ -51,9 +53,13 @@ def relativiser(roots: Mapping[str, str]) -> Callable[[str], str]:
     slash become the label and a slash (nothing, for an empty label)."""
     ordered = sorted({str(Path(r)) for r in roots}, key=len, reverse=True)
     labels = {str(Path(r)): label for r, label in roots.items()}
-    # a root ends at a slash, at the end of the text or before a character a path name would
-    # not continue with (quote, space, colon...), never inside a longer folder name
-    pattern = re.compile("(" + "|".join(re.escape(r) for r in ordered) + r")(/|(?![\w.-]))")
+    # a root begins where a path can begin: not right after a character a name or a host
+    # would end with (``s3://bucket/home/...`` and ``https://host/opt/...`` are object keys
+    # and URL paths, not this machine's folders); it ends at a slash, at the end of the text
+    # or before a character a path name would not continue with (quote, space, colon...),
+    # never inside a longer folder name
+    pattern = re.compile(r"(?<![\w.\-\]])(" + "|".join(re.escape(r) for r in ordered)
+                         + r")(/|(?![\w.-]))")
 
     def rewrite(text: str) -> str:
         def label(m: re.Match[str]) -> str:

@@ -153,3 +153,20 @@ def test_url_credentials_in_an_event_are_hidden() -> None:
     assert "ghp_SeCrEt123" not in facet.stackTrace and "tok-42" not in facet.message
     assert "https://***@github.com/o/registry.git/" in facet.stackTrace
     assert facet.message == "push failed for https://***@git.example.org/r"
+
+
+@pytest.mark.parametrize("text", [
+    "s3://granary-work/home/ana/run/x", "https://h/srv/co/schemas/X.json",
+    "https://h.example:8080/srv/co/x", "http://[::1]/home/ana/x", "s3://b/x/srv/co/y",
+    "/data/srv/co/x", "v1.2/home/ana"])
+def test_object_keys_and_url_paths_that_contain_a_root_stay(text: str) -> None:
+    fix = relativiser({"/srv/co": "", "/home/ana": "~"})
+    assert fix(text) == text
+
+
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("PATH=/usr/bin:/home/ana/bin", "PATH=/usr/bin:~/bin"),
+    ("'/srv/co/x.py'", "'x.py'"), ("(/home/ana/f)", "(~/f)"), ("[/srv/co/a, /srv/co/b]", "[a, b]"),
+    ("file:///home/ana/f", "file://~/f")])
+def test_paths_that_begin_after_a_separator_are_rewritten(text: str, fixed: str) -> None:
+    assert relativiser({"/srv/co": "", "/home/ana": "~"})(text) == fixed

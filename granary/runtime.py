@@ -389,6 +389,20 @@ def record_failure(dataset: str, run_id: str, task_id: str, error: BaseException
         return None
 
 
+def clear_failure(dataset: str, run_id: str, task_id: str, map_index: int = -1,
+                  settings: Settings | None = None) -> None:
+    """Forget the failure an earlier try of a task instance recorded, now that a later try
+    succeeded (so `end` never gives a retried, recovered failure as the run's cause). Never
+    raises: the task succeeded."""
+    try:
+        cat = catalog(settings or load_settings())
+        if cat.clear_failure(dataset, run_id, task_id, map_index):
+            log.info("%s succeeded on a later try: its earlier failure is forgotten", task_id)
+        cat.dispose()
+    except Exception:
+        log.exception("could not clear the earlier failure of %s in the catalog", task_id)
+
+
 def _short(value: Any) -> str | None:
     return None if value in (None, "") else str(value)[:250]
 

@@ -121,13 +121,23 @@ def _failure_callback(name: str) -> Any:
         from granary.runtime import record_failure
 
         ti = context["ti"]
-        stage = ti.task_id.split(".", 1)[0] if "." in ti.task_id else None
         record_failure(name, context["run_id"], ti.task_id,
                        error if isinstance(error, BaseException) else None,
-                       stage=stage if stage in STAGES else None, map_index=_map_index(ti),
+                       stage=stage_of(ti.task_id), map_index=_map_index(ti),
                        try_number=ti.try_number, dag_id=ti.dag_id)
 
     return record
+
+
+def stage_of(task_id: str) -> str | None:
+    """The stage a task runs, from its id: the lifecycle DAG's ``collect.fetch``, the refresh
+    DAG's ``publish``, ``annotate_finish`` or ``annotate_wait_for_people``. None for a task
+    of no stage (``begin``, ``end``) or of several (``collect_to_evaluate``)."""
+    head = task_id.split(".")[0]
+    if head == REFRESH_TASK:
+        return None
+    head = head.split("_")[0]
+    return head if head in STAGES else None
 
 
 def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: Any) -> Any:

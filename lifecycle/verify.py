@@ -24,7 +24,7 @@ import yaml
 
 from storage import keys
 from storage.catalog import Catalog
-from storage.objectstore import ObjectStore
+from storage.objectstore import ObjectStore, StorageError
 
 
 @dataclass
@@ -153,7 +153,14 @@ def _check_release_copies(out: Verified, n: int, manifest: dict[str, Any], store
     expected = {name: str(meta["sha256"]) for name, meta in manifest.get("files", {}).items()}
     expected["manifest.json"] = manifest["_sha256"]
     folder = keys.release_prefix(out.dataset, n)
-    found = {o.key.removeprefix(f"{folder}/") for o in store.list(releases_bucket, f"{folder}/")}
+    try:
+        found = {o.key.removeprefix(f"{folder}/")
+                 for o in store.list(releases_bucket, f"{folder}/")}
+    except StorageError as e:  # no releases bucket (yet): a finding, the registry was checked
+        out.findings.append(Finding(n, "release folder", f"s3://{releases_bucket}/{folder}/ "
+                                    f"cannot be read ({e}): `granary maintain` creates the "
+                                    "releases bucket and copies every version's files there"))
+        return
     for name in sorted(found - set(expected)):
         out.findings.append(Finding(n, name, f"s3://{releases_bucket}/{folder}/{name} is not "
                                     "a file of the version: remove it"))

@@ -247,10 +247,11 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     if result.lineage:
         from lineage.emit import emit_stage
         from lineage.facets import set_schema_base
+        from lineage.naming import stage_description
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
         emit_stage(stage, result.lineage, result.counts, [o.name for o in ctx.spec.owners],
-                   f"{stage} stage of {ctx.spec.title}",
+                   stage_description(ctx.spec.title, stage),
                    child_started=started if one_of_several else None)
     return result.to_xcom()
 

@@ -28,7 +28,7 @@ from lifecycle import card, releases, shards
 from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
-from lineage.naming import registry_name
+from lineage.naming import registry_name, release_folder
 from storage import keys
 from storage.catalog import Version
 from storage.objectstore import StorageError, md5_file, sha256_file
@@ -468,7 +468,7 @@ def _quality_files(ctx: StageContext, quality: dict[str, Any],
 def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],
              v: Version) -> list[DatasetIO]:
     out = DatasetIO(
-        uri=f"s3://{ctx.releases_bucket}/{keys.release_prefix(v.dataset, v.version)}",
+        uri=release_folder(ctx.releases_bucket, v.dataset, v.version).uri,
         direction="output",
         file_format=",".join(sorted(ctx.spec.publish.formats)), version=v.dvc_md5,
         rows=v.row_count, size=sum(int(f["bytes"]) for f in v.files.values()),

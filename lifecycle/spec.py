@@ -20,7 +20,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from lifecycle import columns
 
-IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
 NAME_RE = r"^[a-z][a-z0-9_]{1,63}$"
 

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from lifecycle import shards
-from lifecycle.collect import PROVENANCE
+from lifecycle.columns import PROVENANCE
 from lifecycle.errors import LifecycleError
 from storage.catalog import Catalog, Version
 from storage.models import StageResultRow

@@ -170,3 +170,14 @@ def test_object_keys_and_url_paths_that_contain_a_root_stay(text: str) -> None:
     ("file:///home/ana/f", "file://~/f")])
 def test_paths_that_begin_after_a_separator_are_rewritten(text: str, fixed: str) -> None:
     assert relativiser({"/srv/co": "", "/home/ana": "~"})(text) == fixed
+
+
+def test_a_published_version_is_named_by_its_release_folder() -> None:
+    from lineage.naming import release_folder
+    from storage import keys
+
+    name = release_folder("granary-releases", "reviews", 3)
+    assert (name.namespace, name.name) == ("s3://granary-releases", "reviews/v3")
+    assert name.uri == f"s3://granary-releases/{keys.release_prefix('reviews', 3)}"
+    assert f"{name.uri}/data.parquet" == \
+        f"s3://granary-releases/{keys.release_key('reviews', 3, 'data.parquet')}"

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lifecycle import columns, shards
-from lifecycle.collect import PROVENANCE
+from lifecycle.columns import PROVENANCE
 from lifecycle.images import IMAGE_COLUMNS
 from lifecycle.spec import SpecError, parse_spec
 
@@ -261,7 +261,8 @@ def test_people_see_a_table_records_fields_as_its_text() -> None:
     store = Store()
     ctx = StageContext(spec=parse_spec(TABLE, "demo.yaml"), run_id="r", store=store,  # type: ignore[arg-type]
                        catalog=None, registry=None, raw_bucket="", work_bucket="w",  # type: ignore[arg-type]
-                       inbox=None, now=datetime(2026, 11, 28, tzinfo=UTC))  # type: ignore[arg-type]
+                       inbox=None, releases_bucket="",  # type: ignore[arg-type]
+                       now=datetime(2026, 11, 28, tzinfo=UTC))
     df = pd.DataFrame({"id": ["r1", "r2"], "sku": ["SKU-1", "SKU-2"], "price": [2.5, np.nan],
                        "kind": ["a", "b"]})
     out = _export_tasks(ctx, df, {"r2"}, {"r2": ("a", 0.8)})

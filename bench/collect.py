@@ -123,7 +123,8 @@ def run_case(case: str, rows: int, home: Path) -> dict[str, Any]:
     svc.catalog.upsert_dataset(spec.name, title=spec.title)
     ctx = StageContext(spec=spec, run_id=f"bench-{case}-{rows}", store=svc.store,
                        catalog=svc.catalog, registry=svc.registry, raw_bucket=s.bucket_raw,
-                       work_bucket=s.bucket_work, inbox=inbox)
+                       work_bucket=s.bucket_work, inbox=inbox,
+                       releases_bucket=s.bucket_releases)
     start, cpu = time.perf_counter(), time.process_time()
     try:
         result = collect.run(ctx)

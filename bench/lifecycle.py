@@ -59,7 +59,8 @@ def child(n: int, out: Path) -> None:
         svc.catalog.upsert_dataset(spec.name, title=spec.title)
         ctx = StageContext(spec=spec, run_id="bench", store=svc.store, catalog=svc.catalog,
                            registry=svc.registry, raw_bucket=s.bucket_raw,
-                           work_bucket=s.bucket_work, inbox=s.inbox_dir)
+                           work_bucket=s.bucket_work, inbox=s.inbox_dir,
+                           releases_bucket=s.bucket_releases)
         stages: dict[str, Any] = {}
         up: Any = None
         for name, module in (("collect", collect), ("preprocess", preprocess),

@@ -567,20 +567,18 @@ def main() -> None:
     from storage.registry import RegistryError
 
     try:
-        # without standalone mode click returns a typer.Exit's code instead of raising it
-        code = app(standalone_mode=False)
+        try:
+            # without standalone mode click returns a typer.Exit's code instead of raising it
+            code = app(standalone_mode=False)
+        except (AirflowError, LifecycleError, SpecError, CatalogError, StorageError,
+                RegistryError) as e:
+            _fail(str(e))
         if isinstance(code, int) and code:
             sys.exit(code)
     except KeyboardInterrupt:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (AirflowError, LifecycleError, SpecError, CatalogError, StorageError,
-            RegistryError) as e:
-        from rich.markup import escape
-
-        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -65,22 +65,27 @@ def _refresh_doc(loaded: LoadedSpec) -> str:
 
 
 def _as_airflow(fn: Any, name: str, context: dict[str, Any], stage: str | None = None,
-                unit: str | None = None) -> Any:
+                unit: str | None = None, last: bool = True) -> Any:
     """Run ``fn`` translating Granary's errors: skips skip; bad input, a failed gate or a
     refused source fail at once (retrying cannot help); anything else is retried. A failure
     is recorded in the catalog first (runtime.record_failure), with whether Airflow will try
-    again, so the run's `end` task and the CLI can say why it failed."""
+    again, so the run's `end` task and the CLI can say why it failed. When a retry succeeds
+    (and ``fn`` is the ``last`` part of its task) the earlier try's failure is forgotten."""
     from airflow.sdk.exceptions import (
         AirflowFailException,
         AirflowSkipException,
         DownstreamTasksSkipped,
     )
 
-    from granary.runtime import StageSkipped, record_failure
+    from granary.runtime import StageSkipped, clear_failure, record_failure
     from lifecycle.errors import PermanentError
 
     try:
-        return fn()
+        result = fn()
+        ti = context["ti"]
+        if last and ti.try_number > 1:
+            clear_failure(name, context["run_id"], ti.task_id, _map_index(ti))
+        return result
     except StageSkipped as e:
         raise AirflowSkipException(str(e)) from e
     except (AirflowSkipException, DownstreamTasksSkipped):
@@ -116,13 +121,23 @@ def _failure_callback(name: str) -> Any:
         from granary.runtime import record_failure
 
         ti = context["ti"]
-        stage = ti.task_id.split(".", 1)[0] if "." in ti.task_id else None
         record_failure(name, context["run_id"], ti.task_id,
                        error if isinstance(error, BaseException) else None,
-                       stage=stage if stage in STAGES else None, map_index=_map_index(ti),
+                       stage=stage_of(ti.task_id), map_index=_map_index(ti),
                        try_number=ti.try_number, dag_id=ti.dag_id)
 
     return record
+
+
+def stage_of(task_id: str) -> str | None:
+    """The stage a task runs, from its id: the lifecycle DAG's ``collect.fetch``, the refresh
+    DAG's ``publish``, ``annotate_finish`` or ``annotate_wait_for_people``. None for a task
+    of no stage (``begin``, ``end``) or of several (``collect_to_evaluate``)."""
+    head = task_id.split(".")[0]
+    if head == REFRESH_TASK:
+        return None
+    head = head.split("_")[0]
+    return head if head in STAGES else None
 
 
 def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: Any) -> Any:
@@ -196,12 +211,15 @@ def _tags(spec: Any, *more: str) -> list[str]:
                    *more})
 
 
-def _open_run(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> dict[str, Any]:
+def _open_run(name: str, sibling: str, refresh: bool, context: dict[str, Any],
+              last: bool = True) -> dict[str, Any]:
     """A run's set-up, and the one-run-at-a-time rule across a dataset's two DAGs (each DAG
     has max_active_runs=1; Airflow has no such limit across DAGs): a refresh that finds a
     lifecycle run going is skipped, a lifecycle run that finds a refresh going fails. A
-    failure (a spec broken since the DAG was parsed, say) is recorded as any task's."""
-    return _as_airflow(lambda: _open(name, sibling, refresh, context), name, context)
+    failure (a spec broken since the DAG was parsed, say) is recorded as any task's.
+    ``last``: the task ends with it (not when the refresh DAG's first task goes on)."""
+    return _as_airflow(lambda: _open(name, sibling, refresh, context), name, context,
+                       last=last)
 
 
 def _open(name: str, sibling: str, refresh: bool, context: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +329,7 @@ def _refresh_task(spec: Any) -> Any:
     def collect_to_evaluate(**context: Any) -> dict[str, Any]:
         from granary.runtime import run_stages
 
-        _open_run(name, dag_id(name), True, context)
+        _open_run(name, dag_id(name), True, context, last=False)
         result: dict[str, Any] = _as_airflow(lambda: run_stages(
             name, BEFORE_PUBLISH, context["run_id"], dict(context["params"]),
             resume=context["ti"].try_number > 1), name, context)

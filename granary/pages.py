@@ -13,8 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lifecycle import qreport
-from lineage.naming import from_uri
-from storage import keys
+from lineage.naming import release_folder
 from storage.catalog import Catalog, ReleaseEvent, Version
 
 STYLE = """
@@ -347,7 +346,7 @@ def render_card(markdown: str) -> str:
 def lineage_page(v: Version, releases_bucket: str, raw_bucket: str, base: str) -> str:
     """The lineage graph of a version, around its release folder (``<dataset>/v<N>`` in the
     releases bucket, its OpenLineage name)."""
-    release = from_uri(f"s3://{releases_bucket}/{keys.release_prefix(v.dataset, v.version)}")
+    release = release_folder(releases_bucket, v.dataset, v.version)
     config: dict[str, Any] = {
         "base": base,
         "nodeId": release.node_id,

@@ -247,10 +247,11 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     if result.lineage:
         from lineage.emit import emit_stage
         from lineage.facets import set_schema_base
+        from lineage.naming import stage_description
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
         emit_stage(stage, result.lineage, result.counts, [o.name for o in ctx.spec.owners],
-                   f"{stage} stage of {ctx.spec.title}",
+                   stage_description(ctx.spec.title, stage),
                    child_started=started if one_of_several else None)
     return result.to_xcom()
 
@@ -387,6 +388,20 @@ def record_failure(dataset: str, run_id: str, task_id: str, error: BaseException
     except Exception:
         log.exception("could not record the failure of %s in the catalog", task_id)
         return None
+
+
+def clear_failure(dataset: str, run_id: str, task_id: str, map_index: int = -1,
+                  settings: Settings | None = None) -> None:
+    """Forget the failure an earlier try of a task instance recorded, now that a later try
+    succeeded (so `end` never gives a retried, recovered failure as the run's cause). Never
+    raises: the task succeeded."""
+    try:
+        cat = catalog(settings or load_settings())
+        if cat.clear_failure(dataset, run_id, task_id, map_index):
+            log.info("%s succeeded on a later try: its earlier failure is forgotten", task_id)
+        cat.dispose()
+    except Exception:
+        log.exception("could not clear the earlier failure of %s in the catalog", task_id)
 
 
 def _short(value: Any) -> str | None:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lineage.redact import hide_url_credentials, url_credentials
+
 CREDENTIALS_FILE = "s3-credentials.json"
 """File under the home where the local stack keeps the S3 credentials it generated (0600)."""
 LINEAGE_KEY_FILE = "lineage-credentials.json"
@@ -242,17 +244,18 @@ class Settings(BaseSettings):
         }
 
     def mask(self, text: str) -> str:
-        """``text`` with every secret these settings hold, and any password written in a URL,
-        replaced by ``***`` (for what is stored or shown, such as a failure's message)."""
+        """``text`` with every secret these settings hold, and the credentials written in any
+        URL (its whole user-info part: ``user:password@`` or a token alone), replaced by ``***``
+        (for what is stored or shown, such as a failure's message)."""
         values = [v.get_secret_value() for v in (
             self.s3_secret_key, self.airflow_password, self.lineage_api_key, self.pii_salt)
             if v is not None]
-        values += [m.group(1) for url in (self.database_url, self.airflow_database_url,
-                                          self.celery_broker_url, self.registry_url) if url
-                   for m in [_URL_PASSWORD.search(url)] if m]
+        values += [v for url in (self.database_url, self.airflow_database_url,
+                                 self.celery_broker_url, self.registry_url) if url
+                   for v in url_credentials(url)]
         for value in sorted({v for v in values if len(v) >= 4}, key=len, reverse=True):
             text = text.replace(value, "***")
-        return _URL_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+        return hide_url_credentials(text)
 
     def to_env(self) -> dict[str, str]:
         """GRANARY_* variables that make a child process see these same settings."""
@@ -279,9 +282,6 @@ class Settings(BaseSettings):
             env["GRANARY_S3_ACCESS_KEY"] = self.s3_access_key.get_secret_value()
             env["GRANARY_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()
         return env
-
-
-_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", re.IGNORECASE)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

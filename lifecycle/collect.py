@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from lifecycle import shards
 from lifecycle.accounting import LINE_KINDS, ColumnCheck, FileLines
+from lifecycle.columns import PROVENANCE
 from lifecycle.context import StageContext, StageResult
 from lifecycle.delimited import CsvOptions
 from lifecycle.errors import ConservationError, LifecycleError, SourceError
@@ -53,8 +54,6 @@ from storage.objectstore import ObjectNotFound, sha256_file
 
 log = logging.getLogger(__name__)
 STAGE = "collect"
-PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "raw_version",
-              "collected_at", "licence", "legal_basis"]
 DATASET_STATE = ""  # the catalog row holding dataset-level state (the last snapshot)
 MAX_SEEN_PARTS = 16
 _ARROW = {"string": pa.string(), "integer": pa.int64(), "float": pa.float64(),
@@ -154,7 +153,8 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
         state = _state(ctx, source.name)
         conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=ctx.mode,
                          files_per_task=ctx.spec.collect.files_per_task,
-                         catalog=ctx.catalog, registry=ctx.registry)
+                         catalog=ctx.catalog, registry=ctx.registry,
+                         releases_bucket=ctx.releases_bucket)
         groups = conn.plan(state, ctx.mode)
         for i, items in enumerate(groups):
             label = source.name if len(groups) == 1 else f"{source.name} {i + 1}/{len(groups)}"
@@ -325,7 +325,8 @@ class _Unit:
         conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,
                          state=self.state, mode=self.ctx.mode,
                          files_per_task=self.ctx.spec.collect.files_per_task,
-                         catalog=self.ctx.catalog, registry=self.ctx.registry)
+                         catalog=self.ctx.catalog, registry=self.ctx.registry,
+                         releases_bucket=self.ctx.releases_bucket)
         with tempfile.TemporaryDirectory(prefix="granary-collect-") as tmp:
             self.new_keys = _KeySink(Path(tmp))
             with _located(self.source.name):

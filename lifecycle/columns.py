@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# the provenance columns collection adds to every record, in the order it writes them
+PROVENANCE = ["source", "source_uri", "source_path", "line", "raw_hash", "raw_version",
+              "collected_at", "licence", "legal_basis"]
 _PROVENANCE = "a provenance column collection adds to every record"
 _ANNOTATION = "added by annotation"
 _SYNTHESIS = "added by synthesis (synthetic records and the seeds they came from)"
@@ -23,15 +26,7 @@ _QUARANTINE = "given to every quarantined record (its operator, reason and detai
 
 RESERVED: dict[str, str] = {
     "id": "every record's stable id",
-    "source": _PROVENANCE,
-    "source_uri": _PROVENANCE,
-    "source_path": _PROVENANCE,
-    "line": _PROVENANCE,
-    "raw_hash": _PROVENANCE,
-    "raw_version": _PROVENANCE,
-    "collected_at": _PROVENANCE,
-    "licence": _PROVENANCE,
-    "legal_basis": _PROVENANCE,
+    **{c: _PROVENANCE for c in PROVENANCE},
     "operations": "added by preprocessing (the steps that changed the record)",
     "label_source": _ANNOTATION,
     "label_confidence": _ANNOTATION,

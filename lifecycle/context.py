@@ -25,12 +25,12 @@ class StageContext:
     raw_bucket: str
     work_bucket: str
     inbox: Path
+    # every published version's files as plain objects (<dataset>/v<N>/<file>, storage/keys.py)
+    releases_bucket: str
     mode: str = "full"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows_per_shard: int = 50_000
     pii_salt: str = ""  # for salted-hash pseudonyms; from GRANARY_PII_SALT, never logged
-    # every published version's files as plain objects (<dataset>/v<N>/<file>, storage/keys.py)
-    releases_bucket: str = "granary-releases"
 
     @property
     def dataset(self) -> str:

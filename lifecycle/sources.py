@@ -27,7 +27,9 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from lifecycle.errors import PermanentError, SourceError, SourceUnreachable
 from lifecycle.readers import dig
+from lifecycle.shards import to_python
 from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
+from lineage.naming import release_folder
 from storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -348,16 +350,6 @@ class HttpConnector:
 
 
 # ---- sql ------------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    return str(value)
-
-
 def _watermark_type(value: Any) -> str:
     for name, kind in (("datetime", datetime), ("date", date), ("decimal", Decimal),
                        ("bool", bool), ("int", int), ("float", float)):
@@ -439,14 +431,13 @@ class SqlConnector:
                     local = tmp / f"chunk-{index:05d}.jsonl"
                     with open(local, "w", encoding="utf-8") as fh:
                         for row in rows:
-                            fh.write(json.dumps(dict(row), ensure_ascii=False, default=jsonable,
+                            fh.write(json.dumps(dict(row), ensure_ascii=False, default=to_python,
                                                 sort_keys=True) + "\n")
                             if src.watermark:
                                 value = row[src.watermark]
                                 if value is not None and (top is None or value > top):
                                     top = value
-                    shown = {k: jsonable(v) if not isinstance(v, int | float | str) else v
-                             for k, v in params.items()}
+                    shown = {k: to_python(v) for k, v in params.items()}
                     yield Payload(f"chunk-{index:05d}", local, "jsonl", "jsonl",
                                   f"{safe}#{src.name}/chunk-{index:05d}", "",
                                   {"query": sql, "params": shown, "chunk": index,
@@ -461,7 +452,7 @@ class SqlConnector:
             engine.dispose()
         if top is not None:
             self.updates = {"watermark": top if isinstance(top, int | float | str)
-                            else jsonable(top), "watermark_type": _watermark_type(top)}
+                            else to_python(top), "watermark_type": _watermark_type(top)}
 
 
 # ---- another Granary dataset ----------------------------------------------------------------
@@ -470,15 +461,17 @@ class DatasetConnector:
     Its rows are identified by content, so a refresh after the upstream's next version
     collects only the rows that version added or changed."""
 
-    def __init__(self, source: DatasetSource, catalog: Any, registry: Any) -> None:
+    def __init__(self, source: DatasetSource, catalog: Any, registry: Any,
+                 releases_bucket: str | None) -> None:
         self.source, self.catalog, self.registry = source, catalog, registry
+        self.releases_bucket = releases_bucket
         self.updates: dict[str, Any] = {}
 
     def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
         src = self.source
-        if self.catalog is None or self.registry is None:
+        if self.catalog is None or self.registry is None or not self.releases_bucket:
             raise SourceError(f"source {src.name!r}: reading dataset {src.dataset!r} needs the "
-                              "catalog and the registry")
+                              "catalog, the registry and the releases bucket")
         found = (self.catalog.latest(src.dataset) if src.version == "latest"
                  else self.catalog.get_version(src.dataset, src.version))
         if found is None:
@@ -500,8 +493,11 @@ class DatasetConnector:
             local = self.registry.fetch_file(src.dataset, int(item["version"]), src.file,
                                              tmp / f"dataset-{item['version']}-{src.file}")
             self.updates["version"] = item["version"]
+            # where the file is a plain object: the version's release folder
+            folder = release_folder(str(self.releases_bucket), src.dataset,
+                                    int(item["version"]))
             yield Payload(name, local, _ext(src.file), _ext(src.file).split(".")[-1],
-                          f"{self.registry.dataset_uri(src.dataset)}/{src.file}", "",
+                          f"{folder.uri}/{src.file}", "",
                           {"dataset": src.dataset, "version": item["version"],
                            "tag": item["tag"]})
 
@@ -511,7 +507,7 @@ Connector = FilesConnector | S3Connector | HttpConnector | SqlConnector | Datase
 
 def connector(source: Any, *, inbox: Path, store: ObjectStore, state: dict[str, Any],
               mode: str, files_per_task: int, catalog: Any = None,
-              registry: Any = None) -> Connector:
+              registry: Any = None, releases_bucket: str | None = None) -> Connector:
     if isinstance(source, FilesSource):
         return FilesConnector(source, inbox, files_per_task)
     if isinstance(source, S3Source):
@@ -521,7 +517,7 @@ def connector(source: Any, *, inbox: Path, store: ObjectStore, state: dict[str, 
     if isinstance(source, SqlSource):
         return SqlConnector(source, state, mode)
     if isinstance(source, DatasetSource):
-        return DatasetConnector(source, catalog, registry)
+        return DatasetConnector(source, catalog, registry, releases_bucket)
     raise SourceError(f"unknown source type {type(source).__name__}")
 
 

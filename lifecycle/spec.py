@@ -2,72 +2,25 @@
 
 Unknown keys are errors, never ignored. Every error names the file, the field and the line,
 and says what would be accepted. The documentation of every key is in ``docs/spec.md``.
+Loading a spec and reporting its problems is lifecycle/specload.py; its public names
+(``load_spec``, ``parse_spec``, ``discover``, ``check_spec``, ``SpecError``, ...) are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from lifecycle import columns
 from lifecycle.delimited import DELIMITERS
 
-IMAGE_FIELDS = ("image", "file_name", "image_sha256", "image_format", "width", "height")
 STAGES = ("collect", "preprocess", "annotate", "synthesize", "evaluate", "publish")
 NAME_RE = r"^[a-z][a-z0-9_]{1,63}$"
-
-
-@dataclass(frozen=True)
-class SpecProblem:
-    """One thing wrong with a spec: where (file, line, field) and what to do about it."""
-
-    file: str
-    problem: str
-    field: str | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        what = f"field '{self.field}': " if self.field else ""
-        return f"{where}: {what}{self.problem}"
-
-
-SHOWN_PROBLEMS = 30
-"""How many problems a SpecError's message lists (``granary check`` lists every one)."""
-
-
-class SpecError(ValueError):
-    """A spec that cannot be used, with every problem found in it (``problems``, by line).
-
-    ``str()`` reads ``file:line: field: problem`` for one problem, and a count followed by
-    one such line per problem for several. ``file``, ``field``, ``line`` and ``problem`` are
-    the first problem's (an unknown key before the rest: it often explains them)."""
-
-    def __init__(self, file: str, problem: str = "", field: str | None = None,
-                 line: int | None = None, *, problems: list[SpecProblem] | None = None) -> None:
-        self.problems = list(problems) if problems else [SpecProblem(file, problem, field, line)]
-        first = self.problems[0]
-        self.file, self.field, self.line, self.problem = file, first.field, first.line, \
-            first.problem
-        super().__init__(_render(file, self.problems))
-
-
-def _render(file: str, problems: list[SpecProblem]) -> str:
-    if len(problems) == 1:
-        return str(problems[0])
-    shown = sorted(problems, key=lambda p: p.line or 0)[:SHOWN_PROBLEMS]
-    more = len(problems) - len(shown)
-    return (f"{file}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in shown)
-            + (f"\n  ... and {more} more (`granary check {file}` lists every one)"
-               if more else ""))
 
 
 class _Model(BaseModel):
@@ -386,10 +339,13 @@ def _reserved(name: str, why: str, here: bool) -> str:
             f"`fields: {{new_name: {name}}}`); docs/spec.md lists the reserved names")
 
 
-def _refuse(model: BaseModel, problems: list[tuple[tuple[Any, ...], str, Any]]) -> None:
-    """Raise ``problems`` (location, message, value) as one ValidationError, each at its own
-    key, so that the spec error names the key and its line (a model validator's own errors
-    have no location)."""
+Problem = tuple[tuple[Any, ...], str, Any]
+"""A problem a check spanning several keys found: the key's location, what to do, its value."""
+
+
+def _refuse(model: BaseModel, problems: list[Problem]) -> None:
+    """Raise ``problems`` as one ValidationError, each at its own key, so that the spec error
+    names the key and its line (a model validator's own errors have no location)."""
     if problems:
         raise ValidationError.from_exception_data(type(model).__name__, [
             InitErrorDetails(type=PydanticCustomError("spec", "{message}", {"message": msg}),
@@ -998,29 +954,6 @@ class DatasetSpec(_Model):
             raise ValueError(f"{v!r} is neither a 5-field cron expression nor an @preset")
         return v
 
-    @model_validator(mode="after")
-    def _table_formats(self) -> DatasetSpec:
-        # tables are also released as CSV unless the spec lists its formats itself
-        if self.modality == "table" and "formats" not in self.publish.model_fields_set:
-            object.__setattr__(self, "publish", self.publish.model_copy(
-                update={"formats": ["parquet", "jsonl", "csv"]}))
-        return self
-
-    @model_validator(mode="after")
-    def _annotation_labels(self) -> DatasetSpec:
-        known = set(self.label_values or []) | {lab.name for lab in self.annotate.labels}
-        values = self.label_values
-        listed = [lab.name for lab in self.annotate.labels]
-        if values and listed and set(values) != set(listed):
-            raise ValueError(f"annotate.labels {sorted(listed)} differ from the label field's "
-                             f"values {sorted(values)}; list the same labels in both")
-        bad = [r.name for r in self.annotate.rules if known and r.label not in known]
-        if bad:
-            raise ValueError(f"rules {bad} give labels outside {sorted(known)}")
-        if (self.annotate.rules or self.annotate.model.enabled) and not self.schema_.label_field:
-            raise ValueError("rules and model-assisted labels need schema.label_field")
-        return self
-
     @model_validator(mode="before")
     @classmethod
     def _image_defaults(cls, data: Any) -> Any:
@@ -1032,83 +965,23 @@ class DatasetSpec(_Model):
         return data
 
     @model_validator(mode="after")
-    def _images(self) -> DatasetSpec:
-        if self.modality != "image":
-            bad = [s.name for s in self.sources if getattr(s, "format", None) == "image"]
-            if bad:
-                raise ValueError(f"sources {bad} read images: set `modality: image`")
-            if self.annotate.task == "boxes":
-                raise ValueError("annotate.task boxes (bounding boxes) needs `modality: image`")
-            return self
-        bad = [s.name for s in self.sources if getattr(s, "format", None) != "image"]
-        if bad:
-            raise ValueError(f"an image dataset's sources must have `format: image`; {bad} "
-                             "do not")
-        # schema fields named like the image columns: _reserved_names
-        if self.annotate.task not in ("single_label", "boxes"):
-            raise ValueError(f"annotate.task {self.annotate.task!r} is for text; an image "
-                             "dataset's task is single_label (classification) or boxes")
-        if self.annotate.task == "boxes" and not self.annotate.labels:
-            raise ValueError("annotate.task boxes needs annotate.labels: the classes people "
-                             "draw boxes for")
-        if self.annotate.task == "boxes" and self.synthesize.enabled:
-            raise ValueError("synthesize with annotate.task boxes: augmented images would not "
-                             "carry their boxes (flips, crops and rotations move them); turn "
-                             "synthesize off")
+    def _cross_keys(self) -> DatasetSpec:
+        """The defaults that follow from several keys, then every check that spans several
+        keys. Each check returns its problems, each at its own key, and they are raised
+        together (one check failing must not hide the next one's problems)."""
+        self._defaults()
+        _refuse(self, [*self._image_problems(), *self._annotation_problems(),
+                       *self._text_problems(), *self._near_dedup_key_problems(),
+                       *self._refresh_problems(), *self._reserved_problems(),
+                       *self._source_column_problems()])
         return self
 
-    @model_validator(mode="after")
-    def _near_dedup_key(self) -> DatasetSpec:
-        """near_dedup.key names schema fields (a table without text and no key: _text_field)."""
-        nd = self.preprocess.near_dedup
-        if not nd.enabled or self.modality == "image" or nd.key is None:
-            return self
-        names = [f.name for f in self.schema_.fields]
-        missing = [k for k in nd.key if k not in names]
-        if missing:
-            _refuse(self, [(("preprocess", "near_dedup", "key"),
-                            f"names {', '.join(repr(m) for m in missing)}, not "
-                            f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list "
-                            f"fields of schema.fields ({', '.join(names)})", nd.key)])
-        return self
-
-    @model_validator(mode="after")
-    def _refresh_fields(self) -> DatasetSpec:
-        names = {f.name for f in self.schema_.fields}
-        missing = [k for k in self.refresh.key if k not in names]
-        if missing:
-            raise ValueError(f"refresh.key names {missing}, which are not schema fields "
-                             f"{sorted(names)}")
-        deleted = self.refresh.deleted_field
-        if deleted is not None:
-            if not self.refresh.key:
-                raise ValueError("refresh.deleted_field needs refresh.key: a deletion names the "
-                                 "key of the record it removes")
-            spec = self.schema_.field(deleted)
-            if spec is None or spec.type != "boolean":
-                raise ValueError(f"refresh.deleted_field {deleted!r} must be a boolean field "
-                                 "of the schema")
-        return self
-
-    @model_validator(mode="after")
-    def _reserved_names(self) -> DatasetSpec:
-        """Schema fields named like a column this spec's settings add (columns.conditional;
-        the names reserved always are refused on the field itself), each error at its field."""
-        taken = columns.conditional(self)
-        _refuse(self, [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
-                        f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken])
-        return self
-
-    @model_validator(mode="after")
-    def _text_field(self) -> DatasetSpec:
-        """What a dataset without a text field can and cannot do, and the defaults that
-        follow from its fields (docs/spec.md, "Tables without text"); each error at its key."""
-        text = self.schema_.text_field
-        if text is None and self.modality == "text":
-            _refuse(self, [(("schema", "text_field"), "a text dataset needs its text field: "
-                            "name the field that holds the text, or set `modality: table` "
-                            "for a table without text", None)])
-        dedup = self.preprocess.dedup
+    def _defaults(self) -> None:
+        # tables are also released as CSV unless the spec lists its formats itself
+        if self.modality == "table" and "formats" not in self.publish.model_fields_set:
+            object.__setattr__(self, "publish", self.publish.model_copy(
+                update={"formats": ["parquet", "jsonl", "csv"]}))
+        dedup, text = self.preprocess.dedup, self.schema_.text_field
         if "key" not in dedup.model_fields_set and self.modality != "image":
             # the duplicate key: the text field, or every field of a table without text but
             # the label (equal records with different labels are a label conflict)
@@ -1117,27 +990,124 @@ class DatasetSpec(_Model):
                    else [n for n in fields if n != self.schema_.label_field] or fields)
             object.__setattr__(self, "preprocess", self.preprocess.model_copy(
                 update={"dedup": dedup.model_copy(update={"key": key})}))
+
+    def _annotation_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        a = self.annotate
+        values = self.label_values
+        listed = [lab.name for lab in a.labels]
+        if values and listed and set(values) != set(listed):
+            found.append((("annotate", "labels"), f"annotate.labels {sorted(listed)} differ "
+                          f"from the label field's values {sorted(values)}: list the same "
+                          "labels in both", listed))
+        known = set(values or []) | set(listed)
+        for i, rule in enumerate(a.rules):
+            if known and rule.label not in known:
+                found.append((("annotate", "rules", i, "label"), f"rule {rule.name!r} gives "
+                              f"the label {rule.label!r}, which is not one of "
+                              f"{sorted(known)}: give one of those", rule.label))
+        if (a.rules or a.model.enabled) and not self.schema_.label_field:
+            where = ("annotate", "rules") if a.rules else ("annotate", "model", "enabled")
+            found.append((where, "rules and model-assisted labels need a label field: set "
+                          "schema.label_field, or remove them", None))
+        return found
+
+    def _image_problems(self) -> list[Problem]:
+        a = self.annotate
+        formats = [(("sources", i, "format"), s.name, getattr(s, "format", None))
+                   for i, s in enumerate(self.sources)]
+        if self.modality != "image":
+            found: list[Problem] = [
+                (loc, f"source {name!r} reads images: set `modality: image`", fmt)
+                for loc, name, fmt in formats if fmt == "image"]
+            if a.task == "boxes":
+                found.append((("annotate", "task"), "boxes (bounding boxes) needs `modality: "
+                              "image`", a.task))
+            return found
+        found = [(loc, f"an image dataset's sources must have `format: image`; source "
+                  f"{name!r} does not", fmt) for loc, name, fmt in formats if fmt != "image"]
+        # schema fields named like the image columns: _reserved_problems
+        if a.task not in ("single_label", "boxes"):
+            found.append((("annotate", "task"), f"annotate.task {a.task!r} is for text; an "
+                          "image dataset's task is single_label (classification) or boxes",
+                          a.task))
+        if a.task == "boxes" and not a.labels:
+            found.append((("annotate", "task"), "annotate.task boxes needs annotate.labels: "
+                          "the classes people draw boxes for", a.task))
+        if a.task == "boxes" and self.synthesize.enabled:
+            found.append((("synthesize", "enabled"), "synthesize with annotate.task boxes: "
+                          "augmented images would not carry their boxes (flips, crops and "
+                          "rotations move them); turn synthesize off", True))
+        return found
+
+    def _near_dedup_key_problems(self) -> list[Problem]:
+        """near_dedup.key names schema fields (a table without text and no key:
+        _text_settings)."""
+        nd = self.preprocess.near_dedup
+        if not nd.enabled or self.modality == "image" or nd.key is None:
+            return []
+        names = [f.name for f in self.schema_.fields]
+        missing = [k for k in nd.key if k not in names]
+        if not missing:
+            return []
+        return [(("preprocess", "near_dedup", "key"),
+                 f"names {', '.join(repr(m) for m in missing)}, not "
+                 f"{'a schema field' if len(missing) == 1 else 'schema fields'}: list "
+                 f"fields of schema.fields ({', '.join(names)})", nd.key)]
+
+    def _refresh_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        names = [f.name for f in self.schema_.fields]
+        missing = [k for k in self.refresh.key if k not in names]
+        if missing:
+            found.append((("refresh", "key"), f"names {missing}, which are not schema fields "
+                          f"{names}: list fields of schema.fields", self.refresh.key))
+        deleted = self.refresh.deleted_field
+        if deleted is not None:
+            if not self.refresh.key:
+                found.append((("refresh", "deleted_field"), "needs refresh.key: a deletion "
+                              "names the key of the record it removes", deleted))
+            spec = self.schema_.field(deleted)
+            if spec is None or spec.type != "boolean":
+                found.append((("refresh", "deleted_field"), f"{deleted!r} must be a boolean "
+                              "field of the schema (type: boolean)", deleted))
+        return found
+
+    def _reserved_problems(self) -> list[Problem]:
+        """Schema fields named like a column this spec's settings add (columns.conditional;
+        the names reserved always are refused on the field itself), each at its field."""
+        taken = columns.conditional(self)
+        return [(("schema", "fields", i, "name"), _reserved(f.name, taken[f.name], True),
+                 f.name) for i, f in enumerate(self.schema_.fields) if f.name in taken]
+
+    def _text_problems(self) -> list[Problem]:
+        """What a dataset without a text field can and cannot do (docs/spec.md, "Tables
+        without text"), and keys that must name schema fields."""
+        text = self.schema_.text_field
+        found: list[Problem] = []
+        if text is None and self.modality == "text":
+            found.append((("schema", "text_field"), "a text dataset needs its text field: "
+                          "name the field that holds the text, or set `modality: table` "
+                          "for a table without text", None))
         names = [f.name for f in self.schema_.fields]
         strings = [f.name for f in self.schema_.fields if f.type == "string"]
-        problems: list[tuple[tuple[Any, ...], str, Any]] = []
         unknown = [k for k in self.preprocess.dedup.key if k not in names]
         if unknown and self.modality != "image":
-            problems.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
-                             f"schema fields {names}", self.preprocess.dedup.key))
+            found.append((("preprocess", "dedup", "key"), f"names {unknown}, which are not "
+                          f"schema fields {names}", self.preprocess.dedup.key))
         listed = self.preprocess.pii.fields or []
         if [f for f in listed if f not in strings]:
-            problems.append((("preprocess", "pii", "fields"), f"must be string fields of the "
-                             f"schema {strings}", listed))
+            found.append((("preprocess", "pii", "fields"), f"must be string fields of the "
+                          f"schema {strings}", listed))
         if text is None and self.modality == "table":
-            problems += self._text_settings()
-        _refuse(self, problems)
-        return self
+            found += self._text_settings()
+        return found
 
-    def _text_settings(self) -> list[tuple[tuple[Any, ...], str, Any]]:
+    def _text_settings(self) -> list[Problem]:
         """The settings of a table without text that work on text, each with its place."""
         why = ("works on text, and this table has no text field (schema.text_field: null): "
                "remove it")
-        found: list[tuple[tuple[Any, ...], str, Any]] = []
+        found: list[Problem] = []
         filters, defaults = self.preprocess.filters, Filters()
         for name in ("min_tokens", "max_tokens", "max_chars", "language", "allow_regex",
                      "deny_regex", "max_digit_ratio", "max_punctuation_ratio",
@@ -1147,7 +1117,7 @@ class DatasetSpec(_Model):
                 found.append((("preprocess", "filters", name), f"{why} (a table's field rules "
                               "are preprocess.filters.fields)", getattr(filters, name)))
         near = self.preprocess.near_dedup
-        if near.enabled and not getattr(near, "key", None):
+        if near.enabled and not near.key:
             found.append((("preprocess", "near_dedup", "enabled"), why, True))
         if self.annotate.rules:
             found.append((("annotate", "rules"), why, len(self.annotate.rules)))
@@ -1161,8 +1131,8 @@ class DatasetSpec(_Model):
                           "tabular_copula or smote", self.synthesize.generator))
         return found
 
-    @model_validator(mode="after")
-    def _source_columns(self) -> DatasetSpec:
+    def _source_column_problems(self) -> list[Problem]:
+        found: list[Problem] = []
         for i, source in enumerate(self.sources):
             columns = getattr(source, "columns", None)
             if not columns:
@@ -1172,13 +1142,13 @@ class DatasetSpec(_Model):
             if missing:
                 field = next(iter(missing))
                 where = ("fields", field) if field in source.fields else ("columns",)
-                raise FieldProblem(
+                found.append((
                     ("sources", i, *where),
                     f"source {source.name!r} has no column for the field(s) "
                     f"{', '.join(f'{f} (column {c!r})' for f, c in missing.items())}; its "
                     f"columns are {names}. Name them in `columns` or map the fields to "
-                    "columns with `fields:`")
-        return self
+                    "columns with `fields:`", None))
+        return found
 
     def needed_columns(self, source: Any) -> dict[str, str]:
         """Field -> the column (or key) ``source`` must yield for it: every field mapped in
@@ -1220,212 +1190,25 @@ class DatasetSpec(_Model):
         return spec.values if spec else None
 
 
-class LoadedSpec(_Model):
-    spec: DatasetSpec
-    path: str
-    sha256: str
+# ---- loading: lifecycle/specload.py, its public names importable from here -----------------
+_LOADING = ("SHOWN_PROBLEMS", "LoadedSpec", "SpecError", "SpecProblem", "check_spec",
+            "discover", "load_spec", "parse_spec")
+
+if TYPE_CHECKING:
+    from lifecycle.specload import SHOWN_PROBLEMS as SHOWN_PROBLEMS
+    from lifecycle.specload import LoadedSpec as LoadedSpec
+    from lifecycle.specload import SpecError as SpecError
+    from lifecycle.specload import SpecProblem as SpecProblem
+    from lifecycle.specload import check_spec as check_spec
+    from lifecycle.specload import discover as discover
+    from lifecycle.specload import load_spec as load_spec
+    from lifecycle.specload import parse_spec as parse_spec
 
 
-# ---- loading -------------------------------------------------------------------------------
-def _marks(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key_path = (*path, key_node.value)
-            out[key_path] = key_node.start_mark.line + 1
-            _marks(value_node, key_path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[(*path, i)] = item.start_mark.line + 1
-            _marks(item, (*path, i), out)
+def __getattr__(name: str) -> Any:
+    # imported on first use: lifecycle.specload imports this module's models
+    if name in _LOADING:
+        from lifecycle import specload
 
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += ("." if text else "") + str(part)
-    return text
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # discriminated unions add the tag ('files') to the location: drop it
-    return tuple(p for p in loc if p not in ("files", "s3", "http", "sql"))
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> list[str]:
-    """Keys accepted at ``loc``; a source's keys depend on its ``type``, read from ``data``."""
-    current: Any = model
-    node = data
-    for part in loc[:-1]:
-        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
-        if isinstance(part, int) or current is None:
-            continue
-        fields = current.model_fields
-        key = "schema_" if part == "schema" and "schema_" in fields else part
-        info = fields.get(key)
-        if info is None:
-            return []
-        current = _model_of(info.annotation, node)
-    if current is None:
-        return []
-    return sorted(f.alias or n for n, f in current.model_fields.items())
-
-
-def _has(node: Any, part: Any) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(part, int) and 0 <= part < len(node)
-
-
-def _model_of(annotation: Any, node: Any = None) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    items = node if isinstance(node, list) else [node]
-    tag = next((x.get("type") for x in items if isinstance(x, dict)), None)
-    found: list[type[BaseModel]] = []
-    for arg in getattr(annotation, "__args__", ()) or ():
-        model = _model_of(arg, node)
-        if model is not None:
-            found.append(model)
-    for model in found:  # a union of sources: the one whose `type` matches
-        type_field = model.model_fields.get("type")
-        if tag is not None and type_field is not None and tag in getattr(
-                type_field.annotation, "__args__", ()):
-            return model
-    if found:
-        return found[0]
-    meta = getattr(annotation, "__origin__", None)
-    return _model_of(meta, node) if meta is not None and meta is not annotation else None
-
-
-def parse_spec(text: str, file: str) -> DatasetSpec:
-    """The spec in ``text`` (read from ``file``); a SpecError lists every problem in it."""
-    spec, problems, _ = _validate(text, file)
-    if problems or spec is None:
-        raise SpecError(file, problems=problems)
-    return spec
-
-
-def _validate(text: str, file: str) -> tuple[DatasetSpec | None, list[SpecProblem], Any]:
-    """The spec, every problem found (by line) and the parsed YAML. Checks that span several
-    keys (a model's own validators) run once each key is valid on its own."""
-    try:
-        # libyaml's parser where PyYAML has it: 5x faster, and every task loads its spec
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        root = yaml.compose(text, Loader=loader)
-        data = yaml.load(text, Loader=loader)  # nosec B506: a safe loader
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        return None, [SpecProblem(file, f"invalid YAML: {problem}. Fix the syntax at that "
-                                  "line.", line=mark.line + 1 if mark else None)], None
-    if not isinstance(data, dict):
-        return None, [SpecProblem(file, "a spec must be a YAML mapping of keys (name:, "
-                                  "title:, ...)", line=1)], data
-    marks: dict[tuple[Any, ...], int] = {}
-    if root is not None:
-        _marks(root, (), marks)
-    try:
-        return DatasetSpec.model_validate(data), [], data
-    except ValidationError as e:
-        return None, _problems(e, file, data, marks), data
-
-
-def _problems(e: ValidationError, file: str, data: Any,
-              marks: dict[tuple[Any, ...], int]) -> list[SpecProblem]:
-    """Every validation error as a problem naming its line, its field and a fix. A missing
-    key that an unknown key beside it misspells is one problem (the misspelling), not two."""
-    misspelt: set[tuple[Any, ...]] = set()
-    found: list[tuple[bool, SpecProblem]] = []
-    for err in e.errors():
-        if err["type"] != "extra_forbidden":
-            continue
-        loc = _clean_loc(tuple(err["loc"]))
-        allowed = _allowed_keys(DatasetSpec, loc, data)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        if close:
-            misspelt.add((*loc[:-1], close[0]))
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        found.append((True, SpecProblem(
-            file, f"unknown key.{hint} Allowed here: {', '.join(allowed)}.",
-            field=_field_name(loc), line=_line(loc, marks))))
-    for err in e.errors():
-        if err["type"] == "extra_forbidden":
-            continue
-        loc = _clean_loc(tuple(err["loc"]))
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, FieldProblem):  # a validator named the key below its model
-            loc = (*loc, *cause.loc)
-            err = {**err, "type": "field_problem", "msg": f"{cause}."}
-        line = _line(loc, marks)
-        if err["type"] == "missing":
-            if loc in misspelt:
-                continue
-            problem = (f"this key is required but missing: add `{loc[-1]}:` here "
-                       "(docs/spec.md describes it).")
-            if line is None:
-                parent = loc[:-1]
-                line = marks.get(parent, 1) if parent else 1
-        elif err["type"] == "field_problem":
-            problem = str(err["msg"])
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problem = f"{msg} (got {err.get('input')!r})."
-        found.append((False, SpecProblem(file, problem, field=_field_name(loc) or None,
-                                         line=line)))
-    # unknown keys first (they often explain the rest), then by line
-    found.sort(key=lambda x: (not x[0], x[1].line or 0))
-    return [p for _, p in found]
-
-
-def _line(loc: tuple[Any, ...], marks: dict[tuple[Any, ...], int]) -> int | None:
-    return next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
-
-
-def check_spec(path: Path | str) -> list[SpecProblem]:
-    """Every problem of the spec file at ``path`` ([] when it loads): what ``granary check``
-    reports."""
-    try:
-        load_spec(path)
-    except SpecError as e:
-        return e.problems
-    return []
-
-
-def load_spec(path: Path | str) -> LoadedSpec:
-    """The spec file at ``path``; a SpecError lists every problem in it."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise SpecError(str(path), f"cannot read the spec: {e.strerror}") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(str(path), "the spec is not UTF-8 text") from e
-    spec, problems, data = _validate(text, str(path))
-    name = data.get("name") if isinstance(data, dict) else None
-    if isinstance(name, str) and name != path.stem and not any(
-            p.field == "name" for p in problems):
-        line = next((i + 1 for i, ln in enumerate(text.splitlines())
-                     if re.match(r"^name\s*:", ln)), None)
-        problems.append(SpecProblem(str(path), f"name {name!r} must match the file name "
-                                    f"{path.stem!r}: rename one of them.", field="name",
-                                    line=line))
-    if problems or spec is None:
-        raise SpecError(str(path), problems=problems)
-    return LoadedSpec(spec=spec, path=str(path), sha256=hashlib.sha256(raw).hexdigest())
-
-
-def discover(folder: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
-    """Every ``*.yaml``/``*.yml`` spec in ``folder``: the good ones and the errors of the rest."""
-    good: list[LoadedSpec] = []
-    bad: list[SpecError] = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            good.append(load_spec(path))
-        except SpecError as e:
-            bad.append(e)
-    return good, bad
+        return getattr(specload, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,8 @@ cleaned them, and what every run of the chain merged counts.
 
 :class:`Tracer` loads a version's tables once and traces any number of its records;
 :func:`trace` traces one. Every value in a trace is plain typed Python (lists are lists,
-numbers are numbers; :func:`lifecycle.shards.to_python`), so its JSON is typed too.
+numbers are numbers, an integer stays an integer; the tables are read as Arrow and converted
+by :func:`lifecycle.shards.plain_records`), so its JSON is typed too.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from lifecycle import shards
-from lifecycle.collect import PROVENANCE
+from lifecycle.columns import PROVENANCE
 from lifecycle.errors import LifecycleError
 from storage.catalog import Catalog, Version
 from storage.models import StageResultRow
@@ -127,10 +130,10 @@ class Tracer:
                              "pruned? `granary maintain` keeps what published versions "
                              "reference") from e
 
-    def _table(self, run: _Run, stage: str, table: str | None = None) -> Any:
+    def _table(self, run: _Run, stage: str, table: str | None = None) -> pa.Table:
         manifest = self._manifest(run, stage)
         try:
-            return shards.read_table(self.store, manifest, table)
+            return shards.read_arrow(self.store, manifest, table)
         except StorageError as e:
             raise TraceError(f"{run.version.ref}: a shard of the {stage} output of run "
                              f"{run.run_id} cannot be read ({e})") from e
@@ -148,8 +151,8 @@ class Tracer:
                 seen.update(s["key"] for s in fresh)
                 if not fresh:
                     continue
-                df = shards.read_table(self.store, {**manifest, "shards": fresh})
-                for row in shards.plain_records(df):
+                table = shards.read_arrow(self.store, {**manifest, "shards": fresh})
+                for row in shards.plain_records(table):
                     found.setdefault(str(row["id"]), row)
             self._collected = found
         return self._collected
@@ -162,7 +165,7 @@ class Tracer:
             into: dict[str, list[dict[str, Any]]] = {}
             for run in reversed(self.chain):
                 merges = self._table(run, "preprocess", "merges")
-                if merges.empty:
+                if not merges.num_rows:
                     continue
                 for m in shards.plain_records(merges):
                     if m["id"] == m["kept_id"]:  # a record published before, seen again
@@ -181,7 +184,8 @@ class Tracer:
                 return run
             if run.run_id not in self._delta:
                 ids = self._table(run, "preprocess")
-                self._delta[run.run_id] = set(ids["id"].astype(str)) if len(ids) else set()
+                self._delta[run.run_id] = ({str(i) for i in ids.column("id").to_pylist()}
+                                           if ids.num_rows else set())
             if record_id in self._delta[run.run_id]:
                 return run
         raise TraceError(f"{self.version.ref}: record {record_id!r} is in no run of its chain "

@@ -22,9 +22,11 @@ from typing import Any
 
 import yaml
 
+from lifecycle.releases import MARKER
+from lineage.naming import release_folder
 from storage import keys
 from storage.catalog import Catalog
-from storage.objectstore import ObjectStore
+from storage.objectstore import ObjectStore, StorageError
 
 
 @dataclass
@@ -102,13 +104,13 @@ def _check_version(out: Verified, n: int, git_dir: Path, store: ObjectStore, buc
             out.findings.append(Finding(n, entry["relpath"], "md5 differs from the one DVC "
                                         f"recorded ({entry['md5']}): the object was altered"))
         hashes[entry["relpath"]] = hashlib.sha256(data).hexdigest()
-        if entry["relpath"] == "manifest.json":
+        if entry["relpath"] == MARKER:
             manifest_bytes = data
     if not manifest_bytes:
-        out.findings.append(Finding(n, "manifest.json", "missing from the version"))
+        out.findings.append(Finding(n, MARKER, "missing from the version"))
         return None
     manifest: dict[str, Any] = json.loads(manifest_bytes)
-    manifest["_sha256"] = hashes["manifest.json"]
+    manifest["_sha256"] = hashes[MARKER]
     for name, meta in manifest.get("files", {}).items():
         if name not in hashes:
             out.findings.append(Finding(n, name, "listed in the manifest, not in the registry"))
@@ -118,12 +120,12 @@ def _check_version(out: Verified, n: int, git_dir: Path, store: ObjectStore, buc
     content = hashlib.sha256("".join(f"{k}:{v['sha256']}" for k, v in
                                      sorted(manifest.get("files", {}).items())).encode())
     if content.hexdigest() != manifest.get("content_hash"):
-        out.findings.append(Finding(n, "manifest.json", "content_hash does not match its files"))
+        out.findings.append(Finding(n, MARKER, "content_hash does not match its files"))
     if catalog is not None:
         row = catalog.get_version(dataset, n)
-        recorded = (row.files.get("manifest.json") or {}).get("sha256") if row else None
+        recorded = (row.files.get(MARKER) or {}).get("sha256") if row else None
         if recorded and recorded != manifest["_sha256"]:
-            out.findings.append(Finding(n, "manifest.json", "differs from the sha256 the "
+            out.findings.append(Finding(n, MARKER, "differs from the sha256 the "
                                         "catalog recorded at publication"))
     return manifest
 
@@ -151,14 +153,22 @@ def _check_release_copies(out: Verified, n: int, manifest: dict[str, Any], store
     manifest (the manifest's copy against the registry's manifest), and name any file in the
     version's folder that the version does not hold."""
     expected = {name: str(meta["sha256"]) for name, meta in manifest.get("files", {}).items()}
-    expected["manifest.json"] = manifest["_sha256"]
+    expected[MARKER] = manifest["_sha256"]
     folder = keys.release_prefix(out.dataset, n)
-    found = {o.key.removeprefix(f"{folder}/") for o in store.list(releases_bucket, f"{folder}/")}
+    where = release_folder(releases_bucket, out.dataset, n).uri
+    try:
+        found = {o.key.removeprefix(f"{folder}/")
+                 for o in store.list(releases_bucket, f"{folder}/")}
+    except StorageError as e:  # no releases bucket (yet): a finding, the registry was checked
+        out.findings.append(Finding(n, "release folder", f"{where}/ "
+                                    f"cannot be read ({e}): `granary maintain` creates the "
+                                    "releases bucket and copies every version's files there"))
+        return
     for name in sorted(found - set(expected)):
-        out.findings.append(Finding(n, name, f"s3://{releases_bucket}/{folder}/{name} is not "
+        out.findings.append(Finding(n, name, f"{where}/{name} is not "
                                     "a file of the version: remove it"))
     for name, sha256 in sorted(expected.items()):
-        uri = f"s3://{releases_bucket}/{folder}/{name}"
+        uri = f"{where}/{name}"
         if name not in found:
             out.findings.append(Finding(n, name, f"{uri} is missing: `granary maintain` copies "
                                         "it again from the registry"))

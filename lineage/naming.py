@@ -16,6 +16,8 @@ from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from storage import keys
+
 DEFAULT_NAMESPACE = "granary"
 
 
@@ -36,6 +38,12 @@ class DatasetName:
 
 def s3_dataset(bucket: str, key: str) -> DatasetName:
     return DatasetName(f"s3://{bucket}", key.strip("/"))
+
+
+def release_folder(releases_bucket: str, dataset: str, version: int) -> DatasetName:
+    """A published version: its release folder ``<dataset>/v<N>`` in the releases bucket
+    (``.uri`` is ``s3://<bucket>/<dataset>/v<N>``; a file's is that and ``/<file>``)."""
+    return s3_dataset(releases_bucket, keys.release_prefix(dataset, version))
 
 
 def from_uri(uri: str) -> DatasetName:
@@ -110,11 +118,6 @@ def owner(kind: str, name: str) -> str | None:
     if parts[0] == "datasets" and len(parts) > 1:
         return parts[1]
     return parts[0] or None
-
-
-def asset_uri(bucket: str, key: str) -> str:
-    """The Airflow Asset URI of an object or prefix: the same string as its lineage URI."""
-    return s3_dataset(bucket, key).uri
 
 
 def release_asset_uri(dataset: str) -> str:

@@ -11,6 +11,10 @@ client's own hook for rewriting events before they are sent): every string in an
 the folders it knows replaced by a short relative form -- the checkout by nothing
 (``dags/granary_lifecycle.py``), installed packages by ``site-packages``, the standard library
 by ``python``, the home directory by ``~``, and any folder given in ``roots`` by its label.
+Only a path that begins a word is one: ``s3://granary-work/home/airflow/x`` (an object key)
+and ``https://host/opt/granary/x`` (a URL's path) stay as they are.
+It also hides the credentials written in any URL (a failed ``git push`` to
+``https://<token>@host/...`` puts the token in the stack trace): lineage/redact.py.
 :func:`transport` wraps a transport configuration in it; the local stack, docker-compose and
 the tests configure Airflow's transport that way.
 """
@@ -25,6 +29,8 @@ from typing import Any
 
 import attr
 from openlineage.client.transport.transform import EventTransformer
+
+from lineage.redact import hide_url_credentials
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 TRANSFORMER = f"{__name__}.RelativePathTransformer"
@@ -47,9 +53,13 @@ def relativiser(roots: Mapping[str, str]) -> Callable[[str], str]:
     slash become the label and a slash (nothing, for an empty label)."""
     ordered = sorted({str(Path(r)) for r in roots}, key=len, reverse=True)
     labels = {str(Path(r)): label for r, label in roots.items()}
-    # a root ends at a slash, at the end of the text or before a character a path name would
-    # not continue with (quote, space, colon...), never inside a longer folder name
-    pattern = re.compile("(" + "|".join(re.escape(r) for r in ordered) + r")(/|(?![\w.-]))")
+    # a root begins where a path can begin: not right after a character a name or a host
+    # would end with (``s3://bucket/home/...`` and ``https://host/opt/...`` are object keys
+    # and URL paths, not this machine's folders); it ends at a slash, at the end of the text
+    # or before a character a path name would not continue with (quote, space, colon...),
+    # never inside a longer folder name
+    pattern = re.compile(r"(?<![\w.\-\]])(" + "|".join(re.escape(r) for r in ordered)
+                         + r")(/|(?![\w.-]))")
 
     def rewrite(text: str) -> str:
         def label(m: re.Match[str]) -> str:
@@ -64,7 +74,8 @@ def relativiser(roots: Mapping[str, str]) -> Callable[[str], str]:
 
 
 class RelativePathTransformer(EventTransformer):
-    """Rewrites the paths under known folders in every string of an event (see the module).
+    """Rewrites the paths under known folders, and hides URL credentials, in every string of
+    an event (see the module).
     ``properties["roots"]``: more folders and their labels
     (``{"/srv/granary": "GRANARY_HOME"}``)."""
 
@@ -72,7 +83,8 @@ class RelativePathTransformer(EventTransformer):
         super().__init__(properties)
         roots = default_roots()
         roots.update({str(k): str(v) for k, v in (properties.get("roots") or {}).items()})
-        self._rewrite = relativiser(roots)
+        relative = relativiser(roots)
+        self._rewrite = lambda text: hide_url_credentials(relative(text))
 
     def transform(self, event: Any) -> Any:
         return _rewrite(event, self._rewrite)

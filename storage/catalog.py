@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -284,27 +284,40 @@ class Catalog:
 
     # ---- failures ----------------------------------------------------------------------------
     def record_failure(self, dataset: str, run_id: str, failure: Failure) -> None:
-        """Record why a task of the run failed (replacing what an earlier try of the same
-        task instance recorded)."""
+        """Record why a task of the run failed, replacing what an earlier try of the same
+        task instance recorded; ``created_at`` stays the time its first try failed."""
         def write(s: Session) -> None:
             row = s.scalar(select(RunFailureRow).filter_by(
                 dataset=dataset, run_id=run_id, task_id=failure.task_id,
                 map_index=failure.map_index))
             if row is None:
                 row = RunFailureRow(dataset=dataset, run_id=run_id, task_id=failure.task_id,
-                                    map_index=failure.map_index)
+                                    map_index=failure.map_index, created_at=_now())
                 s.add(row)
             row.try_number, row.will_retry = failure.try_number, failure.will_retry
             row.stage, row.error_type, row.message = failure.stage, failure.error_type, \
                 failure.message
             row.record_id, row.field, row.file = failure.record_id, failure.field, failure.file
-            row.details, row.created_at = dict(failure.details), _now()
+            row.details = dict(failure.details)
 
         self._write(f"failure {dataset}/{run_id}/{failure.task}", write)
 
+    def clear_failure(self, dataset: str, run_id: str, task_id: str, map_index: int = -1
+                      ) -> bool:
+        """Forget the failure a task instance recorded: a later try of it succeeded, so it
+        is no cause of the run's outcome. Whether there was one."""
+        def write(s: Session) -> bool:
+            result = s.execute(delete(RunFailureRow).where(
+                RunFailureRow.dataset == dataset, RunFailureRow.run_id == run_id,
+                RunFailureRow.task_id == task_id, RunFailureRow.map_index == map_index))
+            return bool(getattr(result, "rowcount", 0))
+
+        return bool(self._write(f"failure {dataset}/{run_id}/{task_id} cleared", write))
+
     def failures(self, dataset: str, run_id: str) -> list[Failure]:
-        """Why the run's tasks failed, oldest first (a try that Airflow retried included,
-        flagged ``will_retry``)."""
+        """Why the run's tasks failed (those whose last try failed: a try that Airflow was
+        to retry is flagged ``will_retry``, and forgotten if a later try succeeds), in the
+        order their first tries failed."""
         return self.failures_of(dataset, [run_id]).get(run_id, [])
 
     def failures_of(self, dataset: str, run_ids: list[str]) -> dict[str, list[Failure]]:

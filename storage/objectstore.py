@@ -264,15 +264,23 @@ class ObjectStore:
 
     def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
         """All objects under ``prefix``; the SDK pages through the listing for us."""
+        from minio.error import S3Error
+
+        what = f"list s3://{bucket}/{prefix}"
         objects = self._call(
-            f"list s3://{bucket}/{prefix}",
+            what,
             lambda: iter(self._client.list_objects(bucket, prefix=prefix, recursive=recursive)),
         )
-        for o in objects:
-            if o.is_dir:
-                continue
-            yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag), o.version_id,
-                             o.last_modified)
+        try:  # the SDK asks for each page as the listing is read: its errors arrive here
+            for o in objects:
+                if o.is_dir:
+                    continue
+                yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag),
+                                 o.version_id, o.last_modified)
+        except S3Error as e:  # not retried: a listing cut short must not pass for a whole one
+            if e.code == "NoSuchBucket":
+                raise ObjectNotFound(f"{what}: {e.code} ({e.message})") from e
+            raise StorageError(f"{what}: {e.code}: {e.message}") from e
 
     def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
         from minio.commonconfig import CopySource

@@ -93,11 +93,6 @@ class DvcRegistry:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.lock_path), timeout=600)
 
-    def dataset_uri(self, dataset: str) -> str:
-        """The lineage name of a dataset's published folder: the remote bucket + its path."""
-        bucket = self.remote["url"].removeprefix("s3://").split("/", 1)[0]
-        return f"s3://{bucket}/{keys.registry_path(dataset)}"
-
     @property
     def objects(self) -> tuple[str, str]:
         """Bucket and key prefix of the DVC objects in the remote (content-addressed files

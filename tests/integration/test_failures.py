@@ -142,7 +142,62 @@ def test_a_recorded_cause_is_bounded_and_never_holds_a_secret(
     stored = " ".join(str(v) for r in rows for v in vars(r).values())
     assert secret not in stored and "tok-" not in stored
     [f] = cat.failures(DATASET, RUN)
-    assert f.message.startswith("push to https://bot:***@git.example/r.git refused; the S3 "
+    assert f.message.startswith("push to https://***@git.example/r.git refused; the S3 "
                                 "key *** was wrong")
     assert f.message.endswith("(at the end)") and len(f.message) < 2100
     assert f.will_retry and f.stage == "publish" and f.try_number == 2
+
+
+def test_a_failure_a_retry_recovered_from_is_no_cause(s: Settings) -> None:
+    """A try that failed and was retried, then a try that succeeded: the failure is
+    forgotten, so a run that fails later for a reason no task recorded does not give it as
+    its cause. A task's row keeps the time its first try failed, and failures() lists the
+    tasks in that order."""
+    from types import SimpleNamespace
+
+    from granary.dagfactory import _as_airflow
+
+    params = {"mode": "full"}
+    runtime.begin_run(DATASET, RUN, params)
+    flaky = "preprocess.merge"
+    runtime.record_failure(DATASET, RUN, flaky, RuntimeError("S3 read timed out"),
+                           stage="preprocess", try_number=1, will_retry=True, dag_id=DAG)
+    cat = runtime.catalog(s)
+    [first] = cat.failures(DATASET, RUN)
+    assert first.will_retry
+    # another task fails for good, then the flaky one's second try fails again: the flaky
+    # one failed first, and stays first
+    runtime.record_failure(DATASET, RUN, "annotate.label", RuntimeError("no labels"),
+                           stage="annotate", try_number=1, dag_id=DAG)
+    runtime.record_failure(DATASET, RUN, flaky, RuntimeError("S3 read timed out again"),
+                           stage="preprocess", try_number=2, will_retry=True, dag_id=DAG)
+    listed = cat.failures(DATASET, RUN)
+    assert [(f.task_id, f.try_number) for f in listed] == [(flaky, 2), ("annotate.label", 1)]
+    assert listed[0].created_at == first.created_at
+    # its third try succeeds through the DAG's error wrapper: the failure is forgotten
+    ti = SimpleNamespace(task_id=flaky, try_number=3, max_tries=2, map_index=-1, dag_id=DAG)
+    assert _as_airflow(lambda: {"done": True}, DATASET, {"ti": ti, "run_id": RUN},
+                       "preprocess") == {"done": True}
+    assert [f.task_id for f in cat.failures(DATASET, RUN)] == ["annotate.label"]
+    with cat.session() as session:  # and no row of it is left behind
+        assert {r.task_id for r in session.scalars(select(RunFailureRow))} == {"annotate.label"}
+
+
+def test_a_run_whose_only_recorded_failure_was_recovered_says_no_cause_was_recorded(
+        s: Settings) -> None:
+    from types import SimpleNamespace
+
+    from granary.dagfactory import _as_airflow
+
+    params = {"mode": "full"}
+    runtime.begin_run(DATASET, RUN, params)
+    runtime.record_failure(DATASET, RUN, "collect.plan", RuntimeError("S3 read timed out"),
+                           stage="collect", try_number=1, will_retry=True, dag_id=DAG)
+    ti = SimpleNamespace(task_id="collect.plan", try_number=2, max_tries=2, map_index=-1,
+                         dag_id=DAG)
+    _as_airflow(lambda: [], DATASET, {"ti": ti, "run_id": RUN}, "collect")
+    runtime.end_run(DATASET, RUN, params)  # collect never completed, and nothing said why
+    run = runtime.catalog(s).run(DATASET, RUN)
+    assert run is not None and run.status == "failed"
+    assert "no task recorded a cause" in (run.message or "")
+    assert "S3 read" not in (run.message or "")

@@ -368,6 +368,14 @@ def test_a_derived_dataset_collects_only_what_its_upstreams_new_version_adds(
     ctx = stage_context(s, DERIVED, "reader")
     v2 = ctx.catalog.get_version("derived_reviews", 2)
     assert v2 is not None and v2.row_count == 320
+    # each file read is named by the object it is: the upstream version's release copy
+    for run, version in (("down-1", 1), ("down-3", 2)):
+        [row] = [r for r in ctx.catalog.stage_results("derived_reviews", run)
+                 if r.stage == "collect"]
+        landed = shards.read_manifest(ctx.store, row.output_uri)["landed"]
+        key = f"graded_reviews/v{version}/data.parquet"
+        assert [x["fetched_from"] for x in landed] == [f"s3://{s.bucket_releases}/{key}"]
+        assert ctx.store.exists(s.bucket_releases, key)
 
 
 NEAR = SPEC.replace("preprocess: {steps: [normalise, pii, exact_dedup]}",

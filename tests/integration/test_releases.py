@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_a_retried_publish_rewrites_nothing(
     ctx.store.put_bytes(s.bucket_releases, key, b"not the release\n")
     ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, "old.csv"), b"a,b\n")
     assert releases.mirror(ctx.store, bucket, dvc_prefix, DS, 1, v.dvc_md5,
-                           s.bucket_releases) == ["data.jsonl"]
+                           s.bucket_releases) == ["data.jsonl", "manifest.json"]
     assert _sha256(ctx.store.get_bytes(s.bucket_releases, key)) == \
         v.files["data.jsonl"]["sha256"]
     assert {o.key for o in ctx.store.list(s.bucket_releases, prefix)} == set(before)
@@ -142,3 +143,63 @@ def test_verify_and_maintenance_cover_the_copies(
     assert health["releases_restored"] == {"v1": ["manifest.json"]}
     assert [what for _, what, _ in check()] == ["data.parquet"]
     assert health["ledger"]["ok"] is False
+
+
+def test_a_missing_releases_bucket_is_a_finding(
+        published: tuple[Settings, StageContext]) -> None:
+    s, ctx = published
+    bucket, prefix = ctx.registry.objects
+    found = verify(DS, s.registry, ctx.store, bucket, prefix, ctx.catalog,
+                   releases_bucket="granary-no-such-releases")
+    assert [(f.version, f.what) for f in found.findings] == [(1, "release folder")]
+    problem = found.findings[0].problem
+    assert "s3://granary-no-such-releases/shelf_reviews/v1/" in problem
+    assert "NoSuchBucket" in problem and "granary maintain" in problem
+    # the registry's own objects were still checked, each once
+    assert found.files == verify(DS, s.registry, ctx.store, bucket, prefix, ctx.catalog).files
+
+
+class _Writes:
+    """The real object store, with a list of the writes made through it (in order)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.writes: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        self.writes.append(("copy", dst_key.rsplit("/", 1)[-1]))
+        self._store.copy(bucket, src_key, dst_bucket, dst_key)
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.writes.append(("delete", key.rsplit("/", 1)[-1]))
+        self._store.delete(bucket, key)
+
+
+def test_an_old_manifest_is_removed_before_any_file_of_the_folder_changes(
+        published: tuple[Settings, StageContext]) -> None:
+    """A folder holding another release's files (a registry started afresh publishes v1
+    again): its manifest.json, which says the folder is complete, goes first and comes back
+    last, so no reader takes the half-replaced folder for a whole release."""
+    s, ctx = published
+    v = ctx.catalog.get_version(DS, 1)
+    assert v is not None
+    bucket, dvc_prefix = ctx.registry.objects
+    for name, data in (("manifest.json", b'{"old": true}'), ("data.jsonl", b"old\n"),
+                       ("old.csv", b"a,b\n")):
+        ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, name), data)
+    recording = _Writes(ctx.store)
+    copied = releases.mirror(recording, bucket, dvc_prefix, DS, 1, v.dvc_md5,
+                             s.bucket_releases)
+    assert copied == ["data.jsonl", "manifest.json"]
+    assert recording.writes == [("delete", "manifest.json"), ("delete", "old.csv"),
+                                ("copy", "data.jsonl"), ("copy", "manifest.json")]
+    for name, meta in v.files.items():  # the folder is the version again
+        assert _sha256(ctx.store.get_bytes(s.bucket_releases, keys.release_key(DS, 1, name))) \
+            == meta["sha256"], name
+    # a folder that needs nothing is not touched, its manifest neither
+    again = _Writes(ctx.store)
+    assert releases.mirror(again, bucket, dvc_prefix, DS, 1, v.dvc_md5,
+                           s.bucket_releases) == [] and again.writes == []

@@ -140,3 +140,40 @@ def test_a_derived_dataset_runs_when_its_upstream_publishes(
     assert bag.dags["granary_reviews_positive"].schedule is None
     assert bag.dags["granary_zh_shopping_reviews"].params["mode"] == "full"
     assert "granary_maintenance" in bag.dags
+
+
+def test_a_failure_the_callback_records_names_the_stage_of_every_stage_task(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every task of both DAGs (the refresh DAG's publish, annotate_finish... too): the
+    stage the failure callback records is the one the task's description names (its doc_md,
+    "<stage> stage of ..."); none for begin, end and the refresh DAG's collect_to_evaluate."""
+    from types import SimpleNamespace
+
+    import granary.runtime
+    from granary.dagfactory import _failure_callback, build_dags
+    from granary.settings import Settings
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    good = (repo / "datasets" / "zh_shopping_reviews.yaml").read_text(encoding="utf-8")
+    (specs / "zh_shopping_reviews.yaml").write_text(good, encoding="utf-8")
+    people = good.replace("name: zh_shopping_reviews", "name: reviews_people").replace(
+        "\nannotate:\n", "\nannotate:\n  people: {label_studio: {connection: ls}}\n")
+    (specs / "reviews_people.yaml").write_text(people, encoding="utf-8")
+    dags, errors = build_dags(Settings(datasets_dir=specs))
+    assert errors == [] and len(dags) == 4
+    recorded: list[str | None] = []
+    monkeypatch.setattr(granary.runtime, "record_failure",  # a double of the catalog write
+                        lambda *a, **k: recorded.append(k.get("stage")))
+    seen: set[str] = set()
+    for dag in dags.values():
+        for t in dag.tasks:
+            doc = t.doc_md or ""
+            expected = next((s for s in STAGES if doc.startswith(f"{s} stage of ")), None)
+            ti = SimpleNamespace(task_id=t.task_id, try_number=3, map_index=-1,
+                                 dag_id=dag.dag_id)
+            _failure_callback("d")({"ti": ti, "run_id": "r", "exception": RuntimeError("x")})
+            assert recorded.pop() == expected, (dag.dag_id, t.task_id, doc)
+            seen.add(t.task_id)
+    assert {"publish", "annotate", "annotate_finish", "annotate_wait_for_people",
+            "collect.fetch", "collect_to_evaluate", "begin", "end"} <= seen

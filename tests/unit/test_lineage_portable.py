@@ -132,3 +132,52 @@ def test_stage_tasks_give_the_provider_granarys_job_facets(repo: Path) -> None:
     assert all(t.doc_md for t in dag.tasks)
     refresh = dags["granary_zh_shopping_reviews_refresh"]
     assert str(repo) not in refresh.doc_md and all(t.doc_md for t in refresh.tasks)
+
+
+def test_url_credentials_in_an_event_are_hidden() -> None:
+    """A failed push names its remote with the token in it; the event carries the stack
+    trace: the transformer hides the URL's user-info, and leaves object names alone."""
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run
+
+    trace = ("git.exc.GitCommandError: Cmd('git') failed\n  stderr: 'fatal: unable to access "
+             "'https://ghp_SeCrEt123@github.com/o/registry.git/': 403'")
+    event = RunEvent(eventType=RunState.FAIL, eventTime="2026-11-28T00:00:00+00:00",
+                     run=Run(runId=str(uuid.uuid4()), facets={
+                         "errorMessage": error_message_run.ErrorMessageRunFacet(
+                             message="push failed for https://oauth2:tok-42@git.example.org/r",
+                             programmingLanguage="python", stackTrace=trace)}),
+                     job=Job(namespace="granary", name="j"), producer="https://x")
+    fixed = RelativePathTransformer({}).transform(event)
+    facet = fixed.run.facets["errorMessage"]
+    assert "ghp_SeCrEt123" not in facet.stackTrace and "tok-42" not in facet.message
+    assert "https://***@github.com/o/registry.git/" in facet.stackTrace
+    assert facet.message == "push failed for https://***@git.example.org/r"
+
+
+@pytest.mark.parametrize("text", [
+    "s3://granary-work/home/ana/run/x", "https://h/srv/co/schemas/X.json",
+    "https://h.example:8080/srv/co/x", "http://[::1]/home/ana/x", "s3://b/x/srv/co/y",
+    "/data/srv/co/x", "v1.2/home/ana"])
+def test_object_keys_and_url_paths_that_contain_a_root_stay(text: str) -> None:
+    fix = relativiser({"/srv/co": "", "/home/ana": "~"})
+    assert fix(text) == text
+
+
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("PATH=/usr/bin:/home/ana/bin", "PATH=/usr/bin:~/bin"),
+    ("'/srv/co/x.py'", "'x.py'"), ("(/home/ana/f)", "(~/f)"), ("[/srv/co/a, /srv/co/b]", "[a, b]"),
+    ("file:///home/ana/f", "file://~/f")])
+def test_paths_that_begin_after_a_separator_are_rewritten(text: str, fixed: str) -> None:
+    assert relativiser({"/srv/co": "", "/home/ana": "~"})(text) == fixed
+
+
+def test_a_published_version_is_named_by_its_release_folder() -> None:
+    from lineage.naming import release_folder
+    from storage import keys
+
+    name = release_folder("granary-releases", "reviews", 3)
+    assert (name.namespace, name.name) == ("s3://granary-releases", "reviews/v3")
+    assert name.uri == f"s3://granary-releases/{keys.release_prefix('reviews', 3)}"
+    assert f"{name.uri}/data.parquet" == \
+        f"s3://granary-releases/{keys.release_key('reviews', 3, 'data.parquet')}"

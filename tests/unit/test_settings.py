@@ -116,4 +116,29 @@ def test_mask_hides_every_secret_and_url_passwords(tmp_path: Path) -> None:
     masked = s.mask(text)
     for secret in ("supersecretvalue", "db-pass-1", "broker-pw", "pepper-salt"):
         assert secret not in masked
-    assert masked.count("***") == 5 and "postgresql+psycopg://granary:***@db/x" in masked
+    assert masked.count("***") == 5 and "postgresql+psycopg://***@db/x" in masked
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("fatal: unable to access 'https://ghp_abc123XYZ@github.com/o/r.git/'",
+     "fatal: unable to access 'https://***@github.com/o/r.git/'"),
+    ("push to https://x-access-token:ghs_tok3n@github.com/o/r failed",
+     "push to https://***@github.com/o/r failed"),
+    ("redis://:broker-pw@r:6379/0 and s3://user@bucket/key",
+     "redis://***@r:6379/0 and s3://***@bucket/key"),
+])
+def test_mask_hides_the_whole_user_info_of_any_url(tmp_path: Path, text: str,
+                                                   hidden: str) -> None:
+    assert Settings(home=tmp_path).mask(text) == hidden
+
+
+@pytest.mark.parametrize("text", [
+    "https://h.example/p?to=ana@example.org", "https://h.example/@scope/pkg",
+    "mail ana@example.org", "git@github.com:o/r.git", "s3://granary-work/a@b/c"])
+def test_mask_leaves_an_at_sign_that_is_no_url_credential(tmp_path: Path, text: str) -> None:
+    assert Settings(home=tmp_path).mask(text) == text
+
+
+def test_a_token_only_registry_url_is_hidden_wherever_it_appears(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, registry_url="https://ghp_tokenvalue42@github.com/o/r.git")
+    assert s.mask("auth failed for ghp_tokenvalue42") == "auth failed for ***"

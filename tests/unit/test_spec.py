@@ -277,3 +277,70 @@ def test_near_dedup_key_names_schema_fields() -> None:
     keyed = parse_spec(table + "preprocess: {near_dedup: {enabled: true, key: [label]}}\n",
                        "x.yaml")
     assert keyed.preprocess.near_dedup.key == ["label"]
+
+
+def test_cross_key_problems_and_a_typo_are_all_reported_at_their_lines(tmp_path: Path) -> None:
+    """A reserved field name, a refresh key naming no field and a misspelt key: checks that
+    span several keys run although a key is misspelt, and none hides another."""
+    text = GOOD.replace("title: Demo", "title: Demo\ndescripton: typo") \
+        .replace("values: [a, b]}", "values: [a, b]}\n    - {name: split, type: string}") \
+        + "publish: {splits: {ratios: {train: 0.8, test: 0.2}}}\nrefresh: {key: [nope]}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    found = {p.field: p for p in exc.value.problems}
+    assert set(found) == {"descripton", "schema.fields[2].name", "refresh.key"}
+    assert found["descripton"].line == _line_of(text, "descripton:")
+    assert found["schema.fields[2].name"].line == _line_of(text, "name: split")
+    assert "'split' is reserved here" in found["schema.fields[2].name"].problem
+    assert found["refresh.key"].line == _line_of(text, "refresh:")
+    assert "['nope']" in found["refresh.key"].problem
+    # no problem repeats the whole spec back (`got {...}`)
+    assert all("got {" not in p.problem and len(p.problem) < 400 for p in found.values())
+
+
+def test_a_wrong_value_under_a_misspelt_key_is_reported_with_the_typo(tmp_path: Path) -> None:
+    text = GOOD + "preprocess:\n  near_dedupe: {enabled: true, threshold: high}\n"
+    with pytest.raises(SpecError) as exc:
+        load_spec(write(tmp_path, text))
+    found = {p.field: p for p in exc.value.problems}
+    assert set(found) == {"preprocess.near_dedupe", "preprocess.near_dedup.threshold"}
+    assert found["preprocess.near_dedup.threshold"].line == _line_of(text, "threshold: high")
+    assert "`near_dedupe` read as `near_dedup`" in found["preprocess.near_dedup.threshold"].problem
+    assert "'high'" in found["preprocess.near_dedup.threshold"].problem
+
+
+@pytest.mark.parametrize(("extra", "field", "fragment", "says"), [
+    ("annotate: {rules: [{name: r, label: c, keywords: [x]}]}\n", "annotate.rules[0].label",
+     "label: c", "rule 'r' gives the label 'c'"),
+    ("annotate: {labels: [{name: a}, {name: z}]}\n", "annotate.labels", "labels:",
+     "differ from the label field's values"),
+    ("refresh: {key: [text], deleted_field: label}\n", "refresh.deleted_field", "refresh:",
+     "must be a boolean field"),
+    ("annotate: {task: boxes, labels: [{name: a}, {name: b}]}\n", "annotate.task", "task:",
+     "needs `modality: image`"),
+])
+def test_each_cross_key_problem_names_its_key_and_line(extra: str, field: str, fragment: str,
+                                                        says: str) -> None:
+    text = GOOD + extra
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, "x.yaml")
+    assert [p.field for p in exc.value.problems] == [field]
+    assert exc.value.line == _line_of(text, fragment) and says in exc.value.problem
+
+
+def test_an_image_source_in_a_text_dataset_is_refused_at_its_format() -> None:
+    text = GOOD.replace("    format: text", "    format: image")
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, "x.yaml")
+    assert (exc.value.field, exc.value.line) == ("sources[0].format", 9)
+    assert "set `modality: image`" in exc.value.problem
+
+
+def test_a_union_value_is_one_problem_at_its_key() -> None:
+    text = GOOD.replace("sources:\n", "sources:\n  - {name: up, type: dataset, dataset: other, "
+                        "version: foo, accept_unlicensed: true}\n")
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, "x.yaml")
+    assert [(p.field, p.line) for p in exc.value.problems] == [("sources[0].version", 6)]
+    assert "valid integer" in exc.value.problem and "'latest'" in exc.value.problem

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lifecycle import columns, shards
-from lifecycle.collect import PROVENANCE
+from lifecycle.columns import PROVENANCE
 from lifecycle.images import IMAGE_COLUMNS
 from lifecycle.spec import SpecError, parse_spec
 
@@ -261,7 +261,8 @@ def test_people_see_a_table_records_fields_as_its_text() -> None:
     store = Store()
     ctx = StageContext(spec=parse_spec(TABLE, "demo.yaml"), run_id="r", store=store,  # type: ignore[arg-type]
                        catalog=None, registry=None, raw_bucket="", work_bucket="w",  # type: ignore[arg-type]
-                       inbox=None, now=datetime(2026, 11, 28, tzinfo=UTC))  # type: ignore[arg-type]
+                       inbox=None, releases_bucket="",  # type: ignore[arg-type]
+                       now=datetime(2026, 11, 28, tzinfo=UTC))
     df = pd.DataFrame({"id": ["r1", "r2"], "sku": ["SKU-1", "SKU-2"], "price": [2.5, np.nan],
                        "kind": ["a", "b"]})
     out = _export_tasks(ctx, df, {"r2"}, {"r2": ("a", 0.8)})
@@ -269,3 +270,52 @@ def test_people_see_a_table_records_fields_as_its_text() -> None:
     [tasks] = [json.loads(v) for k, v in store.objects.items() if k.endswith(".json")]
     assert tasks[0]["data"] == {"text": "sku: SKU-2\nprice: None", "granary_id": "r2"}
     assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["a"]}
+
+
+def test_records_read_from_arrow_keep_their_types_and_every_value_becomes_json() -> None:
+    """An integer column with a missing value stays integer (pandas would make 3 -> 3.0);
+    decimals, times, durations and other types a JSON encoder refuses become text."""
+    from datetime import date, time, timedelta
+    from decimal import Decimal
+    from uuid import UUID
+
+    table = pa.table({
+        "n": pa.array([3, None], pa.int64()),
+        "price": pa.array([Decimal("1.50"), None], pa.decimal128(6, 2)),
+        "at": pa.array([time(1, 2, 3), None]),
+        "took": pa.array([timedelta(seconds=5), None]),
+        "day": pa.array([date(2026, 1, 2), None]),
+        "xs": pa.array([[1.5, float("nan")], []]),
+        "blob": pa.array([b"\x01\xff", None]),
+    })
+    rows = shards.plain_records(table)
+    assert rows == [{"n": 3, "price": "1.50", "at": "01:02:03", "took": "P0DT0H0M5S",
+                     "day": "2026-01-02", "xs": [1.5, None], "blob": "01ff"},
+                    {"n": None, "price": None, "at": None, "took": None, "day": None, "xs": [],
+                     "blob": None}]
+    assert type(rows[0]["n"]) is int
+    assert json.loads(json.dumps(rows)) == rows  # no default= needed
+    assert shards.plain_records(table.to_pandas())[0]["n"] == 3.0  # what pandas would give
+    uid = UUID(int=7)
+    assert shards.to_python(uid) == str(uid) and shards.to_python(Decimal("2.0")) == "2.0"
+    assert shards.to_python(np.timedelta64(5, "s")) == "P0DT0H0M5S"
+
+
+def test_published_json_lines_take_every_column_type(tmp_path: Path) -> None:
+    """The release's JSON Lines file is written by the same conversion: timestamps, decimals,
+    bytes, times and nullable integers are written, not refused."""
+    from datetime import time
+    from decimal import Decimal
+
+    from lifecycle.publish import write_format
+
+    df = pd.DataFrame({"when": pd.to_datetime(["2026-01-02", None], utc=True),
+                       "price": [Decimal("1.50"), None], "blob": [b"\x01", None],
+                       "at": [time(1, 2), None], "n": pd.array([3, None], dtype="Int64"),
+                       "ops": [np.array(["a", "b"], dtype=object), np.array([], dtype=object)]})
+    path = write_format(df, tmp_path, "jsonl")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert lines == [{"when": "2026-01-02T00:00:00+00:00", "price": "1.50", "blob": "01",
+                      "at": "01:02:00", "n": 3, "ops": ["a", "b"]},
+                     {"when": None, "price": None, "blob": None, "at": None, "n": None,
+                      "ops": []}]

@@ -54,7 +54,8 @@ def ctx(text: str) -> StageContext:
     """Only the spec and names matter to ``synthesize.synthesize``: no services."""
     return StageContext(spec=parse_spec(text, "t.yaml"), run_id="r", store=None,  # type: ignore[arg-type]
                         catalog=None, registry=None, raw_bucket="", work_bucket="",  # type: ignore[arg-type]
-                        inbox=None, now=datetime(2026, 11, 28, tzinfo=UTC))  # type: ignore[arg-type]
+                        inbox=None, releases_bucket="",  # type: ignore[arg-type]
+                        now=datetime(2026, 11, 28, tzinfo=UTC))
 
 
 def cancer() -> pd.DataFrame:

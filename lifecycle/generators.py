@@ -130,9 +130,44 @@ def _punct(word: str) -> bool:
     return not re.search(r"\w", word)
 
 
+def _numbers(column: pd.Series, kinds: tuple[type, ...]) -> bool:
+    """Whether an object column holds only numbers of ``kinds`` (and missing values): an
+    integer field with a gap, which shards.read_table gives as Python ints and None."""
+    values = column.dropna()
+    return len(values) > 0 and all(type(v) in kinds for v in values.tolist())
+
+
+def is_numeric(column: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    return column.dtype == object and _numbers(column, (int, float))
+
+
+def is_whole(column: pd.Series) -> bool:
+    """Whether a column holds integers (an integer dtype, or Python ints in an object
+    column): generated values for it are rounded and kept integers."""
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    return pd.api.types.is_integer_dtype(column) or (column.dtype == object
+                                                     and _numbers(column, (int,)))
+
+
+def typed_like(frame: pd.DataFrame, real: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Generated ``columns`` of ``frame`` rounded to integers where the real column holds
+    integers, in the real column's type (so an integer field stays one when published)."""
+    for c in columns:
+        if is_whole(real[c]):
+            whole = pd.Series(np.round(frame[c].to_numpy(dtype=float)).astype(np.int64),
+                              index=frame.index)
+            frame[c] = whole.astype(object) if real[c].dtype == object else \
+                whole.astype(real[c].dtype)
+    return frame
+
+
 def numeric_columns(df: pd.DataFrame, exclude: set[str]) -> list[str]:
-    return [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])
-            and not pd.api.types.is_bool_dtype(df[c])]
+    return [c for c in df.columns if c not in exclude and is_numeric(df[c])]
 
 
 class GaussianCopula:
@@ -168,10 +203,7 @@ class GaussianCopula:
             u = stats.norm.cdf(draws)
             out = np.column_stack([np.quantile(values[:, j], u[:, j], method="linear")
                                    for j in range(values.shape[1])])
-            frame = pd.DataFrame(out, columns=self.columns)
-            for j, c in enumerate(self.columns):
-                if pd.api.types.is_integer_dtype(real[c]):
-                    frame[c] = pd.Series(np.round(out[:, j])).astype(real[c].dtype)
+            frame = typed_like(pd.DataFrame(out, columns=self.columns), real, self.columns)
             frame[self.label] = label
             # seeds: the real rows of the label it was fitted on, named by their nearest one
             near = _nearest_ids(part, real.loc[part.index, "id"], frame[self.columns])
@@ -230,7 +262,7 @@ class Smote:
         x = usable[self.columns].to_numpy(dtype=float)
         xs, ys = sampler.fit_resample(x, y.to_numpy())
         new_x, new_y = xs[len(x):], ys[len(x):]
-        frame = pd.DataFrame(new_x, columns=self.columns)
+        frame = typed_like(pd.DataFrame(new_x, columns=self.columns), usable, self.columns)
         frame[self.label] = new_y
         # a SMOTE record lies between a real record and one of its neighbours of the same
         # label: the two real records of its label nearest to it are its seeds

@@ -241,8 +241,12 @@ def read_manifest(store: ObjectStore, uri: str) -> dict[str, Any]:
 
 def read_table(store: ObjectStore, manifest: dict[str, Any],
                table: str | None = None) -> pd.DataFrame:
-    """Read the main records (or a side table) back, verifying every shard's sha256."""
-    frames = [t.to_pandas() for t in _shard_tables(store, manifest, table)]
+    """Read the main records (or a side table) back, verifying every shard's sha256. An
+    integer column with a missing value comes back as Python ints and None (an object
+    column), not as floats (3 -> 3.0): every stage keeps the spec's integer type, and
+    Great Expectations checks the values' types (it fails on pandas' nullable Int64)."""
+    frames = [t.to_pandas(integer_object_nulls=True)
+              for t in _shard_tables(store, manifest, table)]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -558,7 +558,8 @@ def demo() -> None:
     console.print("Stop everything with `make down` (data stays in .granary/).")
 
 
-def main() -> None:
+def _command() -> int:
+    """Run the command line's command; its exit code."""
     from granary.airflow_client import AirflowError
     from lifecycle.errors import LifecycleError  # includes TraceError
     from lifecycle.spec import SpecError
@@ -573,12 +574,31 @@ def main() -> None:
         except (AirflowError, LifecycleError, SpecError, CatalogError, StorageError,
                 RegistryError) as e:
             _fail(str(e))
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        return code if isinstance(code, int) else 0
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        return int(e.exit_code or 0)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def main() -> None:
+    """The `granary` command. Its process ends with os._exit once the command's output is
+    flushed: PyArrow's native thread pools, left to the interpreter's own teardown, now and
+    then abort the process after the command has done its work ("terminate called without
+    an active exception", exit -6; apache/arrow#34314; 3 of 40 `granary trace` runs here).
+    Nothing the CLI starts needs the teardown (the stack's processes are detached)."""
+    import contextlib
+    import logging
+    import os
+
+    code = _command()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -290,6 +290,10 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
         ["tag", v.tag], ["records", v.row_count],
         ["quality", f"grade {q.get('grade')} (score {q.get('score')})" if q.get("grade")
          else "gate passed"],
+        ["dimensions", ", ".join(f"{k} {x:.3f}" for k, x in (q.get("dimensions") or {})
+                                 .items()) or "-"],
+        ["not measured", "; ".join(f"{k}: {why}" for k, why in (q.get("not_measured") or {})
+                                   .items()) or "-"],
         ["splits", ", ".join(f"{k} {n}" for k, n in (q.get("splits") or {}).items()) or "-"],
         ["content hash (sha256)", v.content_hash], ["registry commit", v.git_rev],
         ["DVC md5", v.dvc_md5], ["published (UTC)", f"{v.created_at:%Y-%m-%d %H:%M}"],

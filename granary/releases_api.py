@@ -49,7 +49,8 @@ def version_json(v: Version, latest: Version | None, base: str,
         "latest": latest is not None and latest.version == v.version,
         "deprecated": v.deprecated,
         "grade": v.quality.get("grade"), "score": v.quality.get("score"),
-        "dimensions": v.quality.get("dimensions", {}), "splits": v.quality.get("splits", {}),
+        "dimensions": v.quality.get("dimensions", {}),
+        "not_measured": v.quality.get("not_measured", {}), "splits": v.quality.get("splits", {}),
         "files": [{"name": name, "sha256": meta.get("sha256"), "bytes": meta.get("bytes"),
                    "download": f"{base}/datasets/{d}/versions/{v.version}/files/"
                                f"{quote(name, safe='')}"}

@@ -170,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return [{"run_id": e.run_id, "status": e.status, "version": e.version,
                  "passed": e.passed, "grade": e.grade, "score": e.score,
                  "records": e.row_count, "evaluated_at": e.created_at.isoformat(),
-                 "dimensions": (e.summary or {}).get("dimensions", {})}
+                 "dimensions": (e.summary or {}).get("dimensions", {}),
+                 "not_measured": (e.summary or {}).get("notMeasured", {})}
                 for e in store().catalog.evaluations(dataset)]
 
     @app.get("/runs/{dataset}/{run_id}/quality", response_class=HTMLResponse)

@@ -149,6 +149,7 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
     version, name = release["version"], spec.name
     q = report or {}
     dims = q.get("dimensions", {})
+    unmeasured = q.get("not_measured") or {}  # left out of the score and the grade
     collect, pre = stages.get("collect", {}), stages.get("preprocess", {})
     sources = "\n".join(
         f"- **{s.name}** ({s.type}): licence {s.licence_id}, legal basis "
@@ -221,6 +222,7 @@ Grade **{q.get('grade', '?')}** (score {q.get('score', '?')}), gate {verdict}.
 | dimension | value |
 |---|---|
 {chr(10).join(f"| {k} | {v:.4f} |" for k, v in dims.items())}
+{chr(10).join(f"| {k} | not measured: {why} |" for k, why in unmeasured.items())}
 
 Splits: {split_line}. The full report is `quality.html` / `quality.json` in this release.
 

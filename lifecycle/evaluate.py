@@ -838,10 +838,11 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         undecodable_share=seen.get("undecodable_share", 0.0),
         with_metadata_share=seen.get("with_metadata_share", 0.0),
         residual_pii=(pii_left["records"], pii_left["per_type"]))
-    dims = quality_dims.dimensions(spec, df, evidence, ctx.now)
+    dims, not_measured = quality_dims.assess(spec, df, evidence, ctx.now)
     lap("dimensions")
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
-    score, grade = quality_dims.score_and_grade(dims, weights)
+    gating = quality_dims.gating(spec, dims)
+    score, grade = quality_dims.score_and_grade(dims, weights, gating)
     low = grade > gate.min_grade  # "C" > "B": a worse grade than the gate allows
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
@@ -852,7 +853,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         spec, df, run_id=ctx.run_id, now=ctx.now, dims=dims, score=score, grade=grade,
         passed=passed, weak=weak, checks=checks, blocking=blocking, per_shard=per_shard,
         evidence=evidence, issues=issues, splits=split_info,
-        preprocess=cleaning,
+        preprocess=cleaning, not_measured=not_measured, gating=gating,
         links={**gx_links, "data_docs": docs_uri,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})
@@ -873,7 +874,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
               "drifted": len(drifted["drifted"]) if drifted else 0,
               **({"refresh": refreshed} if refreshed else {})}
     quality: dict[str, Any] = {"passed": passed, "gate": gate.model_dump(), "checks": checks,
-               "dimensions": dims, "score": score, "grade": grade, "weak": weak,
+               "dimensions": dims, "not_measured": not_measured, "gating": gating,
+               "score": score, "grade": grade, "weak": weak,
                "report_uri": report_uri, "html_uri": f"s3://{ctx.work_bucket}/{html_key}",
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {}),
                # the rules the checks were made under and the personal data left: a refresh

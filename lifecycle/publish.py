@@ -7,12 +7,17 @@ formats (:func:`stage_files`); publishing places those objects in the registry b
 server-side copy and never reads the records back. Image datasets (whose release packs the
 images themselves) and outputs of older runs are read and written here.
 
+Once the version is in the registry and the releases bucket, its accessibility is measured
+(lifecycle/access.py: presigned downloads, ``dvc get``, the card and Croissant validated) and
+the catalog records the grade and score with it.
+
 Idempotent: a retried task finds the tag its run already pushed and the catalog row it wrote,
 and returns them instead of making a second version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -313,6 +318,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             "quality": {"passed": True, "checks": len(quality.get("checks", [])),
                         "grade": quality.get("grade"), "score": quality.get("score"),
                         "dimensions": quality.get("dimensions", {}),
+                        # accessibility among them: measured on this release once it is
+                        # published, so in the catalog only (docs/quality.md)
+                        "not_measured": quality.get("not_measured", {}),
                         "splits": quality.get("splits", {})},
             "ledger": ledger,
         }
@@ -332,29 +340,62 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     releases.mirror(ctx.store, bucket, prefix, spec.name, published.version, published.dvc_md5,
                     ctx.releases_bucket)
     lap("releases")
-    version = ctx.catalog.add_version(Version(
+    candidate = Version(
         dataset=spec.name, version=published.version, tag=published.tag,
         git_rev=published.git_rev, dvc_md5=published.dvc_md5, content_hash=content_hash,
         row_count=rows, run_id=ctx.run_id, files={**files, "manifest.json": manifest_entry},
-        quality={"passed": True, "checks": quality.get("checks", []),
-                 "grade": quality.get("grade"), "score": quality.get("score"),
-                 "dimensions": quality.get("dimensions", {}),
-                 "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
-                 # the rules the checks were made under and the personal data left: a
-                 # refresh adds its new records' counts to them (lifecycle/evaluate.py)
-                 **{k: quality[k] for k in ("rules", "residual_pii", "split_groups")
-                    if quality.get(k)},
-                 # what a refresh's label check carries forward (lifecycle/evaluate.py)
-                 **({"label_check": quality["label_check"]} if quality.get("label_check")
-                    else {})},
-        created_at=ctx.now))
-    ctx.catalog.mark_published(spec.name, ctx.run_id, version.version)
+        quality={}, created_at=ctx.now)
+    graded = with_accessibility(ctx, quality, candidate)
+    lap("accessibility")
+    candidate = dataclasses.replace(candidate, quality={
+        "passed": True, "checks": quality.get("checks", []),
+        **{k: graded[k] for k in ("grade", "score", "dimensions", "not_measured", "gating",
+                                  "accessibility")},
+        "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
+        # the rules the checks were made under and the personal data left: a refresh adds
+        # its new records' counts to them (lifecycle/evaluate.py)
+        **{k: quality[k] for k in ("rules", "residual_pii", "split_groups") if quality.get(k)},
+        # what a refresh's label check carries forward (lifecycle/evaluate.py)
+        **({"label_check": quality["label_check"]} if quality.get("label_check") else {})})
+    version = ctx.catalog.add_version(candidate)
+    ctx.catalog.mark_published(spec.name, ctx.run_id, version.version, graded=graded)
     lap("catalog")
     _drop_staged(ctx, stored, {str(s["key"]) for s in manifest.get("shards") or []})
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def with_accessibility(ctx: StageContext, quality: dict[str, Any],
+                       v: Version) -> dict[str, Any]:
+    """The evaluation's dimensions with accessibility measured on the published release
+    ``v`` (lifecycle/access.py), and the score and grade again with it (weights and gating as
+    evaluation used them). A failed check is not undone (the version is in the registry):
+    it lowers accessibility, and so the grade, in the catalog, and is logged as an error
+    naming each file and what failed."""
+    from lifecycle import access
+    from lifecycle import quality as q
+
+    measured = access.measure(v, ctx.store, ctx.registry)
+    dims = {**quality.get("dimensions", {}), "accessibility": round(
+        q.accessibility(measured.checks), 4)}
+    not_measured = {k: why for k, why in (quality.get("not_measured") or {}).items()
+                    if k != "accessibility"}
+    weights = {str(k): w for k, w in ctx.spec.quality.weights.items()}
+    gating = q.gating(ctx.spec, dims)
+    score, grade = q.score_and_grade(dims, weights, gating)
+    if measured.failed:
+        log.error("publish %s: %s is published but not accessible as the catalog says: %s. "
+                  "Its accessibility is %.3f and its grade %s in the catalog; fix the object "
+                  "store or registry, then check with granary verify", ctx.spec.name, v.ref,
+                  "; ".join(f"{c['check']} {c['file']}: {c['problem']}"
+                            for c in measured.failed), dims["accessibility"], grade)
+    else:
+        log.info("publish %s: %s accessible (%d checks, %.2f s)", ctx.spec.name, v.ref,
+                 len(measured.checks), measured.seconds)
+    return {"grade": grade, "score": score, "dimensions": dims, "not_measured": not_measured,
+            "gating": gating, "accessibility": measured.to_json()}
 
 
 def same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
@@ -481,7 +522,11 @@ def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],
 
 
 def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) -> StageResult:
-    counts = {"in": v.row_count, "kept": v.row_count, "version": v.version}
+    counts: dict[str, Any] = {"in": v.row_count, "kept": v.row_count, "version": v.version}
+    checked = v.quality.get("accessibility")
+    if checked:  # measured on the release (older versions were not): what failed, if any
+        counts["accessibility"] = v.quality["dimensions"]["accessibility"]
+        counts["inaccessible"] = int(checked["total"]) - int(checked["passed"])
     return StageResult(STAGE, f"registry:{v.tag}", counts,
                        extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
                               "content_hash": v.content_hash, "reused": reused,

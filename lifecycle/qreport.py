@@ -53,7 +53,9 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           checks: list[dict[str, Any]], blocking: list[dict[str, Any]],
           per_shard: list[dict[str, Any]], evidence: q.Evidence,
           issues: labelcheck.LabelIssues | None, splits: dict[str, Any],
-          preprocess: dict[str, Any], links: dict[str, str]) -> dict[str, Any]:
+          preprocess: dict[str, Any], links: dict[str, str],
+          not_measured: dict[str, str] | None = None,
+          gating: list[str] | None = None) -> dict[str, Any]:
     text, label = spec.schema_.text_field, spec.schema_.label_field
     residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
                                   else q.residual_pii(spec, df))
@@ -66,6 +68,10 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         "gate": spec.quality.gate.model_dump(),
         "thresholds": {g: floor for g, floor in q.GRADES},
         "dimensions": dims,
+        # dimensions left out of the score and the grade, each with the reason
+        "not_measured": dict(not_measured or {}),
+        "gating": list(dims) if gating is None else list(gating),
+        "balance": q.balance_report(spec, df),
         "weights": {k: spec.quality.weights.get(k, 1.0) for k in dims},  # type: ignore[call-overload]
         "evidence": {"label_conflicts": evidence.conflicts,
                      "label_error_rate": round(evidence.label_error_rate, 4),
@@ -94,8 +100,9 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The compact form kept in the catalog and the lineage facet (granary_quality)."""
     return {"grade": report["grade"], "score": report["score"], "passed": report["passed"],
-            "dimensions": report["dimensions"], "reportUri": report["links"].get("json")
-            or report["links"].get("html")}
+            "dimensions": report["dimensions"],
+            "notMeasured": report.get("not_measured") or {},
+            "reportUri": report["links"].get("json") or report["links"].get("html")}
 
 
 # ---- charts (inline SVG) ---------------------------------------------------------------------
@@ -259,17 +266,27 @@ def render(report: dict[str, Any], nav: str = "") -> str:
             f"<strong id='score'>{report['score']:.4f}</strong> · {verdict} (minimum grade "
             f"{_e(report['gate']['min_grade'])})"
             + (f" · weak: {_e(', '.join(report['weak']))}" if report["weak"] else "") + "</p>")
-    dim_rows = [[k, f"{v:.4f}", q.grade_of(v), report["weights"].get(k, 1.0)]
-                for k, v in dims.items()]
+    gating = set(report.get("gating", dims))
+    dim_rows = [[k, f"{v:.4f}", q.grade_of(v), report["weights"].get(k, 1.0),
+                 "yes" if k in gating else "no"] for k, v in dims.items()]
+    unmeasured = report.get("not_measured") or {}
+    bal = report.get("balance") or {}
     sections = [
         head,
         "<section><h3>Dimensions</h3><div class='grid'>" + radar(dims)
-        + _table(["dimension", "value", "grade", "weight"], dim_rows) + "</div>"
-        "<p>Formulas: docs/quality.md. Evidence: "
+        + _table(["dimension", "value", "grade", "weight", "gating"], dim_rows) + "</div>"
+        + ("<h4>Not measured (left out of the score and the grade)</h4><div id='not-measured'>"
+           + _table(["dimension", "why"], [[k, v] for k, v in unmeasured.items()]) + "</div>"
+           if unmeasured else "")
+        + "<p>Formulas: docs/quality.md. Evidence: "
         + _e(", ".join(f"{k} {v}" for k, v in report["evidence"].items())) + "</p></section>",
         "<section><h3>Labels</h3><div class='grid'>"
         + bars([(str(k), float(v)) for k, v in report["labels"].items()], "label distribution")
         + "</div>"
+        + (f"<p id='balance'>Balance: {_e(bal['mode'])}; normalised entropy "
+           f"{bal['entropy']}; shares "
+           + _e(", ".join(f"{k} {v:.3f}" for k, v in bal["shares"].items())) + "</p>"
+           if bal.get("shares") else "")
         + (f"<p>Likely label errors (confident learning): {le.get('flagged', 0):,} flagged, "
            f"{le.get('estimated', 0):,} estimated wrong of {le.get('checked', 0):,} checked "
            f"(rate {le.get('rate', 0):.4f}; classifier out-of-fold accuracy "

@@ -1,6 +1,7 @@
 """Dataset-level quality dimensions (after GB/T 36344-2018, plus what AI datasets need), the
-score and the grade. Every dimension is a number in [0, 1] computed from measured evidence;
-the formulas are documented here and in docs/quality.md.
+score and the grade. Every dimension is a number in [0, 1] computed from measured evidence, or
+not measured (with the reason) and then left out of the score and the grade; the formulas are
+documented here and in docs/quality.md.
 """
 
 from __future__ import annotations
@@ -74,40 +75,98 @@ def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int) 
     return max(0.0, 1 - (conflicts + outside) / len(df))
 
 
-def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float:
-    """1 when the newest record was collected within one refresh period (the schedule; a
-    cron expression counts as daily), else period / age; 1 for datasets without schedule."""
-    if spec.schedule is None or df.empty or "collected_at" not in df:
-        return 1.0
-    period = PERIODS.get(spec.schedule, timedelta(days=1))
-    newest = pd.to_datetime(df["collected_at"], utc=True, errors="coerce").max()
+def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float | str:
+    """How fresh the newest record is: 1 when its time (``quality.timeliness.field``) is
+    within the expected freshness (``quality.timeliness.max_age``, else the schedule's period;
+    a cron expression counts as daily), else max_age / age. A reason (str) when not measured:
+    no freshness is expected, or no field holds the records' own time (``collected_at`` is
+    when Granary fetched a record, not how old it is at its source)."""
+    cfg = spec.quality.timeliness
+    expected = cfg.max_age or (PERIODS.get(spec.schedule, timedelta(days=1))
+                               if spec.schedule is not None else None)
+    if expected is None:
+        return ("no freshness is expected: set quality.timeliness.max_age, or a schedule "
+                "(its period is the expected freshness)")
+    if cfg.field is None:
+        return ("no record time: name the field holding each record's own time in "
+                "quality.timeliness.field (collected_at is when Granary fetched a record, "
+                "not its age at the source)")
+    if df.empty or cfg.field not in df:
+        return f"no records with the field {cfg.field!r}"
+    times = pd.to_datetime(df[cfg.field], utc=True, errors="coerce", format="mixed")
+    newest = times.max()
     if pd.isna(newest):
-        return 0.0
+        return f"no value of {cfg.field!r} reads as a time"
     age = now.astimezone(UTC) - newest.to_pydatetime()
-    return 1.0 if age <= period else period / age
+    return 1.0 if age <= expected else expected / age
 
 
-def accessibility(spec: DatasetSpec) -> float:
-    """Mean of: a dataset licence, every source licensed (none accepted without one), at
-    least two release formats, a description for the card."""
-    parts = [spec.licence.id.strip().lower() not in ("", "noassertion", "unknown"),
-             all(s.licence is not None for s in spec.sources),
-             len(spec.publish.formats) >= 2, bool(spec.description.strip())]
-    return sum(parts) / len(parts)
+ACCESSIBILITY_AT_RELEASE = ("measured on the release when it is published: every file "
+                            "through a presigned link, the data file through dvc get, the "
+                            "card and the Croissant file validated")
 
 
-def balance(spec: DatasetSpec, df: pd.DataFrame) -> float:
-    """Normalised entropy of the label distribution, H / log(K), K the number of allowed
-    labels (or labels seen); 1 without labels."""
+def accessibility(checks: list[dict[str, Any]]) -> float:
+    """The release's checks that passed (lifecycle/access.py: each file downloaded through a
+    presigned link with its sha256, the data file through ``dvc get``, the card and the
+    Croissant file validated) / the checks made."""
+    return sum(bool(c["ok"]) for c in checks) / len(checks) if checks else 0.0
+
+
+def label_shares(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
+    """Each label's share of the labelled records: the allowed labels (0 for those absent)
+    and any other label seen; empty without labelled records."""
     label = spec.schema_.label_field
     if label is None or df.empty or label not in df:
+        return pd.Series(dtype=float)
+    counts = df[label].dropna().astype(str).value_counts()
+    if not counts.sum():
+        return pd.Series(dtype=float)
+    allowed = [str(v) for v in spec.label_values or []]
+    counts = counts.reindex(list(dict.fromkeys([*allowed, *counts.index])), fill_value=0)
+    return counts / counts.sum()
+
+
+def entropy(spec: DatasetSpec, shares: pd.Series) -> float:
+    """Normalised entropy of the label distribution, H / ln K, K the number of allowed labels
+    (or labels seen): 1 for an even distribution, 0 for one label; 1 when K <= 1."""
+    k = len(spec.label_values or shares[shares > 0])
+    p = shares[shares > 0]
+    if k <= 1 or p.empty:
         return 1.0
-    counts = df[label].dropna().value_counts()
-    k = len(spec.label_values or counts)
-    if k <= 1:
-        return 1.0
-    p = counts / counts.sum()
     return float(-(p * p.map(math.log)).sum() / math.log(k))
+
+
+def balance(spec: DatasetSpec, df: pd.DataFrame) -> float | str:
+    """How far the labels are from what this task calls balanced (``quality.balance``):
+    ``{target: {label: share}}``: 1 - total variation distance, 1 - sum |p_l - t_l| / 2 over
+    every label; ``{min_share: x}``: the worst label's min(1, p_l / x). ``natural`` (the
+    default): not scored, the distribution is the data's truth (reported, drift-checked).
+    A reason (str) when not measured."""
+    mode = spec.quality.balance
+    shares = label_shares(spec, df)
+    if mode.natural:
+        return ("balance: natural: the label distribution is the data's truth for this task; "
+                "reported with its entropy and drift-checked, not scored")
+    if shares.empty:
+        return "no labelled records"
+    if mode.target is not None:
+        labels = list(dict.fromkeys([*mode.target, *shares.index]))
+        p = shares.reindex(labels, fill_value=0.0)
+        t = pd.Series(mode.target, dtype=float).reindex(labels, fill_value=0.0)
+        return float(1 - (p - t).abs().sum() / 2)
+    assert mode.min_share is not None
+    return float((shares / mode.min_share).clip(upper=1.0).min())
+
+
+def balance_report(spec: DatasetSpec, df: pd.DataFrame) -> dict[str, Any]:
+    """What the report shows of the balance whatever the mode: the mode, each label's share
+    and the normalised entropy."""
+    mode = spec.quality.balance
+    shares = label_shares(spec, df)
+    return {"mode": mode.describe(),
+            "shares": {str(k): round(float(v), 6) for k, v in shares.items()},
+            "entropy": round(entropy(spec, shares), 4) if not shares.empty else None}
 
 
 def watched_pii(spec: DatasetSpec) -> tuple[str, ...]:
@@ -154,20 +213,31 @@ def leakage(share: float) -> float:
     return 1 - share
 
 
-def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
-               now: datetime) -> dict[str, float]:
+def assess(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
+           now: datetime) -> tuple[dict[str, float], dict[str, str]]:
+    """The measured dimensions, and each dimension not measured with the reason; a dimension
+    not measured is left out of the score and the grade (and of the dimensions dict every
+    consumer iterates). Accessibility is measured on the release, by publishing."""
     checks = evidence.checks
-    values = {"conformity": conformity(checks), "completeness": completeness(spec, df),
-              "accuracy": accuracy(spec, df, evidence.label_error_rate),
-              "consistency": consistency(df, checks, evidence.conflicts),
-              "timeliness": timeliness(spec, now=now, df=df),
-              "accessibility": accessibility(spec), "balance": balance(spec, df),
-              "safety": safety(spec, df, evidence.residual_pii),
-              "diversity": diversity(evidence.redundant_share),
-              "leakage": leakage(evidence.leakage_share)}
+    values: dict[str, float | str] = {
+        "conformity": conformity(checks), "completeness": completeness(spec, df),
+        "accuracy": accuracy(spec, df, evidence.label_error_rate),
+        "consistency": consistency(df, checks, evidence.conflicts),
+        "timeliness": timeliness(spec, now=now, df=df),
+        "accessibility": ACCESSIBILITY_AT_RELEASE, "balance": balance(spec, df),
+        "safety": safety(spec, df, evidence.residual_pii),
+        "diversity": diversity(evidence.redundant_share),
+        "leakage": leakage(evidence.leakage_share)}
     if spec.modality == "image":
         values.update(images(spec, df, evidence))
-    return {k: round(float(v), 4) for k, v in values.items()}
+    return ({k: round(float(v), 4) for k, v in values.items() if not isinstance(v, str)},
+            {k: v for k, v in values.items() if isinstance(v, str)})
+
+
+def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
+               now: datetime) -> dict[str, float]:
+    """The measured dimensions (assess without the reasons for those not measured)."""
+    return assess(spec, df, evidence, now)[0]
 
 
 def images(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence) -> dict[str, float]:
@@ -187,13 +257,30 @@ def grade_of(value: float) -> str:
     return next(g for g, floor in GRADES if value >= floor)
 
 
-def score_and_grade(dims: dict[str, float], weights: dict[str, float]) -> tuple[float, str]:
-    """Weighted mean of the dimensions (weight 1 unless the spec says), and the grade: the
-    lower of the score's grade and the weakest dimension's, so no average hides a damaged
-    dimension."""
+def gating(spec: DatasetSpec, dims: dict[str, float]) -> list[str]:
+    """The measured dimensions the weakest-dimension rule applies to: ``quality.gating``
+    (default every scored dimension), plus any the spec sets a requirement for (balance with
+    a target or min_share, timeliness with max_age)."""
+    listed = spec.quality.gating
+    if listed is None:
+        return list(dims)
+    required = set(listed)
+    if not spec.quality.balance.natural:
+        required.add("balance")
+    if spec.quality.timeliness.max_age is not None:
+        required.add("timeliness")
+    return [k for k in dims if k in required]
+
+
+def score_and_grade(dims: dict[str, float], weights: dict[str, float],
+                    gating: list[str] | None = None) -> tuple[float, str]:
+    """Weighted mean of the measured dimensions (weight 1 unless the spec says), and the
+    grade: the lower of the score's grade and the weakest gating dimension's (``gating``;
+    None: every dimension), so no average hides a damaged dimension the task cares about."""
     total = sum(weights.get(k, 1.0) for k in dims)
     score = sum(v * weights.get(k, 1.0) for k, v in dims.items()) / total if total else 1.0
-    worst = min(dims.values()) if dims else 1.0
+    gated = [v for k, v in dims.items() if gating is None or k in gating]
+    worst = min(gated, default=1.0)
     grade = max(grade_of(score), grade_of(worst))  # "D" > "A": the worse of the two
     return round(score, 4), grade
 

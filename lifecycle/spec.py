@@ -10,6 +10,7 @@ importable from here too.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -835,6 +836,68 @@ class Drift(_Model):
         "publication (the run stays a candidate)")
 
 
+_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """A duration written ``<number><unit>``: ``45m``, ``12h``, ``30d``, ``2w``."""
+    if isinstance(value, timedelta):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", str(value))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a duration: write a positive number and a unit, "
+                         "m (minutes), h (hours), d (days) or w (weeks), e.g. 30d or 12h")
+    return timedelta(**{_DURATION_UNITS[m.group(2)]: float(m.group(1))})
+
+
+class Balance(_Model):
+    """What balanced means for the task: ``natural`` (neither key: the labels' distribution is
+    the data's truth), a ``target`` distribution, or a ``min_share`` per label."""
+
+    target: dict[str, float] | None = Field(default=None, description="label -> share, "
+                                            "adding up to 1")
+    min_share: float | None = Field(default=None, gt=0, le=1, description="every label "
+                                    "holds at least this share of the records")
+
+    @field_validator("target")
+    @classmethod
+    def _shares(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and (not v or any(s < 0 for s in v.values())
+                              or abs(sum(v.values()) - 1) > 1e-6):
+            raise ValueError(f"target shares must be >= 0 and add up to 1, got {v} "
+                             f"(sum {sum(v.values()):g})")
+        return v
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Balance:
+        if self.target is not None and self.min_share is not None:
+            raise ValueError("give target or min_share, not both")
+        return self
+
+    @property
+    def natural(self) -> bool:
+        return self.target is None and self.min_share is None
+
+    def describe(self) -> str | dict[str, Any]:
+        """As the spec writes it: natural, {target: ...} or {min_share: ...}."""
+        return "natural" if self.natural else self.model_dump(exclude_none=True)
+
+
+class Timeliness(_Model):
+    """How fresh the records should be (docs/quality.md, timeliness)."""
+
+    field: str | None = Field(default=None, description="the schema field holding each "
+                              "record's own time (when it was made at the source)")
+    max_age: timedelta | None = Field(default=None, description="the newest record may be "
+                                      "at most this old, e.g. 30d or 12h; default: the "
+                                      "schedule's period")
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+
 class Quality(_Model):
     gate: Gate = Gate()
     drift: Drift = Drift()
@@ -845,6 +908,25 @@ class Quality(_Model):
         default_factory=dict, description="weight of each dimension in the score (default 1)")
     min_image_side: int = Field(default=32, ge=1, description="images: the resolution "
                                 "dimension is the share whose shorter side reaches this")
+    balance: Balance = Field(
+        default=Balance(), description="what balanced means for this task: natural (the "
+        "labels' distribution is the data's truth: reported, not scored), {target: {label: "
+        "share}} or {min_share: x}")
+    gating: list[Dimension] | None = Field(
+        default=None, description="the dimensions the weakest-dimension rule applies to "
+        "(default: every scored dimension); a dimension the spec sets a requirement for "
+        "(balance target or min_share, timeliness max_age) always gates")
+    timeliness: Timeliness = Timeliness()
+
+    @field_validator("balance", mode="before")
+    @classmethod
+    def _natural(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.strip() != "natural":
+                raise ValueError(f"{v!r}: write natural, {{target: {{label: share, ...}}}} or "
+                                 "{min_share: x}")
+            return {}
+        return v
 
 
 Format = Literal["parquet", "jsonl", "csv"]
@@ -973,7 +1055,7 @@ class DatasetSpec(_Model):
         _refuse(self, [*self._image_problems(), *self._annotation_problems(),
                        *self._text_problems(), *self._near_dedup_key_problems(),
                        *self._refresh_problems(), *self._reserved_problems(),
-                       *self._source_column_problems()])
+                       *self._source_column_problems(), *self._quality_problems()])
         return self
 
     def _defaults(self) -> None:
@@ -1071,6 +1153,27 @@ class DatasetSpec(_Model):
             if spec is None or spec.type != "boolean":
                 found.append((("refresh", "deleted_field"), f"{deleted!r} must be a boolean "
                               "field of the schema (type: boolean)", deleted))
+        return found
+
+    def _quality_problems(self) -> list[Problem]:
+        """quality.balance needs labels to measure (and a target names allowed labels);
+        quality.timeliness.field must be a schema field."""
+        found: list[Problem] = []
+        q, label, values = self.quality, self.schema_.label_field, self.label_values
+        if not q.balance.natural and label is None:
+            found.append((("quality", "balance"), "a target or min_share needs labels: set "
+                          "schema.label_field, or write balance: natural",
+                          q.balance.describe()))
+        if q.balance.target is not None and values:
+            unknown = sorted(set(q.balance.target) - set(values))
+            if unknown:
+                found.append((("quality", "balance", "target"), f"names {unknown}, which are "
+                              f"not the label field's values {values}", q.balance.target))
+        name = q.timeliness.field
+        if name is not None and self.schema_.field(name) is None:
+            found.append((("quality", "timeliness", "field"), f"{name!r} is not a schema "
+                          f"field {[f.name for f in self.schema_.fields]}: name the field "
+                          "that holds each record's time", name))
         return found
 
     def _reserved_problems(self) -> list[Problem]:

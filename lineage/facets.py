@@ -90,6 +90,8 @@ class GranaryQualityDatasetFacet(DatasetFacet):
     passed: bool
     dimensions: dict[str, float] = attr.field(factory=dict)
     reportUri: str | None = None  # noqa: N815
+    # the dimensions not measured (left out of the score and the grade) and why
+    notMeasured: dict[str, str] = attr.field(factory=dict)  # noqa: N815
 
     @staticmethod
     def _get_schema() -> str:

@@ -553,13 +553,21 @@ class Catalog:
         self._write(f"evaluation {dataset}/{run_id}", write)
 
     def mark_published(self, dataset: str, run_id: str, version: int,
-                       status: str = "published") -> None:
+                       status: str = "published", graded: dict[str, Any] | None = None) -> None:
         """The run's evaluation is of ``version``: it published it, or (status
-        ``reevaluated``) it re-evaluated it under changed rules, beside the old evaluation."""
+        ``reevaluated``) it re-evaluated it under changed rules, beside the old evaluation.
+        ``graded``: the grade, score, dimensions and dimensions not measured once publishing
+        measured the release (accessibility), which replace the evaluation's."""
         def write(s: Session) -> None:
             row = s.scalar(select(EvaluationRow).filter_by(dataset=dataset, run_id=run_id))
             if row is not None:
                 row.status, row.version = status, version
+                if graded is not None:
+                    row.grade, row.score = graded["grade"], graded["score"]
+                    row.summary = {**(row.summary or {}), "grade": graded["grade"],
+                                   "score": graded["score"],
+                                   "dimensions": graded["dimensions"],
+                                   "notMeasured": graded["not_measured"]}
 
         self._write(f"evaluation {dataset}/{run_id}", write)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lifecycle import labelcheck, pii, quality
 from lifecycle.spec import parse_spec
@@ -78,8 +82,12 @@ def test_ten_percent_damage_lowers_the_grade_on_its_dimension(damage: str,
 def test_balance_and_consistency() -> None:
     skewed = clean()
     skewed["label"] = ["pos"] * 190 + ["neg"] * 10
-    dims, _ = grade(skewed)
-    assert 0.25 < dims["balance"] < 0.35  # H(0.95, 0.05) / log 2 = 0.286
+    dims, g = grade(skewed)
+    # natural (the default): the skew is the data's truth, reported but not scored
+    assert "balance" not in dims and g == "A"
+    entropy = quality.balance_report(SPEC, skewed)["entropy"]
+    assert entropy == pytest.approx(-(0.95 * np.log(0.95) + 0.05 * np.log(0.05)) / np.log(2),
+                                    abs=1e-4)  # 0.2864
     dims, _ = grade(clean(), conflicts=20)
     assert dims["consistency"] == 0.9
 
@@ -90,6 +98,138 @@ def test_score_is_weighted_and_grade_follows_the_weakest_dimension() -> None:
     assert score == pytest.approx(0.9333, abs=1e-4) and g == "C"  # 0.8 -> C
     score, _ = quality.score_and_grade(dims, {"completeness": 3})
     assert score == pytest.approx(0.88)
+    # only the gating dimensions take part in the weakest-dimension rule; all in the score
+    score, g = quality.score_and_grade(dims, {}, gating=["accuracy", "safety"])
+    assert score == pytest.approx(0.9333, abs=1e-4) and g == "B"  # the score's grade
+
+
+# ---- task-aware balance, gating, dimensions not measured --------------------------------------
+SPAM_TEXT = SPEC_TEXT.replace("values: [pos, neg]", "values: [spam, ham]")
+
+
+def spam_ham(n: int = 400, spam_share: float = 0.95) -> pd.DataFrame:
+    df = clean(n)
+    spam = round(n * spam_share)
+    df["label"] = ["spam"] * spam + ["ham"] * (n - spam)
+    return df
+
+
+def graded_with(spec_text: str, df: pd.DataFrame) -> tuple[dict[str, float], dict[str, str],
+                                                           float, str]:
+    spec = parse_spec(spec_text, "spam.yaml")
+    evidence = quality.Evidence([{"expectation": "x", "success": True}])
+    dims, unmeasured = quality.assess(spec, df, evidence, NOW)
+    score, g = quality.score_and_grade(dims, {}, quality.gating(spec, dims))
+    return dims, unmeasured, score, g
+
+
+def test_a_95_5_spam_ham_set_grades_a_when_natural_and_not_with_a_min_share() -> None:
+    df = spam_ham()
+    dims, unmeasured, score, g = graded_with(SPAM_TEXT, df)
+    assert (g, score) == ("A", 1.0) and "balance" not in dims
+    assert "natural" in unmeasured["balance"]
+    dims, unmeasured, score, g = graded_with(
+        SPAM_TEXT + "quality: {balance: {min_share: 0.2}}\n", df)
+    assert dims["balance"] == 0.25  # ham 0.05 / 0.2
+    assert g == "D" and "balance" not in unmeasured
+    # a min_share both labels reach scores 1
+    dims, *_ , g = graded_with(SPAM_TEXT + "quality: {balance: {min_share: 0.05}}\n", df)
+    assert dims["balance"] == 1.0 and g == "A"
+
+
+def test_a_required_balance_gates_even_when_gating_lists_other_dimensions() -> None:
+    df = spam_ham()
+    listed = SPAM_TEXT + "quality: {gating: [completeness], balance: {min_share: 0.2}}\n"
+    dims, _, score, g = graded_with(listed, df)
+    assert g == "D"  # balance 0.25 gates although gating lists completeness only
+    # a dimension outside gating counts in the score, not in the weakest-dimension rule
+    df.loc[df.index[:30], "label"] = None  # completeness 0.925 -> B when it gates
+    text = SPEC_TEXT + "quality: {gating: [conformity, safety]}\n"
+    dims, _, score, g = graded_with(text, df.assign(label=df["label"].map(
+        {"spam": "pos", "ham": "neg"})))
+    assert dims["completeness"] == 0.925
+    assert g == quality.grade_of(score) == "A"
+    dims, _, score, g = graded_with(SPEC_TEXT, df.assign(label=df["label"].map(
+        {"spam": "pos", "ham": "neg"})))
+    assert g == "B"  # every measured dimension gates by default
+
+
+@given(spam=st.integers(0, 200), target=st.floats(0, 1))
+@settings(max_examples=60, deadline=None)
+def test_a_target_balance_is_one_minus_the_total_variation_distance(spam: int,
+                                                                    target: float) -> None:
+    df = spam_ham(200, spam / 200)
+    shares = f"{{spam: {target!r}, ham: {1 - target!r}}}"
+    text = SPAM_TEXT + f"quality: {{balance: {{target: {shares}}}}}\n"
+    dims, *_ = graded_with(text, df)
+    # two labels: the total variation distance is |p_spam - t_spam|
+    assert dims["balance"] == pytest.approx(1 - abs(spam / 200 - target), abs=1e-4)
+
+
+def test_dimensions_not_measured_carry_a_reason_and_stay_out_of_the_score() -> None:
+    dims, unmeasured, score, g = graded_with(SPEC_TEXT, clean())
+    assert set(unmeasured) == {"accessibility", "balance", "timeliness"}
+    assert "release" in unmeasured["accessibility"]
+    assert "max_age" in unmeasured["timeliness"]
+    assert not set(unmeasured) & set(dims)
+    assert score == pytest.approx(sum(dims.values()) / len(dims))
+
+
+def test_timeliness_is_the_newest_records_age_against_the_expected_freshness() -> None:
+    df = clean().assign(made=[(NOW - timedelta(days=60 + i)).isoformat() for i in range(200)])
+    timed = SPEC_TEXT.replace("    - {name: label", "    - {name: made, type: string}\n"
+                              "    - {name: label")
+    dims, unmeasured, _, g = graded_with(timed + "quality: {timeliness: {field: made, "
+                                         "max_age: 30d}}\n", df)
+    assert dims["timeliness"] == 0.5 and g == "D"  # 30 days expected / 60 old; it gates
+    dims, *_ = graded_with(timed + "quality: {timeliness: {field: made, max_age: 9w}}\n", df)
+    assert dims["timeliness"] == 1.0
+    # the schedule's period when no max_age: @monthly is 31 days
+    dims, *_ = graded_with(timed + "schedule: '@monthly'\nquality: {timeliness: {field: "
+                           "made}}\n", df)
+    assert dims["timeliness"] == pytest.approx(31 / 60, abs=1e-4)
+    # a schedule without a field: collected_at is not the source's age
+    _, unmeasured, *_ = graded_with(timed + "schedule: '@daily'\n", df)
+    assert "quality.timeliness.field" in unmeasured["timeliness"]
+    _, unmeasured, *_ = graded_with(timed + "quality: {timeliness: {field: made, max_age: "
+                                    "1d}}\n", df.assign(made="not a time"))
+    assert "reads as a time" in unmeasured["timeliness"]
+
+
+@pytest.mark.parametrize("extra,where", [
+    ("quality: {balance: {min_share: 0.2}}\nschema: {label_field: null, fields: "
+     "[{name: text, type: string}]}", "quality.balance"),
+    ("quality: {balance: {target: {spam: 0.5, eggs: 0.5}}}", "quality.balance.target"),
+    ("quality: {balance: {target: {spam: 0.5, ham: 0.6}}}", "add up to 1"),
+    ("quality: {timeliness: {field: made}}", "quality.timeliness.field"),
+    ("quality: {timeliness: {max_age: soon}}", "not a duration"),
+])
+def test_balance_and_timeliness_settings_are_checked(extra: str, where: str) -> None:
+    from lifecycle.spec import SpecError
+
+    text = SPAM_TEXT
+    if extra.count("schema:"):
+        text = text[:text.index("schema:")]
+    with pytest.raises(SpecError, match=re.escape(where)):
+        parse_spec(text + extra + "\n", "spam.yaml")
+
+
+def test_the_card_check_names_what_is_wrong() -> None:
+    from lifecycle.access import card_problem
+
+    def problem(text: str, files: set[str]) -> str | None:
+        path = Path(tempfile.mkdtemp()) / "README.md"
+        path.write_text(text, encoding="utf-8")
+        return card_problem(path, files)
+
+    good = ("---\nlicense: cc-by-4.0\npretty_name: X\nsize_categories: [n<1K]\nconfigs:\n"
+            "- config_name: default\n  data_files: [{split: train, path: data.parquet}]\n---\n"
+            "# X\n")
+    assert problem(good, {"data.parquet", "README.md"}) is None
+    assert "does not hold" in str(problem(good, {"README.md"}))
+    assert "lacks ['license']" in str(problem(good.replace("license: cc-by-4.0\n", ""),
+                                               {"data.parquet"}))
+    assert "no YAML front matter" in str(problem("# X\n", {"data.parquet"}))
 
 
 # ---- label errors (confident learning) --------------------------------------------------------

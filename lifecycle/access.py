@@ -54,18 +54,37 @@ class Accessibility:
                 "total": len(self.checks), "seconds": round(self.seconds, 3)}
 
 
+class DownloadFailed(Exception):
+    """A presigned download that did not complete (the message leaves the link out: it is a
+    credential for its lifetime)."""
+
+
 def _download(url: str, dest: Path) -> str:
     """GET ``url`` into ``dest`` as a consumer would (plain HTTP, no S3 client); its sha256."""
     import httpx
 
     h = hashlib.sha256()
-    with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as r:
-        r.raise_for_status()
-        with open(dest, "wb") as fh:
-            for chunk in r.iter_bytes(1 << 20):
-                h.update(chunk)
-                fh.write(chunk)
+    try:
+        with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as r:
+            if r.status_code != 200:
+                raise DownloadFailed(f"HTTP {r.status_code} {r.reason_phrase}")
+            with open(dest, "wb") as fh:
+                for chunk in r.iter_bytes(1 << 20):
+                    h.update(chunk)
+                    fh.write(chunk)
+    except httpx.HTTPError as e:
+        raise DownloadFailed(f"{type(e).__name__}") from e
     return h.hexdigest()
+
+
+def _dvc_get(v: Version, registry: DvcRegistry, name: str, dest: Path) -> str | None:
+    """``dvc get`` of one file of ``v``: None when it comes back with its sha256, else why."""
+    try:
+        registry.fetch_file(v.dataset, v.version, name, dest)
+    except Exception as e:
+        return f"dvc get failed: {str(e)[-500:]}"
+    sha, expected = _sha256(dest), str(v.files[name].get("sha256", ""))
+    return None if sha == expected else f"sha256 {sha} differs from the release's {expected}"
 
 
 def _sha256(path: Path) -> str:
@@ -113,54 +132,56 @@ def croissant_problem(path: Path) -> str | None:
 
 def measure(v: Version, store: ObjectStore, registry: DvcRegistry) -> Accessibility:
     """Check ``v`` (published: in the registry and the catalog's files known) the ways a
-    consumer gets it; every failure is recorded with its reason, none raised."""
+    consumer gets it; every failure is recorded with its reason, none raised. ``dvc get`` (a
+    process of its own, most of the time) runs beside the downloads and validations."""
+    from concurrent.futures import ThreadPoolExecutor
+
     out = Accessibility()
     start = time.perf_counter()
     bucket, prefix = registry.objects
-    with tempfile.TemporaryDirectory(prefix="granary-access-") as tmp:
+    data = next((n for n in ("data.parquet", "data.jsonl", "data.csv") if n in v.files), None)
+    with tempfile.TemporaryDirectory(prefix="granary-access-") as tmp, \
+            ThreadPoolExecutor(max_workers=8, thread_name_prefix="access") as pool:
         folder = Path(tmp)
+        fetched = (pool.submit(_dvc_get, v, registry, data, folder / "dvc-get" / data)
+                   if data is not None else None)
         try:
             links = releases.download_links(v, store, bucket, prefix)
         except Exception as e:  # no listing: no link can be made for any file
             links = {}
             out.add("presigned_download", "*", f"no download links: {e}")
-        got: set[str] = set()
-        for name in sorted(v.files):
-            link = links.get(name)
+
+        def download(name: str) -> str | None:
+            try:
+                sha = _download(links[name].url, folder / name)
+            except DownloadFailed as e:
+                return f"download failed: {e}"
             expected = str(v.files[name].get("sha256", ""))
-            if link is None:
-                if links:
-                    out.add("presigned_download", name, "not in the registry's listing")
-                continue
-            try:
-                sha = _download(link.url, folder / name)
-            except Exception as e:
-                out.add("presigned_download", name, f"download failed: {e}")
-                continue
-            ok = sha == expected
-            if ok:
+            return None if sha == expected else \
+                f"sha256 {sha} differs from the release's {expected}"
+
+        names = sorted(n for n in v.files if n in links)
+        got: set[str] = set()
+        for name, problem in zip(names, pool.map(download, names), strict=True):
+            out.add("presigned_download", name, problem)
+            if problem is None:
                 got.add(name)
-            out.add("presigned_download", name,
-                    None if ok else f"sha256 {sha} differs from the release's {expected}")
-        data = next((n for n in ("data.parquet", "data.jsonl", "data.csv") if n in v.files),
-                    None)
-        if data is not None:
-            dest = folder / "dvc-get" / data
-            try:
-                registry.fetch_file(v.dataset, v.version, data, dest)
-                sha, expected = _sha256(dest), str(v.files[data].get("sha256", ""))
-                out.add("dvc_get", data, None if sha == expected else
-                        f"sha256 {sha} differs from the release's {expected}")
-            except Exception as e:
-                out.add("dvc_get", data, f"dvc get failed: {e}")
+        if links:
+            for name in sorted(set(v.files) - set(links)):
+                out.add("presigned_download", name, "not in the registry's listing")
+        validated: list[tuple[str, str, str | None]] = []
         for name, check in (("README.md", "card"), ("croissant.json", "croissant")):
             if name not in v.files:
-                out.add(check, name, f"the release has no {name}")
+                validated.append((check, name, f"the release has no {name}"))
             elif name not in got:
-                out.add(check, name, f"{name} did not download intact (above)")
+                validated.append((check, name, f"{name} did not download intact (above)"))
             elif check == "card":
-                out.add(check, name, card_problem(folder / name, set(v.files)))
+                validated.append((check, name, card_problem(folder / name, set(v.files))))
             else:
-                out.add(check, name, croissant_problem(folder / name))
+                validated.append((check, name, croissant_problem(folder / name)))
+        if fetched is not None and data is not None:
+            out.add("dvc_get", data, fetched.result())
+        for check, name, problem in validated:
+            out.add(check, name, problem)
     out.seconds = time.perf_counter() - start
     return out

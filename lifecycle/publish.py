@@ -8,7 +8,7 @@ server-side copy and never reads the records back. Image datasets (whose release
 images themselves) and outputs of older runs are read and written here.
 
 Once the version is in the registry and the releases bucket, its accessibility is measured
-(lifecycle/access.py: presigned downloads, ``dvc get``, the card and Croissant validated) and
+(lifecycle/reachable.py: presigned downloads, ``dvc get``, the card and Croissant validated) and
 the catalog records the grade and score with it.
 
 Idempotent: a retried task finds the tag its run already pushed and the catalog row it wrote,
@@ -370,14 +370,14 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
 def with_accessibility(ctx: StageContext, quality: dict[str, Any],
                        v: Version) -> dict[str, Any]:
     """The evaluation's dimensions with accessibility measured on the published release
-    ``v`` (lifecycle/access.py), and the score and grade again with it (weights and gating as
+    ``v`` (lifecycle/reachable.py), and the score and grade again with it (weights and gating as
     evaluation used them). A failed check is not undone (the version is in the registry):
     it lowers accessibility, and so the grade, in the catalog, and is logged as an error
     naming each file and what failed."""
-    from lifecycle import access
     from lifecycle import quality as q
+    from lifecycle import reachable
 
-    measured = access.measure(v, ctx.store, ctx.registry)
+    measured = reachable.measure(v, ctx.store, ctx.registry)
     dims = {**quality.get("dimensions", {}), "accessibility": round(
         q.accessibility(measured.checks), 4)}
     not_measured = {k: why for k, why in (quality.get("not_measured") or {}).items()

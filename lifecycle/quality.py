@@ -107,7 +107,7 @@ ACCESSIBILITY_AT_RELEASE = ("measured on the release when it is published: every
 
 
 def accessibility(checks: list[dict[str, Any]]) -> float:
-    """The release's checks that passed (lifecycle/access.py: each file downloaded through a
+    """The release's checks that passed (lifecycle/reachable.py: each file downloaded through a
     presigned link with its sha256, the data file through ``dvc get``, the card and the
     Croissant file validated) / the checks made."""
     return sum(bool(c["ok"]) for c in checks) / len(checks) if checks else 0.0

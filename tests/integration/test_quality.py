@@ -257,7 +257,7 @@ def _parse(uri: str) -> tuple[str, str]:
 # ---- accessibility, measured on the published release -----------------------------------------
 def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_grade(
         env: Settings, caplog: pytest.LogCaptureFixture) -> None:
-    from lifecycle import access, releases
+    from lifecycle import reachable, releases
     from lifecycle.publish import with_accessibility
 
     ctx = context(env, SPEC, "run-access")
@@ -288,7 +288,7 @@ def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_g
     data[len(data) // 2] ^= 0x01
     ctx.store.put_bytes(bucket, objects["data.parquet"], bytes(data))
     ctx.store.delete(bucket, objects["croissant.json"])
-    measured = access.measure(v, ctx.store, ctx.registry)
+    measured = reachable.measure(v, ctx.store, ctx.registry)
     failed = {(c["check"], c["file"]): c["problem"] for c in measured.failed}
     assert set(failed) == {("presigned_download", "data.parquet"),
                            ("presigned_download", "croissant.json"),

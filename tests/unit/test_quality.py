@@ -215,7 +215,7 @@ def test_balance_and_timeliness_settings_are_checked(extra: str, where: str) -> 
 
 
 def test_the_card_check_names_what_is_wrong() -> None:
-    from lifecycle.access import card_problem
+    from lifecycle.reachable import card_problem
 
     def problem(text: str, files: set[str]) -> str | None:
         path = Path(tempfile.mkdtemp()) / "README.md"

@@ -149,7 +149,7 @@ def reevaluate(ctx: StageContext) -> list[dict[str, Any]]:
             continue
         run_id = f"reevaluate-v{version.version}-{current[:12]}"
         sub = replace(ctx, run_id=run_id, mode="full")
-        from lifecycle.publish import previous_records
+        from lifecycle.publish import previous_records, with_accessibility
 
         df = previous_records(sub, version)
         if df is None:
@@ -163,7 +163,14 @@ def reevaluate(ctx: StageContext) -> list[dict[str, Any]]:
         except QualityGateFailed as e:  # recorded all the same: the version now fails
             log.warning("re-evaluation of %s: %s", version.ref, e)
             passed = False
-        ctx.catalog.mark_published(ctx.dataset, run_id, version.version, status="reevaluated")
+        # the version is a release: its accessibility is measured again, as publishing did
+        evaluated = ctx.catalog.evaluation(ctx.dataset, run_id)
+        summary = (evaluated.summary or {}) if evaluated else {}
+        regraded = (with_accessibility(sub, {"dimensions": summary.get("dimensions") or {},
+                                             "not_measured": summary.get("notMeasured") or {}},
+                                       version) if evaluated else None)
+        ctx.catalog.mark_published(ctx.dataset, run_id, version.version, status="reevaluated",
+                                   graded=regraded)
         row = ctx.catalog.evaluation(ctx.dataset, run_id)
         done.append({"version": version.version, "run_id": run_id, "passed": passed,
                      "grade": row.grade if row else None,

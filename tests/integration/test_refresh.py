@@ -316,6 +316,9 @@ def test_changed_quality_rules_reevaluate_published_versions_beside_the_old(
     evaluations = ctx.catalog.evaluations("graded_reviews")
     assert [(e.status, e.version) for e in evaluations] == [("published", 1),
                                                             ("reevaluated", 1)]
+    # the release's accessibility is measured again with it (the version is a release)
+    assert evaluations[1].summary["dimensions"]["accessibility"] == 1.0
+    assert "accessibility" not in evaluations[1].summary["notMeasured"]
     after = ctx.catalog.get_version("graded_reviews", 1)
     assert after is not None and after.content_hash == before.content_hash  # data untouched
     assert ctx.catalog.datasets()[0].health["reevaluated"] == found["reevaluated"]

@@ -71,6 +71,13 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     with serve(env) as site:
         report = site.get("/api/v1/runs/graded_reviews/run-1/quality").json()
         assert report["grade"] == "C" and report["weak"] == ["safety"]
+        assert set(report["not_measured"]) == {"accessibility", "balance", "timeliness"}
+        curve = site.get("/api/v1/datasets/graded_reviews/evaluations").json()
+        # the candidate was never released; the published run's accessibility was measured
+        assert [("accessibility" in e["not_measured"], "accessibility" in e["dimensions"])
+                for e in curve] == [(True, False), (False, True)]
+        page = site.get("/datasets/graded_reviews/versions/1").text
+        assert "not measured" in page and "accessibility 1.000" in page
         assert report["pii"]["residual"] == {"mobile": 60}
         assert report["duplicates"]["exact_merged"] == 40
         found = site.get("/api/v1/datasets", params={"grade": "A", "q": "graded"}).json()

@@ -416,6 +416,29 @@ def _validate_refresh(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray,
     return {"whole": results[0], "new": results[1]}, checks
 
 
+def _proposals(ctx: StageContext,
+               known: tuple[int, pd.DataFrame | None] | None) -> dict[str, Any] | None:
+    """Rules profiled from the spec's reference file (quality.profile.reference, under the
+    inbox) or else the newest published version's records, for a table; shown in the report
+    for the user to accept (lifecycle/profiling.py). None: not a table, profiling off, or
+    nothing to profile."""
+    from lifecycle import profiling
+
+    spec = ctx.spec
+    cfg = spec.quality.profile
+    if spec.modality != "table" or not cfg.enabled:
+        return None
+    if cfg.reference:
+        path = ctx.inbox / cfg.reference
+        ref = profiling.typed(spec, profiling.read_reference(path))
+        name = f"file {cfg.reference}"
+    elif known is not None and known[1] is not None:
+        ref, name = known[1], f"v{known[0]}"
+    else:
+        return None
+    return profiling.propose(spec, ref, name).to_json()
+
+
 def _without_full_lists(result: dict[str, Any]) -> dict[str, Any]:
     """GX's result as stored: without the full lists of unexpected values and rows (the
     failed cells are counted in the report; the partial lists stay)."""
@@ -861,6 +884,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     drifted = _drift(ctx, df, known, fresh if base is not None else None)
     lap("drift")
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
+    proposals = _proposals(ctx, known)
+    lap("profile")
     # while the label check finishes, what does not wait for the grade: the candidate's
     # records and, unless the gate has failed already, the release's data files (images:
     # publishing packs the images), dropped again if the grade then fails the gate
@@ -906,7 +931,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         spec, df, run_id=ctx.run_id, now=ctx.now, dims=dims, score=score, grade=grade,
         passed=passed, weak=weak, checks=checks, blocking=blocking, per_shard=per_shard,
         evidence=evidence, issues=issues, splits=split_info,
-        preprocess=cleaning,
+        preprocess=cleaning, proposals=proposals,
         links={**gx_links, "data_docs": docs_uri,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})

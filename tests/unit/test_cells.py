@@ -184,3 +184,30 @@ def test_a_refresh_adds_its_new_records_cells_to_the_base_versions(tmp_path: Pat
             dep.pop("examples")
     assert whole["failed_cells"] > 100
     assert refreshed == whole
+
+
+def test_granary_profile_prints_the_rules_and_accept_writes_them_keeping_comments(
+        tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from granary.cli import app
+
+    spec = tmp_path / "customers.yaml"
+    spec.write_text("# kept\n" + td.SPEC, encoding="utf-8")
+    ref = tmp_path / "ref.csv"
+    td.clean(400, seed=11).drop(columns="id").to_csv(ref, index=False)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["profile", str(spec), "--reference", str(ref)])
+    assert shown.exit_code == 0, shown.output
+    assert "values: [basic, plus, pro]" in shown.output and "dependent: city" in shown.output
+    assert spec.read_text(encoding="utf-8").count("values") == 0  # not applied
+    done = runner.invoke(app, ["profile", str(spec), "--reference", str(ref), "--accept"])
+    assert done.exit_code == 0, done.output
+    text = spec.read_text(encoding="utf-8")
+    assert text.startswith("# kept\n")
+    accepted = parse_spec(text, str(spec))
+    assert accepted.schema_.field("plan").values == ["basic", "plus", "pro"]  # type: ignore[union-attr]
+    assert [(d.determinant, d.dependent) for d in accepted.quality.dependencies] == [
+        (["zip"], "city"), (["zip"], "state"), (["city"], "state")]
+    again = runner.invoke(app, ["profile", str(spec), "--reference", str(ref)])
+    assert "nothing to propose" in again.output

@@ -249,8 +249,8 @@ def check_dependencies(cells: CellFailures, frame: pd.DataFrame,
         rows = np.flatnonzero(usable)
         part = frame.iloc[rows][cols].astype(str)
         part["_row"] = rows
-        counts = part.groupby([*dep.determinant, dep.dependent], sort=False).size()
-        counts = counts.rename("n").reset_index()
+        counts = (part.groupby([*dep.determinant, dep.dependent], sort=False).size()
+                  .rename("n").reset_index())
         top = counts.groupby(dep.determinant, sort=False)["n"].transform("max")
         winners = counts[counts["n"] == top]
         tied = winners.groupby(dep.determinant, sort=False)["n"].transform("size") > 1

@@ -106,7 +106,7 @@ def check(specs: Annotated[list[Path] | None, typer.Argument(
     bad = 0
     problems = 0
     for path in paths:
-        found = check_spec(path)
+        found = check_spec(path, inbox=s.inbox_dir)
         problems += len(found)
         bad += bool(found)
         if not found:
@@ -130,13 +130,17 @@ def profile(spec: Annotated[Path, typer.Argument(help="a spec file or dataset na
     dependencies) learned from a reference table; print them as YAML to paste into the
     spec, or with --accept write them into it."""
     from lifecycle import profiling
-    from lifecycle.spec import load_spec
+    from lifecycle.errors import PermanentError
+    from lifecycle.spec import SpecError, load_spec
 
     path = _spec_path(_settings(), spec)
     if not path.is_file():
         _fail(f"no spec file {path}: name a spec file or a dataset of the datasets folder")
-    loaded = load_spec(path).spec
-    ref = profiling.typed(loaded, profiling.read_reference(reference))
+    try:
+        loaded = load_spec(path).spec
+        ref = profiling.typed(loaded, profiling.read_reference(reference))
+    except (PermanentError, SpecError) as e:
+        _fail(str(e))
     proposal = profiling.propose(loaded, ref, str(reference))
     if proposal.empty():
         console.print(f"{reference} ({proposal.rows:,} records): nothing to propose that the "
@@ -147,8 +151,10 @@ def profile(spec: Annotated[Path, typer.Argument(help="a spec file or dataset na
                       "add --accept to write them into the spec", highlight=False)
         print(proposal.yaml(), end="")
         return
-    changed = profiling.accept(path, proposal)
-    load_spec(path)  # still a valid spec
+    try:
+        changed = profiling.accept(path, proposal)  # checked before the file is written
+    except SpecError as e:
+        _fail(f"the proposed rules were not written: {e}")
     console.print(f"{path}: {len(changed)} rules accepted", highlight=False)
     for line in changed:
         console.print(f"  {line}", markup=False, highlight=False)

@@ -32,6 +32,8 @@ LENGTH_SLACK = 2.0       # variable lengths: from the shortest seen / this to th
 FD_MIN_COVER = 0.8       # a dependency needs this share of records in groups of two or more
 FD_MIN_GROUP = 3.0       # ...and this many records per determinant value on average
 FD_MAX_VIOLATION = 0.01  # ...and at most this share of records off their group's majority
+FD_SPREAD_SHARE = 0.1    # ...and of B's records off B's most common value (near-constant B)
+UNIQUE_INTEGERS = 0.9    # an integer field with this share of distinct values: no range
 
 
 @dataclass
@@ -56,9 +58,10 @@ class Proposal:
 
         doc: dict[str, Any] = {}
         if self.fields:
-            doc["schema"] = {"fields": [{"name": k, **v} for k, v in self.fields.items()]}
+            doc["schema"] = {"fields": [{"name": _quoted(k), **_quoted(v)}
+                                        for k, v in self.fields.items()]}
         if self.dependencies:
-            doc["quality"] = {"dependencies": self.dependencies}
+            doc["quality"] = {"dependencies": _quoted(self.dependencies)}
         if not doc:
             return ""
         out = io.StringIO()
@@ -67,6 +70,33 @@ class Proposal:
         y.width = 100
         y.dump(doc, out)
         return out.getvalue()
+
+
+def _quoted(value: Any) -> Any:
+    """``value`` with every string that YAML 1.1 would read as something else (``yes``,
+    ``no``, ``on``, ``12:30``, ``010``, ``~``, a date) single-quoted. ruamel.yaml writes
+    YAML 1.2, where those are plain strings, but the spec is read with PyYAML (YAML 1.1):
+    ``values: [no, yes]`` would come back as booleans and ``12:30`` as 750."""
+    import yaml
+    from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+    if isinstance(value, str):
+        tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+        return value if tag == "tag:yaml.org,2002:str" else SingleQuotedScalarString(value)
+    if isinstance(value, dict):
+        return {k: _quoted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quoted(v) for v in value]
+    return value
+
+
+def _resolver() -> Any:
+    import yaml
+
+    return yaml.resolver.Resolver()
+
+
+_RESOLVER = _resolver()
 
 
 # ---- shapes ----------------------------------------------------------------------------------
@@ -144,26 +174,38 @@ def _round_out(x: float, how: Any) -> float:
     return float(how(x / step) * step)
 
 
-def propose_field(name: str, kind: str, values: pd.Series, n: int) -> dict[str, Any]:
-    """The rules one field's non-missing reference values support."""
+def propose_field(name: str, kind: str, values: pd.Series,
+                  sample: pd.Series | None = None) -> dict[str, Any]:
+    """The rules one field's non-missing reference values support. Value sets, ranges and
+    lengths come from every value (``values``, vectorised), so a rare value or extreme is not
+    left out; the regex shape from ``sample`` (default: all of them), since it is built
+    value by value."""
     if values.empty:
         return {}
     if kind in ("integer", "float"):
         numbers = pd.to_numeric(values, errors="coerce").dropna()
         if numbers.empty:
             return {}
+        if kind == "integer" and numbers.nunique() >= UNIQUE_INTEGERS * len(numbers):
+            return {}  # an identifier or counter: the next version's grow out of any range
         low, high = _numeric_range(numbers, kind == "integer")
-        if kind == "integer":
-            return {"min": int(low), "max": int(high)}
-        return {"min": low, "max": high}
+        rules: dict[str, Any] = ({"min": int(low), "max": int(high)} if kind == "integer"
+                                 else {"min": low, "max": high})
+        steps = numbers.diff().dropna()
+        if kind == "integer" and len(steps) and (steps >= 0).all() and (steps > 0).any():
+            rules.pop("max")  # grows with the records (a year, a sequence): no upper bound
+        return rules
     if kind != "string":
         return {}
     text = values.astype(str)
-    distinct = text.nunique()
-    if distinct <= MAX_VALUES and distinct * MIN_PER_VALUE <= n:
-        return {"values": sorted(text.unique().tolist())}
+    counts = text.value_counts()
+    # a closed set: few values, each seen more than once (a value seen once says the set
+    # is not closed), and on average MIN_PER_VALUE records per value
+    if (len(counts) <= MAX_VALUES and counts.min() >= 2
+            and len(counts) * MIN_PER_VALUE <= len(text)):
+        return {"values": sorted(counts.index.tolist())}
     out: dict[str, Any] = {}
-    found = pattern_of(text)
+    found = pattern_of(text if sample is None else sample.astype(str))
     if found is not None:
         out["pattern"] = found
     lengths = text.str.len()
@@ -179,10 +221,12 @@ def propose_field(name: str, kind: str, values: pd.Series, n: int) -> dict[str, 
 def dependencies(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     """Single-field functional dependencies A -> B the reference supports: A has on average
     FD_MIN_GROUP records per value and its groups of two or more hold FD_MIN_COVER of the
-    records (so unique columns and tiny groups propose nothing), B is not constant, and at
-    most FD_MAX_VIOLATION of the records differ from their A group's most common B. A
-    dependency implied by two others (A -> B and B -> C make A -> C) is still listed: each
-    is checked on its own cells."""
+    records (so unique columns and tiny groups propose nothing), B is not constant, and the
+    records that differ from their A group's most common B are at most FD_MAX_VIOLATION of
+    the records and at most FD_SPREAD_SHARE of B's own records outside B's most common value
+    (a B that is 99.4% one value is off its group's majority for 0.6% of the records under
+    any A: that is not a dependency). A dependency implied by two others (A -> B and B -> C
+    make A -> C) is still listed: each is checked on its own cells."""
     n = len(frame)
     out = []
     for a in columns:
@@ -196,10 +240,12 @@ def dependencies(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]
             if b == a or frame[b].nunique(dropna=True) < 2:
                 continue
             both = frame[[a, b]].dropna().astype(str)
+            if both.empty:
+                continue
             counts = both.groupby([a, b], sort=False).size()
-            agree = counts.groupby(level=0, sort=False).max().sum()
-            if len(both) and (len(both) - agree) <= FD_MAX_VIOLATION * len(both):
-                # B must vary across A's groups: else it is constant, caught above
+            off = len(both) - counts.groupby(level=0, sort=False).max().sum()
+            spread = len(both) - both[b].value_counts().iloc[0]  # off B's most common value
+            if off <= FD_MAX_VIOLATION * len(both) and off <= FD_SPREAD_SHARE * spread:
                 out.append({"determinant": [a], "dependent": b})
     return out
 
@@ -208,16 +254,19 @@ def propose(spec: DatasetSpec, reference: pd.DataFrame, name: str,
             max_rows: int | None = None, seed: int = 0) -> Proposal:
     """Rules for ``spec``'s fields from ``reference``, leaving out what the spec already
     says (a field key already set, a dependency already listed). The text field and the
-    label field are left out (text is free; labels have their own values)."""
+    label field are left out (text is free; labels have their own values). Value sets,
+    ranges and lengths are taken over the whole reference; regex shapes and dependencies
+    over a seeded sample of at most ``max_rows`` (default ``quality.profile.max_rows``)."""
     rows = max_rows or spec.quality.profile.max_rows
-    ref = reference.sample(rows, random_state=seed) if len(reference) > rows else reference
     fields = [f for f in spec.schema_.fields
-              if f.name in ref and f.name not in (spec.schema_.text_field,
-                                                  spec.schema_.label_field)]
-    frame = cells.view(spec, ref, [f.name for f in fields])
-    proposal = Proposal(reference=name, rows=len(ref))
+              if f.name in reference and f.name not in (spec.schema_.text_field,
+                                                        spec.schema_.label_field)]
+    frame = cells.view(spec, reference, [f.name for f in fields])
+    sample = frame.sample(rows, random_state=seed) if len(frame) > rows else frame
+    proposal = Proposal(reference=name, rows=len(frame))
     for f in fields:
-        wanted = propose_field(f.name, f.type, frame[f.name].dropna(), len(frame))
+        wanted = propose_field(f.name, f.type, frame[f.name].dropna(),
+                               sample[f.name].dropna())
         new = {k: v for k, v in wanted.items() if getattr(f, k) is None}
         if "values" in new and (f.pattern is not None or f.max_length is not None):
             new.pop("values")
@@ -225,27 +274,56 @@ def propose(spec: DatasetSpec, reference: pd.DataFrame, name: str,
             proposal.fields[f.name] = new
     listed = {(tuple(d.determinant), d.dependent) for d in spec.quality.dependencies}
     candidates = [f.name for f in fields if f.type in ("string", "integer", "boolean")]
-    proposal.dependencies = [d for d in dependencies(frame, candidates)
-                             if (tuple(d["determinant"]), d["dependent"]) not in listed]
+    edges = [(d.determinant, d.dependent) for d in spec.quality.dependencies]
+    for d in dependencies(sample, candidates):
+        if (tuple(d["determinant"]), d["dependent"]) in listed:
+            continue
+        if not _acyclic([*edges, (d["determinant"], d["dependent"])]):
+            continue  # one-to-one fields (A -> B and B -> A): the first direction only
+        edges.append((d["determinant"], d["dependent"]))
+        proposal.dependencies.append(d)
     return proposal
 
 
+def _acyclic(edges: list[tuple[list[str], str]]) -> bool:
+    """Whether dependencies (determinant, dependent) leave the fields without a cycle (the
+    spec refuses one: no order to check them in)."""
+    import graphlib
+
+    graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for determinant, dependent in edges:
+        graph.add(dependent, *determinant)
+    try:
+        graph.prepare()
+    except graphlib.CycleError:
+        return False
+    return True
+
+
 def read_reference(path: Path) -> pd.DataFrame:
-    """A reference file: CSV, TSV, JSON Lines or Parquet, strings kept as written."""
+    """A reference file: CSV, TSV, JSON Lines or Parquet, strings kept as written. A file
+    that is missing, unreadable or not of its format is a PermanentError naming it."""
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if not path.is_file():
         raise PermanentError(f"profile reference {path}: no such file; name a CSV, TSV, JSONL "
                              "or Parquet file")
-    if suffix in (".csv", ".csv.gz"):
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    if suffix in (".tsv", ".tsv.gz"):
-        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    if suffix in (".jsonl", ".jsonl.gz", ".ndjson"):
-        return pd.read_json(path, lines=True, dtype=False)
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    raise PermanentError(f"profile reference {path}: unknown format {suffix!r}; use .csv, "
-                         ".tsv, .jsonl or .parquet")
+    readers = {".csv": ("CSV", lambda: pd.read_csv(path, dtype=str, keep_default_na=False)),
+               ".tsv": ("TSV", lambda: pd.read_csv(path, sep="\t", dtype=str,
+                                                   keep_default_na=False)),
+               ".jsonl": ("JSON Lines", lambda: pd.read_json(path, lines=True, dtype=False)),
+               ".parquet": ("Parquet", lambda: pd.read_parquet(path))}
+    readers[".csv.gz"], readers[".tsv.gz"] = readers[".csv"], readers[".tsv"]
+    readers[".jsonl.gz"] = readers[".ndjson"] = readers[".jsonl"]
+    if suffix not in readers:
+        raise PermanentError(f"profile reference {path}: unknown format {suffix!r}; use .csv, "
+                             ".tsv, .jsonl or .parquet")
+    kind, read = readers[suffix]
+    try:
+        return read()
+    except Exception as e:  # pandas and pyarrow raise many kinds for a broken file
+        raise PermanentError(f"profile reference {path}: cannot read it as {kind} "
+                             f"({type(e).__name__}: {str(e)[:200]}); fix or replace the file, "
+                             "or give it the suffix of its format") from e
 
 
 def typed(spec: DatasetSpec, df: pd.DataFrame) -> pd.DataFrame:
@@ -260,9 +338,13 @@ def typed(spec: DatasetSpec, df: pd.DataFrame) -> pd.DataFrame:
 
 def accept(spec_path: Path, proposal: Proposal) -> list[str]:
     """Merge the proposal into the spec file, keeping its comments and layout (ruamel.yaml
-    round trip). Returns what was set, one line each."""
+    round trip). The new text is parsed as the spec loader reads it (PyYAML, YAML 1.1) and
+    must give back exactly the proposed rules before the file is written: a SpecError
+    otherwise, with the file left as it was. Returns what was set, one line each."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    from lifecycle.specload import SpecError, parse_spec
 
     y = YAML()
     y.preserve_quotes = True
@@ -275,6 +357,7 @@ def accept(spec_path: Path, proposal: Proposal) -> list[str]:
         if entry is None:
             continue
         for k, v in keys.items():
+            v = _quoted(v)
             if isinstance(v, list):
                 seq = CommentedSeq(v)
                 seq.fa.set_flow_style()
@@ -285,13 +368,23 @@ def accept(spec_path: Path, proposal: Proposal) -> list[str]:
         quality = doc.setdefault("quality", CommentedMap())
         deps = quality.setdefault("dependencies", CommentedSeq())
         for d in proposal.dependencies:
-            item = CommentedMap(determinant=CommentedSeq(d["determinant"]),
-                                dependent=d["dependent"])
+            item = CommentedMap(determinant=CommentedSeq(_quoted(d["determinant"])),
+                                dependent=_quoted(d["dependent"]))
             item["determinant"].fa.set_flow_style()
             item.fa.set_flow_style()
             deps.append(item)
             changed.append(f"quality.dependencies: {d['determinant']} -> {d['dependent']}")
     out = io.StringIO()
     y.dump(doc, out)
-    spec_path.write_text(out.getvalue(), encoding="utf-8")
+    text = out.getvalue()
+    spec = parse_spec(text, str(spec_path))  # a SpecError: the file is not touched
+    for name, keys in proposal.fields.items():
+        read = spec.schema_.field(name)
+        for k, v in keys.items():
+            if read is not None and getattr(read, k) != v:
+                raise SpecError(str(spec_path), f"accepting the proposed {k} of {name} would "
+                                f"read back as {getattr(read, k)!r}, not {v!r}; the spec file "
+                                "was not changed: add the rule by hand, quoted",
+                                field=f"schema.fields[{name}].{k}")
+    spec_path.write_text(text, encoding="utf-8")
     return changed

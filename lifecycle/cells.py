@@ -8,7 +8,8 @@ expectation). Each rule kind belongs to one dimension:
 
 - conformity: type, regex, length and format rules (and any column-map expectation not
   listed below);
-- completeness: missing cells of required fields (null markers count as missing);
+- completeness: missing cells of required fields (null markers count as missing; every
+  field's missing cells are counted in the report);
 - accuracy: ranges and outliers, uniqueness, and residual duplicate texts;
 - consistency: value sets and dependency violations.
 
@@ -18,6 +19,7 @@ records with at least one failed cell of their kind (lifecycle/quality.py).
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lifecycle.errors import PermanentError
 from lifecycle.spec import DatasetSpec, Dependency
 
 DIMENSIONS = ("conformity", "completeness", "accuracy", "consistency")
@@ -40,7 +43,8 @@ _CONSISTENCY = {"expect_column_values_to_be_in_set", "expect_column_values_to_no
                 "expect_column_pair_values_a_to_be_greater_than_b",
                 "expect_multicolumn_sum_to_equal"}
 EXAMPLES = 5  # shown per column
-MAX_STORED = 200_000  # failed cells kept by id for a refresh to add to; above: validate all
+MAX_STORED = 50_000  # failed cells kept by id (in the catalog) for a refresh to add to;
+# above: a refresh validates everything (about 0.5 MB of ids per version at most)
 
 
 def dimension_of(expectation: str) -> str:
@@ -67,8 +71,8 @@ def missing(series: pd.Series, markers: set[str]) -> pd.Series:
     """Null, or a string that is (stripped) one of the null markers."""
     out = series.isna()
     if markers and (series.dtype == object or pd.api.types.is_string_dtype(series.dtype)):
-        text = series.map(lambda v: v.strip() if isinstance(v, str) else None)
-        out = out | text.isin(list(markers)).to_numpy()
+        # .str is NaN for a value that is not a string (a number in an object column)
+        out = out | series.astype(object).str.strip().isin(list(markers)).to_numpy()
     return out
 
 
@@ -94,7 +98,8 @@ def view(spec: DatasetSpec, df: pd.DataFrame, columns: Iterable[str] | None = No
     return out
 
 
-def _columns_of(kwargs: dict[str, Any]) -> list[str]:
+def columns_of(kwargs: dict[str, Any]) -> list[str]:
+    """The columns an expectation's arguments name."""
     cols = [str(kwargs[k]) for k in ("column", "column_A", "column_B") if kwargs.get(k)]
     return cols + [str(c) for c in kwargs.get("column_list") or []]
 
@@ -117,7 +122,7 @@ class CellFailures:
     ids: np.ndarray
     flags: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     row_local: set[tuple[str, str, str]] = field(default_factory=set)
-    missing: dict[str, int] = field(default_factory=dict)  # required fields' missing cells
+    missing: dict[str, int] = field(default_factory=dict)  # each field's missing cells
     dependencies: list[dict[str, Any]] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -152,9 +157,14 @@ class CellFailures:
 
     def counts(self, columns: list[str]) -> dict[str, Any]:
         """The JSON-ready counts: per column (cells, missing, failed, per rule, examples),
-        per dimension (failed cells, failed records), the dependencies."""
+        per dimension (failed cells, failed records), the dependencies. A cell failing two
+        rules of one dimension (a pattern and a length) is one failed cell of it; a column
+        not in ``columns`` that has failed cells (one a listed expectation names) is
+        reported after them, so that failed cells and failed records cover the same cells."""
+        flagged = {col for (_, col, _), mask in self.flags.items() if mask.any()}
+        shown = [*columns, *sorted(flagged - set(columns))]
         per_column: dict[str, Any] = {}
-        for col in columns:
+        for col in shown:
             rules = {f"{dim}:{rule}": int(mask.sum())
                      for (dim, c, rule), mask in sorted(self.flags.items()) if c == col}
             per_column[col] = {"cells": self.n, "missing": int(self.missing.get(col, 0)),
@@ -163,13 +173,17 @@ class CellFailures:
                                "examples": self.examples.get(col, [])[:EXAMPLES]}
         dims: dict[str, Any] = {}
         for dim in DIMENSIONS:
-            cells = sum(int(m.sum()) for (d, _, _), m in self.flags.items() if d == dim)
-            dims[dim] = {"cells": cells, "records": int(self.records(dim).sum())}
+            union: dict[str, np.ndarray] = {}  # per column: its cells failing this dimension
+            for (d, col, _), mask in self.flags.items():
+                if d == dim:
+                    union[col] = union[col] | mask if col in union else mask
+            dims[dim] = {"cells": sum(int(m.sum()) for m in union.values()),
+                         "records": int(self.records(dim).sum())}
         anything = np.zeros(self.n, dtype=bool)
         for mask in self.flags.values():
             anything |= mask
-        return {"records": self.n, "checked_cells": self.n * len(columns),
-                "failed_cells": sum(int(self.column_mask(c).sum()) for c in columns),
+        return {"records": self.n, "checked_cells": self.n * len(shown),
+                "failed_cells": sum(c["failed"] for c in per_column.values()),
                 "failed_records": int(anything.sum()), "columns": per_column,
                 "dimensions": dims, "dependencies": self.dependencies}
 
@@ -213,11 +227,10 @@ def from_results(cells: CellFailures, result: dict[str, Any], frame: pd.DataFram
         index = res.get("unexpected_index_list")
         if index is None or not index:
             continue
-        local = np.asarray([int(i) if not isinstance(i, dict) else int(next(iter(i.values())))
-                            for i in index], dtype=np.int64)
+        local = np.asarray(index, dtype=np.int64)  # positions: the frame is numbered 0..k-1
         where = rows[local] if rows is not None else local
         dim = dimension_of(cfg["type"])
-        for col in _columns_of(kwargs):
+        for col in columns_of(kwargs):
             cells.add(dim, col, rule_name(cfg["type"], kwargs), where,
                       row_local=cfg["type"] in (row_local_types or set()))
             if col in frame:
@@ -235,13 +248,18 @@ def check_dependencies(cells: CellFailures, frame: pd.DataFrame,
     determinant, the dependent value most records hold is taken as right and the others'
     dependent cells fail; a group whose top values tie is ambiguous (counted, not failed).
     Records with a missing or already failed determinant or dependent cell take no part
-    (a corrupted zip says nothing about its city). Dependencies whose determinant is another
-    one's dependent are checked after it."""
-    dependents = {d.dependent for d in dependencies}
-    ordered = sorted(dependencies, key=lambda d: any(c in dependents for c in d.determinant))
-    for dep in ordered:
+    (a corrupted zip says nothing about its city). A dependency is checked after every one
+    whose dependent is in its determinant (topological order, so a chain listed in any
+    order is checked from its start); a cycle is a PermanentError (the spec check refuses
+    one). A dependency naming a column the table lacks is listed with ``skipped``."""
+    for dep in ordered_dependencies(dependencies):
         cols = [*dep.determinant, dep.dependent]
-        if any(c not in frame for c in cols):
+        absent = [c for c in cols if c not in frame]
+        if absent:
+            cells.dependencies.append({
+                "determinant": dep.determinant, "dependent": dep.dependent, "groups": 0,
+                "checked": 0, "failed": 0, "ambiguous": 0, "examples": [],
+                "skipped": f"no column {', '.join(absent)} in the records"})
             continue
         usable = np.ones(len(frame), dtype=bool)
         for c in cols:
@@ -276,9 +294,31 @@ def check_dependencies(cells: CellFailures, frame: pd.DataFrame,
             "examples": examples})
 
 
-def required_missing(spec: DatasetSpec, frame: pd.DataFrame, cells: CellFailures) -> None:
-    """Count the missing cells of each required field (evaluation's view: null markers are
-    missing)."""
+def ordered_dependencies(dependencies: list[Dependency]) -> list[Dependency]:
+    """``dependencies`` so that each comes after every one whose dependent is in its
+    determinant (graphlib's topological sort; ties keep the listed order). A cycle (zip ->
+    city and city -> zip) is a PermanentError naming it."""
+    graph: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for i, dep in enumerate(dependencies):
+        graph.add(i, *(j for j, other in enumerate(dependencies)
+                       if j != i and other.dependent in dep.determinant))
+    try:
+        graph.prepare()
+    except graphlib.CycleError as e:
+        cycle = " -> ".join(dependencies[i].dependent for i in e.args[1])
+        raise PermanentError(f"quality.dependencies form a cycle ({cycle}): no order to check "
+                             "them in; drop one of the dependencies of the cycle") from e
+    out: list[int] = []
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        out.extend(ready)
+        graph.done(*ready)
+    return [dependencies[i] for i in out]
+
+
+def count_missing(spec: DatasetSpec, frame: pd.DataFrame, cells: CellFailures) -> None:
+    """Count the missing cells of every schema field (evaluation's view: null markers are
+    missing); only a required field's lower completeness."""
     for f in spec.schema_.fields:
-        if f.required and f.name in frame:
+        if f.name in frame:
             cells.missing[f.name] = int(frame[f.name].isna().sum())

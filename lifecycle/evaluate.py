@@ -64,8 +64,9 @@ ROW_LOCAL = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_
              "expect_column_values_to_be_dateutil_parseable"}
 
 
-# every unexpected row of every column-map expectation: the failed cells (lifecycle/cells.py)
-RESULT_FORMAT = {"result_format": "COMPLETE"}
+# every unexpected row of every column-map expectation: the failed cells (lifecycle/cells.py);
+# not GX's pandas query listing them again (about 6.5 bytes per failing row per check)
+RESULT_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
 FULL_LISTS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")
 
 
@@ -201,16 +202,57 @@ def validate_parts(spec: DatasetSpec, parts: list[tuple[str, pd.DataFrame, list[
             name=f"{spec.name}.quality" + ("" if whole else f".{name}"), expectations=exps))
         params = {"dataframe": _frame(spec, df, exps)}
         if docs is None:
-            out.append(definition.get_batch(batch_parameters=params)
-                       .validate(suite, result_format=RESULT_FORMAT).to_json_dict())
+            out.append(_coerced_ranges(spec, params["dataframe"], definition.get_batch(
+                batch_parameters=params).validate(suite, result_format=RESULT_FORMAT)
+                .to_json_dict()))
             continue
         # a validation definition keeps its result in the context's store, for Data Docs
         vd = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=definition, suite=suite))
-        out.append(vd.run(batch_parameters=params, result_format=RESULT_FORMAT).to_json_dict())
+        out.append(_coerced_ranges(spec, params["dataframe"], vd.run(
+            batch_parameters=params, result_format=RESULT_FORMAT).to_json_dict()))
     if docs is not None:
         context.build_data_docs(site_names=["granary"])
     return out
+
+
+def _coerced_ranges(spec: DatasetSpec, frame: pd.DataFrame,
+                    result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the range check of each numeric field on which GX raised (a string
+    among the numbers: ``"abc" < 0`` is a TypeError inside GX, which then reports no rows and
+    hid every out-of-range cell of the column) made on the column's numeric values instead:
+    non-numbers are left to the type check, the others compared with the bounds, with GX's
+    COMPLETE result keys. GX's exception stays in ``exception_info``."""
+    numeric = {f.name for f in spec.schema_.fields if f.type in ("integer", "float")}
+    for r in result["results"]:
+        cfg = r["expectation_config"]
+        column = cfg["kwargs"].get("column")
+        if (cfg["type"] != "expect_column_values_to_be_between" or column not in numeric
+                or column not in frame or r.get("result")
+                or cfg["kwargs"].get("row_condition")):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        low, high = cfg["kwargs"].get("min_value"), cfg["kwargs"].get("max_value")
+        out = pd.Series(False, index=frame.index)
+        if low is not None:
+            out |= values < low
+        if high is not None:
+            out |= values > high
+        rows = np.flatnonzero(out.to_numpy()).tolist()
+        counted = int(values.notna().sum())
+        wrong = frame[column].iloc[rows].tolist()
+        r["success"] = not rows
+        r["result"] = {"element_count": len(frame),
+                       "missing_count": int(frame[column].isna().sum()),
+                       "unexpected_count": len(rows),
+                       "unexpected_percent": 100 * len(rows) / counted if counted else 0.0,
+                       "partial_unexpected_list": wrong[:20], "unexpected_list": wrong,
+                       "partial_unexpected_index_list": rows[:20],
+                       "unexpected_index_list": rows}
+        r["meta"] = {**(r.get("meta") or {}), "granary": "GX raised on a value that is not "
+                     "a number; checked by Granary on the numeric values (the type check "
+                     "counts the others)"}
+    return result
 
 
 def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
@@ -342,7 +384,14 @@ def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[
     carried = {check_key(c["expectation"], c["kwargs"]) for c in checks
                if c.get("carried_from") is not None}
     new = results.get("new")
-    whole_frame = cells.view(spec, df)
+    # evaluation's view of the columns the cells are about (not the provenance columns)
+    text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
+    named = {"id", text, *(f.name for f in spec.schema_.fields),
+             *(c for d in spec.quality.dependencies for c in (*d.determinant, d.dependent))}
+    for part in results.values():
+        for r in part["results"]:
+            named.update(cells.columns_of(r["expectation_config"]["kwargs"]))
+    whole_frame = cells.view(spec, df, [c for c in df.columns if c in named])
     if new is not None and carried and base is not None:
         cells.from_results(found, results["whole"], whole_frame,
                            only=None, row_local_types=ROW_LOCAL)
@@ -353,11 +402,10 @@ def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[
         found.carry(base.get("failed_cells") or {})
     else:
         cells.from_results(found, results["whole"], whole_frame, row_local_types=ROW_LOCAL)
-    text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
     if text and text in df:
         repeated = np.flatnonzero(df[text].duplicated().to_numpy())
         found.add("accuracy", text, "residual_duplicate", repeated)
-    cells.required_missing(spec, whole_frame, found)
+    cells.count_missing(spec, whole_frame, found)
     cells.check_dependencies(found, whole_frame, spec.quality.dependencies)
     return found
 
@@ -429,9 +477,20 @@ def _proposals(ctx: StageContext,
     if spec.modality != "table" or not cfg.enabled:
         return None
     if cfg.reference:
-        path = ctx.inbox / cfg.reference
-        ref = profiling.typed(spec, profiling.read_reference(path))
+        # an advisory feature: a reference that is missing, outside the inbox or unreadable
+        # is a warning in the report and the log, never a failed evaluation
         name = f"file {cfg.reference}"
+        root = ctx.inbox.resolve()
+        path = (root / cfg.reference).resolve()
+        try:
+            if not path.is_relative_to(root):
+                raise PermanentError(f"profile reference {cfg.reference}: resolves outside "
+                                     f"the inbox {root}; put the file under the inbox")
+            ref = profiling.typed(spec, profiling.read_reference(path))
+        except (PermanentError, OSError) as e:
+            log.warning("evaluate %s: no rules proposed: %s", ctx.dataset, e)
+            return {"reference": name, "rows": 0, "fields": {}, "dependencies": [],
+                    "yaml": "", "warning": f"no rules proposed: {e}"}
     elif known is not None and known[1] is not None:
         ref, name = known[1], f"v{known[0]}"
     else:

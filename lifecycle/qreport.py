@@ -273,8 +273,13 @@ def _cells_section(cells: dict[str, Any], proposals: dict[str, Any]) -> str:
                 ["determinant", "dependent", "groups", "checked", "failed", "ambiguous",
                  "examples"],
                 [[" + ".join(d["determinant"]), d["dependent"], d["groups"], d["checked"],
-                  d["failed"], d["ambiguous"], "; ".join(d["examples"])]
+                  d["failed"], d["ambiguous"],
+                  f"not checked: {d['skipped']}" if d.get("skipped")
+                  else "; ".join(d["examples"])]
                  for d in cells["dependencies"]]))
+    if proposals.get("warning"):
+        parts.append(f"<p class='warning' id='proposals-warning'>{_e(proposals['warning'])}"
+                     "</p>")
     if proposals.get("yaml"):
         parts.append(f"<h4>Rules proposed from {_e(proposals['reference'])} "
                      f"({proposals['rows']:,} records)</h4><p>Not applied: paste into the spec, "

@@ -219,11 +219,16 @@ def score_and_grade(dims: dict[str, float], weights: dict[str, float]) -> tuple[
 
 def rules_hash(spec: Any) -> str:
     """A fingerprint of what a grade depends on besides the records: the quality section
-    and the schema. A published version evaluated under another fingerprint is re-evaluated
-    by the maintenance run."""
+    (but ``profile``: proposed rules are advice, not applied), the schema, and the null
+    markers evaluation reads as missing (``quality.null_values`` and the sources'). A
+    published version evaluated under another fingerprint is re-evaluated by the
+    maintenance run, and a refresh carries its base's checks only under the same one."""
     import hashlib
     import json
 
-    rules = {"quality": spec.quality.model_dump(mode="json"),
-             "schema": spec.schema_.model_dump(mode="json")}
+    from lifecycle.cells import null_markers
+
+    rules = {"quality": spec.quality.model_dump(mode="json", exclude={"profile"}),
+             "schema": spec.schema_.model_dump(mode="json"),
+             "null_markers": sorted(null_markers(spec))}
     return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()

@@ -859,7 +859,12 @@ class Profile(_Model):
     reference: str | None = Field(
         default=None, description="a CSV, TSV, JSONL or Parquet file under the inbox to "
         "profile; unset: the newest published version")
-    max_rows: int = Field(default=20_000, ge=100, description="a seeded sample above this")
+    max_rows: int = Field(default=20_000, ge=100, description="regex shapes and dependencies "
+                          "from a seeded sample of this many records (value sets, ranges and "
+                          "lengths from all)")
+
+    _check_reference = field_validator("reference")(
+        lambda v: None if v is None else _relative(v))
 
 
 class Quality(_Model):
@@ -1076,9 +1081,21 @@ class DatasetSpec(_Model):
         return found
 
     def _dependency_problems(self) -> list[Problem]:
-        """quality.dependencies name schema fields."""
+        """quality.dependencies name schema fields and form no cycle (no order to check
+        them in: lifecycle/cells.py)."""
+        import graphlib
+
         names = [f.name for f in self.schema_.fields]
         found: list[Problem] = []
+        graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+        for dep in self.quality.dependencies:
+            graph.add(dep.dependent, *dep.determinant)
+        try:
+            graph.prepare()
+        except graphlib.CycleError as e:
+            found.append((("quality", "dependencies"),
+                          f"form a cycle ({' -> '.join(reversed(e.args[1]))}): drop one "
+                          "dependency of it", [d.model_dump() for d in self.quality.dependencies]))
         for i, dep in enumerate(self.quality.dependencies):
             missing = [c for c in [*dep.determinant, dep.dependent] if c not in names]
             if missing:

@@ -106,7 +106,7 @@ def check(specs: Annotated[list[Path] | None, typer.Argument(
     bad = 0
     problems = 0
     for path in paths:
-        found = check_spec(path)
+        found = check_spec(path, inbox=s.inbox_dir)
         problems += len(found)
         bad += bool(found)
         if not found:
@@ -117,6 +117,47 @@ def check(specs: Annotated[list[Path] | None, typer.Argument(
         _fail(f"{problems} problem{'s' if problems > 1 else ''} in {bad} of {len(paths)} "
               f"spec{'s' if len(paths) > 1 else ''}")
     console.print(f"{len(paths)} spec{'s' if len(paths) > 1 else ''} checked: no problem")
+
+
+@app.command()
+def profile(spec: Annotated[Path, typer.Argument(help="a spec file or dataset name")],
+            reference: Annotated[Path, typer.Option(
+                "--reference", help="CSV, TSV, JSONL or Parquet file to learn rules from")],
+            accept: Annotated[bool, typer.Option(
+                "--accept", help="merge the proposed rules into the spec file (comments "
+                "kept)")] = False) -> None:
+    """Propose quality rules (types, ranges, value sets, regex shapes, lengths, functional
+    dependencies) learned from a reference table; print them as YAML to paste into the
+    spec, or with --accept write them into it."""
+    from lifecycle import profiling
+    from lifecycle.errors import PermanentError
+    from lifecycle.spec import SpecError, load_spec
+
+    path = _spec_path(_settings(), spec)
+    if not path.is_file():
+        _fail(f"no spec file {path}: name a spec file or a dataset of the datasets folder")
+    try:
+        loaded = load_spec(path).spec
+        ref = profiling.typed(loaded, profiling.read_reference(reference))
+    except (PermanentError, SpecError) as e:
+        _fail(str(e))
+    proposal = profiling.propose(loaded, ref, str(reference))
+    if proposal.empty():
+        console.print(f"{reference} ({proposal.rows:,} records): nothing to propose that the "
+                      "spec does not already say")
+        return
+    if not accept:
+        console.print(f"# rules proposed from {reference} ({proposal.rows:,} records); "
+                      "add --accept to write them into the spec", highlight=False)
+        print(proposal.yaml(), end="")
+        return
+    try:
+        changed = profiling.accept(path, proposal)  # checked before the file is written
+    except SpecError as e:
+        _fail(f"the proposed rules were not written: {e}")
+    console.print(f"{path}: {len(changed)} rules accepted", highlight=False)
+    for line in changed:
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 def _spec_path(s: Settings, given: Path) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import labelcheck, qreport, refresh, shards, splits
+from lifecycle import cells, labelcheck, qreport, refresh, shards, splits
 from lifecycle import quality as quality_dims
 from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
@@ -62,6 +62,12 @@ ROW_LOCAL = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_
              "expect_column_values_to_match_strftime_format",
              "expect_column_values_to_be_json_parseable",
              "expect_column_values_to_be_dateutil_parseable"}
+
+
+# every unexpected row of every column-map expectation: the failed cells (lifecycle/cells.py);
+# not GX's pandas query listing them again (about 6.5 bytes per failing row per check)
+RESULT_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
+FULL_LISTS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")
 
 
 def expectation_class(name: str) -> Any:
@@ -134,7 +140,7 @@ def build_expectations(spec: DatasetSpec, whole: bool = True) -> list[Any]:
 def _frame(spec: DatasetSpec, df: pd.DataFrame, exps: list[Any]) -> pd.DataFrame:
     """The columns ``exps`` look at (the id, the schema's fields, any column an expectation
     names; every column for one about the table's columns or with a row condition), strings
-    as objects. Only those:
+    as objects, null markers as None. Only those:
     GX fingerprints each batch, and the provenance columns (lists of operations) cannot be
     hashed, so it pickled the whole table instead, 1.3 s of a refresh's 2 s validation at
     65,000 records."""
@@ -146,7 +152,9 @@ def _frame(spec: DatasetSpec, df: pd.DataFrame, exps: list[Any]) -> pd.DataFrame
             named.update(df.columns)
         named.update(str(kwargs[k]) for k in ("column", "column_A", "column_B") if k in kwargs)
         named.update(str(c) for c in kwargs.get("column_list") or [])
-    frame = df[[c for c in df.columns if c in named]].copy()
+    # evaluation's view: null markers ("" and the spec's) are missing, rows numbered 0..n-1
+    # (GX's unexpected index lists are then positions: lifecycle/cells.py)
+    frame = cells.view(spec, df, [c for c in df.columns if c in named])
     for f in spec.schema_.fields:
         if f.type == "string" and f.name in frame:
             frame[f.name] = frame[f.name].astype(object)
@@ -194,16 +202,57 @@ def validate_parts(spec: DatasetSpec, parts: list[tuple[str, pd.DataFrame, list[
             name=f"{spec.name}.quality" + ("" if whole else f".{name}"), expectations=exps))
         params = {"dataframe": _frame(spec, df, exps)}
         if docs is None:
-            out.append(definition.get_batch(batch_parameters=params).validate(suite)
-                       .to_json_dict())
+            out.append(_coerced_ranges(spec, params["dataframe"], definition.get_batch(
+                batch_parameters=params).validate(suite, result_format=RESULT_FORMAT)
+                .to_json_dict()))
             continue
         # a validation definition keeps its result in the context's store, for Data Docs
         vd = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=definition, suite=suite))
-        out.append(vd.run(batch_parameters=params).to_json_dict())
+        out.append(_coerced_ranges(spec, params["dataframe"], vd.run(
+            batch_parameters=params, result_format=RESULT_FORMAT).to_json_dict()))
     if docs is not None:
         context.build_data_docs(site_names=["granary"])
     return out
+
+
+def _coerced_ranges(spec: DatasetSpec, frame: pd.DataFrame,
+                    result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the range check of each numeric field on which GX raised (a string
+    among the numbers: ``"abc" < 0`` is a TypeError inside GX, which then reports no rows and
+    hid every out-of-range cell of the column) made on the column's numeric values instead:
+    non-numbers are left to the type check, the others compared with the bounds, with GX's
+    COMPLETE result keys. GX's exception stays in ``exception_info``."""
+    numeric = {f.name for f in spec.schema_.fields if f.type in ("integer", "float")}
+    for r in result["results"]:
+        cfg = r["expectation_config"]
+        column = cfg["kwargs"].get("column")
+        if (cfg["type"] != "expect_column_values_to_be_between" or column not in numeric
+                or column not in frame or r.get("result")
+                or cfg["kwargs"].get("row_condition")):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        low, high = cfg["kwargs"].get("min_value"), cfg["kwargs"].get("max_value")
+        out = pd.Series(False, index=frame.index)
+        if low is not None:
+            out |= values < low
+        if high is not None:
+            out |= values > high
+        rows = np.flatnonzero(out.to_numpy()).tolist()
+        counted = int(values.notna().sum())
+        wrong = frame[column].iloc[rows].tolist()
+        r["success"] = not rows
+        r["result"] = {"element_count": len(frame),
+                       "missing_count": int(frame[column].isna().sum()),
+                       "unexpected_count": len(rows),
+                       "unexpected_percent": 100 * len(rows) / counted if counted else 0.0,
+                       "partial_unexpected_list": wrong[:20], "unexpected_list": wrong,
+                       "partial_unexpected_index_list": rows[:20],
+                       "unexpected_index_list": rows}
+        r["meta"] = {**(r.get("meta") or {}), "granary": "GX raised on a value that is not "
+                     "a number; checked by Granary on the numeric values (the type check "
+                     "counts the others)"}
+    return result
 
 
 def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
@@ -265,6 +314,9 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "element_count": res.get("element_count"),
                     "missing_count": res.get("missing_count"),
                     "observed_value": res.get("observed_value"),
+                    # a column-map check: its unexpected rows are failed cells
+                    "per_row": "unexpected_index_list" in res
+                    or "partial_unexpected_index_list" in res,
                     "examples": [str(v)[:80] for v in (res.get("partial_unexpected_list")
                                                        or [])[:5]]})
     return out
@@ -312,12 +364,50 @@ def _carried_checks(base: dict[str, Any] | None,
     """The base version's row-local checks (by check_key) a refresh adds its new records'
     counts to, when the base was graded under the same rules and recorded the counts; None:
     validate the whole candidate."""
-    if base is None or base.get("rules") != rules:
-        return None
+    if base is None or base.get("rules") != rules or base.get("failed_cells") is None:
+        return None  # (without its failed cells by id, the cell counts could not add up)
     carry = {check_key(c["expectation"], c["kwargs"]): c for c in base.get("checks") or []
              if c["expectation"] in ROW_LOCAL and c["kwargs"].get("mostly") is None
              and c.get("unexpected_count") is not None and c.get("element_count") is not None}
     return carry or None
+
+
+def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[str, Any]],
+                   checks: list[dict[str, Any]], fresh: np.ndarray | None,
+                   base: dict[str, Any] | None) -> cells.CellFailures:
+    """The failed cells of the candidate (lifecycle/cells.py): every column-map
+    expectation's unexpected rows, residual duplicate texts, dependency violations. In a
+    refresh whose row-local checks were carried, those checks' cells are the base version's
+    (kept by id with it) plus the new records' (GX's result for them); everything else is
+    the whole candidate's."""
+    found = cells.CellFailures(ids=df["id"].astype(str).to_numpy())
+    carried = {check_key(c["expectation"], c["kwargs"]) for c in checks
+               if c.get("carried_from") is not None}
+    new = results.get("new")
+    # evaluation's view of the columns the cells are about (not the provenance columns)
+    text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
+    named = {"id", text, *(f.name for f in spec.schema_.fields),
+             *(c for d in spec.quality.dependencies for c in (*d.determinant, d.dependent))}
+    for part in results.values():
+        for r in part["results"]:
+            named.update(cells.columns_of(r["expectation_config"]["kwargs"]))
+    whole_frame = cells.view(spec, df, [c for c in df.columns if c in named])
+    if new is not None and carried and base is not None:
+        cells.from_results(found, results["whole"], whole_frame,
+                           only=None, row_local_types=ROW_LOCAL)
+        rows = np.flatnonzero(fresh) if fresh is not None else None
+        cells.from_results(found, new, whole_frame.iloc[rows].reset_index(drop=True)
+                           if rows is not None else whole_frame, rows=rows, only=carried,
+                           row_local_types=ROW_LOCAL)
+        found.carry(base.get("failed_cells") or {})
+    else:
+        cells.from_results(found, results["whole"], whole_frame, row_local_types=ROW_LOCAL)
+    if text and text in df:
+        repeated = np.flatnonzero(df[text].duplicated().to_numpy())
+        found.add("accuracy", text, "residual_duplicate", repeated)
+    cells.count_missing(spec, whole_frame, found)
+    cells.check_dependencies(found, whole_frame, spec.quality.dependencies)
+    return found
 
 
 def _residual_pii(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray | None,
@@ -372,6 +462,49 @@ def _validate_refresh(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray,
     order = {k: i for i, (k, _) in enumerate(keyed)}
     checks.sort(key=lambda c: order.get(check_key(c["expectation"], c["kwargs"]), len(order)))
     return {"whole": results[0], "new": results[1]}, checks
+
+
+def _proposals(ctx: StageContext,
+               known: tuple[int, pd.DataFrame | None] | None) -> dict[str, Any] | None:
+    """Rules profiled from the spec's reference file (quality.profile.reference, under the
+    inbox) or else the newest published version's records, for a table; shown in the report
+    for the user to accept (lifecycle/profiling.py). None: not a table, profiling off, or
+    nothing to profile."""
+    from lifecycle import profiling
+
+    spec = ctx.spec
+    cfg = spec.quality.profile
+    if spec.modality != "table" or not cfg.enabled:
+        return None
+    if cfg.reference:
+        # an advisory feature: a reference that is missing, outside the inbox or unreadable
+        # is a warning in the report and the log, never a failed evaluation
+        name = f"file {cfg.reference}"
+        root = ctx.inbox.resolve()
+        path = (root / cfg.reference).resolve()
+        try:
+            if not path.is_relative_to(root):
+                raise PermanentError(f"profile reference {cfg.reference}: resolves outside "
+                                     f"the inbox {root}; put the file under the inbox")
+            ref = profiling.typed(spec, profiling.read_reference(path))
+        except (PermanentError, OSError) as e:
+            log.warning("evaluate %s: no rules proposed: %s", ctx.dataset, e)
+            return {"reference": name, "rows": 0, "fields": {}, "dependencies": [],
+                    "yaml": "", "warning": f"no rules proposed: {e}"}
+    elif known is not None and known[1] is not None:
+        ref, name = known[1], f"v{known[0]}"
+    else:
+        return None
+    return profiling.propose(spec, ref, name).to_json()
+
+
+def _without_full_lists(result: dict[str, Any]) -> dict[str, Any]:
+    """GX's result as stored: without the full lists of unexpected values and rows (the
+    failed cells are counted in the report; the partial lists stay)."""
+    out = dict(result)
+    out["results"] = [{**r, "result": {k: v for k, v in (r.get("result") or {}).items()
+                                       if k not in FULL_LISTS}} for r in result["results"]]
+    return out
 
 
 def _preprocess_report(ctx: StageContext, manifest: dict[str, Any],
@@ -789,12 +922,15 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     lap("great_expectations")
     failed = [c for c in checks if not c["success"]]
     blocking = _must_pass(spec, checks)
+    failures = _measure_cells(spec, df, results, checks, fresh, base)
+    lap("cells")
     gx_links = {}
     for part, result in results.items():  # "new": a refresh's new records (row-local checks)
         name = "gx-validation.json" if part == "whole" else f"gx-validation-{part}.json"
         gx_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, name)
         ctx.store.write_atomic(ctx.work_bucket, gx_key,
-                               json.dumps(result, ensure_ascii=False, default=str).encode(),
+                               json.dumps(_without_full_lists(result), ensure_ascii=False,
+                                          default=str).encode(),
                                "application/json")
         gx_links["gx_validation" + ("" if part == "whole" else f"_{part}")] = \
             f"s3://{ctx.work_bucket}/{gx_key}"
@@ -807,6 +943,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     drifted = _drift(ctx, df, known, fresh if base is not None else None)
     lap("drift")
     drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
+    proposals = _proposals(ctx, known)
+    lap("profile")
     # while the label check finishes, what does not wait for the grade: the candidate's
     # records and, unless the gate has failed already, the release's data files (images:
     # publishing packs the images), dropped again if the grade then fails the gate
@@ -837,7 +975,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         redundant_share=float(diversity.get("share", 0.0)),
         undecodable_share=seen.get("undecodable_share", 0.0),
         with_metadata_share=seen.get("with_metadata_share", 0.0),
-        residual_pii=(pii_left["records"], pii_left["per_type"]))
+        residual_pii=(pii_left["records"], pii_left["per_type"]), cells=failures)
     dims, not_measured = quality_dims.assess(spec, df, evidence, ctx.now)
     lap("dimensions")
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
@@ -853,7 +991,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         spec, df, run_id=ctx.run_id, now=ctx.now, dims=dims, score=score, grade=grade,
         passed=passed, weak=weak, checks=checks, blocking=blocking, per_shard=per_shard,
         evidence=evidence, issues=issues, splits=split_info,
-        preprocess=cleaning, not_measured=not_measured, gating=gating,
+        preprocess=cleaning, not_measured=not_measured, gating=gating, proposals=proposals,
         links={**gx_links, "data_docs": docs_uri,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})
@@ -880,7 +1018,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                "data_docs_uri": docs_uri, "splits": split_info.get("counts", {}),
                # the rules the checks were made under and the personal data left: a refresh
                # adds its new records' counts to both (_carried_checks, _residual_pii)
-               "rules": rules, "residual_pii": pii_left}
+               "rules": rules, "residual_pii": pii_left,
+               # the row-local failed cells by id, which a refresh adds to (_measure_cells)
+               "failed_cells": failures.stored()}
     if split_info.get("ratios") and splits.GROUP_COLUMN in df:  # what a refresh adds to
         quality["split_groups"] = {"threshold": split_info["threshold"],
                                    "seed": split_info["seed"]}

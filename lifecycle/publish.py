@@ -355,6 +355,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         # the rules the checks were made under and the personal data left: a refresh adds
         # its new records' counts to them (lifecycle/evaluate.py)
         **{k: quality[k] for k in ("rules", "residual_pii", "split_groups") if quality.get(k)},
+        # the row-local failed cells by id, which a refresh adds to ({} is some)
+        **({"failed_cells": quality["failed_cells"]}
+           if quality.get("failed_cells") is not None else {}),
         # what a refresh's label check carries forward (lifecycle/evaluate.py)
         **({"label_check": quality["label_check"]} if quality.get("label_check") else {})})
     version = ctx.catalog.add_version(candidate)

@@ -55,7 +55,8 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           issues: labelcheck.LabelIssues | None, splits: dict[str, Any],
           preprocess: dict[str, Any], links: dict[str, str],
           not_measured: dict[str, str] | None = None,
-          gating: list[str] | None = None) -> dict[str, Any]:
+          gating: list[str] | None = None,
+          proposals: dict[str, Any] | None = None) -> dict[str, Any]:
     text, label = spec.schema_.text_field, spec.schema_.label_field
     residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
                                   else q.residual_pii(spec, df))
@@ -94,6 +95,11 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
                 "residual_records": residual_records, "residual": residual},
         "splits": splits,
         "links": links,
+        # failed cells per column, rule and dimension (lifecycle/cells.py)
+        "cells": (evidence.cells.counts(["id", *(f.name for f in spec.schema_.fields)])
+                  if evidence.cells is not None else {}),
+        # rules profiled from a reference, for the user to accept (lifecycle/profiling.py)
+        "proposals": proposals or {},
     }
 
 
@@ -249,6 +255,47 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
             + "</table>")
 
 
+def _cells_section(cells: dict[str, Any], proposals: dict[str, Any]) -> str:
+    """Failed cells per column (with the rules that failed them and examples), per
+    dimension, the dependencies checked, and the rules proposed from a reference."""
+    if not cells and not proposals:
+        return ""
+    parts = ["<section id='cells'><h3>Failed cells</h3>"]
+    if cells:
+        parts.append(f"<p>{cells['failed_cells']:,} of {cells['checked_cells']:,} cells "
+                     f"failed a rule, in {cells['failed_records']:,} of "
+                     f"{cells['records']:,} records.</p>")
+        rows = [[col, c["cells"], c["missing"], c["failed"],
+                 ", ".join(f"{k} {v}" for k, v in c["rules"].items()),
+                 "; ".join(c.get("examples") or [])]
+                for col, c in cells["columns"].items()]
+        parts.append("<div id='cells-per-column'>" + _table(
+            ["column", "cells", "missing", "failed", "rules (dimension:rule failed)",
+             "examples"], rows) + "</div>")
+        parts.append(_table(["dimension", "failed cells", "records with one"],
+                            [[k, v["cells"], v["records"]]
+                             for k, v in cells["dimensions"].items()]))
+        if cells.get("dependencies"):
+            parts.append("<h4>Dependencies</h4>" + _table(
+                ["determinant", "dependent", "groups", "checked", "failed", "ambiguous",
+                 "examples"],
+                [[" + ".join(d["determinant"]), d["dependent"], d["groups"], d["checked"],
+                  d["failed"], d["ambiguous"],
+                  f"not checked: {d['skipped']}" if d.get("skipped")
+                  else "; ".join(d["examples"])]
+                 for d in cells["dependencies"]]))
+    if proposals.get("warning"):
+        parts.append(f"<p class='warning' id='proposals-warning'>{_e(proposals['warning'])}"
+                     "</p>")
+    if proposals.get("yaml"):
+        parts.append(f"<h4>Rules proposed from {_e(proposals['reference'])} "
+                     f"({proposals['rows']:,} records)</h4><p>Not applied: paste into the spec, "
+                     "or run <code>granary profile &lt;spec&gt; --reference FILE --accept"
+                     "</code>.</p><pre id='proposals'>" + _e(proposals["yaml"]) + "</pre>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render(report: dict[str, Any], nav: str = "") -> str:
     """The report page; ``nav`` is HTML placed above it (links back into the catalog)."""
     grade, dims = report["grade"], report["dimensions"]
@@ -314,6 +361,7 @@ def render(report: dict[str, Any], nav: str = "") -> str:
         + f"<p>Personal data left after masking: {pii['residual_records']:,} records"
         + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p></section>",
     ]
+    sections.append(_cells_section(report.get("cells") or {}, report.get("proposals") or {}))
     dr = report.get("drift")
     if dr:
         sections.append(

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from lifecycle import pii
+from lifecycle.cells import CellFailures, missing_cells
 from lifecycle.spec import DatasetSpec
 
 GRADES = (("A", 0.95), ("B", 0.90), ("C", 0.80), ("D", 0.0))
@@ -36,42 +37,59 @@ class Evidence:
     # records still holding personal data and the count per type (residual_pii), when the
     # evaluation already counted them: the report and the safety dimension share one pass
     residual_pii: tuple[int, dict[str, int]] | None = None
+    # the failed cells (lifecycle/cells.py), when evaluation measured them: conformity,
+    # accuracy and consistency then count records with a failed cell of their kind
+    cells: CellFailures | None = None
 
 
-def _missing(series: pd.Series) -> pd.Series:
-    return series.isna() | (series.astype("string").str.len() == 0)
-
-
-def conformity(checks: list[dict[str, Any]]) -> float:
-    """Share of the Great Expectations suite's expectations that succeeded."""
-    return sum(c["success"] for c in checks) / len(checks) if checks else 1.0
+def conformity(checks: list[dict[str, Any]], cells: CellFailures | None = None) -> float:
+    """With the failed cells: (1 - records with a failed conformity cell / n) x (the share
+    of the table-level expectations that succeeded: row count, columns, aggregates, any
+    whose rows GX does not list). Without: the share of the suite's expectations that
+    succeeded."""
+    if cells is None:
+        return sum(c["success"] for c in checks) / len(checks) if checks else 1.0
+    table = [c for c in checks if not c.get("per_row")]
+    share = sum(c["success"] for c in table) / len(table) if table else 1.0
+    rows = float(cells.records("conformity").mean()) if cells.n else 0.0
+    return (1 - rows) * share
 
 
 def completeness(spec: DatasetSpec, df: pd.DataFrame) -> float:
-    """Share of records whose required fields are all filled (null or empty is missing)."""
+    """Share of records whose required fields are all filled (null, an empty string and the
+    spec's null markers are missing)."""
     required = [f.name for f in spec.schema_.fields if f.required and f.name in df]
     if df.empty or not required:
         return 1.0
-    missing = pd.concat([_missing(df[f]) for f in required], axis=1).any(axis=1)
+    missing = missing_cells(spec, df, required).any(axis=1)
     return float(1 - missing.mean())
 
 
-def accuracy(spec: DatasetSpec, df: pd.DataFrame, label_error_rate: float = 0.0) -> float:
-    """1 - (the share of records whose text repeats an earlier record's, i.e. residual
-    duplicates) - (the estimated share of wrong labels), floored at 0."""
+def accuracy(spec: DatasetSpec, df: pd.DataFrame, label_error_rate: float = 0.0,
+             cells: CellFailures | None = None) -> float:
+    """1 - (the share of records with a failed accuracy cell: out of range, not unique, or
+    a text repeating an earlier record's, i.e. a residual duplicate) - (the estimated share
+    of wrong labels), floored at 0. Without the failed cells, residual duplicates only."""
+    if cells is not None and cells.n:
+        return max(0.0, float(1 - cells.records("accuracy").mean() - label_error_rate))
     text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
     if df.empty or text not in df:
         return max(0.0, 1 - label_error_rate)
     return max(0.0, float(1 - df[text].duplicated().mean() - label_error_rate))
 
 
-def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int) -> float:
-    """1 - (duplicate groups whose labels disagreed + values outside their allowed set)
-    per record."""
+def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int,
+                cells: CellFailures | None = None) -> float:
+    """1 - (duplicate groups whose labels disagreed + records with a failed consistency
+    cell: a value outside its set, a violated dependency) per record. Without the failed
+    cells, the values outside their set counted by the in-set checks."""
     if df.empty:
         return 1.0
-    outside = sum(int(c.get("unexpected_count") or 0) for c in checks
-                  if c["expectation"] == "expect_column_values_to_be_in_set")
+    if cells is not None and cells.n:
+        outside = int(cells.records("consistency").sum())
+    else:
+        outside = sum(int(c.get("unexpected_count") or 0) for c in checks
+                      if c["expectation"] == "expect_column_values_to_be_in_set")
     return max(0.0, 1 - (conflicts + outside) / len(df))
 
 
@@ -219,10 +237,11 @@ def assess(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
     not measured is left out of the score and the grade (and of the dimensions dict every
     consumer iterates). Accessibility is measured on the release, by publishing."""
     checks = evidence.checks
+    cells = evidence.cells
     values: dict[str, float | str] = {
-        "conformity": conformity(checks), "completeness": completeness(spec, df),
-        "accuracy": accuracy(spec, df, evidence.label_error_rate),
-        "consistency": consistency(df, checks, evidence.conflicts),
+        "conformity": conformity(checks, cells), "completeness": completeness(spec, df),
+        "accuracy": accuracy(spec, df, evidence.label_error_rate, cells),
+        "consistency": consistency(df, checks, evidence.conflicts, cells),
         "timeliness": timeliness(spec, now=now, df=df),
         "accessibility": ACCESSIBILITY_AT_RELEASE, "balance": balance(spec, df),
         "safety": safety(spec, df, evidence.residual_pii),
@@ -287,11 +306,16 @@ def score_and_grade(dims: dict[str, float], weights: dict[str, float],
 
 def rules_hash(spec: Any) -> str:
     """A fingerprint of what a grade depends on besides the records: the quality section
-    and the schema. A published version evaluated under another fingerprint is re-evaluated
-    by the maintenance run."""
+    (but ``profile``: proposed rules are advice, not applied), the schema, and the null
+    markers evaluation reads as missing (``quality.null_values`` and the sources'). A
+    published version evaluated under another fingerprint is re-evaluated by the
+    maintenance run, and a refresh carries its base's checks only under the same one."""
     import hashlib
     import json
 
-    rules = {"quality": spec.quality.model_dump(mode="json"),
-             "schema": spec.schema_.model_dump(mode="json")}
+    from lifecycle.cells import null_markers
+
+    rules = {"quality": spec.quality.model_dump(mode="json", exclude={"profile"}),
+             "schema": spec.schema_.model_dump(mode="json"),
+             "null_markers": sorted(null_markers(spec))}
     return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()

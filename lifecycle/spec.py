@@ -898,6 +898,38 @@ class Timeliness(_Model):
         return None if v is None else parse_duration(v)
 
 
+class Dependency(_Model):
+    """A functional dependency: records that agree on ``determinant`` agree on ``dependent``
+    (zip -> city). Within each determinant group the majority dependent value is taken as
+    right and the other records' dependent cells fail (lifecycle/cells.py)."""
+
+    determinant: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    dependent: str
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Dependency:
+        if self.dependent in self.determinant:
+            raise ValueError(f"dependency {self.determinant} -> {self.dependent}: the "
+                             "dependent must not be one of the determinant's fields")
+        return self
+
+
+class Profile(_Model):
+    """Rules proposed from a reference (lifecycle/profiling.py): shown in the quality report
+    and by `granary profile`, never applied until accepted into the spec."""
+
+    enabled: bool = Field(default=True, description="propose rules in the quality report")
+    reference: str | None = Field(
+        default=None, description="a CSV, TSV, JSONL or Parquet file under the inbox to "
+        "profile; unset: the newest published version")
+    max_rows: int = Field(default=20_000, ge=100, description="regex shapes and dependencies "
+                          "from a seeded sample of this many records (value sets, ranges and "
+                          "lengths from all)")
+
+    _check_reference = field_validator("reference")(
+        lambda v: None if v is None else _relative(v))
+
+
 class Quality(_Model):
     gate: Gate = Gate()
     drift: Drift = Drift()
@@ -927,6 +959,14 @@ class Quality(_Model):
                                  "{min_share: x}")
             return {}
         return v
+    null_values: list[str] = Field(
+        default_factory=lambda: [""], description="cell strings evaluation counts as missing "
+        "(compared stripped), besides the sources' null_values; the records keep them")
+    dependencies: list[Dependency] = Field(
+        default_factory=list, description="functional dependencies between fields, e.g. "
+        "{determinant: [zip], dependent: city}; violations are counted per cell")
+    profile: Profile = Field(default_factory=lambda: Profile(),
+                             description="rules evaluation proposes from a reference")
 
 
 Format = Literal["parquet", "jsonl", "csv"]
@@ -1055,7 +1095,8 @@ class DatasetSpec(_Model):
         _refuse(self, [*self._image_problems(), *self._annotation_problems(),
                        *self._text_problems(), *self._near_dedup_key_problems(),
                        *self._refresh_problems(), *self._reserved_problems(),
-                       *self._source_column_problems(), *self._quality_problems()])
+                       *self._source_column_problems(), *self._quality_problems(),
+                       *self._dependency_problems()])
         return self
 
     def _defaults(self) -> None:
@@ -1120,6 +1161,31 @@ class DatasetSpec(_Model):
             found.append((("synthesize", "enabled"), "synthesize with annotate.task boxes: "
                           "augmented images would not carry their boxes (flips, crops and "
                           "rotations move them); turn synthesize off", True))
+        return found
+
+    def _dependency_problems(self) -> list[Problem]:
+        """quality.dependencies name schema fields and form no cycle (no order to check
+        them in: lifecycle/cells.py)."""
+        import graphlib
+
+        names = [f.name for f in self.schema_.fields]
+        found: list[Problem] = []
+        graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+        for dep in self.quality.dependencies:
+            graph.add(dep.dependent, *dep.determinant)
+        try:
+            graph.prepare()
+        except graphlib.CycleError as e:
+            found.append((("quality", "dependencies"),
+                          f"form a cycle ({' -> '.join(reversed(e.args[1]))}): drop one "
+                          "dependency of it", [d.model_dump() for d in self.quality.dependencies]))
+        for i, dep in enumerate(self.quality.dependencies):
+            missing = [c for c in [*dep.determinant, dep.dependent] if c not in names]
+            if missing:
+                found.append((("quality", "dependencies", i),
+                              f"names {', '.join(repr(m) for m in missing)}, not schema "
+                              f"fields: list fields of schema.fields ({', '.join(names)})",
+                              dep.model_dump()))
         return found
 
     def _near_dedup_key_problems(self) -> list[Problem]:

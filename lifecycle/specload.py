@@ -349,14 +349,36 @@ def _line(found: _Found, marks: dict[tuple[Any, ...], int]) -> int | None:
     return line
 
 
-def check_spec(path: Path | str) -> list[SpecProblem]:
+def check_spec(path: Path | str, inbox: Path | None = None) -> list[SpecProblem]:
     """Every problem of the spec file at ``path`` ([] when it loads): what ``granary check``
-    reports."""
+    reports. With ``inbox``, also the files the spec names there that are not there and
+    that only an evaluation would miss (``quality.profile.reference``: the evaluation warns
+    and goes on without it)."""
     try:
-        load_spec(path)
+        loaded = load_spec(path)
     except SpecError as e:
         return e.problems
-    return []
+    return _inbox_problems(loaded, inbox) if inbox is not None else []
+
+
+def _inbox_problems(loaded: LoadedSpec, inbox: Path) -> list[SpecProblem]:
+    """The spec's profile reference, when it is not a file under ``inbox``."""
+    reference = loaded.spec.quality.profile.reference
+    if reference is None:
+        return []
+    root = inbox.resolve()
+    where = (root / reference).resolve()
+    if where.is_relative_to(root) and where.is_file():
+        return []
+    text = Path(loaded.path).read_text(encoding="utf-8")
+    line = next((i + 1 for i, ln in enumerate(text.splitlines())
+                 if re.search(r"\breference\s*:", ln)), None)
+    why = ("resolves outside the inbox" if not where.is_relative_to(root)
+           else "is not a file")
+    return [SpecProblem(loaded.path, f"{reference!r} {why} {root}: put the reference file "
+                        "(CSV, TSV, JSONL or Parquet) there, or remove the key to profile the "
+                        "newest published version", field="quality.profile.reference",
+                        line=line)]
 
 
 def load_spec(path: Path | str) -> LoadedSpec:

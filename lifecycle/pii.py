@@ -1,13 +1,20 @@
 """Personal-data detection for Chinese and international text (个人信息).
 
 Each detector is a regular expression for the candidates plus, where the format has one, a
-validator: a resident ID needs its GB 11643-1999 check digit, a real province code and a
-birth date that exists; a bank card needs its Luhn digit; IP addresses must parse. A
-candidate that fails validation is never reported. Where two detections overlap, the one
-found first in ``ENTITIES`` order wins (an ID card number is not also reported as a card).
+validator from a well-kept library: a resident ID needs its GB 11643-1999 check digit, a
+birth place and a birth date that exist (python-stdnum ``cn.ric``); a bank card its Luhn digit
+(``luhn``) and a card network's prefix and length; a US social security number an area, group
+and serial that are issued (``us.ssn``); an IBAN its ISO 13616 check digits and its country's
+length and shape (``iban``); IP addresses must parse. Phone numbers of every region are found
+and validated by ``phonenumbers`` (Google's libphonenumber metadata), for the regions a caller
+names (see ``regions_for``); numbers written in international format (+44 ..., 0044 ...) are
+found whatever the regions. A candidate that fails validation is never reported. Where two
+detections overlap, the one found first in ``ENTITIES`` order wins (an ID card number is not
+also reported as a card).
 
-No widely used curation library covers the Chinese formats, so these are our own; the
-formats are public standards (GB 11643-1999, ISO/IEC 7812 Luhn, MIIT number ranges).
+Chinese plates, passports and names (in context) are our own patterns: no widely used library
+covers them. English person names are found in context only (a title such as Mr or Dr, or
+"my name is"); street addresses are not detected (docs/spec.md says why).
 """
 
 from __future__ import annotations
@@ -16,46 +23,109 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 
-ENTITIES = ("id_card", "bank_card", "mobile", "landline", "intl_phone", "email", "ipv4",
-            "ipv6", "url", "passport", "plate", "person_name")
+import phonenumbers
+from phonenumbers import Leniency, PhoneNumberMatcher, PhoneNumberType
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.cn import ric as _ric
+from stdnum.exceptions import ValidationError
+from stdnum.us import ssn as _ssn
+
+ENTITIES = ("id_card", "iban", "ssn", "bank_card", "ipv4", "ipv6", "mobile", "landline",
+            "intl_phone", "email", "url", "passport", "plate", "person_name")
+PHONES = ("mobile", "landline", "intl_phone")  # Chinese mobile and fixed-line, any other region
 
 _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45,
               46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
+# ---- phone regions ----------------------------------------------------------------------------
+# the regions whose national formats are searched for a language of the spec (ISO 639-1, the
+# part before a "-" or "_"); the first region under which a number is valid decides its type
+LANGUAGE_REGIONS: dict[str, tuple[str, ...]] = {
+    "zh": ("CN", "HK", "MO", "TW", "SG"),
+    "en": ("US", "GB", "CA", "AU", "NZ", "IE", "IN", "ZA"),
+    "ja": ("JP",), "ko": ("KR",), "de": ("DE", "AT", "CH"), "fr": ("FR", "BE", "CH", "CA"),
+    "es": ("ES", "MX", "AR", "CO"), "pt": ("PT", "BR"), "it": ("IT",), "nl": ("NL", "BE"),
+    "ru": ("RU",), "vi": ("VN",), "th": ("TH",), "id": ("ID",), "ms": ("MY",),
+    "ar": ("SA", "AE", "EG"), "hi": ("IN",), "tr": ("TR",), "pl": ("PL",),
+}
+# a spec without a language: the regions of the project's two main languages
+DEFAULT_REGIONS = LANGUAGE_REGIONS["zh"] + LANGUAGE_REGIONS["en"]
+# businesses' numbers (toll-free, premium, shared-cost, universal access, voicemail) are not
+# personal data: a valid number of one of these types is not reported
+_PERSONAL_TYPES = {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE,
+                   PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.PERSONAL_NUMBER,
+                   PhoneNumberType.VOIP, PhoneNumberType.PAGER, PhoneNumberType.UNKNOWN}
 
+
+def language_code(language: str) -> str:
+    """``zh-Hans`` -> ``zh``: the ISO 639-1 part of a language tag, lower-case."""
+    return re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+
+
+def regions_for(languages: Iterable[str], listed: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The phone regions to search: ``listed`` (preprocess.pii.regions) when given, else the
+    regions of the languages (``LANGUAGE_REGIONS``), else ``DEFAULT_REGIONS``; in order,
+    without repeats."""
+    if listed is not None:
+        return tuple(dict.fromkeys(r.upper() for r in listed))
+    found = [r for lang in languages for r in LANGUAGE_REGIONS.get(language_code(lang), ())]
+    return tuple(dict.fromkeys(found)) if list(languages) else DEFAULT_REGIONS
+
+
+def known_region(region: str) -> bool:
+    """A region phonenumbers has numbering metadata for (ISO 3166-1 alpha-2)."""
+    return region.upper() in phonenumbers.SUPPORTED_REGIONS
+
+
+# ---- validators ------------------------------------------------------------------------------
 def id_check_digit(first17: str) -> str:
-    """The GB 11643-1999 check character of the first 17 digits."""
-    total = sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11]
+    """The GB 11643-1999 check character of the first 17 digits (python-stdnum)."""
+    return str(_ric.calc_check_digit(first17 + "0"))
+
+
+def _birth_year(v: str) -> int | None:
+    """The birth year of an ID number whose birth date exists (stdnum), else None."""
+    try:
+        return int(_ric.get_birth_date(v).year)
+    except ValidationError:
+        return None
 
 
 def valid_id_card(value: str) -> bool:
+    """An 18-character resident ID with a real province code, a birth date that exists (from
+    1900 to today) and its check digit. stdnum's own ``is_valid`` also requires the county to
+    have existed in the birth year, which rejects real numbers: a county code is assigned at
+    registration, and people born before their county was created (440305 Nanshan, 1983)
+    hold it; so the province is checked here and the rest through stdnum."""
     v = value.upper()
     if len(v) != 18 or not v[:17].isdigit() or int(v[:2]) not in _PROVINCES:
         return False
-    try:
-        born = date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
-    except ValueError:
-        return False
-    if not date(1900, 1, 1) <= born <= date.today():
+    year = _birth_year(v)
+    if year is None or not 1900 <= year or _ric.get_birth_date(v) > date.today():
         return False
     return id_check_digit(v[:17]) == v[17]
 
 
 def luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    return bool(_luhn.is_valid(digits))
+
+
+def valid_ssn(value: str) -> bool:
+    """A US social security number that can have been issued: area not 000, 666 or 9xx, group
+    not 00, serial not 0000, none of the numbers known to have been published (stdnum)."""
+    return bool(_ssn.is_valid(value))
+
+
+def valid_iban(value: str) -> bool:
+    """ISO 13616 check digits and the country's length and shape (stdnum)."""
+    return bool(_iban.is_valid(value))
 
 
 # card networks and the lengths they issue (ISO/IEC 7812 prefixes): a Luhn-valid number of
@@ -71,11 +141,8 @@ def _id_shaped(digits: str) -> bool:
     """18 digits with a real province code and birth date: an ID card number, valid or not."""
     if len(digits) != 18 or int(digits[:2]) not in _PROVINCES:
         return False
-    try:
-        date(int(digits[6:10]), int(digits[10:12]), int(digits[12:14]))
-    except ValueError:
-        return False
-    return 1900 <= int(digits[6:10]) <= date.today().year
+    year = _birth_year(digits)
+    return year is not None and 1900 <= year <= date.today().year
 
 
 def valid_bank_card(value: str) -> bool:
@@ -93,10 +160,6 @@ def _valid_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _digits_between(low: int, high: int) -> Callable[[str], bool]:
-    return lambda v: low <= sum(c.isdigit() for c in v) <= high
 
 
 _B = r"(?<![0-9A-Za-z])"  # no letter or digit just before
@@ -132,20 +195,30 @@ class Detector:
 
 
 _DIGITS = "0123456789"
+# English names only in context: after a title (Mr, Mrs, Ms, Miss, Dr, Prof, Sir, Madam) or
+# after "my name is", "I'm called", "name:", "contact:", "signed,": one to three capitalised
+# words; a capitalised word that is a common sentence start ends the name
+_EN_WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_EN_STOP = (r"(?!(?:The|This|That|And|But|I|It|We|You|He|She|They|Thanks|Thank|Please|Hi|"
+            r"Hello|Dear|Regards|Is|Was|Are|On|In|At|From|To|For|With|My|Our|Your)\b)")
+_EN_NAME = rf"{_EN_STOP}{_EN_WORD}(?:[ ]{_EN_STOP}(?:[A-Z]\.[ ]?)?{_EN_WORD}){{0,2}}"
 DETECTORS = {
     "id_card": Detector("id_card", re.compile(
         _B + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
         + _E), valid_id_card, _DIGITS),
+    # ISO 13616: country, two check digits, up to 30 letters and digits, in groups of four
+    "iban": Detector("iban", re.compile(
+        _B + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?" + _E),
+        valid_iban, _DIGITS),
+    # written 123-45-6789 or 123 45 6789; nine bare digits only after "SSN" or "social
+    # security (number|no)"
+    "ssn": Detector("ssn", re.compile(
+        _B + r"(?P<shaped>\d{3}([- ])\d{2}\2\d{4})" + _E
+        + r"|(?i:ssn|social[ ]security(?:[ ]number|[ ]no\.?)?)[ ]?(?:#|:)?[ ]?"
+        + r"(?P<bare>\d{9})" + _E), valid_ssn, _DIGITS, ("shaped", "bare")),
     "bank_card": Detector("bank_card", re.compile(
         _B + r"[3-68]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E), valid_bank_card,
         _DIGITS),
-    "mobile": Detector("mobile", re.compile(
-        r"(?<![0-9A-Za-z+])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}" + _E), None, _DIGITS),
-    "landline": Detector("landline", re.compile(
-        _B + r"(?:\(0\d{2,3}\)|0\d{2,3}[ -])[ ]?[2-9]\d{2,3}[ -]?\d{4}" + _E), None, _DIGITS),
-    "intl_phone": Detector("intl_phone", re.compile(
-        r"(?<![0-9A-Za-z])\+(?!86)[1-9]\d{0,2}(?:[ -]?\(?\d{1,4}\)?){2,5}" + _E),
-        _digits_between(8, 15), "+"),
     "email": Detector("email", re.compile(
         r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}"),
         None, "@"),
@@ -169,9 +242,71 @@ DETECTORS = {
         # a full name before a title, at the start of a phrase or after 和/跟/给/找/问/...
         + r"(?:(?<![\u4e00-\u9fff])|(?<=[和跟与给找问向请是叫]))"
         + _NAME.replace("name>", "titled>")
-        + r"(?=先生|女士|小姐|老师|经理|师傅|医生|律师)"), None, _SURNAMES + "欧司上诸东皇令慕",
-        ("name", "titled")),
+        + r"(?=先生|女士|小姐|老师|经理|师傅|医生|律师)"
+        # English: "Mr John Smith", "Dr. Jane Doe", "my name is Jane Doe", "Name: Jane Doe"
+        + r"|(?<![A-Za-z])(?:(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam)\.?[ ]"
+        + r"|(?i:my[ ]name[ ]is|i'?m[ ]called|i[ ]am[ ]called)[ ]"
+        + r"|(?:Name|Contact|Signed)[ ]?[:,][ ]?)"
+        + rf"(?P<english>{_EN_NAME})(?![A-Za-z])"),
+        None, _SURNAMES + "欧司上诸东皇令慕MDPSNCsn", ("name", "titled", "english")),
 }
+
+# a run of digits long enough to be a phone number, with the separators people write
+# between them: the cheap pre-check before phonenumbers (pure Python) looks at a text
+_PHONE_RUN = re.compile(r"(?:\+|00)?[ ]?\(?\d[\d \-().\/]{5,}\d")
+_MIN_PHONE_DIGITS = 7
+_DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # an IP address or a version, not a number
+_CONTEXT = 4  # characters either side of a run that phonenumbers sees: its edges, and a
+#              ":30" after "2023-01-15 12" that makes it a time stamp, not a number
+
+
+def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
+                ) -> list[tuple[str, int, int, str]]:
+    """Phone numbers valid in one of ``regions`` (or written in international format), as
+    (entity, start, end, value): Chinese mobile numbers are ``mobile``, other Chinese numbers
+    ``landline``, numbers of every other region ``intl_phone``. Only runs of at least seven
+    digits are shown to phonenumbers' matcher (leniency VALID: a possible, valid number,
+    with the national prefix where its region needs it)."""
+    if not any(c.isdigit() for c in text):
+        return []
+    out: list[tuple[str, int, int, str]] = []
+    for run in _PHONE_RUN.finditer(text):
+        if (sum(c.isdigit() for c in run.group()) < _MIN_PHONE_DIGITS
+                or _DOTTED_QUAD.fullmatch(run.group().strip())):
+            continue
+        lo, hi = max(0, run.start() - _CONTEXT), min(len(text), run.end() + _CONTEXT)
+        snippet = text[lo:hi]
+        for region in regions or ("ZZ",):  # ZZ, no region: international format only
+            for m in PhoneNumberMatcher(snippet, region, leniency=Leniency.VALID):
+                start, end, raw = lo + m.start, lo + m.end, m.raw_string
+                if raw[0] in "(（" and not any(c in raw for c in ")）"):
+                    start, raw = start + 1, raw[1:]  # an opening bracket of the sentence
+                if any(start < e and s < end for _, s, e, _ in out):
+                    continue
+                kind = phonenumbers.number_type(m.number)
+                if kind not in _PERSONAL_TYPES or _bare_without_context(text, start, raw):
+                    continue
+                if phonenumbers.region_code_for_number(m.number) == "CN":
+                    entity = "mobile" if kind == PhoneNumberType.MOBILE else "landline"
+                else:
+                    entity = "intl_phone"
+                out.append((entity, start, end, raw))
+    return out
+
+
+# a bare run of at most eight digits (no separator, no prefix) is a phone number only after
+# a word that says so: in Hong Kong, Macao and Singapore every such run of the right first
+# digit is a valid number, and most are order numbers, codes or amounts
+_BARE_MAX = 8
+_PHONE_WORDS = re.compile(r"(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp|"
+                          r"number|no\.|#)|电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|"
+                          r"号码|號碼|拨打|撥打|传真|傳真|短信|微信|call")
+
+
+def _bare_without_context(text: str, start: int, raw: str) -> bool:
+    if not raw.isdigit() or len(raw) > _BARE_MAX:
+        return False
+    return _PHONE_WORDS.search(text, max(0, start - 16), start) is None
 
 
 @dataclass(frozen=True)
@@ -182,14 +317,23 @@ class Found:
     value: str
 
 
-def detect(text: str, entities: list[str] | tuple[str, ...] = ENTITIES) -> list[Found]:
-    """Personal data in ``text``, non-overlapping, in text order."""
+def detect(text: str, entities: list[str] | tuple[str, ...] = ENTITIES,
+           regions: tuple[str, ...] = DEFAULT_REGIONS) -> list[Found]:
+    """Personal data in ``text``, non-overlapping, in text order. ``regions``: the phone
+    regions whose national formats are searched (``regions_for``)."""
     taken: list[tuple[int, int]] = []
     found: list[Found] = []
+    phones: list[tuple[str, int, int, str]] | None = None
     for entity in ENTITIES:
         if entity not in entities:
             continue
-        for start, end, value in DETECTORS[entity].find(text):
+        if entity in PHONES:
+            if phones is None:
+                phones = find_phones(text, tuple(regions))
+            hits = [(s, e, v) for kind, s, e, v in phones if kind == entity]
+        else:
+            hits = DETECTORS[entity].find(text)
+        for start, end, value in hits:
             if any(start < e and s < end for s, e in taken):
                 continue
             taken.append((start, end))

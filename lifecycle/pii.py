@@ -64,6 +64,32 @@ _PERSONAL_TYPES = {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE,
                    PhoneNumberType.VOIP, PhoneNumberType.PAGER, PhoneNumberType.UNKNOWN}
 
 
+# what is found whatever the language, and what only in text of a language: national-format
+# phone numbers come on top, for the regions searched (LANGUAGE_REGIONS or the spec's list)
+UNIVERSAL = ("iban", "bank_card", "intl_phone", "email", "ipv4", "ipv6", "url")
+LANGUAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "zh": ("id_card", "mobile", "landline", "passport", "plate", "person_name"),
+    "en": ("ssn", "person_name"),
+}
+# kinds of personal data no detector here finds in any language: said in the coverage
+NOT_DETECTED = ("address",)
+
+
+def coverage(languages: Iterable[str], regions: tuple[str, ...]) -> dict[str, dict[str, list[str]]]:
+    """Per language: the personal-data types detected in its text (``types``), the phone
+    regions whose national formats are searched for it (``phone_regions``), and what is
+    not detected (``not_covered``: names, national identifiers, addresses)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for lang in dict.fromkeys(language_code(x) for x in languages):
+        own = LANGUAGE_TYPES.get(lang, ())
+        phone_regions = [r for r in LANGUAGE_REGIONS.get(lang, ()) if r in regions]
+        missing = [*NOT_DETECTED, *(["person_name"] if "person_name" not in own else []),
+                   *(["national_id"] if not set(own) & {"id_card", "ssn"} else [])]
+        out[lang] = {"types": [e for e in ENTITIES if e in own or e in UNIVERSAL],
+                     "phone_regions": phone_regions, "not_covered": missing}
+    return out
+
+
 def language_code(language: str) -> str:
     """``zh-Hans`` -> ``zh``: the ISO 639-1 part of a language tag, lower-case."""
     return re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()

@@ -134,7 +134,7 @@ def valid_id_card(value: str) -> bool:
     if len(v) != 18 or not v[:17].isdigit() or int(v[:2]) not in _PROVINCES:
         return False
     year = _birth_year(v)
-    if year is None or not 1900 <= year or _ric.get_birth_date(v) > date.today():
+    if year is None or year < 1900 or _ric.get_birth_date(v) > date.today():
         return False
     return id_check_digit(v[:17]) == v[17]
 
@@ -146,7 +146,7 @@ def luhn_valid(digits: str) -> bool:
 def valid_ssn(value: str) -> bool:
     """A US social security number that can have been issued: area not 000, 666 or 9xx, group
     not 00, serial not 0000, none of the numbers known to have been published (stdnum)."""
-    return bool(_ssn.is_valid(value))
+    return bool(_ssn.is_valid(re.sub(r"[ -]", "", value)))  # stdnum reads 123-45-6789 or bare
 
 
 def valid_iban(value: str) -> bool:
@@ -224,7 +224,7 @@ _DIGITS = "0123456789"
 # English names only in context: after a title (Mr, Mrs, Ms, Miss, Dr, Prof, Sir, Madam) or
 # after "my name is", "I'm called", "name:", "contact:", "signed,": one to three capitalised
 # words; a capitalised word that is a common sentence start ends the name
-_EN_WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_EN_WORD = r"(?:[A-Z]'[A-Z][a-z]+|[A-Z][a-z]+(?:-[A-Z][a-z]+)?)"  # Smith, O'Neil, Lloyd-Webber
 _EN_STOP = (r"(?!(?:The|This|That|And|But|I|It|We|You|He|She|They|Thanks|Thank|Please|Hi|"
             r"Hello|Dear|Regards|Is|Was|Are|On|In|At|From|To|For|With|My|Our|Your)\b)")
 _EN_NAME = rf"{_EN_STOP}{_EN_WORD}(?:[ ]{_EN_STOP}(?:[A-Z]\.[ ]?)?{_EN_WORD}){{0,2}}"
@@ -239,11 +239,14 @@ DETECTORS = {
     # written 123-45-6789 or 123 45 6789; nine bare digits only after "SSN" or "social
     # security (number|no)"
     "ssn": Detector("ssn", re.compile(
-        _B + r"(?P<shaped>\d{3}([- ])\d{2}\2\d{4})" + _E
+        _B + r"(?<!\+\d )(?<!\+\d\d )(?<!\+\d\d\d )"  # not a phone's "+81 732-17-1863"
+        + r"(?P<shaped>\d{3}([- ])\d{2}\2\d{4})" + _E
         + r"|(?i:ssn|social[ ]security(?:[ ]number|[ ]no\.?)?)[ ]?(?:#|:)?[ ]?"
         + r"(?P<bare>\d{9})" + _E), valid_ssn, _DIGITS, ("shaped", "bare")),
     "bank_card": Detector("bank_card", re.compile(
-        _B + r"[3-68]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E), valid_bank_card,
+        # not the account digits of an IBAN-shaped string ("AT14 5548 4598 ...")
+        _B + r"(?<![A-Z]{2}\d{2} )[3-68]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E),
+        valid_bank_card,
         _DIGITS),
     "email": Detector("email", re.compile(
         r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}"),
@@ -274,13 +277,14 @@ DETECTORS = {
         + r"|(?i:my[ ]name[ ]is|i'?m[ ]called|i[ ]am[ ]called)[ ]"
         + r"|(?:Name|Contact|Signed)[ ]?[:,][ ]?)"
         + rf"(?P<english>{_EN_NAME})(?![A-Za-z])"),
-        None, _SURNAMES + "欧司上诸东皇令慕MDPSNCsn", ("name", "titled", "english")),
+        None, _SURNAMES + "欧司上诸东皇令慕MDPSNCm", ("name", "titled", "english")),
 }
 
 # a run of digits long enough to be a phone number, with the separators people write
 # between them: the cheap pre-check before phonenumbers (pure Python) looks at a text
 _PHONE_RUN = re.compile(r"(?:\+|00)?[ ]?\(?\d[\d \-().\/]{5,}\d")
 _MIN_PHONE_DIGITS = 7
+_AFTER_COUNTRY_CODE = re.compile(r"\+\d{1,3}[ -]?$")
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # an IP address or a version, not a number
 _CONTEXT = 4  # characters either side of a run that phonenumbers sees: its edges, and a
 #              ":30" after "2023-01-15 12" that makes it a time stamp, not a number
@@ -296,6 +300,7 @@ def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
     if not any(c.isdigit() for c in text):
         return []
     out: list[tuple[str, int, int, str]] = []
+    claimed: list[tuple[int, int]] = []  # the first region under which a number is valid
     for run in _PHONE_RUN.finditer(text):
         if (sum(c.isdigit() for c in run.group()) < _MIN_PHONE_DIGITS
                 or _DOTTED_QUAD.fullmatch(run.group().strip())):
@@ -307,8 +312,11 @@ def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
                 start, end, raw = lo + m.start, lo + m.end, m.raw_string
                 if raw[0] in "(（" and not any(c in raw for c in ")）"):
                     start, raw = start + 1, raw[1:]  # an opening bracket of the sentence
-                if any(start < e and s < end for _, s, e, _ in out):
+                if any(start < e and s < end for s, e in claimed):
                     continue
+                claimed.append((start, end))  # a business number here is one everywhere
+                if _AFTER_COUNTRY_CODE.search(text, max(0, start - 6), start):
+                    continue  # "+1 611-955-3721": invalid as written, not an Indian mobile
                 kind = phonenumbers.number_type(m.number)
                 if kind not in _PERSONAL_TYPES or _bare_without_context(text, start, raw):
                     continue
@@ -385,7 +393,11 @@ def mask(entity: str, value: str) -> str:
     if entity == "person_name":
         return value[:1] + "*" * (len(value) - 1)
     keep = [i for i, c in enumerate(value) if c.isalnum()]
-    head, tail = (6, 4) if entity == "id_card" and len(keep) >= 12 else (3, 4)
+    # an ID card keeps its region, an IBAN its country and check digits, a social security
+    # number its last four only (the area number tells where it was issued)
+    head, tail = {"id_card": (6, 4), "iban": (4, 4), "ssn": (0, 4)}.get(entity, (3, 4))
+    if entity == "id_card" and len(keep) < 12:
+        head = 3
     if len(keep) <= head + tail:
         head, tail = 1, 1
     hidden = set(keep[head:len(keep) - tail])

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher, PhoneNumberType
@@ -284,10 +285,34 @@ DETECTORS = {
 # between them: the cheap pre-check before phonenumbers (pure Python) looks at a text
 _PHONE_RUN = re.compile(r"(?:\+|00)?[ ]?\(?\d[\d \-().\/]{5,}\d")
 _MIN_PHONE_DIGITS = 7
+_DATE = re.compile(r"(?:1[89]|20)\d\d([-/.])\d\d?\1\d\d?|\d\d?([-/.])\d\d?\2(?:1[89]|20)\d\d")
 _AFTER_COUNTRY_CODE = re.compile(r"\+\d{1,3}[ -]?$")
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # an IP address or a version, not a number
 _CONTEXT = 4  # characters either side of a run that phonenumbers sees: its edges, and a
 #              ":30" after "2023-01-15 12" that makes it a time stamp, not a number
+
+
+@cache
+def _lengths(region: str) -> frozenset[int]:
+    """How many digits a number of ``region`` has as written nationally: its possible lengths,
+    with and without its national (trunk) prefix."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or meta.general_desc is None:
+        return frozenset()
+    lengths = set(meta.general_desc.possible_length or ())
+    prefix = meta.national_prefix or ""
+    return frozenset(lengths | {n + len(prefix) for n in lengths})
+
+
+def _regions_to_try(run: str, regions: tuple[str, ...]) -> tuple[str, ...]:
+    """The regions worth a matcher pass over ``run``: one for a number in international format
+    (its country code decides); for a bare run of digits (one candidate, nothing to split),
+    those with a national length it has; else all. ZZ (no region): international only."""
+    if not regions or run.startswith("+"):
+        return regions[:1] or ("ZZ",)
+    if run.isdigit() and not run.startswith("00"):
+        return tuple(r for r in regions if len(run) in _lengths(r))
+    return regions
 
 
 def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
@@ -302,12 +327,14 @@ def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
     out: list[tuple[str, int, int, str]] = []
     claimed: list[tuple[int, int]] = []  # the first region under which a number is valid
     for run in _PHONE_RUN.finditer(text):
-        if (sum(c.isdigit() for c in run.group()) < _MIN_PHONE_DIGITS
-                or _DOTTED_QUAD.fullmatch(run.group().strip())):
-            continue
+        digits = run.group().strip()
+        if (sum(c.isdigit() for c in digits) < _MIN_PHONE_DIGITS
+                or _DOTTED_QUAD.fullmatch(digits) or _DATE.fullmatch(digits)
+                or _bare_without_context(text, run.start(), digits)):
+            continue  # the matcher would turn these down: skip its cost
         lo, hi = max(0, run.start() - _CONTEXT), min(len(text), run.end() + _CONTEXT)
         snippet = text[lo:hi]
-        for region in regions or ("ZZ",):  # ZZ, no region: international format only
+        for region in _regions_to_try(digits, regions):
             for m in PhoneNumberMatcher(snippet, region, leniency=Leniency.VALID):
                 start, end, raw = lo + m.start, lo + m.end, m.raw_string
                 if raw[0] in "(（" and not any(c in raw for c in ")）"):
@@ -332,9 +359,9 @@ def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
 # a word that says so: in Hong Kong, Macao and Singapore every such run of the right first
 # digit is a valid number, and most are order numbers, codes or amounts
 _BARE_MAX = 8
-_PHONE_WORDS = re.compile(r"(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp|"
-                          r"number|no\.|#)|电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|"
-                          r"号码|號碼|拨打|撥打|传真|傳真|短信|微信|call")
+_PHONE_WORDS = re.compile(r"(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp)|"
+                          r"电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|拨打|撥打|传真|"
+                          r"傳真|短信|微信")
 
 
 def _bare_without_context(text: str, start: int, raw: str) -> bool:

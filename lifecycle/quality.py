@@ -135,13 +135,18 @@ def residual_pii(spec: DatasetSpec, df: pd.DataFrame) -> tuple[int, dict[str, in
 
 def pii_coverage(spec: DatasetSpec, detected: dict[str, int] | None = None) -> dict[str, Any]:
     """What ``safety`` measured: the personal-data types it watches (``watched``), per
-    language of the dataset (the spec's ``language`` and those the language filter found,
-    ``detected``: preprocess report ``languages``) the types detected in its text and the
-    phone regions searched, and a warning for every language with no detector of its own
-    (only e-mails, IPs, URLs, IBANs, cards and +international phone numbers are found in it)
-    or whose national-format phone numbers are searched in no region."""
+    language of the dataset (the spec's ``language`` and those the language filter found
+    and allows, ``detected``: preprocess report ``languages``) the types detected in its
+    text and the phone regions searched, and a warning for every language with no detector
+    of its own (only e-mails, IPs, URLs, IBANs, cards and +international phone numbers are
+    found in it) or whose national-format phone numbers are searched in no region."""
     regions = pii.regions_for(spec.language, spec.preprocess.pii.regions)
-    seen = [*spec.language, *(k for k, n in (detected or {}).items() if n and k != "unknown")]
+    # the filter counted every record it looked at; those of a language it does not allow
+    # were set aside, so only the allowed ones reach the data
+    lf = spec.preprocess.filters.language
+    allowed = {pii.language_code(x) for x in lf.allowed} if lf is not None else None
+    seen = [*spec.language, *(k for k, n in (detected or {}).items()
+                              if n and k != "unknown" and (allowed is None or k in allowed))]
     per_language = pii.coverage(seen, regions)
     warnings = []
     for lang, cov in per_language.items():

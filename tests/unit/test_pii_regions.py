@@ -270,9 +270,12 @@ def test_safety_says_what_it_covered_per_language() -> None:
     assert "person_name" in cov["watched"] and "ipv4" not in cov["watched"]
     # xx has no detector of its own; ja's phone region JP is not searched (spec: en, xx)
     assert [w.split("'")[1] for w in cov["warnings"]] == ["xx", "ja"]
-    report = {"pii": {"coverage": cov}}
-    html = qreport._coverage(report["pii"]["coverage"])
+    html = qreport._coverage(cov)
     assert "warning" in html and "ssn" in html
+    # with a language filter, a detected language it does not allow never reached the data
+    filtered = parse_spec(SPEC.replace("preprocess: {", "preprocess: {filters: {language: "
+                                       "{allowed: [en]}}, "), "msgs.yaml")
+    assert set(q.pii_coverage(filtered, {"en": 90, "ja": 5})["languages"]) == {"en", "xx"}
 
 
 def test_residual_pii_counts_uk_numbers_in_an_english_dataset() -> None:

@@ -181,6 +181,7 @@ def test_ssns_ibans_and_emails_are_found() -> None:
 def test_bare_ssn_only_after_a_word_that_says_so() -> None:
     assert [f.entity for f in pii.detect("SSN: 123456789 on file")] == ["ssn"]
     assert pii.detect("order 123456789 shipped", ("ssn",)) == []
+    assert pii.detect("SSN 078-05-1120 (the wallet card's)", ("ssn",)) == []  # published
 
 
 def test_decoys_that_fail_their_check_are_never_reported() -> None:
@@ -207,6 +208,22 @@ def test_an_iban_is_reported_exactly_when_its_check_digits_are_right(check: int,
     value = " ".join(compact[i:i + 4] for i in range(0, 22, 4)) if spaced else compact
     found = [f.value for f in pii.detect(f"{text} {value} {text}", ("iban",))]
     assert found == ([value] if check == 98 - _mod97(bban + "DE00") else [])
+
+
+# numbers printed in advertising and on sample cards, never a person's (the SSA's own list)
+PUBLISHED_SSNS = {"078-05-1120", "457-55-5462", "219-09-9999"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(area=st.integers(0, 999), group=st.integers(0, 99), serial=st.integers(0, 9999),
+       sep=st.sampled_from(["-", " "]))
+def test_an_ssn_is_reported_exactly_when_it_can_have_been_issued(area: int, group: int,
+                                                                 serial: int, sep: str) -> None:
+    value = f"{area:03d}{sep}{group:02d}{sep}{serial:04d}"
+    issued = (area not in (0, 666) and area < 900 and group != 0 and serial != 0
+              and f"{area:03d}-{group:02d}-{serial:04d}" not in PUBLISHED_SSNS)
+    found = [f.value for f in pii.detect(f"my number is {value}, thanks", ("ssn",))]
+    assert found == ([value] if issued else [])
 
 
 def test_masks_keep_values_apart_and_hide_the_middle() -> None:

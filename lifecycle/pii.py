@@ -26,10 +26,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import Leniency, PhoneNumberMatcher, PhoneNumberType
+from phonenumbers import PhoneNumberType
 from stdnum import iban as _iban
 from stdnum import luhn as _luhn
 from stdnum.cn import ric as _ric
@@ -102,8 +102,9 @@ def regions_for(languages: Iterable[str], listed: Iterable[str] | None = None) -
     without repeats."""
     if listed is not None:
         return tuple(dict.fromkeys(r.upper() for r in listed))
+    languages = list(languages)  # an iterator would be spent by the first pass
     found = [r for lang in languages for r in LANGUAGE_REGIONS.get(language_code(lang), ())]
-    return tuple(dict.fromkeys(found)) if list(languages) else DEFAULT_REGIONS
+    return tuple(dict.fromkeys(found)) if languages else DEFAULT_REGIONS
 
 
 def known_region(region: str) -> bool:
@@ -173,6 +174,8 @@ def _id_shaped(digits: str) -> bool:
 
 
 def valid_bank_card(value: str) -> bool:
+    if _DATE.search(value):
+        return False  # "4806 2925 2024-03-01": a phone's last groups and a date, not a card
     digits = re.sub(r"[ -]", "", value)
     if not any(digits.startswith(prefixes) and len(digits) in lengths
                for prefixes, lengths in _NETWORKS):
@@ -281,15 +284,42 @@ DETECTORS = {
         None, _SURNAMES + "欧司上诸东皇令慕MDPSNCm", ("name", "titled", "english")),
 }
 
-# a run of digits long enough to be a phone number, with the separators people write
-# between them: the cheap pre-check before phonenumbers (pure Python) looks at a text
-_PHONE_RUN = re.compile(r"(?:\+|00)?[ ]?\(?\d[\d \-().\/]{5,}\d")
+# a run of digits with the separators people write between them (ASCII and full-width
+# brackets, dashes, dots, slashes, single spaces): the candidates phonenumbers is shown. Not
+# the tail of a longer token: no letter or digit just before, nor a digit and a separator
+# ("v10.0.19041", "ISBN 0-306-...": a run starting inside them is not a number)
+_PHONE_RUN = re.compile(r"(?<![0-9A-Za-z])(?<![0-9][.\-/])(?:\+|00)?[(（]?\d"
+                        r"(?:[\d\-./()（）]|[ ](?=[\d(（]))*\d(?![0-9A-Za-z])")
 _MIN_PHONE_DIGITS = 7
-_DATE = re.compile(r"(?:1[89]|20)\d\d([-/.])\d\d?\1\d\d?|\d\d?([-/.])\d\d?\2(?:1[89]|20)\d\d")
-_AFTER_COUNTRY_CODE = re.compile(r"\+\d{1,3}[ -]?$")
-_DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # an IP address or a version, not a number
-_CONTEXT = 4  # characters either side of a run that phonenumbers sees: its edges, and a
-#              ":30" after "2023-01-15 12" that makes it a time stamp, not a number
+_MAX_PHONE_DIGITS = 17  # 15 (E.164) and an international or trunk prefix
+_MAX_PARTS = 6  # a sub-run spans at most this many space-separated groups
+# a date inside a run cuts it: no phone number goes through "2024-01-15" or "15/01/2024"
+_DATE = re.compile(r"(?<!\d)(?:(?:1[89]|20)\d\d([-/.])[01]?\d\1[0-3]?\d"
+                   r"|[0-3]?\d([-/.])[01]?\d\2(?:1[89]|20)\d\d|[0-3]\d [01]\d (?:1[89]|20)\d\d)"
+                   r"(?!\d)")
+_YEARS = re.compile(r"(?:1[89]|20)\d\d[-/](?:1[89]|20)\d\d")  # "2019-2023": a span of years
+_DOTTED = re.compile(r"\d+(?:\.\d+){3,}")  # a version or an IP address: 2.7.18.1234567
+# a bare run of at most ten digits (no separator, no prefix) is a phone number only after a
+# word that says so: in most regions a good share of such runs are valid numbers, and most
+# are order numbers, codes or amounts. Chinese mobiles (11 digits) and any longer run need no
+# word, as before phonenumbers came in.
+_BARE_MAX = 10
+_PHONE_WORDS = re.compile(r"\b(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp|"
+                          r"reach)|电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|拨打|撥打|"
+                          r"传真|傳真|短信|微信|号码|號碼")
+# words after which a run is a reference, not a phone number: when one of them is nearer the
+# run than any phone word, the run is not looked at ("call about order 1234567890")
+_NOT_PHONE_WORDS = re.compile(
+    r"\b(?i:order|invoice|inv|isbn|issn|version|ver|build|ref|reference|tracking|ticket|"
+    r"case|account|acct|patent|serial|sku|item|model|page|pages|pp)\b|"
+    r"订单|訂單|單號|单号|编号|編號|发票|發票|运单|運單|快递|快遞|版本|账号|帳號|账户|序列号|型号|"
+    r"页|頁")
+# weaker: a "no." or "#" says reference only when no phone word is near ("phone no. 0791 ...")
+_NUMBER_WORDS = re.compile(r"\b(?i:no|nr|num|number|id)\b|#")
+_WORD_WINDOW = 16  # characters before a run that are searched for these words
+# a Chinese landline as written: an area code (010, 02x, or four digits 03xx-09xx), a
+# separator or brackets, a local number of seven or eight digits not starting with 0 or 1
+_CN_LANDLINE = re.compile(r"[(（]?(?:010|02\d|0[3-9]\d\d)(?:[)）][ ]?|[ -])[2-9]\d{2,3}[ -]?\d{4}")
 
 
 @cache
@@ -304,70 +334,176 @@ def _lengths(region: str) -> frozenset[int]:
     return frozenset(lengths | {n + len(prefix) for n in lengths})
 
 
-def _regions_to_try(run: str, regions: tuple[str, ...]) -> tuple[str, ...]:
-    """The regions worth a matcher pass over ``run``: one for a number in international format
-    (its country code decides); for a bare run of digits (one candidate, nothing to split),
-    those with a national length it has; else all. ZZ (no region): international only."""
-    if not regions or run.startswith("+"):
-        return regions[:1] or ("ZZ",)
-    if run.isdigit() and not run.startswith("00"):
-        return tuple(r for r in regions if len(run) in _lengths(r))
-    return regions
+# regions whose numbers, written nationally, begin with the trunk prefix 0 (020 7946 0958,
+# 0791-2878108): phonenumbers also accepts them without it, which reads most runs of eight to
+# ten digits (an invoice 2023-000123, an order number) as an Irish, New Zealand or Beijing
+# fixed line. Mobiles of China and India are written without it (138 1234 5678, 98765 43210).
+_TRUNK = {r: (phonenumbers.PhoneMetadata.metadata_for_region(r).national_prefix or "")
+          for r in phonenumbers.SUPPORTED_REGIONS}
+_TRUNK_OPTIONAL_MOBILE = {"CN", "IN"}
+
+
+def _old_cn_landline(written: str, number: phonenumbers.PhoneNumber) -> bool:
+    """A Chinese landline of a seven-digit local number, from before its city went to eight
+    digits (0791-2878108, 2008): written like a landline (``_CN_LANDLINE``), possible, and its
+    area code real: the same digits made eight long ("8" before, "0" after) are valid there."""
+    if not _CN_LANDLINE.fullmatch(written) or not phonenumbers.is_possible_number(number):
+        return False
+    digits = re.sub(r"\D", "", written)
+    area = 3 if digits[1] in "12" else 4
+    local = digits[area:]
+    return len(local) == 7 and any(
+        phonenumbers.is_valid_number(phonenumbers.parse(digits[:area] + d, "CN"))
+        for d in ("8" + local, local + "0"))
+
+
+@lru_cache(maxsize=65536)
+def _classify(written: str, regions: tuple[str, ...]) -> str | None:
+    """What ``written`` (one candidate, full-width brackets made ASCII) is under the first of
+    ``regions`` in which it is a valid number: ``mobile``/``landline`` (China), ``intl_phone``
+    (any other region), ``business`` (valid but toll-free, premium, shared-cost ...: not
+    personal data, and no other region is asked), or None (valid nowhere).
+
+    A number in international format (+cc or 00cc) is parsed once, its country code decides.
+    Numbers written nationally in a region with the trunk prefix 0 need it (``_TRUNK``),
+    except Chinese and Indian mobiles. A Chinese landline written 0AAA-
+    followed by seven or eight digits that phonenumbers does not know as valid (pre-2009
+    seven-digit local numbers such as 0791-2878108) counts when it is a possible number."""
+    digits = re.sub(r"\D", "", written)
+    international = written.startswith(("+", "00"))
+    tries: tuple[str, ...]
+    if international:
+        text, tries = "+" + digits[2:] if written.startswith("00") else written, ("ZZ",)
+    else:
+        text, tries = written, tuple(r for r in regions if len(digits) in _lengths(r))
+    for region in tries:
+        try:
+            number = phonenumbers.parse(text, None if region == "ZZ" else region)
+        except phonenumbers.NumberParseException:
+            continue
+        owner = phonenumbers.region_code_for_number(number)
+        if not phonenumbers.is_valid_number(number):
+            if region == "CN" and _old_cn_landline(written, number):
+                return "landline"
+            continue
+        kind = phonenumbers.number_type(number)
+        if kind not in _PERSONAL_TYPES:
+            return "business"  # a business number here is one everywhere
+        mobile = kind == PhoneNumberType.MOBILE
+        if (not international and _TRUNK.get(owner or "") == "0" and not digits.startswith("0")
+                and not (mobile and owner in _TRUNK_OPTIONAL_MOBILE)):
+            continue  # not as people write it in that region: without its trunk 0
+        if owner == "CN":
+            return "mobile" if mobile else "landline"
+        return "intl_phone"
+    return None
+
+
+def _word_says_phone(text: str, start: int) -> bool | None:
+    """Whether the nearest word before ``start`` (within ``_WORD_WINDOW`` characters) says
+    phone (True), says reference/order/version (False), or there is none (None)."""
+    lo = max(0, start - _WORD_WINDOW)
+    phone = [m.end() for m in _PHONE_WORDS.finditer(text, lo, start)]
+    other = [m.end() for m in _NOT_PHONE_WORDS.finditer(text, lo, start)]
+    if not phone and not other:
+        return False if _NUMBER_WORDS.search(text, lo, start) else None
+    return max(phone, default=-1) >= max(other, default=-1)
+
+
+def _segments(run: str) -> list[tuple[int, str]]:
+    """``run`` cut at the dates it holds, as (offset, piece)."""
+    out, pos = [], 0
+    for m in _DATE.finditer(run):
+        out.append((pos, run[pos:m.start()]))
+        pos = m.end()
+    out.append((pos, run[pos:]))
+    return [(off + len(p) - len(p.lstrip()), p.strip()) for off, p in out if p.strip()]
+
+
+def _find_in(text: str, offset: int, piece: str, regions: tuple[str, ...], anchored: bool,
+             out: list[tuple[str, int, int, str]]) -> None:
+    """Phone numbers in ``piece`` (at ``offset`` in ``text``): the piece itself, else the
+    longest sub-run of its space-separated groups that is a valid number (leftmost first), then
+    what is left of it on either side. ``anchored``: the piece starts with a +cc that failed
+    alone, so only sub-runs starting with it are tried ("+1 611-955-3721" is an invalid US
+    number, not an Indian mobile after a "+1")."""
+    parts = piece.split(" ")
+    starts = [0]
+    for p in parts[:-1]:
+        starts.append(starts[-1] + len(p) + 1)
+    n = len(parts)
+    spans = sorted(((i, j) for i in range(n) for j in range(i + 1, min(n, i + _MAX_PARTS) + 1)
+                    if not anchored or i == 0),
+                   key=lambda ij: (-sum(c.isdigit() for p in parts[ij[0]:ij[1]] for c in p),
+                                   ij[0]))
+    for i, j in spans:
+        cand = " ".join(parts[i:j])
+        if cand[0] in "(（" and not any(c in cand for c in ")）"):
+            cand = cand[1:]  # an opening bracket of the sentence
+            lead = 1
+        else:
+            lead = 0
+        cand = cand.rstrip("(（")
+        nd = sum(c.isdigit() for c in cand)
+        if not _MIN_PHONE_DIGITS <= nd <= _MAX_PHONE_DIGITS or not cand[-1].isdigit():
+            continue
+        start = offset + starts[i] + lead
+        if _skip(text, start, cand):
+            continue
+        kind = _classify(cand.replace("（", "(").replace("）", ")"), regions)
+        if kind is None:
+            continue
+        if kind != "business":
+            out.append((kind, start, start + len(cand), cand))
+        for lo, hi in ((0, i), (j, n)):
+            if lo < hi:
+                rest = " ".join(parts[lo:hi])
+                _find_in(text, offset + starts[lo], rest, regions, False, out)
+        return
+    return
+
+
+def _skip(text: str, start: int, cand: str) -> bool:
+    """Candidates phonenumbers is not asked about: spans of years, versions, runs of groups
+    of one or two digits ("12 34 56 78 90": scores, a date), bare runs of at most ten digits,
+    anything after a reference word; the last three unless a phone word is nearer."""
+    if _YEARS.fullmatch(cand) or _DOTTED.fullmatch(cand):
+        return True
+    if cand.startswith("+"):
+        return False
+    says = _word_says_phone(text, start)
+    if says is False:
+        return True
+    groups = re.split(r"[ \-./()（）]+", cand.strip("()（）"))
+    short_groups = all(len(g) <= 2 for g in groups) and not cand.startswith("0")
+    bare = cand.isdigit() and len(cand) <= _BARE_MAX
+    return (short_groups or bare) and not says
 
 
 def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
                 ) -> list[tuple[str, int, int, str]]:
     """Phone numbers valid in one of ``regions`` (or written in international format), as
     (entity, start, end, value): Chinese mobile numbers are ``mobile``, other Chinese numbers
-    ``landline``, numbers of every other region ``intl_phone``. Only runs of at least seven
-    digits are shown to phonenumbers' matcher (leniency VALID: a possible, valid number,
-    with the national prefix where its region needs it)."""
+    ``landline``, numbers of every other region ``intl_phone``.
+
+    Each run of digits and separators (``_PHONE_RUN``), cut at the dates in it, is parsed by
+    phonenumbers with ``is_valid_number``: the whole piece, else its space-separated sub-runs,
+    longest first, so "call +44 20 7946 0958 7 days a week" gives the number without the 7.
+    Only the run is parsed, never its surroundings: a "1:30]" before "010-51236699" is not
+    read into it. This replaced phonenumbers' PhoneNumberMatcher over a window around each
+    run: the matcher re-parsed every failed candidate once per region and read a time stamp's
+    "30]" into the number (bench/pii.py: 3 to 5 times faster, see bench/results/pii.json)."""
     if not any(c.isdigit() for c in text):
         return []
     out: list[tuple[str, int, int, str]] = []
-    claimed: list[tuple[int, int]] = []  # the first region under which a number is valid
     for run in _PHONE_RUN.finditer(text):
-        digits = run.group().strip()
-        if (sum(c.isdigit() for c in digits) < _MIN_PHONE_DIGITS
-                or _DOTTED_QUAD.fullmatch(digits) or _DATE.fullmatch(digits)
-                or _bare_without_context(text, run.start(), digits)):
-            continue  # the matcher would turn these down: skip its cost
-        lo, hi = max(0, run.start() - _CONTEXT), min(len(text), run.end() + _CONTEXT)
-        snippet = text[lo:hi]
-        for region in _regions_to_try(digits, regions):
-            for m in PhoneNumberMatcher(snippet, region, leniency=Leniency.VALID):
-                start, end, raw = lo + m.start, lo + m.end, m.raw_string
-                if raw[0] in "(（" and not any(c in raw for c in ")）"):
-                    start, raw = start + 1, raw[1:]  # an opening bracket of the sentence
-                if any(start < e and s < end for s, e in claimed):
-                    continue
-                claimed.append((start, end))  # a business number here is one everywhere
-                if _AFTER_COUNTRY_CODE.search(text, max(0, start - 6), start):
-                    continue  # "+1 611-955-3721": invalid as written, not an Indian mobile
-                kind = phonenumbers.number_type(m.number)
-                if kind not in _PERSONAL_TYPES or _bare_without_context(text, start, raw):
-                    continue
-                if phonenumbers.region_code_for_number(m.number) == "CN":
-                    entity = "mobile" if kind == PhoneNumberType.MOBILE else "landline"
-                else:
-                    entity = "intl_phone"
-                out.append((entity, start, end, raw))
-    return out
-
-
-# a bare run of at most eight digits (no separator, no prefix) is a phone number only after
-# a word that says so: in Hong Kong, Macao and Singapore every such run of the right first
-# digit is a valid number, and most are order numbers, codes or amounts
-_BARE_MAX = 8
-_PHONE_WORDS = re.compile(r"(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp)|"
-                          r"电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|拨打|撥打|传真|"
-                          r"傳真|短信|微信")
-
-
-def _bare_without_context(text: str, start: int, raw: str) -> bool:
-    if not raw.isdigit() or len(raw) > _BARE_MAX:
-        return False
-    return _PHONE_WORDS.search(text, max(0, start - 16), start) is None
+        raw = run.group()
+        if sum(c.isdigit() for c in raw) < _MIN_PHONE_DIGITS:
+            continue
+        for off, piece in _segments(raw):
+            anchored = re.match(r"(?:\+|00)\d{1,3} ", piece) is not None
+            _find_in(text, run.start() + off, piece, regions, anchored, out)
+    return sorted(out, key=lambda f: f[1])
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ def _written(rng: random.Random, number: phonenumbers.PhoneNumber) -> str:
     """As people write it: the national format, the international format, or (Chinese
     mobiles) the bare eleven digits."""
     style = rng.random()
-    if phonenumbers.region_code_for_number(number) == "CN" and style < 0.3:
+    if (phonenumbers.region_code_for_number(number) == "CN" and style < 0.3
+            and phonenumbers.number_type(number) == PhoneNumberType.MOBILE):
         return str(number.national_number)
     fmt = PhoneNumberFormat.NATIONAL if style < 0.65 else PhoneNumberFormat.INTERNATIONAL
     return phonenumbers.format_number(number, fmt)

@@ -338,8 +338,8 @@ def _lengths(region: str) -> frozenset[int]:
 # 0791-2878108): phonenumbers also accepts them without it, which reads most runs of eight to
 # ten digits (an invoice 2023-000123, an order number) as an Irish, New Zealand or Beijing
 # fixed line. Mobiles of China and India are written without it (138 1234 5678, 98765 43210).
-_TRUNK = {r: (phonenumbers.PhoneMetadata.metadata_for_region(r).national_prefix or "")
-          for r in phonenumbers.SUPPORTED_REGIONS}
+_TRUNK = {r: getattr(phonenumbers.PhoneMetadata.metadata_for_region(r), "national_prefix", "")
+          or "" for r in phonenumbers.SUPPORTED_REGIONS}
 _TRUNK_OPTIONAL_MOBILE = {"CN", "IN"}
 
 
@@ -358,17 +358,17 @@ def _old_cn_landline(written: str, number: phonenumbers.PhoneNumber) -> bool:
 
 
 @lru_cache(maxsize=65536)
-def _classify(written: str, regions: tuple[str, ...]) -> str | None:
+def _classify(written: str, regions: tuple[str, ...]) -> tuple[str, bool] | None:
     """What ``written`` (one candidate, full-width brackets made ASCII) is under the first of
-    ``regions`` in which it is a valid number: ``mobile``/``landline`` (China), ``intl_phone``
-    (any other region), ``business`` (valid but toll-free, premium, shared-cost ...: not
-    personal data, and no other region is asked), or None (valid nowhere).
+    ``regions`` in which it is a valid number grouped as that region writes it (``_grouped``),
+    else under the first in which it is valid, and whether it was grouped. The kind:
+    ``mobile``/``landline`` (China), ``intl_phone`` (any other region), ``business`` (valid
+    but toll-free, premium, shared-cost ...: not personal data); None: valid nowhere.
 
     A number in international format (+cc or 00cc) is parsed once, its country code decides.
     Numbers written nationally in a region with the trunk prefix 0 need it (``_TRUNK``),
-    except Chinese and Indian mobiles. A Chinese landline written 0AAA-
-    followed by seven or eight digits that phonenumbers does not know as valid (pre-2009
-    seven-digit local numbers such as 0791-2878108) counts when it is a possible number."""
+    except Chinese and Indian mobiles. A Chinese landline from before its city went to eight
+    digits counts when ``_old_cn_landline`` says so."""
     digits = re.sub(r"\D", "", written)
     international = written.startswith(("+", "00"))
     tries: tuple[str, ...]
@@ -376,6 +376,7 @@ def _classify(written: str, regions: tuple[str, ...]) -> str | None:
         text, tries = "+" + digits[2:] if written.startswith("00") else written, ("ZZ",)
     else:
         text, tries = written, tuple(r for r in regions if len(digits) in _lengths(r))
+    first: tuple[str, bool] | None = None  # valid but not grouped as written
     for region in tries:
         try:
             number = phonenumbers.parse(text, None if region == "ZZ" else region)
@@ -384,19 +385,42 @@ def _classify(written: str, regions: tuple[str, ...]) -> str | None:
         owner = phonenumbers.region_code_for_number(number)
         if not phonenumbers.is_valid_number(number):
             if region == "CN" and _old_cn_landline(written, number):
-                return "landline"
+                return "landline", True
             continue
         kind = phonenumbers.number_type(number)
-        if kind not in _PERSONAL_TYPES:
-            return "business"  # a business number here is one everywhere
         mobile = kind == PhoneNumberType.MOBILE
         if (not international and _TRUNK.get(owner or "") == "0" and not digits.startswith("0")
                 and not (mobile and owner in _TRUNK_OPTIONAL_MOBILE)):
             continue  # not as people write it in that region: without its trunk 0
-        if owner == "CN":
-            return "mobile" if mobile else "landline"
-        return "intl_phone"
-    return None
+        entity = ("mobile" if mobile else "landline") if owner == "CN" else "intl_phone"
+        if kind not in _PERSONAL_TYPES:
+            entity = "business"  # a business number where it is grouped so is one everywhere
+        if _grouped(text, number, international):
+            return entity, True
+        first = first or (entity, False)
+    return first
+
+
+def _breaks(written: str) -> set[int]:
+    """Where ``written``'s digits are split into groups: the digit counts before each split."""
+    out, count, gap = set(), 0, False
+    for c in written:
+        if c.isdigit():
+            if gap and count:
+                out.add(count)
+            count, gap = count + 1, False
+        else:
+            gap = True
+    return out
+
+
+def _grouped(written: str, number: phonenumbers.PhoneNumber, international: bool) -> bool:
+    """Whether every split between ``written``'s digit groups is one phonenumbers makes when it
+    formats the number: "07400 129455" is a UK mobile as written; "07400 129455 7", valid
+    as a Chinese landline, is split where no Chinese number is ("0740 0129 4557")."""
+    style = (phonenumbers.PhoneNumberFormat.INTERNATIONAL if international
+             else phonenumbers.PhoneNumberFormat.NATIONAL)
+    return _breaks(written) <= _breaks(phonenumbers.format_number(number, style))
 
 
 def _word_says_phone(text: str, start: int) -> bool | None:
@@ -422,11 +446,12 @@ def _segments(run: str) -> list[tuple[int, str]]:
 
 def _find_in(text: str, offset: int, piece: str, regions: tuple[str, ...], anchored: bool,
              out: list[tuple[str, int, int, str]]) -> None:
-    """Phone numbers in ``piece`` (at ``offset`` in ``text``): the piece itself, else the
-    longest sub-run of its space-separated groups that is a valid number (leftmost first), then
-    what is left of it on either side. ``anchored``: the piece starts with a +cc that failed
-    alone, so only sub-runs starting with it are tried ("+1 611-955-3721" is an invalid US
-    number, not an Indian mobile after a "+1")."""
+    """Phone numbers in ``piece`` (at ``offset`` in ``text``): of the piece itself and its
+    sub-runs of space-separated groups, most digits first (leftmost first among equals), the
+    first that is a valid number grouped as its region writes it, else the first valid one;
+    then what is left of the piece on either side. ``anchored``: the piece starts with a +cc
+    that failed alone, so only sub-runs starting with it are tried ("+1 611-955-3721" is an
+    invalid US number, not an Indian mobile after a "+1")."""
     parts = piece.split(" ")
     starts = [0]
     for p in parts[:-1]:
@@ -436,6 +461,7 @@ def _find_in(text: str, offset: int, piece: str, regions: tuple[str, ...], ancho
                     if not anchored or i == 0),
                    key=lambda ij: (-sum(c.isdigit() for p in parts[ij[0]:ij[1]] for c in p),
                                    ij[0]))
+    best: tuple[str, int, int, int, str] | None = None  # the first valid one, else None
     for i, j in spans:
         cand = " ".join(parts[i:j])
         if cand[0] in "(（" and not any(c in cand for c in ")）"):
@@ -450,17 +476,21 @@ def _find_in(text: str, offset: int, piece: str, regions: tuple[str, ...], ancho
         start = offset + starts[i] + lead
         if _skip(text, start, cand):
             continue
-        kind = _classify(cand.replace("（", "(").replace("）", ")"), regions)
-        if kind is None:
+        found = _classify(cand.replace("（", "(").replace("）", ")"), regions)
+        if found is None:
             continue
-        if kind != "business":
-            out.append((kind, start, start + len(cand), cand))
-        for lo, hi in ((0, i), (j, n)):
-            if lo < hi:
-                rest = " ".join(parts[lo:hi])
-                _find_in(text, offset + starts[lo], rest, regions, False, out)
+        best = best or (found[0], i, j, start, cand)
+        if found[1]:
+            best = (found[0], i, j, start, cand)
+            break
+    if best is None:
         return
-    return
+    kind, i, j, start, cand = best
+    if kind != "business":
+        out.append((kind, start, start + len(cand), cand))
+    for lo, hi in ((0, i), (j, n)):
+        if lo < hi:
+            _find_in(text, offset + starts[lo], " ".join(parts[lo:hi]), regions, False, out)
 
 
 def _skip(text: str, start: int, cand: str) -> bool:

@@ -30,6 +30,7 @@ from functools import cache, lru_cache
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
+from stdnum import __version__ as _stdnum_version
 from stdnum import iban as _iban
 from stdnum import luhn as _luhn
 from stdnum.cn import ric as _ric
@@ -44,6 +45,11 @@ _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42
               46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
+
+# the libraries whose data decides what is found: recorded with the residual personal data a
+# refresh carries over, so a metadata update makes the next refresh scan everything again
+DETECTOR_VERSIONS = {"phonenumbers": phonenumbers.__version__,
+                     "python-stdnum": _stdnum_version}
 
 # ---- phone regions ----------------------------------------------------------------------------
 # the regions whose national formats are searched for a language of the spec (ISO 639-1, the
@@ -307,15 +313,17 @@ _BARE_MAX = 10
 _PHONE_WORDS = re.compile(r"\b(?i:phone|tel|call|ring|mobile|cell|contact|fax|text|whatsapp|"
                           r"reach)|电话|電話|手机|手機|致电|致電|联系|聯絡|聯繫|热线|熱線|拨打|撥打|"
                           r"传真|傳真|短信|微信|号码|號碼")
-# words after which a run is a reference, not a phone number: when one of them is nearer the
-# run than any phone word, the run is not looked at ("call about order 1234567890")
-_NOT_PHONE_WORDS = re.compile(
-    r"\b(?i:order|invoice|inv|isbn|issn|version|ver|build|ref|reference|tracking|ticket|"
+# a reference word right before a run (only spaces, punctuation and "no."/"number"/号 between)
+# makes it a reference, not a phone number, whatever other words say ("call about order
+# 1234567890", "Invoice 2023-000123", "订单号6514329812")
+_AFTER = r"(?:[\s:：#.,\-]|\b(?i:no|nr|num|number)\b|[号號码碼])*$"
+_REFERENCE = re.compile(
+    r"(?:\b(?i:order|invoice|inv|isbn|issn|version|ver|build|ref|reference|tracking|ticket|"
     r"case|account|acct|patent|serial|sku|item|model|page|pages|pp)\b|"
-    r"订单|訂單|單號|单号|编号|編號|发票|發票|运单|運單|快递|快遞|版本|账号|帳號|账户|序列号|型号|"
-    r"页|頁")
-# weaker: a "no." or "#" says reference only when no phone word is near ("phone no. 0791 ...")
-_NUMBER_WORDS = re.compile(r"\b(?i:no|nr|num|number|id)\b|#")
+    r"订单|訂單|单|單|编|編|发票|發票|运单|運單|快递|快遞|版本|账|帳|账户|序列|型|页|頁)"
+    r"(?:-1[03])?" + _AFTER)  # ISBN-10
+# weaker: a "no." or "#" right before says reference when no phone word is near ("phone no.")
+_NUMBER_WORD = re.compile(r"(?:\b(?i:no|nr|num|number|id)\b|#)" + _AFTER)
 _WORD_WINDOW = 16  # characters before a run that are searched for these words
 # a Chinese landline as written: an area code (010, 02x, or four digits 03xx-09xx), a
 # separator or brackets, a local number of seven or eight digits not starting with 0 or 1
@@ -424,14 +432,15 @@ def _grouped(written: str, number: phonenumbers.PhoneNumber, international: bool
 
 
 def _word_says_phone(text: str, start: int) -> bool | None:
-    """Whether the nearest word before ``start`` (within ``_WORD_WINDOW`` characters) says
-    phone (True), says reference/order/version (False), or there is none (None)."""
+    """Whether the words before ``start`` say reference (False: ``_REFERENCE`` right before,
+    or a bare "no."/"#" and no phone word within ``_WORD_WINDOW`` characters), phone (True:
+    ``_PHONE_WORDS`` within the window), or nothing (None)."""
     lo = max(0, start - _WORD_WINDOW)
-    phone = [m.end() for m in _PHONE_WORDS.finditer(text, lo, start)]
-    other = [m.end() for m in _NOT_PHONE_WORDS.finditer(text, lo, start)]
-    if not phone and not other:
-        return False if _NUMBER_WORDS.search(text, lo, start) else None
-    return max(phone, default=-1) >= max(other, default=-1)
+    if _REFERENCE.search(text, lo, start):
+        return False
+    if _PHONE_WORDS.search(text, lo, start):
+        return True
+    return False if _NUMBER_WORD.search(text, lo, start) else None
 
 
 def _segments(run: str) -> list[tuple[int, str]]:
@@ -494,12 +503,14 @@ def _find_in(text: str, offset: int, piece: str, regions: tuple[str, ...], ancho
 
 
 def _skip(text: str, start: int, cand: str) -> bool:
-    """Candidates phonenumbers is not asked about: spans of years, versions, runs of groups
-    of one or two digits ("12 34 56 78 90": scores, a date), bare runs of at most ten digits,
-    anything after a reference word; the last three unless a phone word is nearer."""
+    """Candidates phonenumbers is not asked about: spans of years and versions; unless
+    written with a + or an opening bracket, a run right after a reference word (order,
+    invoice, 订单号, ...: ``_word_says_phone``), and without a phone word before them, runs
+    of groups of one or two digits ("12 34 56 78 90": scores) and bare runs of at most ten
+    digits."""
     if _YEARS.fullmatch(cand) or _DOTTED.fullmatch(cand):
         return True
-    if cand.startswith("+"):
+    if cand.startswith(("+", "(", "（")):  # written as only phone numbers are
         return False
     says = _word_says_phone(text, start)
     if says is False:

@@ -533,7 +533,9 @@ def find_phones(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS
     Only the run is parsed, never its surroundings: a "1:30]" before "010-51236699" is not
     read into it. This replaced phonenumbers' PhoneNumberMatcher over a window around each
     run: the matcher re-parsed every failed candidate once per region and read a time stamp's
-    "30]" into the number (bench/pii.py: 3 to 5 times faster, see bench/results/pii.json)."""
+    "30]" into the number. bench/pii.py, generated messages: 8,753 (zh) and 4,173 (en)
+    documents per second, against 3,726 and 1,679 with the matcher (an earlier run); main's
+    regular expressions (China only) do 12,694 and 11,734 (bench/results/pii.json)."""
     if not any(c.isdigit() for c in text):
         return []
     out: list[tuple[str, int, int, str]] = []

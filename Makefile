@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/neardup.py
 	$(PY) bench/evaluate.py --records 100000
 	$(PY) bench/chargrams.py
+	$(PY) bench/pii.py
 	$(PY) bench/refresh.py
 	$(PY) bench/refresh_scheduler.py
 	$(PY) bench/lifecycle.py

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import cells, labelcheck, qreport, refresh, shards, splits
+from lifecycle import cells, labelcheck, pii, qreport, refresh, shards, splits
 from lifecycle import quality as quality_dims
 from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
@@ -415,18 +415,24 @@ def _residual_pii(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray | None,
     """Records still holding personal data of a type the spec does not keep (masking missed
     it), with the count per type and the types watched. A refresh that keeps every base
     record scans only its new ones and adds the base's counts, when the base watched the
-    same types."""
+    same types in the same phone regions with the same detectors (phonenumbers' metadata
+    and python-stdnum's versions: a metadata update makes numbers valid or invalid)."""
     watched = list(quality_dims.watched_pii(spec))
+    # the phone regions searched change what is found, like the types watched
+    regions = list(pii.regions_for(spec.language, spec.preprocess.pii.regions))
     carried = (base or {}).get("residual_pii")
-    if fresh is not None and carried and carried.get("watched") == watched:
+    if (fresh is not None and carried and carried.get("watched") == watched
+            and carried.get("regions") == regions
+            and carried.get("detectors") == pii.DETECTOR_VERSIONS):
         records, per_type = quality_dims.residual_pii(spec, df.loc[fresh])
         merged = dict(carried.get("per_type") or {})
         for k, v in per_type.items():
             merged[k] = merged.get(k, 0) + v
-        return {"watched": watched, "records": int(carried["records"]) + records,
-                "per_type": merged}
+        return {"watched": watched, "regions": regions, "detectors": pii.DETECTOR_VERSIONS,
+                "records": int(carried["records"]) + records, "per_type": merged}
     records, per_type = quality_dims.residual_pii(spec, df)
-    return {"watched": watched, "records": records, "per_type": per_type}
+    return {"watched": watched, "regions": regions, "detectors": pii.DETECTOR_VERSIONS,
+            "records": records, "per_type": per_type}
 
 
 def _validate_refresh(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray,

@@ -135,6 +135,7 @@ class _Run:
         actions = self.cfg.pii.actions()
         watched = list(pii.ENTITIES)  # "keep" entities are still counted in the report
         columns = pii_fields(self.spec)
+        regions = pii.regions_for(self.spec.language, self.cfg.pii.regions)
         salt = self.ctx.pii_salt
         if "hash" in actions.values() and not salt:
             raise PermanentError(
@@ -150,7 +151,7 @@ class _Run:
             for i, value in enumerate(values):
                 if not isinstance(value, str) or not value:
                     continue
-                hits = pii.detect(value, watched)
+                hits = pii.detect(value, watched, regions)
                 if not hits:
                     continue
                 for entity in {h.entity for h in hits}:

@@ -92,7 +92,9 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
                        "label_conflicts": int(pcounts.get("label_conflicts", 0)),
                        "residual": int(df[text].duplicated().sum()) if text in df else 0},
         "pii": {"found_in_preprocessing": {k: v for k, v in preprocess.get("pii", {}).items()},
-                "residual_records": residual_records, "residual": residual},
+                "residual_records": residual_records, "residual": residual,
+                # what safety measured: types watched, languages covered, warnings
+                "coverage": q.pii_coverage(spec, preprocess.get("languages"))},
         "splits": splits,
         "links": links,
         # failed cells per column, rule and dimension (lifecycle/cells.py)
@@ -296,6 +298,18 @@ def _cells_section(cells: dict[str, Any], proposals: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _coverage(cov: dict[str, Any] | None) -> str:
+    """The safety section's scope: what was watched, per language what is detected."""
+    if not cov:
+        return ""
+    rows = [[lang, ", ".join(c["types"]), ", ".join(c["phone_regions"]) or "none",
+             ", ".join(c["not_covered"])] for lang, c in cov["languages"].items()]
+    return ("<p>Safety watches: " + _e(", ".join(cov["watched"]) or "nothing") + "</p>"
+            + (_table(["language", "detected", "phone regions", "not detected"], rows)
+               if rows else "")
+            + "".join(f"<p class='bad'>warning: {_e(w)}</p>" for w in cov["warnings"]))
+
+
 def render(report: dict[str, Any], nav: str = "") -> str:
     """The report page; ``nav`` is HTML placed above it (links back into the catalog)."""
     grade, dims = report["grade"], report["dimensions"]
@@ -359,7 +373,8 @@ def render(report: dict[str, Any], nav: str = "") -> str:
                "personal data")
         + "</div>"
         + f"<p>Personal data left after masking: {pii['residual_records']:,} records"
-        + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p></section>",
+        + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p>"
+        + _coverage(pii.get("coverage")) + "</section>",
     ]
     sections.append(_cells_section(report.get("cells") or {}, report.get("proposals") or {}))
     dr = report.get("drift")

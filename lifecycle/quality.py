@@ -201,18 +201,53 @@ def residual_pii(spec: DatasetSpec, df: pd.DataFrame) -> tuple[int, dict[str, in
     if df.empty or text not in df or not watched:
         return 0, {}
     records, per_type = 0, dict.fromkeys(watched, 0)
+    regions = pii.regions_for(spec.language, spec.preprocess.pii.regions)
     for t in df[text]:
-        found = pii.detect(t, watched) if isinstance(t, str) else []
+        found = pii.detect(t, watched, regions) if isinstance(t, str) else []
         records += bool(found)
         for f in found:
             per_type[f.entity] += 1
     return records, {k: v for k, v in per_type.items() if v}
 
 
+def pii_coverage(spec: DatasetSpec, detected: dict[str, int] | None = None) -> dict[str, Any]:
+    """What ``safety`` measured: the personal-data types it watches (``watched``), per
+    language of the dataset (the spec's ``language`` and those the language filter found
+    and allows, ``detected``: preprocess report ``languages``) the types detected in its
+    text and the phone regions searched, and a warning for every language with no detector
+    of its own (only e-mails, IPs, URLs, IBANs, cards and +international phone numbers are
+    found in it) or whose national-format phone numbers are searched in no region."""
+    regions = pii.regions_for(spec.language, spec.preprocess.pii.regions)
+    # the filter counted every record it looked at; those of a language it does not allow
+    # were set aside, so only the allowed ones reach the data
+    lf = spec.preprocess.filters.language
+    allowed = {pii.language_code(x) for x in lf.allowed} if lf is not None else None
+    seen = [*spec.language, *(k for k, n in (detected or {}).items()
+                              if n and k != "unknown" and (allowed is None or k in allowed))]
+    per_language = pii.coverage(seen, regions)
+    warnings = []
+    for lang, cov in per_language.items():
+        if lang not in pii.LANGUAGE_TYPES and not cov["phone_regions"]:
+            warnings.append(f"no personal-data detector covers language '{lang}': in its text "
+                            f"only {', '.join(pii.UNIVERSAL)} are found; names, national "
+                            "identifiers and national-format phone numbers are not measured")
+        elif not cov["phone_regions"]:
+            warnings.append(f"language '{lang}': no phone region of it is searched "
+                            f"(preprocess.pii.regions {list(regions)}): only numbers in "
+                            "international format are found")
+    if not per_language:
+        warnings.append("the spec lists no language: personal data is searched with the "
+                        f"detectors of zh and en and phone regions {list(regions)}")
+    return {"watched": list(watched_pii(spec)), "phone_regions": list(regions),
+            "languages": per_language, "warnings": warnings}
+
+
 def safety(spec: DatasetSpec, df: pd.DataFrame,
            found: tuple[int, dict[str, int]] | None = None) -> float:
     """1 - the share of records whose text still holds personal data of a type the spec
-    does not keep (what masking missed). ``found``: residual_pii's answer, if known."""
+    does not keep (what masking missed). ``found``: residual_pii's answer, if known. It
+    measures only the types the detectors support for the dataset's languages:
+    ``pii_coverage`` says which, and warns about a language none covers."""
     if df.empty:
         return 1.0
     return 1 - (found or residual_pii(spec, df))[0] / len(df)

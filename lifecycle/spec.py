@@ -511,6 +511,8 @@ class Pii(_Model):
     """What to do with each kind of personal data found in the text."""
 
     id_card: PiiAction = "mask"
+    iban: PiiAction = "mask"
+    ssn: PiiAction = "mask"
     bank_card: PiiAction = "mask"
     mobile: PiiAction = "mask"
     landline: PiiAction = "mask"
@@ -525,9 +527,26 @@ class Pii(_Model):
     fields: list[str] | None = Field(
         default=None, description="the string fields scanned; default: every string field "
         "but the label's, none for a table without a text field")
+    regions: list[str] | None = Field(
+        default=None, description="phone regions whose national formats are searched (ISO "
+        "3166-1 alpha-2, e.g. [GB, US]); default: from the spec's language (docs/spec.md); "
+        "numbers in international format (+44 ...) are found whatever the regions")
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from lifecycle import pii
+
+        unknown = [r for r in v if not pii.known_region(r)]
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown}: use ISO 3166-1 alpha-2 codes "
+                             "such as GB, US, CN, HK")
+        return [r.upper() for r in v]
 
     def actions(self) -> dict[str, str]:
-        return dict(self.model_dump(exclude={"fields"}))
+        return dict(self.model_dump(exclude={"fields", "regions"}))
 
 
 Step = Literal["normalise", "filter", "pii", "exact_dedup", "near_dedup"]

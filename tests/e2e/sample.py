@@ -9,10 +9,12 @@ import unicodedata
 from collections import Counter
 
 from granary.demo import sample_files
-from lifecycle.pii import detect, mask
+from lifecycle.pii import detect, mask, regions_for
 
 _DROP = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b]")
-MASKED = ("id_card", "bank_card", "mobile", "landline", "intl_phone", "email", "passport")
+MASKED = ("id_card", "iban", "ssn", "bank_card", "mobile", "landline", "intl_phone", "email",
+          "passport")
+REGIONS = regions_for(["zh"])  # the phone regions of the sample spec's language
 
 
 def _hz(m: re.Match[str]) -> str:
@@ -24,7 +26,7 @@ def _published_form(line: str) -> str:
     text = html.unescape(text) if "&" in text else text
     text = " ".join(_DROP.sub("", unicodedata.normalize("NFKC", text)).split())
     out, last = [], 0
-    for found in detect(text):
+    for found in detect(text, regions=REGIONS):
         if found.entity in MASKED:
             out += [text[last:found.start], mask(found.entity, found.value)]
             last = found.end

@@ -106,11 +106,18 @@ ACCESSIBILITY_AT_RELEASE = ("measured on the release when it is published: every
                             "card and the Croissant file validated")
 
 
-def accessibility(checks: list[dict[str, Any]]) -> float:
+def accessibility(checks: list[dict[str, Any]]) -> float | str:
     """The release's checks that passed (lifecycle/reachable.py: each file downloaded through a
     presigned link with its sha256, the data file through ``dvc get``, the card and the
-    Croissant file validated) / the checks made."""
-    return sum(bool(c["ok"]) for c in checks) / len(checks) if checks else 0.0
+    Croissant file validated) / the checks measured: a check met only by transient errors
+    (network, timeouts, 5xx) is not measured and counts neither way. A reason (str) when no
+    check was measured."""
+    measured = [c for c in checks if c.get("status", "passed" if c["ok"] else "failed")
+                != "not_measured"]
+    if not measured:
+        why = "; ".join(f"{c['check']} {c['file']}: {c.get('problem')}" for c in checks)
+        return f"no check of the release could be made: {why or 'no checks'}"[:1000]
+    return sum(bool(c["ok"]) for c in measured) / len(measured)
 
 
 def label_shares(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:

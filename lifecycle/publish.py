@@ -261,7 +261,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     fresh = bool(compared) and compared.get("base_version") == (
         previous.version if previous else None)
     staged = manifest.get("release") if fresh and spec.modality != "image" else None
-    grades = {"from": previous.quality.get("grade") if previous else None,
+    # like with like: both grades as evaluation computed them, without accessibility (measured
+    # on the release only after the changelog is written into it)
+    grades = {"from": evaluated_grade(ctx, previous) if previous else None,
               "to": quality.get("grade")}
     df: pd.DataFrame | None = None
     if staged is None:
@@ -352,6 +354,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         **{k: graded[k] for k in ("grade", "score", "dimensions", "not_measured", "gating",
                                   "accessibility")},
         "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
+        # the evaluation's own grade, without accessibility: the next changelog compares it
+        "evaluated": {"grade": quality.get("grade"), "score": quality.get("score")},
         # the rules the checks were made under and the personal data left: a refresh adds
         # its new records' counts to them (lifecycle/evaluate.py)
         **{k: quality[k] for k in ("rules", "residual_pii", "split_groups") if quality.get(k)},
@@ -365,6 +369,24 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
              version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def evaluated_grade(ctx: StageContext, v: Version) -> str | None:
+    """``v``'s grade as its evaluation computed it (without accessibility, which publishing
+    adds): recorded since accessibility is measured; for versions before that, their grade
+    (no accessibility in it) or their dimensions without accessibility graded again under
+    this spec's weights and gating."""
+    from lifecycle import quality as q
+
+    recorded = (v.quality.get("evaluated") or {}).get("grade")
+    if recorded is not None:
+        return str(recorded)
+    if "accessibility" not in (v.quality.get("dimensions") or {}):  # graded as evaluated
+        return v.quality.get("grade")
+    dims = {k: float(x) for k, x in (v.quality.get("dimensions") or {}).items()
+            if k != "accessibility"}
+    weights = {str(k): w for k, w in ctx.spec.quality.weights.items()}
+    return q.score_and_grade(dims, weights, q.gating(ctx.spec, dims))[1]
 
 
 def with_accessibility(ctx: StageContext, quality: dict[str, Any],

@@ -286,6 +286,19 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
                      if latest and latest.version != v.version else "no newer version yet.")
                   + "</div>")
     q = v.quality
+    checked = q.get("accessibility") or {}
+    failing = [c for c in checked.get("checks") or []
+               if c.get("status", "passed" if c.get("ok") else "failed") != "passed"]
+    if failing:  # what a consumer may meet: each check that failed or could not be made
+        banner += ("<div class='banner' id='accessibility-checks'><strong>Accessibility: "
+                   f"{int(checked.get('failed', 0))} checks failed, "
+                   f"{int(checked.get('not_measured', 0))} not measured</strong> (of "
+                   f"{int(checked.get('total', 0))}, at publication)<ul>"
+                   + "".join(f"<li>{html.escape(str(c.get('check')))} "
+                             f"{html.escape(str(c.get('file')))}: "
+                             f"{html.escape(str(c.get('status', 'failed')))} - "
+                             f"{html.escape(str(c.get('problem', '')))}</li>" for c in failing)
+                   + "</ul></div>")
     facts = _facts([
         ["tag", v.tag], ["records", v.row_count],
         ["quality", f"grade {q.get('grade')} (score {q.get('score')})" if q.get("grade")

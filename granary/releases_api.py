@@ -51,6 +51,9 @@ def version_json(v: Version, latest: Version | None, base: str,
         "grade": v.quality.get("grade"), "score": v.quality.get("score"),
         "dimensions": v.quality.get("dimensions", {}),
         "not_measured": v.quality.get("not_measured", {}), "splits": v.quality.get("splits", {}),
+        # the checks made on the release at publication, each passed, failed or not measured
+        # with why (lifecycle/reachable.py); null for versions published before them
+        "accessibility": v.quality.get("accessibility"),
         "files": [{"name": name, "sha256": meta.get("sha256"), "bytes": meta.get("bytes"),
                    "download": f"{base}/datasets/{d}/versions/{v.version}/files/"
                                f"{quote(name, safe='')}"}

@@ -120,7 +120,20 @@ def _annotation_section(spec: DatasetSpec, counts: dict[str, Any], q: dict[str, 
     return "\n\n".join(lines)
 
 
-def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str]) -> dict[str, Any]:
+DATA_FILES = ("data.parquet", "data.jsonl", "data.csv")  # the preferred first
+
+
+def data_file(files: Any) -> str:
+    """The data file a consumer reads of a release holding ``files`` (names): Parquet when the
+    release has it, else JSON lines, else CSV (the spec's ``publish.formats`` decide which
+    the release holds)."""
+    return next((n for n in DATA_FILES if n in files), "data.parquet")
+
+
+def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str],
+                  files: Any = ("data.parquet",)) -> dict[str, Any]:
+    """The card's YAML front matter; its configs name the data file the release holds
+    (``files``: the release's file names)."""
     creators = {"source": "found", "rules": "machine-generated", "model": "machine-generated",
                 "people": "expert-generated"}
     return {
@@ -134,7 +147,7 @@ def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str]) -> dict
                                         for a in annotated_by}) or ["no-annotation"],
         "source_datasets": ["original"],
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": "data.parquet"}]}],
+                     "data_files": [{"split": "train", "path": data_file(files)}]}],
     }
 
 
@@ -144,9 +157,14 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
     rows = int(release["row_count"])
     label = spec.schema_.label_field
     annotated_by = sorted(stages.get("annotate", {}).get("label_sources") or {"source": 1})
-    front = yaml.safe_dump(_front_matter(spec, rows, annotated_by), allow_unicode=True,
+    data = data_file(release.get("files") or ())
+    front = yaml.safe_dump(_front_matter(spec, rows, annotated_by, release.get("files") or
+                                         ("data.parquet",)), allow_unicode=True,
                            sort_keys=False)
     version, name = release["version"], spec.name
+    reader, reader_args, hf_format = {"data.jsonl": ("pd.read_json", ", lines=True", "json"),
+                                      "data.csv": ("pd.read_csv", "", "csv")}.get(
+        data, ("pd.read_parquet", "", "parquet"))
     q = report or {}
     dims = q.get("dimensions", {})
     unmeasured = q.get("not_measured") or {}  # left out of the score and the grade
@@ -238,15 +256,15 @@ Splits: {split_line}. The full report is `quality.html` / `quality.json` in this
 
 ```python
 import pandas as pd                                   # after `dvc get` (below)
-df = pd.read_parquet("{name}/data.parquet")
+df = {reader}("{name}/{data}"{reader_args})
 
 from datasets import load_dataset                     # Hugging Face datasets
-ds = load_dataset("parquet", data_files="{name}/data.parquet")
+ds = load_dataset("{hf_format}", data_files="{name}/{data}")
 
 import dvc.api                                        # straight from the registry
-with dvc.api.open("datasets/{name}/data.parquet", repo="{registry}",
+with dvc.api.open("datasets/{name}/{data}", repo="{registry}",
                   rev="{name}/v{version}", mode="rb") as fh:
-    df = pd.read_parquet(fh)
+    df = {reader}(fh{reader_args})
 ```
 
 ```sh
@@ -271,7 +289,8 @@ def _data_type(dtype: str) -> Any:
 def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[str, str]],
               published: datetime, registry: str, report: dict[str, Any]) -> dict[str, Any]:
     """Croissant 1.1 metadata: the files with their sha256, one record set read from the
-    Parquet file, and provenance (sources, processing, personal data) in the RAI terms."""
+    data file (Parquet when the release has it), and provenance (sources, processing, personal
+    data) in the RAI terms."""
     import mlcroissant as mlc
 
     ctx = mlc.Context()
@@ -294,12 +313,12 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
             includes=["*.png", "*.jpg", "*.webp"],
             description="The images, one per record, named <id>.<ext> inside the shards"))
     fields = [mlc.Field(ctx=ctx, id=f"records/{c}", name=c, data_types=[_data_type(t)],
-                        source=mlc.Source(ctx=ctx, file_object="data.parquet",
+                        source=mlc.Source(ctx=ctx, file_object=data_file(files),
                                           extract=mlc.Extract(ctx=ctx, column=c)))
               for c, t in columns]
     records = mlc.RecordSet(ctx=ctx, id="records", name="records", fields=fields,
                             key=["records/id"],
-                            description="One record per row of data.parquet.")
+                            description=f"One record per row of {data_file(files)}.")
     pre = report.get("pii", {}).get("found_in_preprocessing", {})
     metadata = mlc.Metadata(
         ctx=ctx, name=spec.name, description=spec.description or spec.title,

@@ -1001,6 +1001,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         links={**gx_links, "data_docs": docs_uri,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})
+    for warning in report["warnings"]:
+        log.warning("evaluate %s: %s", ctx.dataset, warning)
     if drifted is not None:
         report["drift"] = drifted
     ctx.store.write_atomic(ctx.work_bucket, report_key,

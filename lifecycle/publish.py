@@ -261,7 +261,9 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     fresh = bool(compared) and compared.get("base_version") == (
         previous.version if previous else None)
     staged = manifest.get("release") if fresh and spec.modality != "image" else None
-    grades = {"from": previous.quality.get("grade") if previous else None,
+    # like with like: both grades as evaluation computed them, without accessibility (measured
+    # on the release only after the changelog is written into it)
+    grades = {"from": evaluated_grade(ctx, previous) if previous else None,
               "to": quality.get("grade")}
     df: pd.DataFrame | None = None
     if staged is None:
@@ -352,6 +354,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         **{k: graded[k] for k in ("grade", "score", "dimensions", "not_measured", "gating",
                                   "accessibility")},
         "report_uri": quality.get("report_uri"), "splits": quality.get("splits", {}),
+        # the evaluation's own grade, without accessibility: the next changelog compares it
+        "evaluated": {"grade": quality.get("grade"), "score": quality.get("score")},
         # the rules the checks were made under and the personal data left: a refresh adds
         # its new records' counts to them (lifecycle/evaluate.py)
         **{k: quality[k] for k in ("rules", "residual_pii", "split_groups") if quality.get(k)},
@@ -370,21 +374,53 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
 
 
+def evaluated_grade(ctx: StageContext, v: Version) -> str | None:
+    """``v``'s grade as its evaluation computed it (without accessibility, which publishing
+    adds): recorded since accessibility is measured; for versions before that, their grade
+    (no accessibility in it) or their dimensions without accessibility graded again under
+    this spec's weights and gating."""
+    from lifecycle import quality as q
+
+    recorded = (v.quality.get("evaluated") or {}).get("grade")
+    if recorded is not None:
+        return str(recorded)
+    if "accessibility" not in (v.quality.get("dimensions") or {}):  # graded as evaluated
+        return v.quality.get("grade")
+    dims = {k: float(x) for k, x in (v.quality.get("dimensions") or {}).items()
+            if k != "accessibility"}
+    weights = {str(k): w for k, w in ctx.spec.quality.weights.items()}
+    return q.score_and_grade(dims, weights, q.gating(ctx.spec, dims))[1]
+
+
 def with_accessibility(ctx: StageContext, quality: dict[str, Any],
                        v: Version) -> dict[str, Any]:
     """The evaluation's dimensions with accessibility measured on the published release
     ``v`` (lifecycle/reachable.py), and the score and grade again with it (weights and gating as
     evaluation used them). A failed check is not undone (the version is in the registry):
     it lowers accessibility, and so the grade, in the catalog, and is logged as an error
-    naming each file and what failed."""
+    naming each file and what failed. Checks met only by transient errors are not measured
+    (the version's ``accessibility`` lists them); none measured: accessibility is not measured
+    and left out of the grade. Nothing here raises into publish: the version is tagged and
+    must reach the catalog."""
     from lifecycle import quality as q
     from lifecycle import reachable
 
-    measured = reachable.measure(v, ctx.store, ctx.registry)
-    dims = {**quality.get("dimensions", {}), "accessibility": round(
-        q.accessibility(measured.checks), 4)}
+    try:
+        measured = reachable.measure(v, ctx.store, ctx.registry)
+    except Exception as e:  # noqa: BLE001 - a bug in the measurement is its failure
+        log.exception("publish %s: measuring the accessibility of %s raised", ctx.spec.name,
+                      v.ref)
+        measured = reachable.Accessibility()
+        measured.add("measure", "*", (reachable.FAILED, f"the measurement raised "
+                                      f"{type(e).__name__}: {str(e)[:300]}"))
+    value = q.accessibility(measured.checks)
+    dims = {k: x for k, x in quality.get("dimensions", {}).items() if k != "accessibility"}
     not_measured = {k: why for k, why in (quality.get("not_measured") or {}).items()
                     if k != "accessibility"}
+    if isinstance(value, str):
+        not_measured["accessibility"] = value
+    else:
+        dims["accessibility"] = round(value, 4)
     weights = {str(k): w for k, w in ctx.spec.quality.weights.items()}
     gating = q.gating(ctx.spec, dims)
     score, grade = q.score_and_grade(dims, weights, gating)
@@ -393,7 +429,13 @@ def with_accessibility(ctx: StageContext, quality: dict[str, Any],
                   "Its accessibility is %.3f and its grade %s in the catalog; fix the object "
                   "store or registry, then check with granary verify", ctx.spec.name, v.ref,
                   "; ".join(f"{c['check']} {c['file']}: {c['problem']}"
-                            for c in measured.failed), dims["accessibility"], grade)
+                            for c in measured.failed), dims.get("accessibility", 0.0), grade)
+    elif measured.unmeasured:
+        log.warning("publish %s: %d accessibility checks of %s could not be made (%s); "
+                    "they are left out of its accessibility", ctx.spec.name,
+                    len(measured.unmeasured), v.ref,
+                    "; ".join(f"{c['check']} {c['file']}: {c['problem']}"
+                              for c in measured.unmeasured))
     else:
         log.info("publish %s: %s accessible (%d checks, %.2f s)", ctx.spec.name, v.ref,
                  len(measured.checks), measured.seconds)
@@ -528,8 +570,11 @@ def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) ->
     counts: dict[str, Any] = {"in": v.row_count, "kept": v.row_count, "version": v.version}
     checked = v.quality.get("accessibility")
     if checked:  # measured on the release (older versions were not): what failed, if any
-        counts["accessibility"] = v.quality["dimensions"]["accessibility"]
-        counts["inaccessible"] = int(checked["total"]) - int(checked["passed"])
+        if "accessibility" in v.quality["dimensions"]:
+            counts["accessibility"] = v.quality["dimensions"]["accessibility"]
+        counts["inaccessible"] = int(checked.get("failed", int(checked["total"])
+                                                 - int(checked["passed"])))
+        counts["access_not_measured"] = int(checked.get("not_measured", 0))
     return StageResult(STAGE, f"registry:{v.tag}", counts,
                        extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
                               "content_hash": v.content_hash, "reused": reused,

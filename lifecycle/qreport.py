@@ -72,6 +72,7 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         # dimensions left out of the score and the grade, each with the reason
         "not_measured": dict(not_measured or {}),
         "gating": list(dims) if gating is None else list(gating),
+        "warnings": q.warnings(spec, df, dict(not_measured or {}), now),
         "balance": q.balance_report(spec, df),
         "weights": {k: spec.quality.weights.get(k, 1.0) for k in dims},  # type: ignore[call-overload]
         "evidence": {"label_conflicts": evidence.conflicts,
@@ -339,6 +340,9 @@ def render(report: dict[str, Any], nav: str = "") -> str:
         + ("<h4>Not measured (left out of the score and the grade)</h4><div id='not-measured'>"
            + _table(["dimension", "why"], [[k, v] for k, v in unmeasured.items()]) + "</div>"
            if unmeasured else "")
+        + ("<h4>Warnings</h4><ul id='quality-warnings'>"
+           + "".join(f"<li>{_e(w)}</li>" for w in report.get("warnings") or []) + "</ul>"
+           if report.get("warnings") else "")
         + "<p>Formulas: docs/quality.md. Evidence: "
         + _e(", ".join(f"{k} {v}" for k, v in report["evidence"].items())) + "</p></section>",
         "<section><h3>Labels</h3><div class='grid'>"

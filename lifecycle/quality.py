@@ -93,10 +93,36 @@ def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int,
     return max(0.0, 1 - (conflicts + outside) / len(df))
 
 
+FUTURE_TOLERANCE = timedelta(hours=1)  # clock skew allowed before a record time is "future"
+
+
+def record_times(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
+    """Each record's own time (``quality.timeliness.field``) as UTC timestamps, NaT where it
+    does not read as a time. An integer field holds Unix epoch seconds; a string field ISO
+    8601 or any form pandas reads, a time without an offset read as UTC (the spec refuses
+    other field types)."""
+    name = spec.quality.timeliness.field
+    if name is None or name not in df:
+        return pd.Series(dtype="datetime64[ns, UTC]")
+    f = spec.schema_.field(name)
+    if f is not None and f.type == "integer":
+        return pd.to_datetime(pd.to_numeric(df[name], errors="coerce"), unit="s", utc=True,
+                              errors="coerce")
+    return pd.to_datetime(df[name], utc=True, errors="coerce", format="mixed")
+
+
+def future_times(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> int:
+    """Records whose own time is later than ``now`` + FUTURE_TOLERANCE (ignored by
+    timeliness: a wrong clock or a typo, not freshness; the report warns of them)."""
+    times = record_times(spec, df)
+    return int((times > pd.Timestamp(now.astimezone(UTC)) + FUTURE_TOLERANCE).sum())
+
+
 def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float | str:
     """How fresh the newest record is: 1 when its time (``quality.timeliness.field``) is
     within the expected freshness (``quality.timeliness.max_age``, else the schedule's period;
-    a cron expression counts as daily), else max_age / age. A reason (str) when not measured:
+    a cron expression counts as daily), else max_age / age. Times later than now +
+    FUTURE_TOLERANCE are ignored (``future_times``). A reason (str) when not measured:
     no freshness is expected, or no field holds the records' own time (``collected_at`` is
     when Granary fetched a record, not how old it is at its source)."""
     cfg = spec.quality.timeliness
@@ -111,11 +137,14 @@ def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float | st
                 "not its age at the source)")
     if df.empty or cfg.field not in df:
         return f"no records with the field {cfg.field!r}"
-    times = pd.to_datetime(df[cfg.field], utc=True, errors="coerce", format="mixed")
+    at = now.astimezone(UTC)
+    times = record_times(spec, df)
+    times = times[times <= pd.Timestamp(at) + FUTURE_TOLERANCE]
     newest = times.max()
     if pd.isna(newest):
-        return f"no value of {cfg.field!r} reads as a time"
-    age = now.astimezone(UTC) - newest.to_pydatetime()
+        return (f"no value of {cfg.field!r} reads as a time at or before now "
+                f"(+{FUTURE_TOLERANCE})")
+    age = at - newest.to_pydatetime()
     return 1.0 if age <= expected else expected / age
 
 
@@ -124,11 +153,18 @@ ACCESSIBILITY_AT_RELEASE = ("measured on the release when it is published: every
                             "card and the Croissant file validated")
 
 
-def accessibility(checks: list[dict[str, Any]]) -> float:
+def accessibility(checks: list[dict[str, Any]]) -> float | str:
     """The release's checks that passed (lifecycle/reachable.py: each file downloaded through a
     presigned link with its sha256, the data file through ``dvc get``, the card and the
-    Croissant file validated) / the checks made."""
-    return sum(bool(c["ok"]) for c in checks) / len(checks) if checks else 0.0
+    Croissant file validated) / the checks measured: a check met only by transient errors
+    (network, timeouts, 5xx) is not measured and counts neither way. A reason (str) when no
+    check was measured."""
+    measured = [c for c in checks if c.get("status", "passed" if c["ok"] else "failed")
+                != "not_measured"]
+    if not measured:
+        why = "; ".join(f"{c['check']} {c['file']}: {c.get('problem')}" for c in checks)
+        return f"no check of the release could be made: {why or 'no checks'}"[:1000]
+    return sum(bool(c["ok"]) for c in measured) / len(measured)
 
 
 def label_shares(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
@@ -305,6 +341,23 @@ def images(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence) -> dict[str,
             "resolution": float((side >= spec.quality.min_image_side).mean()) if len(side)
             else 1.0,
             "safety": 1 - evidence.with_metadata_share}
+
+
+def warnings(spec: DatasetSpec, df: pd.DataFrame, not_measured: dict[str, str],
+             now: datetime) -> list[str]:
+    """What the report warns of about the grade itself: a dimension ``quality.gating`` lists
+    that this run did not measure (it gates nothing this time; accessibility is measured by
+    publishing), and record times in the future, which timeliness ignored."""
+    found = [f"{dim} is listed in quality.gating but was not measured in this run, so it "
+             f"gates nothing here: {not_measured[dim]}"
+             for dim in spec.quality.gating or [] if dim in not_measured
+             and dim != "accessibility"]
+    future = future_times(spec, df, now)
+    if future:
+        found.append(f"{future} records have a {spec.quality.timeliness.field} later than "
+                     f"now + {FUTURE_TOLERANCE}; timeliness ignored them (a wrong clock or "
+                     "time zone at the source?)")
+    return found
 
 
 def grade_of(value: float) -> str:

@@ -1241,25 +1241,60 @@ class DatasetSpec(_Model):
         return found
 
     def _quality_problems(self) -> list[Problem]:
-        """quality.balance needs labels to measure (and a target names allowed labels);
-        quality.timeliness.field must be a schema field."""
+        """quality.balance needs labels to measure (and a target names the label field's
+        values, which it must list); quality.timeliness.field must be a schema field holding
+        a time (a string, or an integer of epoch seconds); quality.gating may not name a
+        dimension this spec can never measure."""
         found: list[Problem] = []
         q, label, values = self.quality, self.schema_.label_field, self.label_values
+        lf = self.schema_.field(label) if label is not None else None
+        if not values and lf is not None and lf.type == "boolean":
+            values = ["True", "False"]  # labels are compared as text (lifecycle/quality.py)
         if not q.balance.natural and label is None:
             found.append((("quality", "balance"), "a target or min_share needs labels: set "
                           "schema.label_field, or write balance: natural",
                           q.balance.describe()))
-        if q.balance.target is not None and values:
-            unknown = sorted(set(q.balance.target) - set(values))
+        if q.balance.target is not None and label is not None and not values:
+            found.append((("quality", "balance", "target"), f"names labels, but the label "
+                          f"field {label!r} lists no values: add values: [...] to it so the "
+                          "target's labels can be checked", q.balance.target))
+        elif q.balance.target is not None and values:
+            unknown = sorted(set(q.balance.target) - {str(v) for v in values})
             if unknown:
                 found.append((("quality", "balance", "target"), f"names {unknown}, which are "
-                              f"not the label field's values {values}", q.balance.target))
+                              f"not the label field's values {values} (labels are compared "
+                              "as text: a boolean's are 'True' and 'False')", q.balance.target))
         name = q.timeliness.field
-        if name is not None and self.schema_.field(name) is None:
+        f = self.schema_.field(name) if name is not None else None
+        if name is not None and f is None:
             found.append((("quality", "timeliness", "field"), f"{name!r} is not a schema "
                           f"field {[f.name for f in self.schema_.fields]}: name the field "
                           "that holds each record's time", name))
+        elif f is not None and f.type not in ("string", "integer"):
+            found.append((("quality", "timeliness", "field"), f"{name!r} is a {f.type} field; "
+                          "a record time is a string (ISO 8601; without an offset it is read "
+                          "as UTC) or an integer (Unix epoch seconds)", name))
+        never = self._never_measured()
+        for dim in q.gating or []:
+            if dim in never:
+                found.append((("quality", "gating"), f"{dim} can never be measured for this "
+                              f"spec ({never[dim]}), so it would gate nothing: remove it or "
+                              "configure it", q.gating))
         return found
+
+    def _never_measured(self) -> dict[str, str]:
+        """The dimensions this spec can never measure, each with why (lifecycle/quality.py
+        leaves them out of the score and the grade)."""
+        q, never = self.quality, {}
+        if q.balance.natural:
+            never["balance"] = "balance is natural: reported, not scored"
+        if q.timeliness.max_age is None and self.schedule is None:
+            never["timeliness"] = "no quality.timeliness.max_age and no schedule"
+        elif q.timeliness.field is None:
+            never["timeliness"] = "no quality.timeliness.field holding each record's time"
+        if self.modality != "image":
+            never["decodable"] = never["resolution"] = "image datasets only"
+        return never
 
     def _reserved_problems(self) -> list[Problem]:
         """Schema fields named like a column this spec's settings add (columns.conditional;

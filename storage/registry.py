@@ -40,6 +40,10 @@ class RegistryError(RuntimeError):
     """A git or DVC step of the registry failed; the message names the step and its output."""
 
 
+class RegistryTimeout(RegistryError):
+    """A git or DVC process that ran past its time limit (and was stopped)."""
+
+
 @dataclass(frozen=True)
 class Published:
     dataset: str
@@ -74,8 +78,16 @@ class DvcRegistry:
                     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
 
     # ---- plumbing ------------------------------------------------------------------------------
-    def _run(self, args: list[str], cwd: Path | None, what: str) -> str:
-        proc = subprocess.run(args, cwd=cwd, env=self.env, capture_output=True, text=True)
+    def _run(self, args: list[str], cwd: Path | None, what: str,
+             timeout: float | None = None) -> str:
+        """Run one git or DVC process; ``timeout`` (seconds, None: no limit) ends it and
+        raises :class:`RegistryTimeout` (subprocess.run kills the process when it expires)."""
+        try:
+            proc = subprocess.run(args, cwd=cwd, env=self.env, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise RegistryTimeout(f"registry: {what} did not finish within {timeout:g} s; "
+                                  "it was stopped") from e
         if proc.returncode != 0:
             out = (proc.stderr or proc.stdout).strip()[-2000:]
             raise RegistryError(f"registry: {what} failed (exit {proc.returncode}): {out}")
@@ -314,14 +326,17 @@ class DvcRegistry:
                 return self._git(work, "rev-parse", "HEAD").strip()
         raise RegistryError(f"registry: could not move {dataset}'s latest after retries")
 
-    def fetch_file(self, dataset: str, version: int, name: str, dest: Path) -> Path:
-        """One file of a version (``dvc get`` of ``datasets/<name>/<file>``)."""
+    def fetch_file(self, dataset: str, version: int, name: str, dest: Path,
+                   timeout: float | None = None) -> Path:
+        """One file of a version (``dvc get`` of ``datasets/<name>/<file>``); ``timeout``
+        (seconds) stops the process (:class:`RegistryTimeout`)."""
         tag = keys.registry_tag(dataset, version)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="granary-get-") as tmp:
             self._run([sys.executable, "-m", "dvc", "get", self.url,
                        f"{keys.registry_path(dataset)}/{keys.segment(name, 'file')}",
-                       "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}")
+                       "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}",
+                      timeout=timeout)
         count_read(dest.stat().st_size, f"dvc get {tag} {name}")  # from the S3 remote
         return dest
 

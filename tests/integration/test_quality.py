@@ -309,3 +309,50 @@ def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_g
     assert graded["grade"] == "D"  # (11 - 4) / 11 = 0.64: accessibility gates
     assert any(r.levelname == "ERROR" and "not accessible" in r.getMessage()
                and "croissant.json" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_accessibility_check_through_publish_shows_in_the_catalog_page_and_api(
+        env: Settings) -> None:
+    """A release without a licence (NOASSERTION): its card fails the check at publication;
+    the version, the value curve, the stage's counts, the version page and the API all say
+    so, and the next version's changelog compares evaluation grades (like with like)."""
+    from tests.graded import publish_run
+
+    unlicensed = SPEC.replace("licence: {id: CC-BY-4.0, legal_basis", "licence: {id: "
+                              "NOASSERTION, legal_basis")
+    assert unlicensed != SPEC
+    first = publish_run(env, "run-nolicence", unlicensed)
+    v = context(env, unlicensed, "x").catalog.get_version("graded_reviews", 1)
+    checked = v.quality["accessibility"]
+    total = len(v.files) + 3  # every file's download, dvc get, the card, the Croissant file
+    assert (checked["total"], checked["passed"], checked["failed"],
+            checked["not_measured"]) == (total, total - 1, 1, 0)
+    [failed] = [c for c in checked["checks"] if c["status"] == "failed"]
+    assert (failed["check"], failed["file"]) == ("card", "README.md")
+    assert "licence is 'noassertion'" in failed["problem"]
+    accessibility = round((total - 1) / total, 4)
+    assert v.quality["dimensions"]["accessibility"] == accessibility
+    assert (first.counts["inaccessible"], first.counts["access_not_measured"],
+            first.counts["accessibility"]) == (1, 0, accessibility)
+    assert v.quality["evaluated"]["grade"] == "A" and v.quality["grade"] == "B"  # 0.917 gates
+    [row] = context(env, unlicensed, "x").catalog.evaluations("graded_reviews")
+    assert (row.grade, row.score, row.summary["dimensions"]["accessibility"]) == (
+        "B", v.quality["score"], accessibility)
+
+    with serve(env) as site:
+        page = site.get("/datasets/graded_reviews/versions/1").text
+        assert "id='accessibility-checks'" in page and "1 checks failed" in page
+        assert "card README.md: failed" in page and "licence is &#x27;noassertion&#x27;" in page
+        api = site.get("/api/v1/datasets/graded_reviews/versions/1").json()
+        assert api["accessibility"]["failed"] == 1
+        assert [c["check"] for c in api["accessibility"]["checks"]
+                if c["status"] == "failed"] == ["card"]
+
+    change_source(env)
+    second = publish_run(env, "run-nolicence-2", unlicensed)
+    assert second.counts["version"] == 2
+    fetched = context(env, unlicensed, "x").registry.fetch("graded_reviews", 2,
+                                                           env.home / "v2")
+    change = json.loads((fetched / "changelog.json").read_text(encoding="utf-8"))
+    # evaluation's grade of v1 (A), not its catalog grade with accessibility (B)
+    assert change["grade"] == {"from": "A", "to": "A"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -212,24 +211,6 @@ def test_balance_and_timeliness_settings_are_checked(extra: str, where: str) -> 
         text = text[:text.index("schema:")]
     with pytest.raises(SpecError, match=re.escape(where)):
         parse_spec(text + extra + "\n", "spam.yaml")
-
-
-def test_the_card_check_names_what_is_wrong() -> None:
-    from lifecycle.reachable import card_problem
-
-    def problem(text: str, files: set[str]) -> str | None:
-        path = Path(tempfile.mkdtemp()) / "README.md"
-        path.write_text(text, encoding="utf-8")
-        return card_problem(path, files)
-
-    good = ("---\nlicense: cc-by-4.0\npretty_name: X\nsize_categories: [n<1K]\nconfigs:\n"
-            "- config_name: default\n  data_files: [{split: train, path: data.parquet}]\n---\n"
-            "# X\n")
-    assert problem(good, {"data.parquet", "README.md"}) is None
-    assert "does not hold" in str(problem(good, {"README.md"}))
-    assert "lacks ['license']" in str(problem(good.replace("license: cc-by-4.0\n", ""),
-                                               {"data.parquet"}))
-    assert "no YAML front matter" in str(problem("# X\n", {"data.parquet"}))
 
 
 # ---- label errors (confident learning) --------------------------------------------------------

@@ -343,13 +343,24 @@ def accept(spec_path: Path, proposal: Proposal) -> list[str]:
     otherwise, with the file left as it was. Returns what was set, one line each."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.util import load_yaml_guess_indent
 
     from lifecycle.specload import SpecError, parse_spec
 
+    original = spec_path.read_text(encoding="utf-8")
     y = YAML()
     y.preserve_quotes = True
-    y.width = 100
-    doc = y.load(spec_path.read_text(encoding="utf-8"))
+    # the file's own layout: its indents as guessed, lines not re-wrapped (a flow mapping
+    # the author wrapped comes back on one line), ``null`` written as such, and a one-key
+    # mapping in a flow list kept in braces (``[{name: qa}]``, not ``[name: qa]``)
+    _, indent, block_seq_indent = load_yaml_guess_indent(original)
+    sequence, offset = indent or 2, block_seq_indent or 0  # "  - x": 4 and 2
+    y.indent(mapping=max(sequence - offset, 2), sequence=sequence, offset=offset)
+    y.width = 4096
+    y.brace_single_entry_mapping_in_flow_sequence = True
+    y.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = y.load(original)
     changed = []
     listed = {f["name"]: f for f in doc["schema"]["fields"]}
     for name, keys in proposal.fields.items():

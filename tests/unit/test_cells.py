@@ -487,3 +487,25 @@ def test_evaluation_warns_and_goes_on_when_the_reference_cannot_be_read(
     from lifecycle import qreport
 
     assert "id='proposals-warning'" in qreport._cells_section({}, out)
+
+
+def test_accept_leaves_every_line_it_does_not_change_as_it_was(tmp_path: Path) -> None:
+    """The file's own layout survives: its indents, ``null``, a one-key mapping in a flow
+    list (ruamel's defaults re-indented the lists, wrote ``text_field:`` and ``[name: qa]``);
+    only the lines of the fields given rules differ, and the dependencies are added."""
+    path = tmp_path / "customers.yaml"
+    original = "# kept\n" + td.SPEC.replace(
+        "owners: [{name: qa}]", "owners: [{name: qa}]  # who").replace(
+        "format: csv,\n     licence", "format: csv, licence")  # a wrapped flow map is joined
+    path.write_text(original, encoding="utf-8")
+    spec = parse_spec(original, str(path))
+    proposal = profiling.propose(spec, td.clean(1500, seed=11, start=500_000), "sample")
+    profiling.accept(path, proposal)
+    after = path.read_text(encoding="utf-8").splitlines()
+    before = original.splitlines()
+    ruled = {f"{{name: {name}," for name in proposal.fields}
+    kept = [line for line in before if not any(r in line for r in ruled)]
+    assert [line for line in after if line in kept] == kept  # in order, byte for byte
+    # "  dependencies:" and one line per dependency, under the existing quality section
+    assert len(proposal.dependencies) == 3
+    assert len(after) - len(before) == 1 + len(proposal.dependencies)

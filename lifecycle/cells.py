@@ -71,8 +71,13 @@ def missing(series: pd.Series, markers: set[str]) -> pd.Series:
     """Null, or a string that is (stripped) one of the null markers."""
     out = series.isna()
     if markers and (series.dtype == object or pd.api.types.is_string_dtype(series.dtype)):
-        # .str is NaN for a value that is not a string (a number in an object column)
-        out = out | series.astype(object).str.strip().isin(list(markers)).to_numpy()
+        values = series.astype(object)
+        # an object column without strings (an integer field with gaps is read as Python
+        # ints and None, shards.read_table) has no markers, and pandas refuses .str on it;
+        # with some strings, .str is NaN for the values that are not
+        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "mixed",
+                                                             "mixed-integer"):
+            out = out | values.str.strip().isin(list(markers)).to_numpy()
     return out
 
 

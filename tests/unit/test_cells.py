@@ -509,3 +509,15 @@ def test_accept_leaves_every_line_it_does_not_change_as_it_was(tmp_path: Path) -
     # "  dependencies:" and one line per dependency, under the existing quality section
     assert len(proposal.dependencies) == 3
     assert len(after) - len(before) == 1 + len(proposal.dependencies)
+
+
+@pytest.mark.parametrize("values", [
+    [130, None, 95],              # an integer field with gaps, as shards.read_table gives it
+    [True, None, False],
+    [1.5, None, 2.0],
+    ["N/A", 7, None],             # a marker among numbers
+])
+def test_null_markers_are_found_in_object_columns_of_any_values(values: list[object]) -> None:
+    series = pd.Series(values, dtype=object)
+    got = cells.missing(series, {"", "N/A"}).tolist()
+    assert got == [v is None or v == "N/A" for v in values]

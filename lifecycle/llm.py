@@ -1,9 +1,11 @@
-"""An OpenAI-compatible chat-completions client for synthesis: retries with backoff (429 and
-5xx, honouring Retry-After), a requests-per-minute limit, token and cost accounting, and hard
+"""An OpenAI-compatible chat-completions client for synthesis: retries under the one policy
+(:mod:`storage.retry`, limits :data:`storage.retry.LLM`: network errors, 408, 429 and 5xx,
+honouring Retry-After), a requests-per-minute limit, token and cost accounting, and hard
 caps on requests and tokens. The base URL, key and model come from an Airflow connection."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from storage import retry
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +71,38 @@ class ChatClient:
             raise BudgetExhausted(f"the token cap ({self.max_tokens}) is reached "
                                   f"({self.usage.tokens} used)")
         body = {"model": self.model, "messages": messages, "temperature": temperature}
-        for attempt in range(self.retries + 1):
+
+        def once() -> httpx.Response:
             wait = self._last + self.interval - time.monotonic()
             if wait > 0:
                 self.sleep(wait)  # the rate limit
             self._last = time.monotonic()
             self.usage.requests += 1
-            try:
-                resp = httpx.post(self.url, json=body, headers=self.headers,
-                                  timeout=self.timeout)
-            except httpx.HTTPError as e:
-                error = f"{type(e).__name__}: {e}"
-                retry_after = None
-            else:
-                if resp.status_code == 200:
-                    return self._read(resp)
-                error = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if resp.status_code not in (408, 409, 429) and resp.status_code < 500:
-                    raise LLMError(f"{self.url} refused the request ({error}); check the "
-                                   "model name and the key in the connection")
-                retry_after = _seconds(resp.headers.get("retry-after"))
-            if attempt == self.retries:
-                raise LLMError(f"{self.url} failed {self.retries + 1} times; last: {error}")
+            resp = httpx.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
+            if resp.status_code >= 500 or resp.status_code in retry.TRANSIENT_STATUS \
+                    or resp.status_code == 409:
+                raise retry.RetryLater(f"HTTP {resp.status_code}: {resp.text[:300]}",
+                                       retry.parse_retry_after(resp.headers.get("retry-after")))
+            return resp
+
+        def counted(error: BaseException) -> None:
             self.usage.retries += 1
-            delay = retry_after if retry_after is not None else min(2.0 ** attempt, 30.0)
-            log.warning("llm: %s; retrying in %.1f s", error, delay)
-            self.sleep(delay)
-        raise LLMError("unreachable")  # pragma: no cover
+
+        limits = dataclasses.replace(retry.LLM, attempts=self.retries + 1)
+        try:
+            resp = retry.call(once, what=f"llm: POST {self.url}", limits=limits,
+                              sleep=self.sleep, on_retry=counted)
+        except retry.RetriesExhausted as e:
+            raise LLMError(f"{self.url} failed {e.attempts} times; last: "
+                           f"{retry.describe(e.last)}") from e.last
+        except httpx.HTTPError as e:  # not transient (a bad URL, say)
+            raise LLMError(f"{self.url}: {retry.describe(e)}; check the base URL in the "
+                           "connection") from e
+        if resp.status_code != 200:
+            raise LLMError(f"{self.url} refused the request (HTTP {resp.status_code}: "
+                           f"{resp.text[:300]}); check the model name and the key in the "
+                           "connection")
+        return self._read(resp)
 
     def _read(self, resp: httpx.Response) -> str:
         try:
@@ -109,13 +118,6 @@ class ChatClient:
         self.usage.completion_tokens += completion
         self.usage.cost += prompt / 1000 * self.price_in + completion / 1000 * self.price_out
         return str(content)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def parse_records(content: str, fields: list[str]) -> tuple[list[dict[str, Any]], str | None]:

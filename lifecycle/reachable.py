@@ -30,6 +30,7 @@ process needs a file), removed at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -42,6 +43,7 @@ from typing import Any
 
 from lifecycle import releases
 from lifecycle.spec import NO_LICENCE
+from storage import retry
 from storage.catalog import Version
 from storage.objectstore import ObjectStore
 from storage.registry import DvcRegistry, RegistryTimeout
@@ -51,8 +53,8 @@ CARD_KEYS = ("license", "pretty_name", "size_categories")  # the front matter mu
 DOWNLOAD_TIMEOUT = 60.0  # seconds httpx waits for each step (connect, each read)
 FILE_LIMIT = 600.0       # seconds one file may take to download, whatever its pace
 DVC_LIMIT = 600.0        # seconds one dvc get may run before it is stopped
-ATTEMPTS = 3             # tries of a check that met a transient error
-BACKOFF = 2.0            # seconds before the 2nd try, doubled before each next
+ATTEMPTS = retry.REACHABILITY.attempts     # tries of a check that met a transient error
+BACKOFF = retry.REACHABILITY.first_wait    # seconds before the 2nd try, doubled before each next
 VALIDATED = ("README.md", "croissant.json")  # kept (small) to be validated after download
 
 # httpx logs every request at INFO with its full URL: a presigned link's query string is a
@@ -105,27 +107,24 @@ class Broken(Exception):
 
 
 def _retrying(what: Callable[[], Outcome], deadline: float | None = None) -> Outcome:
-    """``what`` tried up to ``ATTEMPTS`` times while it raises :class:`Transient`, waiting
-    ``BACKOFF`` seconds, doubled each time; then not measured with the last reason. Broken:
-    failed; any other exception: failed, named (a bug in the check is recorded, not raised)."""
-    wait = BACKOFF
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return what()
-        except Transient as e:
-            reason = str(e)
-            if attempt == ATTEMPTS or (deadline is not None
-                                       and time.monotonic() + wait >= deadline):
-                return NOT_MEASURED, f"{reason} (after {attempt} tries)"
-            log.info("accessibility: %s; trying again in %.0f s", reason, wait)
-            time.sleep(wait)
-            wait *= 2
-        except Broken as e:
-            return FAILED, str(e)
-        except Exception as e:  # noqa: BLE001 - recorded as the check's failure
-            log.exception("accessibility check raised")
-            return FAILED, f"the check raised {type(e).__name__}: {str(e)[:300]}"
-    raise AssertionError("unreachable")
+    """``what`` under the one retry policy (:data:`storage.retry.REACHABILITY`: ``ATTEMPTS``
+    tries while it raises :class:`Transient`, waits from ``BACKOFF`` seconds, doubled, and
+    none that would end past ``deadline``, a time.monotonic); then not measured with the last
+    reason. Broken: failed; any other exception: failed, named (a bug in the check is
+    recorded, not raised)."""
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    limits = dataclasses.replace(retry.REACHABILITY, attempts=ATTEMPTS, first_wait=BACKOFF,
+                                 max_wait=BACKOFF * 4, deadline=left)
+    try:
+        return retry.call(what, what="accessibility check", limits=limits,
+                          transient=lambda e: isinstance(e, Transient))
+    except retry.RetriesExhausted as e:
+        return NOT_MEASURED, f"{e.last} (after {e.attempts} tries)"
+    except Broken as e:
+        return FAILED, str(e)
+    except Exception as e:  # noqa: BLE001 - recorded as the check's failure
+        log.exception("accessibility check raised")
+        return FAILED, f"the check raised {type(e).__name__}: {str(e)[:300]}"
 
 
 def _download(url: str, keep: Path | None, deadline: float) -> str:

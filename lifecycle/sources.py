@@ -30,6 +30,7 @@ from lifecycle.readers import dig
 from lifecycle.shards import to_python
 from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
 from lineage.naming import release_folder
+from storage import retry
 from storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -198,12 +199,12 @@ def _with_params(url: str, params: dict[str, Any]) -> str:
 
 class HttpConnector:
     """A paginated JSON API. Every request passes :func:`check_url`; redirects are followed
-    only to allowed hosts; 429, 5xx and timeouts are retried with exponential backoff (and
-    Retry-After); requests are spaced by ``rate_limit``. Incremental runs send If-None-Match
-    / If-Modified-Since and skip pages answered 304."""
+    only to allowed hosts; 408, 429, 5xx and network errors are retried under the one policy
+    (:func:`storage.retry.http_source`: exponential backoff with jitter, Retry-After);
+    requests are spaced by ``rate_limit``. Incremental runs send If-None-Match /
+    If-Modified-Since and skip pages answered 304."""
 
     KEEP_HEADERS = ("content-type", "etag", "last-modified", "date", "link")
-    BACKOFF_S = 0.5
     MAX_REDIRECTS = 5
 
     def __init__(self, source: HttpSource, state: dict[str, Any], mode: str) -> None:
@@ -246,18 +247,13 @@ class HttpConnector:
             headers["If-None-Match"] = cached["etag"]
         if cached.get("last_modified"):
             headers["If-Modified-Since"] = cached["last_modified"]
-        problem = ""
-        for attempt in range(src.retries + 1):
+        def once() -> Any:
             target = url
             for _ in range(self.MAX_REDIRECTS + 1):
                 check_url(target, src)
                 self._wait_turn()
                 self.requests += 1
-                try:
-                    response = client.get(target, headers=headers)
-                except httpx.TransportError as e:  # refused, reset, timed out
-                    response, problem = None, f"{type(e).__name__}: {e}"
-                    break
+                response = client.get(target, headers=headers)  # transport errors: retried
                 if response.is_redirect and "location" in response.headers:
                     target = urljoin(target, response.headers["location"])
                     continue
@@ -265,26 +261,27 @@ class HttpConnector:
             else:
                 raise SourceError(f"source {src.name!r}: {url} redirects more than "
                                   f"{self.MAX_REDIRECTS} times")
-            if response is not None:
-                if response.status_code < 400 or response.status_code == 304:
-                    return response
-                problem = f"HTTP {response.status_code}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise PermanentError(
-                        f"source {src.name!r}: {url} answered {problem}: "
-                        f"{response.text[:300]!r}. Check the URL and the credentials "
-                        f"(conn_id {src.conn_id!r}).")
-            if attempt == src.retries:
-                break
-            delay = min(self.BACKOFF_S * 2 ** attempt, 30.0)
-            after = response.headers.get("retry-after") if response is not None else None
-            if after and after.isdigit():
-                delay = min(float(after), 60.0)
-            log.warning("source %s: %s failed (%s); retry %d/%d in %.1fs", src.name, url,
-                        problem, attempt + 1, src.retries, delay)
-            time.sleep(delay)
-        raise SourceUnreachable(f"source {src.name!r} unreachable: {url} failed {src.retries + 1} "
-                          f"times, last with {problem}. Is the API up? Retry the task later.")
+            if response.status_code < 400 or response.status_code == 304:
+                return response
+            problem = f"HTTP {response.status_code}"
+            if response.status_code >= 500 or response.status_code in retry.TRANSIENT_STATUS:
+                raise retry.RetryLater(problem, retry.parse_retry_after(
+                    response.headers.get("retry-after")))
+            raise PermanentError(
+                f"source {src.name!r}: {url} answered {problem}: "
+                f"{response.text[:300]!r}. Check the URL and the credentials "
+                f"(conn_id {src.conn_id!r}).")
+
+        try:
+            return retry.call(once, what=f"source {src.name}: GET {url}",
+                              limits=retry.http_source(src.retries))
+        except retry.RetriesExhausted as e:
+            raise SourceUnreachable(
+                f"source {src.name!r} unreachable: {url} failed {e.attempts} times, last "
+                f"with {retry.describe(e.last)}. Is the API up? Retry the task later.") from e.last
+        except httpx.HTTPError as e:  # not transient: a malformed URL or protocol
+            raise SourceError(f"source {src.name!r}: {url}: {retry.describe(e)}. Check the "
+                              "source's url.") from e
 
     def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
         src, pg = self.source, self.source.pagination

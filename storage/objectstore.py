@@ -1,16 +1,18 @@
 """All object access, over plain S3 through the ``minio`` SDK (MinIO, SeaweedFS, Ceph, AWS...).
 
-Nothing here uses MinIO-only admin APIs. Transient failures (connection refused, timeouts,
-5xx, SlowDown) are retried with exponential backoff; permanent ones (access denied, bad
-credentials, missing key) raise :class:`StorageError` at once with what to do.
+Nothing here uses MinIO-only admin APIs. Every request, and every page of a listing, goes
+through the one retry policy (:mod:`storage.retry`, limits :data:`storage.retry.S3`):
+transient failures (connection refused, timeouts, 5xx, SlowDown) are retried with
+exponential backoff; permanent ones (access denied, bad credentials, missing key) raise
+:class:`StorageError` at once with what to do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +21,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from storage import keys
+from storage import keys, retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
+TRANSIENT_CODES = retry.TRANSIENT_S3_CODES
 CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 
 
@@ -58,14 +60,23 @@ class ObjectStore:
         self,
         client: Any,
         *,
-        retries: int = 5,
-        backoff: float = 0.5,
-        max_backoff: float = 8.0,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        limits: retry.Limits = retry.S3,
     ) -> None:
+        """``limits``: how hard each request is tried (the policy's :data:`~storage.retry.S3`);
+        ``retries`` (after the first try), ``backoff`` (the first wait) and ``max_backoff``
+        override parts of it."""
         self._client = client
-        self._retries = retries
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        changes: dict[str, Any] = {}
+        if retries is not None:
+            changes["attempts"] = retries + 1
+        if backoff is not None:
+            changes["first_wait"] = backoff
+        if max_backoff is not None:
+            changes["max_wait"] = max_backoff
+        self._limits = dataclasses.replace(limits, **changes)
 
     @classmethod
     def connect(cls, endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
@@ -73,12 +84,12 @@ class ObjectStore:
         import urllib3
         from minio import Minio
 
-        # Short connect timeout so a stopped server is noticed quickly and retried here,
-        # with our own backoff, instead of urllib3's long default.
+        # Short connect timeout so a stopped server is noticed quickly and retried by the
+        # one policy (``_call``), instead of urllib3's long default; urllib3 itself does not
+        # retry (its retries would multiply the policy's and hide the waits from the log).
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5, read=120),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2,
-                                  status_forcelist=[500, 502, 503, 504]),
+            retries=False,
             maxsize=10,
         )
         client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
@@ -87,36 +98,29 @@ class ObjectStore:
 
     # ---- retry core ------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` under the retry policy; its errors translated into :class:`StorageError`
+        (:class:`ObjectNotFound` for a missing key, bucket or version) naming ``what``."""
         from minio.error import S3Error
-        from urllib3.exceptions import HTTPError as Urllib3Error
 
-        delay = self._backoff
-        for attempt in range(self._retries + 1):
-            try:
-                return fn()
-            except S3Error as e:
-                if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchVersion"):
-                    raise ObjectNotFound(f"{what}: {e.code} ({e.message})") from e
-                if e.code in CREDENTIAL_CODES:
-                    raise StorageError(
-                        f"{what}: the S3 server refused the credentials ({e.code}). Check "
-                        "GRANARY_S3_ACCESS_KEY / GRANARY_S3_SECRET_KEY."
-                    ) from e
-                if e.code not in TRANSIENT_CODES or attempt == self._retries:
-                    raise StorageError(f"{what}: {e.code}: {e.message}") from e
-                err: Exception = e
-            except (Urllib3Error, ConnectionError, TimeoutError) as e:
-                if attempt == self._retries:
-                    raise StorageError(
-                        f"{what}: the S3 server did not answer after {self._retries + 1} "
-                        f"attempts ({type(e).__name__}: {e}). Is it running (`granary status`)?"
-                    ) from e
-                err = e
-            log.warning("%s failed (%s), retry %d/%d in %.1fs", what, err, attempt + 1,
-                        self._retries, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
-        raise AssertionError("unreachable")
+        try:
+            return retry.call(fn, what=what, limits=self._limits)
+        except retry.RetriesExhausted as e:
+            if isinstance(e.last, S3Error):
+                raise StorageError(f"{what}: {e.last.code}: {e.last.message} (still after "
+                                   f"{e.attempts} attempts); the S3 server is overloaded or "
+                                   "failing: retry later") from e.last
+            raise StorageError(
+                f"{what}: the S3 server did not answer after {e.attempts} attempts "
+                f"({retry.describe(e.last)}). Is it running (`granary status`)?") from e.last
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchVersion"):
+                raise ObjectNotFound(f"{what}: {e.code} ({e.message})") from e
+            if e.code in CREDENTIAL_CODES:
+                raise StorageError(
+                    f"{what}: the S3 server refused the credentials ({e.code}). Check "
+                    "GRANARY_S3_ACCESS_KEY / GRANARY_S3_SECRET_KEY and the bucket's policy."
+                ) from e
+            raise StorageError(f"{what}: {e.code}: {e.message}") from e
 
     # ---- buckets ---------------------------------------------------------------------------
     def ensure_bucket(self, bucket: str, *, versioning: bool = False) -> None:
@@ -263,24 +267,32 @@ class ObjectStore:
         return True
 
     def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectInfo]:
-        """All objects under ``prefix``; the SDK pages through the listing for us."""
-        from minio.error import S3Error
-
+        """All objects under ``prefix``, in key order, each once. The SDK asks for each page as
+        the listing is read; a page that fails is retried under the policy like any request,
+        by listing again from after the last key seen (S3's ``start-after``), so a listing
+        either completes or raises: it is never cut short silently."""
         what = f"list s3://{bucket}/{prefix}"
-        objects = self._call(
-            what,
-            lambda: iter(self._client.list_objects(bucket, prefix=prefix, recursive=recursive)),
-        )
-        try:  # the SDK asks for each page as the listing is read: its errors arrive here
-            for o in objects:
-                if o.is_dir:
-                    continue
-                yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag),
-                                 o.version_id, o.last_modified)
-        except S3Error as e:  # not retried: a listing cut short must not pass for a whole one
-            if e.code == "NoSuchBucket":
-                raise ObjectNotFound(f"{what}: {e.code} ({e.message})") from e
-            raise StorageError(f"{what}: {e.code}: {e.message}") from e
+        end = object()
+        last: list[str] = []  # the last key seen
+        pages: list[Iterator[Any]] = []  # the SDK's listing in progress, if any
+
+        def next_entry() -> Any:
+            if not pages:
+                pages.append(iter(self._client.list_objects(
+                    bucket, prefix=prefix, recursive=recursive,
+                    start_after=last[0] if last else None)))
+            try:
+                return next(pages[0], end)
+            except BaseException:
+                pages.clear()  # a generator that raised is finished: list again from `last`
+                raise
+
+        while (o := self._call(what, next_entry)) is not end:
+            last[:] = [o.object_name]
+            if o.is_dir:
+                continue
+            yield ObjectInfo(bucket, o.object_name, int(o.size or 0), str(o.etag),
+                             o.version_id, o.last_modified)
 
     def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
         from minio.commonconfig import CopySource

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+from typing import Any
 
 import httpx
 import pytest
+import urllib3
 
 from granary.settings import Settings
 from storage.objectstore import ObjectNotFound, ObjectStore, RangeBeyondObject, StorageError
@@ -103,3 +106,62 @@ def test_unreachable_server_fails_clearly_after_retries() -> None:
     dead = ObjectStore.connect("127.0.0.1:9", "a", "b", retries=2, backoff=0.05)
     with pytest.raises(StorageError, match="did not answer after 3 attempts"):
         dead.get_bytes("bucket", "key")
+
+
+class _CutListings:
+    """Wraps the SDK's urllib3 pool: the listing requests numbered in ``cut`` (1 = the first)
+    fail at the HTTP layer as a dropped connection would, before reaching the server."""
+
+    def __init__(self, http: Any, cut: set[int]) -> None:
+        self.http, self.cut, self.listings = http, cut, 0
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "GET" and "list-type=2" in url:
+            self.listings += 1
+            if self.listings in self.cut:
+                raise urllib3.exceptions.ProtocolError(
+                    "Connection aborted.", ConnectionResetError("reset by the test"))
+        return self.http.urlopen(method, url, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.http, name)
+
+
+def test_a_listing_cut_between_pages_is_retried_and_returns_every_key_once(
+        s3: Settings, bucket: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = ObjectStore.connect(**s3.to_minio(), backoff=0.01)
+    keys = sorted(f"p/{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(23))
+    for k in keys:
+        store.put_bytes(bucket, k, k.encode())
+    store.put_bytes(bucket, "q/outside", b"x")
+    cutter = _CutListings(store._client._http, cut={3, 5, 6})
+    store._client._http = cutter
+    paged = store._client._list_objects  # pages of 5 keys, not the SDK's fixed 1000
+    store._client._list_objects = lambda *a, **kw: paged(*a, **{**kw, "max_keys": 5})
+    with caplog.at_level(logging.WARNING, logger="storage.retry"):
+        listed = [o.key for o in store.list(bucket, "p/")]
+    assert listed == keys  # every key exactly once, in order, none outside the prefix
+    # 23 keys in pages of 5: 5 requests, plus the 3 cut ones tried again
+    assert cutter.listings == 5 + 3
+    retries = [r.getMessage() for r in caplog.records]
+    assert len(retries) == 3 and all(
+        m.startswith(f"list s3://{bucket}/p/ failed (ProtocolError") for m in retries)
+
+
+def test_a_listing_of_a_missing_bucket_or_with_bad_credentials_is_not_retried(
+        s3: Settings, bucket: str) -> None:
+    store = ObjectStore.connect(**s3.to_minio(), backoff=0.01)
+    counter = _CutListings(store._client._http, cut=set())
+    store._client._http = counter
+    gone = f"gone-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ObjectNotFound, match=rf"list s3://{gone}/x: NoSuchBucket"):
+        list(store.list(gone, "x"))
+    assert counter.listings == 1
+    bad = ObjectStore.connect(**{**s3.to_minio(), "access_key": "nobody",
+                                 "secret_key": "wrong-secret-wrong"}, backoff=0.01)
+    counter = _CutListings(bad._client._http, cut=set())
+    bad._client._http = counter
+    with pytest.raises(StorageError, match=rf"list s3://{bucket}/: the S3 server refused the "
+                                           r"credentials \(\w+\)\. Check GRANARY_S3_ACCESS_KEY"):
+        list(bad.list(bucket))
+    assert counter.listings == 1

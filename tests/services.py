@@ -75,8 +75,11 @@ def start_postgres(home: Path) -> tuple[str, Path]:
     data.mkdir(parents=True)
     user: str | None = None
     if os.geteuid() == 0:
-        from pgserver.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                    ensure_user_exists)
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
         user = "pgserver"
         ensure_user_exists(user)
         ensure_prefix_permissions(data)

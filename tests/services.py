@@ -89,7 +89,7 @@ def start_postgres(home: Path) -> tuple[str, Path]:
         shutil.chown(data, user, user)
     _run([str(bin_path / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres",
           "--encoding=UTF8", "--no-sync"], "initdb", user=user)
-    port = free_port_block(1, start=32000)
+    port = free_port_block(1, start=22000)
     _run([str(bin_path / "pg_ctl"), "-D", str(data), "-w", "-t", "60",
           "-l", str(data / "server.log"),
           "-o", f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200",
@@ -113,7 +113,7 @@ def start_redis(home: Path) -> tuple[str, subprocess.Popen]:
     from granary.stack import free_port_block
 
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port_block(1, start=33000)
+    port = free_port_block(1, start=24000)
     log = (home / "redis.log").open("w")
     proc = subprocess.Popen([__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
                              "--dir", str(home), "--save", "", "--appendonly", "no"],

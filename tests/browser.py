@@ -28,6 +28,7 @@ def skip_unless_browsed() -> None:
     """End of a test whose browser check needs Chromium: without it, the test is reported as
     skipped (with the reason, listed at the end of the run) rather than passing green without
     its browser check; the checks before this point did run and pass."""
+    __tracebackhide__ = True  # the skip is reported at the test's line, not here
     if not chromium_installed():
         pytest.skip(f"browser check skipped: {NO_CHROMIUM}; the test's other checks passed")
 

@@ -66,7 +66,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture(scope="session")
-def postgres_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_base() -> Iterator[str]:
     """A PostgreSQL server for the session: the machine's when GRANARY_TEST_DATABASE_URL names
     it, else one of its own from pgserver's wheel, stopped at the end. Each xdist worker is a
     process with its own session, so each starts its own (own data directory and port)."""
@@ -77,7 +77,7 @@ def postgres_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given
         return
     started = time.monotonic()
-    url, data = start_postgres(tmp_path_factory.mktemp("postgres"))
+    url, data = start_postgres()
     print(f"started PostgreSQL (pgserver) in {time.monotonic() - started:.1f} s")
     try:
         yield url

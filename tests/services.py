@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 import warnings
@@ -58,9 +59,9 @@ def _pgserver_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def start_postgres(home: Path) -> tuple[str, Path]:
-    """Initialise a PostgreSQL cluster under ``home`` with pgserver's binaries and start it on
-    127.0.0.1 at a free port (TCP like the machine's, so that the fault tests can put a proxy
+def start_postgres() -> tuple[str, Path]:
+    """Initialise a PostgreSQL cluster in a new temporary directory with pgserver's binaries
+    and start it on 127.0.0.1 at a free port (TCP like the machine's, so that the fault tests can put a proxy
     in front of it); trust auth, user ``postgres``. Returns (SQLAlchemy URL, data directory):
     stop it with :func:`stop_postgres`.
 
@@ -71,8 +72,10 @@ def start_postgres(home: Path) -> tuple[str, Path]:
 
     bin_path = _pgserver_bin()
 
-    data = home / "pgdata"
-    data.mkdir(parents=True)
+    # not under pytest's basetemp: each pytest session (every xdist worker, any other run on
+    # the machine) resets /tmp/pytest-of-<user> to 0700, which locks out the server's user
+    data = Path(tempfile.mkdtemp(prefix="granary-test-postgres-")) / "pgdata"
+    data.mkdir()
     user: str | None = None
     if os.geteuid() == 0:
         from pgserver.utils import (
@@ -102,6 +105,7 @@ def stop_postgres(data: Path) -> None:
     user = "pgserver" if os.geteuid() == 0 else None
     _run([str(bin_path / "pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop"],
          "stopping PostgreSQL", user=user)
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 def start_redis(home: Path) -> tuple[str, subprocess.Popen]:

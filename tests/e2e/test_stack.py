@@ -19,7 +19,7 @@ from granary.demo import stage_sample
 from granary.runtime import catalog
 from granary.settings import Settings
 from granary.stack import S3_PORT_BLOCK, free_port_block
-from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.e2e.sample import both_files, expected_reviews
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
@@ -223,7 +223,7 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, repo: Path, report: Any) 
         assert "triggered granary_zh_shopping_reviews_refresh run" in refreshed.stdout
         assert "no new version: nothing new in the sources since zh_shopping_reviews@v1" in \
             " ".join(refreshed.stdout.split())
-        if Path(CHROMIUM).exists():
+        if chromium_installed():
             _through_the_airflow_ui(s, v.row_count, token)
         _no_secret_in_any_log(s, home, token, report)
     finally:
@@ -234,3 +234,4 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, repo: Path, report: Any) 
     gone, alive = psutil.wait_procs(started, timeout=5)
     assert alive == [] and _processes_of(home) == []
     assert (home / "catalog.db").exists() and (home / "s3").is_dir()  # data left intact
+    skip_unless_browsed()

@@ -8,7 +8,7 @@ import pytest
 from granary.runtime import object_store
 from granary.settings import Settings
 from storage.objectstore import ObjectStore
-from tests.services import postgres_schema_url, postgres_url
+from tests.services import postgres_schema_url
 
 
 @pytest.fixture
@@ -21,7 +21,4 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'catalog.db'}"
         return
-    base = postgres_url()
-    if base is None:
-        pytest.skip("GRANARY_TEST_DATABASE_URL is not set (CI sets it to the local PostgreSQL)")
-    yield from postgres_schema_url(base)
+    yield from postgres_schema_url(request.getfixturevalue("postgres_base"))

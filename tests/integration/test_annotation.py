@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from granary.settings import Settings
 from lifecycle import annotate, collect, labelling, preprocess, shards
 from lifecycle.shards import parse_uri
-from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.stagectx import isolated, stage_context
 from tests.tagged import MAJORITY, MIXED, NEUTRAL, SPEC, TIES, write_rows
 from tests.textdata import labelled
@@ -132,13 +132,14 @@ def test_annotation_labels_resolves_conflicts_and_exports_tasks(env: Settings) -
         assert page.status_code == 200 and "tie_dropped" in page.text
         api = site.get("/api/v1/runs/tagged_reviews/run-a/annotation").json()
         assert api["conflicts"]["found"] == 6
-        if Path(CHROMIUM).exists():
+        if chromium_installed():
             with browser_page() as (pg, errors):
                 site.sign_in(pg)
                 pg.goto(f"{site.url}/runs/tagged_reviews/run-a/annotation")
                 assert pg.locator("#conflicts tr").count() >= 6
                 pg.screenshot(path=str(ARTIFACTS / "annotation-report.png"), full_page=True)
                 assert errors == []
+    skip_unless_browsed()
 
 
 def test_label_studio_api_round_trip_with_the_deferred_wait(

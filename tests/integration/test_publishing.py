@@ -15,7 +15,7 @@ import pytest
 from granary.settings import Settings
 from storage.catalog import Catalog
 from storage.tokens import Tokens
-from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.graded import change_source, graded_settings, publish_run
 from tests.lineage_events import event
 from tests.webapp import Site, serve
@@ -146,8 +146,9 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         assert allowed.status_code == 200 and _sha256(allowed.content) == parquet["sha256"]
         catalog.upsert_dataset(DS, access="public")
         catalog.dispose()
-        if Path(CHROMIUM).exists():
+        if chromium_installed():
             _browse(site, info)
+    skip_unless_browsed()
 
 
 def _browse(site: Site, info: dict) -> None:  # type: ignore[type-arg]

@@ -27,7 +27,6 @@ from lifecycle.errors import PermanentError, SourceError
 from lifecycle.shards import read_manifest, read_table
 from lifecycle.sources import S3Connector
 from lifecycle.spec import parse_spec
-from tests.services import postgres_url
 from tests.stagectx import stage_context
 
 pytestmark = pytest.mark.integration
@@ -477,11 +476,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'shop.db'}"
     else:
-        base = postgres_url()
-        if base is None:
-            pytest.skip("GRANARY_TEST_DATABASE_URL is not set (CI sets it to the local "
-                        "PostgreSQL)")
-        url = base
+        url = request.getfixturevalue("postgres_base")
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, body TEXT, "

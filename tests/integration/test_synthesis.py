@@ -85,7 +85,7 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     assert f"{c['synthetic']:,} synthetic records" in readme
 
     # the report in the web app, with its charts' numbers and no console error
-    from tests.browser import ARTIFACTS, CHROMIUM, browser_page
+    from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
     from tests.webapp import serve
 
     with serve(env) as site:
@@ -93,7 +93,7 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
         assert page.status_code == 200 and "not_needed" in page.text
         api = site.get("/api/v1/runs/balanced_reviews/run-s/synthesis").json()
         assert api["accepted"] == c["synthetic"]
-        if Path(CHROMIUM).exists():
+        if chromium_installed():
             with browser_page() as (pg, errors):
                 site.sign_in(pg)
                 pg.goto(f"{site.url}/runs/balanced_reviews/run-s/synthesis")
@@ -106,3 +106,4 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     assert t["synthetic"] is True and t["seeds"] == list(one["seed_ids"])
     assert t["path"][0]["generator"] == "text_augment" and t["path"][0]["params"]["edits"]
     assert [o["source_path"] for o in t["raw_origins"]] == ["reviews/rows.csv"]
+    skip_unless_browsed()

@@ -20,7 +20,6 @@ from granary.settings import Settings
 from lifecycle import evaluate, publish
 from storage.catalog import CatalogError
 from tests.graded import SPEC, context, graded_settings, until_evaluate
-from tests.services import postgres_url
 
 pytestmark = pytest.mark.reliability
 
@@ -87,12 +86,9 @@ class CutProxy:
 
 
 @pytest.fixture
-def proxied_catalog() -> Iterator[tuple[str, CutProxy]]:
+def proxied_catalog(postgres_base: str) -> Iterator[tuple[str, CutProxy]]:
     """A throw-away schema in the test PostgreSQL, reached through a proxy that can be cut."""
-    base = postgres_url()
-    if base is None:
-        pytest.skip("GRANARY_TEST_DATABASE_URL is not set (CI sets it to the local PostgreSQL)")
-    url = make_url(base)
+    url = make_url(postgres_base)
     schema = f"granary_fault_{uuid.uuid4().hex[:8]}"
     engine = create_engine(url)
     with engine.begin() as conn:

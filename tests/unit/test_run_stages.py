@@ -10,6 +10,7 @@ import pytest
 
 from granary import runtime
 
+pytestmark = pytest.mark.unit  # run_stage and the catalog are in-memory doubles: no service
 BEFORE_PUBLISH = ("collect", "preprocess", "annotate", "synthesize", "evaluate")
 RECORDED: list[Any] = []
 

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.unit, pytest.mark.reliability]
+# not unit: it reaches PyPI's advisory API over the network
+pytestmark = [pytest.mark.network, pytest.mark.reliability]
 # the endpoint pip-audit asks, for a release with a published advisory
 ADVISORIES = "https://pypi.org/pypi/requests/2.31.0/json"
 

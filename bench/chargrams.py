@@ -14,7 +14,6 @@ import os
 import platform
 import random
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def _best(fn: Any, repeat: int = 3) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from bench.peerutil import best_of  # noqa: E402
 
 
 def main() -> None:
@@ -64,8 +55,8 @@ def main() -> None:
     }
     results: dict[str, Any] = {}
     for name, make in kinds.items():
-        fit_s, vec = _best(lambda make=make: make().fit(train))
-        transform_s, x_test = _best(lambda vec=vec: vec.transform(test))
+        fit_s, vec = best_of(lambda make=make: make().fit(train))
+        transform_s, x_test = best_of(lambda vec=vec: vec.transform(test))
         x_train = vec.transform(train)
         model = LogisticRegression(max_iter=1000, C=4.0, random_state=0).fit(x_train, y_train)
         results[name] = {"fit_s": round(fit_s, 3), "transform_s": round(transform_s, 3),

@@ -2,7 +2,9 @@
 routed to people imported as tasks with the model's pre-annotations, completions pulled back.
 
 The server and its API token come from an Airflow connection (``annotate.people.label_studio
-.connection``): host (with scheme and port) is the URL, password (or ``extra.token``) the token.
+.connection``): host (with scheme and port) is the URL, password (or ``extra.token``) the token:
+a Personal Access Token (a JWT, which the SDK exchanges for short-lived access tokens; what
+Label Studio 1.23 hands out) or a legacy token where the organisation still allows them.
 Pushing is idempotent: tasks whose ``granary_id`` the project already holds are not imported
 again, so a retried task never doubles them.
 """
@@ -47,7 +49,7 @@ def server(conn_id: str) -> Server:
     token = extra.get("token") or conn.password
     if not token:
         raise PermanentError(f"Airflow connection {conn_id!r} has no API token: put it in the "
-                         "password (Label Studio: Account & Settings -> Access Token)")
+                         "password (Label Studio: Account & Settings -> Personal Access Token)")
     return Server(host, str(token))
 
 

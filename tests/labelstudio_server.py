@@ -1,36 +1,82 @@
 """A stand-in for a Label Studio server, for tests: the few REST endpoints Granary's client
-uses (projects, task import, task list with annotations), with Label Studio's token header,
-its JSON shapes and Django REST framework's pagination (404 past the last page). People are
-played by ``annotate()``. Served over real HTTP by uvicorn in a thread."""
+uses (projects, task import, task list with annotations), with Label Studio's JSON shapes and
+Django REST framework's pagination (404 past the last page). People are played by
+``annotate()``. Served over real HTTP by uvicorn in a thread.
+
+Its answers follow Label Studio 1.23's, as tests/integration/test_label_studio_live.py sees
+them on the real server: the token it hands out is a Personal Access Token (a JWT refresh
+token) that is exchanged at ``/api/token/refresh/`` for short-lived access tokens sent as
+``Bearer``; a legacy ``Token`` key is refused, as a new organisation refuses it, unless the
+stand-in is made with ``legacy=True`` (Label Studio's ``--enable-legacy-api-token``)."""
 
 from __future__ import annotations
 
 import itertools
+import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import jwt
 from fastapi import FastAPI, HTTPException, Request
 
 from tests.webapp import serve_app
 
 
 class FakeLabelStudio:
-    def __init__(self, token: str) -> None:
-        self.token = token
+    def __init__(self, legacy: bool = False) -> None:
+        self.legacy = legacy
+        self._key = secrets.token_hex(16)
+        # what "Account & Settings" hands out: a legacy key, or a PAT
+        self.token = secrets.token_hex(20) if legacy else self._jwt("refresh", 10 * 365 * 86400)
         self.projects: dict[int, dict[str, Any]] = {}
         self.tasks: dict[int, list[dict[str, Any]]] = {}
         self.requests: list[str] = []
         self._ids = itertools.count(1)
         self.app = self._build()
 
+    def _jwt(self, kind: str, seconds: int) -> str:
+        now = int(time.time())
+        return jwt.encode({"token_type": kind, "exp": now + seconds, "iat": now,
+                           "jti": secrets.token_hex(8), "user_id": "1"}, self._key, "HS256")
+
     def _auth(self, request: Request) -> None:
         self.requests.append(f"{request.method} {request.url.path}")
-        if request.headers.get("authorization") != f"Token {self.token}":
-            raise HTTPException(401, {"detail": "Authentication credentials were not provided."})
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme == "Token" and self.legacy and value == self.token:
+            return
+        if scheme == "Bearer":
+            try:
+                if jwt.decode(value, self._key, ["HS256"]).get("token_type") == "access":
+                    return
+            except jwt.InvalidTokenError:
+                pass
+        if not scheme:
+            raise HTTPException(401, "Authentication credentials were not provided.")
+        raise HTTPException(401, "Invalid token.")
 
     def _build(self) -> FastAPI:
         app = FastAPI()
+
+        @app.exception_handler(HTTPException)
+        async def error(request: Request, exc: HTTPException) -> Any:
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"id": secrets.token_hex(8), "status_code": exc.status_code,
+                                 "version": "1.23.2", "detail": exc.detail, "exc_info": None},
+                                exc.status_code)
+
+        @app.post("/api/token/refresh/")
+        async def refresh(request: Request) -> dict[str, Any]:
+            self.requests.append(f"{request.method} {request.url.path}")
+            given = (await request.json()).get("refresh", "")
+            try:
+                if jwt.decode(given, self._key, ["HS256"]).get("token_type") == "refresh":
+                    return {"access": self._jwt("access", 300)}
+            except jwt.InvalidTokenError:
+                pass
+            raise HTTPException(401, "Token is invalid")
 
         @app.get("/api/projects/")
         def list_projects(request: Request, title: str = "", page: int = 1,
@@ -54,7 +100,7 @@ class FakeLabelStudio:
         async def import_tasks(request: Request, pid: int) -> dict[str, Any]:
             self._auth(request)
             if pid not in self.projects:
-                raise HTTPException(404, {"detail": "Not found."})
+                raise HTTPException(404, "Not found.")
             body = await request.json()
             for t in body:
                 self.tasks[pid].append({"id": next(self._ids), "data": t["data"],
@@ -71,11 +117,11 @@ class FakeLabelStudio:
             rows = self.tasks.get(project, [])
             shown = rows if fields == "all" else [
                 {k: v for k, v in t.items() if k != "annotations"} for t in rows]
-            out = _page(shown, page, page_size, "tasks")
-            out.update(total=len(rows), total_annotations=sum(len(t["annotations"])
-                                                              for t in rows),
-                       total_predictions=sum(len(t["predictions"]) for t in rows))
-            return out
+            # no count/next/previous here, unlike the other lists
+            return {"tasks": _page(shown, page, page_size, "tasks")["tasks"],
+                    "total": len(rows),
+                    "total_annotations": sum(len(t["annotations"]) for t in rows),
+                    "total_predictions": sum(len(t["predictions"]) for t in rows)}
 
         return app
 
@@ -95,12 +141,12 @@ class FakeLabelStudio:
 def _page(rows: list[dict[str, Any]], page: int, size: int, key: str) -> dict[str, Any]:
     start = (page - 1) * size
     if page < 1 or (start >= len(rows) and page != 1):
-        raise HTTPException(404, {"detail": "Invalid page."})
+        raise HTTPException(404, "Invalid page.")
     return {key: rows[start:start + size], "count": len(rows), "next": None, "previous": None}
 
 
 @contextmanager
-def label_studio(token: str = "ls-test-token") -> Iterator[tuple[str, FakeLabelStudio]]:
-    fake = FakeLabelStudio(token)
+def label_studio(legacy: bool = False) -> Iterator[tuple[str, FakeLabelStudio]]:
+    fake = FakeLabelStudio(legacy)
     with serve_app(fake.app, probe="/api/projects/", start=14000) as url:
         yield url, fake

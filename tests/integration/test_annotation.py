@@ -209,6 +209,9 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         people = json.loads(ctx.store.get_bytes(bucket, key))["people"]
         assert people["agreement"]["overall"] == 1.0  # both annotators agreed everywhere
         assert any(r.startswith("GET /api/tasks/") for r in fake.requests)
+        # the token is a Personal Access Token, exchanged for access tokens as Label Studio
+        # 1.23 requires (tests/integration/test_label_studio_live.py)
+        assert "POST /api/token/refresh/" in fake.requests
 
 
 def test_unlabelled_records_are_grouped_into_topics_the_catalog_shows(env: Settings) -> None:

@@ -1,0 +1,126 @@
+"""The human round trip against a real Label Studio server (tests/labelstudio_live.py), not
+the stand-in: the annotate stage sends the records it routes to people with Granary's client
+(label-studio-sdk, a Personal Access Token), two people sign in to Label Studio's web app and
+submit their annotations through its API, the deferrable wait's trigger sees them and ends,
+and the stage's second pass reads their labels back into the records.
+
+Skips, saying why, where Label Studio cannot be installed (no PyPI); .ci/run sets
+GRANARY_REQUIRE_LABEL_STUDIO=1, which makes that a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from granary.settings import Settings
+from lifecycle import annotate, collect, preprocess, shards
+from lifecycle.shards import parse_uri
+from tests.labelstudio_live import REQUIRED, VERSION, Unavailable, label_studio_server, prepare
+from tests.stagectx import isolated, stage_context
+from tests.tagged import NEUTRAL, SPEC, write_rows
+
+pytestmark = pytest.mark.integration
+LINKED = SPEC.replace("people: {completions: [label-studio/*.json]}",
+                      "people: {label_studio: {connection: label_studio, poke_seconds: 1}}")
+
+
+@pytest.fixture(scope="module")
+def label_studio_env() -> Path:
+    try:
+        return prepare()
+    except Unavailable as e:
+        if os.environ.get(REQUIRED) == "1":
+            pytest.fail(f"{REQUIRED}=1 and Label Studio {VERSION} could not be installed: {e}")
+        pytest.skip(f"real Label Studio {VERSION} could not be installed here, so the round "
+                    f"trip against it did not run (the stand-in's tests did): {e}")
+
+
+def _wait(project: int, ids: list[str], deadline: datetime) -> dict[str, Any]:
+    """The first event of the wait_for_people sensor's trigger, run as the triggerer runs it
+    (serialised, rebuilt, its async generator driven)."""
+    from granary.people import LabelStudioTrigger
+
+    _, kwargs = LabelStudioTrigger("label_studio", project, ids, 1.0, 0.2,
+                                   deadline.isoformat()).serialize()
+
+    async def first_event() -> dict[str, Any]:
+        async for event in LabelStudioTrigger(**kwargs).run():
+            return event.payload  # type: ignore[no-any-return]
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first_event())
+
+
+def _choice(label: str) -> list[dict[str, Any]]:
+    """The result the labelling page submits for one choice in Granary's config."""
+    return [{"from_name": "label", "to_name": "text", "type": "choices",
+             "value": {"choices": [label]}}]
+
+
+def test_a_real_label_studio_round_trip_with_the_deferred_wait(
+        label_studio_env: Path, s3: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    env = isolated(s3, tmp_path, lineage_api_key=SecretStr("k"))
+    write_rows(tmp_path / "inbox" / "reviews")
+    with label_studio_server(tmp_path) as studio:
+        admin = studio.admin
+        assert admin.token.count(".") == 2  # a Personal Access Token (a JWT), not a legacy key
+        monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO", json.dumps(
+            {"conn_type": "http", "host": studio.url, "password": admin.token}))
+        ctx = stage_context(env, LINKED, "run-live", rows_per_shard=120)
+        cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+
+        # tasks out: the project made from the guideline, one task per routed record
+        first = annotate.run(ctx, cleaned)
+        sent = first.extra["label_studio"]
+        routed = sorted(sent["ids"])
+        assert len(routed) == first.counts["routed_to_people"] >= len(NEUTRAL)
+        assert (sent["imported"], sent["already_there"]) == (len(routed), 0)
+        [project] = admin.web.get("/api/projects/").json()["results"]
+        assert (project["id"], project["title"]) == (sent["project"], "Granary: tagged_reviews")
+        assert 'hint="the buyer is satisfied"' in project["label_config"]
+        listed = admin.web.get("/api/tasks/", params={"project": project["id"],
+                                                      "page_size": 1000}).json()
+        held = {t["data"]["granary_id"]: t["id"] for t in listed["tasks"]}
+        assert sorted(held) == routed and listed["total"] == len(routed)
+        again = annotate.run(ctx, cleaned)  # a retried task imports nothing twice
+        assert again.extra["label_studio"]["imported"] == 0
+        assert admin.web.get("/api/tasks/", params={"project": project["id"]}).json()[
+            "total"] == len(routed)
+
+        # nobody has labelled yet: the wait runs out
+        late = _wait(project["id"], routed, datetime.now(UTC) + timedelta(seconds=1))
+        assert (late["status"], late["done"], late["total"]) == ("timeout", 0, len(routed))
+
+        # two people label every task in Label Studio; the wait ends
+        other = studio.sign_up("ana@granary.test", "ana-labels-pw")
+        answers = {rid: "neg" if i % 2 else "pos" for i, rid in enumerate(routed)}
+        for rid, label in answers.items():
+            for person in (admin, other):
+                stored = person.submit(held[rid], _choice(label))
+                assert stored["completed_by"] == person.id
+        done = _wait(project["id"], routed, datetime.now(UTC) + timedelta(minutes=2))
+        assert (done["status"], done["done"], done["total"]) == ("done", len(routed),
+                                                                 len(routed))
+
+        # results in: the second pass reads what they answered, and the records carry it
+        final = annotate.run(ctx, {**cleaned, "pull_label_studio": True})
+    out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, final.manifest_uri))
+    by_id = out.set_index("id")
+    read_back = {rid: (by_id.loc[rid, "label"], by_id.loc[rid, "label_source"])
+                 for rid in routed if rid in by_id.index}
+    assert len(read_back) >= len(NEUTRAL)  # the records that stayed (none was a conflict tie)
+    assert read_back == {rid: (answers[rid], "people") for rid in read_back}
+    assert final.counts["routed_to_people"] == 0 and final.counts["unlabelled"] == 0
+    bucket, key = parse_uri(final.extra["annotation_report"])
+    people = json.loads(ctx.store.get_bytes(bucket, key))["people"]
+    assert people["completions"] == 2 * len(routed)
+    assert sorted(people["annotators"]) == sorted(str(p.id) for p in (admin, other))
+    assert people["agreement"]["overall"] == 1.0  # both gave the same label everywhere

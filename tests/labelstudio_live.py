@@ -39,7 +39,7 @@ import httpx
 VERSION = "1.23.2"
 LOCK = Path(__file__).with_name("labelstudio_requirements.txt")
 # set by .ci/run: an environment that cannot be built fails the test instead of skipping it
-REQUIRED = "GRANARY_REQUIRE_LABEL_STUDIO"
+REQUIRED = "GRANARY_TEST_REQUIRE_LABEL_STUDIO"
 ADMIN = ("admin@granary.test", "granary-admin-pw")
 INSTALL_TIMEOUT = 1500
 

@@ -5,7 +5,7 @@ submit their annotations through its API, the deferrable wait's trigger sees the
 and the stage's second pass reads their labels back into the records.
 
 Skips, saying why, where Label Studio cannot be installed (no PyPI); .ci/run sets
-GRANARY_REQUIRE_LABEL_STUDIO=1, which makes that a failure."""
+GRANARY_TEST_REQUIRE_LABEL_STUDIO=1, which makes that a failure."""
 
 from __future__ import annotations
 

@@ -596,7 +596,7 @@ def _studio(ctx: StageContext) -> tuple[Any, int]:
     client = labelstudio.server(link.connection).client()
     guide = "\n".join(f"{lab.name}: {lab.description}" for lab in ctx.spec.guideline)
     project = labelstudio.ensure_project(
-        client, link.project or f"Granary: {ctx.dataset}",
+        client, link.project or labelstudio.project_title(ctx.dataset),
         labelling.labelling_config(ctx.spec.guideline, ctx.spec.annotate.task,
                                    modality=ctx.spec.modality), guide)
     return client, project

@@ -19,6 +19,7 @@ from lifecycle.errors import PermanentError
 
 log = logging.getLogger(__name__)
 PAGE = 100
+TITLE_MAX = 50  # Label Studio refuses longer project titles (and shorter than 3 characters)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,19 @@ def server(conn_id: str) -> Server:
         raise PermanentError(f"Airflow connection {conn_id!r} has no API token: put it in the "
                          "password (Label Studio: Account & Settings -> Personal Access Token)")
     return Server(host, str(token))
+
+
+def project_title(dataset: str) -> str:
+    """The default project of a dataset, ``Granary: <dataset>``. A name too long for Label
+    Studio's 50 characters is cut and ends with a hash of the whole name, so that two long
+    names sharing their beginning still get projects of their own."""
+    import hashlib
+
+    title = f"Granary: {dataset}"
+    if len(title) <= TITLE_MAX:
+        return title
+    digest = hashlib.sha256(dataset.encode()).hexdigest()[:8]
+    return f"{title[:TITLE_MAX - 9]}~{digest}"
 
 
 def ensure_project(client: Any, title: str, config: str, instructions: str) -> int:

@@ -648,8 +648,9 @@ class LabelStudioLink(_Model):
 
     connection: str = Field(description="Airflow connection id: host = the Label Studio URL, "
                             "password = its API token")
-    project: str | None = Field(default=None, description="project title; 'Granary: <dataset>' "
-                                "when unset")
+    project: str | None = Field(default=None, min_length=3, max_length=50,
+                                description="project title, 3 to 50 characters (Label Studio's "
+                                "limits); 'Granary: <dataset>' when unset")
     min_share: float = Field(default=1.0, gt=0, le=1, description="share of the sent tasks "
                              "that must be labelled before the run goes on")
     timeout_minutes: float = Field(default=1440, gt=0, description="how long the DAG waits")

@@ -89,6 +89,8 @@ class FakeLabelStudio:
         async def create_project(request: Request) -> dict[str, Any]:
             self._auth(request)
             body = await request.json()
+            if not 3 <= len(body.get("title", "")) <= 50:  # as Label Studio 1.23 refuses it
+                raise HTTPException(400, "Validation error")
             pid = next(self._ids)
             self.projects[pid] = {"id": pid, "title": body.get("title", ""),
                                   "label_config": body.get("label_config", ""),

@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, preprocess, shards
+from lifecycle import annotate, collect, labelstudio, preprocess, shards
 from lifecycle.shards import parse_uri
 from tests.labelstudio_live import REQUIRED, VERSION, Unavailable, label_studio_server, prepare
 from tests.stagectx import isolated, stage_context
@@ -94,6 +94,12 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
         assert again.extra["label_studio"]["imported"] == 0
         assert admin.web.get("/api/tasks/", params={"project": project["id"]}).json()[
             "total"] == len(routed)
+
+        # the title of a dataset with the longest name fits the server's 50 characters
+        client = labelstudio.server("label_studio").client()
+        long_title = labelstudio.project_title("d" * 64)
+        assert labelstudio.ensure_project(client, long_title, project["label_config"], "") \
+            != project["id"]
 
         # nobody has labelled yet: the wait runs out
         late = _wait(project["id"], routed, datetime.now(UTC) + timedelta(seconds=1))

@@ -174,6 +174,24 @@ def test_the_wait_for_people_fails_or_goes_on_after_its_timeout() -> None:
     assert nothing["people"] == {"status": "nothing sent"}
 
 
+def test_project_titles_fit_label_studio_and_stay_apart() -> None:
+    """Label Studio refuses project titles over 50 characters (seen on the real server,
+    tests/integration/test_label_studio_live.py): a dataset name may be 64."""
+    from pydantic import ValidationError
+
+    from lifecycle.labelstudio import project_title
+    from lifecycle.spec import LabelStudioLink
+
+    assert project_title("tagged_reviews") == "Granary: tagged_reviews"
+    assert project_title("a" * 41) == "Granary: " + "a" * 41  # exactly 50: kept whole
+    long_a, long_b = "a" * 63 + "x", "a" * 63 + "y"
+    assert len(project_title(long_a)) == len(project_title(long_b)) == 50
+    assert project_title(long_a) != project_title(long_b)
+    assert project_title(long_a).startswith("Granary: aaaa")
+    with pytest.raises(ValidationError, match="at most 50 characters"):
+        LabelStudioLink(connection="ls", project="p" * 51)
+
+
 # ---- bounding boxes ------------------------------------------------------------------------
 def test_box_iou_matching_and_agreement_by_hand() -> None:
     a = labelling.Box("car", 10, 10, 20, 20)

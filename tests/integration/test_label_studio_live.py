@@ -42,12 +42,13 @@ def label_studio_env() -> Path:
                     f"trip against it did not run (the stand-in's tests did): {e}")
 
 
-def _wait(project: int, ids: list[str], deadline: datetime) -> dict[str, Any]:
+def _wait(project: int, ids: list[str], deadline: datetime,
+          conn_id: str = "label_studio") -> dict[str, Any]:
     """The first event of the wait_for_people sensor's trigger, run as the triggerer runs it
     (serialised, rebuilt, its async generator driven)."""
     from granary.people import LabelStudioTrigger
 
-    _, kwargs = LabelStudioTrigger("label_studio", project, ids, 1.0, 0.2,
+    _, kwargs = LabelStudioTrigger(conn_id, project, ids, 1.0, 0.2,
                                    deadline.isoformat()).serialize()
 
     async def first_event() -> dict[str, Any]:
@@ -104,6 +105,14 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
         # nobody has labelled yet: the wait runs out
         late = _wait(project["id"], routed, datetime.now(UTC) + timedelta(seconds=1))
         assert (late["status"], late["done"], late["total"]) == ("timeout", 0, len(routed))
+        # the admin's legacy token is refused by a new organisation: the wait says so
+        legacy = admin.web.get("/api/current-user/token").json()["token"]
+        monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO_LEGACY", json.dumps(
+            {"conn_type": "http", "host": studio.url, "password": legacy}))
+        refused = _wait(project["id"], routed, datetime.now(UTC) + timedelta(seconds=1),
+                        "label_studio_legacy")
+        assert refused["status"] == "timeout" and "status_code: 401" in refused["error"]
+        assert "legacy token authentication has been disabled" in refused["error"]
 
         # two people label every task in Label Studio; the wait ends
         other = studio.sign_up("ana@granary.test", "ana-labels-pw")

@@ -68,17 +68,18 @@ def _server_env(data: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
-def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None,
+         error: type[Exception] = Unavailable) -> None:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
                               env=env, check=False)
     except subprocess.TimeoutExpired as e:
-        raise Unavailable(f"{what} took more than {INSTALL_TIMEOUT} s: {' '.join(cmd)}") from e
+        raise error(f"{what} took more than {INSTALL_TIMEOUT} s: {' '.join(cmd)}") from e
     if done.returncode:
         output = "\n".join(line for line in (done.stdout + done.stderr).splitlines()
                            if not line.startswith("WARNING: Location"))
-        raise Unavailable(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
-                          f"{output[-3000:]}")
+        raise error(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
+                    f"{output[-3000:]}")
 
 
 def prepare(echo: Callable[[str], None] = lambda _m: None) -> Path:
@@ -103,13 +104,15 @@ def prepare(echo: Callable[[str], None] = lambda _m: None) -> Path:
         _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
               "--disable-pip-version-check", "-r", str(LOCK)],
              f"pip install of label-studio {VERSION} (from {LOCK.name})")
-        # a migrated database to copy for each server: `user` migrates, then only looks up
+        # a migrated database to copy for each server: `user` migrates, then only looks up.
+        # Installed but failing here is Label Studio not working, not missing: an error
         template = home / "template"
         template.mkdir()
         _run([str(venv / "bin" / "label-studio"), "user", "--username", "nobody@granary.test"],
-             "migrating Label Studio's template database", env=_server_env(template))
+             "migrating Label Studio's template database", env=_server_env(template),
+             error=RuntimeError)
         if not (template / "label_studio.sqlite3").exists():
-            raise Unavailable(f"Label Studio left no database in {template}")
+            raise RuntimeError(f"Label Studio left no database in {template}")
         stamp.write_text(want)
         echo(f"Label Studio {VERSION} ready in {time.monotonic() - started:.0f} s")
     return home

@@ -35,9 +35,10 @@ from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
 from lineage.naming import registry_name, release_folder
 from storage import keys
+from storage.faults import fault_point
 from storage.catalog import Version
 from storage.objectstore import StorageError, md5_file, sha256_file
-from storage.registry import StoredFile
+from storage.registry import Published, StoredFile
 
 log = logging.getLogger(__name__)
 STAGE = "publish"
@@ -246,6 +247,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
     if done is not None:
         log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
+        # a first attempt that died between the version and its evaluation's mark (two
+        # transactions) left the evaluation a candidate: mark it now (idempotent)
+        ctx.catalog.mark_published(spec.name, ctx.run_id, done.version, graded={
+            k: done.quality.get(k) for k in ("grade", "score", "dimensions", "not_measured")})
         return _result(done, reused=True)
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     quality = manifest.get("quality") or {}
@@ -332,10 +337,18 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
                           "bytes": (folder / "manifest.json").stat().st_size,
                           "chain": ledger["chain"]}
+        fault_point("publish.before_registry")  # the release built, nothing published
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
                                          f"{spec.title}: {rows} records", store=ctx.store,
                                          stored=stored)
         lap("registry")
+    fault_point("publish.after_registry")  # tagged and pushed; no release folder, no catalog
+    if published.reused:
+        # a retry of a run whose first attempt pushed its tag and died before the catalog:
+        # the version is what that attempt published, not the card, Croissant file and
+        # manifest this attempt built again (their times differ), so the catalog takes its
+        # files, hashes and ledger link from the registry's manifest
+        rows, files, content_hash, manifest_entry = _as_published(ctx, published)
     # the version's files as plain objects too, before the catalog knows the version: a
     # version in the catalog always has its release folder (a retry copies what is missing)
     bucket, prefix = ctx.registry.objects
@@ -349,6 +362,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         quality={}, created_at=ctx.now)
     graded = with_accessibility(ctx, quality, candidate)
     lap("accessibility")
+    fault_point("publish.before_catalog")  # the release folder complete, the catalog not told
     candidate = dataclasses.replace(candidate, quality={
         "passed": True, "checks": quality.get("checks", []),
         **{k: graded[k] for k in ("grade", "score", "dimensions", "not_measured", "gating",
@@ -365,13 +379,29 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         # what a refresh's label check carries forward (lifecycle/evaluate.py)
         **({"label_check": quality["label_check"]} if quality.get("label_check") else {})})
     version = ctx.catalog.add_version(candidate)
+    fault_point("publish.version_added")  # the version committed, the evaluation not marked
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version, graded=graded)
     lap("catalog")
+    fault_point("publish.before_dropping_staged")
     _drop_staged(ctx, stored, {str(s["key"]) for s in manifest.get("shards") or []})
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
+                                                               dict[str, Any]]:
+    """Rows, files, content hash and manifest entry of the version the registry holds for
+    ``published`` (read from its ``manifest.json``)."""
+    bucket, prefix = ctx.registry.objects
+    names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
+    body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
+    release = json.loads(body)
+    entry = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
+             "chain": release["ledger"]["chain"]}
+    return int(release["row_count"]), dict(release["files"]), str(release["content_hash"]), \
+        entry
 
 
 def evaluated_grade(ctx: StageContext, v: Version) -> str | None:

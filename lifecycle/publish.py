@@ -35,8 +35,8 @@ from lifecycle.errors import PermanentError, QualityGateFailed
 from lineage.facets import DatasetIO
 from lineage.naming import registry_name, release_folder
 from storage import keys
-from storage.faults import fault_point
 from storage.catalog import Version
+from storage.faults import fault_point
 from storage.objectstore import StorageError, md5_file, sha256_file
 from storage.registry import Published, StoredFile
 

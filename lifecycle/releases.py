@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from storage import keys
-from storage.faults import fault_point
 from storage.catalog import Catalog, ReleaseError, Version
+from storage.faults import fault_point
 from storage.objectstore import ObjectNotFound, ObjectStore, StorageError
 from storage.registry import DvcRegistry
 

@@ -40,7 +40,6 @@ from lifecycle import labelcheck, labelling, shards
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from storage import keys
-from storage.faults import fault_point
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
@@ -488,7 +487,6 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
               } if len(dropped) else {}
     main = shards.write_table(ctx, STAGE, work.df)
     report_uri = _write_json(ctx, "report.json", work.report)
-    fault_point("annotate.report_written")
     extra = {"annotation_report": report_uri}
     if manifest.get("report"):
         extra["report"] = manifest["report"]  # preprocessing's, read by evaluate

@@ -1014,7 +1014,6 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     ctx.store.write_atomic(ctx.work_bucket, html_key, qreport.render(report).encode(),
                            "text/html; charset=utf-8")
     report_uri = f"s3://{ctx.work_bucket}/{report_key}"
-    fault_point("evaluate.report_written")
     lap("report")
     counts = {"in": len(df), "kept": len(df), "expectations": len(checks),
               "succeeded": len(checks) - len(failed), "failed": len(failed),

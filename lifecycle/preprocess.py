@@ -556,7 +556,6 @@ def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
     if "split_links" in decided:  # a refresh's links for evaluation's split groups
         report["split_links"] = {"bucket": ctx.work_bucket, "shards": decided["split_links"]}
     report_uri = _write_report(ctx, report)
-    fault_point("preprocess.report_written")
     schema = _schema(ctx, main)
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts,
                                 {"quarantine": quarantine, "merges": decided["merges"]},

@@ -123,7 +123,12 @@ class Baseline:
     evaluated: dict[str, Any] = field(default_factory=dict)
 
 
-def make_baseline(s3: Settings, home: Path) -> Baseline:
+def make_baseline(s3: Settings, home: Path,
+                  inbox: Callable[[Path], None] | None = None,
+                  publishing: bool = True) -> Baseline:
+    """The uninterrupted run on the server of ``s3``, with buckets, registry and catalog of
+    its own under ``home``; ``inbox(home)`` writes its inbox (default: :func:`write_inbox`);
+    ``publishing``: prepare publishing's cases too (an evaluated run kept aside)."""
     tag = uuid.uuid4().hex[:8]
     s = s3.model_copy(update={
         "home": home, "registry_url": str(home / "reg.git"),
@@ -131,7 +136,10 @@ def make_baseline(s3: Settings, home: Path) -> Baseline:
         "bucket_raw": f"raw-{tag}", "bucket_work": f"work-{tag}",
         "bucket_registry": f"reg-{tag}", "bucket_releases": f"rel-{tag}",
         "lineage_api_key": SecretStr("test-key")})
-    write_inbox(home / "inbox" / "reviews")
+    if inbox is None:
+        write_inbox(home / "inbox" / "reviews")
+    else:
+        inbox(home)
     # the template: an empty registry and catalog, bootstrapped once
     template = home / "template"
     t = s.model_copy(update={"registry_url": str(template / "reg.git"),
@@ -153,6 +161,8 @@ def make_baseline(s3: Settings, home: Path) -> Baseline:
         seconds[stage] = round(time.monotonic() - started, 2)
     ctx.catalog.dispose()
     base = Baseline(s, xcoms, read_outcome(s, DATASET), home, template, seconds)
+    if not publishing:
+        return base
     base.publishing = home / "publishing"
     shutil.copytree(template, base.publishing)
     p = s.model_copy(update={"database_url": f"sqlite:///{base.publishing / 'cat.db'}"})
@@ -183,11 +193,14 @@ class CaseResult:
     comparison: Comparison
     outcome: Outcome
     seconds: float
+    resume_error: str | None = None  # what the resumed run raised (with tolerate_resume)
 
 
 def case_settings(base: Baseline, home: Path, own_raw: bool,
-                  template: Path | None = None) -> Settings:
-    """A registry, catalog and buckets of the case's own (copied from the template)."""
+                  template: Path | None = None, other: dict[str, Any] | None = None
+                  ) -> Settings:
+    """A registry, catalog and buckets of the case's own (copied from the template);
+    ``other``: settings to change besides (another S3 server's)."""
     shutil.copytree(template or base.template, home, dirs_exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     update: dict[str, Any] = {
@@ -196,9 +209,11 @@ def case_settings(base: Baseline, home: Path, own_raw: bool,
         "bucket_registry": f"reg-{tag}", "bucket_releases": f"rel-{tag}"}
     if own_raw:
         update.update(bucket_raw=f"raw-{tag}", bucket_work=f"work-{tag}")
-    s = base.settings.model_copy(update=update)
-    _point_remote(s, base.settings.bucket_registry)
+    s = base.settings.model_copy(update={**update, **(other or {})})
+    _point_remote(s, base.settings)
     store = services(s).store
+    if other and "database_url" not in other:  # another server: buckets of its own
+        store.ensure_bucket(s.bucket_work)
     store.ensure_bucket(s.bucket_registry)
     store.ensure_bucket(s.bucket_releases, versioning=True)
     if own_raw:
@@ -207,17 +222,19 @@ def case_settings(base: Baseline, home: Path, own_raw: bool,
     return s
 
 
-def _point_remote(s: Settings, old_bucket: str) -> None:
+def _point_remote(s: Settings, old: Settings) -> None:
     """The copied registry's DVC remote (committed in .dvc/config, what ``dvc get`` reads)
-    moved to the case's registry bucket: one commit, git only."""
+    moved to the case's registry bucket (and S3 server): one commit, git only."""
     import subprocess
 
     work = Path(s.home) / "reg-work"
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
     subprocess.run([*git, "clone", "-q", s.registry, str(work)], check=True)
     config = work / ".dvc" / "config"
-    config.write_text(config.read_text().replace(f"s3://{old_bucket}/",
-                                                 f"s3://{s.bucket_registry}/"))
+    text = config.read_text()
+    for key, value in old.to_dvc_remote().items():
+        text = text.replace(value, s.to_dvc_remote()[key])
+    config.write_text(text)
     subprocess.run([*git, "commit", "-qam", "the case's remote"], cwd=work, check=True)
     subprocess.run([*git, "push", "-q", "origin", "main"], cwd=work, check=True)
     shutil.rmtree(work)
@@ -235,8 +252,13 @@ def _child(s: Settings, run_id: str, first: str, upstream: dict[str, Any] | None
 
 def run_case(base: Baseline, home: Path, fault: str, first: str, *,
              resume_prepare: Callable[[StageContext], None] | None = None,
-             child_prepare: Callable[[StageContext], None] | None = None) -> CaseResult:
-    """Kill a run at ``fault`` (``name[@N]``) started at stage ``first``, resume, compare."""
+             child_prepare: Callable[[StageContext], None] | None = None,
+             after_kill: Callable[[Settings, str], None] | None = None,
+             tolerate_resume: bool = False) -> CaseResult:
+    """Kill a run at ``fault`` (``name[@N]``) started at stage ``first``, resume, compare.
+    ``after_kill(settings, run_id)`` inspects what the killed run left before the retry;
+    ``resume_prepare(ctx)`` changes the retry's context (the broken resume);
+    ``tolerate_resume``: a retry that raises is recorded, not raised (the broken resume)."""
     started = time.monotonic()
     own_raw = first == "collect"
     s = case_settings(base, home, own_raw, base.publishing if first == "publish" else None)
@@ -258,15 +280,24 @@ def run_case(base: Baseline, home: Path, fault: str, first: str, *,
     lines = [json.loads(x) for x in progress.read_text().splitlines()] \
         if progress.exists() else []
     died_in = lines[-1]["stage"] if lines else first
+    error = None
     if child.exitcode == -9:
+        if after_kill is not None:
+            after_kill(s, run_id)
         ctx = context(s, run_id)  # the task's retry: same run, same upstream
         if resume_prepare is not None:
             resume_prepare(ctx)
-        run_from(ctx, died_in, lines[-1]["upstream"] if lines else upstream)
-        ctx.catalog.dispose()
+        try:
+            run_from(ctx, died_in, lines[-1]["upstream"] if lines else upstream)
+        except Exception as e:
+            if not tolerate_resume:
+                raise
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            ctx.catalog.dispose()
     outcome = read_outcome(s, DATASET)
     return CaseResult(fault, died_in, child.exitcode, compare(base.outcome, outcome), outcome,
-                      round(time.monotonic() - started, 1))
+                      round(time.monotonic() - started, 1), error)
 
 
 def check_case(base: Baseline, home: Path, point: str, first: str, report: Any) -> CaseResult:

@@ -18,7 +18,6 @@ pytestmark = pytest.mark.reliability
 POINTS = [
     ("collect.before_raw_object@2", "collect"),   # one raw object landed, the second not
     ("collect.raw_landed@2", "collect"),          # between raw objects
-    ("collect.raw_landed@3", "collect"),          # the last raw object landed, unparsed
     ("store.before_promote@2", "collect"),        # a shard uploaded under its temporary key
     ("store.after_promote@3", "collect"),         # promoted, the temporary key left
     ("collect.shard_written@2", "collect"),       # between collection's shards
@@ -29,18 +28,14 @@ POINTS = [
     ("preprocess.dedup.signatures_read", "preprocess"),
     ("preprocess.dedup.decided", "preprocess"),   # pairs found, no merges written
     ("preprocess.dedup.merges_written", "preprocess"),  # merges, no dedup index
-    ("store.before_promote@9", "preprocess"),
     ("preprocess.shard_written@2", "preprocess"),  # between the final shard writes
     ("preprocess.unit_applied@2", "preprocess"),
-    ("preprocess.report_written", "preprocess"),
     ("preprocess.before_manifest", "preprocess"),
     ("annotate.shard_written", "annotate"),
-    ("annotate.report_written", "annotate"),
     ("annotate.before_manifest", "annotate"),
     ("synthesize.before_manifest", "synthesize"),
     ("evaluate.docs_uploaded", "evaluate"),
     ("evaluate.release_staged", "evaluate"),
-    ("evaluate.report_written", "evaluate"),
     ("evaluate.before_manifest", "evaluate"),
     ("evaluate.before_catalog", "evaluate"),
 ]

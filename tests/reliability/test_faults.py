@@ -295,12 +295,17 @@ def test_the_s3_server_stopped_mid_stage_and_back_within_the_retry_window(
 def test_the_s3_server_gone_beyond_the_window_fails_clearly_and_resumes(
         fault_baseline: Baseline, own_s3: tuple[Settings, Any], tmp_path: Path,
         report: Any) -> None:
-    from storage.objectstore import StorageError
+    from storage.objectstore import ObjectStore, StorageError
 
     settings, stack = own_s3
     s = case_settings(fault_baseline, tmp_path, own_raw=True, other=_server(settings))
     ctx = context(s, "run-gone")
     up = run_stage(ctx, "collect", None)
+    # a retry window of 3 tries over about 1 s instead of the policy's 6 over 15 s: the
+    # same code path, waited for less (the window itself: tests/unit/test_retry.py)
+    cfg = s.to_minio()
+    ctx.store = ObjectStore.connect(cfg.pop("endpoint"), cfg.pop("access_key"),
+                                    cfg.pop("secret_key"), retries=2, backoff=0.3, **cfg)
     events = _outage_after(ctx.store, 2, stack, back_after=None)
     with pytest.raises(StorageError) as failed:
         run_stage(ctx, "preprocess", up)

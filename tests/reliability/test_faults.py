@@ -376,8 +376,20 @@ def test_a_broken_resume_that_never_promotes_is_caught_by_the_comparison(
     assert c.lost == sum(len(r) for r in fault_baseline.outcome.records.values())
 
 
-def test_every_stage_is_run_by_the_harness() -> None:
-    """The harness's stage list is the lifecycle's: a stage added later gets fault cases."""
+def test_every_stage_is_run_by_the_harness_and_every_documented_point_killed(
+        repo: Path) -> None:
+    """The harness's stage list is the lifecycle's (a stage added later gets fault cases), and
+    the points docs/faults.md lists are the points the suite kills at."""
+    import re
+
     from lifecycle.spec import STAGES as LIFECYCLE
+    from tests.reliability import test_fault_points_publish as publishing
+    from tests.reliability import test_fault_points_stages as stages
 
     assert tuple(LIFECYCLE) == STAGES
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", (repo / "docs" / "faults.md").read_text(),
+                                re.MULTILINE))
+    killed = {p.split("@")[0] for p, _ in stages.POINTS} | \
+        {p.split("@")[0] for p in publishing.POINTS}
+    assert documented == killed, (sorted(documented - killed), sorted(killed - documented))
+    assert len(killed) >= 30

@@ -258,8 +258,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
                                 "its gate; nothing is published")
     lap = Laps()
+    tags = ctx.registry.tags(spec.name)
+    _adopt(ctx, tags)
     previous = ctx.catalog.get_version(spec.name)
-    number = max(ctx.registry.tags(spec.name), default=0) + 1
+    number = max(tags, default=0) + 1
     # evaluation compared the records with the newest version (an older run's output calls
     # it "refresh"); if another version was published since, compare again here
     compared = quality.get("compared") or quality.get("refresh") or {}
@@ -390,18 +392,61 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
 
 
+def _registry_manifest(ctx: StageContext,
+                       published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``manifest.json`` of the version the registry holds for ``published``, and its
+    entry in the catalog's files (sha256, size, ledger link)."""
+    bucket, prefix = ctx.registry.objects
+    names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
+    body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
+    release: dict[str, Any] = json.loads(body)
+    return release, {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
+                     "chain": release["ledger"]["chain"]}
+
+
 def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
                                                                dict[str, Any]]:
     """Rows, files, content hash and manifest entry of the version the registry holds for
     ``published`` (read from its ``manifest.json``)."""
-    bucket, prefix = ctx.registry.objects
-    names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
-    body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
-    release = json.loads(body)
-    entry = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
-             "chain": release["ledger"]["chain"]}
+    release, entry = _registry_manifest(ctx, published)
     return int(release["row_count"]), dict(release["files"]), str(release["content_hash"]), \
         entry
+
+
+def _adopt(ctx: StageContext, tags: dict[int, str]) -> None:
+    """Record in the catalog the versions the registry holds and the catalog does not: a run
+    that pushed its tag and died before its catalog write, its task's retries spent (a retry
+    would have found its tag). Without this the registry and the catalog stay out of step
+    (a tag no one can find in the catalog, without a release folder), and the next run
+    publishes the same records again as another version. Each is recorded as the registry
+    holds it (its manifest's files, hashes, ledger link, grade), its release folder
+    completed, and its run's evaluation marked; the run publishing now then compares its
+    records with it like with any version. Publishes are serialised (the registry's lock and
+    the one-slot pool), so a tag without a version is never one being written now."""
+    known = {v.version for v in ctx.catalog.versions(ctx.spec.name)}
+    for number in sorted(set(tags) - known):
+        published = ctx.registry.describe(ctx.spec.name, number)
+        bucket, prefix = ctx.registry.objects
+        releases.mirror(ctx.store, bucket, prefix, ctx.spec.name, number, published.dvc_md5,
+                        ctx.releases_bucket)
+        release, entry = _registry_manifest(ctx, published)
+        quality = release.get("quality") or {}
+        version = ctx.catalog.add_version(Version(
+            dataset=ctx.spec.name, version=number, tag=published.tag,
+            git_rev=published.git_rev, dvc_md5=published.dvc_md5,
+            content_hash=str(release["content_hash"]), row_count=int(release["row_count"]),
+            run_id=str(release["run_id"]),
+            files={**release["files"], "manifest.json": entry},
+            quality={**quality, "checks": [],  # the manifest counts them; not kept there
+                     "evaluated": {"grade": quality.get("grade"),
+                                              "score": quality.get("score")},
+                     "adopted": "recorded from the registry: its run ended before its "
+                                "catalog write"},
+            created_at=ctx.now))
+        ctx.catalog.mark_published(ctx.spec.name, version.run_id, number)
+        log.warning("publish %s: %s was in the registry and not in the catalog (run %s ended "
+                    "between the two); recorded from the registry", ctx.spec.name, version.ref,
+                    version.run_id)
 
 
 def evaluated_grade(ctx: StageContext, v: Version) -> str | None:

@@ -273,6 +273,18 @@ class DvcRegistry:
             ignore.write_text("\n".join([*lines, f"/{name}"]) + "\n", encoding="utf-8")
         return sent
 
+    def describe(self, dataset: str, version: int) -> Published:
+        """What the registry holds as ``dataset`` v``version``: its tag's commit and the DVC
+        md5 of its folder (``reused``: it was published before)."""
+        tag = keys.registry_tag(dataset, version)
+        with tempfile.TemporaryDirectory(prefix="granary-tag-") as tmp:
+            work = Path(tmp) / "repo.git"
+            self._git(None, "clone", "-q", "--bare", self.url, str(work))
+            rev = self._git(work, "rev-list", "-n", "1", tag).strip()
+            md5 = _md5_from_dvc(self._git(work, "show",
+                                          f"{tag}:{keys.registry_path(dataset)}.dvc"))
+        return Published(dataset, version, tag, rev, md5, reused=True)
+
     def _local_versions(self, work: Path, dataset: str) -> list[int]:
         out = self._git(work, "tag", "-l", f"{dataset}/v*")
         return [int(m.group(1)) for t in out.split()

@@ -11,6 +11,10 @@ with ``GRANARY_FAULT`` set, runs the stages from there through publish. The chil
 by SIGKILL: one that finishes never reached its point, and the case fails. The parent then
 resumes from the stage that was killed, with the same run id (Airflow's retry of that task),
 through publish, and reads the outcome from outside.
+
+Publishing's cases all start from one evaluated run (``pub``, evaluated once in a copy of the
+template's catalog): its staged release files, which publishing removes, are kept aside and
+put back for each case, so that no case evaluates again.
 """
 
 from __future__ import annotations
@@ -254,11 +258,13 @@ def run_case(base: Baseline, home: Path, fault: str, first: str, *,
              resume_prepare: Callable[[StageContext], None] | None = None,
              child_prepare: Callable[[StageContext], None] | None = None,
              after_kill: Callable[[Settings, str], None] | None = None,
-             tolerate_resume: bool = False) -> CaseResult:
+             tolerate_resume: bool = False, new_run_from: str | None = None) -> CaseResult:
     """Kill a run at ``fault`` (``name[@N]``) started at stage ``first``, resume, compare.
     ``after_kill(settings, run_id)`` inspects what the killed run left before the retry;
     ``resume_prepare(ctx)`` changes the retry's context (the broken resume);
-    ``tolerate_resume``: a retry that raises is recorded, not raised (the broken resume)."""
+    ``tolerate_resume``: a retry that raises is recorded, not raised (the broken resume);
+    ``new_run_from``: instead of the task's retry, a new run (another run id) from that stage,
+    on the baseline's upstream (the user's next trigger once the retries are spent)."""
     started = time.monotonic()
     own_raw = first == "collect"
     s = case_settings(base, home, own_raw, base.publishing if first == "publish" else None)
@@ -284,11 +290,17 @@ def run_case(base: Baseline, home: Path, fault: str, first: str, *,
     if child.exitcode == -9:
         if after_kill is not None:
             after_kill(s, run_id)
-        ctx = context(s, run_id)  # the task's retry: same run, same upstream
+        again, start = run_id, died_in  # the task's retry: same run, same upstream
+        resumed = lines[-1]["upstream"] if lines else upstream
+        if new_run_from is not None:
+            again, start = f"new-{uuid.uuid4().hex[:6]}", new_run_from
+            resumed = base.xcoms[STAGES[STAGES.index(new_run_from) - 1]] \
+                if new_run_from != "collect" else None
+        ctx = context(s, again)
         if resume_prepare is not None:
             resume_prepare(ctx)
         try:
-            run_from(ctx, died_in, lines[-1]["upstream"] if lines else upstream)
+            run_from(ctx, start, resumed)
         except Exception as e:
             if not tolerate_resume:
                 raise

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.faultharness import Baseline, check_case
+from tests.reliability.faultharness import Baseline, check_case, run_case
 
 pytestmark = pytest.mark.reliability
 
@@ -39,3 +39,20 @@ POINTS = [
 def test_publish_killed_at_a_fault_point_and_retried(fault_baseline: Baseline, tmp_path: Path,
                                                      point: str, report: Any) -> None:
     check_case(fault_baseline, tmp_path, point, "publish", report)
+
+
+def test_publish_killed_after_the_push_then_a_new_run(fault_baseline: Baseline, tmp_path: Path,
+                                                      report: Any) -> None:
+    """The task's retries spent (killed after the registry's push each time), the user
+    triggers a new run. The new run must not leave the registry and the catalog out of step
+    (a tag the catalog never learns of), nor publish the same records as a second version.
+    The killed run's evaluation stays a candidate (that run failed): the evaluations are the
+    one legitimate difference."""
+    result = run_case(fault_baseline, tmp_path, "registry.after_push", "publish",
+                      new_run_from="evaluate")
+    assert result.exitcode == -9
+    c = result.comparison
+    report("SIGKILL at registry.after_push, then a new run (retries spent)",
+           f"killed in publish; the next run: {c.summary()}", c.lost)
+    assert (c.lost, c.extra, c.raw, c.tags, c.versions, c.out_of_step, c.mirror) == \
+        (0, 0, [], [], [], [], []), c.summary()

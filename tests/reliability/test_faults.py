@@ -393,3 +393,64 @@ def test_every_stage_is_run_by_the_harness_and_every_documented_point_killed(
         {p.split("@")[0] for p in publishing.POINTS}
     assert documented == killed, (sorted(documented - killed), sorted(killed - documented))
     assert len(killed) >= 30
+
+
+# ---- the catalog's PostgreSQL SIGKILLed ------------------------------------------------------
+def test_the_catalog_postgres_killed_inside_the_version_transaction(
+        fault_baseline: Baseline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        report: Any) -> None:
+    """A PostgreSQL server of the test's own (pgserver's binaries), every one of its processes
+    SIGKILLed while publishing's transaction holds the version's row uncommitted; started
+    again (crash recovery), the task's retry publishes the version once."""
+    import os
+
+    import psutil
+
+    import storage.catalog
+    from tests.services import _pgserver_bin, _run, start_postgres, stop_postgres
+
+    case = "the catalog's PostgreSQL SIGKILLed inside the version's transaction"
+    try:
+        url, data = start_postgres()
+    except Exception as e:  # noqa: BLE001 - no server, no case: said so in the table
+        report(case, f"could not start a PostgreSQL of its own: {str(e)[:100]}", None)
+        pytest.skip(f"{case}: could not start a PostgreSQL of its own: {e}")
+    try:
+        s = case_settings(fault_baseline, tmp_path, own_raw=False, other={"database_url": url})
+        svc = services(s)
+        svc.catalog.migrate()
+        svc.catalog.upsert_dataset(DATASET, title="Reviews under faults")
+        svc.catalog.dispose()
+        ctx = context(s, "run-pgkill")
+        evaluated = run_stage(ctx, "evaluate", fault_baseline.xcoms["synthesize"])
+        killed: list[int] = []
+
+        def kill_at(name: str) -> None:
+            if name == "catalog.version_row":
+                postmaster = psutil.Process(int((data / "postmaster.pid").read_text()
+                                                .splitlines()[0]))
+                for p in [postmaster, *postmaster.children(recursive=True)]:
+                    p.kill()
+                    killed.append(p.pid)
+                postmaster.wait(10)
+
+        monkeypatch.setattr(storage.catalog, "fault_point", kill_at)
+        with pytest.raises(CatalogError) as failed:
+            run_stage(ctx, "publish", evaluated)
+        monkeypatch.undo()
+        assert killed and "catalog write failed" in str(failed.value)
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        _run([str(_pgserver_bin() / "pg_ctl"), "-D", str(data), "-w", "-t", "60",
+              "-l", str(data / "server.log"),
+              "-o", f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off", "start"],
+             "starting PostgreSQL again", user="pgserver" if os.geteuid() == 0 else None)
+        again = context(s, "run-pgkill")  # the task's retry
+        assert again.catalog.versions(DATASET) == []  # the transaction died with the server
+        run_stage(again, "publish", evaluated)
+        again.catalog.dispose()
+        c = compare(fault_baseline.outcome, read_outcome(s, DATASET))
+        report(case, f"{len(killed)} server processes killed; clear failure; restarted "
+               f"(crash recovery), retried: {c.summary()}", c.lost)
+        assert c.same, c.summary()
+    finally:
+        stop_postgres(data)

@@ -43,6 +43,8 @@ from tests.outcome import Comparison, Outcome, compare, read_outcome
 from tests.textdata import labelled
 
 DATASET = "fault_reviews"
+# the label check is off: a model fit of 1.5 s per run that flags records and writes none,
+# which every case would pay again (tests/integration covers it)
 SPEC = f"""\
 name: {DATASET}
 title: Reviews under faults
@@ -57,7 +59,7 @@ schema:
     - {{name: text, type: string}}
     - {{name: label, type: string, values: [pos, neg]}}
 preprocess: {{steps: [normalise, pii, exact_dedup, near_dedup]}}
-quality: {{gate: {{min_rows: 100, min_grade: B}}}}
+quality: {{gate: {{min_rows: 100, min_grade: B}}, label_errors: {{enabled: false}}}}
 publish:
   formats: [parquet, jsonl]
   splits: {{ratios: {{train: 0.8, validation: 0.1, test: 0.1}}}}

@@ -416,20 +416,22 @@ def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[st
 def _adopt(ctx: StageContext, tags: dict[int, str]) -> None:
     """Record in the catalog the versions the registry holds and the catalog does not: a run
     that pushed its tag and died before its catalog write, its task's retries spent (a retry
-    would have found its tag). Without this the registry and the catalog stay out of step
-    (a tag no one can find in the catalog, without a release folder), and the next run
-    publishes the same records again as another version. Each is recorded as the registry
-    holds it (its manifest's files, hashes, ledger link, grade), its release folder
-    completed, and its run's evaluation marked; the run publishing now then compares its
-    records with it like with any version. Publishes are serialised (the registry's lock and
-    the one-slot pool), so a tag without a version is never one being written now."""
+    finds its own tag: a tag of this run is left to it). Without this the registry and the
+    catalog stay out of step (a tag no one finds in the catalog, without a release folder),
+    and the next run publishes the same records again as another version. Each is recorded
+    as the registry holds it (its manifest's files, hashes, ledger link, grade), its release
+    folder completed, and its run's evaluation marked; the run publishing now then compares
+    its records with it like with any version. Publishes are serialised (the registry's lock
+    and the one-slot pool), so a tag without a version is never one being written now."""
     known = {v.version for v in ctx.catalog.versions(ctx.spec.name)}
     for number in sorted(set(tags) - known):
         published = ctx.registry.describe(ctx.spec.name, number)
+        release, entry = _registry_manifest(ctx, published)
+        if release.get("run_id") == ctx.run_id:
+            continue  # this run's own tag: its retry finds it and completes it as published
         bucket, prefix = ctx.registry.objects
         releases.mirror(ctx.store, bucket, prefix, ctx.spec.name, number, published.dvc_md5,
                         ctx.releases_bucket)
-        release, entry = _registry_manifest(ctx, published)
         quality = release.get("quality") or {}
         version = ctx.catalog.add_version(Version(
             dataset=ctx.spec.name, version=number, tag=published.tag,

@@ -50,6 +50,7 @@ from lifecycle.sources import Payload, connector, now
 from lifecycle.spec import DatasetSpec, FieldSpec
 from lineage.facets import DatasetIO
 from storage import keys
+from storage.faults import fault_point
 from storage.objectstore import ObjectNotFound, sha256_file
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ class _Unit:
             with _located(self.source.name):
                 for payload in conn.fetch(self.unit["items"], Path(tmp)):
                     self.payload(payload)
+            fault_point("collect.payloads_parsed")  # every raw object landed and parsed
             seen_uri = self.new_keys.upload(self.ctx, f"{self.tag}-seen.parquet")
         if self.tally["read"] == 0 and self.tally["unchanged"] == 0:
             log.warning("source %r: nothing to read in %s: is it empty?", self.source.name,
@@ -356,9 +358,11 @@ class _Unit:
             except ObjectNotFound:
                 continue
         key = today
+        fault_point("collect.before_raw_object")
         info = self.ctx.store.put_file(self.ctx.raw_bucket, key, payload.path, metadata={
             "sha256": digest, "source": self.source.name, "licence": self.source.licence_id,
             "legal-basis": self.source.legal_basis})
+        fault_point("collect.raw_landed")  # landed, not yet parsed: between raw objects
         self.raw[digest] = key
         return key, info.version_id, True
 
@@ -787,6 +791,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     uri = shards.write_manifest(ctx, STAGE, shards.arrow_columns(record_schema(spec)), main,
                                 counts, {"quarantine": quarantine}, extra)
     states[DATASET_STATE] = {"snapshot": uri}
+    fault_point("collect.before_source_state")  # the manifest written, the state not staged
     ctx.catalog.stage_source_states(ctx.dataset, ctx.run_id, states)
     log.info("collect %s: %s", ctx.dataset, {k: v for k, v in counts.items()
                                               if k != "per_source"})

@@ -31,6 +31,7 @@ from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
 from lifecycle.spec import DatasetSpec
 from storage import keys
+from storage.faults import fault_point
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -920,6 +921,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
             results = {"whole": validate(spec, df, docs=Path(tmp))}
             checks = summarise(results["whole"])
         docs_uri = _upload_docs(ctx, Path(tmp))
+        fault_point("evaluate.docs_uploaded")
     # which of the stage's input shards holds failures: in a refresh those are the new
     # records' shards (the candidate also holds the base's records, checked when published)
     per_shard = (_one_new_shard(spec, results, arrived, df, fresh, manifest)
@@ -962,6 +964,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         from lifecycle.publish import stage_files
 
         staged = stage_files(ctx, STAGE, df, records_key=records_key)
+        fault_point("evaluate.release_staged")  # the release's files, nothing claims them
     records = ((_release_records(staged, records_key, len(df))
                 or shards.write_table(ctx, STAGE, df)) if rewrite else [])
     lap("records_and_release_files")
@@ -1059,6 +1062,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     else:
         uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts, extra)
     lap("write")
+    fault_point("evaluate.before_catalog")  # the manifest written, the catalog not told
     ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=passed, grade=grade,
                                   score=score, row_count=len(df),
                                   summary={**qreport.summary(report),

@@ -28,6 +28,7 @@ from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.textops import Normaliser, RecordFilter
 from storage import keys
+from storage.faults import fault_point
 
 log = logging.getLogger(__name__)
 STAGE = "preprocess"
@@ -329,12 +330,14 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
             key_texts.append(ref)
     dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
                else None)
-    return {"index": unit["index"], "label": unit["label"], "in": n_in,
-            "cleaned": _write(ctx, df, f"{tag}-clean"),
-            "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
-            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
-            else [], "quarantined": 0 if dropped is None else len(dropped),
-            "report": work.report}
+    out = {"index": unit["index"], "label": unit["label"], "in": n_in,
+           "cleaned": _write(ctx, df, f"{tag}-clean"),
+           "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
+           "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
+           else [], "quarantined": 0 if dropped is None else len(dropped),
+           "report": work.report}
+    fault_point("preprocess.unit_cleaned")
+    return out
 
 
 def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, Any]:
@@ -350,6 +353,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     _, dedups, _ = phases(list(cfg.steps))
     cleaned = sorted(cleaned, key=lambda p: p["index"])
     index = _read(ctx, ctx.work_bucket, [s for p in cleaned for s in p["keys"]])
+    fault_point("preprocess.dedup.signatures_read")  # every shard's keys and signatures
     base_index = refresh.dedup_index(ctx, refresh.base(ctx))
     old = _read(ctx, ctx.work_bucket, base_index) if base_index else pd.DataFrame()
     merges: list[pd.DataFrame] = []
@@ -415,10 +419,13 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
         kept["sig"] = neardedup.low_bits(np.frombuffer(b"".join(kept["sig"].tolist()),
                                                        dtype=np.uint32).reshape(len(kept), -1))
     out: dict[str, Any] = {}
+    fault_point("preprocess.dedup.decided")  # pairs found, nothing of them written
     if links is not None:  # of the new records that stay (a later step may merge some)
         links = links[shards.among(links["id"], index["id"][alive])]
         out["split_links"] = _write(ctx, links.reset_index(drop=True), "split-links")
-    return {**out, "merges": _write(ctx, table, "merges"), "merged": len(table),
+    merged = _write(ctx, table, "merges")
+    fault_point("preprocess.dedup.merges_written")  # the merges, not yet the dedup index
+    return {**out, "merges": merged, "merged": len(table),
             "label_conflicts": label_conflicts(table, index, old), "steps": steps,
             "key_texts": [ref for p in cleaned for ref in p.get("key_texts", [])],
             # read whole by every refresh: no dictionaries for its distinct ids and hashes
@@ -508,12 +515,14 @@ def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> d
         getattr(work, step)()
     tag = f"u{unit['index']:05d}"
     dropped = pd.concat(work.quarantined, ignore_index=True) if work.quarantined else None
-    return {"index": unit["index"], "in": unit["in"], "kept": len(work.df),
-            "shards": shards.write_table(ctx, STAGE, work.df, tag) if len(work.df) else [],
-            "quarantine": unit["quarantine"] + (
-                _write(ctx, dropped, f"{tag}-late-quarantine") if dropped is not None else []),
-            "quarantined": unit["quarantined"] + (0 if dropped is None else len(dropped)),
-            "reports": [unit["report"], work.report]}
+    out = {"index": unit["index"], "in": unit["in"], "kept": len(work.df),
+           "shards": shards.write_table(ctx, STAGE, work.df, tag) if len(work.df) else [],
+           "quarantine": unit["quarantine"] + (
+               _write(ctx, dropped, f"{tag}-late-quarantine") if dropped is not None else []),
+           "quarantined": unit["quarantined"] + (0 if dropped is None else len(dropped)),
+           "reports": [unit["report"], work.report]}
+    fault_point("preprocess.unit_applied")
+    return out
 
 
 def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],

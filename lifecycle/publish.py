@@ -36,8 +36,9 @@ from lineage.facets import DatasetIO
 from lineage.naming import registry_name, release_folder
 from storage import keys
 from storage.catalog import Version
+from storage.faults import fault_point
 from storage.objectstore import StorageError, md5_file, sha256_file
-from storage.registry import StoredFile
+from storage.registry import Published, StoredFile
 
 log = logging.getLogger(__name__)
 STAGE = "publish"
@@ -246,6 +247,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
     if done is not None:
         log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
+        # a first attempt that died between the version and its evaluation's mark (two
+        # transactions) left the evaluation a candidate: mark it now (idempotent)
+        ctx.catalog.mark_published(spec.name, ctx.run_id, done.version, graded={
+            k: done.quality.get(k) for k in ("grade", "score", "dimensions", "not_measured")})
         return _result(done, reused=True)
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     quality = manifest.get("quality") or {}
@@ -253,8 +258,10 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
                                 "its gate; nothing is published")
     lap = Laps()
+    tags = ctx.registry.tags(spec.name)
+    _adopt(ctx, tags)
     previous = ctx.catalog.get_version(spec.name)
-    number = max(ctx.registry.tags(spec.name), default=0) + 1
+    number = max(tags, default=0) + 1
     # evaluation compared the records with the newest version (an older run's output calls
     # it "refresh"); if another version was published since, compare again here
     compared = quality.get("compared") or quality.get("refresh") or {}
@@ -332,10 +339,18 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
                           "bytes": (folder / "manifest.json").stat().st_size,
                           "chain": ledger["chain"]}
+        fault_point("publish.before_registry")  # the release built, nothing published
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
                                          f"{spec.title}: {rows} records", store=ctx.store,
                                          stored=stored)
         lap("registry")
+    fault_point("publish.after_registry")  # tagged and pushed; no release folder, no catalog
+    if published.reused:
+        # a retry of a run whose first attempt pushed its tag and died before the catalog:
+        # the version is what that attempt published, not the card, Croissant file and
+        # manifest this attempt built again (their times differ), so the catalog takes its
+        # files, hashes and ledger link from the registry's manifest
+        rows, files, content_hash, manifest_entry = _as_published(ctx, published)
     # the version's files as plain objects too, before the catalog knows the version: a
     # version in the catalog always has its release folder (a retry copies what is missing)
     bucket, prefix = ctx.registry.objects
@@ -349,6 +364,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         quality={}, created_at=ctx.now)
     graded = with_accessibility(ctx, quality, candidate)
     lap("accessibility")
+    fault_point("publish.before_catalog")  # the release folder complete, the catalog not told
     candidate = dataclasses.replace(candidate, quality={
         "passed": True, "checks": quality.get("checks", []),
         **{k: graded[k] for k in ("grade", "score", "dimensions", "not_measured", "gating",
@@ -365,13 +381,74 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         # what a refresh's label check carries forward (lifecycle/evaluate.py)
         **({"label_check": quality["label_check"]} if quality.get("label_check") else {})})
     version = ctx.catalog.add_version(candidate)
+    fault_point("publish.version_added")  # the version committed, the evaluation not marked
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version, graded=graded)
     lap("catalog")
+    fault_point("publish.before_dropping_staged")
     _drop_staged(ctx, stored, {str(s["key"]) for s in manifest.get("shards") or []})
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
              version.tag, lap)
     return _result(version, reused=published.reused,
                    lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _registry_manifest(ctx: StageContext,
+                       published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``manifest.json`` of the version the registry holds for ``published``, and its
+    entry in the catalog's files (sha256, size, ledger link)."""
+    bucket, prefix = ctx.registry.objects
+    names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
+    body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
+    release: dict[str, Any] = json.loads(body)
+    return release, {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
+                     "chain": release["ledger"]["chain"]}
+
+
+def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
+                                                               dict[str, Any]]:
+    """Rows, files, content hash and manifest entry of the version the registry holds for
+    ``published`` (read from its ``manifest.json``)."""
+    release, entry = _registry_manifest(ctx, published)
+    return int(release["row_count"]), dict(release["files"]), str(release["content_hash"]), \
+        entry
+
+
+def _adopt(ctx: StageContext, tags: dict[int, str]) -> None:
+    """Record in the catalog the versions the registry holds and the catalog does not: a run
+    that pushed its tag and died before its catalog write, its task's retries spent (a retry
+    finds its own tag: a tag of this run is left to it). Without this the registry and the
+    catalog stay out of step (a tag no one finds in the catalog, without a release folder),
+    and the next run publishes the same records again as another version. Each is recorded
+    as the registry holds it (its manifest's files, hashes, ledger link, grade), its release
+    folder completed, and its run's evaluation marked; the run publishing now then compares
+    its records with it like with any version. Publishes are serialised (the registry's lock
+    and the one-slot pool), so a tag without a version is never one being written now."""
+    known = {v.version for v in ctx.catalog.versions(ctx.spec.name)}
+    for number in sorted(set(tags) - known):
+        published = ctx.registry.describe(ctx.spec.name, number)
+        release, entry = _registry_manifest(ctx, published)
+        if release.get("run_id") == ctx.run_id:
+            continue  # this run's own tag: its retry finds it and completes it as published
+        bucket, prefix = ctx.registry.objects
+        releases.mirror(ctx.store, bucket, prefix, ctx.spec.name, number, published.dvc_md5,
+                        ctx.releases_bucket)
+        quality = release.get("quality") or {}
+        version = ctx.catalog.add_version(Version(
+            dataset=ctx.spec.name, version=number, tag=published.tag,
+            git_rev=published.git_rev, dvc_md5=published.dvc_md5,
+            content_hash=str(release["content_hash"]), row_count=int(release["row_count"]),
+            run_id=str(release["run_id"]),
+            files={**release["files"], "manifest.json": entry},
+            quality={**quality, "checks": [],  # the manifest counts them; not kept there
+                     "evaluated": {"grade": quality.get("grade"),
+                                              "score": quality.get("score")},
+                     "adopted": "recorded from the registry: its run ended before its "
+                                "catalog write"},
+            created_at=ctx.now))
+        ctx.catalog.mark_published(ctx.spec.name, version.run_id, number)
+        log.warning("publish %s: %s was in the registry and not in the catalog (run %s ended "
+                    "between the two); recorded from the registry", ctx.spec.name, version.ref,
+                    version.run_id)
 
 
 def evaluated_grade(ctx: StageContext, v: Version) -> str | None:

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 from storage import keys
 from storage.catalog import Catalog, ReleaseError, Version
+from storage.faults import fault_point
 from storage.objectstore import ObjectNotFound, ObjectStore, StorageError
 from storage.registry import DvcRegistry
 
@@ -131,6 +132,7 @@ def mirror(store: ObjectStore, bucket: str, prefix: str, dataset: str, version: 
         for name in todo:
             store.copy(bucket, keys.dvc_object_key(prefix, files[name]), releases_bucket,
                        keys.release_key(dataset, version, name))
+            fault_point("releases.file_copied")  # between the release folder's files
     return todo
 
 

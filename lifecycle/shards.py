@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from lifecycle.context import StageContext
 from lineage.facets import DatasetIO
 from storage import keys
+from storage.faults import fault_point
 from storage.objectstore import ObjectStore
 
 
@@ -161,6 +162,7 @@ def write_table(ctx: StageContext, stage: str, df: pd.DataFrame,
         data = table_bytes(part, compact)
         key = keys.shard_key(ctx.dataset, ctx.run_id, stage, index, table)
         ctx.store.write_atomic(ctx.work_bucket, key, data, "application/vnd.apache.parquet")
+        fault_point(f"{stage}.shard_written")  # between the shard writes of a stage
         shards.append({"key": key, "rows": len(part), "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()})
     return shards
@@ -194,6 +196,7 @@ class ShardWriter:
                              self.table)
         self.ctx.store.write_atomic(self.ctx.work_bucket, key, data,
                                     "application/vnd.apache.parquet")
+        fault_point(f"{self.stage}.shard_written")
         self.shards.append({"key": key, "rows": len(self.rows), "bytes": len(data),
                             "sha256": hashlib.sha256(data).hexdigest()})
         self.rows = []
@@ -228,6 +231,7 @@ def write_manifest(ctx: StageContext, stage: str, df: pd.DataFrame | list[dict[s
     }
     key = keys.manifest_key(ctx.dataset, ctx.run_id, stage)
     body = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode()
+    fault_point(f"{stage}.before_manifest")  # every output written, none claimed yet
     ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
     return f"s3://{ctx.work_bucket}/{key}"
 
@@ -286,6 +290,7 @@ def passthrough_manifest(ctx: StageContext, stage: str, upstream_uri: str,
            **(extra or {})}
     key = keys.manifest_key(ctx.dataset, ctx.run_id, stage)
     body = json.dumps(out, ensure_ascii=False, indent=2, sort_keys=True).encode()
+    fault_point(f"{stage}.before_manifest")
     ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
     return f"s3://{ctx.work_bucket}/{key}"
 

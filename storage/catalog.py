@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, inspect, sele
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.faults import fault_point
 from storage.models import (
     DatasetRow,
     EvaluationRow,
@@ -429,6 +430,7 @@ class Catalog:
                                   actor="granary", reason=f"run {v.run_id}",
                                   created_at=v.created_at))
             s.flush()
+            fault_point("catalog.version_row")  # in the transaction, before its commit
             return _to_version(row)
 
         return self._write(f"version {v.ref}", write)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from storage import keys, retry
+from storage.faults import fault_point
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,8 +167,11 @@ class ObjectStore:
         see the old object or the whole new one, never a part; a retry simply rewrites it."""
         tmp = keys.tmp_key(uuid.uuid4().hex, key)
         self.put_bytes(bucket, tmp, data, content_type)
+        fault_point("store.before_promote")  # uploaded under the temporary key only
         try:
-            return self.promote(bucket, tmp, key, size=len(data))
+            promoted = self.promote(bucket, tmp, key, size=len(data))
+            fault_point("store.after_promote")  # visible; the temporary key still there
+            return promoted
         finally:
             self.delete(bucket, tmp)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from storage import keys
+from storage.faults import fault_point
 from storage.objectstore import ObjectStore, count_read, md5_file
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ class DvcRegistry:
                 previous = self._find_run_tag(work, dataset, run_id)
                 if previous is not None:
                     return previous
+                fault_point("registry.cloned")
                 for attempt in range(self.push_retries):
                     version = max(self._local_versions(work, dataset), default=0) + 1
                     tag = keys.registry_tag(dataset, version)
@@ -193,9 +195,12 @@ class DvcRegistry:
                     else:
                         self._place(work, path, src_dir, dict(stored or {}), store)
                     md5 = self._dvc_md5(work / f"{path}.dvc")
+                    fault_point("registry.before_commit")  # data in the remote, no commit
                     self._git(work, "add", "-A")
                     self._git(work, "commit", "-q", "-m", f"{tag}: {message}")
+                    fault_point("registry.after_commit")  # committed locally, not tagged
                     self._git(work, "tag", "-a", tag, "-m", f"{message}\n\nrun_id: {run_id}")
+                    fault_point("registry.before_push")  # tagged locally, nothing pushed
                     try:
                         self._git(work, "push", "-q", "--atomic", "origin", "main",
                                   f"refs/tags/{tag}")
@@ -207,6 +212,7 @@ class DvcRegistry:
                         self._git(work, "fetch", "-q", "--tags", "origin")
                         self._git(work, "reset", "-q", "--hard", "origin/main")
                         continue
+                    fault_point("registry.after_push")  # the tag is out; nobody knows yet
                     rev = self._git(work, "rev-parse", "HEAD").strip()
                     return Published(dataset, version, tag, rev, md5)
         raise RegistryError(f"registry: could not publish {dataset} after retries")
@@ -238,6 +244,7 @@ class DvcRegistry:
             if not store.exists(bucket, key):
                 store.put_file(bucket, key, file)
                 sent += 1
+                fault_point("registry.object_sent")  # mid push: between the objects
             entries.append({"md5": md5, "relpath": rel})
             total += size
         for rel, f in sorted(stored.items()):
@@ -245,6 +252,7 @@ class DvcRegistry:
             if not store.exists(bucket, key):
                 store.copy(f.bucket, f.key, bucket, key)
                 sent += 1
+                fault_point("registry.object_copied")
             entries.append({"md5": f.md5, "relpath": rel})
             total += f.size
         tree = Tree.from_list(entries)
@@ -253,6 +261,7 @@ class DvcRegistry:
         if not store.exists(bucket, key):
             store.put_bytes(bucket, key, tree.as_bytes(), "application/json")
             sent += 1
+            fault_point("registry.listing_sent")  # every object and the folder's listing
         name = Path(path).name
         out = {"md5": tree.oid, "size": total, "nfiles": len(entries), "hash": "md5",
                "path": name}
@@ -263,6 +272,18 @@ class DvcRegistry:
         if f"/{name}" not in lines:
             ignore.write_text("\n".join([*lines, f"/{name}"]) + "\n", encoding="utf-8")
         return sent
+
+    def describe(self, dataset: str, version: int) -> Published:
+        """What the registry holds as ``dataset`` v``version``: its tag's commit and the DVC
+        md5 of its folder (``reused``: it was published before)."""
+        tag = keys.registry_tag(dataset, version)
+        with tempfile.TemporaryDirectory(prefix="granary-tag-") as tmp:
+            work = Path(tmp) / "repo.git"
+            self._git(None, "clone", "-q", "--bare", self.url, str(work))
+            rev = self._git(work, "rev-list", "-n", "1", tag).strip()
+            md5 = _md5_from_dvc(self._git(work, "show",
+                                          f"{tag}:{keys.registry_path(dataset)}.dvc"))
+        return Published(dataset, version, tag, rev, md5, reused=True)
 
     def _local_versions(self, work: Path, dataset: str) -> list[int]:
         out = self._git(work, "tag", "-l", f"{dataset}/v*")

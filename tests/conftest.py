@@ -118,13 +118,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # ---- the reliability table (tests/reliability) -----------------------------------------------
-_RELIABILITY: list[tuple[str, str, int]] = []
+_RELIABILITY: list[tuple[str, str, int | None]] = []
 
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Any:
-    """``report(case, outcome, records_lost)``: a row of the reliability table."""
-    def add(case: str, outcome: str, lost: int) -> None:
+    """``report(case, outcome, records_lost)``: a row of the reliability table; ``None`` lost
+    for a case that could not run (reported as skipped, then ``pytest.skip``)."""
+    def add(case: str, outcome: str, lost: int | None) -> None:
         request.node.user_properties.append(("reliability", (case, outcome, lost)))
     return add
 
@@ -141,4 +142,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     told = min(120, max(len(r[1]) for r in _RELIABILITY))
     terminalreporter.section("reliability: fault or input | outcome | records lost")
     for case, outcome, lost in sorted(_RELIABILITY):
-        terminalreporter.write_line(f"{case:<{width}} | {outcome[:told]:<{told}} | {lost}")
+        shown = "skipped" if lost is None else lost
+        terminalreporter.write_line(f"{case:<{width}} | {outcome[:told]:<{told}} | {shown}")

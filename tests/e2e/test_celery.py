@@ -181,7 +181,8 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
     first, later = client.dag_run(DAG, run_id), client.dag_run(DAG, second)
     assert state2 == "success" and later["start_date"] >= first["end_date"]
     assert [x.version for x in catalog(s).versions(SAMPLE_DATASET)] == [1]
-    assert catalog(s).run(SAMPLE_DATASET, second).message == \
+    waited = catalog(s).run(SAMPLE_DATASET, second)
+    assert waited is not None and waited.message == \
         f"no new version: nothing new in the sources since {SAMPLE_DATASET}@v1"
     report("scale-out: sample on 2 Celery workers (Redis, PostgreSQL)",
            f"success; mapped shards ran on {sorted(workers)}; v1 {v.row_count} records", 0)
@@ -192,7 +193,7 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
 
 
 # ---- Airflow's own faults ----------------------------------------------------------------------
-def _kill(component: psutil.Process) -> list[int]:
+def _kill(component: psutil.Process) -> None:
     """SIGKILL a component of the stack as a whole: its process, every descendant and its
     session's process group (each component is started in a session of its own)."""
     victims = [component, *component.children(recursive=True)]
@@ -203,7 +204,6 @@ def _kill(component: psutil.Process) -> list[int]:
         os.killpg(component.pid, signal.SIGKILL)
     _, alive = psutil.wait_procs(victims, timeout=20)
     assert alive == [], alive
-    return [p.pid for p in victims]
 
 
 def _running_shard(celery: Celery, dataset: str, run_id: str,
@@ -231,7 +231,7 @@ def _running_shard(celery: Celery, dataset: str, run_id: str,
     raise AssertionError(f"no mapped preprocess task of {run_id} ran within {timeout:.0f}s")
 
 
-def _tries(celery: Celery, dataset: str, run_id: str, ti: dict[str, Any]) -> list[dict]:
+def _tries(celery: Celery, dataset: str, run_id: str, ti: dict[str, Any]) -> list[dict[str, Any]]:
     r = celery.client.request(
         "GET", f"/api/v2/dags/granary_{dataset}/dagRuns/{run_id}/taskInstances/"
                f"{ti['task_id']}/{ti['map_index']}/tries")
@@ -259,49 +259,77 @@ def _compare(celery: Celery, dataset: str) -> Any:
     return compare(baseline, read_outcome(s, dataset))
 
 
-def test_a_celery_worker_killed_mid_task_is_noticed_and_its_task_runs_again(
+def _first_try_failed(celery: Celery, dataset: str, run_id: str, ti: dict[str, Any],
+                      timeout: float = 300) -> None:
+    """Wait until Airflow has failed the killed try of ``ti`` (no heartbeat from it)."""
+    deadline, tries = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        tries = _tries(celery, dataset, run_id, ti)
+        if tries[0]["state"] == "failed" or len(tries) > 1:
+            return
+        time.sleep(1)
+    raise AssertionError(f"Airflow did not notice the killed {ti['task_id']}[{ti['map_index']}] "
+                         f"within {timeout:.0f}s: {tries}")
+
+
+def _running_task(celery: Celery, dataset: str, run_id: str, timeout: float = 120) -> str:
+    """A task of the run running now (the run is in its middle)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [t for t in celery.instances(dataset, run_id) if t["state"] == "running"]
+        if running:
+            return f"{running[0]['task_id']}[{running[0]['map_index']}]"
+        state = celery.client.dag_run(f"granary_{dataset}", run_id)["state"]
+        assert state in ("queued", "running"), f"the run ended ({state}) before the fault"
+        time.sleep(0.5)
+    raise AssertionError(f"no task of {run_id} ran within {timeout:.0f}s")
+
+
+def test_a_worker_killed_mid_task_and_the_scheduler_killed_mid_run_lose_nothing(
         celery: Celery, sample_runs: tuple[str, str, str, str], report: Any) -> None:
+    """Two faults, each in a run of its own; the second run goes while the first waits for
+    Airflow to notice its dead worker and retry (one after the other, they took about 4 minutes).
+    The scheduler is killed only once the dead worker's task has been failed, so that each
+    fault is noticed and resumed on its own."""
     assert sample_runs[1] == "success"
-    run_id = celery.trigger(WORKER_KILLED)
-    ti, worker = _running_shard(celery, WORKER_KILLED, run_id)
+    # a worker, while its task's process runs a preprocess shard
+    run_w = celery.trigger(WORKER_KILLED)
+    ti, worker = _running_shard(celery, WORKER_KILLED, run_w)
     killed = ti["hostname"].split("@")[0]
     _kill(worker)
-    state = celery.wait(WORKER_KILLED, run_id)
-    tries = _tries(celery, WORKER_KILLED, run_id, ti)
-    assert state == "success", [(t["task_id"], t["map_index"], t["state"])
-                                for t in celery.instances(WORKER_KILLED, run_id)]
-    # the killed try failed (no heartbeat), the next ran on the other worker
-    assert tries[0]["hostname"].startswith(f"{killed}@") and tries[0]["state"] == "failed", tries
-    assert tries[-1]["state"] == "success" and not tries[-1]["hostname"].startswith(killed), \
-        tries
-    result = _compare(celery, WORKER_KILLED)
+    run_s = celery.trigger(SCHEDULER_KILLED)
     up = _granary(celery.env, "up")  # as its operator would: start the dead worker again
     assert up.returncode == 0 and f"started again: airflow-{killed}" in up.stdout, \
         up.stdout + up.stderr
     assert celery.component(f"airflow-{killed}").pid != worker.pid
-    report("Celery worker SIGKILLed mid-task (a preprocess shard)",
-           f"{ti['task_id']}[{ti['map_index']}] failed on {killed} (no heartbeat), ran again "
-           f"on {tries[-1]['hostname'].split('@')[0]}; run success; {result.summary()}",
-           result.lost)
-    assert result.lost == 0 and result.same, result.summary()
-
-
-def test_the_scheduler_killed_mid_run_and_started_again_finishes_the_run(
-        celery: Celery, sample_runs: tuple[str, str, str, str], report: Any) -> None:
-    assert sample_runs[1] == "success"
+    _first_try_failed(celery, WORKER_KILLED, run_w, ti)
+    # the scheduler, while the other run has a task running
     scheduler = celery.component("airflow-scheduler")
-    run_id = celery.trigger(SCHEDULER_KILLED)
-    ti, _ = _running_shard(celery, SCHEDULER_KILLED, run_id)
+    during = _running_task(celery, SCHEDULER_KILLED, run_s)
     _kill(scheduler)
-    up = _granary(celery.env, "up")  # as its operator would, once they see it gone
+    up = _granary(celery.env, "up")
     assert up.returncode == 0 and "started again: airflow-scheduler" in up.stdout, \
         up.stdout + up.stderr
     assert celery.component("airflow-scheduler").pid != scheduler.pid
-    state = celery.wait(SCHEDULER_KILLED, run_id)
-    assert state == "success", [(t["task_id"], t["map_index"], t["state"])
-                                for t in celery.instances(SCHEDULER_KILLED, run_id)]
-    result = _compare(celery, SCHEDULER_KILLED)
+
+    state_w = celery.wait(WORKER_KILLED, run_w)
+    state_s = celery.wait(SCHEDULER_KILLED, run_s)
+    tries = _tries(celery, WORKER_KILLED, run_w, ti)
+    worker_result = _compare(celery, WORKER_KILLED)
+    scheduler_result = _compare(celery, SCHEDULER_KILLED)
+    report("Celery worker SIGKILLed mid-task (a preprocess shard)",
+           f"{ti['task_id']}[{ti['map_index']}] failed on {killed} (no heartbeat), ran again "
+           f"on {tries[-1]['hostname'].split('@')[0]}; run {state_w}; "
+           f"{worker_result.summary()}", worker_result.lost)
     report("Airflow scheduler SIGKILLed mid-run, started again",
-           f"killed while {ti['task_id']}[{ti['map_index']}] ran; `granary up` started it "
-           f"again; run success; {result.summary()}", result.lost)
-    assert result.lost == 0 and result.same, result.summary()
+           f"killed while {during} ran; `granary up` started it again; run {state_s}; "
+           f"{scheduler_result.summary()}", scheduler_result.lost)
+    for dataset, run_id, state in ((WORKER_KILLED, run_w, state_w),
+                                   (SCHEDULER_KILLED, run_s, state_s)):
+        assert state == "success", [(t["task_id"], t["map_index"], t["state"])
+                                    for t in celery.instances(dataset, run_id)]
+    # the killed try failed, a later one succeeded
+    assert tries[0]["hostname"].startswith(f"{killed}@") and tries[0]["state"] == "failed", tries
+    assert tries[-1]["state"] == "success", tries
+    assert worker_result.lost == 0 and worker_result.same, worker_result.summary()
+    assert scheduler_result.lost == 0 and scheduler_result.same, scheduler_result.summary()

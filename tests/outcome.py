@@ -32,9 +32,10 @@ the ingest date in a raw key), so only content is compared:
 - raw objects by source, content hash and extension (not the ingest date); a key with more
   than one version is a duplicate landing.
 - tags and catalog versions by their numbers and names (and row counts), evaluations by
-  status and version (not run id, grade or time), plus whether the
-  registry and the catalog agree with each other in each outcome (a tag without a catalog
-  version, or the reverse, is "out of step").
+  status and version (not run id, grade or time), plus whether the registry and the
+  catalog agree with each other in the resumed outcome: a tag without a catalog version, or
+  the reverse, or a file whose sha256 in the catalog is not that of the registry's file
+  (what ``granary verify`` and the accessibility check compare) is "out of step".
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Outcome:
     records: dict[int, dict[str, str]] = field(default_factory=dict)  # version -> id -> hash
     duplicates: dict[int, int] = field(default_factory=dict)  # version -> ids held twice+
     mirror_differs: list[int] = field(default_factory=list)  # versions whose release differs
+    registry_files: dict[int, dict[str, str]] = field(default_factory=dict)  # name -> sha256
+    catalog_files: dict[int, dict[str, str]] = field(default_factory=dict)  # name -> sha256
     raw: dict[str, str] = field(default_factory=dict)  # source/sha256.ext -> ETag
     raw_versions: dict[str, int] = field(default_factory=dict)  # same key -> object versions
     tags: list[str] = field(default_factory=list)
@@ -83,7 +86,12 @@ class Outcome:
     def out_of_step(self) -> list[str]:
         """Tags without a catalog version and catalog versions without a tag."""
         listed = {tag for _, tag, _ in self.versions}
-        return sorted(set(self.tags) ^ listed)
+        found = sorted(set(self.tags) ^ listed)
+        for version, files in sorted(self.catalog_files.items()):
+            held = self.registry_files.get(version, {})
+            found += [f"v{version} {name}: the catalog's sha256 is not the registry's"
+                      for name, sha in sorted(files.items()) if held.get(name) != sha]
+        return found
 
 
 @dataclass
@@ -194,6 +202,9 @@ def read_outcome(s: Settings, dataset: str) -> Outcome:
                     out.records[version] = {}
                     continue
                 files = {e["relpath"]: e["md5"] for e in json.loads(listing)}
+                out.registry_files[version] = {
+                    n: hashlib.sha256(_get(client, bucket, _dvc_object(prefix, m))
+                                      or b"").hexdigest() for n, m in files.items()}
                 name = next((n for n in DATA_FILES if n in files), None)
                 data = _get(client, bucket, _dvc_object(prefix, files[name])) if name else None
                 if data is None or name is None:
@@ -215,9 +226,12 @@ def read_outcome(s: Settings, dataset: str) -> Outcome:
     engine = create_engine(s.catalog_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT version, tag, row_count FROM versions "
+            rows = conn.execute(text("SELECT version, tag, row_count, files FROM versions "
                                      "WHERE dataset = :d ORDER BY version"), {"d": dataset})
-            out.versions = [(int(v), str(t), int(n)) for v, t, n in rows]
+            for v, t, n, files in rows:
+                out.versions.append((int(v), str(t), int(n)))
+                held = json.loads(files) if isinstance(files, str) else files
+                out.catalog_files[int(v)] = {k: str(f.get("sha256")) for k, f in held.items()}
             rows = conn.execute(text("SELECT status, passed, version FROM evaluations "
                                      "WHERE dataset = :d"), {"d": dataset})
             out.evaluations = sorted((str(st), bool(p), None if v is None else int(v))

@@ -259,6 +259,10 @@ def _compare(celery: Celery, dataset: str) -> Any:
     return compare(baseline, read_outcome(s, dataset))
 
 
+def _said(result: Any) -> str:
+    return "published the same as uninterrupted" if result.same else result.summary()
+
+
 def _first_try_failed(celery: Celery, dataset: str, run_id: str, ti: dict[str, Any],
                       timeout: float = 300) -> None:
     """Wait until Airflow has failed the killed try of ``ti`` (no heartbeat from it)."""
@@ -317,13 +321,14 @@ def test_a_worker_killed_mid_task_and_the_scheduler_killed_mid_run_lose_nothing(
     tries = _tries(celery, WORKER_KILLED, run_w, ti)
     worker_result = _compare(celery, WORKER_KILLED)
     scheduler_result = _compare(celery, SCHEDULER_KILLED)
+    # the comparison first: the table shows the first 120 characters of an outcome
     report("Celery worker SIGKILLed mid-task (a preprocess shard)",
-           f"{ti['task_id']}[{ti['map_index']}] failed on {killed} (no heartbeat), ran again "
-           f"on {tries[-1]['hostname'].split('@')[0]}; run {state_w}; "
-           f"{worker_result.summary()}", worker_result.lost)
+           f"run {state_w}; {_said(worker_result)}; {ti['task_id']}[{ti['map_index']}] "
+           f"failed on {killed} (no heartbeat), ran again on "
+           f"{tries[-1]['hostname'].split('@')[0]}", worker_result.lost)
     report("Airflow scheduler SIGKILLed mid-run, started again",
-           f"killed while {during} ran; `granary up` started it again; run {state_s}; "
-           f"{scheduler_result.summary()}", scheduler_result.lost)
+           f"run {state_s}; {_said(scheduler_result)}; killed while {during} ran, "
+           "`granary up` started it again", scheduler_result.lost)
     for dataset, run_id, state in ((WORKER_KILLED, run_w, state_w),
                                    (SCHEDULER_KILLED, run_s, state_s)):
         assert state == "success", [(t["task_id"], t["map_index"], t["state"])

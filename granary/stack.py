@@ -335,7 +335,12 @@ class LocalStack:
 
     def start_airflow(self) -> None:
         if self._alive("airflow"):
-            self.echo(f"Airflow already running at {self.s.api_url}")
+            if self.s.airflow_executor == "celery":
+                # a scheduler or worker that died (or was killed) is started again; the
+                # database was migrated when the API server started
+                self._start_distributed(str(_venv_bin() / "airflow"), self.airflow_env())
+            else:
+                self.echo(f"Airflow already running at {self.s.api_url}")
             return
         self._check_ports("Airflow", [self.s.airflow_port])
         env = self.airflow_env()
@@ -361,22 +366,30 @@ class LocalStack:
         """Airflow's components as separate processes, as on a cluster: API server,
         scheduler, DAG processor, triggerer, and Celery workers that take their tasks from
         the broker. Each worker reports its own name as the hostname of the tasks it runs
-        (granary.workers.worker_hostname), so the UI shows which worker ran what."""
+        (granary.workers.worker_hostname), so the UI shows which worker ran what.
+
+        Only the components not running are started: after one died (a scheduler or a worker
+        killed mid-run), ``up`` starts it again and leaves the others be."""
         home = self.s.airflow_home
-        procs = {name: self._spawn(name, [airflow, *cmd], env, home)
-                 for name, cmd in (("airflow", ["api-server"]),
-                                   ("airflow-scheduler", ["scheduler"]),
-                                   ("airflow-dag-processor", ["dag-processor"]),
-                                   ("airflow-triggerer", ["triggerer"]))}
+        commands = {name: (cmd, env) for name, cmd in (
+            ("airflow", ["api-server"]), ("airflow-scheduler", ["scheduler"]),
+            ("airflow-dag-processor", ["dag-processor"]), ("airflow-triggerer", ["triggerer"]))}
         for n in range(1, self.s.celery_workers + 1):
             name = f"worker{n}"
             worker_env = {**env, "GRANARY_WORKER_NAME": name,
                           "AIRFLOW__CORE__HOSTNAME_CALLABLE":
                               "granary.workers.worker_hostname"}
-            procs[f"airflow-{name}"] = self._spawn(
-                f"airflow-{name}", [airflow, "celery", "worker", "--celery-hostname",
-                                    f"{name}@%h", "--concurrency",
-                                    str(self.s.celery_concurrency)], worker_env, home)
+            commands[f"airflow-{name}"] = (
+                ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency",
+                 str(self.s.celery_concurrency)], worker_env)
+        running = {name: proc for name in commands if (proc := self._alive(name))}
+        if len(running) == len(commands):
+            self.echo(f"Airflow already running at {self.s.api_url}")
+            return
+        started = [name for name in commands if name not in running]
+        procs = {**running, **{name: self._spawn(name, [airflow, *commands[name][0]],
+                                                 commands[name][1], home)
+                               for name in started}}
 
         def ready() -> bool:
             dead = [n for n, p in procs.items()
@@ -387,8 +400,9 @@ class LocalStack:
             return self.airflow_ready()
 
         self._wait("airflow", procs["airflow"], ready, timeout=240)
+        again = f"; started again: {', '.join(started)}" if running else ""
         self.echo(f"Airflow ready at {self.s.api_url} (CeleryExecutor, "
-                  f"{self.s.celery_workers} workers)")
+                  f"{self.s.celery_workers} workers{again})")
 
     # ---- public -----------------------------------------------------------------------------
     def up(self) -> None:

@@ -308,7 +308,7 @@ def end_run(dataset: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     if not results and record is not None and record.status in ("skipped", "failed") \
             and record.message:  # refused at begin (refuse_run): its reason stands
         return {"status": record.status, "message": record.message}
-    expected = STAGES[first:last + 1]
+    expected = list(STAGES[first:last + 1])
     collected = (results["collect"].counts or {}) if "collect" in results else {}
     # this run's own incremental collection found nothing new (not a reused earlier output)
     nothing_new = bool(collected.get("nothing_new")) and results["collect"].status == "success"

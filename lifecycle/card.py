@@ -37,7 +37,7 @@ def size_category(n: int) -> str:
 
 
 # ---- changelog --------------------------------------------------------------------------------
-def changelog(previous: pd.DataFrame | None, current: pd.DataFrame, key: str,
+def changelog(previous: pd.DataFrame | None, current: pd.DataFrame, key: str | None,
               label: str | None, previous_grade: str | None, grade: str | None,
               examples: int = 5, added: pd.DataFrame | None = None) -> dict[str, Any]:
     """Records added, removed and relabelled, and the grade change. Records are matched on
@@ -49,8 +49,8 @@ def changelog(previous: pd.DataFrame | None, current: pd.DataFrame, key: str,
     if previous is None:
         return {"previous": None, "key": key, "added": len(current), "removed": 0,
                 "relabelled": 0, "kept": 0, "grade": {"from": None, "to": grade}}
-    if key not in previous or key not in current:
-        key = "id"
+    if key is None or key not in previous or key not in current:
+        key = "id"  # a table without a text field
     if added is not None and key in added:
         from lifecycle.shards import among
 

@@ -54,7 +54,8 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
     dropped: list[dict[str, Any]] = []
     index_rows: list[dict[str, Any]] = []
     stripped = 0
-    for rec in df.to_dict(orient="records"):
+    records: list[dict[str, Any]] = df.to_dict(orient="records")  # type: ignore[assignment]
+    for rec in records:  # (column names are strings; the stubs say Hashable)
         data = _read_image(ctx, str(rec["image"]))
         decoded = images.decode(data)
         if decoded.image is None:

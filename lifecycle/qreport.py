@@ -22,8 +22,8 @@ GRADE_COLOURS = {"A": "#2d7a2d", "B": "#6b9a2d", "C": "#c98a1b", "D": "#b33a3a"}
 
 
 # ---- the JSON form ---------------------------------------------------------------------------
-def _lengths(df: pd.DataFrame, text: str, bins: int = 20) -> dict[str, Any]:
-    if df.empty or text not in df:
+def _lengths(df: pd.DataFrame, text: str | None, bins: int = 20) -> dict[str, Any]:
+    if df.empty or text is None or text not in df:
         return {}
     n = df[text].astype("string").str.len().dropna().to_numpy(dtype=np.int64)
     if not len(n):

@@ -776,7 +776,8 @@ class LLMCfg(_Model):
 
 class ImageAugmentCfg(_Model):
     operations: list[Literal["flip", "crop", "rotate", "colour"]] = Field(
-        default_factory=lambda: ["flip", "crop", "rotate", "colour"], min_length=1,
+        default_factory=lambda: ["flip", "crop", "rotate", "colour"],  # type: ignore[arg-type]
+        min_length=1,
         description="label-preserving edits; each candidate gets one or two of them")
     max_rotation: float = Field(default=15, ge=0, le=45, description="degrees either way")
     min_crop: float = Field(default=0.8, gt=0.3, le=1, description="kept share of each side")

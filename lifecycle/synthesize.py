@@ -174,8 +174,10 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
         ops = spec.preprocess.image
         return generators.ImageAugmenter(ctx, label, cfg.image_augment, ops.format,
                                          ops.quality)
-    if cfg.generator == "text_augment":
-        return generators.TextAugmenter(spec.schema_.text_field, label,
+    text = spec.schema_.text_field  # not None for the text generators: the spec refuses them
+    if cfg.generator == "text_augment":  # without a text field (Spec's cross-section check)
+        assert text is not None
+        return generators.TextAugmenter(text, label,
                                         list(cfg.text_augment.operations),
                                         cfg.text_augment.edit_share)
     if cfg.generator == "tabular_copula":
@@ -197,7 +199,8 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
                             requests_per_minute=cfg.llm.requests_per_minute,
                             price_in=cfg.llm.price_per_1k_input,
                             price_out=cfg.llm.price_per_1k_output)
-    return generators.LLMGenerator(client, spec.schema_.text_field, label, spec.guideline,
+    assert text is not None
+    return generators.LLMGenerator(client, text, label, spec.guideline,
                                    cfg.llm.per_request, cfg.llm.seed_examples,
                                    cfg.llm.temperature)
 
@@ -396,7 +399,7 @@ def fidelity(real: pd.DataFrame, syn: pd.DataFrame, columns: list[str]) -> dict[
             "correlation_difference": round(float(np.nanmean(upper)), 4) if len(upper) else 0.0}
 
 
-def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
+def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str | None, label: str,
             columns: list[str] | None, seed: int) -> dict[str, Any]:
     """Macro F1 on held-out real records of a classifier trained on real records only, and
     on real plus synthetic records (the synthetic ones made from held-out seeds excluded)."""
@@ -412,6 +415,8 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
     usable = real.loc[real[label].notna()]
     if usable[label].nunique() < 2 or len(usable) < 20:
         return {"note": "too few labelled real records to measure"}
+    if not columns and text is None:
+        return {"note": "neither feature columns nor a text field to train on"}
     train, test = train_test_split(usable, test_size=0.25, random_state=seed,
                                    stratify=usable[label].astype(str))
     held = set(test["id"])
@@ -425,6 +430,7 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
             model.fit(frame[columns].to_numpy(dtype=float), frame[label].astype(str))
             guess = model.predict(test[columns].to_numpy(dtype=float))
         else:
+            assert text is not None
             texts = frame[text].astype(str).tolist()
             model = text_classifier(texts, seed)
             model.fit(texts, frame[label].astype(str).tolist())
@@ -436,9 +442,9 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, text: str, label: str,
             "synthetic_used": len(extra)}
 
 
-def _examples(accepted: pd.DataFrame, rejected: pd.DataFrame, text: str,
+def _examples(accepted: pd.DataFrame, rejected: pd.DataFrame, text: str | None,
               table: bool) -> dict[str, Any]:
-    if table or text not in accepted.columns.union(rejected.columns):
+    if table or text is None or text not in accepted.columns.union(rejected.columns):
         return {}
     pick = [text, "seed_ids"]
     return {"accepted": accepted[pick].head(EXAMPLES).to_dict(orient="records")

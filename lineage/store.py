@@ -14,9 +14,9 @@ import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, select, update
 
 from lineage.naming import parse_node_id
 from lineage.validate import validate_event
@@ -190,7 +190,7 @@ class LineageStore:
             .returning(LineageEventRow.__table__.c.id)).first()
         if stored is None:
             return False  # the same delivery again
-        runs = LineageRunRow.__table__
+        runs = cast(Table, LineageRunRow.__table__)
         facets = event["run"].get("facets") or {}
         fresh = _merged_run(None, etype, when, facets)
         created = conn.execute(
@@ -204,7 +204,7 @@ class LineageStore:
                                .with_for_update()).mappings().one()
             conn.execute(update(runs).where(runs.c.run_id == run_id)
                          .values(**_merged_run(row, etype, when, facets)))
-            io = LineageIORow.__table__
+            io = cast(Table, LineageIORow.__table__)
             known = {(r.namespace, r.name, r.direction): r for r in conn.execute(
                 select(io.c.id, io.c.namespace, io.c.name, io.c.direction, io.c.facets,
                        io.c.version).where(io.c.run_id == run_id))}
@@ -213,7 +213,7 @@ class LineageStore:
 
     def _add_io(self, conn: Connection, run_id: str, event: dict[str, Any], when: datetime,
                 known: dict[tuple[str, str, str], Any]) -> None:
-        io = LineageIORow.__table__
+        io = cast(Table, LineageIORow.__table__)
         new: dict[tuple[str, str, str], dict[str, Any]] = {}
         for direction, side in (("in", "inputs"), ("out", "outputs")):
             for ds in event.get(side) or []:

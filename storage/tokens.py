@@ -18,8 +18,9 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from storage.catalog import Catalog
@@ -157,7 +158,7 @@ class Tokens:
         if m is None:
             return None
         now = _now()
-        tokens, grants = ApiTokenRow.__table__, TokenGrantRow.__table__
+        tokens, grants = cast(Table, ApiTokenRow.__table__), TokenGrantRow.__table__
         with self.catalog.reader.connect() as conn:
             rows = conn.execute(
                 select(tokens.c.name, tokens.c.scope, tokens.c.token_hash, tokens.c.expires_at,

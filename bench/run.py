@@ -566,13 +566,21 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def task_startup() -> dict[str, Any]:
-    """What a task process costs before it does any work: its imports (the median of three
-    runs). Each mapped task of the stage pays it once; the one-process runs pay it once."""
-    code = "import granary.runtime, lifecycle.preprocess, lifecycle.collect"
-    runs = [measure([sys.executable, "-c", f"{code}; print('RESULT {{}}')"],
-                    env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
-    return {"what": code, "cpu_s": statistics.median(r["cpu_s"] for r in runs),
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
+    """What a task process costs before it does any work (medians of three runs): its
+    interpreter and imports. bench/stage.py's task processes fork from a server that has
+    imported granary.runtime, so each pays about the difference (and the server and the
+    parent pay the first line once each)."""
+    out: dict[str, Any] = {}
+    for name, code in (("python + granary.runtime", "import granary.runtime"),
+                       ("python + granary.runtime + lifecycle.preprocess/collect",
+                        "import granary.runtime, lifecycle.preprocess, lifecycle.collect")):
+        runs = [measure([sys.executable, "-c", f"{code}; print('RESULT {{}}')"],
+                        env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
+        out[name] = {"cpu_s": statistics.median(r["cpu_s"] for r in runs),
+                     "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
+    cpu = [v["cpu_s"] for v in out.values()]
+    out["per_task_cpu_s"] = round(cpu[1] - cpu[0], 2)
+    return out
 
 
 def versions(peers: dict[str, Path | None]) -> dict[str, str]:
@@ -625,16 +633,18 @@ def main() -> None:
                         help="largest size Data-Juicer runs at (0: never)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
                         "preprocess.json")
-    parser.add_argument("--pii-cost", action="store_true",
-                        help="only add the unprofiled personal-data step figures to --out")
+    parser.add_argument("--extras", action="store_true",
+                        help="only add the task start-up and the unprofiled personal-data "
+                             "step figures to --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--near-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(Path(args.child), Path(args.near_ids))
         return
-    if args.pii_cost:
+    if args.extras:
         saved = json.loads(args.out.read_text(encoding="utf-8"))
+        saved["task_startup"] = task_startup()
         lines = mixed_texts()[0]
         for n in args.documents or [100_000]:
             saved["profile"].setdefault(str(n), {})["pii_step_unprofiled"] = pii_cost(

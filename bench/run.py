@@ -629,6 +629,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="interleaved runs per tool")
     parser.add_argument("--no-peers", action="store_true", help="Granary alone")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=TOOLS,
+                        help="the tools to run, in this order in each round")
     parser.add_argument("--datajuicer-max", type=int, default=1_000_000,
                         help="largest size Data-Juicer runs at (0: never)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
@@ -636,9 +638,15 @@ def main() -> None:
     parser.add_argument("--extras", action="store_true",
                         help="only add the task start-up and the unprofiled personal-data "
                              "step figures to --out")
+    parser.add_argument("--combine-logs", type=Path, nargs="+",
+                        help="rebuild --out's medians from the per-run lines of these logs "
+                             "(the runs of one size split over several invocations)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--near-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.combine_logs:
+        combine(args.out, args.combine_logs, args.datajuicer_max)
+        return
     if args.child:
         child(Path(args.child), Path(args.near_ids))
         return
@@ -702,7 +710,7 @@ def main() -> None:
                     record[key][size] = value
     for n in args.documents or [100_000, 1_000_000]:
         src = write_corpus(corpus(n, lines=lines), tmp / f"corpus-{n}")
-        tools = [t for t in TOOLS if t not in not_measured
+        tools = [t for t in args.tools if t not in not_measured
                  and not (t == "data-juicer" and n > args.datajuicer_max)]
         runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
         entry: dict[str, Any] = {
@@ -759,6 +767,33 @@ def summarise(entry: dict[str, Any], runs: dict[str, list[dict[str, Any]]], n: i
             "cpu_s": [ops["cpu_s"], stage["cpu_s"]],
             "stage_cpu_over_operators": round(stage["cpu_s"] / ops["cpu_s"], 2),
             "peak_rss_mb": [ops["peak_rss_mb"], stage["peak_rss_mb"]]}
+
+
+def combine(out: Path, logs: list[Path], datajuicer_max: int) -> None:
+    """Medians over the runs printed in several invocations' logs (``  N run K: TOOL ...``
+    then the run's JSON line), written into ``out`` for the sizes the logs hold."""
+    import re
+
+    record = json.loads(out.read_text(encoding="utf-8"))
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for log in logs:
+        current: tuple[int, str] | None = None
+        for line in log.read_text(encoding="utf-8").splitlines():
+            head = re.match(r"\s+([\d,]+) run \d+: (\S+) \.\.\.$", line)
+            if head:
+                current = (int(head[1].replace(",", "")), head[2])
+            elif current and line.startswith("    {"):
+                n, tool = current
+                runs.setdefault(n, {}).setdefault(tool, []).append(json.loads(line))
+                current = None
+    for n, by_tool in runs.items():
+        entry = record["sizes"].setdefault(str(n), {"tools": {}})
+        entry.update(tools={}, vs_datatrove_docs_per_cpu_s={},
+                     runs_from=[str(log) for log in logs],
+                     runs_raw={t: r for t, r in by_tool.items()})
+        summarise(entry, by_tool, n, {}, datajuicer_max)
+    save(record, out)
+    print(table(record))
 
 
 def save(record: dict[str, Any], out: Path) -> None:

@@ -638,6 +638,8 @@ def main() -> None:
     parser.add_argument("--extras", action="store_true",
                         help="only add the task start-up and the unprofiled personal-data "
                              "step figures to --out")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only profile the stage, into --out's profile")
     parser.add_argument("--combine-logs", type=Path, nargs="+",
                         help="rebuild --out's medians from the per-run lines of these logs "
                              "(the runs of one size split over several invocations)")
@@ -646,6 +648,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine_logs:
         combine(args.out, args.combine_logs, args.datajuicer_max)
+        return
+    if args.profile_only:
+        become_subreaper()
+        saved = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() \
+            else {"profile": {}}
+        folder = Path(tempfile.mkdtemp(prefix="granary-bench-"))
+        for n in args.documents or [100_000, 1_000_000]:
+            src = write_corpus(corpus(n, lines=mixed_texts()[0]), folder / f"corpus-{n}")
+            saved["profile"][str(n)] = profile_stage(src, folder / f"profile-{n}")
+            saved["profile"][str(n)]["pii_step_unprofiled"] = pii_cost(read_corpus(src))
+            save(saved, args.out)
+        shutil.rmtree(folder, ignore_errors=True)
         return
     if args.child:
         child(Path(args.child), Path(args.near_ids))

@@ -643,11 +643,13 @@ def main() -> None:
     parser.add_argument("--combine-logs", type=Path, nargs="+",
                         help="rebuild --out's medians from the per-run lines of these logs "
                              "(the runs of one size split over several invocations)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="with --combine-logs: a note on how the runs were made")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--near-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.combine_logs:
-        combine(args.out, args.combine_logs, args.datajuicer_max)
+        combine(args.out, args.combine_logs, args.datajuicer_max, args.note)
         return
     if args.profile_only:
         become_subreaper()
@@ -783,7 +785,7 @@ def summarise(entry: dict[str, Any], runs: dict[str, list[dict[str, Any]]], n: i
             "peak_rss_mb": [ops["peak_rss_mb"], stage["peak_rss_mb"]]}
 
 
-def combine(out: Path, logs: list[Path], datajuicer_max: int) -> None:
+def combine(out: Path, logs: list[Path], datajuicer_max: int, notes: list[str]) -> None:
     """Medians over the runs printed in several invocations' logs (``  N run K: TOOL ...``
     then the run's JSON line), written into ``out`` for the sizes the logs hold."""
     import re
@@ -806,6 +808,8 @@ def combine(out: Path, logs: list[Path], datajuicer_max: int) -> None:
                      runs_from=[str(log) for log in logs],
                      runs_raw={t: r for t, r in by_tool.items()})
         summarise(entry, by_tool, n, {}, datajuicer_max)
+        if notes:
+            entry["notes"] = notes
     save(record, out)
     print(table(record))
 

@@ -807,7 +807,9 @@ def combine(out: Path, logs: list[Path], datajuicer_max: int, notes: list[str]) 
         entry.update(tools={}, vs_datatrove_docs_per_cpu_s={},
                      runs_from=[str(log) for log in logs],
                      runs_raw={t: r for t, r in by_tool.items()})
-        summarise(entry, by_tool, n, {}, datajuicer_max)
+        missing = {t: "no finished run in the logs (see notes)" for t in TOOLS
+                   if t not in by_tool}
+        summarise(entry, by_tool, n, missing, datajuicer_max)
         if notes:
             entry["notes"] = notes
     save(record, out)

@@ -643,6 +643,9 @@ def main() -> None:
     parser.add_argument("--combine-logs", type=Path, nargs="+",
                         help="rebuild --out's medians from the per-run lines of these logs "
                              "(the runs of one size split over several invocations)")
+    parser.add_argument("--profile-from", type=Path,
+                        help="with --combine-logs: take the profiles in this result file "
+                             "(made with --profile-only)")
     parser.add_argument("--note", action="append", default=[],
                         help="with --combine-logs: a note on how the runs were made")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -650,6 +653,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine_logs:
         combine(args.out, args.combine_logs, args.datajuicer_max, args.note)
+        if args.profile_from:
+            saved = json.loads(args.out.read_text(encoding="utf-8"))
+            profiles = json.loads(args.profile_from.read_text(encoding="utf-8"))["profile"]
+            saved["profile"].update(profiles)
+            save(saved, args.out)
         return
     if args.profile_only:
         become_subreaper()

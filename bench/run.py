@@ -50,6 +50,8 @@ environment gets a discarded warm-up run on 1,000 documents.
     python bench/run.py                              # 100k and 1M, two runs each
     python bench/run.py --documents 100000 --runs 3  # one size, three runs
     python bench/run.py --no-peers                   # Granary alone
+    python bench/run.py --documents 1000000 --profile-only --out other.json
+    python bench/run.py --combine-logs a.log b.log   # runs of one size split over invocations
 """
 
 from __future__ import annotations

@@ -707,6 +707,8 @@ def main() -> None:
                     peers["data-juicer"] = None
                 else:
                     (PEERS / "datajuicer" / "warmed").touch()
+        if not args.datajuicer_max:
+            not_measured["data-juicer"] = "--datajuicer-max 0"
         for name, python in peers.items():
             if python is None:
                 not_measured.setdefault(name, "its virtual environment could not be made "

@@ -1,0 +1,163 @@
+"""Granary's preprocess stage as the pipeline runs it, for the preprocessing benchmark
+(bench/run.py starts this script; it is not run by hand).
+
+The DAG runs the stage as mapped tasks (granary/dagfactory.py): ``plan``, one ``clean`` per
+shard, ``deduplicate``, one ``apply`` per shard, then ``merge``; every task calls
+granary.runtime (``stage_part``, and ``run_stage`` for the merge) in a process of its own,
+with the connections it makes itself from the GRANARY_* settings. This script calls those
+same functions in the same order, each task in a fresh process (forkserver, one task per
+process) and at most two at a time, as a LocalExecutor with two slots would; what it leaves
+out is Airflow's own cost (scheduler, task supervisor, XCom rows). The records go through
+the real S3 server (SeaweedFS, started by bench/run.py), Parquet shards, quarantine tables,
+manifests and the SQLite catalog.
+
+    python bench/stage.py setup   [--collect]   # begin the run and (unless --collect) collect
+    python bench/stage.py run     [--collect]   # the measured part: (collect +) preprocess
+    python bench/stage.py profile OUT.prof      # the stage in this one process, under cProfile
+
+``--collect`` puts collection (its plan, one fetch task per file, its merge) into the
+measured part, since the peers' figures include reading their input. The settings come from
+the environment (bench/run.py sets GRANARY_*); the collect stage's result is kept in
+``$GRANARY_HOME/collected.json`` between ``setup`` and ``run``. Prints ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from granary.runtime import begin_run, run_stage, stage_part  # noqa: E402
+
+DATASET = "bench_reviews"
+RUN_ID = "bench"
+PARAMS: dict[str, Any] = {"mode": "full"}
+SLOTS = 2  # the peers run with two workers too
+# the benchmark's pipeline (bench/run.py's module docstring) as a dataset spec
+SPEC = """\
+name: bench_reviews
+title: Preprocessing benchmark corpus
+licence: {id: MIT}
+owners: [{name: bench}]
+sources:
+  - name: part0
+    type: files
+    path: bench/part-0.jsonl
+    format: jsonl
+    licence: {id: MIT, origin: bench/run.py corpus, legal_basis: licence}
+  - name: part1
+    type: files
+    path: bench/part-1.jsonl
+    format: jsonl
+    licence: {id: MIT, origin: bench/run.py corpus, legal_basis: licence}
+schema:
+  text_field: text
+  label_field: null
+  fields:
+    - {name: text, type: string}
+preprocess:
+  steps: [normalise, pii, exact_dedup, near_dedup]
+  normalise: {unicode: NFKC, fold_whitespace: true, strip: true, html: false,
+              fix_mojibake: false}
+  pii: {email: mask, mobile: mask, id_card: keep, iban: keep, ssn: keep, bank_card: keep,
+        landline: keep, intl_phone: keep, passport: keep}
+  dedup: {exact: true, key: [text]}
+  near_dedup: {enabled: true, permutations: 255, bands: 17, char_ngram: 5, threshold: 0.8,
+               keep: earliest}
+"""
+
+
+class Sequential(Executor):
+    """Runs every task at once in this process (the profile run)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def part(stage: str, name: str, *args: Any) -> Any:
+    return stage_part(DATASET, stage, name, RUN_ID, PARAMS, *args)
+
+
+def merged(stage: str, upstream: Any) -> dict[str, Any]:
+    return run_stage(DATASET, stage, RUN_ID, PARAMS, upstream)
+
+
+def collect(pool: Executor) -> dict[str, Any]:
+    units = pool.submit(part, "collect", "plan").result()
+    fetched = [f.result() for f in [pool.submit(part, "collect", "fetch_unit", u)
+                                    for u in units]]
+    return pool.submit(merged, "collect", fetched).result()
+
+
+def preprocess(pool: Executor, upstream: dict[str, Any]) -> dict[str, Any]:
+    units = pool.submit(part, "preprocess", "plan", upstream).result()
+    cleaned = [f.result() for f in [pool.submit(part, "preprocess", "clean", u)
+                                    for u in units]]
+    decided = pool.submit(part, "preprocess", "deduplicate", cleaned).result()
+    applied = [f.result() for f in [pool.submit(part, "preprocess", "apply", u, decided)
+                                    for u in cleaned]]
+    return pool.submit(merged, "preprocess", {"manifest_uri": upstream["manifest_uri"],
+                                              "applied": applied, "decided": decided}).result()
+
+
+def tasks_pool() -> ProcessPoolExecutor:
+    """Two task slots, a fresh process per task (forked from a server that has imported
+    granary.runtime only, as an Airflow worker imports the DAG file's modules)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["granary.runtime"])
+    return ProcessPoolExecutor(SLOTS, mp_context=ctx, max_tasks_per_child=1)
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    counts = result["counts"]
+    reasons = counts.get("merge_reasons", {})
+    return {"documents": counts["in"], "kept": counts["kept"],
+            "quarantined": counts["quarantined"],
+            "exact_removed": int(reasons.get("exact_duplicate", 0)),
+            "near_removed": int(reasons.get("near_duplicate", 0)),
+            "masked": sum(counts.get("pii_found", {}).get(e, 0) for e in ("email", "mobile")),
+            "shards": counts.get("shards")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["setup", "run", "profile"])
+    parser.add_argument("out", nargs="?", type=Path)
+    parser.add_argument("--collect", action="store_true")
+    args = parser.parse_args()
+    saved = Path(os.environ["GRANARY_HOME"]) / "collected.json"
+    if args.what == "setup":
+        begin_run(DATASET, RUN_ID, PARAMS)
+        if not args.collect:
+            saved.write_text(json.dumps(collect(Sequential())))
+        return
+    if args.what == "profile":
+        import cProfile
+
+        upstream = json.loads(saved.read_text())
+        import time
+
+        profiler = cProfile.Profile(time.process_time)  # CPU, as the benchmark compares
+        result = profiler.runcall(preprocess, Sequential(), upstream)
+        profiler.dump_stats(str(args.out))
+        print("RESULT " + json.dumps(summary(result)))
+        return
+    with tasks_pool() as pool:
+        upstream = collect(pool) if args.collect else json.loads(saved.read_text())
+        result = preprocess(pool, upstream)
+    print("RESULT " + json.dumps(summary(result)))
+
+
+if __name__ == "__main__":
+    main()

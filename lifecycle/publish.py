@@ -397,11 +397,23 @@ def _registry_manifest(ctx: StageContext,
     """The ``manifest.json`` of the version the registry holds for ``published``, and its
     entry in the catalog's files (sha256, size, ledger link)."""
     bucket, prefix = ctx.registry.objects
-    names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
-    body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
-    release: dict[str, Any] = json.loads(body)
-    return release, {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
-                     "chain": release["ledger"]["chain"]}
+    try:
+        names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
+        body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
+        release: dict[str, Any] = json.loads(body)
+        entry = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
+                 "chain": release["ledger"]["chain"]}
+        missing = [k for k in ("row_count", "files", "content_hash", "run_id") if k not in release]
+        if missing:
+            raise KeyError(f"manifest.json has no {', '.join(missing)}")
+    except (KeyError, ValueError, StorageError) as e:
+        raise PermanentError(
+            f"registry tag {published.tag}: its release cannot be read back "
+            f"({type(e).__name__}: {e}) from the DVC remote s3://{bucket}/{prefix}; "
+            f"`granary verify {ctx.spec.name}@{published.version}` says what is missing. "
+            "Restore the objects, or remove the tag from the registry if that version was "
+            "never meant to be published") from e
+    return release, entry
 
 
 def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
@@ -421,14 +433,22 @@ def _adopt(ctx: StageContext, tags: dict[int, str]) -> None:
     and the next run publishes the same records again as another version. Each is recorded
     as the registry holds it (its manifest's files, hashes, ledger link, grade), its release
     folder completed, and its run's evaluation marked; the run publishing now then compares
-    its records with it like with any version. Publishes are serialised (the registry's lock
-    and the one-slot pool), so a tag without a version is never one being written now."""
+    its records with it like with any version. A tag whose run the catalog still has running
+    is left alone: that run may be between its push and its catalog write now (the registry's
+    lock does not cover that gap, and another deployment or a run whose task was failed while
+    its process lived may be publishing); it records its own version."""
     known = {v.version for v in ctx.catalog.versions(ctx.spec.name)}
     for number in sorted(set(tags) - known):
         published = ctx.registry.describe(ctx.spec.name, number)
         release, entry = _registry_manifest(ctx, published)
         if release.get("run_id") == ctx.run_id:
             continue  # this run's own tag: its retry finds it and completes it as published
+        owner = ctx.catalog.run(ctx.spec.name, str(release["run_id"]))
+        if owner is not None and owner.status == "running":
+            log.warning("publish %s: %s is in the registry, not in the catalog, and its run %s "
+                        "is still running; left to it", ctx.spec.name, published.tag,
+                        release["run_id"])
+            continue
         bucket, prefix = ctx.registry.objects
         releases.mirror(ctx.store, bucket, prefix, ctx.spec.name, number, published.dvc_md5,
                         ctx.releases_bucket)

@@ -248,9 +248,15 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if done is not None:
         log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
         # a first attempt that died between the version and its evaluation's mark (two
-        # transactions) left the evaluation a candidate: mark it now (idempotent)
-        ctx.catalog.mark_published(spec.name, ctx.run_id, done.version, graded={
-            k: done.quality.get(k) for k in ("grade", "score", "dimensions", "not_measured")})
+        # transactions) left the evaluation a candidate: mark it now; an evaluation already
+        # marked is left as it is (a version from before accessibility has no dimensions)
+        evaluation = ctx.catalog.evaluation(spec.name, ctx.run_id)
+        if evaluation is not None and (evaluation.status, evaluation.version) != (
+                "published", done.version):
+            graded = {k: done.quality.get(k)
+                      for k in ("grade", "score", "dimensions", "not_measured")}
+            ctx.catalog.mark_published(spec.name, ctx.run_id, done.version,
+                                       graded=graded if graded["dimensions"] else None)
         return _result(done, reused=True)
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     quality = manifest.get("quality") or {}

@@ -304,11 +304,9 @@ preprocess: {{image: {{min_contrast: 1}}}}
     assert "6 boxes on 6 images" in card
 
 
-def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
-        s3: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.labelstudio_server import label_studio
-
-    s = isolated(s3, tmp_path)
+def box_scenes(s: Settings) -> tuple[dict[str, tuple[int, int]], str]:
+    """Three scenes in the inbox with one handwritten zero each, where ``truth`` says (name ->
+    x, y), and the spec that sends them to Label Studio for boxes."""
     labels = digit_labels()
     zeros = [i for i in range(60) if labels[i] == 0]
     truth = {f"p{k}.png": (8 + 10 * k, 20) for k in range(3)}  # one zero each, at (x, y)
@@ -326,6 +324,15 @@ annotate:
   people: {{label_studio: {{connection: label_studio, poke_seconds: 1}}}}
 preprocess: {{image: {{min_contrast: 1}}}}
 """
+    return truth, spec
+
+
+def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
+        s3: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.labelstudio_server import label_studio
+
+    s = isolated(s3, tmp_path)
+    truth, spec = box_scenes(s)
     with label_studio() as (url, fake):
         monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO", json.dumps(
             {"conn_type": "http", "host": url, "password": fake.token}))

@@ -168,29 +168,12 @@ def test_boxes_drawn_in_a_real_label_studio_come_back(
     people draw a box on each; the boxes come back averaged, in pixels."""
     import httpx
 
-    from tests.imagedata import digit_labels
-    from tests.integration.test_image_annotation import HEAD, LICENCE, _canvas, _rect
+    from tests.integration.test_image_annotation import _rect, box_scenes
 
     admin, other = studio.people
     _connect(monkeypatch, studio, other.token)  # any member's token will do
     s = isolated(s3, tmp_path)
-    labels = digit_labels()
-    zeros = [i for i in range(60) if labels[i] == 0]
-    truth = {f"p{k}.png": (8 + 10 * k, 20) for k in range(3)}  # one zero each, at (x, y)
-    folder = s.inbox_dir / "scenes"
-    folder.mkdir(parents=True)
-    for k, (name, (x, y)) in enumerate(truth.items()):
-        folder.joinpath(name).write_bytes(_canvas([(zeros[k], x, y)]))
-    spec = HEAD + f"""\
-sources:
-  - {{name: scenes, type: files, path: "scenes/*.png", format: image, {LICENCE}}}
-schema: {{label_field: null, fields: []}}
-annotate:
-  task: boxes
-  labels: [{{name: zero}}]
-  people: {{label_studio: {{connection: label_studio, poke_seconds: 1}}}}
-preprocess: {{image: {{min_contrast: 1}}}}
-"""
+    truth, spec = box_scenes(s)
     ctx = stage_context(s, spec, "run-live")
     up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
     first = annotate.run(ctx, up)

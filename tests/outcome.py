@@ -275,3 +275,47 @@ def lost_records(baseline: Outcome, resumed: Outcome) -> int:
 
 __all__ = ["Comparison", "Outcome", "compare", "lost_records", "read_outcome",
            "record_hashes", "registry_tags", "RUN_SPECIFIC"]
+
+
+def content_fingerprint(data: bytes, name: str) -> dict[str, object]:
+    """A release data file's content as a few digests: the record count, and per column the
+    sha256 of its values in id order (run-specific columns left out, ``source_uri`` cut to the
+    raw object's name, as :func:`record_hashes` does). Two files with equal fingerprints hold
+    the same ids, texts, labels, splits and provenance; a differing column is named."""
+    table = (pq.read_table(io.BytesIO(data)) if name.endswith(".parquet")
+             else pajson.read_json(io.BytesIO(data)))
+    rows = sorted(table.to_pylist(), key=lambda r: str(r["id"]))
+    columns: dict[str, str] = {}
+    for column in sorted(set(table.column_names) - RUN_SPECIFIC):
+        values = [r[column] for r in rows]
+        if column in RAW_URI:
+            values = [v.rsplit("/", 1)[-1] if isinstance(v, str) else v for v in values]
+        body = json.dumps(values, ensure_ascii=False, default=str)
+        columns[column] = hashlib.sha256(body.encode()).hexdigest()
+    return {"records": len(rows), "columns": columns}
+
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = "GRANARY_TEST_UPDATE_GOLDEN"
+
+
+def check_golden(data: bytes, name: str, golden: str) -> None:
+    """The release file's :func:`content_fingerprint` equals the one kept in
+    ``tests/golden/<golden>.json``: the published records of the sample datasets do not change
+    unnoticed when code is reorganised. A change of behaviour that is meant regenerates the
+    file (``GRANARY_TEST_UPDATE_GOLDEN=1`` and the test again); its diff shows which columns
+    moved."""
+    import os
+
+    path = GOLDEN / f"{golden}.json"
+    found = content_fingerprint(data, name)
+    if os.environ.get(UPDATE_GOLDEN):
+        path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    differ = sorted(c for c in set(kept["columns"]) | set(found["columns"])  # type: ignore[call-overload]
+                    if kept["columns"].get(c) != found["columns"].get(c))  # type: ignore[attr-defined]
+    assert (found["records"], differ) == (kept["records"], []), (
+        f"{name} differs from {path.name}: {found['records']} records (kept {kept['records']}), "
+        f"columns that differ: {differ}; if the change is meant, run the test with "
+        f"{UPDATE_GOLDEN}=1 and commit the file")

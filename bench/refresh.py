@@ -96,7 +96,7 @@ def _floor(s: Any, delta: list[str]) -> dict[str, Any]:
     from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
 
     from granary.runtime import object_store, registry
-    from lifecycle import evaluate
+    from lifecycle.evaluate import stage as evaluate
     from lifecycle.spec import load_spec
 
     # the shape's own DAG folder, written to the metadata database as dag.test() does for

@@ -6,7 +6,7 @@ targets live here, never in timed tests.
 What is measured, per size (100k and 1M documents by default), each a process of its own:
 
 - ``granary-operators``: the stage's operators called in one in-memory process (the
-  functions lifecycle/preprocess.py uses, no S3, no Parquet): the figure this benchmark
+  functions lifecycle/preprocess/stage.py uses, no S3, no Parquet): the figure this benchmark
   used to report alone.
 - ``granary-stage``: the preprocess stage as the DAG runs it (bench/stage.py): the mapped
   tasks' functions (granary.runtime.stage_part: plan, clean per shard, deduplicate, apply per
@@ -191,10 +191,11 @@ def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from lifecycle import neardedup, neardup, pii
-    from lifecycle.preprocess import ExactDeduplicator, _replace
+    from lifecycle.preprocess import neardedup
+    from lifecycle.preprocess.stage import ExactDeduplicator, _replace
+    from lifecycle.preprocess.textops import Normaliser
     from lifecycle.spec import NearDedup, Normalise, Pii
-    from lifecycle.textops import Normaliser
+    from lifecycle.text import neardup, pii
 
     cpu, wall = time.process_time(), time.perf_counter()
     texts = read_corpus(src)  # timed, as datatrove's reading is
@@ -425,17 +426,19 @@ GROUPS = [  # (group, substrings of a function's file and name); the first match
     ("Parquet encode/decode (pyarrow)", ["pyarrow", "parquet"]),
     ("S3 client: requests and responses (minio, urllib3, http, sockets)",
      ["minio", "urllib3", "socket", "ssl.py", "http/client", "storage/objectstore"]),
-    ("MinHash signatures (lifecycle/neardup.py)", ["lifecycle/neardup.py"]),
+    ("MinHash signatures (lifecycle/text/neardup.py)", ["lifecycle/text/neardup.py"]),
     ("near-duplicate search and verification (neardedup.py, keytexts.py, chargrams.py)",
-     ["lifecycle/neardedup.py", "lifecycle/keytexts.py", "lifecycle/chargrams.py"]),
-    ("personal data detection (lifecycle/pii.py)", ["lifecycle/pii.py"]),
-    ("normalisation (lifecycle/textops.py)", ["lifecycle/textops.py", "unicodedata"]),
+     ["lifecycle/preprocess/neardedup.py", "lifecycle/preprocess/keytexts.py",
+      "lifecycle/text/chargrams.py"]),
+    ("personal data detection (lifecycle/text/pii.py)", ["lifecycle/text/pii.py"]),
+    ("normalisation (lifecycle/preprocess/textops.py)",
+     ["lifecycle/preprocess/textops.py", "unicodedata"]),
     ("pandas and numpy (dedup tables, isin, sets, copies)", ["pandas", "numpy"]),
     ("spec and settings per task (pydantic, YAML)", ["pydantic", "yaml", "lifecycle/spec",
                                                     "specload", "granary/settings"]),
     ("catalog (SQLAlchemy, SQLite)", ["sqlalchemy", "sqlite", "storage/catalog"]),
-    ("the stage's own code (lifecycle/preprocess.py, shards.py)",
-     ["lifecycle/preprocess.py", "lifecycle/shards.py"]),
+    ("the stage's own code (lifecycle/preprocess/stage.py, shards.py)",
+     ["lifecycle/preprocess/stage.py", "lifecycle/records/shards.py"]),
     ("imports", ["<frozen importlib", "importlib"]),
 ]
 STEPS = ["plan", "clean", "deduplicate", "apply", "merge", "read_table", "write_table",
@@ -472,7 +475,7 @@ def profile_summary(path: Path, s3_cpu: float) -> dict[str, Any]:
             key = f"{Path(file).parent.name}/{Path(file).name}:{name}"
             steps[key] = {"calls": calls, "cumulative_s": round(cum, 2)}
         for (cfile, _cline, cname), (_c, _n, _t, from_caller) in callers.items():
-            if cname == "apply" and cfile.endswith("lifecycle/preprocess.py"):
+            if cname == "apply" and cfile.endswith("lifecycle/preprocess/stage.py"):
                 apply_callees[f"{Path(file).name}:{line}:{name}"] = round(from_caller, 2)
     return {"profiled_cpu_s": round(total, 2), "s3_server_cpu_s": round(s3_cpu, 2),
             "cpu_by_group_s": {g: round(v, 2) for g, v in
@@ -521,9 +524,9 @@ def pii_cost(texts: list[str]) -> dict[str, Any]:
     small calls): every detector, as the stage runs it whatever the spec keeps, with the
     default phone regions (the benchmark's spec names no language) and with a Chinese
     dataset's (language: [zh]); and the two detectors the operators' run uses."""
-    from lifecycle import pii
+    from lifecycle.preprocess.textops import Normaliser
     from lifecycle.spec import Normalise
-    from lifecycle.textops import Normaliser
+    from lifecycle.text import pii
 
     norm = Normaliser(Normalise(html=False, fix_mojibake=False))
     texts = [norm(t) for t in texts]
@@ -574,8 +577,9 @@ def task_startup() -> dict[str, Any]:
     parent pay the first line once each)."""
     out: dict[str, Any] = {}
     for name, code in (("python + granary.runtime", "import granary.runtime"),
-                       ("python + granary.runtime + lifecycle.preprocess/collect",
-                        "import granary.runtime, lifecycle.preprocess, lifecycle.collect")):
+                       ("python + granary.runtime + lifecycle.preprocess.stage/collect",
+                        "import granary.runtime, lifecycle.preprocess.stage, "
+                        "lifecycle.collect.stage")):
         runs = [measure([sys.executable, "-c", f"{code}; print('RESULT {{}}')"],
                         env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
         out[name] = {"cpu_s": statistics.median(r["cpu_s"] for r in runs),

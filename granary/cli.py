@@ -129,8 +129,8 @@ def profile(spec: Annotated[Path, typer.Argument(help="a spec file or dataset na
     """Propose quality rules (types, ranges, value sets, regex shapes, lengths, functional
     dependencies) learned from a reference table; print them as YAML to paste into the
     spec, or with --accept write them into it."""
-    from lifecycle import profiling
     from lifecycle.errors import PermanentError
+    from lifecycle.evaluate import profiling
     from lifecycle.spec import SpecError, load_spec
 
     path = _spec_path(_settings(), spec)
@@ -300,7 +300,7 @@ def deprecate(ref: str,
               undo: Annotated[bool, typer.Option("--undo", help="lift the deprecation")] = False,
               ) -> None:
     """Flag DATASET@vN deprecated: kept, marked in the catalog, warned about on download."""
-    from lifecycle.releases import deprecate as do_deprecate
+    from lifecycle.versions.releases import deprecate as do_deprecate
     from storage.catalog import ReleaseError
 
     dataset, number = parse_ref(ref)
@@ -325,7 +325,7 @@ def rollback(ref: str,
     """Make DATASET@vN the latest version again (catalog and registry main); the next
     publish becomes latest as usual."""
     from granary.runtime import registry
-    from lifecycle.releases import rollback as do_rollback
+    from lifecycle.versions.releases import rollback as do_rollback
     from storage.catalog import ReleaseError
 
     s = _settings()
@@ -347,7 +347,7 @@ def links(ref: str) -> None:
     from datetime import timedelta
 
     from granary.runtime import public_object_store
-    from lifecycle.releases import deprecation_warning, download_links
+    from lifecycle.versions.releases import deprecation_warning, download_links
 
     s = _settings()
     v = _resolve(ref)
@@ -382,7 +382,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 def get(ref: str, to: Annotated[Path, typer.Option("--to", help="destination folder")]) -> None:
     """Download DATASET@VERSION (e.g. zh_shopping_reviews@v1) from the registry into --to."""
     from granary.runtime import registry
-    from lifecycle.releases import deprecation_warning
+    from lifecycle.versions.releases import deprecation_warning
 
     s = _settings()
     v = _resolve(ref)
@@ -403,12 +403,12 @@ def trace(ref: str, record_id: str,
     import json as _json
 
     from granary.runtime import object_store
-    from lifecycle.trace import trace as trace_record
+    from lifecycle.versions.trace import trace as trace_record
 
     s = _settings()
     dataset, number = parse_ref(ref)
     result = trace_record(_catalog(), object_store(s), dataset, number, record_id)
-    if as_json:  # every value is plain typed Python (lifecycle.shards.to_python)
+    if as_json:  # every value is plain typed Python (lifecycle.records.shards.to_python)
         print(_json.dumps(result, ensure_ascii=False, indent=2))
         return
     console.print(f"[bold]{dataset}@v{result['version']}[/] record [bold]{record_id}[/]: "
@@ -471,7 +471,7 @@ def verify(ref: str) -> None:
     """Re-hash every object of DATASET[@VERSION] in the registry bucket and its plain copy in
     the releases bucket, and walk its ledger chain; exit 1 naming each difference."""
     from granary.runtime import object_store
-    from lifecycle.verify import verify as verify_dataset
+    from lifecycle.versions.verify import verify as verify_dataset
 
     s = _settings()
     dataset, number = parse_ref(ref)

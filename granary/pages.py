@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from lifecycle import qreport
+from lifecycle.evaluate import report as qreport
 from lineage.naming import release_folder
 from storage.catalog import Catalog, ReleaseEvent, Version
 

@@ -34,7 +34,7 @@ class LabelStudioTrigger(BaseTrigger):
                  "deadline": self.deadline})
 
     def _progress(self) -> tuple[int, int]:
-        from lifecycle import labelstudio
+        from lifecycle.annotate import labelstudio
 
         client = labelstudio.server(self.conn_id).client()
         return labelstudio.progress(client, self.project, set(self.ids))

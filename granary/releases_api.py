@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from granary.settings import Settings
-from lifecycle import releases
+from lifecycle.versions import releases
 from storage.catalog import Catalog, ReleaseError, Version, pick_latest
 
 
@@ -52,7 +52,7 @@ def version_json(v: Version, latest: Version | None, base: str,
         "dimensions": v.quality.get("dimensions", {}),
         "not_measured": v.quality.get("not_measured", {}), "splits": v.quality.get("splits", {}),
         # the checks made on the release at publication, each passed, failed or not measured
-        # with why (lifecycle/reachable.py); null for versions published before them
+        # with why (lifecycle/publish/reachable.py); null for versions published before them
         "accessibility": v.quality.get("accessibility"),
         "files": [{"name": name, "sha256": meta.get("sha256"), "bytes": meta.get("bytes"),
                    "download": f"{base}/datasets/{d}/versions/{v.version}/files/"

@@ -165,7 +165,8 @@ def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[st
     """One step of a stage that fans out in the DAG (collect: plan, fetch_unit; preprocess:
     plan, clean, deduplicate, apply). A run that starts after ``stage`` gets placeholders, so
     the stage's last task still runs and reuses the earlier output."""
-    from lifecycle import collect, preprocess
+    from lifecycle.collect import stage as collect
+    from lifecycle.preprocess import stage as preprocess
 
     first, last = stage_range(params)
     index = STAGES.index(stage)
@@ -197,7 +198,12 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     ``svc``: the task's connections, made once for its stages."""
     from datetime import UTC, datetime
 
-    from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+    from lifecycle.annotate import stage as annotate
+    from lifecycle.collect import stage as collect
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.preprocess import stage as preprocess
+    from lifecycle.publish import stage as publish
+    from lifecycle.synthesize import stage as synthesize
 
     started = datetime.now(UTC)  # the stage's own lineage run starts here
     first, last = stage_range(params)
@@ -410,8 +416,9 @@ def _short(value: Any) -> str | None:
 
 def maintain_dataset(dataset: str, dry_run: bool = False,
                      settings: Settings | None = None) -> dict[str, Any]:
-    """The daily maintenance of one dataset (lifecycle/maintenance.py); returns its finding."""
-    from lifecycle import maintenance
+    """The daily maintenance of one dataset (lifecycle/versions/maintenance.py); returns its
+    finding."""
+    from lifecycle.versions import maintenance
 
     svc = services(settings)
     bootstrap(svc)

@@ -31,7 +31,7 @@ from granary.pages import (
     version_page,
 )
 from granary.settings import Settings, load_settings
-from lifecycle import releases
+from lifecycle.versions import releases
 from lineage.api import build_router
 from lineage.facets import SCHEMA_DIR
 from lineage.store import LineageStore
@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/runs/{dataset}/{run_id}/quality", response_class=HTMLResponse)
     def quality_report(request: Request, dataset: str, run_id: str) -> str:
-        from lifecycle import qreport
+        from lifecycle.evaluate import report as qreport
 
         b = base(request)
         d, r = quote(dataset, safe=""), quote(run_id, safe="")
@@ -209,7 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         import json
 
         from granary.runtime import object_store
-        from lifecycle.shards import parse_uri
+        from lifecycle.records.shards import parse_uri
 
         found = store().catalog.evaluation(dataset, run_id)
         if found is None:
@@ -253,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def _read_uri(uri: str) -> bytes:
         from granary.runtime import object_store
-        from lifecycle.shards import parse_uri
+        from lifecycle.records.shards import parse_uri
 
         bucket, key = parse_uri(uri)
         return object_store(current_settings()).get_bytes(bucket, key)

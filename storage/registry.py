@@ -109,7 +109,7 @@ class DvcRegistry:
     @property
     def objects(self) -> tuple[str, str]:
         """Bucket and key prefix of the DVC objects in the remote (content-addressed files
-        that can be read straight from S3, see lifecycle/releases.py)."""
+        that can be read straight from S3, see lifecycle/versions/releases.py)."""
         bucket, _, prefix = self.remote["url"].removeprefix("s3://").partition("/")
         return bucket, prefix
 

@@ -10,8 +10,13 @@ import pandas as pd
 from pydantic import SecretStr
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.synthesize import stage as synthesize
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 

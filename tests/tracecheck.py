@@ -10,11 +10,17 @@ from collections import Counter
 from typing import Any
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, columns, evaluate, preprocess, publish, synthesize
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
-from lifecycle.shards import parse_uri
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.records import columns
+from lifecycle.records.shards import parse_uri
 from lifecycle.spec import DatasetSpec
-from lifecycle.trace import Tracer
+from lifecycle.synthesize import stage as synthesize
+from lifecycle.versions.trace import Tracer
 from storage.catalog import Catalog
 from storage.objectstore import ObjectStore
 from tests.stagectx import stage_context

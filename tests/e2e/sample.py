@@ -9,7 +9,7 @@ import unicodedata
 from collections import Counter
 
 from granary.demo import sample_files
-from lifecycle.pii import detect, mask, regions_for
+from lifecycle.text.pii import detect, mask, regions_for
 
 _DROP = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b]")
 MASKED = ("id_card", "iban", "ssn", "bank_card", "mobile", "landline", "intl_phone", "email",

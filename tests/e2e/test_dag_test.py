@@ -13,7 +13,7 @@ import pytest
 from granary.demo import stage_sample
 from granary.runtime import catalog, object_store, registry
 from granary.settings import Settings
-from lifecycle.shards import read_manifest, read_table
+from lifecycle.records.shards import read_manifest, read_table
 from lineage.naming import stage_description
 from tests.e2e.sample import (
     both_files,

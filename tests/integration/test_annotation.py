@@ -13,8 +13,12 @@ import pytest
 from pydantic import SecretStr
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, labelling, preprocess, shards
-from lifecycle.shards import parse_uri
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
+from lifecycle.labels import labelling
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.records import shards
+from lifecycle.records.shards import parse_uri
 from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.stagectx import isolated, stage_context
 from tests.tagged import MAJORITY, MIXED, NEUTRAL, SPEC, TIES, write_rows

@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, profiling, synthesize
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
+from lifecycle.evaluate import profiling
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
 from lifecycle.spec import parse_spec
+from lifecycle.synthesize import stage as synthesize
 from tests import tabledata as td
 from tests.stagectx import isolated, stage_context
 
@@ -110,7 +115,7 @@ def test_a_dirty_twin_through_the_evaluate_stage(s3: Settings, tmp_path: Path) -
 
 
 def _records(s: Settings, run: dict[str, Any]) -> Any:
-    from lifecycle import shards
+    from lifecycle.records import shards
     from storage import keys
 
     ctx = stage_context(s, td.SPEC, "read")

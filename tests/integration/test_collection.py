@@ -15,10 +15,10 @@ import pytest
 
 from granary.runtime import services
 from granary.settings import Settings
-from lifecycle import collect
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
 from lifecycle.errors import SourceError
-from lifecycle.shards import read_manifest, read_table
+from lifecycle.records.shards import read_manifest, read_table
 from tests.stagectx import isolated, stage_context
 from tests.tracecheck import run_lifecycle, walk
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle import evaluate
 from lifecycle.errors import QualityGateFailed
-from lifecycle.shards import parse_uri
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.records.shards import parse_uri
 from tests.graded import SPEC, context, graded_settings, publish_run, until_evaluate
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ BLOCK = SPEC.replace("quality: {gate: {min_rows: 100, min_grade: B}}",
 
 def _report(ctx: object, result: object) -> dict:  # type: ignore[type-arg]
     manifest_uri = result.manifest_uri  # type: ignore[attr-defined]
-    from lifecycle.shards import read_manifest
+    from lifecycle.records.shards import read_manifest
 
     m = read_manifest(ctx.store, manifest_uri)  # type: ignore[attr-defined]
     bucket, key = parse_uri(m["quality"]["report_uri"])
@@ -53,6 +53,6 @@ def test_a_shifted_label_distribution_is_reported_and_can_block(s3: Settings,
     report = _report(warn, passed)
     assert report["drift"]["drifted"] == ["label distribution (PSI)"]
     assert passed.counts["drifted"] == 1
-    from lifecycle import qreport
+    from lifecycle.evaluate import report as qreport
 
     assert "Drift against v1" in qreport.render(report)

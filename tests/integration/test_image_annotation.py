@@ -19,8 +19,13 @@ from PIL import Image
 
 from granary.runtime import services
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, shards
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.records import shards
 from tests.imagedata import digit, digit_labels, png
 from tests.stagectx import isolated, stage_context
 

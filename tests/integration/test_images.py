@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from granary.settings import Settings
-from lifecycle import collect, preprocess, shards
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.records import shards
 from tests.imagedata import digit, has_gps, png, variants, write_dataset
 from tests.stagectx import isolated, stage_context
 
@@ -145,7 +147,10 @@ def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
     import numpy as np
     import webdataset as wds
 
-    from lifecycle import annotate, evaluate, publish, synthesize
+    from lifecycle.annotate import stage as annotate
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.publish import stage as publish
+    from lifecycle.synthesize import stage as synthesize
 
     s = isolated(s3, tmp_path)
     kinds = write_dataset(s.inbox_dir / "images", digits=150)
@@ -231,7 +236,10 @@ def _check_synthetic(ctx: StageContext, result: Any) -> None:
 def test_the_sample_image_dataset_builds_from_its_shipped_spec(s3: Settings, tmp_path: Path,
                                                                repo: Path) -> None:
     from granary.demo import stage_images
-    from lifecycle import annotate, evaluate, publish, synthesize
+    from lifecycle.annotate import stage as annotate
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.publish import stage as publish
+    from lifecycle.synthesize import stage as synthesize
 
     s = isolated(s3, tmp_path)
     staged = stage_images(s.inbox_dir)

@@ -22,8 +22,12 @@ import pytest
 from pydantic import SecretStr
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, labelstudio, preprocess, shards
-from lifecycle.shards import parse_uri
+from lifecycle.annotate import labelstudio
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.records import shards
+from lifecycle.records.shards import parse_uri
 from tests.labelstudio_live import (
     REQUIRED,
     VERSION,

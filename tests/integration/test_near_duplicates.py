@@ -13,9 +13,13 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, keytexts, preprocess, shards
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError
+from lifecycle.preprocess import keytexts
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.records import shards
 from storage.objectstore import reads_by_object
 from tests.stagectx import isolated, stage_context
 

@@ -214,8 +214,11 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     import json
 
     from granary.runtime import catalog, object_store, registry
-    from lifecycle import evaluate, publish, releases, shards
     from lifecycle.errors import PermanentError
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.publish import stage as publish
+    from lifecycle.records import shards
+    from lifecycle.versions import releases
     from storage.objectstore import reads_by_object
     from tests.graded import SPEC, context, until_evaluate
 

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle import collect, evaluate, publish
+from lifecycle.collect import stage as collect
 from lifecycle.errors import QualityGateFailed
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.publish import stage as publish
 from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.graded import SPEC, change_source, context, graded_settings, until_evaluate
 from tests.webapp import Site, serve
@@ -44,7 +46,7 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     evaluated = [o.key for o in blocked.store.list(blocked.work_bucket, "graded_reviews/run-1/")]
     assert any("/evaluate/" in k for k in evaluated)
     assert not [k for k in evaluated if "/release/" in k], evaluated
-    from lifecycle import shards
+    from lifecycle.records import shards
     from storage import keys
 
     manifest = keys.manifest_key("graded_reviews", "run-1", "evaluate")
@@ -177,7 +179,7 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
                                       "quality.html", "data.parquet"}
 
     # the ledger and every object verify; one changed byte in the registry bucket is named
-    from lifecycle.verify import verify
+    from lifecycle.versions.verify import verify
 
     bucket, prefix = env.bucket_registry, "dvc"
     ok = verify("graded_reviews", env.registry, second.store, bucket, prefix,
@@ -257,7 +259,7 @@ def test_a_95_5_spam_ham_set_grades_a_when_natural_and_is_refused_with_a_min_sha
 
 
 def _parse(uri: str) -> tuple[str, str]:
-    from lifecycle import shards
+    from lifecycle.records import shards
 
     return shards.parse_uri(uri)
 
@@ -265,8 +267,9 @@ def _parse(uri: str) -> tuple[str, str]:
 # ---- accessibility, measured on the published release -----------------------------------------
 def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_grade(
         env: Settings, caplog: pytest.LogCaptureFixture) -> None:
-    from lifecycle import reachable, releases
-    from lifecycle.publish import with_accessibility
+    from lifecycle.publish import reachable
+    from lifecycle.publish.stage import with_accessibility
+    from lifecycle.versions import releases
 
     ctx = context(env, SPEC, "run-access")
     evaluated = evaluate.run(ctx, until_evaluate(ctx))

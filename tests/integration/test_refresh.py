@@ -12,9 +12,15 @@ import pytest
 
 from granary.runtime import end_run
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, shards, synthesize
-from lifecycle import quality as quality_dims
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.quality import dimensions as quality_dims
+from lifecycle.records import shards
+from lifecycle.synthesize import stage as synthesize
 from storage.objectstore import bytes_read, reads_by_object
 from tests.graded import SPEC, graded_settings
 from tests.stagectx import isolated, stage_context
@@ -250,7 +256,7 @@ def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings
                                                                     tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from lifecycle import maintenance
+    from lifecycle.versions import maintenance
 
     s = isolated(s3, tmp_path)
     pool = labelled(330)[["text", "label"]]
@@ -293,7 +299,7 @@ def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings
 
 def test_changed_quality_rules_reevaluate_published_versions_beside_the_old(
         s3: Settings, tmp_path: Path) -> None:
-    from lifecycle import maintenance
+    from lifecycle.versions import maintenance
 
     s = isolated(s3, tmp_path)
     rows = tmp_path / "inbox" / "reviews" / "rows.csv"
@@ -414,7 +420,7 @@ def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
     groups are those that grouping the whole version again finds."""
     import unicodedata
 
-    from lifecycle import splits
+    from lifecycle.evaluate import splits
 
     spec = NEAR.replace("splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}}",
                         "splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}, "

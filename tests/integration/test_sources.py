@@ -21,11 +21,11 @@ from sqlalchemy import create_engine, make_url, text
 
 from granary.runtime import services
 from granary.settings import Settings
-from lifecycle import collect
+from lifecycle.collect import stage as collect
+from lifecycle.collect.sources import S3Connector
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError, SourceError
-from lifecycle.shards import read_manifest, read_table
-from lifecycle.sources import S3Connector
+from lifecycle.records.shards import read_manifest, read_table
 from lifecycle.spec import parse_spec
 from tests.stagectx import stage_context
 
@@ -560,7 +560,7 @@ def test_sql_query_with_parameters(env: Settings, tmp_path: Path,
 
 def test_a_refresh_cannot_bring_back_a_known_record_as_a_near_duplicate(
         env: Settings) -> None:
-    from lifecycle import preprocess
+    from lifecycle.preprocess import stage as preprocess
 
     spec = FILES.replace("sources:", "preprocess: {near_dedup: {enabled: true}}\nsources:")
     shop = env.inbox_dir / "shop"

@@ -10,11 +10,16 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError, QualityGateFailed, SourceError
-from lifecycle.shards import read_manifest, read_table
-from lifecycle.trace import TraceError, trace
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.records.shards import read_manifest, read_table
+from lifecycle.synthesize import stage as synthesize
+from lifecycle.versions.trace import TraceError, trace
 from tests.stagectx import stage_context
 from tests.webapp import serve
 

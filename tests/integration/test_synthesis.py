@@ -11,9 +11,14 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
-from lifecycle.shards import parse_uri
-from lifecycle.trace import trace
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
+from lifecycle.records.shards import parse_uri
+from lifecycle.synthesize import stage as synthesize
+from lifecycle.versions.trace import trace
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
-from lifecycle.trace import TraceError, Tracer, trace
+from lifecycle.versions.trace import TraceError, Tracer, trace
 from tests.stagectx import isolated
 from tests.textdata import labelled
 from tests.tracecheck import run_lifecycle, walk

@@ -35,9 +35,14 @@ from pydantic import SecretStr
 
 from granary.runtime import bootstrap, services
 from granary.settings import Settings
-from lifecycle import annotate, collect, evaluate, preprocess, publish, synthesize
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.publish import stage as publish
 from lifecycle.spec import parse_spec
+from lifecycle.synthesize import stage as synthesize
 from storage.faults import ENV
 from tests.outcome import Comparison, Outcome, compare, read_outcome
 from tests.textdata import labelled
@@ -185,7 +190,7 @@ PUBLISH_RUN = "pub"
 
 def _staged(ctx: StageContext, evaluated: dict[str, Any]) -> list[tuple[str, str]]:
     """The release files evaluation staged for publishing (bucket, key)."""
-    from lifecycle.shards import parse_uri, read_manifest
+    from lifecycle.records.shards import parse_uri, read_manifest
 
     manifest = read_manifest(ctx.store, evaluated["manifest_uri"])
     return [parse_uri(f["uri"]) for f in manifest["release"]["files"].values()]

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from granary.settings import Settings
-from lifecycle import collect
+from lifecycle.collect import stage as collect
 from lifecycle.errors import PermanentError, SourceError
-from lifecycle.shards import read_manifest, read_table
+from lifecycle.records.shards import read_manifest, read_table
 from lifecycle.spec import SpecError, parse_spec
 from tests.stagectx import isolated, stage_context
 

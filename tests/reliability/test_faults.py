@@ -135,7 +135,7 @@ WHERE = {"publish.after_registry": "after the registry's push",
 def test_the_catalog_cut_while_publishing_leaves_no_half_version(
         fault_baseline: Baseline, tmp_path: Path, proxied_catalog: tuple[str, CutProxy],
         point: str, monkeypatch: pytest.MonkeyPatch, report: Any) -> None:
-    import lifecycle.publish
+    import lifecycle.publish.stage
     import storage.catalog
 
     url, proxy = proxied_catalog
@@ -153,7 +153,7 @@ def test_the_catalog_cut_while_publishing_leaves_no_half_version(
             cuts.append(name)
             proxy.cut()
 
-    for module in (lifecycle.publish, storage.catalog):
+    for module in (lifecycle.publish.stage, storage.catalog):
         monkeypatch.setattr(module, "fault_point", cut_at)
     with pytest.raises(CatalogError) as failed:
         run_stage(ctx, "publish", evaluated)

@@ -1,11 +1,11 @@
-"""What collection checks on every file (lifecycle.accounting): its errors say where (the
+"""What collection checks on every file (lifecycle.collect.accounting): its errors say where (the
 field, the header's line), so the run's failure cause names them."""
 
 from __future__ import annotations
 
 import pytest
 
-from lifecycle.accounting import ColumnCheck, FileLines
+from lifecycle.collect.accounting import ColumnCheck, FileLines
 from lifecycle.errors import ConservationError, SourceError
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,5 @@
-"""Which lines of a collected file an earlier run already parsed (lifecycle.collect._appended):
+"""Which lines of a collected file an earlier run already parsed
+(lifecycle.collect.stage._appended):
 only a file that grew by appending to the exact bytes that run saw."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle.collect import _appended
-from lifecycle.lines import LineTally
+from lifecycle.collect.stage import _appended
+from lifecycle.formats.lines import LineTally
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +79,7 @@ def test_a_file_whose_line_breaks_are_not_single_bytes_is_checked_line_by_line(
 ])
 def test_reading_resumed_where_the_old_bytes_end_gives_the_whole_files_new_records(
         tmp_path: Path, fmt: str, encoding: str, old_text: str, new_text: str) -> None:
-    from lifecycle.readers import Member, parse_member
+    from lifecycle.formats.readers import Member, parse_member
 
     old = old_text.encode(encoding)
     path, size = _file(tmp_path, old + new_text.encode(encoding))
@@ -104,7 +105,7 @@ def test_a_windows_line_break_across_two_read_chunks_counts_once(tmp_path: Path)
        chunk=st.integers(1, 5))
 def test_old_lines_are_counted_as_the_readers_tally_counts_them(parts: list[str],
                                                                 chunk: int) -> None:
-    """One counter for both (lifecycle.lines.LineBreaks), whatever the read size; the oracle
+    """One counter for both (lifecycle.formats.lines.LineBreaks), whatever the read size; the oracle
     is Python's own line split."""
     old = ("".join(parts) + "\n").encode()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,7 @@
 """Cell-level quality on generated tables whose corrupted cells are known: rules profiled from
 an independent clean sample and accepted into the spec, then dirty twins at 0-30% corrupted
-cells (lifecycle/cells.py, lifecycle/profiling.py, lifecycle/quality.py)."""
+cells (lifecycle/quality/cells.py, lifecycle/evaluate/profiling.py,
+lifecycle/quality/dimensions.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import cells, evaluate, profiling, quality
+from lifecycle.evaluate import profiling
+from lifecycle.evaluate import stage as evaluate
+from lifecycle.quality import cells
+from lifecycle.quality import dimensions as quality
 from lifecycle.spec import DatasetSpec, parse_spec
 from tests import tabledata as td
 
@@ -450,7 +454,7 @@ def test_a_broken_reference_file_is_named_with_its_format(tmp_path: Path) -> Non
 def test_a_reference_outside_the_inbox_or_missing_is_refused_or_reported(
         tmp_path: Path) -> None:
     from lifecycle.spec import SpecError
-    from lifecycle.specload import check_spec
+    from lifecycle.spec.load import check_spec
 
     with pytest.raises(SpecError, match="relative to the inbox"):
         parse_spec(td.SPEC.replace("drift: {enabled: false}", "drift: {enabled: false}\n"
@@ -476,7 +480,7 @@ def test_evaluation_warns_and_goes_on_when_the_reference_cannot_be_read(
     spec = parse_spec(td.SPEC.replace("drift: {enabled: false}", "drift: {enabled: false}\n"
                                       "  profile: {reference: customers/ref.csv}"), "c.yaml")
     ctx = SimpleNamespace(spec=spec, inbox=tmp_path, dataset="customers")
-    with caplog.at_level("WARNING", logger="lifecycle.evaluate"):
+    with caplog.at_level("WARNING", logger="lifecycle.evaluate.stage"):
         out = evaluate._proposals(ctx, None)  # type: ignore[arg-type]
     assert out is not None and "no such file" in out["warning"] and out["yaml"] == ""
     assert "no rules proposed" in caplog.text
@@ -484,7 +488,7 @@ def test_evaluation_warns_and_goes_on_when_the_reference_cannot_be_read(
     (tmp_path / "customers" / "ref.csv").write_text('zip\n"02139\n', encoding="utf-8")
     out = evaluate._proposals(ctx, None)  # type: ignore[arg-type]
     assert out is not None and "cannot read it as CSV" in out["warning"]
-    from lifecycle import qreport
+    from lifecycle.evaluate import report as qreport
 
     assert "id='proposals-warning'" in qreport._cells_section({}, out)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 
-from lifecycle import drift
-from lifecycle.chargrams import CharGrams, present, vocabulary
+from lifecycle.evaluate import drift
+from lifecycle.text.chargrams import CharGrams, present, vocabulary
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
@@ -73,7 +73,7 @@ def test_fit_transform_cuts_once_and_counts_what_fit_then_transform_counts() -> 
 
 
 def test_the_label_model_learns_from_the_counted_ngrams() -> None:
-    from lifecycle.labelcheck import text_classifier
+    from lifecycle.labels.labelcheck import text_classifier
 
     df = labelled(600, seed=5)
     texts, labels = df["text"].tolist(), df["label"].tolist()

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import neardedup, neardup, pii
 from lifecycle.errors import PermanentError
-from lifecycle.preprocess import ExactDeduplicator
+from lifecycle.preprocess import neardedup
+from lifecycle.preprocess.stage import ExactDeduplicator
+from lifecycle.preprocess.textops import Normaliser, RecordFilter
 from lifecycle.spec import FieldRule, Filters, LanguageFilter, NearDedup, Normalise
-from lifecycle.textops import Normaliser, RecordFilter
+from lifecycle.text import neardup, pii
 
 pytestmark = pytest.mark.unit
 

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.delimited import CsvOptions
-from lifecycle.lines import LineLedger, Parsed
-from lifecycle.readers import Member, detect_encoding, parse_member
+from lifecycle.formats.delimited import CsvOptions
+from lifecycle.formats.lines import LineLedger, Parsed
+from lifecycle.formats.readers import Member, detect_encoding, parse_member
 
 pytestmark = pytest.mark.unit
 
@@ -68,7 +68,7 @@ def _csv_field(value: str, delimiter: str, quote_anyway: bool) -> str:
 def _whole_rows(line: str, delimiter: str, width: int = 2) -> bool:
     """Whether ``line`` spans several physical lines that each split at ``delimiter`` into
     ``width`` fields: what a stray quote leaves, and what Granary reads as one
-    (lifecycle.delimited)."""
+    (lifecycle.formats.delimited)."""
     parts = list(io.StringIO(line, newline=""))
     return len(parts) > 1 and all(p.count(delimiter) == width - 1 for p in parts)
 

@@ -1,4 +1,5 @@
-"""CSV and TSV dialects decided on evidence (lifecycle.delimited): no quote character is ever
+"""CSV and TSV dialects decided on evidence (lifecycle.formats.delimited): no quote character is
+ever
 guessed (TSV unquoted, CSV RFC 4180's `"` unless the spec says otherwise), and every line
 is a record, a rejection, the header or a blank line."""
 
@@ -9,8 +10,8 @@ import logging
 
 import pytest
 
-from lifecycle.delimited import CsvOptions, decide
-from lifecycle.readers import Member, parse, parse_member
+from lifecycle.formats.delimited import CsvOptions, decide
+from lifecycle.formats.readers import Member, parse, parse_member
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +52,7 @@ def test_tsv_quotes_only_when_the_spec_says_so() -> None:
 def test_a_sniffed_quote_that_changes_the_row_count_is_refused(
         caplog: pytest.LogCaptureFixture) -> None:
     text = "text,label\n'a,pos\nb',neg\n'c d',pos\n"
-    with caplog.at_level(logging.WARNING, logger="lifecycle.delimited"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.formats.delimited"):
         got = _rows("csv", text)
     assert got == [(2, {"text": "'a", "label": "pos"}, 1), (3, {"text": "b'", "label": "neg"}, 1),
                    (4, {"text": "'c d'", "label": "pos"}, 1)]
@@ -66,7 +67,7 @@ def test_a_sniffed_quote_is_never_taken_and_its_rows_say_how_to_declare_it(
     # commas inside apostrophes: only ' would give every row two fields; still not guessed
     # (a wrong guess joins fields silently), the rows are quarantined with the hint
     needed = "text,label\n'a, b',pos\n'c, d',neg\nplain,pos\n"
-    with caplog.at_level(logging.WARNING, logger="lifecycle.delimited"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.formats.delimited"):
         dialect = decide("csv", CsvOptions(), needed, True)
     assert dialect.quotechar == '"' and "quotechar" in caplog.text
     got = list(parse("csv", needed.encode(), "utf-8", "t"))

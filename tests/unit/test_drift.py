@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lifecycle import drift
+from lifecycle.evaluate import drift
 from lifecycle.spec import Drift
 from tests.textdata import labelled
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from lifecycle import labelling
+from lifecycle.labels import labelling
 from lifecycle.spec import LabelDef, Rule
 
 pytestmark = pytest.mark.unit
@@ -179,7 +179,7 @@ def test_project_titles_fit_label_studio_and_stay_apart() -> None:
     tests/integration/test_label_studio_live.py): a dataset name may be 64."""
     from pydantic import ValidationError
 
-    from lifecycle.labelstudio import project_title
+    from lifecycle.annotate.labelstudio import project_title
     from lifecycle.spec import LabelStudioLink
 
     assert project_title("tagged_reviews") == "Granary: tagged_reviews"

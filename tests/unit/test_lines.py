@@ -1,4 +1,5 @@
-"""Physical lines counted from a file's bytes (lifecycle.lines.LineTally) agree with how Python
+"""Physical lines counted from a file's bytes (lifecycle.formats.lines.LineTally) agree with how
+Python
 splits text into lines, and the ledger quarantines any line a reader leaves out."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle import lines
 from lifecycle.errors import ConservationError
-from lifecycle.lines import LineLedger, LineTally, Parsed, TooLong, bounded_lines
+from lifecycle.formats import lines
+from lifecycle.formats.lines import LineLedger, LineTally, Parsed, TooLong, bounded_lines
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle import neardedup, neardup, preprocess
+from lifecycle.preprocess import neardedup
+from lifecycle.preprocess import stage as preprocess
 from lifecycle.spec import NearDedup
+from lifecycle.text import neardup
 
 pytestmark = pytest.mark.unit
 
@@ -343,7 +345,7 @@ def test_label_conflicts_follow_chains_of_merges() -> None:
 
 def test_key_text_spans_coalesce_near_records_and_bound_requests(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle import keytexts
+    from lifecycle.preprocess import keytexts
 
     at = np.array([0, 10, 20_000, 20_010, 50_000, 90_000])
     length = np.full(6, 5)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lifecycle.collect import record_id
+from lifecycle.collect.stage import record_id
 from lifecycle.errors import SourceError
-from lifecycle.preprocess import ExactDeduplicator
-from lifecycle.readers import decode, parse
+from lifecycle.formats.readers import decode, parse
+from lifecycle.preprocess.stage import ExactDeduplicator
+from lifecycle.preprocess.textops import Normaliser
 from lifecycle.spec import Normalise
-from lifecycle.textops import Normaliser
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from lifecycle import pii, qreport
-from lifecycle import quality as q
+from lifecycle.evaluate import report as qreport
+from lifecycle.quality import dimensions as q
 from lifecycle.spec import Pii, parse_spec
+from lifecycle.text import pii
 
 pytestmark = pytest.mark.unit
 

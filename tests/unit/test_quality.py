@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle import labelcheck, pii, quality
+from lifecycle.labels import labelcheck
+from lifecycle.quality import dimensions as quality
 from lifecycle.spec import parse_spec
+from lifecycle.text import pii
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
@@ -325,7 +327,7 @@ CHECKED = parse_spec(CHECKED_TEXT, "checked.yaml")
 
 
 def test_the_suite_checks_ranges_formats_lengths_bounds_and_listed_expectations() -> None:
-    from lifecycle import evaluate
+    from lifecycle.evaluate import stage as evaluate
 
     df = pd.DataFrame({"id": ["a", "b", "c"], "text": ["好的商品", "差", "还行吧"],
                        "sku": ["SKU-0001", "sku-2", "SKU-0001"], "stars": [5, 0, 1]})
@@ -352,7 +354,8 @@ def test_data_docs_render_from_compiled_templates_kept_between_builds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jinja2 import FileSystemBytecodeCache
 
-    from lifecycle import datadocs, evaluate
+    from lifecycle.evaluate import datadocs
+    from lifecycle.evaluate import stage as evaluate
 
     cache = tmp_path / "jinja"
     cache.mkdir()
@@ -375,8 +378,8 @@ def test_data_docs_render_from_compiled_templates_kept_between_builds(
 
 
 def test_an_unknown_expectation_is_named_with_a_suggestion() -> None:
-    from lifecycle import evaluate
     from lifecycle.errors import PermanentError
+    from lifecycle.evaluate import stage as evaluate
 
     with pytest.raises(PermanentError, match="did you mean expect_column_values_to_be_unique"):
         evaluate.expectation_class("expect_column_values_to_be_uniqe")
@@ -422,10 +425,10 @@ def _graded_with_failures() -> tuple[Any, pd.DataFrame]:
 
 
 def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
-    """What a refresh carries (lifecycle/evaluate.py merge_check): GX's counts for a version's
+    """What a refresh carries (lifecycle/evaluate/stage.py merge_check): GX's counts for a version's
     records and for the records added, merged, equal GX's counts for the two together --
     with nulls, values outside the set and texts too long in both parts."""
-    from lifecycle import evaluate
+    from lifecycle.evaluate import stage as evaluate
 
     spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:]
@@ -452,9 +455,9 @@ def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
 def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validation(
         tmp_path: Path) -> None:
     """A refresh whose input is one shard of exactly its new records reports per-shard
-    checks from the validation of its new records (lifecycle/evaluate.py _one_new_shard):
+    checks from the validation of its new records (lifecycle/evaluate/stage.py _one_new_shard):
     they equal a validation of the shard of its own; any other input is validated again."""
-    from lifecycle import evaluate
+    from lifecycle.evaluate import stage as evaluate
 
     spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:].iloc[::-1]  # arrival order differs

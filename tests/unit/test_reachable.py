@@ -1,4 +1,5 @@
-"""The accessibility checks' plumbing against a real local HTTP server (lifecycle/reachable.py):
+"""The accessibility checks' plumbing against a real local HTTP server
+(lifecycle/publish/reachable.py):
 what is failed, what is not measured, retries, limits, and no presigned link in the logs."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle import reachable
+from lifecycle.publish import reachable
 from lifecycle.spec import parse_spec
 from storage.registry import DvcRegistry, RegistryError, RegistryTimeout
 
@@ -194,7 +195,7 @@ def test_the_card_check_names_what_is_wrong(tmp_path: Path, text: str, files: se
                                           (["csv", "parquet"], "data.parquet")])
 def test_the_card_names_the_data_file_the_release_holds(tmp_path: Path, formats: list[str],
                                                         data: str) -> None:
-    from lifecycle import card
+    from lifecycle.publish import card
     from tests.unit.test_quality import SPEC_TEXT
 
     spec = parse_spec(SPEC_TEXT + f"publish: {{formats: {formats}}}\n", "graded.yaml")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lifecycle.errors import SourceError
-from lifecycle.readers import detect_encoding, format_of, parse, unpack
+from lifecycle.formats.readers import detect_encoding, format_of, parse, unpack
 
 pytestmark = pytest.mark.unit
 
@@ -125,7 +125,7 @@ def test_a_row_left_open_by_a_quote_is_quarantined_and_the_rows_it_swallowed_kep
 
 
 def test_overlong_lines_are_quarantined_without_holding_them() -> None:
-    from lifecycle.readers import Member, parse_member
+    from lifecycle.formats.readers import Member, parse_member
 
     text = b"a\n" + b"x" * 5000 + b"\nb\n"
     jsonl = b'{"a": 1}\n' + b"x" * 5000 + b'\n{"b": 2}\n'

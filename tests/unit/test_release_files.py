@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.publish import write_files
+from lifecycle.publish.stage import write_files
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +38,7 @@ def test_jsonl_holds_every_record_as_plain_json(tmp_path: Path) -> None:
 
 def test_jsonl_written_in_blocks_is_the_same_file(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle import publish
+    from lifecycle.publish import stage as publish
 
     df = pd.DataFrame({"text": [f"评论{i}" for i in range(7)], "score": [0.5, None] * 3 + [1.0],
                        "tags": [np.array(["a"]), None] * 3 + [["b", "c"]]})
@@ -53,7 +53,7 @@ def test_a_refresh_changelog_from_its_added_records_equals_the_whole_comparison(
     """A refresh that only added records: the changelog looked for among them alone is the
     one comparing both versions whole (a text both hold stays kept with its old label, a
     text added twice counts once)."""
-    from lifecycle.card import changelog
+    from lifecycle.publish.card import changelog
 
     before = pd.DataFrame({"id": [f"b{i}" for i in range(6)],
                            "text": ["甲", "乙", "丙", "丁", "戊", "甲"],

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.collect.sources import SqlConnector, check_url
 from lifecycle.errors import PermanentError
-from lifecycle.readers import parse
-from lifecycle.sources import SqlConnector, check_url
+from lifecycle.formats.readers import parse
 from lifecycle.spec import HttpSource, SpecError, SqlSource, parse_spec
 
 pytestmark = pytest.mark.unit

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lifecycle import columns, shards
-from lifecycle.columns import PROVENANCE
-from lifecycle.images import IMAGE_COLUMNS
+from lifecycle.media.images import IMAGE_COLUMNS
+from lifecycle.records import columns, shards
+from lifecycle.records.columns import PROVENANCE
 from lifecycle.spec import SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -124,7 +124,7 @@ def test_every_column_collection_adds_is_reserved() -> None:
 
 
 def test_a_table_needs_no_text_field_and_gets_defaults_that_do_not_assume_one() -> None:
-    from lifecycle.preprocess import pii_fields
+    from lifecycle.preprocess.stage import pii_fields
 
     spec = parse_spec(TABLE, "demo.yaml")
     assert spec.schema_.text_field is None
@@ -248,7 +248,7 @@ def test_people_see_a_table_records_fields_as_its_text() -> None:
     in the labelling config's text object."""
     from datetime import UTC, datetime
 
-    from lifecycle.annotate import _export_tasks
+    from lifecycle.annotate.stage import _export_tasks
     from lifecycle.context import StageContext
 
     class Store:  # an in-memory double of the object store's one write used here
@@ -307,7 +307,7 @@ def test_published_json_lines_take_every_column_type(tmp_path: Path) -> None:
     from datetime import time
     from decimal import Decimal
 
-    from lifecycle.publish import write_format
+    from lifecycle.publish.stage import write_format
 
     df = pd.DataFrame({"when": pd.to_datetime(["2026-01-02", None], utc=True),
                        "price": [Decimal("1.50"), None], "blob": [b"\x01", None],

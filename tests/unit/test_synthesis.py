@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import generators, synthesize
 from lifecycle.context import StageContext
-from lifecycle.llm import ChatClient, LLMError, parse_records
 from lifecycle.spec import parse_spec
+from lifecycle.synthesize import generators
+from lifecycle.synthesize import stage as synthesize
+from lifecycle.synthesize.llm import ChatClient, LLMError, parse_records
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit

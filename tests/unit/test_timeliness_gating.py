@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle import quality
+from lifecycle.quality import dimensions as quality
 from lifecycle.spec import SpecError, parse_spec
 from tests.unit.test_quality import NOW, SPEC_TEXT, clean, graded_with
 

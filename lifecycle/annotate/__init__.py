@@ -1,0 +1,1 @@
+"""Annotation (标注): labels with sources and confidence, likely errors, people in the loop."""

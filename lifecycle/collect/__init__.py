@@ -1,0 +1,1 @@
+"""Collection: every source fetched, landed unchanged in the raw bucket, parsed into records."""

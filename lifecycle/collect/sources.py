@@ -1,0 +1,522 @@
+"""Source connectors: files, s3, http and sql. Each turns a spec source into payloads.
+
+A *payload* is one fetched piece of raw data kept unchanged on local disk (a file, an object,
+an HTTP response body, a chunk of query rows): collection lands it in the raw bucket before
+it parses anything. Connectors also report what the next incremental run should remember
+(object ETags, HTTP validators, the SQL watermark) in ``updates``.
+
+``plan()`` splits a source into units of work (one mapped Airflow task each);
+``fetch(unit)`` yields the unit's payloads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from lifecycle.errors import PermanentError, SourceError, SourceUnreachable
+from lifecycle.formats.readers import dig
+from lifecycle.records.shards import to_python
+from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
+from lineage.naming import release_folder
+from storage import retry
+from storage.objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Payload:
+    name: str        # relative path, object key, page URL or chunk name (shown in errors)
+    path: Path       # local copy of the bytes, unchanged
+    ext: str         # extension of the raw object
+    fmt: str         # format the readers parse it as
+    uri: str         # where it came from
+    locator: str     # what identifies a row's place ('' = rows are identified by content)
+    meta: dict[str, Any] = field(default_factory=dict)  # headers, query, ETag...
+    records_path: str = ""
+
+
+def _ext(name: str) -> str:
+    suffixes = PurePosixPath(name).suffixes[-2:]
+    return "".join(suffixes).lstrip(".") or "bin"
+
+
+def _groups(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)] or []
+
+
+# ---- files ----------------------------------------------------------------------------------
+class FilesConnector:
+    def __init__(self, source: FilesSource, inbox: Path, files_per_task: int) -> None:
+        self.source, self.inbox, self.per_task = source, inbox, files_per_task
+        self.updates: dict[str, Any] = {}
+
+    def resolve(self) -> list[Path]:
+        root = self.inbox.resolve()
+        name = self.source.name
+        matches = sorted(p for p in root.glob(self.source.path) if p.is_file())
+        for p in matches:
+            if not p.resolve().is_relative_to(root):
+                raise SourceError(f"source {name!r}: {p} resolves outside the inbox {root}; "
+                                  "symlinks out of the inbox are refused", source=name,
+                                  file=str(p))
+        if not matches:
+            raise SourceError(f"source {name!r}: no file matches {self.source.path!r} under "
+                              f"{root}. Put the files there (for the sample: `make demo` "
+                              "stages them) or fix `path` in the spec.", source=name,
+                              file=str(root / self.source.path))
+        return matches
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        root = self.inbox.resolve()
+        rel = [str(p.relative_to(root)) for p in self.resolve()]
+        return _groups(rel, self.per_task)
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        root = self.inbox.resolve()
+        for rel in items:
+            path = root / rel
+            yield Payload(rel, path, _ext(rel), self.source.format, path.as_uri(), rel)
+
+
+# ---- s3 -------------------------------------------------------------------------------------
+class S3Connector:
+    """Objects under ``prefix`` matching ``pattern``; the listing is paged (1000 keys a page)
+    by the SDK. Incremental runs skip objects whose ETag is unchanged since the last run."""
+
+    def __init__(self, source: S3Source, own_store: ObjectStore, files_per_task: int) -> None:
+        self.source, self.per_task = source, files_per_task
+        self.updates: dict[str, Any] = {"listing": {}}
+        self._own = own_store
+        self._store: ObjectStore | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            src = self.source
+            if src.endpoint is None and src.conn_id is None:
+                self._store = self._own
+            else:
+                from lifecycle.collect.connections import s3_credentials
+
+                if src.conn_id is None:
+                    raise SourceError(f"source {src.name!r}: an `endpoint` needs a `conn_id` "
+                                      "with its credentials")
+                access, secret, endpoint = s3_credentials(src.conn_id, f"source {src.name!r}")
+                host = src.endpoint or endpoint
+                if not host:
+                    raise SourceError(f"source {src.name!r}: no endpoint: set `endpoint` or "
+                                      "extra.endpoint_url on the connection")
+                host = host.split("://", 1)[-1].rstrip("/")
+                self._store = ObjectStore.connect(host, access, secret, secure=src.secure,
+                                                  retries=3)
+        return self._store
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        src = self.source
+        known = state.get("listing", {}) if mode == "incremental" else {}
+        items = []
+        listed = 0
+        for info in self.store.list(src.bucket, src.prefix):
+            below = info.key[len(src.prefix):].lstrip("/")
+            if not fnmatch.fnmatch(below, src.pattern):
+                continue
+            listed += 1
+            if known.get(info.key) == info.etag:
+                continue
+            items.append({"key": info.key, "etag": info.etag, "size": info.size})
+        log.info("source %s: %d objects under s3://%s/%s, %d new or changed", src.name, listed,
+                 src.bucket, src.prefix, len(items))
+        if listed == 0:
+            log.warning("source %r: no object under s3://%s/%s matches %r: is the drop zone "
+                        "empty?", src.name, src.bucket, src.prefix, src.pattern)
+        return _groups(items, self.per_task)
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        src = self.source
+        for i, item in enumerate(items):
+            local = self.store.download(src.bucket, item["key"], tmp / f"s3-{i}")
+            self.updates["listing"][item["key"]] = item["etag"]
+            yield Payload(item["key"], local, _ext(item["key"]), src.format,
+                          f"s3://{src.bucket}/{item['key']}", item["key"],
+                          {"etag": item["etag"], "size": item["size"],
+                           "endpoint": src.endpoint or "granary"})
+
+
+# ---- http -----------------------------------------------------------------------------------
+_BLOCKED = ("is_private", "is_loopback", "is_link_local", "is_reserved", "is_multicast",
+            "is_unspecified")
+
+
+def check_url(url: str, source: HttpSource) -> None:
+    """Refuse a URL whose host is not allow-listed, or that resolves to a private, loopback
+    or link-local address unless the spec allows private addresses."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise PermanentError(f"source {source.name!r}: refusing {url!r}: not an http(s) URL")
+    allowed = [h.lower() for h in source.allow_hosts]
+    if not any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in allowed):
+        raise PermanentError(
+            f"source {source.name!r}: refusing {url!r}: host {host!r} is not in allow_hosts "
+            f"{source.allow_hosts}. Add it to the spec if it is meant to be contacted.")
+    if source.allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except socket.gaierror as e:
+        raise SourceError(f"source {source.name!r}: cannot resolve {host!r}: {e}") from e
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        bad = [flag[3:] for flag in _BLOCKED if getattr(address, flag)]
+        if bad:
+            raise PermanentError(
+                f"source {source.name!r}: refusing {url!r}: {host} resolves to {address} "
+                f"({', '.join(bad)}). Set `allow_private: true` on the source only if this "
+                "internal service is meant to be collected.")
+
+
+def _with_params(url: str, params: dict[str, Any]) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({k: str(v).lower() if isinstance(v, bool) else str(v)
+                  for k, v in params.items()})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+class HttpConnector:
+    """A paginated JSON API. Every request passes :func:`check_url`; redirects are followed
+    only to allowed hosts; 408, 429, 5xx and network errors are retried under the one policy
+    (:func:`storage.retry.http_source`: exponential backoff with jitter, Retry-After);
+    requests are spaced by ``rate_limit``. Incremental runs send If-None-Match /
+    If-Modified-Since and skip pages answered 304."""
+
+    KEEP_HEADERS = ("content-type", "etag", "last-modified", "date", "link")
+    MAX_REDIRECTS = 5
+
+    def __init__(self, source: HttpSource, state: dict[str, Any], mode: str) -> None:
+        self.source = source
+        self.known: dict[str, Any] = state.get("pages", {}) if mode == "incremental" else {}
+        self.updates: dict[str, Any] = {"pages": dict(state.get("pages", {}))}
+        self._last = 0.0
+        self.requests = 0
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        check_url(self.source.url, self.source)
+        return [[self.source.url]]
+
+    def _client(self) -> Any:
+        import httpx
+
+        auth, headers = None, {"Accept": "application/json", "User-Agent": "granary-collect"}
+        if self.source.conn_id:
+            from lifecycle.collect.connections import http_auth
+
+            auth, extra = http_auth(self.source.conn_id, f"source {self.source.name!r}")
+            headers.update(extra)
+        headers.update(self.source.headers)
+        return httpx.Client(auth=auth, headers=headers, timeout=self.source.timeout_s,
+                            follow_redirects=False)
+
+    def _wait_turn(self) -> None:
+        gap = 1.0 / self.source.rate_limit - (time.monotonic() - self._last)
+        if gap > 0:
+            time.sleep(gap)
+        self._last = time.monotonic()
+
+    def _get(self, client: Any, url: str) -> Any:
+        import httpx
+
+        src = self.source
+        cached = self.known.get(url, {})
+        headers = {}
+        if cached.get("etag"):
+            headers["If-None-Match"] = cached["etag"]
+        if cached.get("last_modified"):
+            headers["If-Modified-Since"] = cached["last_modified"]
+        def once() -> Any:
+            target = url
+            for _ in range(self.MAX_REDIRECTS + 1):
+                check_url(target, src)
+                self._wait_turn()
+                self.requests += 1
+                response = client.get(target, headers=headers)  # transport errors: retried
+                if response.is_redirect and "location" in response.headers:
+                    target = urljoin(target, response.headers["location"])
+                    continue
+                break
+            else:
+                raise SourceError(f"source {src.name!r}: {url} redirects more than "
+                                  f"{self.MAX_REDIRECTS} times")
+            if response.status_code < 400 or response.status_code == 304:
+                return response
+            problem = f"HTTP {response.status_code}"
+            if response.status_code >= 500 or response.status_code in retry.TRANSIENT_STATUS:
+                raise retry.RetryLater(problem, retry.parse_retry_after(
+                    response.headers.get("retry-after")))
+            raise PermanentError(
+                f"source {src.name!r}: {url} answered {problem}: "
+                f"{response.text[:300]!r}. Check the URL and the credentials "
+                f"(conn_id {src.conn_id!r}).")
+
+        try:
+            return retry.call(once, what=f"source {src.name}: GET {url}",
+                              limits=retry.http_source(src.retries))
+        except retry.RetriesExhausted as e:
+            raise SourceUnreachable(
+                f"source {src.name!r} unreachable: {url} failed {e.attempts} times, last "
+                f"with {retry.describe(e.last)}. Is the API up? Retry the task later.") from e.last
+        except httpx.HTTPError as e:  # not transient: a malformed URL or protocol
+            raise SourceError(f"source {src.name!r}: {url}: {retry.describe(e)}. Check the "
+                              "source's url.") from e
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        src, pg = self.source, self.source.pagination
+        url: str | None = _with_params(src.url, src.params)
+        page = 0
+        with self._client() as client:
+            while url is not None and page < pg.max_pages:
+                request = url
+                if pg.type in ("page", "offset"):
+                    number = pg.start + page if pg.type == "page" else page * pg.size
+                    extra = {pg.param: number, **({pg.size_param: pg.size} if pg.size_param
+                                                  else {})}
+                    request = _with_params(url, extra)
+                response = self._get(client, request)
+                page += 1
+                cached = self.known.get(request, {})
+                if response.status_code == 304:
+                    log.info("source %s: %s not modified", src.name, request)
+                    count, url = cached.get("count", 0), self._next_after_304(url, cached)
+                else:
+                    body = response.content
+                    local = tmp / f"page-{page:05d}.json"
+                    local.write_bytes(body)
+                    try:
+                        parsed = json.loads(body)
+                    except ValueError:
+                        parsed = None
+                    records, _ = dig(parsed, src.records_path)
+                    count = len(records) if isinstance(records, list) else 0
+                    nxt = self._next(url, response, parsed)
+                    headers = {k: v for k, v in response.headers.items()
+                               if k.lower() in self.KEEP_HEADERS}
+                    self.updates["pages"][request] = {
+                        "etag": response.headers.get("etag"),
+                        "last_modified": response.headers.get("last-modified"),
+                        "count": count, "next": nxt}
+                    yield Payload(request, local, "json", "json", request, "",
+                                  {"status": response.status_code, "headers": headers},
+                                  src.records_path)
+                    url = nxt
+                if pg.type in ("page", "offset") and count < pg.size or pg.type == "none":
+                    url = None
+
+    def _next(self, url: str, response: Any, parsed: Any) -> str | None:
+        pg = self.source.pagination
+        if pg.type in ("page", "offset"):
+            return url
+        if pg.type == "link":
+            nxt = response.links.get("next", {}).get("url")
+            return urljoin(url, nxt) if nxt else None
+        if pg.type == "cursor":
+            cursor, missing = dig(parsed, pg.cursor_path)
+            if missing or cursor in (None, ""):
+                return None
+            return _with_params(url, {pg.param: cursor})
+        return None
+
+    def _next_after_304(self, url: str, cached: dict[str, Any]) -> str | None:
+        if self.source.pagination.type in ("page", "offset"):
+            return url
+        nxt: str | None = cached.get("next")
+        return nxt
+
+
+# ---- sql ------------------------------------------------------------------------------------
+def _watermark_type(value: Any) -> str:
+    for name, kind in (("datetime", datetime), ("date", date), ("decimal", Decimal),
+                       ("bool", bool), ("int", int), ("float", float)):
+        if isinstance(value, kind):
+            return name
+    return "str"
+
+
+def _watermark_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "datetime":
+        return datetime.fromisoformat(value)
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "decimal":
+        return Decimal(value)
+    return value
+
+
+class SqlConnector:
+    """A table or a query, streamed in chunks of ``chunk_rows`` with a server-side cursor;
+    each chunk is landed as one JSON Lines payload. With a ``watermark`` column, incremental
+    runs read only rows above the last committed maximum, so an unchanged table costs one
+    empty query. The column must only grow (an id, or a commit timestamp): a row that
+    arrives later with a value equal to the last maximum is not seen."""
+
+    def __init__(self, source: SqlSource, state: dict[str, Any], mode: str) -> None:
+        self.source = source
+        self.since = (_watermark_value(state.get("watermark"), state.get("watermark_type", ""))
+                      if mode == "incremental" and source.watermark else None)
+        self.updates: dict[str, Any] = {}
+        if state.get("watermark") is not None:
+            self.updates = {"watermark": state["watermark"],
+                            "watermark_type": state.get("watermark_type")}
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        return [["query"]]
+
+    def statement(self, dialect: Any) -> tuple[str, dict[str, Any]]:
+        src = self.source
+        quote = dialect.identifier_preparer.quote
+        params = dict(src.params)
+        # identifiers are quoted by the dialect and values bound as parameters; the query is
+        # the spec author's own SQL, read from the reviewed spec, never from collected data
+        if src.table is not None:
+            inner = "SELECT * FROM " + ".".join(  # nosec B608
+                quote(p) for p in src.table.split("."))
+        else:
+            inner = str(src.query).strip().rstrip(";")
+        if not src.watermark:
+            return inner, params
+        column = f"granary_q.{quote(src.watermark)}"
+        sql = f"SELECT * FROM ({inner}) AS granary_q"  # nosec B608 (see above)
+        if self.since is not None:
+            sql += f" WHERE {column} > :granary_since"
+            params["granary_since"] = self.since
+        return f"{sql} ORDER BY {column}", params
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        from lifecycle.collect.connections import sqlalchemy_url
+
+        src = self.source
+        url = sqlalchemy_url(src.conn_id, f"source {src.name!r}")
+        engine = create_engine(url)
+        safe = engine.url.render_as_string(hide_password=True)
+        sql, params = self.statement(engine.dialect)
+        top = self.updates.get("watermark")
+        top = _watermark_value(top, self.updates.get("watermark_type", "")) if top else None
+        try:
+            with engine.connect() as conn:
+                result = conn.execution_options(stream_results=True,
+                                                yield_per=src.chunk_rows).execute(text(sql),
+                                                                                  params)
+                for index, rows in enumerate(result.mappings().partitions(src.chunk_rows)):
+                    local = tmp / f"chunk-{index:05d}.jsonl"
+                    with open(local, "w", encoding="utf-8") as fh:
+                        for row in rows:
+                            fh.write(json.dumps(dict(row), ensure_ascii=False, default=to_python,
+                                                sort_keys=True) + "\n")
+                            if src.watermark:
+                                value = row[src.watermark]
+                                if value is not None and (top is None or value > top):
+                                    top = value
+                    shown = {k: to_python(v) for k, v in params.items()}
+                    yield Payload(f"chunk-{index:05d}", local, "jsonl", "jsonl",
+                                  f"{safe}#{src.name}/chunk-{index:05d}", "",
+                                  {"query": sql, "params": shown, "chunk": index,
+                                   "rows": len(rows)})
+        except OperationalError as e:  # cannot connect, server gone: worth a retry
+            raise SourceUnreachable(f"source {src.name!r}: cannot query {safe}: "
+                                    f"{str(e).splitlines()[0][:300]}") from e
+        except SQLAlchemyError as e:
+            raise SourceError(f"source {src.name!r}: the query on {safe} failed: "
+                              f"{str(e).splitlines()[0][:300]}") from e
+        finally:
+            engine.dispose()
+        if top is not None:
+            self.updates = {"watermark": top if isinstance(top, int | float | str)
+                            else to_python(top), "watermark_type": _watermark_type(top)}
+
+
+# ---- another Granary dataset ----------------------------------------------------------------
+class DatasetConnector:
+    """One file of a published version of another Granary dataset, fetched from the registry.
+    Its rows are identified by content, so a refresh after the upstream's next version
+    collects only the rows that version added or changed."""
+
+    def __init__(self, source: DatasetSource, catalog: Any, registry: Any,
+                 releases_bucket: str | None) -> None:
+        self.source, self.catalog, self.registry = source, catalog, registry
+        self.releases_bucket = releases_bucket
+        self.updates: dict[str, Any] = {}
+
+    def plan(self, state: dict[str, Any], mode: str) -> list[list[Any]]:
+        src = self.source
+        if self.catalog is None or self.registry is None or not self.releases_bucket:
+            raise SourceError(f"source {src.name!r}: reading dataset {src.dataset!r} needs the "
+                              "catalog, the registry and the releases bucket")
+        found = (self.catalog.latest(src.dataset) if src.version == "latest"
+                 else self.catalog.get_version(src.dataset, src.version))
+        if found is None:
+            raise SourceError(f"source {src.name!r}: dataset {src.dataset!r} has no published "
+                              f"version {src.version}; publish it first (its DAG is "
+                              f"granary_{src.dataset})")
+        if src.file not in found.files:
+            raise SourceError(f"source {src.name!r}: {found.ref} has no file {src.file!r}; it "
+                              f"has {sorted(found.files)}")
+        if found.deprecated is not None:
+            log.warning("source %s: %s is deprecated: %s", src.name, found.ref,
+                        found.deprecated.get("reason", ""))
+        return [[{"version": found.version, "tag": found.tag}]]
+
+    def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
+        src = self.source
+        for item in items:
+            name = f"{src.dataset}@v{item['version']}/{src.file}"
+            local = self.registry.fetch_file(src.dataset, int(item["version"]), src.file,
+                                             tmp / f"dataset-{item['version']}-{src.file}")
+            self.updates["version"] = item["version"]
+            # where the file is a plain object: the version's release folder
+            folder = release_folder(str(self.releases_bucket), src.dataset,
+                                    int(item["version"]))
+            yield Payload(name, local, _ext(src.file), _ext(src.file).split(".")[-1],
+                          f"{folder.uri}/{src.file}", "",
+                          {"dataset": src.dataset, "version": item["version"],
+                           "tag": item["tag"]})
+
+
+Connector = FilesConnector | S3Connector | HttpConnector | SqlConnector | DatasetConnector
+
+
+def connector(source: Any, *, inbox: Path, store: ObjectStore, state: dict[str, Any],
+              mode: str, files_per_task: int, catalog: Any = None,
+              registry: Any = None, releases_bucket: str | None = None) -> Connector:
+    if isinstance(source, FilesSource):
+        return FilesConnector(source, inbox, files_per_task)
+    if isinstance(source, S3Source):
+        return S3Connector(source, store, files_per_task)
+    if isinstance(source, HttpSource):
+        return HttpConnector(source, state, mode)
+    if isinstance(source, SqlSource):
+        return SqlConnector(source, state, mode)
+    if isinstance(source, DatasetSource):
+        return DatasetConnector(source, catalog, registry, releases_bucket)
+    raise SourceError(f"unknown source type {type(source).__name__}")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()

@@ -1,0 +1,1 @@
+"""Evaluation: splits, Great Expectations, quality dimensions, the grade and the gate."""

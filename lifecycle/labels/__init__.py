@@ -1,0 +1,1 @@
+"""Label machinery shared by the stages: labellers, agreement, confident-learning checks."""

@@ -1,0 +1,1 @@
+"""Image machinery shared by the stages: probing, decoding, hashing."""

@@ -1,0 +1,1 @@
+"""Quality measures: dataset-level dimensions, score and grade; cell-level rules."""

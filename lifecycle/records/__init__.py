@@ -1,0 +1,1 @@
+"""Stage outputs in object storage: Parquet shards, manifests, the columns Granary adds."""

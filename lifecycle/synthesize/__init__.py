@@ -1,0 +1,1 @@
+"""Synthesis (合成): marked, explained, checked and capped synthetic records."""

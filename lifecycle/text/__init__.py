@@ -1,0 +1,1 @@
+"""Text machinery shared by the stages: personal data, character n-grams, MinHash."""

@@ -1,0 +1,1 @@
+"""What happens to published versions: releases, verification, trace, maintenance."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from lineage.naming import release_asset
+from granary.assets import release_asset
 
 DATASET = "zh_shopping_reviews"
 release = release_asset(DATASET)

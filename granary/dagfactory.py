@@ -15,15 +15,15 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 
+from granary.assets import release_asset
 from granary.settings import Settings
+from lifecycle.contract import STAGE_DEFS, UPSTREAM, Part, Stage
 from lifecycle.spec import STAGES, LoadedSpec, SpecError, discover
-from lineage.naming import dag_id, refresh_dag_id, release_asset, stage_description
+from lineage.naming import dag_id, refresh_dag_id, stage_description
 
 log = logging.getLogger(__name__)
 REGISTRY_POOL = "granary_registry"
 START = datetime(2026, 1, 1)
-TASKS = {"collect": "merge", "preprocess": "merge", "annotate": "label",
-         "synthesize": "generate", "evaluate": "validate", "publish": "release"}
 
 
 def _doc(loaded: LoadedSpec) -> str:
@@ -141,29 +141,35 @@ def stage_of(task_id: str) -> str | None:
 
 
 def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: Any) -> Any:
-    """One step of a stage that fans out; a mapped step shows its unit's label in the UI."""
+    """One part of a stage that fans out (lifecycle.contract); a mapped part shows its unit's
+    label in the UI."""
     from airflow.sdk import get_current_context
 
-    from granary.runtime import stage_part
+    from granary.runtime import run_part
 
-    unit = args[0] if args and isinstance(args[0], dict) else {}
+    mapped = STAGE_DEFS[stage].part(part).kind == "map"
+    unit = args[0] if mapped and args and isinstance(args[0], dict) else {}
     label = unit.get("label") or "nothing to do"
-    # rendered by the mapped tasks' map_index_template (harmless for the others)
-    get_current_context()["granary_unit"] = label  # type: ignore[typeddict-unknown-key]
-    return _as_airflow(lambda: stage_part(dataset, stage, part, context["run_id"],
-                                          dict(context["params"]), *args),
-                       dataset, context, stage, unit=label if unit else None)
+    if mapped:  # rendered by the mapped tasks' map_index_template
+        get_current_context()["granary_unit"] = label  # type: ignore[typeddict-unknown-key]
+    return _as_airflow(lambda: run_part(dataset, stage, part, context["run_id"],
+                                        dict(context["params"]), *args),
+                       dataset, context, stage, unit=label if mapped else None)
 
 
-def _call_stage(dataset: str, stage: str, upstream: Any,
-                context: dict[str, Any]) -> dict[str, Any]:
+def _listed(value: Any) -> Any:
+    """A mapped task's results arrive as a lazy sequence: a list for the stage code."""
+    return value if isinstance(value, dict) or value is None else list(value)
+
+
+def _call_stage(dataset: str, stage: str, upstream: Any, context: dict[str, Any],
+                parts: dict[str, Any] | None = None) -> dict[str, Any]:
     from granary.runtime import run_stage
 
-    # the mapped collect tasks' results arrive as a lazy sequence
-    up = upstream if isinstance(upstream, dict) or upstream is None else list(upstream)
+    given = {k: _listed(v) for k, v in parts.items()} if parts is not None else None
     result: dict[str, Any] = _as_airflow(
-        lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]), up),
-        dataset, context, stage)
+        lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]),
+                          upstream, given), dataset, context, stage)
     return result
 
 
@@ -278,16 +284,19 @@ def _end(spec: Any) -> Any:
 def _stage_task(spec: Any, stage: str, task_id: str, **kwargs: Any) -> Any:
     """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part). Its
     ``doc_md`` is the stage's description: the OpenLineage provider's documentation facet
-    of the task's events (lineage.emit)."""
+    of the task's events (granary.emit)."""
     name = spec.name
     released = release_asset(name)
 
     @task(task_id=task_id, multiple_outputs=False, doc_md=stage_description(spec.title, stage),
           **kwargs)
-    def run(upstream: Any = None, **context: Any) -> dict[str, Any]:
-        result = _call_stage(name, stage, upstream, context)
-        if (stage == "collect" and result["counts"].get("nothing_new")
-                and result.get("status") != "reused"):
+    def run(upstream: Any = None, parts: dict[str, Any] | None = None,
+            **context: Any) -> dict[str, Any]:
+        from lifecycle.context import StageResult
+
+        result = _call_stage(name, stage, upstream, context, parts)
+        done = StageResult.from_xcom(result)
+        if done.nothing_new:
             # an incremental run with nothing new: every later stage is skipped at
             # once (as ShortCircuitOperator does), not one level per scheduler loop
             # (5 s of a 7 s run); `end` still closes the run
@@ -297,23 +306,24 @@ def _stage_task(spec: Any, stage: str, task_id: str, **kwargs: Any) -> Any:
                      "stages", name, result["counts"]["base_version"])
             later = context["task"].get_flat_relative_ids(upstream=False)
             raise DownstreamTasksSkipped(tasks=sorted(later - {"end"}))
-        if stage == "publish" and result.get("unchanged"):
+        if done.release is not None and done.release.unchanged:
             # no new version, so no Asset event: consumers are not woken for nothing
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"no new version: the records equal "
-                                       f"{result['tag']}")
-        if stage == "publish":  # consumers' DAGs are scheduled on this event
+                                       f"{done.release.tag}")
+        if done.release is not None:  # consumers' DAGs are scheduled on this event
+            r = done.release
             context["outlet_events"][released].extra = {
-                k: result.get(k) for k in ("version", "tag", "content_hash", "grade",
-                                           "rows", "reused")}
+                "version": r.version, "tag": r.tag, "content_hash": r.content_hash,
+                "grade": r.grade, "rows": r.rows, "reused": r.reused}
         return result
 
     return run
 
 
 # the refresh DAG's one task before publishing runs these stages in turn
-BEFORE_PUBLISH = ("collect", "preprocess", "annotate", "synthesize", "evaluate")
+BEFORE_PUBLISH = STAGES[:STAGES.index("publish")]
 REFRESH_TASK = "collect_to_evaluate"
 
 
@@ -334,8 +344,9 @@ def _refresh_task(spec: Any) -> Any:
         result: dict[str, Any] = _as_airflow(lambda: run_stages(
             name, BEFORE_PUBLISH, context["run_id"], dict(context["params"]),
             resume=context["ti"].try_number > 1), name, context)
-        if (result["stage"] == "collect" and result["counts"].get("nothing_new")
-                and result.get("status") != "reused"):
+        from lifecycle.context import StageResult
+
+        if StageResult.from_xcom(result).nothing_new:
             from airflow.sdk.exceptions import DownstreamTasksSkipped
 
             log.info("nothing new since %s@v%s; no new version: publishing is skipped",
@@ -373,6 +384,46 @@ def _annotate_with_people(spec: Any, previous: Any, task_id: str, finish_id: str
     return annotate_finish(waited.output)
 
 
+def _part_task(spec: Any, stage: str, part: Part) -> Any:
+    """The task of one part of a stage other than its reduce (lifecycle.contract): a map part
+    is expanded over its units and shows each unit's label in the UI."""
+    name = spec.name
+    template = "{{ granary_unit }}" if part.kind == "map" else None
+
+    @task(task_id=part.name, doc_md=stage_description(spec.title, stage, part.name),
+          map_index_template=template)
+    def run(unit: Any = None, inputs: dict[str, Any] | None = None, **context: Any) -> Any:
+        given = inputs or {}
+        args = [_listed(given[t]) for t in part.takes]
+        return _part(name, stage, part.name, context, *([unit] if part.kind == "map" else []),
+                     *args)
+
+    return run
+
+
+def _stage_group(spec: Any, declared: Stage, previous: Any, started: Any) -> Any:
+    """The tasks of one stage, from its declaration: a task per part, each given the results
+    of the parts it takes; a map part expanded over the part it maps over; the reduce last.
+    Returns the reduce's output (the next stage's upstream)."""
+    results: dict[str, Any] = {UPSTREAM: previous}
+    for part in declared.parts[:-1]:
+        made = _part_task(spec, declared.name, part)
+        inputs = {t: results[t] for t in part.takes}
+        if part.kind == "map" and part.over is not None:
+            results[part.name] = made.partial(inputs=inputs).expand(unit=results[part.over])
+        else:
+            results[part.name] = made(inputs=inputs)
+            if not part.takes:  # a stage's first part: after the run's set-up
+                started >> results[part.name]
+    reduce = declared.reduce
+    parts = {t: results[t] for t in reduce.takes if t != UPSTREAM}
+    extra = _publish_args(spec.name) if declared.name == "publish" else {}
+    out = _stage_task(spec, declared.name, reduce.name, **extra)(previous, parts or None)
+    if not declared.fans_out and previous is None:
+        started >> out
+    return out
+
+
 def build_dag(loaded: LoadedSpec) -> DAG:
     """The lifecycle DAG: full builds (and incremental runs an operator asks for), each stage
     fanned out over sources and shards; triggered by hand."""
@@ -390,65 +441,15 @@ def build_dag(loaded: LoadedSpec) -> DAG:
         default_args=_default_args(spec),
         params=_params("full"),
     ) as dag:
-        label = "{{ granary_unit }}"  # a mapped task shows its unit's label in the UI
-
-        def doc(stage: str, step: str) -> str:
-            return stage_description(spec.title, stage, step)
-
-        @task(task_id="plan", doc_md=doc("collect", "plan"))
-        def collect_plan(**context: Any) -> Any:
-            return _part(name, "collect", "plan", context)
-
-        @task(task_id="fetch", map_index_template=label, doc_md=doc("collect", "fetch"))
-        def collect_fetch(unit: dict[str, Any], **context: Any) -> Any:
-            return _part(name, "collect", "fetch_unit", context, unit)
-
-        @task(task_id="plan", doc_md=doc("preprocess", "plan"))
-        def preprocess_plan(upstream: dict[str, Any], **context: Any) -> Any:
-            return _part(name, "preprocess", "plan", context, upstream)
-
-        @task(task_id="clean", map_index_template=label, doc_md=doc("preprocess", "clean"))
-        def preprocess_clean(unit: dict[str, Any], **context: Any) -> Any:
-            return _part(name, "preprocess", "clean", context, unit)
-
-        @task(task_id="deduplicate", doc_md=doc("preprocess", "deduplicate"))
-        def preprocess_dedup(cleaned: Any, **context: Any) -> Any:
-            return _part(name, "preprocess", "deduplicate", context, list(cleaned))
-
-        @task(task_id="apply", map_index_template=label, doc_md=doc("preprocess", "apply"))
-        def preprocess_apply(unit: dict[str, Any], decided: dict[str, Any],
-                             **context: Any) -> Any:
-            return _part(name, "preprocess", "apply", context, unit, decided)
-
-        @task(task_id="merge", multiple_outputs=False,
-              doc_md=stage_description(spec.title, "preprocess"))
-        def merge_preprocess(upstream: Any, applied: Any, decided: Any,
-                             **context: Any) -> dict[str, Any]:
-            return _call_stage(name, "preprocess", {
-                "manifest_uri": upstream["manifest_uri"], "applied": list(applied),
-                "decided": decided}, context)
-
         started = _begin(spec, refresh_dag_id(name), refresh=False)()
         previous: Any = None
         for stage in STAGES:
+            declared = STAGE_DEFS[stage]
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
-                extra = _publish_args(name) if stage == "publish" else {}
-                if stage == "collect":
-                    # one mapped task per source (and per group of files), then one merge
-                    units = collect_plan()
-                    out = _stage_task(spec, stage, TASKS[stage])(
-                        collect_fetch.expand(unit=units))
-                    started >> units
-                elif stage == "preprocess":
-                    # per shard: clean (mapped) -> one global dedup -> apply (mapped) -> merge
-                    cleaned = preprocess_clean.expand(unit=preprocess_plan(previous))
-                    decided = preprocess_dedup(cleaned)
-                    applied = preprocess_apply.partial(decided=decided).expand(unit=cleaned)
-                    out = merge_preprocess(previous, applied, decided)
-                elif stage == "annotate" and spec.annotate.people.label_studio is not None:
-                    out = _annotate_with_people(spec, previous, TASKS[stage], "finish")
+                if declared.people and spec.annotate.people.label_studio is not None:
+                    out = _annotate_with_people(spec, previous, declared.reduce.name, "finish")
                 else:
-                    out = _stage_task(spec, stage, TASKS[stage], **extra)(previous)
+                    out = _stage_group(spec, declared, previous, started)
             previous = out
         previous >> _end(spec)()
     return dag
@@ -483,10 +484,11 @@ def build_refresh_dag(loaded: LoadedSpec) -> DAG:
             published >> _end(spec)()
             return dag
         previous: Any = _begin(spec, dag_id(name), refresh=True)()
-        for stage in STAGES:
-            if stage == "annotate" and spec.annotate.people.label_studio is not None:
+        for stage in STAGES:  # a task per stage, each running all its parts
+            declared = STAGE_DEFS[stage]
+            if declared.people:  # the spec routes records to people (checked above)
                 out = _annotate_with_people(spec, previous, stage, "annotate_finish")
-            elif stage == "collect":  # collects every source in this task
+            elif not declared.needs_upstream:  # collects every source in this task
                 out = _stage_task(spec, stage, stage)()
                 previous >> out
             else:

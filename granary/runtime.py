@@ -11,7 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import granary.connections  # noqa: F401  (installs Airflow's connections for the stages)
 from granary.settings import Settings, load_settings
+from lifecycle.context import StageResult
+from lifecycle.contract import STAGE_DEFS, UPSTREAM, run_in_process
 from lifecycle.errors import bounded, failure_facts, mark_stage
 from lifecycle.spec import STAGES, DatasetSpec, load_spec
 from storage.catalog import Catalog, CatalogMissing, Failure, sqlite_file
@@ -160,50 +163,57 @@ def _placeholder(value: Any) -> bool:
     return False
 
 
-def stage_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str, Any],
-               *args: Any) -> Any:
-    """One step of a stage that fans out in the DAG (collect: plan, fetch_unit; preprocess:
-    plan, clean, deduplicate, apply). A run that starts after ``stage`` gets placeholders, so
-    the stage's last task still runs and reuses the earlier output."""
-    from lifecycle.collect import stage as collect
-    from lifecycle.preprocess import stage as preprocess
-
+def run_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str, Any],
+             *args: Any) -> Any:
+    """One part of a stage that fans out, other than its reduce (lifecycle.contract: plan, a
+    mapped part over one unit, a global part); ``args`` are its unit and the results of the
+    parts it takes. A run that starts after ``stage`` gets placeholders, so the stage's reduce
+    still runs and reuses the earlier output."""
     first, last = stage_range(params)
     index = STAGES.index(stage)
     if index > last:
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
+    step = STAGE_DEFS[stage].part(part)
     if index < first:
-        return [dict(REUSE_UNIT)] if part == "plan" else {}
+        return [dict(REUSE_UNIT)] if step.kind == "plan" else {}
     if any(_placeholder(a) for a in args):
         return {}
     try:
         svc = services()
         ctx = _context(svc, dataset, run_id, params)
-        module = {"collect": collect, "preprocess": preprocess}[stage]
-        result = getattr(module, part)(ctx, *args)
+        result = step.function()(ctx, *args)
     except Exception as e:
         mark_stage(e, stage)
         raise
-    if part == "plan" and not result:  # nothing new anywhere: one empty unit
+    if step.kind == "plan" and not result:  # nothing new anywhere: one empty unit
         return [{**REUSE_UNIT, "label": "nothing new to fetch"}]
     return result
 
 
-def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
-              upstream: dict[str, Any] | list[dict[str, Any]] | None = None,
-              one_of_several: bool = False, svc: Services | None = None) -> dict[str, Any]:
-    """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task.
-    ``one_of_several``: the task runs other stages too (run_stages), so the stage's lineage
-    is a run of its own under the task's (lineage.emit.emit_stage's ``child_started``);
-    ``svc``: the task's connections, made once for its stages."""
-    from datetime import UTC, datetime
+def _reused(svc: Services, dataset: str, stage: str, run_id: str, first: int) -> StageResult:
+    previous = svc.catalog.latest_stage_result(dataset, stage)
+    if previous is None:
+        raise ValueError(
+            f"run starts at {STAGES[first]!r}, but {dataset} has no earlier successful "
+            f"{stage!r} output to start from; run from {stage!r} first")
+    log.info("reusing %s output of an earlier run: %s", stage, previous.output_uri)
+    # recorded under this run too, so trace and lineage can follow the reused output
+    svc.catalog.record_stage(dataset, run_id, stage, "reused", previous.output_uri,
+                             dict(previous.counts))
+    return StageResult(stage, previous.output_uri, dict(previous.counts), status="reused")
 
-    from lifecycle.annotate import stage as annotate
-    from lifecycle.collect import stage as collect
-    from lifecycle.evaluate import stage as evaluate
-    from lifecycle.preprocess import stage as preprocess
-    from lifecycle.publish import stage as publish
-    from lifecycle.synthesize import stage as synthesize
+
+def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
+              upstream: dict[str, Any] | None = None, parts: dict[str, Any] | None = None,
+              one_of_several: bool = False, svc: Services | None = None) -> dict[str, Any]:
+    """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task. ``upstream``:
+    the previous stage's result (its XCom). ``parts``: the results of the stage's earlier parts
+    (the lifecycle DAG's mapped tasks), so only the reduce runs here; without them every part
+    runs in this process (lifecycle.contract.run_in_process). ``one_of_several``: the task
+    runs other stages too (run_stages), so the stage's lineage is a run of its own under the
+    task's (granary.emit.emit_stage's ``child_started``); ``svc``: the task's connections,
+    made once for its stages."""
+    from datetime import UTC, datetime
 
     started = datetime.now(UTC)  # the stage's own lineage run starts here
     first, last = stage_range(params)
@@ -212,33 +222,17 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     if index > last:
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
     if index < first:
-        previous = svc.catalog.latest_stage_result(dataset, stage)
-        if previous is None:
-            raise ValueError(
-                f"run starts at {STAGES[first]!r}, but {dataset} has no earlier successful "
-                f"{stage!r} output to start from; run from {stage!r} first")
-        log.info("reusing %s output of an earlier run: %s", stage, previous.output_uri)
-        # recorded under this run too, so trace and lineage can follow the reused output
-        svc.catalog.record_stage(dataset, run_id, stage, "reused", previous.output_uri,
-                                 dict(previous.counts))
-        return {"stage": stage, "manifest_uri": previous.output_uri,
-                "counts": dict(previous.counts), "status": "reused"}
-
+        return _reused(svc, dataset, stage, run_id, first).to_xcom()
+    declared = STAGE_DEFS[stage]
+    if declared.needs_upstream and upstream is None:
+        raise ValueError(f"{stage} needs the output of the stage before it")
     ctx = _context(svc, dataset, run_id, params)
     try:
-        if stage == "collect":
-            # from the DAG: the mapped fetch tasks' partial results; from the CLI: nothing
-            result = collect.merge(ctx, upstream) if isinstance(upstream, list) \
-                else collect.run(ctx)
-        elif stage == "preprocess" and isinstance(upstream, dict) and "applied" in upstream:
-            result = preprocess.merge(ctx, upstream["manifest_uri"], list(upstream["applied"]),
-                                      upstream["decided"])
+        if parts is None:
+            result = run_in_process(declared, ctx, upstream)
         else:
-            if not isinstance(upstream, dict):
-                raise ValueError(f"{stage} needs the output of the stage before it")
-            module = {"preprocess": preprocess, "annotate": annotate, "synthesize": synthesize,
-                      "evaluate": evaluate, "publish": publish}[stage]
-            result = module.run(ctx, upstream)
+            given = {UPSTREAM: upstream, **parts}
+            result = declared.reduce.function()(ctx, *(given[t] for t in declared.reduce.takes))
     except Exception as e:
         mark_stage(e, stage)
         try:
@@ -251,12 +245,12 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     svc.catalog.record_stage(dataset, run_id, stage, result.status, result.manifest_uri,
                              result.counts)
     if result.lineage:
-        from lineage.emit import emit_stage
+        from granary.emit import emit_stage
         from lineage.facets import set_schema_base
         from lineage.naming import stage_description
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
-        emit_stage(stage, result.lineage, result.counts, [o.name for o in ctx.spec.owners],
+        emit_stage(stage, result.lineage, result.conservation, [o.name for o in ctx.spec.owners],
                    stage_description(ctx.spec.title, stage),
                    child_started=started if one_of_several else None)
     return result.to_xcom()
@@ -285,16 +279,15 @@ def run_stages(dataset: str, stages: tuple[str, ...], run_id: str, params: dict[
         if earlier is not None and earlier.status == "success":
             log.info("%s: %s already completed in this run (%s); passed on", dataset, stage,
                      earlier.output_uri)
-            result = {"stage": stage, "manifest_uri": earlier.output_uri,
-                      "counts": dict(earlier.counts or {}), "status": "success"}
+            result = StageResult(stage, earlier.output_uri,
+                                 dict(earlier.counts or {})).to_xcom()
         else:
             started = time.perf_counter()
             result = run_stage(dataset, stage, run_id, params, result, one_of_several=True,
                                svc=svc)
             log.info("%s: %s %s in %.2f s: %s", dataset, stage, result.get("status"),
                      time.perf_counter() - started, result.get("counts"))
-        if stage == "collect" and result["counts"].get("nothing_new") \
-                and result.get("status") != "reused":
+        if StageResult.from_xcom(result).nothing_new:
             break  # an incremental run with nothing new: no later stage has work
     if result is None:
         raise StageSkipped(f"{stages[0]} is after the run's last stage {STAGES[last]}")

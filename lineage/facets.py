@@ -194,12 +194,19 @@ def output_facets(io: DatasetIO) -> dict[str, Any]:
             rowCount=io.rows, size=io.size, fileCount=io.files))}
 
 
-def conservation_facet(stage: str, counts: dict[str, Any]) -> GranaryConservationRunFacet:
-    records_in = int(counts.get("in", counts.get("read", 0)) or 0)
-    kept = int(counts.get("kept", counts.get("records", 0)) or 0)
-    reasons = counts.get("quarantine_reasons") or {}
+@dataclass(frozen=True)
+class Conservation:
+    """A stage's records in, and where each went: kept, quarantined (with reasons) or merged
+    into another (in = kept + quarantined + merged; every stage states it in its counts)."""
+
+    records_in: int
+    kept: int
+    quarantined: int = 0
+    merged: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def conservation_facet(stage: str, c: Conservation) -> GranaryConservationRunFacet:
     return with_producer(GranaryConservationRunFacet(
-        stage=stage, recordsIn=records_in, kept=kept,
-        quarantined=int(counts.get("quarantined", 0) or 0),
-        merged=int(counts.get("merged", 0) or 0),
-        quarantineReasons={str(k): int(v) for k, v in reasons.items()}))
+        stage=stage, recordsIn=c.records_in, kept=c.kept, quarantined=c.quarantined,
+        merged=c.merged, quarantineReasons=dict(c.reasons)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from storage import keys
@@ -71,7 +70,7 @@ def job_name(dag: str, task_id: str) -> str:
 def stage_description(title: str, stage: str, step: str | None = None) -> str:
     """What a stage's job is, in its OpenLineage ``documentation`` facet: the Airflow task's
     ``doc_md`` (where the provider takes it from) and the description of a stage run inside
-    a task running several (lineage.emit)."""
+    a task running several (granary.emit)."""
     described = f"{stage} stage of {title}"
     return f"{described}: {step}" if step else described
 
@@ -124,9 +123,3 @@ def release_asset_uri(dataset: str) -> str:
     """The Airflow Asset a dataset's publishing updates (one event per new version)."""
     return f"granary://datasets/{dataset}"
 
-
-def release_asset(dataset: str) -> Any:
-    """The Asset object (``airflow.sdk`` imported only when asked)."""
-    from airflow.sdk import Asset
-
-    return Asset(uri=release_asset_uri(dataset), name=f"granary_{dataset}", group="granary")

@@ -35,7 +35,7 @@ class Server:
 
 def server(conn_id: str) -> Server:
     """The Label Studio server of an Airflow connection."""
-    from lifecycle.collect.connections import get_connection
+    from lifecycle.connections import get_connection
 
     conn = get_connection(conn_id, "annotate.people.label_studio")
     extra = dict(conn.extra_dejson or {})

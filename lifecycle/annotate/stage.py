@@ -493,9 +493,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
     uri = shards.write_manifest(ctx, STAGE, work.df, main, counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
-                                                  "input_manifest": upstream["manifest_uri"],
-                                                  "label_studio": sent},
+    return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
+                       input_manifest=upstream["manifest_uri"], label_studio=sent,
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 
@@ -546,9 +545,8 @@ def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any
     uri = shards.write_manifest(ctx, STAGE, out, shards.write_table(ctx, STAGE, out) if len(out)
                                 else [], counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, extra={"annotation_report": report_uri,
-                                                  "input_manifest": upstream["manifest_uri"],
-                                                  "label_studio": sent},
+    return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
+                       input_manifest=upstream["manifest_uri"], label_studio=sent,
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 

@@ -109,7 +109,7 @@ class S3Connector:
             if src.endpoint is None and src.conn_id is None:
                 self._store = self._own
             else:
-                from lifecycle.collect.connections import s3_credentials
+                from lifecycle.connections import s3_credentials
 
                 if src.conn_id is None:
                     raise SourceError(f"source {src.name!r}: an `endpoint` needs a `conn_id` "
@@ -223,7 +223,7 @@ class HttpConnector:
 
         auth, headers = None, {"Accept": "application/json", "User-Agent": "granary-collect"}
         if self.source.conn_id:
-            from lifecycle.collect.connections import http_auth
+            from lifecycle.connections import http_auth
 
             auth, extra = http_auth(self.source.conn_id, f"source {self.source.name!r}")
             headers.update(extra)
@@ -410,7 +410,7 @@ class SqlConnector:
         from sqlalchemy import create_engine, text
         from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-        from lifecycle.collect.connections import sqlalchemy_url
+        from lifecycle.connections import sqlalchemy_url
 
         src = self.source
         url = sqlalchemy_url(src.conn_id, f"source {src.name!r}")

@@ -838,8 +838,11 @@ def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
 
 
 def run(ctx: StageContext) -> StageResult:
-    """Plan, fetch every unit and merge, in this process."""
-    return merge(ctx, [fetch_unit(ctx, unit) for unit in plan(ctx)])
+    """Plan, fetch every unit and merge, in this process (lifecycle.contract's parts)."""
+    from lifecycle.contract import STAGE_DEFS, run_in_process
+
+    result: StageResult = run_in_process(STAGE_DEFS[STAGE], ctx)
+    return result
 
 
 def _lineage(ctx: StageContext, uri: str, landed: list[dict[str, Any]]) -> list[DatasetIO]:

@@ -1084,7 +1084,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if not passed:
         raise QualityGateFailed(_refusal(ctx, grade, score, dims, weak, blocking, len(checks),
                                          report_uri, drifted if drift_blocks else None))
-    return StageResult(STAGE, uri, counts, extra={"passed": passed}, lineage=lineage)
+    return StageResult(STAGE, uri, counts, passed=passed, lineage=lineage)
 
 
 def _refusal(ctx: StageContext, grade: str, score: float, dims: dict[str, float],

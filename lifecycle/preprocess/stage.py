@@ -529,7 +529,7 @@ def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> d
     return out
 
 
-def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
+def merge(ctx: StageContext, upstream: dict[str, Any], applied: list[dict[str, Any]],
           decided: dict[str, Any]) -> StageResult:
     """Check conservation over every shard, write the manifest and the report."""
     applied = sorted(applied, key=lambda p: p["index"])
@@ -567,8 +567,8 @@ def merge(ctx: StageContext, upstream_uri: str, applied: list[dict[str, Any]],
                                  "dedup_index": decided.get("dedup_index", []),
                                  "key_texts": decided.get("key_texts", [])})
     log.info("preprocess %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, extra={"report": report_uri},
-                       lineage=shards.lineage_pair(ctx, upstream_uri, uri))
+    return StageResult(STAGE, uri, counts, reports={"report": report_uri},
+                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 
 def _schema(ctx: StageContext, main: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -611,11 +611,12 @@ def _combine(order: list[str], reports: list[dict[str, Any]],
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
-    """Plan, clean every shard, deduplicate, apply and merge, in this process."""
-    cleaned = [clean(ctx, unit) for unit in plan(ctx, upstream)]
-    decided = deduplicate(ctx, cleaned)
-    applied = [apply(ctx, unit, decided) for unit in cleaned]
-    return merge(ctx, upstream["manifest_uri"], applied, decided)
+    """Plan, clean every shard, deduplicate, apply and merge, in this process
+    (lifecycle.contract's parts)."""
+    from lifecycle.contract import STAGE_DEFS, run_in_process
+
+    result: StageResult = run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
+    return result
 
 
 def _write_report(ctx: StageContext, report: dict[str, Any]) -> str:

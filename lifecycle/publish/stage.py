@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lifecycle.context import Laps, StageContext, StageResult
+from lifecycle.context import Laps, Release, StageContext, StageResult
 from lifecycle.errors import PermanentError, QualityGateFailed
 from lifecycle.publish import card
 from lifecycle.records import shards
@@ -565,13 +565,15 @@ def same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
     return bool(canonical(before).equals(canonical(after)))
 
 
+def _release(v: Version, reused: bool, unchanged: bool = False) -> Release:
+    return Release(version=v.version, tag=v.tag, git_rev=v.git_rev, content_hash=v.content_hash,
+                   grade=v.quality.get("grade"), rows=v.row_count, reused=reused,
+                   unchanged=unchanged)
+
+
 def _unchanged(v: Version) -> StageResult:
     counts = {"in": v.row_count, "kept": v.row_count, "version": v.version, "unchanged": True}
-    return StageResult(STAGE, f"registry:{v.tag}", counts,
-                       extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
-                              "content_hash": v.content_hash, "reused": True,
-                              "unchanged": True, "grade": v.quality.get("grade"),
-                              "rows": v.row_count})
+    return StageResult(STAGE, f"registry:{v.tag}", counts, release=_release(v, True, True))
 
 
 def _hash(files: dict[str, dict[str, Any]]) -> str:
@@ -681,8 +683,5 @@ def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) ->
         counts["inaccessible"] = int(checked.get("failed", int(checked["total"])
                                                  - int(checked["passed"])))
         counts["access_not_measured"] = int(checked.get("not_measured", 0))
-    return StageResult(STAGE, f"registry:{v.tag}", counts,
-                       extra={"version": v.version, "tag": v.tag, "git_rev": v.git_rev,
-                              "content_hash": v.content_hash, "reused": reused,
-                              "grade": v.quality.get("grade"), "rows": v.row_count},
+    return StageResult(STAGE, f"registry:{v.tag}", counts, release=_release(v, reused),
                        lineage=lineage or [])

@@ -75,7 +75,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     extra["synthesis_report"] = report_uri
     uri = shards.write_manifest(ctx, STAGE, out, main, counts, tables, extra)
     log.info("synthesize %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, extra={"synthesis_report": report_uri},
+    return StageResult(STAGE, uri, counts, reports={"synthesis_report": report_uri},
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 
@@ -186,7 +186,7 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
         return generators.GaussianCopula(label, columns)
     if cfg.generator == "smote":
         return generators.Smote(label, columns)
-    from lifecycle.collect.connections import get_connection
+    from lifecycle.connections import get_connection
     from lifecycle.synthesize import llm
 
     assert cfg.llm is not None

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from lineage import emit
-from lineage.facets import DatasetIO, conservation_facet
+from granary import emit
+from lineage.facets import Conservation, DatasetIO, conservation_facet
 from lineage.naming import from_uri, parse_node_id
 from lineage.validate import EventError, validate_event, validate_facet
 
@@ -35,9 +35,9 @@ def _event() -> dict:
     inputs, outputs = emit.build_datasets(ios, ["team"])
     event = RunEvent(eventType=RunState.RUNNING, eventTime="2026-11-28T00:00:00+00:00",
                      run=Run(runId=str(uuid.uuid4()), facets={
-                         "granary_conservation": conservation_facet("preprocess", {
-                             "in": 7, "kept": 4, "quarantined": 1, "merged": 2,
-                             "quarantine_reasons": {"empty_text": 1}})}),
+                         "granary_conservation": conservation_facet("preprocess", Conservation(
+                             records_in=7, kept=4, quarantined=1, merged=2,
+                             reasons={"empty_text": 1}))}),
                      job=Job(namespace="granary", name="dag.task"), inputs=inputs,
                      outputs=outputs, producer="https://pypi.org/project/granary/0.1.0")
     return json.loads(Serde.to_json(event))
@@ -87,7 +87,7 @@ def test_lineage_failure_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(emit.log, "warning",
                         lambda msg, *args, **_kw: warnings.append(msg % args))
     sent = emit.emit_stage("collect", [DatasetIO(uri="s3://b/k", direction="input")],
-                           {"read": 1}, ["team"], "collect stage")
+                           Conservation(records_in=1, kept=1), ["team"], "collect stage")
     assert sent is False
     assert warnings and "lineage store is down" in warnings[0]
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import granary.connections  # noqa: F401  (the LLM's connection comes from Airflow's)
 from lifecycle.context import StageContext
 from lifecycle.spec import parse_spec
 from lifecycle.synthesize import generators

@@ -18,6 +18,7 @@ from typing import Any
 
 from lineage.facets import (
     PRODUCER,
+    Conservation,
     DatasetIO,
     conservation_facet,
     dataset_facets,
@@ -61,7 +62,7 @@ def _job_facets(owners: list[str], description: str) -> dict[str, Any]:
     return facets
 
 
-def _child_events(stage: str, inputs: list[Any], outputs: list[Any], counts: dict[str, Any],
+def _child_events(stage: str, inputs: list[Any], outputs: list[Any], kept: Conservation,
                   job_facets: dict[str, Any], started: datetime) -> list[Any]:
     """A stage that ran inside a task running several, as a run of its own: job
     ``<dag id>.<stage>`` (``granary_<name>_refresh.collect``), START at ``started`` and
@@ -91,11 +92,11 @@ def _child_events(stage: str, inputs: list[Any], outputs: list[Any], counts: dic
             RunEvent(eventType=RunState.COMPLETE, eventTime=datetime.now(UTC).isoformat(),
                      run=Run(runId=run_id, facets={
                          "parent": parent,
-                         "granary_conservation": conservation_facet(stage, counts)}),
+                         "granary_conservation": conservation_facet(stage, kept)}),
                      job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)]
 
 
-def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
+def emit_stage(stage: str, ios: list[DatasetIO], kept: Conservation,
                owners: list[str], description: str,
                child_started: datetime | None = None) -> bool:
     """Emit the stage's datasets on the current task's OpenLineage run; True if sent.
@@ -115,7 +116,7 @@ def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
         if not inputs and not outputs:
             return False
         if child_started is not None:
-            for event in _child_events(stage, inputs, outputs, counts,
+            for event in _child_events(stage, inputs, outputs, kept,
                                        _job_facets(owners, description), child_started):
                 emit(event)
             return True
@@ -124,7 +125,7 @@ def emit_stage(stage: str, ios: list[DatasetIO], counts: dict[str, Any],
         # the stage's description and the spec's owners) over any given here
         emit_dataset_lineage(
             inputs=inputs, outputs=outputs,
-            additional_run_facets={"granary_conservation": conservation_facet(stage, counts)})
+            additional_run_facets={"granary_conservation": conservation_facet(stage, kept)})
         return True
     except Exception as e:  # lineage must never fail a data task
         log.warning("could not emit OpenLineage for %s: %s", stage, e, exc_info=True)

@@ -1,14 +1,27 @@
-"""Credentials for sources, from Airflow connections (never from the spec).
+"""Credentials for sources, Label Studio and LLMs, from named connections (never from the spec).
 
-A connection is looked up the Airflow way: ``AIRFLOW_CONN_<ID>`` environment variables, a
-secrets backend, or the metadata database (Admin -> Connections in the UI).
+The lifecycle does not know where connections live: the app installs the lookup (:func:`use`;
+granary/connections.py installs Airflow's, so a connection is found the Airflow way:
+``AIRFLOW_CONN_<ID>`` environment variables, a secrets backend, or the metadata database, Admin
+-> Connections in the UI). A connection is any object with Airflow's ``Connection`` attributes
+(``conn_type``, ``host``, ``schema``, ``login``, ``password``, ``port``, ``extra_dejson``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lifecycle.errors import SourceError
+
+Lookup = Callable[[str], Any]
+_lookup: Lookup | None = None
+
+
+def use(lookup: Lookup) -> None:
+    """Install the function that finds a connection by its id."""
+    global _lookup
+    _lookup = lookup
 
 # Airflow connection types -> SQLAlchemy drivers installed with Granary
 _DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
@@ -16,11 +29,12 @@ _DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"
 
 
 def get_connection(conn_id: str, what: str) -> Any:
-    """The Airflow ``Connection`` named ``conn_id``; ``what`` names the source asking."""
-    from airflow.sdk import Connection
-
+    """The connection named ``conn_id``; ``what`` names the source asking."""
+    if _lookup is None:
+        raise SourceError(f"{what}: connection {conn_id!r} cannot be looked up: no connection "
+                          "lookup is installed (granary.connections installs Airflow's)")
     try:
-        return Connection.get(conn_id)
+        return _lookup(conn_id)
     except Exception as e:  # AirflowNotFoundException, or no metadata database reachable
         raise SourceError(
             f"{what}: Airflow connection {conn_id!r} not found ({type(e).__name__}). Create it "

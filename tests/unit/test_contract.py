@@ -1,0 +1,99 @@
+"""The stage contract (lifecycle/contract.py): every declared part resolves to a function that
+takes what the declaration says it takes, a malformed declaration is refused, the parts run in
+process in the declared data flow, and the DAGs' tasks are the declared parts."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifecycle.contract import ORDER, STAGE_DEFS, UPSTREAM, Part, Stage, run_in_process
+from lifecycle.spec import STAGES
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_contract_declares_every_stage_in_the_spec_order() -> None:
+    assert ORDER == STAGES
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str) -> None:
+    for part in STAGE_DEFS[stage].parts:
+        params = list(inspect.signature(part.function()).parameters.values())
+        given = 1 + (part.kind == "map") + len(part.takes)  # ctx, the unit, what it takes
+        required = [p for p in params if p.default is inspect.Parameter.empty
+                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        assert len(required) <= given <= len(params), (stage, part.name, params)
+
+
+def _p(name: str, kind: Any, over: str | None = None, *takes: str) -> Part:
+    return Part(name, f"{__name__}:_{name}", kind, name, over=over, takes=takes)
+
+
+@pytest.mark.parametrize(("parts", "says"), [
+    ((), "exactly one reduce"),
+    ((_p("a", "reduce"), _p("b", "reduce")), "exactly one reduce"),
+    ((_p("a", "reduce"), _p("b", "plan")), "exactly one reduce"),
+    ((_p("a", "plan"), _p("a", "reduce")), "repeat"),
+    ((_p("a", "map", "nowhere"), _p("b", "reduce")), "maps over 'nowhere'"),
+    ((_p("a", "plan"), _p("b", "reduce", None, "later")), "takes ['later']"),
+])
+def test_a_malformed_declaration_is_refused(parts: tuple[Part, ...], says: str) -> None:
+    with pytest.raises(ValueError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        Stage("broken", parts, "a broken stage")
+
+
+CALLS: list[tuple[str, Any]] = []
+
+
+def _plan(ctx: Any, upstream: Any) -> list[dict[str, Any]]:
+    CALLS.append(("plan", upstream))
+    return [{"index": i, "label": f"unit {i}", "n": n} for i, n in enumerate(upstream)]
+
+
+def _clean(ctx: Any, unit: dict[str, Any]) -> dict[str, Any]:
+    CALLS.append(("clean", unit["index"]))
+    return {**unit, "n": unit["n"] * 10}
+
+
+def _decide(ctx: Any, cleaned: list[dict[str, Any]]) -> int:
+    CALLS.append(("decide", len(cleaned)))
+    return max(u["n"] for u in cleaned)
+
+
+def _apply(ctx: Any, unit: dict[str, Any], top: int) -> int:
+    CALLS.append(("apply", unit["index"]))
+    return top - unit["n"]
+
+
+def _merge(ctx: Any, upstream: Any, applied: list[int], top: int) -> dict[str, Any]:
+    CALLS.append(("merge", ctx))
+    return {"upstream": upstream, "applied": applied, "top": top}
+
+
+def test_run_in_process_follows_the_declared_data_flow() -> None:
+    stage = Stage("toy", (
+        _p("plan", "plan", None, UPSTREAM), _p("clean", "map", "plan"),
+        _p("decide", "global", None, "clean"), _p("apply", "map", "clean", "decide"),
+        _p("merge", "reduce", None, UPSTREAM, "apply", "decide")), "a toy stage")
+    CALLS.clear()
+    out = run_in_process(stage, "ctx", [1, 3, 2])
+    assert out == {"upstream": [1, 3, 2], "applied": [20, 0, 10], "top": 30}
+    assert CALLS == [("plan", [1, 3, 2]), ("clean", 0), ("clean", 1), ("clean", 2),
+                     ("decide", 3), ("apply", 0), ("apply", 1), ("apply", 2), ("merge", "ctx")]
+
+
+def test_the_lifecycle_dag_has_a_task_per_declared_part(repo: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(repo / "dags"))
+    dag = bag.dags["granary_zh_shopping_reviews"]
+    tasks = {t for t in dag.task_ids if "." in t}
+    declared = {f"{s.name}.{p.name}" for s in STAGE_DEFS.values() for p in s.parts}
+    assert tasks == declared
+    refresh = bag.dags["granary_zh_shopping_reviews_refresh"]
+    assert set(refresh.task_ids) == {"collect_to_evaluate", "publish", "end"}

@@ -6,13 +6,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifecycle.spec import DatasetSpec
 from lineage.facets import Conservation, DatasetIO
 from storage.catalog import Catalog
 from storage.objectstore import ObjectStore
 from storage.registry import DvcRegistry
+
+if TYPE_CHECKING:
+    from lifecycle.refresh import RefreshPlan
 
 
 @dataclass
@@ -35,6 +38,15 @@ class StageContext:
     @property
     def dataset(self) -> str:
         return self.spec.name
+
+    @property
+    def refresh(self) -> RefreshPlan:
+        """The refresh planner's decision (lifecycle/refresh.py): the base version, if any,
+        and what the stage does with it. Made on each access, from the catalog as it is then
+        (a part reads it once)."""
+        from lifecycle import refresh
+
+        return refresh.plan(self)
 
 
 @dataclass(frozen=True)

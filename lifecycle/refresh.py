@@ -1,4 +1,5 @@
-"""Incremental refresh: a new version is the previous one plus the accepted changes.
+"""Incremental refresh: a new version is the previous one plus the accepted changes; the
+refresh planner (:class:`RefreshPlan`, ``ctx.refresh``) decides what each stage does.
 
 An incremental run (``mode: incremental``, what a scheduled or upstream-triggered run uses)
 against a dataset that already has a published version -- the *base* -- works on the change
@@ -23,6 +24,11 @@ only:
 
 What a refresh reads from S3 grows with the delta, except for the base's deduplication index
 and the base version's records, which evaluation needs whole (the grade is of the version).
+
+The stages do not decide any of this themselves: each reads the run's :class:`RefreshPlan`
+(``ctx.refresh``, made by :func:`plan` when a part asks), which holds the base and answers
+what the stage must do (which shards are the delta, which deduplication index to compare with,
+whether synthesis runs, how the candidate version is assembled).
 """
 
 from __future__ import annotations
@@ -176,3 +182,49 @@ def combine(ctx: StageContext, before: pd.DataFrame, delta: pd.DataFrame,
     if counts["base"] - n_deleted - replaced + len(fresh) != len(out):
         raise AssertionError(f"refresh counts do not add up: {counts}")
     return out, counts
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a run builds on and what each stage does with it: a full run (no base) processes
+    everything; an incremental run with a base works on the delta (the module's docstring)."""
+
+    ctx: StageContext
+    incremental: bool  # collection lands and parses only what its sources' state lacks
+    base: Base | None  # the published version the run builds on
+
+    @property
+    def refreshing(self) -> bool:
+        """The run adds a delta to a published version."""
+        return self.base is not None
+
+    def delta_shards(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """preprocess: the collected shards to clean (all of them without a base)."""
+        return delta_shards(self.ctx, manifest, self.base)
+
+    def nothing_new(self, manifest: dict[str, Any]) -> Base | None:
+        """collect: the base, when an incremental collection found nothing it lacks."""
+        if not self.incremental or self.base is None or delta_shards(self.ctx, manifest,
+                                                                      self.base):
+            return None
+        return self.base
+
+    def dedup_index(self) -> list[dict[str, Any]]:
+        """preprocess: the base's deduplication index to compare the delta with."""
+        return dedup_index(self.ctx, self.base)
+
+    @property
+    def synthesize(self) -> bool:
+        """synthesize: whether synthesis runs (left to full rebuilds: balancing a delta
+        would skew the whole, and the base's synthetic records stay)."""
+        return self.base is None
+
+    def candidate(self, before: pd.DataFrame,
+                  delta: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        """evaluate: the base's records less what the delta deletes or replaces, plus it."""
+        return combine(self.ctx, before, delta, tombstones(self.ctx, self.base))
+
+
+def plan(ctx: StageContext) -> RefreshPlan:
+    """The refresh plan of the stage call ``ctx`` (what ``ctx.refresh`` gives)."""
+    return RefreshPlan(ctx, ctx.mode == "incremental", base(ctx))

@@ -783,9 +783,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
              **({"schema_drift": drift} if drift else {}),
              **({"carried_from": _state(ctx, DATASET_STATE).get("snapshot")} if carried else {})}
     if incremental:
-        from lifecycle import refresh
-
-        base = refresh.nothing_new(ctx, {"shards": main})
+        base = ctx.refresh.nothing_new({"shards": main})
         if base is not None:  # nothing the published version does not already hold
             counts.update(nothing_new=True, base_version=base.version.version)
     uri = shards.write_manifest(ctx, STAGE, shards.arrow_columns(record_schema(spec)), main,

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import refresh
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.preprocess import keytexts, neardedup
@@ -256,7 +255,7 @@ def plan(ctx: StageContext, upstream: dict[str, Any]) -> list[dict[str, Any]]:
     """One unit per upstream shard (at most ``rows_per_shard`` records each)."""
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     # an incremental run cleans what was collected since the published base only
-    found = refresh.delta_shards(ctx, manifest, refresh.base(ctx))
+    found = ctx.refresh.delta_shards(manifest)
     units = [{"index": i, "label": f"shard {i + 1}/{len(found)}", "bucket": manifest["_bucket"],
               "shards": [shard], "upstream": upstream["manifest_uri"]}
              for i, shard in enumerate(found)]
@@ -358,7 +357,7 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
     cleaned = sorted(cleaned, key=lambda p: p["index"])
     index = _read(ctx, ctx.work_bucket, [s for p in cleaned for s in p["keys"]])
     fault_point("preprocess.dedup.signatures_read")  # every shard's keys and signatures
-    base_index = refresh.dedup_index(ctx, refresh.base(ctx))
+    base_index = ctx.refresh.dedup_index()
     old = _read(ctx, ctx.work_bucket, base_index) if base_index else pd.DataFrame()
     merges: list[pd.DataFrame] = []
     steps: list[dict[str, Any]] = []

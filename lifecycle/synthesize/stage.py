@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle import refresh
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.records import shards
@@ -50,7 +49,7 @@ EXAMPLES = 10
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     cfg = ctx.spec.synthesize
     # a refresh keeps the base's synthetic records; balancing its delta alone would skew them
-    refreshing = cfg.enabled and refresh.base(ctx) is not None
+    refreshing = cfg.enabled and not ctx.refresh.synthesize
     if not cfg.enabled or refreshing:
         rows = int(upstream["counts"].get("kept", 0))
         counts = {"in": rows, "kept": rows, "synthetic": 0,

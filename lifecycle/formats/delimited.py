@@ -170,6 +170,19 @@ class CsvReader:
         self.limit, self.where = limit, where
         self.dialect: Dialect | None = None
 
+    def _dialect(self, sample: str, complete: bool) -> Dialect:
+        """The file's dialect (``decide``), said in the log; and the csv module's field limit
+        raised to the spec's line bound."""
+        dialect = self.dialect = decide(self.fmt, self.options, sample, complete, self.where)
+        log.info("%s: %s with delimiter %r and %s (%s)", self.where, self.fmt,
+                 dialect.delimiter, f"quote {dialect.quotechar!r}" if dialect.quotechar
+                 else "no quoting", dialect.evidence)
+        if csv.field_size_limit() < self.limit:
+            # the csv module's own bound (128 KiB) is not the spec's: collect.max_record_mb
+            # bounds a line, and a quoted field (process-wide; raised, never lowered)
+            csv.field_size_limit(self.limit)
+        return dialect
+
     def read(self, stream: TextIO, sample: str, complete: bool = False) -> Iterator[Parsed]:
         """Rows with the physical line each starts on. A row the csv module cannot parse
         (an unterminated quote swallows the lines after it until the field limit), or whose
@@ -178,15 +191,8 @@ class CsvReader:
         lines the broken row swallowed are read again as rows of their own. So is a quoted
         row over several lines that each read as a whole row without the quote (a stray
         quote closed by another one; RFC 4180 would read one row holding the others)."""
-        dialect = self.dialect = decide(self.fmt, self.options, sample, complete, self.where)
-        log.info("%s: %s with delimiter %r and %s (%s)", self.where, self.fmt,
-                 dialect.delimiter, f"quote {dialect.quotechar!r}" if dialect.quotechar
-                 else "no quoting", dialect.evidence)
+        dialect = self._dialect(sample, complete)
         args = dialect.reader_args()
-        if csv.field_size_limit() < self.limit:
-            # the csv module's own bound (128 KiB) is not the spec's: collect.max_record_mb
-            # bounds a line, and a quoted field (process-wide; raised, never lowered)
-            csv.field_size_limit(self.limit)
         feed = _Replay(bounded_lines(stream, self.limit))
         header: list[str] | None = None if self.options.header else list(self.options.columns)
         width = len(header) if header is not None else 0

@@ -4,7 +4,8 @@
 them and :func:`check_spec` (``granary check``) lists a file's problems. A spec that cannot be
 used raises a :class:`SpecError` holding every problem found, each a :class:`SpecProblem`
 naming the file, the line, the field and what to do. The models themselves (what each key
-accepts) are in lifecycle/spec/__init__.py, which re-exports these names.
+accepts) are lifecycle/spec/model.py's DatasetSpec and the sections it composes; the package
+(lifecycle/spec/__init__.py) re-exports these names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lifecycle.spec import DatasetSpec, FieldProblem, _Model
+from lifecycle.spec.base import FieldProblem, _Model
+from lifecycle.spec.model import DatasetSpec
 
 
 @dataclass(frozen=True)

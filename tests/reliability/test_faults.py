@@ -136,7 +136,7 @@ def test_the_catalog_cut_while_publishing_leaves_no_half_version(
         fault_baseline: Baseline, tmp_path: Path, proxied_catalog: tuple[str, CutProxy],
         point: str, monkeypatch: pytest.MonkeyPatch, report: Any) -> None:
     import lifecycle.publish.stage
-    import storage.catalog
+    import storage.catalog.versions
 
     url, proxy = proxied_catalog
     s = case_settings(fault_baseline, tmp_path, own_raw=False, other={"database_url": url})
@@ -153,7 +153,7 @@ def test_the_catalog_cut_while_publishing_leaves_no_half_version(
             cuts.append(name)
             proxy.cut()
 
-    for module in (lifecycle.publish.stage, storage.catalog):
+    for module in (lifecycle.publish.stage, storage.catalog.versions):
         monkeypatch.setattr(module, "fault_point", cut_at)
     with pytest.raises(CatalogError) as failed:
         run_stage(ctx, "publish", evaluated)
@@ -406,7 +406,7 @@ def test_the_catalog_postgres_killed_inside_the_version_transaction(
 
     import psutil
 
-    import storage.catalog
+    import storage.catalog.versions
     from tests.services import _pgserver_bin, _run, start_postgres, stop_postgres
 
     case = "the catalog's PostgreSQL SIGKILLed inside the version's transaction"
@@ -434,7 +434,7 @@ def test_the_catalog_postgres_killed_inside_the_version_transaction(
                     killed.append(p.pid)
                 postmaster.wait(10)
 
-        monkeypatch.setattr(storage.catalog, "fault_point", kill_at)
+        monkeypatch.setattr(storage.catalog.versions, "fault_point", kill_at)
         with pytest.raises(CatalogError) as failed:
             run_stage(ctx, "publish", evaluated)
         monkeypatch.undo()

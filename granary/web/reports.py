@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from granary.pages import annotation_page, report_page, synthesis_page
+from granary.pages import annotation_page, quality_nav, report_page, synthesis_page
 from granary.web.context import AppContext, base
 
 ANNOTATION_FILES = {"label-studio-tasks.json": ("tasks_uri", "application/json"),
@@ -23,10 +22,7 @@ def build_router(ctx: AppContext) -> APIRouter:
     def quality_report(request: Request, dataset: str, run_id: str) -> str:
         from lifecycle.evaluate import report as qreport
 
-        b = base(request)
-        d, r = quote(dataset, safe=""), quote(run_id, safe="")
-        nav = (f"<a href='{b}/'>catalog</a> · <a href='{b}/datasets/{d}'>dataset</a> · "
-               f"<a href='{b}/runs/{d}/{r}/data-docs/index.html'>Data Docs</a> · ")
+        nav = quality_nav(base(request), dataset, run_id)
         return qreport.render(ctx.quality(dataset, run_id), nav=nav)
 
     @router.get("/api/v1/runs/{dataset}/{run_id}/quality")

@@ -42,7 +42,8 @@ def _minute(t: datetime) -> str:
 
 class _OneLine(Extension):
     """A line break in a page template is layout, never page text: the template's lines are
-    joined (the pages come out as they did when Python built them, on one line)."""
+    joined (the pages come out as they did when Python built them, on one line), so text that
+    needs a space between two words keeps them on one line."""
 
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
         return "".join(source.splitlines()) if (name or "").endswith(".html") else source
@@ -56,9 +57,12 @@ def _escape(value: Any) -> Any:
     return Markup(html.escape(str(value)))
 
 
+# StrictUndefined: a name a template misses fails the page, as a missing key did before;
+# keep_trailing_newline keeps style.css as it is; templates are package data and never change
+# while the app runs (no reload check on each page)
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, finalize=_escape,
-                   keep_trailing_newline=True,
-                   undefined=StrictUndefined, extensions=[_OneLine])
+                   undefined=StrictUndefined, extensions=[_OneLine], keep_trailing_newline=True,
+                   auto_reload=False)
 _env.filters["q"] = lambda s: quote(str(s), safe="")  # one path segment
 _env.filters["joined"] = lambda values, sep: sep.join(str(v) for v in values)  # escaped whole
 _env.filters["minute"] = _minute

@@ -18,7 +18,6 @@ Tokens are created, listed and revoked with ``granary token``; see docs/security
 from __future__ import annotations
 
 import hmac
-import html
 from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
@@ -123,16 +122,9 @@ def hidden(request: Request, catalog: Catalog) -> set[str]:
 
 
 def _login_page(base_url: str, target: str, error: str = "") -> str:
-    from granary.pages import _page
+    from granary.pages import login_page
 
-    message = f"<p class='error'>{html.escape(error)}</p>" if error else ""
-    return _page("sign in", (
-        f"{message}<form method='post' action='{base_url}/login'>"
-        f"<input type='hidden' name='next' value='{html.escape(target, quote=True)}'>"
-        "<p><label>Token <input type='password' name='token' autocomplete='off' size='60' "
-        "required autofocus></label> <button type='submit'>Sign in</button></p></form>"
-        "<p>Ask an admin for a token, or create one on the machine that holds the catalog: "
-        "<code>granary token create --name you --scope read</code>.</p>"))
+    return login_page(base_url, target, error)
 
 
 def _safe_next(base_url: str, target: str) -> str:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 
 from granary.settings import Settings
 from lifecycle.versions import releases
-from storage.catalog import Catalog, ReleaseError, Version, pick_latest
+from storage.catalog import Catalog, ReleaseError, ReleaseEvent, Version, pick_latest
+from storage.models import DatasetRow
 
 
 class Deprecation(BaseModel):
@@ -65,6 +66,47 @@ def version_json(v: Version, latest: Version | None, base: str,
     }
 
 
+def dataset_json(row: DatasetRow, versions: list[Version], events: list[ReleaseEvent],
+                 base: str, registry_url: str) -> dict[str, Any]:
+    """The dataset, its latest version, every version and the release history."""
+    latest = pick_latest(versions, row.latest_version)
+    return {"name": row.name, "title": row.title, "description": row.description,
+            "domain": row.domain, "modality": row.modality, "task": row.task,
+            "licence": row.licence, "access": row.access,
+            "tags": [t for t in row.tags.split(",") if t],
+            "language": [x for x in row.language.split(",") if x],
+            "latest": latest.version if latest else None,
+            "versions": [version_json(v, latest, base, registry_url) for v in versions],
+            "history": [{"version": e.version, "action": e.action, "by": e.actor,
+                         "reason": e.reason, "at": e.created_at.isoformat()}
+                        for e in events]}
+
+
+def download_response(v: Version, name: str, s: Settings) -> Response:
+    """A 307 to a presigned link of file ``name`` of ``v`` in the registry bucket, or its
+    bytes streamed from there (``GRANARY_DOWNLOAD_VIA=proxy``)."""
+    from granary.runtime import object_store, public_object_store
+
+    bucket, prefix = s.registry_objects
+    headers = {"Cache-Control": "no-store"}
+    warning = releases.deprecation_warning(v)
+    if warning:
+        headers["Warning"] = f'299 granary "{warning}"'
+    if s.download_via == "proxy":
+        store = object_store(s)
+        key = releases.object_keys(v, store, bucket, prefix)[name]
+        meta = v.files.get(name, {})
+        headers["Content-Disposition"] = \
+            f'attachment; filename="{v.dataset}-v{v.version}-{name}"'
+        if meta.get("bytes"):
+            headers["Content-Length"] = str(int(meta["bytes"]))
+        return StreamingResponse(store.stream(bucket, key), headers=headers,
+                                 media_type="application/octet-stream")
+    links = releases.download_links(v, public_object_store(s), bucket, prefix,
+                                    timedelta(minutes=s.download_link_minutes))
+    return RedirectResponse(links[name].url, status_code=307, headers=headers)
+
+
 def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings]) -> APIRouter:
     router = APIRouter(tags=["catalog"])
 
@@ -84,19 +126,7 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
         found = catalog().dataset_record(dataset)  # one read: this answer is on a hot path
         if found is None:
             raise HTTPException(404, f"no dataset {dataset} in the catalog")
-        row, versions, events = found
-        latest = pick_latest(versions, row.latest_version)
-        b, reg = base(request), settings().registry
-        return {"name": row.name, "title": row.title, "description": row.description,
-                "domain": row.domain, "modality": row.modality, "task": row.task,
-                "licence": row.licence, "access": row.access,
-                "tags": [t for t in row.tags.split(",") if t],
-                "language": [x for x in row.language.split(",") if x],
-                "latest": latest.version if latest else None,
-                "versions": [version_json(v, latest, b, reg) for v in versions],
-                "history": [{"version": e.version, "action": e.action, "by": e.actor,
-                             "reason": e.reason, "at": e.created_at.isoformat()}
-                            for e in events]}
+        return dataset_json(*found, base(request), settings().registry)
 
     @router.get("/api/v1/datasets/{dataset}/versions/{n}")
     def version(request: Request, dataset: str, n: int) -> dict[str, Any]:
@@ -108,31 +138,11 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
     def download(dataset: str, n: int, name: str) -> Response:
         """Redirect to a short-lived presigned link of the file in the registry bucket, or
         (``GRANARY_DOWNLOAD_VIA=proxy``) stream the file from it."""
-        from granary.runtime import object_store, public_object_store
-
         v = version_or_404(dataset, n)
         if name not in v.files:
             raise HTTPException(404, f"{v.ref} has no file {name} (files: "
                                      f"{', '.join(sorted(v.files))})")
-        s = settings()
-        bucket, prefix = s.registry_objects
-        headers = {"Cache-Control": "no-store"}
-        warning = releases.deprecation_warning(v)
-        if warning:
-            headers["Warning"] = f'299 granary "{warning}"'
-        if s.download_via == "proxy":
-            store = object_store(s)
-            key = releases.object_keys(v, store, bucket, prefix)[name]
-            meta = v.files.get(name, {})
-            headers["Content-Disposition"] = \
-                f'attachment; filename="{v.dataset}-v{v.version}-{name}"'
-            if meta.get("bytes"):
-                headers["Content-Length"] = str(int(meta["bytes"]))
-            return StreamingResponse(store.stream(bucket, key), headers=headers,
-                                     media_type="application/octet-stream")
-        links = releases.download_links(v, public_object_store(s), bucket, prefix,
-                                        timedelta(minutes=s.download_link_minutes))
-        return RedirectResponse(links[name].url, status_code=307, headers=headers)
+        return download_response(v, name, settings())
 
     @router.post("/api/v1/datasets/{dataset}/versions/{n}/deprecation")
     def deprecate(request: Request, dataset: str, n: int, body: Deprecation) -> dict[str, Any]:

@@ -35,28 +35,37 @@ def build_router(store: Callable[[], LineageStore],
                  hidden: Callable[[Request], set[str]]) -> APIRouter:
     """``hidden(request)``: the Granary datasets whose lineage the request may not see."""
     router = APIRouter(prefix="/api/v1", tags=["lineage"])
+    _add_ingest(router, store)
+    _add_reads(router, store, hidden)
+    return router
 
-    async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
-            raise HTTPException(413, f"body of {declared} bytes exceeds {MAX_BODY} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise HTTPException(413, f"body exceeds {MAX_BODY} bytes")
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                body = inflater.decompress(body, MAX_BODY + 1)
-            except zlib.error as e:
-                raise HTTPException(400, f"body is not valid gzip: {e}") from e
-            if len(body) > MAX_BODY or inflater.unconsumed_tail:
-                raise HTTPException(413, f"decompressed body exceeds {MAX_BODY} bytes")
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, at most MAX_BODY bytes (after gzip decompression)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise HTTPException(413, f"body of {declared} bytes exceeds {MAX_BODY} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, f"body exceeds {MAX_BODY} bytes")
+    if request.headers.get("content-encoding", "").lower() == "gzip":
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HTTPException(400, f"body is not valid JSON: {e}") from e
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            body = inflater.decompress(body, MAX_BODY + 1)
+        except zlib.error as e:
+            raise HTTPException(400, f"body is not valid gzip: {e}") from e
+        if len(body) > MAX_BODY or inflater.unconsumed_tail:
+            raise HTTPException(413, f"decompressed body exceeds {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"body is not valid JSON: {e}") from e
+
+
+def _add_ingest(router: APIRouter, store: Callable[[], LineageStore]) -> None:
+    """The two POST routes that store events."""
 
     async def ingest(events: list[Any]) -> JSONResponse:
         if not all(isinstance(e, dict) for e in events):
@@ -82,6 +91,11 @@ def build_router(store: Callable[[], LineageStore],
         if not isinstance(data, list):
             raise HTTPException(422, "a batch must be a JSON array of events")
         return await ingest(data)
+
+
+def _add_reads(router: APIRouter, store: Callable[[], LineageStore],
+               hidden: Callable[[Request], set[str]]) -> None:
+    """The GET routes, which leave out what ``hidden(request)`` names."""
 
     @router.get("/lineage")
     def get_lineage(request: Request,
@@ -129,8 +143,6 @@ def build_router(store: Callable[[], LineageStore],
         if owner("dataset", name) in hidden(request):
             return {"versions": []}
         return {"versions": store().dataset_versions(namespace, name)}
-
-    return router
 
 
 def _without(graph: list[dict[str, Any]], hide: set[str]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ What is measured, per size (100k and 1M documents by default), each a process of
   functions lifecycle/preprocess/stage.py uses, no S3, no Parquet): the figure this benchmark
   used to report alone.
 - ``granary-stage``: the preprocess stage as the DAG runs it (bench/stage.py): the mapped
-  tasks' functions (granary.runtime.stage_part: plan, clean per shard, deduplicate, apply per
+  tasks' functions (granary.runtime.run_part: plan, clean per shard, deduplicate, apply per
   shard; run_stage for the merge), each task in a fresh process, two at a time, against a
   real SeaweedFS S3 server holding the collected Parquet shards, with quarantine tables,
   manifests, report and the SQLite catalog. The S3 server's CPU and memory during the run

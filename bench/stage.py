@@ -3,7 +3,7 @@
 
 The DAG runs the stage as mapped tasks (granary/dagfactory.py): ``plan``, one ``clean`` per
 shard, ``deduplicate``, one ``apply`` per shard, then ``merge``; every task calls
-granary.runtime (``stage_part``, and ``run_stage`` for the merge) in a process of its own,
+granary.runtime (``run_part``, and ``run_stage`` for the merge) in a process of its own,
 with the connections it makes itself from the GRANARY_* settings. This script calls those
 same functions in the same order, each task in a fresh process (forkserver, one task per
 process) and at most two at a time, as a LocalExecutor with two slots would; what it leaves
@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from granary.runtime import begin_run, run_stage, stage_part  # noqa: E402
+from granary.runtime import begin_run, run_part, run_stage  # noqa: E402
 
 DATASET = "bench_reviews"
 RUN_ID = "bench"
@@ -86,18 +86,19 @@ class Sequential(Executor):
 
 
 def part(stage: str, name: str, *args: Any) -> Any:
-    return stage_part(DATASET, stage, name, RUN_ID, PARAMS, *args)
+    return run_part(DATASET, stage, name, RUN_ID, PARAMS, *args)
 
 
-def merged(stage: str, upstream: Any) -> dict[str, Any]:
-    return run_stage(DATASET, stage, RUN_ID, PARAMS, upstream)
+def merged(stage: str, upstream: Any, parts: dict[str, Any]) -> dict[str, Any]:
+    """The stage's reduce, given the results of its parts (lifecycle.contract)."""
+    return run_stage(DATASET, stage, RUN_ID, PARAMS, upstream, parts)
 
 
 def collect(pool: Executor) -> dict[str, Any]:
     units = pool.submit(part, "collect", "plan").result()
-    fetched = [f.result() for f in [pool.submit(part, "collect", "fetch_unit", u)
+    fetched = [f.result() for f in [pool.submit(part, "collect", "fetch", u)
                                     for u in units]]
-    return pool.submit(merged, "collect", fetched).result()
+    return pool.submit(merged, "collect", None, {"fetch": fetched}).result()
 
 
 def preprocess(pool: Executor, upstream: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +108,8 @@ def preprocess(pool: Executor, upstream: dict[str, Any]) -> dict[str, Any]:
     decided = pool.submit(part, "preprocess", "deduplicate", cleaned).result()
     applied = [f.result() for f in [pool.submit(part, "preprocess", "apply", u, decided)
                                     for u in cleaned]]
-    return pool.submit(merged, "preprocess", {"manifest_uri": upstream["manifest_uri"],
-                                              "applied": applied, "decided": decided}).result()
+    return pool.submit(merged, "preprocess", upstream,
+                       {"apply": applied, "deduplicate": decided}).result()
 
 
 def tasks_pool() -> ProcessPoolExecutor:

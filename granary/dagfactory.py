@@ -82,8 +82,11 @@ def _part(dataset: str, stage: str, part: str, context: dict[str, Any], *args: A
 
 
 def _listed(value: Any) -> Any:
-    """A mapped task's results arrive as a lazy sequence: a list for the stage code."""
-    return value if isinstance(value, dict) or value is None else list(value)
+    """A mapped task's results arrive as a lazy sequence: a list for the stage code (a
+    single task's result, a dict, number or text, as it is)."""
+    if value is None or isinstance(value, dict | str | bytes | int | float | bool | list):
+        return value
+    return list(value)
 
 
 def _call_stage(dataset: str, stage: str, upstream: Any, context: dict[str, Any],
@@ -336,7 +339,7 @@ def _stage_group(spec: Any, declared: Stage, previous: Any, started: Any) -> Any
             results[part.name] = made.partial(inputs=inputs).expand(unit=results[part.over])
         else:
             results[part.name] = made(inputs=inputs)
-            if not part.takes:  # a stage's first part: after the run's set-up
+            if not part.takes and previous is None:  # the first stage's first part
                 started >> results[part.name]
     reduce = declared.reduce
     parts = {t: results[t] for t in reduce.takes if t != UPSTREAM}

@@ -16,9 +16,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from lifecycle.context import StageResult
 from lineage.facets import (
     PRODUCER,
-    Conservation,
     DatasetIO,
     conservation_facet,
     dataset_facets,
@@ -62,7 +62,7 @@ def _job_facets(owners: list[str], description: str) -> dict[str, Any]:
     return facets
 
 
-def _child_events(stage: str, inputs: list[Any], outputs: list[Any], kept: Conservation,
+def _child_events(stage: str, inputs: list[Any], outputs: list[Any], result: StageResult,
                   job_facets: dict[str, Any], started: datetime) -> list[Any]:
     """A stage that ran inside a task running several, as a run of its own: job
     ``<dag id>.<stage>`` (``granary_<name>_refresh.collect``), START at ``started`` and
@@ -92,11 +92,12 @@ def _child_events(stage: str, inputs: list[Any], outputs: list[Any], kept: Conse
             RunEvent(eventType=RunState.COMPLETE, eventTime=datetime.now(UTC).isoformat(),
                      run=Run(runId=run_id, facets={
                          "parent": parent,
-                         "granary_conservation": conservation_facet(stage, kept)}),
+                         "granary_conservation": conservation_facet(
+                             stage, result.conservation)}),
                      job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)]
 
 
-def emit_stage(stage: str, ios: list[DatasetIO], kept: Conservation,
+def emit_stage(stage: str, ios: list[DatasetIO], result: StageResult,
                owners: list[str], description: str,
                child_started: datetime | None = None) -> bool:
     """Emit the stage's datasets on the current task's OpenLineage run; True if sent.
@@ -116,7 +117,7 @@ def emit_stage(stage: str, ios: list[DatasetIO], kept: Conservation,
         if not inputs and not outputs:
             return False
         if child_started is not None:
-            for event in _child_events(stage, inputs, outputs, kept,
+            for event in _child_events(stage, inputs, outputs, result,
                                        _job_facets(owners, description), child_started):
                 emit(event)
             return True
@@ -125,7 +126,8 @@ def emit_stage(stage: str, ios: list[DatasetIO], kept: Conservation,
         # the stage's description and the spec's owners) over any given here
         emit_dataset_lineage(
             inputs=inputs, outputs=outputs,
-            additional_run_facets={"granary_conservation": conservation_facet(stage, kept)})
+            additional_run_facets={
+                "granary_conservation": conservation_facet(stage, result.conservation)})
         return True
     except Exception as e:  # lineage must never fail a data task
         log.warning("could not emit OpenLineage for %s: %s", stage, e, exc_info=True)

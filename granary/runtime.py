@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import granary.connections  # noqa: F401  (installs Airflow's connections for the stages)
 from granary.settings import Settings, load_settings
 from lifecycle.context import StageResult
 from lifecycle.contract import STAGE_DEFS, UPSTREAM, run_in_process
@@ -224,10 +223,10 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     if index < first:
         return _reused(svc, dataset, stage, run_id, first).to_xcom()
     declared = STAGE_DEFS[stage]
-    if declared.needs_upstream and upstream is None:
-        raise ValueError(f"{stage} needs the output of the stage before it")
     ctx = _context(svc, dataset, run_id, params)
     try:
+        if declared.needs_upstream and upstream is None:
+            raise ValueError(f"{stage} needs the output of the stage before it")
         if parts is None:
             result = run_in_process(declared, ctx, upstream)
         else:
@@ -250,7 +249,7 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
         from lineage.naming import stage_description
 
         set_schema_base(f"{svc.settings.public_url}/schemas")
-        emit_stage(stage, result.lineage, result.conservation, [o.name for o in ctx.spec.owners],
+        emit_stage(stage, result.lineage, result, [o.name for o in ctx.spec.owners],
                    stage_description(ctx.spec.title, stage),
                    child_started=started if one_of_several else None)
     return result.to_xcom()

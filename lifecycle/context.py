@@ -115,7 +115,10 @@ class StageResult:
         if self.passed is not None:
             out["passed"] = self.passed
         if self.release is not None:
-            out.update(asdict(self.release))
+            release = asdict(self.release)
+            if not self.release.unchanged:  # as publishing said it: only when it is so
+                del release["unchanged"]
+            out.update(release)
         return out
 
     @classmethod

@@ -7,10 +7,11 @@ result at once (preprocessing's deduplication across shards), and the ``reduce``
 the last, combines the partial results into the stage's :class:`~lifecycle.context.StageResult`.
 A stage with nothing to fan out yet has a reduce part only: its one unit is its whole input.
 
-From :data:`STAGE_DEFS` the DAG factory (granary/dagfactory.py) builds each stage's task group (a
-task per part, named by the part) and the runtime (granary/runtime.py) runs the same parts one
-after another in one process (the refresh DAG's task, the CLI). Adding a part to a stage is one
-line here and its function in the stage's package.
+From :data:`STAGE_DEFS` the DAG factory (granary/dagfactory.py) builds each stage's task
+group (a task per part, named by the part) and the runtime (granary/runtime.py) runs the same
+parts one after another in one process (the refresh DAG's task before publishing, the tests
+and benchmarks). Adding a part to a stage is one line here and its function in the stage's
+package.
 
 A part's function is named by ``"module:function"`` and imported when it runs, so parsing a DAG
 imports none of the stages' heavy dependencies. Its arguments are the run's
@@ -37,7 +38,6 @@ class Part:
     name: str  # the task's id within the stage's group
     call: str  # "module:function", imported when the part runs
     kind: Kind
-    doc: str  # what the step does (the task's description in the Airflow UI)
     over: str | None = None  # a map part: the part whose list of units it maps over
     takes: tuple[str, ...] = ()  # parts (or "upstream") whose results follow ctx (and unit)
 
@@ -52,8 +52,6 @@ class Stage:
 
     name: str
     parts: tuple[Part, ...]
-    description: str
-    units: str = "one unit: the whole input"  # what the stage fans out over
     # the parts take the previous stage's result; collection starts from the spec's sources
     needs_upstream: bool = True
     people: bool = False  # the spec may route records to people between two reduce passes
@@ -69,9 +67,9 @@ class Stage:
             raise ValueError(f"stage {self.name}: exactly one reduce part, the last")
         for i, p in enumerate(self.parts):
             earlier = {UPSTREAM, *names[:i]}
-            if p.kind == "map" and p.over not in earlier:
+            if p.kind == "map" and p.over not in names[:i]:
                 raise ValueError(f"stage {self.name}: map part {p.name} maps over "
-                                 f"{p.over!r}, not an earlier part")
+                                 f"{p.over!r}, not an earlier part of the stage")
             if unknown := set(p.takes) - earlier:
                 raise ValueError(f"stage {self.name}: part {p.name} takes {sorted(unknown)}, "
                                  "not earlier parts")
@@ -89,54 +87,46 @@ class Stage:
         return any(p.kind == "map" for p in self.parts)
 
 
-def _stage(name: str, description: str, *parts: Part, **kw: Any) -> Stage:
-    return Stage(name, parts, description, **kw)
+def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
+    return Stage(name, parts, **kw)
 
 
 COLLECT = "lifecycle.collect.stage"
 PREPROCESS = "lifecycle.preprocess.stage"
 
+# each stage's parts, in the order they run (a comment says what each does; the tasks'
+# descriptions in the Airflow UI come from lineage.naming.stage_description)
 STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
-    _stage("collect", "every source fetched, landed unchanged in the raw bucket and parsed",
-           Part("plan", f"{COLLECT}:plan", "plan",
-                "the units of work: each source, or each group of its files"),
-           Part("fetch", f"{COLLECT}:fetch_unit", "map",
-                "one unit fetched, landed unchanged and parsed into records", over="plan"),
-           Part("merge", f"{COLLECT}:merge", "reduce",
-                "the units' records and quarantines combined, counts checked",
-                takes=("fetch",)),
-           units="sources and groups of files", needs_upstream=False),
-    _stage("preprocess", "the spec's operators per shard, one deduplication across shards",
-           Part("plan", f"{PREPROCESS}:plan", "plan", "the collected shards to clean",
-                takes=(UPSTREAM,)),
-           Part("clean", f"{PREPROCESS}:clean", "map",
-                "one shard normalised, filtered and masked; its dedup keys written",
-                over="plan"),
-           Part("deduplicate", f"{PREPROCESS}:deduplicate", "global",
-                "exact and near duplicates decided across every shard", takes=("clean",)),
-           Part("apply", f"{PREPROCESS}:apply", "map",
-                "the deduplication's decisions applied to one shard", over="clean",
-                takes=("deduplicate",)),
+    _stage("collect",
+           # the units of work: each source, or each group of its files
+           Part("plan", f"{COLLECT}:plan", "plan"),
+           # one unit fetched, landed unchanged in the raw bucket and parsed into records
+           Part("fetch", f"{COLLECT}:fetch_unit", "map", over="plan"),
+           # the units' records and quarantines combined, conservation checked
+           Part("merge", f"{COLLECT}:merge", "reduce", takes=("fetch",)),
+           needs_upstream=False),
+    _stage("preprocess",
+           # one unit per collected shard (for a refresh: the delta's shards)
+           Part("plan", f"{PREPROCESS}:plan", "plan", takes=(UPSTREAM,)),
+           # one shard normalised, filtered and masked; its dedup keys and signatures written
+           Part("clean", f"{PREPROCESS}:clean", "map", over="plan"),
+           # exact and near duplicates decided across every shard
+           Part("deduplicate", f"{PREPROCESS}:deduplicate", "global", takes=("clean",)),
+           # the decisions applied to one shard
+           Part("apply", f"{PREPROCESS}:apply", "map", over="clean", takes=("deduplicate",)),
+           # the shards combined into the stage's output, conservation checked
            Part("merge", f"{PREPROCESS}:merge", "reduce",
-                "the shards combined into the stage's output, counts checked",
-                takes=(UPSTREAM, "apply", "deduplicate")),
-           units="shards"),
-    _stage("annotate", "labels with sources and confidence; likely errors found",
-           Part("label", "lifecycle.annotate.stage:run", "reduce",
-                "every record labelled, conflicts resolved, likely errors flagged",
-                takes=(UPSTREAM,)),
+                takes=(UPSTREAM, "apply", "deduplicate"))),
+    # the stages below have one unit, their whole input, for now
+    _stage("annotate",
+           Part("label", "lifecycle.annotate.stage:run", "reduce", takes=(UPSTREAM,)),
            people=True),
-    _stage("synthesize", "marked, explained and checked synthetic records",
-           Part("generate", "lifecycle.synthesize.stage:run", "reduce",
-                "synthetic records generated, checked and capped", takes=(UPSTREAM,))),
-    _stage("evaluate", "splits, expectations, quality dimensions, grade and gate",
-           Part("validate", "lifecycle.evaluate.stage:run", "reduce",
-                "the candidate version split, validated, graded and gated",
-                takes=(UPSTREAM,))),
-    _stage("publish", "the version in the registry, the releases bucket and the catalog",
-           Part("release", "lifecycle.publish.stage:run", "reduce",
-                "the version's files written, tagged, copied and recorded",
-                takes=(UPSTREAM,))),
+    _stage("synthesize",
+           Part("generate", "lifecycle.synthesize.stage:run", "reduce", takes=(UPSTREAM,))),
+    _stage("evaluate",
+           Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
+    _stage("publish",
+           Part("release", "lifecycle.publish.stage:run", "reduce", takes=(UPSTREAM,))),
 )}
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 

@@ -75,7 +75,7 @@ def test_annotation_labels_resolves_conflicts_and_exports_tasks(env: Settings) -
     assert c["in"] == c["kept"] + c["quarantined"]
     assert c["quarantine_reasons"] == {"label_conflict": 2}
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, result.manifest_uri))
-    bucket, key = parse_uri(result.extra["annotation_report"])
+    bucket, key = parse_uri(result.reports["annotation_report"])
     report = json.loads(ctx.store.get_bytes(bucket, key))
 
     # every planted conflict found: four decided by majority (the true label), two ties gone
@@ -165,7 +165,7 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         ctx = stage_context(env, spec, "run-ls", rows_per_shard=120)
         cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
         first = annotate.run(ctx, cleaned)
-        sent = first.extra["label_studio"]
+        sent = first.label_studio
         [project] = fake.projects.values()
         assert project["title"] == "Granary: tagged_reviews"
         assert 'hint="the buyer is satisfied"' in project["label_config"]
@@ -177,7 +177,7 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         assert all(t["predictions"][0]["model_version"] == annotate.MODEL_VERSION
                    for t in tasks if t["predictions"])
         again = annotate.run(ctx, cleaned)  # a retried task imports nothing twice
-        assert again.extra["label_studio"]["imported"] == 0 and len(tasks) == len(routed)
+        assert again.label_studio["imported"] == 0 and len(tasks) == len(routed)
 
         def wait(deadline: datetime) -> dict:  # type: ignore[type-arg]
             trigger = LabelStudioTrigger("label_studio", project["id"], sorted(routed), 1.0,
@@ -209,7 +209,7 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
                 assert (by_id.loc[rid, "label"], by_id.loc[rid, "label_source"]) == \
                     (label, "people")
         assert final.counts["routed_to_people"] == 0 and final.counts["unlabelled"] == 0
-        bucket, key = parse_uri(final.extra["annotation_report"])
+        bucket, key = parse_uri(final.reports["annotation_report"])
         people = json.loads(ctx.store.get_bytes(bucket, key))["people"]
         assert people["agreement"]["overall"] == 1.0  # both annotators agreed everywhere
         assert any(r.startswith("GET /api/tasks/") for r in fake.requests)

@@ -230,7 +230,7 @@ def test_identical_bytes_from_two_sources_stay_two_records_and_merge(
     assert p.counts["label_conflicts"] == conflicts
 
     assert results["annotate"].counts["label_conflicts"] == conflicts
-    version = results["publish"].extra["version"]
+    version = results["publish"].release.version
     out = ctx.registry.fetch("lines_test", version, env.home / f"got-{label_b}")
     published = pd.read_parquet(out / "data.parquet")
     assert len(published) == 8 and published["text"].is_unique

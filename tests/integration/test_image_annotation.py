@@ -123,7 +123,7 @@ annotate:
     assert json.loads(gone["detail"].iloc[0]) == {"0": 1, "1": 1, "2": 1}
 
     # the unlabelled scans became Label Studio tasks whose links fetch the processed image
-    report = _json(ctx, first.extra["annotation_report"])
+    report = _json(ctx, first.reports["annotation_report"])
     assert c["routed_to_people"] == 4 and report["review"] == {"unlabelled": 4}
     tasks = _json(ctx, report["tasks"]["tasks_uri"])
     config = ctx.store.get_bytes(*shards.parse_uri(report["tasks"]["config_uri"])).decode()
@@ -164,11 +164,11 @@ annotate:
         assert (table.loc[name, "label_source"], table.loc[name, "label_confidence"]) == \
             ("people", conf)
     assert pd.isna(table.loc[c2, "label"])  # a tie between two people: asked again
-    people = _json(ctx2, second.extra["annotation_report"])["people"]
+    people = _json(ctx2, second.reports["annotation_report"])["people"]
     assert (people["decided"], people["ties"], people["completions"]) == (3, 1, 9)
     assert people["annotators"] == ["ann", "bo", "cy"]
     assert people["agreement"]["items_with_several"] == 3
-    again = _json(ctx2, second.extra["annotation_report"])
+    again = _json(ctx2, second.reports["annotation_report"])
     assert again["review"] == {"annotators_disagree": 1}
     assert [t["data"]["file_name"] for t in _json(ctx2, again["tasks"]["tasks_uri"])] == \
         [f"new/{c2}"]
@@ -229,7 +229,7 @@ preprocess: {{image: {{min_contrast: 1}}}}
     up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
     first = annotate.run(ctx, up)
     assert first.counts["routed_to_people"] == 6 and first.counts["images_with_boxes"] == 0
-    report = _json(ctx, first.extra["annotation_report"])
+    report = _json(ctx, first.reports["annotation_report"])
     assert report["review"] == {"not_annotated": 6}
     tasks = _json(ctx, report["tasks"]["tasks_uri"])
     config = ctx.store.get_bytes(*shards.parse_uri(report["tasks"]["config_uri"])).decode()
@@ -277,7 +277,7 @@ preprocess: {{image: {{min_contrast: 1}}}}
             assert abs(b["width"] - 32) <= 2 and abs(b["height"] - 32) <= 2
     flagged = set(table.index[table["label_flag"] == "box_conflict"])
     assert flagged == {"s4.png", "s5.png", "s6.png"}
-    boxes = _json(ctx2, second.extra["annotation_report"])["boxes"]
+    boxes = _json(ctx2, second.reports["annotation_report"])["boxes"]
     assert boxes["boxes"] == 6 and boxes["per_label"] == {"one": 3, "zero": 3}
     assert boxes["agreement"]["images"] == 6 and 0.5 < boxes["agreement"]["mean"] < 1
 
@@ -347,7 +347,7 @@ def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
         [project] = fake.projects.values()
         assert "<RectangleLabels" in project["label_config"]
         tasks = fake.tasks[project["id"]]
-        assert len(tasks) == first.extra["label_studio"]["imported"] == 3
+        assert len(tasks) == first.label_studio["imported"] == 3
         for task in tasks:  # the link in each task serves the image
             assert httpx.get(task["data"]["image"], timeout=30).status_code == 200
             x, y = truth[task["data"]["file_name"].rsplit("/", 1)[-1]]

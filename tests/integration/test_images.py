@@ -217,7 +217,7 @@ def _check_synthetic(ctx: StageContext, result: Any) -> None:
     table = _table(ctx, result.manifest_uri)
     syn = table.loc[table["synthetic"]]
     real = table.loc[~table["synthetic"]]
-    report = json.loads(_image(ctx, result.extra["synthesis_report"]))
+    report = json.loads(_image(ctx, result.reports["synthesis_report"]))
     assert len(syn) == result.counts["synthetic"] > 0
     assert len(syn) / len(table) <= 0.2
     assert set(syn["label"]) <= {"photo", "1"} and set(syn["generator"]) == {"image_augment"}

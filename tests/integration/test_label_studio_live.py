@@ -108,7 +108,7 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
     cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
     # tasks out: the project made from the guideline, one task per routed record
     first = annotate.run(ctx, cleaned)
-    sent = first.extra["label_studio"]
+    sent = first.label_studio
     routed = sorted(sent["ids"])
     assert len(routed) == first.counts["routed_to_people"] >= len(NEUTRAL)
     assert (sent["imported"], sent["already_there"]) == (len(routed), 0)
@@ -119,7 +119,7 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
     held = {t["data"]["granary_id"]: t["id"] for t in listed["tasks"]}
     assert sorted(held) == routed and listed["total"] == len(routed)
     again = annotate.run(ctx, cleaned)  # a retried task imports nothing twice
-    assert again.extra["label_studio"]["imported"] == 0
+    assert again.label_studio["imported"] == 0
     assert _tasks(studio, project["id"])["total"] == len(routed)
 
     # the title of a dataset with the longest name fits the server's 50 characters
@@ -158,7 +158,7 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
     assert len(read_back) >= len(NEUTRAL)  # the records that stayed (none was a conflict tie)
     assert read_back == {rid: (answers[rid], "people") for rid in read_back}
     assert final.counts["routed_to_people"] == 0 and final.counts["unlabelled"] == 0
-    bucket, key = parse_uri(final.extra["annotation_report"])
+    bucket, key = parse_uri(final.reports["annotation_report"])
     people = json.loads(ctx.store.get_bytes(bucket, key))["people"]
     assert people["completions"] == 2 * len(routed)
     assert sorted(people["annotators"]) == sorted(str(p.id) for p in (admin, other))
@@ -181,7 +181,7 @@ def test_boxes_drawn_in_a_real_label_studio_come_back(
     ctx = stage_context(s, spec, "run-live")
     up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
     first = annotate.run(ctx, up)
-    sent = first.extra["label_studio"]
+    sent = first.label_studio
     project = admin.web.get(f"/api/projects/{sent['project']}/").json()
     assert project["title"] == "Granary: digit_people"
     assert "<RectangleLabels" in project["label_config"]

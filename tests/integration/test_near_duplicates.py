@@ -121,7 +121,7 @@ def test_near_duplicates_with_other_labels_are_conflicts_resolved_in_annotation(
     assert by_kept[tie_y] == round(jaccard(tie_y, tie_copy), 4)
     assert by_kept[chain_y] == round(jaccard(chain_y, chain_x), 4)
     assert loose_copy in set(kept["text"]) and loose_y in set(kept["text"])
-    report = _report(ctx, cleaned.extra["report"])
+    report = _report(ctx, cleaned.reports["report"])
     step = report["steps"][-1]
     assert step["step"] == "near_dedup" and step["threshold"] == 0.8 and "cutoff" not in step
     assert step["key"] == ["text"] and step["merged"] == 3 and step["clusters"] == 3
@@ -133,7 +133,7 @@ def test_near_duplicates_with_other_labels_are_conflicts_resolved_in_annotation(
     a = annotated.counts
     assert a["label_conflicts"] == 2
     assert a["quarantine_reasons"] == {"label_conflict": 1}
-    conflicts = _report(ctx, annotated.extra["annotation_report"])["conflicts"]
+    conflicts = _report(ctx, annotated.reports["annotation_report"])["conflicts"]
     assert conflicts["by_kind"] == {"exact": 0, "near": 2}
     assert conflicts["outcomes"] == {"tie_dropped": 1, "majority": 1}
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, annotated.manifest_uri))

@@ -199,7 +199,7 @@ def test_the_same_records_make_no_new_version(s3: Settings, tmp_path: Path) -> N
     first = publish_run(s, "run-1")
     again = publish_run(s, "run-2")  # nothing changed at the source
     assert first.counts["version"] == 1 and "unchanged" not in first.counts
-    assert again.extra["unchanged"] is True and again.counts["version"] == 1
+    assert again.release.unchanged is True and again.counts["version"] == 1
     from granary.runtime import catalog, registry
 
     assert [v.version for v in catalog(s).versions(DS)] == [1]

@@ -58,7 +58,7 @@ def published(s3: Settings, tmp_path: Path) -> tuple[Settings, StageContext]:
     for stage in (preprocess, annotate, evaluate):
         up = stage.run(ctx, up).to_xcom()
     pub = publish.run(ctx, up)
-    assert pub.extra["version"] == 1
+    assert pub.release.version == 1
     return s, ctx
 
 

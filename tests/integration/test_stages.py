@@ -99,7 +99,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     e = evaluate.run(ctx, sy.to_xcom())
     assert e.counts["failed"] == 0 and e.counts["expectations"] > 5
     pub = publish.run(ctx, e.to_xcom())
-    assert pub.extra["version"] == 1 and pub.extra["tag"] == "tiny_reviews/v1"
+    assert pub.release.version == 1 and pub.release.tag == "tiny_reviews/v1"
 
     # the published bytes come back from the registry; every provenance column is there
     out = ctx.registry.fetch("tiny_reviews", 1, s.home / "got")
@@ -120,7 +120,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert ctx.catalog.get_version("tiny_reviews").row_count == 4
 
     # publishing the same run again is a no-op that returns the same version
-    assert publish.run(ctx, e.to_xcom()).extra["version"] == 1
+    assert publish.run(ctx, e.to_xcom()).release.version == 1
     assert [v.version for v in ctx.catalog.versions("tiny_reviews")] == [1]
 
     # lineage descriptors: raw inputs with their S3 version ids, the release folder
@@ -240,7 +240,7 @@ preprocess:
     near = merges.loc[merges["reason"] == "near_duplicate"]
     assert len(near) == 1 and 0.7 <= near.iloc[0]["similarity"] < 1
     assert p.counts["in"] == p.counts["kept"] + p.counts["quarantined"] + p.counts["merged"]
-    bucket, key = p.extra["report"][5:].split("/", 1)
+    bucket, key = p.reports["report"][5:].split("/", 1)
     report = json.loads(ctx.store.get_bytes(bucket, key))
     assert [x["step"] for x in report["steps"]] == [
         "normalise", "filter", "pii", "exact_dedup", "near_dedup"]

@@ -73,7 +73,7 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     cap = int(0.2 / 0.8 * 250)
     assert 0 < c["synthetic"] <= cap and c["share"] <= 0.2
     assert c["made"] == c["synthetic"] + c["rejected"]
-    bucket, key = parse_uri(syn.extra["synthesis_report"])
+    bucket, key = parse_uri(syn.reports["synthesis_report"])
     report = json.loads(ctx.store.get_bytes(bucket, key))
     assert report["balance"]["before"] == {"neg": 200, "pos": 50}
     assert report["balance"]["after"]["pos"] == 50 + c["synthetic"]

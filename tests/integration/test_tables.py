@@ -195,7 +195,7 @@ def test_an_optional_integer_field_with_gaps_stays_integer_through_every_stage(
     (folder / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     gaps = sum(1 for line in lines[1:] if line.split(",")[1] in ("", "NA"))
     ctx, results = run_lifecycle(s, GAPS_SPEC, "run-gaps")
-    version = results["publish"].extra["version"]
+    version = results["publish"].release.version
     out = ctx.registry.fetch("cars_gaps", version, tmp_path / "got")
     import pyarrow.parquet as pq
 

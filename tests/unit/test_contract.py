@@ -31,7 +31,7 @@ def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str
 
 
 def _p(name: str, kind: Any, over: str | None = None, *takes: str) -> Part:
-    return Part(name, f"{__name__}:_{name}", kind, name, over=over, takes=takes)
+    return Part(name, f"{__name__}:_{name}", kind, over=over, takes=takes)
 
 
 @pytest.mark.parametrize(("parts", "says"), [
@@ -40,11 +40,12 @@ def _p(name: str, kind: Any, over: str | None = None, *takes: str) -> Part:
     ((_p("a", "reduce"), _p("b", "plan")), "exactly one reduce"),
     ((_p("a", "plan"), _p("a", "reduce")), "repeat"),
     ((_p("a", "map", "nowhere"), _p("b", "reduce")), "maps over 'nowhere'"),
+    ((_p("a", "map", UPSTREAM), _p("b", "reduce")), "maps over 'upstream'"),
     ((_p("a", "plan"), _p("b", "reduce", None, "later")), "takes ['later']"),
 ])
 def test_a_malformed_declaration_is_refused(parts: tuple[Part, ...], says: str) -> None:
     with pytest.raises(ValueError, match=says.replace("[", r"\[").replace("]", r"\]")):
-        Stage("broken", parts, "a broken stage")
+        Stage("broken", parts)
 
 
 CALLS: list[tuple[str, Any]] = []
@@ -79,7 +80,7 @@ def test_run_in_process_follows_the_declared_data_flow() -> None:
     stage = Stage("toy", (
         _p("plan", "plan", None, UPSTREAM), _p("clean", "map", "plan"),
         _p("decide", "global", None, "clean"), _p("apply", "map", "clean", "decide"),
-        _p("merge", "reduce", None, UPSTREAM, "apply", "decide")), "a toy stage")
+        _p("merge", "reduce", None, UPSTREAM, "apply", "decide")))
     CALLS.clear()
     out = run_in_process(stage, "ctx", [1, 3, 2])
     assert out == {"upstream": [1, 3, 2], "applied": [20, 0, 10], "top": 30}
@@ -97,3 +98,22 @@ def test_the_lifecycle_dag_has_a_task_per_declared_part(repo: Path) -> None:
     assert tasks == declared
     refresh = bag.dags["granary_zh_shopping_reviews_refresh"]
     assert set(refresh.task_ids) == {"collect_to_evaluate", "publish", "end"}
+
+
+def test_a_process_that_imports_only_the_people_trigger_finds_airflows_connections() -> None:
+    """The triggerer runs WaitForPeople's trigger in a process that never imports the
+    runtime: the lifecycle's connection lookup must be Airflow's there too."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import granary.people\n"
+            "from lifecycle.annotate import labelstudio\n"
+            "print(labelstudio.server('granary_ls').url)\n")
+    env = {**os.environ, "AIRFLOW_CONN_GRANARY_LS": json.dumps(
+        {"conn_type": "http", "host": "http://label-studio:8080", "password": "t0ken"})}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "http://label-studio:8080"

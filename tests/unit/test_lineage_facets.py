@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from granary import emit
+from lifecycle.context import StageResult
 from lineage.facets import Conservation, DatasetIO, conservation_facet
 from lineage.naming import from_uri, parse_node_id
 from lineage.validate import EventError, validate_event, validate_facet
@@ -87,7 +88,8 @@ def test_lineage_failure_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(emit.log, "warning",
                         lambda msg, *args, **_kw: warnings.append(msg % args))
     sent = emit.emit_stage("collect", [DatasetIO(uri="s3://b/k", direction="input")],
-                           Conservation(records_in=1, kept=1), ["team"], "collect stage")
+                           StageResult("collect", "s3://b/m", {"in": 1, "kept": 1}), ["team"],
+                           "collect stage")
     assert sent is False
     assert warnings and "lineage store is down" in warnings[0]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import granary.connections  # noqa: F401  (the LLM's connection comes from Airflow's)
+import granary  # noqa: F401  (installs Airflow's connections, the LLM's among them)
 from lifecycle.context import StageContext
 from lifecycle.spec import parse_spec
 from lifecycle.synthesize import generators

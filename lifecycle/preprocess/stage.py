@@ -27,9 +27,9 @@ from lifecycle import refresh
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.preprocess import keytexts, neardedup
-from lifecycle.preprocess.textops import Normaliser, RecordFilter
 from lifecycle.records import shards
 from lifecycle.text import neardup, pii
+from lifecycle.text.textops import Normaliser, RecordFilter
 from storage import keys
 from storage.faults import fault_point
 

@@ -252,8 +252,8 @@ def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
 
 
 def one_new_shard(spec: DatasetSpec, results: dict[str, dict[str, Any]],
-                   arrived: pd.DataFrame, df: pd.DataFrame, fresh: np.ndarray | None,
-                   manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
+                  arrived: pd.DataFrame, df: pd.DataFrame, fresh: np.ndarray | None,
+                  manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A refresh's per-shard checks without validating again, when they are the ones the
     refresh already ran: its input is one shard, that shard's records are exactly the new
     ones, and the new records were validated on every expectation but those about the whole
@@ -314,7 +314,7 @@ def merge_check(base: dict[str, Any], new: dict[str, Any], version: int) -> dict
 
 
 def carried_checks(base: dict[str, Any] | None,
-                    rules: str) -> dict[str, dict[str, Any]] | None:
+                   rules: str) -> dict[str, dict[str, Any]] | None:
     """The base version's row-local checks (by check_key) a refresh adds its new records'
     counts to, when the base was graded under the same rules and recorded the counts; None:
     validate the whole candidate."""
@@ -327,8 +327,8 @@ def carried_checks(base: dict[str, Any] | None,
 
 
 def validate_refresh(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray,
-                      carry: dict[str, dict[str, Any]], version: int,
-                      docs: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+                     carry: dict[str, dict[str, Any]], version: int,
+                     docs: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """A refresh's suite: the carried row-local expectations on the new records only, the
     rest (uniqueness, row count, columns, anything not row-local) on the whole candidate;
     the checks are the version's (the base's counts added). Returns GX's results by part and

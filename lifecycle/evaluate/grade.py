@@ -189,8 +189,8 @@ def _compared(spec: DatasetSpec, df: pd.DataFrame,
 
 
 def refusal(ctx: StageContext, grade: str, score: float, dims: dict[str, float],
-             weak: list[str], blocking: list[dict[str, Any]], total: int,
-             report_uri: str, drifted: dict[str, Any] | None = None) -> str:
+            weak: list[str], blocking: list[dict[str, Any]], total: int,
+            report_uri: str, drifted: dict[str, Any] | None = None) -> str:
     gate = ctx.spec.quality.gate
     parts = []
     if drifted:

@@ -24,8 +24,8 @@ def label_base(ctx: StageContext, known: tuple[int, Any] | None) -> dict[str, An
 
 
 def check_labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = None,
-            known: tuple[int, Any] | None = None,
-            carried: dict[str, Any] | None = None) -> labelcheck.LabelIssues | None:
+                 known: tuple[int, Any] | None = None,
+                 carried: dict[str, Any] | None = None) -> labelcheck.LabelIssues | None:
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
     if known is not None and ctx.spec.modality != "image":

@@ -15,7 +15,7 @@ from lifecycle.records import shards, splits
 
 
 def split(ctx: StageContext,
-           df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+          df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Group near-duplicates (diversity), assign splits (if the spec asks) and measure
     leakage across any split column."""
     cfg = ctx.spec.publish.splits
@@ -85,7 +85,7 @@ def split_links(ctx: StageContext, report: dict[str, Any]) -> pd.DataFrame | Non
 
 
 def split_carried(ctx: StageContext, df: pd.DataFrame, fresh: np.ndarray | None,
-                   base: dict[str, Any] | None, links: pd.DataFrame | None, version: int
+                  base: dict[str, Any] | None, links: pd.DataFrame | None, version: int
                    ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]] | None:
     """A refresh's split groups from the published records' groups (their column), the new
     records' signatures among themselves, and preprocessing's links between new and

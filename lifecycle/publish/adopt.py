@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def registry_manifest(ctx: StageContext,
-                       published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
+                      published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``manifest.json`` of the version the registry holds for ``published``, and its
     entry in the catalog's files (sha256, size, ledger link)."""
     bucket, prefix = ctx.registry.objects
@@ -46,7 +46,7 @@ def registry_manifest(ctx: StageContext,
 
 
 def as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
-                                                               dict[str, Any]]:
+                                                              dict[str, Any]]:
     """Rows, files, content hash and manifest entry of the version the registry holds for
     ``published`` (read from its ``manifest.json``)."""
     release, entry = registry_manifest(ctx, published)

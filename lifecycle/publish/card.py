@@ -116,43 +116,15 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
                                          ("data.parquet",)), allow_unicode=True,
                            sort_keys=False)
     version, name = release["version"], spec.name
-    reader, reader_args, hf_format = {"data.jsonl": ("pd.read_json", ", lines=True", "json"),
-                                      "data.csv": ("pd.read_csv", "", "csv")}.get(
-        data, ("pd.read_parquet", "", "parquet"))
     q = report or {}
     dims = q.get("dimensions", {})
     unmeasured = q.get("not_measured") or {}  # left out of the score and the grade
     collect, pre = stages.get("collect", {}), stages.get("preprocess", {})
-    sources = "\n".join(
-        f"- **{s.name}** ({s.type}): licence {s.licence_id}, legal basis "
-        f"{s.legal_basis or 'not given (accepted unlicensed)'}"
-        + (f", origin: {s.licence.origin}" if s.licence and s.licence.origin else "")
-        for s in spec.sources)
-    weak = [k for k, v in dims.items() if v < 0.95]
-    limitations = [f"- {k} is {dims[k]:.3f} (see the quality report)" for k in weak]
-    le = q.get("label_errors") or {}
-    if le.get("estimated"):
-        limitations.append(f"- about {le['rate']:.1%} of labels are estimated wrong by "
-                           f"confident learning ({le['flagged']} flagged for review)")
-    if not limitations:
-        limitations = ["- none measured below grade A; the quality report lists the evidence"]
     splits = release.get("splits") or {}
     split_line = (", ".join(f"{k} {v}" for k, v in splits.items()) if splits
                   else "no splits (one table)")
-    grade_change = change["grade"]
     verdict = "passed" if q.get("passed") else "not passed"
     pii_found = ", ".join(f"{k} {v}" for k, v in (pre.get("pii_found") or {}).items()) or "none"
-    history = (f"- v{version}: {change['added']} added, {change['removed']} removed, "
-               f"{change['relabelled']} relabelled; grade {grade_change['from'] or '-'} -> "
-               f"{grade_change['to']}")
-    syn = stages.get("synthesize", {})
-    synthetic_section = (
-        f"{int(syn.get('synthetic', 0)):,} synthetic records ({float(syn.get('share', 0)):.1%} "
-        f"of this version, cap {spec.synthesize.max_share:.0%}), made by "
-        f"`{spec.synthesize.generator}`; {int(syn.get('made', 0)):,} made, "
-        f"{int(syn.get('rejected', 0)):,} rejected. Each carries `synthetic = true`, its "
-        "`generator`, `generator_params` and `seed_ids` (the real records it came from)."
-        if syn.get("synthetic") else "0% (no synthetic records in this version).")
     label_section = _annotation_section(spec, stages.get("annotate", {}), q) \
         if label or spec.annotate.task == "boxes" else "No labels."
     return f"""---
@@ -166,7 +138,7 @@ Version **v{version}** of `{name}`: {rows:,} records, content hash `{release['co
 
 ## Sources
 
-{sources}
+{_sources(spec)}
 
 Dataset licence: {spec.licence.id}. {spec.licence.legal_basis or ''}
 
@@ -185,7 +157,7 @@ Every record carries its source object, line and raw hash (`granary trace {name}
 
 ## Synthetic share
 
-{synthetic_section}
+{_synthetic_section(spec, stages.get("synthesize", {}))}
 
 ## Quality
 
@@ -200,13 +172,63 @@ Splits: {split_line}. The full report is `quality.html` / `quality.json` in this
 
 ## Known limitations
 
-{chr(10).join(limitations)}
+{chr(10).join(_limitations(dims, q))}
 
 ## Changelog
 
-{history}
+{_history(version, change)}
 
-## How to load
+""" + _how_to_load(name, data, version, registry)
+
+
+def _sources(spec: DatasetSpec) -> str:
+    """The card's sources: each with its licence, legal basis and origin."""
+    return "\n".join(
+        f"- **{s.name}** ({s.type}): licence {s.licence_id}, legal basis "
+        f"{s.legal_basis or 'not given (accepted unlicensed)'}"
+        + (f", origin: {s.licence.origin}" if s.licence and s.licence.origin else "")
+        for s in spec.sources)
+
+
+def _history(version: Any, change: dict[str, Any]) -> str:
+    """The card's changelog line for this version."""
+    grade_change = change["grade"]
+    return (f"- v{version}: {change['added']} added, {change['removed']} removed, "
+            f"{change['relabelled']} relabelled; grade {grade_change['from'] or '-'} -> "
+            f"{grade_change['to']}")
+
+
+def _synthetic_section(spec: DatasetSpec, syn: dict[str, Any]) -> str:
+    """The card's synthetic share: how many records synthesis made and how they are marked."""
+    return (
+        f"{int(syn.get('synthetic', 0)):,} synthetic records ({float(syn.get('share', 0)):.1%} "
+        f"of this version, cap {spec.synthesize.max_share:.0%}), made by "
+        f"`{spec.synthesize.generator}`; {int(syn.get('made', 0)):,} made, "
+        f"{int(syn.get('rejected', 0)):,} rejected. Each carries `synthetic = true`, its "
+        "`generator`, `generator_params` and `seed_ids` (the real records it came from)."
+        if syn.get("synthetic") else "0% (no synthetic records in this version).")
+
+
+def _limitations(dims: dict[str, float], q: dict[str, Any]) -> list[str]:
+    """The card's known limitations: the dimensions below grade A, the labels likely wrong."""
+    weak = [k for k, v in dims.items() if v < 0.95]
+    limitations = [f"- {k} is {dims[k]:.3f} (see the quality report)" for k in weak]
+    le = q.get("label_errors") or {}
+    if le.get("estimated"):
+        limitations.append(f"- about {le['rate']:.1%} of labels are estimated wrong by "
+                           f"confident learning ({le['flagged']} flagged for review)")
+    if not limitations:
+        limitations = ["- none measured below grade A; the quality report lists the evidence"]
+    return limitations
+
+
+def _how_to_load(name: str, data: str, version: Any, registry: str) -> str:
+    """The card's last section: the data file read with pandas, Hugging Face datasets and
+    dvc.api, and the release got with ``dvc get``."""
+    reader, reader_args, hf_format = {"data.jsonl": ("pd.read_json", ", lines=True", "json"),
+                                      "data.csv": ("pd.read_csv", "", "csv")}.get(
+        data, ("pd.read_parquet", "", "parquet"))
+    return f"""## How to load
 
 ```python
 import pandas as pd                                   # after `dvc get` (below)

@@ -109,7 +109,7 @@ def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
 
 
 def drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
-                 records: set[str]) -> None:
+                records: set[str]) -> None:
     """The staged data files, once the version holds them and the catalog has it: the
     registry keeps the only copy (a retried task finds the version and never needs them).
     A file that is also evaluation's records (``records``: their keys) stays, as the

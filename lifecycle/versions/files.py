@@ -3,8 +3,8 @@
 
 Evaluation, the stage that holds the final records, stages them in the work bucket
 (:func:`stage_files`), so that publishing places them in the registry by a server-side copy
-instead of reading the records back; publishing writes them itself where evaluation did not
-(lifecycle/publish/stage.py)."""
+instead of reading the records back; where evaluation staged none, publishing stages them
+itself the same way and places them by the same path (lifecycle/publish/release.py)."""
 
 from __future__ import annotations
 

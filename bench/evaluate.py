@@ -93,22 +93,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
     args = ap.parse_args()
-    from lifecycle.evaluate import splits
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
     from lifecycle.labels import labelcheck
     from lifecycle.quality import dimensions as quality
+    from lifecycle.records import splits
     from lifecycle.spec import parse_spec
 
     spec = parse_spec(SPEC, "bench.yaml")
     df = table(args.records)
     n = len(df)
     results: dict = {}
-    evaluate.validate(spec, df.head(100))  # warm-up: GX's first import and context
+    expectations.validate(spec, df.head(100))  # warm-up: GX's first import and context
     with tempfile.TemporaryDirectory() as tmp:
-        checks = evaluate.summarise(timed(results, "gx_whole", n,
-                                          lambda: evaluate.validate(spec, df, Path(tmp))))
+        checks = expectations.summarise(timed(results, "gx_whole", n,
+                                              lambda: expectations.validate(spec, df, Path(tmp))))
     sizes = [min(50_000, n - s) for s in range(0, n, 50_000)]
-    timed(results, "gx_shards", n, lambda: evaluate.validate_shards(spec, df, sizes))
+    timed(results, "gx_shards", n, lambda: expectations.validate_shards(spec, df, sizes))
     issues = timed(results, "labels", n, lambda: labelcheck.find(
         df["text"].tolist(), df["label"].tolist()))
 

@@ -96,7 +96,7 @@ def _floor(s: Any, delta: list[str]) -> dict[str, Any]:
     from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
 
     from granary.runtime import object_store, registry
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
     from lifecycle.spec import load_spec
 
     # the shape's own DAG folder, written to the metadata database as dag.test() does for
@@ -122,7 +122,7 @@ def _floor(s: Any, delta: list[str]) -> dict[str, Any]:
     for _ in range(3):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            evaluate.validate(spec, frame, docs=Path(tmp))
+            expectations.validate(spec, frame, docs=Path(tmp))
             gx_s.append(time.perf_counter() - start)
     reg, store = registry(s), object_store(s)
     reg_s = []

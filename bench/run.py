@@ -9,7 +9,7 @@ What is measured, per size (100k and 1M documents by default), each a process of
   functions lifecycle/preprocess/stage.py uses, no S3, no Parquet): the figure this benchmark
   used to report alone.
 - ``granary-stage``: the preprocess stage as the DAG runs it (bench/stage.py): the mapped
-  tasks' functions (granary.runtime.run_part: plan, clean per shard, deduplicate, apply per
+  tasks' functions (granary.runtime.stage_part: plan, clean per shard, deduplicate, apply per
   shard; run_stage for the merge), each task in a fresh process, two at a time, against a
   real SeaweedFS S3 server holding the collected Parquet shards, with quarantine tables,
   manifests, report and the SQLite catalog. The S3 server's CPU and memory during the run
@@ -193,9 +193,9 @@ def granary(src: Path, near_ids: Path | None = None) -> dict[str, Any]:
 
     from lifecycle.preprocess import neardedup
     from lifecycle.preprocess.stage import ExactDeduplicator, _replace
-    from lifecycle.preprocess.textops import Normaliser
     from lifecycle.spec import NearDedup, Normalise, Pii
     from lifecycle.text import neardup, pii
+    from lifecycle.text.textops import Normaliser
 
     cpu, wall = time.process_time(), time.perf_counter()
     texts = read_corpus(src)  # timed, as datatrove's reading is
@@ -432,8 +432,8 @@ GROUPS = [  # (group, substrings of a function's file and name); the first match
       "lifecycle/text/chargrams.py"]),
     ("personal data detection (lifecycle/text/pii.py, phones.py)",
      ["lifecycle/text/pii.py", "lifecycle/text/phones.py"]),
-    ("normalisation (lifecycle/preprocess/textops.py)",
-     ["lifecycle/preprocess/textops.py", "unicodedata"]),
+    ("normalisation (lifecycle/text/textops.py)",
+     ["lifecycle/text/textops.py", "unicodedata"]),
     ("pandas and numpy (dedup tables, isin, sets, copies)", ["pandas", "numpy"]),
     ("spec and settings per task (pydantic, YAML)", ["pydantic", "yaml", "lifecycle/spec",
                                                     "/spec.py", "specload",
@@ -526,9 +526,9 @@ def pii_cost(texts: list[str]) -> dict[str, Any]:
     small calls): every detector, as the stage runs it whatever the spec keeps, with the
     default phone regions (the benchmark's spec names no language) and with a Chinese
     dataset's (language: [zh]); and the two detectors the operators' run uses."""
-    from lifecycle.preprocess.textops import Normaliser
     from lifecycle.spec import Normalise
     from lifecycle.text import pii
+    from lifecycle.text.textops import Normaliser
 
     norm = Normaliser(Normalise(html=False, fix_mojibake=False))
     texts = [norm(t) for t in texts]

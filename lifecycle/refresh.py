@@ -19,7 +19,7 @@ only:
   delete) or replaced (a delta record with a known ``refresh.key``), plus the delta; base
   records keep their split, and the candidate is graded as a whole version, the counts of
   row-local checks and personal data left, and the split groups, being the base's plus the
-  new records' when no base record was removed (lifecycle/evaluate/stage.py);
+  new records' when no base record was removed (lifecycle/evaluate/candidate.py);
 - publishing compares it with the base: equal records make no new version.
 
 What a refresh reads from S3 grows with the delta, except for the base's deduplication index

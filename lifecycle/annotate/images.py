@@ -4,11 +4,11 @@ identical images labelled differently, a classifier on simple image features for
 unlabelled ones (no model can be downloaded here), and confident learning on the same
 features for likely label errors.
 
-Features per image: a colour histogram (8 bins a channel) and HOG (scikit-image) of the grey
-image at 64x64. The classifier is a standardised logistic regression trained on the labelled
-images; an unlabelled image takes its prediction at probability >= ``annotate.model.min_confidence``
-(``label_source: model``); below it, and wherever no label was found, the image is routed to
-people with the guess as a suggestion.
+Features per image (lifecycle/media/features.py): a colour histogram (8 bins a channel) and
+HOG (scikit-image) of the grey image at 64x64. The classifier is a standardised logistic
+regression trained on the labelled images; an unlabelled image takes its prediction at
+probability >= ``annotate.model.min_confidence`` (``label_source: model``); below it, and
+wherever no label was found, the image is routed to people with the guess as a suggestion.
 
 Bounding boxes (``annotate.task: boxes``) come from people only: per image the consensus of
 its annotators (:func:`lifecycle.labels.labelling.consensus`), stored as JSON in ``boxes``.
@@ -16,7 +16,6 @@ its annotators (:func:`lifecycle.labels.labelling.consensus`), stored as JSON in
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections import Counter, defaultdict
@@ -29,36 +28,11 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.labels import labelcheck, labelling
 from lifecycle.labels.labelling import Completion
+from lifecycle.media.features import features
 from lifecycle.records import shards
 
 log = logging.getLogger(__name__)
-SIDE = 64
 EXAMPLES = 10
-
-
-def features(ctx: StageContext, uris: list[str]) -> np.ndarray:
-    """One feature row per image (read from the object store)."""
-    return inspect(ctx, uris)[0]
-
-
-def inspect(ctx: StageContext, uris: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(feature rows, whether each image still carries metadata), reading each image once."""
-    from PIL import Image
-    from skimage.feature import hog
-
-    rows, meta = [], []
-    for uri in uris:
-        bucket, key = shards.parse_uri(uri)
-        with Image.open(io.BytesIO(ctx.store.get_bytes(bucket, key))) as img:
-            meta.append(bool(img.info.get("exif") or img.info.get("xmp")
-                             or getattr(img, "text", None) or len(img.getexif())))
-            rgb = np.asarray(img.convert("RGB").resize((SIDE, SIDE)), dtype=np.float64)
-        hist = np.concatenate([np.histogram(rgb[..., c], bins=8, range=(0, 256))[0]
-                               for c in range(3)]) / (SIDE * SIDE)
-        grads = hog(rgb.mean(axis=2), orientations=9, pixels_per_cell=(8, 8),
-                    cells_per_block=(2, 2), feature_vector=True)
-        rows.append(np.concatenate([hist, grads]))
-    return (np.vstack(rows) if rows else np.zeros((0, 1)), np.array(meta, dtype=bool))
 
 
 @dataclass

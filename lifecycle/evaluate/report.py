@@ -313,93 +313,132 @@ def _coverage(cov: dict[str, Any] | None) -> str:
 
 def render(report: dict[str, Any], nav: str = "") -> str:
     """The report page; ``nav`` is HTML placed above it (links back into the catalog)."""
-    grade, dims = report["grade"], report["dimensions"]
+    sections = [_head(report, nav), _dimensions_section(report), _labels_section(report),
+                _lengths_section(report), _duplicates_section(report)]
+    sections.append(_cells_section(report.get("cells") or {}, report.get("proposals") or {}))
+    dr = report.get("drift")
+    if dr:
+        sections.append(_drift_section(dr))
+    sp = report.get("splits") or {}
+    if sp:
+        sections.append(_splits_section(sp))
+    sections.append(_gx_section(report))
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<link rel='icon' href='data:,'>"
+            f"<title>quality of {_e(report['dataset'])}</title><style>{STYLE}</style></head>"
+            f"<body><header><strong>Granary</strong> · quality report</header><main>"
+            + "".join(sections) + "</main></body></html>")
+
+
+def _head(report: dict[str, Any], nav: str) -> str:
+    """The dataset, run, grade, score and verdict."""
+    grade = report["grade"]
     verdict = ("<span class='ok'>passed its gate</span>" if report["passed"] else
                "<span class='bad'>did not pass its gate: a candidate, not published</span>")
-    exp = report["expectations"]
-    pii = report["pii"]
-    dup = report["duplicates"]
-    le = report.get("label_errors") or {}
-    sp = report.get("splits") or {}
-    head = (f"<p>{nav}<strong>{_e(report['dataset'])}</strong> · run {_e(report['run_id'])} · "
+    return (f"<p>{nav}<strong>{_e(report['dataset'])}</strong> · run {_e(report['run_id'])} · "
             f"{report['rows']:,} records · evaluated {_e(report['evaluated_at'][:19])}</p>"
             f"<p><span class='grade' id='grade' style='background:"
             f"{GRADE_COLOURS.get(grade, '#555')}'>{grade}</span> score "
             f"<strong id='score'>{report['score']:.4f}</strong> · {verdict} (minimum grade "
             f"{_e(report['gate']['min_grade'])})"
             + (f" · weak: {_e(', '.join(report['weak']))}" if report["weak"] else "") + "</p>")
+
+
+def _dimensions_section(report: dict[str, Any]) -> str:
+    """The dimensions (radar and table), those not measured, the warnings, the evidence."""
+    dims = report["dimensions"]
     gating = set(report.get("gating", dims))
     dim_rows = [[k, f"{v:.4f}", q.grade_of(v), report["weights"].get(k, 1.0),
                  "yes" if k in gating else "no"] for k, v in dims.items()]
     unmeasured = report.get("not_measured") or {}
+    return ("<section><h3>Dimensions</h3><div class='grid'>" + radar(dims)
+            + _table(["dimension", "value", "grade", "weight", "gating"], dim_rows) + "</div>"
+            + ("<h4>Not measured (left out of the score and the grade)</h4><div id='not-measured'>"
+               + _table(["dimension", "why"], [[k, v] for k, v in unmeasured.items()]) + "</div>"
+               if unmeasured else "")
+            + ("<h4>Warnings</h4><ul id='quality-warnings'>"
+               + "".join(f"<li>{_e(w)}</li>" for w in report.get("warnings") or []) + "</ul>"
+               if report.get("warnings") else "")
+            + "<p>Formulas: docs/quality.md. Evidence: "
+            + _e(", ".join(f"{k} {v}" for k, v in report["evidence"].items())) + "</p></section>")
+
+
+def _labels_section(report: dict[str, Any]) -> str:
+    """The label distribution, its balance and the likely label errors."""
+    le = report.get("label_errors") or {}
     bal = report.get("balance") or {}
-    sections = [
-        head,
-        "<section><h3>Dimensions</h3><div class='grid'>" + radar(dims)
-        + _table(["dimension", "value", "grade", "weight", "gating"], dim_rows) + "</div>"
-        + ("<h4>Not measured (left out of the score and the grade)</h4><div id='not-measured'>"
-           + _table(["dimension", "why"], [[k, v] for k, v in unmeasured.items()]) + "</div>"
-           if unmeasured else "")
-        + ("<h4>Warnings</h4><ul id='quality-warnings'>"
-           + "".join(f"<li>{_e(w)}</li>" for w in report.get("warnings") or []) + "</ul>"
-           if report.get("warnings") else "")
-        + "<p>Formulas: docs/quality.md. Evidence: "
-        + _e(", ".join(f"{k} {v}" for k, v in report["evidence"].items())) + "</p></section>",
-        "<section><h3>Labels</h3><div class='grid'>"
-        + bars([(str(k), float(v)) for k, v in report["labels"].items()], "label distribution")
-        + "</div>"
-        + (f"<p id='balance'>Balance: {_e(bal['mode'])}; normalised entropy "
-           f"{bal['entropy']}; shares "
-           + _e(", ".join(f"{k} {v:.3f}" for k, v in bal["shares"].items())) + "</p>"
-           if bal.get("shares") else "")
-        + (f"<p>Likely label errors (confident learning): {le.get('flagged', 0):,} flagged, "
-           f"{le.get('estimated', 0):,} estimated wrong of {le.get('checked', 0):,} checked "
-           f"(rate {le.get('rate', 0):.4f}; classifier out-of-fold accuracy "
-           f"{le.get('model_accuracy', 0):.3f}). {_e(le.get('note', ''))}</p>"
-           + _table(["id", "text", "label", "suggested", "confidence"],
-                    [[x["id"], x["text"], x["label"], x["suggested"], x["confidence"]]
-                     for x in le.get("examples", [])]) if le else "<p>No label check.</p>")
-        + "</section>",
-        "<section><h3>Text length (characters)</h3>"
-        + histogram(report["lengths"].get("edges", []), report["lengths"].get("counts", []),
-                    "length histogram")
-        + (f"<p>min {report['lengths']['min']}, median {report['lengths']['median']:.0f}, "
-           f"p95 {report['lengths']['p95']:.0f}, max {report['lengths']['max']} (bars clipped "
-           f"at {report['lengths']['clipped_at']})</p>" if report["lengths"] else "")
-        + "</section>",
-        "<section><h3>Duplicates and personal data</h3><div class='grid'>"
-        + bars([("exact merged", dup["exact_merged"]), ("near merged", dup["near_merged"]),
-                ("label conflicts", dup["label_conflicts"]), ("residual", dup["residual"])],
-               "duplicates")
-        + bars([(f"found: {k}", float(v["found"]))
-                for k, v in pii["found_in_preprocessing"].items()]
-               + [(f"left: {k}", float(v)) for k, v in pii["residual"].items()],
-               "personal data")
-        + "</div>"
-        + f"<p>Personal data left after masking: {pii['residual_records']:,} records"
-        + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p>"
-        + _coverage(pii.get("coverage")) + "</section>",
-    ]
-    sections.append(_cells_section(report.get("cells") or {}, report.get("proposals") or {}))
-    dr = report.get("drift")
-    if dr:
-        sections.append(
-            f"<section id='drift'><h3>Drift against v{dr.get('previous_version')}</h3>"
+    return ("<section><h3>Labels</h3><div class='grid'>"
+            + bars([(str(k), float(v)) for k, v in report["labels"].items()],
+                   "label distribution")
+            + "</div>"
+            + (f"<p id='balance'>Balance: {_e(bal['mode'])}; normalised entropy "
+               f"{bal['entropy']}; shares "
+               + _e(", ".join(f"{k} {v:.3f}" for k, v in bal["shares"].items())) + "</p>"
+               if bal.get("shares") else "")
+            + (f"<p>Likely label errors (confident learning): {le.get('flagged', 0):,} flagged, "
+               f"{le.get('estimated', 0):,} estimated wrong of {le.get('checked', 0):,} checked "
+               f"(rate {le.get('rate', 0):.4f}; classifier out-of-fold accuracy "
+               f"{le.get('model_accuracy', 0):.3f}). {_e(le.get('note', ''))}</p>"
+               + _table(["id", "text", "label", "suggested", "confidence"],
+                        [[x["id"], x["text"], x["label"], x["suggested"], x["confidence"]]
+                         for x in le.get("examples", [])]) if le else "<p>No label check.</p>")
+            + "</section>")
+
+
+def _lengths_section(report: dict[str, Any]) -> str:
+    """The text lengths' histogram."""
+    return ("<section><h3>Text length (characters)</h3>"
+            + histogram(report["lengths"].get("edges", []), report["lengths"].get("counts", []),
+                        "length histogram")
+            + (f"<p>min {report['lengths']['min']}, median {report['lengths']['median']:.0f}, "
+               f"p95 {report['lengths']['p95']:.0f}, max {report['lengths']['max']} (bars "
+               f"clipped at {report['lengths']['clipped_at']})</p>" if report["lengths"] else "")
+            + "</section>")
+
+
+def _duplicates_section(report: dict[str, Any]) -> str:
+    """Duplicates merged and left, personal data found and left."""
+    pii = report["pii"]
+    dup = report["duplicates"]
+    return ("<section><h3>Duplicates and personal data</h3><div class='grid'>"
+            + bars([("exact merged", dup["exact_merged"]), ("near merged", dup["near_merged"]),
+                    ("label conflicts", dup["label_conflicts"]), ("residual", dup["residual"])],
+                   "duplicates")
+            + bars([(f"found: {k}", float(v["found"]))
+                    for k, v in pii["found_in_preprocessing"].items()]
+                   + [(f"left: {k}", float(v)) for k, v in pii["residual"].items()],
+                   "personal data")
+            + "</div>"
+            + f"<p>Personal data left after masking: {pii['residual_records']:,} records"
+            + _e("".join(f", {k} {v}" for k, v in pii["residual"].items())) + "</p>"
+            + _coverage(pii.get("coverage")) + "</section>")
+
+
+def _drift_section(dr: dict[str, Any]) -> str:
+    """Drift against the previous version, measure by measure."""
+    return (f"<section id='drift'><h3>Drift against v{dr.get('previous_version')}</h3>"
             + (f"<p><strong>{len(dr['drifted'])} measure(s) beyond their threshold</strong> "
                f"(action: {_e(dr['action'])}).</p>" if dr["drifted"]
                else "<p>Every measure within its threshold.</p>")
             + _table(["measure", "value", "threshold", "drifted"],
                      [[m["measure"], m["value"], m["threshold"], "✘" if m["drifted"] else "✔"]
                       for m in dr["measures"]]) + "</section>")
-    if sp:
-        leak = sp.get("leakage", {})
-        sections.append(
-            "<section><h3>Splits and leakage</h3>"
+
+
+def _splits_section(sp: dict[str, Any]) -> str:
+    """The splits' sizes and the near-duplicate groups that span two splits."""
+    leak = sp.get("leakage", {})
+    return ("<section><h3>Splits and leakage</h3>"
             + bars([(k, float(v)) for k, v in sp.get("counts", {}).items()], "splits")
             + f"<p>{leak.get('records', 0):,} records in {leak.get('groups', 0):,} "
             f"near-duplicate groups (Jaccard ≥ {sp.get('threshold')}) span two splits.</p>"
             + _table(["id", "split", "id", "split", "similarity"],
                      [list(x) for x in leak.get("examples", [])]) + "</section>")
+
+
+def _gx_section(report: dict[str, Any]) -> str:
+    """Great Expectations' results, per check and per shard, and where they are kept."""
+    exp = report["expectations"]
     rows = [[c["expectation"], c["kwargs"].get("column", ""), "✔" if c["success"] else "✘",
              c.get("unexpected_count") if c.get("unexpected_count") is not None
              else c.get("observed_value", ""), ", ".join(c.get("examples") or [])]
@@ -414,16 +453,10 @@ def render(report: dict[str, Any], nav: str = "") -> str:
             f"<p>A refresh: {len(carried)} row-local checks count v{carried[0]}'s records as "
             f"its evaluation found them plus this run's new records, which GX validated: "
             + _e(links.get("gx_validation_new", "")) + "</p>")
-    sections.append(
-        f"<section><h3>Great Expectations results ({exp['total'] - len(exp['failed'])} of "
-        f"{exp['total']} passed)</h3><div id='gx-results'>"
-        + _table(["expectation", "column", "ok", "unexpected / observed", "examples"], rows)
-        + "</div>" + note + "<h4>Per shard</h4>"
-        + _table(["shard", "rows", "ok", "failures"], shard_rows)
-        + "<p>Validation result: " + _e(links.get("gx_validation", "")) + "<br>Data Docs: "
-        + _e(links.get("data_docs", "")) + "</p></section>")
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<link rel='icon' href='data:,'>"
-            f"<title>quality of {_e(report['dataset'])}</title><style>{STYLE}</style></head>"
-            f"<body><header><strong>Granary</strong> · quality report</header><main>"
-            + "".join(sections) + "</main></body></html>")
+    return (f"<section><h3>Great Expectations results ({exp['total'] - len(exp['failed'])} of "
+            f"{exp['total']} passed)</h3><div id='gx-results'>"
+            + _table(["expectation", "column", "ok", "unexpected / observed", "examples"], rows)
+            + "</div>" + note + "<h4>Per shard</h4>"
+            + _table(["shard", "rows", "ok", "failures"], shard_rows)
+            + "<p>Validation result: " + _e(links.get("gx_validation", "")) + "<br>Data Docs: "
+            + _e(links.get("data_docs", "")) + "</p></section>")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.errors import PermanentError
+from lifecycle.records.columns import SPLIT_LINK_COLUMNS
 from lifecycle.text import neardup
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 INDEX_BITS = 4
 CHANCE = 1 / 2 ** INDEX_BITS
 _LOW = np.uint32(2 ** INDEX_BITS - 1)
-SPLIT_LINK_COLUMNS = ["id", "published_id", "similarity"]
 SHINGLE_CACHE = 8192  # records whose shingle sets are kept while pairs are verified
 TextFetcher = Callable[[pd.DataFrame], list[list[str] | None]]
 
@@ -215,7 +215,7 @@ def _similar(cfg: Any, texts: dict[int, list[str] | None]) -> Callable[[int, int
 def link_threshold(spec: Any) -> float | None:
     """The similarity at which a refresh links new records to published ones for the split
     groups (publish.splits.threshold), when the spec has splits and near-dedup shingles its
-    texts as the split groups do (lifecycle/evaluate/splits.py: 3-grams of characters or words of
+    texts as the split groups do (lifecycle/records/splits.py: 3-grams of characters or words of
     the
     text field alone); else None."""
     nd, sp = spec.preprocess.near_dedup, spec.publish.splits

@@ -26,9 +26,9 @@ import pandas as pd
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.preprocess import keytexts, neardedup
-from lifecycle.preprocess.textops import Normaliser, RecordFilter
 from lifecycle.records import shards
 from lifecycle.text import neardup, pii
+from lifecycle.text.textops import Normaliser, RecordFilter
 from storage import keys
 from storage.faults import fault_point
 

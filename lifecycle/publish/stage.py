@@ -2,264 +2,51 @@
 as plain objects to the releases bucket (``<dataset>/v<N>/<file>``, the version's name in
 lineage), and record the version in the catalog.
 
-The data files come from evaluation, which holds the records and writes them in the release
-formats (:func:`stage_files`); publishing places those objects in the registry by a
+The data files come from evaluation, which holds the records and stages them in the release
+formats (lifecycle/versions/files.py); publishing places those objects in the registry by a
 server-side copy and never reads the records back. Image datasets (whose release packs the
-images themselves) and outputs of older runs are read and written here.
+images themselves) and outputs of older runs are read here, and their data files staged and
+placed the same way (lifecycle/publish/release.py builds the version's files).
 
 Once the version is in the registry and the releases bucket, its accessibility is measured
 (lifecycle/publish/reachable.py: presigned downloads, ``dvc get``, the card and Croissant
 validated) and the catalog records the grade and score with it.
 
 Idempotent: a retried task finds the tag its run already pushed and the catalog row it wrote,
-and returns them instead of making a second version.
+and returns them instead of making a second version (lifecycle/publish/adopt.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lifecycle.context import Laps, Release, StageContext, StageResult
-from lifecycle.errors import PermanentError, QualityGateFailed
-from lifecycle.publish import card
+from lifecycle.errors import QualityGateFailed
+from lifecycle.publish import adopt, release
 from lifecycle.records import shards
 from lifecycle.versions import releases
+from lifecycle.versions.records import changelog, previous_records, same_records
 from lineage.facets import DatasetIO
 from lineage.naming import registry_name, release_folder
-from storage import keys
 from storage.catalog import Version
 from storage.faults import fault_point
-from storage.objectstore import StorageError, md5_file, sha256_file
-from storage.registry import Published, StoredFile
+from storage.registry import Published
 
 log = logging.getLogger(__name__)
 STAGE = "publish"
-
-
-JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Lines file
-# A release's Parquet file is written once and read by every download and by the next
-# refresh, so it is compressed harder than the work shards (zstd level 1, Arrow's default):
-# 17,320 sample reviews 2.42 MB at level 1, 1.84 MB at 6, 1.82 MB at 9; writing takes
-# 0.02 s, 0.12 s and 0.16 s (reading is no slower). Dictionaries only where values repeat
-# (shards.low_cardinality): 1.78 MB at level 6.
-RELEASE_ZSTD_LEVEL = 6
-
-
-FILE_NAMES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "csv": "data.csv"}
-
-
-def write_format(df: pd.DataFrame, folder: Path, fmt: str) -> Path:
-    """Write the records in one release format; deterministic bytes for the same records."""
-    path = folder / FILE_NAMES[fmt]
-    if fmt == "parquet":
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        pq.write_table(table, path, compression="zstd",
-                       compression_level=RELEASE_ZSTD_LEVEL,
-                       use_dictionary=shards.low_cardinality(table))
-    elif fmt == "jsonl":
-        # column by column into plain Python values, keys in sorted order, then one record
-        # at a time by orjson (UTF-8, compact separators): 10x faster than the standard
-        # library's encoder, 0.4 s -> 0.04 s for 65,000 reviews. A block of rows at a time,
-        # so that the Python values of only one block are held.
-        import orjson
-
-        names = sorted(df.columns, key=str)
-        with open(path, "wb") as fh:
-            for start in range(0, len(df), JSONL_BLOCK):
-                block = df.iloc[start:start + JSONL_BLOCK]
-                columns = [shards.plain_values(block[name]) for name in names]
-                fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
-                              for row in zip(*columns, strict=True))
-    elif fmt == "csv":
-        df.to_csv(path, index=False)
-    return path
-
-
-def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
-    """Write the records in each format; deterministic bytes for the same records."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for fmt in formats:
-        write_format(df, folder, fmt)
-    return {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-            for path in sorted(folder.iterdir())}
-
-
-def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame,
-                records_key: str | None = None) -> dict[str, Any]:
-    """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
-    stage that holds the final records) to the work bucket, so that publishing places them in
-    the registry by a server-side copy instead of reading the records back. Returns what
-    publishing needs: per file its object, sha256, md5 (DVC's name for it), size and the
-    ETag the server gave it; the row count; the columns with their types. ``records_key``:
-    the Parquet file goes there, as the stage's records too (one shard), instead of beside
-    the other files; publishing leaves it in place."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
-        folder = Path(tmp)
-
-        def place(fmt: str) -> tuple[str, dict[str, Any]]:
-            path = write_format(df, folder, fmt)
-            key = (records_key if fmt == "parquet" and records_key else
-                   keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", path.name))
-            put = ctx.store.put_file(ctx.work_bucket, key, path)
-            return path.name, {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                               "md5": md5_file(path), "uri": f"s3://{ctx.work_bucket}/{key}",
-                               "etag": put.etag.strip('"')}
-
-        # each format written, hashed and uploaded beside the others: Arrow encodes and
-        # compresses the Parquet file outside the GIL while the JSON Lines are built
-        formats = sorted(set(ctx.spec.publish.formats))
-        with ThreadPoolExecutor(max_workers=max(len(formats), 1)) as pool:
-            files = dict(pool.map(place, formats))
-    return {"files": dict(sorted(files.items())), "rows": len(df),
-            "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}
-
-
-def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
-    """A data file evaluation wrote, checked without reading it: the object must still be
-    the one it uploaded (the same size and the ETag the server gave it; any rewrite, even of
-    the same size, gets another ETag)."""
-    bucket, key = shards.parse_uri(entry["uri"])
-    info = ctx.store.stat(bucket, key)
-    etag = info.etag.strip('"')
-    if info.size != int(entry["bytes"]) or etag != entry["etag"]:
-        raise PermanentError(
-            f"publish: {entry['uri']} ({name}) is not the file evaluation wrote (expected "
-            f"{entry['bytes']} bytes, ETag {entry['etag']}; found {info.size} bytes, ETag "
-            f"{etag}): run the evaluate stage again")
-    return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
-
-
-def _drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
-                 records: set[str]) -> None:
-    """The staged data files, once the version holds them and the catalog has it: the
-    registry keeps the only copy (a retried task finds the version and never needs them).
-    A file that is also evaluation's records (``records``: their keys) stays, as the
-    records of every stage do until retention prunes the run."""
-    for name, f in sorted(stored.items()):
-        if f.key in records:
-            continue
-        try:
-            ctx.store.delete(f.bucket, f.key)
-        except StorageError as e:  # a leftover: retention prunes it with the run's outputs
-            log.warning("publish: could not remove the staged %s (%s): %s", name, f.key, e)
-
-
-SHARD_IMAGES = 1000  # images per tar shard
-
-
-def write_image_shards(ctx: StageContext, df: pd.DataFrame,
-                       folder: Path) -> dict[str, dict[str, Any]]:
-    """WebDataset-style tar shards (``images-00000.tar``, ...): per record ``<id>.<ext>``
-    (the normalised image) and ``<id>.json`` (its label, caption, size, hash, split), in
-    record order, with fixed member metadata so the same records give the same bytes."""
-    import io
-    import tarfile
-
-    names = {"image", "id", "raw_image", "operations", "phash"}
-    meta_columns = [c for c in df.columns if c not in names]
-    files: dict[str, dict[str, Any]] = {}
-
-    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(data))
-
-    records = df.to_dict(orient="records")
-    for start in range(0, len(records), SHARD_IMAGES):
-        name = f"images-{start // SHARD_IMAGES:05d}.tar"
-        with tarfile.open(folder / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for rec in records[start:start + SHARD_IMAGES]:
-                bucket, key = shards.parse_uri(str(rec["image"]))
-                ext = key.rsplit(".", 1)[-1]
-                add(tar, f"{rec['id']}.{ext}", ctx.store.get_bytes(bucket, key))
-                meta = {c: (rec[c].tolist() if hasattr(rec[c], "tolist")
-                            else None if shards.is_missing(rec[c]) else rec[c])
-                        for c in meta_columns}
-                boxes = meta.get("boxes")
-                if isinstance(boxes, str):  # a list in the sample's JSON
-                    meta["boxes"] = json.loads(boxes)
-                add(tar, f"{rec['id']}.json",
-                    json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode())
-        files[name] = {"sha256": sha256_file(folder / name),
-                       "bytes": (folder / name).stat().st_size}
-    if records:
-        contact_sheet(ctx, df, folder / "thumbnails.png")
-        files["thumbnails.png"] = {"sha256": sha256_file(folder / "thumbnails.png"),
-                                   "bytes": (folder / "thumbnails.png").stat().st_size}
-    return files
-
-
-def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
-                  cell: int = 96) -> None:
-    """A grid of up to ``n`` images (the first of each label first, then in record order),
-    each with its label below (or, with bounding boxes, the boxes drawn and their labels),
-    for the card and the catalog page."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    label = ctx.spec.schema_.label_field
-    rows = df
-    if label and label in df:
-        firsts = df.drop_duplicates(label)
-        rows = pd.concat([firsts, df.drop(firsts.index)]).head(n)
-    rows = rows.head(n)
-    columns = min(4, max(1, len(rows)))
-    lines = (len(rows) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * cell, lines * (cell + 14)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for i, rec in enumerate(rows.to_dict(orient="records")):
-        bucket, key = shards.parse_uri(str(rec["image"]))
-        with Image.open(io.BytesIO(ctx.store.get_bytes(bucket, key))) as img:
-            thumb = img.convert("RGB")
-            scale = min((cell - 4) / img.width, (cell - 4) / img.height, 1.0)
-            thumb.thumbnail((cell - 4, cell - 4))
-        boxes = rec.get("boxes")
-        names: list[str] = []
-        if isinstance(boxes, str):  # bounding boxes drawn on the thumbnail, in red
-            pen = ImageDraw.Draw(thumb)
-            for b in json.loads(boxes):
-                pen.rectangle([b["x"] * scale, b["y"] * scale, (b["x"] + b["width"]) * scale,
-                               (b["y"] + b["height"]) * scale], outline=(220, 30, 30))
-                names.append(str(b["label"]))
-        x, y = (i % columns) * cell, (i // columns) * (cell + 14)
-        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        caption = str(rec.get(label)) if label and not shards.is_missing(rec.get(label)) \
-            else ", ".join(sorted(set(names)))
-        draw.text((x + 4, y + cell), caption[:14], fill=(40, 40, 40))
-    sheet.save(path, format="PNG", optimize=False)
 
 
 def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     spec = ctx.spec
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
     if done is not None:
-        log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
-        # a first attempt that died between the version and its evaluation's mark (two
-        # transactions) left the evaluation a candidate: mark it now; an evaluation already
-        # marked is left as it is (a version from before accessibility has no dimensions)
-        evaluation = ctx.catalog.evaluation(spec.name, ctx.run_id)
-        if evaluation is not None and (evaluation.status, evaluation.version) != (
-                "published", done.version):
-            graded = {k: done.quality.get(k)
-                      for k in ("grade", "score", "dimensions", "not_measured")}
-            ctx.catalog.mark_published(spec.name, ctx.run_id, done.version,
-                                       graded=graded if graded["dimensions"] else None)
-        return _result(done, reused=True)
+        return _already_published(ctx, done)
     manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
     quality = manifest.get("quality") or {}
     if not quality.get("passed"):
@@ -267,7 +54,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                                 "its gate; nothing is published")
     lap = Laps()
     tags = ctx.registry.tags(spec.name)
-    _adopt(ctx, tags)
+    adopt.adopt(ctx, tags)
     previous = ctx.catalog.get_version(spec.name)
     number = max(tags, default=0) + 1
     # evaluation compared the records with the newest version (an older run's output calls
@@ -284,81 +71,79 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     if staged is None:
         df = shards.read_table(ctx.store, manifest)
     lap("read")
-    if fresh:
-        change = dict(compared["changelog"])
-        if compared["unchanged"] and previous is not None:
-            log.info("publish %s: the records equal %s; no new version", spec.name,
-                     previous.ref)
-            return _unchanged(previous)
-    else:
-        assert df is not None
-        before = previous_records(ctx, previous)
-        if previous is not None and before is not None and same_records(before, df, spec):
-            log.info("publish %s: the records equal %s; no new version", spec.name,
-                     previous.ref)
-            return _unchanged(previous)
-        change = card.changelog(before, df, spec.schema_.text_field,
-                                spec.schema_.label_field, None, None)
-    if staged is not None:
-        rows = int(staged["rows"])
-        columns = [(str(c), str(t)) for c, t in staged["columns"]]
-    else:
-        assert df is not None
-        rows, columns = len(df), [(str(c), str(t)) for c, t in df.dtypes.items()]
+    change = _change(ctx, compared if fresh else None, previous, df)
+    if change is None:
+        assert previous is not None
+        log.info("publish %s: the records equal %s; no new version", spec.name, previous.ref)
+        return _unchanged(previous)
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         folder.mkdir()
         lap("compare")
-        if staged is not None:  # evaluation wrote them: placed by a server-side copy
-            stored = {n: _stored(ctx, n, f) for n, f in sorted(staged["files"].items())}
-            files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"])}
-                     for n, f in sorted(staged["files"].items())}
-        else:
-            assert df is not None
-            stored, files = {}, write_files(df, folder, list(spec.publish.formats))
-        lap("data_files")
-        if spec.modality == "image":
-            assert df is not None
-            files.update(write_image_shards(ctx, df, folder))
-        report = _report(ctx, quality)
-        files.update(_quality_files(ctx, quality, folder))
-        files.update(_card_files(ctx, rows, columns, folder, files, number, previous,
-                                 quality, report, {**change, "grade": grades}))
-        content_hash = _hash(files)
-        ledger = _ledger(previous, content_hash)
-        release = {
-            "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
-            "sources": [source.provenance() for source in spec.sources],
-            "row_count": rows, "content_hash": content_hash, "files": files,
-            "columns": [c for c, _ in columns], "run_id": ctx.run_id,
-            "source_manifest": upstream["manifest_uri"],
-            "quality": {"passed": True, "checks": len(quality.get("checks", [])),
-                        "grade": quality.get("grade"), "score": quality.get("score"),
-                        "dimensions": quality.get("dimensions", {}),
-                        # accessibility among them: measured on this release once it is
-                        # published, so in the catalog only (docs/quality.md)
-                        "not_measured": quality.get("not_measured", {}),
-                        "splits": quality.get("splits", {})},
-            "ledger": ledger,
-        }
-        (folder / "manifest.json").write_text(
-            json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
-        lap("card_and_manifest")
-        manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
-                          "bytes": (folder / "manifest.json").stat().st_size,
-                          "chain": ledger["chain"]}
+        built = release.build(ctx, folder, upstream["manifest_uri"], staged, df, number,
+                              previous, quality, {**change, "grade": grades}, lap)
         fault_point("publish.before_registry")  # the release built, nothing published
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
-                                         f"{spec.title}: {rows} records", store=ctx.store,
-                                         stored=stored)
+                                         f"{spec.title}: {built.rows} records", store=ctx.store,
+                                         stored=built.stored)
         lap("registry")
     fault_point("publish.after_registry")  # tagged and pushed; no release folder, no catalog
+    version = _record(ctx, published, built, quality, lap)
+    fault_point("publish.before_dropping_staged")
+    release.drop_staged(ctx, built.stored, {str(s["key"]) for s in manifest.get("shards") or []})
+    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref,
+             version.row_count, version.tag, lap)
+    return _result(version, reused=published.reused,
+                   lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+
+
+def _already_published(ctx: StageContext, done: Version) -> StageResult:
+    """A retry of a run that published ``done``: the version, its evaluation marked."""
+    spec = ctx.spec
+    log.info("publish %s: run %s already published %s", spec.name, ctx.run_id, done.ref)
+    # a first attempt that died between the version and its evaluation's mark (two
+    # transactions) left the evaluation a candidate: mark it now; an evaluation already
+    # marked is left as it is (a version from before accessibility has no dimensions)
+    evaluation = ctx.catalog.evaluation(spec.name, ctx.run_id)
+    if evaluation is not None and (evaluation.status, evaluation.version) != (
+            "published", done.version):
+        graded = {k: done.quality.get(k)
+                  for k in ("grade", "score", "dimensions", "not_measured")}
+        ctx.catalog.mark_published(spec.name, ctx.run_id, done.version,
+                                   graded=graded if graded["dimensions"] else None)
+    return _result(done, reused=True)
+
+
+def _change(ctx: StageContext, compared: dict[str, Any] | None, previous: Version | None,
+            df: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The changelog against the ``previous`` version, or None when the records equal it:
+    as evaluation ``compared`` them with it, or else compared here (``df``: the records)."""
+    spec = ctx.spec
+    if compared is not None:
+        change = dict(compared["changelog"])
+        if compared["unchanged"] and previous is not None:
+            return None
+        return change
+    assert df is not None
+    before = previous_records(ctx, previous)
+    if previous is not None and before is not None and same_records(before, df, spec):
+        return None
+    return changelog(before, df, spec.schema_.text_field, spec.schema_.label_field, None, None)
+
+
+def _record(ctx: StageContext, published: Published, built: release.Release,
+            quality: dict[str, Any], lap: Laps) -> Version:
+    """The version's release folder, its accessibility measured, and the version in the
+    catalog with its evaluation marked published."""
+    spec = ctx.spec
+    rows, files, content_hash, manifest_entry = (built.rows, built.files, built.content_hash,
+                                                 built.manifest_entry)
     if published.reused:
         # a retry of a run whose first attempt pushed its tag and died before the catalog:
         # the version is what that attempt published, not the card, Croissant file and
         # manifest this attempt built again (their times differ), so the catalog takes its
         # files, hashes and ledger link from the registry's manifest
-        rows, files, content_hash, manifest_entry = _as_published(ctx, published)
+        rows, files, content_hash, manifest_entry = adopt.as_published(ctx, published)
     # the version's files as plain objects too, before the catalog knows the version: a
     # version in the catalog always has its release folder (a retry copies what is missing)
     bucket, prefix = ctx.registry.objects
@@ -381,102 +166,18 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         # the evaluation's own grade, without accessibility: the next changelog compares it
         "evaluated": {"grade": quality.get("grade"), "score": quality.get("score")},
         # the rules the checks were made under and the personal data left: a refresh adds
-        # its new records' counts to them (lifecycle/evaluate/stage.py)
+        # its new records' counts to them (lifecycle/evaluate/grade.py)
         **{k: quality[k] for k in ("rules", "residual_pii", "split_groups") if quality.get(k)},
         # the row-local failed cells by id, which a refresh adds to ({} is some)
         **({"failed_cells": quality["failed_cells"]}
            if quality.get("failed_cells") is not None else {}),
-        # what a refresh's label check carries forward (lifecycle/evaluate/stage.py)
+        # what a refresh's label check carries forward (lifecycle/evaluate/labels.py)
         **({"label_check": quality["label_check"]} if quality.get("label_check") else {})})
     version = ctx.catalog.add_version(candidate)
     fault_point("publish.version_added")  # the version committed, the evaluation not marked
     ctx.catalog.mark_published(spec.name, ctx.run_id, version.version, graded=graded)
     lap("catalog")
-    fault_point("publish.before_dropping_staged")
-    _drop_staged(ctx, stored, {str(s["key"]) for s in manifest.get("shards") or []})
-    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref, rows,
-             version.tag, lap)
-    return _result(version, reused=published.reused,
-                   lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
-
-
-def _registry_manifest(ctx: StageContext,
-                       published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``manifest.json`` of the version the registry holds for ``published``, and its
-    entry in the catalog's files (sha256, size, ledger link)."""
-    bucket, prefix = ctx.registry.objects
-    try:
-        names = releases.listing(ctx.store, bucket, prefix, published.dvc_md5)
-        body = ctx.store.get_bytes(bucket, keys.dvc_object_key(prefix, names["manifest.json"]))
-        release: dict[str, Any] = json.loads(body)
-        entry = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
-                 "chain": release["ledger"]["chain"]}
-        missing = [k for k in ("row_count", "files", "content_hash", "run_id") if k not in release]
-        if missing:
-            raise KeyError(f"manifest.json has no {', '.join(missing)}")
-    except (KeyError, ValueError, StorageError) as e:
-        raise PermanentError(
-            f"registry tag {published.tag}: its release cannot be read back "
-            f"({type(e).__name__}: {e}) from the DVC remote s3://{bucket}/{prefix}; "
-            f"`granary verify {ctx.spec.name}@{published.version}` says what is missing. "
-            "Restore the objects, or remove the tag from the registry if that version was "
-            "never meant to be published") from e
-    return release, entry
-
-
-def _as_published(ctx: StageContext, published: Published) -> tuple[int, dict[str, Any], str,
-                                                               dict[str, Any]]:
-    """Rows, files, content hash and manifest entry of the version the registry holds for
-    ``published`` (read from its ``manifest.json``)."""
-    release, entry = _registry_manifest(ctx, published)
-    return int(release["row_count"]), dict(release["files"]), str(release["content_hash"]), \
-        entry
-
-
-def _adopt(ctx: StageContext, tags: dict[int, str]) -> None:
-    """Record in the catalog the versions the registry holds and the catalog does not: a run
-    that pushed its tag and died before its catalog write, its task's retries spent (a retry
-    finds its own tag: a tag of this run is left to it). Without this the registry and the
-    catalog stay out of step (a tag no one finds in the catalog, without a release folder),
-    and the next run publishes the same records again as another version. Each is recorded
-    as the registry holds it (its manifest's files, hashes, ledger link, grade), its release
-    folder completed, and its run's evaluation marked; the run publishing now then compares
-    its records with it like with any version. A tag whose run the catalog still has running
-    is left alone: that run may be between its push and its catalog write now (the registry's
-    lock does not cover that gap, and another deployment or a run whose task was failed while
-    its process lived may be publishing); it records its own version."""
-    known = {v.version for v in ctx.catalog.versions(ctx.spec.name)}
-    for number in sorted(set(tags) - known):
-        published = ctx.registry.describe(ctx.spec.name, number)
-        release, entry = _registry_manifest(ctx, published)
-        if release.get("run_id") == ctx.run_id:
-            continue  # this run's own tag: its retry finds it and completes it as published
-        owner = ctx.catalog.run(ctx.spec.name, str(release["run_id"]))
-        if owner is not None and owner.status == "running":
-            log.warning("publish %s: %s is in the registry, not in the catalog, and its run %s "
-                        "is still running; left to it", ctx.spec.name, published.tag,
-                        release["run_id"])
-            continue
-        bucket, prefix = ctx.registry.objects
-        releases.mirror(ctx.store, bucket, prefix, ctx.spec.name, number, published.dvc_md5,
-                        ctx.releases_bucket)
-        quality = release.get("quality") or {}
-        version = ctx.catalog.add_version(Version(
-            dataset=ctx.spec.name, version=number, tag=published.tag,
-            git_rev=published.git_rev, dvc_md5=published.dvc_md5,
-            content_hash=str(release["content_hash"]), row_count=int(release["row_count"]),
-            run_id=str(release["run_id"]),
-            files={**release["files"], "manifest.json": entry},
-            quality={**quality, "checks": [],  # the manifest counts them; not kept there
-                     "evaluated": {"grade": quality.get("grade"),
-                                              "score": quality.get("score")},
-                     "adopted": "recorded from the registry: its run ended before its "
-                                "catalog write"},
-            created_at=ctx.now))
-        ctx.catalog.mark_published(ctx.spec.name, version.run_id, number)
-        log.warning("publish %s: %s was in the registry and not in the catalog (run %s ended "
-                    "between the two); recorded from the registry", ctx.spec.name, version.ref,
-                    version.run_id)
+    return version
 
 
 def evaluated_grade(ctx: StageContext, v: Version) -> str | None:
@@ -549,22 +250,6 @@ def with_accessibility(ctx: StageContext, quality: dict[str, Any],
             "gating": gating, "accessibility": measured.to_json()}
 
 
-def same_records(before: pd.DataFrame, after: pd.DataFrame, spec: Any) -> bool:
-    """Whether ``after`` holds the same records as the previous version: the same ids with
-    the same values in every field of the schema (and split). Provenance that changes per run
-    (collection time, run ids) does not count."""
-    if len(before) != len(after) or "id" not in before or "id" not in after:
-        return False
-    cols = ["id", *[f.name for f in spec.schema_.fields if f.name in before and f.name in after]]
-    cols += [c for c in ("split", "synthetic") if c in before and c in after]
-
-    def canonical(df: pd.DataFrame) -> pd.DataFrame:
-        return (df[cols].astype("string").fillna("\x00").sort_values("id")
-                .reset_index(drop=True))
-
-    return bool(canonical(before).equals(canonical(after)))
-
-
 def _release(v: Version, reused: bool, unchanged: bool = False) -> Release:
     return Release(version=v.version, tag=v.tag, git_rev=v.git_rev, content_hash=v.content_hash,
                    grade=v.quality.get("grade"), rows=v.row_count, reused=reused,
@@ -574,89 +259,6 @@ def _release(v: Version, reused: bool, unchanged: bool = False) -> Release:
 def _unchanged(v: Version) -> StageResult:
     counts = {"in": v.row_count, "kept": v.row_count, "version": v.version, "unchanged": True}
     return StageResult(STAGE, f"registry:{v.tag}", counts, release=_release(v, True, True))
-
-
-def _hash(files: dict[str, dict[str, Any]]) -> str:
-    return hashlib.sha256("".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items()))
-                          .encode()).hexdigest()
-
-
-def _ledger(previous: Version | None, content_hash: str) -> dict[str, Any]:
-    """Chain this version to the previous one: ``chain = sha256(previous chain + ':' +
-    content hash)``; the previous manifest's sha256 is recorded too, so rewriting any earlier
-    version breaks every later link (granary verify)."""
-    before = (previous.files.get("manifest.json") or {}) if previous else {}
-    prev_chain = str(before.get("chain", ""))
-    return {"previous_version": previous.version if previous else None,
-            "previous_manifest_sha256": before.get("sha256"),
-            "previous_chain": prev_chain or None,
-            "chain": hashlib.sha256(f"{prev_chain}:{content_hash}".encode()).hexdigest()}
-
-
-def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
-    if not quality.get("report_uri"):
-        return {}
-    bucket, key = shards.parse_uri(quality["report_uri"])
-    report: dict[str, Any] = json.loads(ctx.store.get_bytes(bucket, key))
-    return report
-
-
-def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFrame | None:
-    """The previous version's records: its data file read straight from the registry's DVC
-    objects in S3 (the bytes ``dvc get`` returns, without a DVC process: 1-1.5 s less per
-    read)."""
-    import io
-
-    if previous is None:
-        return None
-    bucket, prefix = ctx.registry.objects
-    for name, read in (("data.parquet", pd.read_parquet),
-                       ("data.jsonl", lambda f: pd.read_json(f, lines=True, dtype=False))):
-        if name in previous.files:
-            data = releases.read_file(previous, ctx.store, bucket, prefix, name)
-            frame: pd.DataFrame = read(io.BytesIO(data))
-            return frame
-    return None
-
-
-def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], folder: Path,
-                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
-                quality: dict[str, Any], report: dict[str, Any],
-                change: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """changelog.json, README.md (the card) and croissant.json, for ``rows`` records of
-    ``columns`` (name, type) and the ``change`` against the previous version."""
-    spec = ctx.spec
-    change["previous"] = previous.version if previous else None
-    stages = {r.stage: dict(r.counts or {}) for r in
-              ctx.catalog.stage_results(spec.name, ctx.run_id)}
-    data_files = {n: f for n, f in files.items() if n.startswith(("data.", "images-"))}
-    release = {"version": number, "row_count": rows, "content_hash": _hash(data_files),
-               "files": data_files, "splits": quality.get("splits", {})}
-    card.write_json(folder / "changelog.json", change)
-    text = card.card(spec, release, report, change, stages, ctx.registry.url)
-    if (folder / "thumbnails.png").exists():
-        text += ("\n## Sample images\n\n![A grid of sample images with their labels]"
-                 "(thumbnails.png)\n")
-    (folder / "README.md").write_text(text, encoding="utf-8")
-    card.write_json(folder / "croissant.json", card.croissant(
-        spec, release, columns, ctx.now, ctx.registry.url, report))
-    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
-            for name in ("changelog.json", "README.md", "croissant.json")}
-
-
-def _quality_files(ctx: StageContext, quality: dict[str, Any],
-                   folder: Path) -> dict[str, dict[str, Any]]:
-    """The evaluation's report (JSON and HTML) travels with the version."""
-    files: dict[str, dict[str, Any]] = {}
-    for name, uri in (("quality.json", quality.get("report_uri")),
-                      ("quality.html", quality.get("html_uri"))):
-        if not uri:
-            continue
-        bucket, key = shards.parse_uri(uri)
-        path = folder / name
-        path.write_bytes(ctx.store.get_bytes(bucket, key))
-        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return files
 
 
 def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],

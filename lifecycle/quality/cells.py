@@ -221,7 +221,7 @@ def from_results(cells: CellFailures, result: dict[str, Any], frame: pd.DataFram
     ``frame`` (rows 0..k-1). ``rows``: the positions of the frame's rows in the table (a
     refresh's new records), default the same. ``only``: the check keys to take (None: all);
     ``row_local_types``: expectation types whose cells a refresh carries."""
-    from lifecycle.evaluate.stage import check_key
+    from lifecycle.quality.checks import check_key
 
     for r in result["results"]:
         cfg = r["expectation_config"]

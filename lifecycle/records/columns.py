@@ -42,6 +42,10 @@ RESERVED: dict[str, str] = {
     "detail": _QUARANTINE,
 }
 
+# the links preprocessing finds between a refresh's new records and the published ones at the
+# split threshold (lifecycle/preprocess/neardedup.py), which evaluation's split groups follow
+SPLIT_LINK_COLUMNS = ["id", "published_id", "similarity"]
+
 # an image dataset's records (collection, preprocessing, annotation of boxes)
 IMAGE: dict[str, str] = {
     **{c: "an image column collection adds to every image record"

@@ -208,10 +208,10 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
 
 def _check_text(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> list[Any]:
     """The reason each candidate is rejected, or None."""
-    from lifecycle.evaluate import splits
     from lifecycle.labels.labelcheck import text_classifier
-    from lifecycle.preprocess.textops import Normaliser, RecordFilter
+    from lifecycle.records import splits
     from lifecycle.text import neardup
+    from lifecycle.text.textops import Normaliser, RecordFilter
 
     spec, cfg = ctx.spec, ctx.spec.synthesize
     text, label = spec.schema_.text_field, spec.schema_.label_field
@@ -282,7 +282,7 @@ def _check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lifecycle.preprocess.textops import RecordFilter
+    from lifecycle.text.textops import RecordFilter
 
     spec, cfg = ctx.spec, ctx.spec.synthesize
     label = spec.schema_.label_field
@@ -325,8 +325,8 @@ def _check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> 
     as a real image, or as another candidate; within the near-duplicate distance of a real
     image (the dataset's own dedup would merge it); its label not kept under a classifier on
     image features trained on the real images."""
-    from lifecycle.annotate import images as imageannot
     from lifecycle.labels import labelcheck
+    from lifecycle.media import features as imagefeatures
     from lifecycle.media import images
 
     n = len(cands)
@@ -355,9 +355,9 @@ def _check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> 
     labelled = real.loc[real[label].notna()]
     if live and labelled[label].nunique() >= 2:
         model = labelcheck.feature_classifier(ctx.spec.synthesize.seed)
-        model.fit(imageannot.features(ctx, labelled["image"].astype(str).tolist()),
+        model.fit(imagefeatures.features(ctx, labelled["image"].astype(str).tolist()),
                   labelled[label].astype(str).to_numpy())
-        feats = imageannot.features(ctx, [str(cands["image"].iat[i]) for i in live])
+        feats = imagefeatures.features(ctx, [str(cands["image"].iat[i]) for i in live])
         _label_kept(model, feats, live, cands[label], ctx.spec.synthesize, reasons)
     return reasons
 

@@ -150,7 +150,8 @@ def reevaluate(ctx: StageContext) -> list[dict[str, Any]]:
             continue
         run_id = f"reevaluate-v{version.version}-{current[:12]}"
         sub = replace(ctx, run_id=run_id, mode="full")
-        from lifecycle.publish.stage import previous_records, with_accessibility
+        from lifecycle.publish.stage import with_accessibility
+        from lifecycle.versions.records import previous_records
 
         df = previous_records(sub, version)
         if df is None:

@@ -15,6 +15,7 @@ from granary.settings import Settings
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.evaluate import expectations
 from lifecycle.evaluate import stage as evaluate
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.publish import stage as publish
@@ -217,11 +218,11 @@ def test_a_refresh_adds_its_new_records_counts_to_the_published_ones(s3: Setting
     assert v1 is not None and v2 is not None
     records = _published(s, 2)
     assert len(records) == 430
-    whole = {evaluate.check_key(c["expectation"], c["kwargs"]): c
-             for c in evaluate.summarise(evaluate.validate(ctx.spec, records))}
+    whole = {expectations.check_key(c["expectation"], c["kwargs"]): c
+             for c in expectations.summarise(expectations.validate(ctx.spec, records))}
     assert len(v2.quality["checks"]) == len(whole)
     for check in v2.quality["checks"]:
-        same = whole[evaluate.check_key(check["expectation"], check["kwargs"])]
+        same = whole[expectations.check_key(check["expectation"], check["kwargs"])]
         assert (check["success"], check["unexpected_count"], check["element_count"]) == \
             (same["success"], same["unexpected_count"], same["element_count"]), check
         if same["unexpected_percent"] is not None:
@@ -420,7 +421,7 @@ def test_a_refresh_adds_to_the_split_groups_without_hashing_the_published_texts(
     groups are those that grouping the whole version again finds."""
     import unicodedata
 
-    from lifecycle.evaluate import splits
+    from lifecycle.records import splits
 
     spec = NEAR.replace("splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}}",
                         "splits: {ratios: {train: 0.8, validation: 0.1, test: 0.1}, "

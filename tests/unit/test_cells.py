@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.evaluate import profiling
-from lifecycle.evaluate import stage as evaluate
+from lifecycle.evaluate import expectations, profiling
+from lifecycle.evaluate import validate as validation
 from lifecycle.quality import cells
 from lifecycle.quality import dimensions as quality
 from lifecycle.spec import DatasetSpec, parse_spec
@@ -41,9 +41,9 @@ def accepted_spec(tmp_path: Path) -> DatasetSpec:
 
 
 def measure(spec: DatasetSpec, df: pd.DataFrame) -> tuple[cells.CellFailures, dict[str, float]]:
-    result = evaluate.validate(spec, df)
-    checks = evaluate.summarise(result)
-    found = evaluate._measure_cells(spec, df, {"whole": result}, checks, None, None)
+    result = expectations.validate(spec, df)
+    checks = expectations.summarise(result)
+    found = validation._measure_cells(spec, df, {"whole": result}, checks, None, None)
     dims = quality.dimensions(spec, df, quality.Evidence(checks=checks, cells=found), NOW)
     return found, dims
 
@@ -126,9 +126,9 @@ def test_a_failed_table_level_expectation_lowers_conformity(tmp_path: Path) -> N
     assert dims["conformity"] == 1.0
     strict = spec.model_copy(update={"quality": spec.quality.model_copy(update={
         "gate": spec.quality.gate.model_copy(update={"max_rows": 50})})})
-    result = evaluate.validate(strict, df)
-    checks = evaluate.summarise(result)
-    found = evaluate._measure_cells(strict, df, {"whole": result}, checks, None, None)
+    result = expectations.validate(strict, df)
+    checks = expectations.summarise(result)
+    found = validation._measure_cells(strict, df, {"whole": result}, checks, None, None)
     value = quality.conformity(checks, found)
     # the suite's 14 table-level checks: id and the 10 fields exist, the type of the two
     # numeric columns (GX checks a typed column's dtype, not its rows), the row count (failed)
@@ -166,17 +166,17 @@ def _refresh_counts(spec: DatasetSpec, table: pd.DataFrame, split: int,
     ``split`` records as the published base (their failed cells kept by id), the rest new."""
     whole, _ = measure(spec, table)
     base_df = table.iloc[:split]
-    base_result = evaluate.validate(spec, base_df)
-    base_checks = evaluate.summarise(base_result)
-    base_cells = evaluate._measure_cells(spec, base_df, {"whole": base_result}, base_checks,
+    base_result = expectations.validate(spec, base_df)
+    base_checks = expectations.summarise(base_result)
+    base_cells = validation._measure_cells(spec, base_df, {"whole": base_result}, base_checks,
                                          None, None)
-    carry = evaluate._carried_checks({"rules": "same", "checks": base_checks,
+    carry = expectations.carried_checks({"rules": "same", "checks": base_checks,
                                       "failed_cells": base_cells.stored()}, "same")
     assert carry is not None
     fresh = np.arange(len(table)) >= split
-    results, checks = evaluate._validate_refresh(spec, table, fresh, carry, 1, tmp_path)
+    results, checks = expectations.validate_refresh(spec, table, fresh, carry, 1, tmp_path)
     assert "new" in results and any(c.get("carried_from") for c in checks)
-    refreshed = evaluate._measure_cells(spec, table, results, checks, fresh,
+    refreshed = validation._measure_cells(spec, table, results, checks, fresh,
                                         {"failed_cells": base_cells.stored()})
     return whole.counts(td.COLUMNS), refreshed.counts(td.COLUMNS)
 
@@ -480,13 +480,13 @@ def test_evaluation_warns_and_goes_on_when_the_reference_cannot_be_read(
     spec = parse_spec(td.SPEC.replace("drift: {enabled: false}", "drift: {enabled: false}\n"
                                       "  profile: {reference: customers/ref.csv}"), "c.yaml")
     ctx = SimpleNamespace(spec=spec, inbox=tmp_path, dataset="customers")
-    with caplog.at_level("WARNING", logger="lifecycle.evaluate.stage"):
-        out = evaluate._proposals(ctx, None)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="lifecycle.evaluate.validate"):
+        out = validation._proposals(ctx, None)  # type: ignore[arg-type]
     assert out is not None and "no such file" in out["warning"] and out["yaml"] == ""
     assert "no rules proposed" in caplog.text
     (tmp_path / "customers").mkdir()
     (tmp_path / "customers" / "ref.csv").write_text('zip\n"02139\n', encoding="utf-8")
-    out = evaluate._proposals(ctx, None)  # type: ignore[arg-type]
+    out = validation._proposals(ctx, None)  # type: ignore[arg-type]
     assert out is not None and "cannot read it as CSV" in out["warning"]
     from lifecycle.evaluate import report as qreport
 

@@ -13,9 +13,9 @@ import pytest
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import neardedup
 from lifecycle.preprocess.stage import ExactDeduplicator
-from lifecycle.preprocess.textops import Normaliser, RecordFilter
 from lifecycle.spec import FieldRule, Filters, LanguageFilter, NearDedup, Normalise
 from lifecycle.text import neardup, pii
+from lifecycle.text.textops import Normaliser, RecordFilter
 
 pytestmark = pytest.mark.unit
 

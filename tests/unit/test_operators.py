@@ -9,8 +9,8 @@ from lifecycle.collect.stage import record_id
 from lifecycle.errors import SourceError
 from lifecycle.formats.readers import decode, parse
 from lifecycle.preprocess.stage import ExactDeduplicator
-from lifecycle.preprocess.textops import Normaliser
 from lifecycle.spec import Normalise
+from lifecycle.text.textops import Normaliser
 
 pytestmark = pytest.mark.unit
 

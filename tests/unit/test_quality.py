@@ -327,11 +327,11 @@ CHECKED = parse_spec(CHECKED_TEXT, "checked.yaml")
 
 
 def test_the_suite_checks_ranges_formats_lengths_bounds_and_listed_expectations() -> None:
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
 
     df = pd.DataFrame({"id": ["a", "b", "c"], "text": ["好的商品", "差", "还行吧"],
                        "sku": ["SKU-0001", "sku-2", "SKU-0001"], "stars": [5, 0, 1]})
-    checks = evaluate.summarise(evaluate.validate(CHECKED, df))
+    checks = expectations.summarise(expectations.validate(CHECKED, df))
     failed = {(c["expectation"], c["kwargs"].get("column")): c["unexpected_count"]
               for c in checks if not c["success"]}
     assert failed == {("expect_column_value_lengths_to_be_between", "text"): 1,
@@ -340,9 +340,9 @@ def test_the_suite_checks_ranges_formats_lengths_bounds_and_listed_expectations(
                       ("expect_column_values_to_be_between", "stars"): 1,
                       ("expect_column_mean_to_be_between", "stars"): None}
     # the gate counts only the listed expectation types
-    assert [c["kwargs"]["column"] for c in evaluate._must_pass(CHECKED, checks)] == ["sku"]
+    assert [c["kwargs"]["column"] for c in expectations.must_pass(CHECKED, checks)] == ["sku"]
     # per shard, whole-table checks (uniqueness, row count) are left out
-    shards = evaluate.validate_shards(CHECKED, df, [2, 1])
+    shards = expectations.validate_shards(CHECKED, df, [2, 1])
     assert [s["rows"] for s in shards] == [2, 1]
     assert {f["expectation"] for f in shards[0]["failed"]} == {
         "expect_column_value_lengths_to_be_between", "expect_column_values_to_match_regex",
@@ -354,8 +354,7 @@ def test_data_docs_render_from_compiled_templates_kept_between_builds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jinja2 import FileSystemBytecodeCache
 
-    from lifecycle.evaluate import datadocs
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import datadocs, expectations
 
     cache = tmp_path / "jinja"
     cache.mkdir()
@@ -365,7 +364,7 @@ def test_data_docs_render_from_compiled_templates_kept_between_builds(
     pages = []
     for build in ("first", "second"):
         docs = tmp_path / build
-        evaluate.validate(CHECKED, df, docs=docs)
+        expectations.validate(CHECKED, df, docs=docs)
         compiled = sorted(p.name for p in cache.iterdir())
         assert compiled, "no template was compiled into the cache"
         validation = next((docs / "validations").rglob("*.html")).read_text()
@@ -379,13 +378,13 @@ def test_data_docs_render_from_compiled_templates_kept_between_builds(
 
 def test_an_unknown_expectation_is_named_with_a_suggestion() -> None:
     from lifecycle.errors import PermanentError
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
 
     with pytest.raises(PermanentError, match="did you mean expect_column_values_to_be_unique"):
-        evaluate.expectation_class("expect_column_values_to_be_uniqe")
+        expectations.expectation_class("expect_column_values_to_be_uniqe")
     bad = parse_spec(CHECKED_TEXT.replace("min_value: 3", "min_value: three"), "x.yaml")
     with pytest.raises(PermanentError, match="expect_column_mean_to_be_between does not accept"):
-        evaluate.build_expectations(bad)
+        expectations.build_expectations(bad)
 
 
 def test_field_checks_must_fit_the_field_type() -> None:
@@ -428,26 +427,26 @@ def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
     """What a refresh carries (lifecycle/evaluate/stage.py merge_check): GX's counts for a version's
     records and for the records added, merged, equal GX's counts for the two together --
     with nulls, values outside the set and texts too long in both parts."""
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
 
     spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:]
-    whole = {evaluate.check_key(c["expectation"], c["kwargs"]): c
-             for c in evaluate.summarise(evaluate.validate(spec, table))}
-    parts = [{evaluate.check_key(c["expectation"], c["kwargs"]): c
-              for c in evaluate.summarise(evaluate.validate(spec, part))}
+    whole = {expectations.check_key(c["expectation"], c["kwargs"]): c
+             for c in expectations.summarise(expectations.validate(spec, table))}
+    parts = [{expectations.check_key(c["expectation"], c["kwargs"]): c
+              for c in expectations.summarise(expectations.validate(spec, part))}
              for part in (base, added)]
     merged = 0
     for key, check in whole.items():
-        if check["expectation"] not in evaluate.ROW_LOCAL:
+        if check["expectation"] not in expectations.ROW_LOCAL:
             continue
-        both = evaluate.merge_check(parts[0][key], parts[1][key], version=1)
+        both = expectations.merge_check(parts[0][key], parts[1][key], version=1)
         assert (both["success"], both["unexpected_count"], both["element_count"],
                 both["missing_count"]) == (check["success"], check["unexpected_count"],
                                            check["element_count"], check["missing_count"])
         assert both["unexpected_percent"] == pytest.approx(check["unexpected_percent"])
         merged += 1
-    failing = [c for c in whole.values() if c["expectation"] in evaluate.ROW_LOCAL
+    failing = [c for c in whole.values() if c["expectation"] in expectations.ROW_LOCAL
                and c["unexpected_count"]]
     assert merged >= 6 and len(failing) >= 3  # not null, in set, lengths at least
 
@@ -457,18 +456,18 @@ def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validatio
     """A refresh whose input is one shard of exactly its new records reports per-shard
     checks from the validation of its new records (lifecycle/evaluate/stage.py _one_new_shard):
     they equal a validation of the shard of its own; any other input is validated again."""
-    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.evaluate import expectations
 
     spec, table = _graded_with_failures()
     base, added = table.iloc[:45], table.iloc[45:].iloc[::-1]  # arrival order differs
-    carry = {evaluate.check_key(c["expectation"], c["kwargs"]): c
-             for c in evaluate.summarise(evaluate.validate(spec, base))
-             if c["expectation"] in evaluate.ROW_LOCAL}
+    carry = {expectations.check_key(c["expectation"], c["kwargs"]): c
+             for c in expectations.summarise(expectations.validate(spec, base))
+             if c["expectation"] in expectations.ROW_LOCAL}
     fresh = np.arange(len(table)) >= 45
-    results, _ = evaluate._validate_refresh(spec, table, fresh, carry, 1, tmp_path)
+    results, _ = expectations.validate_refresh(spec, table, fresh, carry, 1, tmp_path)
     one = {"shards": [{"rows": len(added)}]}
-    taken = evaluate._one_new_shard(spec, results, added, table, fresh, one)
-    again = evaluate.validate_shards(spec, added, [len(added)])
+    taken = expectations.one_new_shard(spec, results, added, table, fresh, one)
+    again = expectations.validate_shards(spec, added, [len(added)])
     assert taken is not None and taken[0]["failed"]  # the long texts and missing ones
     assert [(s["shard"], s["rows"], s["success"]) for s in taken] == \
         [(s["shard"], s["rows"], s["success"]) for s in again]
@@ -477,5 +476,5 @@ def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validatio
         [(c["expectation"], c["kwargs"], c["unexpected_count"], c["element_count"])
          for c in again[0]["failed"]]
     two = {"shards": [{"rows": 10}, {"rows": 5}]}
-    assert evaluate._one_new_shard(spec, results, added, table, fresh, two) is None
-    assert evaluate._one_new_shard(spec, results, added.iloc[1:], table, fresh, one) is None
+    assert expectations.one_new_shard(spec, results, added, table, fresh, two) is None
+    assert expectations.one_new_shard(spec, results, added.iloc[1:], table, fresh, one) is None

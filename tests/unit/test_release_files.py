@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.publish.stage import write_files
+from lifecycle.versions.files import write_files
 
 pytestmark = pytest.mark.unit
 
@@ -38,12 +38,12 @@ def test_jsonl_holds_every_record_as_plain_json(tmp_path: Path) -> None:
 
 def test_jsonl_written_in_blocks_is_the_same_file(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle.publish import stage as publish
+    from lifecycle.versions import files
 
     df = pd.DataFrame({"text": [f"评论{i}" for i in range(7)], "score": [0.5, None] * 3 + [1.0],
                        "tags": [np.array(["a"]), None] * 3 + [["b", "c"]]})
     whole = write_files(df, tmp_path / "whole", ["jsonl"])
-    monkeypatch.setattr(publish, "JSONL_BLOCK", 3)  # blocks of 3, 3 and 1 rows
+    monkeypatch.setattr(files, "JSONL_BLOCK", 3)  # blocks of 3, 3 and 1 rows
     blocks = write_files(df, tmp_path / "blocks", ["jsonl"])
     assert blocks == whole
     assert len((tmp_path / "blocks" / "data.jsonl").read_text("utf-8").splitlines()) == 7
@@ -53,7 +53,7 @@ def test_a_refresh_changelog_from_its_added_records_equals_the_whole_comparison(
     """A refresh that only added records: the changelog looked for among them alone is the
     one comparing both versions whole (a text both hold stays kept with its old label, a
     text added twice counts once)."""
-    from lifecycle.publish.card import changelog
+    from lifecycle.versions.records import changelog
 
     before = pd.DataFrame({"id": [f"b{i}" for i in range(6)],
                            "text": ["甲", "乙", "丙", "丁", "戊", "甲"],

@@ -307,7 +307,7 @@ def test_published_json_lines_take_every_column_type(tmp_path: Path) -> None:
     from datetime import time
     from decimal import Decimal
 
-    from lifecycle.publish.stage import write_format
+    from lifecycle.versions.files import write_format
 
     df = pd.DataFrame({"when": pd.to_datetime(["2026-01-02", None], utc=True),
                        "price": [Decimal("1.50"), None], "blob": [b"\x01", None],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lifecycle.evaluate import splits
+from lifecycle.records import splits
 
 pytestmark = pytest.mark.unit
 HAN = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年")

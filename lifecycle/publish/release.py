@@ -1,0 +1,188 @@
+"""The release folder: every file of a version. The data files in the release formats
+(lifecycle/versions/files.py) are placed in the registry by a server-side copy from where they
+were staged in the work bucket: by evaluation, which holds the final records, or else by
+publishing itself (image datasets, an older run's output, records compared again because
+another version was published since), the same way. Publishing writes the rest here: an image
+dataset's tar shards and contact sheet (lifecycle/publish/images.py), the quality report, the
+changelog, the card and the Croissant file (lifecycle/publish/card.py), and the manifest with
+its ledger link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lifecycle.context import Laps, StageContext
+from lifecycle.errors import PermanentError
+from lifecycle.publish import card, images
+from lifecycle.records import shards
+from lifecycle.versions.files import stage_files
+from storage.catalog import Version
+from storage.objectstore import StorageError, sha256_file
+from storage.registry import StoredFile
+
+log = logging.getLogger(__name__)
+STAGE = "publish"
+
+
+@dataclass
+class Release:
+    """A version's files as built: those in the folder and the staged data files."""
+
+    rows: int
+    files: dict[str, dict[str, Any]]   # every file but the manifest: sha256 and size
+    stored: dict[str, StoredFile]      # the data files, placed by a server-side copy
+    content_hash: str
+    manifest_entry: dict[str, Any]     # manifest.json's sha256, size and ledger link
+
+
+def build(ctx: StageContext, folder: Path, source_manifest: str, staged: dict[str, Any] | None,
+          df: pd.DataFrame | None, number: int, previous: Version | None,
+          quality: dict[str, Any], change: dict[str, Any], lap: Laps) -> Release:
+    """Build version ``number``'s files in ``folder`` from evaluation's ``quality`` record and
+    the data files it ``staged`` (None: staged here from the records ``df``), with the
+    ``change`` against the ``previous`` version."""
+    spec = ctx.spec
+    if staged is None:  # evaluation staged none: staged here, as evaluation does
+        assert df is not None
+        staged = stage_files(ctx, STAGE, df)
+    rows = int(staged["rows"])
+    columns = [(str(c), str(t)) for c, t in staged["columns"]]
+    # placed by a server-side copy
+    stored = {n: _stored(ctx, n, f) for n, f in sorted(staged["files"].items())}
+    files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"])}
+             for n, f in sorted(staged["files"].items())}
+    lap("data_files")
+    if spec.modality == "image":
+        assert df is not None
+        files.update(images.write_image_shards(ctx, df, folder))
+    report = _report(ctx, quality)
+    files.update(_quality_files(ctx, quality, folder))
+    files.update(_card_files(ctx, rows, columns, folder, files, number, previous,
+                             quality, report, change))
+    content_hash = content_hash_of(files)
+    ledger = _ledger(previous, content_hash)
+    release = {
+        "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
+        "sources": [source.provenance() for source in spec.sources],
+        "row_count": rows, "content_hash": content_hash, "files": files,
+        "columns": [c for c, _ in columns], "run_id": ctx.run_id,
+        "source_manifest": source_manifest,
+        "quality": {"passed": True, "checks": len(quality.get("checks", [])),
+                    "grade": quality.get("grade"), "score": quality.get("score"),
+                    "dimensions": quality.get("dimensions", {}),
+                    # accessibility among them: measured on this release once it is
+                    # published, so in the catalog only (docs/quality.md)
+                    "not_measured": quality.get("not_measured", {}),
+                    "splits": quality.get("splits", {})},
+        "ledger": ledger,
+    }
+    (folder / "manifest.json").write_text(
+        json.dumps(release, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+    lap("card_and_manifest")
+    manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
+                      "bytes": (folder / "manifest.json").stat().st_size,
+                      "chain": ledger["chain"]}
+    return Release(rows, files, stored, content_hash, manifest_entry)
+
+
+def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
+    """A data file evaluation wrote, checked without reading it: the object must still be
+    the one it uploaded (the same size and the ETag the server gave it; any rewrite, even of
+    the same size, gets another ETag)."""
+    bucket, key = shards.parse_uri(entry["uri"])
+    info = ctx.store.stat(bucket, key)
+    etag = info.etag.strip('"')
+    if info.size != int(entry["bytes"]) or etag != entry["etag"]:
+        raise PermanentError(
+            f"publish: {entry['uri']} ({name}) is not the file evaluation wrote (expected "
+            f"{entry['bytes']} bytes, ETag {entry['etag']}; found {info.size} bytes, ETag "
+            f"{etag}): run the evaluate stage again")
+    return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
+
+
+def drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
+                records: set[str]) -> None:
+    """The staged data files, once the version holds them and the catalog has it: the
+    registry keeps the only copy (a retried task finds the version and never needs them).
+    A file that is also evaluation's records (``records``: their keys) stays, as the
+    records of every stage do until retention prunes the run."""
+    for name, f in sorted(stored.items()):
+        if f.key in records:
+            continue
+        try:
+            ctx.store.delete(f.bucket, f.key)
+        except StorageError as e:  # a leftover: retention prunes it with the run's outputs
+            log.warning("publish: could not remove the staged %s (%s): %s", name, f.key, e)
+
+
+def content_hash_of(files: dict[str, dict[str, Any]]) -> str:
+    return hashlib.sha256("".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items()))
+                          .encode()).hexdigest()
+
+
+def _ledger(previous: Version | None, content_hash: str) -> dict[str, Any]:
+    """Chain this version to the previous one: ``chain = sha256(previous chain + ':' +
+    content hash)``; the previous manifest's sha256 is recorded too, so rewriting any earlier
+    version breaks every later link (granary verify)."""
+    before = (previous.files.get("manifest.json") or {}) if previous else {}
+    prev_chain = str(before.get("chain", ""))
+    return {"previous_version": previous.version if previous else None,
+            "previous_manifest_sha256": before.get("sha256"),
+            "previous_chain": prev_chain or None,
+            "chain": hashlib.sha256(f"{prev_chain}:{content_hash}".encode()).hexdigest()}
+
+
+def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
+    if not quality.get("report_uri"):
+        return {}
+    bucket, key = shards.parse_uri(quality["report_uri"])
+    report: dict[str, Any] = json.loads(ctx.store.get_bytes(bucket, key))
+    return report
+
+
+def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], folder: Path,
+                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
+                quality: dict[str, Any], report: dict[str, Any],
+                change: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """changelog.json, README.md (the card) and croissant.json, for ``rows`` records of
+    ``columns`` (name, type) and the ``change`` against the previous version."""
+    spec = ctx.spec
+    change["previous"] = previous.version if previous else None
+    stages = {r.stage: dict(r.counts or {}) for r in
+              ctx.catalog.stage_results(spec.name, ctx.run_id)}
+    data_files = {n: f for n, f in files.items() if n.startswith(("data.", "images-"))}
+    release = {"version": number, "row_count": rows, "content_hash": content_hash_of(data_files),
+               "files": data_files, "splits": quality.get("splits", {})}
+    card.write_json(folder / "changelog.json", change)
+    text = card.card(spec, release, report, change, stages, ctx.registry.url)
+    if (folder / "thumbnails.png").exists():
+        text += ("\n## Sample images\n\n![A grid of sample images with their labels]"
+                 "(thumbnails.png)\n")
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    card.write_json(folder / "croissant.json", card.croissant(
+        spec, release, columns, ctx.now, ctx.registry.url, report))
+    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in ("changelog.json", "README.md", "croissant.json")}
+
+
+def _quality_files(ctx: StageContext, quality: dict[str, Any],
+                   folder: Path) -> dict[str, dict[str, Any]]:
+    """The evaluation's report (JSON and HTML) travels with the version."""
+    files: dict[str, dict[str, Any]] = {}
+    for name, uri in (("quality.json", quality.get("report_uri")),
+                      ("quality.html", quality.get("html_uri"))):
+        if not uri:
+            continue
+        bucket, key = shards.parse_uri(uri)
+        path = folder / name
+        path.write_bytes(ctx.store.get_bytes(bucket, key))
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return files

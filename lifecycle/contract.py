@@ -91,31 +91,31 @@ def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
     return Stage(name, parts, **kw)
 
 
-COLLECT = "lifecycle.collect.stage"
-PREPROCESS = "lifecycle.preprocess.stage"
+COLLECT = "lifecycle.collect"
+PREPROCESS = "lifecycle.preprocess"
 
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
 STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
     _stage("collect",
            # the units of work: each source, or each group of its files
-           Part("plan", f"{COLLECT}:plan", "plan"),
+           Part("plan", f"{COLLECT}.plan:plan", "plan"),
            # one unit fetched, landed unchanged in the raw bucket and parsed into records
-           Part("fetch", f"{COLLECT}:fetch_unit", "map", over="plan"),
+           Part("fetch", f"{COLLECT}.fetch:fetch_unit", "map", over="plan"),
            # the units' records and quarantines combined, conservation checked
-           Part("merge", f"{COLLECT}:merge", "reduce", takes=("fetch",)),
+           Part("merge", f"{COLLECT}.merge:merge", "reduce", takes=("fetch",)),
            needs_upstream=False),
     _stage("preprocess",
            # one unit per collected shard (for a refresh: the delta's shards)
-           Part("plan", f"{PREPROCESS}:plan", "plan", takes=(UPSTREAM,)),
+           Part("plan", f"{PREPROCESS}.clean:plan", "plan", takes=(UPSTREAM,)),
            # one shard normalised, filtered and masked; its dedup keys and signatures written
-           Part("clean", f"{PREPROCESS}:clean", "map", over="plan"),
+           Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
            # exact and near duplicates decided across every shard
-           Part("deduplicate", f"{PREPROCESS}:deduplicate", "global", takes=("clean",)),
+           Part("deduplicate", f"{PREPROCESS}.dedup:deduplicate", "global", takes=("clean",)),
            # the decisions applied to one shard
-           Part("apply", f"{PREPROCESS}:apply", "map", over="clean", takes=("deduplicate",)),
+           Part("apply", f"{PREPROCESS}.apply:apply", "map", over="clean", takes=("deduplicate",)),
            # the shards combined into the stage's output, conservation checked
-           Part("merge", f"{PREPROCESS}:merge", "reduce",
+           Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
                 takes=(UPSTREAM, "apply", "deduplicate"))),
     # the stages below have one unit, their whole input, for now
     _stage("annotate",

@@ -1,8 +1,6 @@
 """`make lint`'s size rule (issue 30): no module over 500 lines and no function over 80 lines
 in granary/, lifecycle/, storage/ and lineage/ (Alembic migrations aside, being generated).
-Prints every offender with its size and exits 1 if there is one not in
-``tools/sizes-pending.txt`` (the offenders left when the rule came in, being split; the list may
-only shrink: a listed name that is no longer an offender fails too, so it is taken off)."""
+Prints every offender with its size and exits 1 if there is one."""
 
 from __future__ import annotations
 
@@ -15,12 +13,8 @@ MAX_MODULE = 500  # physical lines
 MAX_FUNCTION = 80  # lines from `def` (decorators aside) to the last line of the body
 
 
-PENDING = Path(__file__).with_name("sizes-pending.txt")
-
-
 def offenders(root: Path) -> dict[str, str]:
-    """``{key: message}``; the key (``path`` or ``path:function``) is what the pending list
-    names."""
+    """``{path or path:function: what is over the limit}``."""
     found = {}
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
@@ -44,19 +38,13 @@ def offenders(root: Path) -> dict[str, str]:
 
 def main() -> int:
     found = offenders(Path(__file__).resolve().parents[1])
-    pending = {line.strip() for line in PENDING.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")} if PENDING.exists() else set()
-    new = sorted(set(found) - pending)
-    done = sorted(pending - set(found))
-    for key in new:
-        print(found[key])
-    for key in done:
-        print(f"{key}: within the limits now; take it off {PENDING.name}")
-    if new or done:
-        print(f"{len(new)} new offender(s) of the size rule, {len(done)} stale pending "
-              "entr(ies)", file=sys.stderr)
+    for message in found.values():
+        print(message)
+    if found:
+        print(f"{len(found)} module(s) or function(s) over the size limits", file=sys.stderr)
         return 1
-    print(f"size rule: no new offender ({len(pending)} pending in {PENDING.name})")
+    print(f"size rule: every module within {MAX_MODULE} lines, every function within "
+          f"{MAX_FUNCTION}")
     return 0
 
 

@@ -1,0 +1,32 @@
+"""Collection's plan: every source split into units of work, one mapped fetch task each."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lifecycle.collect.sources import connector
+from lifecycle.collect.state import _state
+from lifecycle.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def plan(ctx: StageContext) -> list[dict[str, Any]]:
+    """Units of work, one mapped task each: ``{index, source, items, label}``."""
+    units: list[dict[str, Any]] = []
+    for source in ctx.spec.sources:
+        state = _state(ctx, source.name)
+        conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=ctx.mode,
+                         files_per_task=ctx.spec.collect.files_per_task,
+                         catalog=ctx.catalog, registry=ctx.registry,
+                         releases_bucket=ctx.releases_bucket)
+        groups = conn.plan(state, ctx.mode)
+        for i, items in enumerate(groups):
+            label = source.name if len(groups) == 1 else f"{source.name} {i + 1}/{len(groups)}"
+            units.append({"index": len(units), "source": source.name, "items": items,
+                          "label": label})
+    log.info("collect %s: %d unit(s) of work over %d source(s)", ctx.dataset, len(units),
+             len(ctx.spec.sources))
+    return units
+

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -191,7 +192,12 @@ class RefreshPlan:
 
     ctx: StageContext
     incremental: bool  # collection lands and parses only what its sources' state lacks
-    base: Base | None  # the published version the run builds on
+
+    @cached_property
+    def base(self) -> Base | None:
+        """The published version the run builds on (looked up when first asked: catalog and
+        S3, so a part that only needs ``incremental`` does not pay for it)."""
+        return base(self.ctx)
 
     @property
     def refreshing(self) -> bool:
@@ -227,4 +233,4 @@ class RefreshPlan:
 
 def plan(ctx: StageContext) -> RefreshPlan:
     """The refresh plan of the stage call ``ctx`` (what ``ctx.refresh`` gives)."""
-    return RefreshPlan(ctx, ctx.mode == "incremental", base(ctx))
+    return RefreshPlan(ctx, ctx.mode == "incremental")

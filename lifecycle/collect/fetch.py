@@ -103,7 +103,7 @@ class _Unit:
         self.ctx, self.unit = ctx, unit
         self.source = _source(ctx.spec, unit["source"])
         self.state = _state(ctx, self.source.name)
-        self.incremental = ctx.mode == "incremental"
+        self.incremental = ctx.refresh.incremental
         self._seen: set[bytes] | None = None if self.incremental else set()
         # per plain line-oriented file: what the last run parsed of it (see _appended)
         self.files_before: dict[str, Any] = (self.state.get("files", {}) if self.incremental

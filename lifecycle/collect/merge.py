@@ -65,7 +65,7 @@ def _drift(spec: DatasetSpec, source: Any, old: dict[str, list[str]],
 def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     spec = ctx.spec
     partials = sorted((p for p in partials if p), key=lambda p: p["index"])
-    incremental = ctx.mode == "incremental"
+    incremental = ctx.refresh.incremental
     totals, reasons, lines, columns = _tally(spec, partials)
     _check_conservation(totals, lines)
     _check_bad_share(totals, reasons, spec.collect.max_bad_share)

@@ -10,8 +10,8 @@ Jaccard similarity with the record they are merged into is at least the threshol
 **recall** over edited copies whose exact similarity with their original is at least the
 threshold + 0.05 (and at least the threshold): the share left with not both records kept,
 and the share in one group with it. The exact similarity is computed here, with plain
-Python sets of n-gram strings. Granary's verified path is lifecycle/neardedup.near, as the
-preprocess stage calls it, with the key texts in memory instead of read from S3.
+Python sets of n-gram strings. Granary's verified path is lifecycle.preprocess.neardedup.near,
+as the preprocess stage calls it, with the key texts in memory instead of read from S3.
 Written to bench/results/neardup.json.
 
     python bench/neardup.py --documents 100000

@@ -9,7 +9,7 @@ What is measured, per size (100k and 1M documents by default), each a process of
   functions lifecycle/preprocess/stage.py uses, no S3, no Parquet): the figure this benchmark
   used to report alone.
 - ``granary-stage``: the preprocess stage as the DAG runs it (bench/stage.py): the mapped
-  tasks' functions (granary.runtime.stage_part: plan, clean per shard, deduplicate, apply per
+  tasks' functions (granary.runtime.run_part: plan, clean per shard, deduplicate, apply per
   shard; run_stage for the merge), each task in a fresh process, two at a time, against a
   real SeaweedFS S3 server holding the collected Parquet shards, with quarantine tables,
   manifests, report and the SQLite catalog. The S3 server's CPU and memory during the run
@@ -436,11 +436,10 @@ GROUPS = [  # (group, substrings of a function's file and name); the first match
      ["lifecycle/text/textops.py", "unicodedata"]),
     ("pandas and numpy (dedup tables, isin, sets, copies)", ["pandas", "numpy"]),
     ("spec and settings per task (pydantic, YAML)", ["pydantic", "yaml", "lifecycle/spec",
-                                                    "/spec.py", "specload",
-                                                    "granary/settings"]),
+                                                    "/spec.py", "granary/settings"]),
     ("catalog (SQLAlchemy, SQLite)", ["sqlalchemy", "sqlite", "storage/catalog"]),
-    ("the stage's own code (lifecycle/preprocess/stage.py, shards.py)",
-     ["lifecycle/preprocess/stage.py", "lifecycle/records/shards.py"]),
+    ("the stage's own code (lifecycle/preprocess/*.py, shards.py)",
+     ["lifecycle/preprocess/", "lifecycle/records/shards.py"]),
     ("imports", ["<frozen importlib", "importlib"]),
 ]
 STEPS = ["plan", "clean", "deduplicate", "apply", "merge", "read_table", "write_table",
@@ -477,7 +476,7 @@ def profile_summary(path: Path, s3_cpu: float) -> dict[str, Any]:
             key = f"{Path(file).parent.name}/{Path(file).name}:{name}"
             steps[key] = {"calls": calls, "cumulative_s": round(cum, 2)}
         for (cfile, _cline, cname), (_c, _n, _t, from_caller) in callers.items():
-            if cname == "apply" and cfile.endswith("lifecycle/preprocess/stage.py"):
+            if cname == "apply" and cfile.endswith("lifecycle/preprocess/apply.py"):
                 apply_callees[f"{Path(file).name}:{line}:{name}"] = round(from_caller, 2)
     return {"profiled_cpu_s": round(total, 2), "s3_server_cpu_s": round(s3_cpu, 2),
             "cpu_by_group_s": {g: round(v, 2) for g, v in

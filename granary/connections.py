@@ -1,5 +1,6 @@
 """Airflow's connections as the lifecycle's connection lookup (lifecycle/connections.py):
-installed when this module is imported, which granary.runtime does before any stage runs."""
+installed when this module is imported, which ``import granary`` does (granary/__init__.py),
+so every Granary process (a task, the triggerer, the CLI, the web app) has it."""
 
 from __future__ import annotations
 

@@ -408,9 +408,9 @@ def _short(value: Any) -> str | None:
 
 def maintain_dataset(dataset: str, dry_run: bool = False,
                      settings: Settings | None = None) -> dict[str, Any]:
-    """The daily maintenance of one dataset (lifecycle/versions/maintenance.py); returns its
+    """The daily maintenance of one dataset (lifecycle/maintenance.py); returns its
     finding."""
-    from lifecycle.versions import maintenance
+    from lifecycle import maintenance
 
     svc = services(settings)
     bootstrap(svc)

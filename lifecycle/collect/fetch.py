@@ -146,7 +146,7 @@ class _Unit:
 
     def run(self) -> dict[str, Any]:
         conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,
-                         state=self.state, mode=self.ctx.mode,
+                         state=self.state, mode="incremental" if self.incremental else "full",
                          files_per_task=self.ctx.spec.collect.files_per_task,
                          catalog=self.ctx.catalog, registry=self.ctx.registry,
                          releases_bucket=self.ctx.releases_bucket)

@@ -17,11 +17,12 @@ def plan(ctx: StageContext) -> list[dict[str, Any]]:
     units: list[dict[str, Any]] = []
     for source in ctx.spec.sources:
         state = _state(ctx, source.name)
-        conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=ctx.mode,
+        mode = "incremental" if ctx.refresh.incremental else "full"
+        conn = connector(source, inbox=ctx.inbox, store=ctx.store, state=state, mode=mode,
                          files_per_task=ctx.spec.collect.files_per_task,
                          catalog=ctx.catalog, registry=ctx.registry,
                          releases_bucket=ctx.releases_bucket)
-        groups = conn.plan(state, ctx.mode)
+        groups = conn.plan(state, mode)
         for i, items in enumerate(groups):
             label = source.name if len(groups) == 1 else f"{source.name} {i + 1}/{len(groups)}"
             units.append({"index": len(units), "source": source.name, "items": items,

@@ -1,6 +1,6 @@
 """Preprocessing of image datasets: the per-shard ``clean`` step and the near-duplicate step
-of the global deduplication (lifecycle/preprocess/stage.py runs the stage; conservation, reports and
-the exact-duplicate step are shared with text).
+of the global deduplication (the stage's parts in lifecycle/preprocess/ run it; conservation,
+reports and the exact-duplicate step are shared with text).
 
 ``clean`` decodes every image from the raw bucket (a truncated or corrupt file is quarantined
 with the reason), applies the quality filters (resolution, aspect ratio, blur, near-blank),

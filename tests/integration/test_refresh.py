@@ -257,7 +257,7 @@ def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings
                                                                     tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from lifecycle.versions import maintenance
+    from lifecycle import maintenance
 
     s = isolated(s3, tmp_path)
     pool = labelled(330)[["text", "label"]]
@@ -300,7 +300,7 @@ def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings
 
 def test_changed_quality_rules_reevaluate_published_versions_beside_the_old(
         s3: Settings, tmp_path: Path) -> None:
-    from lifecycle.versions import maintenance
+    from lifecycle import maintenance
 
     s = isolated(s3, tmp_path)
     rows = tmp_path / "inbox" / "reviews" / "rows.csv"

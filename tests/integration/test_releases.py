@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from granary.settings import Settings
+from lifecycle import maintenance
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
 from lifecycle.evaluate import stage as evaluate
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.publish import stage as publish
-from lifecycle.versions import maintenance, releases
+from lifecycle.versions import releases
 from lifecycle.versions.verify import verify
 from lineage.naming import from_uri
 from storage import keys

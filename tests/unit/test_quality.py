@@ -424,9 +424,9 @@ def _graded_with_failures() -> tuple[Any, pd.DataFrame]:
 
 
 def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
-    """What a refresh carries (lifecycle/evaluate/stage.py merge_check): GX's counts for a version's
-    records and for the records added, merged, equal GX's counts for the two together --
-    with nulls, values outside the set and texts too long in both parts."""
+    """What a refresh carries (lifecycle/evaluate/expectations.py merge_check): GX's counts for
+    a version's records and for the records added, merged, equal GX's counts for the two
+    together -- with nulls, values outside the set and texts too long in both parts."""
     from lifecycle.evaluate import expectations
 
     spec, table = _graded_with_failures()
@@ -454,7 +454,8 @@ def test_row_local_checks_of_two_parts_add_up_to_those_of_the_whole() -> None:
 def test_a_refresh_takes_its_one_new_shard_checks_from_the_new_records_validation(
         tmp_path: Path) -> None:
     """A refresh whose input is one shard of exactly its new records reports per-shard
-    checks from the validation of its new records (lifecycle/evaluate/stage.py _one_new_shard):
+    checks from the validation of its new records (lifecycle/evaluate/expectations.py
+    one_new_shard):
     they equal a validation of the shard of its own; any other input is validated again."""
     from lifecycle.evaluate import expectations
 

@@ -1,4 +1,6 @@
-"""Maintenance: what keeps published datasets correct between refreshes.
+"""Maintenance: what keeps published datasets correct between refreshes. It runs evaluation's
+and publishing's code on published versions, so it sits above the stages (lifecycle/, beside
+the contract), not among the shared packages.
 
 The daily maintenance DAG (dags/granary_maintenance.py) and ``granary maintain`` run, per
 dataset: releases.restore_missing (copy again the files missing from the release folders),

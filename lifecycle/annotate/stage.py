@@ -83,15 +83,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     routed = work.finish()["routed"]
     dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
                else pd.DataFrame())
-    counts: dict[str, Any] = {"in": n_in, "kept": len(work.df), "quarantined": len(dropped),
-                              "quarantine_reasons": ({str(k): int(v) for k, v in
-                                                      dropped["reason"].value_counts().items()}
-                                                     if len(dropped) else {}),
-                              "routed_to_people": len(routed)}
-    if counts["kept"] + counts["quarantined"] != n_in:
-        raise ConservationError(f"annotate {ctx.dataset}: {n_in} records in but "
-                                f"{counts['kept']} kept + {counts['quarantined']} quarantined; "
-                                f"this is a bug, report it with run {ctx.run_id}")
+    counts = _conserved(ctx, n_in, work.df, dropped, routed, "records")
     label = ctx.spec.schema_.label_field
     if label and label in work.df:
         labelled = int(work.df[label].notna().sum())
@@ -128,6 +120,22 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
                        lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
 
 
+def _conserved(ctx: StageContext, n_in: int, kept: pd.DataFrame, dropped: pd.DataFrame,
+               routed: list[Any], what: str) -> dict[str, Any]:
+    """The stage's counts of records in, kept, quarantined (by reason) and routed to people;
+    ConservationError when kept + quarantined is not what came in."""
+    counts: dict[str, Any] = {"in": n_in, "kept": len(kept), "quarantined": len(dropped),
+                              "quarantine_reasons": ({str(k): int(v) for k, v in
+                                                      dropped["reason"].value_counts().items()}
+                                                     if len(dropped) else {}),
+                              "routed_to_people": len(routed)}
+    if counts["kept"] + counts["quarantined"] != n_in:
+        raise ConservationError(f"annotate {ctx.dataset}: {n_in} {what} in but "
+                                f"{counts['kept']} kept + {counts['quarantined']} quarantined; "
+                                f"this is a bug, report it with run {ctx.run_id}")
+    return counts
+
+
 def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any],
             df: pd.DataFrame, merges: pd.DataFrame, people: Any,
             studio: tuple[Any, int] | None) -> StageResult:
@@ -139,15 +147,7 @@ def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any
     work = imageannot.annotate(ctx, df, merges, people)
     out, dropped, report = work.df, work.quarantined, work.report
     routed = sorted(work.review)
-    counts: dict[str, Any] = {"in": n_in, "kept": len(out), "quarantined": len(dropped),
-                              "quarantine_reasons": ({str(k): int(v) for k, v in
-                                                      dropped["reason"].value_counts().items()}
-                                                     if len(dropped) else {}),
-                              "routed_to_people": len(routed)}
-    if counts["kept"] + counts["quarantined"] != n_in:
-        raise ConservationError(f"annotate {ctx.dataset}: {n_in} images in but "
-                                f"{counts['kept']} kept + {counts['quarantined']} quarantined; "
-                                f"this is a bug, report it with run {ctx.run_id}")
+    counts = _conserved(ctx, n_in, out, dropped, routed, "images")
     label = ctx.spec.schema_.label_field
     if label and label in out:
         counts.update(labelled=int(out[label].notna().sum()),

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.outcome import Outcome, compare, record_hashes
+from tests.outcome import Outcome, compare, content_fingerprint, record_hashes
 
 pytestmark = pytest.mark.unit
 
@@ -72,3 +72,26 @@ def test_lost_is_the_number_of_records_missing_or_changed(n: int, data: st.DataO
         resumed.loc[i, "text"] += "!"
     resumed = resumed.drop(index=sorted(drop))
     assert compare(_outcome(base), _outcome(resumed)).lost == len(drop) + len(edit)
+
+
+def _parquet(rows: list[dict[str, object]]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue()
+
+
+def test_the_golden_fingerprint_names_the_column_that_changed_and_ignores_order() -> None:
+    rows = [{"id": f"r{i}", "text": f"评论 {i}", "label": "pos" if i % 2 else "neg",
+             "collected_at": f"2026-12-0{i % 9 + 1}",
+             "image": f"s3://granary-work/d/run-{i}/images/{i}.png"} for i in range(5)]
+    base = content_fingerprint(_parquet(rows), "data.parquet")
+    assert base["records"] == 5 and set(base["columns"]) == {"id", "text", "label", "image"}
+    # another run: rows in another order, other collection times and work-bucket paths
+    again = [{**r, "collected_at": "2027-01-01",
+              "image": str(r["image"]).replace("run-", "other-run-")} for r in reversed(rows)]
+    assert content_fingerprint(_parquet(again), "data.parquet") == base
+    changed = [dict(r) for r in rows]
+    changed[3]["label"] = "neg" if changed[3]["label"] == "pos" else "pos"
+    found = content_fingerprint(_parquet(changed), "data.parquet")
+    assert [c for c in base["columns"] if base["columns"][c] != found["columns"][c]] == ["label"]
+    assert content_fingerprint(_parquet(rows[:4]), "data.parquet")["records"] == 4

@@ -14,12 +14,14 @@ only:
   lists the published records each new one is as similar to as the split threshold;
 - annotation labels the delta; synthesis is left to full rebuilds (the base's synthetic
   records stay; balancing a delta would skew the whole);
-- evaluation assembles the candidate (:func:`combine`): the base version's records, less the
-  records deleted (a delta record whose ``refresh.deleted_field`` is true names a key to
-  delete) or replaced (a delta record with a known ``refresh.key``), plus the delta; base
+- evaluation is handed the candidate (:meth:`RefreshPlan.assemble`, a
+  :class:`RefreshCandidate`): the base version's records, less the records deleted (a delta
+  record whose ``refresh.deleted_field`` is true names a key to delete) or replaced (a delta
+  record with a known ``refresh.key``), plus the delta (:func:`combine`), with its counts,
+  which rows are new, and the base's quality record when no base record was removed; base
   records keep their split, and the candidate is graded as a whole version, the counts of
   row-local checks and personal data left, and the split groups, being the base's plus the
-  new records' when no base record was removed (lifecycle/evaluate/candidate.py);
+  new records' when that record is carried (lifecycle/evaluate/);
 - publishing compares it with the base: equal records make no new version.
 
 What a refresh reads from S3 grows with the delta, except for the base's deduplication index
@@ -28,20 +30,22 @@ and the base version's records, which evaluation needs whole (the grade is of th
 The stages do not decide any of this themselves: each reads the run's :class:`RefreshPlan`
 (``ctx.refresh``, made by :func:`plan` when a part asks), which holds the base and answers
 what the stage must do (which shards are the delta, which deduplication index to compare with,
-whether synthesis runs, how the candidate version is assembled).
+whether synthesis runs, and the candidate version, handed to evaluation whole).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.records import shards
+from lifecycle.versions.records import Published, previous_records
 from storage.catalog import Version
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,77 @@ def combine(ctx: StageContext, before: pd.DataFrame, delta: pd.DataFrame,
 
 
 @dataclass(frozen=True)
+class RefreshCounts:
+    """What a refresh did to its base: ``base - deleted - replaced + added + updated ==
+    rows`` (``updated`` is ``replaced``: the records the delta replaced by key);
+    ``repeated``: delta records the kept base already holds by id, not added twice."""
+
+    base: int
+    deleted: int
+    replaced: int
+    updated: int
+    added: int
+    repeated: int
+    rows: int
+    base_version: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The stage's ``refresh`` counts, in this order."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class RefreshCandidate:
+    """The candidate version of a refresh as evaluation is handed it (RefreshPlan.assemble):
+    the base, its records, the candidate's records and counts, which rows are new, and the
+    base's quality record when evaluation may add to it."""
+
+    version: Version               # the base: the published version the refresh builds on
+    before: pd.DataFrame           # its records
+    df: pd.DataFrame               # the candidate: ``before`` with the delta applied
+    counts: RefreshCounts
+    fresh: np.ndarray              # which of ``df``'s rows ``before`` lacks (by id)
+    # the base's quality record (checks, failed cells, personal data left, split groups)
+    # when the refresh removed no base record and the base's row count is its records':
+    # deletions and updates change its counts in ways only the whole candidate shows
+    carried: dict[str, Any] | None
+
+    @property
+    def base_version(self) -> int:
+        return self.version.version
+
+    @property
+    def added(self) -> np.ndarray | None:
+        """The new records when the base's counts are carried (they are then added to),
+        else None: measure the whole candidate."""
+        return self.fresh if self.carried is not None else None
+
+    @property
+    def published(self) -> Published:
+        """The base's number and records, what drift, profiling and the changelog compare
+        with."""
+        return Published(self.version.version, self.before)
+
+    @property
+    def label_check(self) -> dict[str, Any]:
+        """The label check the base recorded ({} when none), which a refresh carries."""
+        return dict(self.version.quality.get("label_check") or {})
+
+
+def assemble(ctx: StageContext, version: Version, before: pd.DataFrame, delta: pd.DataFrame,
+             deleted: set[str]) -> RefreshCandidate:
+    """The candidate of a refresh of ``version`` (whose records are ``before``) by ``delta``,
+    which deletes the keys ``deleted`` (:func:`combine`)."""
+    df, found = combine(ctx, before, delta, deleted)
+    counts = RefreshCounts(**found, base_version=version.version)
+    log.info("evaluate %s: refresh of %s: %s", ctx.dataset, version.ref, counts.as_dict())
+    fresh = ~shards.among(df["id"], before["id"])
+    carried = (version.quality if not counts.deleted and not counts.replaced
+               and version.row_count == len(before) else None)
+    return RefreshCandidate(version, before, df, counts, fresh, carried)
+
+
+@dataclass(frozen=True)
 class RefreshPlan:
     """What a run builds on and what each stage does with it: a full run (no base) processes
     everything; an incremental run with a base works on the delta (the module's docstring)."""
@@ -225,10 +300,17 @@ class RefreshPlan:
         would skew the whole, and the base's synthetic records stay)."""
         return self.base is None
 
-    def candidate(self, before: pd.DataFrame,
-                  delta: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-        """evaluate: the base's records less what the delta deletes or replaces, plus it."""
-        return combine(self.ctx, before, delta, tombstones(self.ctx, self.base))
+    def assemble(self, delta: pd.DataFrame) -> RefreshCandidate | None:
+        """evaluate: the candidate version, the base's records less what the delta deletes
+        or replaces, plus it; None without a base, or when the base's records cannot be read
+        (no data file): the records are evaluated as they came."""
+        found = self.base
+        if found is None:
+            return None
+        before = previous_records(self.ctx, found.version)
+        if before is None:
+            return None
+        return assemble(self.ctx, found.version, before, delta, tombstones(self.ctx, found))
 
 
 def plan(ctx: StageContext) -> RefreshPlan:

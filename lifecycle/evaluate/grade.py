@@ -23,7 +23,7 @@ from lifecycle.quality import dimensions as quality_dims
 from lifecycle.records import splits
 from lifecycle.spec import DatasetSpec
 from lifecycle.text import pii
-from lifecycle.versions.records import changelog, same_records
+from lifecycle.versions.records import Published, changelog, same_records
 from storage import keys
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def _evidence(ctx: StageContext, cand: Candidate, checked: Validation,
     # annotation report every conflict preprocessing found does
     conflicts = (annotation.get("conflicts", {}).get("unresolved", 0) if annotation
                  else cand.cleaning.get("counts", {}).get("label_conflicts", 0))
-    pii_left = _residual_pii(ctx.spec, cand.df, cand.added, cand.base)
+    pii_left = _residual_pii(ctx.spec, cand.df, cand.added,
+                             cand.refresh.carried if cand.refresh is not None else None)
     seen, split_info = checked.seen, cand.split_info
     evidence = quality_dims.Evidence(
         checks=checked.checks, conflicts=int(conflicts),
@@ -127,14 +128,14 @@ def _evidence(ctx: StageContext, cand: Candidate, checked: Validation,
 def _counts(cand: Candidate, checked: Validation, issues: labelcheck.LabelIssues | None,
             score: float, grade: str) -> dict[str, Any]:
     """The stage's counts."""
-    df, checks, split_info = cand.df, checked.checks, cand.split_info
+    df, checks, split_info, refresh = cand.df, checked.checks, cand.split_info, cand.refresh
     return {"in": len(df), "kept": len(df), "expectations": len(checks),
             "succeeded": len(checks) - len(checked.failed), "failed": len(checked.failed),
             "blocking": len(checked.blocking), "score": score, "grade": grade,
             "label_errors": len(issues.positions) if issues else 0,
             "leaked": int(split_info.get("leakage", {}).get("records", 0)),
             "drifted": len(checked.drifted["drifted"]) if checked.drifted else 0,
-            **({"refresh": cand.refreshed} if cand.refreshed else {})}
+            **({"refresh": refresh.counts.as_dict()} if refresh is not None else {})}
 
 
 def _carried_forward(quality: dict[str, Any], cand: Candidate,
@@ -173,15 +174,15 @@ def _residual_pii(spec: DatasetSpec, df: pd.DataFrame, fresh: np.ndarray | None,
             "records": records, "per_type": per_type}
 
 
-def _compared(spec: DatasetSpec, df: pd.DataFrame,
-              known: tuple[int, pd.DataFrame | None] | None,
+def _compared(spec: DatasetSpec, df: pd.DataFrame, known: Published | None,
               fresh: np.ndarray | None = None) -> dict[str, Any]:
     """What publishing needs of the version these records follow (``known``: its number
     and records), so that it reads neither: whether the records equal it, and the changelog
     (publishing fills in the grades). ``fresh``: which of ``df`` a refresh added to that
     version's records, kept unchanged."""
-    before = known[1] if known is not None else None
-    return {"base_version": known[0] if known is not None and before is not None else None,
+    before = known.records if known is not None else None
+    return {"base_version": known.version if known is not None and before is not None
+            else None,
             "unchanged": before is not None and same_records(before, df, spec),
             "changelog": changelog(
                 before, df, spec.schema_.text_field, spec.schema_.label_field, None, None,

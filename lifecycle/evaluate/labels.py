@@ -4,32 +4,23 @@ carries its base version's check and scores its new records only."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.labels import labelcheck
 from lifecycle.records import shards
-
-
-def label_base(ctx: StageContext, known: tuple[int, Any] | None) -> dict[str, Any]:
-    """The label check a refresh's base version recorded ({} when none): read here, so that
-    the check itself can run beside validation (it touches neither catalog nor storage)."""
-    if known is None:
-        return {}
-    base = ctx.catalog.get_version(ctx.dataset, known[0])
-    return dict((base.quality.get("label_check") or {}) if base is not None else {})
+from lifecycle.refresh import RefreshCandidate
 
 
 def check_labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | None = None,
-                 known: tuple[int, Any] | None = None,
-                 carried: dict[str, Any] | None = None) -> labelcheck.LabelIssues | None:
+                 refresh: RefreshCandidate | None = None) -> labelcheck.LabelIssues | None:
+    """The likely label errors of ``df`` (the candidate's records, in a refresh's candidate
+    row order). Touches neither catalog nor storage, so it can run beside validation."""
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
-    if known is not None and ctx.spec.modality != "image":
-        found = _refresh_labels(ctx, df, known, carried or {})
+    if refresh is not None and ctx.spec.modality != "image":
+        found = _refresh_labels(ctx, df, refresh)
         if found is not None:
             return found
     if ctx.spec.modality == "table" and text is None and features is None:
@@ -47,20 +38,20 @@ def check_labels(ctx: StageContext, df: pd.DataFrame, features: np.ndarray | Non
                            max_records=cfg.max_records, seed=cfg.seed)
 
 
-def _refresh_labels(ctx: StageContext, df: pd.DataFrame, known: tuple[int, Any],
-                    carried: dict[str, Any]) -> labelcheck.LabelIssues | None:
+def _refresh_labels(ctx: StageContext, df: pd.DataFrame,
+                    refresh: RefreshCandidate) -> labelcheck.LabelIssues | None:
     """A refresh's label check: the base version's records were checked when it was
-    evaluated, so its estimate (``carried``, label_base) is carried (scaled to the base
+    evaluated, so its estimate (the base's ``label_check``) is carried (scaled to the base
     records the candidate keeps) and only the new records are scored, by a model trained on
     the base's (see labelcheck.find_new). None (check everything) when the base recorded no
     check or the new records are more than half the candidate."""
     cfg = ctx.spec.quality.label_errors
     label, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
-    version, before = known
-    if (not cfg.enabled or not label or label not in df or text not in df or before is None
+    version, before, carried = refresh.base_version, refresh.before, refresh.label_check
+    if (not cfg.enabled or not label or label not in df or text not in df
             or not carried.get("checked") or label not in before or text not in before):
         return None
-    new = ~shards.among(df["id"], before["id"])
+    new = refresh.fresh  # the candidate's rows the base lacks (splitting keeps the order)
     if new.sum() > len(df) / 2:
         return None
     rows = np.flatnonzero(new)

@@ -45,7 +45,8 @@ def write_records(ctx: StageContext, cand: Candidate, checked: Validation, publi
     records and, unless the gate has failed already, the release's data files (images:
     publishing packs the images), dropped again if the grade then fails the gate."""
     spec, df = ctx.spec, cand.df
-    rewrite = bool(cand.split_info.get("ratios") or cand.refreshed)  # records changed: write them
+    # the records changed (splits assigned, or a refresh's candidate): write them
+    rewrite = bool(cand.split_info.get("ratios") or cand.refresh is not None)
     staged = None
     # the release's Parquet file is also the stage's records (one shard), written once
     records_key = keys.shard_key(ctx.dataset, ctx.run_id, STAGE, 0) if rewrite else None

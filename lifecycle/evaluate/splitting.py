@@ -12,6 +12,7 @@ import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.records import shards, splits
+from lifecycle.refresh import RefreshCandidate
 
 
 def split(ctx: StageContext,
@@ -84,21 +85,23 @@ def split_links(ctx: StageContext, report: dict[str, Any]) -> pd.DataFrame | Non
     return links if len(links) else pd.DataFrame(columns=SPLIT_LINK_COLUMNS)
 
 
-def split_carried(ctx: StageContext, df: pd.DataFrame, fresh: np.ndarray | None,
-                  base: dict[str, Any] | None, links: pd.DataFrame | None, version: int
-                   ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]] | None:
+def split_carried(ctx: StageContext, df: pd.DataFrame, refresh: RefreshCandidate,
+                  links: pd.DataFrame | None
+                  ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]] | None:
     """A refresh's split groups from the published records' groups (their column), the new
     records' signatures among themselves, and preprocessing's links between new and
     published records: the published records' texts are not hashed again. A new record
     joins the groups it is linked to and takes their split; new groups linked to none are
     assigned among themselves by the spec's ratios. None (group everything again) unless
-    the refresh removed no published record, the published version was grouped under the
-    same threshold and seed, its records carry their groups and preprocessing compared
-    every new record (none synthesised in this run)."""
+    the refresh removed no published record (its base's quality record is carried), the
+    published version was grouped under the same threshold and seed, its records carry
+    their groups and preprocessing compared every new record (none synthesised in this
+    run)."""
     cfg = ctx.spec.publish.splits
     text = ctx.spec.schema_.text_field
-    grouped = (base or {}).get("split_groups") or {}
-    if (fresh is None or links is None or not cfg.ratios or ctx.spec.modality != "text"
+    fresh, version = refresh.fresh, refresh.base_version
+    grouped = (refresh.carried or {}).get("split_groups") or {}
+    if (refresh.carried is None or links is None or not cfg.ratios or ctx.spec.modality != "text"
             or text not in df or splits.GROUP_COLUMN not in df or splits.SPLIT_COLUMN not in df
             or grouped.get("threshold") != cfg.threshold or grouped.get("seed") != cfg.seed
             or ("synthetic" in df and df.loc[fresh, "synthetic"].fillna(False).astype(bool).any())

@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from lifecycle.quality import cells
 from lifecycle.quality import dimensions as quality_dims
 from lifecycle.quality.checks import ROW_LOCAL, check_key
 from lifecycle.spec import DatasetSpec
-from lifecycle.versions.records import previous_records
+from lifecycle.versions.records import Published, previous_records
 from storage import keys
 from storage.faults import fault_point
 
@@ -50,11 +50,10 @@ class Validation:
     failures: cells.CellFailures            # the failed cells
     links: dict[str, str]                   # the Data Docs and GX results in the work bucket
     seen: dict[str, Any]                    # images: features, metadata, undecodable share
-    known: tuple[int, Any] | None           # the version compared with: (number, records)
+    known: Published | None                 # the version compared with, and its records
     drifted: dict[str, Any] | None          # drift against the newest version (None: none)
     proposals: dict[str, Any] | None        # rules profiled for the report
     labelling: Future[labelcheck.LabelIssues | None] | None = None  # the label check running
-    label_args: tuple[Any, ...] = field(default_factory=tuple)
 
     @property
     def drift_blocks(self) -> bool:
@@ -67,28 +66,28 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     :func:`label_issues`). ``publishing``: a full run that will publish reads the newest
     version, for drift and publishing's changelog (a re-evaluation of a published version
     does not)."""
-    spec, df = ctx.spec, cand.df
+    spec, df, refresh = ctx.spec, cand.df, cand.refresh
     # the label check of text (a model fit: numpy and scipy, which release the GIL) runs
     # beside validation and drift (mostly Python); images need their features read first
-    label_args = (cand.known if cand.refreshed else None,
-                  labels.label_base(ctx, cand.known if cand.refreshed else None))
     labelling = None
     if spec.modality != "image":
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-check")
-        labelling = background.submit(labels.check_labels, ctx, df, None, *label_args)
+        labelling = background.submit(labels.check_labels, ctx, df, None, refresh)
         background.shutdown(wait=False)  # the check finishes; nothing else is queued
     rules = quality_dims.rules_hash(spec)  # what the grade depends on besides the records
     results, checks, docs_uri, per_shard = _great_expectations(ctx, cand, rules)
     lap("great_expectations")
     failed = [c for c in checks if not c["success"]]
     blocking = gxsuite.must_pass(spec, checks)
-    failures = _measure_cells(spec, df, results, checks, cand.fresh, cand.base)
+    failures = _measure_cells(spec, df, results, checks,
+                              refresh.fresh if refresh is not None else None,
+                              refresh.carried if refresh is not None else None)
     lap("cells")
     links = {**_store_results(ctx, results), "data_docs": docs_uri}
     seen = _inspect_images(ctx, df, cand.cleaning)
     # a re-evaluation of a published version (maintenance) is not published again; a full
     # run that will be reads the newest version, for drift and publishing's changelog
-    known = cand.known
+    known = refresh.published if refresh is not None else None
     if known is None and publishing:
         known = newest(ctx)
     drifted = _drift(ctx, df, known, cand.added)
@@ -96,7 +95,7 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     proposals = _proposals(ctx, known)
     lap("profile")
     return Validation(rules, results, checks, failed, blocking, per_shard, failures, links,
-                      seen, known, drifted, proposals, labelling, label_args)
+                      seen, known, drifted, proposals, labelling)
 
 
 def label_issues(ctx: StageContext, cand: Candidate,
@@ -105,19 +104,20 @@ def label_issues(ctx: StageContext, cand: Candidate,
     on the features validation read."""
     if checked.labelling is not None:
         return checked.labelling.result()
-    return labels.check_labels(ctx, cand.df, checked.seen.get("features"), *checked.label_args)
+    return labels.check_labels(ctx, cand.df, checked.seen.get("features"), cand.refresh)
 
 
 def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
                         ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], str,
                                    list[dict[str, Any]]]:
     """GX's results by part, the checks, the Data Docs' link and the checks per input shard."""
-    spec, df, fresh, known = ctx.spec, cand.df, cand.fresh, cand.known
-    carry = gxsuite.carried_checks(cand.base, rules)
+    spec, df, refresh = ctx.spec, cand.df, cand.refresh
+    fresh = refresh.fresh if refresh is not None else None
+    carry = gxsuite.carried_checks(refresh.carried if refresh is not None else None, rules)
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
-        if carry is not None and known is not None and fresh is not None:
-            results, checks = gxsuite.validate_refresh(spec, df, fresh, carry, known[0],
-                                                       Path(tmp))
+        if carry is not None and refresh is not None:
+            results, checks = gxsuite.validate_refresh(spec, df, refresh.fresh, carry,
+                                                       refresh.base_version, Path(tmp))
         else:
             results = {"whole": gxsuite.validate(spec, df, docs=Path(tmp))}
             checks = gxsuite.summarise(results["whole"])
@@ -127,7 +127,7 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
     # records' shards (the candidate also holds the base's records, checked when published)
     arrived, manifest = cand.arrived, cand.manifest
     per_shard = (gxsuite.one_new_shard(spec, results, arrived, df, fresh, manifest)
-                 or gxsuite.validate_shards(spec, arrived if cand.refreshed else df,
+                 or gxsuite.validate_shards(spec, arrived if refresh is not None else df,
                                             [int(s["rows"]) for s in manifest["shards"]]))
     return results, checks, docs_uri, per_shard
 
@@ -202,12 +202,12 @@ def _inspect_images(ctx: StageContext, df: pd.DataFrame,
             "undecodable_share": bad / collected if collected else 0.0}
 
 
-def _drift(ctx: StageContext, df: pd.DataFrame,
-           known: tuple[int, pd.DataFrame | None] | None = None,
+def _drift(ctx: StageContext, df: pd.DataFrame, known: Published | None = None,
            fresh: np.ndarray | None = None) -> dict[str, Any] | None:
     """Drift against the newest published version, or None (disabled, or none yet).
-    ``known``: (version, records) already read by a refresh, not read again; ``fresh``: which
-    of ``df`` that version lacks, when ``df`` is its records plus those."""
+    ``known``: a version whose records are already read (a refresh's base, or the newest),
+    not read again; ``fresh``: which of ``df`` that version lacks, when ``df`` is its records
+    plus those."""
 
     from lifecycle.evaluate import drift
 
@@ -215,8 +215,8 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     previous = ctx.catalog.get_version(ctx.dataset) if cfg.enabled else None
     if previous is None:
         return None
-    if known is not None and known[0] == previous.version:
-        before = known[1]
+    if known is not None and known.version == previous.version:
+        before = known.records
     else:
         before, fresh = previous_records(ctx, previous), None
     if before is None:
@@ -234,8 +234,7 @@ def _drift(ctx: StageContext, df: pd.DataFrame,
     return found
 
 
-def _proposals(ctx: StageContext,
-               known: tuple[int, pd.DataFrame | None] | None) -> dict[str, Any] | None:
+def _proposals(ctx: StageContext, known: Published | None) -> dict[str, Any] | None:
     """Rules profiled from the spec's reference file (quality.profile.reference, under the
     inbox) or else the newest published version's records, for a table; shown in the report
     for the user to accept (lifecycle/evaluate/profiling.py). None: not a table, profiling off, or
@@ -261,8 +260,8 @@ def _proposals(ctx: StageContext,
             log.warning("evaluate %s: no rules proposed: %s", ctx.dataset, e)
             return {"reference": name, "rows": 0, "fields": {}, "dependencies": [],
                     "yaml": "", "warning": f"no rules proposed: {e}"}
-    elif known is not None and known[1] is not None:
-        ref, name = known[1], f"v{known[0]}"
+    elif known is not None and known.records is not None:
+        ref, name = known.records, f"v{known.version}"
     else:
         return None
     return profiling.propose(spec, ref, name).to_json()

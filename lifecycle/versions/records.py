@@ -8,6 +8,7 @@ A version's files are read straight from the registry's DVC objects in S3
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,15 @@ from lifecycle.context import StageContext
 from lifecycle.records.shards import among
 from lifecycle.versions import releases
 from storage.catalog import Version
+
+
+@dataclass(frozen=True, eq=False)
+class Published:
+    """A published version's number and records (None: its release has no data file), read
+    once and handed to what compares new records with it."""
+
+    version: int
+    records: pd.DataFrame | None
 
 
 def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFrame | None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle.context import Laps, StageContext
+from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.evaluate import splitting
 from lifecycle.records import shards
 from lifecycle.versions.records import previous_records
@@ -42,9 +42,9 @@ class Candidate:
         return self.fresh if self.base is not None else None
 
 
-def build(ctx: StageContext, upstream: dict[str, Any], lap: Laps) -> Candidate:
+def build(ctx: StageContext, upstream: StageResult, lap: Laps) -> Candidate:
     """Read the stage's input, make the refresh's candidate version, and split it."""
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     arrived = shards.read_table(ctx.store, manifest)
     df, refreshed, known = _refresh(ctx, arrived)
     cleaning = preprocess_report(ctx, manifest)

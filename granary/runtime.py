@@ -177,10 +177,15 @@ def run_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str,
         return [dict(REUSE_UNIT)] if step.kind == "plan" else {}
     if any(_placeholder(a) for a in args):
         return {}
+    given = list(args)
+    first_taken = 1 if step.kind == "map" else 0  # a map part's unit comes first
+    for i, taken in enumerate(step.takes):
+        if taken == UPSTREAM:  # the previous stage's XCom, read back into its type
+            given[first_taken + i] = StageResult.from_xcom(given[first_taken + i])
     try:
         svc = services()
         ctx = _context(svc, dataset, run_id, params)
-        result = step.function()(ctx, *args)
+        result = step.function()(ctx, *given)
     except Exception as e:
         mark_stage(e, stage)
         raise

@@ -78,7 +78,7 @@ def child(n: int, out: Path) -> None:
             stop.set()
             svc.catalog.record_stage(spec.name, "bench", name, result.status,
                                      result.manifest_uri, result.counts)
-            up = result.to_xcom()
+            up = result
             stages[name] = {"wall_s": round(wall, 2), "peak_rss_mb": round(peak[0] / 2**20),
                             "out": result.counts.get("kept", result.counts.get("rows"))}
             print(f"  {n:>9,} {name:<11}{wall:>9.1f} s{peak[0] / 2**20:>9.0f} MB", flush=True)

@@ -90,13 +90,13 @@ def _listed(value: Any) -> Any:
 
 
 def _call_stage(dataset: str, stage: str, upstream: Any, context: dict[str, Any],
-                parts: dict[str, Any] | None = None) -> dict[str, Any]:
+                parts: dict[str, Any] | None = None, people: bool = False) -> dict[str, Any]:
     from granary.runtime import run_stage
 
     given = {k: _listed(v) for k, v in parts.items()} if parts is not None else None
     result: dict[str, Any] = _as_airflow(
         lambda: run_stage(dataset, stage, context["run_id"], dict(context["params"]),
-                          upstream, given), dataset, context, stage)
+                          upstream, given, people=people), dataset, context, stage)
     return result
 
 
@@ -297,8 +297,7 @@ def _annotate_with_people(spec: Any, previous: Any, task_id: str, finish_id: str
           doc_md=stage_description(spec.title, "annotate", "what people answered"))
     def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
         """The second pass of annotation: what people answered in Label Studio first."""
-        return _call_stage(name, "annotate", {"manifest_uri": waited["input_manifest"],
-                                              "pull_label_studio": True}, context)
+        return _call_stage(name, "annotate", waited, context, people=True)
 
     link = spec.annotate.people.label_studio
     labelled = _stage_task(spec, "annotate", task_id)(previous)
@@ -373,7 +372,8 @@ def build_dag(loaded: LoadedSpec) -> DAG:
             declared = STAGE_DEFS[stage]
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
                 if declared.people and spec.annotate.people.label_studio is not None:
-                    out = _annotate_with_people(spec, previous, declared.reduce.name, "finish")
+                    out = _annotate_with_people(spec, previous, declared.reduce.name,
+                                                declared.people.name)
                 else:
                     out = _stage_group(spec, declared, previous, started)
             previous = out
@@ -413,7 +413,8 @@ def build_refresh_dag(loaded: LoadedSpec) -> DAG:
         for stage in STAGES:  # a task per stage, each running all its parts
             declared = STAGE_DEFS[stage]
             if declared.people:  # the spec routes records to people (checked above)
-                out = _annotate_with_people(spec, previous, stage, "annotate_finish")
+                out = _annotate_with_people(spec, previous, stage,
+                                            f"{stage}_{declared.people.name}")
             elif not declared.needs_upstream:  # collects every source in this task
                 out = _stage_task(spec, stage, stage)()
                 previous >> out

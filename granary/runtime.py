@@ -177,10 +177,15 @@ def run_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str,
         return [dict(REUSE_UNIT)] if step.kind == "plan" else {}
     if any(_placeholder(a) for a in args):
         return {}
+    given = list(args)
+    first_taken = 1 if step.kind == "map" else 0  # a map part's unit comes first
+    for i, taken in enumerate(step.takes):
+        if taken == UPSTREAM:  # the previous stage's XCom, read back into its type
+            given[first_taken + i] = StageResult.from_xcom(given[first_taken + i])
     try:
         svc = services()
         ctx = _context(svc, dataset, run_id, params)
-        result = step.function()(ctx, *args)
+        result = step.function()(ctx, *given)
     except Exception as e:
         mark_stage(e, stage)
         raise
@@ -204,11 +209,15 @@ def _reused(svc: Services, dataset: str, stage: str, run_id: str, first: int) ->
 
 def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
               upstream: dict[str, Any] | None = None, parts: dict[str, Any] | None = None,
-              one_of_several: bool = False, svc: Services | None = None) -> dict[str, Any]:
+              one_of_several: bool = False, svc: Services | None = None,
+              people: bool = False) -> dict[str, Any]:
     """Run ``stage`` of ``dataset`` for ``run_id``; the heart of every DAG task. ``upstream``:
-    the previous stage's result (its XCom). ``parts``: the results of the stage's earlier parts
+    the previous stage's result as its XCom (read back into a StageResult here, the one place
+    a stage's input crosses from Airflow). ``parts``: the results of the stage's earlier parts
     (the lifecycle DAG's mapped tasks), so only the reduce runs here; without them every part
-    runs in this process (lifecycle.contract.run_in_process). ``one_of_several``: the task
+    runs in this process (lifecycle.contract.run_in_process). ``people``: the stage's second
+    reduce after people answered (its contract's ``people`` part), on ``upstream``, the first
+    reduce's result. ``one_of_several``: the task
     runs other stages too (run_stages), so the stage's lineage is a run of its own under the
     task's (granary.emit.emit_stage's ``child_started``); ``svc``: the task's connections,
     made once for its stages."""
@@ -227,11 +236,16 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     try:
         if declared.needs_upstream and upstream is None:
             raise ValueError(f"{stage} needs the output of the stage before it")
-        if parts is None:
-            result = run_in_process(declared, ctx, upstream)
+        given = StageResult.from_xcom(upstream) if upstream is not None else None
+        if people:
+            if declared.people is None:
+                raise ValueError(f"{stage} has no second pass for people's answers")
+            result = declared.people.function()(ctx, given)
+        elif parts is None:
+            result = run_in_process(declared, ctx, given)
         else:
-            given = {UPSTREAM: upstream, **parts}
-            result = declared.reduce.function()(ctx, *(given[t] for t in declared.reduce.takes))
+            taken = {UPSTREAM: given, **parts}
+            result = declared.reduce.function()(ctx, *(taken[t] for t in declared.reduce.takes))
     except Exception as e:
         mark_stage(e, stage)
         try:

@@ -16,18 +16,33 @@ package.
 A part's function is named by ``"module:function"`` and imported when it runs, so parsing a DAG
 imports none of the stages' heavy dependencies. Its arguments are the run's
 :class:`~lifecycle.context.StageContext`, then its unit (a map part), then the results of the
-parts named in ``takes`` in that order; ``"upstream"`` there is the previous stage's result.
-Units and partial results are small JSON-able dicts (they cross task boundaries as XComs); a
-unit always has ``index`` and ``label`` (what the Airflow UI shows for the mapped task).
+parts named in ``takes`` in that order; ``"upstream"`` there is the previous stage's
+:class:`~lifecycle.context.StageResult`, and every reduce returns one.
+Units and partial results cross task boundaries as XComs and are mapped over by Airflow's
+dynamic task mapping, which expands lists of JSON values, so they are typed dicts
+(:class:`typing.TypedDict`, checked by mypy, plain JSON on the wire) declared beside their
+stage's parts (lifecycle/collect/units.py, lifecycle/preprocess/units.py); every unit is a
+:class:`Unit`, with ``index`` and ``label`` (what the Airflow UI shows for the mapped task). A
+stage's input and its reduce's result are :class:`~lifecycle.context.StageResult`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from lifecycle.context import StageContext, StageResult
 
 Kind = Literal["plan", "map", "global", "reduce"]
+
+
+class Unit(TypedDict):
+    """What every unit of work has: its place in the plan and its label in the Airflow UI."""
+
+    index: int  # -1: a placeholder (nothing to do: an earlier run's output is reused)
+    label: str
 UPSTREAM = "upstream"  # in ``takes``: the previous stage's result
 
 
@@ -54,7 +69,9 @@ class Stage:
     parts: tuple[Part, ...]
     # the parts take the previous stage's result; collection starts from the spec's sources
     needs_upstream: bool = True
-    people: bool = False  # the spec may route records to people between two reduce passes
+    # the spec may route records to people: this part, a second reduce, runs after the wait on
+    # the first reduce's result (what people answered read first)
+    people: Part | None = None
     _by_name: dict[str, Part] = field(default_factory=dict, init=False, repr=False,
                                       compare=False)
 
@@ -74,6 +91,10 @@ class Stage:
                 raise ValueError(f"stage {self.name}: part {p.name} takes {sorted(unknown)}, "
                                  "not earlier parts")
             self._by_name[p.name] = p
+        second = self.people
+        if second is not None and (second.kind != "reduce" or set(second.takes) - set(names)):
+            raise ValueError(f"stage {self.name}: the people part {second.name} is a reduce "
+                             "that takes parts of the stage")
 
     def part(self, name: str) -> Part:
         return self._by_name[name]
@@ -120,7 +141,8 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
     # the stages below have one unit, their whole input, for now
     _stage("annotate",
            Part("label", "lifecycle.annotate.stage:run", "reduce", takes=(UPSTREAM,)),
-           people=True),
+           people=Part("finish", "lifecycle.annotate.stage:finish", "reduce",
+                       takes=("label",))),
     _stage("synthesize",
            Part("generate", "lifecycle.synthesize.stage:run", "reduce", takes=(UPSTREAM,))),
     _stage("evaluate",
@@ -131,7 +153,8 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 
-def run_in_process(stage: Stage, ctx: Any, upstream: Any = None) -> Any:
+def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
+                   ) -> StageResult:
     """Every part of ``stage`` in this process, in order (the map parts over their units one
     after another), as the lifecycle DAG runs them as tasks; returns the reduce's result."""
     results: dict[str, Any] = {UPSTREAM: upstream}
@@ -143,4 +166,5 @@ def run_in_process(stage: Stage, ctx: Any, upstream: Any = None) -> Any:
             results[part.name] = [fn(ctx, unit, *extra) for unit in units]
         else:
             results[part.name] = fn(ctx, *extra)
-    return results[stage.reduce.name]
+    result: StageResult = results[stage.reduce.name]
+    return result

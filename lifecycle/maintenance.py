@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lifecycle.context import StageContext
+from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
 from lifecycle.quality.dimensions import PERIODS, rules_hash
 from lifecycle.records import shards
@@ -162,7 +162,7 @@ def reevaluate(ctx: StageContext) -> list[dict[str, Any]]:
                                     {"in": len(df), "kept": len(df)},
                                     extra={"version": version.version})
         try:
-            evaluate.run(sub, {"manifest_uri": uri, "publishing": False})
+            evaluate.run(sub, StageResult("published", uri, {}), publishing=False)
             passed = True
         except QualityGateFailed as e:  # recorded all the same: the version now fails
             log.warning("re-evaluation of %s: %s", version.ref, e)

@@ -58,16 +58,16 @@ def context(s: Settings, spec_text: str, run_id: str) -> StageContext:
     return stage_context(s, spec_text, run_id, rows_per_shard=150)
 
 
-def until_evaluate(ctx: StageContext) -> dict[str, Any]:
-    up = collect.run(ctx).to_xcom()
+def until_evaluate(ctx: StageContext) -> StageResult:
+    up = collect.run(ctx)
     for stage in (preprocess, annotate, synthesize):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     return up
 
 
 def publish_run(s: Settings, run_id: str, spec_text: str = SPEC) -> StageResult:
     ctx = context(s, spec_text, run_id)
-    return publish.run(ctx, evaluate.run(ctx, until_evaluate(ctx)).to_xcom())
+    return publish.run(ctx, evaluate.run(ctx, until_evaluate(ctx)))
 
 
 def change_source(s: Settings) -> str:

@@ -41,7 +41,7 @@ def run_lifecycle(s: Settings, spec: str, run_id: str, mode: str = "full",
     out = {"collect": result}
     if not result.counts.get("nothing_new"):
         for name, stage in STAGES:
-            result = stage.run(ctx, result.to_xcom())
+            result = stage.run(ctx, result)
             ctx.catalog.record_stage(ctx.dataset, run_id, name, result.status,
                                      result.manifest_uri, result.counts)
             out[name] = result

@@ -48,16 +48,29 @@ from lifecycle.errors import ConservationError
 from lifecycle.records import shards
 
 __all__ = ["EXAMPLES", "MODEL_VERSION", "STAGE", "SourceLabeller", "_export_image_tasks",
-           "_export_tasks", "_write_json", "_write_text", "read_completions", "run"]
+           "_export_tasks", "_write_json", "_write_text", "finish", "read_completions", "run"]
 
 log = logging.getLogger(__name__)
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
-    """Label, resolve, check. With a Label Studio server in the spec, the records routed to
-    people are sent to its project; ``upstream["pull_label_studio"]`` (the DAG's second pass,
-    after the wait) reads what people answered there first."""
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+def run(ctx: StageContext, upstream: StageResult) -> StageResult:
+    """Label, resolve, check ``upstream``'s records. With a Label Studio server in the spec,
+    the records routed to people are sent to its project."""
+    return _annotate(ctx, upstream.manifest_uri, pull=False)
+
+
+def finish(ctx: StageContext, first: StageResult) -> StageResult:
+    """The second pass (lifecycle.contract's people part, after the DAG waited for people):
+    what :func:`run` labelled in ``first``, again, with what people answered in Label Studio
+    read first."""
+    if first.input_manifest is None:
+        raise ValueError(f"annotate {ctx.dataset}: the first pass's result names no input "
+                         "manifest; run the annotate stage before its second pass")
+    return _annotate(ctx, first.input_manifest, pull=True)
+
+
+def _annotate(ctx: StageContext, input_uri: str, pull: bool) -> StageResult:
+    manifest = shards.read_manifest(ctx.store, input_uri)
     df = shards.read_table(ctx.store, manifest)
     merges = (shards.read_table(ctx.store, manifest, "merges")
               if manifest.get("tables", {}).get("merges") else pd.DataFrame())
@@ -65,12 +78,12 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     link = ctx.spec.annotate.people.label_studio
     studio = _studio(ctx) if link is not None else None
     pulled = None
-    if studio is not None and upstream.get("pull_label_studio"):
+    if studio is not None and pull:
         from lifecycle.annotate import labelstudio
 
         pulled = labelstudio.tasks(studio[0], studio[1])
     if ctx.spec.modality == "image":
-        return _images(ctx, upstream, manifest, df, merges,
+        return _images(ctx, input_uri, manifest, df, merges,
                        read_completions(ctx, pulled, studio[1] if studio else None), studio)
     work = _Annotation(ctx, df, merges, pulled, studio[1] if studio else None)
     if ctx.spec.schema_.label_field and len(df):
@@ -116,8 +129,8 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     uri = shards.write_manifest(ctx, STAGE, work.df, main, counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
-                       input_manifest=upstream["manifest_uri"], label_studio=sent,
-                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+                       input_manifest=input_uri, label_studio=sent,
+                       lineage=shards.lineage_pair(ctx, input_uri, uri))
 
 
 def _conserved(ctx: StageContext, n_in: int, kept: pd.DataFrame, dropped: pd.DataFrame,
@@ -136,7 +149,7 @@ def _conserved(ctx: StageContext, n_in: int, kept: pd.DataFrame, dropped: pd.Dat
     return counts
 
 
-def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any],
+def _images(ctx: StageContext, input_uri: str, manifest: dict[str, Any],
             df: pd.DataFrame, merges: pd.DataFrame, people: Any,
             studio: tuple[Any, int] | None) -> StageResult:
     """Image datasets: lifecycle/annotate/images.py labels them; the images people should look
@@ -176,6 +189,6 @@ def _images(ctx: StageContext, upstream: dict[str, Any], manifest: dict[str, Any
                                 else [], counts, tables, extra)
     log.info("annotate %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
-                       input_manifest=upstream["manifest_uri"], label_studio=sent,
-                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+                       input_manifest=input_uri, label_studio=sent,
+                       lineage=shards.lineage_pair(ctx, input_uri, uri))
 

@@ -24,6 +24,7 @@ from lifecycle.collect.rows import (
 )
 from lifecycle.collect.sources import Payload, connector, now
 from lifecycle.collect.state import STAGE, _KeySink, _source, _state, load_seen
+from lifecycle.collect.units import Fetched, FetchUnit
 from lifecycle.context import StageContext
 from lifecycle.errors import LifecycleError, SourceError
 from lifecycle.formats.delimited import CsvOptions
@@ -99,7 +100,7 @@ def _located(source: str, file: str | None = None) -> Iterator[None]:
 class _Unit:
     """The work of one unit: land payloads, parse them, write shards, count everything."""
 
-    def __init__(self, ctx: StageContext, unit: dict[str, Any]) -> None:
+    def __init__(self, ctx: StageContext, unit: FetchUnit) -> None:
         self.ctx, self.unit = ctx, unit
         self.source = _source(ctx.spec, unit["source"])
         self.state = _state(ctx, self.source.name)
@@ -144,7 +145,7 @@ class _Unit:
             self._seen = load_seen(self.ctx, self.state)
         return self._seen
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Fetched:
         conn = connector(self.source, inbox=self.ctx.inbox, store=self.ctx.store,
                          state=self.state, mode="incremental" if self.incremental else "full",
                          files_per_task=self.ctx.spec.collect.files_per_task,
@@ -404,7 +405,7 @@ class _Unit:
             self.file_lines.add("quarantined", lines)
 
 
-def fetch_unit(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
+def fetch_unit(ctx: StageContext, unit: FetchUnit) -> Fetched:
     """Fetch, land and parse one unit; returns a small partial result (no data)."""
     return _Unit(ctx, unit).run()
 

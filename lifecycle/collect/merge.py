@@ -12,6 +12,7 @@ from typing import Any
 from lifecycle.collect.accounting import LINE_KINDS
 from lifecycle.collect.rows import record_schema
 from lifecycle.collect.state import DATASET_STATE, STAGE, _compact, _state
+from lifecycle.collect.units import Fetched
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, SourceError
 from lifecycle.records import shards
@@ -62,7 +63,7 @@ def _drift(spec: DatasetSpec, source: Any, old: dict[str, list[str]],
     return found
 
 
-def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
+def merge(ctx: StageContext, partials: list[Fetched]) -> StageResult:
     spec = ctx.spec
     partials = sorted((p for p in partials if p), key=lambda p: p["index"])
     incremental = ctx.refresh.incremental
@@ -100,7 +101,7 @@ def merge(ctx: StageContext, partials: list[dict[str, Any]]) -> StageResult:
     return StageResult(STAGE, uri, counts, lineage=_lineage(ctx, uri, landed))
 
 
-def _tally(spec: DatasetSpec, partials: list[dict[str, Any]]) -> tuple[
+def _tally(spec: DatasetSpec, partials: list[Fetched]) -> tuple[
         dict[str, Counter[str]], dict[str, Counter[str]], dict[str, Counter[str]],
         dict[str, dict[str, set[str]]]]:
     """Per source: the units' counts, quarantine reasons, physical lines by kind and the
@@ -135,7 +136,7 @@ def _check_conservation(totals: dict[str, Counter[str]],
                 source=name)
 
 
-def _source_states(ctx: StageContext, partials: list[dict[str, Any]],
+def _source_states(ctx: StageContext, partials: list[Fetched],
                    columns: dict[str, dict[str, set[str]]], incremental: bool,
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per source: its schema drift since the last committed run (failing the run when the
@@ -204,7 +205,7 @@ def _line_counts(held: Counter[str]) -> dict[str, int]:
 
 
 def _next_state(ctx: StageContext, source: str, old: dict[str, Any],
-                partials: list[dict[str, Any]], observed: dict[str, list[str]],
+                partials: list[Fetched], observed: dict[str, list[str]],
                 incremental: bool) -> dict[str, Any]:
     """What the next incremental run of ``source`` should know, if this run commits."""
     base = old if incremental else {}

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from lifecycle.collect.sources import connector
 from lifecycle.collect.state import _state
+from lifecycle.collect.units import FetchUnit
 from lifecycle.context import StageContext
 
 log = logging.getLogger(__name__)
 
 
-def plan(ctx: StageContext) -> list[dict[str, Any]]:
+def plan(ctx: StageContext) -> list[FetchUnit]:
     """Units of work, one mapped task each: ``{index, source, items, label}``."""
-    units: list[dict[str, Any]] = []
+    units: list[FetchUnit] = []
     for source in ctx.spec.sources:
         state = _state(ctx, source.name)
         mode = "incremental" if ctx.refresh.incremental else "full"

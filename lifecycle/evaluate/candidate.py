@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle.context import Laps, StageContext
+from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.evaluate import splitting
 from lifecycle.records import shards
 from lifecycle.refresh import RefreshCandidate
@@ -39,10 +39,10 @@ class Candidate:
         return self.refresh.added if self.refresh is not None else None
 
 
-def build(ctx: StageContext, upstream: dict[str, Any], lap: Laps) -> Candidate:
+def build(ctx: StageContext, upstream: StageResult, lap: Laps) -> Candidate:
     """Read the stage's input, take the refresh's candidate version from the refresh planner
     (lifecycle/refresh.py), and split it."""
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     arrived = shards.read_table(ctx.store, manifest)
     refresh = ctx.refresh.assemble(arrived)
     df = refresh.df if refresh is not None else arrived

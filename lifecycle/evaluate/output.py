@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from lifecycle.context import Laps, StageContext
+from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.evaluate import report as qreport
 from lifecycle.evaluate.candidate import Candidate
 from lifecycle.evaluate.grade import Grade
@@ -60,7 +60,7 @@ def write_records(ctx: StageContext, cand: Candidate, checked: Validation, publi
     return Records(rewrite, staged, records)
 
 
-def finish(ctx: StageContext, upstream: dict[str, Any], cand: Candidate, checked: Validation,
+def finish(ctx: StageContext, upstream: StageResult, cand: Candidate, checked: Validation,
            written: Records, graded: Grade, lap: Laps) -> tuple[str, list[DatasetIO]]:
     """The manifest (with the release's data files when the grade passed), the evaluation in
     the catalog; returns the manifest's URI and the stage's lineage."""
@@ -76,7 +76,7 @@ def finish(ctx: StageContext, upstream: dict[str, Any], cand: Candidate, checked
         uri = shards.write_manifest(ctx, STAGE, cand.df, written.shards, graded.counts,
                                     extra=extra)
     else:
-        uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], graded.counts,
+        uri = shards.passthrough_manifest(ctx, STAGE, upstream.manifest_uri, graded.counts,
                                           extra)
     lap("write")
     fault_point("evaluate.before_catalog")  # the manifest written, the catalog not told
@@ -89,7 +89,7 @@ def finish(ctx: StageContext, upstream: dict[str, Any], cand: Candidate, checked
     log.info("evaluate %s: %s (%s)", ctx.dataset, graded.counts, lap)
     assertions = [{"expectation": c["expectation"], "success": c["success"],
                    "column": c["kwargs"].get("column")} for c in checked.checks]
-    lineage = shards.lineage_pair(ctx, upstream["manifest_uri"], uri, assertions=assertions,
+    lineage = shards.lineage_pair(ctx, upstream.manifest_uri, uri, assertions=assertions,
                                   quality=qreport.summary(graded.report))
     return uri, lineage
 

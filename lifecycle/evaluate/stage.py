@@ -17,8 +17,6 @@ a candidate with its report and the task fails listing the failed dimensions and
 
 from __future__ import annotations
 
-from typing import Any
-
 from lifecycle.context import Laps, StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
 from lifecycle.evaluate import candidate, grade, output, validate
@@ -26,10 +24,10 @@ from lifecycle.evaluate import candidate, grade, output, validate
 STAGE = "evaluate"
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+def run(ctx: StageContext, upstream: StageResult, publishing: bool = True) -> StageResult:
+    """Evaluate ``upstream``'s records. ``publishing=False``: a re-evaluation of a published
+    version (lifecycle/maintenance.py), graded and recorded but not to be published again."""
     lap = Laps()
-    # a re-evaluation of a published version (maintenance) is not published again
-    publishing = bool(upstream.get("publishing", True))
     cand = candidate.build(ctx, upstream, lap)
     checked = validate.run(ctx, cand, publishing, lap)
     written = output.write_records(ctx, cand, checked, publishing, lap)

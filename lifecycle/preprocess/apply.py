@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.preprocess.operators import _Run
+from lifecycle.preprocess.units import Applied, Cleaned, Decided
 from lifecycle.preprocess.work import STAGE, _read, _write, phases
 from lifecycle.records import shards
 from storage.faults import fault_point
 
 
-def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
+def apply(ctx: StageContext, unit: Cleaned, decided: Decided) -> Applied:
     """Drop one shard's merged records, mark the records that absorbed others, run the
     record-local steps placed after deduplication, and write the shard's final records."""
     _, _, after = phases(list(ctx.spec.preprocess.steps))
@@ -32,7 +31,7 @@ def apply(ctx: StageContext, unit: dict[str, Any], decided: dict[str, Any]) -> d
         getattr(work, step)()
     tag = f"u{unit['index']:05d}"
     dropped = pd.concat(work.quarantined, ignore_index=True) if work.quarantined else None
-    out = {"index": unit["index"], "in": unit["in"], "kept": len(work.df),
+    out: Applied = {"index": unit["index"], "in": unit["in"], "kept": len(work.df),
            "shards": shards.write_table(ctx, STAGE, work.df, tag) if len(work.df) else [],
            "quarantine": unit["quarantine"] + (
                _write(ctx, dropped, f"{tag}-late-quarantine") if dropped is not None else []),

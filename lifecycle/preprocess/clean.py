@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle.context import StageContext
+from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import keytexts, neardedup
 from lifecycle.preprocess.operators import ExactDeduplicator, _Run
+from lifecycle.preprocess.units import Cleaned, ShardUnit
 from lifecycle.preprocess.work import STAGE, _read, _write, phases
 from lifecycle.records import shards
 from lifecycle.text import neardup
@@ -21,19 +22,19 @@ from storage.faults import fault_point
 PREVIEW = 80
 
 
-def plan(ctx: StageContext, upstream: dict[str, Any]) -> list[dict[str, Any]]:
+def plan(ctx: StageContext, upstream: StageResult) -> list[ShardUnit]:
     """One unit per upstream shard (at most ``rows_per_shard`` records each)."""
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     # an incremental run cleans what was collected since the published base only
     found = ctx.refresh.delta_shards(manifest)
-    units = [{"index": i, "label": f"shard {i + 1}/{len(found)}", "bucket": manifest["_bucket"],
-              "shards": [shard], "upstream": upstream["manifest_uri"]}
-             for i, shard in enumerate(found)]
+    units: list[ShardUnit] = [
+        {"index": i, "label": f"shard {i + 1}/{len(found)}", "bucket": manifest["_bucket"],
+         "shards": [shard], "upstream": upstream.manifest_uri} for i, shard in enumerate(found)]
     return units or [{"index": 0, "label": "no records", "bucket": manifest["_bucket"],
-                      "shards": [], "upstream": upstream["manifest_uri"]}]
+                      "shards": [], "upstream": upstream.manifest_uri}]
 
 
-def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
+def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
     """Record-local steps on one shard, then what the global dedup needs: a keys table with
     per record its exact-duplicate key hash and its MinHash signature and, with near_dedup,
     one object of the shard's normalised ``near_dedup.key`` texts (written here, listed as
@@ -94,7 +95,7 @@ def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
             key_texts.append(ref)
     dropped = (pd.concat(work.quarantined, ignore_index=True) if work.quarantined
                else None)
-    out = {"index": unit["index"], "label": unit["label"], "in": n_in,
+    out: Cleaned = {"index": unit["index"], "label": unit["label"], "in": n_in,
            "cleaned": _write(ctx, df, f"{tag}-clean"),
            "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None

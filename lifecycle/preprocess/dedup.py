@@ -11,6 +11,7 @@ import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.preprocess import keytexts, neardedup
+from lifecycle.preprocess.units import Cleaned, Decided
 from lifecycle.preprocess.work import _read, _write, phases
 from lifecycle.records import shards
 from storage.faults import fault_point
@@ -41,7 +42,7 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
     return groups
 
 
-def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, Any]:
+def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
     """The one global step: exact then near duplicates (in the spec's order) across every
     shard, from the keys and signatures, and the key texts of the records in candidate
     near-duplicate pairs only (lifecycle/preprocess/neardedup.py). Memory: the signature index and
@@ -100,19 +101,23 @@ def deduplicate(ctx: StageContext, cleaned: list[dict[str, Any]]) -> dict[str, A
             summary["step"]]
         summary["largest"] = _largest(index, table, reason)
     kept = _kept_index(index, alive)
-    out: dict[str, Any] = {}
+    split_links = None
     fault_point("preprocess.dedup.decided")  # pairs found, nothing of them written
     if links is not None:  # of the new records that stay (a later step may merge some)
         links = links[shards.among(links["id"], index["id"][alive])]
-        out["split_links"] = _write(ctx, links.reset_index(drop=True), "split-links")
+        split_links = _write(ctx, links.reset_index(drop=True), "split-links")
     merged = _write(ctx, table, "merges")
     fault_point("preprocess.dedup.merges_written")  # the merges, not yet the dedup index
-    return {**out, "merges": merged, "merged": len(table),
-            "label_conflicts": label_conflicts(table, index, old), "steps": steps,
-            "key_texts": [ref for p in cleaned for ref in p.get("key_texts", [])],
-            # read whole by every refresh: no dictionaries for its distinct ids and hashes
-            "dedup_index": base_index + _write(ctx, kept, "dedup-index", compact=True),
-            "compared_with_published": len(old)}
+    out: Decided = {
+        "merges": merged, "merged": len(table),
+        "label_conflicts": label_conflicts(table, index, old), "steps": steps,
+        "key_texts": [ref for p in cleaned for ref in p.get("key_texts", [])],
+        # read whole by every refresh: no dictionaries for its distinct ids and hashes
+        "dedup_index": base_index + _write(ctx, kept, "dedup-index", compact=True),
+        "compared_with_published": len(old)}
+    if split_links is not None:
+        out["split_links"] = split_links
+    return out
 
 
 def _already_published(index: pd.DataFrame, old: pd.DataFrame,

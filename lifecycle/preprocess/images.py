@@ -19,6 +19,7 @@ import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.media import images
+from lifecycle.preprocess.units import Cleaned, ShardUnit
 from lifecycle.records import shards
 from storage import keys
 
@@ -44,7 +45,7 @@ def check(cfg: Any, width: int, height: int, metrics: dict[str, float]) -> tuple
     return None
 
 
-def clean(ctx: StageContext, unit: dict[str, Any]) -> dict[str, Any]:
+def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
     """Decode, filter, normalise and hash one shard's images (see the module docstring)."""
     cfg = ctx.spec.preprocess.image
     df = shards.read_table(ctx.store, {"_bucket": unit["bucket"], "shards": unit["shards"]})

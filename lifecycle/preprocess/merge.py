@@ -10,6 +10,7 @@ from typing import Any
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
+from lifecycle.preprocess.units import Applied, Decided
 from lifecycle.preprocess.work import STAGE, _read
 from lifecycle.records import shards
 from storage import keys
@@ -17,8 +18,8 @@ from storage import keys
 log = logging.getLogger(__name__)
 
 
-def merge(ctx: StageContext, upstream: dict[str, Any], applied: list[dict[str, Any]],
-          decided: dict[str, Any]) -> StageResult:
+def merge(ctx: StageContext, upstream: StageResult, applied: list[Applied],
+          decided: Decided) -> StageResult:
     """Check conservation over every shard, write the manifest and the report."""
     applied = sorted(applied, key=lambda p: p["index"])
     n_in = sum(p["in"] for p in applied)
@@ -56,7 +57,7 @@ def merge(ctx: StageContext, upstream: dict[str, Any], applied: list[dict[str, A
                                  "key_texts": decided.get("key_texts", [])})
     log.info("preprocess %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"report": report_uri},
-                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
 
 
 def _schema(ctx: StageContext, main: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -73,7 +74,7 @@ def _schema(ctx: StageContext, main: list[dict[str, Any]]) -> list[dict[str, str
 
 
 def _combine(order: list[str], reports: list[dict[str, Any]],
-             decided: dict[str, Any]) -> dict[str, Any]:
+             decided: Decided) -> dict[str, Any]:
     """One report from the per-shard ones and the global dedup."""
     steps: dict[str, dict[str, Any]] = {}
     pii_found: dict[str, dict[str, Any]] = {}

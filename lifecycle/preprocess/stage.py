@@ -18,8 +18,6 @@ operators.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 from lifecycle.context import StageContext, StageResult
 from lifecycle.preprocess.apply import apply
 from lifecycle.preprocess.clean import PREVIEW, clean, plan
@@ -40,11 +38,10 @@ __all__ = ["GLOBAL", "INDEX_COLUMNS", "LOCAL", "MERGE_COLUMNS", "PREVIEW", "SPLI
            "deduplicate", "label_conflicts", "merge", "phases", "pii_fields", "plan", "run"]
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+def run(ctx: StageContext, upstream: StageResult) -> StageResult:
     """Plan, clean every shard, deduplicate, apply and merge, in this process
     (lifecycle.contract's parts)."""
     from lifecycle.contract import STAGE_DEFS, run_in_process
 
-    result: StageResult = run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
-    return result
+    return run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
 

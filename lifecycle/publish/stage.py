@@ -42,12 +42,12 @@ log = logging.getLogger(__name__)
 STAGE = "publish"
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+def run(ctx: StageContext, upstream: StageResult) -> StageResult:
     spec = ctx.spec
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
     if done is not None:
         return _already_published(ctx, done)
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     quality = manifest.get("quality") or {}
     if not quality.get("passed"):
         raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
@@ -80,7 +80,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
         folder = Path(tmp) / spec.name
         folder.mkdir()
         lap("compare")
-        built = release.build(ctx, folder, upstream["manifest_uri"], staged, df, number,
+        built = release.build(ctx, folder, upstream.manifest_uri, staged, df, number,
                               previous, quality, {**change, "grade": grades}, lap)
         fault_point("publish.before_registry")  # the release built, nothing published
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
@@ -94,7 +94,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref,
              version.row_count, version.tag, lap)
     return _result(version, reused=published.reused,
-                   lineage=_lineage(ctx, upstream["manifest_uri"], manifest, version))
+                   lineage=_lineage(ctx, upstream.manifest_uri, manifest, version))
 
 
 def _already_published(ctx: StageContext, done: Version) -> StageResult:

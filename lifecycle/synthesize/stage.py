@@ -46,18 +46,18 @@ STAGE = "synthesize"
 EXAMPLES = 10
 
 
-def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
+def run(ctx: StageContext, upstream: StageResult) -> StageResult:
     cfg = ctx.spec.synthesize
     # a refresh keeps the base's synthetic records; balancing its delta alone would skew them
     refreshing = cfg.enabled and not ctx.refresh.synthesize
     if not cfg.enabled or refreshing:
-        rows = int(upstream["counts"].get("kept", 0))
+        rows = upstream.conservation.kept
         counts = {"in": rows, "kept": rows, "synthetic": 0,
                   **({"skipped": "incremental refresh"} if refreshing else {})}
-        uri = shards.passthrough_manifest(ctx, STAGE, upstream["manifest_uri"], counts)
+        uri = shards.passthrough_manifest(ctx, STAGE, upstream.manifest_uri, counts)
         return StageResult(STAGE, uri, counts,
-                           lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
-    manifest = shards.read_manifest(ctx.store, upstream["manifest_uri"])
+                           lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     real = shards.read_table(ctx.store, manifest)
     label = ctx.spec.schema_.label_field
     if not label or label not in real:
@@ -75,7 +75,7 @@ def run(ctx: StageContext, upstream: dict[str, Any]) -> StageResult:
     uri = shards.write_manifest(ctx, STAGE, out, main, counts, tables, extra)
     log.info("synthesize %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"synthesis_report": report_uri},
-                       lineage=shards.lineage_pair(ctx, upstream["manifest_uri"], uri))
+                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
 
 
 def plan(counts: dict[str, int], cfg: Any, real_rows: int) -> tuple[dict[str, int], int]:

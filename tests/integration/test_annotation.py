@@ -56,9 +56,9 @@ def _export(ids_texts: list[tuple[str, str]], answers: list[dict[str, str]]) -> 
 
 def test_annotation_labels_resolves_conflicts_and_exports_tasks(env: Settings) -> None:
     ctx = stage_context(env, SPEC, "run-a", rows_per_shard=120)
-    up = collect.run(ctx).to_xcom()
-    cleaned = preprocess.run(ctx, up).to_xcom()
-    kept = shards.read_table(ctx.store, shards.read_manifest(ctx.store, cleaned["manifest_uri"]))
+    up = collect.run(ctx)
+    cleaned = preprocess.run(ctx, up)
+    kept = shards.read_table(ctx.store, shards.read_manifest(ctx.store, cleaned.manifest_uri))
     truth = labelled(400).set_index("text")["label"]
 
     # people labelled three of the unlabelled reviews (two annotators each, one tie)
@@ -163,7 +163,7 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO", json.dumps(
             {"conn_type": "http", "host": url, "password": fake.token}))
         ctx = stage_context(env, spec, "run-ls", rows_per_shard=120)
-        cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+        cleaned = preprocess.run(ctx, collect.run(ctx))
         first = annotate.run(ctx, cleaned)
         sent = first.label_studio
         [project] = fake.projects.values()
@@ -201,7 +201,7 @@ def test_label_studio_api_round_trip_with_the_deferred_wait(
         done = wait(datetime.now(UTC) + timedelta(minutes=1))
         assert (done["status"], done["done"]) == ("done", len(routed))
 
-        final = annotate.run(ctx, {**cleaned, "pull_label_studio": True})
+        final = annotate.finish(ctx, first)
         out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, final.manifest_uri))
         by_id = out.set_index("id")
         for rid, label in answers.items():
@@ -239,7 +239,7 @@ preprocess: {steps: [normalise, exact_dedup]}
 annotate: {topics: {k: 2}}
 """
     ctx = stage_context(env, spec, "run-t", rows_per_shard=50)
-    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom())
+    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx)))
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, result.manifest_uri))
     topic = dict(zip(out["text"], out["topic"], strict=True))
     assert len({topic[t] for t in phones}) == len({topic[t] for t in food}) == 1
@@ -274,7 +274,7 @@ def test_likely_label_errors_are_relabelled_or_dropped(env: Settings, action: st
         "label_errors: {action: flag}", f"label_errors: {{action: {action}}}").replace(
         "  people: {completions: [label-studio/*.json]}\n", "")
     ctx = stage_context(env, spec, f"run-{action}", rows_per_shard=150)
-    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom())
+    result = annotate.run(ctx, preprocess.run(ctx, collect.run(ctx)))
     c = result.counts
     assert c["in"] == c["kept"] + c["quarantined"]
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, result.manifest_uri))

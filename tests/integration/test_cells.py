@@ -28,9 +28,9 @@ def _evaluate(s: Settings, spec_text: str, run_id: str) -> dict[str, Any]:
     import json
 
     ctx = stage_context(s, spec_text, run_id, rows_per_shard=400)
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     for stage in (preprocess, annotate, synthesize):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     result = evaluate.run(ctx, up)
     manifest = json.loads(ctx.store.get_bytes(*_split(result.manifest_uri)))
     report_uri = manifest["quality"]["report_uri"]

@@ -107,7 +107,7 @@ annotate:
   conflicts: {{resolve: majority, tie: drop}}
 """
     ctx = stage_context(s, spec, "run-1")
-    up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+    up = preprocess.run(ctx, collect.run(ctx))
     first = annotate.run(ctx, up)
     c = first.counts
     assert c["in"] == c["kept"] + c["quarantined"]
@@ -226,7 +226,7 @@ quality:
 preprocess: {{image: {{min_contrast: 1}}}}
 """
     ctx = stage_context(s, spec, "run-1")
-    up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+    up = preprocess.run(ctx, collect.run(ctx))
     first = annotate.run(ctx, up)
     assert first.counts["routed_to_people"] == 6 and first.counts["images_with_boxes"] == 0
     report = _json(ctx, first.reports["annotation_report"])
@@ -285,8 +285,8 @@ preprocess: {{image: {{min_contrast: 1}}}}
     ctx2.catalog.start_run("digit_people", "run-2", "full")
     ctx2.catalog.record_stage("digit_people", "run-2", "annotate", "success",
                               second.manifest_uri, second.counts)
-    ev = evaluate.run(ctx2, second.to_xcom())
-    result = publish.run(ctx2, ev.to_xcom())
+    ev = evaluate.run(ctx2, second)
+    result = publish.run(ctx2, ev)
     version = ctx2.catalog.get_version("digit_people", result.counts["version"])
     assert version is not None
     data = ctx2.registry.fetch_file("digit_people", version.version, "data.parquet",
@@ -342,7 +342,7 @@ def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
         monkeypatch.setenv("AIRFLOW_CONN_LABEL_STUDIO", json.dumps(
             {"conn_type": "http", "host": url, "password": fake.token}))
         ctx = stage_context(s, spec, "run-ls")
-        up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+        up = preprocess.run(ctx, collect.run(ctx))
         first = annotate.run(ctx, up)
         [project] = fake.projects.values()
         assert "<RectangleLabels" in project["label_config"]
@@ -354,7 +354,7 @@ def test_boxes_go_to_a_label_studio_project_and_come_back_through_its_api(
             for person, dx in ((11, 1), (12, -1)):
                 fake.annotate(project["id"], task["data"]["granary_id"], person,
                               result=[_rect("zero", x + dx, y)])
-        final = annotate.run(ctx, {**up, "pull_label_studio": True})
+        final = annotate.finish(ctx, first)
     assert final.counts["images_with_boxes"] == 3 and final.counts["routed_to_people"] == 0
     table = _by_name(_table(ctx, final.manifest_uri))
     for name, (x, y) in truth.items():
@@ -397,13 +397,13 @@ quality:
                      bucket_registry="reg-drift", bucket_releases="rel-drift")
         _digit_folder(s.inbox_dir / "scans", indices, side)
         ctx = stage_context(s, spec, f"run-{run}")
-        up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
-        up = annotate.run(ctx, up).to_xcom()
+        up = preprocess.run(ctx, collect.run(ctx))
+        up = annotate.run(ctx, up)
         ev = evaluate.run(ctx, up)
         quality = shards.read_manifest(ctx.store, ev.manifest_uri)["quality"]
         measured[run] = _json(ctx, quality["report_uri"]).get("drift")
         if run == "v1":
-            publish.run(ctx, ev.to_xcom())
+            publish.run(ctx, ev)
     assert measured["v1"] is None  # nothing published before
     same, shifted = measured["same"], measured["shifted"]
     assert {m["measure"] for m in same["measures"]} >= {
@@ -460,5 +460,5 @@ schema:
         # the sidecar object beside the partner's images gave their captions
         assert (rec["caption"] == f"scan number {i}") if i < 6 else pd.isna(rec["caption"])
     assert records.loc[records["source"] == "partner"].shape[0] == 6
-    up = preprocess.run(ctx, result.to_xcom())
+    up = preprocess.run(ctx, result)
     assert up.counts["kept"] == 10 and up.counts["quarantined"] == 0

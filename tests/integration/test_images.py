@@ -14,7 +14,7 @@ from PIL import Image
 
 from granary.settings import Settings
 from lifecycle.collect import stage as collect
-from lifecycle.context import StageContext
+from lifecycle.context import StageContext, StageResult
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.records import shards
 from tests.imagedata import digit, has_gps, png, variants, write_dataset
@@ -42,10 +42,11 @@ preprocess:
 """
 
 
-def _run(s: Settings, run_id: str, spec: str = SPEC) -> tuple[StageContext, dict[str, Any]]:
+def _run(s: Settings, run_id: str, spec: str = SPEC
+         ) -> tuple[StageContext, dict[str, StageResult]]:
     ctx = stage_context(s, spec, run_id, rows_per_shard=200)
-    up = collect.run(ctx).to_xcom()
-    return ctx, {"collect": up, "preprocess": preprocess.run(ctx, up).to_xcom()}
+    up = collect.run(ctx)
+    return ctx, {"collect": up, "preprocess": preprocess.run(ctx, up)}
 
 
 def _table(ctx: StageContext, uri: str, table: str | None = None) -> pd.DataFrame:
@@ -61,26 +62,26 @@ def test_images_are_collected_cleaned_and_deduplicated(s3: Settings, tmp_path: P
     s = isolated(s3, tmp_path)
     kinds = write_dataset(s.inbox_dir / "images", digits=120)
     ctx, out = _run(s, "run-1")
-    c = out["collect"]["counts"]
+    c = out["collect"].counts
     planted = sum(len(v) for v in kinds.values())
     assert c["records"] == planted  # every file is a record, corrupt ones included
-    collected = _table(ctx, out["collect"]["manifest_uri"])
+    collected = _table(ctx, out["collect"].manifest_uri)
     assert collected.loc[collected["file_name"].str.endswith("digit-0007.png"),
                          "label"].item() == "7"  # the folder's name
     first = collected.iloc[0]
     raw = _image(ctx, first["image"])  # raw bytes landed unchanged
     assert raw == (s.inbox_dir / first["file_name"]).read_bytes()
 
-    p = out["preprocess"]["counts"]
+    p = out["preprocess"].counts
     assert p["in"] == p["kept"] + p["quarantined"] + p["merged"] == planted
     # every corrupt file quarantined, with its reason
-    dropped = _table(ctx, out["preprocess"]["manifest_uri"], "quarantine")
+    dropped = _table(ctx, out["preprocess"].manifest_uri, "quarantine")
     reasons = dict(zip(dropped["file_name"].str.split("/").str[-1], dropped["reason"],
                        strict=True))
     assert {n: reasons.get(n) for n in kinds["corrupt"]} == {
         "truncated.png": "truncated", "garbage.png": "not_an_image",
         "empty.jpg": "not_an_image", "text.gif": "not_an_image"}
-    kept = _table(ctx, out["preprocess"]["manifest_uri"])
+    kept = _table(ctx, out["preprocess"].manifest_uri)
     names = set(kept["file_name"].str.split("/").str[-1])
     # of each image and its exact copy, one is kept; likewise of each photograph and its
     # near copies (resized, re-encoded, brightened); the rotated GPS copies are other images
@@ -120,10 +121,10 @@ def test_near_duplicate_search_on_generated_variants(s3: Settings, tmp_path: Pat
             (folder / "x" / f"{name}-v{j}.{ext}").write_bytes(data)
             origin[f"{name}-v{j}.{ext}"] = name
     ctx, out = _run(s, "run-1")
-    collected = _table(ctx, out["collect"]["manifest_uri"])
+    collected = _table(ctx, out["collect"].manifest_uri)
     name_of = dict(zip(collected["id"], collected["file_name"].str.split("/").str[-1],
                        strict=True))
-    merges = _table(ctx, out["preprocess"]["manifest_uri"], "merges")
+    merges = _table(ctx, out["preprocess"].manifest_uri, "merges")
     merged = [(origin[name_of[a]], origin[name_of[b]]) for a, b in
               zip(merges["id"], merges["kept_id"], strict=True)]
     true_copies = len(origin) - len(originals)
@@ -158,19 +159,19 @@ def test_an_image_dataset_is_evaluated_and_published_as_webdataset_shards(
     up = out["preprocess"]
     ann = annotate.run(ctx, up)
     assert ann.counts["per_label"]["photo"] == 4 and ann.counts["labelled"] == ann.counts["in"]
-    syn = synthesize.run(ctx, ann.to_xcom())
+    syn = synthesize.run(ctx, ann)
     _check_synthetic(ctx, syn)
-    ev = evaluate.run(ctx, syn.to_xcom())
+    ev = evaluate.run(ctx, syn)
     manifest = shards.read_manifest(ctx.store, ev.manifest_uri)
     dims = manifest["quality"]["dimensions"]
-    collected = out["collect"]["counts"]["records"]
+    collected = out["collect"].counts["records"]
     assert dims["decodable"] == round(1 - len(kinds["corrupt"]) / collected, 4)
     assert dims["resolution"] == 1.0 and dims["safety"] == 1.0  # no metadata left
-    result = publish.run(ctx, ev.to_xcom())
+    result = publish.run(ctx, ev)
     version = ctx.catalog.get_version("digit_images", result.counts["version"])
     assert version is not None
-    _every_record_traces(ctx, s, kinds, [out["collect"], out["preprocess"], ann.to_xcom(),
-                                         syn.to_xcom(), ev.to_xcom(), result.to_xcom()])
+    _every_record_traces(ctx, s, kinds, [r.to_xcom() for r in (
+        out["collect"], out["preprocess"], ann, syn, ev, result)])
     tars = sorted(n for n in version.files if n.startswith("images-"))
     assert tars == ["images-00000.tar"]
     path = ctx.registry.fetch_file("digit_images", version.version, tars[0],
@@ -250,12 +251,12 @@ def test_the_sample_image_dataset_builds_from_its_shipped_spec(s3: Settings, tmp
     spec = (repo / "datasets" / "digit_images.yaml").read_text(encoding="utf-8").replace(
         "min_rows: 1000", "min_rows: 250")
     ctx = stage_context(s, spec, "sample", rows_per_shard=150)
-    up = collect.run(ctx).to_xcom()
-    assert up["counts"]["records"] == 300 + 2
+    up = collect.run(ctx)
+    assert up.counts["records"] == 300 + 2
     for stage in (preprocess, annotate, synthesize):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     ev = evaluate.run(ctx, up)
-    result = publish.run(ctx, ev.to_xcom())
+    result = publish.run(ctx, ev)
     version = ctx.catalog.get_version("digit_images", result.counts["version"])
     assert version is not None and version.quality["grade"] in ("A", "B", "C")
     print(f"sample images: {version.row_count} published, grade {version.quality['grade']}, "

@@ -105,7 +105,7 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
     assert admin.token.count(".") == 2  # a Personal Access Token (a JWT), not a legacy key
     _connect(monkeypatch, studio, admin.token)
     ctx = stage_context(env, LINKED, "run-live", rows_per_shard=120)
-    cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+    cleaned = preprocess.run(ctx, collect.run(ctx))
     # tasks out: the project made from the guideline, one task per routed record
     first = annotate.run(ctx, cleaned)
     sent = first.label_studio
@@ -150,7 +150,7 @@ def test_a_real_label_studio_round_trip_with_the_deferred_wait(
                                                              len(routed))
 
     # results in: the second pass reads what they answered, and the records carry it
-    final = annotate.run(ctx, {**cleaned, "pull_label_studio": True})
+    final = annotate.finish(ctx, first)
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, final.manifest_uri))
     by_id = out.set_index("id")
     read_back = {rid: (by_id.loc[rid, "label"], by_id.loc[rid, "label_source"])
@@ -179,7 +179,7 @@ def test_boxes_drawn_in_a_real_label_studio_come_back(
     s = isolated(s3, tmp_path)
     truth, spec = box_scenes(s)
     ctx = stage_context(s, spec, "run-live")
-    up = preprocess.run(ctx, collect.run(ctx).to_xcom()).to_xcom()
+    up = preprocess.run(ctx, collect.run(ctx))
     first = annotate.run(ctx, up)
     sent = first.label_studio
     project = admin.web.get(f"/api/projects/{sent['project']}/").json()
@@ -194,7 +194,7 @@ def test_boxes_drawn_in_a_real_label_studio_come_back(
             person.submit(task["id"], [_rect("zero", x + dx, y)])
     done = _wait(project["id"], sorted(sent["ids"]), datetime.now(UTC) + timedelta(minutes=2))
     assert (done["status"], done["done"]) == ("done", 3)
-    final = annotate.run(ctx, {**up, "pull_label_studio": True})
+    final = annotate.finish(ctx, first)
     assert final.counts["images_with_boxes"] == 3 and final.counts["routed_to_people"] == 0
     out = shards.read_table(ctx.store, shards.read_manifest(ctx.store, final.manifest_uri))
     boxes = {name.rsplit("/", 1)[-1]: json.loads(b)

@@ -106,7 +106,7 @@ def test_near_duplicates_with_other_labels_are_conflicts_resolved_in_annotation(
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(folder / "rows.csv", index=False)
 
     ctx = _ctx(s, SPEC, "run-a")
-    cleaned = preprocess.run(ctx, collect.run(ctx).to_xcom())
+    cleaned = preprocess.run(ctx, collect.run(ctx))
     c = cleaned.counts
     assert c["merge_reasons"] == {"exact_duplicate": 1, "near_duplicate": 3}
     assert c["label_conflicts"] == 2  # the tie and the chain: counted per group
@@ -129,7 +129,7 @@ def test_near_duplicates_with_other_labels_are_conflicts_resolved_in_annotation(
     assert step["verified_pairs"] == step["merged"] + step["rejected_pairs"]
     assert step["candidate_pairs"] >= step["verified_pairs"]
 
-    annotated = annotate.run(ctx, cleaned.to_xcom())
+    annotated = annotate.run(ctx, cleaned)
     a = annotated.counts
     assert a["label_conflicts"] == 2
     assert a["quarantine_reasons"] == {"label_conflict": 1}
@@ -189,7 +189,7 @@ def test_a_question_answer_key_keeps_pairs_whose_answers_differ(s3: Settings,
     folder.mkdir(parents=True)
     pd.DataFrame(rows, columns=["question", "answer"]).to_csv(folder / "rows.csv", index=False)
     ctx = _ctx(s, QA, "run-qa")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     with reads_by_object() as read:
         cleaned = preprocess.run(ctx, up)
     assert cleaned.counts["merge_reasons"] == {"near_duplicate": len(expect_merged)}

@@ -225,8 +225,8 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     s = graded_settings(s3, tmp_path)
     store = object_store(s)
     ctx = context(s, SPEC, "run-1")
-    up = evaluate.run(ctx, until_evaluate(ctx)).to_xcom()
-    staged = shards.read_manifest(store, up["manifest_uri"])["release"]
+    up = evaluate.run(ctx, until_evaluate(ctx))
+    staged = shards.read_manifest(store, up.manifest_uri)["release"]
     assert sorted(staged["files"]) == ["data.jsonl", "data.parquet"]
     with reads_by_object() as read:
         assert publish.run(ctx, up).counts["version"] == 1
@@ -254,7 +254,7 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
                 if "/evaluate/release/" in o.key]
     # ... but for the Parquet file, written once as evaluation's records too: it stays as
     # the stage's one shard, readable (hash checked) as any stage output
-    evaluated = shards.read_manifest(store, up["manifest_uri"])
+    evaluated = shards.read_manifest(store, up.manifest_uri)
     [shard] = evaluated["shards"]
     assert staged["files"]["data.parquet"]["uri"] == f"s3://{s.bucket_work}/{shard['key']}"
     assert shard["sha256"] == staged["files"]["data.parquet"]["sha256"]
@@ -263,8 +263,8 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
 
     change_source(s)
     ctx = context(s, SPEC, "run-2")
-    up = evaluate.run(ctx, until_evaluate(ctx)).to_xcom()
-    entry = shards.read_manifest(store, up["manifest_uri"])["release"]["files"]["data.jsonl"]
+    up = evaluate.run(ctx, until_evaluate(ctx))
+    entry = shards.read_manifest(store, up.manifest_uri)["release"]["files"]["data.jsonl"]
     bucket, key = shards.parse_uri(entry["uri"])
     original = store.get_bytes(bucket, key)
     store.put_bytes(bucket, key, original[:-3] + b"}}\n")  # the same size, other bytes

@@ -59,7 +59,7 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     assert result.counts["grade"] == "A" and result.counts["leaked"] == 0
     facet = result.lineage[1].quality
     assert facet is not None and facet["grade"] == "A" and facet["passed"] is True
-    version = publish.run(good, result.to_xcom())
+    version = publish.run(good, result)
     assert version.counts["version"] == 1
     curve = [(e.run_id, e.status, e.grade, e.version) for e in cat.evaluations("graded_reviews")]
     assert curve == [("run-1", "candidate", "C", None), ("run-2", "published", "A", 1)]
@@ -127,7 +127,7 @@ def _browse(site: Site) -> None:
 def test_a_dirty_table_never_scores_higher_than_its_cleaned_twin(env: Settings) -> None:
     lenient = SPEC.replace("min_grade: B", "min_grade: D")
     ctx = context(env, lenient, "run-twin")
-    raw = collect.run(ctx).to_xcom()
+    raw = collect.run(ctx)
     dirty = evaluate.run(context(env, lenient, "run-dirty"), raw)  # the collected table as is
     cleaned = until_evaluate(ctx)
     twin = evaluate.run(ctx, cleaned)
@@ -142,10 +142,10 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
     import yaml
 
     first = context(env, SPEC, "run-v1")
-    publish.run(first, evaluate.run(first, until_evaluate(first)).to_xcom())
+    publish.run(first, evaluate.run(first, until_evaluate(first)))
     first_text = change_source(env)
     second = context(env, SPEC, "run-v2")
-    v2 = publish.run(second, evaluate.run(second, until_evaluate(second)).to_xcom())
+    v2 = publish.run(second, evaluate.run(second, until_evaluate(second)))
     assert v2.counts["version"] == 2
 
     out = second.registry.fetch("graded_reviews", 2, env.home / "v2")
@@ -275,7 +275,7 @@ def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_g
     evaluated = evaluate.run(ctx, until_evaluate(ctx))
     [row] = ctx.catalog.evaluations("graded_reviews")
     assert "accessibility" in row.summary["notMeasured"]  # no release yet
-    published = publish.run(ctx, evaluated.to_xcom())
+    published = publish.run(ctx, evaluated)
     assert (published.counts["accessibility"], published.counts["inaccessible"]) == (1.0, 0)
     v = ctx.catalog.get_version("graded_reviews", 1)
     checked = v.quality["accessibility"]

@@ -44,13 +44,13 @@ def _lifecycle(s: Settings, spec: str, run_id: str, mode: str) -> dict[str, Any]
     ctx.catalog.record_stage(ctx.dataset, run_id, "collect", "success", result.manifest_uri,
                              result.counts)
     out["collect"] = result.counts
-    up = result.to_xcom()
+    up = result
     if not result.counts.get("nothing_new"):
         for name, stage in STAGES:
             result = stage.run(ctx, up)
             ctx.catalog.record_stage(ctx.dataset, run_id, name, result.status,
                                      result.manifest_uri, result.counts)
-            out[name], up = result.counts, result.to_xcom()
+            out[name], up = result.counts, result
     out["bytes_read"] = bytes_read() - start
     out["end"] = _end(s, ctx.dataset, run_id)
     return out
@@ -270,7 +270,7 @@ def test_retention_prunes_old_work_but_nothing_a_version_references(s3: Settings
     # a run that stopped before publishing: nothing published references its outputs
     ctx = stage_context(s, RETAINED, "run-3", rows_per_shard=500)
     ctx.catalog.start_run(ctx.dataset, "run-3", "full")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     preprocess.run(ctx, up)
     ctx4 = stage_context(s, RETAINED, "run-4", mode="incremental")
     ctx4.catalog.start_run(ctx4.dataset, "run-4", "incremental")

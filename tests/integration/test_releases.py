@@ -55,9 +55,9 @@ def published(s3: Settings, tmp_path: Path) -> tuple[Settings, StageContext]:
              "字太小,看着累", "包装结实,没有破损", "价格实惠,推荐购买", "插图精美,孩子喜欢"]
     (folder / "notes.txt").write_text("\n".join(notes) + "\n", encoding="utf-8")
     ctx = stage_context(s, SPEC, "run-1")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     for stage in (preprocess, annotate, evaluate):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     pub = publish.run(ctx, up)
     assert pub.release.version == 1
     return s, ctx

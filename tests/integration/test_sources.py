@@ -568,7 +568,7 @@ def test_a_refresh_cannot_bring_back_a_known_record_as_a_near_duplicate(
     known = "这家店的包装很结实物流也很快客服态度很好下次还会再来买的"
     (shop / "a.csv").write_text(f"review,label\n{known},positive\n", encoding="utf-8")
     ctx, first = _collect(env, spec, "run-1")
-    first_pre = preprocess.run(ctx, first.to_xcom())
+    first_pre = preprocess.run(ctx, first)
     kept_id = _records(ctx, first)["id"].iloc[0]
     assert first_pre.counts["kept"] == 1
 
@@ -578,7 +578,7 @@ def test_a_refresh_cannot_bring_back_a_known_record_as_a_near_duplicate(
         "第一次买这个牌子的耳机音质出乎意料,positive\n", encoding="utf-8")
     ctx, second = _collect(env, spec, "run-2", "incremental")
     assert (second.counts["records_new"], second.counts["records"]) == (2, 3)
-    pre = preprocess.run(ctx, second.to_xcom())
+    pre = preprocess.run(ctx, second)
     manifest = read_manifest(ctx.store, pre.manifest_uri)
     merges = read_table(ctx.store, manifest, "merges")
     assert pre.counts["kept"] == 2 and pre.counts["merge_reasons"] == {"near_duplicate": 1}

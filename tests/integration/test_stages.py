@@ -79,7 +79,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     raw = {x["uri"] for x in landed["landed"]}
     assert all(u.startswith(f"s3://{s.bucket_raw}/tiny_reviews/") for u in raw)
 
-    p = preprocess.run(ctx, c.to_xcom())
+    p = preprocess.run(ctx, c)
     assert p.counts["in"] == 7
     assert (p.counts["kept"], p.counts["quarantined"], p.counts["merged"]) == (4, 1, 2)
     assert p.counts["quarantine_reasons"] == {"empty_text": 1}
@@ -90,15 +90,15 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert sorted(kept["text"]) == sorted(["很好 用", "GOOD value", "fine", "太差了,不推荐"])
     assert set(merges["kept_id"]) <= set(kept["id"])
 
-    a = annotate.run(ctx, p.to_xcom())
+    a = annotate.run(ctx, p)
     # "fine" is one vote each way: a tie, kept with its first label and flagged for people
     assert a.counts["per_label"] == {"negative": 1, "positive": 3}
     assert (a.counts["label_conflicts"], a.counts["quarantined"]) == (1, 0)
-    sy = synthesize.run(ctx, a.to_xcom())
+    sy = synthesize.run(ctx, a)
     assert sy.counts["synthetic"] == 0
-    e = evaluate.run(ctx, sy.to_xcom())
+    e = evaluate.run(ctx, sy)
     assert e.counts["failed"] == 0 and e.counts["expectations"] > 5
-    pub = publish.run(ctx, e.to_xcom())
+    pub = publish.run(ctx, e)
     assert pub.release.version == 1 and pub.release.tag == "tiny_reviews/v1"
 
     # the published bytes come back from the registry; every provenance column is there
@@ -120,7 +120,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     assert ctx.catalog.get_version("tiny_reviews").row_count == 4
 
     # publishing the same run again is a no-op that returns the same version
-    assert publish.run(ctx, e.to_xcom()).release.version == 1
+    assert publish.run(ctx, e).release.version == 1
     assert [v.version for v in ctx.catalog.versions("tiny_reviews")] == [1]
 
     # lineage descriptors: raw inputs with their S3 version ids, the release folder
@@ -162,9 +162,9 @@ def test_failed_gate_publishes_nothing(env: tuple[Settings, Path]) -> None:
     (tiny / "good.txt").write_text("a\nb\nc\n", encoding="utf-8")
     strict = SPEC.replace("values: [positive, negative]", "values: [negative]")
     ctx = _ctx(s, strict, "run-gate")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     for stage in (preprocess, annotate, synthesize):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     with pytest.raises(QualityGateFailed, match="expect_column_values_to_be_in_set"):
         evaluate.run(ctx, up)
     assert ctx.catalog.versions("tiny_reviews") == []
@@ -225,7 +225,7 @@ preprocess:
   near_dedup: {enabled: true, threshold: 0.7}
 """)
     ctx = _ctx(s, spec, "run-pii")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     p = preprocess.run(ctx, up)
     manifest = read_manifest(ctx.store, p.manifest_uri)
     kept = read_table(ctx.store, manifest)
@@ -270,9 +270,9 @@ def test_a_grade_below_the_gate_is_not_published(env: tuple[Settings, Path]) -> 
     strict = SPEC.replace("quality: {gate: {min_rows: 3}}",
                           "quality: {gate: {min_rows: 3, min_grade: A}}")
     ctx = _ctx(s, strict, "run-grade")
-    up = collect.run(ctx).to_xcom()
+    up = collect.run(ctx)
     for stage in (preprocess, annotate, synthesize):
-        up = stage.run(ctx, up).to_xcom()
+        up = stage.run(ctx, up)
     # one label conflict (the same review labelled twice) among four records: consistency 0.75
     # (accessibility is measured on a release, balance is natural: neither is scored here)
     with pytest.raises(QualityGateFailed, match=r"grade D \(score 0\.\d+\) is below the "

@@ -66,7 +66,7 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
         last = results[-1]  # recorded as the DAG's tasks record them, before the next stage
         ctx.catalog.record_stage("balanced_reviews", "run-s", last.stage, "success",
                                  last.manifest_uri, last.counts)
-        results.append(stage.run(ctx, last.to_xcom()))
+        results.append(stage.run(ctx, last))
     syn = results[3]
     c = syn.counts
     assert c["in"] == 250 and c["kept"] == 250 + c["synthetic"]

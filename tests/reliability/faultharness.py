@@ -37,7 +37,7 @@ from granary.runtime import bootstrap, services
 from granary.settings import Settings
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
-from lifecycle.context import StageContext
+from lifecycle.context import StageContext, StageResult
 from lifecycle.evaluate import stage as evaluate
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.publish import stage as publish
@@ -99,7 +99,8 @@ def context(s: Settings, run_id: str) -> StageContext:
 
 def run_stage(ctx: StageContext, stage: str, upstream: dict[str, Any] | None) -> dict[str, Any]:
     module = MODULES[stage]
-    result = module.run(ctx) if stage == "collect" else module.run(ctx, upstream)
+    result = (module.run(ctx) if stage == "collect"  # progress files hold the XComs
+              else module.run(ctx, StageResult.from_xcom(upstream or {})))
     out: dict[str, Any] = result.to_xcom()
     return out
 

@@ -22,7 +22,8 @@ def test_the_contract_declares_every_stage_in_the_spec_order() -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str) -> None:
-    for part in STAGE_DEFS[stage].parts:
+    declared = STAGE_DEFS[stage]
+    for part in (*declared.parts, *([declared.people] if declared.people else [])):
         params = list(inspect.signature(part.function()).parameters.values())
         given = 1 + (part.kind == "map") + len(part.takes)  # ctx, the unit, what it takes
         required = [p for p in params if p.default is inspect.Parameter.empty
@@ -74,6 +75,14 @@ def _apply(ctx: Any, unit: dict[str, Any], top: int) -> int:
 def _merge(ctx: Any, upstream: Any, applied: list[int], top: int) -> dict[str, Any]:
     CALLS.append(("merge", ctx))
     return {"upstream": upstream, "applied": applied, "top": top}
+
+
+def test_a_people_part_must_be_a_reduce_over_the_stages_parts() -> None:
+    first = (_p("a", "plan"), _p("b", "reduce", None, "a"))
+    assert Stage("ok", first, people=_p("c", "reduce", None, "b")).people is not None
+    for wrong in (_p("c", "map", "b"), _p("c", "reduce", None, "elsewhere")):
+        with pytest.raises(ValueError, match="people part c"):
+            Stage("broken", first, people=wrong)
 
 
 def test_run_in_process_follows_the_declared_data_flow() -> None:

@@ -180,22 +180,22 @@ def version_page(v: Version, latest: Version | None, events: list[ReleaseEvent],
         checked={k: int(checked.get(k, 0)) for k in ("failed", "not_measured", "total")}
         if failing else {},
         fact_rows=fact_rows, files=sorted(v.files.items()), load_code=list(load_code.items()),
-        change=change, **_history(events),
-        # nosec B704: render_card escapes the card's raw HTML
-        card=Markup(render_card(card_markdown)) if card_markdown else None)  # nosec B704
+        change=change, **_history(events), **_card(card_markdown))
 
 
-def render_card(markdown: str) -> str:
-    """The card's Markdown as HTML (raw HTML in it is escaped), its YAML front matter shown
-    as a code block."""
+def _card(markdown: str | None) -> dict[str, Any]:
+    """The card's YAML front matter (shown as a code block; ``None`` when it has none) and
+    its Markdown as HTML (raw HTML in it is escaped); ``card`` is ``None`` without a card."""
+    if not markdown:
+        return {"card_front": None, "card": None}
     from markdown_it import MarkdownIt
 
-    front = ""
+    front = None
     if markdown.startswith("---\n"):
-        head, _, markdown = markdown[4:].partition("\n---\n")
-        front = f"<pre><code>{html.escape(head)}</code></pre>"
+        front, _, markdown = markdown[4:].partition("\n---\n")
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    return front + md.render(markdown)
+    # nosec B704: markdown-it escapes the card's raw HTML ({"html": False})
+    return {"card_front": front, "card": Markup(md.render(markdown))}  # nosec B704
 
 
 def lineage_page(v: Version, releases_bucket: str, raw_bucket: str, base: str) -> str:

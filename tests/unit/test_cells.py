@@ -19,6 +19,7 @@ from lifecycle.quality import cells
 from lifecycle.quality import dimensions as quality
 from lifecycle.spec import DatasetSpec, parse_spec
 from tests import tabledata as td
+from tests.qualityreport import quality_report
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -490,7 +491,7 @@ def test_evaluation_warns_and_goes_on_when_the_reference_cannot_be_read(
     assert out is not None and "cannot read it as CSV" in out["warning"]
     from lifecycle.evaluate import report as qreport
 
-    assert "id='proposals-warning'" in qreport._cells_section({}, out)
+    assert "id='proposals-warning'" in qreport.render(quality_report(proposals=out))
 
 
 def test_accept_leaves_every_line_it_does_not_change_as_it_was(tmp_path: Path) -> None:

@@ -48,6 +48,19 @@ def test_a_version_page_escapes_what_it_shows_as_html_escape_does() -> None:
     assert "\n" not in _body(page).split("<pre>")[0]  # the templates' line breaks are layout
 
 
+def test_a_card_s_front_matter_is_shown_as_code_and_its_markdown_as_html() -> None:
+    v = _version()
+    card = f"---\nnote: {HOSTILE}\n---\n# Title\n\n<b>raw</b>\n"
+    page = pages.version_page(v, v, [], {}, card, None, "/g")
+    assert ("<div class='card'><pre><code>note: &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
+            " &amp; &quot;q&quot;</code></pre><h1>Title</h1>\n<p>&lt;b&gt;raw&lt;/b&gt;</p>\n"
+            "</div>") in page
+    plain = pages.version_page(v, v, [], {}, "# Title\n", None, "/g")
+    assert "<div class='card'><h1>Title</h1>" in plain and "<pre>" not in plain
+    unread = pages.version_page(v, v, [], {}, None, None, "/g")
+    assert "<p>The card could not be read from the registry.</p>" in unread
+
+
 def test_the_catalog_page_keeps_the_filters_and_links_to_each_dataset() -> None:
     class Catalog:
         def search(self, q: str, **filters: object) -> list[tuple[object, Version]]:

@@ -23,6 +23,7 @@ from lifecycle.evaluate import report as qreport
 from lifecycle.quality import dimensions as q
 from lifecycle.spec import Pii, parse_spec
 from lifecycle.text import pii
+from tests.qualityreport import quality_report
 
 pytestmark = pytest.mark.unit
 
@@ -289,8 +290,10 @@ def test_safety_says_what_it_covered_per_language() -> None:
     assert "person_name" in cov["watched"] and "ipv4" not in cov["watched"]
     # xx has no detector of its own; ja's phone region JP is not searched (spec: en, xx)
     assert [w.split("'")[1] for w in cov["warnings"]] == ["xx", "ja"]
-    html = qreport._coverage(cov)
-    assert "warning" in html and "ssn" in html
+    html = qreport.render(quality_report(pii={"found_in_preprocessing": {},
+                                              "residual_records": 0, "residual": {},
+                                              "coverage": cov}))
+    assert "<p class='bad'>warning: " in html and "<td>en</td><td>iban, ssn, " in html
     # with a language filter, a detected language it does not allow never reached the data
     filtered = parse_spec(SPEC.replace("preprocess: {", "preprocess: {filters: {language: "
                                        "{allowed: [en]}}, "), "msgs.yaml")

@@ -22,11 +22,13 @@ MERGE_COLUMNS = ["id", "kept_id", "reason", "similarity", "label"]
 
 
 def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dict[str, Any]]:
-    """The biggest duplicate groups of one kind with a few examples each, for the report."""
+    """The biggest duplicate groups of one kind with a few examples each, for the report:
+    by size, ties to the smaller kept id (a stable order that a top-k taken per partition
+    and combined reproduces)."""
     mine = merges.loc[merges["reason"] == reason]
     if mine.empty:
         return []
-    sizes = mine.groupby("kept_id").size().sort_values(ascending=False).head(TOP_CLUSTERS)
+    sizes = largest_groups(mine["kept_id"], TOP_CLUSTERS)
     shown = mine.loc[mine["kept_id"].isin(sizes.index)]
     wanted = set(sizes.index) | set(shown["id"])
     few = index.loc[shards.among(index["id"], pd.Series(list(wanted), dtype="object"))]
@@ -40,6 +42,15 @@ def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dic
                                      "similarity": float(r.similarity)}  # type: ignore[arg-type]
                                     for r in members.itertuples()]})
     return groups
+
+
+def largest_groups(kept_ids: pd.Series, top: int) -> pd.Series:
+    """The ``top`` kept ids with the most records merged into them (how many, by kept id),
+    by count descending, then kept id ascending."""
+    sizes = kept_ids.value_counts(sort=False).rename_axis("kept_id").rename("size")
+    table = sizes.reset_index().sort_values(["size", "kept_id"], ascending=[False, True],
+                                            kind="stable")
+    return table.head(top).set_index("kept_id")["size"]
 
 
 def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:

@@ -74,7 +74,10 @@ def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
     links: pd.DataFrame | None = None
     alive = np.ones(len(index), dtype=bool)
     if len(old) and len(index):
-        merges += _already_published(index, old, alive)
+        again, found = published_again(index, old)
+        if again.any():
+            alive &= ~again
+            merges.append(found)
     for step in dedups:
         before = int(alive.sum())
         if step == "exact_dedup" and cfg.dedup.exact and "exact" in index:
@@ -131,25 +134,24 @@ def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
     return out
 
 
-def _already_published(index: pd.DataFrame, old: pd.DataFrame,
-                       alive: np.ndarray) -> list[pd.DataFrame]:
-    """Records published before (a re-collected row keeps its id): nothing to add. They are
-    merged into themselves and taken out of ``alive``."""
-    again = shards.among(index["id"], old["id"])
-    if again.any():
-        found = pd.DataFrame({"id": index["id"][again], "kept_id": index["id"][again],
-                              "reason": "already_published", "similarity": 1.0,
-                              "label": neardedup.labels(index)[again]})
-        alive &= ~again
-        return [found]
-    return []
+def published_again(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Which of the ``new`` records were published before (their id is in the base's index
+    ``old``: a re-collected row keeps its id), and their merges, each into itself (nothing to
+    add). A join on id alone: the records can be split by id and decided apart."""
+    again = shards.among(new["id"], old["id"])
+    return again, pd.DataFrame({"id": new["id"][again], "kept_id": new["id"][again],
+                                "reason": "already_published", "similarity": 1.0,
+                                "label": neardedup.labels(new)[again]})
 
 
-def _exact(step: str, index: pd.DataFrame, old: pd.DataFrame, alive: np.ndarray,
-           before: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Exact duplicates among the ``alive`` records (and the published ones): their merges
-    and the step's summary; the merged records are taken out of ``alive``."""
-    live = index.loc[alive]
+def exact_decide(live: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Which of the ``live`` records (in collection order) are exact duplicates, and their
+    merges: into the published record of the same ``exact`` hash when the base's index
+    ``old`` has one (the first in its order), else into the group's first record; with the
+    published record's label where the index holds labels (``kept_label``). Every decision
+    is within one hash: the records can be split by hash and decided apart, and the parts'
+    merges, put back in collection order, are the whole's (a part without published
+    records has no ``kept_label`` column: None in the whole)."""
     first, theirs = _first_exact(live, old)
     dup = (live["id"] != first).to_numpy()
     found = pd.DataFrame({"id": live["id"][dup], "kept_id": first[dup],
@@ -157,6 +159,14 @@ def _exact(step: str, index: pd.DataFrame, old: pd.DataFrame, alive: np.ndarray,
                           "label": neardedup.labels(live)[dup]})
     if theirs is not None:  # annotation counts the published record's vote
         found["kept_label"] = theirs[dup]
+    return dup, found
+
+
+def _exact(step: str, index: pd.DataFrame, old: pd.DataFrame, alive: np.ndarray,
+           before: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Exact duplicates among the ``alive`` records (and the published ones): their merges
+    and the step's summary; the merged records are taken out of ``alive``."""
+    dup, found = exact_decide(index.loc[alive], old)
     alive[np.flatnonzero(alive)[dup]] = False
     return found, {"step": step, "in": before, "out": int(alive.sum()),
                    "merged": len(found), "groups": int(found["kept_id"].nunique()),

@@ -1,11 +1,12 @@
 """The preprocess stage's near-duplicate step, over the keys index of every shard.
 
-lifecycle/text/neardup.py holds the algorithms (signatures, LSH, star clustering); this module
-applies them to the records that are still alive after exact dedup: candidate pairs from
-the signatures, a loose filter on their estimated similarity, then the exact similarity of
-the pairs that star clustering asks about, from the key texts of those records alone
-(lifecycle/preprocess/keytexts.py). A pair's similarity is the smallest Jaccard similarity of its
-key fields' shingle sets: two records are near duplicates only if every key field is.
+lifecycle/text/neardup.py and lifecycle/text/stars.py hold the algorithms (signatures, LSH,
+star clustering); this module applies them to the records that are still alive after exact
+dedup: candidate pairs from the signatures, a loose filter on their estimated similarity,
+then the exact similarity of the pairs that star clustering asks about, from the key texts
+of those records alone (lifecycle/preprocess/keytexts.py). A pair's similarity is the
+smallest Jaccard similarity of its key fields' shingle sets: two records are near
+duplicates only if every key field is.
 
 In a refresh the new records are compared with the published ones through the base's
 deduplication index (4-bit signatures, and where each published record's key texts are):
@@ -28,6 +29,7 @@ import pandas as pd
 from lifecycle.errors import PermanentError
 from lifecycle.records.columns import SPLIT_LINK_COLUMNS
 from lifecycle.text import neardup
+from lifecycle.text.stars import keep_order, star_clusters
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,8 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
                          ignore_index=True)
     else:
         both = live[columns].reset_index(drop=True)
-    rank = neardup.keep_order(cfg.keep, both["length"].to_numpy(),
-                              both["complete"].to_numpy(), first=n_old)
+    rank = keep_order(cfg.keep, both["length"].to_numpy(), both["complete"].to_numpy(),
+                      first=n_old)
     linking = link_threshold is not None and n_old > 0
     pairs, capped, beyond = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old,
                                                  uncapped=linking)
@@ -142,7 +144,7 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
     likely = pairs[neardup.similarity(sig, pairs) >= floor] if len(pairs) else pairs
     needed = np.unique(likely)
     texts = dict(zip(needed.tolist(), fetch(both.iloc[needed]), strict=True))
-    stars = neardup.star_clusters(likely, rank, _similar(cfg, texts), cfg.threshold)
+    stars = star_clusters(likely, rank, _similar(cfg, texts), cfg.threshold)
     if stars.unverifiable:
         log.warning("near_dedup: %d candidate pairs hold a published record indexed before "
                     "key texts were kept; they cannot be verified and are not merged (run "

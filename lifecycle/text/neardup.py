@@ -13,17 +13,17 @@ Our own implementation rather than datasketch: datasketch hashes shingles one Py
 a time, and ``bench/neardup.py`` measures it at a small fraction of this one's documents per
 second on the same input and parameters (figures in bench/results/neardup.json).
 
-Near-duplicate removal (:func:`bucket_pairs`, :func:`star_clusters`): documents that share
-all ``rows`` values of at least one of ``bands`` bands are candidates, every pair of a bucket
-(a bucket larger than ``MAX_BUCKET`` pairs each member only with its ``MAX_BUCKET`` first
-members in keep order). Candidates whose signature agreement is far below the threshold
-(:func:`agreement_floor`: a pair truly at the threshold falls below it with probability
-``1e-6``) are dropped unverified. The rest are decided by the exact Jaccard similarity of
-their shingle sets (:func:`shingle_set`, :func:`jaccard`), and clustered as stars: records
-in keep order, each one not yet absorbed becomes a representative and absorbs the
-not-yet-absorbed candidates at least ``threshold`` similar to *it*, so every merged record
-is at least ``threshold`` similar to the record it is merged into, never merely chained to
-it.
+Near-duplicate removal (:func:`bucket_pairs`, band by band with :func:`band_pairs`):
+documents that share all ``rows`` values of at least one of ``bands`` bands are candidates,
+every pair of a bucket (a bucket larger than ``MAX_BUCKET`` pairs each member only with its
+``MAX_BUCKET`` first members in keep order). Candidates whose signature agreement is far
+below the threshold (:func:`agreement_floor`: a pair truly at the threshold falls below it
+with probability ``1e-6``) are dropped unverified. The rest are decided by the exact Jaccard
+similarity of their shingle sets (:func:`shingle_set`, :func:`jaccard`), and clustered as
+stars (lifecycle/text/stars.py): records in keep order, each one not yet absorbed becomes a
+representative and absorbs the not-yet-absorbed candidates at least ``threshold`` similar
+to *it*, so every merged record is at least ``threshold`` similar to the record it is
+merged into, never merely chained to it.
 
 :func:`cluster` (estimated similarity, connected components) is what the split groups and
 the synthetic-record check use: there a chain of similar records is meant to stay together.
@@ -35,9 +35,8 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -287,7 +286,7 @@ MAX_BUCKET = 64
 
 
 class Candidates(NamedTuple):
-    """The outcome of :func:`bucket_pairs`."""
+    """The outcome of :func:`bucket_pairs` (every band) and :func:`band_pairs` (one)."""
 
     pairs: np.ndarray       # (i, j), i < j: every pair of a bucket, up to the cap
     capped: int             # buckets (of any band) larger than the cap
@@ -305,49 +304,63 @@ def bucket_pairs(sig: np.ndarray, bands: int, rank: np.ndarray | None = None, st
     ``max_bucket`` records pairs its records only with its ``max_bucket`` first, published
     records first and then by ``rank`` (the keep order; default: index order). With
     ``uncapped``, the pairs of a new and a published record that the cap leaves out are
-    returned too, apart (``beyond_cap``: the split links must not miss one). With ``start``,
-    the buckets of the new documents are found by binary search, so the cost grows with the
-    base only by its band keys."""
+    returned too, apart (``beyond_cap``: the split links must not miss one). The union over
+    the bands of :func:`band_pairs`."""
     n, perms = sig.shape
     rows = perms // bands
     rank = np.arange(n) if rank is None else rank
-    by_rank = np.argsort(rank, kind="stable")
+    order = np.lexsort((rank, np.arange(n) >= start))
     found, beyond = [], []
     capped = 0
     for band in range(bands):
-        key = _band_key(sig, band, rows)
-        if start:
-            wanted = np.unique(key[start:])
-            if not len(wanted):
-                continue
-            at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
-            member = np.flatnonzero(wanted[at] == key)
-            member = member[np.lexsort((rank[member], member >= start))]
-        else:
-            member = by_rank
-        # by bucket, then published first, then keep order: a stable sort by key
-        order = member[np.argsort(key[member], kind="stable")]
-        bucket = key[order]
-        first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
-        start_of = np.flatnonzero(first)
-        size = np.diff(np.append(start_of, len(order)))
-        capped += int((size > max_bucket).sum())
-        # each new member pairs with the members before it among its bucket's max_bucket
-        # first (a pair of a new record has its new one later: published ones come first)
-        base = np.repeat(start_of, size)
-        local = np.arange(len(order)) - base
-        new = order >= start
-        found.append(_codes(order, base, np.where(new, np.minimum(local, max_bucket), 0),
-                            0, n))
-        if uncapped and start:  # and with the published members past the cap
-            published = np.repeat(np.add.reduceat((~new).astype(np.int64), start_of), size)
-            beyond.append(_codes(order, base, np.where(new, published - max_bucket, 0)
-                                 .clip(0), max_bucket, n))
-    codes = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-    extra = (np.setdiff1d(np.unique(np.concatenate(beyond)), codes, assume_unique=True)
-             if beyond else np.empty(0, np.int64))
+        part = band_pairs(_band_key(sig, band, rows), order, start, max_bucket, uncapped)
+        found.append(part.pairs[:, 0] * n + part.pairs[:, 1])
+        beyond.append(part.beyond_cap[:, 0] * n + part.beyond_cap[:, 1])
+        capped += part.capped
+    codes = np.unique(np.concatenate(found))
+    extra = np.setdiff1d(np.unique(np.concatenate(beyond)), codes, assume_unique=True)
     return Candidates(np.stack([codes // n, codes % n], axis=1), capped,
                       np.stack([extra // n, extra % n], axis=1))
+
+
+def band_pairs(key: np.ndarray, order: np.ndarray, start: int = 0,
+               max_bucket: int = MAX_BUCKET, uncapped: bool = False) -> Candidates:
+    """The pairs of one band (:func:`bucket_pairs`), each once, in no particular order: the
+    records are the positions of ``key`` (each one's key for the band, :func:`_band_key`),
+    those before ``start`` published; ``order``: every position in keep order, published
+    ones first. A bucket's pairs depend on its own members alone, so any set of whole
+    buckets (a partition of the band keys) gives the pairs of those buckets. With ``start``,
+    the buckets of the new records are found by binary search, so the cost grows with the
+    published records only by their band keys."""
+    n = len(key)
+    none = np.empty((0, 2), dtype=np.int64)
+    member = order
+    if start:
+        wanted = np.unique(key[start:])
+        if not len(wanted):
+            return Candidates(none, 0, none)
+        at = np.minimum(np.searchsorted(wanted, key), len(wanted) - 1)
+        member = order[(wanted[at] == key)[order]]
+    # by bucket, then published first, then keep order: a stable sort by key
+    member = member[np.argsort(key[member], kind="stable")]
+    bucket = key[member]
+    first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
+    start_of = np.flatnonzero(first)
+    size = np.diff(np.append(start_of, len(member)))
+    # each new member pairs with the members before it among its bucket's max_bucket
+    # first (a pair of a new record has its new one later: published ones come first)
+    base = np.repeat(start_of, size)
+    local = np.arange(len(member)) - base
+    new = member >= start
+    found = _codes(member, base, np.where(new, np.minimum(local, max_bucket), 0), 0, n)
+    beyond = none
+    if uncapped and start:  # and with the published members past the cap
+        published = np.repeat(np.add.reduceat((~new).astype(np.int64), start_of), size)
+        extra = _codes(member, base, np.where(new, published - max_bucket, 0).clip(0),
+                       max_bucket, n)
+        beyond = np.stack([extra // n, extra % n], axis=1)
+    return Candidates(np.stack([found // n, found % n], axis=1),
+                      int((size > max_bucket).sum()), beyond)
 
 
 def _codes(order: np.ndarray, base: np.ndarray, count: np.ndarray, skip: int,
@@ -421,73 +434,3 @@ def _binomial_quantile(q: float, n: int, p: float) -> int:
         if total >= q:
             return m
     return n
-
-
-def keep_order(rule: str, lengths: np.ndarray, completeness: np.ndarray,
-               first: int = 0) -> np.ndarray:
-    """Each record's position in the keep order: ``earliest`` (collection order),
-    ``longest`` (longest text first) or ``most_complete`` (most non-empty fields first),
-    ties to the earliest; the ``first`` records (a refresh's published ones, which stay)
-    come before all others, in their own order."""
-    n = len(lengths)
-    index = np.arange(n)
-    if rule == "earliest":
-        score: Any = np.zeros(n)
-    elif rule == "longest":
-        score = -np.asarray(lengths, dtype=np.float64)
-    elif rule == "most_complete":
-        score = -np.asarray(completeness, dtype=np.float64)
-    else:
-        raise ValueError(f"unknown keep rule {rule!r}")
-    score = np.where(index < first, -np.inf, score)
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.lexsort((index, score))] = index
-    return rank
-
-
-@dataclass
-class Stars:
-    """The outcome of :func:`star_clusters`."""
-
-    into: np.ndarray          # per record, the representative it is merged into (-1: none)
-    similarity: np.ndarray    # per merged record, its verified similarity to that one
-    checked: int = 0          # pairs whose similarity was computed
-    rejected: int = 0         # of those, below the threshold
-    unverifiable: int = 0     # pairs whose texts could not be had (not merged)
-
-    @property
-    def merged(self) -> np.ndarray:
-        return np.flatnonzero(self.into >= 0)
-
-
-def star_clusters(pairs: np.ndarray, rank: np.ndarray,
-                  similar: Callable[[int, int], float | None], threshold: float) -> Stars:
-    """Greedy star clustering of candidate ``pairs``: records in ``rank`` order; one not yet
-    absorbed is a representative and absorbs each candidate partner, not yet absorbed, whose
-    ``similar(representative, partner)`` is at least ``threshold``. Only such pairs are
-    verified (a pair whose lower-ranked record was absorbed is never asked), in rank order
-    of the representative and then of the partner; ``similar`` answering None (the texts
-    are not known) leaves the pair unmerged."""
-    n = len(rank)
-    into = np.full(n, -1, dtype=np.int64)
-    sims = np.full(n, np.nan)
-    out = Stars(into, sims)
-    if not len(pairs):
-        return out
-    flip = rank[pairs[:, 0]] > rank[pairs[:, 1]]
-    rep = np.where(flip, pairs[:, 1], pairs[:, 0])
-    other = np.where(flip, pairs[:, 0], pairs[:, 1])
-    order = np.lexsort((rank[other], rank[rep]))
-    for a, b in zip(rep[order].tolist(), other[order].tolist(), strict=True):
-        if into[a] >= 0 or into[b] >= 0:
-            continue
-        sim = similar(a, b)
-        if sim is None:
-            out.unverifiable += 1
-            continue
-        out.checked += 1
-        if sim >= threshold:
-            into[b], sims[b] = a, sim
-        else:
-            out.rejected += 1
-    return out

@@ -19,6 +19,7 @@ from lifecycle.preprocess import neardedup
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.spec import NearDedup
 from lifecycle.text import neardup
+from lifecycle.text.stars import keep_order, star_clusters
 
 pytestmark = pytest.mark.unit
 
@@ -241,11 +242,11 @@ def test_stars_do_not_chain() -> None:
     sims = {(0, 1): 0.85, (1, 2): 0.85, (0, 2): 0.6}
     pairs = np.array(list(sims))
     rank = np.arange(3)
-    stars = neardup.star_clusters(pairs, rank, lambda a, b: sims[(a, b)], 0.8)
+    stars = star_clusters(pairs, rank, lambda a, b: sims[(a, b)], 0.8)
     assert stars.into.tolist() == [-1, 0, -1]  # b into a; c stays, its own representative
     assert (stars.checked, stars.rejected) == (2, 1)  # (b, c) never asked: b was absorbed
     # keep order decides the representative: c first absorbs b, a stays alone
-    stars = neardup.star_clusters(pairs, np.array([2, 1, 0]),
+    stars = star_clusters(pairs, np.array([2, 1, 0]),
                                   lambda a, b: sims[tuple(sorted((a, b)))], 0.8)
     assert stars.into.tolist() == [-1, 2, -1]
 
@@ -359,11 +360,11 @@ def test_key_text_spans_coalesce_near_records_and_bound_requests(
 
 def test_keep_order_puts_published_records_first_then_the_rule() -> None:
     lengths, complete = np.array([5, 9, 1, 9, 3]), np.array([1, 1, 4, 2, 4])
-    assert neardup.keep_order("earliest", lengths, complete).tolist() == [0, 1, 2, 3, 4]
-    assert neardup.keep_order("longest", lengths, complete).tolist() == [2, 0, 4, 1, 3]
-    assert neardup.keep_order("most_complete", lengths, complete).tolist() == [3, 4, 0, 2, 1]
+    assert keep_order("earliest", lengths, complete).tolist() == [0, 1, 2, 3, 4]
+    assert keep_order("longest", lengths, complete).tolist() == [2, 0, 4, 1, 3]
+    assert keep_order("most_complete", lengths, complete).tolist() == [3, 4, 0, 2, 1]
     # the first two are published: they come first whatever the rule
-    assert neardup.keep_order("longest", lengths, complete, first=2).tolist() == [0, 1, 4, 2, 3]
+    assert keep_order("longest", lengths, complete, first=2).tolist() == [0, 1, 4, 2, 3]
 
 
 def test_a_refresh_links_a_new_record_to_a_published_one_beyond_the_bucket_cap() -> None:

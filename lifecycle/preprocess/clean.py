@@ -14,7 +14,7 @@ from lifecycle.errors import PermanentError
 from lifecycle.preprocess import keytexts, neardedup
 from lifecycle.preprocess.operators import ExactDeduplicator, _Run
 from lifecycle.preprocess.units import Cleaned, ShardUnit
-from lifecycle.preprocess.work import STAGE, _read, _write, phases
+from lifecycle.preprocess.work import STAGE, _read, _write, phases, reason_counts
 from lifecycle.records import shards
 from lifecycle.text import neardup
 from storage.faults import fault_point
@@ -100,7 +100,7 @@ def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
            "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
            else [], "quarantined": 0 if dropped is None else len(dropped),
-           "report": work.report}
+           "quarantine_reasons": reason_counts(dropped), "report": work.report}
     fault_point("preprocess.unit_cleaned")
     return out
 

@@ -12,13 +12,14 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.preprocess import keytexts, neardedup
 from lifecycle.preprocess.units import Cleaned, Decided
-from lifecycle.preprocess.work import _read, _write, phases
+from lifecycle.preprocess.work import NOTED, _read, _write, by_count, phases, reason_counts
 from lifecycle.records import shards
 from storage.faults import fault_point
 
 TOP_CLUSTERS = 10
 # label: the merged record's own label, so annotation can count the votes of a group
 MERGE_COLUMNS = ["id", "kept_id", "reason", "similarity", "label"]
+APPLY_COLUMNS = ["id", "kept_id", "reason"]  # what the apply part reads of its merges
 
 
 def _largest(index: pd.DataFrame, merges: pd.DataFrame, reason: str) -> list[dict[str, Any]]:
@@ -120,10 +121,11 @@ def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
     if links is not None:  # of the new records that stay (a later step may merge some)
         links = links[shards.among(links["id"], index["id"][alive])]
         split_links = _write(ctx, links.reset_index(drop=True), "split-links")
-    merged = _write(ctx, table, "merges")
+    merged, by_unit = _write(ctx, table, "merges"), _write_unit_merges(ctx, table, index)
     fault_point("preprocess.dedup.merges_written")  # the merges, not yet the dedup index
     out: Decided = {
-        "merges": merged, "merged": len(table),
+        "merges": merged, "unit_merges": by_unit, "merged": len(table),
+        "merge_reasons": by_count(reason_counts(table)),
         "label_conflicts": label_conflicts(table, index, old), "steps": steps,
         "key_texts": [ref for p in cleaned for ref in p.get("key_texts", [])],
         # read whole by every refresh: no dictionaries for its distinct ids and hashes
@@ -132,6 +134,35 @@ def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
     if split_links is not None:
         out["split_links"] = split_links
     return out
+
+
+def unit_merges(table: pd.DataFrame, index: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Per unit of the keys ``index`` (only units with merges), the rows of the merges
+    ``table`` its apply part needs, in the table's order, each once: those whose ``id`` is
+    one of the unit's records (dropped there), and those of a NOTED reason whose ``kept_id``
+    is (marked there as its group's representative; the merged record may be in another
+    unit). Each merge is in at most two units' slices, so apply reads what its shard holds,
+    not every merge of the run."""
+    if not len(table) or "unit" not in index:
+        return {}
+    rows = table[APPLY_COLUMNS].reset_index(drop=True)
+    units = index[["id", "unit"]]
+    own = rows.reset_index(names="row").merge(units, on="id")
+    noted = rows.loc[rows["reason"].isin(NOTED)].reset_index(names="row")
+    into = noted.merge(units.rename(columns={"id": "kept_id"}), on="kept_id")
+    both = pd.concat([own[["unit", "row"]], into[["unit", "row"]]], ignore_index=True)
+    both = both.drop_duplicates().sort_values(["unit", "row"], kind="stable")
+    unit, row = both["unit"].to_numpy(dtype=np.int64), both["row"].to_numpy()
+    cuts = np.flatnonzero(unit[1:] != unit[:-1]) + 1  # where the next unit's rows start
+    return {int(u[0]): rows.iloc[r].reset_index(drop=True)
+            for u, r in zip(np.split(unit, cuts), np.split(row, cuts), strict=True)}
+
+
+def _write_unit_merges(ctx: StageContext, table: pd.DataFrame,
+                       index: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Each unit's slice of the merges (:func:`unit_merges`), one table per unit."""
+    return {str(u): _write(ctx, part, f"u{u:05d}-merges", compact=True)
+            for u, part in unit_merges(table, index).items()}
 
 
 def published_again(new: pd.DataFrame, old: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:

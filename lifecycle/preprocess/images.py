@@ -20,6 +20,7 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.media import images
 from lifecycle.preprocess.units import Cleaned, ShardUnit
+from lifecycle.preprocess.work import reason_counts
 from lifecycle.records import shards
 from storage import keys
 
@@ -115,7 +116,8 @@ def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
             if len(index) else [],
             "quarantine": shards.write_table(ctx, "preprocess", quarantined,
                                              f"{tag}-quarantine") if len(quarantined) else [],
-            "quarantined": len(quarantined), "report": report}
+            "quarantined": len(quarantined),
+            "quarantine_reasons": reason_counts(quarantined), "report": report}
 
 
 def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None,

@@ -11,7 +11,7 @@ from typing import Any
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
 from lifecycle.preprocess.units import Applied, Decided
-from lifecycle.preprocess.work import STAGE, _read
+from lifecycle.preprocess.work import STAGE, add_counts, by_count
 from lifecycle.records import shards
 from storage import keys
 
@@ -32,16 +32,13 @@ def merge(ctx: StageContext, upstream: StageResult, applied: list[Applied],
             f"quarantined + {n_m} merged; this is a bug, report it with run {ctx.run_id}")
     main = [s for p in applied for s in p["shards"]]
     quarantine = [s for p in applied for s in p["quarantine"]]
-    dropped = _read(ctx, ctx.work_bucket, quarantine)
-    merges = _read(ctx, ctx.work_bucket, decided["merges"])
     report = _combine(list(ctx.spec.preprocess.steps),
                       [r for p in applied for r in p["reports"]], decided)
+    # from the parts' counts, not the tables read back: the same figures, in the same order
     counts = {"in": n_in, "kept": n_kept, "quarantined": n_q, "merged": n_m,
-              "quarantine_reasons": ({str(k): int(v) for k, v in
-                                      dropped["reason"].value_counts().items()}
-                                     if len(dropped) else {}),
-              "merge_reasons": ({str(k): int(v) for k, v in
-                                 merges["reason"].value_counts().items()} if len(merges) else {}),
+              "quarantine_reasons": by_count(add_counts(
+                  [p["quarantine_reasons"] for p in applied])),
+              "merge_reasons": dict(decided["merge_reasons"]),
               "pii_found": {e: v["found"] for e, v in report["pii"].items()},
               "label_conflicts": decided["label_conflicts"], "shards": len(applied)}
     report.update(dataset=ctx.dataset, run_id=ctx.run_id, counts=counts,

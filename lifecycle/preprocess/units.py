@@ -26,6 +26,7 @@ Cleaned = TypedDict("Cleaned", {
     "keys": list[ShardRef],  # per record: exact key hash, MinHash signature, key-text span
     "key_texts": NotRequired[list[dict[str, Any]]],  # the normalised key texts (text only)
     "quarantine": list[ShardRef], "quarantined": int,
+    "quarantine_reasons": dict[str, int],  # per reason, in order of first appearance
     "report": dict[str, Any],  # per step: in, out and what it found
 })
 
@@ -34,7 +35,11 @@ class Decided(TypedDict):
     """The deduplication's decisions across every shard (no records, only merges)."""
 
     merges: list[ShardRef]  # id -> kept_id, reason, similarity, label
+    # per unit (its index as text; only units with merges): the merges its apply part reads,
+    # those of its records and those into its records (dedup.unit_merges)
+    unit_merges: dict[str, list[ShardRef]]
     merged: int
+    merge_reasons: dict[str, int]  # per reason, by count descending
     label_conflicts: int
     steps: list[dict[str, Any]]  # each dedup step's summary
     key_texts: list[dict[str, Any]]
@@ -47,5 +52,6 @@ class Decided(TypedDict):
 Applied = TypedDict("Applied", {
     "index": int, "in": int, "kept": int,
     "shards": list[ShardRef], "quarantine": list[ShardRef], "quarantined": int,
+    "quarantine_reasons": dict[str, int],  # per reason, in order of first appearance
     "reports": list[dict[str, Any]],
 })

@@ -242,3 +242,62 @@ def test_key_texts_round_trip_by_coalesced_range_reads(s3: Settings, tmp_path: P
     ctx.store.put_bytes(ctx.work_bucket, key, b"[]\n")
     with pytest.raises(PermanentError, match="run-k, is shorter than its index says.*mode full"):
         keytexts.fetch(ctx.store, ctx.work_bucket, both.iloc[[229]])
+
+
+def test_each_shards_apply_reads_its_slice_of_the_merges_and_decides_as_the_whole(
+        s3: Settings, tmp_path: Path) -> None:
+    """Two shards whose records merge across them: shard 2's exact copy of a shard-1 record
+    and its near copy of another are dropped there, and the two shard-1 records are marked
+    as their groups' representatives in shard 1. Each apply reads its own slice of the
+    merges, never the whole table or another shard's slice, and writes the same bytes as an
+    apply given the whole merges table (the way it was before the slices)."""
+    rng = random.Random(5)
+    s = isolated(s3, tmp_path)
+    kept_exact, kept_near = _text(rng, 60), _text(rng, 60)
+    other = _text(rng, 60)
+    other_copy = _near(rng, other, 0.88, 0.97)
+    first = [(kept_exact, "pos"), (kept_near, "neg"), (_text(rng, 50), "pos"),
+             (_text(rng, 50), "neg")]
+    second = [(kept_exact, "neg"), (_near(rng, kept_near, 0.88, 0.97), "neg"),
+              (other, "pos"), (other_copy, "pos")]  # and a merge within shard 2
+    folder = tmp_path / "inbox" / "reviews"
+    folder.mkdir(parents=True)
+    pd.DataFrame(first + second, columns=["text", "label"]).to_csv(folder / "rows.csv",
+                                                                   index=False)
+    ctx = stage_context(s, SPEC, "run-sl", rows_per_shard=4)
+    up = collect.run(ctx)
+    units = preprocess.plan(ctx, up)
+    assert len(units) == 2
+    cleaned = [preprocess.clean(ctx, u) for u in units]
+    decided = preprocess.deduplicate(ctx, cleaned)
+    assert decided["merge_reasons"] == {"near_duplicate": 2, "exact_duplicate": 1}
+    assert sorted(decided["unit_merges"]) == ["0", "1"]
+    whole_uri = f"s3://{ctx.work_bucket}/{decided['merges'][0]['key']}"
+    slice_uri = {u: f"s3://{ctx.work_bucket}/{refs[0]['key']}"
+                 for u, refs in decided["unit_merges"].items()}
+    applied = []
+    for unit in cleaned:
+        with reads_by_object() as read:
+            applied.append(preprocess.apply(ctx, unit, decided))
+        mine = slice_uri[str(unit["index"])]
+        assert mine in read and whole_uri not in read
+        assert not (set(slice_uri.values()) - {mine}) & set(read)
+    first_out, second_out = (shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                                            "shards": p["shards"]})
+                             for p in applied)
+    ops = dict(zip(first_out["text"], map(list, first_out["operations"]), strict=True))
+    assert "exact_dedup:kept_representative" in ops[kept_exact]
+    assert "near_dedup:kept_representative" in ops[kept_near]
+    assert set(second_out["text"]) == {other}  # the copies of shard-1 records dropped
+    # the whole merges table in every unit's place: the same records, byte for byte
+    whole = {**decided, "unit_merges": {u: decided["merges"] for u in ("0", "1")}}
+    again = [preprocess.apply(stage_context(s, SPEC, "run-whole", rows_per_shard=4), unit,
+                              whole)  # type: ignore[arg-type]
+             for unit in cleaned]
+    assert [[r["sha256"] for r in p["shards"]] for p in again] == \
+        [[r["sha256"] for r in p["shards"]] for p in applied]
+    with reads_by_object() as read:  # the reasons counted by the parts, not read back
+        result = preprocess.merge(ctx, up, applied, decided)
+    assert whole_uri not in read
+    assert result.counts["merge_reasons"] == {"near_duplicate": 2, "exact_duplicate": 1}
+    assert result.counts["kept"] + result.counts["merged"] == 8

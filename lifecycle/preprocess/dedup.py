@@ -122,7 +122,7 @@ def deduplicate(ctx: StageContext, cleaned: list[Cleaned]) -> Decided:
         links = links[shards.among(links["id"], index["id"][alive])]
         split_links = _write(ctx, links.reset_index(drop=True), "split-links")
     merged, by_unit = _write(ctx, table, "merges"), _write_unit_merges(ctx, table, index)
-    fault_point("preprocess.dedup.merges_written")  # the merges, not yet the dedup index
+    fault_point("preprocess.dedup.merges_written")  # the merges and slices, not the dedup index
     out: Decided = {
         "merges": merged, "unit_merges": by_unit, "merged": len(table),
         "merge_reasons": by_count(reason_counts(table)),

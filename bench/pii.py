@@ -107,9 +107,15 @@ def sample() -> list[str]:
 
 
 def reference(ref: str) -> ModuleType:
-    """lifecycle/text/pii.py as it was at ``ref``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{ref}:lifecycle/text/pii.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    """lifecycle/text/pii.py as it was at ``ref`` (lifecycle/pii.py before the package split,
+    34ab9f6), imported under another name."""
+    for name in ("lifecycle/text/pii.py", "lifecycle/pii.py"):
+        shown = subprocess.run(["git", "show", f"{ref}:{name}"], cwd=ROOT, capture_output=True,
+                               text=True)
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
+    source = shown.stdout
     path = Path(tempfile.mkdtemp()) / "pii_ref.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("pii_ref", path)

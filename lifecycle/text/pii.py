@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 import phonenumbers
 from stdnum import __version__ as _stdnum_version
@@ -38,6 +39,7 @@ from stdnum.us import ssn as _ssn
 
 from lifecycle.text.phones import (
     _DATE,
+    _MIN_PHONE_DIGITS,
     DEFAULT_REGIONS,
     LANGUAGE_REGIONS,
     find_phones,
@@ -176,6 +178,47 @@ _SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁
              "邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
 _NAME = (r"(?P<name>(?:欧阳|司马|上官|诸葛|东方|皇甫|令狐|慕容|[" + _SURNAMES
          + r"])[\u4e00-\u9fff]{1,2}?)")
+# the words around a name that say it is one: person_name's pattern is built from them, and
+# every match holds one (``_name_words``)
+_NAME_INTROS = ("我叫", "名叫")
+_NAME_LABELS = ("姓名", "联系人", "收件人", "收货人")  # a colon and a space may follow
+_NAME_TITLES = ("先生", "女士", "小姐", "老师", "经理", "师傅", "医生", "律师")
+_EN_TITLES = ("Mr", "Mrs", "Ms", "Mx", "Miss", "Dr", "Prof", "Sir", "Madam")
+_EN_PHRASES = r"(?i:my[ ]name[ ]is|i'?m[ ]called|i[ ]am[ ]called)"  # any case
+_EN_LABELS = ("Name", "Contact", "Signed")
+_NAME_WORDS = re.compile("|".join(_NAME_INTROS + _NAME_LABELS + _NAME_TITLES + _EN_TITLES
+                                  + _EN_LABELS))
+_EN_PHRASE = re.compile(_EN_PHRASES)
+
+
+def _name_words(text: str) -> bool:
+    """Whether ``text`` holds a word every person_name match holds one of: an intro, label or
+    title (case as written), or an English phrase in any case. Each phrase holds an m, which
+    only "m" and "M" match in any case (tests/unit/test_pii_prechecks.py checks every code
+    point), so the slower case-blind search runs only on texts with one."""
+    return bool(_NAME_WORDS.search(text)
+                or (("m" in text or "M" in text) and _EN_PHRASE.search(text)))
+
+
+_DIGIT_RUN = re.compile(r"\d+")  # \d as the patterns read it: any decimal digit, not only ASCII
+
+
+class Digits(NamedTuple):
+    """The digits of one text (``digits_of``), counted once for every detector's pre-checks
+    (``Detector.find``): how many in all and the longest unbroken run."""
+    total: int
+    longest: int
+
+
+_NO_DIGITS = Digits(0, 0)
+
+
+def digits_of(text: str) -> Digits:
+    runs = _DIGIT_RUN.findall(text)
+    if not runs:
+        return _NO_DIGITS
+    lengths = list(map(len, runs))
+    return Digits(sum(lengths), max(lengths))
 
 
 @dataclass(frozen=True)
@@ -186,8 +229,19 @@ class Detector:
     needs: str = ""  # a cheap pre-check: skip texts with none of these characters
     groups: tuple[str | int, ...] = (0,)  # the match's part that is personal data: the first
     #                                       of these groups that took part in the match
+    # pre-checks that only skip texts the pattern cannot match (each a necessary condition of
+    # a match, said where the detector is defined): fewer digits in all, or no run of digits
+    # this long, or ``context`` false
+    digits: int = 0
+    digit_run: int = 0
+    context: Callable[[str], object] | None = None
 
-    def find(self, text: str) -> list[tuple[int, int, str]]:
+    def find(self, text: str, digits: Digits | None = None) -> list[tuple[int, int, str]]:
+        """(start, end, value) of every valid match. ``digits``: the text's (``digits_of``),
+        when the caller has them; then the pre-checks run first."""
+        if digits is not None and (digits.total < self.digits or digits.longest < self.digit_run
+                                   or (self.context is not None and not self.context(text))):
+            return []
         if self.needs and not any(c in text for c in self.needs):
             return []
         out = []
@@ -207,56 +261,69 @@ _EN_WORD = r"(?:[A-Z]'[A-Z][a-z]+|[A-Z][a-z]+(?:-[A-Z][a-z]+)?)"  # Smith, O'Nei
 _EN_STOP = (r"(?!(?:The|This|That|And|But|I|It|We|You|He|She|They|Thanks|Thank|Please|Hi|"
             r"Hello|Dear|Regards|Is|Was|Are|On|In|At|From|To|For|With|My|Our|Your)\b)")
 _EN_NAME = rf"{_EN_STOP}{_EN_WORD}(?:[ ]{_EN_STOP}(?:[A-Z]\.[ ]?)?{_EN_WORD}){{0,2}}"
+_IBAN_HEAD = re.compile(r"[A-Z]{2}\d{2}")
+_PLATE_HEAD = re.compile(f"[{_PROVINCE_CHARS}][A-HJ-NP-Z]")
+# The pre-checks (digits, digit_run, context) are necessary conditions of each pattern, read
+# off it: a run of N digits is N characters matched by [0-9] or \d, all of them \d.
 DETECTORS = {
     "id_card": Detector("id_card", re.compile(
         _B + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
-        + _E), valid_id_card, _DIGITS),
+        + _E), valid_id_card, _DIGITS,
+        digits=17, digit_run=17),  # 17 digits in a row, then a digit or X
     # ISO 13616: country, two check digits, up to 30 letters and digits, in groups of four
     "iban": Detector("iban", re.compile(
         _B + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?" + _E),
-        valid_iban, _DIGITS),
+        valid_iban, _DIGITS,
+        digits=2, digit_run=2, context=_IBAN_HEAD.search),  # every match starts so
     # written 123-45-6789 or 123 45 6789; nine bare digits only after "SSN" or "social
     # security (number|no)"
     "ssn": Detector("ssn", re.compile(
         _B + r"(?<!\+\d )(?<!\+\d\d )(?<!\+\d\d\d )"  # not a phone's "+81 732-17-1863"
         + r"(?P<shaped>\d{3}([- ])\d{2}\2\d{4})" + _E
         + r"|(?i:ssn|social[ ]security(?:[ ]number|[ ]no\.?)?)[ ]?(?:#|:)?[ ]?"
-        + r"(?P<bare>\d{9})" + _E), valid_ssn, _DIGITS, ("shaped", "bare")),
+        + r"(?P<bare>\d{9})" + _E), valid_ssn, _DIGITS, ("shaped", "bare"),
+        digits=9, digit_run=4),  # 3+2+4 digits, or 9 in a row
     "bank_card": Detector("bank_card", re.compile(
         # not the account digits of an IBAN-shaped string ("AT14 5548 4598 ...")
         _B + r"(?<![A-Z]{2}\d{2} )[3-68]\d{3}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}" + _E),
         valid_bank_card,
-        _DIGITS),
+        _DIGITS, digits=13, digit_run=4),  # 4, 4, 4 and at least 1 more
     "email": Detector("email", re.compile(
         r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}"),
         None, "@"),
     "ipv4": Detector("ipv4", re.compile(_B + r"(?:\d{1,3}\.){3}\d{1,3}" + r"(?![0-9.])"),
-                     _valid_ip, "."),
+                     _valid_ip, ".", digits=4, digit_run=1,
+                     context=lambda t: t.count(".") >= 3),  # four numbers, three dots
     "ipv6": Detector("ipv6", re.compile(
         r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z:])"),
-        lambda v: v.count(":") >= 2 and any(c.isalnum() for c in v) and _valid_ip(v), ":"),
+        lambda v: v.count(":") >= 2 and any(c.isalnum() for c in v) and _valid_ip(v), ":",
+        context=lambda t: t.count(":") >= 2),  # two colons at least
     "url": Detector("url", re.compile(
         r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&*+,;=%]+", re.IGNORECASE), None,
-        "w/"),
+        "w/", context=lambda t: "://" in t or "." in t),  # caseless characters: only themselves
     "passport": Detector("passport", re.compile(
-        _B + r"(?:[EG]\d{8}|E[A-HJ-NP-Z]\d{7})" + _E), None, "EG"),
+        _B + r"(?:[EG]\d{8}|E[A-HJ-NP-Z]\d{7})" + _E), None, "EG",
+        digits=7, digit_run=7),  # 8 digits, or 7 after the letters
     "plate": Detector("plate", re.compile(
         f"[{_PROVINCE_CHARS}][A-HJ-NP-Z][·• ]?(?:[A-HJ-NP-Z0-9]{{5,6}}|[A-HJ-NP-Z0-9]{{4}}"
-        r"[挂学警港澳])" + _E), None, _PROVINCE_CHARS),
+        r"[挂学警港澳])" + _E), None, _PROVINCE_CHARS,
+        context=_PLATE_HEAD.search),  # every match starts so
     # only in context that says it is a name: "我叫张伟", "联系人：李娜", "王先生"
     "person_name": Detector("person_name", re.compile(
-        r"(?:我叫|名叫|姓名[:：]?\s?|联系人[:：]?\s?|收件人[:：]?\s?|收货人[:：]?\s?)" + _NAME
+        "(?:" + "|".join(_NAME_INTROS + tuple(w + r"[:：]?\s?" for w in _NAME_LABELS)) + ")"
+        + _NAME
         + r"(?![\u4e00-\u9fff]{2})|"
         # a full name before a title, at the start of a phrase or after 和/跟/给/找/问/...
         + r"(?:(?<![\u4e00-\u9fff])|(?<=[和跟与给找问向请是叫]))"
         + _NAME.replace("name>", "titled>")
-        + r"(?=先生|女士|小姐|老师|经理|师傅|医生|律师)"
+        + "(?=" + "|".join(_NAME_TITLES) + ")"
         # English: "Mr John Smith", "Dr. Jane Doe", "my name is Jane Doe", "Name: Jane Doe"
-        + r"|(?<![A-Za-z])(?:(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam)\.?[ ]"
-        + r"|(?i:my[ ]name[ ]is|i'?m[ ]called|i[ ]am[ ]called)[ ]"
-        + r"|(?:Name|Contact|Signed)[ ]?[:,][ ]?)"
+        + r"|(?<![A-Za-z])(?:(?:" + "|".join(_EN_TITLES) + r")\.?[ ]"
+        + "|" + _EN_PHRASES + "[ ]"
+        + "|(?:" + "|".join(_EN_LABELS) + r")[ ]?[:,][ ]?)"
         + rf"(?P<english>{_EN_NAME})(?![A-Za-z])"),
-        None, _SURNAMES + "欧司上诸东皇令慕MDPSNCm", ("name", "titled", "english")),
+        None, _SURNAMES + "欧司上诸东皇令慕MDPSNCm", ("name", "titled", "english"),
+        context=_name_words),  # every alternative needs one of the words
 }
 
 
@@ -272,18 +339,28 @@ def detect(text: str, entities: list[str] | tuple[str, ...] = ENTITIES,
            regions: tuple[str, ...] = DEFAULT_REGIONS) -> list[Found]:
     """Personal data in ``text``, non-overlapping, in text order. ``regions``: the phone
     regions whose national formats are searched (``regions_for``)."""
+    return _detect(text, entities, regions, prechecks=True)
+
+
+def _detect(text: str, entities: list[str] | tuple[str, ...], regions: tuple[str, ...],
+            prechecks: bool) -> list[Found]:
+    """``detect``; ``prechecks``: count the text's digits once and skip the detectors whose
+    pre-checks fail (the same result: tests/unit/test_pii_prechecks.py), and the phone
+    search when it has fewer digits than the shortest number."""
     taken: list[tuple[int, int]] = []
     found: list[Found] = []
     phones: list[tuple[str, int, int, str]] | None = None
+    digits = digits_of(text) if prechecks else None
     for entity in ENTITIES:
         if entity not in entities:
             continue
         if entity in PHONES:
             if phones is None:
-                phones = find_phones(text, tuple(regions))
+                phones = ([] if digits is not None and digits.total < _MIN_PHONE_DIGITS
+                          else find_phones(text, tuple(regions)))
             hits = [(s, e, v) for kind, s, e, v in phones if kind == entity]
         else:
-            hits = DETECTORS[entity].find(text)
+            hits = DETECTORS[entity].find(text, digits)
         for start, end, value in hits:
             if any(start < e and s < end for s, e in taken):
                 continue

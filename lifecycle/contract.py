@@ -22,8 +22,7 @@ Units and partial results cross task boundaries as XComs and are mapped over by 
 dynamic task mapping, which expands lists of JSON values, so they are typed dicts
 (:class:`typing.TypedDict`, checked by mypy, plain JSON on the wire) declared beside their
 stage's parts (lifecycle/collect/units.py, lifecycle/preprocess/units.py); every unit is a
-:class:`Unit`, with ``index`` and ``label`` (what the Airflow UI shows for the mapped task). A
-stage's input and its reduce's result are :class:`~lifecycle.context.StageResult`.
+:class:`Unit`, with ``index`` and ``label`` (what the Airflow UI shows for the mapped task).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from lifecycle.context import StageContext, StageResult
 
 Kind = Literal["plan", "map", "global", "reduce"]
+UPSTREAM = "upstream"  # in ``takes``: the previous stage's result
 
 
 class Unit(TypedDict):
@@ -43,7 +43,6 @@ class Unit(TypedDict):
 
     index: int  # -1: a placeholder (nothing to do: an earlier run's output is reused)
     label: str
-UPSTREAM = "upstream"  # in ``takes``: the previous stage's result
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,13 @@ fetches the spans of the records in candidate pairs alone; the deduplication ind
 the three columns for the records it lists, so a refresh verifies a new record against a
 published one by fetching that one's span, never every published text.
 
-Spans are fetched with S3 range GETs: per object, the wanted spans sorted and those less
-than ``GAP`` bytes apart coalesced into one request, and then the closest ones until at most
-``MAX_REQUESTS`` remain (when many records are wanted, as in a full run, a few large
-requests rather than thousands of small ones); the requests sent in parallel, in batches of
-about ``BATCH`` bytes, so memory holds one batch of raw bytes besides the texts kept.
+Spans are fetched with coalesced S3 range GETs (lifecycle/records/ranges.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,15 +22,13 @@ import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError
+from lifecycle.records import ranges
 from storage import keys
 from storage.objectstore import ObjectNotFound, ObjectStore, RangeBeyondObject
 
 log = logging.getLogger(__name__)
 COLUMNS = ["text_blob", "text_at", "text_len"]
-GAP = 8 << 10      # spans closer than this are read in one request
-WORKERS = 8        # parallel range requests (the S3 client's pool holds 10 connections)
-BATCH = 32 << 20   # bytes fetched before they are decoded and let go
-MAX_REQUESTS = 64  # range requests per object at most
+GAP = ranges.GAP  # spans closer than this are read in one request
 
 
 def field_texts(df: pd.DataFrame, field: str) -> list[str]:
@@ -72,22 +65,6 @@ def write(ctx: StageContext, stage: str, name: str,
     return ref, columns
 
 
-def _spans(at: np.ndarray, length: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) byte ranges covering the sorted spans: gaps under GAP coalesced, and
-    then the smallest gaps until there are at most MAX_REQUESTS ranges (many records wanted,
-    as in a full run: fewer, larger requests)."""
-    ends = at + length
-    gaps = at[1:] - ends[:-1]
-    join = gaps < GAP
-    extra = int((~join).sum()) + 1 - MAX_REQUESTS
-    if extra > 0:  # the smallest remaining gaps join too
-        open_ = np.flatnonzero(~join)
-        join[open_[np.argsort(gaps[open_], kind="stable")[:extra]]] = True
-    starts = np.concatenate([[0], np.flatnonzero(~join) + 1])
-    stops = np.append(starts[1:], len(at))
-    return [(int(at[a]), int(ends[a:b].max())) for a, b in zip(starts, stops, strict=True)]
-
-
 def fetch(store: ObjectStore, bucket: str, refs: pd.DataFrame) -> list[list[str] | None]:
     """The key texts of each row of ``refs`` (COLUMNS; a row without them, from an index
     written before key texts were kept, gives None)."""
@@ -103,28 +80,9 @@ def fetch(store: ObjectStore, bucket: str, refs: pd.DataFrame) -> list[list[str]
         "at": refs["text_at"].to_numpy(dtype=np.float64, na_value=np.nan)[known].astype(np.int64),
         "len": refs["text_len"].to_numpy(dtype=np.float64,
                                          na_value=np.nan)[known].astype(np.int64)})
-    requests: list[tuple[str, int, int, pd.DataFrame]] = []
-    for key, rows in frame.groupby("blob", sort=False):
-        rows = rows.sort_values("at")
-        r_at = rows["at"].to_numpy()
-        for lo, hi in _spans(r_at, rows["len"].to_numpy()):
-            inside = (r_at >= lo) & (r_at < hi)
-            requests.append((str(key), lo, hi, rows.loc[inside]))
-    # in batches of about BATCH bytes: parallel requests, memory bounded by the batch
-    with ThreadPoolExecutor(WORKERS) as pool:
-        batch: list[tuple[str, int, int, pd.DataFrame]] = []
-        size = 0
-        for i, request in enumerate(requests):
-            batch.append(request)
-            size += request[2] - request[1]
-            if size < BATCH and i + 1 < len(requests):
-                continue
-            chunks = pool.map(lambda r: _read(store, bucket, r[0], r[1], r[2]), batch)
-            for (key_, lo, _, rows), chunk in zip(batch, chunks, strict=True):
-                for row, a, n in zip(rows["row"].tolist(), rows["at"].tolist(),
-                                     rows["len"].tolist(), strict=True):
-                    out[row] = _decode(chunk[a - lo:a - lo + n], key_, a)
-            batch, size = [], 0
+    for row, key, at, piece in ranges.read_spans(
+            frame, lambda key, lo, hi: _read(store, bucket, key, lo, hi)):
+        out[row] = _decode(piece, key, at)
     return out
 
 

@@ -344,20 +344,6 @@ def test_label_conflicts_follow_chains_of_merges() -> None:
     assert preprocess.label_conflicts(into_published, index, old) == 1
 
 
-def test_key_text_spans_coalesce_near_records_and_bound_requests(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle.preprocess import keytexts
-
-    at = np.array([0, 10, 20_000, 20_010, 50_000, 90_000])
-    length = np.full(6, 5)
-    assert keytexts._spans(at, length) == [(0, 15), (20_000, 20_015), (50_000, 50_005),
-                                           (90_000, 90_005)]
-    monkeypatch.setattr(keytexts, "MAX_REQUESTS", 2)  # the smallest gaps join first
-    assert keytexts._spans(at, length) == [(0, 50_005), (90_000, 90_005)]
-    monkeypatch.setattr(keytexts, "MAX_REQUESTS", 1)
-    assert keytexts._spans(at, length) == [(0, 90_005)]
-
-
 def test_keep_order_puts_published_records_first_then_the_rule() -> None:
     lengths, complete = np.array([5, 9, 1, 9, 3]), np.array([1, 1, 4, 2, 4])
     assert keep_order("earliest", lengths, complete).tolist() == [0, 1, 2, 3, 4]

@@ -33,6 +33,9 @@ class StageContext:
     mode: str = "full"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows_per_shard: int = 50_000
+    # the partitioned deduplication's partition size: exact-key rows per partition (LSH band
+    # rows: 4x as many); tests set it small to force many partitions on a few records
+    dedup_partition_rows: int = 1_000_000
     pii_salt: str = ""  # for salted-hash pseudonyms; from GRANARY_PII_SALT, never logged
 
     @property

@@ -151,11 +151,39 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
 )}
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
+# preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
+# built step by step beside the stage above and run by tests only until it replaces it: so far
+# the exact decisions, and a reduce that checks and counts them (no output yet)
+PARTITIONED = _stage(
+    "preprocess",
+    # the clean units, each told how many partitions the deduplication uses
+    Part("plan", f"{PREPROCESS}.partition:plan", "plan", takes=(UPSTREAM,)),
+    # as the stage's clean, plus each record's card and the unit's exact-key routes
+    Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
+    # one unit per shard of the base version's dedup index (a full run: a placeholder)
+    Part("published", f"{PREPROCESS}.partition:published", "plan", takes=("plan",)),
+    # one base-index shard's cards and routes, as a clean unit's
+    Part("scatter", f"{PREPROCESS}.partition:scatter", "map", over="published"),
+    # the partitions
+    Part("partition", f"{PREPROCESS}.partition:partition", "plan", takes=("plan",)),
+    # one partition's records published before, then its exact duplicates
+    Part("exact", f"{PREPROCESS}.exactparts:exact", "map", over="partition",
+         takes=("clean", "scatter")),
+    # the already-published probe checked, the exact decisions counted
+    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce", takes=("exact",)))
+
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
                    ) -> StageResult:
     """Every part of ``stage`` in this process, in order (the map parts over their units one
     after another), as the lifecycle DAG runs them as tasks; returns the reduce's result."""
+    result: StageResult = run_parts(stage, ctx, upstream)[stage.reduce.name]
+    return result
+
+
+def run_parts(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
+              ) -> dict[str, Any]:
+    """:func:`run_in_process`, returning every part's result by part name."""
     results: dict[str, Any] = {UPSTREAM: upstream}
     for part in stage.parts:
         fn = part.function()
@@ -165,5 +193,4 @@ def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None
             results[part.name] = [fn(ctx, unit, *extra) for unit in units]
         else:
             results[part.name] = fn(ctx, *extra)
-    result: StageResult = results[stage.reduce.name]
-    return result
+    return results

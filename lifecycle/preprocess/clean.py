@@ -44,7 +44,13 @@ def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
     if ctx.spec.modality == "image":
         from lifecycle.preprocess import images as imageprep
 
-        return imageprep.clean(ctx, unit)
+        done = imageprep.clean(ctx, unit)
+        if "partitions" in unit:  # the partitioned deduplication's cards and routes
+            from lifecycle.preprocess import partition
+
+            done.update(partition.unit_routes(ctx, unit, _read(ctx, ctx.work_bucket,  # type: ignore[typeddict-item]
+                                                               done["keys"])))
+        return done
     cfg = ctx.spec.preprocess
     before, dedups, _ = phases(list(cfg.steps))
     df = _read(ctx, unit["bucket"], unit["shards"])
@@ -101,6 +107,10 @@ def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
            else [], "quarantined": 0 if dropped is None else len(dropped),
            "quarantine_reasons": reason_counts(dropped), "report": work.report}
+    if "partitions" in unit:  # the partitioned deduplication's cards and routes
+        from lifecycle.preprocess import partition
+
+        out.update(partition.unit_routes(ctx, unit, index))  # type: ignore[typeddict-item]
     fault_point("preprocess.unit_cleaned")
     return out
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 from lifecycle.contract import Unit
+from lifecycle.records.cards import CardsRef
+from lifecycle.records.routes import RouteRef
 
 ShardRef = dict[str, Any]  # an object of a table: its key, rows and bytes (lifecycle/records)
 
@@ -17,6 +19,9 @@ class ShardUnit(Unit):
     bucket: str
     shards: list[ShardRef]  # one shard, or none when there is nothing to clean
     upstream: str  # the collection manifest it comes from
+    # the partitioned deduplication (lifecycle/preprocess/partition.py): how many partitions;
+    # given, clean also writes the unit's cards and exact route files
+    partitions: NotRequired[int]
 
 
 # one shard cleaned: its records, the keys and signatures the deduplication reads
@@ -28,6 +33,46 @@ Cleaned = TypedDict("Cleaned", {
     "quarantine": list[ShardRef], "quarantined": int,
     "quarantine_reasons": dict[str, int],  # per reason, in order of first appearance
     "report": dict[str, Any],  # per step: in, out and what it found
+    # the partitioned deduplication: one card per record (signature, id, label, preview,
+    # key-text span) and the route files of its exact keys ("exact") and ids ("ids")
+    "cards": NotRequired[CardsRef],
+    "routes": NotRequired[dict[str, RouteRef]],
+})
+
+
+class IndexUnit(Unit):
+    """One shard of the base version's dedup index to scatter (a full run: a placeholder,
+    index -1)."""
+
+    shard: ShardRef | None
+    offset: int  # the position in the base index of the shard's first row
+    partitions: int
+
+
+class Scattered(TypedDict):
+    """One base-index shard dealt to the partitions: its cards (the low bits of its
+    signatures) and route files like a clean unit's (none for a placeholder)."""
+
+    index: int
+    rows: int
+    cards: NotRequired[CardsRef]
+    routes: NotRequired[dict[str, RouteRef]]
+
+
+class PartUnit(Unit):
+    """One partition of the deduplication's keys (of P)."""
+
+    partitions: int
+
+
+# one partition's exact decisions: already published, then exact duplicates
+ExactDone = TypedDict("ExactDone", {
+    "index": int, "in": int, "already_published": int, "merged": int, "groups": int,
+    "label_conflicts": int,
+    # the partition's biggest exact groups (by size, then kept id): candidates for the report
+    "largest": list[dict[str, Any]],
+    "probe_hits": int,  # new ids routed by id hash that the base index holds
+    "decisions": RouteRef | None,  # by unit: its merges and the kept marks of its records
 })
 
 

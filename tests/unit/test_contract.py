@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from lifecycle.contract import ORDER, STAGE_DEFS, UPSTREAM, Part, Stage, run_in_process
+from lifecycle.contract import (
+    ORDER,
+    PARTITIONED,
+    STAGE_DEFS,
+    UPSTREAM,
+    Part,
+    Stage,
+    run_in_process,
+)
 from lifecycle.spec import STAGES
 
 pytestmark = pytest.mark.unit
@@ -18,11 +26,14 @@ pytestmark = pytest.mark.unit
 
 def test_the_contract_declares_every_stage_in_the_spec_order() -> None:
     assert ORDER == STAGES
+    # the partitioned preprocess is built beside the stage the DAGs run, not in place of it
+    assert PARTITIONED.name == "preprocess" and STAGE_DEFS["preprocess"] is not PARTITIONED
+    assert "deduplicate" in [p.name for p in STAGE_DEFS["preprocess"].parts]
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [*STAGES, "preprocess (partitioned)"])
 def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str) -> None:
-    declared = STAGE_DEFS[stage]
+    declared = STAGE_DEFS.get(stage, PARTITIONED)
     for part in (*declared.parts, *([declared.people] if declared.people else [])):
         params = list(inspect.signature(part.function()).parameters.values())
         given = 1 + (part.kind == "map") + len(part.takes)  # ctx, the unit, what it takes

@@ -288,3 +288,64 @@ def test_the_largest_groups_break_ties_by_kept_id() -> None:
     assert dedup.largest_groups(kept, 3).to_dict() == {"k064": 2, "k065": 2, "k070": 2}
     assert list(dedup.largest_groups(kept, 10).index) == [
         "k064", "k065", "k070", "k001", "k068"]
+
+
+def test_partitions_are_a_power_of_two_from_the_rows_and_bands() -> None:
+    from lifecycle.preprocess.partition import MAX_PARTITIONS, partitions
+
+    assert partitions(0, 0, 1_000_000) == 1
+    assert partitions(1_000_000, 0, 1_000_000) == 1
+    assert partitions(1_000_001, 0, 1_000_000) == 2
+    assert partitions(10_000_000, 32, 1_000_000) == 128  # 80 band partitions -> 128
+    assert partitions(350, 32, 800) == 4 and partitions(680, 32, 400) == 16
+    assert partitions(10 ** 12, 32, 1) == MAX_PARTITIONS
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=12), max_size=40), st.sampled_from([1, 2, 8, 64]))
+def test_keys_and_ids_go_to_one_partition_each_in_range(ids: list[str], parts: int) -> None:
+    """The same exact key (or id) always lands in the same partition, within 0..P-1; and
+    P = 2 splits by the top bit, so each finer partition is inside a coarser one."""
+    import hashlib
+
+    from lifecycle.preprocess.partition import id_slot, key_slot
+
+    keys = pd.Series([hashlib.blake2b(i.encode(), digest_size=8).hexdigest() for i in ids],
+                     dtype="object")
+    for slot in (key_slot(keys, parts), id_slot(pd.Series(ids, dtype="object"), parts)):
+        assert ((slot >= 0) & (slot < parts)).all()
+    again = key_slot(pd.concat([keys, keys], ignore_index=True), parts)
+    assert (again[:len(keys)] == again[len(keys):]).all()
+    assert (key_slot(keys, parts) // max(parts // 2, 1) == key_slot(keys, 2) *
+            (parts > 1)).all()
+    with pytest.raises(ValueError, match="power of two"):
+        key_slot(keys, 3)
+
+
+def test_the_probe_stops_a_refresh_whose_keys_changed_since_the_base() -> None:
+    from lifecycle.errors import PermanentError
+    from lifecycle.preprocess.exactparts import check_probes
+
+    done = [{"already_published": 3, "probe_hits": 2}, {"already_published": 0,
+                                                        "probe_hits": 1}]
+    check_probes(done)  # type: ignore[arg-type]  # the same totals: per partition they differ
+    done[1]["probe_hits"] = 2
+    with pytest.raises(PermanentError, match="4 new records have ids the published version "
+                       "holds, but only 3 .*mode full"):
+        check_probes(done)  # type: ignore[arg-type]
+
+
+def test_the_partitioned_exact_part_refuses_near_before_exact_for_now() -> None:
+    from types import SimpleNamespace
+
+    from lifecycle.errors import PermanentError
+    from lifecycle.preprocess.exactparts import exact
+    from lifecycle.spec import parse_spec
+    from tests.graded import SPEC
+
+    spec = parse_spec(SPEC.replace("preprocess: {steps: [normalise, pii, exact_dedup]}",
+                                   "preprocess: {steps: [normalise, near_dedup, exact_dedup], "
+                                   "near_dedup: {enabled: true}}"), "spec.yaml")
+    ctx = SimpleNamespace(spec=spec)
+    with pytest.raises(PermanentError, match="near_dedup before exact_dedup yet"):
+        exact(ctx, {"index": 0, "label": "p", "partitions": 1}, [], [])  # type: ignore[arg-type]

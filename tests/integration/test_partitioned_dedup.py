@@ -1,0 +1,241 @@
+"""The partitioned deduplication (issue 31, docs/design/partitioned-dedup.md) on the real S3
+server: its route files and cards round-trip through range reads, and its exact part, run
+over 4 and 16 partitions, decides what the global deduplicate decides on the same cleaned
+shards (already published and exact merges, kept records, labels, groups, label
+conflicts and the report's largest groups), in a full run and in a refresh of a published
+version; a refresh whose exact key changed since the base is stopped by the id probe."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from granary.settings import Settings
+from lifecycle.collect import stage as collect
+from lifecycle.context import StageContext
+from lifecycle.contract import PARTITIONED, run_parts
+from lifecycle.errors import PermanentError
+from lifecycle.preprocess import dedup, exactparts
+from lifecycle.records import cards, routes, shards
+from storage.objectstore import reads_by_object
+from tests.graded import SPEC as GRADED
+from tests.stagectx import isolated, stage_context
+from tests.textdata import labelled
+
+pytestmark = pytest.mark.integration
+
+SPEC = GRADED.replace("path: reviews/rows.csv", "path: reviews/*.csv").replace(
+    "preprocess: {steps: [normalise, pii, exact_dedup]}",
+    "preprocess: {steps: [normalise, exact_dedup, near_dedup], "
+    "near_dedup: {enabled: true, threshold: 0.8}}").replace("min_grade: B", "min_grade: D")
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")  # NFKC folds them back
+
+
+def _corpus(rng: random.Random, base: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``n`` copies of ``base``'s texts: some exact, some equal only after normalisation
+    (full-width digits), a few texts copied many times, labels drawn anew (conflicts)."""
+    texts = base["text"].tolist()
+    heavy = rng.sample(texts, 4)
+    rows = []
+    for _ in range(n):
+        text = rng.choice(heavy) if rng.random() < 0.3 else rng.choice(texts)
+        if rng.random() < 0.3:
+            text = text.translate(FULLWIDTH)
+        rows.append({"text": text, "label": rng.choice(["pos", "neg"])})
+    return pd.DataFrame(rows)
+
+
+def _ctx(s: Settings, spec: str, run_id: str, mode: str, per: int) -> StageContext:
+    ctx = stage_context(s, spec, run_id, mode=mode, rows_per_shard=40)
+    ctx.dedup_partition_rows = per
+    return ctx
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    return [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
+
+
+def _compare(ctx: StageContext, parts: dict[str, Any], partitions: int) -> dict[str, Any]:
+    """Run the global deduplicate on the partitioned run's own cleaned shards and check
+    that the exact part decided the same; returns what the global one decided."""
+    cleaned, done = parts["clean"], parts["exact"]
+    assert len(done) == partitions and {c["index"] for c in cleaned} == set(range(len(cleaned)))
+    decided = dedup.deduplicate(ctx, cleaned)
+    whole = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                          "shards": decided["merges"]})
+    whole = whole.loc[whole["reason"].isin(["already_published", "exact_duplicate"])]
+    mine = pd.concat([exactparts.unit_decisions(ctx, done, c["index"]).assign(unit=c["index"])
+                      for c in cleaned], ignore_index=True)
+    rank = mine["reason"].map({r: i for i, r in enumerate(exactparts.REASONS)})
+    mine = mine.iloc[np.lexsort((mine["row"].to_numpy(dtype=np.int64),
+                                 mine["unit"].to_numpy(dtype=np.int64),
+                                 rank.to_numpy(dtype=np.int64)))]
+    is_mark = (mine["reason"] == "kept_exact").to_numpy()
+    merged, marks = mine.loc[~is_mark], mine.loc[is_mark]
+    for column in dedup.MERGE_COLUMNS:  # every row, in the whole's order
+        assert _plain(merged[column].tolist()) == _plain(whole[column].tolist()), column
+    if "kept_label" in whole:
+        assert _plain(merged["kept_label"].tolist()) == _plain(whole["kept_label"].tolist())
+    else:
+        assert merged["kept_label"].isna().all()
+    # the kept marks: every new record that keeps an exact group, with the group's labels
+    keys = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                         "shards": [r for c in cleaned for r in c["keys"]]})
+    label_of = dict(zip(keys["id"], _plain(keys["label"].astype(object).tolist()), strict=True))
+    exact = whole.loc[whole["reason"] == "exact_duplicate"]
+    again = set(whole.loc[whole["reason"] == "already_published", "id"])
+    groups = {k: sorted({str(v) for v in [label_of[k], *g["label"].tolist()] if v is not None})
+              for k, g in exact.groupby("kept_id") if k in label_of and k not in again}
+    assert {i: list(v) for i, v in zip(marks["id"], marks["group_labels"], strict=True)} == groups
+    # the counts, and the report's largest groups with their texts fetched from the cards
+    step = next(s for s in decided["steps"] if s["step"] == "exact_dedup")
+    ap = int((whole["reason"] == "already_published").sum())
+    assert sum(d["already_published"] for d in done) == ap
+    assert sum(d["in"] for d in done) == len(keys) and step["in"] == len(keys) - ap
+    assert sum(d["merged"] for d in done) == step["merged"] == len(exact)
+    assert sum(d["groups"] for d in done) == step["groups"]
+    assert sum(d["label_conflicts"] for d in done) == step["label_conflicts"]
+    rids = exactparts.largest_rids(done)
+    refs = [c["cards"] for c in sorted(cleaned, key=lambda c: c["index"])]
+    with reads_by_object() as read:
+        sigs, meta = cards.fetch(ctx.store, ctx.work_bucket, refs,
+                                 np.array(rids, dtype=np.int64) >> 32,
+                                 np.array(rids, dtype=np.int64) & 0xFFFFFFFF)
+    card_bytes = sum(n for uri, n in read.items() if "cards" in uri)
+    assert card_bytes < sum(r["bytes"] + r["side_bytes"] for r in refs) or len(rids) > 20
+    by_id = keys.set_index("id")
+    for sig, i in zip(sigs, meta["id"], strict=True):  # MinHash values, or an image's hash
+        assert sig.tobytes() == (by_id.loc[i, "sig"] if "sig" in keys else
+                                 np.int64(by_id.loc[i, "phash"]).tobytes())
+    previews = dict(zip(rids, meta["preview"], strict=True))
+    assert exactparts.largest(done, previews) == step["largest"] and step["largest"]
+    assert parts["settle"].counts["already_published"] == ap
+    return {**decided, "marks": len(marks), "into_published": int(
+        merged["kept_label"].notna().sum())}
+
+
+def _publish(s: Settings, run_id: str) -> None:
+    """A version published by the stages as they run today, its stages recorded in the
+    catalog (what a refresh builds on); the sources' state not committed, so a refresh
+    collects rows.csv again, with the same ids."""
+    from lifecycle.annotate import stage as annotate
+    from lifecycle.evaluate import stage as evaluate
+    from lifecycle.preprocess import stage as preprocess
+    from lifecycle.publish import stage as publish
+    from lifecycle.synthesize import stage as synthesize
+
+    ctx = stage_context(s, SPEC, run_id, rows_per_shard=40)
+    ctx.catalog.start_run(ctx.dataset, run_id, "full")
+    up = collect.run(ctx)
+    ctx.catalog.record_stage(ctx.dataset, run_id, "collect", up.status, up.manifest_uri,
+                             up.counts)
+    for name, stage in (("preprocess", preprocess), ("annotate", annotate),
+                        ("synthesize", synthesize), ("evaluate", evaluate),
+                        ("publish", publish)):
+        up = stage.run(ctx, up)
+        ctx.catalog.record_stage(ctx.dataset, run_id, name, up.status, up.manifest_uri,
+                                 up.counts)
+    assert up.release is not None and up.release.version == 1
+
+
+def test_exact_parts_decide_as_the_global_deduplicate_full_run_and_refresh(
+        s3: Settings, tmp_path: Path) -> None:
+    rng = random.Random(31)
+    s = isolated(s3, tmp_path)
+    folder = tmp_path / "inbox" / "reviews"
+    folder.mkdir(parents=True)
+    base = labelled(260)[["text", "label"]]
+    pd.concat([base, _corpus(rng, base, 90)]).sample(frac=1, random_state=3).to_csv(
+        folder / "rows.csv", index=False)
+    # a full run over 4 partitions (bands 32: 350 x 32 / (4 x 800) -> 4)
+    ctx = _ctx(s, SPEC, "run-p", "full", 800)
+    parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
+    assert {u["partitions"] for u in parts["plan"]} == {4}
+    assert [u["index"] for u in parts["published"]] == [-1]  # nothing published yet
+    full = _compare(ctx, parts, 4)
+    assert full["merge_reasons"]["exact_duplicate"] == 90 and full["marks"] >= 40
+    assert full["label_conflicts"] > 0 and full["into_published"] == 0
+    # v1 published by the stages as they run today
+    _publish(s, "run-1")
+    # a refresh over 16 partitions: rows.csv collected again (the same ids: published
+    # already, or exact copies of published records), and new rows copying published texts
+    novel = pd.DataFrame({"text": [f"全新的评论，第{i}条，物流很快" for i in range(5)] * 2,
+                          "label": ["pos", "neg"] * 5})
+    pd.concat([_corpus(rng, base, 60), novel]).to_csv(folder / "more.csv", index=False)
+    ctx = _ctx(s, SPEC, "run-2", "incremental", 400)
+    parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
+    assert {u["partitions"] for u in parts["plan"]} == {16}
+    assert len(parts["published"]) >= 2 and parts["published"][0]["index"] == 0
+    refresh = _compare(ctx, parts, 16)
+    # rows.csv's 260 distinct texts again, its 90 copies and 60 new ones into them, and 5
+    # new texts twice each (with two labels: conflicts)
+    assert refresh["merge_reasons"] == {"already_published": 260, "exact_duplicate": 155}
+    assert refresh["into_published"] == 150 and refresh["marks"] == 5
+    assert refresh["compared_with_published"] > 0
+    # the exact key changed since the base: the same ids have other keys, the probe says so
+    changed = SPEC.replace("preprocess: {steps:", "preprocess: {dedup: {key: [text, label]}, "
+                           "steps:")
+    ctx = _ctx(s, changed, "run-3", "incremental", 400)
+    with pytest.raises(PermanentError, match=r"have ids the published version holds.*"
+                       "mode full"):
+        run_parts(PARTITIONED, ctx, collect.run(ctx))
+
+
+def test_exact_parts_decide_as_the_global_deduplicate_on_images(s3: Settings,
+                                                                tmp_path: Path) -> None:
+    """Images: exact copies (the same normalised bytes) and near ones, over 8 partitions."""
+    from tests.imagedata import write_dataset
+    from tests.integration.test_images import SPEC as IMAGES
+
+    s = isolated(s3, tmp_path)
+    kinds = write_dataset(s.inbox_dir / "images", digits=40)
+    ctx = stage_context(s, IMAGES, "run-i", rows_per_shard=20)
+    ctx.dedup_partition_rows = 12  # (records / 12) or (records x 3 chunks / 48): 8
+    parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
+    assert {u["partitions"] for u in parts["plan"]} == {8}
+    decided = _compare(ctx, parts, 8)
+    assert decided["merge_reasons"]["exact_duplicate"] == len(kinds["exact"]) > 0
+
+
+def test_route_files_and_cards_round_trip_on_s3(s3: Settings, tmp_path: Path) -> None:
+    """Slices and cards come back from the real server as written, read by ranges, and an
+    altered slice is refused."""
+    ctx = stage_context(isolated(s3, tmp_path), SPEC, "run-r")
+    rng = random.Random(4)
+    df = pd.DataFrame({"exact": [f"{rng.getrandbits(64):016x}" for _ in range(500)],
+                       "rid": np.arange(500, dtype=np.int64),
+                       "label": [rng.choice(["pos", "neg", None]) for _ in range(500)]})
+    where = np.array([rng.randrange(7) for _ in range(500)]) * (np.arange(500) % 2 == 0)
+    ref = routes.write(ctx, "preprocess", "u00000-exact.parquet", routes.deal(df, where, 8))
+    assert ref["offsets"][-1] == ref["bytes"] and ref["offsets"][7] == ref["offsets"][8]
+    with reads_by_object() as read:
+        for p in range(8):
+            got = routes.read(ctx.store, ctx.work_bucket, [ref], p, list(df.columns))
+            assert got["rid"].tolist() == np.flatnonzero(where == p).tolist()
+    assert sum(read.values()) == ref["bytes"]  # each slice once, the empty ones never
+    body = bytearray(ctx.store.get_bytes(ctx.work_bucket, ref["key"]))
+    body[ref["offsets"][2]] ^= 1
+    ctx.store.put_bytes(ctx.work_bucket, ref["key"], bytes(body))
+    assert zlib.crc32(bytes(body[ref["offsets"][2]:ref["offsets"][3]])) != ref["crc32"][2]
+    with pytest.raises(PermanentError, match="slice 2 .*does not match its CRC-32"):
+        routes.read(ctx.store, ctx.work_bucket, [ref], 2)
+    sig = np.array([[rng.getrandbits(32) for _ in range(16)] for _ in range(300)],
+                   dtype=np.uint32)
+    meta = pd.DataFrame({"id": [f"r{i}" for i in range(300)],
+                         "label": [rng.choice(["pos", None]) for _ in range(300)],
+                         "preview": ["评论\n\"引号\"" * (i % 5) for i in range(300)]})
+    ref2 = cards.write(ctx, "preprocess", "u00000-cards", sig, meta)
+    asked = np.array([299, 0, 150, 151, 0])
+    with reads_by_object() as read:
+        sigs, got = cards.fetch(ctx.store, ctx.work_bucket, [ref2], np.zeros(5, dtype=np.int64),
+                                asked)
+    assert [s.view(np.uint32).tolist() for s in sigs] == sig[asked].tolist()
+    assert got["id"].tolist() == [f"r{i}" for i in asked]
+    assert got["preview"].tolist() == meta["preview"][asked].tolist()
+    assert sum(read.values()) < (ref2["bytes"] + ref2["side_bytes"]) / 2

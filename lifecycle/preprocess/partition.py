@@ -82,12 +82,19 @@ def id_slot(ids: pd.Series, parts: int) -> np.ndarray:
     return top >> (32 - bits) if bits else np.zeros(len(top), dtype=np.int64)
 
 
+def exact_runs(ctx: StageContext) -> bool:
+    """Whether the run decides exact duplicates (its clean units write exact keys)."""
+    cfg = ctx.spec.preprocess
+    return "exact_dedup" in phases(list(cfg.steps))[1] and bool(cfg.dedup.exact)
+
+
 def write_routes(ctx: StageContext, tag: str, index: pd.DataFrame, rid: np.ndarray,
-                 parts: int, signatures: np.ndarray | None) -> tuple[cards.CardsRef,
-                                                                     dict[str, routes.RouteRef]]:
+                 parts: int, signatures: np.ndarray | None,
+                 by_key: bool = True) -> tuple[cards.CardsRef, dict[str, routes.RouteRef]]:
     """The cards of ``index``'s records (a keys table, or a shard of the base's dedup index)
     and their route files: ``exact`` (exact key, id, rid, label by key; by id when the keys
-    have no exact key) and ``ids`` (id, rid by id), named after ``tag``."""
+    have no exact key or ``by_key`` is false) and ``ids`` (id, rid by id), named after
+    ``tag``."""
     ids = index["id"].astype("object") if len(index) else pd.Series([], dtype="object")
     label = index["label"].astype("object").where(index["label"].notna(), None) \
         if "label" in index else pd.Series([None] * len(index), dtype="object")
@@ -97,12 +104,11 @@ def write_routes(ctx: StageContext, tag: str, index: pd.DataFrame, rid: np.ndarr
     exact = pd.DataFrame({"id": ids.to_numpy(), "rid": rid})
     if "label" in index:
         exact["label"] = label.to_numpy()
-    if "exact" in index:
+    by_id = id_slot(ids, parts)
+    where = by_id
+    if "exact" in index and by_key:
         exact.insert(0, "exact", index["exact"].astype("object").to_numpy())
         where = key_slot(exact["exact"], parts)
-    else:
-        where = id_slot(ids, parts)
-    by_id = id_slot(ids, parts) if "exact" in index else where
     refs = {"exact": routes.write(ctx, STAGE, f"{tag}-exact.parquet",
                                   routes.deal(exact, where, parts)),
             "ids": routes.write(ctx, STAGE, f"{tag}-ids.parquet",
@@ -146,13 +152,14 @@ def published(ctx: StageContext, units: list[ShardUnit]) -> list[IndexUnit]:
 
 def scatter(ctx: StageContext, unit: IndexUnit) -> Scattered:
     """One shard of the base's dedup index dealt to the partitions as a clean unit's keys
-    are: its cards (the low bits of its signatures) and route files."""
+    are: its cards (the low bits of its signatures) and route files (by exact key when the
+    run decides exact duplicates, else by id, as the clean units route theirs)."""
     if unit["index"] < 0 or unit["shard"] is None:
         return {"index": unit["index"], "rows": 0}
     index = _read(ctx, ctx.work_bucket, [unit["shard"]])
     rid = -(1 + unit["offset"] + np.arange(len(index), dtype=np.int64))
     card, refs = write_routes(ctx, f"i{unit['index']:05d}", index, rid, unit["partitions"],
-                              signatures(index))
+                              signatures(index), by_key=exact_runs(ctx))
     return {"index": unit["index"], "rows": len(index), "cards": card, "routes": refs}
 
 

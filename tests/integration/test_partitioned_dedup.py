@@ -61,6 +61,10 @@ def _plain(values: list[Any]) -> list[Any]:
     return [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
 
 
+def ap_rows(merges: pd.DataFrame) -> int:
+    return int((merges["reason"] == "already_published").sum())
+
+
 def _compare(ctx: StageContext, parts: dict[str, Any], partitions: int) -> dict[str, Any]:
     """Run the global deduplicate on the partitioned run's own cleaned shards and check
     that the exact part decided the same; returns what the global one decided."""
@@ -94,7 +98,9 @@ def _compare(ctx: StageContext, parts: dict[str, Any], partitions: int) -> dict[
               for k, g in exact.groupby("kept_id") if k in label_of and k not in again}
     assert {i: list(v) for i, v in zip(marks["id"], marks["group_labels"], strict=True)} == groups
     # the counts, and the report's largest groups with their texts fetched from the cards
-    step = next(s for s in decided["steps"] if s["step"] == "exact_dedup")
+    step = next((s for s in decided["steps"] if s["step"] == "exact_dedup"),
+                {"in": len(keys) - ap_rows(whole), "merged": 0, "groups": 0,
+                 "label_conflicts": 0, "largest": []})  # exact dedup off
     ap = int((whole["reason"] == "already_published").sum())
     assert sum(d["already_published"] for d in done) == ap
     assert sum(d["in"] for d in done) == len(keys) and step["in"] == len(keys) - ap
@@ -114,7 +120,8 @@ def _compare(ctx: StageContext, parts: dict[str, Any], partitions: int) -> dict[
         assert sig.tobytes() == (by_id.loc[i, "sig"] if "sig" in keys else
                                  np.int64(by_id.loc[i, "phash"]).tobytes())
     previews = dict(zip(rids, meta["preview"], strict=True))
-    assert exactparts.largest(done, previews) == step["largest"] and step["largest"]
+    assert exactparts.largest(done, previews) == step["largest"]
+    assert bool(step["largest"]) == bool(len(exact))
     assert parts["settle"].counts["already_published"] == ap
     return {**decided, "marks": len(marks), "into_published": int(
         merged["kept_label"].notna().sum())}
@@ -178,6 +185,13 @@ def test_exact_parts_decide_as_the_global_deduplicate_full_run_and_refresh(
     assert refresh["merge_reasons"] == {"already_published": 260, "exact_duplicate": 155}
     assert refresh["into_published"] == 150 and refresh["marks"] == 5
     assert refresh["compared_with_published"] > 0
+    # exact dedup off: the new ids and the published ones routed by id, already published
+    # decided alone
+    near_only = SPEC.replace("steps: [normalise, exact_dedup, near_dedup]",
+                             "steps: [normalise, near_dedup]")
+    ctx = _ctx(s, near_only, "run-4", "incremental", 400)
+    parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
+    assert _compare(ctx, parts, 16)["merge_reasons"]["already_published"] == 260
     # the exact key changed since the base: the same ids have other keys, the probe says so
     changed = SPEC.replace("preprocess: {steps:", "preprocess: {dedup: {key: [text, label]}, "
                            "steps:")

@@ -1,0 +1,72 @@
+"""Synthesis's sample (lifecycle/synthesize/sample.py): the bottom-k per stratum of a seeded
+hash of the id, merged from the shards' own bottom-k, is the bottom-k of the whole table
+however it is sharded, in collection order; below k it is the whole table. And the screens'
+verdicts combine to the strongest (lifecycle/synthesize/checks.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lifecycle.synthesize import checks, sample
+
+pytestmark = pytest.mark.unit
+
+LABELS = st.one_of(st.none(), st.sampled_from(["pos", "neg", "", "中性"]))
+
+
+def _table(labels: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"r{i}" for i in range(len(labels))],
+                         "label": pd.Series(labels, dtype="object"),
+                         "n": range(len(labels))})
+
+
+def _sharded(df: pd.DataFrame, cuts: list[int], k: int, seed: int) -> pd.DataFrame:
+    bounds = [0, *sorted({c % (len(df) + 1) for c in cuts}), len(df)]
+    parts = [sample.bottom_k(df.iloc[a:b], "label", seed, k, unit)
+             for unit, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))]
+    return sample.merge(parts, "label", k)
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels=st.lists(LABELS, max_size=60), cuts=st.lists(st.integers(0, 60), max_size=5),
+       k=st.integers(1, 12), seed=st.integers(0, 3))
+def test_the_merged_sample_is_the_bottom_k_of_the_whole_table(
+        labels: list[str | None], cuts: list[int], k: int, seed: int) -> None:
+    df = _table(labels)
+    got = sample.records(_sharded(df, cuts, k, seed)) if len(df) else pd.DataFrame()
+    # the whole table's bottom-k, computed directly: per stratum the k smallest keys
+    keyed = df.assign(key=sample.sample_keys(df["id"], seed), s=sample.strata(df["label"]))
+    want = set(keyed.sort_values("key").groupby("s").head(k)["id"]) if len(df) else set()
+    assert set(got["id"] if len(got) else []) == want
+    if len(got):  # in collection order, with the records' own values
+        assert got["n"].tolist() == sorted(got["n"].tolist())
+        assert (got["id"] == [f"r{n}" for n in got["n"]]).all()
+        sizes = keyed.groupby("s").size()
+        assert got.groupby(sample.strata(got["label"])).size().max() <= k
+        assert len(got) == sum(min(k, int(v)) for v in sizes)
+
+
+@given(labels=st.lists(LABELS, min_size=1, max_size=40),
+       cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_below_the_sample_size_the_sample_is_the_whole_table(
+        labels: list[str | None], cuts: list[int]) -> None:
+    df = _table(labels)
+    got = sample.records(_sharded(df, cuts, k=40, seed=0))
+    pd.testing.assert_frame_equal(got, df)
+
+
+def test_a_sample_key_depends_on_the_seed_and_the_id_only() -> None:
+    a = sample.sample_keys(["x", "y"], 1)
+    assert a.tolist() == sample.sample_keys(["x", "y"], 1).tolist()
+    assert a.tolist() != sample.sample_keys(["x", "y"], 2).tolist()
+    assert sample.sample_keys(["y"], 1).tolist() == a[1:].tolist()
+
+
+def test_the_screens_combine_to_the_strongest_verdict() -> None:
+    same, close = checks.SAME, checks.TOO_CLOSE
+    assert checks.strongest([], 3) == [None, None, None]
+    assert checks.strongest([[None, close, None], [same, None, None], [close, close, None]],
+                            3) == [same, close, None]

@@ -5,12 +5,15 @@ verdicts combine to the strongest (lifecycle/synthesize/checks.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lifecycle.synthesize import checks, sample
+from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +73,67 @@ def test_the_screens_combine_to_the_strongest_verdict() -> None:
     assert checks.strongest([], 3) == [None, None, None]
     assert checks.strongest([[None, close, None], [same, None, None], [close, close, None]],
                             3) == [same, close, None]
+
+
+TABLE_SPEC = """\
+name: tumours
+title: Tumours
+modality: table
+licence: {id: BSD-3-Clause}
+owners: [{name: qa}]
+sources: [{name: rows, type: files, path: t.csv, format: csv,
+           licence: {id: BSD-3-Clause, origin: scikit-learn, legal_basis: licence}}]
+schema:
+  text_field: null
+  fields: [{name: label, type: string}]
+synthesize: {enabled: true, generator: smote}
+"""
+
+
+def _ctx(text: str) -> Any:
+    from tests.unit.test_synthesis import ctx
+
+    return ctx(text)
+
+
+def test_the_text_screen_finds_copies_of_the_records_it_is_given() -> None:
+    from tests.unit.test_synthesis import TEXT
+
+    rest = labelled(40)[["id", "text", "label"]]
+    cands = pd.DataFrame({"text": [rest["text"].iat[3] + "。", rest["text"].iat[7],
+                                   "一段与任何评论都无关的全新文字，讲的是天气和山川河流"],
+                          "label": ["pos", "neg", "pos"]})
+    got = checks.screen_text(_ctx(TEXT), rest, cands)
+    assert got == [checks.TOO_CLOSE, checks.TOO_CLOSE, None]
+    assert checks.screen_text(_ctx(TEXT), rest.head(0), cands) == [None, None, None]
+
+
+def test_the_table_screen_uses_the_samples_scale_and_floor() -> None:
+    from tests.unit.test_synthesis import cancer
+
+    real = cancer()
+    columns = [c for c in real.columns if c not in ("id", "label")]
+    sampled, rest = real.iloc[::2], real.iloc[1::2].reset_index(drop=True)
+    scale, floor = checks.table_scale(sampled, columns, 0.05)
+    near = rest.loc[:2, columns] * 1.0001  # copies of records outside the sample, nudged
+    far = rest.loc[:1, columns] * 25  # nothing real is like these
+    cands = pd.concat([near, far], ignore_index=True)
+    got = checks.screen_table(rest, cands, columns, list(scale), floor)
+    assert got == [checks.TOO_CLOSE] * 3 + [None] * 2
+    # and the merge's own check takes a screen's verdict where the sample saw nothing
+    seen = checks.check_table(_ctx(TABLE_SPEC), sampled.reset_index(drop=True),
+                              cands.assign(label="benign"), columns, got)
+    assert seen[:3] == [checks.TOO_CLOSE] * 3
+
+
+def test_the_image_screen_finds_the_same_bytes_and_near_hashes() -> None:
+    from types import SimpleNamespace
+
+    c = SimpleNamespace(spec=SimpleNamespace(preprocess=SimpleNamespace(
+        image=SimpleNamespace(max_distance=4))))
+    rest = pd.DataFrame({"image_sha256": ["a" * 64, "b" * 64],
+                         "phash": ["ffff0000ffff0000", "0123456789abcdef"]})
+    cands = pd.DataFrame({"image_sha256": ["b" * 64, "c" * 64, "d" * 64],
+                          "phash": ["0f0f0f0f0f0f0f0f", "ffff0000ffff0003", "00000000ffffffff"]})
+    got = checks.screen_image(c, rest, cands)  # type: ignore[arg-type]
+    assert got == [checks.SAME, checks.TOO_CLOSE, None]

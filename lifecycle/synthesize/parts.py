@@ -143,8 +143,8 @@ def screen(ctx: StageContext, unit: SynthUnit, generated: Generated) -> Screened
             or generated["sampled"] >= generated["rows"]:
         return out  # every real record is in the sample: the merge checks them all
     df = _read(ctx, unit["shards"], unit["bucket"])
-    taken = set(_read(ctx, generated["sample"])["id"].tolist())
-    rest = df.loc[~df["id"].isin(taken)].reset_index(drop=True)
+    taken = _read(ctx, generated["sample"])["id"]
+    rest = df.loc[~shards.among(df["id"], taken)].reset_index(drop=True)
     if rest.empty:
         return out
     cands = _candidates(ctx, generated)

@@ -144,6 +144,8 @@ def decide(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: lis
     assert label is not None
     table, image = spec.modality == "table", spec.modality == "image"
     cands, wanted, columns = made.records, made.wanted, made.columns
+    if label not in cands:  # nothing made: a frame without columns
+        cands = cands.assign(**{label: pd.Series([], dtype="object")})
     reasons = (checks.check_table(ctx, real, cands, columns, outside) if table
                else checks.check_image(ctx, real, cands, outside) if image
                else checks.check_text(ctx, real, cands, list(made.reasons), outside))

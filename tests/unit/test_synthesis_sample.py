@@ -137,3 +137,30 @@ def test_the_image_screen_finds_the_same_bytes_and_near_hashes() -> None:
                           "phash": ["0f0f0f0f0f0f0f0f", "ffff0000ffff0003", "00000000ffffffff"]})
     got = checks.screen_image(c, rest, cands)  # type: ignore[arg-type]
     assert got == [checks.SAME, checks.TOO_CLOSE, None]
+
+
+def test_a_generator_that_makes_nothing_leaves_the_records_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lifecycle.synthesize import generators
+    from lifecycle.synthesize import stage as synthesize
+    from tests.unit.test_synthesis import TEXT
+
+    class Nothing:
+        name = "nothing"
+
+        def params(self) -> dict[str, Any]:
+            return {}
+
+        def generate(self, real: pd.DataFrame, plan: dict[str, int], rng: Any
+                     ) -> generators.Made:
+            return generators.Made(pd.DataFrame(), ["no seed to start from"])
+
+    real = labelled(60).drop(columns=["collected_at"]).iloc[:50]  # 25 neg, 25 pos
+    real = real[(real["label"] == "neg") | (real.index < 10)].reset_index(drop=True)
+    monkeypatch.setattr(synthesize, "_generator", lambda *a: Nothing())
+    out = synthesize.synthesize(_ctx(TEXT), real)
+    report = out["report"]
+    assert report["made"] == report["accepted"] == 0 and report["planned"]
+    assert report["shortfall"] == report["planned"]
+    assert report["problems"] == ["no seed to start from"]
+    assert len(out["table"]) == len(real) and not out["table"]["synthetic"].any()

@@ -48,6 +48,18 @@ def shape_dag(units: int) -> Any:
         def merge(*upstream: Any) -> dict[str, int]:
             return {}
 
+        @task(task_id="mark")
+        def mark(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="generate")
+        def generate(marked: Any) -> dict[str, int]:
+            return {"n": len(list(marked))}
+
+        @task(task_id="screen")
+        def screen(unit: dict[str, int], generated: dict[str, int]) -> dict[str, int]:
+            return unit
+
         def stage(name: str) -> Any:
             @task(task_id=name)
             def run(upstream: Any = None) -> dict[str, int]:
@@ -68,10 +80,15 @@ def shape_dag(units: int) -> Any:
                     decided = deduplicate(cleaned)
                     previous = merge(previous, apply.partial(decided=decided).expand(
                         unit=cleaned), decided)
+                elif group == "synthesize":
+                    planned = plan(previous)
+                    marked = mark.expand(unit=planned)
+                    generated = generate(marked)
+                    previous = merge(previous, marked, generated, screen.partial(
+                        generated=generated).expand(unit=planned))
                 else:
-                    previous = stage({"annotate": "label", "synthesize": "generate",
-                                      "evaluate": "validate", "publish": "release"}[group])(
-                        previous)
+                    previous = stage({"annotate": "label", "evaluate": "validate",
+                                      "publish": "release"}[group])(previous)
         previous >> end()
     return dag
 

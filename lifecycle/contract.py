@@ -113,6 +113,7 @@ def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
 
 COLLECT = "lifecycle.collect"
 PREPROCESS = "lifecycle.preprocess"
+SYNTHESIZE = "lifecycle.synthesize.parts"
 
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
@@ -137,13 +138,23 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the shards combined into the stage's output, conservation checked
            Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
                 takes=(UPSTREAM, "apply", "deduplicate"))),
-    # the stages below have one unit, their whole input, for now
+    # annotate, evaluate and publish have one unit, their whole input, for now
     _stage("annotate",
            Part("label", "lifecycle.annotate.stage:run", "reduce", takes=(UPSTREAM,)),
            people=Part("finish", "lifecycle.annotate.stage:finish", "reduce",
                        takes=("label",))),
     _stage("synthesize",
-           Part("generate", "lifecycle.synthesize.stage:run", "reduce", takes=(UPSTREAM,))),
+           # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
+           Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
+           # one shard's real records marked real, counted per label and sampled
+           Part("mark", f"{SYNTHESIZE}:mark", "map", over="plan"),
+           # the samples merged (sample_per_label a label), the candidates made from them
+           Part("generate", f"{SYNTHESIZE}:generate", "global", takes=("mark",)),
+           # one shard's records outside the sample checked against the candidates
+           Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan", takes=("generate",)),
+           # the candidates decided and accepted; the marked and synthetic shards listed
+           Part("merge", f"{SYNTHESIZE}:merge", "reduce",
+                takes=(UPSTREAM, "mark", "generate", "screen"))),
     _stage("evaluate",
            Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
     _stage("publish",

@@ -85,6 +85,10 @@ class Synthesize(_Model):
                               "record needed, so rejections can be replaced")
     columns: list[str] = Field(default_factory=list, description="tables: the numeric "
                                "columns to generate (all numeric columns when empty)")
+    sample_per_label: int = Field(
+        default=20_000, ge=10, description="the generators and the checks learn from at most "
+        "this many records of each label (a seeded sample, the same however the records are "
+        "sharded); a dataset whose every label is within it gives what the whole table gives")
     accept: Accept = Accept()
     text_augment: TextAugmentCfg = TextAugmentCfg()
     image_augment: ImageAugmentCfg = ImageAugmentCfg()

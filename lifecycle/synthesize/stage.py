@@ -21,6 +21,11 @@ Rejected candidates are kept in a side table with their reason. A report gives m
 accepted and rejected by reason, label balance before and after, fidelity for tables (KS per
 column, correlation difference) and utility (a classifier trained on real vs real plus
 synthetic, scored on held-out real records).
+
+The stage runs as parts (lifecycle/synthesize/parts.py, docs/design/partitioned-annotate.md):
+each shard's real records marked and sampled, the generator and the checks on a bounded
+sample per label (``sample_per_label``), each shard's other records screened against the
+candidates. :func:`synthesize` is the same computation over a whole table in memory.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import logging
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,8 +43,7 @@ import pandas as pd
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
-from lifecycle.records import shards
-from lifecycle.synthesize import generators
+from lifecycle.synthesize import checks, generators
 from storage import keys
 
 log = logging.getLogger(__name__)
@@ -47,35 +52,10 @@ EXAMPLES = 10
 
 
 def run(ctx: StageContext, upstream: StageResult) -> StageResult:
-    cfg = ctx.spec.synthesize
-    # a refresh keeps the base's synthetic records; balancing its delta alone would skew them
-    refreshing = cfg.enabled and not ctx.refresh.synthesize
-    if not cfg.enabled or refreshing:
-        rows = upstream.conservation.kept
-        counts = {"in": rows, "kept": rows, "synthetic": 0,
-                  **({"skipped": "incremental refresh"} if refreshing else {})}
-        uri = shards.passthrough_manifest(ctx, STAGE, upstream.manifest_uri, counts)
-        return StageResult(STAGE, uri, counts,
-                           lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
-    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
-    real = shards.read_table(ctx.store, manifest)
-    label = ctx.spec.schema_.label_field
-    if not label or label not in real:
-        raise PermanentError(f"{ctx.dataset}: synthesis makes records per label and the data "
-                             "has no label field; set schema.label_field or disable synthesis")
-    result = synthesize(ctx, real)
-    out, report = result["table"], result["report"]
-    counts = report["counts"]
-    main = shards.write_table(ctx, STAGE, out)
-    tables = {"rejected": shards.write_table(ctx, STAGE, result["rejected"], "rejected")} \
-        if len(result["rejected"]) else {}
-    report_uri = _write_report(ctx, report)
-    extra = {k: manifest[k] for k in ("report", "annotation_report") if manifest.get(k)}
-    extra["synthesis_report"] = report_uri
-    uri = shards.write_manifest(ctx, STAGE, out, main, counts, tables, extra)
-    log.info("synthesize %s: %s", ctx.dataset, counts)
-    return StageResult(STAGE, uri, counts, reports={"synthesis_report": report_uri},
-                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
+    """The whole stage in this process: its parts (lifecycle.contract) one after another."""
+    from lifecycle.contract import STAGE_DEFS, run_in_process
+
+    return run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
 
 
 def plan(counts: dict[str, int], cfg: Any, real_rows: int) -> tuple[dict[str, int], int]:
@@ -95,25 +75,80 @@ def plan(counts: dict[str, int], cfg: Any, real_rows: int) -> tuple[dict[str, in
     return {k: v for k, v in want.items() if v > 0}, cap
 
 
+def label_counts(labels: pd.Series) -> dict[str, int]:
+    """Records per label (missing labels not counted), by label."""
+    return {str(k): int(v) for k, v in labels.astype("string").value_counts()
+            .sort_index().items()}
+
+
 def synthesize(ctx: StageContext, real: pd.DataFrame) -> dict[str, Any]:
-    spec, cfg = ctx.spec, ctx.spec.synthesize
-    label = spec.schema_.label_field
+    """The stage over a whole table in memory: what its parts (lifecycle/synthesize/parts.py)
+    give when every label is within the sample size, the one computation both run."""
+    label = ctx.spec.schema_.label_field
     assert label is not None
-    rng = np.random.default_rng(cfg.seed)
-    labels = real[label].astype("string")
-    before = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
-    wanted, cap = plan(before, cfg, len(real))
-    table = spec.modality == "table"
+    made = make(ctx, real, label_counts(real[label]), len(real))
+    done = decide(ctx, real, made, [None] * len(made.records), len(real),
+                  label_counts(real[label]))
+    out_real, syn = mark_real(real), done["synthetic"]
+    out = pd.concat([out_real, syn], ignore_index=True) if len(syn) else out_real
+    if len(real) + len(syn) != len(out):
+        raise ConservationError(f"synthesize {ctx.dataset}: {len(real)} real + {len(syn)} "
+                                f"accepted != {len(out)} out")
+    return {"table": out, "rejected": done["rejected"], "report": done["report"]}
+
+
+@dataclass
+class Candidates:
+    """What the generator made from the sample, and the plan it made them for."""
+
+    records: pd.DataFrame
+    reasons: list[Any]  # text: the filters' verdicts (checks.prepare_text); else None
+    wanted: dict[str, int]
+    cap: int
+    columns: list[str]
+    generator: str
+    params: dict[str, Any]
+    problems: list[str]
+    llm: dict[str, Any] = field(default_factory=dict)
+
+
+def make(ctx: StageContext, real: pd.DataFrame, before: dict[str, int], rows: int
+         ) -> Candidates:
+    """Candidates from ``real`` (the sample) for the plan of ``before`` (records per label
+    of the whole table, ``rows`` records): the generators' one random stream."""
+    cfg = ctx.spec.synthesize
+    label = ctx.spec.schema_.label_field
+    assert label is not None
+    wanted, cap = plan(before, cfg, rows)
     columns = cfg.columns or generators.numeric_columns(
         real, {"id", "line", "label_confidence", "topic", label})
     gen = _generator(ctx, columns)
     asked = {lab: math.ceil(n * cfg.oversample) for lab, n in wanted.items()}
-    made = gen.generate(real, asked, rng)
+    made = gen.generate(real, asked, np.random.default_rng(cfg.seed))
     cands = made.records.reset_index(drop=True)
-    image = spec.modality == "image"
-    reasons = (_check_table(ctx, real, cands, columns) if table
-               else _check_image(ctx, real, cands) if image
-               else _check_text(ctx, real, cands))
+    text = ctx.spec.modality not in ("table", "image")
+    reasons = checks.prepare_text(ctx, cands) if text else [None] * len(cands)
+    return Candidates(cands, reasons, wanted, cap, columns, gen.name, gen.params(),
+                      made.problems, gen.client.usage.summary() if hasattr(gen, "client")
+                      else {})
+
+
+def decide(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: list[Any],
+           rows: int, before: dict[str, int]) -> dict[str, Any]:
+    """Each candidate checked against ``real`` (the sample; ``outside``: the screens'
+    verdicts on the other real records) and accepted up to the plan: the synthetic records
+    (with the columns of the marked real ones), the rejected ones and the report. ``rows``
+    and ``before``: the whole table's records, and per label."""
+    spec, cfg = ctx.spec, ctx.spec.synthesize
+    label = spec.schema_.label_field
+    assert label is not None
+    table, image = spec.modality == "table", spec.modality == "image"
+    cands, wanted, columns = made.records, made.wanted, made.columns
+    if label not in cands:  # nothing made: a frame without columns
+        cands = cands.assign(**{label: pd.Series([], dtype="object")})
+    reasons = (checks.check_table(ctx, real, cands, columns, outside) if table
+               else checks.check_image(ctx, real, cands, outside) if image
+               else checks.check_text(ctx, real, cands, list(made.reasons), outside))
     cands["reason"] = reasons
     accepted_parts, taken = [], Counter[str]()
     for lab, n in wanted.items():
@@ -125,42 +160,40 @@ def synthesize(ctx: StageContext, real: pd.DataFrame) -> dict[str, Any]:
     accepted = (pd.concat(accepted_parts) if accepted_parts else cands.head(0)).drop(
         columns=["reason"])
     rejected = cands.loc[cands["reason"].notna()]
-    out = _combine(ctx, real, accepted, gen.name)
-    after = {str(k): int(v) for k, v in out[label].astype("string").value_counts()
-             .sort_index().items()}
-    n_syn = len(accepted)
-    if len(real) + n_syn != len(out) or len(cands) != n_syn + len(rejected):
-        raise ConservationError(f"synthesize {ctx.dataset}: {len(real)} real + {n_syn} "
-                                f"accepted != {len(out)} out, or {len(cands)} made != "
+    syn = synthetic(ctx, list(mark_real(real.head(0)).columns), accepted, made.generator)
+    n_syn, n_out = len(accepted), rows + len(accepted)
+    if len(cands) != n_syn + len(rejected):
+        raise ConservationError(f"synthesize {ctx.dataset}: {len(cands)} made != "
                                 f"{n_syn} accepted + {len(rejected)} rejected")
-    if n_syn > cap:
+    if n_syn > made.cap:
         raise ConservationError(f"synthesize {ctx.dataset}: {n_syn} synthetic records exceed "
-                                f"the cap of {cap} (max_share {cfg.max_share})")
+                                f"the cap of {made.cap} (max_share {cfg.max_share})")
     report: dict[str, Any] = {
-        "dataset": ctx.dataset, "run_id": ctx.run_id, "generator": gen.name,
-        "params": gen.params(), "seed": cfg.seed, "planned": wanted, "cap": cap,
+        "dataset": ctx.dataset, "run_id": ctx.run_id, "generator": made.generator,
+        "params": made.params, "seed": cfg.seed, "planned": wanted, "cap": made.cap,
         "made": len(cands), "accepted": n_syn,
         "rejected": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},
         "shortfall": {lab: n - taken[lab] for lab, n in wanted.items() if taken[lab] < n},
-        "balance": {"before": before, "after": after},
-        "share": round(n_syn / len(out), 4) if len(out) else 0.0,
+        "balance": {"before": before, "after": dict(sorted((
+            Counter(before) + Counter(label_counts(syn[label]))).items()))},
+        "share": round(n_syn / n_out, 4) if n_out else 0.0,
         "problems": made.problems[:EXAMPLES],
         "examples": _examples(accepted, rejected, spec.schema_.text_field, table),
     }
-    if hasattr(gen, "client"):
-        report["llm"] = gen.client.usage.summary()
+    if made.llm:
+        report["llm"] = made.llm
     if table and n_syn:
         report["fidelity"] = fidelity(real, accepted, columns)
     if n_syn and not image:
         report["utility"] = utility(real, accepted, spec.schema_.text_field, label,
                                     columns if table else None, cfg.seed)
-    report["counts"] = {"in": len(real), "kept": len(out), "synthetic": n_syn,
+    report["counts"] = {"in": rows, "kept": n_out, "synthetic": n_syn,
                         "made": len(cands), "rejected": len(rejected),
                         "rejected_reasons": report["rejected"], "share": report["share"]}
     if "seed_ids" in rejected:  # a side table: seeds as JSON text
         rejected = rejected.assign(seed_ids=rejected["seed_ids"].map(
             lambda s: json.dumps(list(s))))
-    return {"table": out, "rejected": rejected, "report": report}
+    return {"synthetic": syn, "rejected": rejected, "report": report}
 
 
 def _generator(ctx: StageContext, columns: list[str]) -> Any:
@@ -206,170 +239,21 @@ def _generator(ctx: StageContext, columns: list[str]) -> Any:
                                    cfg.llm.temperature)
 
 
-def _check_text(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> list[Any]:
-    """The reason each candidate is rejected, or None."""
-    from lifecycle.labels.labelcheck import text_classifier
-    from lifecycle.records import splits
-    from lifecycle.text import neardup
-    from lifecycle.text.textops import Normaliser, RecordFilter
-
-    spec, cfg = ctx.spec, ctx.spec.synthesize
-    text, label = spec.schema_.text_field, spec.schema_.label_field
-    reasons: list[Any] = [None] * len(cands)
-    if cands.empty:
-        return reasons
-    norm = Normaliser(spec.preprocess.normalise)
-    check = RecordFilter(spec.preprocess.filters)
-    cands[text] = [norm(t) if isinstance(t, str) else t for t in cands[text]]
-    for i, t in enumerate(cands[text]):
-        problem, _ = check.check_text(t)
-        if problem is not None:
-            reasons[i] = f"filter:{problem[0]}"
-    # privacy and duplicates, on MinHash signatures of real and candidate texts together
-    real_texts = ["" if not isinstance(t, str) else t for t in real[text]]
-    cand_texts = ["" if not isinstance(t, str) else t for t in cands[text]]
-    sig = splits.signatures(real_texts + cand_texts, cfg.seed)
-    n_real = len(real_texts)
-    close = 1 - cfg.accept.min_distance
-    near = spec.preprocess.near_dedup.threshold
-    found = neardup.cluster(sig, bands=32, threshold=min(close, near))
-    closest_real = np.zeros(len(cands))
-    twin_of = np.full(len(cands), -1)
-    for (a, b), sim in zip(found.pairs.tolist(), found.similarity.tolist(), strict=True):
-        a, b = min(a, b), max(a, b)
-        if b < n_real:
-            continue
-        if a < n_real:
-            closest_real[b - n_real] = max(closest_real[b - n_real], sim)
-        elif sim >= near:
-            twin_of[b - n_real] = a - n_real  # a later candidate near an earlier one
-    real_set = set(real_texts)
-    seen: set[str] = set()
-    for i, t in enumerate(cand_texts):
-        if reasons[i] is not None:
-            continue
-        if t in real_set or closest_real[i] > close:
-            reasons[i] = "too_close_to_real"
-        elif t in seen or (twin_of[i] >= 0 and reasons[twin_of[i]] is None):
-            reasons[i] = "duplicate"
-        seen.add(t)
-    # label kept under the annotation model, trained on the real records
-    live = [i for i, r in enumerate(reasons) if r is None]
-    labelled = real.loc[real[label].notna()]
-    if live and labelled[label].nunique() >= 2:
-        model = text_classifier(labelled[text].astype(str).tolist(), cfg.seed)
-        model.fit(labelled[text].astype(str).tolist(), labelled[label].astype(str).tolist())
-        _label_kept(model, [cand_texts[i] for i in live], live, cands[label], cfg, reasons)
-    return reasons
-
-
-def _label_kept(model: Any, features: Any, live: list[int], labels: pd.Series, cfg: Any,
-                reasons: list[Any]) -> None:
-    """Reject the candidates (rows ``live``) whose own label the fitted ``model`` gives a
-    probability below ``accept.keep_label``."""
-    probs = model.predict_proba(features)
-    col = {str(c): j for j, c in enumerate(model.classes_)}
-    for row, i in zip(probs, live, strict=True):
-        j = col.get(str(labels.iloc[i]))
-        if j is None or row[j] < cfg.accept.keep_label:
-            reasons[i] = "label_not_kept"
-
-
-def _check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
-                 columns: list[str]) -> list[Any]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import NearestNeighbors
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from lifecycle.text.textops import RecordFilter
-
-    spec, cfg = ctx.spec, ctx.spec.synthesize
-    label = spec.schema_.label_field
-    reasons: list[Any] = [None] * len(cands)
-    if cands.empty:
-        return reasons
-    check = RecordFilter(spec.preprocess.filters)
-    for i, rec in enumerate(cands[columns].to_dict(orient="records")):
-        problem = check.check_fields({str(k): v for k, v in rec.items()})
-        if problem is not None:
-            reasons[i] = f"filter:{problem[0]}"
-    base = real[columns].dropna().to_numpy(dtype=float)
-    scale = base.std(axis=0)
-    scale[scale == 0] = 1
-    nn = NearestNeighbors(n_neighbors=2).fit(base / scale)
-    own, _ = nn.kneighbors(base / scale)
-    floor = float(np.quantile(own[:, 1], cfg.accept.min_distance_quantile))
-    dist, _ = nn.kneighbors(cands[columns].to_numpy(dtype=float) / scale, n_neighbors=1)
-    seen: set[tuple[float, ...]] = set()
-    for i, row in enumerate(cands[columns].itertuples(index=False)):
-        if reasons[i] is not None:
-            continue
-        if dist[i, 0] <= floor:
-            reasons[i] = "too_close_to_real"
-        elif tuple(row) in seen:
-            reasons[i] = "duplicate"
-        seen.add(tuple(row))
-    live = [i for i, r in enumerate(reasons) if r is None]
-    usable = real.dropna(subset=[*columns, label])
-    if live and usable[label].nunique() >= 2:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        model.fit(usable[columns].to_numpy(dtype=float), usable[label].astype(str))
-        _label_kept(model, cands.loc[live, columns].to_numpy(dtype=float), live,
-                    cands[label], cfg, reasons)
-    return reasons
-
-
-def _check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> list[Any]:
-    """Per candidate image: None (accepted) or why not, first failure wins: the same bytes
-    as a real image, or as another candidate; within the near-duplicate distance of a real
-    image (the dataset's own dedup would merge it); its label not kept under a classifier on
-    image features trained on the real images."""
-    from lifecycle.labels import labelcheck
-    from lifecycle.media import features as imagefeatures
-    from lifecycle.media import images
-
-    n = len(cands)
-    reasons: list[Any] = [None] * n
-    if n == 0:
-        return reasons
-    label = ctx.spec.schema_.label_field
-    assert label is not None
-    real_sha = set(real["image_sha256"].astype(str))
-    seen: set[str] = set()
-    for i, sha in enumerate(cands["image_sha256"].astype(str).tolist()):
-        if sha in real_sha:
-            reasons[i] = "same_as_real"
-        elif sha in seen:
-            reasons[i] = "duplicate"
-        seen.add(sha)
-    distance = ctx.spec.preprocess.image.max_distance
-    if "phash" in real:
-        both = np.array([int(h, 16) for h in [*real["phash"], *cands["phash"]]],
-                        dtype=np.uint64)
-        pairs, _ = images.near_pairs(both, distance)
-        for a, b in pairs.tolist():
-            if a < len(real) <= b and reasons[b - len(real)] is None:
-                reasons[b - len(real)] = "too_close_to_real"
-    live = [i for i, r in enumerate(reasons) if r is None]
-    labelled = real.loc[real[label].notna()]
-    if live and labelled[label].nunique() >= 2:
-        model = labelcheck.feature_classifier(ctx.spec.synthesize.seed)
-        model.fit(imagefeatures.features(ctx, labelled["image"].astype(str).tolist()),
-                  labelled[label].astype(str).to_numpy())
-        feats = imagefeatures.features(ctx, [str(cands["image"].iat[i]) for i in live])
-        _label_kept(model, feats, live, cands[label], ctx.spec.synthesize, reasons)
-    return reasons
-
-
-def _combine(ctx: StageContext, real: pd.DataFrame, accepted: pd.DataFrame,
-             generator: str) -> pd.DataFrame:
-    """Real records marked real, accepted ones marked synthetic with their provenance."""
-    spec = ctx.spec
+def mark_real(real: pd.DataFrame) -> pd.DataFrame:
+    """Real records marked real: ``synthetic`` false, no generator, no seeds."""
     out_real = real.assign(synthetic=False, generator=None, generator_params=None)
-    out_real["seed_ids"] = pd.Series([[] for _ in range(len(real))], dtype="object")
+    out_real["seed_ids"] = pd.Series([[] for _ in range(len(real))], dtype="object",
+                                     index=out_real.index)
+    return out_real
+
+
+def synthetic(ctx: StageContext, columns: list[str], accepted: pd.DataFrame,
+              generator: str) -> pd.DataFrame:
+    """The accepted candidates as records of the stage's output (its ``columns``), marked
+    synthetic with their provenance."""
+    spec = ctx.spec
     if accepted.empty:
-        return out_real
+        return pd.DataFrame(columns=columns)
     syn = accepted.copy()
     key = spec.schema_.text_field if spec.schema_.text_field in syn else None
     syn["id"] = [hashlib.sha256(json.dumps(
@@ -384,10 +268,10 @@ def _combine(ctx: StageContext, real: pd.DataFrame, accepted: pd.DataFrame,
         syn["label_source"] = "synthetic"
         syn["label_confidence"] = 1.0
     syn["collected_at"] = ctx.now.isoformat()
-    for c in out_real.columns:
+    for c in columns:
         if c not in syn:
             syn[c] = None
-    return pd.concat([out_real, syn[list(out_real.columns)]], ignore_index=True)
+    return syn[columns]
 
 
 def fidelity(real: pd.DataFrame, syn: pd.DataFrame, columns: list[str]) -> dict[str, Any]:

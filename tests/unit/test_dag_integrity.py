@@ -59,6 +59,11 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
             assert "Mapped" in type(dag.get_task(mapped)).__name__
         assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
             "preprocess.apply", "preprocess.merge"}
+        # synthesis: per shard, the generator once, per shard again, then merge
+        for mapped in ("synthesize.mark", "synthesize.screen"):
+            assert "Mapped" in type(dag.get_task(mapped)).__name__
+        assert dag.get_task("synthesize.generate").downstream_task_ids == {
+            "synthesize.screen", "synthesize.merge"}
         assert loaded.spec.name in dag.tags
         assert loaded.spec.title in (dag.doc_md or "")
         assert dag.max_active_runs == 1

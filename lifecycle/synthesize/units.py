@@ -1,0 +1,62 @@
+"""What synthesis's parts hand each other (lifecycle.contract): the plan's shard units and
+the partial results of the mapped and global parts, as typed dicts (they cross task
+boundaries as XComs: they name objects in the work bucket and hold counts, never records)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from lifecycle.contract import Unit
+
+ShardRef = dict[str, Any]  # an object of a table: its key, rows, bytes and sha256
+
+
+class SynthUnit(Unit):
+    """One upstream shard; with ``passthrough`` (why) the stage copies nothing: its output
+    is a manifest that points at the upstream shards."""
+
+    bucket: str
+    shards: list[ShardRef]  # one shard, or none (nothing to read)
+    upstream: str  # the annotation manifest the shard comes from
+    passthrough: str  # "" when synthesis runs; else "disabled" or "incremental refresh"
+
+
+class Marked(TypedDict):
+    """One shard's real records marked ``synthetic = false``, its label counts and its
+    bottom-k sample per stratum (lifecycle/synthesize/sample.py)."""
+
+    index: int
+    passthrough: str  # the plan's: "" when synthesis runs
+    rows: int
+    per_label: dict[str, int]  # the shard's records per label (missing labels not counted)
+    shards: list[ShardRef]  # the marked records
+    sample: list[ShardRef]  # at most k records per stratum, with their sample keys
+
+
+class Generated(TypedDict):
+    """The candidates, made once from the merged sample (the generators' one random stream)."""
+
+    passthrough: str
+    rows: int  # real records, every shard
+    before: dict[str, int]  # real records per label, every shard
+    wanted: dict[str, int]  # synthetic records planned per label
+    cap: int
+    columns: list[str]  # the numeric columns the generator and the table checks use
+    generator: str
+    params: dict[str, Any]
+    problems: list[str]
+    llm: dict[str, Any]  # an LLM generator's usage, else empty
+    scale: list[float]  # tables: the sample's column scale and nearest-neighbour floor
+    floor: float
+    sample: list[ShardRef]  # the merged sample, in collection order
+    sampled: int  # its rows: == rows when every stratum is at most k (the whole table)
+    candidates: list[ShardRef]  # with ``_reason``: the filters' verdict (text), else null
+
+
+class Screened(TypedDict):
+    """Per candidate, why it is too close to one of the shard's records outside the sample
+    (null: it is not); none when the sample holds the whole shard."""
+
+    index: int
+    screened: list[ShardRef]
+    found: int

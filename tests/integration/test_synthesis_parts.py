@@ -1,0 +1,138 @@
+"""Synthesis as parts over shards (lifecycle/synthesize/parts.py) on real S3: below the
+sample size the output is, byte for byte, what the whole-table computation gives; above it
+the generator learns from the sample alone, and a candidate too close to a real record
+outside the sample is still rejected, by the per-shard screen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from granary.settings import Settings
+from lifecycle.annotate import stage as annotate
+from lifecycle.collect import stage as collect
+from lifecycle.context import StageContext, StageResult
+from lifecycle.contract import STAGE_DEFS
+from lifecycle.preprocess import stage as preprocess
+from lifecycle.records import shards
+from lifecycle.synthesize import generators
+from lifecycle.synthesize import stage as synthesize
+from lifecycle.versions.files import write_format
+from tests.integration.test_synthesis import SPEC
+from tests.stagectx import isolated, stage_context
+from tests.textdata import labelled
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(s3: Settings, tmp_path: Path) -> Settings:
+    s = isolated(s3, tmp_path)
+    df = labelled(400)[["text", "label"]]
+    df = df[(df["label"] == "neg") | (df.index % 8 == 1)]  # 200 neg, 50 pos
+    folder = tmp_path / "inbox" / "reviews"
+    folder.mkdir(parents=True)
+    df.to_csv(folder / "rows.csv", index=False)
+    return s
+
+
+def _annotated(env: Settings, spec: str, run_id: str) -> tuple[StageContext, StageResult]:
+    ctx = stage_context(env, spec, run_id, rows_per_shard=60)  # five shards of records
+    result = collect.run(ctx)
+    for stage in (preprocess, annotate):
+        result = stage.run(ctx, result)
+    return ctx, result
+
+
+def _table(ctx: StageContext, uri: str, table: str | None = None) -> pd.DataFrame:
+    return shards.read_table(ctx.store, shards.read_manifest(ctx.store, uri), table)
+
+
+def test_below_the_sample_size_the_parts_give_the_whole_table_result(
+        env: Settings, tmp_path: Path) -> None:
+    assert [p.name for p in STAGE_DEFS["synthesize"].parts] == [
+        "plan", "mark", "generate", "screen", "merge"]
+    ctx, ann = _annotated(env, SPEC, "run-p")
+    upstream = shards.read_manifest(ctx.store, ann.manifest_uri)
+    assert len(upstream["shards"]) == 5
+    syn = synthesize.run(ctx, ann)
+    whole = synthesize.synthesize(ctx, _table(ctx, ann.manifest_uri))
+    out = shards.read_manifest(ctx.store, syn.manifest_uri)
+    got = shards.read_table(ctx.store, out)
+    # the marked real shards, one per upstream shard, then the synthetic ones
+    made = syn.counts["synthetic"]
+    assert made > 0 and len(out["shards"]) == 5 + -(-made // 60)
+    assert [s["rows"] for s in out["shards"][:5]] == [s["rows"] for s in upstream["shards"]]
+    pd.testing.assert_frame_equal(got, whole["table"])
+    # what the single task wrote (the whole table cut into shards), read back as publishing
+    # reads it, gives the same release files (read back, a missing text is None or NaN
+    # depending on the shard it was in; both are written as null)
+    written = shards.write_table(ctx, "whole", whole["table"])
+    before = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket, "shards": written})
+    for fmt in ("parquet", "jsonl"):
+        mine, theirs = tmp_path / "parts", tmp_path / "whole"
+        mine.mkdir(exist_ok=True)
+        theirs.mkdir(exist_ok=True)
+        assert write_format(got, mine, fmt).read_bytes() == \
+            write_format(before, theirs, fmt).read_bytes(), fmt
+    assert shards.read_arrow(ctx.store, out).num_rows == len(whole["table"])
+    pd.testing.assert_frame_equal(_table(ctx, syn.manifest_uri, "rejected"),
+                                  whole["rejected"].reset_index(drop=True))
+    bucket, key = shards.parse_uri(syn.reports["synthesis_report"])
+    report = json.loads(ctx.store.get_bytes(bucket, key))
+    assert report.pop("sample") == {"per_label": 20_000, "records": 250, "of": 250}
+    assert report["counts"].pop("screened_outside_sample") == 0
+    assert json.dumps(report, sort_keys=True, default=str) == json.dumps(
+        whole["report"], sort_keys=True, default=str)
+    assert syn.counts["in"] == 250 and syn.counts["kept"] == 250 + syn.counts["synthetic"]
+
+
+class OutsideCopier:
+    """'Makes' records by copying real ones the stage did not give it (outside its sample):
+    what only the screens can see."""
+
+    name = "copier"
+
+    def __init__(self, every: pd.DataFrame) -> None:
+        self.every = every
+        self.given: list[str] = []
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def generate(self, real: pd.DataFrame, plan: dict[str, int],
+                 rng: np.random.Generator) -> generators.Made:
+        self.given = real["id"].tolist()
+        rest = self.every.loc[~self.every["id"].isin(self.given)]
+        rows = [{"text": r["text"] + "。", "label": lab, "seed_ids": [r["id"]],
+                 "generator_params": "{}"}
+                for lab, n in plan.items()
+                for _, r in rest.loc[rest["label"] == lab].head(n).iterrows()]
+        return generators.Made(pd.DataFrame(rows), [])
+
+
+def test_above_the_sample_size_the_screens_reject_copies_of_records_outside_it(
+        env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPEC.replace("  seed: 11\n", "  seed: 11\n  sample_per_label: 12\n")
+    ctx, ann = _annotated(env, spec, "run-q")
+    every = _table(ctx, ann.manifest_uri)
+    copier = OutsideCopier(every)
+    monkeypatch.setattr(synthesize, "_generator", lambda *a: copier)
+    syn = synthesize.run(ctx, ann)
+    # the generator saw 12 records of each label, in collection order
+    assert len(copier.given) == 24
+    order = every["id"].tolist()
+    assert [order.index(i) for i in copier.given] == sorted(order.index(i) for i in copier.given)
+    assert every.set_index("id").loc[copier.given, "label"].value_counts().to_dict() == {
+        "neg": 12, "pos": 12}
+    c = syn.counts
+    assert c["made"] > 0 and c["synthetic"] == 0
+    assert c["rejected_reasons"] == {"too_close_to_real": c["made"]}
+    assert c["screened_outside_sample"] == c["made"]
+    assert c["in"] == c["kept"] == 250  # conservation: nothing accepted, every real kept
+    assert len(_table(ctx, syn.manifest_uri)) == 250

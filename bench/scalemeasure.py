@@ -33,7 +33,7 @@ class Seen:
     last: float
     rss_mb: float = 0.0  # the task process alone
     tree_rss_mb: float = 0.0  # the task process and its descendants, summed
-    uss_mb: float = 0.0  # the task process's private pages (sampled less often)
+    uss_mb: float | None = None  # its private pages (sampled less often; None: never)
     cpu_s: float = 0.0  # the task process's own CPU, last seen
     parent_cpu0: float | None = None  # its parent's reaped-children CPU when first seen
     cpu_after_s: float | None = None  # from the parent's reaped-children CPU once it ended
@@ -126,7 +126,7 @@ class Sampler:
                 seen.tree_rss_mb = max(seen.tree_rss_mb, rss.get(p.pid, 0.0) + tree)
                 seen.cpu_s = max(seen.cpu_s, _own_cpu(p))
                 if with_uss:
-                    seen.uss_mb = max(seen.uss_mb, p.memory_full_info().uss / MB)
+                    seen.uss_mb = max(seen.uss_mb or 0.0, p.memory_full_info().uss / MB)
             except psutil.Error:
                 continue
         self._settle(now, live)
@@ -198,7 +198,8 @@ def per_task(tis: list[dict[str, Any]], accounts: list[dict[str, Any]],
         if s is not None:
             row["sampled"] = {"peak_rss_mb": round(s.rss_mb, 1),
                               "peak_tree_rss_mb": round(s.tree_rss_mb, 1),
-                              "peak_uss_mb": round(s.uss_mb, 1),
+                              "peak_uss_mb": round(s.uss_mb, 1) if s.uss_mb is not None
+                              else None,
                               "cpu_s_from_parent": s.cpu_after_s,
                               "seconds_seen": round(s.last - s.first, 2)}
         rows[key] = row

@@ -65,7 +65,8 @@ bench: install
 
 ## bench-scale: the whole lifecycle through Airflow (LocalExecutor, parallelism 2) at
 ## SCALE_RECORDS records, every task's peak memory and CPU (bench/scale.py, results in
-## bench/results/scale.json); not part of `make bench`: 1M records take about 15 minutes
+## bench/results/scale.json); not part of `make bench`: 1M records took 27 minutes on
+## two busy cores
 SCALE_RECORDS ?= 1000000
 SCALE_LABEL   ?= current
 bench-scale: install

@@ -219,22 +219,17 @@ def measure(n: int, timeout: float) -> dict[str, Any]:
 
 def save(result: dict[str, Any], label: str, note: str) -> dict[str, Any]:
     """Add the run to scale.json under ``label@records`` and recompute the checks between
-    a 1M and a 10M run of the same label."""
-    from bench.scalemeasure import scale_targets
+    runs of one label at N and 10N records (None until the larger one exists)."""
+    from bench.scalemeasure import scale_checks
 
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     runs = doc.get("runs", {})
     result = {"label": label, "note": note, **result}
     runs[f"{label}@{result['records']}"] = result
-    checks = {}
-    for key, small in runs.items():
-        large = runs.get(f"{small['label']}@{small['records'] * 10}")
-        if large is not None and small.get("state") == large.get("state") == "success":
-            checks[f"{key} -> {large['records']}"] = scale_targets(small, large)
     doc = {"benchmark": "scale", "updated": datetime.now(UTC).isoformat(),
            "targets": {"peak_rss_mb_per_task": 1536, "peak_spread_1m_to_10m": 0.2,
                        "time_ratio_10m_over_1m": 11.0, "records_lost": 0},
-           "runs": runs, "scale_checks": checks}
+           "runs": runs, "scale_checks": scale_checks(runs)}
     RESULTS.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return doc
 

@@ -294,3 +294,16 @@ def scale_targets(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any
             "every_task_peak_within_20pct": bool(spread) and all(
                 r <= 1 + SIZE_SPREAD for r in spread.values()),
             "wall_ratio": round(ratio, 3), "wall_within_11x": ratio <= TIME_RATIO}
+
+
+def scale_checks(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """The 1M -> 10M checks for every successful run whose label also has a successful run
+    at ten times its records (``label@records`` keys); None where that run is missing."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for key, small in sorted(runs.items()):
+        if small.get("state") != "success":
+            continue
+        large = runs.get(f"{small['label']}@{small['records'] * 10}")
+        ok = large is not None and large.get("state") == "success"
+        out[f"{key} -> {small['records'] * 10}"] = scale_targets(small, large) if ok else None
+    return out

@@ -171,3 +171,24 @@ def test_a_forked_childs_peak_rss_counts_what_it_inherited() -> None:
     os.waitpid(pid, 0)
     assert child_peak_kb >= 256 * 1024
     del held
+
+
+def test_the_size_checks_pair_runs_of_one_label_at_n_and_10n() -> None:
+    from bench.scalemeasure import scale_checks
+
+    small = {"label": "before", "state": "success",
+             **_run(1_000_000, 600.0, {"publish.release": 500.0})}
+    large = {"label": "before", "state": "success",
+             **_run(10_000_000, 6000.0, {"publish.release": 520.0})}
+    other = {"label": "after", "state": "success",
+             **_run(10_000_000, 100.0, {"publish.release": 1.0})}
+    checks = scale_checks({"before@1000000": small, "after@10000000": other})
+    assert checks == {"after@10000000 -> 100000000": None,
+                      "before@1000000 -> 10000000": None}
+    paired = scale_checks({"before@1000000": small, "before@10000000": large})
+    got = paired["before@1000000 -> 10000000"]
+    assert got is not None and got["every_task_peak_within_20pct"] is True
+    assert got["wall_within_11x"] is True
+    failed = {**large, "state": "failed"}
+    assert scale_checks({"before@1000000": small, "before@10000000": failed}) == {
+        "before@1000000 -> 10000000": None}

@@ -201,9 +201,14 @@ def _end(spec: Any) -> Any:
     @task(task_id="end", multiple_outputs=False,
           doc_md=f"The outcome of a run of {spec.title}, recorded in the catalog.")
     def end(**context: Any) -> dict[str, Any]:
+        from granary import usage
         from granary.runtime import end_run
 
-        return end_run(name, context["run_id"], dict(context["params"]))
+        usage.note_start()
+        try:
+            return end_run(name, context["run_id"], dict(context["params"]))
+        finally:
+            usage.record(context)  # only when a benchmark asks (GRANARY_TASK_USAGE_DIR)
 
     return end
 

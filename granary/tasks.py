@@ -27,9 +27,11 @@ def _as_airflow(fn: Any, name: str, context: dict[str, Any], stage: str | None =
         DownstreamTasksSkipped,
     )
 
+    from granary import usage
     from granary.runtime import StageSkipped, clear_failure, record_failure
     from lifecycle.errors import PermanentError
 
+    usage.note_start()
     try:
         result = fn()
         ti = context["ti"]
@@ -54,6 +56,8 @@ def _as_airflow(fn: Any, name: str, context: dict[str, Any], stage: str | None =
         with contextlib.suppress(AttributeError):
             e.granary_recorded = True  # type: ignore[attr-defined]
         raise
+    finally:
+        usage.record(context)  # only when a benchmark asks (GRANARY_TASK_USAGE_DIR)
 
 
 def _map_index(ti: Any) -> int:

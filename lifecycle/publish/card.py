@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from lifecycle.spec import DatasetSpec
+from lifecycle.versions import files as datafiles
 from lifecycle.versions.files import (
     FORMATS,
     LEGACY,
-    PART_ROWS,
     data_files,
     data_format,
     part_glob,
@@ -240,8 +240,9 @@ def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str)
     hf_format = {"jsonl": "json"}.get(fmt, fmt)
     return f"""## How to load
 
-The records are in `{pattern}`: files named `part-<n>`, at most {PART_ROWS:,} records each,
-which read in name order hold the records in the published order. After `dvc get` (below):
+The records are in `{pattern}`: files named `part-<n>`, at most {datafiles.PART_ROWS:,}
+records each, which read in name order hold the records in the published order. After
+`dvc get` (below):
 
 ```python
 import glob
@@ -302,8 +303,9 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
         distribution += [
             mlc.FileSet(ctx=ctx, id=f"{f}-parts", name=f"{f}-parts",
                         encoding_formats=[ENCODINGS[f]], includes=[part_glob(f)],
-                        description=f"The records as {f}, in parts of at most {PART_ROWS:,} "
-                                    "records; read in name order for the published order")
+                        description=f"The records as {f}, in parts of at most "
+                                    f"{datafiles.PART_ROWS:,} records; read in name order "
+                                    "for the published order")
             for f in FORMATS if data_files(files, f)]
         source = {"file_set": f"{fmt}-parts"}
     tars = sorted(n for n in files if n.startswith("images-") and n.endswith(".tar"))

@@ -1,5 +1,5 @@
 """The release folder: every file of a version. The data files in the release formats
-(lifecycle/versions/files.py: parts of at most ``PART_ROWS`` records under ``data/``) are
+(lifecycle/versions/files.py: parts of at most ``datafiles.PART_ROWS`` records under ``data/``) are
 placed in the registry by a server-side copy from where they were staged in the work bucket:
 by evaluation, which holds the final records, or else by publishing itself (image datasets,
 an older run's output, records compared again because another version was published since),
@@ -24,9 +24,9 @@ from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.publish import card, images
 from lifecycle.records import shards
+from lifecycle.versions import files as datafiles
 from lifecycle.versions.files import (
     FORMATS,
-    PART_ROWS,
     data_files,
     is_data_file,
     stage_files,
@@ -136,7 +136,7 @@ def drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
 def layout(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """How the records are cut into the data files: the rows per part and each format's
     parts in order (the manifest's ``layout``; docs/release.md)."""
-    return {"part_rows": PART_ROWS,
+    return {"part_rows": datafiles.PART_ROWS,
             "parts": {fmt: names for fmt in FORMATS if (names := data_files(files, fmt))}}
 
 

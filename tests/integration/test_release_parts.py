@@ -180,7 +180,7 @@ def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
 
     tracer = Tracer(catalog(s), object_store(s), DS, 2)
     position = 2 * small_parts + 7
-    trace = tracer.trace(tracer.ids()[position])
+    trace = tracer.trace(tracer.ids[position])
     [published] = [step for step in trace["path"] if step["stage"] == "publish"]
     assert (published["row"], published["file"], published["file_row"]) == (
         position, "data/parquet/part-00002.parquet", 7)

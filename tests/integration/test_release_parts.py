@@ -184,3 +184,77 @@ def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
     [published] = [step for step in trace["path"] if step["stage"] == "publish"]
     assert (published["row"], published["file"], published["file_row"]) == (
         position, "data/parquet/part-00002.parquet", 7)
+
+
+def test_a_version_published_as_one_file_still_reads(s3: Settings, tmp_path: Path) -> None:
+    """A registry holding a version of the layout before the parts (``data.parquet``,
+    ``data.jsonl``): the next version is compared with its records (the changelog), both
+    verify with their ledger link, and its file downloads, loads and is fetched by name as
+    before; the new version is in parts."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from granary.runtime import catalog, object_store, registry
+    from lifecycle.publish.release import content_hash_of
+    from lifecycle.records import shards
+    from lifecycle.versions import releases
+    from lifecycle.versions.records import version_records
+    from lifecycle.versions.verify import verify
+    from storage.catalog import Version
+    from storage.objectstore import sha256_file
+    from tests.graded import change_source, publish_run
+
+    s = graded_settings(s3, tmp_path)
+    store, reg = object_store(s), registry(s)
+    ctx = context(s, SPEC, "run-0")
+    records = evaluate.run(ctx, until_evaluate(ctx))
+    df = shards.read_table(store, shards.read_manifest(store, records.manifest_uri))
+    # v1 as the publisher before the parts wrote it: one file per format, and its manifest
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), old / "data.parquet")
+    df.to_json(old / "data.jsonl", orient="records", lines=True, force_ascii=False)
+    files = {n: {"sha256": sha256_file(old / n), "bytes": (old / n).stat().st_size}
+             for n in ("data.parquet", "data.jsonl")}
+    content = content_hash_of(files)
+    ledger = {"previous_version": None, "previous_manifest_sha256": None,
+              "previous_chain": None, "chain": hashlib.sha256(f":{content}".encode()).hexdigest()}
+    (old / "manifest.json").write_text(json.dumps(
+        {"dataset": DS, "row_count": len(df), "content_hash": content, "files": files,
+         "ledger": ledger}), encoding="utf-8")
+    published = reg.publish(DS, old, "run-0", "v1, one file per format", store=store)
+    bucket, prefix = reg.objects
+    releases.mirror(store, bucket, prefix, DS, 1, published.dvc_md5, s.bucket_releases)
+    catalog(s).add_version(Version(
+        dataset=DS, version=1, tag=published.tag, git_rev=published.git_rev,
+        dvc_md5=published.dvc_md5, content_hash=content, row_count=len(df), run_id="run-0",
+        files={**files, "manifest.json": {"sha256": sha256_file(old / "manifest.json"),
+                                          "bytes": (old / "manifest.json").stat().st_size,
+                                          "chain": ledger["chain"]}},
+        quality={"passed": True, "grade": "A", "score": 0.97, "dimensions": {}},
+        created_at=datetime.now(UTC)))
+    v1 = catalog(s).get_version(DS, 1)
+    assert v1 is not None
+
+    # its records read as before, by the readers that now also read parts
+    assert list(version_records(v1, store, bucket, prefix)["id"]) == list(df["id"])
+    assert "data_files=\"graded_reviews/data.parquet\"" in \
+        releases.load_code(v1, s.registry)["Hugging Face datasets"]
+    assert set(releases.download_links(v1, store, bucket, prefix)) == {
+        "data.parquet", "data.jsonl", "manifest.json"}
+    got = reg.fetch_file(DS, 1, "data.parquet", tmp_path / "v1.parquet")
+    assert sha256_file(got) == files["data.parquet"]["sha256"]
+
+    # the next version is compared with v1's records and published in parts
+    change_source(s)
+    assert publish_run(s, "run-1").counts["version"] == 2
+    v2 = catalog(s).get_version(DS, 2)
+    assert v2 is not None and "data/parquet/part-00000.parquet" in v2.files
+    change = json.loads(releases.read_file(v2, store, bucket, prefix, "changelog.json"))
+    assert (change["added"], change["removed"], change["relabelled"]) == (3, 5, 1)
+    checked = verify(DS, s.registry, store, bucket, prefix, catalog(s),
+                     releases_bucket=s.bucket_releases)
+    assert checked.ok and checked.versions == [1, 2], checked.findings

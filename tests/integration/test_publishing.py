@@ -277,7 +277,8 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     bucket, key = shards.parse_uri(entry["uri"])
     original = store.get_bytes(bucket, key)
     store.put_bytes(bucket, key, original[:-3] + b"}}\n")  # the same size, other bytes
-    with pytest.raises(PermanentError, match=r"\(data\.jsonl\) is not the file evaluation wrote"):
+    with pytest.raises(PermanentError,
+                       match=r"\(data/jsonl/part-00000\.jsonl\) is not the file evaluation wrote"):
         publish.run(ctx, up)
     assert [v.version for v in catalog(s).versions(DS)] == [1]
     assert registry(s).tags(DS) == {1: f"{DS}/v1"}

@@ -80,7 +80,9 @@ def test_release_folder_holds_the_version_and_is_its_lineage_name(
 
     # the same files, byte for byte, as `dvc get` of the tag returns (an independent reader)
     got = ctx.registry.fetch(DS, 1, s.home / "dvc-get")
-    on_disk = {p.name: p.read_bytes() for p in got.iterdir()}
+    on_disk = {p.relative_to(got).as_posix(): p.read_bytes() for p in got.rglob("*")
+               if p.is_file()}  # the data parts are in data/<format>/
+    assert "data/parquet/part-00000.parquet" in on_disk
     assert set(listed) == {f"{name.name}/{n}" for n in on_disk}
     for file, data in on_disk.items():
         assert ctx.store.get_bytes(s.bucket_releases, f"{name.name}/{file}") == data, file
@@ -178,11 +180,11 @@ class _Writes:
         return getattr(self._store, name)
 
     def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
-        self.writes.append(("copy", dst_key.rsplit("/", 1)[-1]))
+        self.writes.append(("copy", dst_key.split("/", 2)[-1]))  # <dataset>/v<N>/<file>
         self._store.copy(bucket, src_key, dst_bucket, dst_key)
 
     def delete(self, bucket: str, key: str) -> None:
-        self.writes.append(("delete", key.rsplit("/", 1)[-1]))
+        self.writes.append(("delete", key.split("/", 2)[-1]))
         self._store.delete(bucket, key)
 
 

@@ -247,8 +247,8 @@ records each, which read in name order hold the records in the published order. 
 ```python
 import glob
 import pandas as pd
-df = pd.concat([{read.format("p")} for p in sorted(glob.glob("{name}/{pattern}"))],
-               ignore_index=True)
+parts = sorted(glob.glob("{name}/{pattern}"))          # in the published order
+df = pd.concat([{read.format("p")} for p in parts], ignore_index=True)
 
 import duckdb
 duckdb.sql("SELECT * FROM {duck}('{name}/{pattern}')")
@@ -258,8 +258,8 @@ ds = load_dataset("{hf_format}", data_files="{name}/{pattern}", split="train")
 
 import dvc.api                                        # straight from the registry
 fs = dvc.api.DVCFileSystem("{registry}", rev="{name}/v{version}")
-df = pd.concat([{read.format('fs.open(p, "rb")')}
-                for p in sorted(fs.glob("datasets/{name}/{pattern}"))], ignore_index=True)
+parts = sorted(fs.glob("datasets/{name}/{pattern}"))
+df = pd.concat([{read.format('fs.open(p, "rb")')} for p in parts], ignore_index=True)
 ```
 
 ```sh

@@ -238,6 +238,8 @@ def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str)
             "csv": "pd.read_csv({})"}[fmt]
     duck = {"parquet": "read_parquet", "jsonl": "read_json", "csv": "read_csv"}[fmt]
     hf_format = {"jsonl": "json"}.get(fmt, fmt)
+    # the card's text for a reader to run, not a query made here
+    query = f"SELECT * FROM {duck}('{name}/{pattern}')"  # nosec B608
     return f"""## How to load
 
 The records are in `{pattern}`: files named `part-<n>`, at most {datafiles.PART_ROWS:,}
@@ -251,7 +253,7 @@ parts = sorted(glob.glob("{name}/{pattern}"))          # in the published order
 df = pd.concat([{read.format("p")} for p in parts], ignore_index=True)
 
 import duckdb
-duckdb.sql("SELECT * FROM {duck}('{name}/{pattern}')")
+duckdb.sql("{query}")
 
 from datasets import load_dataset                     # Hugging Face datasets
 ds = load_dataset("{hf_format}", data_files="{name}/{pattern}", split="train")

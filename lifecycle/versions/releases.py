@@ -205,6 +205,8 @@ def load_code(v: Version, registry_url: str) -> dict[str, str]:
     duck = {"parquet": "read_parquet", "jsonl": "read_json", "csv": "read_csv"}[fmt]
     hf_format = {"jsonl": "json"}.get(fmt, fmt)
     opened = reader.format('fs.open(p, "rb")')
+    # text for a reader to run, not a query made here
+    query = f"SELECT * FROM {duck}('{v.dataset}/{pattern}')"  # nosec B608
     names = sorted(v.quality.get("splits") or {})  # split -> records
     hf_split = ("\nsplits = {s: ds.filter(lambda r, s=s: r[\"split\"] == s)\n"
                 f"          for s in {tuple(names)!r}}}" if names else "")
@@ -218,7 +220,7 @@ def load_code(v: Version, registry_url: str) -> dict[str, str]:
             "               ignore_index=True)"),
         "DuckDB": (
             f"# {get}\nimport duckdb\n\n"
-            f"duckdb.sql(\"SELECT * FROM {duck}('{v.dataset}/{pattern}')\")"),
+            f"duckdb.sql(\"{query}\")"),
         "Hugging Face datasets": (
             f"# {get}\n"
             "from datasets import load_dataset\n\n"

@@ -40,8 +40,9 @@ with DAG(
         latest = inlet_events[release][-1]  # the newest "new version" event
         version = int(latest.extra["version"])
         with tempfile.TemporaryDirectory() as tmp:
-            path = registry(load_settings()).fetch_file(DATASET, version, "data.parquet",
-                                                        Path(tmp) / "data.parquet")
+            # the version's Parquet parts, one folder (docs/release.md)
+            path = registry(load_settings()).fetch_file(DATASET, version, "data/parquet",
+                                                        Path(tmp) / "parquet")
             rows = len(pd.read_parquet(path))
         print(f"received {DATASET} v{version} ({latest.extra.get('tag')}): {rows} records, "
               f"grade {latest.extra.get('grade')}")

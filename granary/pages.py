@@ -64,6 +64,7 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, finalize
                    undefined=StrictUndefined, extensions=[_OneLine], keep_trailing_newline=True,
                    auto_reload=False)
 _env.filters["q"] = lambda s: quote(str(s), safe="")  # one path segment
+_env.filters["qpath"] = lambda s: quote(str(s), safe="/")  # a path: a release's file
 _env.filters["joined"] = lambda values, sep: sep.join(str(v) for v in values)  # escaped whole
 _env.filters["minute"] = _minute
 _env.globals["grade"] = grade

@@ -56,8 +56,9 @@ def version_json(v: Version, latest: Version | None, base: str,
         # with why (lifecycle/publish/reachable.py); null for versions published before them
         "accessibility": v.quality.get("accessibility"),
         "files": [{"name": name, "sha256": meta.get("sha256"), "bytes": meta.get("bytes"),
+                   **({"rows": meta["rows"]} if "rows" in meta else {}),  # a data part
                    "download": f"{base}/datasets/{d}/versions/{v.version}/files/"
-                               f"{quote(name, safe='')}"}
+                               f"{quote(name, safe='/')}"}
                   for name, meta in sorted(v.files.items())],
         "load": releases.load_code(v, registry_url),
         "links": {"page": f"{base}/datasets/{d}/versions/{v.version}",
@@ -97,7 +98,7 @@ def download_response(v: Version, name: str, s: Settings) -> Response:
         key = releases.object_keys(v, store, bucket, prefix)[name]
         meta = v.files.get(name, {})
         headers["Content-Disposition"] = \
-            f'attachment; filename="{v.dataset}-v{v.version}-{name}"'
+            f'attachment; filename="{releases.download_name(v, name)}"'
         if meta.get("bytes"):
             headers["Content-Length"] = str(int(meta["bytes"]))
         return StreamingResponse(store.stream(bucket, key), headers=headers,
@@ -133,7 +134,7 @@ def build_router(catalog: Callable[[], Catalog], settings: Callable[[], Settings
         v = version_or_404(dataset, n)
         return version_json(v, catalog().latest(dataset), base(request), settings().registry)
 
-    @router.get("/datasets/{dataset}/versions/{n}/files/{name}",
+    @router.get("/datasets/{dataset}/versions/{n}/files/{name:path}",
                 response_class=RedirectResponse, status_code=307)
     def download(dataset: str, n: int, name: str) -> Response:
         """Redirect to a short-lived presigned link of the file in the registry bucket, or

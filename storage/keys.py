@@ -10,6 +10,7 @@ Layout (bucket: key):
             ``<dataset>/<run id>/<stage>/<report>``, ``<folder>/...``   reports, Data Docs
 - releases: ``<dataset>/v<N>/<file>``                              every file of a published
                                                                       version, as plain objects
+            (``<file>`` may be in a folder: ``data/parquet/part-00000.parquet``)
 - tmp:      ``_tmp/<token>/<final key>``                            write-then-promote
 """
 
@@ -89,9 +90,20 @@ def release_prefix(dataset: str, version: int) -> str:
     return f"{segment(dataset, 'dataset')}/v{version}"
 
 
+def release_file(name: str) -> str:
+    """Validate the name of a file of a release, relative to its folder: plain segments
+    joined by '/' (``manifest.json``, ``data/parquet/part-00000.parquet``)."""
+    if not name or name.startswith("/") or name.endswith("/"):
+        raise KeyError_(f"file {name!r} is not a relative path of plain names")
+    for part in name.split("/"):
+        segment(part, f"file {name!r}: segment")
+    return name
+
+
 def release_key(dataset: str, version: int, name: str) -> str:
-    """One file of a published version in the releases bucket (``<dataset>/v<N>/<file>``)."""
-    return f"{release_prefix(dataset, version)}/{segment(name, 'file')}"
+    """One file of a published version in the releases bucket (``<dataset>/v<N>/<file>``;
+    the data parts are in subfolders, ``<dataset>/v<N>/data/parquet/part-00000.parquet``)."""
+    return f"{release_prefix(dataset, version)}/{release_file(name)}"
 
 
 def dvc_object_key(prefix: str, md5: str) -> str:

@@ -349,16 +349,19 @@ class DvcRegistry:
 
     def fetch_file(self, dataset: str, version: int, name: str, dest: Path,
                    timeout: float | None = None) -> Path:
-        """One file of a version (``dvc get`` of ``datasets/<name>/<file>``); ``timeout``
-        (seconds) stops the process (:class:`RegistryTimeout`)."""
+        """One file (or folder: ``data/parquet``) of a version (``dvc get`` of
+        ``datasets/<name>/<file>``); ``timeout`` (seconds) stops the process
+        (:class:`RegistryTimeout`)."""
         tag = keys.registry_tag(dataset, version)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="granary-get-") as tmp:
             self._run([sys.executable, "-m", "dvc", "get", self.url,
-                       f"{keys.registry_path(dataset)}/{keys.segment(name, 'file')}",
+                       f"{keys.registry_path(dataset)}/{keys.release_file(name)}",
                        "--rev", tag, "-o", str(dest)], Path(tmp), f"dvc get {tag} {name}",
                       timeout=timeout)
-        count_read(dest.stat().st_size, f"dvc get {tag} {name}")  # from the S3 remote
+        size = (sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if dest.is_dir()
+                else dest.stat().st_size)
+        count_read(size, f"dvc get {tag} {name}")  # from the S3 remote
         return dest
 
 

@@ -7,10 +7,12 @@ settings and key layout:
 
 - **records**: for every version tag in the registry, the tag's ``datasets/<name>.dvc`` (``git
   show`` in a bare clone of the registry), the folder's DVC listing (``<md5>.dir``) and the
-  data file it names (``data.parquet``, else ``data.jsonl``), fetched from the registry bucket
-  with the minio SDK and read with pyarrow: ``{record id: sha256 of its content columns}``.
-  A record id seen twice in one version is counted as a duplicate.
-- **release folders**: the same data file in the releases bucket (``<dataset>/v<N>/``), whose
+  data files it names (the Parquet parts ``data/parquet/part-<n>.parquet`` in order, else the
+  JSON Lines ones; a version published before the parts: ``data.parquet``, else
+  ``data.jsonl``), fetched from the registry bucket with the minio SDK and read with pyarrow:
+  ``{record id: sha256 of its content columns}``. A record id seen twice in one version is
+  counted as a duplicate.
+- **release folders**: the same data files in the releases bucket (``<dataset>/v<N>/``), whose
   bytes must equal the registry's (a consumer may read either).
 - **raw objects**: the raw bucket's listing under ``<dataset>/`` with every object version
   (the bucket is versioned), as ``{<source>/<sha256>.<ext>: ETag}`` and how many versions
@@ -47,9 +49,12 @@ import re
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import yaml
@@ -64,7 +69,51 @@ RUN_SPECIFIC = frozenset({"collected_at", "raw_version"})
 # columns naming the raw object by bucket and ingest date: compared by the object's own name
 # (<sha256>.<ext>, its content), as the raw objects themselves are
 RAW_URI = frozenset({"source_uri"})
-DATA_FILES = ("data.parquet", "data.jsonl")
+# a release's data files, written out here rather than taken from lifecycle/versions/files.py:
+# parts in a folder per format, or (versions published before the parts) one file per format
+PART = re.compile(r"^data/(parquet|jsonl)/part-(\d{5,})\.\1$")
+LEGACY = {"parquet": "data.parquet", "jsonl": "data.jsonl"}
+
+
+def data_names(names: Iterable[str], fmt: str | None = None) -> tuple[str, list[str]] | None:
+    """The format and the data files of a release holding ``names``, in the order that reads
+    its records in order: Parquet when it has it (or ``fmt``), else JSON Lines."""
+    held = list(names)
+    for f in (fmt,) if fmt else ("parquet", "jsonl"):
+        parts = sorted((int(m.group(2)), n) for n in held
+                       if (m := PART.match(n)) and m.group(1) == f)
+        if parts:
+            return f, [n for _, n in parts]
+        if LEGACY[f] in held:
+            return f, [LEGACY[f]]
+    return None
+
+
+def release_files(folder: Path, fmt: str = "parquet") -> list[Path]:
+    """The data files of format ``fmt`` of a release fetched into ``folder``, in order."""
+    found = data_names((p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                        if p.is_file()), fmt)
+    if found is None:
+        raise AssertionError(f"{folder} holds no {fmt} data file")
+    return [folder / n for n in found[1]]
+
+
+def read_release(folder: Path, fmt: str = "parquet") -> pd.DataFrame:
+    """The records of a release fetched into ``folder`` (its Parquet parts, in order), as
+    pandas reads them."""
+    frames = [pd.read_parquet(p) if fmt == "parquet" else
+              pd.read_json(p, lines=True, dtype=False) for p in release_files(folder, fmt)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _table(data: bytes | list[bytes], name: str) -> pa.Table:
+    """The records of a data file, or of the parts of one format concatenated in order
+    (``name``'s suffix names the format)."""
+    parts = [data] if isinstance(data, bytes) else list(data)
+    tables = [pq.read_table(io.BytesIO(d)) if name.endswith(".parquet")
+              else pajson.read_json(io.BytesIO(d)) for d in parts]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(
+        tables, promote_options="permissive")
 
 
 @dataclass
@@ -147,11 +196,10 @@ def _dvc_object(prefix: str, md5: str) -> str:
     return f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}".lstrip("/")
 
 
-def record_hashes(data: bytes, name: str) -> tuple[dict[str, str], int]:
-    """``{id: sha256 of the content columns}`` of a release data file, and how many ids
-    occur more than once."""
-    table = (pq.read_table(io.BytesIO(data)) if name.endswith(".parquet")
-             else pajson.read_json(io.BytesIO(data)))
+def record_hashes(data: bytes | list[bytes], name: str) -> tuple[dict[str, str], int]:
+    """``{id: sha256 of the content columns}`` of a release data file (or of its parts, in
+    order), and how many ids occur more than once."""
+    table = _table(data, name)
     columns = sorted(c for c in table.column_names if c not in RUN_SPECIFIC)
     rows = table.select(columns).to_pylist()
     out: dict[str, str] = {}
@@ -205,14 +253,18 @@ def read_outcome(s: Settings, dataset: str) -> Outcome:
                 out.registry_files[version] = {
                     n: hashlib.sha256(_get(client, bucket, _dvc_object(prefix, m))
                                       or b"").hexdigest() for n, m in files.items()}
-                name = next((n for n in DATA_FILES if n in files), None)
-                data = _get(client, bucket, _dvc_object(prefix, files[name])) if name else None
-                if data is None or name is None:
+                found = data_names(files)
+                data = ([_get(client, bucket, _dvc_object(prefix, files[n])) for n in found[1]]
+                        if found else [])
+                if found is None or any(d is None for d in data):
                     out.records[version] = {}
                     continue
-                out.records[version], out.duplicates[version] = record_hashes(data, name)
-                mirrored = _get(client, s.bucket_releases, f"{dataset}/v{version}/{name}")
-                if mirrored != data:
+                held = [d for d in data if d is not None]
+                out.records[version], out.duplicates[version] = record_hashes(
+                    held, found[1][0])
+                mirrored = [_get(client, s.bucket_releases, f"{dataset}/v{version}/{n}")
+                            for n in found[1]]
+                if mirrored != held:
                     out.mirror_differs.append(version)
     if client.bucket_exists(s.bucket_raw):
         for o in client.list_objects(s.bucket_raw, prefix=f"{dataset}/", recursive=True,
@@ -273,18 +325,17 @@ def lost_records(baseline: Outcome, resumed: Outcome) -> int:
     return compare(baseline, resumed).lost
 
 
-__all__ = ["Comparison", "Outcome", "compare", "lost_records", "read_outcome",
-           "record_hashes", "registry_tags", "RUN_SPECIFIC"]
+__all__ = ["Comparison", "Outcome", "compare", "data_names", "lost_records", "read_outcome",
+           "read_release", "record_hashes", "registry_tags", "release_files", "RUN_SPECIFIC"]
 
 
-def content_fingerprint(data: bytes, name: str) -> dict[str, object]:
-    """A release data file's content as a few digests: the record count, and per column the
-    sha256 of its values in id order (run-specific columns left out, an ``s3://`` URI cut to
-    the object's name, as :func:`record_hashes` cuts ``source_uri``). Two files with equal
-    fingerprints hold the same ids, texts, labels, splits and provenance; a differing column is
-    named."""
-    table = (pq.read_table(io.BytesIO(data)) if name.endswith(".parquet")
-             else pajson.read_json(io.BytesIO(data)))
+def content_fingerprint(data: bytes | list[bytes], name: str) -> dict[str, object]:
+    """A release data file's content (or that of its parts concatenated in order) as a few
+    digests: the record count, and per column the sha256 of its values in id order
+    (run-specific columns left out, an ``s3://`` URI cut to the object's name, as
+    :func:`record_hashes` cuts ``source_uri``). Two files with equal fingerprints hold the
+    same ids, texts, labels, splits and provenance; a differing column is named."""
+    table = _table(data, name)
     rows = sorted(table.to_pylist(), key=lambda r: str(r["id"]))
     columns: dict[str, str] = {}
     for column in sorted(set(table.column_names) - RUN_SPECIFIC):
@@ -300,8 +351,8 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = "GRANARY_TEST_UPDATE_GOLDEN"
 
 
-def check_golden(data: bytes, name: str, golden: str) -> None:
-    """The release file's :func:`content_fingerprint` equals the one kept in
+def check_golden(data: bytes | list[bytes], name: str, golden: str) -> None:
+    """The release file's (or its parts') :func:`content_fingerprint` equals the one kept in
     ``tests/golden/<golden>.json``: the published records of the sample datasets do not change
     unnoticed when code is reorganised. A change of behaviour that is meant regenerates the
     file (``GRANARY_TEST_UPDATE_GOLDEN=1`` and the test again); its diff shows which columns

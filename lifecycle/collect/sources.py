@@ -27,6 +27,7 @@ from lifecycle.collect.payload import Payload
 from lifecycle.errors import SourceError, SourceUnreachable
 from lifecycle.records.shards import to_python
 from lifecycle.spec import DatasetSource, FilesSource, HttpSource, S3Source, SqlSource
+from lifecycle.versions.files import data_files
 from lineage.naming import release_folder
 from storage.objectstore import ObjectStore
 
@@ -269,28 +270,34 @@ class DatasetConnector:
             raise SourceError(f"source {src.name!r}: dataset {src.dataset!r} has no published "
                               f"version {src.version}; publish it first (its DAG is "
                               f"granary_{src.dataset})")
-        if src.file not in found.files:
-            raise SourceError(f"source {src.name!r}: {found.ref} has no file {src.file!r}; it "
-                              f"has {sorted(found.files)}")
+        fmt = src.file.removeprefix("data.")
+        names = data_files(found.files, fmt)
+        if not names:
+            raise SourceError(f"source {src.name!r}: {found.ref} has no {fmt} data file; it "
+                              f"has {sorted(found.files)} (set the source's file to a format "
+                              "the release holds)")
         if found.deprecated is not None:
             log.warning("source %s: %s is deprecated: %s", src.name, found.ref,
                         found.deprecated.get("reason", ""))
-        return [[{"version": found.version, "tag": found.tag}]]
+        return [[{"version": found.version, "tag": found.tag, "files": names}]]
 
     def fetch(self, items: list[Any], tmp: Path) -> Iterator[Payload]:
         src = self.source
         for item in items:
-            name = f"{src.dataset}@v{item['version']}/{src.file}"
-            local = self.registry.fetch_file(src.dataset, int(item["version"]), src.file,
-                                             tmp / f"dataset-{item['version']}-{src.file}")
             self.updates["version"] = item["version"]
-            # where the file is a plain object: the version's release folder
-            folder = release_folder(str(self.releases_bucket), src.dataset,
-                                    int(item["version"]))
-            yield Payload(name, local, _ext(src.file), _ext(src.file).split(".")[-1],
-                          f"{folder.uri}/{src.file}", "",
-                          {"dataset": src.dataset, "version": item["version"],
-                           "tag": item["tag"]})
+            # every part of the format, in order (an older version: its one file)
+            for file in item["files"]:
+                name = f"{src.dataset}@v{item['version']}/{file}"
+                local = self.registry.fetch_file(
+                    src.dataset, int(item["version"]), file,
+                    tmp / f"dataset-{item['version']}-{file.replace('/', '-')}")
+                # where the file is a plain object: the version's release folder
+                folder = release_folder(str(self.releases_bucket), src.dataset,
+                                        int(item["version"]))
+                yield Payload(name, local, _ext(file), _ext(file).split(".")[-1],
+                              f"{folder.uri}/{file}", "",
+                              {"dataset": src.dataset, "version": item["version"],
+                               "tag": item["tag"]})
 
 
 Connector = FilesConnector | S3Connector | HttpConnector | SqlConnector | DatasetConnector

@@ -262,7 +262,9 @@ class DatasetSource(_SourceBase):
     dataset: Annotated[str, Field(pattern=NAME_RE)]
     version: int | Literal["latest"] = Field(default="latest",
                                              description="a version number, or latest")
-    file: str = Field(default="data.parquet", description="which file of the release")
+    file: Literal["parquet", "jsonl", "csv", "data.parquet", "data.jsonl", "data.csv"] = Field(
+        default="parquet", description="which format of the release's data files to read: "
+        "every part of it (an older version's one file); data.<format> is the same")
 
     def describe(self) -> str:
         return f"dataset `{self.dataset}` ({self.version})"

@@ -4,9 +4,9 @@ splits assigned, or a refresh's candidate), the release's data files staged for 
 evaluation in the catalog.
 
 The release's data files are written while the label check finishes, unless the gate has
-failed already, and dropped again if the grade then fails it; the release's Parquet file is
-also the stage's records (one shard), written once. Images are not staged: publishing packs
-the images.
+failed already, and dropped again if the grade then fails it; the release's Parquet parts are
+also the stage's records (part ``i`` is shard ``i``), written once. Images are not staged:
+publishing packs the images.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lifecycle.evaluate.candidate import Candidate
 from lifecycle.evaluate.grade import Grade
 from lifecycle.evaluate.validate import Validation
 from lifecycle.records import shards
-from lifecycle.versions.files import stage_files
+from lifecycle.versions.files import data_files, stage_files
 from lineage.facets import DatasetIO
 from storage import keys
 from storage.faults import fault_point
@@ -48,14 +48,13 @@ def write_records(ctx: StageContext, cand: Candidate, checked: Validation, publi
     # the records changed (splits assigned, or a refresh's candidate): write them
     rewrite = bool(cand.split_info.get("ratios") or cand.refresh is not None)
     staged = None
-    # the release's Parquet file is also the stage's records (one shard), written once
-    records_key = keys.shard_key(ctx.dataset, ctx.run_id, STAGE, 0) if rewrite else None
+    # the release's Parquet parts are also the stage's records (its shards), written once
     if (publishing and spec.modality != "image" and not checked.blocking
             and not checked.drift_blocks):
-        staged = stage_files(ctx, STAGE, df, records_key=records_key)
+        staged = stage_files(ctx, STAGE, df, as_records=rewrite)
         fault_point("evaluate.release_staged")  # the release's files, nothing claims them
-    records = ((_release_records(staged, records_key, len(df))
-                or shards.write_table(ctx, STAGE, df)) if rewrite else [])
+    records = ((_release_records(ctx, staged) or shards.write_table(ctx, STAGE, df))
+               if rewrite else [])
     lap("records_and_release_files")
     return Records(rewrite, staged, records)
 
@@ -95,12 +94,12 @@ def finish(ctx: StageContext, upstream: StageResult, cand: Candidate, checked: V
 
 
 def _drop(ctx: StageContext, written: Records) -> None:
-    """The staged data files of a grade that failed the gate, but for the Parquet file that
-    is the stage's records too."""
+    """The staged data files of a grade that failed the gate, but for the Parquet parts that
+    are the stage's records too."""
     from storage.objectstore import StorageError
 
     assert written.staged is not None
-    kept = {s["key"] for s in written.shards}  # the Parquet file is the records too
+    kept = {s["key"] for s in written.shards}  # the Parquet parts are the records too
     for entry in written.staged["files"].values():
         if shards.parse_uri(entry["uri"])[1] in kept:
             continue
@@ -110,13 +109,16 @@ def _drop(ctx: StageContext, written: Records) -> None:
             log.warning("evaluate: could not remove the staged %s: %s", entry["uri"], e)
 
 
-def _release_records(staged: dict[str, Any] | None, records_key: str | None,
-                     rows: int) -> list[dict[str, Any]]:
-    """The stage's records as the one shard the release's Parquet file is, when
-    stage_files wrote it at ``records_key``; [] otherwise (the records are written apart:
-    the spec publishes no Parquet file, or nothing was staged)."""
-    entry = (staged or {}).get("files", {}).get("data.parquet")
-    if entry is None or records_key is None or shards.parse_uri(entry["uri"])[1] != records_key:
-        return []
-    return [{"key": records_key, "rows": rows, "bytes": int(entry["bytes"]),
-             "sha256": entry["sha256"]}]
+def _release_records(ctx: StageContext, staged: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The stage's records as the shards the release's Parquet parts are, when stage_files
+    wrote them at the stage's shard keys; [] otherwise (the records are written apart: the
+    spec publishes no Parquet file, or nothing was staged)."""
+    files = (staged or {}).get("files", {})
+    out = []
+    for index, name in enumerate(data_files(files, "parquet")):
+        entry, key = files[name], keys.shard_key(ctx.dataset, ctx.run_id, STAGE, index)
+        if shards.parse_uri(entry["uri"])[1] != key:
+            return []
+        out.append({"key": key, "rows": int(entry["rows"]), "bytes": int(entry["bytes"]),
+                    "sha256": entry["sha256"]})
+    return out

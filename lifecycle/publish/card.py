@@ -14,6 +14,14 @@ from typing import Any
 import yaml
 
 from lifecycle.spec import DatasetSpec
+from lifecycle.versions import files as datafiles
+from lifecycle.versions.files import (
+    FORMATS,
+    LEGACY,
+    data_files,
+    data_format,
+    part_glob,
+)
 
 # task -> Hugging Face task category (the spec's task is free text)
 TASK_CATEGORIES = {"sentiment-classification": "text-classification",
@@ -74,20 +82,22 @@ def _annotation_section(spec: DatasetSpec, counts: dict[str, Any], q: dict[str, 
     return "\n\n".join(lines)
 
 
-DATA_FILES = ("data.parquet", "data.jsonl", "data.csv")  # the preferred first
-
-
-def data_file(files: Any) -> str:
-    """The data file a consumer reads of a release holding ``files`` (names): Parquet when the
-    release has it, else JSON lines, else CSV (the spec's ``publish.formats`` decide which
-    the release holds)."""
-    return next((n for n in DATA_FILES if n in files), "data.parquet")
+def data_pattern(files: Any) -> tuple[str, str]:
+    """The format a consumer reads of a release holding ``files`` (names) and what names its
+    data: the parts' glob (``data/parquet/*.parquet``), or an older version's one file
+    (``data.parquet``). Parquet when the release has it, else JSON Lines, else CSV (the
+    spec's ``publish.formats`` decide which the release holds)."""
+    names = list(files)
+    fmt = data_format(names) or "parquet"
+    found = data_files(names, fmt)
+    return fmt, (found[0] if found == [LEGACY[fmt]] else part_glob(fmt))
 
 
 def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str],
-                  files: Any = ("data.parquet",)) -> dict[str, Any]:
-    """The card's YAML front matter; its configs name the data file the release holds
-    (``files``: the release's file names)."""
+                  files: Any = ()) -> dict[str, Any]:
+    """The card's YAML front matter; its configs name the data files the release holds
+    (``files``: the release's file names): Hugging Face's loader reads every part of the
+    format as the one split ``train``; the records' own split is their ``split`` column."""
     creators = {"source": "found", "rules": "machine-generated", "model": "machine-generated",
                 "people": "expert-generated"}
     return {
@@ -101,7 +111,7 @@ def _front_matter(spec: DatasetSpec, rows: int, annotated_by: list[str],
                                         for a in annotated_by}) or ["no-annotation"],
         "source_datasets": ["original"],
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": data_file(files)}]}],
+                     "data_files": [{"split": "train", "path": data_pattern(files)[1]}]}],
     }
 
 
@@ -111,10 +121,9 @@ def card(spec: DatasetSpec, release: dict[str, Any], report: dict[str, Any],
     rows = int(release["row_count"])
     label = spec.schema_.label_field
     annotated_by = sorted(stages.get("annotate", {}).get("label_sources") or {"source": 1})
-    data = data_file(release.get("files") or ())
-    front = yaml.safe_dump(_front_matter(spec, rows, annotated_by, release.get("files") or
-                                         ("data.parquet",)), allow_unicode=True,
-                           sort_keys=False)
+    fmt, pattern = data_pattern(release.get("files") or ())
+    front = yaml.safe_dump(_front_matter(spec, rows, annotated_by, release.get("files") or ()),
+                           allow_unicode=True, sort_keys=False)
     version, name = release["version"], spec.name
     q = report or {}
     dims = q.get("dimensions", {})
@@ -178,7 +187,7 @@ Splits: {split_line}. The full report is `quality.html` / `quality.json` in this
 
 {_history(version, change)}
 
-""" + _how_to_load(name, data, version, registry)
+""" + _how_to_load(name, fmt, pattern, version, registry)
 
 
 def _sources(spec: DatasetSpec) -> str:
@@ -222,25 +231,37 @@ def _limitations(dims: dict[str, float], q: dict[str, Any]) -> list[str]:
     return limitations
 
 
-def _how_to_load(name: str, data: str, version: Any, registry: str) -> str:
-    """The card's last section: the data file read with pandas, Hugging Face datasets and
-    dvc.api, and the release got with ``dvc get``."""
-    reader, reader_args, hf_format = {"data.jsonl": ("pd.read_json", ", lines=True", "json"),
-                                      "data.csv": ("pd.read_csv", "", "csv")}.get(
-        data, ("pd.read_parquet", "", "parquet"))
+def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str) -> str:
+    """The card's last section: the data files (``pattern``, in format ``fmt``) read with
+    pandas, DuckDB, Hugging Face datasets and dvc.api, and the release got with ``dvc get``."""
+    read = {"parquet": "pd.read_parquet({})", "jsonl": "pd.read_json({}, lines=True)",
+            "csv": "pd.read_csv({})"}[fmt]
+    duck = {"parquet": "read_parquet", "jsonl": "read_json", "csv": "read_csv"}[fmt]
+    hf_format = {"jsonl": "json"}.get(fmt, fmt)
+    # the card's text for a reader to run, not a query made here
+    query = f"SELECT * FROM {duck}('{name}/{pattern}')"  # nosec B608
     return f"""## How to load
 
+The records are in `{pattern}`: files named `part-<n>`, at most {datafiles.PART_ROWS:,}
+records each, which read in name order hold the records in the published order. After
+`dvc get` (below):
+
 ```python
-import pandas as pd                                   # after `dvc get` (below)
-df = {reader}("{name}/{data}"{reader_args})
+import glob
+import pandas as pd
+parts = sorted(glob.glob("{name}/{pattern}"))          # in the published order
+df = pd.concat([{read.format("p")} for p in parts], ignore_index=True)
+
+import duckdb
+duckdb.sql("{query}")
 
 from datasets import load_dataset                     # Hugging Face datasets
-ds = load_dataset("{hf_format}", data_files="{name}/{data}")
+ds = load_dataset("{hf_format}", data_files="{name}/{pattern}", split="train")
 
 import dvc.api                                        # straight from the registry
-with dvc.api.open("datasets/{name}/{data}", repo="{registry}",
-                  rev="{name}/v{version}", mode="rb") as fh:
-    df = {reader}(fh{reader_args})
+fs = dvc.api.DVCFileSystem("{registry}", rev="{name}/v{version}")
+parts = sorted(fs.glob("datasets/{name}/{pattern}"))
+df = pd.concat([{read.format('fs.open(p, "rb")')} for p in parts], ignore_index=True)
 ```
 
 ```sh
@@ -271,12 +292,24 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
 
     ctx = mlc.Context()
     files = release["files"]
+    fmt, pattern = data_pattern(files)
+    named = [n for f in FORMATS for n in data_files(files, f)]
     distribution = [
         mlc.FileObject(ctx=ctx, id=name, name=name, content_url=name,
                        encoding_formats=[ENCODINGS[name.rsplit(".", 1)[1]]],
                        sha256=files[name]["sha256"],
-                       content_size=f"{files[name]['bytes']} B")
-        for name in sorted(files) if name.startswith("data.")]
+                       content_size=f"{files[name]['bytes']} B") for name in named]
+    # the record set reads every part of the preferred format, as one FileSet (a glob)
+    source: dict[str, str] = {"file_object": pattern}
+    if "*" in pattern:
+        distribution += [
+            mlc.FileSet(ctx=ctx, id=f"{f}-parts", name=f"{f}-parts",
+                        encoding_formats=[ENCODINGS[f]], includes=[part_glob(f)],
+                        description=f"The records as {f}, in parts of at most "
+                                    f"{datafiles.PART_ROWS:,} records; read in name order "
+                                    "for the published order")
+            for f in FORMATS if data_files(files, f)]
+        source = {"file_set": f"{fmt}-parts"}
     tars = sorted(n for n in files if n.startswith("images-") and n.endswith(".tar"))
     if tars:  # image datasets: the WebDataset shards, one FileObject each, as one FileSet
         distribution += [
@@ -289,12 +322,12 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
             includes=["*.png", "*.jpg", "*.webp"],
             description="The images, one per record, named <id>.<ext> inside the shards"))
     fields = [mlc.Field(ctx=ctx, id=f"records/{c}", name=c, data_types=[_data_type(t)],
-                        source=mlc.Source(ctx=ctx, file_object=data_file(files),
+                        source=mlc.Source(ctx=ctx, **source,  # type: ignore[arg-type]
                                           extract=mlc.Extract(ctx=ctx, column=c)))
               for c, t in columns]
     records = mlc.RecordSet(ctx=ctx, id="records", name="records", fields=fields,
                             key=["records/id"],
-                            description=f"One record per row of {data_file(files)}.")
+                            description=f"One record per row of {pattern}.")
     pre = report.get("pii", {}).get("found_in_preprocessing", {})
     metadata = mlc.Metadata(
         ctx=ctx, name=spec.name, description=spec.description or spec.title,

@@ -32,6 +32,7 @@ process needs a file), removed at the end.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import logging
 import re
@@ -215,7 +216,8 @@ def card_problem(path: Path, files: set[str]) -> str | None:
         return "README.md's configs are not a list of mappings"
     named = {str(d.get("path")) for c in configs
              for d in (c.get("data_files") or []) if isinstance(d, dict)}
-    absent = sorted(named - files)
+    # a path is a file or a glob of files (the parts: data/parquet/*.parquet)
+    absent = sorted(p for p in named if not any(fnmatch.fnmatchcase(f, p) for f in files))
     if absent:
         return f"README.md's configs name {absent}, which the release does not hold"
     return None
@@ -239,12 +241,13 @@ def measure(v: Version, store: ObjectStore, registry: DvcRegistry) -> Accessibil
     runs beside the downloads and validations."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lifecycle.publish.card import data_file
+    from lifecycle.versions.files import data_files, data_format
 
     out = Accessibility()
     start = time.perf_counter()
     bucket, prefix = registry.objects
-    data = data_file(v.files) if any(n.startswith("data.") for n in v.files) else None
+    fmt = data_format(v.files)  # the first data file (part) of the format a consumer reads
+    data = data_files(v.files, fmt)[0] if fmt is not None else None
     with tempfile.TemporaryDirectory(prefix="granary-access-") as tmp, \
             ThreadPoolExecutor(max_workers=8, thread_name_prefix="access") as pool:
         folder = Path(tmp)

@@ -1,8 +1,9 @@
 """The release folder: every file of a version. The data files in the release formats
-(lifecycle/versions/files.py) are placed in the registry by a server-side copy from where they
-were staged in the work bucket: by evaluation, which holds the final records, or else by
-publishing itself (image datasets, an older run's output, records compared again because
-another version was published since), the same way. Publishing writes the rest here: an image
+(lifecycle/versions/files.py: parts of at most ``datafiles.PART_ROWS`` records under ``data/``) are
+placed in the registry by a server-side copy from where they were staged in the work bucket:
+by evaluation, which holds the final records, or else by publishing itself (image datasets,
+an older run's output, records compared again because another version was published since),
+the same way. Publishing writes the rest here: an image
 dataset's tar shards and contact sheet (lifecycle/publish/images.py), the quality report, the
 changelog, the card and the Croissant file (lifecycle/publish/card.py), and the manifest with
 its ledger link.
@@ -23,7 +24,13 @@ from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.publish import card, images
 from lifecycle.records import shards
-from lifecycle.versions.files import stage_files
+from lifecycle.versions import files as datafiles
+from lifecycle.versions.files import (
+    FORMATS,
+    data_files,
+    is_data_file,
+    stage_files,
+)
 from storage.catalog import Version
 from storage.objectstore import StorageError, sha256_file
 from storage.registry import StoredFile
@@ -57,7 +64,9 @@ def build(ctx: StageContext, folder: Path, source_manifest: str, staged: dict[st
     columns = [(str(c), str(t)) for c, t in staged["columns"]]
     # placed by a server-side copy
     stored = {n: _stored(ctx, n, f) for n, f in sorted(staged["files"].items())}
-    files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"])}
+    # every part with its rows (staged by an evaluation before the parts: none)
+    files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"]),
+                 **({"rows": int(f["rows"])} if "rows" in f else {})}
              for n, f in sorted(staged["files"].items())}
     lap("data_files")
     if spec.modality == "image":
@@ -73,6 +82,7 @@ def build(ctx: StageContext, folder: Path, source_manifest: str, staged: dict[st
         "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
         "sources": [source.provenance() for source in spec.sources],
         "row_count": rows, "content_hash": content_hash, "files": files,
+        "layout": layout(files),
         "columns": [c for c, _ in columns], "run_id": ctx.run_id,
         "source_manifest": source_manifest,
         "quality": {"passed": True, "checks": len(quality.get("checks", [])),
@@ -123,6 +133,13 @@ def drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
             log.warning("publish: could not remove the staged %s (%s): %s", name, f.key, e)
 
 
+def layout(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """How the records are cut into the data files: the rows per part and each format's
+    parts in order (the manifest's ``layout``; docs/release.md)."""
+    return {"part_rows": datafiles.PART_ROWS,
+            "parts": {fmt: names for fmt in FORMATS if (names := data_files(files, fmt))}}
+
+
 def content_hash_of(files: dict[str, dict[str, Any]]) -> str:
     return hashlib.sha256("".join(f"{n}:{f['sha256']}" for n, f in sorted(files.items()))
                           .encode()).hexdigest()
@@ -158,7 +175,8 @@ def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], fo
     change["previous"] = previous.version if previous else None
     stages = {r.stage: dict(r.counts or {}) for r in
               ctx.catalog.stage_results(spec.name, ctx.run_id)}
-    data_files = {n: f for n, f in files.items() if n.startswith(("data.", "images-"))}
+    data_files = {n: f for n, f in files.items()
+                  if is_data_file(n) or n.startswith("images-")}
     release = {"version": number, "row_count": rows, "content_hash": content_hash_of(data_files),
                "files": data_files, "splits": quality.get("splits", {})}
     card.write_json(folder / "changelog.json", change)

@@ -1,5 +1,22 @@
 """A version's data files: the records in the release formats of ``publish.formats``
-(Parquet, JSON Lines, CSV), deterministic bytes for the same records (docs/release.md).
+(Parquet, JSON Lines, CSV), cut into parts of at most :data:`PART_ROWS` rows, deterministic
+bytes for the same records (docs/release.md).
+
+The layout, the same for every version since issue 31: a folder per format, so that each is a
+dataset directory of one format that pandas, pyarrow, DuckDB and Hugging Face's loaders read
+whole (a folder of mixed formats is one that none of them can)::
+
+    data/parquet/part-00000.parquet   data/jsonl/part-00000.jsonl   data/csv/part-00000.csv
+    data/parquet/part-00001.parquet   ...
+
+Part ``i`` holds the records ``i * PART_ROWS`` up to the next part's first, in the release's
+order, so the parts of a format read one after another are the release's records. A part's
+bytes depend on its own records only (Parquet dictionaries and types are chosen per part from
+one schema for the whole release), so a refresh that keeps the first parts' records writes
+those parts byte for byte again and DVC, which names an object by its md5, keeps them once.
+Versions published before hold one file per format (``data.parquet``, ``data.jsonl``,
+``data.csv``, :data:`LEGACY`); every reader goes through :func:`data_files`, which returns
+either.
 
 Evaluation, the stage that holds the final records, stages them in the work bucket
 (:func:`stage_files`), so that publishing places them in the registry by a server-side copy
@@ -8,7 +25,9 @@ itself the same way and places them by the same path (lifecycle/publish/release.
 
 from __future__ import annotations
 
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,72 +47,173 @@ JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Li
 # 0.02 s, 0.12 s and 0.16 s (reading is no slower). Dictionaries only where values repeat
 # (shards.low_cardinality): 1.78 MB at level 6.
 RELEASE_ZSTD_LEVEL = 6
-FILE_NAMES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "csv": "data.csv"}
+# Rows per part: the work shards' default size (StageContext.rows_per_shard), so that a stage
+# writing one shard per mapped task can write that shard's part too; fixed here rather than
+# taken from the deployment's shard size, so the same records give the same parts anywhere.
+# 50,000 of the sample's reviews with their provenance are about 5 MB of Parquet and 43 MB of
+# JSON Lines (17,320: 1.78 MB and 15 MB): a part is encoded in tens of MB of memory, and 10M
+# records are 200 parts per format, few enough for a listing, a Croissant file and Hugging
+# Face's loader.
+PART_ROWS = 50_000
+FOLDER = "data"
+FORMATS = ("parquet", "jsonl", "csv")  # the order a reader prefers them in
+LEGACY = {"parquet": "data.parquet", "jsonl": "data.jsonl", "csv": "data.csv"}  # one file
+_PART = re.compile(rf"^{FOLDER}/({'|'.join(FORMATS)})/part-(\d{{5,}})\.\1$")
 
 
-def write_format(df: pd.DataFrame, folder: Path, fmt: str) -> Path:
-    """Write the records in one release format; deterministic bytes for the same records."""
-    path = folder / FILE_NAMES[fmt]
+def part_name(fmt: str, index: int) -> str:
+    """The name of part ``index`` of the records in format ``fmt``, inside the release."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown release format {fmt!r}: one of {', '.join(FORMATS)}")
+    return f"{folder_of(fmt)}/part-{index:05d}.{fmt}"
+
+
+def folder_of(fmt: str) -> str:
+    """The folder of the parts of format ``fmt`` inside the release."""
+    return f"{FOLDER}/{fmt}"
+
+
+def part_glob(fmt: str) -> str:
+    """Every part of format ``fmt`` (for Hugging Face's ``data_files`` and Croissant)."""
+    return f"{folder_of(fmt)}/*.{fmt}"
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``name`` is a data file of a release (a part, or an older version's file)."""
+    return bool(_PART.match(name)) or name in LEGACY.values()
+
+
+def data_files(files: Iterable[str], fmt: str) -> list[str]:
+    """The data files of format ``fmt`` among a release's ``files`` (names), in the order
+    that reads the records in the release's order: the parts, or an older version's one
+    file; [] when the release has none in that format."""
+    names = list(files)
+    parts = sorted((int(m.group(2)), n) for n in names
+                    if (m := _PART.match(n)) and m.group(1) == fmt)
+    if parts:
+        return [n for _, n in parts]
+    return [LEGACY[fmt]] if LEGACY.get(fmt) in names else []
+
+
+def data_format(files: Iterable[str]) -> str | None:
+    """The format a consumer reads of a release holding ``files`` (names): Parquet when it
+    has it, else JSON Lines, else CSV; None when it has no data file."""
+    names = list(files)
+    return next((fmt for fmt in FORMATS if data_files(names, fmt)), None)
+
+
+def locate(files: dict[str, dict[str, Any]], position: int) -> tuple[str, int] | None:
+    """The data file (of the format a consumer reads) holding the record at ``position`` in
+    the published order, and its row in that file; None when the release has no data file
+    or ``files`` (name -> manifest entry) lacks the parts' rows."""
+    fmt = data_format(files)
+    if fmt is None:
+        return None
+    start = 0
+    for name in data_files(files, fmt):
+        rows = files[name].get("rows")
+        if rows is None:
+            return (name, position) if name == LEGACY[fmt] else None
+        if position < start + int(rows):
+            return name, position - start
+        start += int(rows)
+    return None
+
+
+def part_ranges(rows: int, part_rows: int | None = None) -> list[tuple[int, int]]:
+    """Where each part starts and stops; one part, empty, when there are no rows (it still
+    carries the columns)."""
+    step = max(part_rows or PART_ROWS, 1)
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)] or [(0, 0)]
+
+
+def write_format(df: pd.DataFrame, folder: Path, fmt: str,
+                 part_rows: int | None = None) -> list[tuple[Path, int]]:
+    """Write the records in one release format as parts under ``folder``; returns each part's
+    path and rows, in order. Deterministic bytes for the same records."""
+    ranges = part_ranges(len(df), part_rows)
+    out = [(folder / part_name(fmt, i), stop - start) for i, (start, stop) in enumerate(ranges)]
+    (folder / folder_of(fmt)).mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
+        # one Arrow table, so every part has the release's schema (a column all null in one
+        # part keeps its type); each part's dictionaries chosen from its own values, so its
+        # bytes do not depend on the other parts
         table = pa.Table.from_pandas(df, preserve_index=False)
-        pq.write_table(table, path, compression="zstd",
-                       compression_level=RELEASE_ZSTD_LEVEL,
-                       use_dictionary=shards.low_cardinality(table))
+        for (path, _), (start, stop) in zip(out, ranges, strict=True):
+            part = table.slice(start, stop - start)
+            pq.write_table(part, path, compression="zstd",
+                           compression_level=RELEASE_ZSTD_LEVEL,
+                           use_dictionary=shards.low_cardinality(part))
     elif fmt == "jsonl":
         # column by column into plain Python values, keys in sorted order, then one record
         # at a time by orjson (UTF-8, compact separators): 10x faster than the standard
         # library's encoder, 0.4 s -> 0.04 s for 65,000 reviews. A block of rows at a time,
-        # so that the Python values of only one block are held.
+        # so that the Python values of only one block are held. The parts of a release,
+        # concatenated, are the one file older versions held, byte for byte.
         import orjson
 
         names = sorted(df.columns, key=str)
-        with open(path, "wb") as fh:
-            for start in range(0, len(df), JSONL_BLOCK):
-                block = df.iloc[start:start + JSONL_BLOCK]
-                columns = [shards.plain_values(block[name]) for name in names]
-                fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
-                              for row in zip(*columns, strict=True))
+        for (path, _), (start, stop) in zip(out, ranges, strict=True):
+            with open(path, "wb") as fh:
+                for first in range(start, stop, JSONL_BLOCK):
+                    block = df.iloc[first:min(first + JSONL_BLOCK, stop)]
+                    columns = [shards.plain_values(block[name]) for name in names]
+                    fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
+                                  for row in zip(*columns, strict=True))
     elif fmt == "csv":
-        df.to_csv(path, index=False)
-    return path
+        for (path, _), (start, stop) in zip(out, ranges, strict=True):
+            df.iloc[start:stop].to_csv(path, index=False)  # each part with its header
+    else:
+        raise ValueError(f"unknown release format {fmt!r}: one of {', '.join(FORMATS)}")
+    return out
 
 
-def write_files(df: pd.DataFrame, folder: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
-    """Write the records in each format; deterministic bytes for the same records."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_files(df: pd.DataFrame, folder: Path, formats: list[str],
+                part_rows: int | None = None) -> dict[str, dict[str, Any]]:
+    """Write the records in each format; deterministic bytes for the same records. Returns
+    each data file's name (``data/<format>/part-<n>.<format>``) with its sha256, size and rows."""
+    files: dict[str, dict[str, Any]] = {}
     for fmt in formats:
-        write_format(df, folder, fmt)
-    return {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-            for path in sorted(folder.iterdir())}
+        for path, rows in write_format(df, folder, fmt, part_rows):
+            files[path.relative_to(folder).as_posix()] = {
+                "sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": rows}
+    return dict(sorted(files.items()))
 
 
 def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame,
-                records_key: str | None = None) -> dict[str, Any]:
+                as_records: bool = False) -> dict[str, Any]:
     """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
     stage that holds the final records) to the work bucket, so that publishing places them in
     the registry by a server-side copy instead of reading the records back. Returns what
-    publishing needs: per file its object, sha256, md5 (DVC's name for it), size and the
-    ETag the server gave it; the row count; the columns with their types. ``records_key``:
-    the Parquet file goes there, as the stage's records too (one shard), instead of beside
-    the other files; publishing leaves it in place."""
+    publishing needs: per file (part) its object, sha256, md5 (DVC's name for it), size, rows
+    and the ETag the server gave it; the row count; the columns with their types.
+    ``as_records``: the Parquet parts go where the stage's records go (part ``i`` is the
+    stage's shard ``i``), instead of beside the other files; publishing leaves them in
+    place."""
     from concurrent.futures import ThreadPoolExecutor
 
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp)
 
-        def place(fmt: str) -> tuple[str, dict[str, Any]]:
-            path = write_format(df, folder, fmt)
-            key = (records_key if fmt == "parquet" and records_key else
-                   keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", path.name))
-            put = ctx.store.put_file(ctx.work_bucket, key, path)
-            return path.name, {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                               "md5": md5_file(path), "uri": f"s3://{ctx.work_bucket}/{key}",
-                               "etag": put.etag.strip('"')}
+        def place(fmt: str) -> dict[str, dict[str, Any]]:
+            placed = {}
+            for index, (path, rows) in enumerate(write_format(df, folder, fmt)):
+                name = path.relative_to(folder).as_posix()
+                key = (keys.shard_key(ctx.dataset, ctx.run_id, stage, index)
+                       if fmt == "parquet" and as_records else
+                       keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name))
+                put = ctx.store.put_file(ctx.work_bucket, key, path)
+                placed[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
+                                "rows": rows, "md5": md5_file(path),
+                                "uri": f"s3://{ctx.work_bucket}/{key}",
+                                "etag": put.etag.strip('"')}
+                path.unlink()  # uploaded: the temporary folder holds it no longer
+            return placed
 
         # each format written, hashed and uploaded beside the others: Arrow encodes and
-        # compresses the Parquet file outside the GIL while the JSON Lines are built
+        # compresses the Parquet parts outside the GIL while the JSON Lines are built
         formats = sorted(set(ctx.spec.publish.formats))
         with ThreadPoolExecutor(max_workers=max(len(formats), 1)) as pool:
-            files = dict(pool.map(place, formats))
+            files = {n: f for placed in pool.map(place, formats) for n, f in placed.items()}
     return {"files": dict(sorted(files.items())), "rows": len(df),
             "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}

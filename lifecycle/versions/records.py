@@ -16,7 +16,9 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.records.shards import among
 from lifecycle.versions import releases
+from lifecycle.versions.files import data_files
 from storage.catalog import Version
+from storage.objectstore import ObjectStore
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,18 +31,32 @@ class Published:
 
 
 def previous_records(ctx: StageContext, previous: Version | None) -> pd.DataFrame | None:
-    """The previous version's records: its data file read straight from the registry's DVC
-    objects in S3 (the bytes ``dvc get`` returns, without a DVC process: 1-1.5 s less per
-    read)."""
+    """The previous version's records: its data files (the parts in order, or an older
+    version's one file) read straight from the registry's DVC objects in S3 (the bytes ``dvc
+    get`` returns, without a DVC process: 1-1.5 s less per read)."""
     if previous is None:
         return None
     bucket, prefix = ctx.registry.objects
-    for name, read in (("data.parquet", pd.read_parquet),
-                       ("data.jsonl", lambda f: pd.read_json(f, lines=True, dtype=False))):
-        if name in previous.files:
-            data = releases.read_file(previous, ctx.store, bucket, prefix, name)
-            frame: pd.DataFrame = read(io.BytesIO(data))
-            return frame
+    return version_records(previous, ctx.store, bucket, prefix)
+
+
+def version_records(v: Version, store: ObjectStore, bucket: str,
+                    prefix: str) -> pd.DataFrame | None:
+    """The records of ``v`` from its Parquet data files, or else its JSON Lines ones, in the
+    published order; None when it has neither."""
+    for fmt, read in (("parquet", pd.read_parquet),
+                      ("jsonl", lambda f: pd.read_json(f, lines=True, dtype=False))):
+        names = data_files(v.files, fmt)
+        if not names:
+            continue
+        objects = releases.object_keys(v, store, bucket, prefix)
+        missing = [n for n in names if n not in objects]
+        if missing:
+            raise KeyError(f"{v.ref} has no file {missing[0]} in the registry's listing")
+        frames = [read(io.BytesIO(store.get_bytes(bucket, objects[n]))) for n in names]
+        frame: pd.DataFrame = (pd.concat(frames, ignore_index=True) if len(frames) > 1
+                               else frames[0])
+        return frame
     return None
 
 

@@ -172,9 +172,15 @@ def download_links(v: Version, store: ObjectStore, bucket: str, prefix: str,
     for name, key in object_keys(v, store, bucket, prefix).items():
         meta = v.files.get(name, {})
         url = store.presigned_get(bucket, key, expires=lifetime,
-                                  filename=f"{v.dataset}-v{v.version}-{name}")
+                                  filename=download_name(v, name))
         links[name] = Link(name, url, str(meta.get("sha256", "")), int(meta.get("bytes", 0)))
     return links
+
+
+def download_name(v: Version, name: str) -> str:
+    """The name a downloaded file of ``v`` is saved under: ``<dataset>-v<N>-<file>``, a part's
+    folders joined by '-' (``reviews-v3-data-parquet-part-00000.parquet``)."""
+    return f"{v.dataset}-v{v.version}-{name.replace('/', '-')}"
 
 
 def read_file(v: Version, store: ObjectStore, bucket: str, prefix: str, name: str) -> bytes:
@@ -186,31 +192,42 @@ def read_file(v: Version, store: ObjectStore, bucket: str, prefix: str, name: st
 
 
 def load_code(v: Version, registry_url: str) -> dict[str, str]:
-    """Snippets that load ``v``: pandas over dvc.api, Hugging Face datasets, the CLI."""
+    """Snippets that load ``v``: pandas over dvc.api, DuckDB and Hugging Face datasets (after
+    ``dvc get``), the CLI. Versions published before the parts hold one file per format."""
+    from lifecycle.versions.files import LEGACY, data_files, data_format, part_glob
+
     path = keys.registry_path(v.dataset)
-    data = "data.parquet" if "data.parquet" in v.files else next(
-        (n for n in sorted(v.files) if n.startswith("data.")), "data.parquet")
-    reader = {"data.parquet": "pd.read_parquet(f)",
-              "data.jsonl": "pd.read_json(f, lines=True)",
-              "data.csv": "pd.read_csv(f)"}.get(data, "pd.read_parquet(f)")
-    hf_format = {"data.parquet": "parquet", "data.jsonl": "json", "data.csv": "csv"}.get(
-        data, "parquet")
+    fmt = data_format(v.files) or "parquet"
+    found = data_files(v.files, fmt)
+    pattern = found[0] if found == [LEGACY[fmt]] else part_glob(fmt)
+    reader = {"parquet": "pd.read_parquet({})", "jsonl": "pd.read_json({}, lines=True)",
+              "csv": "pd.read_csv({})"}[fmt]
+    duck = {"parquet": "read_parquet", "jsonl": "read_json", "csv": "read_csv"}[fmt]
+    hf_format = {"jsonl": "json"}.get(fmt, fmt)
+    opened = reader.format('fs.open(p, "rb")')
+    # text for a reader to run, not a query made here
+    query = f"SELECT * FROM {duck}('{v.dataset}/{pattern}')"  # nosec B608
     names = sorted(v.quality.get("splits") or {})  # split -> records
     hf_split = ("\nsplits = {s: ds.filter(lambda r, s=s: r[\"split\"] == s)\n"
                 f"          for s in {tuple(names)!r}}}" if names else "")
+    get = f"dvc get {registry_url} {path} --rev {v.tag} -o {v.dataset}"
     return {
         "pandas (dvc.api)": (
             "import dvc.api\nimport pandas as pd\n\n"
-            f"with dvc.api.open(\"{path}/{data}\", repo=\"{registry_url}\",\n"
-            f"                  rev=\"{v.tag}\", mode=\"rb\") as f:\n"
-            f"    df = {reader}"),
+            f"fs = dvc.api.DVCFileSystem(\"{registry_url}\", rev=\"{v.tag}\")\n"
+            f"parts = sorted(fs.glob(\"{path}/{pattern}\"))  # in the published order\n"
+            f"df = pd.concat([{opened} for p in parts],\n"
+            "               ignore_index=True)"),
+        "DuckDB": (
+            f"# {get}\nimport duckdb\n\n"
+            f"duckdb.sql(\"{query}\")"),
         "Hugging Face datasets": (
-            f"# dvc get {registry_url} {path} --rev {v.tag} -o {v.dataset}\n"
+            f"# {get}\n"
             "from datasets import load_dataset\n\n"
-            f"ds = load_dataset(\"{hf_format}\", data_files=\"{v.dataset}/{data}\", "
+            f"ds = load_dataset(\"{hf_format}\", data_files=\"{v.dataset}/{pattern}\", "
             f"split=\"train\"){hf_split}"),
         "command line": (
             f"granary get {v.dataset}@v{v.version} --to {v.dataset}\n"
             f"# or, with only git, dvc and S3 credentials:\n"
-            f"dvc get {registry_url} {path} --rev {v.tag} -o {v.dataset}"),
+            f"{get}"),
     }

@@ -29,6 +29,7 @@ import pyarrow as pa
 from lifecycle.errors import LifecycleError
 from lifecycle.records import shards
 from lifecycle.records.columns import PROVENANCE
+from lifecycle.versions.files import locate
 from storage.catalog import Catalog, Version
 from storage.models import StageResultRow
 from storage.objectstore import ObjectStore, StorageError
@@ -248,7 +249,10 @@ class Tracer:
             self._step("evaluate", head, passed=bool(v.quality.get("passed")),
                        split=row.get("split"), **carried),
             self._step("publish", head, version=v.version, tag=v.tag, git_rev=v.git_rev,
-                       files=sorted(v.files), row=position),
+                       files=sorted(v.files), row=position,
+                       # the part holding the record, and its row there
+                       **({"file": found[0], "file_row": found[1]}
+                          if (found := locate(v.files, position)) else {})),
         ]
 
     def _head(self, row: dict[str, Any]) -> dict[str, Any]:

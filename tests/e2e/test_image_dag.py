@@ -63,12 +63,14 @@ def test_the_image_dag_builds_and_refreshes_the_sample(
     assert pre["in"] == pre["kept"] + pre["quarantined"] + pre["merged"]
     assert counts["annotate"]["labelled"] == counts["annotate"]["kept"]
     assert 295 <= v1.row_count <= 302
-    assert {"images-00000.tar", "thumbnails.png", "data.parquet"} <= set(v1.files)
+    assert {"images-00000.tar", "thumbnails.png", "data/parquet/part-00000.parquet"} <= set(
+        v1.files)
     tar = registry(image_env).fetch_file("digit_images", 1, "images-00000.tar",
                                          tmp_path / "v1.tar")
-    data = registry(image_env).fetch_file("digit_images", 1, "data.parquet",
-                                          tmp_path / "v1.parquet")
-    check_golden(data.read_bytes(), "data.parquet", "digit_images-v1-data.parquet")
+    parts = registry(image_env).fetch_file("digit_images", 1, "data/parquet",
+                                           tmp_path / "v1-parquet")
+    check_golden([p.read_bytes() for p in sorted(parts.glob("part-*.parquet"))],
+                 "data.parquet", "digit_images-v1-data.parquet")
     metas = [json.loads(x["json"]) for x in wds.WebDataset(str(tar), shardshuffle=False)]
     assert len(metas) == v1.row_count and {m["split"] for m in metas} == {
         "train", "validation", "test"}

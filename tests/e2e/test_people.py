@@ -10,12 +10,12 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from granary.runtime import catalog, registry
 from granary.settings import Settings
 from tests.labelstudio_server import label_studio
+from tests.outcome import read_release
 from tests.tagged import NEUTRAL, SPEC, write_rows
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +94,7 @@ def test_the_dag_waits_for_people_and_publishes_their_labels(
     assert counts["annotate"]["routed_to_people"] == 0
     assert counts["annotate"]["label_sources"]["people"] == len(sent)
     out = registry(s).fetch("tagged_reviews", 1, tmp_path / "v1")
-    published = pd.read_parquet(out / "data.parquet").set_index("id")
+    published = read_release(out).set_index("id")
     for i, (rid, _) in enumerate(sent.items()):
         assert published.loc[rid, "label_source"] == "people"
         assert published.loc[rid, "label"] == ("neg" if i % 2 else "pos")

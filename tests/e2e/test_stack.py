@@ -203,7 +203,8 @@ def test_up_trigger_over_rest_and_down(tmp_path: Path, repo: Path, report: Any) 
         # trace a kept review that absorbed its twin from the other file
         got = _granary(env, "get", "zh_shopping_reviews@v1", "--to", str(tmp_path / "v1"))
         assert got.returncode == 0, got.stderr
-        rows = [json.loads(x) for x in (tmp_path / "v1" / "data.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for p in sorted((tmp_path / "v1" / "data" / "jsonl").glob("*.jsonl"))
+                for x in p.read_text().splitlines()]
         twins = both_files()
         twin = next(r for r in rows if r["text"] in twins)
         traced = _granary(env, "trace", "zh_shopping_reviews@v1", twin["id"], "--json")

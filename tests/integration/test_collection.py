@@ -19,6 +19,7 @@ from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
 from lifecycle.errors import SourceError
 from lifecycle.records.shards import read_manifest, read_table
+from tests.outcome import read_release
 from tests.stagectx import isolated, stage_context
 from tests.tracecheck import run_lifecycle, walk
 
@@ -232,7 +233,7 @@ def test_identical_bytes_from_two_sources_stay_two_records_and_merge(
     assert results["annotate"].counts["label_conflicts"] == conflicts
     version = results["publish"].release.version
     out = ctx.registry.fetch("lines_test", version, env.home / f"got-{label_b}")
-    published = pd.read_parquet(out / "data.parquet")
+    published = read_release(out)
     assert len(published) == 8 and published["text"].is_unique
     assert set(published["id"]) <= set(collected["id"])
     # trace shows both deliveries of every twin: the record's own origin and the duplicate

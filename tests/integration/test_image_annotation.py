@@ -289,8 +289,8 @@ preprocess: {{image: {{min_contrast: 1}}}}
     result = publish.run(ctx2, ev)
     version = ctx2.catalog.get_version("digit_people", result.counts["version"])
     assert version is not None
-    data = ctx2.registry.fetch_file("digit_people", version.version, "data.parquet",
-                                    tmp_path / "data.parquet")
+    data = ctx2.registry.fetch_file("digit_people", version.version, "data/parquet",
+                                    tmp_path / "parquet")  # the parts' folder
     published = _by_name(pd.read_parquet(data))
     assert json.loads(published.loc["s3.png", "boxes"]) == json.loads(table.loc["s3.png",
                                                                                  "boxes"])

@@ -60,20 +60,24 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
         assert "rev=\"graded_reviews/v2\"" in v2["load"]["pandas (dvc.api)"]
 
         # a download is a short-lived presigned link to the registry's bytes
-        parquet = next(f for f in v2["files"] if f["name"] == "data.parquet")
+        parquet = next(f for f in v2["files"]
+                       if f["name"] == "data/parquet/part-00000.parquet")
+        assert parquet["rows"] == v2["records"] and parquet["download"].endswith(
+            "/files/data/parquet/part-00000.parquet")
         first = site.get(parquet["download"])
         assert first.status_code == 307 and "Warning" not in first.headers
         link = first.headers["location"]
         assert parse_qs(urlparse(link).query)["X-Amz-Expires"] == ["900"]  # 15 minutes
         got = httpx.get(link)
         assert got.status_code == 200 and _sha256(got.content) == parquet["sha256"]
-        assert 'filename="graded_reviews-v2-data.parquet"' in got.headers["content-disposition"]
+        assert 'filename="graded_reviews-v2-data-parquet-part-00000.parquet"' in \
+            got.headers["content-disposition"]
         assert site.get(f"/datasets/{DS}/versions/2/files/nope.csv").status_code == 404
         # where only the UI is published (docker compose), the app streams the file itself
         with serve(s.model_copy(update={"download_via": "proxy"}), "read") as proxied:
             streamed = proxied.get(parquet['download'])
             assert streamed.status_code == 200 and _sha256(streamed.content) == parquet["sha256"]
-            assert 'filename="graded_reviews-v2-data.parquet"' in \
+            assert 'filename="graded_reviews-v2-data-parquet-part-00000.parquet"' in \
                 streamed.headers["content-disposition"]
             assert int(streamed.headers["content-length"]) == len(streamed.content)
 
@@ -111,7 +115,8 @@ def test_download_deprecate_rollback_and_every_page(two_versions: Settings,
                                                 "HOME": str(tmp_path)},
                        check=True, cwd=tmp_path, capture_output=True)  # no --rev: main
         v1 = {f["name"]: f for f in info["versions"][0]["files"]}
-        assert _sha256((plain / "data.parquet").read_bytes()) == v1["data.parquet"]["sha256"]
+        part = "data/parquet/part-00000.parquet"
+        assert _sha256((plain / part).read_bytes()) == v1[part]["sha256"]
 
         got = _granary(s, "get", DS, "--to", str(tmp_path / "latest"))
         assert got.returncode == 0 and "graded_reviews@v1" in got.stdout, got.stderr
@@ -166,7 +171,7 @@ def _browse(site: Site, info: dict) -> None:  # type: ignore[type-arg]
         page.click(f"text={DS}")
         assert page.locator("#versions tr.deprecated").count() == 1  # v1 (superseded)
         assert "v2 lost five reviews" in page.inner_text("main")
-        assert "dvc.api.open" in page.inner_text("main")
+        assert "dvc.api.DVCFileSystem" in page.inner_text("main")
         page.screenshot(path=str(ARTIFACTS / "dataset-page-versions.png"), full_page=True)
 
         page.goto(f"{url}/datasets/{DS}/versions/1")
@@ -175,9 +180,11 @@ def _browse(site: Site, info: dict) -> None:  # type: ignore[type-arg]
         assert "## Sources" not in page.inner_text(".card")  # rendered, not raw Markdown
         assert page.locator(".card h2", has_text="Sources").count() == 1
         with page.expect_download() as dl:
-            page.locator("#files tr", has_text="data.jsonl").locator("a.download").click()
+            page.locator("#files tr", has_text="data/jsonl/part-00000.jsonl").locator(
+                "a.download").click()
         path = dl.value.path()
-        jsonl = next(f for f in info["versions"][0]["files"] if f["name"] == "data.jsonl")
+        jsonl = next(f for f in info["versions"][0]["files"]
+                     if f["name"] == "data/jsonl/part-00000.jsonl")
         assert _sha256(Path(path).read_bytes()) == jsonl["sha256"]
         page.screenshot(path=str(ARTIFACTS / "version-page.png"), full_page=True)
 
@@ -227,7 +234,8 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     ctx = context(s, SPEC, "run-1")
     up = evaluate.run(ctx, until_evaluate(ctx))
     staged = shards.read_manifest(store, up.manifest_uri)["release"]
-    assert sorted(staged["files"]) == ["data.jsonl", "data.parquet"]
+    assert sorted(staged["files"]) == ["data/jsonl/part-00000.jsonl",
+                                       "data/parquet/part-00000.parquet"]
     with reads_by_object() as read:
         assert publish.run(ctx, up).counts["version"] == 1
     # manifests and reports only: no shard, no staged file, no registry object came down
@@ -236,7 +244,7 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     # data file as a consumer does, by dvc get (and every file by its presigned link, plain
     # HTTP that no S3 read counts): that is its one read of the records
     consumer = [k for k in read if k.startswith("dvc get ")]
-    assert consumer == [f"dvc get {DS}/v1 data.parquet"], read
+    assert consumer == [f"dvc get {DS}/v1 data/parquet/part-00000.parquet"], read
     assert read and not [k for k in read if k not in consumer and (
         k.endswith((".parquet", ".jsonl")) or ("/files/md5/" in k and not k.endswith(".dir")))
     ], read
@@ -252,23 +260,25 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     # the registry keeps the only copy: the staged files are gone from the work bucket
     assert not [o.key for o in store.list(s.bucket_work, f"{DS}/")
                 if "/evaluate/release/" in o.key]
-    # ... but for the Parquet file, written once as evaluation's records too: it stays as
+    # ... but for the Parquet part, written once as evaluation's records too: it stays as
     # the stage's one shard, readable (hash checked) as any stage output
     evaluated = shards.read_manifest(store, up.manifest_uri)
     [shard] = evaluated["shards"]
-    assert staged["files"]["data.parquet"]["uri"] == f"s3://{s.bucket_work}/{shard['key']}"
-    assert shard["sha256"] == staged["files"]["data.parquet"]["sha256"]
+    assert staged["files"]["data/parquet/part-00000.parquet"]["uri"] == f"s3://{s.bucket_work}/{shard['key']}"
+    assert shard["sha256"] == staged["files"]["data/parquet/part-00000.parquet"]["sha256"]
     records = shards.read_table(store, evaluated)
     assert len(records) == staged["rows"] == shard["rows"]
 
     change_source(s)
     ctx = context(s, SPEC, "run-2")
     up = evaluate.run(ctx, until_evaluate(ctx))
-    entry = shards.read_manifest(store, up.manifest_uri)["release"]["files"]["data.jsonl"]
+    entry = shards.read_manifest(store, up.manifest_uri)["release"]["files"][
+        "data/jsonl/part-00000.jsonl"]
     bucket, key = shards.parse_uri(entry["uri"])
     original = store.get_bytes(bucket, key)
     store.put_bytes(bucket, key, original[:-3] + b"}}\n")  # the same size, other bytes
-    with pytest.raises(PermanentError, match=r"\(data\.jsonl\) is not the file evaluation wrote"):
+    with pytest.raises(PermanentError,
+                       match=r"\(data/jsonl/part-00000\.jsonl\) is not the file evaluation wrote"):
         publish.run(ctx, up)
     assert [v.version for v in catalog(s).versions(DS)] == [1]
     assert registry(s).tags(DS) == {1: f"{DS}/v1"}

@@ -19,9 +19,11 @@ from lifecycle.evaluate import stage as evaluate
 from lifecycle.publish import stage as publish
 from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
 from tests.graded import SPEC, change_source, context, graded_settings, until_evaluate
+from tests.outcome import read_release
 from tests.webapp import Site, serve
 
 pytestmark = pytest.mark.integration
+PARQUET, JSONL = "data/parquet/part-00000.parquet", "data/jsonl/part-00000.jsonl"  # one part
 
 NO_PII_STEP = SPEC.replace("[normalise, pii, exact_dedup]", "[normalise, exact_dedup]")
 
@@ -66,7 +68,7 @@ def test_gate_blocks_a_c_version_keeps_it_as_a_candidate_and_reports_it(env: Set
     # the report travels with the version, and the split column with the records
     fetched = good.registry.fetch("graded_reviews", 1, env.home / "v1")
     assert (fetched / "quality.html").read_text(encoding="utf-8").count("<svg") >= 4
-    published = pd.read_parquet(fetched / "data.parquet")
+    published = read_release(fetched)
     assert published["split"].value_counts(normalize=True)["train"] == pytest.approx(0.8,
                                                                                        abs=0.03)
 
@@ -169,14 +171,14 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
     dataset = mlc.Dataset(jsonld=out / "croissant.json")
     assert not dataset.metadata.ctx.issues.errors
     loaded = list(dataset.records("records"))
-    assert len(loaded) == len(pd.read_parquet(out / "data.parquet"))
+    assert len(loaded) == len(read_release(out))
 
     manifest = json.loads((out / "manifest.json").read_text())
     v1_manifest = first.catalog.get_version("graded_reviews", 1).files["manifest.json"]
     assert manifest["ledger"]["previous_manifest_sha256"] == v1_manifest["sha256"]
     assert manifest["ledger"]["previous_chain"] == v1_manifest["chain"]
     assert set(manifest["files"]) >= {"README.md", "croissant.json", "changelog.json",
-                                      "quality.html", "data.parquet"}
+                                      "quality.html", PARQUET}
 
     # the ledger and every object verify; one changed byte in the registry bucket is named
     from lifecycle.versions.verify import verify
@@ -185,7 +187,7 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
     ok = verify("graded_reviews", env.registry, second.store, bucket, prefix,
                 second.catalog)
     assert ok.ok and ok.versions == [1, 2] and ok.files >= 16, ok.findings
-    wanted = first.catalog.get_version("graded_reviews", 1).files["data.jsonl"]["sha256"]
+    wanted = first.catalog.get_version("graded_reviews", 1).files[JSONL]["sha256"]
     for obj in second.store.list(bucket, f"{prefix}/files/md5/"):
         data = second.store.get_bytes(bucket, obj.key)
         if hashlib.sha256(data).hexdigest() == wanted:
@@ -197,7 +199,7 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
         raise AssertionError("v1's data.jsonl is not in the registry bucket")
     bad = verify("graded_reviews", env.registry, second.store, bucket, prefix,
                  second.catalog)
-    assert [(f.version, f.what) for f in bad.findings] == [(1, "data.jsonl"), (1, "data.jsonl")]
+    assert [(f.version, f.what) for f in bad.findings] == [(1, JSONL), (1, JSONL)]
     assert "the object was altered" in bad.findings[0].problem
 
 
@@ -283,7 +285,7 @@ def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_g
     # every file by its presigned link, the data file by dvc get, the card, the Croissant file
     assert [(c["check"], c["file"]) for c in checked["checks"]] == (
         [("presigned_download", n) for n in names]
-        + [("dvc_get", "data.parquet"), ("card", "README.md"), ("croissant", "croissant.json")])
+        + [("dvc_get", PARQUET), ("card", "README.md"), ("croissant", "croissant.json")])
     assert checked["passed"] == checked["total"] == len(names) + 3
     assert v.quality["dimensions"]["accessibility"] == 1.0
     assert "accessibility" not in v.quality["not_measured"]
@@ -295,16 +297,16 @@ def test_accessibility_is_measured_on_the_release_and_a_broken_file_lowers_the_g
     # one changed byte in the data file's object and the Croissant file gone from the bucket
     bucket, prefix = env.bucket_registry, "dvc"
     objects = releases.object_keys(v, ctx.store, bucket, prefix)
-    data = bytearray(ctx.store.get_bytes(bucket, objects["data.parquet"]))
+    data = bytearray(ctx.store.get_bytes(bucket, objects[PARQUET]))
     data[len(data) // 2] ^= 0x01
-    ctx.store.put_bytes(bucket, objects["data.parquet"], bytes(data))
+    ctx.store.put_bytes(bucket, objects[PARQUET], bytes(data))
     ctx.store.delete(bucket, objects["croissant.json"])
     measured = reachable.measure(v, ctx.store, ctx.registry)
     failed = {(c["check"], c["file"]): c["problem"] for c in measured.failed}
-    assert set(failed) == {("presigned_download", "data.parquet"),
+    assert set(failed) == {("presigned_download", PARQUET),
                            ("presigned_download", "croissant.json"),
-                           ("dvc_get", "data.parquet"), ("croissant", "croissant.json")}
-    assert "differs from the release's" in failed[("presigned_download", "data.parquet")]
+                           ("dvc_get", PARQUET), ("croissant", "croissant.json")}
+    assert "differs from the release's" in failed[("presigned_download", PARQUET)]
     assert "download failed" in failed[("presigned_download", "croissant.json")]
     quality = json.loads(ctx.store.get_bytes(*_parse(evaluated.manifest_uri)))["quality"]
     graded = with_accessibility(ctx, quality, v)

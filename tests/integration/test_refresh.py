@@ -75,8 +75,8 @@ def _published(s: Settings, version: int) -> pd.DataFrame:
     ctx = stage_context(s, SPEC, "reader")
     v = ctx.catalog.get_version("graded_reviews", version)
     assert v is not None
-    path = ctx.registry.fetch_file("graded_reviews", version, "data.parquet",
-                                   s.home / f"v{version}.parquet")
+    path = ctx.registry.fetch_file("graded_reviews", version, "data/parquet",
+                                   s.home / f"v{version}-parquet")  # the parts' folder
     return pd.read_parquet(path)
 
 
@@ -383,7 +383,7 @@ def test_a_derived_dataset_collects_only_what_its_upstreams_new_version_adds(
         [row] = [r for r in ctx.catalog.stage_results("derived_reviews", run)
                  if r.stage == "collect"]
         landed = shards.read_manifest(ctx.store, row.output_uri)["landed"]
-        key = f"graded_reviews/v{version}/data.parquet"
+        key = f"graded_reviews/v{version}/data/parquet/part-00000.parquet"
         assert [x["fetched_from"] for x in landed] == [f"s3://{s.bucket_releases}/{key}"]
         assert ctx.store.exists(s.bucket_releases, key)
 

@@ -80,7 +80,9 @@ def test_release_folder_holds_the_version_and_is_its_lineage_name(
 
     # the same files, byte for byte, as `dvc get` of the tag returns (an independent reader)
     got = ctx.registry.fetch(DS, 1, s.home / "dvc-get")
-    on_disk = {p.name: p.read_bytes() for p in got.iterdir()}
+    on_disk = {p.relative_to(got).as_posix(): p.read_bytes() for p in got.rglob("*")
+               if p.is_file()}  # the data parts are in data/<format>/
+    assert "data/parquet/part-00000.parquet" in on_disk
     assert set(listed) == {f"{name.name}/{n}" for n in on_disk}
     for file, data in on_disk.items():
         assert ctx.store.get_bytes(s.bucket_releases, f"{name.name}/{file}") == data, file
@@ -104,13 +106,14 @@ def test_a_retried_publish_rewrites_nothing(
     assert after == before
     # a copy that was changed is put back by the next publish of that version, and an object
     # that is no file of it (a registry started afresh) is removed
-    key = keys.release_key(DS, 1, "data.jsonl")
+    key = keys.release_key(DS, 1, "data/jsonl/part-00000.jsonl")
     ctx.store.put_bytes(s.bucket_releases, key, b"not the release\n")
     ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, "old.csv"), b"a,b\n")
     assert releases.mirror(ctx.store, bucket, dvc_prefix, DS, 1, v.dvc_md5,
-                           s.bucket_releases) == ["data.jsonl", "manifest.json"]
+                           s.bucket_releases) == ["data/jsonl/part-00000.jsonl",
+                                                  "manifest.json"]
     assert _sha256(ctx.store.get_bytes(s.bucket_releases, key)) == \
-        v.files["data.jsonl"]["sha256"]
+        v.files["data/jsonl/part-00000.jsonl"]["sha256"]
     assert {o.key for o in ctx.store.list(s.bucket_releases, prefix)} == set(before)
 
 
@@ -130,13 +133,14 @@ def test_verify_and_maintenance_cover_the_copies(
     assert clean.ok and clean.files == 2 * alone.files  # each file, and its plain copy
 
     # a changed byte in a copy is named; so is a file the version does not hold
-    key = keys.release_key(DS, 1, "data.parquet")
+    key = keys.release_key(DS, 1, "data/parquet/part-00000.parquet")
     data = bytearray(ctx.store.get_bytes(s.bucket_releases, key))
     data[len(data) // 2] ^= 0x01
     ctx.store.put_bytes(s.bucket_releases, key, bytes(data))
     ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, "extra.txt"), b"x")
     found = check()
-    assert [(n, what) for n, what, _ in found] == [(1, "extra.txt"), (1, "data.parquet")]
+    assert [(n, what) for n, what, _ in found] == [(1, "extra.txt"),
+                                                   (1, "data/parquet/part-00000.parquet")]
     assert "differs from the manifest's" in found[1][2]
     ctx.store.delete(s.bucket_releases, keys.release_key(DS, 1, "extra.txt"))
 
@@ -147,7 +151,7 @@ def test_verify_and_maintenance_cover_the_copies(
                for _, what, problem in check())
     health = maintenance.maintain(ctx, s.registry, bucket, prefix)
     assert health["releases_restored"] == {"v1": ["manifest.json"]}
-    assert [what for _, what, _ in check()] == ["data.parquet"]
+    assert [what for _, what, _ in check()] == ["data/parquet/part-00000.parquet"]
     assert health["ledger"]["ok"] is False
 
 
@@ -176,11 +180,11 @@ class _Writes:
         return getattr(self._store, name)
 
     def copy(self, bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
-        self.writes.append(("copy", dst_key.rsplit("/", 1)[-1]))
+        self.writes.append(("copy", dst_key.split("/", 2)[-1]))  # <dataset>/v<N>/<file>
         self._store.copy(bucket, src_key, dst_bucket, dst_key)
 
     def delete(self, bucket: str, key: str) -> None:
-        self.writes.append(("delete", key.rsplit("/", 1)[-1]))
+        self.writes.append(("delete", key.split("/", 2)[-1]))
         self._store.delete(bucket, key)
 
 
@@ -193,15 +197,16 @@ def test_an_old_manifest_is_removed_before_any_file_of_the_folder_changes(
     v = ctx.catalog.get_version(DS, 1)
     assert v is not None
     bucket, dvc_prefix = ctx.registry.objects
-    for name, data in (("manifest.json", b'{"old": true}'), ("data.jsonl", b"old\n"),
-                       ("old.csv", b"a,b\n")):
+    for name, data in (("manifest.json", b'{"old": true}'),
+                       ("data/jsonl/part-00000.jsonl", b"old\n"), ("old.csv", b"a,b\n")):
         ctx.store.put_bytes(s.bucket_releases, keys.release_key(DS, 1, name), data)
     recording = _Writes(ctx.store)
     copied = releases.mirror(recording, bucket, dvc_prefix, DS, 1, v.dvc_md5,
                              s.bucket_releases)
-    assert copied == ["data.jsonl", "manifest.json"]
+    assert copied == ["data/jsonl/part-00000.jsonl", "manifest.json"]
     assert recording.writes == [("delete", "manifest.json"), ("delete", "old.csv"),
-                                ("copy", "data.jsonl"), ("copy", "manifest.json")]
+                                ("copy", "data/jsonl/part-00000.jsonl"),
+                                ("copy", "manifest.json")]
     for name, meta in v.files.items():  # the folder is the version again
         assert _sha256(ctx.store.get_bytes(s.bucket_releases, keys.release_key(DS, 1, name))) \
             == meta["sha256"], name

@@ -6,7 +6,6 @@ import json
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from granary.settings import Settings
@@ -20,6 +19,7 @@ from lifecycle.publish import stage as publish
 from lifecycle.records.shards import read_manifest, read_table
 from lifecycle.synthesize import stage as synthesize
 from lifecycle.versions.trace import TraceError, trace
+from tests.outcome import read_release
 from tests.stagectx import stage_context
 from tests.webapp import serve
 
@@ -103,7 +103,7 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
 
     # the published bytes come back from the registry; every provenance column is there
     out = ctx.registry.fetch("tiny_reviews", 1, s.home / "got")
-    published = pd.read_parquet(out / "data.parquet")
+    published = read_release(out)
     assert sorted(published["text"]) == sorted(kept["text"])
     assert published.set_index("text").loc["fine", "label_flag"] == "label_conflict"
     for column in ("source_uri", "line", "raw_hash", "collected_at", "licence", "legal_basis",
@@ -116,7 +116,8 @@ def test_lifecycle_conserves_records_and_publishes(env: tuple[Settings, Path]) -
     release = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert [(x["name"], x["id"], x["origin"]) for x in release["sources"]] == [
         ("good", "CC-BY-4.0", "written for this test"), ("table", "NOASSERTION", "")]
-    assert (out / "data.csv").exists() and (out / "data.jsonl").exists()
+    assert (out / "data/csv/part-00000.csv").exists()
+    assert (out / "data/jsonl/part-00000.jsonl").exists()
     assert ctx.catalog.get_version("tiny_reviews").row_count == 4
 
     # publishing the same run again is a no-op that returns the same version

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from granary.settings import Settings
@@ -19,6 +18,7 @@ from lifecycle.publish import stage as publish
 from lifecycle.records.shards import parse_uri
 from lifecycle.synthesize import stage as synthesize
 from lifecycle.versions.trace import trace
+from tests.outcome import read_release
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 
@@ -80,7 +80,7 @@ def test_synthetic_records_are_capped_marked_traceable_and_published(env: Settin
     assert set(report["utility"]) >= {"real_only_f1", "real_plus_synthetic_f1"}
 
     out = ctx.registry.fetch("balanced_reviews", 1, env.home / "v1")
-    published = pd.read_parquet(out / "data.parquet")
+    published = read_release(out)
     made = published.loc[published["synthetic"]]
     real_ids = set(published.loc[~published["synthetic"], "id"])
     assert len(made) == c["synthetic"] and (made["generator"] == "text_augment").all()

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from granary.settings import Settings
+from tests.outcome import read_release
 from tests.stagectx import isolated
 from tests.tracecheck import run_lifecycle, walk
 
@@ -104,15 +105,15 @@ def test_a_table_without_a_text_field_runs_end_to_end_and_traces(s3: Settings,
     assert version.quality["label_check"]["checked"] > 0
 
     got = ctx.registry.fetch("shop_items", version.version, tmp_path / "got")
-    published = pd.read_parquet(got / "data.parquet")
+    published = read_release(got)
     assert {"sku", "price", "weight_g", "in_stock", "category", "split"} <= set(
         published.columns)
     assert set(published["split"]) == {"train", "test"}
     real = published.loc[~published["synthetic"].astype(bool)]
     tied = table["sku"].iloc[7]
     assert sorted(real["sku"]) == sorted({r["sku"] for r in lines.values()} - {tied})
-    assert len(list(csv.DictReader(io.StringIO((got / "data.csv").read_text("utf-8"))))) \
-        == version.row_count
+    assert sum(len(list(csv.DictReader(io.StringIO(p.read_text("utf-8")))))
+               for p in sorted((got / "data" / "csv").glob("part-*.csv"))) == version.row_count
 
     # every record traces: real ones to the file's line that holds them (each repeated row
     # among the absorbed duplicates), synthetic ones to their seeds'
@@ -199,7 +200,7 @@ def test_an_optional_integer_field_with_gaps_stays_integer_through_every_stage(
     out = ctx.registry.fetch("cars_gaps", version, tmp_path / "got")
     import pyarrow.parquet as pq
 
-    published = pq.read_table(out / "data.parquet")
+    published = pq.read_table(out / "data" / "parquet")  # every part
     assert published.schema.field("horsepower").type == "int64"
     synthetic = published.column("synthetic").to_pylist()
     hp = published.column("horsepower").to_pylist()
@@ -208,7 +209,8 @@ def test_an_optional_integer_field_with_gaps_stays_integer_through_every_stage(
                                                                          strict=True) if syn)
     import json
 
-    rows = [json.loads(x) for x in (out / "data.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(x) for p in sorted((out / "data" / "jsonl").glob("part-*.jsonl"))
+            for x in p.read_text(encoding="utf-8").splitlines()]
     assert {type(r["horsepower"]) for r in rows} == {int, type(None)}
     traces = walk(ctx.catalog, ctx.store, "cars_gaps", version, s.bucket_raw)["traces"]
     assert {type(t["record"]["horsepower"]) for t in traces.values()} == {int, type(None)}

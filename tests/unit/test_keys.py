@@ -51,6 +51,9 @@ def test_release_names() -> None:
     assert keys.release_key("reviews", 3, "data.parquet") == "reviews/v3/data.parquet"
     with pytest.raises(keys.KeyError_):
         keys.release_prefix("reviews", 0)
-    for bad in ("../x", "a/b", ".hidden"):
+    # a data part is in a folder of the release; nothing climbs out of it
+    assert keys.release_key("reviews", 3, "data/parquet/part-00000.parquet") == \
+        "reviews/v3/data/parquet/part-00000.parquet"
+    for bad in ("../x", "a/../b", ".hidden", "data/.x", "/abs", "a//b", "a/", ""):
         with pytest.raises(keys.KeyError_):
             keys.release_key("reviews", 1, bad)

@@ -191,15 +191,19 @@ def test_the_card_check_names_what_is_wrong(tmp_path: Path, text: str, files: se
     assert found is None if problem is None else problem in str(found)
 
 
-@pytest.mark.parametrize("formats,data", [(["jsonl"], "data.jsonl"), (["csv"], "data.csv"),
-                                          (["csv", "parquet"], "data.parquet")])
-def test_the_card_names_the_data_file_the_release_holds(tmp_path: Path, formats: list[str],
-                                                        data: str) -> None:
+@pytest.mark.parametrize("formats,data", [(["jsonl"], "data/jsonl/*.jsonl"),
+                                          (["csv"], "data/csv/*.csv"),
+                                          (["csv", "parquet"], "data/parquet/*.parquet")])
+def test_the_card_names_the_data_files_the_release_holds(tmp_path: Path, formats: list[str],
+                                                         data: str) -> None:
+    """The card's configs name the parts of the format a consumer reads (a glob), and the
+    card check finds them; a glob that matches no file of the release is named."""
     from lifecycle.publish import card
     from tests.unit.test_quality import SPEC_TEXT
 
     spec = parse_spec(SPEC_TEXT + f"publish: {{formats: {formats}}}\n", "graded.yaml")
-    files = {f"data.{f}": {"sha256": "0" * 64, "bytes": 1} for f in formats}
+    files = {f"data/{f}/part-{i:05d}.{f}": {"sha256": "0" * 64, "bytes": 1, "rows": 5}
+             for f in formats for i in range(2)}
     text = card.card(spec, {"version": 1, "row_count": 10, "content_hash": "h",
                             "files": files}, {},
                      {"added": 10, "removed": 0, "relabelled": 0,
@@ -208,3 +212,6 @@ def test_the_card_names_the_data_file_the_release_holds(tmp_path: Path, formats:
     path.write_text(text, encoding="utf-8")
     assert reachable.card_problem(path, {*files, "README.md"}) is None
     assert f"{spec.name}/{data}" in text  # the loading snippet reads it too
+    assert f"path: {data}" in text
+    others = {n for n in files if not n.startswith(data.split("*")[0])}
+    assert f"name ['{data}']" in str(reachable.card_problem(path, {*others, "README.md"}))

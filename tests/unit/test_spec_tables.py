@@ -313,7 +313,8 @@ def test_published_json_lines_take_every_column_type(tmp_path: Path) -> None:
                        "price": [Decimal("1.50"), None], "blob": [b"\x01", None],
                        "at": [time(1, 2), None], "n": pd.array([3, None], dtype="Int64"),
                        "ops": [np.array(["a", "b"], dtype=object), np.array([], dtype=object)]})
-    path = write_format(df, tmp_path, "jsonl")
+    [(path, rows)] = write_format(df, tmp_path, "jsonl")  # one part
+    assert rows == 2
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert lines == [{"when": "2026-01-02T00:00:00+00:00", "price": "1.50", "blob": "01",
                       "at": "01:02:00", "n": 3, "ops": ["a", "b"]},

@@ -21,6 +21,7 @@ from markupsafe import Markup
 from lifecycle.evaluate import charts
 from lifecycle.labels import labelcheck
 from lifecycle.quality import dimensions as q
+from lifecycle.quality import keyparts, tallies
 from lifecycle.spec import DatasetSpec
 
 
@@ -59,11 +60,15 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           preprocess: dict[str, Any], links: dict[str, str],
           not_measured: dict[str, str] | None = None,
           gating: list[str] | None = None,
-          proposals: dict[str, Any] | None = None) -> dict[str, Any]:
+          proposals: dict[str, Any] | None = None,
+          tally: tallies.Tally | None = None) -> dict[str, Any]:
     text, label = spec.schema_.text_field, spec.schema_.label_field
     residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
                                   else q.residual_pii(spec, df))
     pcounts = preprocess.get("counts", {})
+    # what the dimensions counted (measured against ``now``), and the residual duplicates
+    counted = tally if tally is not None else tallies.measure(spec, df, now)
+    repeated = len(keyparts.repeated_rows([df[text]])[0]) if text in df else 0
     merges = pcounts.get("merge_reasons", {})
     return {
         "dataset": spec.name, "title": spec.title, "run_id": run_id,
@@ -75,15 +80,14 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         # dimensions left out of the score and the grade, each with the reason
         "not_measured": dict(not_measured or {}),
         "gating": list(dims) if gating is None else list(gating),
-        "warnings": q.warnings(spec, df, dict(not_measured or {}), now),
-        "balance": q.balance_report(spec, df),
+        "warnings": q.warnings(spec, counted, dict(not_measured or {}), now),
+        "balance": q.balance_report(spec, counted),
         "weights": {k: spec.quality.weights.get(k, 1.0) for k in dims},  # type: ignore[call-overload]
         "evidence": {"label_conflicts": evidence.conflicts,
                      "label_error_rate": round(evidence.label_error_rate, 4),
                      "leakage_share": round(evidence.leakage_share, 6),
                      "near_duplicate_share": round(evidence.redundant_share, 6),
-                     "residual_duplicates": int(df[text].duplicated().sum())
-                     if text in df else 0},
+                     "residual_duplicates": repeated},
         "expectations": {"total": len(checks), "failed": [c for c in checks if not c["success"]],
                          "blocking": blocking, "results": checks, "per_shard": per_shard},
         "labels": ({str(k): int(v) for k, v in df[label].value_counts(dropna=False).items()}
@@ -94,7 +98,7 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         "duplicates": {"exact_merged": int(merges.get("exact_duplicate", 0)),
                        "near_merged": int(merges.get("near_duplicate", 0)),
                        "label_conflicts": int(pcounts.get("label_conflicts", 0)),
-                       "residual": int(df[text].duplicated().sum()) if text in df else 0},
+                       "residual": repeated},
         "pii": {"found_in_preprocessing": {k: v for k, v in preprocess.get("pii", {}).items()},
                 "residual_records": residual_records, "residual": residual,
                 # what safety measured: types watched, languages covered, warnings

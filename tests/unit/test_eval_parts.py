@@ -1,0 +1,313 @@
+"""The pieces a partitioned evaluation is built from (docs/design/partitioned-evaluate.md)
+give the whole table's results: for any table and any cut of it into shards (empty shards,
+one-row shards, all-null columns, unicode, null markers, duplicates within and across
+shards), the quality dimensions' tallies combined and the whole-table key results combined
+(unique values, distinct counts, residual duplicates, ranges, value sets) equal what the
+formulas as they were before the tallies (kept here as the oracle) and pandas give on the
+whole table; and the key results agree with Great Expectations' own."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lifecycle.quality import dimensions as quality
+from lifecycle.quality import keyparts, tallies
+from lifecycle.quality.cells import missing_cells
+from lifecycle.spec import DatasetSpec, parse_spec
+from tests.unit.test_quality import NOW, SPEC_TEXT
+
+pytestmark = pytest.mark.unit
+
+SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SPEC = parse_spec(
+    SPEC_TEXT.replace("    - {name: text, type: string}",
+                      "    - {name: text, type: string, required: true}\n"
+                      "    - {name: made, type: string, required: false}\n"
+                      "    - {name: note, type: string, required: true}")
+    + "quality: {null_values: ['', 'N/A'], timeliness: {field: made, max_age: 30d},"
+      " balance: {min_share: 0.2}, min_image_side: 64}\n", "parts.yaml")
+IMAGES = SPEC.model_copy(update={"modality": "image"})
+TEXTS = st.one_of(st.none(), st.sampled_from(["", "  ", "N/A", "好评", "差评", "é", "😀", "ok"]),
+                  st.text(max_size=4))
+LABELS = st.one_of(st.none(), st.sampled_from(["pos", "neg", "meh", "正面", "", "0"]))
+TIMES = st.one_of(
+    st.none(), st.just("not a time"),
+    st.integers(-400 * 24, 3 * 24).map(lambda h: (NOW + timedelta(hours=h)).isoformat()),
+    st.integers(-50, 50).map(lambda d: (NOW + timedelta(days=d)).replace(tzinfo=None)
+                             .isoformat()))
+SIDES = st.one_of(st.none(), st.integers(1, 200))
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pd.DataFrame:
+    n = draw(st.integers(0, 25))
+    df = pd.DataFrame({
+        "id": [f"r{i}" for i in range(n)],
+        "text": draw(st.lists(TEXTS, min_size=n, max_size=n)),
+        "note": draw(st.lists(TEXTS, min_size=n, max_size=n)),
+        "label": draw(st.lists(LABELS, min_size=n, max_size=n)),
+        "made": draw(st.lists(TIMES, min_size=n, max_size=n)),
+        "width": draw(st.lists(SIDES, min_size=n, max_size=n)),
+        "height": draw(st.lists(SIDES, min_size=n, max_size=n))})
+    for column in draw(st.sets(st.sampled_from(["text", "note", "label", "made", "width"]))):
+        df[column] = None  # a column with nothing in it
+    return df
+
+
+@st.composite
+def cut(draw: st.DrawFn, n: int) -> list[slice]:
+    """Any cut of n rows into consecutive shards, empty ones included."""
+    points = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
+    bounds = [0, *points, n]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def shards(df: pd.DataFrame, where: list[slice]) -> list[pd.DataFrame]:
+    return [df.iloc[s] for s in where]
+
+
+# ---- the formulas as they were computed on the whole table (the oracle) ------------------
+def old_completeness(spec: DatasetSpec, df: pd.DataFrame) -> float:
+    required = [f.name for f in spec.schema_.fields if f.required and f.name in df]
+    if df.empty or not required:
+        return 1.0
+    return float(1 - missing_cells(spec, df, required).any(axis=1).mean())
+
+
+def old_shares(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
+    label = spec.schema_.label_field
+    if label is None or df.empty or label not in df:
+        return pd.Series(dtype=float)
+    counts = df[label].dropna().astype(str).value_counts()
+    if not counts.sum():
+        return pd.Series(dtype=float)
+    allowed = [str(v) for v in spec.label_values or []]
+    counts = counts.reindex(list(dict.fromkeys([*allowed, *counts.index])), fill_value=0)
+    return counts / counts.sum()
+
+
+def old_times(spec: DatasetSpec, df: pd.DataFrame) -> tuple[Any, int]:
+    """The newest time at or before now + tolerance, and how many are later."""
+    name = spec.quality.timeliness.field
+    times = (pd.to_datetime(df[name], utc=True, errors="coerce", format="mixed")
+             if name in df else pd.Series(dtype="datetime64[ns, UTC]"))
+    limit = pd.Timestamp(NOW.astimezone(UTC)) + quality.FUTURE_TOLERANCE
+    return times[times <= limit].max(), int((times > limit).sum())
+
+
+def old_timeliness(spec: DatasetSpec, df: pd.DataFrame) -> float | str:
+    expected = spec.quality.timeliness.max_age
+    assert expected is not None
+    if df.empty or "made" not in df:
+        return "no records"
+    newest, _ = old_times(spec, df)
+    if pd.isna(newest):
+        return "no time"
+    age = NOW.astimezone(UTC) - newest.to_pydatetime()
+    return 1.0 if age <= expected else expected / age
+
+
+def old_resolution(df: pd.DataFrame) -> float:
+    side = df[["width", "height"]].min(axis=1)
+    return float((side >= 64).mean()) if len(side) else 1.0
+
+
+def combined(spec: DatasetSpec, df: pd.DataFrame, where: list[slice]) -> tallies.Tally:
+    return tallies.combine(tallies.measure(spec, part, NOW) for part in shards(df, where))
+
+
+# ---- the dimensions' tallies ---------------------------------------------------------------
+@given(data=st.data())
+@SOME
+def test_tallies_of_any_cut_give_the_whole_tables_dimensions(data: st.DataObject) -> None:
+    df = data.draw(tables())
+    t = combined(SPEC, df, data.draw(cut(len(df))))
+    whole = tallies.measure(SPEC, df, NOW)
+    assert (t.rows, t.incomplete, t.labels, t.future, t.newest, t.timed) == \
+        (whole.rows, whole.incomplete, whole.labels, whole.future, whole.newest, whole.timed)
+    assert quality.completeness(SPEC, t) == old_completeness(SPEC, df)
+    expected = old_shares(SPEC, df)
+    shares = quality.label_shares(SPEC, t)
+    assert list(shares.index) == list(expected.index)  # the order the report shows
+    assert shares.tolist() == expected.tolist()  # exactly: the same floats
+    assert quality.entropy(SPEC, shares) == quality.entropy(SPEC, expected)
+    assert quality.balance(SPEC, t) == quality.balance(SPEC, df)
+    newest, future = old_times(SPEC, df)
+    assert t.future == future
+    assert (t.newest is None and pd.isna(newest)) or t.newest == newest
+    assert quality.timeliness(SPEC, t, NOW) == old_timeliness(SPEC, df) or (
+        isinstance(old_timeliness(SPEC, df), str)
+        and isinstance(quality.timeliness(SPEC, t, NOW), str))
+    assert quality.consistency(t.rows, [], 2) == quality.consistency(df, [], 2)
+    assert quality.safety(SPEC, t, (1, {})) == quality.safety(SPEC, df, (1, {}))
+
+
+@given(data=st.data())
+@SOME
+def test_image_tallies_of_any_cut_give_the_whole_tables_resolution(data: st.DataObject
+                                                                   ) -> None:
+    df = data.draw(tables())
+    t = tallies.combine(tallies.measure(IMAGES, part) for part in
+                        shards(df, data.draw(cut(len(df)))))
+    evidence = quality.Evidence()
+    assert quality.images(IMAGES, t, evidence)["resolution"] == old_resolution(df)
+
+
+def test_the_dimensions_of_a_combined_tally_are_the_whole_tables() -> None:
+    """assess on the tally of three shards (one empty) gives what it gives on the records."""
+    rows = 30
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(rows)],
+                       "text": [None if i % 7 == 0 else f"评论{i % 11}" for i in range(rows)],
+                       "note": ["N/A" if i % 5 == 0 else "x" for i in range(rows)],
+                       "label": [["pos", "neg", "meh", None][i % 4] for i in range(rows)],
+                       "made": [(NOW - timedelta(days=40 + i)).isoformat()
+                                for i in range(rows)]})
+    from lifecycle.quality.cells import CellFailures
+
+    cells = CellFailures(ids=df["id"].to_numpy())
+    cells.add("accuracy", "text", "unique", np.array([3, 4]))
+    evidence = quality.Evidence(checks=[{"expectation": "x", "success": True}], conflicts=1,
+                                residual_pii=(2, {}), cells=cells)
+    t = combined(SPEC, df, [slice(0, 10), slice(10, 10), slice(10, 30)])
+    assert quality.assess(SPEC, t, evidence, NOW) == quality.assess(SPEC, df, evidence, NOW)
+    dims, _ = quality.assess(SPEC, t, evidence, NOW)
+    # null texts (0, 7, ...), 'N/A' notes (0, 5, ...), null labels (3, 7, ...): 15 records
+    assert dims["completeness"] == 0.5
+    assert dims["timeliness"] == round(30 / 40, 4)
+
+
+def test_a_tally_without_the_cells_or_measured_at_another_time_is_refused() -> None:
+    df = pd.DataFrame({"id": ["a"], "text": ["x"], "note": ["y"], "label": ["pos"],
+                       "made": [NOW.isoformat()]})
+    t = tallies.measure(SPEC, df, NOW)
+    with pytest.raises(ValueError, match="failed cells and the residual personal data"):
+        quality.assess(SPEC, t, quality.Evidence(), NOW)
+    with pytest.raises(ValueError, match="measure it against the same now"):
+        quality.timeliness(SPEC, t, NOW + timedelta(seconds=1))
+    later = tallies.measure(SPEC, df, NOW + timedelta(hours=1))
+    with pytest.raises(Exception, match="different times"):
+        tallies.combine([t, later])
+
+
+# ---- the whole-table keys ------------------------------------------------------------------
+VALUES = st.one_of(
+    st.lists(st.one_of(st.none(), st.text(max_size=3), st.sampled_from(["é", "e\u0301", "😀"])),
+             max_size=30),
+    st.lists(st.one_of(st.none(), st.integers(-3, 3)), max_size=30),
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False),
+                       st.sampled_from([0.0, -0.0, 1.5])), max_size=30),
+    st.lists(st.one_of(st.none(), st.integers(-2, 2), st.sampled_from(["1", "a", "好"])),
+             max_size=30))
+
+
+def series(values: list[Any]) -> pd.Series:
+    return pd.Series(values, dtype=object if values and any(
+        isinstance(v, str) for v in values) else None)
+
+
+@given(values=VALUES, data=st.data())
+@SOME
+def test_unique_and_distinct_counts_combine_exactly(values: list[Any],
+                                                    data: st.DataObject) -> None:
+    s = series(values)
+    where = data.draw(cut(len(s)))
+    total = keyparts.combine_keys(keyparts.key_counts(s.iloc[w]) for w in where)
+    present = s.dropna()
+    assert total.rows == len(s) and total.missing == int(s.isna().sum())
+    assert total.unexpected == int(present.duplicated(keep=False).sum())
+    assert total.distinct == present.nunique()
+    flagged = np.concatenate([np.empty(0, dtype=np.int64), *(
+        w.start + keyparts.rows_holding(s.iloc[w], total.repeated) for w in where)])
+    expected = np.flatnonzero((s.notna() & s.duplicated(keep=False)).to_numpy(dtype=bool))
+    assert flagged.tolist() == expected.tolist()
+
+
+@given(values=VALUES, data=st.data())
+@SOME
+def test_residual_duplicates_of_any_cut_are_the_whole_tables(values: list[Any],
+                                                             data: st.DataObject) -> None:
+    s = series(values)
+    where = data.draw(cut(len(s)))
+    found = keyparts.repeated_rows([s.iloc[w] for w in where])
+    rows = [w.start + r for w, r in zip(where, found, strict=True)]
+    assert np.concatenate([np.empty(0, dtype=np.int64), *rows]).tolist() == \
+        np.flatnonzero(s.duplicated().to_numpy(dtype=bool)).tolist()
+
+
+NUMBERS = st.lists(st.one_of(st.none(), st.integers(-10**12, 10**12),
+                             st.floats(allow_nan=False, allow_infinity=False)), max_size=30)
+
+
+@given(values=st.one_of(NUMBERS, st.lists(st.one_of(st.none(), st.text(max_size=3)),
+                                          max_size=30)),
+       cap=st.integers(1, 40), data=st.data())
+@SOME
+def test_ranges_and_value_sets_combine_exactly(values: list[Any], cap: int,
+                                               data: st.DataObject) -> None:
+    s = series(values)
+    if s.dtype == object and s.map(lambda v: isinstance(v, (int, float))).any():
+        s = pd.to_numeric(s)
+    where = data.draw(cut(len(s)))
+    total = keyparts.combine_ranges((keyparts.value_range(s.iloc[w], cap) for w in where), cap)
+    present = s.dropna()
+    assert total.count == len(present)
+    if present.empty:
+        assert (total.low, total.high, total.values) == (None, None, frozenset())
+        return
+    assert (total.low, total.high) == (present.min(), present.max())
+    distinct = set(present.unique().tolist())
+    assert total.values == (frozenset(distinct) if len(distinct) <= cap else None)
+
+
+def test_the_key_parts_agree_with_great_expectations() -> None:
+    """GX on the whole table and the parts of a cut into three shards (one empty, one a
+    single row) find the same unique violations, distinct count, row count, extremes and
+    value set."""
+    import great_expectations.expectations as gxe
+
+    from lifecycle.evaluate.expectations import _context
+
+    frame = pd.DataFrame({"name": ["好评", "é", None, "e\u0301", "好评", "😀", None, "é"],
+                          "score": [3, 1, None, 7, 3, -2, 5, 0]})
+    frame["name"] = frame["name"].astype(object)
+    where = [slice(0, 3), slice(3, 3), slice(3, 4), slice(4, 8)]
+    names = keyparts.combine_keys(keyparts.key_counts(frame["name"].iloc[w]) for w in where)
+    scores = keyparts.combine_ranges(keyparts.value_range(frame["score"].iloc[w])
+                                     for w in where)
+    context = _context()
+    batch = (context.data_sources.add_pandas("parts").add_dataframe_asset("t")
+             .add_batch_definition_whole_dataframe("all")
+             .get_batch(batch_parameters={"dataframe": frame}))
+
+    def run(exp: Any) -> dict[str, Any]:
+        return batch.validate(exp, result_format="COMPLETE").to_json_dict()["result"]
+
+    unique = run(gxe.ExpectColumnValuesToBeUnique(column="name"))
+    mine = names.unique_result()
+    for key in ("element_count", "missing_count", "unexpected_count", "unexpected_percent"):
+        assert mine[key] == unique[key], key
+    assert mine["unexpected_count"] == 4  # both 好评 and both é; "e\u0301" is another text
+    assert run(gxe.ExpectColumnUniqueValueCountToBeBetween(
+        column="name", min_value=0, max_value=99))["observed_value"] == names.distinct == 4
+    assert run(gxe.ExpectTableRowCountToEqual(value=8))["observed_value"] == names.rows
+    assert run(gxe.ExpectColumnMinToBeBetween(column="score", min_value=-9,
+                                              max_value=9))["observed_value"] == scores.low
+    assert run(gxe.ExpectColumnMaxToBeBetween(column="score", min_value=-9,
+                                              max_value=9))["observed_value"] == scores.high
+    # GX reports no observed set for these: its verdicts on the combined set instead
+    assert scores.values is not None
+    assert batch.validate(gxe.ExpectColumnDistinctValuesToEqualSet(
+        column="score", value_set=sorted(scores.values))).success
+    assert not batch.validate(gxe.ExpectColumnDistinctValuesToEqualSet(
+        column="score", value_set=sorted(scores.values)[1:])).success
+    assert run(gxe.ExpectColumnDistinctValuesToContainSet(
+        column="score", value_set=[*scores.values, 9]))["partial_missing_list"] == [9]
+    assert math.isclose(scores.low, -2) and scores.count == 7

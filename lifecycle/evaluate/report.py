@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.ext import Extension
@@ -26,19 +25,6 @@ from lifecycle.spec import DatasetSpec
 
 
 # ---- the JSON form ---------------------------------------------------------------------------
-def _lengths(df: pd.DataFrame, text: str | None, bins: int = 20) -> dict[str, Any]:
-    if df.empty or text is None or text not in df:
-        return {}
-    n = df[text].astype("string").str.len().dropna().to_numpy(dtype=np.int64)
-    if not len(n):
-        return {}
-    top = max(int(np.percentile(n, 99)), 1)
-    counts, edges = np.histogram(np.minimum(n, top), bins=min(bins, top), range=(0, top))
-    return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts],
-            "min": int(n.min()), "median": float(np.median(n)), "p95": float(np.percentile(n, 95)),
-            "max": int(n.max()), "clipped_at": top}
-
-
 def _label_examples(df: pd.DataFrame, spec: DatasetSpec, issues: labelcheck.LabelIssues,
                     limit: int = 20) -> list[dict[str, Any]]:
     text, label = spec.schema_.text_field, spec.schema_.label_field or ""
@@ -94,7 +80,7 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
                    if label and label in df else {}),
         "label_errors": ({**issues.summary(), "examples": _label_examples(df, spec, issues)}
                          if issues else {}),
-        "lengths": _lengths(df, text),
+        "lengths": tallies.length_summary(counted),  # from the tally's count of lengths
         "duplicates": {"exact_merged": int(merges.get("exact_duplicate", 0)),
                        "near_merged": int(merges.get("near_duplicate", 0)),
                        "label_conflicts": int(pcounts.get("label_conflicts", 0)),

@@ -8,9 +8,11 @@ What a tally holds is what the formulas of docs/quality.md read from the records
 record count, the records missing a required field (completeness), the labelled records per
 label in order of first appearance (balance, its entropy, the report's shares), the newest
 record time at or before now + FUTURE_TOLERANCE and the count of later ones (timeliness and
-its warning), and for images the records with a size and those whose shorter side reaches
-``quality.min_image_side`` (resolution). Counts are integers, divided once by the
-formulas, so a combined tally gives the same floats as the whole table.
+its warning), for images the records with a size and those whose shorter side reaches
+``quality.min_image_side`` (resolution), and how many texts have each length (the report's
+histogram and percentiles, read from the count table as numpy reads them from the lengths).
+Counts are integers, divided once by the formulas, so a combined tally gives the same
+floats as the whole table.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.errors import PermanentError
@@ -43,6 +47,9 @@ class Tally:
     future: int = 0               # record times later than at + FUTURE_TOLERANCE
     sized: int = 0                # images: records counted for resolution
     resolved: int = 0             # images: of those, the shorter side reaches the minimum
+    # the texts' lengths in characters: how many texts have each length (the report's
+    # histogram and percentiles)
+    lengths: dict[int, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -91,6 +98,11 @@ def measure(spec: DatasetSpec, df: pd.DataFrame, now: datetime | None = None) ->
         newest = times[times <= limit].max()
         out.newest = None if pd.isna(newest) else newest
         out.future = int((times > limit).sum())
+    text = spec.schema_.text_field
+    if text is not None and text in df and len(df):
+        sizes = df[text].astype("string").str.len().dropna().to_numpy(dtype=np.int64)
+        values, counts = np.unique(sizes, return_counts=True)
+        out.lengths = dict(zip(values.tolist(), counts.tolist(), strict=True))
     if spec.modality == "image" and {"width", "height"} <= set(df.columns):
         side = df[["width", "height"]].min(axis=1)
         out.sized = len(side)
@@ -117,6 +129,8 @@ def combine(parts: Iterable[Tally]) -> Tally:
         out.future += part.future
         out.sized += part.sized
         out.resolved += part.resolved
+        for length, many in part.lengths.items():
+            out.lengths[length] = out.lengths.get(length, 0) + many
     if len(ats) > 1:
         raise PermanentError(f"quality tallies measured against different times "
                              f"{sorted(ats, key=str)} cannot be combined: measure every "
@@ -139,3 +153,47 @@ def shares(spec: DatasetSpec, tally: Tally) -> pd.Series:
     allowed = [str(v) for v in spec.label_values or []]
     counts = counts.reindex(list(dict.fromkeys([*allowed, *counts.index])), fill_value=0)
     return counts / counts.sum()
+
+
+def percentile(table: dict[int, int], q: float) -> float:
+    """``np.percentile`` (linear, its default) of the values a count table holds
+    (value -> how many), computed from the two order statistics it needs, with numpy's own
+    arithmetic, so the result is the same float without the values laid out."""
+    values = np.array(sorted(table), dtype=np.int64)
+    ends = np.cumsum([table[int(v)] for v in values])  # the last position of each value + 1
+    n = int(ends[-1])
+    virtual = (n - 1) * np.true_divide(q, 100)
+    before = np.floor(virtual)
+    if virtual >= n - 1:
+        return float(values[-1])
+    gamma = virtual - before
+    a = values[np.searchsorted(ends, int(before), side="right")]
+    b = values[np.searchsorted(ends, int(before) + 1, side="right")]
+    diff = b - a
+    return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
+
+
+def median(table: dict[int, int]) -> float:
+    """``np.median`` of the values a count table holds."""
+    values = np.array(sorted(table), dtype=np.int64)
+    ends = np.cumsum([table[int(v)] for v in values])
+    n = int(ends[-1])
+    middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    return float(np.mean(values[np.searchsorted(ends, middle, side="right")]))
+
+
+def length_summary(tally: Tally, bins: int = 20) -> dict[str, Any]:
+    """The texts' lengths for the report: a histogram of ``bins`` bins (fewer for short
+    texts) up to the 99th percentile (longer texts counted in the last bin), the minimum,
+    median, 95th percentile and maximum; {} without texts."""
+    table = tally.lengths
+    if not table:
+        return {}
+    top = max(int(percentile(table, 99)), 1)
+    values = np.array(sorted(table), dtype=np.int64)
+    weights = np.array([table[int(v)] for v in values], dtype=np.int64)
+    counts, edges = np.histogram(np.minimum(values, top), bins=min(bins, top),
+                                 range=(0, top), weights=weights)
+    return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts],
+            "min": int(values[0]), "median": median(table),
+            "p95": percentile(table, 95), "max": int(values[-1]), "clipped_at": top}

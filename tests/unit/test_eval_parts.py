@@ -311,3 +311,105 @@ def test_the_key_parts_agree_with_great_expectations() -> None:
     assert run(gxe.ExpectColumnDistinctValuesToContainSet(
         column="score", value_set=[*scores.values, 9]))["partial_missing_list"] == [9]
     assert math.isclose(scores.low, -2) and scores.count == 7
+
+
+# ---- the texts' lengths --------------------------------------------------------------------
+def old_lengths(df: pd.DataFrame, text: str | None, bins: int = 20) -> dict[str, Any]:
+    """The report's histogram as it was computed from every length (the oracle)."""
+    if df.empty or text is None or text not in df:
+        return {}
+    n = df[text].astype("string").str.len().dropna().to_numpy(dtype=np.int64)
+    if not len(n):
+        return {}
+    top = max(int(np.percentile(n, 99)), 1)
+    counts, edges = np.histogram(np.minimum(n, top), bins=min(bins, top), range=(0, top))
+    return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts],
+            "min": int(n.min()), "median": float(np.median(n)), "p95": float(np.percentile(n, 95)),
+            "max": int(n.max()), "clipped_at": top}
+
+
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=300),
+       q=st.one_of(st.sampled_from([0, 1, 5, 25, 50, 75, 95, 99, 100]),
+                   st.floats(0, 100, allow_nan=False)))
+@SOME
+def test_percentiles_and_medians_of_a_count_table_are_numpys(sizes: list[int],
+                                                             q: float) -> None:
+    values = np.array(sizes, dtype=np.int64)
+    found, counts = np.unique(values, return_counts=True)
+    table = dict(zip(found.tolist(), counts.tolist(), strict=True))
+    assert tallies.percentile(table, q) == float(np.percentile(values, q))
+    assert tallies.median(table) == float(np.median(values))
+
+
+@pytest.mark.parametrize("sizes,q", [([17, 23], 99), ([3] * 9 + [1000], 95),
+                                     ([5] * 13 + [2999], 90)])
+def test_a_percentile_interpolates_from_the_upper_value_past_half_as_numpy_does(
+        sizes: list[int], q: float) -> None:
+    """Past half-way numpy interpolates down from the upper value, which differs in the
+    last bit from interpolating up from the lower one (22.94, not 22.939999999999998)."""
+    values = np.array(sizes, dtype=np.int64)
+    found, counts = np.unique(values, return_counts=True)
+    table = dict(zip(found.tolist(), counts.tolist(), strict=True))
+    assert tallies.percentile(table, q) == float(np.percentile(values, q))
+
+
+@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=40),
+                                st.text(alphabet="好评差😀", min_size=30, max_size=300)),
+                      max_size=60), data=st.data())
+@SOME
+def test_the_length_histogram_of_any_cut_is_the_whole_tables(texts: list[Any],
+                                                             data: st.DataObject) -> None:
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts,
+                       "note": "x", "label": "pos"})
+    t = combined(SPEC, df, data.draw(cut(len(df))))
+    assert tallies.length_summary(t) == old_lengths(df, "text")
+    assert tallies.length_summary(t, bins=3) == old_lengths(df, "text", bins=3)
+
+
+# ---- the label check's sample --------------------------------------------------------------
+@given(usable=st.lists(st.booleans(), max_size=400), size=st.integers(1, 60),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+@SOME
+def test_the_label_samples_ranks_pick_todays_sample_from_any_cut(
+        usable: list[bool], size: int, seed: int, data: st.DataObject) -> None:
+    """The sample drawn from the usable count alone is the one drawn from the positions
+    (as labelcheck.find drew it before), and cut by the parts' counts it names the same
+    records."""
+    from lifecycle.labels.labelcheck import ranks_by_part, sample_ranks
+
+    mask = np.array(usable, dtype=bool)
+    index = np.flatnonzero(mask)
+    if len(index) <= size:
+        return
+    before = np.sort(np.random.default_rng(seed).choice(index, size, replace=False))
+    ranks = sample_ranks(len(index), size, seed)
+    assert index[ranks].tolist() == before.tolist()
+    where = data.draw(cut(len(mask)))
+    parts = ranks_by_part(ranks, [int(mask[w].sum()) for w in where])
+    picked = [w.start + np.flatnonzero(mask[w])[r] for w, r in zip(where, parts, strict=True)]
+    assert np.concatenate(picked).tolist() == before.tolist()
+
+
+# ---- the split groups' numbers -------------------------------------------------------------
+@given(n=st.integers(0, 60), data=st.data())
+@SOME
+def test_group_numbers_from_the_pairs_alone_are_scipys_in_any_shard(
+        n: int, data: st.DataObject) -> None:
+    """Any graph (chains, stars, self-pairs, repeated pairs): numbering a shard's records
+    from the pairs alone gives the numbers scipy gives the whole graph."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from lifecycle.records import groups
+
+    node = st.integers(0, max(n - 1, 0))
+    pairs = np.array(data.draw(st.lists(st.tuples(node, node), max_size=3 * n if n else 0)),
+                     dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
+                       shape=(n, n))
+    expected = connected_components(graph, directed=False)[1] if n else np.empty(0)
+    assert groups.component_labels(n, pairs).tolist() == expected.tolist()
+    members, roots = groups.edge_roots(pairs)
+    for w in data.draw(cut(n)):
+        mine = groups.numbered(np.arange(w.start, w.stop), members, roots)
+        assert mine.tolist() == expected[w].tolist()

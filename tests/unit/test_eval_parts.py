@@ -413,3 +413,60 @@ def test_group_numbers_from_the_pairs_alone_are_scipys_in_any_shard(
     for w in data.draw(cut(n)):
         mine = groups.numbered(np.arange(w.start, w.stop), members, roots)
         assert mine.tolist() == expected[w].tolist()
+
+
+# ---- the splits' greedy fill ---------------------------------------------------------------
+def old_assign(ids: list[str], strata: list[str], group_of: np.ndarray,
+               ratios: dict[str, float], seed: int) -> list[str]:
+    """splits.assign as it was, in one piece (the oracle)."""
+    import hashlib
+
+    names = list(ratios)
+    frame = pd.DataFrame({"id": ids, "stratum": strata, "group": group_of})
+    first = frame.sort_values("id").groupby("group", sort=False).agg(
+        key=("id", "min"), size=("id", "size"), stratum=("stratum", "first"))
+    first["order"] = [hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).hexdigest()
+                      for k in first["key"]]
+    split_of_group: dict[int, str] = {}
+    for _, stratum in first.groupby("stratum", sort=True):
+        total = stratum["size"].sum()
+        target = np.array([ratios[n] * total for n in names])
+        filled = np.zeros(len(names))
+        ordered = stratum.sort_values(["order", "key"])
+        for group, size in zip(ordered.index.tolist(), ordered["size"].tolist(), strict=True):
+            pick = int(np.argmax((target - filled) / target))
+            filled[pick] += size
+            split_of_group[int(group)] = names[pick]
+    return [split_of_group[int(g)] for g in group_of]
+
+
+RATIOS = st.sampled_from([{"train": 0.8, "validation": 0.1, "test": 0.1},
+                          {"train": 0.5, "test": 0.5}, {"a": 0.7, "b": 0.2, "c": 0.1},
+                          {"only": 1.0}])
+
+
+@given(n=st.integers(1, 80), ratios=RATIOS, seed=st.integers(0, 10**6), data=st.data())
+@SOME
+def test_the_greedy_fill_fed_in_chunks_splits_as_before(n: int, ratios: dict[str, float],
+                                                        seed: int, data: st.DataObject) -> None:
+    """assign splits as it did, and the fill fed each stratum's groups in any chunks (as a
+    stream of range partitions would) gives every group the same split."""
+    from lifecycle.records import splits
+
+    ids = data.draw(st.lists(st.text("abc好😀", min_size=1, max_size=4), min_size=n,
+                             max_size=n, unique=True))
+    strata = data.draw(st.lists(st.sampled_from(["", "pos", "neg", "正面"]), min_size=n,
+                                max_size=n))
+    group_of = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=n, max_size=n)))
+    expected = old_assign(ids, strata, group_of, ratios, seed)
+    assert splits.assign(ids, strata, group_of, ratios, seed) == expected
+    table = splits.group_table(ids, strata, group_of, seed)
+    totals = {str(k): int(v) for k, v in table.groupby("stratum")["size"].sum().items()}
+    filler = splits.Filler(ratios, totals)
+    split_of: dict[int, str] = {}
+    for name, stratum in table.groupby("stratum"):
+        ordered = stratum.sort_values(["order", "key"])
+        groups, sizes = ordered.index.tolist(), ordered["size"].tolist()
+        for w in data.draw(cut(len(groups))):
+            split_of.update(zip(groups[w], filler.take(str(name), sizes[w]), strict=True))
+    assert [split_of[int(g)] for g in group_of] == expected

@@ -20,6 +20,7 @@ from lifecycle.evaluate.candidate import Candidate, preprocess_report
 from lifecycle.evaluate.validate import Validation, label_issues
 from lifecycle.labels import labelcheck
 from lifecycle.quality import dimensions as quality_dims
+from lifecycle.quality import tallies
 from lifecycle.records import splits
 from lifecycle.spec import DatasetSpec
 from lifecycle.text import pii
@@ -52,7 +53,9 @@ def run(ctx: StageContext, cand: Candidate, checked: Validation, publishing: boo
     issues = label_issues(ctx, cand, checked)
     lap("label_check")  # what is left of it once validation, drift and the files are done
     evidence, pii_left = _evidence(ctx, cand, checked, issues)
-    dims, not_measured = quality_dims.assess(spec, df, evidence, ctx.now)
+    # what the formulas count in the records (a partitioned evaluation adds up the parts')
+    tally = tallies.measure(spec, df, ctx.now)
+    dims, not_measured = quality_dims.assess(spec, tally, evidence, ctx.now)
     lap("dimensions")
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     gating = quality_dims.gating(spec, dims)
@@ -68,7 +71,7 @@ def run(ctx: StageContext, cand: Candidate, checked: Validation, publishing: boo
         passed=passed, weak=weak, checks=checked.checks, blocking=checked.blocking,
         per_shard=checked.per_shard, evidence=evidence, issues=issues,
         splits=cand.split_info, preprocess=cand.cleaning, not_measured=not_measured,
-        gating=gating, proposals=checked.proposals,
+        gating=gating, proposals=checked.proposals, tally=tally,
         links={**checked.links,
                "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.ext import Extension
@@ -21,23 +20,11 @@ from markupsafe import Markup
 from lifecycle.evaluate import charts
 from lifecycle.labels import labelcheck
 from lifecycle.quality import dimensions as q
+from lifecycle.quality import keyparts, tallies
 from lifecycle.spec import DatasetSpec
 
 
 # ---- the JSON form ---------------------------------------------------------------------------
-def _lengths(df: pd.DataFrame, text: str | None, bins: int = 20) -> dict[str, Any]:
-    if df.empty or text is None or text not in df:
-        return {}
-    n = df[text].astype("string").str.len().dropna().to_numpy(dtype=np.int64)
-    if not len(n):
-        return {}
-    top = max(int(np.percentile(n, 99)), 1)
-    counts, edges = np.histogram(np.minimum(n, top), bins=min(bins, top), range=(0, top))
-    return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts],
-            "min": int(n.min()), "median": float(np.median(n)), "p95": float(np.percentile(n, 95)),
-            "max": int(n.max()), "clipped_at": top}
-
-
 def _label_examples(df: pd.DataFrame, spec: DatasetSpec, issues: labelcheck.LabelIssues,
                     limit: int = 20) -> list[dict[str, Any]]:
     text, label = spec.schema_.text_field, spec.schema_.label_field or ""
@@ -59,11 +46,15 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           preprocess: dict[str, Any], links: dict[str, str],
           not_measured: dict[str, str] | None = None,
           gating: list[str] | None = None,
-          proposals: dict[str, Any] | None = None) -> dict[str, Any]:
+          proposals: dict[str, Any] | None = None,
+          tally: tallies.Tally | None = None) -> dict[str, Any]:
     text, label = spec.schema_.text_field, spec.schema_.label_field
     residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
                                   else q.residual_pii(spec, df))
     pcounts = preprocess.get("counts", {})
+    # what the dimensions counted (measured against ``now``), and the residual duplicates
+    counted = tally if tally is not None else tallies.measure(spec, df, now)
+    repeated = len(keyparts.repeated_rows([df[text]])[0]) if text in df else 0
     merges = pcounts.get("merge_reasons", {})
     return {
         "dataset": spec.name, "title": spec.title, "run_id": run_id,
@@ -75,26 +66,25 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         # dimensions left out of the score and the grade, each with the reason
         "not_measured": dict(not_measured or {}),
         "gating": list(dims) if gating is None else list(gating),
-        "warnings": q.warnings(spec, df, dict(not_measured or {}), now),
-        "balance": q.balance_report(spec, df),
+        "warnings": q.warnings(spec, counted, dict(not_measured or {}), now),
+        "balance": q.balance_report(spec, counted),
         "weights": {k: spec.quality.weights.get(k, 1.0) for k in dims},  # type: ignore[call-overload]
         "evidence": {"label_conflicts": evidence.conflicts,
                      "label_error_rate": round(evidence.label_error_rate, 4),
                      "leakage_share": round(evidence.leakage_share, 6),
                      "near_duplicate_share": round(evidence.redundant_share, 6),
-                     "residual_duplicates": int(df[text].duplicated().sum())
-                     if text in df else 0},
+                     "residual_duplicates": repeated},
         "expectations": {"total": len(checks), "failed": [c for c in checks if not c["success"]],
                          "blocking": blocking, "results": checks, "per_shard": per_shard},
         "labels": ({str(k): int(v) for k, v in df[label].value_counts(dropna=False).items()}
                    if label and label in df else {}),
         "label_errors": ({**issues.summary(), "examples": _label_examples(df, spec, issues)}
                          if issues else {}),
-        "lengths": _lengths(df, text),
+        "lengths": tallies.length_summary(counted),  # from the tally's count of lengths
         "duplicates": {"exact_merged": int(merges.get("exact_duplicate", 0)),
                        "near_merged": int(merges.get("near_duplicate", 0)),
                        "label_conflicts": int(pcounts.get("label_conflicts", 0)),
-                       "residual": int(df[text].duplicated().sum()) if text in df else 0},
+                       "residual": repeated},
         "pii": {"found_in_preprocessing": {k: v for k, v in preprocess.get("pii", {}).items()},
                 "residual_records": residual_records, "residual": residual,
                 # what safety measured: types watched, languages covered, warnings

@@ -24,7 +24,7 @@ from lifecycle.evaluate import expectations as gxsuite
 from lifecycle.evaluate import labels
 from lifecycle.evaluate.candidate import Candidate, newest
 from lifecycle.labels import labelcheck
-from lifecycle.quality import cells
+from lifecycle.quality import cells, keyparts
 from lifecycle.quality import dimensions as quality_dims
 from lifecycle.quality.checks import ROW_LOCAL, check_key
 from lifecycle.spec import DatasetSpec
@@ -178,7 +178,7 @@ def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[
     else:
         cells.from_results(found, results["whole"], whole_frame, row_local_types=ROW_LOCAL)
     if text and text in df:
-        repeated = np.flatnonzero(df[text].duplicated().to_numpy())
+        repeated = keyparts.repeated_rows([df[text]])[0]  # as df[text].duplicated()
         found.add("accuracy", text, "residual_duplicate", repeated)
     cells.count_missing(spec, whole_frame, found)
     cells.check_dependencies(found, whole_frame, spec.quality.dependencies)

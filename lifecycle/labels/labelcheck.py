@@ -114,6 +114,21 @@ def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, folds: int,
     return probs
 
 
+def sample_ranks(total: int, size: int, seed: int) -> np.ndarray:
+    """Which of ``total`` usable records, by rank in table order, a seeded sample of
+    ``size`` takes (sorted). It depends on the count only, so a partitioned check draws it
+    from the parts' counts and each part reads its own (``ranks_by_part``)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
+
+
+def ranks_by_part(ranks: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """``ranks`` (sorted, over the parts' usable records in order) cut into each part's
+    own ranks, given how many usable records each part holds."""
+    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    cut = np.searchsorted(ranks, starts)
+    return [ranks[cut[i]:cut[i + 1]] - starts[i] for i in range(len(counts))]
+
+
 def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: int = 100_000,
          seed: int = 0, features: np.ndarray | None = None) -> LabelIssues:
     """Likely label errors among ``labels`` (positions refer to the lists passed in). With
@@ -131,8 +146,8 @@ def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: in
     common = {v for v, c in zip(values, counts, strict=True) if c >= folds}
     usable &= np.array([lab in common for lab in labels], dtype=bool)
     index = np.flatnonzero(usable)
-    if len(index) > max_records:
-        index = np.sort(np.random.default_rng(seed).choice(index, max_records, replace=False))
+    if len(index) > max_records:  # the usable records at the sample's ranks
+        index = index[sample_ranks(len(index), max_records, seed)]
     if len(common) < 2 or len(index) < 2 * folds:
         return LabelIssues(0, n, note="fewer than two labels with enough records to check")
     classes = sorted(common)

@@ -174,12 +174,9 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
 
 
 def groups(hashes: np.ndarray, max_distance: int) -> np.ndarray:
-    """A group id per image: connected components of hashes within ``max_distance``."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """A group id per image: connected components of hashes within ``max_distance``,
+    numbered in order of their first image (lifecycle/records/groups.py)."""
+    from lifecycle.records.groups import component_labels
 
-    n = len(hashes)
     pairs, _ = near_pairs(hashes, max_distance)
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                       shape=(n, n))
-    return np.asarray(connected_components(graph, directed=False)[1], dtype=np.int64)
+    return component_labels(len(hashes), pairs)

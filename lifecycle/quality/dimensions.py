@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from lifecycle.quality.cells import CellFailures, missing_cells
+from lifecycle.quality import keyparts, tallies
+from lifecycle.quality.cells import CellFailures
+from lifecycle.quality.tallies import FUTURE_TOLERANCE, Tally
 from lifecycle.spec import DatasetSpec
 from lifecycle.text import pii
 
@@ -55,70 +57,65 @@ def conformity(checks: list[dict[str, Any]], cells: CellFailures | None = None) 
     return (1 - rows) * share
 
 
-def completeness(spec: DatasetSpec, df: pd.DataFrame) -> float:
+def completeness(spec: DatasetSpec, df: pd.DataFrame | Tally) -> float:
     """Share of records whose required fields are all filled (null, an empty string and the
-    spec's null markers are missing)."""
-    required = [f.name for f in spec.schema_.fields if f.required and f.name in df]
-    if df.empty or not required:
-        return 1.0
-    missing = missing_cells(spec, df, required).any(axis=1)
-    return float(1 - missing.mean())
+    spec's null markers are missing). ``df``: the records, or their tally."""
+    t = _tally(spec, df)
+    return 1.0 if t.empty else 1 - t.incomplete / t.rows
 
 
-def accuracy(spec: DatasetSpec, df: pd.DataFrame, label_error_rate: float = 0.0,
-             cells: CellFailures | None = None) -> float:
+def accuracy(spec: DatasetSpec, df: pd.DataFrame | None, label_error_rate: float = 0.0,
+             cells: CellFailures | None = None, repeated: int | None = None) -> float:
     """1 - (the share of records with a failed accuracy cell: out of range, not unique, or
     a text repeating an earlier record's, i.e. a residual duplicate) - (the estimated share
-    of wrong labels), floored at 0. Without the failed cells, residual duplicates only."""
+    of wrong labels), floored at 0. Without the failed cells, residual duplicates only:
+    ``repeated`` of ``len(df)`` records when given (keyparts.repeated_rows), else counted
+    in ``df``."""
     if cells is not None and cells.n:
         return max(0.0, float(1 - cells.records("accuracy").mean() - label_error_rate))
     text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
-    if df.empty or text not in df:
+    if df is None or df.empty or text not in df:
         return max(0.0, 1 - label_error_rate)
-    return max(0.0, float(1 - df[text].duplicated().mean() - label_error_rate))
+    if repeated is None:
+        repeated = len(keyparts.repeated_rows([df[text]])[0])
+    return max(0.0, float(1 - repeated / len(df) - label_error_rate))
 
 
-def consistency(df: pd.DataFrame, checks: list[dict[str, Any]], conflicts: int,
+def consistency(df: pd.DataFrame | int, checks: list[dict[str, Any]], conflicts: int,
                 cells: CellFailures | None = None) -> float:
     """1 - (duplicate groups whose labels disagreed + records with a failed consistency
     cell: a value outside its set, a violated dependency) per record. Without the failed
-    cells, the values outside their set counted by the in-set checks."""
-    if df.empty:
+    cells, the values outside their set counted by the in-set checks. ``df``: the records,
+    or their number."""
+    n = df if isinstance(df, int) else len(df)
+    if not n:
         return 1.0
     if cells is not None and cells.n:
         outside = int(cells.records("consistency").sum())
     else:
         outside = sum(int(c.get("unexpected_count") or 0) for c in checks
                       if c["expectation"] == "expect_column_values_to_be_in_set")
-    return max(0.0, 1 - (conflicts + outside) / len(df))
+    return max(0.0, 1 - (conflicts + outside) / n)
 
 
-FUTURE_TOLERANCE = timedelta(hours=1)  # clock skew allowed before a record time is "future"
+def _tally(spec: DatasetSpec, df: pd.DataFrame | Tally,
+           now: datetime | None = None) -> Tally:
+    """The tally the formulas read: given, or measured on the records (against ``now``)."""
+    if isinstance(df, Tally):
+        if now is not None and df.at != now:
+            raise ValueError(f"a tally measured at {df.at} is read at {now}: measure it "
+                             "against the same now")
+        return df
+    return tallies.measure(spec, df, now)
 
 
-def record_times(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
-    """Each record's own time (``quality.timeliness.field``) as UTC timestamps, NaT where it
-    does not read as a time. An integer field holds Unix epoch seconds; a string field ISO
-    8601 or any form pandas reads, a time without an offset read as UTC (the spec refuses
-    other field types)."""
-    name = spec.quality.timeliness.field
-    if name is None or name not in df:
-        return pd.Series(dtype="datetime64[ns, UTC]")
-    f = spec.schema_.field(name)
-    if f is not None and f.type == "integer":
-        return pd.to_datetime(pd.to_numeric(df[name], errors="coerce"), unit="s", utc=True,
-                              errors="coerce")
-    return pd.to_datetime(df[name], utc=True, errors="coerce", format="mixed")
-
-
-def future_times(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> int:
+def future_times(spec: DatasetSpec, df: pd.DataFrame | Tally, now: datetime) -> int:
     """Records whose own time is later than ``now`` + FUTURE_TOLERANCE (ignored by
     timeliness: a wrong clock or a typo, not freshness; the report warns of them)."""
-    times = record_times(spec, df)
-    return int((times > pd.Timestamp(now.astimezone(UTC)) + FUTURE_TOLERANCE).sum())
+    return _tally(spec, df, now).future
 
 
-def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float | str:
+def timeliness(spec: DatasetSpec, df: pd.DataFrame | Tally, now: datetime) -> float | str:
     """How fresh the newest record is: 1 when its time (``quality.timeliness.field``) is
     within the expected freshness (``quality.timeliness.max_age``, else the schedule's period;
     a cron expression counts as daily), else max_age / age. Times later than now +
@@ -135,13 +132,12 @@ def timeliness(spec: DatasetSpec, df: pd.DataFrame, now: datetime) -> float | st
         return ("no record time: name the field holding each record's own time in "
                 "quality.timeliness.field (collected_at is when Granary fetched a record, "
                 "not its age at the source)")
-    if df.empty or cfg.field not in df:
+    t = _tally(spec, df, now)
+    if t.empty or not t.timed:
         return f"no records with the field {cfg.field!r}"
     at = now.astimezone(UTC)
-    times = record_times(spec, df)
-    times = times[times <= pd.Timestamp(at) + FUTURE_TOLERANCE]
-    newest = times.max()
-    if pd.isna(newest):
+    newest = t.newest
+    if newest is None:
         return (f"no value of {cfg.field!r} reads as a time at or before now "
                 f"(+{FUTURE_TOLERANCE})")
     age = at - newest.to_pydatetime()
@@ -168,18 +164,10 @@ def accessibility(checks: list[dict[str, Any]]) -> float | str:
     return sum(bool(c["ok"]) for c in measured) / len(measured)
 
 
-def label_shares(spec: DatasetSpec, df: pd.DataFrame) -> pd.Series:
+def label_shares(spec: DatasetSpec, df: pd.DataFrame | Tally) -> pd.Series:
     """Each label's share of the labelled records: the allowed labels (0 for those absent)
-    and any other label seen; empty without labelled records."""
-    label = spec.schema_.label_field
-    if label is None or df.empty or label not in df:
-        return pd.Series(dtype=float)
-    counts = df[label].dropna().astype(str).value_counts()
-    if not counts.sum():
-        return pd.Series(dtype=float)
-    allowed = [str(v) for v in spec.label_values or []]
-    counts = counts.reindex(list(dict.fromkeys([*allowed, *counts.index])), fill_value=0)
-    return counts / counts.sum()
+    and any other label seen; empty without labelled records (tallies.shares)."""
+    return tallies.shares(spec, _tally(spec, df))
 
 
 def entropy(spec: DatasetSpec, shares: pd.Series) -> float:
@@ -192,7 +180,7 @@ def entropy(spec: DatasetSpec, shares: pd.Series) -> float:
     return float(-(p * p.map(math.log)).sum() / math.log(k))
 
 
-def balance(spec: DatasetSpec, df: pd.DataFrame) -> float | str:
+def balance(spec: DatasetSpec, df: pd.DataFrame | Tally) -> float | str:
     """How far the labels are from what this task calls balanced (``quality.balance``):
     ``{target: {label: share}}``: 1 - total variation distance, 1 - sum |p_l - t_l| / 2 over
     every label; ``{min_share: x}``: the worst label's min(1, p_l / x). ``natural`` (the
@@ -214,7 +202,7 @@ def balance(spec: DatasetSpec, df: pd.DataFrame) -> float | str:
     return float((shares / mode.min_share).clip(upper=1.0).min())
 
 
-def balance_report(spec: DatasetSpec, df: pd.DataFrame) -> dict[str, Any]:
+def balance_report(spec: DatasetSpec, df: pd.DataFrame | Tally) -> dict[str, Any]:
     """What the report shows of the balance whatever the mode: the mode, each label's share
     and the normalised entropy."""
     mode = spec.quality.balance
@@ -279,15 +267,20 @@ def pii_coverage(spec: DatasetSpec, detected: dict[str, int] | None = None) -> d
             "languages": per_language, "warnings": warnings}
 
 
-def safety(spec: DatasetSpec, df: pd.DataFrame,
+def safety(spec: DatasetSpec, df: pd.DataFrame | Tally,
            found: tuple[int, dict[str, int]] | None = None) -> float:
     """1 - the share of records whose text still holds personal data of a type the spec
     does not keep (what masking missed). ``found``: residual_pii's answer, if known. It
     measures only the types the detectors support for the dataset's languages:
     ``pii_coverage`` says which, and warns about a language none covers."""
-    if df.empty:
+    rows = df.rows if isinstance(df, Tally) else len(df)
+    if not rows:
         return 1.0
-    return 1 - (found or residual_pii(spec, df))[0] / len(df)
+    if found is None:
+        if isinstance(df, Tally):
+            raise ValueError("safety of a tally needs the residual personal data found")
+        found = residual_pii(spec, df)
+    return 1 - found[0] / rows
 
 
 def diversity(redundant_share: float) -> float:
@@ -303,48 +296,54 @@ def leakage(share: float) -> float:
     return 1 - share
 
 
-def assess(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
+def assess(spec: DatasetSpec, df: pd.DataFrame | Tally, evidence: Evidence,
            now: datetime) -> tuple[dict[str, float], dict[str, str]]:
     """The measured dimensions, and each dimension not measured with the reason; a dimension
     not measured is left out of the score and the grade (and of the dimensions dict every
-    consumer iterates). Accessibility is measured on the release, by publishing."""
+    consumer iterates). Accessibility is measured on the release, by publishing. ``df``: the
+    records, or their tally (measured against ``now``; combined from parts: tallies.py),
+    which then needs the failed cells and the residual personal data in ``evidence``."""
     checks = evidence.checks
     cells = evidence.cells
+    t = _tally(spec, df, now)
+    frame = df if isinstance(df, pd.DataFrame) else None
+    if frame is None and t.rows and (cells is None or evidence.residual_pii is None):
+        raise ValueError("dimensions from a tally need the failed cells and the residual "
+                         "personal data in the evidence (they are not in a tally)")
     values: dict[str, float | str] = {
-        "conformity": conformity(checks, cells), "completeness": completeness(spec, df),
-        "accuracy": accuracy(spec, df, evidence.label_error_rate, cells),
-        "consistency": consistency(df, checks, evidence.conflicts, cells),
-        "timeliness": timeliness(spec, now=now, df=df),
-        "accessibility": ACCESSIBILITY_AT_RELEASE, "balance": balance(spec, df),
-        "safety": safety(spec, df, evidence.residual_pii),
+        "conformity": conformity(checks, cells), "completeness": completeness(spec, t),
+        "accuracy": accuracy(spec, frame, evidence.label_error_rate, cells),
+        "consistency": consistency(t.rows, checks, evidence.conflicts, cells),
+        "timeliness": timeliness(spec, t, now),
+        "accessibility": ACCESSIBILITY_AT_RELEASE, "balance": balance(spec, t),
+        "safety": safety(spec, frame if frame is not None else t, evidence.residual_pii),
         "diversity": diversity(evidence.redundant_share),
         "leakage": leakage(evidence.leakage_share)}
     if spec.modality == "image":
-        values.update(images(spec, df, evidence))
+        values.update(images(spec, t, evidence))
     return ({k: round(float(v), 4) for k, v in values.items() if not isinstance(v, str)},
             {k: v for k, v in values.items() if isinstance(v, str)})
 
 
-def dimensions(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence,
+def dimensions(spec: DatasetSpec, df: pd.DataFrame | Tally, evidence: Evidence,
                now: datetime) -> dict[str, float]:
     """The measured dimensions (assess without the reasons for those not measured)."""
     return assess(spec, df, evidence, now)[0]
 
 
-def images(spec: DatasetSpec, df: pd.DataFrame, evidence: Evidence) -> dict[str, float]:
+def images(spec: DatasetSpec, df: pd.DataFrame | Tally,
+           evidence: Evidence) -> dict[str, float]:
     """Image datasets: ``decodable`` = 1 - the share of collected files that could not be
     decoded; ``resolution`` = the share of images whose shorter side reaches
     ``quality.min_image_side``; ``safety`` = 1 - the share still carrying metadata (EXIF,
     GPS positions, XMP, text chunks)."""
-    side = (df[["width", "height"]].min(axis=1) if {"width", "height"} <= set(df.columns)
-            else pd.Series(dtype=float))
+    t = _tally(spec, df)
     return {"decodable": 1 - evidence.undecodable_share,
-            "resolution": float((side >= spec.quality.min_image_side).mean()) if len(side)
-            else 1.0,
+            "resolution": t.resolved / t.sized if t.sized else 1.0,
             "safety": 1 - evidence.with_metadata_share}
 
 
-def warnings(spec: DatasetSpec, df: pd.DataFrame, not_measured: dict[str, str],
+def warnings(spec: DatasetSpec, df: pd.DataFrame | Tally, not_measured: dict[str, str],
              now: datetime) -> list[str]:
     """What the report warns of about the grade itself: a dimension ``quality.gating`` lists
     that this run did not measure (it gates nothing this time; accessibility is measured by

@@ -41,25 +41,52 @@ def groups(sig: np.ndarray, threshold: float) -> np.ndarray:
 def assign(ids: list[str], strata: list[str], group_of: np.ndarray,
            ratios: dict[str, float], seed: int) -> list[str]:
     """Split name per record. ``strata`` is the label of each record ('' without labels)."""
-    names = list(ratios)
+    table = group_table(ids, strata, group_of, seed)
+    filler = Filler(ratios, {str(k): int(v) for k, v in
+                             table.groupby("stratum", sort=True)["size"].sum().items()})
+    split_of_group: dict[int, str] = {}
+    for name, stratum in table.groupby("stratum", sort=True):
+        ordered = stratum.sort_values(["order", "key"])
+        for group, split in zip(ordered.index.tolist(),
+                                filler.take(str(name), ordered["size"].tolist()), strict=True):
+            split_of_group[int(group)] = split
+    return [split_of_group[int(g)] for g in group_of]
+
+
+def group_table(ids: list[str], strata: list[str], group_of: np.ndarray,
+                seed: int) -> pd.DataFrame:
+    """One row per group (indexed by its number): its smallest id (``key``), its size, its
+    stratum (the smallest id's label, whatever the order of the rows) and its place in the
+    seeded order (``order``, a blake2b of seed and key)."""
     frame = pd.DataFrame({"id": ids, "stratum": strata, "group": group_of})
-    # a group's stratum is its smallest id's label, whatever the order of the rows
     first = frame.sort_values("id").groupby("group", sort=False).agg(
         key=("id", "min"), size=("id", "size"), stratum=("stratum", "first"))
     first["order"] = [hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).hexdigest()
                       for k in first["key"]]
-    split_of_group: dict[int, str] = {}
-    for _, stratum in first.groupby("stratum", sort=True):
-        total = stratum["size"].sum()
-        target = np.array([ratios[n] * total for n in names])
-        filled = np.zeros(len(names))
-        ordered = stratum.sort_values(["order", "key"])
-        for group, size in zip(ordered.index.tolist(), ordered["size"].tolist(), strict=True):
-            # the split furthest below its target takes the group (first split on ties)
+    return first
+
+
+class Filler:
+    """The splits' greedy fill: each group of a stratum, taken in (order, key) order, goes
+    to the split furthest below its target share of the stratum (the first on ties). It
+    needs only each stratum's total and its groups' sizes in that order, in any number of
+    chunks (docs/design/partitioned-evaluate.md: a stream of range partitions)."""
+
+    def __init__(self, ratios: dict[str, float], totals: dict[str, int]) -> None:
+        self.names = list(ratios)
+        self.targets = {s: np.array([ratios[n] * total for n in self.names])
+                        for s, total in totals.items()}
+        self.filled = {s: np.zeros(len(self.names)) for s in totals}
+
+    def take(self, stratum: str, sizes: list[int]) -> list[str]:
+        """The splits of the stratum's next groups, of these sizes."""
+        target, filled = self.targets[stratum], self.filled[stratum]
+        out = []
+        for size in sizes:
             pick = int(np.argmax((target - filled) / target))
             filled[pick] += size
-            split_of_group[int(group)] = names[pick]
-    return [split_of_group[int(g)] for g in group_of]
+            out.append(self.names[pick])
+        return out
 
 
 def extend(existing: list[object], assigned: list[str], group_of: np.ndarray) -> list[str]:

@@ -394,19 +394,16 @@ class Clusters:
 def cluster(sig: np.ndarray, bands: int, threshold: float) -> Clusters:
     """Similar pairs (estimated Jaccard at least the acceptance cutoff of ``threshold``) and
     their connected components: the split groups and the synthetic-record check, where a
-    chain of similar records is meant to stay together."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    chain of similar records is meant to stay together. The components are numbered in
+    order of their first record (lifecycle/records/groups.py: from the pairs alone)."""
+    from lifecycle.records.groups import component_labels
 
     n = sig.shape[0]
     pairs = candidate_pairs(sig, bands)
     sims = similarity(sig, pairs)
     ok = sims >= acceptance_cutoff(threshold, sig.shape[1])
     pairs, sims = pairs[ok], sims[ok]
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                       shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return Clusters(labels, pairs, sims)
+    return Clusters(component_labels(n, pairs), pairs, sims)
 
 
 def agreement_floor(threshold: float, permutations: int, chance: float = 0.0,

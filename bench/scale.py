@@ -83,26 +83,30 @@ def count_lines(files: list[Path]) -> int:
 
 
 def published_rows(s: Any, version: int) -> dict[str, int | None]:
-    """The rows of the released data, counted from the released files themselves (the
-    Parquet footer; the JSONL's lines, streamed), not from any count a stage stated."""
+    """The rows of the released data, counted from the released files themselves (each
+    Parquet part's footer; the JSON Lines parts' lines, streamed), not from any count a stage
+    stated. The files are found by listing the release's folder: the parts, or an older
+    version's one file (lifecycle/versions/files.data_files)."""
     import pyarrow.parquet as pq
 
     from granary.runtime import object_store
+    from lifecycle.versions.files import data_files
     from storage.keys import release_prefix
 
     store, prefix = object_store(s), release_prefix(DATASET, version)
+    names = [o.key[len(prefix) + 1:] for o in store.list(s.bucket_releases, f"{prefix}/")]
     out: dict[str, int | None] = {"parquet": None, "jsonl": None}
     with tempfile.TemporaryDirectory() as tmp:
-        if store.exists(s.bucket_releases, f"{prefix}/data.parquet"):
-            local = store.download(s.bucket_releases, f"{prefix}/data.parquet",
-                                   Path(tmp) / "data.parquet")
-            out["parquet"] = pq.ParquetFile(local).metadata.num_rows
-    if store.exists(s.bucket_releases, f"{prefix}/data.jsonl"):
+        for i, name in enumerate(data_files(names, "parquet")):
+            local = store.download(s.bucket_releases, f"{prefix}/{name}",
+                                   Path(tmp) / f"{i}.parquet")
+            out["parquet"] = (out["parquet"] or 0) + pq.ParquetFile(local).metadata.num_rows
+    for name in data_files(names, "jsonl"):
         lines, last = 0, b"\n"
-        for chunk in store.stream(s.bucket_releases, f"{prefix}/data.jsonl"):
+        for chunk in store.stream(s.bucket_releases, f"{prefix}/{name}"):
             lines += chunk.count(b"\n")
             last = chunk[-1:] or last
-        out["jsonl"] = lines + (0 if last == b"\n" else 1)
+        out["jsonl"] = (out["jsonl"] or 0) + lines + (0 if last == b"\n" else 1)
     return out
 
 

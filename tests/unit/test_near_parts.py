@@ -179,3 +179,18 @@ def test_sift_refuses_images_with_a_clear_error() -> None:
     ctx = SimpleNamespace(spec=parse_spec(IMAGES, "spec.yaml"))
     with pytest.raises(PermanentError, match="near duplicates of images"):
         nearparts.sift(ctx, {"index": 0, "keys": []}, [], [])  # type: ignore[arg-type, typeddict-item]
+
+
+def test_verify_records_a_field_count_mismatch_per_edge_instead_of_raising() -> None:
+    """Key texts of different field counts (near_dedup.key changed since the base) are
+    marked on their pair, NaN, while the other pairs are verified; the global step raises
+    only if its clustering asks that pair, which the replay decides later."""
+    cfg = parse_spec(SPEC.replace("KEEP", "earliest"), "spec.yaml").preprocess.near_dedup
+    texts = {0: ["the parcel came fast and dry"], 1: ["the parcel came fast and dry", "x"],
+             2: ["the parcel came fast and wet"], 3: None}
+    likely = np.array([[0, 1], [0, 2], [1, 2], [0, 3]])
+    sims, mismatch = nearparts.exact_similarities(cfg, likely, texts)
+    assert mismatch.tolist() == [True, False, True, False]
+    assert np.isnan(sims[[0, 2, 3]]).all() and 0 < sims[1] < 1
+    with pytest.raises(PermanentError, match="near_dedup.key changed"):
+        neardedup._similar(cfg, texts)(0, 1)

@@ -164,7 +164,8 @@ ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 # preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
 # built step by step beside the stage above and run by tests only until it replaces it: so far
-# the exact decisions, and a reduce that checks and counts them (no output yet)
+# the exact decisions, the near candidates verified, and a reduce that checks and counts them
+# (no output yet)
 PARTITIONED = _stage(
     "preprocess",
     # the clean units, each told how many partitions the deduplication uses
@@ -180,8 +181,18 @@ PARTITIONED = _stage(
     # one partition's records published before, then its exact duplicates
     Part("exact", f"{PREPROCESS}.exactparts:exact", "map", over="partition",
          takes=("clean", "scatter")),
-    # the already-published probe checked, the exact decisions counted
-    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce", takes=("exact",)))
+    # one clean unit's records left after the exact decisions, dealt by LSH bucket
+    Part("sift", f"{PREPROCESS}.nearparts:sift", "map", over="clean",
+         takes=("exact", "scatter")),
+    # one partition's LSH buckets paired (the cap, published records first)
+    Part("pairs", f"{PREPROCESS}.nearparts:pairs", "map", over="partition",
+         takes=("sift", "scatter")),
+    # one partition's candidate pairs each once, estimated, the likely ones verified
+    Part("verify", f"{PREPROCESS}.nearparts:verify", "map", over="partition",
+         takes=("pairs", "clean", "scatter")),
+    # the already-published probe checked, the exact decisions and the pairs counted
+    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce",
+         takes=("exact", "sift", "pairs", "verify")))
 
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None

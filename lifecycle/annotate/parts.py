@@ -4,7 +4,7 @@ docs/design/partitioned-annotate.md): ``plan -> label (per shard) -> train (once
 
 - ``plan``: one unit per upstream shard;
 - ``label``: a shard's people, source and rules labels, its records' original labels, and
-  its bottom-k sample per label of the labelled texts (lifecycle/synthesize/sample.py);
+  its bottom-k sample per label of the labelled texts (lifecycle/records/sample.py);
 - ``train``: the samples merged (``annotate.model.sample_per_label`` a label), the model
   fitted once, pickled to the work bucket;
 - ``votes``: the duplicate groups' votes from the preprocess merges table alone;
@@ -37,8 +37,7 @@ from lifecycle.annotate.units import AnnotUnit, Applied, Labelled, Trained, Vote
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError
 from lifecycle.labels import labelling
-from lifecycle.records import shards
-from lifecycle.synthesize import sample
+from lifecycle.records import sample, shards
 from storage import keys
 
 log = logging.getLogger(__name__)

@@ -223,8 +223,18 @@ def votes(ctx: StageContext, upstream: StageResult) -> Votes:
     out["merged"] = len(merged)
     if merged.empty:
         return out
+    rows, out["absent"] = vote_rows(merged)
+    out["groups"] = len(rows)
+    out["table"] = _write(ctx, pd.DataFrame(rows), "votes")
+    return out
+
+
+def vote_rows(merged: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The votes table's rows (one a group, in the merges table's order), and the groups'
+    counts as if no kept record were present (``merge`` subtracts those a shard found)."""
     counted, near, published = duplicate_votes(merged)
-    rows, absent = [], out["absent"]
+    rows = []
+    absent = {"found": 0, "exact": 0, "near": 0, **dict.fromkeys(ABSENT, 0)}
     for order, (root, labels) in enumerate(counted.items()):
         theirs = published.get(root)
         alone = Counter(labels)
@@ -239,9 +249,26 @@ def votes(ctx: StageContext, upstream: StageResult) -> Votes:
         rows.append({"root": root, "order": order, "near": root in near,
                      "votes": json.dumps(dict(labels), ensure_ascii=False),
                      "published": theirs, "if_absent": if_absent})
-    out["groups"] = len(rows)
-    out["table"] = _write(ctx, pd.DataFrame(rows), "votes")
-    return out
+    return rows, absent
+
+
+def decide_groups(work: _Annotation, groups: pd.DataFrame, out: Applied) -> None:
+    """The conflicts of the ``votes`` table's groups whose kept record is in ``work``'s
+    shard, decided as the single task decides them; counted into ``out``."""
+    groups = groups.loc[shards.among(groups["root"], work.df["id"])].sort_values("order")
+    info = out["conflicts"]
+    rows: list[dict[str, Any]] = groups.to_dict(orient="records")  # type: ignore[assignment]
+    work.resolve_groups(((int(g["order"]), str(g["root"]), Counter(json.loads(g["votes"])),
+                          bool(g["near"]), _missing(g["published"])) for g in rows),
+                        info, absent=False)
+    info["examples"] = [{**e, "order": n} for e, n in
+                        zip(info["examples"], work.example_order, strict=True)]
+    here = out["present_absent"]
+    for g in rows:
+        if _missing(g["if_absent"]) is not None:
+            here["found"] += 1
+            here["near" if g["near"] else "exact"] += 1
+            here[g["if_absent"]] += 1
 
 
 def _conflict_info(ctx: StageContext) -> dict[str, Any]:
@@ -292,20 +319,7 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
                     work.suggestion[ids[i]] = (best, conf)
                 out["routed"] += 1
     if ctx.spec.annotate.task == "single_label" and found["groups"]:
-        groups = _read(ctx, found["table"])
-        groups = groups.loc[shards.among(groups["root"], work.df["id"])].sort_values("order")
-        info = out["conflicts"]
-        work.resolve_groups(((int(g.order), g.root, Counter(json.loads(g.votes)),
-                              bool(g.near), _missing(g.published))
-                             for g in groups.itertuples()), info, absent=False)
-        info["examples"] = [{**e, "order": n} for e, n in
-                            zip(info["examples"], work.example_order, strict=True)]
-        here = out["present_absent"]
-        for g in groups.itertuples():
-            if _missing(g.if_absent) is not None:
-                here["found"] += 1
-                here["near" if g.near else "exact"] += 1
-                here[g.if_absent] += 1
+        decide_groups(work, _read(ctx, found["table"]), out)
     out["rows"] = len(work.df)
     out["shards"] = _write(ctx, _stash(work), f"{tag}-applied")
     if work.quarantined:

@@ -195,6 +195,31 @@ PARTITIONED = _stage(
          takes=("exact", "sift", "pairs", "verify")))
 
 
+# annotation as parts (issue 31, docs/design/partitioned-annotate.md, step 2), beside the
+# stage's single task above and run by tests only until it replaces it (text and tables with
+# a label field; the people pass keeps the single ``finish``)
+ANNOTATE = "lifecycle.annotate"
+PARTITIONED_ANNOTATE = _stage(
+    "annotate",
+    # one unit per preprocessed shard
+    Part("plan", f"{ANNOTATE}.parts:plan", "plan", takes=(UPSTREAM,)),
+    # one shard's people, source and rules labels, and its sample of labelled texts
+    Part("label", f"{ANNOTATE}.parts:label", "map", over="plan"),
+    # the model fitted once on the merged sample (sample_per_label a label)
+    Part("train", f"{ANNOTATE}.parts:train", "global", takes=("label",)),
+    # the duplicate groups' votes, from the preprocess merges table alone
+    Part("votes", f"{ANNOTATE}.parts:votes", "global", takes=(UPSTREAM,)),
+    # one shard labelled by the model, its groups' conflicts decided
+    Part("apply", f"{ANNOTATE}.parts:apply", "map", over="label", takes=("train", "votes")),
+    # likely label errors over every applied shard (confident learning, once)
+    Part("check", f"{ANNOTATE}.checkparts:check", "global", takes=("apply",)),
+    # one shard's findings acted on, flags and suggestions set: its output
+    Part("flag", f"{ANNOTATE}.checkparts:flag", "map", over="apply", takes=("check",)),
+    # conservation, the report, the tasks for people, the manifest
+    Part("merge", f"{ANNOTATE}.checkparts:merge", "reduce",
+         takes=(UPSTREAM, "label", "train", "votes", "apply", "check", "flag")))
+
+
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
                    ) -> StageResult:
     """Every part of ``stage`` in this process, in order (the map parts over their units one

@@ -1,6 +1,6 @@
 """Synthesis's global work at two sizes: peak RSS and wall time of the whole table in one
 process (the single ``synthesize.generate`` task before the stage had parts) against the
-parts' ``generate`` + ``merge`` work on the merged sample (lifecycle/synthesize/sample.py,
+parts' ``generate`` + ``merge`` work on the merged sample (lifecycle/records/sample.py,
 ``sample_per_label`` 20,000), which never holds a shard. Each case runs in a process of its
 own. Generated reviews (half positive), 2,000 positive records asked (text_augment); the
 ``sample`` case builds the sample shard by shard (50,000 records each, as the mark parts
@@ -69,7 +69,8 @@ def context() -> Any:
 
 
 def one(mode: str, records: int) -> dict[str, Any]:
-    from lifecycle.synthesize import sample, stage
+    from lifecycle.records import sample
+    from lifecycle.synthesize import stage
 
     ctx = context()
     started = time.monotonic()

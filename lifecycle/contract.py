@@ -164,7 +164,8 @@ ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 # preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
 # built step by step beside the stage above and run by tests only until it replaces it: so far
-# the exact decisions, and a reduce that checks and counts them (no output yet)
+# the exact decisions, the near candidates verified, and a reduce that checks and counts them
+# (no output yet)
 PARTITIONED = _stage(
     "preprocess",
     # the clean units, each told how many partitions the deduplication uses
@@ -180,8 +181,43 @@ PARTITIONED = _stage(
     # one partition's records published before, then its exact duplicates
     Part("exact", f"{PREPROCESS}.exactparts:exact", "map", over="partition",
          takes=("clean", "scatter")),
-    # the already-published probe checked, the exact decisions counted
-    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce", takes=("exact",)))
+    # one clean unit's records left after the exact decisions, dealt by LSH bucket
+    Part("sift", f"{PREPROCESS}.nearparts:sift", "map", over="clean",
+         takes=("exact", "scatter")),
+    # one partition's LSH buckets paired (the cap, published records first)
+    Part("pairs", f"{PREPROCESS}.nearparts:pairs", "map", over="partition",
+         takes=("sift", "scatter")),
+    # one partition's candidate pairs each once, estimated, the likely ones verified
+    Part("verify", f"{PREPROCESS}.nearparts:verify", "map", over="partition",
+         takes=("pairs", "clean", "scatter")),
+    # the already-published probe checked, the exact decisions and the pairs counted
+    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce",
+         takes=("exact", "sift", "pairs", "verify")))
+
+
+# annotation as parts (issue 31, docs/design/partitioned-annotate.md, step 2), beside the
+# stage's single task above and run by tests only until it replaces it (text and tables with
+# a label field; the people pass keeps the single ``finish``)
+ANNOTATE = "lifecycle.annotate"
+PARTITIONED_ANNOTATE = _stage(
+    "annotate",
+    # one unit per preprocessed shard
+    Part("plan", f"{ANNOTATE}.parts:plan", "plan", takes=(UPSTREAM,)),
+    # one shard's people, source and rules labels, and its sample of labelled texts
+    Part("label", f"{ANNOTATE}.parts:label", "map", over="plan"),
+    # the model fitted once on the merged sample (sample_per_label a label)
+    Part("train", f"{ANNOTATE}.parts:train", "global", takes=("label",)),
+    # the duplicate groups' votes, from the preprocess merges table alone
+    Part("votes", f"{ANNOTATE}.parts:votes", "global", takes=(UPSTREAM,)),
+    # one shard labelled by the model, its groups' conflicts decided
+    Part("apply", f"{ANNOTATE}.parts:apply", "map", over="label", takes=("train", "votes")),
+    # likely label errors over every applied shard (confident learning, once)
+    Part("check", f"{ANNOTATE}.checkparts:check", "global", takes=("apply",)),
+    # one shard's findings acted on, flags and suggestions set: its output
+    Part("flag", f"{ANNOTATE}.checkparts:flag", "map", over="apply", takes=("check",)),
+    # conservation, the report, the tasks for people, the manifest
+    Part("merge", f"{ANNOTATE}.checkparts:merge", "reduce",
+         takes=(UPSTREAM, "label", "train", "votes", "apply", "check", "flag")))
 
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ class _Annotation:
         self.review: dict[str, str] = {}       # record id -> why people should look at it
         self.flags: dict[str, str] = {}        # record id -> why it is flagged (kept as is)
         self.suggestion: dict[str, tuple[str, float]] = {}  # record id -> (label, probability)
+        self.example_order: list[int] = []     # the conflict examples' group order
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def quarantine(self, mask: np.ndarray, reason: str, details: list[str]) -> None:
@@ -191,21 +193,36 @@ class _Annotation:
             self.report["conflicts"] = info
             return
         votes, near, published = duplicate_votes(merged)
+        groups = ((n, kept, counted, kept in near, published.get(kept))
+                  for n, (kept, counted) in enumerate(votes.items()))
+        self.resolve_groups(groups, info)
+
+    def resolve_groups(self, groups: Iterable[tuple[int, str, Counter[str], bool, str | None]],
+                       info: dict[str, Any], absent: bool = True) -> None:
+        """Each group (its order, kept record, merged records' labels, whether it holds a near
+        duplicate, the published label of its kept record) with its kept record's own label
+        counted, resolved when the labels differ; with ``absent``, the groups whose kept
+        record is not in the table are counted too (a part over one shard leaves them to
+        its reduce). ``self.example_order`` gets each example's group order."""
+        lab = self.label
+        assert lab is not None
         row_of = {rid: i for i, rid in enumerate(self.df["id"].tolist())}
         drop = np.zeros(len(self.df), dtype=bool)
         details: dict[int, str] = {}  # row -> the votes, quarantined in row order
-        outcomes: Counter[str] = Counter()
-        for kept, counted in votes.items():
+        outcomes: Counter[str] = Counter(info["outcomes"])
+        for order, kept, counted, is_near, theirs in groups:
             i = row_of.get(kept)
-            own = self.original.get(kept) if i is not None else published.get(kept)
+            if i is None and not absent:
+                continue
+            own = self.original.get(kept) if i is not None else theirs
             if own is not None:
                 counted[own] += 1
             if len(counted) < 2:
                 continue
             info["found"] += 1
-            info["by_kind"]["near" if kept in near else "exact"] += 1
+            info["by_kind"]["near" if is_near else "exact"] += 1
             if i is None:  # a refresh: the published record stays as published
-                outcomes["published_record_kept" if kept in published
+                outcomes["published_record_kept" if theirs is not None
                          else "kept_record_absent"] += 1
                 continue
             if self.df.at[i, "label_source"] == "people":
@@ -216,10 +233,11 @@ class _Annotation:
                                     None if shards.is_missing(current) else str(current))
             outcomes[res.outcome] += 1
             if len(info["examples"]) < EXAMPLES:
+                self.example_order.append(order)
                 info["examples"].append({"id": kept, "text": self._shown(i),
                                          "votes": dict(counted), "outcome": res.outcome,
                                          "label": res.label,
-                                         "kind": "near" if kept in near else "exact"})
+                                         "kind": "near" if is_near else "exact"})
             if res.label is None:
                 drop[i] = True
                 details[i] = json.dumps(dict(counted), ensure_ascii=False, sort_keys=True)
@@ -259,33 +277,49 @@ class _Annotation:
         info: dict[str, Any] = {**found.summary(), "action": action.action,
                                 "min_confidence": action.min_confidence, "acted": 0,
                                 "examples": []}
-        drop = np.zeros(len(self.df), dtype=bool)
-        details = []
         ids = self.df["id"].tolist()
+        decided: list[tuple[str, Any, str, float, bool]] = []
         for pos, suggested, conf in zip(found.positions, found.suggested, found.confidence,
                                         strict=True):
             if len(info["examples"]) < EXAMPLES:
                 info["examples"].append({"id": ids[pos], "text": self._shown(pos),
                                          "label": values[pos], "suggested": suggested,
                                          "confidence": conf})
-            self.suggestion[ids[pos]] = (suggested, conf)
-            if conf < action.min_confidence:
+            acts = conf >= action.min_confidence
+            info["acted"] += acts
+            decided.append((ids[pos], values[pos], suggested, conf, acts))
+        self.report["label_errors"] = info
+        self.act_on_label_errors(decided)
+
+    def act_on_label_errors(self, decided: list[tuple[str, Any, str, float, bool]]) -> None:
+        """The label check's findings (record id, its label, the suggested one, the model's
+        probability, whether it reaches ``min_confidence``) acted on, in the check's order,
+        for the records of this table."""
+        lab = self.label
+        action = self.cfg.label_errors.action
+        row_of = {rid: i for i, rid in enumerate(self.df["id"].tolist())}
+        drop = np.zeros(len(self.df), dtype=bool)
+        details: dict[int, str] = {}
+        for rid, value, suggested, conf, acts in decided:
+            pos = row_of.get(rid)
+            if pos is None:
                 continue
-            info["acted"] += 1
-            if action.action == "relabel":
+            self.suggestion[rid] = (suggested, conf)
+            if not acts:
+                continue
+            if action == "relabel":
                 self.df.at[pos, lab] = suggested
                 self.df.at[pos, "label_source"] = "relabelled"
                 self.df.at[pos, "label_confidence"] = conf
-            elif action.action == "drop":
+            elif action == "drop":
                 drop[pos] = True
-                details.append(f"labelled {values[pos]}, the model suggests {suggested} "
-                               f"({conf:.2f})")
-            elif action.action == "people":
-                self.review.setdefault(ids[pos], "suspected_label_error")
+                details[pos] = (f"labelled {value}, the model suggests {suggested} "
+                                f"({conf:.2f})")
+            elif action == "people":
+                self.review.setdefault(rid, "suspected_label_error")
             else:  # flag: kept, marked with the suggestion
-                self.flags.setdefault(ids[pos], "suspected_label_error")
-        self.report["label_errors"] = info
-        self.quarantine(drop, "suspected_label_error", details)
+                self.flags.setdefault(rid, "suspected_label_error")
+        self.quarantine(drop, "suspected_label_error", [details[i] for i in sorted(details)])
 
     # ---- topics (datasets without labels) -----------------------------------------------------
     def cluster_topics(self) -> None:

@@ -47,6 +47,10 @@ class ModelLabelling(_Model):
     min_confidence: float = Field(default=0.9, gt=0, le=1, description="below it the record "
                                   "is routed to people instead")
     min_train: int = Field(default=50, ge=10, description="labelled records needed to train")
+    sample_per_label: int = Field(
+        default=20_000, ge=10, description="annotation as parts (docs/design/partitioned-"
+        "annotate.md): the model learns from at most this many labelled records of each label "
+        "(a seeded sample, the same however the records are sharded)")
 
 
 class LabelStudioLink(_Model):

@@ -104,15 +104,31 @@ def model_labels(train_texts: list[str], train_labels: list[str], texts: list[st
                  min_confidence: float, seed: int = 0) -> ModelLabels:
     """Train the character n-gram classifier on the labelled records and label ``texts``
     with its best label where its probability reaches ``min_confidence``."""
+    model = fit_model(train_texts, train_labels, seed) if texts else None
+    return predict_labels(model, texts, min_confidence, len(train_texts),
+                          sorted(set(train_labels)))
+
+
+def fit_model(train_texts: list[str], train_labels: list[str], seed: int = 0) -> Any:
+    """The character n-gram classifier fitted on the labelled records; None with fewer than
+    two labels among them."""
     from lifecycle.labels.labelcheck import text_classifier
 
-    classes = sorted(set(train_labels))
-    if len(classes) < 2 or not texts:
-        return ModelLabels([None] * len(texts), [None] * len(texts), [0.0] * len(texts),
-                           len(train_texts), classes,
-                           note="needs at least two labels among the labelled records")
+    if len(set(train_labels)) < 2:
+        return None
     model = text_classifier(train_texts, seed)
     model.fit(train_texts, train_labels)
+    return model
+
+
+def predict_labels(model: Any, texts: list[str], min_confidence: float, trained_on: int,
+                   classes: list[str]) -> ModelLabels:
+    """``texts`` labelled by a :func:`fit_model` model where its probability reaches
+    ``min_confidence`` (no model: none labelled, and a note why)."""
+    if model is None or not texts:
+        return ModelLabels([None] * len(texts), [None] * len(texts), [0.0] * len(texts),
+                           trained_on, classes,
+                           note="needs at least two labels among the labelled records")
     probs = model.predict_proba(texts)
     best = probs.argmax(axis=1)
     top = probs[np.arange(len(texts)), best]
@@ -120,7 +136,7 @@ def model_labels(train_texts: list[str], train_labels: list[str], texts: list[st
     named: list[str | None] = [fitted[b] for b in best]
     return ModelLabels([name if p >= min_confidence else None
                         for name, p in zip(named, top, strict=True)], named,
-                       [round(float(p), 4) for p in top], len(train_texts), fitted)
+                       [round(float(p), 4) for p in top], trained_on, fitted)
 
 
 # ---- conflicts -----------------------------------------------------------------------------------

@@ -191,13 +191,23 @@ def unit_decisions(ctx: StageContext, done: list[ExactDone], unit: int) -> pd.Da
     return rows.iloc[order].reset_index(drop=True)
 
 
-def settle(ctx: StageContext, done: list[ExactDone]) -> StageResult:
-    """For now the partitioned stage's reduce (design steps 5-6 add the near parts, cluster,
-    apply and merge): the probe check and the exact decisions' counts; no output yet."""
+def settle(ctx: StageContext, done: list[ExactDone], sifted: list[Any] | None = None,
+           paired: list[Any] | None = None, verified: list[Any] | None = None) -> StageResult:
+    """For now the partitioned stage's reduce (design step 6 adds cluster, apply and
+    merge): the probe check and the counts of the exact decisions and of the near parts'
+    pairs (lifecycle/preprocess/nearparts.py); no output yet."""
     check_probes(done)
     counts = {"partitions": len(done), "in": sum(d["in"] for d in done),
               "already_published": sum(d["already_published"] for d in done),
               "exact_duplicate": sum(d["merged"] for d in done),
               "groups": sum(d["groups"] for d in done),
               "label_conflicts": sum(d["label_conflicts"] for d in done)}
+    if sifted is not None:
+        counts["near_in"] = sum(s["alive"] for s in sifted)
+    if paired is not None:
+        counts["capped_buckets"] = sum(p["capped"] for p in paired)
+    for key in ("candidate_pairs", "below_estimate_floor", "likely_pairs",
+                "unverifiable_pairs", "fields_mismatch"):
+        if verified is not None:
+            counts[key] = sum(v[key] for v in verified)
     return StageResult(STAGE, "", counts, status="partial")

@@ -123,21 +123,8 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
         return (pd.DataFrame(columns=["id", "kept_id", "reason", "similarity", "label"]),
                 np.zeros(0, dtype=bool), {**summary, "clusters": 0},
                 pd.DataFrame(columns=SPLIT_LINK_COLUMNS) if refresh else None)
-    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
-    chance = 0.0
-    columns = [c for c in ("id", "length", "complete", "label", "text_blob", "text_at",
-                           "text_len") if c in live]
-    if n_old:  # a refresh: compare in the index's b-bit form, new and published alike
-        assert old is not None
-        sig = np.vstack([index_signatures(old["sig"].tolist(), sig.shape[1]), sig & _LOW])
-        chance = CHANCE
-        both = pd.concat([old[[c for c in columns if c in old]], live[columns]],
-                         ignore_index=True)
-    else:
-        both = live[columns].reset_index(drop=True)
-    rank = keep_order(cfg.keep, both["length"].to_numpy(), both["complete"].to_numpy(),
-                      first=n_old)
     linking = link_threshold is not None and n_old > 0
+    both, sig, rank, chance = signed(cfg, live, old)
     pairs, capped, beyond = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old,
                                                  uncapped=linking)
     floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
@@ -177,6 +164,30 @@ def near(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None, fetch: TextFetc
         assert link_threshold is not None
         links = _links(sig, np.concatenate([pairs, beyond]), n_old, link_threshold, ids, dup)
     return table, dup, summary, links
+
+
+def signed(cfg: Any, live: pd.DataFrame, old: pd.DataFrame | None
+           ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, float]:
+    """What the candidates are found over: the published records (``old``, a refresh) then
+    the ``live`` ones, their signatures as compared (a refresh: the index's low bits, new
+    and published alike), each one's place in the keep order, and the chance that two
+    values agree by accident."""
+    n, n_old = len(live), 0 if old is None else len(old)
+    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(n, -1)
+    chance = 0.0
+    columns = [c for c in ("id", "length", "complete", "label", "text_blob", "text_at",
+                           "text_len") if c in live]
+    if n_old:  # a refresh: compare in the index's b-bit form, new and published alike
+        assert old is not None
+        sig = np.vstack([index_signatures(old["sig"].tolist(), sig.shape[1]), sig & _LOW])
+        chance = CHANCE
+        both = pd.concat([old[[c for c in columns if c in old]], live[columns]],
+                         ignore_index=True)
+    else:
+        both = live[columns].reset_index(drop=True)
+    rank = keep_order(cfg.keep, both["length"].to_numpy(), both["complete"].to_numpy(),
+                      first=n_old)
+    return both, sig, rank, chance
 
 
 def _similar(cfg: Any, texts: dict[int, list[str] | None]) -> Callable[[int, int],

@@ -21,14 +21,18 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext, StageResult
+from lifecycle.preprocess import neardedup
 from lifecycle.preprocess.clean import plan as clean_plan
 from lifecycle.preprocess.units import IndexUnit, PartUnit, Scattered, ShardUnit
 from lifecycle.preprocess.work import STAGE, _read, phases
 from lifecycle.records import cards, routes
+from lifecycle.text import neardup
 
 BAND_SHARE = 4        # a partition holds 4x as many LSH band rows as exact-key rows
 MAX_PARTITIONS = 512  # Airflow's max_map_length is 1024 by default
 SIDE = ["id", "label", "preview", "text_blob", "text_at", "text_len"]  # cards.FIELDS
+BAND_COLUMNS = ["band", "key", "rid", "score"]  # a band route's rows
+_GOLDEN = np.uint64(0x9E3779B1)  # a bucket's band spread over its key's bits
 
 
 def partitions(rows: int, bands: int, per: int) -> int:
@@ -80,6 +84,53 @@ def id_slot(ids: pd.Series, parts: int) -> np.ndarray:
     top = np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=4).digest(),
                                    "big") for i in ids.tolist()], dtype=np.int64)
     return top >> (32 - bits) if bits else np.zeros(len(top), dtype=np.int64)
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """64-bit finalising mix (splitmix64's) of each value: every input bit moves the top
+    bits, which name a partition."""
+    x = np.asarray(x).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def top_slot(hashed: np.ndarray, parts: int) -> np.ndarray:
+    """The partition named by the top bits of each 64-bit ``hashed`` value."""
+    bits = _bits(parts)
+    if not bits:
+        return np.zeros(len(hashed), dtype=np.int64)
+    return (np.asarray(hashed, dtype=np.uint64) >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def band_slot(band: np.ndarray, key: np.ndarray, parts: int) -> np.ndarray:
+    """The partition of each LSH bucket (``band``, ``key``): a bucket is whole in one, and
+    each partition holds about 1/P of every band."""
+    with np.errstate(over="ignore"):
+        return top_slot(mix(key.astype(np.uint64) ^ (band.astype(np.uint64) * _GOLDEN)), parts)
+
+
+def near_runs(ctx: StageContext) -> bool:
+    """Whether the run decides near duplicates of texts (its units write band routes)."""
+    return ctx.spec.modality == "text" and bands(ctx) > 0
+
+
+def write_bands(ctx: StageContext, name: str, sig: np.ndarray, rid: np.ndarray,
+                score: np.ndarray, parts: int) -> routes.RouteRef:
+    """The band route file ``name`` of records whose signatures (as compared: a refresh's
+    low bits) are ``sig``: a row ``band, key, rid, score`` for every band of every record
+    (``score``: its keep score, -inf for a published one), in the partition of its
+    bucket."""
+    count = int(ctx.spec.preprocess.near_dedup.bands)
+    width = sig.shape[1] // count
+    n = len(rid)
+    band = np.repeat(np.arange(count, dtype=np.int16), n)
+    key = np.concatenate([neardup._band_key(sig, b, width) for b in range(count)]) if n \
+        else np.zeros(0, dtype=np.uint64)
+    rows = pd.DataFrame({"band": band, "key": key, "rid": np.tile(rid, count),
+                         "score": np.tile(np.asarray(score, dtype=np.float64), count)})
+    return routes.write(ctx, STAGE, name, routes.deal(rows, band_slot(band, key, parts), parts))
 
 
 def exact_runs(ctx: StageContext) -> bool:
@@ -153,13 +204,20 @@ def published(ctx: StageContext, units: list[ShardUnit]) -> list[IndexUnit]:
 def scatter(ctx: StageContext, unit: IndexUnit) -> Scattered:
     """One shard of the base's dedup index dealt to the partitions as a clean unit's keys
     are: its cards (the low bits of its signatures) and route files (by exact key when the
-    run decides exact duplicates, else by id, as the clean units route theirs)."""
+    run decides exact duplicates, else by id, as the clean units route theirs), and when
+    the run decides near duplicates of texts, its band route file (``routes["near"]``)."""
     if unit["index"] < 0 or unit["shard"] is None:
         return {"index": unit["index"], "rows": 0}
     index = _read(ctx, ctx.work_bucket, [unit["shard"]])
     rid = -(1 + unit["offset"] + np.arange(len(index), dtype=np.int64))
-    card, refs = write_routes(ctx, f"i{unit['index']:05d}", index, rid, unit["partitions"],
-                              signatures(index), by_key=exact_runs(ctx))
+    tag = f"i{unit['index']:05d}"
+    card, refs = write_routes(ctx, tag, index, rid, unit["partitions"], signatures(index),
+                              by_key=exact_runs(ctx))
+    if near_runs(ctx) and "sig" in index:  # the published records' bands, over low bits
+        sig = neardedup.index_signatures(index["sig"].tolist(),
+                                         int(ctx.spec.preprocess.near_dedup.permutations))
+        refs["near"] = write_bands(ctx, f"{tag}-bands.parquet", sig, rid,
+                                   np.full(len(rid), -np.inf), unit["partitions"])
     return {"index": unit["index"], "rows": len(index), "cards": card, "routes": refs}
 
 

@@ -76,6 +76,41 @@ ExactDone = TypedDict("ExactDone", {
 })
 
 
+class Sifted(TypedDict):
+    """One clean unit's records left after the exact decisions, dealt to the partitions by
+    LSH bucket (texts with near dedup on; else no route)."""
+
+    index: int
+    alive: int
+    near: RouteRef | None  # rows band, key, rid, score (partition.write_bands)
+
+
+class Paired(TypedDict):
+    """One partition's LSH buckets paired (neardup.band_pairs): its buckets over the cap,
+    and its pairs dealt to the verifying partitions by hash of the pair."""
+
+    index: int
+    capped: int
+    rows: int  # pair rows written (a pair found in several bands once)
+    pairs: RouteRef | None  # rows a, b (rids), beyond, sa, sb (the two keep scores)
+
+
+class Verified(TypedDict):
+    """One partition of the candidate pairs, each once, estimated and the likely ones
+    verified."""
+
+    index: int
+    candidate_pairs: int
+    beyond_pairs: int
+    below_estimate_floor: int
+    likely_pairs: int  # all verified (exact Jaccard), not only those clustering asks
+    unverifiable_pairs: int  # a published record without key texts
+    fields_mismatch: int  # key texts of different field counts (raised if asked)
+    edges: list[ShardRef]  # a, b, est, sim (NaN: unverifiable), mismatch
+    members: list[ShardRef]  # rid, id, label, score of every record of an edge
+    links: NotRequired[list[ShardRef]]  # a refresh with splits: link candidates
+
+
 class Decided(TypedDict):
     """The deduplication's decisions across every shard (no records, only merges)."""
 

@@ -25,8 +25,8 @@ import pandas as pd
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
-from lifecycle.records import shards
-from lifecycle.synthesize import checks, sample
+from lifecycle.records import sample, shards
+from lifecycle.synthesize import checks
 from lifecycle.synthesize.stage import (
     STAGE,
     Candidates,

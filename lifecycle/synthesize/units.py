@@ -23,7 +23,7 @@ class SynthUnit(Unit):
 
 class Marked(TypedDict):
     """One shard's real records marked ``synthetic = false``, its label counts and its
-    bottom-k sample per stratum (lifecycle/synthesize/sample.py)."""
+    bottom-k sample per stratum (lifecycle/records/sample.py)."""
 
     index: int
     passthrough: str  # the plan's: "" when synthesis runs

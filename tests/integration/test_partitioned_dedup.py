@@ -3,12 +3,16 @@ server: its route files and cards round-trip through range reads, and its exact 
 over 4 and 16 partitions, decides what the global deduplicate decides on the same cleaned
 shards (already published and exact merges, kept records, labels, groups, label
 conflicts and the report's largest groups), in a full run and in a refresh of a published
-version; a refresh whose exact key changed since the base is stopped by the id probe."""
+version; a refresh whose exact key changed since the base is stopped by the id probe. Its
+near parts find the global near step's candidate pairs, pairs past the cap (a templated
+bucket above 64), capped buckets and likely pairs, and their verified similarities replay
+to its merges."""
 
 from __future__ import annotations
 
 import random
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +23,12 @@ import pytest
 from granary.settings import Settings
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
-from lifecycle.contract import PARTITIONED, run_parts
+from lifecycle.contract import PARTITIONED, Stage, run_parts
 from lifecycle.errors import PermanentError
-from lifecycle.preprocess import dedup, exactparts
+from lifecycle.preprocess import dedup, exactparts, neardedup, nearparts
 from lifecycle.records import cards, routes, shards
+from lifecycle.text import neardup
+from lifecycle.text.stars import replay_stars
 from storage.objectstore import reads_by_object
 from tests.graded import SPEC as GRADED
 from tests.stagectx import isolated, stage_context
@@ -127,6 +133,76 @@ def _compare(ctx: StageContext, parts: dict[str, Any], partitions: int) -> dict[
         merged["kept_label"].notna().sum())}
 
 
+def _near(ctx: StageContext, parts: dict[str, Any]) -> dict[str, Any]:
+    """Check that the near parts found the pairs the global near step finds over the same
+    records (those the global exact decisions left; a refresh: and the base index), and
+    that their verified similarities replay to its merges; returns its step summary."""
+    cfg = ctx.spec.preprocess.near_dedup
+    cleaned = sorted(parts["clean"], key=lambda c: c["index"])
+    decided = dedup.deduplicate(ctx, cleaned)
+    step = next(s for s in decided["steps"] if s["step"] == "near_dedup")
+    index = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                          "shards": [r for c in cleaned for r in c["keys"]]})
+    whole = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                          "shards": decided["merges"]})
+    gone = whole.loc[whole["reason"] != "near_duplicate", "id"]
+    live = index.loc[~shards.among(index["id"], gone)].reset_index(drop=True)
+    base = ctx.refresh.dedup_index()
+    old = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket, "shards": base}) \
+        if base else None
+    n_old = 0 if old is None else len(old)
+    both, sig, rank, chance = neardedup.signed(cfg, live, old)
+    pairs, capped, beyond = neardup.bucket_pairs(
+        sig, cfg.bands, rank, start=n_old,
+        uncapped=neardedup.link_threshold(ctx.spec) is not None and n_old > 0)
+    floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
+    likely = pairs[neardup.similarity(sig, pairs) >= floor]
+    rid = (live["unit"].to_numpy(dtype=np.int64) << 32) | live["row"].to_numpy(dtype=np.int64)
+    where = {int(r): n_old + i for i, r in enumerate(rid.tolist())}
+    where.update({-(1 + i): i for i in range(n_old)})
+
+    def at(a: pd.Series, b: pd.Series) -> list[tuple[int, int]]:
+        return [(where[x], where[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+
+    found: list[tuple[int, int]] = []
+    over: list[tuple[int, int]] = []
+    for v in range(len(parts["verify"])):
+        rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in parts["pairs"]], v,
+                           nearparts.PAIR_COLUMNS)
+        mine, extra = nearparts.unique_pairs(rows)
+        found += at(mine["a"], mine["b"]) if len(mine) else []
+        over += at(extra["a"], extra["b"]) if len(extra) else []
+    assert sorted(found) == [tuple(p) for p in pairs.tolist()]  # each pair once
+    assert sorted(over) == [tuple(p) for p in beyond.tolist()]
+    counts = parts["settle"].counts
+    assert counts["capped_buckets"] == capped == step["capped_buckets"]
+    assert counts["candidate_pairs"] == len(pairs) == step["candidate_pairs"]
+    assert counts["below_estimate_floor"] == step["below_estimate_floor"]
+    assert counts["likely_pairs"] == len(likely)
+    assert counts["near_in"] == len(live) == step["in"]
+    edges = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket, "shards": [
+        r for v in parts["verify"] for r in v["edges"]]})
+    got = np.array(at(edges["a"], edges["b"]), dtype=np.int64).reshape(-1, 2)
+    assert sorted(map(tuple, got.tolist())) == [tuple(p) for p in likely.tolist()]
+    stars = replay_stars(got, edges["sim"].to_numpy(dtype=np.float64), rank, cfg.threshold)
+    assert stars.checked == step["verified_pairs"] and stars.rejected == step["rejected_pairs"]
+    near = whole.loc[whole["reason"] == "near_duplicate"]
+    merged = stars.merged[stars.merged >= n_old]
+    ids = both["id"].to_numpy()
+    assert ids[merged].tolist() == near["id"].tolist() and len(merged) == step["merged"]
+    assert ids[stars.into[merged]].tolist() == near["kept_id"].tolist()
+    assert np.round(stars.similarity[merged], 4).tolist() == near["similarity"].tolist()
+    return {**step, "likely": len(likely)}
+
+
+def _templated(n: int, start: int = 0) -> pd.DataFrame:
+    """``n`` records of one long template, told apart by a number at the end: near
+    duplicates of each other whose bands agree in buckets far past the cap."""
+    body = "".join(labelled(40, seed=9)["text"])  # about 600 characters
+    return pd.DataFrame({"text": [f"{body}批次{i}" for i in range(start, start + n)],
+                         "label": "pos"})
+
+
 def _publish(s: Settings, run_id: str) -> None:
     """A version published by the stages as they run today, its stages recorded in the
     catalog (what a refresh builds on); the sources' state not committed, so a refresh
@@ -158,44 +234,52 @@ def test_exact_parts_decide_as_the_global_deduplicate_full_run_and_refresh(
     folder = tmp_path / "inbox" / "reviews"
     folder.mkdir(parents=True)
     base = labelled(260)[["text", "label"]]
-    pd.concat([base, _corpus(rng, base, 90)]).sample(frac=1, random_state=3).to_csv(
-        folder / "rows.csv", index=False)
-    # a full run over 4 partitions (bands 32: 350 x 32 / (4 x 800) -> 4)
-    ctx = _ctx(s, SPEC, "run-p", "full", 800)
+    pd.concat([base, _corpus(rng, base, 90), _templated(80)]).sample(
+        frac=1, random_state=3).to_csv(folder / "rows.csv", index=False)
+    # a full run over 4 partitions (bands 32: 430 x 32 / (4 x 1000) -> 4)
+    ctx = _ctx(s, SPEC, "run-p", "full", 1000)
     parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
     assert {u["partitions"] for u in parts["plan"]} == {4}
     assert [u["index"] for u in parts["published"]] == [-1]  # nothing published yet
     full = _compare(ctx, parts, 4)
     assert full["merge_reasons"]["exact_duplicate"] == 90 and full["marks"] >= 40
     assert full["label_conflicts"] > 0 and full["into_published"] == 0
+    near = _near(ctx, parts)
+    assert near["capped_buckets"] > 0 and near["merged"] >= 70  # the template's copies
     # v1 published by the stages as they run today
     _publish(s, "run-1")
     # a refresh over 16 partitions: rows.csv collected again (the same ids: published
     # already, or exact copies of published records), and new rows copying published texts
     novel = pd.DataFrame({"text": [f"全新的评论，第{i}条，物流很快" for i in range(5)] * 2,
                           "label": ["pos", "neg"] * 5})
-    pd.concat([_corpus(rng, base, 60), novel]).to_csv(folder / "more.csv", index=False)
-    ctx = _ctx(s, SPEC, "run-2", "incremental", 400)
+    pd.concat([_corpus(rng, base, 60), novel, _templated(6, start=500)]).to_csv(
+        folder / "more.csv", index=False)
+    ctx = _ctx(s, SPEC, "run-2", "incremental", 450)
     parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
     assert {u["partitions"] for u in parts["plan"]} == {16}
     assert len(parts["published"]) >= 2 and parts["published"][0]["index"] == 0
     refresh = _compare(ctx, parts, 16)
-    # rows.csv's 260 distinct texts again, its 90 copies and 60 new ones into them, and 5
-    # new texts twice each (with two labels: conflicts)
-    assert refresh["merge_reasons"] == {"already_published": 260, "exact_duplicate": 155}
+    # rows.csv's 260 distinct texts and the template's kept one again (its 79 others were
+    # near duplicates: new records now), its 90 copies and 60 new ones into them, and 5 new
+    # texts twice each (with two labels: conflicts)
+    assert {k: v for k, v in refresh["merge_reasons"].items() if k != "near_duplicate"} == {
+        "already_published": 261, "exact_duplicate": 155}
     assert refresh["into_published"] == 150 and refresh["marks"] == 5
     assert refresh["compared_with_published"] > 0
+    # 6 new records of the template: near duplicates of published ones, in capped buckets
+    near = _near(ctx, parts)
+    assert near["capped_buckets"] > 0 and near["into_published"] >= 6
     # exact dedup off: the new ids and the published ones routed by id, already published
     # decided alone
     near_only = SPEC.replace("steps: [normalise, exact_dedup, near_dedup]",
                              "steps: [normalise, near_dedup]")
-    ctx = _ctx(s, near_only, "run-4", "incremental", 400)
+    ctx = _ctx(s, near_only, "run-4", "incremental", 450)
     parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
-    assert _compare(ctx, parts, 16)["merge_reasons"]["already_published"] == 260
+    assert _compare(ctx, parts, 16)["merge_reasons"]["already_published"] == 261
     # the exact key changed since the base: the same ids have other keys, the probe says so
     changed = SPEC.replace("preprocess: {steps:", "preprocess: {dedup: {key: [text, label]}, "
                            "steps:")
-    ctx = _ctx(s, changed, "run-3", "incremental", 400)
+    ctx = _ctx(s, changed, "run-3", "incremental", 450)
     with pytest.raises(PermanentError, match=r"have ids the published version holds.*"
                        "mode full"):
         run_parts(PARTITIONED, ctx, collect.run(ctx))
@@ -211,10 +295,15 @@ def test_exact_parts_decide_as_the_global_deduplicate_on_images(s3: Settings,
     kinds = write_dataset(s.inbox_dir / "images", digits=40)
     ctx = stage_context(s, IMAGES, "run-i", rows_per_shard=20)
     ctx.dedup_partition_rows = 12  # (records / 12) or (records x 3 chunks / 48): 8
-    parts = run_parts(PARTITIONED, ctx, collect.run(ctx))
+    # the near parts refuse images (texts first): the parts up to the exact decisions
+    settle = replace(PARTITIONED.reduce, takes=("exact",))
+    upto = Stage("preprocess", (*PARTITIONED.parts[:6], settle))
+    parts = run_parts(upto, ctx, collect.run(ctx))
     assert {u["partitions"] for u in parts["plan"]} == {8}
     decided = _compare(ctx, parts, 8)
     assert decided["merge_reasons"]["exact_duplicate"] == len(kinds["exact"]) > 0
+    with pytest.raises(PermanentError, match="near duplicates of images yet"):
+        nearparts.sift(ctx, parts["clean"][0], parts["exact"], parts["scatter"])
 
 
 def test_route_files_and_cards_round_trip_on_s3(s3: Settings, tmp_path: Path) -> None:

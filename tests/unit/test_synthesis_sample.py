@@ -1,4 +1,4 @@
-"""Synthesis's sample (lifecycle/synthesize/sample.py): the bottom-k per stratum of a seeded
+"""Synthesis's sample (lifecycle/records/sample.py): the bottom-k per stratum of a seeded
 hash of the id, merged from the shards' own bottom-k, is the bottom-k of the whole table
 however it is sharded, in collection order; below k it is the whole table. And the screens'
 verdicts combine to the strongest (lifecycle/synthesize/checks.py)."""
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle.synthesize import checks, sample
+from lifecycle.records import sample
+from lifecycle.synthesize import checks
 from tests.textdata import labelled
 
 pytestmark = pytest.mark.unit

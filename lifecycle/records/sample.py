@@ -1,4 +1,5 @@
-"""The bounded, stratified sample synthesis fits its generators and checks on.
+"""The bounded, stratified sample synthesis fits its generators and checks on, and
+annotation its model (docs/design/partitioned-annotate.md).
 
 Per stratum (a label value, or no label) the ``k`` records with the smallest key, the key a
 seeded hash of the record id: deterministic, and independent of how the records are cut into

@@ -1,0 +1,233 @@
+"""Annotation's last parts (lifecycle/annotate/parts.py has the first): ``check`` (the label
+check over every applied shard, once), ``flag`` (per shard: its findings acted on, flags and
+suggestions set) and ``merge`` (the report and manifest from the partial results)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from lifecycle.annotate.label import EXAMPLES
+from lifecycle.annotate.parts import (
+    ABSENT,
+    SUGGESTED,
+    SUGGESTED_CONF,
+    WORK,
+    _Finder,
+    _missing,
+    _read,
+    _restore,
+    _write,
+)
+from lifecycle.annotate.people import _export_tasks
+from lifecycle.annotate.reports import STAGE, _write_json
+from lifecycle.annotate.units import Applied, Checked, Flagged, Labelled, Trained, Votes
+from lifecycle.context import StageContext, StageResult
+from lifecycle.errors import ConservationError
+from lifecycle.labels import labelling
+from lifecycle.records import shards
+
+log = logging.getLogger(__name__)
+
+
+def check(ctx: StageContext, applied: list[Applied]) -> Checked:
+    """Likely label errors over every applied shard, as the single task finds them; the
+    findings are written, ``flag`` acts on them per shard."""
+    out: Checked = {"info": None, "found": []}
+    if ctx.spec.annotate.task != "single_label" or not any(a["rows"] for a in applied):
+        return out
+    refs = [s for a in sorted(applied, key=lambda a: a["index"]) for s in a["shards"]]
+    whole = _read(ctx, refs)
+    work = _Finder(ctx, whole.drop(columns=[c for c in WORK if c in whole]), pd.DataFrame())
+    work.decided = []
+    work.check_labels()
+    out["info"] = work.report["label_errors"]
+    if work.decided:
+        out["found"] = _write(ctx, pd.DataFrame(work.decided, columns=[
+            "id", "value", "suggested", "confidence", "acts"]).astype({"value": "object"}),
+            "label-errors")
+    return out
+
+
+def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:
+    """One shard: the check's findings acted on, its output written."""
+    tag = f"u{unit['index']:05d}"
+    out: Flagged = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
+                    "quarantine": [], "reasons": {}, "routed": [], "routed_ids": 0,
+                    "review": {}, "flagged": {}, "labels_after": {}, "by_source": {},
+                    "labelled": 0}
+    if not unit["shards"]:
+        return out
+    work = _restore(ctx, _read(ctx, unit["shards"]))
+    if checked["found"]:
+        found = _read(ctx, checked["found"])
+        found = found.loc[shards.among(found["id"], work.df["id"])]
+        work.act_on_label_errors([(r.id, _missing(r.value), r.suggested, float(r.confidence),
+                                   bool(r.acts)) for r in found.itertuples()])
+    routed = work.finish()["routed"]
+    report = work.report
+    out["review"], out["flagged"] = report["review"], report["flagged"]
+    out["labels_after"] = report.get("labels_after", {})
+    coverage = report.get("coverage", {})
+    out["by_source"], out["labelled"] = coverage.get("by_source", {}), coverage.get("labelled", 0)
+    out["rows"] = len(work.df)
+    out["shards"] = _write(ctx, work.df, f"{tag}-out")
+    dropped = [_read(ctx, unit["quarantine"])] if unit["quarantine"] else []
+    dropped += work.quarantined
+    if dropped:
+        both = pd.concat(dropped, ignore_index=True)
+        out["quarantine"] = _write(ctx, both, f"{tag}-quarantine")
+        out["reasons"] = {str(k): int(v) for k, v in both["reason"].value_counts().items()}
+    if routed:
+        rows = work.df.loc[shards.among(work.df["id"], pd.Series(routed))]
+        ids = rows["id"].tolist()
+        out["routed"] = _write(ctx, rows.assign(**{
+            SUGGESTED: pd.Series([work.suggestion.get(i, (None, 0.0))[0] for i in ids],
+                                 dtype="object", index=rows.index),
+            SUGGESTED_CONF: pd.Series([work.suggestion.get(i, (None, 0.0))[1] for i in ids],
+                                      dtype="float64", index=rows.index)}), f"{tag}-routed")
+        out["routed_ids"] = len(ids)
+    return out
+
+
+def _add(total: Counter[str], parts: list[dict[str, int]]) -> dict[str, int]:
+    for part in parts:
+        total.update(part)
+    return dict(sorted(total.items()))
+
+
+def _report(ctx: StageContext, labelled: list[Labelled], trained: Trained, found: Votes,
+            applied: list[Applied], checked: Checked, flagged: list[Flagged]) -> dict[str, Any]:
+    """The single task's report, from the parts' partial results."""
+    cfg = ctx.spec.annotate
+    n_in = sum(p["rows"] for p in labelled)
+    report: dict[str, Any] = {"dataset": ctx.dataset, "run_id": ctx.run_id, "task": cfg.task,
+                              "records_in": n_in}
+    if not n_in:
+        return report
+    people = next((p["people"] for p in labelled if p["people"] is not None), None)
+    if people is not None:
+        report["people"] = {**people, "unknown_records": people["records"] - sum(
+            p["people_present"] for p in labelled)}
+    if cfg.rules:
+        stats = [labelling.RuleStats(r.name, r.label) for r in cfg.rules]
+        for part in labelled:
+            for s, summary in zip(stats, part["rules"], strict=False):
+                s.matched += summary["matched"]
+                s.conflicts += summary["conflicts"]
+                s.agrees += summary["agrees_with_existing"]
+                s.disagrees += summary["disagrees_with_existing"]
+        for s in stats:
+            s.coverage = s.matched / n_in
+        report["rules"] = [s.summary() for s in stats]
+    if trained["info"] is not None:
+        report["model"] = {**trained["info"],
+                           "labelled": sum(a["labelled"] for a in applied),
+                           "routed_to_people": sum(a["routed"] for a in applied)}
+        if trained["predict"]:
+            report["model"]["note"] = "" if trained["model"] else \
+                "needs at least two labels among the labelled records"
+    before = _add(Counter(), [p["labels_before"] for p in labelled])
+    if before:
+        report["labels_before"] = before
+    if cfg.task == "single_label":
+        report["conflicts"] = _conflicts(ctx, found, applied)
+        report["label_errors"] = checked["info"]
+    report["labels_after"] = _add(Counter(), [f["labels_after"] for f in flagged])
+    kept = sum(f["rows"] for f in flagged)
+    labelled_after = sum(f["labelled"] for f in flagged)
+    report["coverage"] = {"labelled": labelled_after, "unlabelled": kept - labelled_after,
+                          "by_source": _add(Counter(), [f["by_source"] for f in flagged])}
+    report["review"] = _add(Counter(), [f["review"] for f in flagged])
+    report["flagged"] = _add(Counter(), [f["flagged"] for f in flagged])
+    return report
+
+
+def _conflicts(ctx: StageContext, found: Votes, applied: list[Applied]) -> dict[str, Any]:
+    """The conflicts' report block: the shards' groups, and the groups whose kept record is
+    in no shard (counted by ``votes`` for every group, less those a shard found)."""
+    first = applied[0]["conflicts"] if applied else None
+    cfg = ctx.spec.annotate.conflicts
+    info: dict[str, Any] = {"found": 0, "policy": cfg.resolve, "tie": cfg.tie, "outcomes": {},
+                            "by_kind": {"exact": 0, "near": 0}, "examples": []}
+    if not found["merged"] or first is None:
+        return info
+    outcomes: Counter[str] = Counter()
+    examples = []
+    for a in applied:
+        c = a["conflicts"]
+        info["found"] += c["found"]
+        for kind in ("exact", "near"):
+            info["by_kind"][kind] += c["by_kind"][kind]
+        outcomes.update(c["outcomes"])
+        examples += c["examples"]
+    absent = Counter(found["absent"])
+    absent.subtract(Counter(sum((Counter(a["present_absent"]) for a in applied), Counter())))
+    info["found"] += absent["found"]
+    for kind in ("exact", "near"):
+        info["by_kind"][kind] += absent[kind]
+    for outcome in ABSENT:
+        if absent[outcome]:
+            outcomes[outcome] += absent[outcome]
+    info["outcomes"] = dict(outcomes)
+    info["examples"] = [{k: v for k, v in e.items() if k != "order"}
+                        for e in sorted(examples, key=lambda e: e["order"])[:EXAMPLES]]
+    info["unresolved"] = sum(outcomes[o] for o in ("people", "tie_people", "tie_kept"))
+    return info
+
+
+def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
+          trained: Trained, found: Votes, applied: list[Applied], checked: Checked,
+          flagged: list[Flagged]) -> StageResult:
+    """Conservation from the counts, the report, the tasks file, the manifest."""
+    flagged = sorted(flagged, key=lambda f: f["index"])
+    report = _report(ctx, labelled, trained, found, applied, checked, flagged)
+    n_in = report["records_in"]
+    main = [s for f in flagged for s in f["shards"]]
+    kept = sum(int(s["rows"]) for s in main)
+    reasons: Counter[str] = Counter()
+    for f in flagged:
+        reasons.update(f["reasons"])
+    dropped = sum(reasons.values())
+    routed = sum(f["routed_ids"] for f in flagged)
+    counts: dict[str, Any] = {"in": n_in, "kept": kept, "quarantined": dropped,
+                              "quarantine_reasons": dict(reasons.most_common()),
+                              "routed_to_people": routed}
+    if kept + dropped != n_in:
+        raise ConservationError(f"annotate {ctx.dataset}: {n_in} records in but {kept} kept "
+                                f"+ {dropped} quarantined; this is a bug, report it with run "
+                                f"{ctx.run_id}")
+    if n_in:
+        per = report["labels_after"]
+        counts.update(labelled=report["coverage"]["labelled"],
+                      unlabelled=report["coverage"]["unlabelled"], per_label=per,
+                      label_sources=report["coverage"]["by_source"],
+                      label_conflicts=report.get("conflicts", {}).get("found", 0),
+                      suspected_label_errors=(report.get("label_errors") or {}).get(
+                          "flagged", 0))
+    report["counts"] = counts
+    sent: dict[str, Any] = {}
+    if routed and ctx.spec.annotate.people.export:
+        rows = _read(ctx, [s for f in flagged for s in f["routed"]])
+        suggestion = {rid: (s, float(c)) for rid, s, c in zip(
+            rows["id"], rows[SUGGESTED], rows[SUGGESTED_CONF], strict=True)
+            if _missing(s) is not None}
+        report["tasks"] = _export_tasks(ctx, rows.drop(columns=[SUGGESTED, SUGGESTED_CONF]),
+                                        set(rows["id"]), suggestion)
+    quarantine = [s for f in flagged for s in f["quarantine"]]
+    tables = {"quarantine": quarantine} if quarantine else {}
+    report_uri = _write_json(ctx, "report.json", report)
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    extra = {"annotation_report": report_uri}
+    if manifest.get("report"):
+        extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
+    schema = next((_read(ctx, f["shards"][:1]) for f in flagged if f["shards"]),
+                  pd.DataFrame())
+    uri = shards.write_manifest(ctx, STAGE, schema, main, counts, tables, extra)
+    log.info("annotate %s (parts): %s", ctx.dataset, counts)
+    return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
+                       input_manifest=upstream.manifest_uri, label_studio=sent,
+                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))

@@ -1,0 +1,328 @@
+"""Annotation as parts over shards (lifecycle.contract's ``PARTITIONED_ANNOTATE``, step 2 of
+docs/design/partitioned-annotate.md): ``plan -> label (per shard) -> train (once) -> votes
+(once) -> apply (per shard) -> check (once) -> flag (per shard) -> merge``.
+
+- ``plan``: one unit per upstream shard;
+- ``label``: a shard's people, source and rules labels, its records' original labels, and
+  its bottom-k sample per label of the labelled texts (lifecycle/records/sample.py);
+- ``train``: the samples merged (``annotate.model.sample_per_label`` a label), the model
+  fitted once, pickled to the work bucket;
+- ``votes``: the duplicate groups' votes from the preprocess merges table alone;
+- ``apply``: a shard's unlabelled texts labelled by the model, its groups' conflicts decided;
+- ``check``: the label check (confident learning) over every applied shard, as the single
+  task runs it (step 3 splits it);
+- ``flag``: a shard's check findings acted on, flags and suggestions set: its output;
+- ``merge``: conservation from the counts, the report from the partial results, one Label
+  Studio tasks file, the manifest of the shards in order.
+
+Each part runs the single task's own code (``_Annotation``) on its shard, so below the sample
+size the output is what :func:`lifecycle.annotate.stage.run` gives. Text and tables with a
+label field; images and topics (no label field) are refused, they are not built yet.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from lifecycle.annotate.conflicts import DUPLICATE_REASONS, duplicate_votes
+from lifecycle.annotate.label import _Annotation
+from lifecycle.annotate.reports import STAGE
+from lifecycle.annotate.units import AnnotUnit, Applied, Labelled, Trained, Votes
+from lifecycle.context import StageContext, StageResult
+from lifecycle.errors import PermanentError
+from lifecycle.labels import labelling
+from lifecycle.records import sample, shards
+from storage import keys
+
+log = logging.getLogger(__name__)
+ORIGINAL, REVIEW, FLAG, SUGGESTED, SUGGESTED_CONF = (
+    "_original", "_review", "_flag", "_suggested", "_suggested_conf")
+WORK = (ORIGINAL, REVIEW, FLAG, SUGGESTED, SUGGESTED_CONF)
+ABSENT = ("published_record_kept", "kept_record_absent")
+
+
+def _write(ctx: StageContext, df: pd.DataFrame, table: str) -> list[dict[str, Any]]:
+    return shards.write_table(ctx, STAGE, df, table) if len(df) else []
+
+
+def _read(ctx: StageContext, refs: list[dict[str, Any]], bucket: str | None = None
+          ) -> pd.DataFrame:
+    return shards.read_table(ctx.store, {"_bucket": bucket or ctx.work_bucket, "shards": refs})
+
+
+def _missing(value: Any) -> Any:
+    return None if shards.is_missing(value) else value
+
+
+class _Interim(_Annotation):
+    """The labellers without the model: ``train`` fits it once, ``apply`` uses it."""
+
+    def model_labels(self, labels: list[str | None], source: list[str | None],
+                     confidence: list[float | None]) -> None:
+        return None
+
+
+class _Finder(_Annotation):
+    """The label check, its findings kept instead of acted on (``flag`` acts per shard)."""
+
+    decided: list[tuple[str, Any, str, float, bool]] = []
+
+    def act_on_label_errors(self, decided: list[tuple[str, Any, str, float, bool]]) -> None:
+        self.decided = decided
+
+
+def _stash(work: _Annotation) -> pd.DataFrame:
+    """The table with what the next part needs of ``work`` in the WORK columns."""
+    ids = work.df["id"].tolist()
+    return work.df.assign(**{
+        ORIGINAL: pd.Series([work.original.get(i) for i in ids], dtype="object"),
+        REVIEW: pd.Series([work.review.get(i) for i in ids], dtype="object"),
+        FLAG: pd.Series([work.flags.get(i) for i in ids], dtype="object"),
+        SUGGESTED: pd.Series([work.suggestion[i][0] if i in work.suggestion else None
+                              for i in ids], dtype="object"),
+        SUGGESTED_CONF: pd.Series([work.suggestion[i][1] if i in work.suggestion else None
+                                   for i in ids], dtype="float64")})
+
+
+def _restore(ctx: StageContext, df: pd.DataFrame, cls: type[_Annotation] = _Annotation
+             ) -> _Annotation:
+    """A ``_Annotation`` over a shard the previous part stashed (:func:`_stash`)."""
+    work = cls(ctx, df.drop(columns=[c for c in WORK if c in df]), pd.DataFrame())
+    ids = df["id"].tolist()
+    if ORIGINAL in df:
+        work.original = {i: _missing(v) for i, v in zip(ids, df[ORIGINAL], strict=True)}
+        for rid, why in zip(ids, df[REVIEW], strict=True):
+            if _missing(why) is not None:
+                work.review[rid] = why
+        for rid, why in zip(ids, df[FLAG], strict=True):
+            if _missing(why) is not None:
+                work.flags[rid] = why
+        for rid, s, c in zip(ids, df[SUGGESTED], df[SUGGESTED_CONF], strict=True):
+            if _missing(s) is not None:
+                work.suggestion[rid] = (s, float(c))
+    return work
+
+
+def plan(ctx: StageContext, upstream: StageResult) -> list[AnnotUnit]:
+    """One unit per upstream shard."""
+    spec = ctx.spec
+    t = spec.annotate.topics
+    if spec.modality == "image":
+        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not label "
+                             "images yet (docs/design/partitioned-annotate.md, step 2); run "
+                             "the stage's single task (lifecycle.annotate.stage:run)")
+    if not spec.schema_.label_field or t.enabled is True:
+        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not cluster "
+                             "topics yet (no label field, or annotate.topics.enabled); run "
+                             "the stage's single task (lifecycle.annotate.stage:run)")
+    if spec.annotate.people.label_studio is not None:
+        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not talk to "
+                             "a Label Studio server yet (annotate.people.label_studio); run "
+                             "the stage's single task (lifecycle.annotate.stage:run)")
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    bucket, found = manifest["_bucket"], manifest["shards"]
+
+    def unit(index: int, name: str, refs: list[dict[str, Any]]) -> AnnotUnit:
+        return {"index": index, "label": name, "bucket": bucket, "shards": refs,
+                "upstream": upstream.manifest_uri}
+
+    return [unit(i, f"shard {i + 1}/{len(found)}", [s]) for i, s in enumerate(found)] \
+        or [unit(0, "no records", [])]
+
+
+def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
+    """One shard: people, source and rules labels, and the model's sample."""
+    df = _read(ctx, unit["shards"], unit["bucket"]) if unit["shards"] else pd.DataFrame()
+    tag = f"u{unit['index']:05d}"
+    out: Labelled = {"index": unit["index"], "label": unit["label"], "rows": len(df),
+                     "known": 0, "todo": 0, "rules": [], "labels_before": {},
+                     "people": None, "people_present": 0, "shards": [], "sample": []}
+    if not len(df):
+        return out
+    work = _Interim(ctx, df, pd.DataFrame())
+    work.label_records()
+    lab, text = work.label, work.text
+    assert lab is not None
+    out["rules"] = work.report.get("rules", [])
+    out["labels_before"] = work.report.get("labels_before", {})
+    people = work.report.get("people")
+    if people is not None:
+        out["people"] = people
+        out["people_present"] = people["records"] - people["unknown_records"]
+    work.review = {i: why for i, why in work.review.items() if i in work.original}
+    if text is not None:
+        texts = work._texts()
+        has = work.df[lab].notna().to_numpy()
+        filled = pd.Series([bool(t) for t in texts]).to_numpy()
+        out["known"], out["todo"] = int((has & filled).sum()), int((~has & filled).sum())
+        known = work.df.loc[has & filled, ["id", text, lab]].reset_index(drop=True)
+        cfg, seed = ctx.spec.annotate.model, ctx.spec.quality.label_errors.seed
+        if cfg.enabled and len(known):
+            out["sample"] = _write(ctx, sample.bottom_k(known, lab, seed, cfg.sample_per_label,
+                                                        unit["index"]), f"{tag}-sample")
+    out["shards"] = _write(ctx, _stash(work), f"{tag}-labelled")
+    return out
+
+
+def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
+    """The model fitted once on the merged sample, when the single task would train it."""
+    cfg = ctx.spec.annotate.model
+    out: Trained = {"info": None, "model": "", "classes": [], "predict": False}
+    if not cfg.enabled or not any(part["rows"] for part in labelled):
+        return out
+    known = sum(part["known"] for part in labelled)
+    todo = sum(part["todo"] for part in labelled)
+    info: dict[str, Any] = {"trained_on": known, "asked": todo, "labelled": 0,
+                            "routed_to_people": 0, "min_confidence": cfg.min_confidence}
+    out["info"] = info
+    if known < cfg.min_train or not todo:
+        info["note"] = (f"needs {cfg.min_train} labelled records to train (has {known})"
+                        if todo else "nothing left to label")
+        return out
+    lab, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
+    assert lab is not None and text is not None
+    merged = sample.records(sample.merge(
+        (_read(ctx, part["sample"]) for part in sorted(labelled, key=lambda p: p["index"])),
+        lab, cfg.sample_per_label))
+    labels = [str(v) for v in merged[lab]]
+    model = labelling.fit_model(merged[text].tolist(), labels,
+                                ctx.spec.quality.label_errors.seed)
+    info["trained_on"] = len(merged)
+    if len(merged) < known:
+        info["sample"] = {"per_label": cfg.sample_per_label, "records": len(merged),
+                          "of": known}
+    out["predict"], out["classes"] = True, sorted(set(labels))
+    if model is not None:
+        import joblib
+
+        buf = io.BytesIO()
+        joblib.dump(model, buf)
+        key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "model.joblib")
+        ctx.store.write_atomic(ctx.work_bucket, key, buf.getvalue(),
+                               "application/octet-stream")
+        out["model"] = f"s3://{ctx.work_bucket}/{key}"
+    return out
+
+
+def votes(ctx: StageContext, upstream: StageResult) -> Votes:
+    """The duplicate groups' votes, from the preprocess merges table only."""
+    out: Votes = {"merged": 0, "groups": 0, "table": [],
+                  "absent": {"found": 0, "exact": 0, "near": 0, **dict.fromkeys(ABSENT, 0)}}
+    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    if not manifest.get("tables", {}).get("merges"):
+        return out
+    merges = shards.read_table(ctx.store, manifest, "merges")
+    merged = (merges.loc[merges["reason"].isin(DUPLICATE_REASONS)]
+              if len(merges) and "label" in merges else pd.DataFrame())
+    out["merged"] = len(merged)
+    if merged.empty:
+        return out
+    rows, out["absent"] = vote_rows(merged)
+    out["groups"] = len(rows)
+    out["table"] = _write(ctx, pd.DataFrame(rows), "votes")
+    return out
+
+
+def vote_rows(merged: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The votes table's rows (one a group, in the merges table's order), and the groups'
+    counts as if no kept record were present (``merge`` subtracts those a shard found)."""
+    counted, near, published = duplicate_votes(merged)
+    rows = []
+    absent = {"found": 0, "exact": 0, "near": 0, **dict.fromkeys(ABSENT, 0)}
+    for order, (root, labels) in enumerate(counted.items()):
+        theirs = published.get(root)
+        alone = Counter(labels)
+        if theirs is not None:
+            alone[theirs] += 1
+        if_absent = None
+        if len(alone) >= 2:  # the group's outcome if its kept record were in no shard
+            if_absent = ABSENT[0] if theirs is not None else ABSENT[1]
+            absent["found"] += 1
+            absent["near" if root in near else "exact"] += 1
+            absent[if_absent] += 1
+        rows.append({"root": root, "order": order, "near": root in near,
+                     "votes": json.dumps(dict(labels), ensure_ascii=False),
+                     "published": theirs, "if_absent": if_absent})
+    return rows, absent
+
+
+def decide_groups(work: _Annotation, groups: pd.DataFrame, out: Applied) -> None:
+    """The conflicts of the ``votes`` table's groups whose kept record is in ``work``'s
+    shard, decided as the single task decides them; counted into ``out``."""
+    groups = groups.loc[shards.among(groups["root"], work.df["id"])].sort_values("order")
+    info = out["conflicts"]
+    rows: list[dict[str, Any]] = groups.to_dict(orient="records")  # type: ignore[assignment]
+    work.resolve_groups(((int(g["order"]), str(g["root"]), Counter(json.loads(g["votes"])),
+                          bool(g["near"]), _missing(g["published"])) for g in rows),
+                        info, absent=False)
+    info["examples"] = [{**e, "order": n} for e, n in
+                        zip(info["examples"], work.example_order, strict=True)]
+    here = out["present_absent"]
+    for g in rows:
+        if _missing(g["if_absent"]) is not None:
+            here["found"] += 1
+            here["near" if g["near"] else "exact"] += 1
+            here[g["if_absent"]] += 1
+
+
+def _conflict_info(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.spec.annotate.conflicts
+    return {"found": 0, "policy": cfg.resolve, "tie": cfg.tie, "outcomes": {},
+            "by_kind": {"exact": 0, "near": 0}, "examples": []}
+
+
+def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> Applied:
+    """One shard: the model's labels, then its duplicate groups' conflicts decided."""
+    tag = f"u{unit['index']:05d}"
+    out: Applied = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
+                    "quarantine": [], "labelled": 0, "routed": 0,
+                    "conflicts": _conflict_info(ctx),
+                    "present_absent": {"found": 0, "exact": 0, "near": 0,
+                                       **dict.fromkeys(ABSENT, 0)}}
+    if not unit["shards"]:
+        return out
+    work = _restore(ctx, _read(ctx, unit["shards"]))
+    lab = work.label
+    assert lab is not None
+    if trained["predict"] and unit["todo"]:
+        texts = work._texts()
+        todo = [i for i, v in enumerate(work.df[lab].tolist()) if shards.is_missing(v)
+                and texts[i]]
+        model = None
+        if trained["model"]:
+            import joblib
+
+            bucket, key = shards.parse_uri(trained["model"])
+            model = joblib.load(io.BytesIO(ctx.store.get_bytes(bucket, key)))
+        info = trained["info"] or {}
+        guessed = labelling.predict_labels(model, [texts[i] for i in todo],
+                                           ctx.spec.annotate.model.min_confidence,
+                                           info.get("trained_on", 0), trained["classes"])
+        ids = work.df["id"].tolist()
+        for j, i in enumerate(todo):
+            value, conf = guessed.labels[j], guessed.confidence[j]
+            if value is not None:
+                work.df.at[i, lab] = value
+                work.df.at[i, "label_source"] = "model"
+                work.df.at[i, "label_confidence"] = conf
+                out["labelled"] += 1
+            else:
+                work.review.setdefault(ids[i], "low_confidence")
+                best = guessed.best[j]
+                if best is not None:
+                    work.suggestion[ids[i]] = (best, conf)
+                out["routed"] += 1
+    if ctx.spec.annotate.task == "single_label" and found["groups"]:
+        decide_groups(work, _read(ctx, found["table"]), out)
+    out["rows"] = len(work.df)
+    out["shards"] = _write(ctx, _stash(work), f"{tag}-applied")
+    if work.quarantined:
+        out["quarantine"] = _write(ctx, pd.concat(work.quarantined, ignore_index=True),
+                                   f"{tag}-conflicts")
+    return out

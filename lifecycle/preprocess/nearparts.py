@@ -1,0 +1,311 @@
+"""The partitioned deduplication's near parts for texts (issue 31; docs/design/partitioned-
+dedup.md section 2, parts 7-9, and section 3): ``sift`` takes the records the exact
+decisions merged out of each clean unit and deals the rest to the partitions by LSH bucket,
+``pairs`` pairs each partition's buckets as the global near step does (neardup.band_pairs:
+the cap of MAX_BUCKET, published records first and never paired with each other), and
+``verify`` puts each pair's copies together, keeps the pairs whose estimated similarity
+reaches the agreement floor and computes the exact similarity of every one of them.
+
+A bucket (band, key) is whole in one partition, so the pairs, the pairs past the cap and
+the count of capped buckets, summed over the partitions, are the global step's; a pair is
+routed by the hash of its two rids, so all its copies (one per band it shares) meet in one
+verifying partition. Records are handled by rid (lifecycle/preprocess/partition.py) and
+ordered by ``seq``: published records first, in the base index's order, then new ones in
+collection order: the order of the global step's records.
+
+Verification asks every likely pair, where the global step's lazy star clustering asks only
+those its loop reaches (the design's "what building taught" gives the measured cost). A pair
+whose key texts have different field counts is recorded (``mismatch``), not raised: the
+clustering raises it only if its loop asks that pair, as the global step does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lifecycle.context import StageContext
+from lifecycle.errors import PermanentError
+from lifecycle.preprocess import exactparts, keytexts, neardedup
+from lifecycle.preprocess.partition import (
+    BAND_COLUMNS,
+    bands,
+    mix,
+    near_runs,
+    top_slot,
+    write_bands,
+)
+from lifecycle.preprocess.units import (
+    Cleaned,
+    ExactDone,
+    Paired,
+    PartUnit,
+    Scattered,
+    Sifted,
+    Verified,
+)
+from lifecycle.preprocess.work import STAGE, _read, _write
+from lifecycle.records import cards, routes
+from lifecycle.text import neardup
+from lifecycle.text.stars import keep_score, keep_sequence
+
+PAIR_COLUMNS = ["a", "b", "beyond", "sa", "sb"]
+EDGE_COLUMNS = ["a", "b", "est", "sim", "mismatch"]
+LINK_COLUMNS = ["published_rid", "rid", "id", "published_id", "similarity"]
+PUBLISHED = np.int64(1) << np.int64(62)  # seq: published records before every new one
+_PAIR_MIX = np.uint64(0xD6E8FEB86659FD93)
+
+
+def seq(rid: np.ndarray) -> np.ndarray:
+    """Each record's place in the global order of the near step's records: a published
+    one's position in the base index (rid ``-(1 + pos)``) shifted before every new one,
+    whose rid is in collection order."""
+    rid = np.asarray(rid, dtype=np.int64)
+    return np.where(rid < 0, -(1 + rid) - PUBLISHED, rid)
+
+
+def _by_index(parts: list[Any]) -> list[Any]:
+    return sorted(parts, key=lambda p: p["index"])
+
+
+def published_rows(scattered: list[Scattered]) -> int:
+    """The published records the near step compares with (those of base-index shards with
+    signatures, hence band routes); 0 in a full run."""
+    return sum(s["rows"] for s in scattered if s.get("routes", {}).get("near"))
+
+
+def _refuse_images(ctx: StageContext) -> None:
+    if ctx.spec.modality == "image" and bands(ctx):
+        raise PermanentError(
+            "preprocess: the partitioned deduplication does not decide near duplicates of "
+            "images yet (issue 31, design step 5 builds texts first); run the stage in "
+            "STAGE_DEFS, or take near_dedup out of preprocess.steps.",
+            field="preprocess.steps")
+
+
+def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
+         scattered: list[Scattered]) -> Sifted:
+    """Clean unit ``unit``'s records that the exact decisions left (its slice of every
+    partition's decisions), with their bands dealt to the partitions by bucket (a refresh
+    with published signatures: over the index's low bits, as the published ones)."""
+    _refuse_images(ctx)
+    keys = _read(ctx, ctx.work_bucket, unit["keys"])
+    decisions = exactparts.unit_decisions(ctx, done, unit["index"])
+    merged = decisions.loc[(decisions["reason"] != "kept_exact").to_numpy(), "row"] \
+        if len(decisions) else pd.Series([], dtype="int64")
+    rows = keys["row"].to_numpy(dtype=np.int64) if len(keys) else np.zeros(0, dtype=np.int64)
+    alive = ~np.isin(rows, merged.to_numpy(dtype=np.int64))
+    out: Sifted = {"index": unit["index"], "alive": int(alive.sum()), "near": None}
+    if not near_runs(ctx) or "sig" not in keys:
+        return out
+    live = keys.loc[alive]
+    cfg = ctx.spec.preprocess.near_dedup
+    sig = np.frombuffer(b"".join(live["sig"].tolist()), dtype=np.uint32).reshape(
+        len(live), int(cfg.permutations))
+    if published_rows(scattered):  # compared in the index's b-bit form
+        sig = sig & np.uint32(2 ** neardedup.INDEX_BITS - 1)
+    rid = (live["unit"].to_numpy(dtype=np.int64) << 32) | live["row"].to_numpy(dtype=np.int64)
+    score = keep_score(cfg.keep, live["length"].to_numpy(), live["complete"].to_numpy())
+    parts = len(unit["routes"]["ids"]["offsets"]) - 1  # P, as the unit's other routes
+    out["near"] = write_bands(ctx, f"u{unit['index']:05d}-bands.parquet", sig, rid, score,
+                              parts)
+    return out
+
+
+def pair_slot(a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
+    """The verifying partition of each pair of rids (a, b): every copy of a pair, from any
+    band and any partition, meets in one."""
+    with np.errstate(over="ignore"):
+        return top_slot(mix(mix(np.asarray(a).astype(np.uint64)) * _PAIR_MIX
+                            ^ np.asarray(b).astype(np.uint64)), parts)
+
+
+def band_candidates(rows: pd.DataFrame, linking: bool) -> tuple[pd.DataFrame, int]:
+    """The pairs of the LSH buckets in ``rows`` (BAND_COLUMNS; whole buckets), each pair of
+    rids once as ``a`` before ``b`` in seq order, ``beyond`` for a published and a new record
+    that the cap left out (with ``linking``), and the count of buckets over the cap."""
+    found, capped = [], 0
+    none = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in
+                         zip(PAIR_COLUMNS, ["int64", "int64", "bool", "float64", "float64"],
+                             strict=True)})
+    for _, band in rows.groupby("band", sort=True):
+        rid = band["rid"].to_numpy(dtype=np.int64)
+        order = np.argsort(seq(rid), kind="stable")  # published first, in index order
+        rid, key = rid[order], band["key"].to_numpy(dtype=np.uint64)[order]
+        score = band["score"].to_numpy(dtype=np.float64)[order]
+        published = rid < 0
+        start = int(published.sum())
+        keep = keep_sequence(score, seq(rid), published)
+        part = neardup.band_pairs(key, keep, start, neardup.MAX_BUCKET, linking and start > 0)
+        capped += part.capped
+        for pairs, beyond in ((part.pairs, False), (part.beyond_cap, True)):
+            if len(pairs):  # positions i < j: rids in seq order
+                found.append(pd.DataFrame({"a": rid[pairs[:, 0]], "b": rid[pairs[:, 1]],
+                                           "beyond": beyond, "sa": score[pairs[:, 0]],
+                                           "sb": score[pairs[:, 1]]}))
+    if not found:
+        return none, capped
+    table = pd.concat(found, ignore_index=True)
+    # a pair of several bands once, as a pair if any band pairs it
+    table = table.sort_values("beyond", kind="stable").drop_duplicates(["a", "b"])
+    return table.reset_index(drop=True), capped
+
+
+def linking(ctx: StageContext, scattered: list[Scattered]) -> bool:
+    """Whether the run links new records to published ones for the split groups (a refresh
+    of a dataset with splits): the pairs the cap leaves out are kept apart for it."""
+    return neardedup.link_threshold(ctx.spec) is not None and published_rows(scattered) > 0
+
+
+def pairs(ctx: StageContext, unit: PartUnit, sifted: list[Sifted],
+          scattered: list[Scattered]) -> Paired:
+    """Partition ``unit``'s LSH buckets (slice q of every band route: the new records left
+    after exact dedup and the published ones) paired, band by band; the pairs dealt to the
+    verifying partitions."""
+    q, parts = unit["index"], unit["partitions"]
+    refs = [s["near"] for s in _by_index(sifted)] + \
+        [s.get("routes", {}).get("near") for s in _by_index(scattered)]
+    rows = routes.read(ctx.store, ctx.work_bucket, refs, q, BAND_COLUMNS)
+    table, capped = band_candidates(rows, linking(ctx, scattered))
+    ref = None
+    if len(table):
+        where = pair_slot(table["a"].to_numpy(), table["b"].to_numpy(), parts)
+        ref = routes.write(ctx, STAGE, f"p{q:05d}-pairs.parquet",
+                           routes.deal(table, where, parts))
+    return {"index": q, "capped": capped, "rows": len(table), "pairs": ref}
+
+
+def unique_pairs(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pairs, beyond) of a verifying partition's pair rows, each pair once: a pair if any
+    copy is one, in seq order of (a, b); beyond the cap only if no copy is a pair."""
+    if not len(rows):
+        return rows, rows
+    rows = rows.sort_values("beyond", kind="stable").drop_duplicates(["a", "b"])
+    order = np.lexsort((seq(rows["b"].to_numpy()), seq(rows["a"].to_numpy())))
+    rows = rows.iloc[order].reset_index(drop=True)
+    beyond = rows["beyond"].to_numpy(dtype=bool)
+    return rows.loc[~beyond].reset_index(drop=True), rows.loc[beyond].reset_index(drop=True)
+
+
+def fetch_cards(ctx: StageContext, rid: np.ndarray, cleaned: list[Cleaned],
+                scattered: list[Scattered]) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """The cards of records ``rid`` (new ones from their clean unit's card file, published
+    ones from the scattered base-index shard that holds their position)."""
+    units = _by_index(cleaned)
+    shards = [s for s in _by_index(scattered) if s.get("cards")]
+    refs = [u["cards"] for u in units] + [s["cards"] for s in shards]
+    starts = np.cumsum([0] + [s["rows"] for s in shards])[:-1]
+    rid = np.asarray(rid, dtype=np.int64)
+    pos = -(1 + rid)
+    shard = np.searchsorted(starts, pos, side="right") - 1
+    new = rid >= 0
+    file = np.where(new, rid >> 32, len(units) + shard)
+    row = np.where(new, rid & 0xFFFFFFFF, pos - starts[np.maximum(shard, 0)] if len(starts)
+                   else 0)
+    return cards.fetch(ctx.store, ctx.work_bucket, refs, file, row)
+
+
+def _signatures(sigs: list[np.ndarray], rid: np.ndarray, permutations: int,
+                refresh: bool) -> np.ndarray:
+    """The members' signatures as the near step compares them: a refresh's low bits (the
+    published ones' from their packed index form), else the MinHash values."""
+    out = np.zeros((len(rid), permutations), dtype=np.uint32)
+    new = np.flatnonzero(rid >= 0)
+    if len(new):
+        out[new] = np.stack([sigs[i].view(np.uint32) for i in new.tolist()])
+    old = np.flatnonzero(rid < 0)
+    if len(old):
+        out[old] = neardedup.index_signatures([sigs[i].tobytes() for i in old.tolist()],
+                                              permutations)
+    return out & np.uint32(2 ** neardedup.INDEX_BITS - 1) if refresh else out
+
+
+def exact_similarities(cfg: Any, likely: np.ndarray, texts: dict[int, list[str] | None]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The exact similarity (neardedup's: the smallest per-field Jaccard) of every pair of
+    ``likely`` (positions into ``texts``; NaN: unverifiable), and which pairs' key texts have
+    different field counts (recorded, not raised: NaN too)."""
+    similar = neardedup._similar(cfg, texts)
+    sims = np.full(len(likely), np.nan)
+    mismatch = np.zeros(len(likely), dtype=bool)
+    for k, (a, b) in enumerate(likely.tolist()):
+        try:
+            sim = similar(a, b)
+        except PermanentError:  # the field counts differ (near_dedup.key changed)
+            mismatch[k] = True
+            continue
+        if sim is not None:
+            sims[k] = sim
+    return sims, mismatch
+
+
+def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: list[Cleaned],
+           scattered: list[Scattered]) -> Verified:
+    """Verifying partition ``unit``: its pairs (slice v of every partition's pair file) each
+    once, their estimated similarity from the members' cards, and the exact similarity of
+    every pair at the agreement floor or above, from the members' key texts. Writes the
+    edges, their members and (a refresh with splits) the link candidates."""
+    v = unit["index"]
+    cfg = ctx.spec.preprocess.near_dedup
+    rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,
+                       PAIR_COLUMNS)
+    found, beyond = unique_pairs(rows)
+    out: Verified = {"index": v, "candidate_pairs": len(found), "beyond_pairs": len(beyond),
+                     "below_estimate_floor": 0, "likely_pairs": 0, "unverifiable_pairs": 0,
+                     "fields_mismatch": 0, "edges": [], "members": []}
+    links = linking(ctx, scattered)
+    every = pd.concat([found, beyond], ignore_index=True) if links else found
+    if not len(every):
+        return out
+    ends = np.concatenate([every["a"].to_numpy(dtype=np.int64),
+                           every["b"].to_numpy(dtype=np.int64)])
+    members, at = np.unique(ends, return_inverse=True)
+    pos = at.reshape(2, -1).T  # each pair's members as positions into ``members``
+    refresh = published_rows(scattered) > 0
+    sigs, meta = fetch_cards(ctx, members, cleaned, scattered)
+    sig = _signatures(sigs, members, int(cfg.permutations), refresh)
+    chance = neardedup.CHANCE if refresh else 0.0
+    est = neardup.similarity(sig, pos)
+    floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
+    n = len(found)
+    likely = np.flatnonzero(est[:n] >= floor)
+    needed = np.unique(pos[likely])
+    texts = dict(zip(needed.tolist(), keytexts.fetch(
+        ctx.store, ctx.work_bucket, meta.iloc[needed].reset_index(drop=True)), strict=True))
+    sims, mismatch = exact_similarities(cfg, pos[likely], texts)
+    edges = pd.DataFrame({"a": members[pos[likely, 0]], "b": members[pos[likely, 1]],
+                          "est": est[likely], "sim": sims, "mismatch": mismatch})
+    score = np.zeros(len(members))
+    score[pos[:, 0]] = every["sa"].to_numpy(dtype=np.float64)
+    score[pos[:, 1]] = every["sb"].to_numpy(dtype=np.float64)
+    mine = pd.DataFrame({"rid": members[needed], "id": meta["id"].to_numpy()[needed],
+                         "label": meta["label"].to_numpy()[needed], "score": score[needed]})
+    out.update({"below_estimate_floor": n - len(likely), "likely_pairs": len(likely),
+                "unverifiable_pairs": int((np.isnan(sims) & ~mismatch).sum()),
+                "fields_mismatch": int(mismatch.sum()),
+                "edges": _write(ctx, edges, f"p{v:05d}-edges", compact=True),
+                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True)})
+    if links:
+        out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta),
+                              f"p{v:05d}-links", compact=True)
+    return out
+
+
+def link_candidates(ctx: StageContext, members: np.ndarray, pos: np.ndarray, est: np.ndarray,
+                    meta: pd.DataFrame) -> pd.DataFrame:
+    """Each candidate pair (the cap's left-outs too) of a published and a new record whose
+    low bits put them at the split groups' threshold or above (neardedup._links, before the
+    records merged later are taken out)."""
+    threshold = neardedup.link_threshold(ctx.spec)
+    assert threshold is not None
+    raised = neardedup.CHANCE + (1 - neardedup.CHANCE) * threshold
+    old, new = members[pos[:, 0]], members[pos[:, 1]]
+    ok = (old < 0) & (new >= 0) & (est >= neardup.acceptance_cutoff(
+        raised, int(ctx.spec.preprocess.near_dedup.permutations)))
+    ids = meta["id"].to_numpy()
+    return pd.DataFrame({"published_rid": old[ok], "rid": new[ok], "id": ids[pos[ok, 1]],
+                         "published_id": ids[pos[ok, 0]],
+                         "similarity": np.round((est[ok] - neardedup.CHANCE)
+                                                / (1 - neardedup.CHANCE), 4)})

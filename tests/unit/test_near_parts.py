@@ -1,0 +1,196 @@
+"""The partitioned near parts (lifecycle/preprocess/nearparts.py: sift, pairs, verify) over
+generated templated texts, through an in-memory double of the object store: for any split
+of the records into units, any number of partitions, any keep rule and any published index
+(a refresh), the candidate pairs, the pairs past the cap, the capped buckets, the pairs
+under the agreement floor and the likely pairs are the global near step's
+(neardedup.signed, neardup.bucket_pairs), and the verified similarities, replayed as
+stars, give the global star clustering's merges and counts."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from lifecycle.errors import PermanentError
+from lifecycle.preprocess import keytexts, neardedup, nearparts, partition
+from lifecycle.records import routes, shards
+from lifecycle.spec import parse_spec
+from lifecycle.text import neardup
+from lifecycle.text.stars import replay_stars, star_clusters
+from tests.graded import SPEC as GRADED
+from tests.unit.test_exact_parts import ReadingStore
+
+pytestmark = pytest.mark.unit
+
+# 32 permutations in 16 bands of 2 values: buckets are big, so templated texts fill
+# buckets past the cap (64) and the estimate floor drops many pairs
+SPEC = GRADED.replace(
+    "preprocess: {steps: [normalise, pii, exact_dedup]}",
+    "preprocess: {steps: [normalise, near_dedup], near_dedup: {enabled: true, "
+    "threshold: 0.6, permutations: 32, bands: 16, keep: KEEP}}")
+WORDS = ["fast", "slow", "good", "bad", "cheap", "fine", "late", "broken", "new", "blue"]
+
+
+def _text(rng: random.Random, heavy: bool) -> str:
+    if heavy:  # one template, few words changed: a bucket far past the cap
+        return f"the parcel came {rng.choice(WORDS[:2])} and the box was fine and dry"
+    words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+    return f"review {rng.choice(WORDS)} " + " ".join(words)
+
+
+def _keys(ctx: Any, texts: list[str], name: str, hasher: neardup.MinHasher) -> pd.DataFrame:
+    _, spans = keytexts.write(ctx, "preprocess", name, [texts])
+    sig = hasher.signatures(texts) if texts else np.zeros((0, hasher.permutations), np.uint32)
+    return pd.DataFrame({"length": [len(t) for t in texts],
+                         "complete": [1 + len(t) % 3 for t in texts],
+                         "sig": [row.tobytes() for row in sig], **spans})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 200), st.integers(0, 120), st.integers(1, 3),
+       st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from(["earliest", "longest",
+                                                           "most_complete"]),
+       st.sampled_from([0.0, 0.5, 0.9]), st.randoms(use_true_random=False))
+def test_near_partitions_find_and_verify_the_whole_near_steps_pairs(
+        n: int, n_old: int, units: int, parts: int, keep: str, heavy: float,
+        rng: random.Random) -> None:
+    spec = parse_spec(SPEC.replace("KEEP", keep), "spec.yaml")
+    cfg = spec.preprocess.near_dedup
+    store = ReadingStore()
+    ctx = SimpleNamespace(spec=spec, store=store, work_bucket="work", dataset="ds",
+                          run_id="run-1", rows_per_shard=50)
+    hasher = neardup.MinHasher(cfg.permutations, cfg.char_ngram, cfg.word_ngram, cfg.seed)
+    # the published index: low bits of the signatures, key texts, labels
+    old = _keys(ctx, [_text(rng, rng.random() < heavy) for _ in range(n_old)], "old", hasher)
+    if n_old:
+        full = np.frombuffer(b"".join(old["sig"].tolist()), np.uint32).reshape(n_old, -1)
+        old["sig"] = neardedup.low_bits(full)
+    old.insert(0, "id", [f"o{i}" for i in range(n_old)])
+    old["label"] = [rng.choice(["pos", "neg", None]) for _ in range(n_old)]
+    scattered = []
+    for k, shard in enumerate(np.array_split(np.arange(n_old), 2) if n_old else []):
+        data = shards.table_bytes(old.iloc[shard])
+        store.write_atomic("work", f"index-{k}", data, "")
+        ref = {"key": f"index-{k}", "rows": len(shard), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+        scattered.append(partition.scatter(ctx, {  # type: ignore[arg-type]
+            "index": k, "label": "", "shard": ref, "offset": int(shard[0]) if len(shard) else 0,
+            "partitions": parts}))
+    # new records, split into units (empty ones too), some copying published texts
+    texts = [_text(rng, rng.random() < heavy) for _ in range(n)]
+    cut = sorted(rng.choices(range(n + 1), k=units - 1))
+    cleaned, frames = [], []
+    for u, members in enumerate(np.split(np.arange(n), cut)):
+        index = _keys(ctx, [texts[i] for i in members], f"new-{u}", hasher)
+        index.insert(0, "id", [f"n{i}" for i in members])
+        index["unit"], index["row"] = u, np.arange(len(members))
+        index["label"] = pd.Series([rng.choice(["pos", None]) for _ in members], dtype=object)
+        index["preview"] = [texts[i][:20] for i in members]
+        data = shards.table_bytes(index)
+        store.write_atomic("work", f"keys-{u}", data, "")
+        ref = {"key": f"keys-{u}", "rows": len(index), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+        frames.append(index)
+        cleaned.append({"index": u, "keys": [ref], **partition.unit_routes(
+            ctx, {"index": u, "partitions": parts}, index)})  # type: ignore[arg-type]
+    units_ = [{"index": p, "label": "", "partitions": parts} for p in range(parts)]
+    sifted = [nearparts.sift(ctx, c, [], scattered) for c in cleaned]  # type: ignore[arg-type]
+    paired = [nearparts.pairs(ctx, u, sifted, scattered) for u in units_]  # type: ignore[arg-type]
+    verified = [nearparts.verify(ctx, u, paired, cleaned, scattered)  # type: ignore[arg-type]
+                for u in units_]
+    # the whole, as neardedup.near finds it
+    live = pd.concat(frames, ignore_index=True)
+    linking = n_old > 0  # the spec has splits: a refresh links
+    if not n:  # the near step has nothing to pair
+        assert not any(v["candidate_pairs"] or v["beyond_pairs"] for v in verified)
+        return
+    both, sig, rank, chance = neardedup.signed(cfg, live, old if n_old else None)
+    pairs, capped, beyond = neardup.bucket_pairs(sig, cfg.bands, rank, start=n_old,
+                                                 uncapped=linking)
+    floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
+    likely = pairs[neardup.similarity(sig, pairs) >= floor] if len(pairs) else pairs
+    # the parts' pairs, in the whole's positions (published, then new in collection order)
+    where = {int(r): n_old + i for i, r in enumerate((live["unit"].to_numpy(np.int64) << 32)
+                                                      | live["row"].to_numpy(np.int64))}
+    where.update({-(1 + i): i for i in range(n_old)})
+
+    def at(a: pd.Series, b: pd.Series) -> set[tuple[int, int]]:
+        return {(where[x], where[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)}
+
+    found, over = set(), set()
+    for p in range(parts):
+        rows = routes.read(store, "work", [x["pairs"] for x in paired], p,
+                           nearparts.PAIR_COLUMNS)
+        mine, extra = nearparts.unique_pairs(rows)
+        found |= at(mine["a"], mine["b"]) if len(mine) else set()
+        over |= at(extra["a"], extra["b"]) if len(extra) else set()
+    event(f"capped buckets: {min(capped, 2)}+, beyond pairs: {min(len(beyond), 1)}+, "
+          f"refresh: {n_old > 0}")
+    assert found == {tuple(x) for x in pairs.tolist()}
+    assert over == {tuple(x) for x in beyond.tolist()}
+    assert sum(p["capped"] for p in paired) == capped
+    assert sum(v["candidate_pairs"] for v in verified) == len(pairs)
+    assert sum(v["below_estimate_floor"] for v in verified) == len(pairs) - len(likely)
+    assert sum(v["likely_pairs"] for v in verified) == len(likely)
+    assert sum(s["alive"] for s in sifted) == n
+    edges = shards.read_table(store, {"_bucket": "work",
+                                      "shards": [r for v in verified for r in v["edges"]]})
+    got = np.array([[where[a], where[b]] for a, b in zip(edges["a"], edges["b"], strict=True)],
+                   dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
+    assert {tuple(x) for x in got.tolist()} == {tuple(x) for x in likely.tolist()}
+    # verified by exact Jaccard as the global step would, and replayed to its stars
+    needed = np.unique(likely)
+    texts_of = dict(zip(needed.tolist(), keytexts.fetch(store, "work", both.iloc[needed]),
+                        strict=True))
+    similar = neardedup._similar(cfg, texts_of)
+    for (a, b), sim in zip(got.tolist(), edges["sim"].tolist() if len(edges) else [],
+                           strict=True):
+        assert sim == similar(a, b)
+    whole = star_clusters(likely, rank, similar, cfg.threshold)
+    replay = replay_stars(got, edges["sim"].to_numpy(np.float64) if len(edges) else
+                          np.zeros(0), rank, cfg.threshold)
+    assert replay.into.tolist() == whole.into.tolist()
+    assert (replay.checked, replay.rejected) == (whole.checked, whole.rejected)
+    event(f"merged: {min(len(whole.merged), 1)}+, rejected: {min(whole.rejected, 1)}+")
+    assert sum(v["unverifiable_pairs"] for v in verified) == 0
+    if linking:  # the link candidates: neardedup._links before the merged are taken out
+        links = shards.read_table(store, {"_bucket": "work", "shards": [
+            r for v in verified for r in v.get("links", [])]})
+        want = neardedup._links(sig, np.concatenate([pairs, beyond]), n_old,
+                                neardedup.link_threshold(spec) or 0.0,
+                                both["id"].to_numpy(), np.zeros(n, dtype=bool))
+        key = ["id", "published_id", "similarity"]
+        mine_links = links[key].sort_values(key).reset_index(drop=True) if len(links) else \
+            pd.DataFrame(columns=key)
+        assert mine_links.values.tolist() == want[key].sort_values(key).values.tolist()
+
+
+def test_sift_refuses_images_with_a_clear_error() -> None:
+    from tests.integration.test_images import SPEC as IMAGES
+
+    ctx = SimpleNamespace(spec=parse_spec(IMAGES, "spec.yaml"))
+    with pytest.raises(PermanentError, match="near duplicates of images"):
+        nearparts.sift(ctx, {"index": 0, "keys": []}, [], [])  # type: ignore[arg-type, typeddict-item]
+
+
+def test_verify_records_a_field_count_mismatch_per_edge_instead_of_raising() -> None:
+    """Key texts of different field counts (near_dedup.key changed since the base) are
+    marked on their pair, NaN, while the other pairs are verified; the global step raises
+    only if its clustering asks that pair, which the replay decides later."""
+    cfg = parse_spec(SPEC.replace("KEEP", "earliest"), "spec.yaml").preprocess.near_dedup
+    texts = {0: ["the parcel came fast and dry"], 1: ["the parcel came fast and dry", "x"],
+             2: ["the parcel came fast and wet"], 3: None}
+    likely = np.array([[0, 1], [0, 2], [1, 2], [0, 3]])
+    sims, mismatch = nearparts.exact_similarities(cfg, likely, texts)
+    assert mismatch.tolist() == [True, False, True, False]
+    assert np.isnan(sims[[0, 2, 3]]).all() and 0 < sims[1] < 1
+    with pytest.raises(PermanentError, match="near_dedup.key changed"):
+        neardedup._similar(cfg, texts)(0, 1)

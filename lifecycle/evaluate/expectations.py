@@ -257,6 +257,30 @@ def shard_results(spec: DatasetSpec, df: pd.DataFrame, sizes: list[int]) -> list
     return out
 
 
+def unique_results(spec: DatasetSpec, df: pd.DataFrame,
+                   sizes: list[int]) -> dict[str, dict[str, Any]]:
+    """The uniqueness checks' results (by :func:`check_key`) made from each shard's values
+    (lifecycle/evaluate/gxmerge.py), for ``gxmerge.merge_into``: those of a column the table
+    has, without a row condition."""
+    from lifecycle.evaluate import gxmerge
+
+    exps = [e for e in build_expectations(spec)
+            if e.expectation_type == "expect_column_values_to_be_unique"]
+    frame = _frame(spec, df, exps)
+    bounds = np.cumsum([0, *sizes]).tolist()
+    out = {}
+    for exp in exps:
+        kwargs = exp.configuration.to_json_dict()["kwargs"]
+        column = kwargs.get("column")
+        if column not in frame or kwargs.get("row_condition"):
+            continue
+        parts = [frame[column].iloc[a:b].reset_index(drop=True)
+                 for a, b in zip(bounds, bounds[1:], strict=False)]
+        out[check_key(exp.expectation_type, kwargs)] = gxmerge.unique_entry(
+            parts, bounds[:-1], kwargs.get("mostly"))
+    return out
+
+
 def shard_summaries(results: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
     """Each shard's checks (:func:`shard_results`): whether it passes, and its failed checks."""
     out = []

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
+from lifecycle.quality import keyparts
 from lifecycle.quality.checks import check_key
 
 # column-map expectations whose result is a function of their shards' results (each is
@@ -94,10 +97,47 @@ def merge_entry(parts: list[dict[str, Any]], offsets: list[int]) -> dict[str, An
     return {"success": bool(out["success"]), "result": out["result"]}
 
 
-def merge_into(whole: dict[str, Any], shards: list[dict[str, Any]],
-               offsets: list[int]) -> tuple[dict[str, Any], int]:
+def unique_entry(parts: list[pd.Series], offsets: list[int],
+                 mostly: float | None = None) -> dict[str, Any]:
+    """``expect_column_values_to_be_unique``'s result on the whole table from its shards'
+    values (evaluation's view, as GX gets them; ``offsets`` as for :func:`merge_entry`):
+    the key partials (lifecycle/quality/keyparts.py) count the values over the shards, and
+    each shard gives its rows holding a repeated value; GX's code makes the result."""
+    from great_expectations.expectations.expectation import (
+        _format_map_output,
+        _mostly_success,
+        parse_result_format,
+    )
+    from great_expectations.util import convert_to_json_serializable
+
+    from lifecycle.evaluate.expectations import RESULT_FORMAT
+
+    counts = keyparts.combine_keys(keyparts.key_counts(p) for p in parts)
+    repeated = counts.repeated
+    rows: list[int] = []
+    values: list[Any] = []
+    for part, offset in zip(parts, offsets, strict=True):
+        held = keyparts.rows_holding(part, repeated)
+        rows.extend(int(i) + offset for i in held)
+        values.extend(part.iloc[held].tolist())
+    nonnull = counts.rows - counts.missing
+    success = (counts.rows == 0 or nonnull == 0
+               or _mostly_success(nonnull, counts.unexpected,
+                                  1.0 if mostly is None else float(mostly)))
+    out = _format_map_output(result_format=parse_result_format(RESULT_FORMAT), success=success,
+                             element_count=counts.rows, nonnull_count=nonnull,
+                             unexpected_count=counts.unexpected, unexpected_list=values,
+                             unexpected_index_list=rows)
+    return {"success": bool(out["success"]),
+            "result": convert_to_json_serializable(out["result"])}
+
+
+def merge_into(whole: dict[str, Any], shards: list[dict[str, Any]], offsets: list[int],
+               made: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], int]:
     """``whole`` (GX's result on the whole table) with the result of every expectation that
-    every shard ran and that is mergeable replaced by the merge of the shards' results.
+    every shard ran and that is mergeable replaced by the merge of the shards' results, and
+    of every expectation in ``made`` (by :func:`check_key`: results made from key partials,
+    :func:`unique_entry`) replaced by that.
     Returns the result and how many expectations were merged. The suite's statistics and
     success are GX's, moved by any verdict the merge changed (GX does not count a range
     check Granary made again: ``expectations._coerced_ranges``)."""
@@ -108,7 +148,8 @@ def merge_into(whole: dict[str, Any], shards: list[dict[str, Any]],
     entries, merged, gained = [], 0, 0
     for entry in whole["results"]:
         parts = by_key.get(_key(entry), [])
-        combined = merge_entry(parts, offsets) if len(parts) == len(shards) else None
+        combined = (made or {}).get(_key(entry)) or (
+            merge_entry(parts, offsets) if len(parts) == len(shards) else None)
         if combined is None:
             entries.append(entry)
             continue

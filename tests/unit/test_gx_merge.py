@@ -2,8 +2,8 @@
 result on the whole table: for any table and any cut of it into shards (empty shards, one-row
 shards, all-null columns, mixed types, unicode, values repeated across shards), every merged
 expectation's success, counts, percentages, unexpected values and rows, partial lists and
-most common unexpected values are GX's own; expectations that cannot be merged (uniqueness,
-the row count, a type check of a typed column, a range check GX raised on) stay GX's."""
+most common unexpected values are GX's own, and so is the uniqueness checks' result made
+from the key partials; expectations that cannot be merged (the row count, a type check of a typed column, a range check GX raised on) stay GX's."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SPEC = parse_spec(
         "    - {name: text, type: string}\n",
         "    - {name: text, type: string, required: true, min_length: 1, max_length: 3,"
         " pattern: '^[a-zé好]'}\n"
-        "    - {name: score, type: integer, min: 0, max: 5}\n"
+        "    - {name: score, type: integer, min: 0, max: 5, unique: true}\n"
         "    - {name: weight, type: float, required: true}\n")
     + "quality:\n  null_values: ['', 'N/A']\n  expectations:\n"
       "    - {type: expect_column_values_to_not_be_in_set,"
@@ -42,7 +42,7 @@ TEXTS = st.one_of(st.none(), st.sampled_from(["", "N/A", "a", "b", "好", "é", 
                   st.text(max_size=4), st.integers(-2, 2))
 LABELS = st.one_of(st.none(), st.sampled_from(["pos", "neg", "bad", "正面", "", 0]))
 SCORES = st.one_of(st.none(), st.integers(-3, 8))
-MIXED = st.one_of(SCORES, st.sampled_from(["x", "3", 2.5, True]))
+MIXED = st.one_of(SCORES, st.sampled_from(["x", "3", 2.5, True, 1.0, "好"]))
 WEIGHTS = st.one_of(st.none(), st.floats(-1, 1, allow_nan=False), st.just(float("nan")))
 
 
@@ -74,7 +74,9 @@ def _merged(df: pd.DataFrame, sizes: list[int]) -> tuple[dict[str, Any], dict[st
     whole = gxsuite.validate(SPEC, df)
     shards = gxsuite.shard_results(SPEC, df, sizes)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
-    merged, count = gxmerge.merge_into(whole, shards, offsets)
+    made = gxsuite.unique_results(SPEC, df, sizes)  # uniqueness from the key partials
+    assert len(made) == 2  # the id's and the score's
+    merged, count = gxmerge.merge_into(whole, shards, offsets, made)
     return whole, merged, count
 
 
@@ -84,7 +86,7 @@ def test_merged_shard_results_are_gx_on_the_whole_table(case: tuple[pd.DataFrame
                                                          ) -> None:
     df, sizes = case
     whole, merged, count = _merged(df, sizes)
-    assert count >= 2  # at least the id's and the label's not-null (object columns)
+    assert count >= 3  # the id's not-null and the uniqueness checks at least
     for got, want in zip(merged["results"], whole["results"], strict=True):
         assert _same(got, want), want["expectation_config"]["type"]
     assert _same(merged, whole)

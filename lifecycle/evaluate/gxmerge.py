@@ -8,10 +8,11 @@ the partial lists and the most common unexpected values are then made by GX's ow
 those (``_format_map_output``, ``_mostly_success``), so the merged result is GX's to the
 last bit. A result is merged only where that holds: an expectation of :data:`MERGED` whose
 every shard judged each value (a column-map result, not a column's dtype) without raising,
-with no missing value among the unexpected ones (a failing not-null check: see :func:`_null`).
-Anything else (uniqueness, the row count, a column's existence, a type check judged on a
-typed column's dtype, a range check GX raised on) is left as GX computed it on the whole
-table, as is a failing not-null check.
+with no missing value among the unexpected ones (a failing not-null check: see :func:`_null`)
+and no row condition (not covered by the test). The uniqueness checks' results are made from
+key partials (:func:`unique_entry`). Anything else (the row count, a column's existence, a
+type check judged on a typed column's dtype, a range check GX raised on) is left as GX
+computed it on the whole table, as is a failing not-null check.
 
 The shards must be slices of the whole table's frame, with its dtypes: a shard read on its
 own could have another dtype (an all-null shard reads as float or object), and GX judges a
@@ -43,8 +44,10 @@ def _per_row(entry: dict[str, Any]) -> bool:
     """``entry`` judged each value, without raising, with the lists merging needs."""
     raised = (entry.get("exception_info") or {}).get("raised_exception")
     result = entry.get("result") or {}
-    over_all = entry["expectation_config"]["type"] in OVER_ALL_ROWS
-    return (not raised and all(k in result for k in _LISTS)
+    cfg = entry["expectation_config"]
+    over_all = cfg["type"] in OVER_ALL_ROWS
+    return (not raised and not cfg["kwargs"].get("row_condition")
+            and all(k in result for k in _LISTS)
             and ("missing_count" in result) != over_all
             and "granary" not in (entry.get("meta") or {})
             and not any(_null(v) for v in result["unexpected_list"]))

@@ -3,7 +3,8 @@ result on the whole table: for any table and any cut of it into shards (empty sh
 shards, all-null columns, mixed types, unicode, values repeated across shards), every merged
 expectation's success, counts, percentages, unexpected values and rows, partial lists and
 most common unexpected values are GX's own, and so is the uniqueness checks' result made
-from the key partials; expectations that cannot be merged (the row count, a type check of a typed column, a range check GX raised on) stay GX's."""
+from the key partials; expectations that cannot be merged (the row count, a type check of a
+typed column, a range check GX raised on, a failing not-null check) stay GX's."""
 
 from __future__ import annotations
 

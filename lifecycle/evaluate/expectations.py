@@ -232,6 +232,14 @@ def _coerced_ranges(spec: DatasetSpec, frame: pd.DataFrame,
 def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
                     sizes: list[int]) -> list[dict[str, Any]]:
     """The column checks per shard: which shard holds the failures."""
+    return shard_summaries(shard_results(spec, df, sizes), sizes)
+
+
+def shard_results(spec: DatasetSpec, df: pd.DataFrame, sizes: list[int]) -> list[dict[str, Any]]:
+    """GX's COMPLETE result of the suite without the whole-table expectations on each shard
+    (``sizes``: the shards' rows, in order), each shard's rows numbered from 0. The shards
+    are slices of one frame, so they have the whole table's dtypes (lifecycle/evaluate/
+    gxmerge.py merges these results into the whole table's)."""
     import great_expectations as gx
 
     context = _context()
@@ -241,11 +249,43 @@ def validate_shards(spec: DatasetSpec, df: pd.DataFrame,
     suite = context.suites.add(gx.ExpectationSuite(name=f"{spec.name}.shard", expectations=exps))
     out, start = [], 0
     frame = _frame(spec, df, exps)
-    for index, rows in enumerate(sizes):
-        part = frame.iloc[start:start + rows]
+    for rows in sizes:
+        part = frame.iloc[start:start + rows].reset_index(drop=True)
         start += rows
-        result = definition.get_batch(batch_parameters={"dataframe": part}).validate(suite)
-        checks = summarise(result.to_json_dict())
+        out.append(definition.get_batch(batch_parameters={"dataframe": part})
+                   .validate(suite, result_format=RESULT_FORMAT).to_json_dict())
+    return out
+
+
+def unique_results(spec: DatasetSpec, df: pd.DataFrame,
+                   sizes: list[int]) -> dict[str, dict[str, Any]]:
+    """The uniqueness checks' results (by :func:`check_key`) made from each shard's values
+    (lifecycle/evaluate/gxmerge.py), for ``gxmerge.merge_into``: those of a column the table
+    has, without a row condition."""
+    from lifecycle.evaluate import gxmerge
+
+    exps = [e for e in build_expectations(spec)
+            if e.expectation_type == "expect_column_values_to_be_unique"]
+    frame = _frame(spec, df, exps)
+    bounds = np.cumsum([0, *sizes]).tolist()
+    out = {}
+    for exp in exps:
+        kwargs = exp.configuration.to_json_dict()["kwargs"]
+        column = kwargs.get("column")
+        if column not in frame or kwargs.get("row_condition"):
+            continue
+        parts = [frame[column].iloc[a:b].reset_index(drop=True)
+                 for a, b in zip(bounds, bounds[1:], strict=False)]
+        out[check_key(exp.expectation_type, kwargs)] = gxmerge.unique_entry(
+            parts, bounds[:-1], kwargs.get("mostly"))
+    return out
+
+
+def shard_summaries(results: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+    """Each shard's checks (:func:`shard_results`): whether it passes, and its failed checks."""
+    out = []
+    for index, (result, rows) in enumerate(zip(results, sizes, strict=True)):
+        checks = summarise(result)
         out.append({"shard": index, "rows": rows, "success": all(c["success"] for c in checks),
                     "failed": [c for c in checks if not c["success"]]})
     return out

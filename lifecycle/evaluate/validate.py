@@ -21,7 +21,7 @@ import pandas as pd
 from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.evaluate import expectations as gxsuite
-from lifecycle.evaluate import labels
+from lifecycle.evaluate import gxmerge, labels
 from lifecycle.evaluate.candidate import Candidate, newest
 from lifecycle.labels import labelcheck
 from lifecycle.quality import cells, keyparts
@@ -126,9 +126,23 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
     # which of the stage's input shards holds failures: in a refresh those are the new
     # records' shards (the candidate also holds the base's records, checked when published)
     arrived, manifest = cand.arrived, cand.manifest
-    per_shard = (gxsuite.one_new_shard(spec, results, arrived, df, fresh, manifest)
-                 or gxsuite.validate_shards(spec, arrived if refresh is not None else df,
-                                            [int(s["rows"]) for s in manifest["shards"]]))
+    sizes = [int(s["rows"]) for s in manifest["shards"]]
+    if refresh is not None:
+        per_shard = (gxsuite.one_new_shard(spec, results, arrived, df, fresh, manifest)
+                     or gxsuite.validate_shards(spec, arrived, sizes))
+        return results, checks, docs_uri, per_shard
+    by_shard = gxsuite.shard_results(spec, df, sizes)
+    per_shard = gxsuite.shard_summaries(by_shard, sizes)
+    if sum(sizes) == len(df):
+        # the row-local expectations' results are the shards' merged, the uniqueness
+        # checks' are made from the key partials (lifecycle/evaluate/gxmerge.py); the
+        # whole-table run still makes the others and the Data Docs
+        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
+        results["whole"], merged = gxmerge.merge_into(
+            results["whole"], by_shard, offsets, gxsuite.unique_results(spec, df, sizes))
+        checks = gxsuite.summarise(results["whole"])
+        log.debug("evaluate %s: %d of %d expectations merged from %d shards", spec.name,
+                  merged, len(checks), len(sizes))
     return results, checks, docs_uri, per_shard
 
 

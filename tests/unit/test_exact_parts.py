@@ -75,15 +75,7 @@ def test_exact_partitions_put_together_are_the_whole(n: int, n_old: int, units: 
         cleaned.append({"index": u, **partition.unit_routes(
             ctx, {"index": u, "partitions": parts}, index)})  # type: ignore[arg-type]
     index = pd.concat(frames, ignore_index=True)
-    scattered = []
-    for k, shard in enumerate(np.array_split(np.arange(n_old), 2) if n_old else []):
-        data = shards.table_bytes(old.iloc[shard])
-        store.write_atomic("work", f"index-{k}", data, "")
-        ref = {"key": f"index-{k}", "rows": len(shard), "bytes": len(data),
-               "sha256": hashlib.sha256(data).hexdigest()}
-        scattered.append(partition.scatter(ctx, {  # type: ignore[arg-type]
-            "index": k, "label": "", "shard": ref, "offset": int(shard[0]) if len(shard) else 0,
-            "partitions": parts}))
+    scattered = scatter_index(ctx, store, old, parts)
     done = [exactparts.exact(ctx, {"index": p, "label": "", "partitions": parts},  # type: ignore[arg-type]
                              cleaned, scattered) for p in range(parts)]  # type: ignore[arg-type]
     # the whole, as deduplicate decides it
@@ -123,3 +115,18 @@ def test_exact_partitions_put_together_are_the_whole(n: int, n_old: int, units: 
     want_largest = dedup._largest(index, merges, "exact_duplicate")
     assert exactparts.largest(done, previews) == want_largest
     exactparts.check_probes(done)
+
+
+def scatter_index(ctx: Any, store: Any, old: pd.DataFrame, parts: int) -> list[Any]:
+    """The published index ``old`` written as two shards to the store double and scattered,
+    as the partitioned stage's ``scatter`` part does for each base-index shard."""
+    scattered = []
+    for k, shard in enumerate(np.array_split(np.arange(len(old)), 2) if len(old) else []):
+        data = shards.table_bytes(old.iloc[shard])
+        store.write_atomic("work", f"index-{k}", data, "")
+        ref = {"key": f"index-{k}", "rows": len(shard), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+        scattered.append(partition.scatter(ctx, {  # type: ignore[arg-type]
+            "index": k, "label": "", "shard": ref, "offset": int(shard[0]) if len(shard) else 0,
+            "partitions": parts}))
+    return scattered

@@ -26,7 +26,7 @@ from lifecycle.spec import parse_spec
 from lifecycle.text import neardup
 from lifecycle.text.stars import replay_stars, star_clusters
 from tests.graded import SPEC as GRADED
-from tests.unit.test_exact_parts import ReadingStore
+from tests.unit.test_exact_parts import ReadingStore, scatter_index
 
 pytestmark = pytest.mark.unit
 
@@ -75,15 +75,7 @@ def test_near_partitions_find_and_verify_the_whole_near_steps_pairs(
         old["sig"] = neardedup.low_bits(full)
     old.insert(0, "id", [f"o{i}" for i in range(n_old)])
     old["label"] = [rng.choice(["pos", "neg", None]) for _ in range(n_old)]
-    scattered = []
-    for k, shard in enumerate(np.array_split(np.arange(n_old), 2) if n_old else []):
-        data = shards.table_bytes(old.iloc[shard])
-        store.write_atomic("work", f"index-{k}", data, "")
-        ref = {"key": f"index-{k}", "rows": len(shard), "bytes": len(data),
-               "sha256": hashlib.sha256(data).hexdigest()}
-        scattered.append(partition.scatter(ctx, {  # type: ignore[arg-type]
-            "index": k, "label": "", "shard": ref, "offset": int(shard[0]) if len(shard) else 0,
-            "partitions": parts}))
+    scattered = scatter_index(ctx, store, old, parts)
     # new records, split into units (empty ones too), some copying published texts
     texts = [_text(rng, rng.random() < heavy) for _ in range(n)]
     cut = sorted(rng.choices(range(n + 1), k=units - 1))

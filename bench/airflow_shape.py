@@ -52,12 +52,21 @@ def shape_dag(units: int) -> Any:
         def mark(unit: dict[str, int]) -> dict[str, int]:
             return unit
 
-        @task(task_id="generate")
-        def generate(marked: Any) -> dict[str, int]:
+        @task(task_id="sample")
+        def sample(marked: Any) -> dict[str, int]:
             return {"n": len(list(marked))}
 
+        @task(task_id="chunk")
+        def chunk(sampled: Any) -> list[dict[str, int]]:
+            return [{"chunk": 0}]  # below chunk_size: one chunk
+
+        @task(task_id="generate")
+        def generate(unit: dict[str, int], sampled: dict[str, int]) -> dict[str, int]:
+            return unit
+
         @task(task_id="screen")
-        def screen(unit: dict[str, int], generated: dict[str, int]) -> dict[str, int]:
+        def screen(unit: dict[str, int], sampled: dict[str, int], generated: Any
+                   ) -> dict[str, int]:
             return unit
 
         def stage(name: str) -> Any:
@@ -83,9 +92,10 @@ def shape_dag(units: int) -> Any:
                 elif group == "synthesize":
                     planned = plan(previous)
                     marked = mark.expand(unit=planned)
-                    generated = generate(marked)
-                    previous = merge(previous, marked, generated, screen.partial(
-                        generated=generated).expand(unit=planned))
+                    sampled = sample(marked)
+                    generated = generate.partial(sampled=sampled).expand(unit=chunk(sampled))
+                    previous = merge(previous, marked, sampled, generated, screen.partial(
+                        sampled=sampled, generated=generated).expand(unit=planned))
                 else:
                     previous = stage({"annotate": "label", "evaluate": "validate",
                                       "publish": "release"}[group])(previous)

@@ -148,13 +148,18 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
            # one shard's real records marked real, counted per label and sampled
            Part("mark", f"{SYNTHESIZE}:mark", "map", over="plan"),
-           # the samples merged (sample_per_label a label), the candidates made from them
-           Part("generate", f"{SYNTHESIZE}:generate", "global", takes=("mark",)),
-           # one shard's records outside the sample checked against the candidates
-           Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan", takes=("generate",)),
+           # the samples merged (sample_per_label a label), the plan from every shard's counts
+           Part("sample", f"{SYNTHESIZE}:merge_samples", "global", takes=("mark",)),
+           # the candidates asked, in chunks of at most chunk_size (one: every label's)
+           Part("chunk", f"{SYNTHESIZE}:chunk", "plan", takes=("sample",)),
+           # one chunk's candidates made from the sample, with its own random stream
+           Part("generate", f"{SYNTHESIZE}:generate", "map", over="chunk", takes=("sample",)),
+           # one shard's records outside the sample checked against every chunk's candidates
+           Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan",
+                takes=("sample", "generate")),
            # the candidates decided and accepted; the marked and synthetic shards listed
            Part("merge", f"{SYNTHESIZE}:merge", "reduce",
-                takes=(UPSTREAM, "mark", "generate", "screen"))),
+                takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
     _stage("evaluate",
            Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
     _stage("publish",

@@ -10,6 +10,7 @@ is what one check over every real record would give.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from lifecycle.context import StageContext
 TOO_CLOSE, SAME = "too_close_to_real", "same_as_real"
 
 
-def strongest(verdicts: list[list[Any]], n: int) -> list[Any]:
+def strongest(verdicts: Iterable[list[Any]], n: int) -> list[Any]:
     """Per candidate, the strongest of the screens' verdicts (same bytes over too close)."""
     out: list[Any] = [None] * n
     for verdict in verdicts:

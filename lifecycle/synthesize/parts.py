@@ -1,13 +1,17 @@
-"""Synthesis's parts (lifecycle.contract): ``plan -> mark (per shard) -> generate (once) ->
-screen (per shard) -> merge``; docs/design/partitioned-annotate.md.
+"""Synthesis's parts (lifecycle.contract): ``plan -> mark (per shard) -> sample (once) ->
+chunk -> generate (per chunk) -> screen (per shard) -> merge``;
+docs/design/partitioned-annotate.md.
 
 - ``plan``: one unit per upstream shard (synthesis disabled, or a refresh: one unit, and
   the stage's output is a manifest pointing at the upstream shards);
 - ``mark``: a shard's real records marked real, its label counts, its sample;
-- ``generate``: the shards' samples merged (at most ``sample_per_label`` records a stratum,
-  in collection order), the plan from the whole table's counts, the candidates made from the
-  sample with the spec's seed (stage.make);
-- ``screen``: a shard's records outside the sample against the candidates (checks.screen_*);
+- ``sample``: the shards' samples merged (at most ``sample_per_label`` records a stratum,
+  in collection order), the plan from the whole table's counts (stage.prepare);
+- ``chunk``: the candidates asked cut into chunks of at most ``chunk_size`` (chunks.plan);
+- ``generate``: one chunk's candidates made from the sample with its random stream
+  (stage.candidates, chunks.rng); one chunk is what the single task made;
+- ``screen``: a shard's records outside the sample against every chunk's candidates, one
+  chunk at a time (checks.screen_*);
 - ``merge``: the candidates checked against the sample and the screens' verdicts, accepted
   up to the plan (stage.decide); the manifest lists the marked shards, then the synthetic ones.
 
@@ -26,17 +30,25 @@ import pandas as pd
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.records import sample, shards
-from lifecycle.synthesize import checks
+from lifecycle.synthesize import checks, chunks
 from lifecycle.synthesize.stage import (
     STAGE,
     Candidates,
     _write_report,
+    candidates,
     decide,
     label_counts,
-    make,
     mark_real,
+    prepare,
 )
-from lifecycle.synthesize.units import Generated, Marked, Screened, SynthUnit
+from lifecycle.synthesize.units import (
+    ChunkUnit,
+    Generated,
+    Marked,
+    Sampled,
+    Screened,
+    SynthUnit,
+)
 
 log = logging.getLogger(__name__)
 REASON = "_reason"
@@ -96,8 +108,8 @@ def mark(ctx: StageContext, unit: SynthUnit) -> Marked:
     return out
 
 
-def generate(ctx: StageContext, marked: list[Marked]) -> Generated:
-    """The samples merged, the plan from every shard's counts, the candidates made."""
+def merge_samples(ctx: StageContext, marked: list[Marked]) -> Sampled:
+    """The samples merged, the plan from every shard's counts."""
     cfg = ctx.spec.synthesize
     label = ctx.spec.schema_.label_field
     marked = sorted(marked, key=lambda m: m["index"])
@@ -105,94 +117,141 @@ def generate(ctx: StageContext, marked: list[Marked]) -> Generated:
     total: Counter[str] = Counter()
     for m in marked:
         total.update(m["per_label"])
-    out: Generated = {"passthrough": "", "rows": rows, "before": dict(sorted(total.items())),
-                      "wanted": {}, "cap": 0, "columns": [], "generator": "", "params": {},
-                      "problems": [], "llm": {}, "scale": [], "floor": 0.0, "sample": [],
-                      "sampled": 0, "candidates": []}
+    out: Sampled = {"passthrough": "", "rows": rows, "before": dict(sorted(total.items())),
+                    "wanted": {}, "asked": {}, "cap": 0, "columns": [], "generator": "",
+                    "params": {}, "scale": [], "floor": 0.0, "sample": [], "sampled": 0}
     out["passthrough"] = next((m["passthrough"] for m in marked if m["passthrough"]), "")
     if out["passthrough"] or label is None:
         return out
     merged = sample.merge((_read(ctx, m["sample"]) for m in marked), label,
                           cfg.sample_per_label)
     real = sample.records(merged)
-    made = make(ctx, real, out["before"], rows)
-    out.update({"wanted": made.wanted, "cap": made.cap, "columns": made.columns,
-                "generator": made.generator, "params": made.params,
-                "problems": made.problems, "llm": made.llm, "sampled": len(real),
-                "sample": _write(ctx, merged, "sample"),
-                "candidates": _write(ctx, made.records.assign(**{REASON: made.reasons}),
-                                     "candidates")})
-    if ctx.spec.modality == "table" and len(real) and made.columns and rows > len(real):
-        scale, floor = checks.table_scale(real, made.columns,
-                                          cfg.accept.min_distance_quantile)
+    wanted, cap, columns, gen = prepare(ctx, real, out["before"], rows)
+    out.update({"wanted": wanted, "asked": chunks.asked(wanted, cfg.oversample), "cap": cap,
+                "columns": columns, "generator": gen.name, "params": gen.params(),
+                "sampled": len(real), "sample": _write(ctx, merged, "sample")})
+    if ctx.spec.modality == "table" and len(real) and columns and rows > len(real):
+        scale, floor = checks.table_scale(real, columns, cfg.accept.min_distance_quantile)
         out["scale"], out["floor"] = [float(x) for x in scale], floor
     return out
 
 
-def _candidates(ctx: StageContext, generated: Generated) -> pd.DataFrame:
-    cands = _read(ctx, generated["candidates"])
+def chunk(ctx: StageContext, sampled: Sampled) -> list[ChunkUnit]:
+    """The candidates asked, in chunks of at most ``chunk_size`` (chunks.plan)."""
+    return chunks.plan(sampled["asked"], ctx.spec.synthesize.chunk_size,
+                       one_stream=sampled["generator"] == "llm",
+                       passthrough=sampled["passthrough"])
+
+
+def generate(ctx: StageContext, unit: ChunkUnit, sampled: Sampled) -> Generated:
+    """One chunk's candidates, made from the sample with the chunk's random stream."""
+    out: Generated = {"index": unit["index"], "rows": 0, "candidates": [], "problems": [],
+                      "llm": {}}
+    if unit["passthrough"]:
+        return out
+    real = sample.records(_read(ctx, sampled["sample"]))
+    cands, reasons, problems, usage = candidates(ctx, sampled["columns"], real, unit["asked"],
+                                                 chunks.rng(unit, ctx.spec.synthesize.seed))
+    out.update({"rows": len(cands), "problems": problems, "llm": usage,
+                "candidates": _write(ctx, cands.assign(**{REASON: reasons}),
+                                     f"c{unit['index']:05d}-candidates")})
+    return out
+
+
+def _candidates(ctx: StageContext, refs: list[dict[str, Any]]) -> pd.DataFrame:
+    cands = _read(ctx, refs)
     if "seed_ids" in cands:  # Parquet gives arrays back; the generators made lists
         cands["seed_ids"] = cands["seed_ids"].map(list)
     return cands
 
 
-def screen(ctx: StageContext, unit: SynthUnit, generated: Generated) -> Screened:
-    """The shard's records outside the sample against every candidate."""
+def screen(ctx: StageContext, unit: SynthUnit, sampled: Sampled, generated: list[Generated]
+           ) -> Screened:
+    """The shard's records outside the sample against every chunk's candidates."""
     out: Screened = {"index": unit["index"], "screened": [], "found": 0}
-    if generated["passthrough"] or not unit["shards"] or not generated["candidates"] \
-            or generated["sampled"] >= generated["rows"]:
+    made = sorted((g for g in generated if g["candidates"]), key=lambda g: g["index"])
+    if sampled["passthrough"] or not unit["shards"] or not made \
+            or sampled["sampled"] >= sampled["rows"]:
         return out  # every real record is in the sample: the merge checks them all
     df = _read(ctx, unit["shards"], unit["bucket"])
-    taken = _read(ctx, generated["sample"])["id"]
+    taken = _read(ctx, sampled["sample"])["id"]
     rest = df.loc[~shards.among(df["id"], taken)].reset_index(drop=True)
     if rest.empty:
         return out
-    cands = _candidates(ctx, generated)
     modality = ctx.spec.modality
-    verdict = (checks.screen_table(rest, cands, generated["columns"], generated["scale"],
-                                   generated["floor"]) if modality == "table"
-               else checks.screen_image(ctx, rest, cands) if modality == "image"
-               else checks.screen_text(ctx, rest, cands))
-    found = sum(v is not None for v in verdict)
+    found: list[tuple[int, int, str]] = []
+    for g in made:  # one chunk's candidates in memory at a time
+        cands = _candidates(ctx, g["candidates"])
+        verdict = (checks.screen_table(rest, cands, sampled["columns"], sampled["scale"],
+                                       sampled["floor"]) if modality == "table"
+                   else checks.screen_image(ctx, rest, cands) if modality == "image"
+                   else checks.screen_text(ctx, rest, cands))
+        found += [(g["index"], row, v) for row, v in enumerate(verdict) if v is not None]
     if found:
-        out["found"] = found
-        out["screened"] = _write(ctx, pd.DataFrame({"verdict": pd.Series(verdict,
-                                                                          dtype="object")}),
+        out["found"] = len(found)
+        out["screened"] = _write(ctx, pd.DataFrame(found, columns=["chunk", "row", "verdict"]),
                                  f"u{unit['index']:05d}-screened")
     return out
 
 
-def merge(ctx: StageContext, upstream: StageResult, marked: list[Marked],
-          generated: Generated, screened: list[Screened]) -> StageResult:
+def _outside(ctx: StageContext, screened: list[Screened], starts: dict[int, int], n: int
+             ) -> list[Any]:
+    """Per candidate (in chunk order), the strongest of the screens' verdicts."""
+    def dense(refs: list[dict[str, Any]]) -> list[Any]:
+        verdict: list[Any] = [None] * n
+        rows = _read(ctx, refs)
+        for c, r, v in zip(rows["chunk"], rows["row"], rows["verdict"], strict=True):
+            verdict[starts[int(c)] + int(r)] = v
+        return verdict
+
+    return checks.strongest((dense(s["screened"]) for s in screened if s["screened"]), n)
+
+
+def merge(ctx: StageContext, upstream: StageResult, marked: list[Marked], sampled: Sampled,
+          generated: list[Generated], screened: list[Screened]) -> StageResult:
     """The candidates decided, the synthetic records written after the marked real ones."""
-    if generated["passthrough"]:
+    if sampled["passthrough"]:
         rows = upstream.conservation.kept
         counts: dict[str, Any] = {"in": rows, "kept": rows, "synthetic": 0, **(
-            {"skipped": "incremental refresh"} if generated["passthrough"] != "disabled"
+            {"skipped": "incremental refresh"} if sampled["passthrough"] != "disabled"
             else {})}
         uri = shards.passthrough_manifest(ctx, STAGE, upstream.manifest_uri, counts)
         return StageResult(STAGE, uri, counts,
                            lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
     marked = sorted(marked, key=lambda m: m["index"])
+    generated = sorted(generated, key=lambda g: g["index"])
     label = ctx.spec.schema_.label_field
     assert label is not None
-    real = sample.records(_read(ctx, generated["sample"]))
-    cands = _candidates(ctx, generated) if generated["candidates"] else pd.DataFrame()
+    real = sample.records(_read(ctx, sampled["sample"]))
+    made_parts = [_candidates(ctx, g["candidates"]) for g in generated if g["candidates"]]
+    cands = pd.concat(made_parts, ignore_index=True) if len(made_parts) > 1 else \
+        made_parts[0] if made_parts else pd.DataFrame()
+    if len(cands) != sum(g["rows"] for g in generated):
+        raise ConservationError(f"synthesize {ctx.dataset}: {len(cands)} candidates read != "
+                                f"{sum(g['rows'] for g in generated)} the chunks made; this "
+                                f"is a bug, report it with run {ctx.run_id}")
     reasons = cands.pop(REASON).tolist() if REASON in cands else []
-    outside = checks.strongest([_read(ctx, s["screened"])["verdict"].tolist()
-                                for s in screened if s["screened"]], len(cands))
+    starts, at = {}, 0
+    for g in generated:
+        starts[g["index"]], at = at, at + g["rows"]
+    outside = _outside(ctx, screened, starts, len(cands))
+    problems = list(generated[0]["problems"]) if generated else []
+    problems += dict.fromkeys(p for g in generated[1:] for p in g["problems"]
+                              if p not in problems)  # a label's chunks say the same once
     made = Candidates(cands, [None if shards.is_missing(r) else r for r in reasons],
-                      generated["wanted"], generated["cap"], generated["columns"],
-                      generated["generator"], generated["params"], generated["problems"],
-                      generated["llm"])
-    rows = generated["rows"]
-    done = decide(ctx, real, made, outside, rows, generated["before"])
+                      sampled["wanted"], sampled["cap"], sampled["columns"],
+                      sampled["generator"], sampled["params"], problems,
+                      next((g["llm"] for g in generated if g["llm"]), {}))
+    rows = sampled["rows"]
+    done = decide(ctx, real, made, outside, rows, sampled["before"])
     report, syn = done["report"], done["synthetic"]
     counts = report["counts"]
     # candidates too close to a real record outside the sample (found by the screens only)
     counts["screened_outside_sample"] = sum(v is not None for v in outside)
     report["sample"] = {"per_label": ctx.spec.synthesize.sample_per_label,
-                        "records": generated["sampled"], "of": rows}
+                        "records": sampled["sampled"], "of": rows}
+    if len(generated) > 1:
+        report["chunks"] = {"size": ctx.spec.synthesize.chunk_size, "count": len(generated)}
     main = [s for m in marked for s in m["shards"]] + _write(ctx, syn, "synthetic")
     written = sum(int(s["rows"]) for s in main)
     if written != rows + len(syn) or written != counts["kept"]:

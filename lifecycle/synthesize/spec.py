@@ -89,6 +89,11 @@ class Synthesize(_Model):
         default=20_000, ge=10, description="the generators and the checks learn from at most "
         "this many records of each label (a seeded sample, the same however the records are "
         "sharded); a dataset whose every label is within it gives what the whole table gives")
+    chunk_size: int = Field(
+        default=50_000, ge=1, description="candidates made by one task at most: more are "
+        "made in chunks of this size per label, each with its own random stream seeded by "
+        "(seed, label, chunk), the same however the records are sharded; when every label's "
+        "candidates fit in one chunk they come from the seed's one stream")
     accept: Accept = Accept()
     text_augment: TextAugmentCfg = TextAugmentCfg()
     image_augment: ImageAugmentCfg = ImageAugmentCfg()

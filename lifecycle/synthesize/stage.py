@@ -24,8 +24,9 @@ synthetic, scored on held-out real records).
 
 The stage runs as parts (lifecycle/synthesize/parts.py, docs/design/partitioned-annotate.md):
 each shard's real records marked and sampled, the generator and the checks on a bounded
-sample per label (``sample_per_label``), each shard's other records screened against the
-candidates. :func:`synthesize` is the same computation over a whole table in memory.
+sample per label (``sample_per_label``), the candidates made in chunks of at most
+``chunk_size`` (lifecycle/synthesize/chunks.py), each shard's other records screened against
+them. :func:`synthesize` is the same computation over a whole table in memory.
 """
 
 from __future__ import annotations
@@ -112,25 +113,48 @@ class Candidates:
     llm: dict[str, Any] = field(default_factory=dict)
 
 
-def make(ctx: StageContext, real: pd.DataFrame, before: dict[str, int], rows: int
-         ) -> Candidates:
-    """Candidates from ``real`` (the sample) for the plan of ``before`` (records per label
-    of the whole table, ``rows`` records): the generators' one random stream."""
+def prepare(ctx: StageContext, real: pd.DataFrame, before: dict[str, int], rows: int
+            ) -> tuple[dict[str, int], int, list[str], Any]:
+    """The plan of ``before`` (records per label of the whole table, ``rows`` records): the
+    records wanted per label and the cap, the numeric columns of ``real`` (the sample) the
+    generator uses, and the generator."""
     cfg = ctx.spec.synthesize
     label = ctx.spec.schema_.label_field
     assert label is not None
     wanted, cap = plan(before, cfg, rows)
     columns = cfg.columns or generators.numeric_columns(
         real, {"id", "line", "label_confidence", "topic", label})
-    gen = _generator(ctx, columns)
-    asked = {lab: math.ceil(n * cfg.oversample) for lab, n in wanted.items()}
-    made = gen.generate(real, asked, np.random.default_rng(cfg.seed))
+    return wanted, cap, columns, _generator(ctx, columns)
+
+
+def candidates(ctx: StageContext, columns: list[str], real: pd.DataFrame,
+               asked: dict[str, int], rng: np.random.Generator, gen: Any = None
+               ) -> tuple[pd.DataFrame, list[Any], list[str], dict[str, Any]]:
+    """``asked`` candidates per label made from ``real`` with ``rng`` by ``gen`` (by default
+    the spec's generator for ``columns``): the records (texts normalised), the filters'
+    reasons (text; else None), the generator's problems and an LLM's usage (else empty)."""
+    gen = gen if gen is not None else _generator(ctx, columns)
+    made = gen.generate(real, asked, rng)
     cands = made.records.reset_index(drop=True)
     text = ctx.spec.modality not in ("table", "image")
     reasons = checks.prepare_text(ctx, cands) if text else [None] * len(cands)
+    usage: dict[str, Any] = gen.client.usage.summary() if hasattr(gen, "client") else {}
+    return cands, reasons, made.problems, usage
+
+
+def make(ctx: StageContext, real: pd.DataFrame, before: dict[str, int], rows: int
+         ) -> Candidates:
+    """Candidates from ``real`` for the plan of ``before`` (records per label of the whole
+    table, ``rows`` records): the generators' one random stream, the spec's seed."""
+    from lifecycle.synthesize import chunks
+
+    cfg = ctx.spec.synthesize
+    wanted, cap, columns, gen = prepare(ctx, real, before, rows)
+    cands, reasons, problems, usage = candidates(
+        ctx, columns, real, chunks.asked(wanted, cfg.oversample),
+        np.random.default_rng(cfg.seed), gen)
     return Candidates(cands, reasons, wanted, cap, columns, gen.name, gen.params(),
-                      made.problems, gen.client.usage.summary() if hasattr(gen, "client")
-                      else {})
+                      problems, usage)
 
 
 def decide(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: list[Any],

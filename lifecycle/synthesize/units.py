@@ -33,29 +33,49 @@ class Marked(TypedDict):
     sample: list[ShardRef]  # at most k records per stratum, with their sample keys
 
 
-class Generated(TypedDict):
-    """The candidates, made once from the merged sample (the generators' one random stream)."""
+class Sampled(TypedDict):
+    """The shards' samples merged, and the plan made from every shard's counts: what the
+    generation chunks start from."""
 
     passthrough: str
     rows: int  # real records, every shard
     before: dict[str, int]  # real records per label, every shard
     wanted: dict[str, int]  # synthetic records planned per label
+    asked: dict[str, int]  # candidates asked per label (``oversample`` x wanted)
     cap: int
     columns: list[str]  # the numeric columns the generator and the table checks use
     generator: str
     params: dict[str, Any]
-    problems: list[str]
-    llm: dict[str, Any]  # an LLM generator's usage, else empty
     scale: list[float]  # tables: the sample's column scale and nearest-neighbour floor
     floor: float
     sample: list[ShardRef]  # the merged sample, in collection order
     sampled: int  # its rows: == rows when every stratum is at most k (the whole table)
+
+
+class ChunkUnit(Unit):
+    """Candidates to make in one task (lifecycle/synthesize/chunks.py): every label's from the
+    spec's one random stream when they fit in one chunk, else one label's share with its own
+    stream, seeded by (seed, label, chunk)."""
+
+    asked: dict[str, int]  # label -> candidates to make in this chunk
+    chunk: int  # the chunk's number within its label; -1: the spec's one stream
+    passthrough: str
+
+
+class Generated(TypedDict):
+    """One chunk's candidates."""
+
+    index: int  # the chunk unit's
+    rows: int  # candidates made
     candidates: list[ShardRef]  # with ``_reason``: the filters' verdict (text), else null
+    problems: list[str]
+    llm: dict[str, Any]  # an LLM generator's usage, else empty
 
 
 class Screened(TypedDict):
-    """Per candidate, why it is too close to one of the shard's records outside the sample
-    (null: it is not); none when the sample holds the whole shard."""
+    """The candidates too close to one of the shard's records outside the sample: rows of
+    (``chunk``: the chunk unit's index, ``row``: the candidate's row in it, ``verdict``);
+    none when the sample holds the whole shard."""
 
     index: int
     screened: list[ShardRef]

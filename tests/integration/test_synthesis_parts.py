@@ -1,7 +1,9 @@
 """Synthesis as parts over shards (lifecycle/synthesize/parts.py) on real S3: below the
 sample size the output is, byte for byte, what the whole-table computation gives; above it
 the generator learns from the sample alone, and a candidate too close to a real record
-outside the sample is still rejected, by the per-shard screen."""
+outside the sample is still rejected, by the per-shard screen. Above one chunk of candidates
+(lifecycle/synthesize/chunks.py), each chunk's candidates are the same however the records
+are sharded, and every chunk is screened."""
 
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from granary.settings import Settings
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
-from lifecycle.contract import STAGE_DEFS
+from lifecycle.contract import STAGE_DEFS, run_parts
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.records import shards
-from lifecycle.synthesize import generators
+from lifecycle.synthesize import chunks, generators
 from lifecycle.synthesize import stage as synthesize
 from lifecycle.versions.files import write_format
 from tests.integration.test_synthesis import SPEC
@@ -41,8 +43,9 @@ def env(s3: Settings, tmp_path: Path) -> Settings:
     return s
 
 
-def _annotated(env: Settings, spec: str, run_id: str) -> tuple[StageContext, StageResult]:
-    ctx = stage_context(env, spec, run_id, rows_per_shard=60)  # five shards of records
+def _annotated(env: Settings, spec: str, run_id: str, rows_per_shard: int = 60
+               ) -> tuple[StageContext, StageResult]:
+    ctx = stage_context(env, spec, run_id, rows_per_shard=rows_per_shard)  # 60: five shards
     result = collect.run(ctx)
     for stage in (preprocess, annotate):
         result = stage.run(ctx, result)
@@ -56,7 +59,7 @@ def _table(ctx: StageContext, uri: str, table: str | None = None) -> pd.DataFram
 def test_below_the_sample_size_the_parts_give_the_whole_table_result(
         env: Settings, tmp_path: Path) -> None:
     assert [p.name for p in STAGE_DEFS["synthesize"].parts] == [
-        "plan", "mark", "generate", "screen", "merge"]
+        "plan", "mark", "sample", "chunk", "generate", "screen", "merge"]
     ctx, ann = _annotated(env, SPEC, "run-p")
     upstream = shards.read_manifest(ctx.store, ann.manifest_uri)
     assert len(upstream["shards"]) == 5
@@ -136,3 +139,64 @@ def test_above_the_sample_size_the_screens_reject_copies_of_records_outside_it(
     assert c["screened_outside_sample"] == c["made"]
     assert c["in"] == c["kept"] == 250  # conservation: nothing accepted, every real kept
     assert len(_table(ctx, syn.manifest_uri)) == 250
+
+
+def _chunk_candidates(ctx: StageContext, made: list[Any]) -> list[pd.DataFrame]:
+    return [shards.read_table(ctx.store, {"_bucket": ctx.work_bucket, "shards":
+                                          g["candidates"]}).drop(columns=["_reason"])
+            for g in sorted(made, key=lambda g: g["index"])]
+
+
+def test_above_one_chunk_each_chunks_candidates_are_the_same_however_the_records_are_sharded(
+        env: Settings) -> None:
+    spec = SPEC.replace("  seed: 11\n", "  seed: 11\n  chunk_size: 50\n")
+    runs = {}
+    for run_id, size in (("run-c5", 60), ("run-c3", 90)):
+        ctx, ann = _annotated(env, spec, run_id, rows_per_shard=size)
+        runs[size] = ctx, ann, run_parts(STAGE_DEFS["synthesize"], ctx, ann)
+    ctx, ann, parts = runs[60]
+    assert len(parts["plan"]) == 5 and len(runs[90][2]["plan"]) == 3
+    # 250 real records, 62 positive ones wanted (the cap), 186 candidates asked: 4 chunks
+    assert parts["sample"]["wanted"] == {"pos": 62} and parts["sample"]["asked"] == {"pos": 186}
+    assert [(u["asked"], u["chunk"]) for u in parts["chunk"]] == [
+        ({"pos": 50}, 0), ({"pos": 50}, 1), ({"pos": 50}, 2), ({"pos": 36}, 3)]
+    five, three = (_chunk_candidates(c, p["generate"]) for c, _, p in runs.values())
+    assert [len(c) for c in five] == [50, 50, 50, 36]
+    for a, b in zip(five, three, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    # the oracle: each chunk made from the whole table in memory with its own stream
+    whole = _table(ctx, ann.manifest_uri)
+    for unit, got in zip(parts["chunk"], five, strict=True):
+        want, _, _, _ = synthesize.candidates(ctx, parts["sample"]["columns"], whole,
+                                              unit["asked"], chunks.rng(unit, 11))
+        pd.testing.assert_frame_equal(got, want)
+    assert not five[0]["text"].equals(five[1]["text"])  # the chunks' streams differ
+    # counts conserved: every candidate made is accepted or rejected, every real kept
+    c = parts["merge"].counts
+    assert c["made"] == 186 and c["synthetic"] + c["rejected"] == 186
+    assert c["in"] == 250 and c["kept"] == 250 + c["synthetic"] and c["synthetic"] <= 62
+    assert len(_table(ctx, parts["merge"].manifest_uri)) == c["kept"]
+    bucket, key = shards.parse_uri(parts["merge"].reports["synthesis_report"])
+    assert json.loads(ctx.store.get_bytes(bucket, key))["chunks"] == {"size": 50, "count": 4}
+
+
+def test_above_one_chunk_every_chunk_is_screened(
+        env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPEC.replace("  seed: 11\n", "  seed: 11\n  sample_per_label: 12\n"
+                        "  chunk_size: 20\n")
+    ctx, ann = _annotated(env, spec, "run-k")
+    copier = OutsideCopier(_table(ctx, ann.manifest_uri))
+    monkeypatch.setattr(synthesize, "_generator", lambda *a: copier)
+    parts = run_parts(STAGE_DEFS["synthesize"], ctx, ann)
+    made = [g["rows"] for g in sorted(parts["generate"], key=lambda g: g["index"])]
+    assert len(made) == 10 and made == [20] * 9 + [6]  # 186 asked, in chunks of 20
+    # each screen's verdicts name candidates of every chunk
+    found = pd.concat([shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                                     "shards": s["screened"]})
+                       for s in parts["screen"] if s["screened"]])
+    assert set(found["chunk"]) == set(range(10))
+    c = parts["merge"].counts
+    assert c["made"] == 186 and c["synthetic"] == 0
+    assert c["rejected_reasons"] == {"too_close_to_real": 186}
+    assert c["screened_outside_sample"] == 186
+    assert c["in"] == c["kept"] == 250

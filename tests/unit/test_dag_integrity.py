@@ -59,9 +59,12 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
             assert "Mapped" in type(dag.get_task(mapped)).__name__
         assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
             "preprocess.apply", "preprocess.merge"}
-        # synthesis: per shard, the generator once, per shard again, then merge
-        for mapped in ("synthesize.mark", "synthesize.screen"):
+        # synthesis: per shard, the sample once, the candidates per chunk, per shard again,
+        # then merge
+        for mapped in ("synthesize.mark", "synthesize.generate", "synthesize.screen"):
             assert "Mapped" in type(dag.get_task(mapped)).__name__
+        assert dag.get_task("synthesize.sample").downstream_task_ids == {
+            "synthesize.chunk", "synthesize.generate", "synthesize.screen", "synthesize.merge"}
         assert dag.get_task("synthesize.generate").downstream_task_ids == {
             "synthesize.screen", "synthesize.merge"}
         assert loaded.spec.name in dag.tags

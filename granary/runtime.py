@@ -146,6 +146,7 @@ def _context(svc: Services, dataset: str, run_id: str, params: dict[str, Any]) -
                         raw_bucket=svc.settings.bucket_raw, work_bucket=svc.settings.bucket_work,
                         releases_bucket=svc.settings.bucket_releases,
                         inbox=svc.settings.inbox_dir, mode=str(params.get("mode", "full")),
+                        rows_per_shard=svc.settings.rows_per_shard,
                         pii_salt=(svc.settings.pii_salt.get_secret_value()
                                   if svc.settings.pii_salt else ""))
 

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
                                           "broker, e.g. redis://127.0.0.1:6379/0")
     celery_workers: int = Field(default=2, ge=1, le=32)
     celery_concurrency: int = Field(default=2, ge=1, le=64, description="task slots a worker")
+    rows_per_shard: int = Field(
+        default=50_000, ge=1, description="records per work shard: what one mapped task "
+        "holds, so its memory; smaller shards give more mapped tasks to spread over workers")
 
     lineage_namespace: str = "granary"
     lineage_api_key: SecretStr | None = Field(

@@ -1,8 +1,10 @@
 """Scale-out: the same DAGs on Airflow's CeleryExecutor, with Redis as the broker and
 PostgreSQL as Airflow's metadata database, each Airflow component a process of its own and
-two Celery workers. The sample dataset is triggered twice at once over the REST API: its
-mapped shard tasks must have run on both workers, and the second run must have waited for the
-first (one version, never two from interleaved work).
+two Celery workers. The sample dataset is triggered twice at once over the REST API, with
+work shards of 5,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several: every
+stage with mapped parts in the DAG must have run at least two mapped task instances, the
+mapped tasks must have run on both workers, and the second run must have waited for the first
+(one version, never two from interleaved work).
 
 On the same stack, Airflow's own faults: a Celery worker SIGKILLed while it runs a mapped
 preprocess task, and the scheduler SIGKILLed in the middle of a run, each in a run of a copy
@@ -42,6 +44,7 @@ DAG = f"granary_{SAMPLE_DATASET}"
 # copies of the sample's spec under other names: a run of each publishes the sample's records
 # as its own v1, built under a fault
 WORKER_KILLED, SCHEDULER_KILLED = "zh_reviews_worker_killed", "zh_reviews_scheduler_killed"
+ROWS_PER_SHARD = 5_000
 # Airflow's defaults wait 5 minutes for a silent task before failing it and check for tasks
 # of a dead scheduler every 5 minutes; a test cannot wait that long
 AIRFLOW_CFG = """\
@@ -124,7 +127,9 @@ def celery(tmp_path_factory: pytest.TempPathFactory, airflow_database: str,
                 "GRANARY_AIRFLOW_EXECUTOR": "celery",
                 "GRANARY_AIRFLOW_DATABASE_URL": airflow_database,
                 "GRANARY_CELERY_BROKER_URL": redis_base,
-                "GRANARY_CELERY_WORKERS": "2", "GRANARY_CELERY_CONCURRENCY": "1"})
+                "GRANARY_CELERY_WORKERS": "2", "GRANARY_CELERY_CONCURRENCY": "1",
+                # the sample's 17,357 records in several shards (not one of 50,000)
+                "GRANARY_ROWS_PER_SHARD": str(ROWS_PER_SHARD)})
     stage_sample(home / "inbox")
     try:
         up = _granary(env, "up")
@@ -171,8 +176,10 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
     instances = celery.instances(SAMPLE_DATASET, run_id)
     assert state == "success", [(t["task_id"], t["state"]) for t in instances]
     mapped = [t for t in instances if t["map_index"] >= 0]
-    assert {t["task_id"] for t in mapped} >= {"collect.fetch", "preprocess.clean",
-                                              "preprocess.apply"}
+    per_stage, alone = _mapped_per_stage(celery, instances)
+    # every stage whose tasks include a mapped part ran at least two mapped task instances
+    assert per_stage and all(n >= 2 for n in per_stage.values()), per_stage
+    assert {"collect", "preprocess", "synthesize"} <= set(per_stage), per_stage
     workers = {t["hostname"].split("@")[0] for t in mapped}
     assert workers == {"worker1", "worker2"}, [(t["task_id"], t["map_index"],
                                                 t["hostname"]) for t in mapped]
@@ -188,8 +195,29 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
            f"success; mapped shards ran on {sorted(workers)}; v1 {v.row_count} records", 0)
     report("two runs of one dataset at once (Celery)",
            "second waited for the first, made no version; one v1", 0)
-    print(f"celery: {len(instances)} task instances, mapped ones on "
+    print(f"celery: {len(instances)} task instances; mapped ones per stage {per_stage}; "
+          f"stages without a mapped part: {alone}; mapped ones on "
           f"{sorted((t['task_id'], t['map_index'], t['hostname']) for t in mapped)}")
+
+
+def _mapped_per_stage(celery: Celery, instances: list[dict[str, Any]]
+                      ) -> tuple[dict[str, int], list[str]]:
+    """Mapped task instances of the run per stage, for every stage whose DAG tasks include a
+    mapped part (read from the DAG, so a stage converted to parts is counted once it has
+    them), and the stages that have none."""
+    r = celery.client.request("GET", f"/api/v2/dags/{DAG}/tasks")
+    assert r.status_code == 200, r.text
+    stages: dict[str, bool] = {}
+    for t in r.json()["tasks"]:
+        stage, dot, _ = t["task_id"].partition(".")
+        if dot:  # a stage's task group (begin and end are not in one)
+            stages[stage] = stages.get(stage, False) or bool(t.get("is_mapped"))
+    per_stage = {stage: sum(1 for t in instances if t["map_index"] >= 0
+                            and t["task_id"].startswith(f"{stage}."))
+                 for stage, fans_out in stages.items() if fans_out}
+    alone = sorted(stage for stage, fans_out in stages.items() if not fans_out)
+    print(f"stages with no mapped part in {DAG}: {alone or 'none'}")
+    return per_stage, alone
 
 
 # ---- Airflow's own faults ----------------------------------------------------------------------

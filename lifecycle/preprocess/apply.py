@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
-from lifecycle.preprocess.operators import _Run
 from lifecycle.preprocess import dedup, exactparts
+from lifecycle.preprocess.operators import _Run
 from lifecycle.preprocess.units import Applied, AppliedUnit, Cleaned, Clustered, Decided, ExactDone
 from lifecycle.preprocess.work import (
     NOTED,

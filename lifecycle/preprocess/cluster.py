@@ -187,7 +187,7 @@ def _add_largest(ctx: StageContext, steps: list[dict[str, Any]], done: list[Exac
     (re-collected), as the global step's keys index does."""
     exact = {"largest": _top(done)}
     near = {"largest": _republished(ctx, _top(starred), cleaned)}
-    rids = exactparts.largest_rids([exact, near])  # type: ignore[list-item]
+    rids = sorted({*exactparts.largest_rids([exact]), *exactparts.largest_rids([near])})
     previews: dict[int, str | None] = {}
     if rids:
         _, meta = nearparts.fetch_cards(ctx, np.array(rids, dtype=np.int64), cleaned,
@@ -195,8 +195,7 @@ def _add_largest(ctx: StageContext, steps: list[dict[str, Any]], done: list[Exac
         previews = dict(zip(rids, meta["preview"], strict=True))
     for summary in steps:
         which = {"exact_dedup": exact, "near_dedup": near}[summary["step"]]
-        summary["largest"] = exactparts.largest([which], previews) \
-            if summary["merged"] else []  # type: ignore[list-item]
+        summary["largest"] = exactparts.largest([which], previews) if summary["merged"] else []
 
 
 def _top(parts: list[Any]) -> list[dict[str, Any]]:

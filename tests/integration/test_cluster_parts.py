@@ -25,9 +25,8 @@ from granary.settings import Settings
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
 from lifecycle.contract import PARTITIONED, run_parts
-from lifecycle.preprocess import apply, dedup, merge
 from lifecycle.records import shards
-from tests.integration.test_partitioned_dedup import SPEC, _corpus, _plain, _templated
+from tests.integration.test_partitioned_dedup import SPEC, _corpus, _templated, agree
 from tests.stagectx import isolated, stage_context
 from tests.textdata import labelled
 
@@ -57,52 +56,10 @@ class _OnBase(StageContext):
         return _Refresh(self.base)
 
 
-def _table(ctx: StageContext, result: StageResult, table: str | None = None) -> pd.DataFrame:
-    manifest = shards.read_manifest(ctx.store, result.manifest_uri)
-    return shards.read_table(ctx.store, manifest, table)
-
-
-def _extra(ctx: StageContext, result: StageResult, key: str) -> pd.DataFrame:
-    manifest = shards.read_manifest(ctx.store, result.manifest_uri)
-    refs = manifest.get(key) or manifest.get("extras", {}).get(key) or []
-    return shards.read_table(ctx.store, {"_bucket": ctx.work_bucket, "shards": refs})
-
-
 def old_and_new(ctx: StageContext, upstream: StageResult) -> dict[str, Any]:
-    """The partitioned stage's parts, and the global stage's result over the same cleaned
-    shards (its own run id, so neither overwrites the other's tables); checks that the two
-    agree and returns both."""
-    parts = run_parts(PARTITIONED, ctx, upstream)
-    octx = replace(ctx, run_id=f"{ctx.run_id}-old")
-    decided = dedup.deduplicate(octx, parts["clean"])
-    applied = [apply.apply(octx, c, decided) for c in parts["clean"]]
-    old, new = merge.merge(octx, upstream, applied, decided), parts["merge"]
-    # the merges table, row for row
-    want, got = _table(ctx, old, "merges"), _table(ctx, new, "merges")
-    assert len(got) == len(want)
-    for column in [*dedup.MERGE_COLUMNS, "kept_label"]:
-        if column in want or column in got:
-            w = want[column].tolist() if column in want else [None] * len(want)
-            g = got[column].tolist() if column in got else [None] * len(got)
-            assert _plain(g) == _plain(w), column
-    # the records (kept ids in order, the kept representatives' marks) and the dedup index
-    pd.testing.assert_frame_equal(_table(ctx, new), _table(ctx, old))
-    w, g = _extra(ctx, old, "dedup_index"), _extra(ctx, new, "dedup_index")
-    assert g["id"].tolist() == w["id"].tolist()
-    pd.testing.assert_frame_equal(g, w)
-    # counts by reason, label conflicts, the steps' summaries with their largest groups
-    assert new.counts == old.counts
-    assert parts["cluster"]["steps"] == decided["steps"]
-    assert parts["cluster"]["label_conflicts"] == decided["label_conflicts"]
-    # split links (a refresh of a dataset with splits)
-    assert ("split_links" in parts["cluster"]) == ("split_links" in decided)
-    if "split_links" in decided:
-        w = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
-                                          "shards": decided["split_links"]})
-        g = shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
-                                          "shards": parts["cluster"]["split_links"]})
-        assert g.values.tolist() == w.values.tolist()
-    return {"parts": parts, "old": old, "new": new, "decided": decided}
+    """The partitioned stage's parts and the global stage's result over the same cleaned
+    shards, checked to agree."""
+    return agree(ctx, run_parts(PARTITIONED, ctx, upstream), upstream)
 
 
 STEPS = {"both": "[normalise, exact_dedup, near_dedup]", "exact": "[normalise, exact_dedup]",

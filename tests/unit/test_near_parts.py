@@ -55,7 +55,7 @@ def _keys(ctx: Any, texts: list[str], name: str, hasher: neardup.MinHasher) -> p
                          "sig": [row.tobytes() for row in sig], **spans})
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 200), st.integers(0, 120), st.integers(1, 3),
        st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from(["earliest", "longest",
                                                            "most_complete"]),

@@ -88,7 +88,10 @@ def test_partitioned_stage_decides_as_the_global_one(
                         f"steps: {STEPS[steps]}").replace(
         "threshold: 0.8}", f"threshold: 0.8, keep: {keep}}}")
     base = labelled(60)[["text", "label"]]
-    corpus = pd.concat([base, _corpus(rng, base, copies), _templated(template)])
+    # exact copies of three templated records with another label: exact groups with
+    # conflicting labels whose kept records are near duplicates (the conflicts' chains)
+    corpus = pd.concat([base, _corpus(rng, base, copies), _templated(template),
+                        _templated(3).assign(label="neg")])
     corpus.sample(frac=1, random_state=rng.randrange(100)).to_csv(folder / "rows.csv",
                                                                    index=False)
     plain = stage_context(s, spec, "run-1", rows_per_shard=60)

@@ -1,8 +1,10 @@
 """Verify-all against lazy star clustering on templated texts (issue 31, design step 5).
 
-The partitioned near parts (lifecycle/preprocess/nearparts.py: verify) compute the exact
-similarity of every likely pair, where the global near step's star clustering
-(lifecycle/text/stars.py: star_clusters) asks only the pairs its loop reaches. On
+Verifying every likely pair (what design step 5's ``verify`` first did) against the global
+near step's star clustering (lifecycle/text/stars.py: star_clusters), which asks only the
+pairs its loop reaches, and against what the partitioned stage does instead (step 6:
+lifecycle/preprocess/starparts.py): the likely pairs' connected components, each clustered
+lazily on its own. On
 templated data every record of a template pairs with up to MAX_BUCKET (64) others, and
 lazy clustering asks about one pair per merged record: this measures how many pairs each
 one verifies, and the CPU seconds of the verification alone (signatures and pairs are
@@ -48,9 +50,10 @@ def corpus(n: int, templated: float, templates: int, seed: int) -> list[str]:
 
 
 def measure(texts: list[str]) -> dict[str, float | int]:
-    from lifecycle.preprocess import neardedup, nearparts
+    from lifecycle.preprocess import neardedup, starparts
+    from lifecycle.records import groups
     from lifecycle.text import neardup
-    from lifecycle.text.stars import keep_order, star_clusters
+    from lifecycle.text.stars import keep_order, star_clusters, verify_pairs
 
     cfg = SimpleNamespace(char_ngram=3, word_ngram=3, permutations=128, bands=32,
                           threshold=0.8, keep="earliest")
@@ -65,13 +68,34 @@ def measure(texts: list[str]) -> dict[str, float | int]:
         cfg, {i: [texts[i]] for i in needed}), cfg.threshold)
     lazy = time.process_time() - started
     started = time.process_time()
-    sims, _ = nearparts.exact_similarities(cfg, likely, {i: [texts[i]] for i in needed})
+    sims = verify_pairs(likely, neardedup._similar(cfg, {i: [texts[i]] for i in needed}))
     every = time.process_time() - started
+    # what the partitioned stage does instead (starparts): the likely pairs' components
+    # (union-find over them; a forest row per record), each clustered lazily on its own
+    started = time.process_time()
+    rid, root = groups.edge_roots(likely)
+    comp = root[np.searchsorted(rid, likely[:, 0])]
+    by = np.argsort(comp, kind="stable")
+    union = time.process_time() - started
+    started = time.process_time()
+    checked = 0
+    for batch in starparts.batches(comp[by], starparts.BATCH):
+        part = likely[by[batch]]
+        ends = np.unique(part)
+        similar = neardedup._similar(cfg, {j: [texts[int(e)]] for j, e in enumerate(ends)})
+        found = star_clusters(np.searchsorted(ends, part), rank[ends], similar, cfg.threshold)
+        checked += found.checked
+    per_component = time.process_time() - started
+    _, sizes = np.unique(root, return_counts=True)
     return {"records": len(texts), "candidate_pairs": len(pairs), "capped_buckets": capped,
             "likely_pairs": len(likely), "lazy_checked": stars.checked,
             "merged": len(stars.merged), "ratio": round(len(likely) / max(stars.checked, 1), 1),
             "lazy_cpu_s": round(lazy, 2), "verify_all_cpu_s": round(every, 2),
-            "verified_at_threshold": int((sims >= cfg.threshold).sum())}
+            "verified_at_threshold": int((sims >= cfg.threshold).sum()),
+            "components": len(sizes), "largest_component": int(sizes.max()) if len(sizes) else 0,
+            "forest_rows": int((rid != root).sum()), "union_find_cpu_s": round(union, 2),
+            "per_component_checked": checked,
+            "per_component_lazy_cpu_s": round(per_component, 2)}
 
 
 def main() -> None:

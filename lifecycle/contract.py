@@ -168,9 +168,8 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 # preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
-# built step by step beside the stage above and run by tests only until it replaces it: so far
-# the exact decisions, the near candidates verified, and a reduce that checks and counts them
-# (no output yet)
+# built beside the stage above and run by tests only until it replaces it (texts; images
+# with exact dedup only)
 PARTITIONED = _stage(
     "preprocess",
     # the clean units, each told how many partitions the deduplication uses
@@ -192,12 +191,27 @@ PARTITIONED = _stage(
     # one partition's LSH buckets paired (the cap, published records first)
     Part("pairs", f"{PREPROCESS}.nearparts:pairs", "map", over="partition",
          takes=("sift", "scatter")),
-    # one partition's candidate pairs each once, estimated, the likely ones verified
+    # one partition's candidate pairs each once, estimated: the likely ones and their forest
     Part("verify", f"{PREPROCESS}.nearparts:verify", "map", over="partition",
          takes=("pairs", "clean", "scatter")),
-    # the already-published probe checked, the exact decisions and the pairs counted
-    Part("settle", f"{PREPROCESS}.exactparts:settle", "reduce",
-         takes=("exact", "sift", "pairs", "verify")))
+    # the likely pairs' connected components (union-find over the forests)
+    Part("components", f"{PREPROCESS}.starparts:components", "global", takes=("verify",)),
+    # one partition's likely pairs dealt to the partitions clustering their components
+    Part("regroup", f"{PREPROCESS}.starparts:regroup", "map", over="partition",
+         takes=("verify", "components")),
+    # one partition's components clustered as stars, verified lazily
+    Part("stars", f"{PREPROCESS}.starparts:stars", "map", over="partition",
+         takes=("regroup", "clean", "scatter")),
+    # the decisions combined: counts, label conflicts, largest groups, split links
+    Part("cluster", f"{PREPROCESS}.cluster:cluster", "global",
+         takes=("exact", "sift", "pairs", "verify", "components", "stars", "clean",
+                "scatter")),
+    # the decisions applied to one shard: its merges per reason and its kept index written
+    Part("apply", f"{PREPROCESS}.apply:apply_unit", "map", over="clean",
+         takes=("exact", "cluster")),
+    # the shards combined into the stage's output, conservation checked
+    Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
+         takes=(UPSTREAM, "apply", "cluster")))
 
 
 # annotation as parts (issue 31, docs/design/partitioned-annotate.md, step 2), beside the

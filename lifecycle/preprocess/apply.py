@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
+from lifecycle.preprocess import dedup, exactparts
 from lifecycle.preprocess.operators import _Run
-from lifecycle.preprocess.units import Applied, Cleaned, Decided
+from lifecycle.preprocess.units import Applied, AppliedUnit, Cleaned, Clustered, Decided, ExactDone
 from lifecycle.preprocess.work import (
     NOTED,
     STAGE,
@@ -16,7 +18,7 @@ from lifecycle.preprocess.work import (
     phases,
     reason_counts,
 )
-from lifecycle.records import shards
+from lifecycle.records import routes, shards
 from storage.faults import fault_point
 
 
@@ -25,17 +27,32 @@ def apply(ctx: StageContext, unit: Cleaned, decided: Decided) -> Applied:
     record-local steps placed after deduplication, and write the shard's final records.
     Reads the shard's slice of the merges only (dedup.unit_merges): the merges of its records
     and those into its records, whatever shard the merged record is in."""
-    _, _, after = phases(list(ctx.spec.preprocess.steps))
     df = _read(ctx, ctx.work_bucket, unit["cleaned"])
     merges = _read(ctx, ctx.work_bucket, decided["unit_merges"].get(str(unit["index"]), []))
     if len(df) and len(merges):
-        df = df.loc[~df["id"].isin(set(merges["id"]))].reset_index(drop=True)
+        merged = df["id"].isin(set(merges["id"])).to_numpy()
         notes = {reason: set(merges.loc[merges["reason"] == reason, "kept_id"])
                  for reason in NOTED}
-        names = {"exact_duplicate": "exact_dedup:kept_representative",
-                 "near_duplicate": "near_dedup:kept_representative"}
-        df["operations"] = [[*ops, *(names[r] for r, kept in notes.items() if rid in kept)]
-                            for rid, ops in zip(df["id"], df["operations"], strict=True)]
+        df = _noted(df.loc[~merged].reset_index(drop=True),
+                    {r: df["id"].isin(kept).to_numpy()[~merged] for r, kept in notes.items()})
+    return _finish(ctx, unit, df)
+
+
+def _noted(df: pd.DataFrame, kept: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``df`` with each record that keeps a group of a NOTED reason (``kept[reason]``: a
+    mask) marked in its operations, exact before near."""
+    names = {"exact_duplicate": "exact_dedup:kept_representative",
+             "near_duplicate": "near_dedup:kept_representative"}
+    masks = [(names[r], kept[r]) for r in NOTED if r in kept]
+    df["operations"] = [[*ops, *(name for name, mask in masks if mask[i])]
+                        for i, ops in enumerate(df["operations"])]
+    return df
+
+
+def _finish(ctx: StageContext, unit: Cleaned, df: pd.DataFrame) -> Applied:
+    """The record-local steps after deduplication run over the shard's kept records
+    ``df``, and the shard written."""
+    _, _, after = phases(list(ctx.spec.preprocess.steps))
     work = _Run(ctx, df, fresh=False)
     for step in after:
         getattr(work, step)()
@@ -52,3 +69,43 @@ def apply(ctx: StageContext, unit: Cleaned, decided: Decided) -> Applied:
     fault_point("preprocess.unit_applied")
     return out
 
+
+# the partitioned deduplication's merges per unit, by reason, in the manifest's order
+MERGES = {"already_published": "ap", "exact_duplicate": "ex", "near_duplicate": "nd"}
+
+
+def apply_unit(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
+               clustered: Clustered) -> AppliedUnit:
+    """:func:`apply` for the partitioned deduplication: the unit's slices of every exact and
+    star partition's decisions (its records merged, and marks on those that keep a group);
+    also writes the unit's merges per reason and its records that the deduplication kept
+    (its part of the index the next refresh compares with)."""
+    exact = exactparts.unit_decisions(ctx, done, unit["index"])
+    near = routes.read(ctx.store, ctx.work_bucket, clustered["near"], unit["index"],
+                       exactparts.DECISION_COLUMNS)
+    decisions = pd.concat([f for f in (exact, near) if len(f)], ignore_index=True) \
+        if len(exact) or len(near) else exact
+    reason = decisions["reason"] if len(decisions) else pd.Series([], dtype=object)
+    row = decisions["row"].to_numpy(dtype=np.int64) if len(decisions) else \
+        np.zeros(0, dtype=np.int64)
+    is_merge = reason.isin(list(MERGES)).to_numpy()
+    df = _read(ctx, ctx.work_bucket, unit["cleaned"])
+    keys = _read(ctx, ctx.work_bucket, unit["keys"])
+    at = keys["row"].to_numpy(dtype=np.int64) if len(keys) else np.zeros(0, dtype=np.int64)
+    merged = np.isin(at, row[is_merge])
+    if len(df):  # the cleaned records are the keys' rows, in order
+        marks = {r: np.isin(at, row[(reason == mark).to_numpy()])[~merged]
+                 for r, mark in (("exact_duplicate", "kept_exact"),
+                                 ("near_duplicate", "kept_near"))}
+        df = _noted(df.loc[~merged].reset_index(drop=True), marks)
+    out = _finish(ctx, unit, df)
+    tag = f"u{unit['index']:05d}"
+    columns = [*dedup.MERGE_COLUMNS, *(["kept_label"] if clustered["kept_label"] else [])]
+    tables = {r: decisions.loc[(reason == r).to_numpy()].sort_values("row", kind="stable")
+              for r in MERGES}
+    return {**out, "merged": int(merged.sum()),  # type: ignore[typeddict-item]
+            "merges": {r: _write(ctx, t[columns].reset_index(drop=True),
+                                 f"{tag}-merges-{MERGES[r]}", compact=True)
+                       for r, t in tables.items()},
+            "dedup_index": _write(ctx, dedup._kept_index(keys, ~merged), f"{tag}-dedup-index",
+                                  compact=True)}

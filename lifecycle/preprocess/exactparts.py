@@ -143,10 +143,10 @@ def _largest(merges: pd.DataFrame, new: pd.DataFrame, old: pd.DataFrame) -> list
     return out
 
 
-def largest(done: list[ExactDone], previews: dict[int, str | None]) -> list[dict[str, Any]]:
-    """The report's largest exact groups (dedup._largest's) from every partition's
-    candidates: by size, then kept id; the texts from ``previews`` by rid (a published
-    record has none)."""
+def largest(done: list[Any], previews: dict[int, str | None]) -> list[dict[str, Any]]:
+    """The report's largest groups (dedup._largest's) from every partition's candidates
+    (``largest`` of ExactDone, or of starparts' Starred): by size, then kept id; the texts
+    from ``previews`` by rid (a published record has none)."""
     candidates = sorted((c for d in done for c in d["largest"]),
                         key=lambda c: (-c["size"], c["kept_id"]))[:dedup.TOP_CLUSTERS]
     return [{"size": c["size"] + 1,
@@ -156,7 +156,7 @@ def largest(done: list[ExactDone], previews: dict[int, str | None]) -> list[dict
             for c in candidates]
 
 
-def largest_rids(done: list[ExactDone]) -> list[int]:
+def largest_rids(done: list[Any]) -> list[int]:
     """The new records whose previews :func:`largest` shows (fetched from their cards)."""
     candidates = sorted((c for d in done for c in d["largest"]),
                         key=lambda c: (-c["size"], c["kept_id"]))[:dedup.TOP_CLUSTERS]
@@ -191,23 +191,14 @@ def unit_decisions(ctx: StageContext, done: list[ExactDone], unit: int) -> pd.Da
     return rows.iloc[order].reset_index(drop=True)
 
 
-def settle(ctx: StageContext, done: list[ExactDone], sifted: list[Any] | None = None,
-           paired: list[Any] | None = None, verified: list[Any] | None = None) -> StageResult:
-    """For now the partitioned stage's reduce (design step 6 adds cluster, apply and
-    merge): the probe check and the counts of the exact decisions and of the near parts'
-    pairs (lifecycle/preprocess/nearparts.py); no output yet."""
+def settle(ctx: StageContext, done: list[ExactDone]) -> StageResult:
+    """A reduce over the exact decisions alone (the probe checked, their counts; no
+    output): for running the parts up to ``exact`` where the near parts are not built
+    (images)."""
     check_probes(done)
     counts = {"partitions": len(done), "in": sum(d["in"] for d in done),
               "already_published": sum(d["already_published"] for d in done),
               "exact_duplicate": sum(d["merged"] for d in done),
               "groups": sum(d["groups"] for d in done),
               "label_conflicts": sum(d["label_conflicts"] for d in done)}
-    if sifted is not None:
-        counts["near_in"] = sum(s["alive"] for s in sifted)
-    if paired is not None:
-        counts["capped_buckets"] = sum(p["capped"] for p in paired)
-    for key in ("candidate_pairs", "below_estimate_floor", "likely_pairs",
-                "unverifiable_pairs", "fields_mismatch"):
-        if verified is not None:
-            counts[key] = sum(v[key] for v in verified)
     return StageResult(STAGE, "", counts, status="partial")

@@ -10,7 +10,8 @@ from typing import Any
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
-from lifecycle.preprocess.units import Applied, Decided
+from lifecycle.preprocess.apply import MERGES
+from lifecycle.preprocess.units import Applied, AppliedUnit, Clustered, Decided
 from lifecycle.preprocess.work import STAGE, add_counts, by_count
 from lifecycle.records import shards
 from storage import keys
@@ -101,3 +102,29 @@ def _write_report(ctx: StageContext, report: dict[str, Any]) -> str:
     body = json.dumps(report, ensure_ascii=False, indent=2, default=str).encode()
     ctx.store.write_atomic(ctx.work_bucket, key, body, "application/json")
     return f"s3://{ctx.work_bucket}/{key}"
+
+
+def merge_units(ctx: StageContext, upstream: StageResult, applied: list[AppliedUnit],
+                clustered: Clustered) -> StageResult:
+    """:func:`merge` for the partitioned deduplication: the units' merges put together
+    reason-major (every unit's already published, then exact, then near duplicates: the
+    global deduplicate's order) and the units' kept records after the base's index; the
+    merges the units dropped checked against those decided."""
+    applied = sorted(applied, key=lambda p: p["index"])
+    dropped = sum(p["merged"] for p in applied)
+    if dropped != clustered["merged"]:
+        raise ConservationError(
+            f"preprocess {ctx.dataset}: the deduplication merged {clustered['merged']} "
+            f"records but the units dropped {dropped}; this is a bug, report it with run "
+            f"{ctx.run_id}")
+    decided: Decided = {
+        "merges": [r for reason in MERGES for p in applied for r in p["merges"][reason]],
+        "unit_merges": {}, "merged": clustered["merged"],
+        "merge_reasons": clustered["merge_reasons"],
+        "label_conflicts": clustered["label_conflicts"], "steps": clustered["steps"],
+        "key_texts": clustered["key_texts"],
+        "dedup_index": clustered["base_index"] + [r for p in applied for r in p["dedup_index"]],
+        "compared_with_published": clustered["compared_with_published"]}
+    if "split_links" in clustered:
+        decided["split_links"] = clustered["split_links"]
+    return merge(ctx, upstream, list(applied), decided)

@@ -3,8 +3,8 @@ dedup.md section 2, parts 7-9, and section 3): ``sift`` takes the records the ex
 decisions merged out of each clean unit and deals the rest to the partitions by LSH bucket,
 ``pairs`` pairs each partition's buckets as the global near step does (neardup.band_pairs:
 the cap of MAX_BUCKET, published records first and never paired with each other), and
-``verify`` puts each pair's copies together, keeps the pairs whose estimated similarity
-reaches the agreement floor and computes the exact similarity of every one of them.
+``verify`` puts each pair's copies together and keeps the pairs whose estimated similarity
+reaches the agreement floor (the likely pairs), with a spanning forest of them.
 
 A bucket (band, key) is whole in one partition, so the pairs, the pairs past the cap and
 the count of capped buckets, summed over the partitions, are the global step's; a pair is
@@ -13,10 +13,11 @@ verifying partition. Records are handled by rid (lifecycle/preprocess/partition.
 ordered by ``seq``: published records first, in the base index's order, then new ones in
 collection order: the order of the global step's records.
 
-Verification asks every likely pair, where the global step's lazy star clustering asks only
-those its loop reaches (the design's "what building taught" gives the measured cost). A pair
-whose key texts have different field counts is recorded (``mismatch``), not raised: the
-clustering raises it only if its loop asks that pair, as the global step does.
+``verify`` computes no exact similarity: verifying every likely pair costs 50-96x what the
+global step's lazy star clustering verifies on templated data (bench/results/
+verifyall.json). The pairs' connected components (lifecycle/preprocess/starparts.py, from
+the forests) go whole to one task each, whose lazy star clustering asks only the pairs its
+loop reaches, as the global step does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError
-from lifecycle.preprocess import exactparts, keytexts, neardedup
+from lifecycle.preprocess import exactparts, neardedup
 from lifecycle.preprocess.partition import (
     BAND_COLUMNS,
     bands,
@@ -47,13 +48,14 @@ from lifecycle.preprocess.units import (
     Verified,
 )
 from lifecycle.preprocess.work import STAGE, _read, _write
-from lifecycle.records import cards, routes
+from lifecycle.records import cards, groups, routes
 from lifecycle.text import neardup
 from lifecycle.text.stars import keep_score, keep_sequence
 
 PAIR_COLUMNS = ["a", "b", "beyond", "sa", "sb"]
-EDGE_COLUMNS = ["a", "b", "est", "sim", "mismatch"]
-LINK_COLUMNS = ["published_rid", "rid", "id", "published_id", "similarity"]
+EDGE_COLUMNS = ["a", "b", "est"]
+MEMBER_SIDE = ["id", "label", "text_blob", "text_at", "text_len"]  # of a member's card
+LINK_COLUMNS = ["published_rid", "rid", "beyond", "id", "published_id", "similarity"]
 PUBLISHED = np.int64(1) << np.int64(62)  # seq: published records before every new one
 _PAIR_MIX = np.uint64(0xD6E8FEB86659FD93)
 
@@ -222,39 +224,34 @@ def _signatures(sigs: list[np.ndarray], rid: np.ndarray, permutations: int,
     return out & np.uint32(2 ** neardedup.INDEX_BITS - 1) if refresh else out
 
 
-def exact_similarities(cfg: Any, likely: np.ndarray, texts: dict[int, list[str] | None]
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The exact similarity (neardedup's: the smallest per-field Jaccard) of every pair of
-    ``likely`` (positions into ``texts``; NaN: unverifiable), and which pairs' key texts have
-    different field counts (recorded, not raised: NaN too)."""
-    similar = neardedup._similar(cfg, texts)
-    sims = np.full(len(likely), np.nan)
-    mismatch = np.zeros(len(likely), dtype=bool)
-    for k, (a, b) in enumerate(likely.tolist()):
-        try:
-            sim = similar(a, b)
-        except PermanentError:  # the field counts differ (near_dedup.key changed)
-            mismatch[k] = True
-            continue
-        if sim is not None:
-            sims[k] = sim
-    return sims, mismatch
+def forest(edges: pd.DataFrame) -> pd.DataFrame:
+    """A spanning forest of the pairs ``edges`` (a, b: rids): each record of a pair joined
+    to the first record (smallest rid) of its connected component, at most one row per
+    record; its components are the pairs' (lifecycle/records/groups.py)."""
+    if not len(edges):
+        return pd.DataFrame({"a": pd.Series([], dtype="int64"), "b": pd.Series([], dtype="int64")})
+    ends = np.stack([edges["a"].to_numpy(dtype=np.int64), edges["b"].to_numpy(dtype=np.int64)],
+                    axis=1)
+    rid, root = groups.edge_roots(ends)
+    join = rid != root
+    return pd.DataFrame({"a": rid[join], "b": root[join]})
 
 
 def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: list[Cleaned],
            scattered: list[Scattered]) -> Verified:
     """Verifying partition ``unit``: its pairs (slice v of every partition's pair file) each
-    once, their estimated similarity from the members' cards, and the exact similarity of
-    every pair at the agreement floor or above, from the members' key texts. Writes the
-    edges, their members and (a refresh with splits) the link candidates."""
+    once and their estimated similarity from the members' cards. Writes the likely pairs
+    (at the agreement floor or above: ``edges``), their members (id, label, keep score,
+    where their key texts are), a spanning forest of the likely pairs (``forest``, at most
+    a row per member) and, in a refresh with splits, the link candidates."""
     v = unit["index"]
     cfg = ctx.spec.preprocess.near_dedup
     rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,
                        PAIR_COLUMNS)
     found, beyond = unique_pairs(rows)
     out: Verified = {"index": v, "candidate_pairs": len(found), "beyond_pairs": len(beyond),
-                     "below_estimate_floor": 0, "likely_pairs": 0, "unverifiable_pairs": 0,
-                     "fields_mismatch": 0, "edges": [], "members": []}
+                     "below_estimate_floor": 0, "likely_pairs": 0, "edges": [], "members": [],
+                     "forest": []}
     links = linking(ctx, scattered)
     every = pd.concat([found, beyond], ignore_index=True) if links else found
     if not len(every):
@@ -272,32 +269,29 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     n = len(found)
     likely = np.flatnonzero(est[:n] >= floor)
     needed = np.unique(pos[likely])
-    texts = dict(zip(needed.tolist(), keytexts.fetch(
-        ctx.store, ctx.work_bucket, meta.iloc[needed].reset_index(drop=True)), strict=True))
-    sims, mismatch = exact_similarities(cfg, pos[likely], texts)
     edges = pd.DataFrame({"a": members[pos[likely, 0]], "b": members[pos[likely, 1]],
-                          "est": est[likely], "sim": sims, "mismatch": mismatch})
+                          "est": est[likely]})
     score = np.zeros(len(members))
     score[pos[:, 0]] = every["sa"].to_numpy(dtype=np.float64)
     score[pos[:, 1]] = every["sb"].to_numpy(dtype=np.float64)
-    mine = pd.DataFrame({"rid": members[needed], "id": meta["id"].to_numpy()[needed],
-                         "label": meta["label"].to_numpy()[needed], "score": score[needed]})
+    mine = pd.DataFrame({"rid": members[needed], "score": score[needed],
+                         **{c: meta[c].to_numpy()[needed] for c in MEMBER_SIDE}})
     out.update({"below_estimate_floor": n - len(likely), "likely_pairs": len(likely),
-                "unverifiable_pairs": int((np.isnan(sims) & ~mismatch).sum()),
-                "fields_mismatch": int(mismatch.sum()),
                 "edges": _write(ctx, edges, f"p{v:05d}-edges", compact=True),
-                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True)})
+                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True),
+                "forest": _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)})
     if links:
-        out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta),
+        out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta, n),
                               f"p{v:05d}-links", compact=True)
     return out
 
 
 def link_candidates(ctx: StageContext, members: np.ndarray, pos: np.ndarray, est: np.ndarray,
-                    meta: pd.DataFrame) -> pd.DataFrame:
-    """Each candidate pair (the cap's left-outs too) of a published and a new record whose
-    low bits put them at the split groups' threshold or above (neardedup._links, before the
-    records merged later are taken out)."""
+                    meta: pd.DataFrame, pairs: int) -> pd.DataFrame:
+    """Each candidate pair (the cap's left-outs too: ``beyond``, those after the first
+    ``pairs``) of a published and a new record whose low bits put them at the split
+    groups' threshold or above (neardedup._links, before the records merged later are taken
+    out)."""
     threshold = neardedup.link_threshold(ctx.spec)
     assert threshold is not None
     raised = neardedup.CHANCE + (1 - neardedup.CHANCE) * threshold
@@ -305,7 +299,8 @@ def link_candidates(ctx: StageContext, members: np.ndarray, pos: np.ndarray, est
     ok = (old < 0) & (new >= 0) & (est >= neardup.acceptance_cutoff(
         raised, int(ctx.spec.preprocess.near_dedup.permutations)))
     ids = meta["id"].to_numpy()
-    return pd.DataFrame({"published_rid": old[ok], "rid": new[ok], "id": ids[pos[ok, 1]],
-                         "published_id": ids[pos[ok, 0]],
+    beyond = np.arange(len(pos)) >= pairs
+    return pd.DataFrame({"published_rid": old[ok], "rid": new[ok], "beyond": beyond[ok],
+                         "id": ids[pos[ok, 1]], "published_id": ids[pos[ok, 0]],
                          "similarity": np.round((est[ok] - neardedup.CHANCE)
                                                 / (1 - neardedup.CHANCE), 4)})

@@ -96,19 +96,72 @@ class Paired(TypedDict):
 
 
 class Verified(TypedDict):
-    """One partition of the candidate pairs, each once, estimated and the likely ones
-    verified."""
+    """One partition of the candidate pairs, each once, estimated; the likely ones written
+    with a spanning forest of them (not verified: starparts.stars verifies lazily)."""
 
     index: int
     candidate_pairs: int
     beyond_pairs: int
     below_estimate_floor: int
-    likely_pairs: int  # all verified (exact Jaccard), not only those clustering asks
-    unverifiable_pairs: int  # a published record without key texts
-    fields_mismatch: int  # key texts of different field counts (raised if asked)
-    edges: list[ShardRef]  # a, b, est, sim (NaN: unverifiable), mismatch
-    members: list[ShardRef]  # rid, id, label, score of every record of an edge
+    likely_pairs: int
+    edges: list[ShardRef]  # the likely pairs: a, b (rids), est
+    members: list[ShardRef]  # rid, score, id, label, text_blob/at/len of every record of one
+    forest: list[ShardRef]  # a, b: each member to its component's first rid (one row each)
     links: NotRequired[list[ShardRef]]  # a refresh with splits: link candidates
+
+
+class Components(TypedDict):
+    """The likely pairs' connected components (union-find over every partition's forest):
+    each verifying partition's members with their component and the partition that
+    clusters it."""
+
+    records: int  # records in a likely pair
+    components: int
+    largest: int  # records of the biggest component
+    routes: RouteRef | None  # by verifying partition: rid, component, slot
+
+
+class Regrouped(TypedDict):
+    """One verifying partition's likely pairs and members dealt to the partitions that
+    cluster their components."""
+
+    index: int
+    pairs: RouteRef | None  # a, b, component
+    members: RouteRef | None  # rid, score, id, label, text_blob/at/len
+
+
+class Starred(TypedDict):
+    """One partition's components clustered as stars (lazily verified): its near merges
+    (routed by unit, with the kept marks) and what the report needs of them."""
+
+    index: int
+    components: int
+    merged: int
+    clusters: int
+    into_published: int
+    verified_pairs: int
+    rejected_pairs: int
+    unverifiable_pairs: int
+    min_similarity: float | None
+    largest: list[dict[str, Any]]  # the partition's biggest near groups (exactparts._largest)
+    decisions: RouteRef | None  # by unit: near merges and kept_near marks
+    merges: list[ShardRef]  # rid, kept_rid, id, kept_id, label, kept_label: every near merge
+
+
+class Clustered(TypedDict):
+    """The partitioned deduplication's decisions, combined (the merges stay with the
+    partitions' route files; each apply_unit reads its unit's slices)."""
+
+    merged: int
+    merge_reasons: dict[str, int]  # per reason, by count descending
+    label_conflicts: int
+    steps: list[dict[str, Any]]
+    key_texts: list[dict[str, Any]]
+    base_index: list[ShardRef]
+    compared_with_published: int
+    kept_label: bool  # the merges tables carry kept_label (a refresh of a labelled base)
+    near: list[RouteRef]  # every star partition's decisions (by unit)
+    split_links: NotRequired[list[ShardRef]]
 
 
 class Decided(TypedDict):
@@ -135,3 +188,11 @@ Applied = TypedDict("Applied", {
     "quarantine_reasons": dict[str, int],  # per reason, in order of first appearance
     "reports": list[dict[str, Any]],
 })
+
+
+class AppliedUnit(Applied):
+    """Applied, with the unit's share of the decisions the reduce puts together."""
+
+    merged: int  # the unit's records merged (all reasons)
+    merges: dict[str, list[ShardRef]]  # per reason: the unit's merges, in collection order
+    dedup_index: list[ShardRef]  # the unit's records kept by the deduplication

@@ -3,8 +3,9 @@ generated templated texts, through an in-memory double of the object store: for 
 of the records into units, any number of partitions, any keep rule and any published index
 (a refresh), the candidate pairs, the pairs past the cap, the capped buckets, the pairs
 under the agreement floor and the likely pairs are the global near step's
-(neardedup.signed, neardup.bucket_pairs), and the verified similarities, replayed as
-stars, give the global star clustering's merges and counts."""
+(neardedup.signed, neardup.bucket_pairs), and the likely pairs' components, clustered as
+stars a partition each (starparts), give the global star clustering's merges, similarities
+and counts."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lifecycle.errors import PermanentError
-from lifecycle.preprocess import keytexts, neardedup, nearparts, partition
+from lifecycle.preprocess import keytexts, neardedup, nearparts, partition, starparts
 from lifecycle.records import routes, shards
 from lifecycle.spec import parse_spec
 from lifecycle.text import neardup
-from lifecycle.text.stars import replay_stars, star_clusters
+from lifecycle.text.stars import star_clusters
 from tests.graded import SPEC as GRADED
 from tests.unit.test_exact_parts import ReadingStore, scatter_index
 
@@ -54,7 +55,7 @@ def _keys(ctx: Any, texts: list[str], name: str, hasher: neardup.MinHasher) -> p
                          "sig": [row.tobytes() for row in sig], **spans})
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 200), st.integers(0, 120), st.integers(1, 3),
        st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from(["earliest", "longest",
                                                            "most_complete"]),
@@ -138,21 +139,33 @@ def test_near_partitions_find_and_verify_the_whole_near_steps_pairs(
     got = np.array([[where[a], where[b]] for a, b in zip(edges["a"], edges["b"], strict=True)],
                    dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
     assert {tuple(x) for x in got.tolist()} == {tuple(x) for x in likely.tolist()}
-    # verified by exact Jaccard as the global step would, and replayed to its stars
+    # the components clustered as stars, lazily, as the global step clusters them all
     needed = np.unique(likely)
     texts_of = dict(zip(needed.tolist(), keytexts.fetch(store, "work", both.iloc[needed]),
                         strict=True))
-    similar = neardedup._similar(cfg, texts_of)
-    for (a, b), sim in zip(got.tolist(), edges["sim"].tolist() if len(edges) else [],
-                           strict=True):
-        assert sim == similar(a, b)
-    whole = star_clusters(likely, rank, similar, cfg.threshold)
-    replay = replay_stars(got, edges["sim"].to_numpy(np.float64) if len(edges) else
-                          np.zeros(0), rank, cfg.threshold)
-    assert replay.into.tolist() == whole.into.tolist()
-    assert (replay.checked, replay.rejected) == (whole.checked, whole.rejected)
-    event(f"merged: {min(len(whole.merged), 1)}+, rejected: {min(whole.rejected, 1)}+")
-    assert sum(v["unverifiable_pairs"] for v in verified) == 0
+    whole = star_clusters(likely, rank, neardedup._similar(cfg, texts_of), cfg.threshold)
+    found = starparts.components(ctx, verified)  # type: ignore[arg-type]
+    assert found["records"] == len(needed)
+    regrouped = [starparts.regroup(ctx, u, verified, found)  # type: ignore[arg-type]
+                 for u in units_]
+    starred = [starparts.stars(ctx, u, regrouped, cleaned, scattered)  # type: ignore[arg-type]
+               for u in units_]
+    merges = shards.read_table(store, {"_bucket": "work", "shards": [
+        r for s in starred for r in s["merges"]]})
+    got_into = np.full(len(rank), -1)
+    if len(merges):
+        got_into[[where[r] for r in merges["rid"].tolist()]] = \
+            [where[r] for r in merges["kept_rid"].tolist()]
+    assert got_into.tolist() == whole.into.tolist()
+    assert sum(s["verified_pairs"] for s in starred) == whole.checked
+    assert sum(s["rejected_pairs"] for s in starred) == whole.rejected
+    assert sum(s["merged"] for s in starred) == len(whole.merged)
+    assert sum(s["clusters"] for s in starred) == len(np.unique(whole.into[whole.merged]))
+    if len(merges):
+        sims = np.round(whole.similarity[[where[r] for r in merges["rid"].tolist()]], 4)
+        assert merges["similarity"].tolist() == sims.tolist()
+    event(f"merged: {min(len(whole.merged), 1)}+, rejected: {min(whole.rejected, 1)}+, "
+          f"components past 1: {min(found['components'], 2)}")
     if linking:  # the link candidates: neardedup._links before the merged are taken out
         links = shards.read_table(store, {"_bucket": "work", "shards": [
             r for v in verified for r in v.get("links", [])]})
@@ -173,16 +186,16 @@ def test_sift_refuses_images_with_a_clear_error() -> None:
         nearparts.sift(ctx, {"index": 0, "keys": []}, [], [])  # type: ignore[arg-type, typeddict-item]
 
 
-def test_verify_records_a_field_count_mismatch_per_edge_instead_of_raising() -> None:
-    """Key texts of different field counts (near_dedup.key changed since the base) are
-    marked on their pair, NaN, while the other pairs are verified; the global step raises
-    only if its clustering asks that pair, which the replay decides later."""
-    cfg = parse_spec(SPEC.replace("KEEP", "earliest"), "spec.yaml").preprocess.near_dedup
-    texts = {0: ["the parcel came fast and dry"], 1: ["the parcel came fast and dry", "x"],
-             2: ["the parcel came fast and wet"], 3: None}
-    likely = np.array([[0, 1], [0, 2], [1, 2], [0, 3]])
-    sims, mismatch = nearparts.exact_similarities(cfg, likely, texts)
-    assert mismatch.tolist() == [True, False, True, False]
-    assert np.isnan(sims[[0, 2, 3]]).all() and 0 < sims[1] < 1
-    with pytest.raises(PermanentError, match="near_dedup.key changed"):
-        neardedup._similar(cfg, texts)(0, 1)
+def test_star_batches_keep_components_whole() -> None:
+    comp = np.array([1, 1, 1, 2, 3, 3, 4, 4, 4, 4, 5])
+    cut = starparts.batches(comp, 4)
+    assert [b.tolist() for b in cut] == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    assert [b.tolist() for b in starparts.batches(comp, 100)] == [list(range(11))]
+    assert starparts.batches(comp[:0], 4) == []
+
+
+def test_forest_spans_the_components_with_a_row_per_record() -> None:
+    edges = pd.DataFrame({"a": [5, 1, 9, 2, -3], "b": [7, 2, 7, 5, 40]})
+    tree = nearparts.forest(edges)
+    assert sorted(zip(tree["a"], tree["b"], strict=True)) == [
+        (2, 1), (5, 1), (7, 1), (9, 1), (40, -3)]

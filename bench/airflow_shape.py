@@ -60,6 +60,20 @@ def shape_dag(units: int) -> Any:
         def screen(unit: dict[str, int], generated: dict[str, int]) -> dict[str, int]:
             return unit
 
+        @task(task_id="label")
+        def label(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        def whole(name: str) -> Any:  # a global part over a mapped part's results
+            @task(task_id=name)
+            def run(*given: Any) -> dict[str, int]:
+                return {}
+            return run
+
+        @task(task_id="flag")
+        def flag(unit: dict[str, int], checked: dict[str, int]) -> dict[str, int]:
+            return unit
+
         def stage(name: str) -> Any:
             @task(task_id=name)
             def run(upstream: Any = None) -> dict[str, int]:
@@ -80,6 +94,15 @@ def shape_dag(units: int) -> Any:
                     decided = deduplicate(cleaned)
                     previous = merge(previous, apply.partial(decided=decided).expand(
                         unit=cleaned), decided)
+                elif group == "annotate":
+                    planned = plan(previous)
+                    labelled = label.expand(unit=planned)
+                    trained, voted = whole("train")(labelled), whole("votes")(planned)
+                    applied = apply.partial(decided=trained).expand(unit=labelled)
+                    voted >> applied
+                    flagged = flag.partial(checked=whole("check")(applied)).expand(
+                        unit=applied)
+                    previous = merge(planned, labelled, trained, voted, applied, flagged)
                 elif group == "synthesize":
                     planned = plan(previous)
                     marked = mark.expand(unit=planned)
@@ -87,7 +110,7 @@ def shape_dag(units: int) -> Any:
                     previous = merge(previous, marked, generated, screen.partial(
                         generated=generated).expand(unit=planned))
                 else:
-                    previous = stage({"annotate": "label", "evaluate": "validate",
+                    previous = stage({"evaluate": "validate",
                                       "publish": "release"}[group])(previous)
         previous >> end()
     return dag

@@ -22,9 +22,17 @@ from lifecycle.annotate.parts import (
     _restore,
     _write,
 )
-from lifecycle.annotate.people import _export_tasks
+from lifecycle.annotate.people import _export_tasks, _send, _studio
 from lifecycle.annotate.reports import STAGE, _write_json
-from lifecycle.annotate.units import Applied, Checked, Flagged, Labelled, Trained, Votes
+from lifecycle.annotate.units import (
+    AnnotUnit,
+    Applied,
+    Checked,
+    Flagged,
+    Labelled,
+    Trained,
+    Votes,
+)
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
 from lifecycle.labels import labelling
@@ -179,10 +187,12 @@ def _conflicts(ctx: StageContext, found: Votes, applied: list[Applied]) -> dict[
     return info
 
 
-def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
+def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
           trained: Trained, found: Votes, applied: list[Applied], checked: Checked,
           flagged: list[Flagged]) -> StageResult:
-    """Conservation from the counts, the report, the tasks file, the manifest."""
+    """Conservation from the counts, the report, the tasks file (sent to the spec's Label
+    Studio project), the manifest."""
+    upstream = planned[0]["upstream"]
     flagged = sorted(flagged, key=lambda f: f["index"])
     report = _report(ctx, labelled, trained, found, applied, checked, flagged)
     n_in = report["records_in"]
@@ -217,10 +227,13 @@ def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
             if _missing(s) is not None}
         report["tasks"] = _export_tasks(ctx, rows.drop(columns=[SUGGESTED, SUGGESTED_CONF]),
                                         set(rows["id"]), suggestion)
+        if ctx.spec.annotate.people.label_studio is not None:
+            sent = _send(ctx, _studio(ctx), report["tasks"]["tasks_uri"])
+            report["tasks"]["label_studio"] = {k: v for k, v in sent.items() if k != "ids"}
     quarantine = [s for f in flagged for s in f["quarantine"]]
     tables = {"quarantine": quarantine} if quarantine else {}
     report_uri = _write_json(ctx, "report.json", report)
-    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    manifest = shards.read_manifest(ctx.store, upstream)
     extra = {"annotation_report": report_uri}
     if manifest.get("report"):
         extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
@@ -229,5 +242,5 @@ def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts, tables, extra)
     log.info("annotate %s (parts): %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
-                       input_manifest=upstream.manifest_uri, label_studio=sent,
-                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
+                       input_manifest=upstream, label_studio=sent,
+                       lineage=shards.lineage_pair(ctx, upstream, uri))

@@ -1,4 +1,4 @@
-"""What annotation's parts hand each other (lifecycle.contract's ``PARTITIONED_ANNOTATE``):
+"""What annotation's parts hand each other (lifecycle.contract's ``STAGE_DEFS["annotate"]``):
 the plan's shard units and the partial results of the mapped and global parts, as typed dicts
 (XComs: they name objects in the work bucket and hold counts, never records)."""
 
@@ -17,6 +17,8 @@ class AnnotUnit(Unit):
     bucket: str
     shards: list[ShardRef]  # one shard, or none (nothing to read)
     upstream: str  # the preprocessing manifest the shard comes from
+    pulled: str  # the people pass: the Label Studio tasks its plan pulled ("" in the first)
+    project: int | None  # the Label Studio project they were pulled from
 
 
 class Labelled(Unit):

@@ -1,6 +1,7 @@
 """Annotation's last parts (lifecycle/annotate/parts.py has the first): ``check`` (the label
-check over every applied shard, once), ``flag`` (per shard: its findings acted on, flags and
-suggestions set) and ``merge`` (the report and manifest from the partial results)."""
+check, once, over the at most ``max_records`` records it selects), ``flag`` (per shard: its
+findings acted on, flags and suggestions set) and ``merge`` (the report and manifest from the
+partial results)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lifecycle.annotate.parts import (
     _read,
     _restore,
     _write,
+    checkable,
 )
 from lifecycle.annotate.people import _export_tasks, _send, _studio
 from lifecycle.annotate.reports import STAGE, _write_json
@@ -35,29 +37,73 @@ from lifecycle.annotate.units import (
 )
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
-from lifecycle.labels import labelling
+from lifecycle.labels import labelcheck, labelling
 from lifecycle.records import shards
 
 log = logging.getLogger(__name__)
 
 
 def check(ctx: StageContext, applied: list[Applied]) -> Checked:
-    """Likely label errors over every applied shard, as the single task finds them; the
-    findings are written, ``flag`` acts on them per shard."""
-    out: Checked = {"info": None, "found": []}
+    """Likely label errors, as the single task finds them over the whole table: from the
+    shards' counts, the records its seeded sample takes (at most ``max_records``), read
+    shard by shard, are all it holds. The findings are written, ``flag`` acts on them per
+    shard."""
+    out: Checked = {"info": None, "found": [], "held": 0}
     if ctx.spec.annotate.task != "single_label" or not any(a["rows"] for a in applied):
         return out
-    refs = [s for a in sorted(applied, key=lambda a: a["index"]) for s in a["shards"]]
-    whole = _read(ctx, refs)
-    work = _Finder(ctx, whole.drop(columns=[c for c in WORK if c in whole]), pd.DataFrame())
+    ordered = sorted(applied, key=lambda a: a["index"])
+    if ctx.spec.schema_.text_field is None:  # a table's features are the whole table's
+        table = _read(ctx, [s for a in ordered for s in a["shards"]])
+        work = _Finder(ctx, table.drop(columns=[c for c in WORK if c in table]), pd.DataFrame())
+    else:
+        work = _sampled(ctx, ordered)
+    out["held"] = len(work.df)
     work.decided = []
     work.check_labels()
-    out["info"] = work.report["label_errors"]
+    info = work.report["label_errors"]
+    if "skipped" in info:  # of every record, not of those held
+        info["skipped"] = sum(a["rows"] for a in ordered) - info["checked"]
+        if work.check_classes is not None and info["checked"] and \
+                info["checked"] < sum(a["usable"].get(v, 0) for a in ordered
+                                      for v in work.check_classes):
+            info["note"] = f"a seeded sample of {info['checked']} records"
+    out["info"] = info
     if work.decided:
         out["found"] = _write(ctx, pd.DataFrame(work.decided, columns=[
             "id", "value", "suggested", "confidence", "acts"]).astype({"value": "object"}),
             "label-errors")
     return out
+
+
+def _sampled(ctx: StageContext, ordered: list[Applied]) -> _Finder:
+    """The records the label check scores, in table order: those with a text and a label
+    held by at least ``folds`` records, or ``max_records`` of them at the ranks
+    ``labelcheck.find`` draws (``sample_ranks``: it depends on their count alone)."""
+    q = ctx.spec.quality.label_errors
+    totals: Counter[str] = Counter()
+    for a in ordered:
+        totals.update(a["usable"])
+    classes = {v for v, c in totals.items() if c >= q.folds}
+    counts = [sum(c for v, c in a["usable"].items() if v in classes) for a in ordered]
+    ranks: list[Any] = [None] * len(ordered)
+    if sum(counts) > q.max_records:
+        ranks = labelcheck.ranks_by_part(labelcheck.sample_ranks(
+            sum(counts), q.max_records, q.seed), counts)
+    picked = []
+    for a, count, mine in zip(ordered, counts, ranks, strict=True):
+        if not count or (mine is not None and not len(mine)):
+            continue
+        shard = _restore(ctx, _read(ctx, a["shards"]))
+        lab = shard.label
+        assert lab is not None
+        rows = shard.df.loc[checkable(shard) & shard.df[lab].isin(list(classes)).to_numpy()]
+        picked.append(rows if mine is None else rows.iloc[mine])
+    if not picked:  # nothing to score: the check says so on an empty table of the columns
+        first = next(a for a in ordered if a["shards"])
+        picked = [_restore(ctx, _read(ctx, first["shards"])).df.iloc[:0]]
+    work = _Finder(ctx, pd.concat(picked, ignore_index=True), pd.DataFrame())
+    work.check_classes = classes
+    return work
 
 
 def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:

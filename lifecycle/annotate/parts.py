@@ -11,8 +11,8 @@ people in Label Studio the same parts again after the wait (their plan :func:`re
   fitted once, pickled to the work bucket;
 - ``votes``: the duplicate groups' votes from the preprocess merges table alone;
 - ``apply``: a shard's unlabelled texts labelled by the model, its groups' conflicts decided;
-- ``check``: the label check (confident learning) over every applied shard, as the single
-  task runs it (step 3 splits it);
+- ``check``: the label check (confident learning), once, over the records its seeded
+  sample takes (at most ``max_records``, read shard by shard from the shards' counts);
 - ``flag``: a shard's check findings acted on, flags and suggestions set: its output;
 - ``merge``: conservation from the counts, the report from the partial results, one Label
   Studio tasks file (sent to the spec's project), the manifest of the shards in order.
@@ -31,6 +31,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.annotate.conflicts import DUPLICATE_REASONS, duplicate_votes
@@ -297,6 +298,16 @@ def decide_groups(work: _Annotation, groups: pd.DataFrame, out: Applied) -> None
             here[g["if_absent"]] += 1
 
 
+def checkable(work: _Annotation) -> np.ndarray:
+    """Which of ``work``'s records the label check can score (``labelcheck.find``'s usable:
+    a text and a label), before the rare labels are left out."""
+    lab = work.label
+    assert lab is not None
+    values = work.df[lab].astype("object").where(work.df[lab].notna(), None).tolist()
+    return np.array([bool(t.strip()) and isinstance(v, str) and bool(v)
+                     for t, v in zip(work._texts(), values, strict=True)], dtype=bool)
+
+
 def _conflict_info(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.spec.annotate.conflicts
     return {"found": 0, "policy": cfg.resolve, "tie": cfg.tie, "outcomes": {},
@@ -308,7 +319,7 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
     tag = f"u{unit['index']:05d}"
     out: Applied = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
                     "quarantine": [], "labelled": 0, "routed": 0,
-                    "conflicts": _conflict_info(ctx),
+                    "conflicts": _conflict_info(ctx), "usable": {},
                     "present_absent": {"found": 0, "exact": 0, "near": 0,
                                        **dict.fromkeys(ABSENT, 0)}}
     if not unit["shards"]:
@@ -347,6 +358,7 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
     if ctx.spec.annotate.task == "single_label" and found["groups"]:
         decide_groups(work, _read(ctx, found["table"]), out)
     out["rows"] = len(work.df)
+    out["usable"] = dict(Counter(str(v) for v in work.df.loc[checkable(work), lab]))
     out["shards"] = _write(ctx, _stash(work), f"{tag}-applied")
     if work.quarantined:
         out["quarantine"] = _write(ctx, pd.concat(work.quarantined, ignore_index=True),

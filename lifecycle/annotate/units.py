@@ -64,6 +64,7 @@ class Applied(Unit):
     routed: int  # by the model, to people
     conflicts: dict[str, Any]  # found, by_kind, outcomes, examples (with "order")
     present_absent: dict[str, int]  # what Votes.absent counted for groups found here
+    usable: dict[str, int]  # per label, the records the label check can score (a text)
 
 
 class Checked(TypedDict):
@@ -71,6 +72,7 @@ class Checked(TypedDict):
 
     info: dict[str, Any] | None
     found: list[ShardRef]  # id, label, suggested, confidence, acts; in the check's order
+    held: int  # the records the check read into its process (at most max_records, texts)
 
 
 class Flagged(Unit):

@@ -2,7 +2,8 @@
 below the sample size the parts give what the single task gives over the whole table (kept
 records, labels, sources, flags, suggestions, quarantine, report), on the sample reviews and
 on generated reviews whose duplicate groups (exact and near) span shards; above it the model
-learns from the sample and every record is still conserved."""
+learns from the sample and every record is still conserved; above ``max_records`` the label
+check holds only the records its seeded sample takes and flags what the single task flags."""
 
 from __future__ import annotations
 

@@ -100,9 +100,10 @@ def shape_dag(units: int) -> Any:
                     trained, voted = whole("train")(labelled), whole("votes")(planned)
                     applied = apply.partial(decided=trained).expand(unit=labelled)
                     voted >> applied
-                    flagged = flag.partial(checked=whole("check")(applied)).expand(
-                        unit=applied)
-                    previous = merge(planned, labelled, trained, voted, applied, flagged)
+                    checked = whole("check")(applied)
+                    flagged = flag.partial(checked=checked).expand(unit=applied)
+                    previous = merge(planned, labelled, trained, voted, applied, checked,
+                                     flagged)
                 elif group == "synthesize":
                     planned = plan(previous)
                     marked = mark.expand(unit=planned)

@@ -69,6 +69,20 @@ def shape_dag(units: int) -> Any:
                    ) -> dict[str, int]:
             return unit
 
+        @task(task_id="label")
+        def label(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        def whole(name: str) -> Any:  # a global part over a mapped part's results
+            @task(task_id=name)
+            def run(*given: Any) -> dict[str, int]:
+                return {}
+            return run
+
+        @task(task_id="flag")
+        def flag(unit: dict[str, int], checked: dict[str, int]) -> dict[str, int]:
+            return unit
+
         def stage(name: str) -> Any:
             @task(task_id=name)
             def run(upstream: Any = None) -> dict[str, int]:
@@ -89,6 +103,16 @@ def shape_dag(units: int) -> Any:
                     decided = deduplicate(cleaned)
                     previous = merge(previous, apply.partial(decided=decided).expand(
                         unit=cleaned), decided)
+                elif group == "annotate":
+                    planned = plan(previous)
+                    labelled = label.expand(unit=planned)
+                    trained, voted = whole("train")(labelled), whole("votes")(planned)
+                    applied = apply.partial(decided=trained).expand(unit=labelled)
+                    voted >> applied
+                    checked = whole("check")(applied)
+                    flagged = flag.partial(checked=checked).expand(unit=applied)
+                    previous = merge(planned, labelled, trained, voted, applied, checked,
+                                     flagged)
                 elif group == "synthesize":
                     planned = plan(previous)
                     marked = mark.expand(unit=planned)
@@ -97,7 +121,7 @@ def shape_dag(units: int) -> Any:
                     previous = merge(previous, marked, sampled, generated, screen.partial(
                         sampled=sampled, generated=generated).expand(unit=planned))
                 else:
-                    previous = stage({"annotate": "label", "evaluate": "validate",
+                    previous = stage({"evaluate": "validate",
                                       "publish": "release"}[group])(previous)
         previous >> end()
     return dag

@@ -17,7 +17,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 from granary.assets import release_asset
 from granary.settings import Settings
 from granary.tasks import REFRESH_TASK, _as_airflow, _failure_callback
-from lifecycle.contract import STAGE_DEFS, UPSTREAM, Part, Stage
+from lifecycle.contract import STAGE_DEFS, UPSTREAM, Part, Stage, declared
 from lifecycle.spec import STAGES, LoadedSpec, SpecError, discover
 from lineage.naming import dag_id, refresh_dag_id, stage_description
 
@@ -213,20 +213,21 @@ def _end(spec: Any) -> Any:
     return end
 
 
-def _stage_task(spec: Any, stage: str, task_id: str, **kwargs: Any) -> Any:
-    """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part). Its
-    ``doc_md`` is the stage's description: the OpenLineage provider's documentation facet
-    of the task's events (granary.emit)."""
+def _stage_task(spec: Any, stage: str, task_id: str, people: bool = False,
+                **kwargs: Any) -> Any:
+    """A task that runs ``stage`` whole (or, in the lifecycle DAG, its last part); ``people``:
+    its people pass, after the wait. Its ``doc_md`` is the stage's description: the
+    OpenLineage provider's documentation facet of the task's events (granary.emit)."""
     name = spec.name
     released = release_asset(name)
+    doc = stage_description(spec.title, stage, *(["what people answered"] if people else []))
 
-    @task(task_id=task_id, multiple_outputs=False, doc_md=stage_description(spec.title, stage),
-          **kwargs)
+    @task(task_id=task_id, multiple_outputs=False, doc_md=doc, **kwargs)
     def run(upstream: Any = None, parts: dict[str, Any] | None = None,
             **context: Any) -> dict[str, Any]:
         from lifecycle.context import StageResult
 
-        result = _call_stage(name, stage, upstream, context, parts)
+        result = _call_stage(name, stage, upstream, context, parts, people=people)
         done = StageResult.from_xcom(result)
         if done.nothing_new:
             # an incremental run with nothing new: every later stage is skipped at
@@ -292,26 +293,16 @@ def _publish_args(name: str) -> dict[str, Any]:
     return {"pool": REGISTRY_POOL, "outlets": [release_asset(name)]}
 
 
-def _annotate_with_people(spec: Any, previous: Any, task_id: str, finish_id: str) -> Any:
-    """Label -> wait for people in Label Studio (deferred) -> finish (what they answered)."""
+def _wait_for_people(spec: Any, first: Any, task_id: str) -> Any:
+    """The deferred wait for people in Label Studio, on the first pass's result."""
     from granary.people import WaitForPeople
 
-    name = spec.name
-
-    @task(task_id=finish_id, multiple_outputs=False,
-          doc_md=stage_description(spec.title, "annotate", "what people answered"))
-    def annotate_finish(waited: Any, **context: Any) -> dict[str, Any]:
-        """The second pass of annotation: what people answered in Label Studio first."""
-        return _call_stage(name, "annotate", waited, context, people=True)
-
     link = spec.annotate.people.label_studio
-    labelled = _stage_task(spec, "annotate", task_id)(previous)
-    waited = WaitForPeople(
-        task_id=finish_id.replace("finish", "wait_for_people"), upstream=labelled,
+    return WaitForPeople(
+        task_id=task_id, upstream=first,
         doc_md=stage_description(spec.title, "annotate", "waiting for people"),
         conn_id=link.connection, min_share=link.min_share, poke_seconds=link.poke_seconds,
         timeout_minutes=link.timeout_minutes, on_timeout=link.on_timeout)
-    return annotate_finish(waited.output)
 
 
 def _part_task(spec: Any, stage: str, part: Part) -> Any:
@@ -331,13 +322,15 @@ def _part_task(spec: Any, stage: str, part: Part) -> Any:
     return run
 
 
-def _stage_group(spec: Any, declared: Stage, previous: Any, started: Any) -> Any:
+def _stage_group(spec: Any, stage: Stage, previous: Any, started: Any,
+                 people: bool = False) -> Any:
     """The tasks of one stage, from its declaration: a task per part, each given the results
     of the parts it takes; a map part expanded over the part it maps over; the reduce last.
-    Returns the reduce's output (the next stage's upstream)."""
+    ``people``: ``stage`` is a people pass, ``previous`` the wait's output. Returns the
+    reduce's output (the next stage's upstream)."""
     results: dict[str, Any] = {UPSTREAM: previous}
-    for part in declared.parts[:-1]:
-        made = _part_task(spec, declared.name, part)
+    for part in stage.parts[:-1]:
+        made = _part_task(spec, stage.name, part)
         inputs = {t: results[t] for t in part.takes}
         if part.kind == "map" and part.over is not None:
             results[part.name] = made.partial(inputs=inputs).expand(unit=results[part.over])
@@ -345,11 +338,11 @@ def _stage_group(spec: Any, declared: Stage, previous: Any, started: Any) -> Any
             results[part.name] = made(inputs=inputs)
             if not part.takes and previous is None:  # the first stage's first part
                 started >> results[part.name]
-    reduce = declared.reduce
+    reduce = stage.reduce
     parts = {t: results[t] for t in reduce.takes if t != UPSTREAM}
-    extra = _publish_args(spec.name) if declared.name == "publish" else {}
-    out = _stage_task(spec, declared.name, reduce.name, **extra)(previous, parts or None)
-    if not declared.fans_out and previous is None:
+    extra = _publish_args(spec.name) if stage.name == "publish" else {}
+    out = _stage_task(spec, stage.name, reduce.name, people, **extra)(previous, parts or None)
+    if not stage.fans_out and previous is None:
         started >> out
     return out
 
@@ -374,13 +367,13 @@ def build_dag(loaded: LoadedSpec) -> DAG:
         started = _begin(spec, refresh_dag_id(name), refresh=False)()
         previous: Any = None
         for stage in STAGES:
-            declared = STAGE_DEFS[stage]
+            parts = declared(stage, spec)
             with TaskGroup(group_id=stage, tooltip=f"{stage} stage of {name}"):
-                if declared.people and spec.annotate.people.label_studio is not None:
-                    out = _annotate_with_people(spec, previous, declared.reduce.name,
-                                                declared.people.name)
-                else:
-                    out = _stage_group(spec, declared, previous, started)
+                out = _stage_group(spec, parts, previous, started)
+                if parts.people and spec.annotate.people.label_studio is not None:
+                    # the first pass -> wait for people (deferred) -> the people pass
+                    waited = _wait_for_people(spec, out, "wait_for_people")
+                    out = _stage_group(spec, parts.people, waited.output, started, people=True)
             previous = out
         previous >> _end(spec)()
     return dag
@@ -416,11 +409,12 @@ def build_refresh_dag(loaded: LoadedSpec) -> DAG:
             return dag
         previous: Any = _begin(spec, dag_id(name), refresh=True)()
         for stage in STAGES:  # a task per stage, each running all its parts
-            declared = STAGE_DEFS[stage]
-            if declared.people:  # the spec routes records to people (checked above)
-                out = _annotate_with_people(spec, previous, stage,
-                                            f"{stage}_{declared.people.name}")
-            elif not declared.needs_upstream:  # collects every source in this task
+            parts = declared(stage, spec)
+            if parts.people:  # the spec routes records to people (checked above)
+                waited = _wait_for_people(spec, _stage_task(spec, stage, stage)(previous),
+                                          f"{stage}_wait_for_people")
+                out = _stage_task(spec, stage, f"{stage}_finish", people=True)(waited.output)
+            elif not parts.needs_upstream:  # collects every source in this task
                 out = _stage_task(spec, stage, stage)()
                 previous >> out
             else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from granary.settings import Settings, load_settings
 from lifecycle.context import StageResult
-from lifecycle.contract import STAGE_DEFS, UPSTREAM, run_in_process
+from lifecycle.contract import STAGE_DEFS, UPSTREAM, declared, run_in_process
 from lifecycle.errors import bounded, failure_facts, mark_stage
 from lifecycle.spec import STAGES, DatasetSpec, load_spec
 from storage.catalog import Catalog, CatalogMissing, Failure, sqlite_file
@@ -173,6 +173,8 @@ def run_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str,
     index = STAGES.index(stage)
     if index > last:
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
+    # STAGE_DEFS, not declared(): the single annotate task a spec may run instead has no
+    # part but its reduces
     step = STAGE_DEFS[stage].part(part)
     if index < first:
         return [dict(REUSE_UNIT)] if step.kind == "plan" else {}
@@ -217,8 +219,8 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
     a stage's input crosses from Airflow). ``parts``: the results of the stage's earlier parts
     (the lifecycle DAG's mapped tasks), so only the reduce runs here; without them every part
     runs in this process (lifecycle.contract.run_in_process). ``people``: the stage's second
-    reduce after people answered (its contract's ``people`` part), on ``upstream``, the first
-    reduce's result. ``one_of_several``: the task
+    pass after people answered (its contract's ``people`` sequence; with ``parts``, its
+    reduce) on ``upstream``, the first pass's result. ``one_of_several``: the task
     runs other stages too (run_stages), so the stage's lineage is a run of its own under the
     task's (granary.emit.emit_stage's ``child_started``); ``svc``: the task's connections,
     made once for its stages."""
@@ -232,21 +234,20 @@ def run_stage(dataset: str, stage: str, run_id: str, params: dict[str, Any],
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
     if index < first:
         return _reused(svc, dataset, stage, run_id, first).to_xcom()
-    declared = STAGE_DEFS[stage]
     ctx = _context(svc, dataset, run_id, params)
     try:
-        if declared.needs_upstream and upstream is None:
+        first_pass = declared(stage, ctx.spec)
+        if first_pass.needs_upstream and upstream is None:
             raise ValueError(f"{stage} needs the output of the stage before it")
         given = StageResult.from_xcom(upstream) if upstream is not None else None
-        if people:
-            if declared.people is None:
-                raise ValueError(f"{stage} has no second pass for people's answers")
-            result = declared.people.function()(ctx, given)
-        elif parts is None:
-            result = run_in_process(declared, ctx, given)
+        if people and first_pass.people is None:
+            raise ValueError(f"{stage} has no second pass for people's answers")
+        sequence = first_pass.people if people and first_pass.people else first_pass
+        if parts is None:
+            result = run_in_process(sequence, ctx, given)
         else:
             taken = {UPSTREAM: given, **parts}
-            result = declared.reduce.function()(ctx, *(taken[t] for t in declared.reduce.takes))
+            result = sequence.reduce.function()(ctx, *(taken[t] for t in sequence.reduce.takes))
     except Exception as e:
         mark_stage(e, stage)
         try:

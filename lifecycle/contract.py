@@ -68,9 +68,14 @@ class Stage:
     parts: tuple[Part, ...]
     # the parts take the previous stage's result; collection starts from the spec's sources
     needs_upstream: bool = True
-    # the spec may route records to people: this part, a second reduce, runs after the wait on
-    # the first reduce's result (what people answered read first)
-    people: Part | None = None
+    # the spec may route records to people: these parts, a second sequence ending in a reduce,
+    # run after the wait on the first reduce's result (what people answered read first); their
+    # "upstream" is that result
+    people: Stage | None = None
+    # a spec the parts cannot take runs ``whole`` instead: ``refuses`` ("module:function",
+    # imported when asked) gives the reason for a spec, or None when the parts take it
+    whole: Stage | None = None
+    refuses: str | None = None
     _by_name: dict[str, Part] = field(default_factory=dict, init=False, repr=False,
                                       compare=False)
 
@@ -91,11 +96,17 @@ class Stage:
                                  "not earlier parts")
             self._by_name[p.name] = p
         second = self.people
-        if second is not None and (second.kind != "reduce" or set(second.takes) - set(names)):
-            raise ValueError(f"stage {self.name}: the people part {second.name} is a reduce "
-                             "that takes parts of the stage")
+        if second is not None:
+            if second.people is not None:
+                raise ValueError(f"stage {self.name}: the people pass has no people pass")
+            if same := set(names) & {p.name for p in second.parts}:
+                raise ValueError(f"stage {self.name}: the people pass's parts {sorted(same)} "
+                                 "repeat the first pass's (they are tasks of one group)")
 
     def part(self, name: str) -> Part:
+        """The part ``name`` of the stage or of its people pass."""
+        if name not in self._by_name and self.people is not None:
+            return self.people.part(name)
         return self._by_name[name]
 
     @property
@@ -114,6 +125,49 @@ def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
 COLLECT = "lifecycle.collect"
 PREPROCESS = "lifecycle.preprocess"
 SYNTHESIZE = "lifecycle.synthesize.parts"
+
+ANNOTATE = "lifecycle.annotate"
+
+# annotation in one task over the whole table, for the specs the parts do not label yet
+# (lifecycle.annotate.scope); with people, its second pass `finish` on the first's result
+SINGLE_ANNOTATE = _stage(
+    "annotate", Part("label", f"{ANNOTATE}.stage:run", "reduce", takes=(UPSTREAM,)),
+    people=_stage("annotate", Part("finish", f"{ANNOTATE}.stage:finish", "reduce",
+                                   takes=(UPSTREAM,))))
+
+
+def _annotate_parts() -> Stage:
+    """Annotation's parts, and the same parts again for the people pass (named ``finish_*``,
+    its plan reading the first pass's input and pulling what people answered)."""
+    parts = (
+        # one unit per preprocessed shard (the people pass: Label Studio's answers pulled)
+        Part("plan", f"{ANNOTATE}.parts:plan", "plan", takes=(UPSTREAM,)),
+        # one shard's people, source and rules labels, and its sample of labelled texts
+        Part("label", f"{ANNOTATE}.parts:label", "map", over="plan"),
+        # the model fitted once on the merged sample (sample_per_label a label)
+        Part("train", f"{ANNOTATE}.parts:train", "global", takes=("label",)),
+        # the duplicate groups' votes, from the preprocess merges table alone
+        Part("votes", f"{ANNOTATE}.parts:votes", "global", takes=("plan",)),
+        # one shard labelled by the model, its groups' conflicts decided
+        Part("apply", f"{ANNOTATE}.parts:apply", "map", over="label",
+             takes=("train", "votes")),
+        # likely label errors over every applied shard (confident learning, once)
+        Part("check", f"{ANNOTATE}.checkparts:check", "global", takes=("apply",)),
+        # one shard's findings acted on, flags and suggestions set: its output
+        Part("flag", f"{ANNOTATE}.checkparts:flag", "map", over="apply", takes=("check",)),
+        # conservation, the report, the tasks for people (sent to Label Studio), the manifest
+        Part("merge", f"{ANNOTATE}.checkparts:merge", "reduce",
+             takes=("plan", "label", "train", "votes", "apply", "check", "flag")))
+
+    def again(name: str) -> str:
+        return "finish" if name == "merge" else name if name == UPSTREAM else f"finish_{name}"
+
+    people = tuple(Part(again(p.name), f"{ANNOTATE}.parts:replan" if p.kind == "plan"
+                        else p.call, p.kind, over=p.over and again(p.over),
+                        takes=tuple(again(t) for t in p.takes)) for p in parts)
+    return _stage("annotate", *parts, people=_stage("annotate", *people), whole=SINGLE_ANNOTATE,
+                  refuses=f"{ANNOTATE}.scope:refusal")
+
 
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
@@ -138,11 +192,11 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the shards combined into the stage's output, conservation checked
            Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
                 takes=(UPSTREAM, "apply", "deduplicate"))),
-    # annotate, evaluate and publish have one unit, their whole input, for now
-    _stage("annotate",
-           Part("label", "lifecycle.annotate.stage:run", "reduce", takes=(UPSTREAM,)),
-           people=Part("finish", "lifecycle.annotate.stage:finish", "reduce",
-                       takes=("label",))),
+    # annotation as parts (docs/design/partitioned-annotate.md); with people in Label Studio
+    # the same parts again after the wait, named finish_*, their reduce `finish`. A spec the
+    # parts cannot label yet (images, topics) runs SINGLE_ANNOTATE below (see declared)
+    _annotate_parts(),
+    # evaluate and publish have one unit, their whole input, for now
     _stage("synthesize",
            # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
            Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
@@ -166,6 +220,17 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            Part("release", "lifecycle.publish.stage:run", "reduce", takes=(UPSTREAM,))),
 )}
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
+
+def declared(stage: str, spec: Any) -> Stage:
+    """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
+    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (annotation's parts
+    refuse images and topics: lifecycle/annotate/scope.py, :data:`SINGLE_ANNOTATE`)."""
+    parts = STAGE_DEFS[stage]
+    if parts.whole is not None and parts.refuses is not None:
+        module, _, name = parts.refuses.partition(":")
+        if getattr(import_module(module), name)(spec) is not None:
+            return parts.whole
+    return parts
 
 # preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
 # built beside the stage above and run by tests only until it replaces it (texts; images
@@ -212,31 +277,6 @@ PARTITIONED = _stage(
     # the shards combined into the stage's output, conservation checked
     Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
          takes=(UPSTREAM, "apply", "cluster")))
-
-
-# annotation as parts (issue 31, docs/design/partitioned-annotate.md, step 2), beside the
-# stage's single task above and run by tests only until it replaces it (text and tables with
-# a label field; the people pass keeps the single ``finish``)
-ANNOTATE = "lifecycle.annotate"
-PARTITIONED_ANNOTATE = _stage(
-    "annotate",
-    # one unit per preprocessed shard
-    Part("plan", f"{ANNOTATE}.parts:plan", "plan", takes=(UPSTREAM,)),
-    # one shard's people, source and rules labels, and its sample of labelled texts
-    Part("label", f"{ANNOTATE}.parts:label", "map", over="plan"),
-    # the model fitted once on the merged sample (sample_per_label a label)
-    Part("train", f"{ANNOTATE}.parts:train", "global", takes=("label",)),
-    # the duplicate groups' votes, from the preprocess merges table alone
-    Part("votes", f"{ANNOTATE}.parts:votes", "global", takes=(UPSTREAM,)),
-    # one shard labelled by the model, its groups' conflicts decided
-    Part("apply", f"{ANNOTATE}.parts:apply", "map", over="label", takes=("train", "votes")),
-    # likely label errors over every applied shard (confident learning, once)
-    Part("check", f"{ANNOTATE}.checkparts:check", "global", takes=("apply",)),
-    # one shard's findings acted on, flags and suggestions set: its output
-    Part("flag", f"{ANNOTATE}.checkparts:flag", "map", over="apply", takes=("check",)),
-    # conservation, the report, the tasks for people, the manifest
-    Part("merge", f"{ANNOTATE}.checkparts:merge", "reduce",
-         takes=(UPSTREAM, "label", "train", "votes", "apply", "check", "flag")))
 
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None

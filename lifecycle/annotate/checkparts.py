@@ -1,6 +1,7 @@
 """Annotation's last parts (lifecycle/annotate/parts.py has the first): ``check`` (the label
-check over every applied shard, once), ``flag`` (per shard: its findings acted on, flags and
-suggestions set) and ``merge`` (the report and manifest from the partial results)."""
+check, once, over the at most ``max_records`` records it selects), ``flag`` (per shard: its
+findings acted on, flags and suggestions set) and ``merge`` (the report and manifest from the
+partial results)."""
 
 from __future__ import annotations
 
@@ -21,35 +22,88 @@ from lifecycle.annotate.parts import (
     _read,
     _restore,
     _write,
+    checkable,
 )
-from lifecycle.annotate.people import _export_tasks
+from lifecycle.annotate.people import _export_tasks, _send, _studio
 from lifecycle.annotate.reports import STAGE, _write_json
-from lifecycle.annotate.units import Applied, Checked, Flagged, Labelled, Trained, Votes
+from lifecycle.annotate.units import (
+    AnnotUnit,
+    Applied,
+    Checked,
+    Flagged,
+    Labelled,
+    Trained,
+    Votes,
+)
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError
-from lifecycle.labels import labelling
+from lifecycle.labels import labelcheck, labelling
 from lifecycle.records import shards
 
 log = logging.getLogger(__name__)
 
 
 def check(ctx: StageContext, applied: list[Applied]) -> Checked:
-    """Likely label errors over every applied shard, as the single task finds them; the
-    findings are written, ``flag`` acts on them per shard."""
-    out: Checked = {"info": None, "found": []}
+    """Likely label errors, as the single task finds them over the whole table: from the
+    shards' counts, the records its seeded sample takes (at most ``max_records``), read
+    shard by shard, are all it holds. The findings are written, ``flag`` acts on them per
+    shard."""
+    out: Checked = {"info": None, "found": [], "held": 0}
     if ctx.spec.annotate.task != "single_label" or not any(a["rows"] for a in applied):
         return out
-    refs = [s for a in sorted(applied, key=lambda a: a["index"]) for s in a["shards"]]
-    whole = _read(ctx, refs)
-    work = _Finder(ctx, whole.drop(columns=[c for c in WORK if c in whole]), pd.DataFrame())
+    ordered = sorted(applied, key=lambda a: a["index"])
+    if ctx.spec.schema_.text_field is None:  # a table's features are the whole table's
+        table = _read(ctx, [s for a in ordered for s in a["shards"]])
+        work = _Finder(ctx, table.drop(columns=[c for c in WORK if c in table]), pd.DataFrame())
+    else:
+        work = _sampled(ctx, ordered)
+    out["held"] = len(work.df)
     work.decided = []
     work.check_labels()
-    out["info"] = work.report["label_errors"]
+    info = work.report["label_errors"]
+    if "skipped" in info:  # of every record, not of those held
+        info["skipped"] = sum(a["rows"] for a in ordered) - info["checked"]
+        if work.check_classes is not None and info["checked"] and \
+                info["checked"] < sum(a["usable"].get(v, 0) for a in ordered
+                                      for v in work.check_classes):
+            info["note"] = f"a seeded sample of {info['checked']} records"
+    out["info"] = info
     if work.decided:
         out["found"] = _write(ctx, pd.DataFrame(work.decided, columns=[
             "id", "value", "suggested", "confidence", "acts"]).astype({"value": "object"}),
             "label-errors")
     return out
+
+
+def _sampled(ctx: StageContext, ordered: list[Applied]) -> _Finder:
+    """The records the label check scores, in table order: those with a text and a label
+    held by at least ``folds`` records, or ``max_records`` of them at the ranks
+    ``labelcheck.find`` draws (``sample_ranks``: it depends on their count alone)."""
+    q = ctx.spec.quality.label_errors
+    totals: Counter[str] = Counter()
+    for a in ordered:
+        totals.update(a["usable"])
+    classes = {v for v, c in totals.items() if c >= q.folds}
+    counts = [sum(c for v, c in a["usable"].items() if v in classes) for a in ordered]
+    ranks: list[Any] = [None] * len(ordered)
+    if sum(counts) > q.max_records:
+        ranks = labelcheck.ranks_by_part(labelcheck.sample_ranks(
+            sum(counts), q.max_records, q.seed), counts)
+    picked = []
+    for a, count, mine in zip(ordered, counts, ranks, strict=True):
+        if not count or (mine is not None and not len(mine)):
+            continue
+        shard = _restore(ctx, _read(ctx, a["shards"]))
+        lab = shard.label
+        assert lab is not None
+        rows = shard.df.loc[checkable(shard) & shard.df[lab].isin(list(classes)).to_numpy()]
+        picked.append(rows if mine is None else rows.iloc[mine])
+    if not picked:  # nothing to score: the check says so on an empty table of the columns
+        first = next(a for a in ordered if a["shards"])
+        picked = [_restore(ctx, _read(ctx, first["shards"])).df.iloc[:0]]
+    work = _Finder(ctx, pd.concat(picked, ignore_index=True), pd.DataFrame())
+    work.check_classes = classes
+    return work
 
 
 def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:
@@ -179,10 +233,12 @@ def _conflicts(ctx: StageContext, found: Votes, applied: list[Applied]) -> dict[
     return info
 
 
-def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
+def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
           trained: Trained, found: Votes, applied: list[Applied], checked: Checked,
           flagged: list[Flagged]) -> StageResult:
-    """Conservation from the counts, the report, the tasks file, the manifest."""
+    """Conservation from the counts, the report, the tasks file (sent to the spec's Label
+    Studio project), the manifest."""
+    upstream = planned[0]["upstream"]
     flagged = sorted(flagged, key=lambda f: f["index"])
     report = _report(ctx, labelled, trained, found, applied, checked, flagged)
     n_in = report["records_in"]
@@ -217,10 +273,13 @@ def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
             if _missing(s) is not None}
         report["tasks"] = _export_tasks(ctx, rows.drop(columns=[SUGGESTED, SUGGESTED_CONF]),
                                         set(rows["id"]), suggestion)
+        if ctx.spec.annotate.people.label_studio is not None:
+            sent = _send(ctx, _studio(ctx), report["tasks"]["tasks_uri"])
+            report["tasks"]["label_studio"] = {k: v for k, v in sent.items() if k != "ids"}
     quarantine = [s for f in flagged for s in f["quarantine"]]
     tables = {"quarantine": quarantine} if quarantine else {}
     report_uri = _write_json(ctx, "report.json", report)
-    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    manifest = shards.read_manifest(ctx.store, upstream)
     extra = {"annotation_report": report_uri}
     if manifest.get("report"):
         extra["report"] = manifest["report"]  # preprocessing's, read by evaluate
@@ -229,5 +288,5 @@ def merge(ctx: StageContext, upstream: StageResult, labelled: list[Labelled],
     uri = shards.write_manifest(ctx, STAGE, schema, main, counts, tables, extra)
     log.info("annotate %s (parts): %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"annotation_report": report_uri},
-                       input_manifest=upstream.manifest_uri, label_studio=sent,
-                       lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
+                       input_manifest=upstream, label_studio=sent,
+                       lineage=shards.lineage_pair(ctx, upstream, uri))

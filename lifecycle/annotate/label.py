@@ -54,6 +54,9 @@ class _Annotation:
         self.flags: dict[str, str] = {}        # record id -> why it is flagged (kept as is)
         self.suggestion: dict[str, tuple[str, float]] = {}  # record id -> (label, probability)
         self.example_order: list[int] = []     # the conflict examples' group order
+        # the labels the label check checks (None: those of this table with enough records;
+        # annotation's check part gives the whole dataset's, its table being a sample)
+        self.check_classes: set[str] | None = None
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def quarantine(self, mask: np.ndarray, reason: str, details: list[str]) -> None:
@@ -273,7 +276,7 @@ class _Annotation:
             return
         found = labelcheck.find(self._texts() if self.text is not None else list(self.df["id"]),
                                 values, folds=q.folds, max_records=q.max_records, seed=q.seed,
-                                features=features)
+                                features=features, common=self.check_classes)
         info: dict[str, Any] = {**found.summary(), "action": action.action,
                                 "min_confidence": action.min_confidence, "acted": 0,
                                 "examples": []}

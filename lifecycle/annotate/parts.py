@@ -1,23 +1,26 @@
-"""Annotation as parts over shards (lifecycle.contract's ``PARTITIONED_ANNOTATE``, step 2 of
-docs/design/partitioned-annotate.md): ``plan -> label (per shard) -> train (once) -> votes
-(once) -> apply (per shard) -> check (once) -> flag (per shard) -> merge``.
+"""Annotation as parts over shards (lifecycle.contract's ``STAGE_DEFS["annotate"]``, steps 2
+and 6 of docs/design/partitioned-annotate.md): ``plan -> label (per shard) -> train (once) ->
+votes (once) -> apply (per shard) -> check (once) -> flag (per shard) -> merge``, and with
+people in Label Studio the same parts again after the wait (their plan :func:`replan`).
 
-- ``plan``: one unit per upstream shard;
+- ``plan``: one unit per upstream shard (``replan``: the first pass's input, with what
+  people answered in Label Studio pulled once);
 - ``label``: a shard's people, source and rules labels, its records' original labels, and
   its bottom-k sample per label of the labelled texts (lifecycle/records/sample.py);
 - ``train``: the samples merged (``annotate.model.sample_per_label`` a label), the model
   fitted once, pickled to the work bucket;
 - ``votes``: the duplicate groups' votes from the preprocess merges table alone;
 - ``apply``: a shard's unlabelled texts labelled by the model, its groups' conflicts decided;
-- ``check``: the label check (confident learning) over every applied shard, as the single
-  task runs it (step 3 splits it);
+- ``check``: the label check (confident learning), once, over the records its seeded
+  sample takes (at most ``max_records``, read shard by shard from the shards' counts);
 - ``flag``: a shard's check findings acted on, flags and suggestions set: its output;
 - ``merge``: conservation from the counts, the report from the partial results, one Label
-  Studio tasks file, the manifest of the shards in order.
+  Studio tasks file (sent to the spec's project), the manifest of the shards in order.
 
 Each part runs the single task's own code (``_Annotation``) on its shard, so below the sample
 size the output is what :func:`lifecycle.annotate.stage.run` gives. Text and tables with a
-label field; images and topics (no label field) are refused, they are not built yet.
+label field; images and topics (no label field) are refused (lifecycle/annotate/scope.py):
+for those specs the DAG runs the single task.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import logging
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.annotate.conflicts import DUPLICATE_REASONS, duplicate_votes
 from lifecycle.annotate.label import _Annotation
-from lifecycle.annotate.reports import STAGE
+from lifecycle.annotate.reports import STAGE, _write_json
+from lifecycle.annotate.scope import refusal
 from lifecycle.annotate.units import AnnotUnit, Applied, Labelled, Trained, Votes
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError
@@ -111,29 +116,51 @@ def _restore(ctx: StageContext, df: pd.DataFrame, cls: type[_Annotation] = _Anno
 
 def plan(ctx: StageContext, upstream: StageResult) -> list[AnnotUnit]:
     """One unit per upstream shard."""
-    spec = ctx.spec
-    t = spec.annotate.topics
-    if spec.modality == "image":
-        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not label "
-                             "images yet (docs/design/partitioned-annotate.md, step 2); run "
-                             "the stage's single task (lifecycle.annotate.stage:run)")
-    if not spec.schema_.label_field or t.enabled is True:
-        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not cluster "
-                             "topics yet (no label field, or annotate.topics.enabled); run "
-                             "the stage's single task (lifecycle.annotate.stage:run)")
-    if spec.annotate.people.label_studio is not None:
-        raise PermanentError(f"annotate {ctx.dataset}: annotation as parts does not talk to "
-                             "a Label Studio server yet (annotate.people.label_studio); run "
-                             "the stage's single task (lifecycle.annotate.stage:run)")
-    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    return _units(ctx, upstream.manifest_uri, "", None)
+
+
+def replan(ctx: StageContext, first: StageResult) -> list[AnnotUnit]:
+    """The people pass (after the DAG waited for people): the first pass's input again, one
+    unit per shard, with what people answered in the Label Studio project pulled once and
+    written to the work bucket for every shard's ``label``."""
+    if first.input_manifest is None:
+        raise PermanentError(f"annotate {ctx.dataset}: the first pass's result names no "
+                             "input manifest; run the annotate stage before its people pass")
+    pulled, project = "", None
+    if ctx.spec.annotate.people.label_studio is not None:
+        from lifecycle.annotate import labelstudio
+        from lifecycle.annotate.people import _studio
+
+        client, project = _studio(ctx)
+        pulled = _write_json(ctx, "label-studio-pulled.json",
+                             labelstudio.tasks(client, project))
+    return _units(ctx, first.input_manifest, pulled, project)
+
+
+def _units(ctx: StageContext, upstream: str, pulled: str, project: int | None
+           ) -> list[AnnotUnit]:
+    why = refusal(ctx.spec)
+    if why is not None:
+        raise PermanentError(f"annotate {ctx.dataset}: {why}; the DAG runs the stage's single "
+                             "task for this spec (lifecycle.contract.declared)")
+    manifest = shards.read_manifest(ctx.store, upstream)
     bucket, found = manifest["_bucket"], manifest["shards"]
 
     def unit(index: int, name: str, refs: list[dict[str, Any]]) -> AnnotUnit:
         return {"index": index, "label": name, "bucket": bucket, "shards": refs,
-                "upstream": upstream.manifest_uri}
+                "upstream": upstream, "pulled": pulled, "project": project}
 
     return [unit(i, f"shard {i + 1}/{len(found)}", [s]) for i, s in enumerate(found)] \
         or [unit(0, "no records", [])]
+
+
+def _pulled(ctx: StageContext, unit: AnnotUnit) -> list[dict[str, Any]] | None:
+    """The Label Studio tasks the people pass's plan pulled (None in the first pass)."""
+    if not unit["pulled"]:
+        return None
+    bucket, key = shards.parse_uri(unit["pulled"])
+    found: list[dict[str, Any]] = json.loads(ctx.store.get_bytes(bucket, key))
+    return found
 
 
 def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
@@ -145,7 +172,7 @@ def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
                      "people": None, "people_present": 0, "shards": [], "sample": []}
     if not len(df):
         return out
-    work = _Interim(ctx, df, pd.DataFrame())
+    work = _Interim(ctx, df, pd.DataFrame(), _pulled(ctx, unit), unit["project"])
     work.label_records()
     lab, text = work.label, work.text
     assert lab is not None
@@ -210,11 +237,11 @@ def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
     return out
 
 
-def votes(ctx: StageContext, upstream: StageResult) -> Votes:
+def votes(ctx: StageContext, planned: list[AnnotUnit]) -> Votes:
     """The duplicate groups' votes, from the preprocess merges table only."""
     out: Votes = {"merged": 0, "groups": 0, "table": [],
                   "absent": {"found": 0, "exact": 0, "near": 0, **dict.fromkeys(ABSENT, 0)}}
-    manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
+    manifest = shards.read_manifest(ctx.store, planned[0]["upstream"])
     if not manifest.get("tables", {}).get("merges"):
         return out
     merges = shards.read_table(ctx.store, manifest, "merges")
@@ -271,6 +298,16 @@ def decide_groups(work: _Annotation, groups: pd.DataFrame, out: Applied) -> None
             here[g["if_absent"]] += 1
 
 
+def checkable(work: _Annotation) -> np.ndarray:
+    """Which of ``work``'s records the label check can score (``labelcheck.find``'s usable:
+    a text and a label), before the rare labels are left out."""
+    lab = work.label
+    assert lab is not None
+    values = work.df[lab].astype("object").where(work.df[lab].notna(), None).tolist()
+    return np.array([bool(t.strip()) and isinstance(v, str) and bool(v)
+                     for t, v in zip(work._texts(), values, strict=True)], dtype=bool)
+
+
 def _conflict_info(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.spec.annotate.conflicts
     return {"found": 0, "policy": cfg.resolve, "tie": cfg.tie, "outcomes": {},
@@ -282,7 +319,7 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
     tag = f"u{unit['index']:05d}"
     out: Applied = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
                     "quarantine": [], "labelled": 0, "routed": 0,
-                    "conflicts": _conflict_info(ctx),
+                    "conflicts": _conflict_info(ctx), "usable": {},
                     "present_absent": {"found": 0, "exact": 0, "near": 0,
                                        **dict.fromkeys(ABSENT, 0)}}
     if not unit["shards"]:
@@ -321,6 +358,7 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
     if ctx.spec.annotate.task == "single_label" and found["groups"]:
         decide_groups(work, _read(ctx, found["table"]), out)
     out["rows"] = len(work.df)
+    out["usable"] = dict(Counter(str(v) for v in work.df.loc[checkable(work), lab]))
     out["shards"] = _write(ctx, _stash(work), f"{tag}-applied")
     if work.quarantined:
         out["quarantine"] = _write(ctx, pd.concat(work.quarantined, ignore_index=True),

@@ -1,4 +1,4 @@
-"""What annotation's parts hand each other (lifecycle.contract's ``PARTITIONED_ANNOTATE``):
+"""What annotation's parts hand each other (lifecycle.contract's ``STAGE_DEFS["annotate"]``):
 the plan's shard units and the partial results of the mapped and global parts, as typed dicts
 (XComs: they name objects in the work bucket and hold counts, never records)."""
 
@@ -17,6 +17,8 @@ class AnnotUnit(Unit):
     bucket: str
     shards: list[ShardRef]  # one shard, or none (nothing to read)
     upstream: str  # the preprocessing manifest the shard comes from
+    pulled: str  # the people pass: the Label Studio tasks its plan pulled ("" in the first)
+    project: int | None  # the Label Studio project they were pulled from
 
 
 class Labelled(Unit):
@@ -62,6 +64,7 @@ class Applied(Unit):
     routed: int  # by the model, to people
     conflicts: dict[str, Any]  # found, by_kind, outcomes, examples (with "order")
     present_absent: dict[str, int]  # what Votes.absent counted for groups found here
+    usable: dict[str, int]  # per label, the records the label check can score (a text)
 
 
 class Checked(TypedDict):
@@ -69,6 +72,7 @@ class Checked(TypedDict):
 
     info: dict[str, Any] | None
     found: list[ShardRef]  # id, label, suggested, confidence, acts; in the check's order
+    held: int  # the records the check read into its process (at most max_records, texts)
 
 
 class Flagged(Unit):

@@ -130,10 +130,14 @@ def ranks_by_part(ranks: np.ndarray, counts: list[int]) -> list[np.ndarray]:
 
 
 def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: int = 100_000,
-         seed: int = 0, features: np.ndarray | None = None) -> LabelIssues:
+         seed: int = 0, features: np.ndarray | None = None,
+         common: set[str] | None = None) -> LabelIssues:
     """Likely label errors among ``labels`` (positions refer to the lists passed in). With
     ``features`` (one row per record: images), a standardised logistic regression on them
-    replaces the text classifier and ``texts`` only gives the count."""
+    replaces the text classifier and ``texts`` only gives the count. ``common``: the labels
+    to check when the lists are the sample a caller drew from a larger table (annotation's
+    ``check`` part), that table's labels with at least ``folds`` usable records; by default
+    those of the lists."""
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
 
@@ -141,9 +145,11 @@ def find(texts: list[Any], labels: list[Any], *, folds: int = 5, max_records: in
     usable = np.array([(features is not None or (isinstance(t, str) and bool(t.strip())))
                        and isinstance(lab, str) and bool(lab)
                        for t, lab in zip(texts, labels, strict=True)], dtype=bool)
-    values, counts = np.unique(np.asarray([lab for lab, ok in zip(labels, usable, strict=True)
-                                           if ok], dtype=object), return_counts=True)
-    common = {v for v, c in zip(values, counts, strict=True) if c >= folds}
+    if common is None:
+        values, counts = np.unique(np.asarray([lab for lab, ok in zip(labels, usable,
+                                                                      strict=True) if ok],
+                                              dtype=object), return_counts=True)
+        common = {v for v, c in zip(values, counts, strict=True) if c >= folds}
     usable &= np.array([lab in common for lab in labels], dtype=bool)
     index = np.flatnonzero(usable)
     if len(index) > max_records:  # the usable records at the sample's ranks

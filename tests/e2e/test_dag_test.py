@@ -413,7 +413,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
     for e in events:
         by_job.setdefault(e["job"]["name"], set()).add(e["eventType"])
     for stage, task in (("collect", "merge"), ("preprocess", "merge"),
-                        ("annotate", "label"), ("synthesize", "merge"),
+                        ("annotate", "merge"), ("synthesize", "merge"),
                         ("evaluate", "validate"), ("publish", "release")):
         job = f"granary_zh_shopping_reviews.{stage}.{task}"
         assert {"START", "RUNNING", "COMPLETE"} <= by_job[job], job

@@ -60,8 +60,11 @@ def test_the_dag_waits_for_people_and_publishes_their_labels(
         bag = DagBag(str(repo / "dags"))
         assert bag.import_errors == {}
         dag = bag.dags["granary_tagged_reviews"]
-        assert {"annotate.label", "annotate.wait_for_people", "annotate.finish"} <= \
-            set(dag.task_dict)
+        # annotation as parts, then again as parts after the wait (finish_plan ... finish)
+        assert {"annotate.merge", "annotate.wait_for_people", "annotate.finish_plan",
+                "annotate.finish_label", "annotate.finish"} <= set(dag.task_dict)
+        assert dag.task_dict["annotate.wait_for_people"].upstream_task_ids == {
+            "annotate.merge"}
         # its refresh DAG waits for people too: a task per stage, not the stages in one
         assert set(bag.dags["granary_tagged_reviews_refresh"].task_dict) == {
             "begin", "collect", "preprocess", "annotate", "annotate_wait_for_people",

@@ -2,7 +2,8 @@
 below the sample size the parts give what the single task gives over the whole table (kept
 records, labels, sources, flags, suggestions, quarantine, report), on the sample reviews and
 on generated reviews whose duplicate groups (exact and near) span shards; above it the model
-learns from the sample and every record is still conserved."""
+learns from the sample and every record is still conserved; above ``max_records`` the label
+check holds only the records its seeded sample takes and flags what the single task flags."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from granary.settings import Settings
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
-from lifecycle.contract import PARTITIONED_ANNOTATE, STAGE_DEFS, run_parts
+from lifecycle.contract import STAGE_DEFS, run_parts
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.records import shards
@@ -90,7 +91,7 @@ def _compare(env: Settings, spec: str, rows_per_shard: int) -> dict[str, Any]:
         _people(env, _read(ctx, cleaned.manifest_uri))
     whole = annotate.run(ctx, cleaned)
     parts_ctx = stage_context(env, spec, "run-parts", rows_per_shard=rows_per_shard)
-    results = run_parts(PARTITIONED_ANNOTATE, parts_ctx, cleaned)
+    results = run_parts(STAGE_DEFS["annotate"], parts_ctx, cleaned)
     mine = results["merge"]
     assert len(results["plan"]) == len(shards.read_manifest(
         ctx.store, cleaned.manifest_uri)["shards"]) > 1
@@ -117,7 +118,8 @@ def test_the_parts_give_the_single_tasks_result_with_groups_across_shards(
     env = isolated(s3, tmp_path)
     write_rows(tmp_path / "inbox" / "reviews")
     _near_copies(tmp_path / "inbox" / "reviews")
-    assert [p.name for p in STAGE_DEFS["annotate"].parts] == ["label"]  # the DAG's, as before
+    assert [p.name for p in STAGE_DEFS["annotate"].parts] == [  # the DAG's
+        "plan", "label", "train", "votes", "apply", "check", "flag", "merge"]
     found = _compare(env, SPEC, rows_per_shard=60)
     report, results = found["report"], found["results"]
     # the groups span shards: planted at the end of the file, their kept records early on
@@ -143,7 +145,7 @@ def test_above_the_sample_size_the_model_learns_from_the_sample(
     ctx = stage_context(env, spec, "run-k", rows_per_shard=60)
     cleaned = preprocess.run(ctx, collect.run(ctx))
     _people(env, _read(ctx, cleaned.manifest_uri))
-    results = run_parts(PARTITIONED_ANNOTATE, ctx, cleaned)
+    results = run_parts(STAGE_DEFS["annotate"], ctx, cleaned)
     model = results["train"]["info"]
     known = sum(p["known"] for p in results["label"])
     assert model["sample"] == {"per_label": 40, "records": 80, "of": known} and \
@@ -161,7 +163,7 @@ def test_the_parts_refuse_what_they_do_not_do_yet(s3: Settings, tmp_path: Path) 
     ctx = stage_context(env, SPEC.replace("  rules:", "  topics: {enabled: true}\n  rules:"),
                         "run-t")
     with pytest.raises(PermanentError, match="does not cluster topics yet"):
-        run_parts(PARTITIONED_ANNOTATE, ctx, StageResult("preprocess", "s3://x/y", {}))
+        run_parts(STAGE_DEFS["annotate"], ctx, StageResult("preprocess", "s3://x/y", {}))
 
 
 def test_the_parts_give_the_single_tasks_result_on_the_sample_reviews(
@@ -173,3 +175,18 @@ def test_the_parts_give_the_single_tasks_result_on_the_sample_reviews(
     found = _compare(env, spec, rows_per_shard=5_000)
     assert found["counts"]["in"] > 15_000 and found["report"]["conflicts"]["found"] > 0
     assert found["counts"]["suspected_label_errors"] > 0
+
+
+def test_the_check_holds_only_the_records_its_sample_takes(s3: Settings, tmp_path: Path) -> None:
+    """Above ``max_records`` the label check scores a seeded sample: the parts read only the
+    sampled records (from each shard's counts), and flag what the single task flags."""
+    env = isolated(s3, tmp_path)
+    write_rows(tmp_path / "inbox" / "reviews")
+    _near_copies(tmp_path / "inbox" / "reviews")
+    found = _compare(env, SPEC + "quality: {label_errors: {max_records: 150}}\n",
+                     rows_per_shard=60)
+    info, checked = found["report"]["label_errors"], found["results"]["check"]
+    assert (info["checked"], info["note"]) == (150, "a seeded sample of 150 records")
+    assert info["skipped"] == found["counts"]["kept"] - 150  # action flag: none dropped
+    assert checked["held"] == 150 < found["counts"]["kept"]
+    assert sum(sum(a["usable"].values()) for a in found["results"]["apply"]) > 150

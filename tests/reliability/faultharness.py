@@ -99,8 +99,13 @@ def context(s: Settings, run_id: str) -> StageContext:
 
 def run_stage(ctx: StageContext, stage: str, upstream: dict[str, Any] | None) -> dict[str, Any]:
     module = MODULES[stage]
-    result = (module.run(ctx) if stage == "collect"  # progress files hold the XComs
-              else module.run(ctx, StageResult.from_xcom(upstream or {})))
+    given = StageResult.from_xcom(upstream or {}) if stage != "collect" else None
+    if stage == "annotate":  # as the DAGs run it for the spec: its parts
+        from lifecycle.contract import declared, run_in_process
+
+        result = run_in_process(declared(stage, ctx.spec), ctx, given)
+    else:  # progress files hold the XComs
+        result = module.run(ctx) if given is None else module.run(ctx, given)
     out: dict[str, Any] = result.to_xcom()
     return out
 

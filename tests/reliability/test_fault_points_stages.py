@@ -32,6 +32,7 @@ POINTS = [
     ("preprocess.unit_applied@2", "preprocess"),
     ("preprocess.before_manifest", "preprocess"),
     ("annotate.shard_written", "annotate"),
+    ("annotate.shard_written@5", "annotate"),    # among the parts' later shards
     ("annotate.before_manifest", "annotate"),
     ("synthesize.before_manifest", "synthesize"),
     ("evaluate.docs_uploaded", "evaluate"),

@@ -34,7 +34,7 @@ def test_the_contract_declares_every_stage_in_the_spec_order() -> None:
 @pytest.mark.parametrize("stage", [*STAGES, "preprocess (partitioned)"])
 def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str) -> None:
     declared = STAGE_DEFS.get(stage, PARTITIONED)
-    for part in (*declared.parts, *([declared.people] if declared.people else [])):
+    for part in (*declared.parts, *(declared.people.parts if declared.people else ())):
         params = list(inspect.signature(part.function()).parameters.values())
         given = 1 + (part.kind == "map") + len(part.takes)  # ctx, the unit, what it takes
         required = [p for p in params if p.default is inspect.Parameter.empty
@@ -88,12 +88,34 @@ def _merge(ctx: Any, upstream: Any, applied: list[int], top: int) -> dict[str, A
     return {"upstream": upstream, "applied": applied, "top": top}
 
 
-def test_a_people_part_must_be_a_reduce_over_the_stages_parts() -> None:
+def test_a_people_pass_is_a_sequence_of_its_own_whose_tasks_do_not_repeat_the_first() -> None:
     first = (_p("a", "plan"), _p("b", "reduce", None, "a"))
-    assert Stage("ok", first, people=_p("c", "reduce", None, "b")).people is not None
-    for wrong in (_p("c", "map", "b"), _p("c", "reduce", None, "elsewhere")):
-        with pytest.raises(ValueError, match="people part c"):
-            Stage("broken", first, people=wrong)
+    ok = Stage("ok", first, people=Stage("ok", (_p("c", "plan", None, UPSTREAM),
+                                                _p("d", "reduce", None, "c"))))
+    assert ok.part("d").name == "d" and ok.part("a").name == "a"
+    with pytest.raises(ValueError, match=r"parts \['b'\] repeat"):
+        Stage("broken", first, people=Stage("broken", (_p("b", "reduce", None, UPSTREAM),)))
+    with pytest.raises(ValueError, match="no people pass"):
+        Stage("broken", first, people=ok)
+
+
+def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_others(
+        repo: Path) -> None:
+    """contract.declared: the parts for text with a label field; the single task for images
+    (and topics), each with its people pass."""
+    from lifecycle.contract import SINGLE_ANNOTATE, declared
+    from lifecycle.spec import load_spec
+
+    text = load_spec(repo / "datasets" / "zh_shopping_reviews.yaml").spec
+    images = load_spec(repo / "datasets" / "digit_images.yaml").spec
+    parts = declared("annotate", text)
+    assert parts is STAGE_DEFS["annotate"] and parts.fans_out
+    assert parts.people is not None and parts.people.reduce.name == "finish"
+    assert [p.name for p in parts.people.parts] == [
+        "finish_plan", "finish_label", "finish_train", "finish_votes", "finish_apply",
+        "finish_check", "finish_flag", "finish"]
+    assert declared("annotate", images) is SINGLE_ANNOTATE
+    assert declared("evaluate", images) is STAGE_DEFS["evaluate"]
 
 
 def test_run_in_process_follows_the_declared_data_flow() -> None:

@@ -114,6 +114,7 @@ def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
 COLLECT = "lifecycle.collect"
 PREPROCESS = "lifecycle.preprocess"
 SYNTHESIZE = "lifecycle.synthesize.parts"
+PUBLISH = "lifecycle.publish"
 
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
@@ -138,7 +139,7 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the shards combined into the stage's output, conservation checked
            Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
                 takes=(UPSTREAM, "apply", "deduplicate"))),
-    # annotate, evaluate and publish have one unit, their whole input, for now
+    # annotate and evaluate have one unit, their whole input, for now
     _stage("annotate",
            Part("label", "lifecycle.annotate.stage:run", "reduce", takes=(UPSTREAM,)),
            people=Part("finish", "lifecycle.annotate.stage:finish", "reduce",
@@ -158,7 +159,14 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
     _stage("evaluate",
            Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
     _stage("publish",
-           Part("release", "lifecycle.publish.stage:run", "reduce", takes=(UPSTREAM,))),
+           # units of whole release parts of the evaluated records (none: nothing to write)
+           Part("plan", f"{PUBLISH}.parts:plan", "plan", takes=(UPSTREAM,)),
+           # one unit's parts encoded in the staging area, or the previous version's reused
+           Part("write", f"{PUBLISH}.parts:write", "map", over="plan"),
+           # the version of the refs: manifest, card, Croissant, DVC tag, release folder,
+           # catalog, lineage
+           Part("release", f"{PUBLISH}.stage:release", "reduce",
+                takes=(UPSTREAM, "plan", "write"))),
 )}
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 

@@ -123,7 +123,20 @@ def unified_schema(store: ObjectStore, bucket: str, found: list[dict[str, Any]])
         return pa.schema([])
     merged = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 \
         else schemas[0]
-    return pa.schema([f.remove_metadata() for f in merged])
+    return pa.schema([pa.field(f.name, _as_arrow(f.type), f.nullable) for f in merged])
+
+
+def _as_arrow(kind: pa.DataType) -> pa.DataType:
+    """``kind`` as pandas' conversion to Arrow names it: a Parquet file's lists read back with
+    their items named ``element``, which Arrow names ``item`` (and the release's Parquet
+    parts store the Arrow name)."""
+    if pa.types.is_list(kind):
+        return pa.list_(_as_arrow(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_as_arrow(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _as_arrow(f.type), f.nullable) for f in kind])
+    return kind
 
 
 def footer_schema(store: ObjectStore, bucket: str, key: str, size: int) -> pa.Schema:

@@ -83,6 +83,14 @@ def shape_dag(units: int) -> Any:
         def flag(unit: dict[str, int], checked: dict[str, int]) -> dict[str, int]:
             return unit
 
+        @task(task_id="write")
+        def write(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="release")
+        def release(upstream: Any, planned: Any, written: Any) -> dict[str, int]:
+            return {}
+
         def stage(name: str) -> Any:
             @task(task_id=name)
             def run(upstream: Any = None) -> dict[str, int]:
@@ -120,9 +128,11 @@ def shape_dag(units: int) -> Any:
                     generated = generate.partial(sampled=sampled).expand(unit=chunk(sampled))
                     previous = merge(previous, marked, sampled, generated, screen.partial(
                         sampled=sampled, generated=generated).expand(unit=planned))
+                elif group == "publish":
+                    planned = plan(previous)
+                    previous = release(previous, planned, write.expand(unit=planned))
                 else:
-                    previous = stage({"evaluate": "validate",
-                                      "publish": "release"}[group])(previous)
+                    previous = stage("validate")(previous)
         previous >> end()
     return dag
 

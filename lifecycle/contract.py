@@ -125,6 +125,7 @@ def _stage(name: str, *parts: Part, **kw: Any) -> Stage:
 COLLECT = "lifecycle.collect"
 PREPROCESS = "lifecycle.preprocess"
 SYNTHESIZE = "lifecycle.synthesize.parts"
+PUBLISH = "lifecycle.publish"
 
 ANNOTATE = "lifecycle.annotate"
 
@@ -196,7 +197,6 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
     # the same parts again after the wait, named finish_*, their reduce `finish`. A spec the
     # parts cannot label yet (images, topics) runs SINGLE_ANNOTATE below (see declared)
     _annotate_parts(),
-    # evaluate and publish have one unit, their whole input, for now
     _stage("synthesize",
            # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
            Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
@@ -214,12 +214,21 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the candidates decided and accepted; the marked and synthetic shards listed
            Part("merge", f"{SYNTHESIZE}:merge", "reduce",
                 takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
+    # evaluate has one unit, its whole input, for now
     _stage("evaluate",
            Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
     _stage("publish",
-           Part("release", "lifecycle.publish.stage:run", "reduce", takes=(UPSTREAM,))),
+           # units of whole release parts of the evaluated records (none: nothing to write)
+           Part("plan", f"{PUBLISH}.parts:plan", "plan", takes=(UPSTREAM,)),
+           # one unit's parts encoded in the staging area, or the previous version's reused
+           Part("write", f"{PUBLISH}.parts:write", "map", over="plan"),
+           # the version of the refs: manifest, card, Croissant, DVC tag, release folder,
+           # catalog, lineage
+           Part("release", f"{PUBLISH}.stage:release", "reduce",
+                takes=(UPSTREAM, "plan", "write"))),
 )}
 ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
+
 
 def declared(stage: str, spec: Any) -> Stage:
     """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:

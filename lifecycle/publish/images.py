@@ -17,11 +17,16 @@ from storage.objectstore import sha256_file
 SHARD_IMAGES = 1000  # images per tar shard
 
 
-def write_image_shards(ctx: StageContext, df: pd.DataFrame,
-                       folder: Path) -> dict[str, dict[str, Any]]:
+def write_image_shards(ctx: StageContext, df: pd.DataFrame, folder: Path,
+                       position: int = 0) -> dict[str, dict[str, Any]]:
     """WebDataset-style tar shards (``images-00000.tar``, ...): per record ``<id>.<ext>``
     (the normalised image) and ``<id>.json`` (its label, caption, size, hash, split), in
-    record order, with fixed member metadata so the same records give the same bytes."""
+    record order, with fixed member metadata so the same records give the same bytes.
+    ``position``: the release's row of ``df``'s first record, a multiple of
+    :data:`SHARD_IMAGES` (a slice of the release writes the shards its rows fill)."""
+    if position % SHARD_IMAGES:
+        raise ValueError(f"image shards start at a multiple of {SHARD_IMAGES} records, not "
+                         f"at {position}")
     import io
     import tarfile
 
@@ -38,7 +43,7 @@ def write_image_shards(ctx: StageContext, df: pd.DataFrame,
 
     records = df.to_dict(orient="records")
     for start in range(0, len(records), SHARD_IMAGES):
-        name = f"images-{start // SHARD_IMAGES:05d}.tar"
+        name = f"images-{(position + start) // SHARD_IMAGES:05d}.tar"
         with tarfile.open(folder / name, "w", format=tarfile.USTAR_FORMAT) as tar:
             for rec in records[start:start + SHARD_IMAGES]:
                 bucket, key = shards.parse_uri(str(rec["image"]))
@@ -54,11 +59,32 @@ def write_image_shards(ctx: StageContext, df: pd.DataFrame,
                     json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode())
         files[name] = {"sha256": sha256_file(folder / name),
                        "bytes": (folder / name).stat().st_size}
-    if records:
-        contact_sheet(ctx, df, folder / "thumbnails.png")
-        files["thumbnails.png"] = {"sha256": sha256_file(folder / "thumbnails.png"),
-                                   "bytes": (folder / "thumbnails.png").stat().st_size}
     return files
+
+
+SHEET = 16  # images on the contact sheet
+
+
+def sheet_rows(df: pd.DataFrame, label: str | None, n: int = SHEET) -> pd.DataFrame:
+    """The records the contact sheet shows: the first of each label first (in order of
+    first appearance), then the others in record order, ``n`` in all."""
+    rows = df
+    if label and label in df:
+        firsts = df.drop_duplicates(label)
+        rows = pd.concat([firsts, df.drop(firsts.index)])
+    return rows.head(n)
+
+
+def sheet_candidates(df: pd.DataFrame, label: str | None, n: int = SHEET) -> pd.DataFrame:
+    """The records of a slice of the release that the whole release's contact sheet can
+    show (:func:`sheet_rows` over every slice's candidates, in record order, picks what it
+    picks over the whole table): the first of each of the slice's first ``n`` labels and
+    the slice's first ``2 * n`` records. A label beyond a slice's first ``n`` is preceded by
+    ``n`` labels seen earlier, so it is not among the release's first ``n``; with fewer than
+    ``n`` labels, each slice holds fewer than ``n`` first records, so ``2 * n`` records hold
+    ``n`` others."""
+    firsts = df.drop_duplicates(label).head(n) if label and label in df else df.head(0)
+    return df.loc[sorted(set(firsts.index) | set(df.index[:2 * n]))]
 
 
 def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
@@ -71,11 +97,7 @@ def contact_sheet(ctx: StageContext, df: pd.DataFrame, path: Path, n: int = 16,
     from PIL import Image, ImageDraw
 
     label = ctx.spec.schema_.label_field
-    rows = df
-    if label and label in df:
-        firsts = df.drop_duplicates(label)
-        rows = pd.concat([firsts, df.drop(firsts.index)]).head(n)
-    rows = rows.head(n)
+    rows = sheet_rows(df, label, n)
     columns = min(4, max(1, len(rows)))
     lines = (len(rows) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * cell, lines * (cell + 14)), (255, 255, 255))

@@ -1,12 +1,12 @@
-"""The release folder: every file of a version. The data files in the release formats
-(lifecycle/versions/files.py: parts of at most ``datafiles.PART_ROWS`` records under ``data/``) are
-placed in the registry by a server-side copy from where they were staged in the work bucket:
-by evaluation, which holds the final records, or else by publishing itself (image datasets,
-an older run's output, records compared again because another version was published since),
-the same way. Publishing writes the rest here: an image
-dataset's tar shards and contact sheet (lifecycle/publish/images.py), the quality report, the
-changelog, the card and the Croissant file (lifecycle/publish/card.py), and the manifest with
-its ledger link.
+"""The release folder: every file of a version, made of the refs the mapped ``write`` parts
+return (lifecycle/publish/parts.py). The data files in the release formats
+(lifecycle/versions/files.py: parts of at most ``datafiles.PART_ROWS`` records under
+``data/``) and an image dataset's tar shards are placed in the registry by a server-side copy
+from the run's staging area in the work bucket, or are already there (a part equal to the
+previous version's is that version's object). Written here, from the refs and the
+evaluation's record alone: an image dataset's contact sheet (lifecycle/publish/images.py),
+the quality report, the changelog, the card and the Croissant file
+(lifecycle/publish/card.py), and the manifest with its ledger link.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import pandas as pd
 from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.publish import card, images
+from lifecycle.publish.units import FileRef, Written
 from lifecycle.records import shards
 from lifecycle.versions import files as datafiles
-from lifecycle.versions.files import (
-    FORMATS,
-    data_files,
-    is_data_file,
-    stage_files,
-)
+from lifecycle.versions.files import FORMATS, data_files, is_data_file
+from storage import keys
 from storage.catalog import Version
 from storage.objectstore import StorageError, sha256_file
 from storage.registry import StoredFile
@@ -41,37 +38,40 @@ STAGE = "publish"
 
 @dataclass
 class Release:
-    """A version's files as built: those in the folder and the staged data files."""
+    """A version's files as built: those in the folder and the placed ones."""
 
     rows: int
     files: dict[str, dict[str, Any]]   # every file but the manifest: sha256 and size
-    stored: dict[str, StoredFile]      # the data files, placed by a server-side copy
+    stored: dict[str, StoredFile]      # the placed files (staged, or the registry's already)
+    staged: dict[str, str]             # of those, the ones in the staging area: their URIs
     content_hash: str
     manifest_entry: dict[str, Any]     # manifest.json's sha256, size and ledger link
 
 
-def build(ctx: StageContext, folder: Path, source_manifest: str, staged: dict[str, Any] | None,
-          df: pd.DataFrame | None, number: int, previous: Version | None,
+def build(ctx: StageContext, folder: Path, source_manifest: str, written: list[Written],
+          columns: list[tuple[str, str]], number: int, previous: Version | None,
           quality: dict[str, Any], change: dict[str, Any], lap: Laps) -> Release:
-    """Build version ``number``'s files in ``folder`` from evaluation's ``quality`` record and
-    the data files it ``staged`` (None: staged here from the records ``df``), with the
-    ``change`` against the ``previous`` version."""
+    """Build version ``number``'s files in ``folder`` from evaluation's ``quality`` record,
+    the release's ``columns`` (name, dtype) and the refs the write parts returned
+    (``written``), with the ``change`` against the ``previous`` version."""
     spec = ctx.spec
-    if staged is None:  # evaluation staged none: staged here, as evaluation does
-        assert df is not None
-        staged = stage_files(ctx, STAGE, df)
-    rows = int(staged["rows"])
-    columns = [(str(c), str(t)) for c, t in staged["columns"]]
-    # placed by a server-side copy
-    stored = {n: _stored(ctx, n, f) for n, f in sorted(staged["files"].items())}
-    # every part with its rows (staged by an evaluation before the parts: none)
+    refs = {n: f for w in written for n, f in w["files"].items()}
+    rows = _conserved(spec.name, refs, sum(int(w["rows"]) for w in written))
+    bucket, prefix = ctx.registry.objects
+    stored = {n: _placed(ctx, n, f, bucket, prefix) for n, f in sorted(refs.items())}
+    staged = {n: str(f["uri"]) for n, f in refs.items() if "uri" in f}
+    # every part with its rows and the digest of its records (what a refresh compares)
     files = {n: {"sha256": f["sha256"], "bytes": int(f["bytes"]),
-                 **({"rows": int(f["rows"])} if "rows" in f else {})}
-             for n, f in sorted(staged["files"].items())}
+                 **({"rows": int(f["rows"]), "digest": f["digest"]} if "rows" in f else {})}
+             for n, f in sorted(refs.items())}
     lap("data_files")
-    if spec.modality == "image":
-        assert df is not None
-        files.update(images.write_image_shards(ctx, df, folder))
+    sheet: list[dict[str, Any]] = sorted((c for w in written for c in w["sheet"]),
+                                         key=lambda c: int(c["position"]))
+    if sheet:
+        frame = pd.DataFrame(sheet)
+        images.contact_sheet(ctx, frame.set_index("position"), folder / "thumbnails.png")
+        files["thumbnails.png"] = {"sha256": sha256_file(folder / "thumbnails.png"),
+                                   "bytes": (folder / "thumbnails.png").stat().st_size}
     report = _report(ctx, quality)
     files.update(_quality_files(ctx, quality, folder))
     files.update(_card_files(ctx, rows, columns, folder, files, number, previous,
@@ -100,37 +100,49 @@ def build(ctx: StageContext, folder: Path, source_manifest: str, staged: dict[st
     manifest_entry = {"sha256": sha256_file(folder / "manifest.json"),
                       "bytes": (folder / "manifest.json").stat().st_size,
                       "chain": ledger["chain"]}
-    return Release(rows, files, stored, content_hash, manifest_entry)
+    return Release(rows, files, stored, staged, content_hash, manifest_entry)
 
 
-def _stored(ctx: StageContext, name: str, entry: dict[str, Any]) -> StoredFile:
-    """A data file evaluation wrote, checked without reading it: the object must still be
-    the one it uploaded (the same size and the ETag the server gave it; any rewrite, even of
+def _conserved(dataset: str, refs: dict[str, FileRef], rows: int) -> int:
+    """The records the parts hold: every format's parts hold the write units' ``rows``."""
+    for fmt in FORMATS:
+        names = data_files(refs, fmt)
+        held = sum(int(refs[n].get("rows", 0)) for n in names)
+        if names and held != rows:
+            raise PermanentError(f"publish {dataset}: the {fmt} parts hold {held} records, the "
+                                 f"write parts read {rows}: run publish again")
+    return rows
+
+
+def _placed(ctx: StageContext, name: str, ref: FileRef, bucket: str,
+            prefix: str) -> StoredFile:
+    """Where a file of the version is: the registry's object of an earlier version (a reused
+    part), or the staged object, checked without reading it: it must still be the one its
+    write part uploaded (the same size and the ETag the server gave it; any rewrite, even of
     the same size, gets another ETag)."""
-    bucket, key = shards.parse_uri(entry["uri"])
-    info = ctx.store.stat(bucket, key)
+    if "reused" in ref:
+        return StoredFile(bucket, keys.dvc_object_key(prefix, ref["md5"]), ref["md5"],
+                          int(ref["bytes"]))
+    staged_bucket, key = shards.parse_uri(ref["uri"])
+    info = ctx.store.stat(staged_bucket, key)
     etag = info.etag.strip('"')
-    if info.size != int(entry["bytes"]) or etag != entry["etag"]:
+    if info.size != int(ref["bytes"]) or etag != ref["etag"]:
         raise PermanentError(
-            f"publish: {entry['uri']} ({name}) is not the file evaluation wrote (expected "
-            f"{entry['bytes']} bytes, ETag {entry['etag']}; found {info.size} bytes, ETag "
-            f"{etag}): run the evaluate stage again")
-    return StoredFile(bucket, key, str(entry["md5"]), int(entry["bytes"]))
+            f"publish: {ref['uri']} ({name}) is not the file its write part staged (expected "
+            f"{ref['bytes']} bytes, ETag {ref['etag']}; found {info.size} bytes, ETag "
+            f"{etag}): run publish again")
+    return StoredFile(staged_bucket, key, ref["md5"], int(ref["bytes"]))
 
 
-def drop_staged(ctx: StageContext, stored: dict[str, StoredFile],
-                records: set[str]) -> None:
-    """The staged data files, once the version holds them and the catalog has it: the
-    registry keeps the only copy (a retried task finds the version and never needs them).
-    A file that is also evaluation's records (``records``: their keys) stays, as the
-    records of every stage do until retention prunes the run."""
-    for name, f in sorted(stored.items()):
-        if f.key in records:
-            continue
+def drop_staged(ctx: StageContext, staged: dict[str, str]) -> None:
+    """The staged files, once the version holds them and the catalog has it (or no version
+    is made of them): the registry keeps the only copy (a retried task finds the version and
+    never needs them). A reused part is the registry's object and never among them."""
+    for name, uri in sorted(staged.items()):
         try:
-            ctx.store.delete(f.bucket, f.key)
+            ctx.store.delete(*shards.parse_uri(uri))
         except StorageError as e:  # a leftover: retention prunes it with the run's outputs
-            log.warning("publish: could not remove the staged %s (%s): %s", name, f.key, e)
+            log.warning("publish: could not remove the staged %s (%s): %s", name, uri, e)
 
 
 def layout(files: dict[str, dict[str, Any]]) -> dict[str, Any]:

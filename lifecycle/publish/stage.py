@@ -2,11 +2,13 @@
 as plain objects to the releases bucket (``<dataset>/v<N>/<file>``, the version's name in
 lineage), and record the version in the catalog.
 
-The data files come from evaluation, which holds the records and stages them in the release
-formats (lifecycle/versions/files.py); publishing places those objects in the registry by a
-server-side copy and never reads the records back. Image datasets (whose release packs the
-images themselves) and outputs of older runs are read here, and their data files staged and
-placed the same way (lifecycle/publish/release.py builds the version's files).
+The stage is ``plan -> write (mapped) -> release`` (lifecycle.contract,
+docs/design/partitioned-publish.md): the plan cuts the evaluated records into units of whole
+release parts, each mapped ``write`` encodes its unit's parts in the run's staging area (or
+refers to the previous version's part when its records did not change:
+lifecycle/publish/parts.py), and :func:`release`, the reduce, makes the version from their
+refs alone (lifecycle/publish/release.py builds the version's other files) and places the
+parts in the registry by a server-side copy.
 
 Once the version is in the registry and the releases bucket, its accessibility is measured
 (lifecycle/publish/reachable.py: presigned downloads, ``dvc get``, the card and Croissant
@@ -27,8 +29,10 @@ from typing import Any
 import pandas as pd
 
 from lifecycle.context import Laps, Release, StageContext, StageResult
-from lifecycle.errors import QualityGateFailed
-from lifecycle.publish import adopt, release
+from lifecycle.errors import PermanentError
+from lifecycle.publish import adopt, parts
+from lifecycle.publish import release as files
+from lifecycle.publish.units import WriteUnit, Written
 from lifecycle.records import shards
 from lifecycle.versions import releases
 from lifecycle.versions.records import changelog, previous_records, same_records
@@ -43,45 +47,52 @@ STAGE = "publish"
 
 
 def run(ctx: StageContext, upstream: StageResult) -> StageResult:
+    """The whole stage in this process: its plan, every write part, then the release."""
+    from lifecycle.contract import STAGE_DEFS, run_in_process
+
+    return run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
+
+
+def release(ctx: StageContext, upstream: StageResult, units: list[WriteUnit],
+            written: list[Written]) -> StageResult:
+    """The reduce: the version made of the write parts' refs (``written``, one per unit of
+    the plan's ``units``), tagged, mirrored and in the catalog."""
     spec = ctx.spec
     done = ctx.catalog.version_for_run(spec.name, ctx.run_id)
     if done is not None:
         return _already_published(ctx, done)
     manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
-    quality = manifest.get("quality") or {}
-    if not quality.get("passed"):
-        raise QualityGateFailed(f"{spec.name}: the evaluation of run {ctx.run_id} did not pass "
-                                "its gate; nothing is published")
+    quality = parts.passed_gate(ctx, manifest)
     lap = Laps()
+    written = [w for w in written if w]  # a placeholder: a unit with nothing to do
     tags = ctx.registry.tags(spec.name)
     adopt.adopt(ctx, tags)
     previous = ctx.catalog.get_version(spec.name)
     number = max(tags, default=0) + 1
-    # evaluation compared the records with the newest version (an older run's output calls
-    # it "refresh"); if another version was published since, compare again here
-    compared = quality.get("compared") or quality.get("refresh") or {}
-    fresh = bool(compared) and compared.get("base_version") == (
-        previous.version if previous else None)
-    staged = manifest.get("release") if fresh and spec.modality != "image" else None
+    compared = parts.comparison(quality, previous)
     # like with like: both grades as evaluation computed them, without accessibility (measured
     # on the release only after the changelog is written into it)
     grades = {"from": evaluated_grade(ctx, previous) if previous else None,
               "to": quality.get("grade")}
-    df: pd.DataFrame | None = None
-    if staged is None:
-        df = shards.read_table(ctx.store, manifest)
-    lap("read")
-    change = _change(ctx, compared if fresh else None, previous, df)
+    change = _change(ctx, compared, previous, manifest)
+    lap("compare")
+    staged = {n: f for w in written for n, f in w["files"].items() if "uri" in f}
     if change is None:
         assert previous is not None
         log.info("publish %s: the records equal %s; no new version", spec.name, previous.ref)
+        files.drop_staged(ctx, {n: str(f["uri"]) for n, f in staged.items()})
         return _unchanged(previous)
+    if len(written) != len(units) or not written:
+        raise PermanentError(
+            f"publish {spec.name}: {len(written)} of {len(units)} write parts returned files "
+            "(the plan found nothing to write, but the records changed since): run publish "
+            "again")
+    columns = [(str(c["name"]), str(c["type"])) for c in manifest.get("schema") or []]
     with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
         folder = Path(tmp) / spec.name
         folder.mkdir()
-        lap("compare")
-        built = release.build(ctx, folder, upstream.manifest_uri, staged, df, number,
-                              previous, quality, {**change, "grade": grades}, lap)
+        built = files.build(ctx, folder, upstream.manifest_uri, written, columns, number,
+                            previous, quality, {**change, "grade": grades}, lap)
         fault_point("publish.before_registry")  # the release built, nothing published
         published = ctx.registry.publish(spec.name, folder, ctx.run_id,
                                          f"{spec.title}: {built.rows} records", store=ctx.store,
@@ -90,10 +101,14 @@ def run(ctx: StageContext, upstream: StageResult) -> StageResult:
     fault_point("publish.after_registry")  # tagged and pushed; no release folder, no catalog
     version = _record(ctx, published, built, quality, lap)
     fault_point("publish.before_dropping_staged")
-    release.drop_staged(ctx, built.stored, {str(s["key"]) for s in manifest.get("shards") or []})
-    log.info("publish %s: %s (%d records, tag %s; %s)", spec.name, version.ref,
-             version.row_count, version.tag, lap)
-    return _result(version, reused=published.reused,
+    files.drop_staged(ctx, built.staged)
+    reused = sum(int(w["reused"]) for w in written)
+    log.info("publish %s: %s (%d records, tag %s; %d files written by %d write parts, %d "
+             "reused; %s)", spec.name, version.ref, version.row_count, version.tag,
+             sum(int(w["encoded"]) for w in written), len(written), reused, lap)
+    counts = {"units": len(written), "written": sum(int(w["encoded"]) for w in written),
+              "reused": reused}
+    return _result(version, reused=published.reused, parts=counts,
                    lineage=_lineage(ctx, upstream.manifest_uri, manifest, version))
 
 
@@ -115,23 +130,25 @@ def _already_published(ctx: StageContext, done: Version) -> StageResult:
 
 
 def _change(ctx: StageContext, compared: dict[str, Any] | None, previous: Version | None,
-            df: pd.DataFrame | None) -> dict[str, Any] | None:
+            manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The changelog against the ``previous`` version, or None when the records equal it:
-    as evaluation ``compared`` them with it, or else compared here (``df``: the records)."""
+    as evaluation ``compared`` them with it, or else (another version was published since
+    evaluation) compared here, reading both versions' records whole (the one path of the
+    stage that does: docs/design/partitioned-publish.md, "Not built")."""
     spec = ctx.spec
     if compared is not None:
         change = dict(compared["changelog"])
         if compared["unchanged"] and previous is not None:
             return None
         return change
-    assert df is not None
+    df: pd.DataFrame = shards.read_table(ctx.store, manifest)
     before = previous_records(ctx, previous)
     if previous is not None and before is not None and same_records(before, df, spec):
         return None
     return changelog(before, df, spec.schema_.text_field, spec.schema_.label_field, None, None)
 
 
-def _record(ctx: StageContext, published: Published, built: release.Release,
+def _record(ctx: StageContext, published: Published, built: files.Release,
             quality: dict[str, Any], lap: Laps) -> Version:
     """The version's release folder, its accessibility measured, and the version in the
     catalog with its evaluation marked published."""
@@ -276,8 +293,11 @@ def _lineage(ctx: StageContext, upstream_uri: str, manifest: dict[str, Any],
     return [shards.stage_io(upstream_uri, manifest, "input"), out]
 
 
-def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None) -> StageResult:
-    counts: dict[str, Any] = {"in": v.row_count, "kept": v.row_count, "version": v.version}
+def _result(v: Version, reused: bool, lineage: list[DatasetIO] | None = None,
+            parts: dict[str, int] | None = None) -> StageResult:
+    """The stage's result; ``parts``: the write units, the files they wrote and reused."""
+    counts: dict[str, Any] = {"in": v.row_count, "kept": v.row_count, "version": v.version,
+                              **({"parts": parts} if parts is not None else {})}
     checked = v.quality.get("accessibility")
     if checked:  # measured on the release (older versions were not): what failed, if any
         if "accessibility" in v.quality["dimensions"]:

@@ -18,15 +18,12 @@ Versions published before hold one file per format (``data.parquet``, ``data.jso
 ``data.csv``, :data:`LEGACY`); every reader goes through :func:`data_files`, which returns
 either.
 
-Evaluation, the stage that holds the final records, stages them in the work bucket
-(:func:`stage_files`), so that publishing places them in the registry by a server-side copy
-instead of reading the records back; where evaluation staged none, publishing stages them
-itself the same way and places them by the same path (lifecycle/publish/release.py)."""
+Publishing writes them, each part by a mapped task from the evaluated records that hold
+its rows (lifecycle/publish/parts.py, docs/design/partitioned-publish.md)."""
 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,10 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lifecycle.context import StageContext
 from lifecycle.records import shards
-from storage import keys
-from storage.objectstore import md5_file, sha256_file
+from storage.objectstore import sha256_file
 
 JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Lines file
 # A release's Parquet file is written once and read by every download and by the next
@@ -127,23 +122,39 @@ def part_ranges(rows: int, part_rows: int | None = None) -> list[tuple[int, int]
     return [(start, min(start + step, rows)) for start in range(0, rows, step)] or [(0, 0)]
 
 
-def write_format(df: pd.DataFrame, folder: Path, fmt: str,
-                 part_rows: int | None = None) -> list[tuple[Path, int]]:
-    """Write the records in one release format as parts under ``folder``; returns each part's
-    path and rows, in order. Deterministic bytes for the same records."""
+def write_format(df: pd.DataFrame, folder: Path, fmt: str, part_rows: int | None = None,
+                 schema: pa.Schema | None = None, first: int = 0) -> list[tuple[Path, int]]:
+    """Write the records in one release format as parts under ``folder``, numbered from
+    ``first``; returns each part's path and rows, in order. Deterministic bytes for the same
+    records. ``schema``: the release's Arrow schema, when ``df`` is a slice of the release
+    (a column all null in it keeps the release's type)."""
     ranges = part_ranges(len(df), part_rows)
-    out = [(folder / part_name(fmt, i), stop - start) for i, (start, stop) in enumerate(ranges)]
+    out = [(folder / part_name(fmt, first + i), stop - start)
+           for i, (start, stop) in enumerate(ranges)]
     (folder / folder_of(fmt)).mkdir(parents=True, exist_ok=True)
+    # one Arrow table, so every part has the release's schema (a column all null in one
+    # part keeps its type); each part's dictionaries chosen from its own values, so its
+    # bytes do not depend on the other parts
+    table = release_table(df, schema) if fmt == "parquet" else None
+    for (path, _), (start, stop) in zip(out, ranges, strict=True):
+        write_part(df.iloc[start:stop], path, fmt,
+                   table.slice(start, stop - start) if table is not None else None)
+    return out
+
+
+def release_table(df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """The Arrow table the Parquet writer is handed for ``df`` (with the release's
+    ``schema`` when given): what a part's bytes are a function of."""
+    return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+
+def write_part(df: pd.DataFrame, path: Path, fmt: str, table: pa.Table | None = None) -> None:
+    """One part: the records ``df`` in format ``fmt`` at ``path`` (Parquet from ``table``,
+    :func:`release_table`, when given)."""
     if fmt == "parquet":
-        # one Arrow table, so every part has the release's schema (a column all null in one
-        # part keeps its type); each part's dictionaries chosen from its own values, so its
-        # bytes do not depend on the other parts
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        for (path, _), (start, stop) in zip(out, ranges, strict=True):
-            part = table.slice(start, stop - start)
-            pq.write_table(part, path, compression="zstd",
-                           compression_level=RELEASE_ZSTD_LEVEL,
-                           use_dictionary=shards.low_cardinality(part))
+        part = table if table is not None else release_table(df)
+        pq.write_table(part, path, compression="zstd", compression_level=RELEASE_ZSTD_LEVEL,
+                       use_dictionary=shards.low_cardinality(part))
     elif fmt == "jsonl":
         # column by column into plain Python values, keys in sorted order, then one record
         # at a time by orjson (UTF-8, compact separators): 10x faster than the standard
@@ -153,19 +164,16 @@ def write_format(df: pd.DataFrame, folder: Path, fmt: str,
         import orjson
 
         names = sorted(df.columns, key=str)
-        for (path, _), (start, stop) in zip(out, ranges, strict=True):
-            with open(path, "wb") as fh:
-                for first in range(start, stop, JSONL_BLOCK):
-                    block = df.iloc[first:min(first + JSONL_BLOCK, stop)]
-                    columns = [shards.plain_values(block[name]) for name in names]
-                    fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
-                                  for row in zip(*columns, strict=True))
+        with open(path, "wb") as fh:
+            for first in range(0, len(df), JSONL_BLOCK):
+                block = df.iloc[first:first + JSONL_BLOCK]
+                columns = [shards.plain_values(block[name]) for name in names]
+                fh.writelines(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n"
+                              for row in zip(*columns, strict=True))
     elif fmt == "csv":
-        for (path, _), (start, stop) in zip(out, ranges, strict=True):
-            df.iloc[start:stop].to_csv(path, index=False)  # each part with its header
+        df.to_csv(path, index=False)  # each part with its header
     else:
         raise ValueError(f"unknown release format {fmt!r}: one of {', '.join(FORMATS)}")
-    return out
 
 
 def write_files(df: pd.DataFrame, folder: Path, formats: list[str],
@@ -178,42 +186,3 @@ def write_files(df: pd.DataFrame, folder: Path, formats: list[str],
             files[path.relative_to(folder).as_posix()] = {
                 "sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": rows}
     return dict(sorted(files.items()))
-
-
-def stage_files(ctx: StageContext, stage: str, df: pd.DataFrame,
-                as_records: bool = False) -> dict[str, Any]:
-    """The release's data files in the spec's formats, written by ``stage`` (evaluation, the
-    stage that holds the final records) to the work bucket, so that publishing places them in
-    the registry by a server-side copy instead of reading the records back. Returns what
-    publishing needs: per file (part) its object, sha256, md5 (DVC's name for it), size, rows
-    and the ETag the server gave it; the row count; the columns with their types.
-    ``as_records``: the Parquet parts go where the stage's records go (part ``i`` is the
-    stage's shard ``i``), instead of beside the other files; publishing leaves them in
-    place."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with tempfile.TemporaryDirectory(prefix="granary-release-") as tmp:
-        folder = Path(tmp)
-
-        def place(fmt: str) -> dict[str, dict[str, Any]]:
-            placed = {}
-            for index, (path, rows) in enumerate(write_format(df, folder, fmt)):
-                name = path.relative_to(folder).as_posix()
-                key = (keys.shard_key(ctx.dataset, ctx.run_id, stage, index)
-                       if fmt == "parquet" and as_records else
-                       keys.report_tree_key(ctx.dataset, ctx.run_id, stage, "release", name))
-                put = ctx.store.put_file(ctx.work_bucket, key, path)
-                placed[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                                "rows": rows, "md5": md5_file(path),
-                                "uri": f"s3://{ctx.work_bucket}/{key}",
-                                "etag": put.etag.strip('"')}
-                path.unlink()  # uploaded: the temporary folder holds it no longer
-            return placed
-
-        # each format written, hashed and uploaded beside the others: Arrow encodes and
-        # compresses the Parquet parts outside the GIL while the JSON Lines are built
-        formats = sorted(set(ctx.spec.publish.formats))
-        with ThreadPoolExecutor(max_workers=max(len(formats), 1)) as pool:
-            files = {n: f for placed in pool.map(place, formats) for n, f in placed.items()}
-    return {"files": dict(sorted(files.items())), "rows": len(df),
-            "columns": [[str(c), str(t)] for c, t in df.dtypes.items()]}

@@ -213,16 +213,18 @@ def test_the_same_records_make_no_new_version(s3: Settings, tmp_path: Path) -> N
     assert registry(s).tags(DS) == {1: f"{DS}/v1"}
 
 
-def test_publishing_places_what_evaluation_wrote_without_reading_it(
-        s3: Settings, tmp_path: Path) -> None:
-    """Evaluation writes the release's data files; publishing checks them by size and ETag
-    and copies them into the registry on the server: it reads no records, the version holds
-    exactly those bytes, and a file altered in between is refused."""
+def test_publishing_places_what_its_write_parts_staged(s3: Settings, tmp_path: Path) -> None:
+    """The write parts read each evaluated shard once and stage the release's data files;
+    the release checks them by size and ETag and copies them into the registry on the
+    server, reading no record: the version holds exactly those bytes, the staged files are
+    gone once the catalog has it, and a file altered in between is refused."""
     import json
 
     from granary.runtime import catalog, object_store, registry
+    from lifecycle.contract import STAGE_DEFS, run_parts
     from lifecycle.errors import PermanentError
     from lifecycle.evaluate import stage as evaluate
+    from lifecycle.publish import parts
     from lifecycle.publish import stage as publish
     from lifecycle.records import shards
     from lifecycle.versions import releases
@@ -233,52 +235,50 @@ def test_publishing_places_what_evaluation_wrote_without_reading_it(
     store = object_store(s)
     ctx = context(s, SPEC, "run-1")
     up = evaluate.run(ctx, until_evaluate(ctx))
-    staged = shards.read_manifest(store, up.manifest_uri)["release"]
-    assert sorted(staged["files"]) == ["data/jsonl/part-00000.jsonl",
-                                       "data/parquet/part-00000.parquet"]
+    evaluated = shards.read_manifest(store, up.manifest_uri)
+    assert "release" not in evaluated  # evaluation stages no release file any more
     with reads_by_object() as read:
-        assert publish.run(ctx, up).counts["version"] == 1
-    # manifests and reports only: no shard, no staged file, no registry object came down
-    # but the version's listing (<md5>.dir, which names the objects the release folder is
-    # copied from). Once the version is in the registry, the accessibility check gets the
-    # data file as a consumer does, by dvc get (and every file by its presigned link, plain
-    # HTTP that no S3 read counts): that is its one read of the records
+        done = run_parts(STAGE_DEFS["publish"], ctx, up)
+    assert done["release"].counts["version"] == 1
+    [written] = done["write"]
+    assert sorted(written["files"]) == ["data/jsonl/part-00000.jsonl",
+                                        "data/parquet/part-00000.parquet"]
+    # the records came down once, to the write part: each evaluated shard whole once (its
+    # footer by two range reads in the plan); the release read none, nor any registry
+    # object but the version's listing; the accessibility check gets the data file as a
+    # consumer does, by dvc get
     consumer = [k for k in read if k.startswith("dvc get ")]
     assert consumer == [f"dvc get {DS}/v1 data/parquet/part-00000.parquet"], read
-    assert read and not [k for k in read if k not in consumer and (
-        k.endswith((".parquet", ".jsonl")) or ("/files/md5/" in k and not k.endswith(".dir")))
-    ], read
+    shard_bytes = {f"s3://{evaluated['_bucket']}/{x['key']}": x["bytes"]
+                   for x in evaluated["shards"]}
+    assert {k for k in read if k.endswith(".parquet") and k not in consumer} == \
+        set(shard_bytes), read
+    assert all(n <= read[k] < 2 * n for k, n in shard_bytes.items()), read
+    assert not [k for k in read if k.endswith(".jsonl") or (
+        "/files/md5/" in k and not k.endswith(".dir"))], read
     v1 = catalog(s).get_version(DS, 1)
-    assert v1 is not None and v1.row_count == staged["rows"]
+    assert v1 is not None and v1.row_count == evaluated["row_count"] == written["rows"]
     bucket, prefix = registry(s).objects
-    for name, entry in staged["files"].items():
+    for name, entry in written["files"].items():
         published = releases.read_file(v1, store, bucket, prefix, name)
         assert _sha256(published) == entry["sha256"] == v1.files[name]["sha256"]
         assert hashlib.md5(published).hexdigest() == entry["md5"]
     assert json.loads(releases.read_file(v1, store, bucket, prefix, "manifest.json"))[
-        "row_count"] == staged["rows"]
+        "row_count"] == evaluated["row_count"]
     # the registry keeps the only copy: the staged files are gone from the work bucket
     assert not [o.key for o in store.list(s.bucket_work, f"{DS}/")
-                if "/evaluate/release/" in o.key]
-    # ... but for the Parquet part, written once as evaluation's records too: it stays as
-    # the stage's one shard, readable (hash checked) as any stage output
-    evaluated = shards.read_manifest(store, up.manifest_uri)
-    [shard] = evaluated["shards"]
-    assert staged["files"]["data/parquet/part-00000.parquet"]["uri"] == f"s3://{s.bucket_work}/{shard['key']}"
-    assert shard["sha256"] == staged["files"]["data/parquet/part-00000.parquet"]["sha256"]
-    records = shards.read_table(store, evaluated)
-    assert len(records) == staged["rows"] == shard["rows"]
+                if "/publish/release/" in o.key]
 
     change_source(s)
     ctx = context(s, SPEC, "run-2")
     up = evaluate.run(ctx, until_evaluate(ctx))
-    entry = shards.read_manifest(store, up.manifest_uri)["release"]["files"][
-        "data/jsonl/part-00000.jsonl"]
-    bucket, key = shards.parse_uri(entry["uri"])
+    units = parts.plan(ctx, up)
+    staged = [parts.write(ctx, u) for u in units]
+    bucket, key = shards.parse_uri(staged[0]["files"]["data/jsonl/part-00000.jsonl"]["uri"])
     original = store.get_bytes(bucket, key)
     store.put_bytes(bucket, key, original[:-3] + b"}}\n")  # the same size, other bytes
-    with pytest.raises(PermanentError,
-                       match=r"\(data/jsonl/part-00000\.jsonl\) is not the file evaluation wrote"):
-        publish.run(ctx, up)
+    with pytest.raises(PermanentError, match=r"\(data/jsonl/part-00000\.jsonl\) is not the "
+                                             r"file its write part staged"):
+        publish.release(ctx, up, units, staged)
     assert [v.version for v in catalog(s).versions(DS)] == [1]
     assert registry(s).tags(DS) == {1: f"{DS}/v1"}

@@ -52,6 +52,7 @@ def test_a_version_in_parts_loads_with_every_consumer_tool(
     from granary.runtime import catalog, object_store, registry
     from lifecycle.records import shards
     from lifecycle.versions.verify import verify
+    from storage import keys
 
     _offline_hf(monkeypatch, tmp_path)
     s = graded_settings(s3, tmp_path)
@@ -70,10 +71,11 @@ def test_a_version_in_parts_loads_with_every_consumer_tool(
         assert all(len(v.files[n]["sha256"]) == 64 and v.files[n]["bytes"] > 0 for n in names)
     assert not [n for n in v.files if n.startswith("data.")]  # no single file any more
 
-    # evaluation's records are the Parquet parts (part i is the stage's shard i), in order
+    # the write parts encoded every part (one write unit per part), staged them in the work
+    # bucket and the release dropped them once the registry held them
+    assert result.counts["parts"] == {"units": expected, "written": 3 * expected, "reused": 0}
+    assert not list(object_store(s).list(s.bucket_work, keys.stage_prefix(DS, "run-1", "publish")))
     manifest = shards.read_manifest(object_store(s), evaluated.manifest_uri)
-    assert [x["sha256"] for x in manifest["shards"]] == [
-        v.files[n]["sha256"] for n in release_files.data_files(v.files, "parquet")]
     records = shards.read_table(object_store(s), manifest)
     order = list(records["id"])
 
@@ -150,23 +152,68 @@ def test_a_version_in_parts_loads_with_every_consumer_tool(
 
 
 def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
-        s3: Settings, tmp_path: Path, small_parts: int) -> None:
+        s3: Settings, tmp_path: Path, small_parts: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refresh adds 20 records to 300: the base's records come first in the same order,
-    so every full part before the last is the same bytes (the same DVC object, stored once)
-    and only the last part and the new one differ."""
+    so every full part before the last is the same bytes (the same DVC object, stored once).
+    The refresh's write parts encode and upload only the new part (per format), and reference
+    the base's objects for the others; the version still loads whole with every tool."""
     from granary.runtime import catalog
+    from storage import keys
+    from storage.objectstore import ObjectStore
 
     s = isolated(s3, tmp_path)
     pool = labelled(320)[["text", "label"]]
     rows = tmp_path / "inbox" / "reviews" / "rows.csv"
     rows.parent.mkdir(parents=True)
     pool.iloc[:300].to_csv(rows, index=False)
-    _lifecycle(s, SPEC, "run-1", "full")
+    first = _lifecycle(s, SPEC, "run-1", "full")
+    assert first["publish"]["parts"] == {"units": 3, "written": 6, "reused": 0}
     _append(rows, pool.iloc[300:320])
+    # every object the refresh uploads or copies, and every part it encodes
+    sent: list[tuple[str, str, int]] = []
+    encoded: list[str] = []
+    put_file, copy = ObjectStore.put_file, ObjectStore.copy
+
+    def counted_put(store: ObjectStore, bucket: str, key: str, path: Path,
+                    *a: object, **k: object) -> object:
+        sent.append((bucket, key, path.stat().st_size))
+        return put_file(store, bucket, key, path, *a, **k)
+
+    def counted_copy(store: ObjectStore, bucket: str, src: str, dst_bucket: str,
+                     dst: str) -> None:
+        sent.append((dst_bucket, dst, store.stat(bucket, src).size))
+        copy(store, bucket, src, dst_bucket, dst)
+
+    write_part = release_files.write_part
+    monkeypatch.setattr(ObjectStore, "put_file", counted_put)
+    monkeypatch.setattr(ObjectStore, "copy", counted_copy)
+    monkeypatch.setattr(release_files, "write_part", lambda df, path, fmt, table=None: (
+        encoded.append(path.as_posix().split("/data/", 1)[1]),
+        write_part(df, path, fmt, table))[1])
     refreshed = _lifecycle(s, SPEC, "run-2", "incremental")
+    monkeypatch.undo()
     assert refreshed["publish"]["version"] == 2
+    assert refreshed["publish"]["parts"] == {"units": 4, "written": 2, "reused": 6}
+    assert sorted(encoded) == ["jsonl/part-00003.jsonl", "parquet/part-00003.parquet"]
     v1, v2 = (catalog(s).get_version(DS, n) for n in (1, 2))
-    assert v1 is not None and v2 is not None and v2.row_count > v1.row_count
+    assert v1 is not None and v2 is not None
+    new_parts = {f"data/{f}/part-00003.{f}" for f in ("parquet", "jsonl")}
+    # staged: the new parts only, their bytes; into the registry: their two objects only
+    staged = [(k, n) for b, k, n in sent if b == s.bucket_work and "/data/" in k]
+    assert sorted(k.split("/release/")[1] for k, _ in staged) == sorted(new_parts)
+    assert sum(n for _, n in staged) == sum(v2.files[p]["bytes"] for p in new_parts)
+    from granary.runtime import object_store, registry
+    from lifecycle.versions import releases
+
+    bucket, prefix = registry(s).objects
+    listed = releases.listing(object_store(s), bucket, prefix, v2.dvc_md5)
+    data_objects = {keys.dvc_object_key(prefix, md5): n for n, md5 in listed.items()
+                    if n.startswith("data/")}
+    assert sorted(data_objects[k] for b, k, _ in sent if k in data_objects) == \
+        sorted(new_parts)
+    _loads_whole(registry(s).fetch(DS, 2, tmp_path / "v2"), v2.row_count, tmp_path,
+                 monkeypatch)
+    assert v2.row_count > v1.row_count
     for fmt in ("parquet", "jsonl"):
         old, new = (release_files.data_files(v.files, fmt) for v in (v1, v2))
         full = v1.row_count // small_parts  # the base's full parts
@@ -193,6 +240,29 @@ def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
     [published] = [step for step in trace["path"] if step["stage"] == "publish"]
     assert (published["row"], published["file"], published["file_row"]) == (
         position, "data/parquet/part-00002.parquet", 7)
+
+
+def _loads_whole(out: Path, rows: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release fetched to ``out`` reads whole, ``rows`` distinct records, with pandas,
+    DuckDB and Hugging Face datasets, and its Croissant file validates and reads them."""
+    import duckdb
+    import mlcroissant as mlc
+
+    from datasets import load_dataset
+
+    _offline_hf(monkeypatch, tmp_path)
+    parquet = out / "data" / "parquet"
+    order = list(pd.read_parquet(parquet)["id"])
+    assert len(order) == len(set(order)) == rows
+    assert duckdb.sql(f"SELECT count(DISTINCT id) FROM read_parquet('{parquet}/*.parquet')"
+                      ).fetchall() == [(rows,)]
+    ds = load_dataset("parquet", data_files=str(parquet / "*.parquet"), split="train",
+                      cache_dir=str(tmp_path / "hf-cache"))
+    assert ds["id"] == order
+    dataset = mlc.Dataset(jsonld=out / "croissant.json")
+    assert not dataset.metadata.ctx.issues.errors
+    loaded = [r["records/id"] for r in dataset.records("records")]
+    assert [x.decode() if isinstance(x, bytes) else x for x in loaded] == order
 
 
 def test_a_version_published_as_one_file_still_reads(s3: Settings, tmp_path: Path) -> None:

@@ -195,11 +195,14 @@ PUBLISH_RUN = "pub"
 
 
 def _staged(ctx: StageContext, evaluated: dict[str, Any]) -> list[tuple[str, str]]:
-    """The release files evaluation staged for publishing (bucket, key)."""
+    """The release files evaluation staged for publishing (bucket, key): none since
+    publishing's write parts stage them (lifecycle/publish/parts.py); an evaluation of an
+    older run may still name some."""
     from lifecycle.records.shards import parse_uri, read_manifest
 
     manifest = read_manifest(ctx.store, evaluated["manifest_uri"])
-    return [parse_uri(f["uri"]) for f in manifest["release"]["files"].values()]
+    return [parse_uri(f["uri"]) for f in (manifest.get("release") or {}).get("files", {})
+            .values()]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from tests.reliability.faultharness import Baseline, check_case, run_case
 pytestmark = pytest.mark.reliability
 
 POINTS = [
+    "publish.part_staged",          # a write part's first file staged, the other not
     "publish.before_registry",      # the release built, nothing published
     "registry.cloned",              # the registry cloned, nothing sent
     "registry.object_sent@2",       # mid push: between the objects of the version

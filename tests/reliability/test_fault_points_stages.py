@@ -36,7 +36,6 @@ POINTS = [
     ("annotate.before_manifest", "annotate"),
     ("synthesize.before_manifest", "synthesize"),
     ("evaluate.docs_uploaded", "evaluate"),
-    ("evaluate.release_staged", "evaluate"),
     ("evaluate.before_manifest", "evaluate"),
     ("evaluate.before_catalog", "evaluate"),
 ]

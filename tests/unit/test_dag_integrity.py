@@ -83,6 +83,12 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
             "synthesize.chunk", "synthesize.generate", "synthesize.screen", "synthesize.merge"}
         assert dag.get_task("synthesize.generate").downstream_task_ids == {
             "synthesize.screen", "synthesize.merge"}
+        # publishing: the plan, one write task per unit of parts, then the release
+        assert "Mapped" in type(dag.get_task("publish.write")).__name__
+        assert dag.get_task("publish.plan").downstream_task_ids == {
+            "publish.write", "publish.release"}
+        assert dag.get_task("publish.write").downstream_task_ids == {"publish.release"}
+        assert dag.get_task("publish.write").pool != "granary_registry"
         assert loaded.spec.name in dag.tags
         assert loaded.spec.title in (dag.doc_md or "")
         assert dag.max_active_runs == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from lifecycle.context import StageContext
@@ -29,13 +31,8 @@ def apply(ctx: StageContext, unit: Cleaned, decided: Decided) -> Applied:
     df = _read(ctx, ctx.work_bucket, unit["cleaned"])
     merges = _read(ctx, ctx.work_bucket, decided["unit_merges"].get(str(unit["index"]), []))
     if len(df) and len(merges):
-        df = df.loc[~df["id"].isin(set(merges["id"]))].reset_index(drop=True)
-        notes = {reason: set(merges.loc[merges["reason"] == reason, "kept_id"])
-                 for reason in NOTED}
-        names = {"exact_duplicate": "exact_dedup:kept_representative",
-                 "near_duplicate": "near_dedup:kept_representative"}
-        df["operations"] = [[*ops, *(names[r] for r, kept in notes.items() if rid in kept)]
-                            for rid, ops in zip(df["id"], df["operations"], strict=True)]
+        df = df.loc[~shards.among(df["id"], merges["id"])].reset_index(drop=True)
+        df["operations"] = _noted(df["id"].tolist(), df["operations"].tolist(), merges)
     work = _Run(ctx, df, fresh=False)
     for step in after:
         getattr(work, step)()
@@ -52,3 +49,23 @@ def apply(ctx: StageContext, unit: Cleaned, decided: Decided) -> Applied:
     fault_point("preprocess.unit_applied")
     return out
 
+
+
+NAMES = {"exact_duplicate": "exact_dedup:kept_representative",
+         "near_duplicate": "near_dedup:kept_representative"}
+
+
+def _noted(ids: list[str], ops: list[Any], merges: pd.DataFrame) -> list[Any]:
+    """The records' operations, those of the records that absorbed others (``kept_id`` of a
+    merge whose reason is NOTED) with one mark a reason, in NOTED's order. Only those rows
+    change; the ids and the marked sets are plain Python (iterating pandas' Arrow-backed
+    strings record by record cost 0.6 CPU-s a 50,000-record shard)."""
+    kept = merges["kept_id"].astype(object).to_numpy()
+    reasons = merges["reason"].astype(object).to_numpy()
+    notes = [(NAMES[r], set(kept[reasons == r].tolist())) for r in NOTED]
+    marked = set().union(*(s for _, s in notes))
+    out = list(ops)
+    for i, rid in enumerate(ids):
+        if rid in marked:
+            out[i] = [*ops[i], *(name for name, s in notes if rid in s)]
+    return out

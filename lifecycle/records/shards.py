@@ -150,10 +150,11 @@ def table_bytes(df: pd.DataFrame, compact: bool = False,
     write and 0.4 s to read 50,000 signatures; plain: 0.07 and 0.1, the same bytes)."""
     buf = io.BytesIO()
     table = pa.Table.from_pandas(df, preserve_index=False)
-    dictionary: bool | list[str] = low_cardinality(table) if compact else True
+    chosen = low_cardinality(table) if compact else None
+    dictionary: bool | list[str] = True if chosen is None else chosen
     compression: str | dict[str, str] = "zstd"
     if plain:
-        dictionary = [c for c in (table.column_names if dictionary is True else dictionary)
+        dictionary = [c for c in (table.column_names if chosen is None else chosen)
                       if c not in plain]
         compression = {c: "none" if c in plain else "zstd" for c in table.column_names}
     pq.write_table(table, buf, compression=compression, use_dictionary=dictionary)

@@ -566,9 +566,10 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if key in ok[0]:
             out[key] = round(statistics.median(r[key] for r in ok), 2)
     if "tasks" in ok[0]:  # the stage's task processes, per kind (bench/stage.py)
-        out["tasks"] = {kind: {key: round(statistics.median(
-            r["tasks"][kind][key] for r in ok if kind in r.get("tasks", {})), 2)
-            for key in ("tasks", "cpu_s", "peak_rss_mb")} for kind in ok[0]["tasks"]}
+        out["tasks"] = {kind: {"tasks": ok[0]["tasks"][kind]["tasks"], **{
+            key: round(statistics.median(r["tasks"][kind][key] for r in ok
+                                         if kind in r.get("tasks", {})), 2)
+            for key in ("cpu_s", "peak_rss_mb")}} for kind in ok[0]["tasks"]}
     n = ok[0].get("documents")
     for key in ("documents", "exact_removed", "near_removed", "kept", "masked", "shards"):
         if key in ok[0]:

@@ -13,7 +13,9 @@ What is measured, per size (100k and 1M documents by default), each a process of
   shard; run_stage for the merge), each task in a fresh process, two at a time, against a
   real SeaweedFS S3 server holding the collected Parquet shards, with quarantine tables,
   manifests, report and the SQLite catalog. The S3 server's CPU and memory during the run
-  are added to the stage's.
+  are added to the stage's. Per kind of task, what its processes cost (``tasks``; the rest
+  of Granary's CPU, ``cpu_s_outside_tasks``, is the parent and the fork server), also kept,
+  run after run, in the results' ``stage_tasks`` with the commit measured.
 - ``granary-collect+stage``: the same with collection (one fetch task per corpus file, then
   its merge) in the measured run, since the peers' figures include reading their input.
 - ``datatrove`` (bench/peer_datatrove.py) and ``data-juicer`` (bench/peer_datajuicer.py), in
@@ -49,7 +51,8 @@ environment gets a discarded warm-up run on 1,000 documents.
 
     python bench/run.py                              # 100k and 1M, two runs each
     python bench/run.py --documents 100000 --runs 3  # one size, three runs
-    python bench/run.py --no-peers                   # Granary alone
+    python bench/run.py --no-peers                   # Granary alone (the peers' earlier
+                                                     # figures kept, with when)
     python bench/run.py --documents 1000000 --profile-only --out other.json
     python bench/run.py --combine-logs a.log b.log   # runs of one size split over invocations
 """
@@ -405,9 +408,13 @@ def run_tool(tool: str, n: int, src: Path, work: Path,
         with_collect = tool == "granary-collect+stage"
         home = StageHome(src, work, with_collect)
         try:
-            return measure([sys.executable, str(ROOT / "bench" / "stage.py"), "run",
-                            *(["--collect"] if with_collect else [])], env=home.env,
-                           s3=home.server)
+            result = measure([sys.executable, str(ROOT / "bench" / "stage.py"), "run",
+                              *(["--collect"] if with_collect else [])], env=home.env,
+                             s3=home.server)
+            if "tasks" in result:  # the parent and the fork server the tasks come from
+                result["cpu_s_outside_tasks"] = round(result["cpu_s_granary"] - sum(
+                    t["cpu_s"] for t in result["tasks"].values()), 2)
+            return result
         finally:
             home.close()
             shutil.rmtree(work, ignore_errors=True)
@@ -547,7 +554,7 @@ def pii_cost(texts: list[str]) -> dict[str, Any]:
 TOOLS = ["granary-operators", "granary-stage", "granary-collect+stage", "datatrove",
          "data-juicer"]
 FIGURES = ["wall_s", "cpu_s", "peak_rss_mb", "cpu_s_granary", "cpu_s_s3_server",
-           "peak_rss_mb_granary", "peak_rss_mb_s3_server"]
+           "cpu_s_outside_tasks", "peak_rss_mb_granary", "peak_rss_mb_s3_server"]
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -558,6 +565,11 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in FIGURES:
         if key in ok[0]:
             out[key] = round(statistics.median(r[key] for r in ok), 2)
+    if "tasks" in ok[0]:  # the stage's task processes, per kind (bench/stage.py)
+        out["tasks"] = {kind: {"tasks": ok[0]["tasks"][kind]["tasks"], **{
+            key: round(statistics.median(r["tasks"][kind][key] for r in ok
+                                         if kind in r.get("tasks", {})), 2)
+            for key in ("cpu_s", "peak_rss_mb")}} for kind in ok[0]["tasks"]}
     n = ok[0].get("documents")
     for key in ("documents", "exact_removed", "near_removed", "kept", "masked", "shards"):
         if key in ok[0]:
@@ -734,6 +746,7 @@ def main() -> None:
                       "subreaper), the S3 server's CPU during the stage runs added; medians "
                       f"of {args.runs} interleaved runs; see bench/run.py's docstring",
         "task_startup": task_startup(), "sizes": {}, "profile": {}}
+    earlier: dict[str, Any] = {}
     if args.out.exists():  # sizes measured by an earlier invocation stay, marked with when
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
         for key in ("sizes", "profile"):
@@ -741,6 +754,7 @@ def main() -> None:
                 if isinstance(value, dict) and str(size) not in {
                         str(n) for n in (args.documents or [100_000, 1_000_000])}:
                     record[key][size] = value
+        record["stage_tasks"] = earlier.get("stage_tasks") or []
     for n in args.documents or [100_000, 1_000_000]:
         src = write_corpus(corpus(n, lines=lines), tmp / f"corpus-{n}")
         tools = [t for t in args.tools if t not in not_measured
@@ -750,6 +764,7 @@ def main() -> None:
             "when": datetime.now(UTC).isoformat(timespec="seconds"), "tools": {},
             "vs_datatrove_docs_per_cpu_s": {}}
         record["sizes"][str(n)] = entry
+        kept = carried(earlier, n, tools)
         for attempt in range(args.runs):
             for tool in tools:
                 print(f"  {n:,} run {attempt + 1}: {tool} ...", file=sys.stderr, flush=True)
@@ -757,8 +772,11 @@ def main() -> None:
                 result["when"] = datetime.now(UTC).isoformat(timespec="seconds")
                 runs[tool].append(result)
                 print(f"    {json.dumps(result)}", file=sys.stderr, flush=True)
-                summarise(entry, runs, n, not_measured, args.datajuicer_max)
+                summarise(entry, runs, n, not_measured, args.datajuicer_max, kept)
                 save(record, args.out)
+        if entry["tools"].get("granary-stage", {}).get("measured"):
+            record.setdefault("stage_tasks", []).append(stage_tasks(
+                entry["tools"]["granary-stage"], n, record["environment"]["commit"]))
             if attempt == 0 and not args.no_profile:  # before the second round: it is
                 # the part most worth having if a long run has to be cut short
                 print(f"  {n:,}: profiling the stage ...", file=sys.stderr, flush=True)
@@ -778,12 +796,40 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
+def carried(earlier: dict[str, Any], n: int, tools: list[str]) -> dict[str, Any]:
+    """The figures of the tools this invocation does not run (``--no-peers``, ``--tools``)
+    that an earlier one measured at size ``n``, kept beside the new ones (with when they
+    were measured) so the ratios to datatrove still have their base."""
+    before = (earlier.get("sizes") or {}).get(str(n), {})
+    out = {}
+    for tool, m in (before.get("tools") or {}).items():
+        if tool not in tools and m.get("measured"):
+            out[tool] = {**{k: v for k, v in m.items() if k != "carried_from"},
+                         "carried_from": m.get("carried_from") or before.get("when")}
+    return out
+
+
+def stage_tasks(stage: dict[str, Any], n: int, commit: str) -> dict[str, Any]:
+    """One line of the stage's history (``stage_tasks`` in the results): the commit, the
+    stage's CPU (S3 server included) and what each kind of task cost, summed over its tasks
+    (medians over the runs), so a change's effect per task kind stays on record."""
+    return {"commit": commit, "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "documents": n, "runs": stage["runs"], "cpu_s": stage["cpu_s"],
+            "cpu_s_s3_server": stage.get("cpu_s_s3_server"),
+            "cpu_s_outside_tasks": stage.get("cpu_s_outside_tasks"),
+            "tasks": stage.get("tasks", {})}
+
+
 def summarise(entry: dict[str, Any], runs: dict[str, list[dict[str, Any]]], n: int,
-              not_measured: dict[str, str], datajuicer_max: int) -> None:
-    """Medians so far, the ratios to datatrove, and the tools not measured with why."""
+              not_measured: dict[str, str], datajuicer_max: int,
+              kept: dict[str, Any] | None = None) -> None:
+    """Medians so far, the ratios to datatrove, and the tools not measured with why (or
+    ``kept``: their figures from an earlier invocation, see carried)."""
     for tool in TOOLS:
         if tool in runs and runs[tool]:
             entry["tools"][tool] = medians(runs[tool])
+        elif tool in (kept or {}):
+            entry["tools"][tool] = (kept or {})[tool]
         elif tool in not_measured:
             entry["tools"][tool] = {"measured": False, "why": not_measured[tool]}
         elif tool == "data-juicer" and n > datajuicer_max:

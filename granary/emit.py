@@ -12,6 +12,7 @@ swallowed.
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -103,6 +104,11 @@ def emit_stage(stage: str, ios: list[DatasetIO], result: StageResult,
     """Emit the stage's datasets on the current task's OpenLineage run; True if sent.
     ``child_started``: the task runs other stages too, so this one is a run of its own under
     the task's, started then (_child_events)."""
+    if "airflow" not in sys.modules:
+        # no Airflow in this process, so no task run to join (a script or benchmark calling
+        # granary.runtime directly): importing the provider only to learn that took ~2 CPU-s
+        log.info("not in an Airflow task: %s lineage not emitted", stage)
+        return False
     try:
         from airflow.providers.openlineage.api import (
             emit,

@@ -103,7 +103,7 @@ def clean(ctx: StageContext, unit: ShardUnit) -> Cleaned:
                else None)
     out: Cleaned = {"index": unit["index"], "label": unit["label"], "in": n_in,
            "cleaned": _write(ctx, df, f"{tag}-clean"),
-           "keys": _write(ctx, index, f"{tag}-keys"), "key_texts": key_texts,
+           "keys": _write(ctx, index, f"{tag}-keys", plain=("sig",)), "key_texts": key_texts,
            "quarantine": _write(ctx, dropped, f"{tag}-quarantine") if dropped is not None
            else [], "quarantined": 0 if dropped is None else len(dropped),
            "quarantine_reasons": reason_counts(dropped), "report": work.report}

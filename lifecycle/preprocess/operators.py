@@ -4,7 +4,7 @@ records, what leaves quarantined with its reason, and the exact-duplicate key.""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,10 @@ import pandas as pd
 from lifecycle.context import StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.records import shards
-from lifecycle.text import pii
 from lifecycle.text.textops import Normaliser, RecordFilter
+
+if TYPE_CHECKING:
+    from lifecycle.text import pii
 
 
 class ExactDeduplicator:
@@ -113,6 +115,10 @@ class _Run:
         self.step_summary("filter", before, reasons=dict(Counter(r for r in reasons if r)))
 
     def pii(self) -> None:
+        # imported here: its detectors (phonenumbers, stdnum, some 260 patterns compiled) cost
+        # about 0.07 CPU-s to import, which the tasks running no pii step (apply) skip
+        from lifecycle.text import pii
+
         before = len(self.df)
         actions = self.cfg.pii.actions()
         watched = list(pii.ENTITIES)  # "keep" entities are still counted in the report
@@ -177,6 +183,8 @@ def pii_fields(spec: Any) -> list[str]:
 
 
 def _replace(text: str, hits: list[pii.Found], actions: dict[str, str], salt: str) -> str:
+    from lifecycle.text import pii
+
     out, last = [], 0
     for h in hits:
         action = actions[h.entity]

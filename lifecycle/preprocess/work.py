@@ -30,9 +30,9 @@ def _read(ctx: StageContext, bucket: str, shard_list: list[dict[str, Any]]) -> p
     return shards.read_table(ctx.store, {"_bucket": bucket, "shards": shard_list})
 
 
-def _write(ctx: StageContext, df: pd.DataFrame, table: str,
-           compact: bool = False) -> list[dict[str, Any]]:
-    return shards.write_table(ctx, STAGE, df, table, compact) if len(df) else []
+def _write(ctx: StageContext, df: pd.DataFrame, table: str, compact: bool = False,
+           plain: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return shards.write_table(ctx, STAGE, df, table, compact, plain) if len(df) else []
 
 
 

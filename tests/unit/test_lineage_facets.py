@@ -99,3 +99,19 @@ def test_names() -> None:
     assert (name.namespace, name.name) == ("s3://granary-raw", "d/s/x.txt")
     assert parse_node_id(name.node_id) == ("dataset", "s3://granary-raw", "d/s/x.txt")
     assert parse_node_id("job:granary:dag.task") == ("job", "granary", "dag.task")
+
+
+def test_no_airflow_in_the_process_means_no_lineage_and_no_airflow_import() -> None:
+    """A process that runs stages without Airflow (a script, the preprocess benchmark) has
+    no task run to join: emit_stage says so and does not import Airflow to find out."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom granary import emit\nfrom lifecycle.context import StageResult\n"
+            "from lineage.facets import DatasetIO\n"
+            "sent = emit.emit_stage('collect', [DatasetIO(uri='s3://b/k', direction='input')], "
+            "StageResult('collect', 's3://b/m', {'in': 1, 'kept': 1}), ['team'], 'x')\n"
+            "print(sent, 'airflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -21,7 +21,7 @@ import pandas as pd
 from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.evaluate import expectations as gxsuite
-from lifecycle.evaluate import gxmerge, labels
+from lifecycle.evaluate import gxwhole, labels
 from lifecycle.evaluate.candidate import Candidate, newest
 from lifecycle.labels import labelcheck
 from lifecycle.quality import cells, keyparts
@@ -114,10 +114,20 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
     spec, df, refresh = ctx.spec, cand.df, cand.refresh
     fresh = refresh.fresh if refresh is not None else None
     carry = gxsuite.carried_checks(refresh.carried if refresh is not None else None, rules)
+    arrived, manifest = cand.arrived, cand.manifest
+    sizes = [int(s["rows"]) for s in manifest["shards"]]
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
+        by_shard = None
         if carry is not None and refresh is not None:
             results, checks = gxsuite.validate_refresh(spec, df, refresh.fresh, carry,
                                                        refresh.base_version, Path(tmp))
+        elif refresh is None and sum(sizes) == len(df):
+            # each shard validated once; the whole table's result made from the shards'
+            # and the key partials, the rest of the suite run on the whole table
+            # (lifecycle/evaluate/gxwhole.py), and the Data Docs rendered from it
+            whole, by_shard = gxwhole.validate_merged(spec, df, sizes, docs=Path(tmp))
+            results = {"whole": whole}
+            checks = gxsuite.summarise(whole)
         else:
             results = {"whole": gxsuite.validate(spec, df, docs=Path(tmp))}
             checks = gxsuite.summarise(results["whole"])
@@ -125,25 +135,13 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
         fault_point("evaluate.docs_uploaded")
     # which of the stage's input shards holds failures: in a refresh those are the new
     # records' shards (the candidate also holds the base's records, checked when published)
-    arrived, manifest = cand.arrived, cand.manifest
-    sizes = [int(s["rows"]) for s in manifest["shards"]]
+    if by_shard is not None:
+        return results, checks, docs_uri, gxsuite.shard_summaries(by_shard, sizes)
     if refresh is not None:
         per_shard = (gxsuite.one_new_shard(spec, results, arrived, df, fresh, manifest)
                      or gxsuite.validate_shards(spec, arrived, sizes))
         return results, checks, docs_uri, per_shard
-    by_shard = gxsuite.shard_results(spec, df, sizes)
-    per_shard = gxsuite.shard_summaries(by_shard, sizes)
-    if sum(sizes) == len(df):
-        # the row-local expectations' results are the shards' merged, the uniqueness
-        # checks' are made from the key partials (lifecycle/evaluate/gxmerge.py); the
-        # whole-table run still makes the others and the Data Docs
-        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
-        results["whole"], merged = gxmerge.merge_into(
-            results["whole"], by_shard, offsets, gxsuite.unique_results(spec, df, sizes))
-        checks = gxsuite.summarise(results["whole"])
-        log.debug("evaluate %s: %d of %d expectations merged from %d shards", spec.name,
-                  merged, len(checks), len(sizes))
-    return results, checks, docs_uri, per_shard
+    return results, checks, docs_uri, gxsuite.validate_shards(spec, df, sizes)
 
 
 def _store_results(ctx: StageContext, results: dict[str, dict[str, Any]]) -> dict[str, str]:

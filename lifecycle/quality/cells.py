@@ -242,8 +242,13 @@ def from_results(cells: CellFailures, result: dict[str, Any], frame: pd.DataFram
                 shown = cells.examples.setdefault(col, [])
                 for i in local[:EXAMPLES]:
                     if len(shown) < EXAMPLES:
-                        shown.append(f"{cells.ids[rows[i] if rows is not None else i]}: "
-                                     f"{str(frame[col].iloc[int(i)])[:60]}")
+                        shown.append(example(cells.ids[rows[i] if rows is not None else i],
+                                             frame[col].iloc[int(i)]))
+
+
+def example(record_id: Any, value: Any) -> str:
+    """How a failed cell is shown in the report: its record's id and its value, cut."""
+    return f"{record_id}: {str(value)[:60]}"
 
 
 def check_dependencies(cells: CellFailures, frame: pd.DataFrame,

@@ -5,8 +5,9 @@ the base version's counts added (row-local checks, lifecycle/quality/checks.py).
 The suite checks the schema (every field present, of its type), not-null for required fields,
 allowed values, value ranges, regex formats, string lengths, unique ids (and unique fields),
 the row-count bounds, and any expectation the spec lists by name. Column checks run per shard
-(so a failure names the shard) and the whole suite runs on the whole table; the results are
-kept as GX validation results and rendered as Data Docs in the work bucket.
+(so a failure names the shard); a full run makes the whole table's result from them
+(lifecycle/evaluate/gxwhole.py), a refresh runs the rest of the suite on the whole table; the
+results are kept as GX validation results and rendered as Data Docs in the work bucket.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from lifecycle.evaluate import expectations as gxsuite
 from lifecycle.evaluate import gxwhole, labels
 from lifecycle.evaluate.candidate import Candidate, newest
 from lifecycle.labels import labelcheck
-from lifecycle.quality import cells, keyparts
+from lifecycle.quality import cellparts, cells, keyparts
 from lifecycle.quality import dimensions as quality_dims
 from lifecycle.quality.checks import ROW_LOCAL, check_key
 from lifecycle.spec import DatasetSpec
@@ -54,6 +54,14 @@ class Validation:
     drifted: dict[str, Any] | None          # drift against the newest version (None: none)
     proposals: dict[str, Any] | None        # rules profiled for the report
     labelling: Future[labelcheck.LabelIssues | None] | None = None  # the label check running
+    # the failed cells' counts (the report's) and row-local ids by record (the catalog's),
+    # combined from the input shards' parts (lifecycle/quality/cellparts.py); None: a
+    # refresh, counted on the whole table (``failures``)
+    cell_counts: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+
+    def stored_cells(self) -> dict[str, Any] | None:
+        """The row-local failed cells by record id, which a refresh adds to."""
+        return self.cell_counts[1] if self.cell_counts is not None else self.failures.stored()
 
     @property
     def drift_blocks(self) -> bool:
@@ -82,6 +90,10 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     failures = _measure_cells(spec, df, results, checks,
                               refresh.fresh if refresh is not None else None,
                               refresh.carried if refresh is not None else None)
+    counted = None
+    if refresh is None and per_shard and sum(p["rows"] for p in per_shard) == len(df):
+        counted = _cell_parts(spec, df, failures, results["whole"],
+                              [int(p["rows"]) for p in per_shard])
     lap("cells")
     links = {**_store_results(ctx, results), "data_docs": docs_uri}
     seen = _inspect_images(ctx, df, cand.cleaning)
@@ -95,7 +107,7 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     proposals = _proposals(ctx, known)
     lap("profile")
     return Validation(rules, results, checks, failed, blocking, per_shard, failures, links,
-                      seen, known, drifted, proposals, labelling)
+                      seen, known, drifted, proposals, labelling, counted)
 
 
 def label_issues(ctx: StageContext, cand: Candidate,
@@ -195,6 +207,17 @@ def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[
     cells.count_missing(spec, whole_frame, found)
     cells.check_dependencies(found, whole_frame, spec.quality.dependencies)
     return found
+
+
+def _cell_parts(spec: DatasetSpec, df: pd.DataFrame, found: cells.CellFailures,
+                result: dict[str, Any], sizes: list[int]
+                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The failed cells counted per input shard and combined (lifecycle/quality/cellparts.py),
+    as the partitioned stage will count them: the report's counts and the stored ids."""
+    named = {c for (_, c, _) in found.flags} | set(found.missing)
+    frame = cells.view(spec, df, [c for c in df.columns if c in named])
+    parts = cellparts.cut(found, result, frame, sizes)
+    return cellparts.combine(parts, cells.report_columns(spec), found.dependencies)
 
 
 def _inspect_images(ctx: StageContext, df: pd.DataFrame,

@@ -103,6 +103,11 @@ def view(spec: DatasetSpec, df: pd.DataFrame, columns: Iterable[str] | None = No
     return out
 
 
+def report_columns(spec: DatasetSpec) -> list[str]:
+    """The columns the report's failed cells list first (then any other with failed cells)."""
+    return ["id", *(f.name for f in spec.schema_.fields)]
+
+
 def columns_of(kwargs: dict[str, Any]) -> list[str]:
     """The columns an expectation's arguments name."""
     cols = [str(kwargs[k]) for k in ("column", "column_A", "column_B") if kwargs.get(k)]

@@ -5,8 +5,9 @@ the base version's counts added (row-local checks, lifecycle/quality/checks.py).
 The suite checks the schema (every field present, of its type), not-null for required fields,
 allowed values, value ranges, regex formats, string lengths, unique ids (and unique fields),
 the row-count bounds, and any expectation the spec lists by name. Column checks run per shard
-(so a failure names the shard) and the whole suite runs on the whole table; the results are
-kept as GX validation results and rendered as Data Docs in the work bucket.
+(so a failure names the shard); a full run makes the whole table's result from them
+(lifecycle/evaluate/gxwhole.py), a refresh runs the rest of the suite on the whole table; the
+results are kept as GX validation results and rendered as Data Docs in the work bucket.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def _frame(spec: DatasetSpec, df: pd.DataFrame, exps: list[Any]) -> pd.DataFrame
     return frame
 
 
-def _context(docs: Path | None = None) -> Any:
+def gx_context(docs: Path | None = None) -> Any:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -163,7 +164,7 @@ def validate_parts(spec: DatasetSpec, parts: list[tuple[str, pd.DataFrame, list[
     the suite and asset names a full run's Data Docs have always had."""
     import great_expectations as gx
 
-    context = _context(docs)
+    context = gx_context(docs)
     source = context.data_sources.add_pandas("granary")
     out: list[dict[str, Any]] = []
     for name, df, exps in parts:
@@ -242,7 +243,7 @@ def shard_results(spec: DatasetSpec, df: pd.DataFrame, sizes: list[int]) -> list
     gxmerge.py merges these results into the whole table's)."""
     import great_expectations as gx
 
-    context = _context()
+    context = gx_context()
     definition = (context.data_sources.add_pandas("granary").add_dataframe_asset(spec.name)
                   .add_batch_definition_whole_dataframe("shard"))
     exps = build_expectations(spec, whole=False)

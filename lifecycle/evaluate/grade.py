@@ -97,7 +97,7 @@ def run(ctx: StageContext, cand: Candidate, checked: Validation, publishing: boo
         # adds its new records' counts to both (carried_checks, _residual_pii)
         "rules": checked.rules, "residual_pii": pii_left,
         # the row-local failed cells by id, which a refresh adds to (_measure_cells)
-        "failed_cells": checked.failures.stored()}
+        "failed_cells": checked.stored_cells()}
     _carried_forward(quality, cand, issues)
     if publishing:
         quality["compared"] = _compared(spec, df, checked.known, cand.added)
@@ -124,7 +124,8 @@ def _evidence(ctx: StageContext, cand: Candidate, checked: Validation,
         redundant_share=float(cand.diversity.get("share", 0.0)),
         undecodable_share=seen.get("undecodable_share", 0.0),
         with_metadata_share=seen.get("with_metadata_share", 0.0),
-        residual_pii=(pii_left["records"], pii_left["per_type"]), cells=checked.failures)
+        residual_pii=(pii_left["records"], pii_left["per_type"]), cells=checked.failures,
+        cell_counts=checked.cell_counts[0] if checked.cell_counts is not None else None)
     return evidence, pii_left
 
 

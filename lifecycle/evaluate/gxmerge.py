@@ -170,6 +170,125 @@ def merge_into(whole: dict[str, Any], shards: list[dict[str, Any]], offsets: lis
             "statistics": stats}, merged
 
 
+def _raised(entry: dict[str, Any]) -> bool:
+    """GX raised on ``entry``: its exception info is flat, or by metric when a metric raised."""
+    info = entry.get("exception_info") or {}
+    return bool(info.get("raised_exception")) or any(
+        isinstance(v, dict) and v.get("raised_exception") for v in info.values())
+
+
 def _key(entry: dict[str, Any]) -> str:
     cfg = entry["expectation_config"]
     return check_key(cfg["type"], cfg["kwargs"])
+
+
+# table-level verdicts every shard gives alike, because the shards are slices of one frame
+# (the same columns, the same dtypes): a column's existence, a typed column's dtype
+SAME_IN_EVERY_SHARD = {"expect_column_to_exist", "expect_column_values_to_be_in_type_list"}
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+def table_entry(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A table-level expectation's result on the whole table when every shard gave the same
+    one (see :data:`SAME_IN_EVERY_SHARD`); None otherwise."""
+    if not parts or parts[0]["expectation_config"]["type"] not in SAME_IN_EVERY_SHARD:
+        return None
+    first = parts[0]
+    if ((first.get("exception_info") or {}).get("raised_exception")
+            or first["expectation_config"]["kwargs"].get("row_condition")
+            or any(k in (first.get("result") or {}) for k in _LISTS)):
+        return None
+    if any(p["success"] != first["success"] or p.get("result") != first.get("result")
+           for p in parts[1:]):
+        return None
+    return {"success": bool(first["success"]), "result": dict(first.get("result") or {})}
+
+
+def row_count_entry(kwargs: dict[str, Any], rows: int) -> dict[str, Any] | None:
+    """``expect_table_row_count_to_be_between``'s result for a table of ``rows`` rows (the
+    shards' rows added), as GX gives it for the bounds alone; None for any other argument
+    (a strict bound, a row condition: left to GX)."""
+    if set(kwargs) - {"min_value", "max_value", "batch_id"}:
+        return None
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    success = (low is None or rows >= low) and (high is None or rows <= high)
+    return {"success": bool(success), "result": {"observed_value": rows}}
+
+
+def merged_entries(configs: list[dict[str, Any]], shards: list[dict[str, Any]],
+                   offsets: list[int], rows: int,
+                   made: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every expectation of the suite (``configs``: each expectation's type and kwargs, in
+    the suite's order) whose whole-table result is known without the whole table, by
+    :func:`check_key`: made from key partials (``made``), the row count from the shards'
+    ``rows``, the row-local results merged (:func:`merge_entry`), and the table-level
+    verdicts every shard gave alike (:func:`table_entry`). What is missing must be run on
+    the whole table."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for result in shards:
+        for entry in result["results"]:
+            by_key.setdefault(_key(entry), []).append(entry)
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        key = check_key(cfg["type"], cfg["kwargs"])
+        parts = by_key.get(key, [])
+        entry = (made or {}).get(key)
+        if entry is None and cfg["type"] == ROW_COUNT and shards:
+            entry = row_count_entry(cfg["kwargs"], rows)
+        if entry is None and shards and len(parts) == len(shards):
+            entry = merge_entry(parts, offsets) or table_entry(parts)
+        if entry is not None:
+            out[key] = entry
+    return out
+
+
+def gx_order(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The suite's expectations in the order GX validates and reports them: grouped by the
+    column they name, the groups in order of their first expectation, those naming no
+    column one group (GX's ``Validator.process_expectations_for_validation``)."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for cfg in configs:
+        column = cfg["kwargs"].get("column")
+        groups.setdefault(column if isinstance(column, str) else None, []).append(cfg)
+    return [cfg for group in groups.values() for cfg in group]
+
+
+def assemble(configs: list[dict[str, Any]], entries: dict[str, dict[str, Any]],
+             ran: dict[str, Any] | None, meta: dict[str, Any], suite: str) -> dict[str, Any]:
+    """The suite's validation result on the whole table, as GX would make it: each
+    expectation's entry (in the suite's order) from ``entries`` (:func:`merged_entries`)
+    or else from ``ran`` (GX's result of the rest of the suite on the whole table), the
+    statistics and success counted over them as GX counts them, in GX's order
+    (:func:`gx_order`, those that raised first: GX reports the expectations whose metrics
+    raised before the others). ``configs`` carry each
+    expectation's stored config (its id, and the batch's id in its kwargs)."""
+    from_ran = {_key(e): e for e in (ran or {}).get("results", [])}
+    results = []
+    for cfg in gx_order(configs):
+        key = check_key(cfg["type"], cfg["kwargs"])
+        if key in entries:
+            results.append({"success": entries[key]["success"], "expectation_config": cfg,
+                            "result": entries[key]["result"], "meta": {},
+                            "exception_info": {"raised_exception": False,
+                                               "exception_traceback": None,
+                                               "exception_message": None}})
+        elif key in from_ran:
+            results.append(from_ran[key])
+        else:
+            raise ValueError(f"evaluate: no result for expectation {key} (neither merged "
+                             "from the shards nor run on the whole table); this is a bug")
+    # GX's statistics: a range check Granary made again (``expectations._coerced_ranges``)
+    # counts as GX judged it, failed (GX raised on it)
+    # GX reports first the expectations whose metrics raised (its resolution step's errors)
+    results = ([r for r in results if _raised(r)]
+               + [r for r in results if not _raised(r)])
+    passed = sum(bool(r["success"]) and "granary" not in (r.get("meta") or {})
+                 for r in results)
+    return {"success": passed == len(results), "results": results, "suite_name": suite,
+            "suite_parameters": {},
+            "statistics": {"evaluated_expectations": len(results),
+                           "successful_expectations": passed,
+                           "unsuccessful_expectations": len(results) - passed,
+                           "success_percent": passed / len(results) * 100 if results
+                           else None},
+            "meta": meta, "id": None}

@@ -21,6 +21,7 @@ from lifecycle.evaluate import charts
 from lifecycle.labels import labelcheck
 from lifecycle.quality import dimensions as q
 from lifecycle.quality import keyparts, tallies
+from lifecycle.quality.cells import report_columns
 from lifecycle.spec import DatasetSpec
 
 
@@ -92,7 +93,8 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         "splits": splits,
         "links": links,
         # failed cells per column, rule and dimension (lifecycle/quality/cells.py)
-        "cells": (evidence.cells.counts(["id", *(f.name for f in spec.schema_.fields)])
+        "cells": (evidence.cell_counts if evidence.cell_counts is not None
+                  else evidence.cells.counts(report_columns(spec))
                   if evidence.cells is not None else {}),
         # rules profiled from a reference, for the user to accept (lifecycle/evaluate/profiling.py)
         "proposals": proposals or {},

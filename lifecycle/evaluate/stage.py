@@ -7,10 +7,10 @@ records, the release's data files and the manifest are written by output.py.
 The suite checks the schema (every field present, of its type), not-null for required fields,
 allowed values, value ranges, regex formats, string lengths, unique ids (and unique fields),
 the row-count bounds, and any expectation the spec lists by name. Column checks run per shard
-(so a failure names the shard) and the whole suite runs on the whole table; the whole table's
-result of each row-local check is its shards' merged (lifecycle/evaluate/gxmerge.py); the
-results are kept as GX validation results and rendered as Data Docs in the work bucket
-(lifecycle/evaluate/expectations.py).
+(so a failure names the shard); the whole table's result is made from the shards' results and
+the key partials, and only what they cannot make runs on the whole table
+(lifecycle/evaluate/gxwhole.py, gxmerge.py); the result is kept as a GX validation result and
+rendered as Data Docs in the work bucket (lifecycle/evaluate/expectations.py).
 
 Every run's evaluation is recorded in the catalog as a candidate; one that fails its gate stays
 a candidate with its report and the task fails listing the failed dimensions and expectations.

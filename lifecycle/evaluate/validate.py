@@ -21,10 +21,10 @@ import pandas as pd
 from lifecycle.context import Laps, StageContext
 from lifecycle.errors import PermanentError
 from lifecycle.evaluate import expectations as gxsuite
-from lifecycle.evaluate import gxmerge, labels
+from lifecycle.evaluate import gxwhole, labels
 from lifecycle.evaluate.candidate import Candidate, newest
 from lifecycle.labels import labelcheck
-from lifecycle.quality import cells, keyparts
+from lifecycle.quality import cellparts, cells, keyparts
 from lifecycle.quality import dimensions as quality_dims
 from lifecycle.quality.checks import ROW_LOCAL, check_key
 from lifecycle.spec import DatasetSpec
@@ -54,6 +54,14 @@ class Validation:
     drifted: dict[str, Any] | None          # drift against the newest version (None: none)
     proposals: dict[str, Any] | None        # rules profiled for the report
     labelling: Future[labelcheck.LabelIssues | None] | None = None  # the label check running
+    # the failed cells' counts (the report's) and row-local ids by record (the catalog's),
+    # combined from the input shards' parts (lifecycle/quality/cellparts.py); None: a
+    # refresh, counted on the whole table (``failures``)
+    cell_counts: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+
+    def stored_cells(self) -> dict[str, Any] | None:
+        """The row-local failed cells by record id, which a refresh adds to."""
+        return self.cell_counts[1] if self.cell_counts is not None else self.failures.stored()
 
     @property
     def drift_blocks(self) -> bool:
@@ -82,6 +90,10 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     failures = _measure_cells(spec, df, results, checks,
                               refresh.fresh if refresh is not None else None,
                               refresh.carried if refresh is not None else None)
+    counted = None
+    if refresh is None and per_shard and sum(p["rows"] for p in per_shard) == len(df):
+        counted = _cell_parts(spec, df, failures, results["whole"],
+                              [int(p["rows"]) for p in per_shard])
     lap("cells")
     links = {**_store_results(ctx, results), "data_docs": docs_uri}
     seen = _inspect_images(ctx, df, cand.cleaning)
@@ -95,7 +107,7 @@ def run(ctx: StageContext, cand: Candidate, publishing: bool, lap: Laps) -> Vali
     proposals = _proposals(ctx, known)
     lap("profile")
     return Validation(rules, results, checks, failed, blocking, per_shard, failures, links,
-                      seen, known, drifted, proposals, labelling)
+                      seen, known, drifted, proposals, labelling, counted)
 
 
 def label_issues(ctx: StageContext, cand: Candidate,
@@ -114,10 +126,20 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
     spec, df, refresh = ctx.spec, cand.df, cand.refresh
     fresh = refresh.fresh if refresh is not None else None
     carry = gxsuite.carried_checks(refresh.carried if refresh is not None else None, rules)
+    arrived, manifest = cand.arrived, cand.manifest
+    sizes = [int(s["rows"]) for s in manifest["shards"]]
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
+        by_shard = None
         if carry is not None and refresh is not None:
             results, checks = gxsuite.validate_refresh(spec, df, refresh.fresh, carry,
                                                        refresh.base_version, Path(tmp))
+        elif refresh is None and sum(sizes) == len(df):
+            # each shard validated once; the whole table's result made from the shards'
+            # and the key partials, the rest of the suite run on the whole table
+            # (lifecycle/evaluate/gxwhole.py), and the Data Docs rendered from it
+            whole, by_shard = gxwhole.validate_merged(spec, df, sizes, docs=Path(tmp))
+            results = {"whole": whole}
+            checks = gxsuite.summarise(whole)
         else:
             results = {"whole": gxsuite.validate(spec, df, docs=Path(tmp))}
             checks = gxsuite.summarise(results["whole"])
@@ -125,25 +147,13 @@ def _great_expectations(ctx: StageContext, cand: Candidate, rules: str
         fault_point("evaluate.docs_uploaded")
     # which of the stage's input shards holds failures: in a refresh those are the new
     # records' shards (the candidate also holds the base's records, checked when published)
-    arrived, manifest = cand.arrived, cand.manifest
-    sizes = [int(s["rows"]) for s in manifest["shards"]]
+    if by_shard is not None:
+        return results, checks, docs_uri, gxsuite.shard_summaries(by_shard, sizes)
     if refresh is not None:
         per_shard = (gxsuite.one_new_shard(spec, results, arrived, df, fresh, manifest)
                      or gxsuite.validate_shards(spec, arrived, sizes))
         return results, checks, docs_uri, per_shard
-    by_shard = gxsuite.shard_results(spec, df, sizes)
-    per_shard = gxsuite.shard_summaries(by_shard, sizes)
-    if sum(sizes) == len(df):
-        # the row-local expectations' results are the shards' merged, the uniqueness
-        # checks' are made from the key partials (lifecycle/evaluate/gxmerge.py); the
-        # whole-table run still makes the others and the Data Docs
-        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
-        results["whole"], merged = gxmerge.merge_into(
-            results["whole"], by_shard, offsets, gxsuite.unique_results(spec, df, sizes))
-        checks = gxsuite.summarise(results["whole"])
-        log.debug("evaluate %s: %d of %d expectations merged from %d shards", spec.name,
-                  merged, len(checks), len(sizes))
-    return results, checks, docs_uri, per_shard
+    return results, checks, docs_uri, gxsuite.validate_shards(spec, df, sizes)
 
 
 def _store_results(ctx: StageContext, results: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -197,6 +207,17 @@ def _measure_cells(spec: DatasetSpec, df: pd.DataFrame, results: dict[str, dict[
     cells.count_missing(spec, whole_frame, found)
     cells.check_dependencies(found, whole_frame, spec.quality.dependencies)
     return found
+
+
+def _cell_parts(spec: DatasetSpec, df: pd.DataFrame, found: cells.CellFailures,
+                result: dict[str, Any], sizes: list[int]
+                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The failed cells counted per input shard and combined (lifecycle/quality/cellparts.py),
+    as the partitioned stage will count them: the report's counts and the stored ids."""
+    named = {c for (_, c, _) in found.flags} | set(found.missing)
+    frame = cells.view(spec, df, [c for c in df.columns if c in named])
+    parts = cellparts.cut(found, result, frame, sizes)
+    return cellparts.combine(parts, cells.report_columns(spec), found.dependencies)
 
 
 def _inspect_images(ctx: StageContext, df: pd.DataFrame,

@@ -103,6 +103,11 @@ def view(spec: DatasetSpec, df: pd.DataFrame, columns: Iterable[str] | None = No
     return out
 
 
+def report_columns(spec: DatasetSpec) -> list[str]:
+    """The columns the report's failed cells list first (then any other with failed cells)."""
+    return ["id", *(f.name for f in spec.schema_.fields)]
+
+
 def columns_of(kwargs: dict[str, Any]) -> list[str]:
     """The columns an expectation's arguments name."""
     cols = [str(kwargs[k]) for k in ("column", "column_A", "column_B") if kwargs.get(k)]
@@ -242,8 +247,13 @@ def from_results(cells: CellFailures, result: dict[str, Any], frame: pd.DataFram
                 shown = cells.examples.setdefault(col, [])
                 for i in local[:EXAMPLES]:
                     if len(shown) < EXAMPLES:
-                        shown.append(f"{cells.ids[rows[i] if rows is not None else i]}: "
-                                     f"{str(frame[col].iloc[int(i)])[:60]}")
+                        shown.append(example(cells.ids[rows[i] if rows is not None else i],
+                                             frame[col].iloc[int(i)]))
+
+
+def example(record_id: Any, value: Any) -> str:
+    """How a failed cell is shown in the report: its record's id and its value, cut."""
+    return f"{record_id}: {str(value)[:60]}"
 
 
 def check_dependencies(cells: CellFailures, frame: pd.DataFrame,

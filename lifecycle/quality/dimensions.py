@@ -42,6 +42,8 @@ class Evidence:
     # the failed cells (lifecycle/quality/cells.py), when evaluation measured them: conformity,
     # accuracy and consistency then count records with a failed cell of their kind
     cells: CellFailures | None = None
+    # their counts for the report when counted per shard and combined (cellparts.combine)
+    cell_counts: dict[str, Any] | None = None
 
 
 def conformity(checks: list[dict[str, Any]], cells: CellFailures | None = None) -> float:

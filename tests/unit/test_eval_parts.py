@@ -273,7 +273,7 @@ def test_the_key_parts_agree_with_great_expectations() -> None:
     value set."""
     import great_expectations.expectations as gxe
 
-    from lifecycle.evaluate.expectations import _context
+    from lifecycle.evaluate.expectations import gx_context
 
     frame = pd.DataFrame({"name": ["好评", "é", None, "e\u0301", "好评", "😀", None, "é"],
                           "score": [3, 1, None, 7, 3, -2, 5, 0]})
@@ -282,7 +282,7 @@ def test_the_key_parts_agree_with_great_expectations() -> None:
     names = keyparts.combine_keys(keyparts.key_counts(frame["name"].iloc[w]) for w in where)
     scores = keyparts.combine_ranges(keyparts.value_range(frame["score"].iloc[w])
                                      for w in where)
-    context = _context()
+    context = gx_context()
     batch = (context.data_sources.add_pandas("parts").add_dataframe_asset("t")
              .add_batch_definition_whole_dataframe("all")
              .get_batch(batch_parameters={"dataframe": frame}))

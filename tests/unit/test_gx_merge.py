@@ -9,23 +9,24 @@ typed column, a range check GX raised on, a failing not-null check) stay GX's.""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lifecycle.evaluate import expectations as gxsuite
-from lifecycle.evaluate import gxmerge
+from lifecycle.evaluate import gxmerge, gxwhole
 from lifecycle.spec import parse_spec
 from tests.unit.test_quality import SPEC_TEXT
 
 pytestmark = pytest.mark.unit
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SPEC = parse_spec(
+MERGE_TEXT = (
     SPEC_TEXT.replace(
         "    - {name: text, type: string}\n",
         "    - {name: text, type: string, required: true, min_length: 1, max_length: 3,"
@@ -38,7 +39,8 @@ SPEC = parse_spec(
       "    - {type: expect_column_values_to_be_in_set,"
       " kwargs: {column: text, value_set: [a, b, 好], mostly: 0.5}}\n"
       "    - {type: expect_column_values_to_not_match_regex,"
-      " kwargs: {column: text, regex: 'z$'}}\n", "merge.yaml")
+      " kwargs: {column: text, regex: 'z$'}}\n")
+SPEC = parse_spec(MERGE_TEXT, "merge.yaml")
 TEXTS = st.one_of(st.none(), st.sampled_from(["", "N/A", "a", "b", "好", "é", "😀", "az", "zzzz"]),
                   st.text(max_size=4), st.integers(-2, 2))
 LABELS = st.one_of(st.none(), st.sampled_from(["pos", "neg", "bad", "正面", "", 0]))
@@ -139,3 +141,79 @@ def test_unmergeable_results_are_left_as_gx_made_them() -> None:
     raised = by_type[("expect_column_values_to_be_between", "score")]
     assert gxmerge.merge_entry([raised], [0]) is None
     assert _same(gxmerge.merge_into(whole, shards, [0, 1])[0], whole)
+
+
+def _without_ids(result: dict[str, Any]) -> dict[str, Any]:
+    """A suite's result without what differs between two runs of the same suite: the
+    expectations' ids (new for each suite) and the batch's description (the time it was
+    read, its fingerprint)."""
+    entries = [{**e, "expectation_config": {k: v for k, v in e["expectation_config"].items()
+                                            if k != "id"}} for e in result["results"]]
+    return {**{k: v for k, v in result.items() if k != "meta"}, "results": entries}
+
+
+# no shrinking: each example runs GX five times, and shrinking a failure took minutes
+SOME = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+@SOME
+@given(cut_tables())
+def test_the_result_made_from_shards_is_gx_on_the_whole_table(
+        case: tuple[pd.DataFrame, list[int]]) -> None:
+    """validate_merged (the shards' results, the key partials, and the rest of the suite on
+    the whole table) gives GX's whole-table result, entry by entry, with its statistics."""
+    df, sizes = case
+    want = gxsuite.validate(SPEC, df)
+    got, shards = gxwhole.validate_merged(SPEC, df, sizes)
+    assert len(shards) == len(sizes)
+    assert _same(_without_ids(got), _without_ids(want))
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The expectations each call of validate_parts runs on the whole table, as it runs."""
+    ran: list[list[Any]] = []
+    real = gxsuite.validate_parts
+
+    def spied(spec: Any, parts: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        ran.append(parts[0][2])
+        return real(spec, parts, *args, **kwargs)
+
+    monkeypatch.setattr(gxsuite, "validate_parts", spied)
+    return ran
+
+
+def test_a_clean_table_runs_nothing_row_level_on_the_whole_table(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """On a table whose checks pass, or fail only where merging is exact, every expectation
+    comes from the shards: nothing is validated on the whole table; the Data Docs are
+    rendered from the assembled result (its failed check shown)."""
+    df = pd.DataFrame({"id": list("abcd"), "text": pd.Series(["a", "zz", "b", "zz"],
+                                                             dtype=object),
+                       "label": ["pos", "neg", "pos", "bad"], "score": [1, 2, 3, 4],
+                       "weight": [1.0, 0.5, 0.25, 0.0]})
+    want = gxsuite.validate(SPEC, df)
+    ran = _spy(monkeypatch)
+    got, _ = gxwhole.validate_merged(SPEC, df, [1, 3], docs=tmp_path)
+    assert not ran
+    assert _same(_without_ids(got), _without_ids(want))
+    assert not got["success"] and got["statistics"] == want["statistics"]
+    pages = list((tmp_path / "validations").rglob("*.html"))
+    assert len(pages) == 1
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pages[0].read_text()))
+    assert ("values must not belong to this set: bad . 1 unexpected values found. 25% of 4"
+            in text)
+    assert (tmp_path / "index.html").exists()
+
+
+def test_a_table_with_a_raised_range_check_runs_only_that_on_the_whole_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A string among a numeric field's values (GX raises on the range check) leaves that
+    check, and only row-local checks the merge cannot make, to the whole table."""
+    df = pd.DataFrame({"id": list("abc"), "text": pd.Series(["a", "b", "a"], dtype=object),
+                       "label": ["pos"] * 3, "score": [1, "x", 9], "weight": [1.0] * 3})
+    ran = _spy(monkeypatch)
+    got, _ = gxwhole.validate_merged(SPEC, df, [1, 2])
+    assert [e.expectation_type for e in ran[0]] == ["expect_column_values_to_be_between"]
+    assert len(ran) == 1
+    assert _same(_without_ids(got), _without_ids(gxsuite.validate(SPEC, df)))

@@ -2,8 +2,9 @@
 PostgreSQL as Airflow's metadata database, each Airflow component a process of its own and
 two Celery workers. The sample dataset is triggered twice at once over the REST API, with
 work shards of 5,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several: every
-stage with mapped parts in the DAG must have run at least two mapped task instances, the
-mapped tasks must have run on both workers, and the second run must have waited for the first
+stage with mapped parts in the DAG must have run at least two mapped task instances (publish
+one: the sample's release is one part of 50,000 records at most), the mapped tasks must have
+run on both workers, and the second run must have waited for the first
 (one version, never two from interleaved work).
 
 On the same stack, Airflow's own faults: a Celery worker SIGKILLed while it runs a mapped
@@ -45,6 +46,8 @@ DAG = f"granary_{SAMPLE_DATASET}"
 # as its own v1, built under a fault
 WORKER_KILLED, SCHEDULER_KILLED = "zh_reviews_worker_killed", "zh_reviews_scheduler_killed"
 ROWS_PER_SHARD = 5_000
+# stages whose parts the sample fills only one of (see the test)
+ONE_PART = {"publish"}
 # Airflow's defaults wait 5 minutes for a silent task before failing it and check for tasks
 # of a dead scheduler every 5 minutes; a test cannot wait that long
 AIRFLOW_CFG = """\
@@ -177,9 +180,14 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
     assert state == "success", [(t["task_id"], t["state"]) for t in instances]
     mapped = [t for t in instances if t["map_index"] >= 0]
     per_stage, alone = _mapped_per_stage(celery, instances)
-    # every stage whose tasks include a mapped part ran at least two mapped task instances
-    assert per_stage and all(n >= 2 for n in per_stage.values()), per_stage
-    assert {"collect", "preprocess", "synthesize"} <= set(per_stage), per_stage
+    # every stage whose tasks include a mapped part ran at least two mapped task instances,
+    # but publish: its write parts cover whole release parts of 50,000 records
+    # (lifecycle/versions/files.py PART_ROWS, not yet a setting as the work shards' size is),
+    # and the sample's release is one part, so one write
+    assert per_stage and all(n >= (1 if stage in ONE_PART else 2)
+                             for stage, n in per_stage.items()), per_stage
+    assert {"collect", "preprocess", "annotate", "synthesize", "publish"} <= set(per_stage), \
+        per_stage
     workers = {t["hostname"].split("@")[0] for t in mapped}
     assert workers == {"worker1", "worker2"}, [(t["task_id"], t["map_index"],
                                                 t["hostname"]) for t in mapped]

@@ -1,7 +1,7 @@
 """Scale-out: the same DAGs on Airflow's CeleryExecutor, with Redis as the broker and
 PostgreSQL as Airflow's metadata database, each Airflow component a process of its own and
 two Celery workers. The sample dataset is triggered twice at once over the REST API, with
-work shards of 5,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several: every
+work shards of 10,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several: every
 stage with mapped parts in the DAG must have run at least two mapped task instances (publish
 one: the sample's release is one part of 50,000 records at most), the mapped tasks must have
 run on both workers, and the second run must have waited for the first
@@ -45,7 +45,7 @@ DAG = f"granary_{SAMPLE_DATASET}"
 # copies of the sample's spec under other names: a run of each publishes the sample's records
 # as its own v1, built under a fault
 WORKER_KILLED, SCHEDULER_KILLED = "zh_reviews_worker_killed", "zh_reviews_scheduler_killed"
-ROWS_PER_SHARD = 5_000
+ROWS_PER_SHARD = 10_000
 # stages whose parts the sample fills only one of (see the test)
 ONE_PART = {"publish"}
 # Airflow's defaults wait 5 minutes for a silent task before failing it and check for tasks

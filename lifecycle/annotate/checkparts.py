@@ -49,7 +49,8 @@ def check(ctx: StageContext, applied: list[Applied]) -> Checked:
     shard by shard, are all it holds. The findings are written, ``flag`` acts on them per
     shard."""
     out: Checked = {"info": None, "found": [], "held": 0}
-    if ctx.spec.annotate.task != "single_label" or not any(a["rows"] for a in applied):
+    if ctx.spec.annotate.task != "single_label" or ctx.spec.schema_.label_field is None or \
+            not any(a["rows"] for a in applied):
         return out
     ordered = sorted(applied, key=lambda a: a["index"])
     if ctx.spec.schema_.text_field is None:  # a table's features are the whole table's
@@ -112,7 +113,7 @@ def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:
     out: Flagged = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
                     "quarantine": [], "reasons": {}, "routed": [], "routed_ids": 0,
                     "review": {}, "flagged": {}, "labels_after": {}, "by_source": {},
-                    "labelled": 0}
+                    "labelled": 0, "topics": {}}
     if not unit["shards"]:
         return out
     work = _restore(ctx, _read(ctx, unit["shards"]))
@@ -128,6 +129,8 @@ def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:
     coverage = report.get("coverage", {})
     out["by_source"], out["labelled"] = coverage.get("by_source", {}), coverage.get("labelled", 0)
     out["rows"] = len(work.df)
+    if "topic" in work.df:
+        out["topics"] = {str(k): int(v) for k, v in work.df["topic"].value_counts().items()}
     out["shards"] = _write(ctx, work.df, f"{tag}-out")
     dropped = [_read(ctx, unit["quarantine"])] if unit["quarantine"] else []
     dropped += work.quarantined
@@ -162,6 +165,22 @@ def _report(ctx: StageContext, labelled: list[Labelled], trained: Trained, found
                               "records_in": n_in}
     if not n_in:
         return report
+    if ctx.spec.schema_.label_field is not None:
+        report.update(_labels_report(ctx, labelled, trained, found, applied, checked, flagged))
+    if trained["topics"] is not None:
+        report["topics"] = _topics(trained["topics"], flagged)
+    report["review"] = _add(Counter(), [f["review"] for f in flagged])
+    report["flagged"] = _add(Counter(), [f["flagged"] for f in flagged])
+    return report
+
+
+def _labels_report(ctx: StageContext, labelled: list[Labelled], trained: Trained,
+                   found: Votes, applied: list[Applied], checked: Checked,
+                   flagged: list[Flagged]) -> dict[str, Any]:
+    """The report's blocks of a spec with a label field."""
+    cfg = ctx.spec.annotate
+    n_in = sum(p["rows"] for p in labelled)
+    report: dict[str, Any] = {}
     people = next((p["people"] for p in labelled if p["people"] is not None), None)
     if people is not None:
         report["people"] = {**people, "unknown_records": people["records"] - sum(
@@ -195,9 +214,20 @@ def _report(ctx: StageContext, labelled: list[Labelled], trained: Trained, found
     labelled_after = sum(f["labelled"] for f in flagged)
     report["coverage"] = {"labelled": labelled_after, "unlabelled": kept - labelled_after,
                           "by_source": _add(Counter(), [f["by_source"] for f in flagged])}
-    report["review"] = _add(Counter(), [f["review"] for f in flagged])
-    report["flagged"] = _add(Counter(), [f["flagged"] for f in flagged])
     return report
+
+
+def _topics(info: dict[str, Any], flagged: list[Flagged]) -> dict[str, Any]:
+    """The topics' block: the clusters' sizes counted over the shards, largest first (in
+    cluster order among equals, as ``labelling.topics`` sorts them)."""
+    if "clusters" not in info:
+        return info
+    sizes: Counter[str] = Counter()
+    for f in flagged:
+        sizes.update(f["topics"])
+    clusters = [{**c, "records": sizes.get(str(c["topic"]), 0)} for c in info["clusters"]]
+    clusters.sort(key=lambda c: -c["records"])
+    return {**info, "clusters": clusters}
 
 
 def _conflicts(ctx: StageContext, found: Votes, applied: list[Applied]) -> dict[str, Any]:
@@ -256,7 +286,7 @@ def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
         raise ConservationError(f"annotate {ctx.dataset}: {n_in} records in but {kept} kept "
                                 f"+ {dropped} quarantined; this is a bug, report it with run "
                                 f"{ctx.run_id}")
-    if n_in:
+    if n_in and ctx.spec.schema_.label_field is not None:
         per = report["labels_after"]
         counts.update(labelled=report["coverage"]["labelled"],
                       unlabelled=report["coverage"]["unlabelled"], per_label=per,
@@ -264,6 +294,10 @@ def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
                       label_conflicts=report.get("conflicts", {}).get("found", 0),
                       suspected_label_errors=(report.get("label_errors") or {}).get(
                           "flagged", 0))
+    clusters = (report.get("topics") or {}).get("clusters") or []
+    if clusters:  # what the dataset holds, for the catalog: the largest topics' terms
+        counts["topics"] = [{"records": t["records"], "terms": t["terms"][:4]}
+                            for t in clusters[:6]]
     report["counts"] = counts
     sent: dict[str, Any] = {}
     if routed and ctx.spec.annotate.people.export:

@@ -50,6 +50,7 @@ ORIGINAL, REVIEW, FLAG, SUGGESTED, SUGGESTED_CONF = (
     "_original", "_review", "_flag", "_suggested", "_suggested_conf")
 WORK = (ORIGINAL, REVIEW, FLAG, SUGGESTED, SUGGESTED_CONF)
 ABSENT = ("published_record_kept", "kept_record_absent")
+TOPIC_STRATUM = "_topics"  # the topics' sample has one stratum (no label)
 
 
 def _write(ctx: StageContext, df: pd.DataFrame, table: str) -> list[dict[str, Any]]:
@@ -163,16 +164,40 @@ def _pulled(ctx: StageContext, unit: AnnotUnit) -> list[dict[str, Any]] | None:
     return found
 
 
+def topics_on(spec: Any) -> bool:
+    """Whether annotation clusters ``spec``'s records by topic (``_Annotation.cluster_topics``)."""
+    t = spec.annotate.topics
+    return t.enabled is True or (t.enabled == "auto" and spec.schema_.label_field is None)
+
+
 def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
-    """One shard: people, source and rules labels, and the model's sample."""
+    """One shard: people, source and rules labels, and the samples of the model and the
+    topics."""
     df = _read(ctx, unit["shards"], unit["bucket"]) if unit["shards"] else pd.DataFrame()
     tag = f"u{unit['index']:05d}"
     out: Labelled = {"index": unit["index"], "label": unit["label"], "rows": len(df),
                      "known": 0, "todo": 0, "rules": [], "labels_before": {},
-                     "people": None, "people_present": 0, "shards": [], "sample": []}
+                     "people": None, "people_present": 0, "shards": [], "sample": [],
+                     "texts": 0, "topic_sample": []}
     if not len(df):
         return out
     work = _Interim(ctx, df, pd.DataFrame(), _pulled(ctx, unit), unit["project"])
+    if work.label is not None:
+        _labels(ctx, work, out, tag)
+    if work.text is not None and topics_on(ctx.spec):
+        t = ctx.spec.annotate.topics
+        texts = work._texts()
+        out["texts"] = sum(1 for x in texts if x)
+        records = pd.DataFrame({"id": work.df["id"], work.text: texts, TOPIC_STRATUM: None})
+        out["topic_sample"] = _write(ctx, sample.bottom_k(
+            records, TOPIC_STRATUM, t.seed, t.sample_size, unit["index"]), f"{tag}-topics")
+    out["shards"] = _write(ctx, _stash(work), f"{tag}-labelled")
+    return out
+
+
+def _labels(ctx: StageContext, work: _Annotation, out: Labelled, tag: str) -> None:
+    """The shard's labels (``label_records`` but the model), their report's blocks and the
+    model's sample."""
     work.label_records()
     lab, text = work.label, work.text
     assert lab is not None
@@ -192,16 +217,21 @@ def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
         cfg, seed = ctx.spec.annotate.model, ctx.spec.quality.label_errors.seed
         if cfg.enabled and len(known):
             out["sample"] = _write(ctx, sample.bottom_k(known, lab, seed, cfg.sample_per_label,
-                                                        unit["index"]), f"{tag}-sample")
-    out["shards"] = _write(ctx, _stash(work), f"{tag}-labelled")
-    return out
+                                                        out["index"]), f"{tag}-sample")
 
 
 def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
-    """The model fitted once on the merged sample, when the single task would train it."""
+    """The model fitted once on the merged sample, when the single task would train it, and
+    the topics fitted once on theirs."""
+    out: Trained = {"info": None, "model": "", "classes": [], "predict": False,
+                    "topics": None, "topic_model": ""}
+    if not any(part["rows"] for part in labelled):
+        return out
+    ordered = sorted(labelled, key=lambda p: p["index"])
+    if topics_on(ctx.spec):
+        out["topics"], out["topic_model"] = _fit_topics(ctx, ordered)
     cfg = ctx.spec.annotate.model
-    out: Trained = {"info": None, "model": "", "classes": [], "predict": False}
-    if not cfg.enabled or not any(part["rows"] for part in labelled):
+    if not cfg.enabled or ctx.spec.schema_.label_field is None:
         return out
     known = sum(part["known"] for part in labelled)
     todo = sum(part["todo"] for part in labelled)
@@ -214,9 +244,8 @@ def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
         return out
     lab, text = ctx.spec.schema_.label_field, ctx.spec.schema_.text_field
     assert lab is not None and text is not None
-    merged = sample.records(sample.merge(
-        (_read(ctx, part["sample"]) for part in sorted(labelled, key=lambda p: p["index"])),
-        lab, cfg.sample_per_label))
+    merged = sample.records(sample.merge((_read(ctx, part["sample"]) for part in ordered),
+                                         lab, cfg.sample_per_label))
     labels = [str(v) for v in merged[lab]]
     model = labelling.fit_model(merged[text].tolist(), labels,
                                 ctx.spec.quality.label_errors.seed)
@@ -226,15 +255,47 @@ def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
                           "of": known}
     out["predict"], out["classes"] = True, sorted(set(labels))
     if model is not None:
-        import joblib
-
-        buf = io.BytesIO()
-        joblib.dump(model, buf)
-        key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "model.joblib")
-        ctx.store.write_atomic(ctx.work_bucket, key, buf.getvalue(),
-                               "application/octet-stream")
-        out["model"] = f"s3://{ctx.work_bucket}/{key}"
+        out["model"] = _dump(ctx, model, "model.joblib")
     return out
+
+
+def _dump(ctx: StageContext, model: Any, name: str) -> str:
+    """``model`` pickled (joblib) to the work bucket; its URI."""
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, name)
+    ctx.store.write_atomic(ctx.work_bucket, key, buf.getvalue(), "application/octet-stream")
+    return f"s3://{ctx.work_bucket}/{key}"
+
+
+def _load(ctx: StageContext, uri: str) -> Any:
+    import joblib
+
+    bucket, key = shards.parse_uri(uri)
+    return joblib.load(io.BytesIO(ctx.store.get_bytes(bucket, key)))
+
+
+def _fit_topics(ctx: StageContext, ordered: list[Labelled]) -> tuple[dict[str, Any], str]:
+    """The topics (``_Annotation.cluster_topics``), fitted on the shards' merged sample of at
+    most ``topics.sample_size`` records: below it, every record in collection order, as the
+    single task fits them. The clusters' sizes are counted per shard (``apply`` assigns)."""
+    t, text = ctx.spec.annotate.topics, ctx.spec.schema_.text_field
+    if text is None:
+        return {"note": "no text field"}, ""
+    if sum(p["texts"] for p in ordered) < max(2 * t.k, 10):
+        return {"note": "too few records to cluster"}, ""
+    merged = sample.records(sample.merge((_read(ctx, p["topic_sample"]) for p in ordered),
+                                         TOPIC_STRATUM, t.sample_size))
+    vec, km, _ = labelling.topic_model(merged[text].tolist(), t.k, t.seed)
+    info: dict[str, Any] = {"k": t.k, "clusters": [
+        {"topic": c["topic"], "records": 0, "terms": c["terms"]}
+        for c in labelling.topic_terms(vec, km)]}
+    rows = sum(p["rows"] for p in ordered)
+    if len(merged) < rows:
+        info["sample"] = {"records": len(merged), "of": rows}
+    return info, _dump(ctx, (vec, km), "topics.joblib")
 
 
 def votes(ctx: StageContext, planned: list[AnnotUnit]) -> Votes:
@@ -314,8 +375,36 @@ def _conflict_info(ctx: StageContext) -> dict[str, Any]:
             "by_kind": {"exact": 0, "near": 0}, "examples": []}
 
 
+def _predict(ctx: StageContext, work: _Annotation, trained: Trained, out: Applied) -> None:
+    """The model's labels for the shard's unlabelled texts (``_Annotation.model_labels``)."""
+    lab = work.label
+    assert lab is not None
+    texts = work._texts()
+    todo = [i for i, v in enumerate(work.df[lab].tolist()) if shards.is_missing(v) and texts[i]]
+    model = _load(ctx, trained["model"]) if trained["model"] else None
+    info = trained["info"] or {}
+    guessed = labelling.predict_labels(model, [texts[i] for i in todo],
+                                       ctx.spec.annotate.model.min_confidence,
+                                       info.get("trained_on", 0), trained["classes"])
+    ids = work.df["id"].tolist()
+    for j, i in enumerate(todo):
+        value, conf = guessed.labels[j], guessed.confidence[j]
+        if value is not None:
+            work.df.at[i, lab] = value
+            work.df.at[i, "label_source"] = "model"
+            work.df.at[i, "label_confidence"] = conf
+            out["labelled"] += 1
+        else:
+            work.review.setdefault(ids[i], "low_confidence")
+            best = guessed.best[j]
+            if best is not None:
+                work.suggestion[ids[i]] = (best, conf)
+            out["routed"] += 1
+
+
 def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> Applied:
-    """One shard: the model's labels, then its duplicate groups' conflicts decided."""
+    """One shard: the model's labels, then its duplicate groups' conflicts decided, and its
+    kept records' topics."""
     tag = f"u{unit['index']:05d}"
     out: Applied = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
                     "quarantine": [], "labelled": 0, "routed": 0,
@@ -326,39 +415,16 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
         return out
     work = _restore(ctx, _read(ctx, unit["shards"]))
     lab = work.label
-    assert lab is not None
-    if trained["predict"] and unit["todo"]:
-        texts = work._texts()
-        todo = [i for i, v in enumerate(work.df[lab].tolist()) if shards.is_missing(v)
-                and texts[i]]
-        model = None
-        if trained["model"]:
-            import joblib
-
-            bucket, key = shards.parse_uri(trained["model"])
-            model = joblib.load(io.BytesIO(ctx.store.get_bytes(bucket, key)))
-        info = trained["info"] or {}
-        guessed = labelling.predict_labels(model, [texts[i] for i in todo],
-                                           ctx.spec.annotate.model.min_confidence,
-                                           info.get("trained_on", 0), trained["classes"])
-        ids = work.df["id"].tolist()
-        for j, i in enumerate(todo):
-            value, conf = guessed.labels[j], guessed.confidence[j]
-            if value is not None:
-                work.df.at[i, lab] = value
-                work.df.at[i, "label_source"] = "model"
-                work.df.at[i, "label_confidence"] = conf
-                out["labelled"] += 1
-            else:
-                work.review.setdefault(ids[i], "low_confidence")
-                best = guessed.best[j]
-                if best is not None:
-                    work.suggestion[ids[i]] = (best, conf)
-                out["routed"] += 1
-    if ctx.spec.annotate.task == "single_label" and found["groups"]:
-        decide_groups(work, _read(ctx, found["table"]), out)
+    if lab is not None:
+        if trained["predict"] and unit["todo"]:
+            _predict(ctx, work, trained, out)
+        if ctx.spec.annotate.task == "single_label" and found["groups"]:
+            decide_groups(work, _read(ctx, found["table"]), out)
+        out["usable"] = dict(Counter(str(v) for v in work.df.loc[checkable(work), lab]))
+    if trained["topic_model"] and len(work.df):  # each kept record to its nearest topic
+        vec, km = _load(ctx, trained["topic_model"])
+        work.df["topic"] = [int(a) for a in km.predict(vec.transform(work._texts()))]
     out["rows"] = len(work.df)
-    out["usable"] = dict(Counter(str(v) for v in work.df.loc[checkable(work), lab]))
     out["shards"] = _write(ctx, _stash(work), f"{tag}-applied")
     if work.quarantined:
         out["quarantine"] = _write(ctx, pd.concat(work.quarantined, ignore_index=True),

@@ -13,7 +13,4 @@ def refusal(spec: Any) -> str | None:
     None when they can."""
     if spec.modality == "image":
         return "annotation as parts does not label images yet"
-    if not spec.schema_.label_field or spec.annotate.topics.enabled is True:
-        return ("annotation as parts does not cluster topics yet (no label field, or "
-                "annotate.topics.enabled)")
     return None

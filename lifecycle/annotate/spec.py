@@ -105,6 +105,10 @@ class Topics(_Model):
         default="auto", description="cluster records by topic; auto: when there is no label")
     k: int = Field(default=8, ge=1, le=200)
     seed: int = 0
+    sample_size: int = Field(
+        default=20_000, ge=10, description="annotation as parts (docs/design/partitioned-"
+        "annotate.md): the topics are fitted on at most this many records (a seeded sample, "
+        "the same however the records are sharded) and every record is assigned its nearest")
 
 
 class Annotate(_Model):

@@ -34,6 +34,8 @@ class Labelled(Unit):
     people_present: int  # records people rated that are in this shard
     shards: list[ShardRef]
     sample: list[ShardRef]
+    texts: int  # records with a text (the topics need max(2k, 10) of them)
+    topic_sample: list[ShardRef]  # its bottom-k of (id, text) for the topics (no strata)
 
 
 class Trained(TypedDict):
@@ -43,6 +45,8 @@ class Trained(TypedDict):
     model: str  # the pickled model's URI ("" when there is none)
     classes: list[str]
     predict: bool  # the single task would predict (with no model: everything to people)
+    topics: dict[str, Any] | None  # the report's "topics" block, its clusters' sizes zero
+    topic_model: str  # the pickled (vectoriser, k-means) URI ("" when none was fitted)
 
 
 class Votes(TypedDict):
@@ -89,3 +93,4 @@ class Flagged(Unit):
     labels_after: dict[str, int]
     by_source: dict[str, int]
     labelled: int
+    topics: dict[str, int]  # the shard's records per topic (str of its number)

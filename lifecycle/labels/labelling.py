@@ -362,6 +362,22 @@ def topics(texts: list[str], k: int, seed: int = 0, terms: int = 6,
            ) -> tuple[list[int], list[dict[str, Any]]]:
     """Cluster records by topic (TF-IDF, then k-means) and name each cluster by its heaviest
     terms, so the catalog can say what an unlabelled dataset holds."""
+    vec, km, matrix = topic_model(texts, k, seed, fit=False)
+    assigned = km.fit_predict(matrix)
+    sizes = Counter(int(a) for a in assigned)
+    described: list[dict[str, Any]] = [
+        {"topic": t["topic"], "records": sizes.get(t["topic"], 0), "terms": t["terms"]}
+        for t in topic_terms(vec, km, terms)]
+    described.sort(key=lambda t: -t["records"])
+    return [int(a) for a in assigned], described
+
+
+def topic_model(texts: list[str], k: int, seed: int = 0, fit: bool = True
+                ) -> tuple[Any, Any, Any]:
+    """The TF-IDF vectoriser fitted on ``texts``, the k-means of :func:`topics` (fitted on
+    them with ``fit``) and the texts' matrix. Annotation's parts fit it on a sample and
+    assign each shard's records with ``predict``: on the same texts, the assignment
+    ``topics`` gives (MiniBatchKMeans labels the fitted texts by their nearest centre)."""
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -375,15 +391,16 @@ def topics(texts: list[str], k: int, seed: int = 0, terms: int = 6,
     matrix = vec.fit_transform(texts)
     k = max(1, min(k, matrix.shape[0]))
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
-    assigned = km.fit_predict(matrix)
+    if fit:
+        km.fit(matrix)
+    return vec, km, matrix
+
+
+def topic_terms(vec: Any, km: Any, terms: int = 6) -> list[dict[str, Any]]:
+    """Each fitted cluster's number and heaviest terms, in cluster order."""
     vocab = np.asarray(vec.get_feature_names_out())
-    sizes = Counter(int(a) for a in assigned)
-    described: list[dict[str, Any]] = [
-        {"topic": c, "records": sizes.get(c, 0),
-         "terms": [str(t) for t in vocab[np.argsort(-centre)[:terms]]]}
-        for c, centre in enumerate(km.cluster_centers_)]
-    described.sort(key=lambda t: -t["records"])
-    return [int(a) for a in assigned], described
+    return [{"topic": c, "terms": [str(t) for t in vocab[np.argsort(-centre)[:terms]]]}
+            for c, centre in enumerate(km.cluster_centers_)]
 
 
 # ---- bounding boxes ------------------------------------------------------------------------------

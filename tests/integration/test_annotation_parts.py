@@ -7,7 +7,9 @@ check holds only the records its seeded sample takes and flags what the single t
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
 from lifecycle.contract import STAGE_DEFS, run_parts
-from lifecycle.errors import PermanentError
+from lifecycle.labels import labelling
 from lifecycle.preprocess import stage as preprocess
 from lifecycle.records import shards
 from tests.integration.test_annotation import _export
@@ -83,7 +85,8 @@ def _people(env: Settings, kept: pd.DataFrame) -> None:
                                                    ensure_ascii=False), encoding="utf-8")
 
 
-def _compare(env: Settings, spec: str, rows_per_shard: int) -> dict[str, Any]:
+def _compare(env: Settings, spec: str, rows_per_shard: int, columns: list[str] = COLUMNS
+             ) -> dict[str, Any]:
     """The single task and the parts over one preprocessed result; what they agree on."""
     ctx = stage_context(env, spec, "run-whole", rows_per_shard=rows_per_shard)
     cleaned = preprocess.run(ctx, collect.run(ctx))
@@ -97,7 +100,7 @@ def _compare(env: Settings, spec: str, rows_per_shard: int) -> dict[str, Any]:
         ctx.store, cleaned.manifest_uri)["shards"]) > 1
     got, want = _read(parts_ctx, mine.manifest_uri), _read(ctx, whole.manifest_uri)
     # read back, a missing value is None or NaN depending on its shard's other values
-    pd.testing.assert_frame_equal(_nulls(got[COLUMNS]), _nulls(want[COLUMNS]))
+    pd.testing.assert_frame_equal(_nulls(got[columns]), _nulls(want[columns]))
     assert list(got.columns) == list(want.columns)
     assert mine.counts == whole.counts
     qgot, qwant = (_read(c, r.manifest_uri, "quarantine") if r.counts["quarantined"]
@@ -110,7 +113,8 @@ def _compare(env: Settings, spec: str, rows_per_shard: int) -> dict[str, Any]:
     mine_report, whole_report = _report(parts_ctx, mine), _report(ctx, whole)
     assert json.dumps(mine_report, sort_keys=True, default=str) == \
         json.dumps(whole_report, sort_keys=True, default=str)
-    return {"results": results, "report": whole_report, "counts": whole.counts}
+    return {"results": results, "report": whole_report, "counts": whole.counts,
+            "cleaned": cleaned}
 
 
 def test_the_parts_give_the_single_tasks_result_with_groups_across_shards(
@@ -157,13 +161,76 @@ def test_above_the_sample_size_the_model_learns_from_the_sample(
     assert len(asked) == sum(a["labelled"] for a in results["apply"]) > 0
 
 
-def test_the_parts_refuse_what_they_do_not_do_yet(s3: Settings, tmp_path: Path) -> None:
+NOTES = """\
+name: shop_notes
+title: Shop notes
+licence: {id: CC0-1.0}
+owners: [{name: qa}]
+sources:
+  - {name: notes, type: files, path: notes/notes.csv, format: csv,
+     licence: {id: CC0-1.0, origin: written for this test, legal_basis: own}}
+schema:
+  label_field: null
+  fields: [{name: text, type: string}]
+preprocess: {steps: [normalise, exact_dedup]}
+annotate: {topics: {k: 3}}
+"""
+
+
+def _notes(env: Settings) -> None:
+    """120 unlabelled notes of three topics, interleaved, in words that overlap a little."""
+    words = [["手机", "屏幕", "电池", "续航", "充电", "信号"],
+             ["米饭", "面条", "饺子", "味道", "分量", "好吃"],
+             ["衣服", "尺码", "面料", "颜色", "袖子", "合身"]]
+    notes = ["".join(words[i % 3][(i + j) % 6] for j in range(4)) + f"{i}号,还有{i % 7}个"
+             for i in range(120)]
+    folder = env.inbox_dir / "notes"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"text": notes}).to_csv(folder / "notes.csv", index=False)
+
+
+def test_the_parts_cluster_topics_as_the_single_task_without_a_label_field(
+        s3: Settings, tmp_path: Path) -> None:
+    """No label field (``topics.enabled: auto``): below the sample size the topics are
+    fitted on every record in collection order, and each shard's records are assigned to
+    the nearest: the single task's ``topic`` column, report and counts. Above it
+    (``sample_size: 40``), they are fitted on the 40 records of smallest seeded hash of
+    their id, in collection order, whatever the sharding: each record's topic is the one
+    that fit gives it."""
+    env = isolated(s3, tmp_path)
+    _notes(env)
+    found = _compare(env, NOTES, rows_per_shard=50, columns=["id", "text", "topic"])
+    sizes = sorted(t["records"] for t in found["report"]["topics"]["clusters"])
+    assert sum(sizes) == found["counts"]["kept"] == 120 and len(sizes) == 3 and sizes[0] > 0
+    assert "sample" not in found["report"]["topics"] and "model" not in found["report"]
+
+    ctx = stage_context(env, NOTES.replace("{k: 3}", "{k: 3, sample_size: 40}"), "run-k",
+                        rows_per_shard=50)
+    results = run_parts(STAGE_DEFS["annotate"], ctx, found["cleaned"])
+    out = _read(ctx, results["merge"].manifest_uri)
+    table = _read(ctx, found["cleaned"].manifest_uri)
+    key = {rid: hashlib.blake2b(f"0:{rid}".encode(), digest_size=8).digest()
+           for rid in table["id"]}
+    picked = set(sorted(key, key=key.__getitem__)[:40])
+    vec, km, _ = labelling.topic_model(table.loc[table["id"].isin(picked), "text"].tolist(), 3)
+    want = km.predict(vec.transform(table["text"].tolist()))
+    assert dict(zip(out["id"], out["topic"], strict=True)) == \
+        dict(zip(table["id"], want.tolist(), strict=True))
+    topics = _report(ctx, results["merge"])["topics"]
+    assert topics["sample"] == {"records": 40, "of": 120} and \
+        sorted(t["records"] for t in topics["clusters"]) == sorted(Counter(want.tolist()).values())
+
+
+def test_the_parts_cluster_topics_beside_the_labels(s3: Settings, tmp_path: Path) -> None:
+    """``topics.enabled: true`` with a label field, nothing quarantined (ties kept with their
+    first label): the single task's labels, topics and report."""
     env = isolated(s3, tmp_path)
     write_rows(tmp_path / "inbox" / "reviews")
-    ctx = stage_context(env, SPEC.replace("  rules:", "  topics: {enabled: true}\n  rules:"),
-                        "run-t")
-    with pytest.raises(PermanentError, match="does not cluster topics yet"):
-        run_parts(STAGE_DEFS["annotate"], ctx, StageResult("preprocess", "s3://x/y", {}))
+    spec = SPEC.replace("  rules:", "  topics: {enabled: true, k: 4}\n  rules:").replace(
+        "tie: drop", "tie: first").replace("model: {enabled: true", "model: {enabled: false")
+    found = _compare(env, spec, rows_per_shard=60, columns=[*COLUMNS, "topic"])
+    assert found["counts"]["quarantined"] == 0 and found["report"]["conflicts"]["found"] > 0
+    assert len(found["report"]["topics"]["clusters"]) == 4
 
 
 def test_the_parts_give_the_single_tasks_result_on_the_sample_reviews(

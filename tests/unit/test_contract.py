@@ -101,8 +101,8 @@ def test_a_people_pass_is_a_sequence_of_its_own_whose_tasks_do_not_repeat_the_fi
 
 def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_others(
         repo: Path) -> None:
-    """contract.declared: the parts for text with a label field; the single task for images
-    (and topics), each with its people pass."""
+    """contract.declared: the parts for text, with a label field or topics; the single task
+    for images, each with its people pass."""
     from lifecycle.contract import SINGLE_ANNOTATE, declared
     from lifecycle.spec import load_spec
 
@@ -115,6 +115,10 @@ def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_o
         "finish_plan", "finish_label", "finish_train", "finish_votes", "finish_apply",
         "finish_check", "finish_flag", "finish"]
     assert declared("annotate", images) is SINGLE_ANNOTATE
+    topics_on = text.annotate.topics.model_copy(update={"enabled": True})
+    for topics in ({"annotate": text.annotate.model_copy(update={"topics": topics_on})},
+                   {"schema_": text.schema_.model_copy(update={"label_field": None})}):
+        assert declared("annotate", text.model_copy(update=topics)) is parts
     assert declared("evaluate", images) is STAGE_DEFS["evaluate"]
 
 

@@ -129,13 +129,6 @@ PUBLISH = "lifecycle.publish"
 
 ANNOTATE = "lifecycle.annotate"
 
-# annotation in one task over the whole table, for the specs the parts do not label yet
-# (lifecycle.annotate.scope); with people, its second pass `finish` on the first's result
-SINGLE_ANNOTATE = _stage(
-    "annotate", Part("label", f"{ANNOTATE}.stage:run", "reduce", takes=(UPSTREAM,)),
-    people=_stage("annotate", Part("finish", f"{ANNOTATE}.stage:finish", "reduce",
-                                   takes=(UPSTREAM,))))
-
 
 def _annotate_parts() -> Stage:
     """Annotation's parts, and the same parts again for the people pass (named ``finish_*``,
@@ -166,8 +159,7 @@ def _annotate_parts() -> Stage:
     people = tuple(Part(again(p.name), f"{ANNOTATE}.parts:replan" if p.kind == "plan"
                         else p.call, p.kind, over=p.over and again(p.over),
                         takes=tuple(again(t) for t in p.takes)) for p in parts)
-    return _stage("annotate", *parts, people=_stage("annotate", *people), whole=SINGLE_ANNOTATE,
-                  refuses=f"{ANNOTATE}.scope:refusal")
+    return _stage("annotate", *parts, people=_stage("annotate", *people))
 
 
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
@@ -194,8 +186,7 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
                 takes=(UPSTREAM, "apply", "deduplicate"))),
     # annotation as parts (docs/design/partitioned-annotate.md); with people in Label Studio
-    # the same parts again after the wait, named finish_*, their reduce `finish`. A spec the
-    # parts cannot label yet (images, topics) runs SINGLE_ANNOTATE below (see declared)
+    # the same parts again after the wait, named finish_*, their reduce `finish`
     _annotate_parts(),
     _stage("synthesize",
            # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
@@ -232,8 +223,7 @@ ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 def declared(stage: str, spec: Any) -> Stage:
     """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
-    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (annotation's parts
-    refuse images and topics: lifecycle/annotate/scope.py, :data:`SINGLE_ANNOTATE`)."""
+    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (``refuses``)."""
     parts = STAGE_DEFS[stage]
     if parts.whole is not None and parts.refuses is not None:
         module, _, name = parts.refuses.partition(":")

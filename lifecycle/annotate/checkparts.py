@@ -24,7 +24,7 @@ from lifecycle.annotate.parts import (
     _write,
     checkable,
 )
-from lifecycle.annotate.people import _export_tasks, _send, _studio
+from lifecycle.annotate.people import _export_image_tasks, _export_tasks, _send, _studio
 from lifecycle.annotate.reports import STAGE, _write_json
 from lifecycle.annotate.units import (
     AnnotUnit,
@@ -49,6 +49,10 @@ def check(ctx: StageContext, applied: list[Applied]) -> Checked:
     shard by shard, are all it holds. The findings are written, ``flag`` acts on them per
     shard."""
     out: Checked = {"info": None, "found": [], "held": 0}
+    if ctx.spec.modality == "image":
+        from lifecycle.annotate import imageparts
+
+        return imageparts.check(ctx, sorted(applied, key=lambda a: a["index"]), out)
     if ctx.spec.annotate.task != "single_label" or ctx.spec.schema_.label_field is None or \
             not any(a["rows"] for a in applied):
         return out
@@ -116,6 +120,10 @@ def flag(ctx: StageContext, unit: Applied, checked: Checked) -> Flagged:
                     "labelled": 0, "topics": {}}
     if not unit["shards"]:
         return out
+    if ctx.spec.modality == "image":
+        from lifecycle.annotate import imageparts
+
+        return imageparts.flag(ctx, unit, checked, out)
     work = _restore(ctx, _read(ctx, unit["shards"]))
     if checked["found"]:
         found = _read(ctx, checked["found"])
@@ -270,8 +278,15 @@ def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
     Studio project), the manifest."""
     upstream = planned[0]["upstream"]
     flagged = sorted(flagged, key=lambda f: f["index"])
-    report = _report(ctx, labelled, trained, found, applied, checked, flagged)
-    n_in = report["records_in"]
+    image = ctx.spec.modality == "image"
+    if image:
+        from lifecycle.annotate import imageparts
+
+        report = imageparts.report(ctx, labelled, trained, applied, checked, flagged)
+        n_in = sum(p["rows"] for p in labelled)
+    else:
+        report = _report(ctx, labelled, trained, found, applied, checked, flagged)
+        n_in = report["records_in"]
     main = [s for f in flagged for s in f["shards"]]
     kept = sum(int(s["rows"]) for s in main)
     reasons: Counter[str] = Counter()
@@ -286,7 +301,9 @@ def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
         raise ConservationError(f"annotate {ctx.dataset}: {n_in} records in but {kept} kept "
                                 f"+ {dropped} quarantined; this is a bug, report it with run "
                                 f"{ctx.run_id}")
-    if n_in and ctx.spec.schema_.label_field is not None:
+    if image:
+        imageparts.counts(report, flagged, counts)
+    elif n_in and ctx.spec.schema_.label_field is not None:
         per = report["labels_after"]
         counts.update(labelled=report["coverage"]["labelled"],
                       unlabelled=report["coverage"]["unlabelled"], per_label=per,
@@ -305,8 +322,9 @@ def merge(ctx: StageContext, planned: list[AnnotUnit], labelled: list[Labelled],
         suggestion = {rid: (s, float(c)) for rid, s, c in zip(
             rows["id"], rows[SUGGESTED], rows[SUGGESTED_CONF], strict=True)
             if _missing(s) is not None}
-        report["tasks"] = _export_tasks(ctx, rows.drop(columns=[SUGGESTED, SUGGESTED_CONF]),
-                                        set(rows["id"]), suggestion)
+        export = _export_image_tasks if image else _export_tasks
+        report["tasks"] = export(ctx, rows.drop(columns=[SUGGESTED, SUGGESTED_CONF]),
+                                 set(rows["id"]), suggestion)
         if ctx.spec.annotate.people.label_studio is not None:
             sent = _send(ctx, _studio(ctx), report["tasks"]["tasks_uri"])
             report["tasks"]["label_studio"] = {k: v for k, v in sent.items() if k != "ids"}

@@ -45,6 +45,7 @@ class ImageAnnotation:
     leaving: dict[str, str] = field(default_factory=dict)  # quarantined: record id -> reason
     details: dict[str, str] = field(default_factory=dict)
     suggestion: dict[str, tuple[str, float]] = field(default_factory=dict)
+    agreements: list[float] = field(default_factory=list)  # boxes: each image's agreement
 
 
 def annotate(ctx: StageContext, df: pd.DataFrame, merges: pd.DataFrame | None = None,
@@ -186,6 +187,7 @@ def _boxes(ctx: StageContext, work: ImageAnnotation, completions: list[Completio
         per_label.update(b["label"] for b in boxes)
         column.append(json.dumps(boxes, ensure_ascii=False))
         sources.append("people")
+    work.agreements = agreements
     d["boxes"] = pd.Series(column, dtype="object")
     d["boxes_source"] = pd.Series(sources, dtype="object")
     flagged = [rid for rid, why in work.review.items() if why == "box_conflict"]

@@ -18,9 +18,11 @@ people in Label Studio the same parts again after the wait (their plan :func:`re
   Studio tasks file (sent to the spec's project), the manifest of the shards in order.
 
 Each part runs the single task's own code (``_Annotation``) on its shard, so below the sample
-size the output is what :func:`lifecycle.annotate.stage.run` gives. Text and tables with a
-label field; images and topics (no label field) are refused (lifecycle/annotate/scope.py):
-for those specs the DAG runs the single task.
+size the output is what :func:`lifecycle.annotate.stage.run` gives. Every spec: texts and
+tables, with a label field or topics (no label field, or ``annotate.topics.enabled``: fitted
+once in ``train`` on a sample of ``topics.sample_size``, assigned per shard in ``apply``), and
+images, whose parts (lifecycle/annotate/imageparts.py) run the steps of
+lifecycle/annotate/images.py.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import pandas as pd
 from lifecycle.annotate.conflicts import DUPLICATE_REASONS, duplicate_votes
 from lifecycle.annotate.label import _Annotation
 from lifecycle.annotate.reports import STAGE, _write_json
-from lifecycle.annotate.scope import refusal
 from lifecycle.annotate.units import AnnotUnit, Applied, Labelled, Trained, Votes
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError
@@ -140,10 +141,6 @@ def replan(ctx: StageContext, first: StageResult) -> list[AnnotUnit]:
 
 def _units(ctx: StageContext, upstream: str, pulled: str, project: int | None
            ) -> list[AnnotUnit]:
-    why = refusal(ctx.spec)
-    if why is not None:
-        raise PermanentError(f"annotate {ctx.dataset}: {why}; the DAG runs the stage's single "
-                             "task for this spec (lifecycle.contract.declared)")
     manifest = shards.read_manifest(ctx.store, upstream)
     bucket, found = manifest["_bucket"], manifest["shards"]
 
@@ -178,9 +175,13 @@ def label(ctx: StageContext, unit: AnnotUnit) -> Labelled:
     out: Labelled = {"index": unit["index"], "label": unit["label"], "rows": len(df),
                      "known": 0, "todo": 0, "rules": [], "labels_before": {},
                      "people": None, "people_present": 0, "shards": [], "sample": [],
-                     "texts": 0, "topic_sample": []}
+                     "texts": 0, "topic_sample": [], "image": None}
     if not len(df):
         return out
+    if ctx.spec.modality == "image":
+        from lifecycle.annotate import imageparts
+
+        return imageparts.label(ctx, unit, df, out)
     work = _Interim(ctx, df, pd.DataFrame(), _pulled(ctx, unit), unit["project"])
     if work.label is not None:
         _labels(ctx, work, out, tag)
@@ -228,6 +229,10 @@ def train(ctx: StageContext, labelled: list[Labelled]) -> Trained:
     if not any(part["rows"] for part in labelled):
         return out
     ordered = sorted(labelled, key=lambda p: p["index"])
+    if ctx.spec.modality == "image":
+        from lifecycle.annotate import imageparts
+
+        return imageparts.train(ctx, ordered, out)
     if topics_on(ctx.spec):
         out["topics"], out["topic_model"] = _fit_topics(ctx, ordered)
     cfg = ctx.spec.annotate.model
@@ -303,8 +308,8 @@ def votes(ctx: StageContext, planned: list[AnnotUnit]) -> Votes:
     out: Votes = {"merged": 0, "groups": 0, "table": [],
                   "absent": {"found": 0, "exact": 0, "near": 0, **dict.fromkeys(ABSENT, 0)}}
     manifest = shards.read_manifest(ctx.store, planned[0]["upstream"])
-    if not manifest.get("tables", {}).get("merges"):
-        return out
+    if ctx.spec.modality == "image" or not manifest.get("tables", {}).get("merges"):
+        return out  # images: each shard's label decides its identical images' conflicts
     merges = shards.read_table(ctx.store, manifest, "merges")
     merged = (merges.loc[merges["reason"].isin(DUPLICATE_REASONS)]
               if len(merges) and "label" in merges else pd.DataFrame())
@@ -408,11 +413,15 @@ def apply(ctx: StageContext, unit: Labelled, trained: Trained, found: Votes) -> 
     tag = f"u{unit['index']:05d}"
     out: Applied = {"index": unit["index"], "label": unit["label"], "rows": 0, "shards": [],
                     "quarantine": [], "labelled": 0, "routed": 0,
-                    "conflicts": _conflict_info(ctx), "usable": {},
+                    "conflicts": _conflict_info(ctx), "usable": {}, "features": False,
                     "present_absent": {"found": 0, "exact": 0, "near": 0,
                                        **dict.fromkeys(ABSENT, 0)}}
     if not unit["shards"]:
         return out
+    if ctx.spec.modality == "image":
+        from lifecycle.annotate import imageparts
+
+        return imageparts.apply(ctx, unit, trained, out)
     work = _restore(ctx, _read(ctx, unit["shards"]))
     lab = work.label
     if lab is not None:

@@ -36,6 +36,7 @@ class Labelled(Unit):
     sample: list[ShardRef]
     texts: int  # records with a text (the topics need max(2k, 10) of them)
     topic_sample: list[ShardRef]  # its bottom-k of (id, text) for the topics (no strata)
+    image: dict[str, Any] | None  # images: the report's partial blocks, the features' URI
 
 
 class Trained(TypedDict):
@@ -69,6 +70,7 @@ class Applied(Unit):
     conflicts: dict[str, Any]  # found, by_kind, outcomes, examples (with "order")
     present_absent: dict[str, int]  # what Votes.absent counted for groups found here
     usable: dict[str, int]  # per label, the records the label check can score (a text)
+    features: bool  # images: the shard's features are in the work bucket (imageparts.py)
 
 
 class Checked(TypedDict):

@@ -101,9 +101,9 @@ def test_a_people_pass_is_a_sequence_of_its_own_whose_tasks_do_not_repeat_the_fi
 
 def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_others(
         repo: Path) -> None:
-    """contract.declared: the parts for text, with a label field or topics; the single task
-    for images, each with its people pass."""
-    from lifecycle.contract import SINGLE_ANNOTATE, declared
+    """contract.declared: the parts for every spec (text with a label field or topics,
+    images), with their people pass."""
+    from lifecycle.contract import declared
     from lifecycle.spec import load_spec
 
     text = load_spec(repo / "datasets" / "zh_shopping_reviews.yaml").spec
@@ -114,7 +114,7 @@ def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_o
     assert [p.name for p in parts.people.parts] == [
         "finish_plan", "finish_label", "finish_train", "finish_votes", "finish_apply",
         "finish_check", "finish_flag", "finish"]
-    assert declared("annotate", images) is SINGLE_ANNOTATE
+    assert declared("annotate", images) is parts
     topics_on = text.annotate.topics.model_copy(update={"enabled": True})
     for topics in ({"annotate": text.annotate.model_copy(update={"topics": topics_on})},
                    {"schema_": text.schema_.model_copy(update={"label_field": None})}):

@@ -59,22 +59,18 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
             assert "Mapped" in type(dag.get_task(mapped)).__name__
         assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
             "preprocess.apply", "preprocess.merge"}
-        # annotation: as parts for text with a label field (per shard, the model and the
-        # votes once, per shard, the label check once, per shard, merge); one task for
-        # images, which the parts do not label yet (lifecycle.annotate.scope)
+        # annotation as parts, texts and images alike (per shard, the model and the votes
+        # once, per shard, the label check once, per shard, merge)
         annotate = {t.task_id.removeprefix("annotate.") for t in dag.tasks
                     if t.task_id.startswith("annotate.")}
-        if loaded.spec.modality == "image":
-            assert annotate == {"label"}
-        else:
-            assert annotate == {"plan", "label", "train", "votes", "apply", "check", "flag",
-                                "merge"}
-            for mapped in ("annotate.label", "annotate.apply", "annotate.flag"):
-                assert "Mapped" in type(dag.get_task(mapped)).__name__
-            assert dag.get_task("annotate.check").downstream_task_ids == {
-                "annotate.flag", "annotate.merge"}
-            assert dag.get_task("annotate.merge").downstream_task_ids == {
-                "synthesize.plan", "synthesize.merge"}
+        assert annotate == {"plan", "label", "train", "votes", "apply", "check", "flag",
+                            "merge"}
+        for mapped in ("annotate.label", "annotate.apply", "annotate.flag"):
+            assert "Mapped" in type(dag.get_task(mapped)).__name__
+        assert dag.get_task("annotate.check").downstream_task_ids == {
+            "annotate.flag", "annotate.merge"}
+        assert dag.get_task("annotate.merge").downstream_task_ids == {
+            "synthesize.plan", "synthesize.merge"}
         # synthesis: per shard, the sample once, the candidates per chunk, per shard again,
         # then merge
         for mapped in ("synthesize.mark", "synthesize.generate", "synthesize.screen"):

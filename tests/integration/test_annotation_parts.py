@@ -227,7 +227,8 @@ def test_the_parts_cluster_topics_beside_the_labels(s3: Settings, tmp_path: Path
     env = isolated(s3, tmp_path)
     write_rows(tmp_path / "inbox" / "reviews")
     spec = SPEC.replace("  rules:", "  topics: {enabled: true, k: 4}\n  rules:").replace(
-        "tie: drop", "tie: first").replace("model: {enabled: true", "model: {enabled: false")
+        "tie: drop", "tie: first").replace("model: {enabled: true", "model: {enabled: false"
+                                           ).replace("action: flag", "action: ignore")
     found = _compare(env, spec, rows_per_shard=60, columns=[*COLUMNS, "topic"])
     assert found["counts"]["quarantined"] == 0 and found["report"]["conflicts"]["found"] > 0
     assert len(found["report"]["topics"]["clusters"]) == 4

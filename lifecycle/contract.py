@@ -288,6 +288,31 @@ PARTITIONED = _stage(
          takes=(UPSTREAM, "apply", "cluster")))
 
 
+EVALUATE = "lifecycle.evaluate"
+
+# evaluation as parts over the input shards (issue 31, docs/design/partitioned-evaluate.md
+# step 5), built beside the single task above and run by tests only until it replaces it; a
+# spec the parts refuse (lifecycle/evaluate/scope.py) keeps the single task
+PARTITIONED_EVALUATE = _stage(
+    "evaluate",
+    # one unit per input shard, with the whole candidate's dtypes
+    Part("plan", f"{EVALUATE}.parts:plan", "plan", takes=(UPSTREAM,)),
+    # one shard: its GX result (work bucket), tally, residual personal data, usable labels
+    Part("measure", f"{EVALUATE}.parts:measure", "map", over="plan"),
+    # the whole suite's result from the shards' and the key partials; residual duplicates
+    Part("checks", f"{EVALUATE}.globalparts:checks", "global", takes=("plan", "measure")),
+    # the split groups, splits and leakage over ids, texts and labels
+    Part("groups", f"{EVALUATE}.globalparts:groups", "global", takes=("plan",)),
+    # the label check on its sample drawn from the shards' counts
+    Part("labels", f"{EVALUATE}.globalparts:labels", "global", takes=("plan", "measure")),
+    # one shard's failed cells counted, its records with their splits written
+    Part("finish", f"{EVALUATE}.parts:finish", "map", over="plan", takes=("checks", "groups")),
+    # the grade, report, Data Docs, manifest, catalog and gate from the partials
+    Part("grade", f"{EVALUATE}.gradeparts:grade", "reduce",
+         takes=(UPSTREAM, "plan", "measure", "checks", "groups", "labels", "finish")),
+    whole=STAGE_DEFS["evaluate"], refuses=f"{EVALUATE}.scope:refusal")
+
+
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
                    ) -> StageResult:
     """Every part of ``stage`` in this process, in order (the map parts over their units one

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from lifecycle.evaluate import grade as single
 from lifecycle.evaluate import gxwhole, validate
 from lifecycle.evaluate import report as qreport
 from lifecycle.evaluate.candidate import preprocess_report
-from lifecycle.evaluate.parts import cellpart_of, get_json, tally_of
+from lifecycle.evaluate.parts import cellpart_of, get_json, passing, tally_of
 from lifecycle.evaluate.units import Checked, EvalUnit, Finished, Grouped, Labelled, Measured
 from lifecycle.labels import labelcheck
 from lifecycle.quality import cellparts, cells, tallies
@@ -30,6 +31,7 @@ from lifecycle.records import shards
 from lifecycle.text import pii
 from lifecycle.versions.records import changelog
 from storage import keys
+from storage.faults import fault_point
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -52,13 +54,21 @@ def _docs(ctx: StageContext, result: dict[str, Any]) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="granary-gx-") as tmp:
         gxwhole.render(ctx.spec, gxsuite.build_expectations(ctx.spec), result, Path(tmp))
         docs_uri = validate._upload_docs(ctx, Path(tmp))
+        fault_point(f"{STAGE}.docs_uploaded")
     return {**validate._store_results(ctx, {"whole": result}), "data_docs": docs_uri}
 
 
 def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
           measured: list[Measured], checked: Checked, grouped: Grouped, labelled: Labelled,
           finished: list[Finished]) -> StageResult:
-    """The grade, the report, the manifest, the catalog and the gate from the parts."""
+    """The grade, the report, the manifest, the catalog and the gate from the parts; a run
+    the parts passed (parts.whole_run: a refresh, a published version) runs the single
+    task here."""
+    if passing(units):
+        from lifecycle.evaluate import stage as single_task
+
+        log.info("evaluate %s: %s", ctx.dataset, units[0]["label"])
+        return single_task.run(ctx, upstream)
     spec, gate = ctx.spec, ctx.spec.quality.gate
     manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     cleaning = preprocess_report(ctx, manifest)
@@ -73,7 +83,9 @@ def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
                                                    grouped, labelled, finished)
     split_info = grouped["info"]
     tally = tallies.combine(tally_of(m["tally"]) for m in measured)
-    dims, not_measured = quality_dims.assess(spec, tally, evidence, ctx.now)
+    # the plan's now: every task of a DAG run makes its own context (and now)
+    now = datetime.fromisoformat(units[0]["now"]) if units else ctx.now
+    dims, not_measured = quality_dims.assess(spec, tally, evidence, now)
     weights: dict[str, float] = {str(k): v for k, v in spec.quality.weights.items()}
     gating = quality_dims.gating(spec, dims)
     score, grade_ = quality_dims.score_and_grade(dims, weights, gating)
@@ -85,7 +97,7 @@ def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
     html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
     repeated = sum(len(r) for r in get_json(ctx, checked["residual"]))
     report = qreport.build(
-        spec, pd.DataFrame(), run_id=ctx.run_id, now=ctx.now, dims=dims, score=score,
+        spec, pd.DataFrame(), run_id=ctx.run_id, now=now, dims=dims, score=score,
         grade=grade_, passed=passed, weak=weak, checks=checks, blocking=blocking,
         per_shard=per_shard, evidence=evidence, issues=issues, splits=split_info,
         preprocess=cleaning, not_measured=not_measured, gating=gating, proposals=None,
@@ -128,6 +140,7 @@ def _output(ctx: StageContext, upstream: StageResult, finished: list[Finished],
         uri = shards.write_manifest(ctx, STAGE, schema, written, counts, extra=extra)
     else:
         uri = shards.passthrough_manifest(ctx, STAGE, upstream.manifest_uri, counts, extra)
+    fault_point(f"{STAGE}.before_catalog")  # the manifest written, the catalog not told
     ctx.catalog.record_evaluation(ctx.dataset, ctx.run_id, passed=quality["passed"],
                                   grade=quality["grade"], score=quality["score"], row_count=n,
                                   summary={**qreport.summary(report), "rules": quality["rules"]},

@@ -19,7 +19,7 @@ from granary.settings import Settings
 from lifecycle.context import StageContext, StageResult
 from lifecycle.contract import PARTITIONED_EVALUATE, STAGE_DEFS, run_in_process
 from lifecycle.errors import PermanentError
-from lifecycle.evaluate import scope
+from lifecycle.evaluate import gxmerge, scope
 from lifecycle.evaluate import stage as evaluate
 from lifecycle.records import shards
 from lifecycle.spec import parse_spec
@@ -43,7 +43,11 @@ schema:
     - {name: label, type: string, values: [pos, neg]}
     - {name: rating, type: integer, min: 1, max: 5, required: false}
     - {name: code, type: string, required: false, unique: true}
-quality: {gate: {min_rows: 10, expectations: none}, label_errors: {folds: 3}}
+quality:
+  gate: {min_rows: 10, expectations: none}
+  label_errors: {folds: 3}
+  expectations:
+    - {type: expect_column_value_lengths_to_be_between, kwargs: {column: text, max_value: 60}}
 publish: {splits: {ratios: {train: 0.6, validation: 0.2, test: 0.2}, seed: 3}}
 """
 
@@ -132,9 +136,13 @@ def test_the_parts_evaluate_as_the_single_task(s3: Settings, tmp_path: Path) -> 
 
 
 def test_a_spec_the_parts_refuse_keeps_the_single_task(s3: Settings, tmp_path: Path) -> None:
-    spec = parse_spec(SPEC.replace("quality: {gate:", "quality: {dependencies: [{determinant: "
-                                   "[code], dependent: rating}], gate:"), "s.yaml")
+    spec = parse_spec(SPEC.replace("quality:\n", "quality:\n  dependencies: [{determinant: "
+                                   "[code], dependent: rating}]\n"), "s.yaml")
     assert scope.refusal(spec) is not None
+    assert {*gxmerge.MERGED, "expect_column_values_to_be_unique",
+                              gxmerge.ROW_COUNT} == scope.COMBINED
+    assert scope.refusal(parse_spec(SPEC.replace("max_value: 60", "max_value: 60, row_condition: "
+                                                 "'rating>1'"), "s.yaml")) is not None
     assert PARTITIONED_EVALUATE.whole is STAGE_DEFS["evaluate"]
     s = isolated(s3, tmp_path)
     ctx = stage_context(s, SPEC, "r", rows_per_shard=40)

@@ -15,6 +15,7 @@ by definition, from the shards' partials and narrow columns.
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -118,7 +119,9 @@ def groups(ctx: StageContext, units: list[EvalUnit]) -> Grouped:
         routes = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "parts-routes.parquet")
         ctx.store.write_atomic(ctx.work_bucket, routes, sink.getvalue(),
                                "application/vnd.apache.parquet")
-    return {"info": info, "diversity": diversity, "routes": routes, "labels": counts}
+    # as JSON (the leakage examples are tuples): what an XCom carries, in process too
+    return json.loads(json.dumps({"info": info, "diversity": diversity, "routes": routes,
+                                  "labels": counts}, ensure_ascii=False, default=str))
 
 
 def labels(ctx: StageContext, units: list[EvalUnit], measured: list[Measured]) -> Labelled:
@@ -166,4 +169,5 @@ def labels(ctx: StageContext, units: list[EvalUnit], measured: list[Measured]) -
                  "label": chosen[label].iloc[p], "suggested": s, "confidence": c}
                 for p, s, c in list(zip(found.positions, found.suggested, found.confidence,
                                         strict=True))[:20]]
-    return {"issues": issues, "examples": examples}
+    return json.loads(json.dumps({"issues": issues, "examples": examples}, ensure_ascii=False,
+                                 default=str))

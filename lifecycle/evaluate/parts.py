@@ -168,6 +168,7 @@ def measure(ctx: StageContext, unit: EvalUnit) -> Measured:
     summary = gxsuite.shard_summaries([result], [len(df)])[0]
     summary["shard"] = unit["index"]
     records, per_type = quality_dims.residual_pii(spec, df)
+    summary = json.loads(json.dumps(summary, ensure_ascii=False, default=str))  # an XCom
     return {"index": unit["index"], "rows": len(df),
             "gx": put_json(ctx, f"u{unit['index']:05d}-gx", result),
             "tally": tally_json(tallies.measure(spec, df, datetime.fromisoformat(unit["now"]))),

@@ -17,7 +17,7 @@ import pytest
 
 from granary.settings import Settings
 from lifecycle.context import StageContext, StageResult
-from lifecycle.contract import PARTITIONED_EVALUATE, STAGE_DEFS, run_in_process
+from lifecycle.contract import PARTITIONED_EVALUATE, SINGLE_EVALUATE, run_in_process
 from lifecycle.errors import PermanentError
 from lifecycle.evaluate import gxmerge, scope
 from lifecycle.evaluate import stage as evaluate
@@ -143,7 +143,7 @@ def test_a_spec_the_parts_refuse_keeps_the_single_task(s3: Settings, tmp_path: P
                               gxmerge.ROW_COUNT} == scope.COMBINED
     assert scope.refusal(parse_spec(SPEC.replace("max_value: 60", "max_value: 60, row_condition: "
                                                  "'rating>1'"), "s.yaml")) is not None
-    assert PARTITIONED_EVALUATE.whole is STAGE_DEFS["evaluate"]
+    assert PARTITIONED_EVALUATE.whole is SINGLE_EVALUATE
     s = isolated(s3, tmp_path)
     ctx = stage_context(s, SPEC, "r", rows_per_shard=40)
     ctx = dataclasses.replace(ctx, spec=spec)

@@ -103,7 +103,7 @@ def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_o
         repo: Path) -> None:
     """contract.declared: the parts for text with a label field; the single task for images
     (and topics), each with its people pass."""
-    from lifecycle.contract import SINGLE_ANNOTATE, declared
+    from lifecycle.contract import SINGLE_ANNOTATE, SINGLE_EVALUATE, declared
     from lifecycle.spec import load_spec
 
     text = load_spec(repo / "datasets" / "zh_shopping_reviews.yaml").spec
@@ -115,7 +115,7 @@ def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_o
         "finish_plan", "finish_label", "finish_train", "finish_votes", "finish_apply",
         "finish_check", "finish_flag", "finish"]
     assert declared("annotate", images) is SINGLE_ANNOTATE
-    assert declared("evaluate", images) is STAGE_DEFS["evaluate"]
+    assert declared("evaluate", images) is SINGLE_EVALUATE
 
 
 def test_run_in_process_follows_the_declared_data_flow() -> None:

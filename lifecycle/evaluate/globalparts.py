@@ -4,7 +4,8 @@ by definition, from the shards' partials and narrow columns.
 - ``checks``: the whole suite's result made from the shards' GX results
   (``gxmerge.merged_entries`` + ``assemble``), the uniqueness checks from the key partials,
   and each shard's residual duplicate rows (a text repeating an earlier record's); an
-  expectation neither gives is refused with a clear error (it would need the whole table).
+  expectation neither gives (a failing not-null check, a range check GX raised on) runs on
+  the columns it names only.
 - ``groups``: the split groups, the splits and the leakage (lifecycle/evaluate/splitting.py)
   over the records' ids, texts and labels only, and the routes (each record's group and
   split, in candidate order) for ``finish``.
@@ -14,6 +15,7 @@ by definition, from the shards' partials and narrow columns.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections import Counter
@@ -33,7 +35,7 @@ from lifecycle.evaluate import gxmerge, gxwhole, splitting
 from lifecycle.evaluate.parts import get_json, passing, put_json, shard_frame
 from lifecycle.evaluate.units import Checked, EvalUnit, Grouped, Labelled, Measured
 from lifecycle.labels import labelcheck
-from lifecycle.quality import keyparts
+from lifecycle.quality import cells, keyparts
 from lifecycle.quality.checks import check_key
 from lifecycle.records import splits
 from storage import keys
@@ -77,20 +79,37 @@ def checks(ctx: StageContext, units: list[EvalUnit], measured: list[Measured]) -
     results = [get_json(ctx, m["gx"]) for m in measured]
     rows = sum(m["rows"] for m in measured)
     entries = gxmerge.merged_entries(cfgs, results, offsets, rows, made)
-    left = [check_key(c["type"], c["kwargs"]) for c in cfgs
-            if check_key(c["type"], c["kwargs"]) not in entries]
-    if left:
-        raise PermanentError(
-            f"{ctx.dataset}: evaluation as parts cannot make these expectations' results "
-            f"from the shards: {', '.join(left)} (a failing not-null check, a range check GX "
-            "raised on, or a check of the whole table without a partial); run the single "
-            "evaluate task (lifecycle.contract.STAGE_DEFS['evaluate'])")
-    meta = gxwhole._meta(spec, results)
-    result = gxmerge.assemble(cfgs, entries, None, meta, f"{spec.name}.quality")
+    ran = _rest(ctx, units, exps, cfgs, entries)
+    meta = dict(ran["meta"]) if ran is not None else gxwhole._meta(spec, results)
+    result = gxmerge.assemble(cfgs, entries, ran, meta, f"{spec.name}.quality")
     repeated: list[list[int]] = ([np.asarray(r).tolist() for r in keyparts.repeated_rows(texts)]
                                  if texts else [[] for _ in units])
     return {"result": put_json(ctx, "whole-gx", result),
             "residual": put_json(ctx, "residual", repeated)}
+
+
+def _rest(ctx: StageContext, units: list[EvalUnit], exps: list[Any],
+          cfgs: list[dict[str, Any]], entries: dict[str, dict[str, Any]]
+          ) -> dict[str, Any] | None:
+    """GX's result of the expectations the shards do not give (a failing not-null check,
+    a range check GX raised on: gxwhole's ``rest``) on the columns they name only, as
+    gxwhole.validate_merged runs them on the whole table; None when there are none."""
+    rest = [copy.copy(e) for e, c in zip(exps, cfgs, strict=True)
+            if check_key(c["type"], c["kwargs"]) not in entries]
+    if not rest:
+        return None
+    named = {"id"}
+    for c in cfgs:
+        if check_key(c["type"], c["kwargs"]) not in entries:
+            if c["kwargs"].get("row_condition"):  # scope.refusal keeps these out
+                raise PermanentError(f"{ctx.dataset}: evaluation as parts cannot run "
+                                     f"{c['type']} with a row condition")
+            named.update(cells.columns_of(c["kwargs"]))
+    narrow = [df[[c for c in df.columns if c in named]] for df in _frames(ctx, units)]
+    whole = pd.concat(narrow, ignore_index=True) if len(narrow) > 1 else \
+        narrow[0].reset_index(drop=True)
+    ran: dict[str, Any] = gxsuite.validate_parts(ctx.spec, [("whole", whole, rest)])[0]
+    return ran
 
 
 def groups(ctx: StageContext, units: list[EvalUnit]) -> Grouped:

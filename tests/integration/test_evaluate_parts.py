@@ -1,8 +1,9 @@
 """Evaluation as parts (lifecycle.contract.PARTITIONED_EVALUATE,
 docs/design/partitioned-evaluate.md step 5) against the single task on real S3: the same
 input shards, one of them all null in an integer field when read alone, a text repeated
-across shards, a near-duplicate pair and a label check; the report's numbers, the grade, the
-stored checks, the failed cells and the records written are the single task's."""
+across shards, a near-duplicate pair, a missing label (a not-null check the shards cannot
+merge: run on its column) and a label check; the report's numbers, the grade, the stored
+checks, the failed cells and the records written are the single task's."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def _shards(ctx: StageContext) -> StageResult:
     texts[101] = f"{texts[2]}!"             # a near duplicate (a split group)
     texts[110] = "短"                        # too short
     labels[111] = "pos" if labels[111] == "neg" else "neg"  # a wrong label
+    labels[112] = None                      # a failing not-null check: run on its column
     df["text"], df["label"] = texts, labels
     cuts = [(0, 40), (40, 70), (70, 71), (71, 120)]
     refs = []
@@ -123,7 +125,8 @@ def test_the_parts_evaluate_as_the_single_task(s3: Settings, tmp_path: Path) -> 
               ["failed"]}
     assert {("expect_column_values_to_be_between", "rating"),
             ("expect_column_values_to_be_unique", "code"),
-            ("expect_column_value_lengths_to_be_between", "text")} <= failed
+            ("expect_column_value_lengths_to_be_between", "text"),
+            ("expect_column_values_to_not_be_null", "label")} <= failed
     assert report["label_errors"]["checked"] > 0
     assert old["quality"]["failed_cells"]
 

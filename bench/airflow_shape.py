@@ -87,6 +87,14 @@ def shape_dag(units: int) -> Any:
         def write(unit: dict[str, int]) -> dict[str, int]:
             return unit
 
+        @task(task_id="measure")
+        def measure(unit: dict[str, int]) -> dict[str, int]:
+            return unit
+
+        @task(task_id="finish")
+        def finish(unit: dict[str, int], checked: Any, grouped: Any) -> dict[str, int]:
+            return unit
+
         @task(task_id="release")
         def release(upstream: Any, planned: Any, written: Any) -> dict[str, int]:
             return {}
@@ -131,8 +139,15 @@ def shape_dag(units: int) -> Any:
                 elif group == "publish":
                     planned = plan(previous)
                     previous = release(previous, planned, write.expand(unit=planned))
-                else:
-                    previous = stage("validate")(previous)
+                else:  # evaluate
+                    planned = plan(previous)
+                    measured = measure.expand(unit=planned)
+                    checked = whole("checks")(planned, measured)
+                    grouped, labels = whole("groups")(planned), whole("labels")(planned, measured)
+                    finished = finish.partial(checked=checked, grouped=grouped).expand(
+                        unit=planned)
+                    previous = whole("grade")(previous, planned, measured, checked, grouped,
+                                              labels, finished)
         previous >> end()
     return dag
 

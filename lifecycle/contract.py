@@ -162,6 +162,36 @@ def _annotate_parts() -> Stage:
     return _stage("annotate", *parts, people=_stage("annotate", *people))
 
 
+EVALUATE = "lifecycle.evaluate"
+
+# evaluation in one task over the whole table, for the specs the parts do not evaluate yet
+# (lifecycle.evaluate.scope)
+SINGLE_EVALUATE = _stage(
+    "evaluate", Part("validate", f"{EVALUATE}.stage:run", "reduce", takes=(UPSTREAM,)))
+
+
+def _evaluate_parts() -> Stage:
+    return _stage(
+        "evaluate",
+        # one unit per input shard, with the whole candidate's dtypes
+        Part("plan", f"{EVALUATE}.parts:plan", "plan", takes=(UPSTREAM,)),
+        # one shard: its GX result (work bucket), tally, residual personal data, usable labels
+        Part("measure", f"{EVALUATE}.parts:measure", "map", over="plan"),
+        # the whole suite's result from the shards' and the key partials; residual duplicates
+        Part("checks", f"{EVALUATE}.globalparts:checks", "global", takes=("plan", "measure")),
+        # the split groups, splits and leakage over ids, texts and labels
+        Part("groups", f"{EVALUATE}.globalparts:groups", "global", takes=("plan",)),
+        # the label check on its sample drawn from the shards' counts
+        Part("labels", f"{EVALUATE}.globalparts:labels", "global", takes=("plan", "measure")),
+        # one shard's failed cells counted, its records with their splits written
+        Part("finish", f"{EVALUATE}.parts:finish", "map", over="plan",
+             takes=("checks", "groups")),
+        # the grade, report, Data Docs, manifest, catalog and gate from the partials
+        Part("grade", f"{EVALUATE}.gradeparts:grade", "reduce",
+             takes=(UPSTREAM, "plan", "measure", "checks", "groups", "labels", "finish")),
+        whole=SINGLE_EVALUATE, refuses=f"{EVALUATE}.scope:refusal")
+
+
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
 STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
@@ -205,9 +235,10 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the candidates decided and accepted; the marked and synthetic shards listed
            Part("merge", f"{SYNTHESIZE}:merge", "reduce",
                 takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
-    # evaluate has one unit, its whole input, for now
-    _stage("evaluate",
-           Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
+    # evaluation as parts over the input shards (docs/design/partitioned-evaluate.md); a
+    # spec the parts cannot evaluate yet runs SINGLE_EVALUATE (see declared), and a refresh
+    # or a dataset with a published version the single task inside `grade`
+    _evaluate_parts(),
     _stage("publish",
            # units of whole release parts of the evaluated records (none: nothing to write)
            Part("plan", f"{PUBLISH}.parts:plan", "plan", takes=(UPSTREAM,)),
@@ -276,6 +307,10 @@ PARTITIONED = _stage(
     # the shards combined into the stage's output, conservation checked
     Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
          takes=(UPSTREAM, "apply", "cluster")))
+
+
+# evaluation as parts is STAGE_DEFS["evaluate"] (issue 31, docs/design/partitioned-evaluate.md)
+PARTITIONED_EVALUATE = STAGE_DEFS["evaluate"]
 
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None

@@ -21,7 +21,7 @@ from lifecycle.evaluate import charts
 from lifecycle.labels import labelcheck
 from lifecycle.quality import dimensions as q
 from lifecycle.quality import keyparts, tallies
-from lifecycle.quality.cells import report_columns
+from lifecycle.quality.cells import CellFailures, report_columns
 from lifecycle.spec import DatasetSpec
 
 
@@ -48,18 +48,24 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
           not_measured: dict[str, str] | None = None,
           gating: list[str] | None = None,
           proposals: dict[str, Any] | None = None,
-          tally: tallies.Tally | None = None) -> dict[str, Any]:
+          tally: tallies.Tally | None = None,
+          parts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The quality report. ``parts``: what evaluation's parts counted in place of ``df``
+    (lifecycle/evaluate/gradeparts.py): ``rows``, ``repeated`` (residual duplicates),
+    ``labels`` (as ``value_counts(dropna=False)``) and ``label_examples``."""
     text, label = spec.schema_.text_field, spec.schema_.label_field
     residual_records, residual = (evidence.residual_pii if evidence.residual_pii is not None
                                   else q.residual_pii(spec, df))
     pcounts = preprocess.get("counts", {})
     # what the dimensions counted (measured against ``now``), and the residual duplicates
     counted = tally if tally is not None else tallies.measure(spec, df, now)
-    repeated = len(keyparts.repeated_rows([df[text]])[0]) if text in df else 0
+    repeated = (parts["repeated"] if parts is not None
+                else len(keyparts.repeated_rows([df[text]])[0]) if text in df else 0)
     merges = pcounts.get("merge_reasons", {})
     return {
         "dataset": spec.name, "title": spec.title, "run_id": run_id,
-        "evaluated_at": now.isoformat(), "rows": len(df),
+        "evaluated_at": now.isoformat(),
+        "rows": parts["rows"] if parts is not None else len(df),
         "grade": grade, "score": score, "passed": passed, "weak": weak,
         "gate": spec.quality.gate.model_dump(),
         "thresholds": {g: floor for g, floor in q.GRADES},
@@ -77,9 +83,12 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
                      "residual_duplicates": repeated},
         "expectations": {"total": len(checks), "failed": [c for c in checks if not c["success"]],
                          "blocking": blocking, "results": checks, "per_shard": per_shard},
-        "labels": ({str(k): int(v) for k, v in df[label].value_counts(dropna=False).items()}
+        "labels": (parts["labels"] if parts is not None else
+                   {str(k): int(v) for k, v in df[label].value_counts(dropna=False).items()}
                    if label and label in df else {}),
-        "label_errors": ({**issues.summary(), "examples": _label_examples(df, spec, issues)}
+        "label_errors": ({**issues.summary(),
+                          "examples": (parts["label_examples"] if parts is not None
+                                       else _label_examples(df, spec, issues))}
                          if issues else {}),
         "lengths": tallies.length_summary(counted),  # from the tally's count of lengths
         "duplicates": {"exact_merged": int(merges.get("exact_duplicate", 0)),
@@ -95,7 +104,7 @@ def build(spec: DatasetSpec, df: pd.DataFrame, *, run_id: str, now: datetime,
         # failed cells per column, rule and dimension (lifecycle/quality/cells.py)
         "cells": (evidence.cell_counts if evidence.cell_counts is not None
                   else evidence.cells.counts(report_columns(spec))
-                  if evidence.cells is not None else {}),
+                  if isinstance(evidence.cells, CellFailures) else {}),
         # rules profiled from a reference, for the user to accept (lifecycle/evaluate/profiling.py)
         "proposals": proposals or {},
     }

@@ -165,6 +165,10 @@ class CellFailures:
                 out |= mask
         return out
 
+    def failing(self, dimension: str) -> int:
+        """How many records have a failed cell of this dimension."""
+        return int(self.records(dimension).sum())
+
     def counts(self, columns: list[str]) -> dict[str, Any]:
         """The JSON-ready counts: per column (cells, missing, failed, per rule, examples),
         per dimension (failed cells, failed records), the dependencies. A cell failing two
@@ -217,6 +221,18 @@ class CellFailures:
                 for rule, ids in rules.items():
                     pos = where.get_indexer(pd.Index([str(i) for i in ids]))
                     self.add(dim, col, rule, pos[pos >= 0], row_local=True)
+
+
+@dataclass
+class CellCounts:
+    """The failed records per dimension counted per shard and added
+    (lifecycle/quality/cellparts.py): what the dimensions read of :class:`CellFailures`."""
+
+    n: int
+    records_failing: dict[str, int] = field(default_factory=dict)
+
+    def failing(self, dimension: str) -> int:
+        return int(self.records_failing.get(dimension, 0))
 
 
 def from_results(cells: CellFailures, result: dict[str, Any], frame: pd.DataFrame,

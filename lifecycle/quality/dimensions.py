@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from lifecycle.quality import keyparts, tallies
-from lifecycle.quality.cells import CellFailures
+from lifecycle.quality.cells import CellCounts, CellFailures
 from lifecycle.quality.tallies import FUTURE_TOLERANCE, Tally
 from lifecycle.spec import DatasetSpec
 from lifecycle.text import pii
@@ -41,12 +41,13 @@ class Evidence:
     residual_pii: tuple[int, dict[str, int]] | None = None
     # the failed cells (lifecycle/quality/cells.py), when evaluation measured them: conformity,
     # accuracy and consistency then count records with a failed cell of their kind
-    cells: CellFailures | None = None
+    cells: CellFailures | CellCounts | None = None
     # their counts for the report when counted per shard and combined (cellparts.combine)
     cell_counts: dict[str, Any] | None = None
 
 
-def conformity(checks: list[dict[str, Any]], cells: CellFailures | None = None) -> float:
+def conformity(checks: list[dict[str, Any]],
+               cells: CellFailures | CellCounts | None = None) -> float:
     """With the failed cells: (1 - records with a failed conformity cell / n) x (the share
     of the table-level expectations that succeeded: row count, columns, aggregates, any
     whose rows GX does not list). Without: the share of the suite's expectations that
@@ -55,7 +56,8 @@ def conformity(checks: list[dict[str, Any]], cells: CellFailures | None = None) 
         return sum(c["success"] for c in checks) / len(checks) if checks else 1.0
     table = [c for c in checks if not c.get("per_row")]
     share = sum(c["success"] for c in table) / len(table) if table else 1.0
-    rows = float(cells.records("conformity").mean()) if cells.n else 0.0
+    # an integer count divided once: as the mask's mean, to the last bit
+    rows = cells.failing("conformity") / cells.n if cells.n else 0.0
     return (1 - rows) * share
 
 
@@ -67,14 +69,15 @@ def completeness(spec: DatasetSpec, df: pd.DataFrame | Tally) -> float:
 
 
 def accuracy(spec: DatasetSpec, df: pd.DataFrame | None, label_error_rate: float = 0.0,
-             cells: CellFailures | None = None, repeated: int | None = None) -> float:
+             cells: CellFailures | CellCounts | None = None,
+             repeated: int | None = None) -> float:
     """1 - (the share of records with a failed accuracy cell: out of range, not unique, or
     a text repeating an earlier record's, i.e. a residual duplicate) - (the estimated share
     of wrong labels), floored at 0. Without the failed cells, residual duplicates only:
     ``repeated`` of ``len(df)`` records when given (keyparts.repeated_rows), else counted
     in ``df``."""
     if cells is not None and cells.n:
-        return max(0.0, float(1 - cells.records("accuracy").mean() - label_error_rate))
+        return max(0.0, float(1 - cells.failing("accuracy") / cells.n - label_error_rate))
     text = spec.schema_.text_field if spec.modality != "image" else "image_sha256"
     if df is None or df.empty or text not in df:
         return max(0.0, 1 - label_error_rate)
@@ -84,7 +87,7 @@ def accuracy(spec: DatasetSpec, df: pd.DataFrame | None, label_error_rate: float
 
 
 def consistency(df: pd.DataFrame | int, checks: list[dict[str, Any]], conflicts: int,
-                cells: CellFailures | None = None) -> float:
+                cells: CellFailures | CellCounts | None = None) -> float:
     """1 - (duplicate groups whose labels disagreed + records with a failed consistency
     cell: a value outside its set, a violated dependency) per record. Without the failed
     cells, the values outside their set counted by the in-set checks. ``df``: the records,
@@ -93,7 +96,7 @@ def consistency(df: pd.DataFrame | int, checks: list[dict[str, Any]], conflicts:
     if not n:
         return 1.0
     if cells is not None and cells.n:
-        outside = int(cells.records("consistency").sum())
+        outside = cells.failing("consistency")
     else:
         outside = sum(int(c.get("unexpected_count") or 0) for c in checks
                       if c["expectation"] == "expect_column_values_to_be_in_set")

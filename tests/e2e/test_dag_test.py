@@ -414,7 +414,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
         by_job.setdefault(e["job"]["name"], set()).add(e["eventType"])
     for stage, task in (("collect", "merge"), ("preprocess", "merge"),
                         ("annotate", "merge"), ("synthesize", "merge"),
-                        ("evaluate", "validate"), ("publish", "release")):
+                        ("evaluate", "grade"), ("publish", "release")):
         job = f"granary_zh_shopping_reviews.{stage}.{task}"
         assert {"START", "RUNNING", "COMPLETE"} <= by_job[job], job
     declared = [e for e in events if e["eventType"] == "RUNNING"]
@@ -443,7 +443,7 @@ def check_lineage(events: list[dict], settings: Settings, tmp_path: Path) -> Non
             assert job["documentation"]["description"] == stage_description(
                 "Chinese shopping reviews (sentiment)", "preprocess"), e["eventType"]
             assert [o["name"] for o in job["ownership"]["owners"]] == ["granary-data"]
-    evaluate = next(e for e in declared if e["job"]["name"].endswith("evaluate.validate"))
+    evaluate = next(e for e in declared if e["job"]["name"].endswith("evaluate.grade"))
     assertions = evaluate["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"]
     assert len(assertions) == 12 and all(a["success"] for a in assertions)  # 11 + 1 listed
 

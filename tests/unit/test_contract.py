@@ -102,8 +102,8 @@ def test_a_people_pass_is_a_sequence_of_its_own_whose_tasks_do_not_repeat_the_fi
 def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_others(
         repo: Path) -> None:
     """contract.declared: the parts for every spec (text with a label field or topics,
-    images), with their people pass."""
-    from lifecycle.contract import declared
+    images), with their people pass; evaluate's single task for images."""
+    from lifecycle.contract import SINGLE_EVALUATE, declared
     from lifecycle.spec import load_spec
 
     text = load_spec(repo / "datasets" / "zh_shopping_reviews.yaml").spec
@@ -119,7 +119,7 @@ def test_annotation_runs_as_parts_for_a_spec_the_parts_label_and_whole_for_the_o
     for topics in ({"annotate": text.annotate.model_copy(update={"topics": topics_on})},
                    {"schema_": text.schema_.model_copy(update={"label_field": None})}):
         assert declared("annotate", text.model_copy(update=topics)) is parts
-    assert declared("evaluate", images) is STAGE_DEFS["evaluate"]
+    assert declared("evaluate", images) is SINGLE_EVALUATE
 
 
 def test_run_in_process_follows_the_declared_data_flow() -> None:

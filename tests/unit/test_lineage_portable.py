@@ -123,7 +123,7 @@ def test_stage_tasks_give_the_provider_granarys_job_facets(repo: Path) -> None:
     assert str(repo) not in dag.doc_md and "`zh_shopping_reviews.yaml`" in dag.doc_md
     for task_id, stage in (("collect.merge", "collect"), ("preprocess.merge", "preprocess"),
                            ("annotate.merge", "annotate"), ("synthesize.merge", "synthesize"),
-                           ("evaluate.validate", "evaluate"), ("publish.release", "publish")):
+                           ("evaluate.grade", "evaluate"), ("publish.release", "publish")):
         facets = build_task_event_job_facets(task=dag.get_task(task_id), dag=dag)
         assert facets["documentation"].description == stage_description(title, stage)
         assert [o.name for o in facets["ownership"].owners] == ["granary-data"]

@@ -211,9 +211,12 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # one shard's records outside the sample checked against every chunk's candidates
            Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan",
                 takes=("sample", "generate")),
-           # the candidates decided and accepted; the marked and synthetic shards listed
+           # one chunk's candidates decided, accepted up to its quota, written
+           Part("decide", f"{SYNTHESIZE}:decide", "map", over="chunk",
+                takes=("sample", "generate", "screen")),
+           # the chunks' counts and refs combined; the marked and synthetic shards listed
            Part("merge", f"{SYNTHESIZE}:merge", "reduce",
-                takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
+                takes=(UPSTREAM, "mark", "sample", "generate", "decide"))),
     # evaluate has one unit, its whole input, for now
     _stage("evaluate",
            Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),

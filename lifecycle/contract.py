@@ -232,9 +232,12 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # one shard's records outside the sample checked against every chunk's candidates
            Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan",
                 takes=("sample", "generate")),
-           # the candidates decided and accepted; the marked and synthetic shards listed
+           # one chunk's candidates decided, accepted up to its quota, written
+           Part("decide", f"{SYNTHESIZE}:decide", "map", over="chunk",
+                takes=("sample", "generate", "screen")),
+           # the chunks' counts and refs combined; the marked and synthetic shards listed
            Part("merge", f"{SYNTHESIZE}:merge", "reduce",
-                takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
+                takes=(UPSTREAM, "mark", "sample", "generate", "decide"))),
     # evaluation as parts over the input shards (docs/design/partitioned-evaluate.md); a
     # spec the parts cannot evaluate yet runs SINGLE_EVALUATE (see declared), and a refresh
     # or a dataset with a published version the single task inside `grade`

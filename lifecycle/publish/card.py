@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from lifecycle.spec import DatasetSpec
-from lifecycle.versions import files as datafiles
 from lifecycle.versions.files import (
     FORMATS,
     LEGACY,
@@ -187,7 +186,7 @@ Splits: {split_line}. The full report is `quality.html` / `quality.json` in this
 
 {_history(version, change)}
 
-""" + _how_to_load(name, fmt, pattern, version, registry)
+""" + _how_to_load(name, fmt, pattern, version, registry, part_rows(spec, release))
 
 
 def _sources(spec: DatasetSpec) -> str:
@@ -231,9 +230,17 @@ def _limitations(dims: dict[str, float], q: dict[str, Any]) -> list[str]:
     return limitations
 
 
-def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str) -> str:
-    """The card's last section: the data files (``pattern``, in format ``fmt``) read with
-    pandas, DuckDB, Hugging Face datasets and dvc.api, and the release got with ``dvc get``."""
+def part_rows(spec: DatasetSpec, release: dict[str, Any]) -> int:
+    """The records per part of the ``release`` (the version's own size; the spec's when the
+    release does not say)."""
+    return int(release.get("part_rows") or spec.publish.part_rows)
+
+
+def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str,
+                 per_part: int) -> str:
+    """The card's last section: the data files (``pattern``, in format ``fmt``, parts of at
+    most ``per_part`` records) read with pandas, DuckDB, Hugging Face datasets and dvc.api,
+    and the release got with ``dvc get``."""
     read = {"parquet": "pd.read_parquet({})", "jsonl": "pd.read_json({}, lines=True)",
             "csv": "pd.read_csv({})"}[fmt]
     duck = {"parquet": "read_parquet", "jsonl": "read_json", "csv": "read_csv"}[fmt]
@@ -242,7 +249,7 @@ def _how_to_load(name: str, fmt: str, pattern: str, version: Any, registry: str)
     query = f"SELECT * FROM {duck}('{name}/{pattern}')"  # nosec B608
     return f"""## How to load
 
-The records are in `{pattern}`: files named `part-<n>`, at most {datafiles.PART_ROWS:,}
+The records are in `{pattern}`: files named `part-<n>`, at most {per_part:,}
 records each, which read in name order hold the records in the published order. After
 `dvc get` (below):
 
@@ -306,8 +313,8 @@ def croissant(spec: DatasetSpec, release: dict[str, Any], columns: list[tuple[st
             mlc.FileSet(ctx=ctx, id=f"{f}-parts", name=f"{f}-parts",
                         encoding_formats=[ENCODINGS[f]], includes=[part_glob(f)],
                         description=f"The records as {f}, in parts of at most "
-                                    f"{datafiles.PART_ROWS:,} records; read in name order "
-                                    "for the published order")
+                                    f"{part_rows(spec, release):,} records; read in name "
+                                    "order for the published order")
             for f in FORMATS if data_files(files, f)]
         source = {"file_set": f"{fmt}-parts"}
     tars = sorted(n for n in files if n.startswith("images-") and n.endswith(".tar"))

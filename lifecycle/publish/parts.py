@@ -7,7 +7,10 @@ unit's records.
 
 A part whose records equal the previous version's same part (its :func:`digest`, kept in the
 version's manifest) is not encoded again: its ref names the previous version's object in the
-registry, which DVC, content-addressed, then holds once for both versions.
+registry, which DVC, content-addressed, then holds once for both versions. The parts are
+``spec.publish.part_rows`` records each (the plan puts the size in every unit); when it changed
+since the previous version, a part of the same name holds other records, so other digests,
+and is written again: equal digests are equal records, at any part size.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def plan(ctx: StageContext, upstream: StageResult) -> list[WriteUnit]:
     dtypes = {str(c["name"]): str(c["type"]) for c in manifest.get("schema") or []}
     is_image = spec.modality == "image"
     rows = sum(int(s["rows"]) for s in found)
-    part_rows = datafiles.PART_ROWS
+    part_rows = spec.publish.part_rows
     span = math.lcm(part_rows, images.SHARD_IMAGES) if is_image else part_rows
     formats = sorted(str(f) for f in set(spec.publish.formats))
     earlier = _previous_parts(ctx, previous) if not is_image else {}
@@ -92,7 +95,8 @@ def plan(ctx: StageContext, upstream: StageResult) -> list[WriteUnit]:
         names = {datafiles.part_name(fmt, first + i) for fmt in formats for i in range(count)}
         units.append(WriteUnit(
             index=index, label=f"parts {first}-{first + count - 1} ({stop - start} records)",
-            bucket=bucket, first=first, parts=count, position=start, rows=stop - start,
+            bucket=bucket, first=first, parts=count, part_rows=part_rows, position=start,
+            rows=stop - start,
             pieces=pieces(found, start, stop), schema=encoded_schema, dtypes=dtypes,
             formats=formats, images=is_image,
             previous={n: e for n, e in earlier.items() if n in names}))
@@ -210,7 +214,8 @@ def write(ctx: StageContext, unit: WriteUnit) -> Written:
     encoded = reused = 0
     with tempfile.TemporaryDirectory(prefix="granary-part-") as tmp:
         folder = Path(tmp)
-        for i, (start, stop) in enumerate(datafiles.part_ranges(len(df))):
+        part_rows = int(unit.get("part_rows") or datafiles.PART_ROWS)  # planned before: default
+        for i, (start, stop) in enumerate(datafiles.part_ranges(len(df), part_rows)):
             part = df.iloc[start:stop]
             table = datafiles.release_table(part, schema)
             found = digest(table)
@@ -243,8 +248,9 @@ def write(ctx: StageContext, unit: WriteUnit) -> Written:
                      for pos in picked.index.astype(int).tolist()]
     log.info("publish %s: %s: %d files written, %d reused from the previous version",
              ctx.dataset, unit["label"], encoded, reused)
-    return Written(index=unit["index"], rows=len(df), files=dict(sorted(placed.items())),
-                   encoded=encoded, reused=reused, sheet=sheet)
+    return Written(index=unit["index"], rows=len(df), part_rows=part_rows,
+                   files=dict(sorted(placed.items())), encoded=encoded, reused=reused,
+                   sheet=sheet)
 
 
 def _staged(ctx: StageContext, folder: Path, name: str) -> FileRef:

@@ -1,6 +1,6 @@
 """The release folder: every file of a version, made of the refs the mapped ``write`` parts
 return (lifecycle/publish/parts.py). The data files in the release formats
-(lifecycle/versions/files.py: parts of at most ``datafiles.PART_ROWS`` records under
+(lifecycle/versions/files.py: parts of at most ``publish.part_rows`` records under
 ``data/``) and an image dataset's tar shards are placed in the registry by a server-side copy
 from the run's staging area in the work bucket, or are already there (a part equal to the
 previous version's is that version's object). Written here, from the refs and the
@@ -25,7 +25,6 @@ from lifecycle.errors import PermanentError
 from lifecycle.publish import card, images
 from lifecycle.publish.units import FileRef, Written
 from lifecycle.records import shards
-from lifecycle.versions import files as datafiles
 from lifecycle.versions.files import FORMATS, data_files, is_data_file
 from storage import keys
 from storage.catalog import Version
@@ -57,6 +56,7 @@ def build(ctx: StageContext, folder: Path, source_manifest: str, written: list[W
     spec = ctx.spec
     refs = {n: f for w in written for n, f in w["files"].items()}
     rows = _conserved(spec.name, refs, sum(int(w["rows"]) for w in written))
+    part_rows = _part_rows(spec.name, written, spec.publish.part_rows)
     bucket, prefix = ctx.registry.objects
     stored = {n: _placed(ctx, n, f, bucket, prefix) for n, f in sorted(refs.items())}
     staged = {n: str(f["uri"]) for n, f in refs.items() if "uri" in f}
@@ -74,15 +74,15 @@ def build(ctx: StageContext, folder: Path, source_manifest: str, written: list[W
                                    "bytes": (folder / "thumbnails.png").stat().st_size}
     report = _report(ctx, quality)
     files.update(_quality_files(ctx, quality, folder))
-    files.update(_card_files(ctx, rows, columns, folder, files, number, previous,
-                             quality, report, change))
+    files.update(_card_files(ctx, (rows, part_rows), columns, folder, files, number,
+                             previous, quality, report, change))
     content_hash = content_hash_of(files)
     ledger = _ledger(previous, content_hash)
     release = {
         "dataset": spec.name, "title": spec.title, "licence": spec.licence.model_dump(),
         "sources": [source.provenance() for source in spec.sources],
         "row_count": rows, "content_hash": content_hash, "files": files,
-        "layout": layout(files),
+        "layout": layout(files, part_rows),
         "columns": [c for c, _ in columns], "run_id": ctx.run_id,
         "source_manifest": source_manifest,
         "quality": {"passed": True, "checks": len(quality.get("checks", [])),
@@ -112,6 +112,16 @@ def _conserved(dataset: str, refs: dict[str, FileRef], rows: int) -> int:
             raise PermanentError(f"publish {dataset}: the {fmt} parts hold {held} records, the "
                                  f"write parts read {rows}: run publish again")
     return rows
+
+
+def _part_rows(dataset: str, written: list[Written], default: int) -> int:
+    """The records per part the write parts cut the release into (one size for all; a unit
+    planned before the size was one carries none: the default)."""
+    sizes = {int(w.get("part_rows") or default) for w in written} or {default}
+    if len(sizes) > 1:
+        raise PermanentError(f"publish {dataset}: the write parts cut parts of "
+                             f"{sorted(sizes)} records: run publish again")
+    return sizes.pop()
 
 
 def _placed(ctx: StageContext, name: str, ref: FileRef, bucket: str,
@@ -145,10 +155,10 @@ def drop_staged(ctx: StageContext, staged: dict[str, str]) -> None:
             log.warning("publish: could not remove the staged %s (%s): %s", name, uri, e)
 
 
-def layout(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def layout(files: dict[str, dict[str, Any]], part_rows: int) -> dict[str, Any]:
     """How the records are cut into the data files: the rows per part and each format's
     parts in order (the manifest's ``layout``; docs/release.md)."""
-    return {"part_rows": datafiles.PART_ROWS,
+    return {"part_rows": part_rows,
             "parts": {fmt: names for fmt in FORMATS if (names := data_files(files, fmt))}}
 
 
@@ -177,12 +187,14 @@ def _report(ctx: StageContext, quality: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], folder: Path,
-                files: dict[str, dict[str, Any]], number: int, previous: Version | None,
-                quality: dict[str, Any], report: dict[str, Any],
+def _card_files(ctx: StageContext, size: tuple[int, int], columns: list[tuple[str, str]],
+                folder: Path, files: dict[str, dict[str, Any]], number: int,
+                previous: Version | None, quality: dict[str, Any], report: dict[str, Any],
                 change: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """changelog.json, README.md (the card) and croissant.json, for ``rows`` records of
-    ``columns`` (name, type) and the ``change`` against the previous version."""
+    """changelog.json, README.md (the card) and croissant.json, for ``size``: the records
+    and the records per part, of ``columns`` (name, type) and the ``change`` against the
+    previous version."""
+    rows, part_rows = size
     spec = ctx.spec
     change["previous"] = previous.version if previous else None
     stages = {r.stage: dict(r.counts or {}) for r in
@@ -190,7 +202,8 @@ def _card_files(ctx: StageContext, rows: int, columns: list[tuple[str, str]], fo
     data_files = {n: f for n, f in files.items()
                   if is_data_file(n) or n.startswith("images-")}
     release = {"version": number, "row_count": rows, "content_hash": content_hash_of(data_files),
-               "files": data_files, "splits": quality.get("splits", {})}
+               "files": data_files, "splits": quality.get("splits", {}),
+               "part_rows": part_rows}
     card.write_json(folder / "changelog.json", change)
     text = card.card(spec, release, report, change, stages, ctx.registry.url)
     if (folder / "thumbnails.png").exists():

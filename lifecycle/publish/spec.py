@@ -42,4 +42,9 @@ class Splits(_Model):
 
 class Publish(_Model):
     formats: list[Format] = Field(default_factory=lambda: list[Format](["parquet", "jsonl"]))
+    # the default is lifecycle/versions/files.py PART_ROWS (not imported here: the spec loads
+    # without pandas and pyarrow); docs/spec.md, docs/release.md
+    part_rows: int = Field(
+        default=50_000, ge=1, description="records per release part (data/<format>/part-<n>): "
+        "every part but the last holds this many; at least 1")
     splits: Splits = Splits()

@@ -25,6 +25,7 @@ class WriteUnit(Unit):
     bucket: str
     first: int
     parts: int
+    part_rows: int  # records per release part (the spec's publish.part_rows when planned)
     position: int
     rows: int
     pieces: list[Piece]
@@ -56,6 +57,7 @@ class Written(TypedDict):
 
     index: int
     rows: int
+    part_rows: int  # the unit's records per release part
     files: dict[str, FileRef]
     encoded: int  # files written and uploaded
     reused: int  # files referenced from the previous version

@@ -172,6 +172,11 @@ class DatasetSpec(_Model):
             found.append((("synthesize", "enabled"), "synthesize with annotate.task boxes: "
                           "augmented images would not carry their boxes (flips, crops and "
                           "rotations move them); turn synthesize off", True))
+        rows = self.publish.part_rows  # a write unit holds whole parts and whole tar shards
+        if rows % 1000 and 1000 % rows:  # lifecycle/publish/images.py SHARD_IMAGES
+            found.append((("publish", "part_rows"), "an image dataset's publish.part_rows "
+                          "must divide 1000 or be a multiple of it (its tar shards hold 1000 "
+                          f"images): {rows} is neither; e.g. 500, 1000 or 50000", rows))
         return found
 
     def _dependency_problems(self) -> list[Problem]:

@@ -6,6 +6,9 @@ size), and on each shard's records outside the sample, in the mapped screen part
 (``screen_*``). The screens' verdicts come in as ``outside`` (per candidate: "same_as_real",
 "too_close_to_real" or None) where the sample's own checks decide, so a candidate's reason
 is what one check over every real record would give.
+
+Each chunk's candidates are decided in a task of their own (lifecycle/synthesize/decisions.py);
+a candidate that repeats one of an earlier chunk's (:func:`repeats`) is a duplicate there.
 """
 
 from __future__ import annotations
@@ -82,8 +85,9 @@ def _closest(ctx: StageContext, real_texts: list[str], cand_texts: list[str]
 
 
 def check_text(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame, reasons: list[Any],
-               outside: list[Any]) -> list[Any]:
-    """``reasons`` (the filters', prepare_text) completed: privacy, duplicates, label."""
+               outside: list[Any], earlier: frozenset[int] = frozenset()) -> list[Any]:
+    """``reasons`` (the filters', prepare_text) completed: privacy, duplicates (``earlier``:
+    the candidates that repeat one of an earlier chunk's), label."""
     from lifecycle.labels.labelcheck import text_classifier
 
     spec, cfg = ctx.spec, ctx.spec.synthesize
@@ -101,7 +105,7 @@ def check_text(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame, reaso
             continue
         if t in real_set or closest_real[i] > close or outside[i] is not None:
             reasons[i] = TOO_CLOSE
-        elif t in seen or (twin_of[i] >= 0 and reasons[twin_of[i]] is None):
+        elif i in earlier or t in seen or (twin_of[i] >= 0 and reasons[twin_of[i]] is None):
             reasons[i] = "duplicate"
         seen.add(t)
     # label kept under the annotation model, trained on the real records
@@ -156,7 +160,8 @@ def table_scale(real: pd.DataFrame, columns: list[str], quantile: float
 
 
 def check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
-                columns: list[str], outside: list[Any]) -> list[Any]:
+                columns: list[str], outside: list[Any],
+                earlier: frozenset[int] = frozenset()) -> list[Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import make_pipeline
@@ -184,7 +189,7 @@ def check_table(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
             continue
         if dist[i, 0] <= floor or outside[i] is not None:
             reasons[i] = TOO_CLOSE
-        elif tuple(row) in seen:
+        elif i in earlier or tuple(row) in seen:
             reasons[i] = "duplicate"
         seen.add(tuple(row))
     live = [i for i, r in enumerate(reasons) if r is None]
@@ -224,7 +229,7 @@ def _phash_pairs(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame) -> 
 
 
 def check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
-                outside: list[Any]) -> list[Any]:
+                outside: list[Any], earlier: frozenset[int] = frozenset()) -> list[Any]:
     """Per candidate image: None (accepted) or why not, first failure wins: the same bytes
     as a real image, or as another candidate; within the near-duplicate distance of a real
     image (the dataset's own dedup would merge it); its label not kept under a classifier on
@@ -243,7 +248,7 @@ def check_image(ctx: StageContext, real: pd.DataFrame, cands: pd.DataFrame,
     for i, sha in enumerate(cands["image_sha256"].astype(str).tolist()):
         if sha in real_sha or outside[i] == SAME:
             reasons[i] = SAME
-        elif sha in seen:
+        elif i in earlier or sha in seen:
             reasons[i] = "duplicate"
         seen.add(sha)
     near = set(_phash_pairs(ctx, real, cands)) | {i for i, v in enumerate(outside)
@@ -274,3 +279,28 @@ def screen_image(ctx: StageContext, rest: pd.DataFrame, cands: pd.DataFrame) -> 
         if sha in shas:
             out[i] = SAME
     return out
+
+
+def repeats(ctx: StageContext, before: pd.DataFrame, cands: pd.DataFrame,
+            columns: list[str]) -> set[int]:
+    """The candidates (positions) that repeat one of ``before`` (an earlier chunk's that
+    passed the filters): the same text or one near it (estimated Jaccard at least
+    ``preprocess.near_dedup.threshold``), the same row of a table's ``columns``, the same
+    image bytes; what the single check over every candidate calls a duplicate, but for a
+    near text whose earlier twin was itself rejected (counted a duplicate here)."""
+    if before.empty or cands.empty:
+        return set()
+    modality = ctx.spec.modality
+    if modality == "table":
+        rows = set(before[columns].itertuples(index=False))
+        return {i for i, row in enumerate(cands[columns].itertuples(index=False))
+                if tuple(row) in rows}
+    if modality == "image":
+        shas = set(before["image_sha256"].astype(str))
+        return {i for i, sha in enumerate(cands["image_sha256"].astype(str)) if sha in shas}
+    text = ctx.spec.schema_.text_field
+    earlier_texts, cand_texts = _texts(before[text]), _texts(cands[text])
+    closest, _ = _closest(ctx, earlier_texts, cand_texts)
+    near = ctx.spec.preprocess.near_dedup.threshold
+    same = set(earlier_texts)
+    return {i for i, t in enumerate(cand_texts) if t in same or closest[i] >= near}

@@ -10,12 +10,18 @@ into chunks of ``chunk_size`` (the last one shorter), and chunk ``j`` of label `
 from its own stream, ``SeedSequence([seed, hash(l), j])``. A chunk's candidates then depend
 on the sample, the seed, its label, its number and its size alone; none of these depends on
 how the records are sharded or on which worker runs it.
+
+Each chunk's candidates are then decided in a task of their own
+(lifecycle/synthesize/decisions.py), accepted up to the chunk's ``quota``: its share of the
+records wanted of its label, in proportion to the candidates it was asked for
+(:func:`with_quotas`; one chunk: the whole plan).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -38,7 +44,7 @@ def plan(asked: dict[str, int], size: int, one_stream: bool = False,
         why = f"records pass through ({passthrough})" if passthrough else \
             f"{sum(asked.values())} candidates, every label"
         return [{"index": 0, "label": why, "asked": dict(asked), "chunk": ONE_STREAM,
-                 "passthrough": passthrough}]
+                 "passthrough": passthrough, "quota": {}, "offset": 0}]
     units: list[ChunkUnit] = []
     for lab, n in asked.items():
         count = math.ceil(n / size)
@@ -46,8 +52,29 @@ def plan(asked: dict[str, int], size: int, one_stream: bool = False,
             take = min(size, n - j * size)
             units.append({"index": len(units), "label": f"{lab}: chunk {j + 1}/{count} "
                           f"({take} candidates)", "asked": {lab: take}, "chunk": j,
-                          "passthrough": ""})
+                          "passthrough": "", "quota": {}, "offset": 0})
     return units
+
+
+def with_quotas(units: list[ChunkUnit], wanted: dict[str, int]) -> list[ChunkUnit]:
+    """The chunk ``units`` with their quotas: the records wanted of a label cut among its
+    chunks in proportion to the candidates each is asked for (cumulative rounding, so they
+    add up to the records wanted); and each chunk's ``offset``, the quotas before it (its
+    accepted records' positions start there). One chunk: its quota is ``wanted``."""
+    total: Counter[str] = Counter()
+    for u in units:
+        total.update(u["asked"])
+    so_far: Counter[str] = Counter()
+    offset, out = 0, list[ChunkUnit]()
+    for u in units:
+        quota = {}
+        for lab, n in u["asked"].items():
+            w, before = wanted.get(lab, 0), so_far[lab]
+            so_far[lab] += n
+            quota[lab] = w * so_far[lab] // total[lab] - w * before // total[lab]
+        out.append({**u, "quota": quota, "offset": offset})
+        offset += sum(quota.values())
+    return out
 
 
 def label_key(label: str) -> int:

@@ -1,5 +1,5 @@
 """Synthesis's parts (lifecycle.contract): ``plan -> mark (per shard) -> sample (once) ->
-chunk -> generate (per chunk) -> screen (per shard) -> merge``;
+chunk -> generate (per chunk) -> screen (per shard) -> decide (per chunk) -> merge``;
 docs/design/partitioned-annotate.md.
 
 - ``plan``: one unit per upstream shard (synthesis disabled, or a refresh: one unit, and
@@ -12,8 +12,12 @@ docs/design/partitioned-annotate.md.
   (stage.candidates, chunks.rng); one chunk is what the single task made;
 - ``screen``: a shard's records outside the sample against every chunk's candidates, one
   chunk at a time (checks.screen_*);
-- ``merge``: the candidates checked against the sample and the screens' verdicts, accepted
-  up to the plan (stage.decide); the manifest lists the marked shards, then the synthetic ones.
+- ``decide``: one chunk's candidates checked against the sample, the screens' verdicts and
+  the earlier chunks' candidates, accepted up to the chunk's quota and written
+  (lifecycle/synthesize/decisions.py);
+- ``merge``: the chunks' counts and refs combined into the report and the manifest (the
+  marked shards, then the synthetic ones); it reads the sample and at most ``chunk_size``
+  synthetic records (fidelity, utility), never the candidates.
 
 Below the sample size the sample is the whole table in its order and the screens find
 nothing: the output is what :func:`lifecycle.synthesize.stage.synthesize` gives for it.
@@ -30,19 +34,23 @@ import pandas as pd
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import ConservationError, PermanentError
 from lifecycle.records import sample, shards
-from lifecycle.synthesize import checks, chunks
+from lifecycle.synthesize import checks, chunks, decisions
+from lifecycle.synthesize.decisions import REASON, decide
+from lifecycle.synthesize.decisions import candidates as _candidates
 from lifecycle.synthesize.stage import (
     STAGE,
     Candidates,
+    Decision,
     _write_report,
     candidates,
-    decide,
     label_counts,
     mark_real,
     prepare,
+    report_of,
 )
 from lifecycle.synthesize.units import (
     ChunkUnit,
+    Decided,
     Generated,
     Marked,
     Sampled,
@@ -51,7 +59,7 @@ from lifecycle.synthesize.units import (
 )
 
 log = logging.getLogger(__name__)
-REASON = "_reason"
+__all__ = ["chunk", "decide", "generate", "mark", "merge", "merge_samples", "plan", "screen"]
 
 
 def _write(ctx: StageContext, df: pd.DataFrame, table: str) -> list[dict[str, Any]]:
@@ -138,9 +146,10 @@ def merge_samples(ctx: StageContext, marked: list[Marked]) -> Sampled:
 
 def chunk(ctx: StageContext, sampled: Sampled) -> list[ChunkUnit]:
     """The candidates asked, in chunks of at most ``chunk_size`` (chunks.plan)."""
-    return chunks.plan(sampled["asked"], ctx.spec.synthesize.chunk_size,
-                       one_stream=sampled["generator"] == "llm",
-                       passthrough=sampled["passthrough"])
+    return chunks.with_quotas(
+        chunks.plan(sampled["asked"], ctx.spec.synthesize.chunk_size,
+                    one_stream=sampled["generator"] == "llm",
+                    passthrough=sampled["passthrough"]), sampled["wanted"])
 
 
 def generate(ctx: StageContext, unit: ChunkUnit, sampled: Sampled) -> Generated:
@@ -156,13 +165,6 @@ def generate(ctx: StageContext, unit: ChunkUnit, sampled: Sampled) -> Generated:
                 "candidates": _write(ctx, cands.assign(**{REASON: reasons}),
                                      f"c{unit['index']:05d}-candidates")})
     return out
-
-
-def _candidates(ctx: StageContext, refs: list[dict[str, Any]]) -> pd.DataFrame:
-    cands = _read(ctx, refs)
-    if "seed_ids" in cands:  # Parquet gives arrays back; the generators made lists
-        cands["seed_ids"] = cands["seed_ids"].map(list)
-    return cands
 
 
 def screen(ctx: StageContext, unit: SynthUnit, sampled: Sampled, generated: list[Generated]
@@ -194,22 +196,11 @@ def screen(ctx: StageContext, unit: SynthUnit, sampled: Sampled, generated: list
     return out
 
 
-def _outside(ctx: StageContext, screened: list[Screened], starts: dict[int, int], n: int
-             ) -> list[Any]:
-    """Per candidate (in chunk order), the strongest of the screens' verdicts."""
-    def dense(refs: list[dict[str, Any]]) -> list[Any]:
-        verdict: list[Any] = [None] * n
-        rows = _read(ctx, refs)
-        for c, r, v in zip(rows["chunk"], rows["row"], rows["verdict"], strict=True):
-            verdict[starts[int(c)] + int(r)] = v
-        return verdict
-
-    return checks.strongest((dense(s["screened"]) for s in screened if s["screened"]), n)
-
-
 def merge(ctx: StageContext, upstream: StageResult, marked: list[Marked], sampled: Sampled,
-          generated: list[Generated], screened: list[Screened]) -> StageResult:
-    """The candidates decided, the synthetic records written after the marked real ones."""
+          generated: list[Generated], decided: list[Decided]) -> StageResult:
+    """The chunks' decisions combined: counts and refs, and the records the report measures
+    (at most ``chunk_size``, decisions.measured); the synthetic shards listed after the
+    marked real ones."""
     if sampled["passthrough"]:
         rows = upstream.conservation.kept
         counts: dict[str, Any] = {"in": rows, "kept": rows, "synthetic": 0, **(
@@ -220,54 +211,59 @@ def merge(ctx: StageContext, upstream: StageResult, marked: list[Marked], sample
                            lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
     marked = sorted(marked, key=lambda m: m["index"])
     generated = sorted(generated, key=lambda g: g["index"])
-    label = ctx.spec.schema_.label_field
-    assert label is not None
+    decided = sorted(decided, key=lambda d: d["index"])
+    cfg = ctx.spec.synthesize
     real = sample.records(_read(ctx, sampled["sample"]))
-    made_parts = [_candidates(ctx, g["candidates"]) for g in generated if g["candidates"]]
-    cands = pd.concat(made_parts, ignore_index=True) if len(made_parts) > 1 else \
-        made_parts[0] if made_parts else pd.DataFrame()
-    if len(cands) != sum(g["rows"] for g in generated):
-        raise ConservationError(f"synthesize {ctx.dataset}: {len(cands)} candidates read != "
-                                f"{sum(g['rows'] for g in generated)} the chunks made; this "
-                                f"is a bug, report it with run {ctx.run_id}")
-    reasons = cands.pop(REASON).tolist() if REASON in cands else []
-    starts, at = {}, 0
-    for g in generated:
-        starts[g["index"]], at = at, at + g["rows"]
-    outside = _outside(ctx, screened, starts, len(cands))
+    n_made = sum(d["made"] for d in decided)
+    if n_made != sum(g["rows"] for g in generated) or len(decided) != len(generated):
+        raise ConservationError(f"synthesize {ctx.dataset}: {n_made} candidates decided by "
+                                f"{len(decided)} chunks != {sum(g['rows'] for g in generated)} "
+                                f"made by {len(generated)}; this is a bug, report it with run "
+                                f"{ctx.run_id}")
     problems = list(generated[0]["problems"]) if generated else []
     problems += dict.fromkeys(p for g in generated[1:] for p in g["problems"]
                               if p not in problems)  # a label's chunks say the same once
-    made = Candidates(cands, [None if shards.is_missing(r) else r for r in reasons],
-                      sampled["wanted"], sampled["cap"], sampled["columns"],
-                      sampled["generator"], sampled["params"], problems,
+    made = Candidates(pd.DataFrame(), [], sampled["wanted"], sampled["cap"],
+                      sampled["columns"], sampled["generator"], sampled["params"], problems,
                       next((g["llm"] for g in generated if g["llm"]), {}))
+    taken: Counter[str] = Counter()
+    for d in decided:
+        taken.update(d["taken"])
+    decision = Decision(n_made, taken, _reasons(decided), decisions.examples(decided),
+                        decisions.measured(ctx, decided, cfg.chunk_size))
     rows = sampled["rows"]
-    done = decide(ctx, real, made, outside, rows, sampled["before"])
-    report, syn = done["report"], done["synthetic"]
+    report = report_of(ctx, real, made, rows, sampled["before"], decision)
     counts = report["counts"]
     # candidates too close to a real record outside the sample (found by the screens only)
-    counts["screened_outside_sample"] = sum(v is not None for v in outside)
-    report["sample"] = {"per_label": ctx.spec.synthesize.sample_per_label,
-                        "records": sampled["sampled"], "of": rows}
+    counts["screened_outside_sample"] = sum(d["screened"] for d in decided)
+    report["sample"] = {"per_label": cfg.sample_per_label, "records": sampled["sampled"],
+                        "of": rows}
     if len(generated) > 1:
-        report["chunks"] = {"size": ctx.spec.synthesize.chunk_size, "count": len(generated)}
-    main = [s for m in marked for s in m["shards"]] + _write(ctx, syn, "synthetic")
-    written = sum(int(s["rows"]) for s in main)
-    if written != rows + len(syn) or written != counts["kept"]:
-        raise ConservationError(f"synthesize {ctx.dataset}: {rows} real + {len(syn)} "
+        report["chunks"] = {"size": cfg.chunk_size, "count": len(generated)}
+    main = [s for m in marked for s in m["shards"]] + [s for d in decided for s in d["synthetic"]]
+    written, n_syn = sum(int(s["rows"]) for s in main), sum(taken.values())
+    if written != rows + n_syn or written != counts["kept"]:
+        raise ConservationError(f"synthesize {ctx.dataset}: {rows} real + {n_syn} "
                                 f"accepted != {written} written; this is a bug, report it "
                                 f"with run {ctx.run_id}")
-    rejected = done["rejected"]
-    tables = {"rejected": _write(ctx, rejected, "rejected")} if len(rejected) else {}
+    side = [s for d in decided for s in d["side"]]
     report_uri = _write_report(ctx, report)
     manifest = shards.read_manifest(ctx.store, upstream.manifest_uri)
     extra = {k: manifest[k] for k in ("report", "annotation_report") if manifest.get(k)}
     extra["synthesis_report"] = report_uri
-    # the columns' types as the whole table's (the sample's, with the synthetic records)
-    schema = pd.concat([mark_real(real), syn], ignore_index=True) if len(syn) \
-        else mark_real(real)
-    uri = shards.write_manifest(ctx, STAGE, schema, main, counts, tables, extra)
+    uri = shards.write_manifest(ctx, STAGE, decisions.schema(decided), main, counts,
+                                {"rejected": side} if side else {}, extra)
     log.info("synthesize %s: %s", ctx.dataset, counts)
     return StageResult(STAGE, uri, counts, reports={"synthesis_report": report_uri},
                        lineage=shards.lineage_pair(ctx, upstream.manifest_uri, uri))
+
+
+def _reasons(decided: list[Decided]) -> dict[str, int]:
+    """Rejected candidates per reason over every chunk, the most first (one chunk: its own
+    counts, in their order)."""
+    if len(decided) == 1:
+        return dict(decided[0]["rejected"])
+    total: Counter[str] = Counter()
+    for d in decided:
+        total.update(d["rejected"])
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))

@@ -26,7 +26,8 @@ The stage runs as parts (lifecycle/synthesize/parts.py, docs/design/partitioned-
 each shard's real records marked and sampled, the generator and the checks on a bounded
 sample per label (``sample_per_label``), the candidates made in chunks of at most
 ``chunk_size`` (lifecycle/synthesize/chunks.py), each shard's other records screened against
-them. :func:`synthesize` is the same computation over a whole table in memory.
+them, each chunk's candidates decided in a task of its own (lifecycle/synthesize/decisions.py).
+:func:`synthesize` is the same computation over a whole table in memory.
 """
 
 from __future__ import annotations
@@ -162,17 +163,60 @@ def decide(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: lis
     """Each candidate checked against ``real`` (the sample; ``outside``: the screens'
     verdicts on the other real records) and accepted up to the plan: the synthetic records
     (with the columns of the marked real ones), the rejected ones and the report. ``rows``
-    and ``before``: the whole table's records, and per label."""
-    spec, cfg = ctx.spec, ctx.spec.synthesize
+    and ``before``: the whole table's records, and per label. Every candidate in one task:
+    the whole-table computation (:func:`synthesize`); the stage's parts decide each chunk's
+    in a mapped task with the same functions (lifecycle/synthesize/decisions.py)."""
+    spec = ctx.spec
     label = spec.schema_.label_field
     assert label is not None
-    table, image = spec.modality == "table", spec.modality == "image"
-    cands, wanted, columns = made.records, made.wanted, made.columns
+    cands, reasons = check(ctx, real, made, outside)
+    accepted, rejected, taken = accept(cands, reasons, made.wanted, label)
+    syn = synthetic(ctx, list(mark_real(real.head(0)).columns), accepted, made.generator)
+    if len(cands) != len(accepted) + len(rejected):
+        raise ConservationError(f"synthesize {ctx.dataset}: {len(cands)} made != "
+                                f"{len(accepted)} accepted + {len(rejected)} rejected")
+    table = spec.modality == "table"
+    decision = Decision(len(cands), taken, reason_counts(rejected),
+                        _examples(accepted, rejected, spec.schema_.text_field, table), accepted)
+    report = report_of(ctx, real, made, rows, before, decision)
+    return {"synthetic": syn, "rejected": side_table(rejected), "report": report}
+
+
+@dataclass
+class Decision:
+    """What checking and accepting the candidates came to, as counts, with the records the
+    report measures (every accepted record, or a bounded share of them)."""
+
+    made: int
+    taken: Counter[str]  # accepted per label
+    rejected: dict[str, int]  # rejected per reason, the most first
+    examples: dict[str, Any]
+    measured: pd.DataFrame  # accepted records for fidelity and utility
+
+
+def check(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: list[Any],
+          earlier: frozenset[int] = frozenset()) -> tuple[pd.DataFrame, list[Any]]:
+    """The candidates (with a label column even when none were made) and why each is
+    rejected, or None: the checks against ``real`` (the sample), the screens' verdicts
+    ``outside`` it, and ``earlier``: the candidates that repeat one of an earlier chunk's."""
+    spec = ctx.spec
+    label = spec.schema_.label_field
+    assert label is not None
+    cands = made.records
     if label not in cands:  # nothing made: a frame without columns
         cands = cands.assign(**{label: pd.Series([], dtype="object")})
-    reasons = (checks.check_table(ctx, real, cands, columns, outside) if table
-               else checks.check_image(ctx, real, cands, outside) if image
-               else checks.check_text(ctx, real, cands, list(made.reasons), outside))
+    if spec.modality == "table":
+        return cands, checks.check_table(ctx, real, cands, made.columns, outside, earlier)
+    if spec.modality == "image":
+        return cands, checks.check_image(ctx, real, cands, outside, earlier)
+    return cands, checks.check_text(ctx, real, cands, list(made.reasons), outside, earlier)
+
+
+def accept(cands: pd.DataFrame, reasons: list[Any], wanted: dict[str, int], label: str
+           ) -> tuple[pd.DataFrame, pd.DataFrame, Counter[str]]:
+    """The candidates without a reason accepted up to ``wanted`` per label (label by label,
+    in their order), the others rejected (``not_needed``: the plan was met); and how many
+    each label took."""
     cands["reason"] = reasons
     accepted_parts, taken = [], Counter[str]()
     for lab, n in wanted.items():
@@ -183,41 +227,59 @@ def decide(ctx: StageContext, real: pd.DataFrame, made: Candidates, outside: lis
         cands.loc[extra, "reason"] = "not_needed"
     accepted = (pd.concat(accepted_parts) if accepted_parts else cands.head(0)).drop(
         columns=["reason"])
-    rejected = cands.loc[cands["reason"].notna()]
-    syn = synthetic(ctx, list(mark_real(real.head(0)).columns), accepted, made.generator)
-    n_syn, n_out = len(accepted), rows + len(accepted)
-    if len(cands) != n_syn + len(rejected):
-        raise ConservationError(f"synthesize {ctx.dataset}: {len(cands)} made != "
-                                f"{n_syn} accepted + {len(rejected)} rejected")
+    return accepted, cands.loc[cands["reason"].notna()], taken
+
+
+def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
+    """Rejected candidates per reason, the most first."""
+    return {str(k): int(v) for k, v in rejected["reason"].value_counts().items()}
+
+
+def side_table(rejected: pd.DataFrame) -> pd.DataFrame:
+    """The rejected candidates as the side table holds them (seeds as JSON text)."""
+    if "seed_ids" in rejected:
+        return rejected.assign(seed_ids=rejected["seed_ids"].map(lambda s: json.dumps(list(s))))
+    return rejected
+
+
+def report_of(ctx: StageContext, real: pd.DataFrame, made: Candidates, rows: int,
+              before: dict[str, int], d: Decision) -> dict[str, Any]:
+    """The synthesis report of the decision ``d`` on the candidates ``made`` for the plan of
+    ``before`` (the whole table's records per label, ``rows`` records; ``real``: the
+    sample). The cap is checked here."""
+    spec, cfg = ctx.spec, ctx.spec.synthesize
+    label = spec.schema_.label_field
+    assert label is not None
+    table, image = spec.modality == "table", spec.modality == "image"
+    wanted, columns = made.wanted, made.columns
+    n_syn = sum(d.taken.values())
+    n_out = rows + n_syn
     if n_syn > made.cap:
         raise ConservationError(f"synthesize {ctx.dataset}: {n_syn} synthetic records exceed "
                                 f"the cap of {made.cap} (max_share {cfg.max_share})")
+    n_rejected = sum(d.rejected.values())
+    after = Counter(before) + Counter({str(k): int(v) for k, v in d.taken.items() if v})
     report: dict[str, Any] = {
         "dataset": ctx.dataset, "run_id": ctx.run_id, "generator": made.generator,
         "params": made.params, "seed": cfg.seed, "planned": wanted, "cap": made.cap,
-        "made": len(cands), "accepted": n_syn,
-        "rejected": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},
-        "shortfall": {lab: n - taken[lab] for lab, n in wanted.items() if taken[lab] < n},
-        "balance": {"before": before, "after": dict(sorted((
-            Counter(before) + Counter(label_counts(syn[label]))).items()))},
+        "made": d.made, "accepted": n_syn, "rejected": d.rejected,
+        "shortfall": {lab: n - d.taken[lab] for lab, n in wanted.items() if d.taken[lab] < n},
+        "balance": {"before": before, "after": dict(sorted(after.items()))},
         "share": round(n_syn / n_out, 4) if n_out else 0.0,
         "problems": made.problems[:EXAMPLES],
-        "examples": _examples(accepted, rejected, spec.schema_.text_field, table),
+        "examples": d.examples,
     }
     if made.llm:
         report["llm"] = made.llm
     if table and n_syn:
-        report["fidelity"] = fidelity(real, accepted, columns)
+        report["fidelity"] = fidelity(real, d.measured, columns)
     if n_syn and not image:
-        report["utility"] = utility(real, accepted, spec.schema_.text_field, label,
+        report["utility"] = utility(real, d.measured, spec.schema_.text_field, label,
                                     columns if table else None, cfg.seed)
     report["counts"] = {"in": rows, "kept": n_out, "synthetic": n_syn,
-                        "made": len(cands), "rejected": len(rejected),
+                        "made": d.made, "rejected": n_rejected,
                         "rejected_reasons": report["rejected"], "share": report["share"]}
-    if "seed_ids" in rejected:  # a side table: seeds as JSON text
-        rejected = rejected.assign(seed_ids=rejected["seed_ids"].map(
-            lambda s: json.dumps(list(s))))
-    return {"synthetic": syn, "rejected": rejected, "report": report}
+    return report
 
 
 def _generator(ctx: StageContext, columns: list[str]) -> Any:
@@ -272,9 +334,10 @@ def mark_real(real: pd.DataFrame) -> pd.DataFrame:
 
 
 def synthetic(ctx: StageContext, columns: list[str], accepted: pd.DataFrame,
-              generator: str) -> pd.DataFrame:
+              generator: str, offset: int = 0) -> pd.DataFrame:
     """The accepted candidates as records of the stage's output (its ``columns``), marked
-    synthetic with their provenance."""
+    synthetic with their provenance; ``offset``: the position of the first among every
+    chunk's accepted ones (each record's id hashes its position)."""
     spec = ctx.spec
     if accepted.empty:
         return pd.DataFrame(columns=columns)
@@ -284,7 +347,7 @@ def synthetic(ctx: StageContext, columns: list[str], accepted: pd.DataFrame,
         [ctx.dataset, generator, list(s), str(r[key]) if key else i, i],
         ensure_ascii=False, default=str).encode()).hexdigest()[:24]
         for i, (s, r) in enumerate(zip(syn["seed_ids"], syn.to_dict(orient="records"),
-                                       strict=True))]
+                                       strict=True), offset)]
     syn["synthetic"], syn["generator"] = True, generator
     syn["source"], syn["licence"] = "synthetic", spec.licence.id
     syn["legal_basis"] = f"generated by {generator} from records of this dataset"

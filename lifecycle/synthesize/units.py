@@ -60,6 +60,8 @@ class ChunkUnit(Unit):
     asked: dict[str, int]  # label -> candidates to make in this chunk
     chunk: int  # the chunk's number within its label; -1: the spec's one stream
     passthrough: str
+    quota: dict[str, int]  # label -> records this chunk may accept (chunks.with_quotas)
+    offset: int  # the quotas of the chunks before it: its first accepted record's position
 
 
 class Generated(TypedDict):
@@ -70,6 +72,22 @@ class Generated(TypedDict):
     candidates: list[ShardRef]  # with ``_reason``: the filters' verdict (text), else null
     problems: list[str]
     llm: dict[str, Any]  # an LLM generator's usage, else empty
+
+
+class Decided(TypedDict):
+    """One chunk's candidates decided (lifecycle/synthesize/decisions.py): checked, accepted
+    up to its quota, its synthetic records and its rejected candidates written."""
+
+    index: int  # the chunk unit's
+    made: int  # its candidates
+    taken: dict[str, int]  # accepted per label
+    rejected: dict[str, int]  # rejected per reason, the most first
+    screened: int  # candidates the screens found too close to a record outside the sample
+    synthetic: list[ShardRef]  # the accepted ones as records of the stage's output
+    side: list[ShardRef]  # the rejected ones with their reason (the ``rejected`` table)
+    schema: list[dict[str, str]]  # the output's column types: the sample's with these
+    # the first accepted and rejected ones (real reasons, then ``not_needed``: spare)
+    examples: dict[str, Any]
 
 
 class Screened(TypedDict):

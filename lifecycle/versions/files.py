@@ -1,6 +1,6 @@
 """A version's data files: the records in the release formats of ``publish.formats``
-(Parquet, JSON Lines, CSV), cut into parts of at most :data:`PART_ROWS` rows, deterministic
-bytes for the same records (docs/release.md).
+(Parquet, JSON Lines, CSV), cut into parts of at most ``publish.part_rows`` rows (the spec's
+key, :data:`PART_ROWS` by default), deterministic bytes for the same records (docs/release.md).
 
 The layout, the same for every version since issue 31: a folder per format, so that each is a
 dataset directory of one format that pandas, pyarrow, DuckDB and Hugging Face's loaders read
@@ -9,7 +9,7 @@ whole (a folder of mixed formats is one that none of them can)::
     data/parquet/part-00000.parquet   data/jsonl/part-00000.jsonl   data/csv/part-00000.csv
     data/parquet/part-00001.parquet   ...
 
-Part ``i`` holds the records ``i * PART_ROWS`` up to the next part's first, in the release's
+Part ``i`` holds the records ``i * part_rows`` up to the next part's first, in the release's
 order, so the parts of a format read one after another are the release's records. A part's
 bytes depend on its own records only (Parquet dictionaries and types are chosen per part from
 one schema for the whole release), so a refresh that keeps the first parts' records writes
@@ -42,9 +42,11 @@ JSONL_BLOCK = 50_000  # rows turned into Python values at a time for the JSON Li
 # 0.02 s, 0.12 s and 0.16 s (reading is no slower). Dictionaries only where values repeat
 # (shards.low_cardinality): 1.78 MB at level 6.
 RELEASE_ZSTD_LEVEL = 6
-# Rows per part: the work shards' default size (StageContext.rows_per_shard), so that a stage
-# writing one shard per mapped task can write that shard's part too; fixed here rather than
-# taken from the deployment's shard size, so the same records give the same parts anywhere.
+# Rows per part by default (the spec's publish.part_rows, lifecycle/publish/spec.py, whose
+# default this is): the work shards' default size (StageContext.rows_per_shard), so that a
+# stage writing one shard per mapped task can write that shard's part too; a key of the
+# dataset's spec rather than the deployment's shard size, so the same records and spec give
+# the same parts anywhere.
 # 50,000 of the sample's reviews with their provenance are about 5 MB of Parquet and 43 MB of
 # JSON Lines (17,320: 1.78 MB and 15 MB): a part is encoded in tens of MB of memory, and 10M
 # records are 200 parts per format, few enough for a listing, a Croissant file and Hugging

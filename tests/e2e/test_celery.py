@@ -1,11 +1,11 @@
 """Scale-out: the same DAGs on Airflow's CeleryExecutor, with Redis as the broker and
 PostgreSQL as Airflow's metadata database, each Airflow component a process of its own and
 two Celery workers. The sample dataset is triggered twice at once over the REST API, with
-work shards of 10,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several: every
-stage with mapped parts in the DAG must have run at least two mapped task instances (publish
-one: the sample's release is one part of 50,000 records at most), the mapped tasks must have
-run on both workers, and the second run must have waited for the first
-(one version, never two from interleaved work).
+work shards of 10,000 records (GRANARY_ROWS_PER_SHARD) so that its shards are several, and
+release parts of 10,000 records (its spec's ``publish.part_rows``, in the test's copy of the
+spec) so that its release is two parts: every stage with mapped parts in the DAG must have run
+at least two mapped task instances, the mapped tasks must have run on both workers, and the
+second run must have waited for the first (one version, never two from interleaved work).
 
 On the same stack, Airflow's own faults: a Celery worker SIGKILLed while it runs a mapped
 preprocess task, and the scheduler SIGKILLed in the middle of a run, each in a run of a copy
@@ -38,6 +38,7 @@ from granary.demo import SAMPLE_DATASET, stage_sample
 from granary.runtime import catalog
 from granary.settings import REPO_ROOT, Settings
 from granary.stack import S3_PORT_BLOCK, LocalStack, free_port_block
+from lifecycle.versions.files import data_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
@@ -46,8 +47,7 @@ DAG = f"granary_{SAMPLE_DATASET}"
 # as its own v1, built under a fault
 WORKER_KILLED, SCHEDULER_KILLED = "zh_reviews_worker_killed", "zh_reviews_scheduler_killed"
 ROWS_PER_SHARD = 10_000
-# stages whose parts the sample fills only one of (see the test)
-ONE_PART = {"publish"}
+PART_ROWS = 10_000  # the sample's 17,357 records in two release parts (two publish writes)
 # Airflow's defaults wait 5 minutes for a silent task before failing it and check for tasks
 # of a dead scheduler every 5 minutes; a test cannot wait that long
 AIRFLOW_CFG = """\
@@ -117,6 +117,8 @@ def celery(tmp_path_factory: pytest.TempPathFactory, airflow_database: str,
     specs = home.parent / "datasets"
     specs.mkdir()
     sample = (REPO_ROOT / "datasets" / f"{SAMPLE_DATASET}.yaml").read_text()
+    sample = sample.replace("publish:\n", f"publish:\n  part_rows: {PART_ROWS}\n", 1)
+    assert f"part_rows: {PART_ROWS}" in sample
     for name in (SAMPLE_DATASET, WORKER_KILLED, SCHEDULER_KILLED):
         (specs / f"{name}.yaml").write_text(
             sample.replace(f"name: {SAMPLE_DATASET}\n", f"name: {name}\n", 1))
@@ -180,12 +182,9 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
     assert state == "success", [(t["task_id"], t["state"]) for t in instances]
     mapped = [t for t in instances if t["map_index"] >= 0]
     per_stage, alone = _mapped_per_stage(celery, instances)
-    # every stage whose tasks include a mapped part ran at least two mapped task instances,
-    # but publish: its write parts cover whole release parts of 50,000 records
-    # (lifecycle/versions/files.py PART_ROWS, not yet a setting as the work shards' size is),
-    # and the sample's release is one part, so one write
-    assert per_stage and all(n >= (1 if stage in ONE_PART else 2)
-                             for stage, n in per_stage.items()), per_stage
+    # every stage whose tasks include a mapped part ran at least two mapped task instances
+    # (publish: one write per release part of PART_ROWS records)
+    assert per_stage and all(n >= 2 for n in per_stage.values()), per_stage
     assert {"collect", "preprocess", "annotate", "synthesize", "publish"} <= set(per_stage), \
         per_stage
     workers = {t["hostname"].split("@")[0] for t in mapped}
@@ -193,6 +192,8 @@ def test_the_sample_runs_on_celery_workers_and_its_shards_use_both(
                                                 t["hostname"]) for t in mapped]
     v = catalog(s).version_for_run(SAMPLE_DATASET, run_id)
     assert v is not None and v.version == 1 and v.quality["grade"] == "A"
+    assert [v.files[n]["rows"] for n in data_files(v.files, "parquet")] == \
+        [PART_ROWS, v.row_count - PART_ROWS]
     first, later = client.dag_run(DAG, run_id), client.dag_run(DAG, second)
     assert state2 == "success" and later["start_date"] >= first["end_date"]
     assert [x.version for x in catalog(s).versions(SAMPLE_DATASET)] == [1]

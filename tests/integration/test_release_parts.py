@@ -23,15 +23,17 @@ from tests.textdata import labelled
 
 pytestmark = pytest.mark.integration
 DS = "graded_reviews"
-PART_ROWS = 100  # the test's part size: the 400 generated reviews make four parts
-SPEC_ALL = SPEC.replace("formats: [parquet, jsonl]", "formats: [parquet, jsonl, csv]")
+# the spec's part size: the 400 generated reviews make four parts (the default, 50,000, needs
+# 50,001 records for a second part); the layout and every reader are the same at any size
+PART_ROWS = 100
+SMALL = SPEC.replace("  formats: [parquet, jsonl]\n",
+                     f"  formats: [parquet, jsonl]\n  part_rows: {PART_ROWS}\n")
+SPEC_ALL = SMALL.replace("formats: [parquet, jsonl]", "formats: [parquet, jsonl, csv]")
+assert f"part_rows: {PART_ROWS}" in SPEC_ALL
 
 
 @pytest.fixture
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Parts of PART_ROWS records (the writer's constant, 50,000, needs 50,001 records for a
-    second part); the layout and every reader are the same at any size."""
-    monkeypatch.setattr(release_files, "PART_ROWS", PART_ROWS)
+def small_parts() -> int:
     return PART_ROWS
 
 
@@ -84,6 +86,8 @@ def test_a_version_in_parts_loads_with_every_consumer_tool(
     assert release["layout"] == {"part_rows": small_parts, "parts": {
         fmt: release_files.data_files(v.files, fmt) for fmt in ("parquet", "jsonl", "csv")}}
     parquet = out / "data" / "parquet"
+    # the card and Croissant say the version's part size (the spec's)
+    assert f"at most {small_parts:,}\nrecords each" in (out / "README.md").read_text("utf-8")
 
     # the load code the catalog shows runs as written: pandas over dvc.api, every part
     from lifecycle.versions import releases
@@ -134,6 +138,7 @@ def test_a_version_in_parts_loads_with_every_consumer_tool(
     croissant = json.loads((out / "croissant.json").read_text(encoding="utf-8"))
     objects = {d["name"]: d for d in croissant["distribution"]}
     assert objects["parquet-parts"]["includes"] == "data/parquet/*.parquet"
+    assert f"parts of at most {small_parts:,} records" in objects["parquet-parts"]["description"]
     for name in release_files.data_files(v.files, "parquet"):
         assert objects[name]["sha256"] == v.files[name]["sha256"]
     dataset = mlc.Dataset(jsonld=out / "croissant.json")
@@ -166,7 +171,7 @@ def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
     rows = tmp_path / "inbox" / "reviews" / "rows.csv"
     rows.parent.mkdir(parents=True)
     pool.iloc[:300].to_csv(rows, index=False)
-    first = _lifecycle(s, SPEC, "run-1", "full")
+    first = _lifecycle(s, SMALL, "run-1", "full")
     assert first["publish"]["parts"] == {"units": 3, "written": 6, "reused": 0}
     _append(rows, pool.iloc[300:320])
     # every object the refresh uploads or copies, and every part it encodes
@@ -190,7 +195,7 @@ def test_a_refresh_that_keeps_the_first_records_keeps_their_parts(
     monkeypatch.setattr(release_files, "write_part", lambda df, path, fmt, table=None: (
         encoded.append(path.as_posix().split("/data/", 1)[1]),
         write_part(df, path, fmt, table))[1])
-    refreshed = _lifecycle(s, SPEC, "run-2", "incremental")
+    refreshed = _lifecycle(s, SMALL, "run-2", "incremental")
     monkeypatch.undo()
     assert refreshed["publish"]["version"] == 2
     assert refreshed["publish"]["parts"] == {"units": 4, "written": 2, "reused": 6}
@@ -252,6 +257,7 @@ def _loads_whole(out: Path, rows: int, tmp_path: Path, monkeypatch: pytest.Monke
 
     _offline_hf(monkeypatch, tmp_path)
     parquet = out / "data" / "parquet"
+    assert f"at most {PART_ROWS:,}\nrecords each" in (out / "README.md").read_text("utf-8")
     order = list(pd.read_parquet(parquet)["id"])
     assert len(order) == len(set(order)) == rows
     assert duckdb.sql(f"SELECT count(DISTINCT id) FROM read_parquet('{parquet}/*.parquet')"

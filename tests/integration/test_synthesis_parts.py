@@ -59,7 +59,7 @@ def _table(ctx: StageContext, uri: str, table: str | None = None) -> pd.DataFram
 def test_below_the_sample_size_the_parts_give_the_whole_table_result(
         env: Settings, tmp_path: Path) -> None:
     assert [p.name for p in STAGE_DEFS["synthesize"].parts] == [
-        "plan", "mark", "sample", "chunk", "generate", "screen", "merge"]
+        "plan", "mark", "sample", "chunk", "generate", "screen", "decide", "merge"]
     ctx, ann = _annotated(env, SPEC, "run-p")
     upstream = shards.read_manifest(ctx.store, ann.manifest_uri)
     assert len(upstream["shards"]) == 5
@@ -178,6 +178,68 @@ def test_above_one_chunk_each_chunks_candidates_are_the_same_however_the_records
     assert len(_table(ctx, parts["merge"].manifest_uri)) == c["kept"]
     bucket, key = shards.parse_uri(parts["merge"].reports["synthesis_report"])
     assert json.loads(ctx.store.get_bytes(bucket, key))["chunks"] == {"size": 50, "count": 4}
+    _decisions_match_the_single_decision(ctx, parts)
+
+
+def _decisions_match_the_single_decision(ctx: StageContext, parts: dict[str, Any]) -> None:
+    """Old against new: each chunk decided in its own task (decisions.decide) against the
+    single decision over every candidate (stage.check, as the merge made it before). A
+    candidate's reason is the same, but where one of them calls it a duplicate: a near copy
+    of an earlier chunk's candidate is one here even when that candidate was itself
+    rejected. Each chunk then accepts up to its quota, and the part's counts are those."""
+    from collections import Counter
+
+    from lifecycle.records import sample
+    from lifecycle.synthesize import decisions
+
+    sampled, units = parts["sample"], sorted(parts["chunk"], key=lambda u: u["index"])
+    generated = sorted(parts["generate"], key=lambda g: g["index"])
+    real = sample.records(shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                                        "shards": sampled["sample"]}))
+    chunk_cands = [decisions.candidates(ctx, g["candidates"]) for g in generated]
+
+    def made(cands: pd.DataFrame, wanted: dict[str, int]) -> synthesize.Candidates:
+        reasons = [None if shards.is_missing(r) else r for r in cands.pop("_reason")]
+        return synthesize.Candidates(cands, reasons, wanted, sampled["cap"],
+                                     sampled["columns"], sampled["generator"],
+                                     sampled["params"], [])
+
+    every = pd.concat(chunk_cands, ignore_index=True)
+    _, old = synthesize.check(ctx, real, made(every, sampled["wanted"]), [None] * len(every))
+    new: list[Any] = []
+    repeated = 0  # candidates that repeat an earlier chunk's
+    decided = {d["index"]: d for d in parts["decide"]}
+    for unit, cands in zip(units, chunk_cands, strict=True):
+        earlier = decisions._earlier(ctx, unit, generated, cands.drop(columns=["_reason"]),
+                                     sampled["columns"])
+        _, mine = synthesize.check(ctx, real, made(cands.copy(), unit["quota"]),
+                                   [None] * len(cands), earlier)
+        new += mine
+        repeated += len(earlier)
+        # the part accepted up to the chunk's quota, rejected the rest with these reasons
+        d, ok = decided[unit["index"]], sum(r is None for r in mine)
+        [(lab, quota)] = unit["quota"].items()
+        assert d["taken"] == {lab: min(quota, ok)}
+        spare = ok - min(quota, ok)
+        assert d["rejected"] == dict(Counter([r for r in mine if r is not None]
+                                             + ["not_needed"] * spare))
+    assert len(new) == len(old) == 186
+    differ = [(o, n) for o, n in zip(old, new, strict=True) if o != n]
+    assert all("duplicate" in pair for pair in differ), differ
+    assert len(differ) <= len(old) // 10, differ  # the rare near copy across chunks
+    print(f"old vs new: {len(differ)} of {len(old)} reasons differ: {Counter(differ)}; "
+          f"{repeated} repeat an earlier chunk's; old reasons {Counter(old)}")
+    # a chunk of near copies of the first chunk's candidates (one more character each),
+    # decided after it: each is a duplicate of an earlier chunk's, none is accepted
+    first = chunk_cands[0]
+    copies = first.assign(text=first["text"] + "。")
+    refs = shards.write_table(ctx, "synthesize", copies, "c00099-candidates")
+    again: Any = {**generated[0], "index": 99, "candidates": refs}
+    unit: Any = {**units[0], "index": 99, "offset": 1000}
+    d = decisions.decide(ctx, unit, sampled, [generated[0], again], parts["screen"])
+    passed = int(first["_reason"].map(shards.is_missing).sum())
+    assert passed == 50 and d["made"] == 50 and d["taken"] == {"pos": 0}, d
+    assert d["rejected"] == {"duplicate": 50} and d["synthetic"] == [], d
 
 
 def test_above_one_chunk_every_chunk_is_screened(

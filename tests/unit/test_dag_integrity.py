@@ -72,13 +72,16 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         assert dag.get_task("annotate.merge").downstream_task_ids == {
             "synthesize.plan", "synthesize.merge"}
         # synthesis: per shard, the sample once, the candidates per chunk, per shard again,
-        # then merge
-        for mapped in ("synthesize.mark", "synthesize.generate", "synthesize.screen"):
+        # decided per chunk, then merge
+        for mapped in ("synthesize.mark", "synthesize.generate", "synthesize.screen",
+                       "synthesize.decide"):
             assert "Mapped" in type(dag.get_task(mapped)).__name__
         assert dag.get_task("synthesize.sample").downstream_task_ids == {
-            "synthesize.chunk", "synthesize.generate", "synthesize.screen", "synthesize.merge"}
+            "synthesize.chunk", "synthesize.generate", "synthesize.screen", "synthesize.decide",
+            "synthesize.merge"}
         assert dag.get_task("synthesize.generate").downstream_task_ids == {
-            "synthesize.screen", "synthesize.merge"}
+            "synthesize.screen", "synthesize.decide", "synthesize.merge"}
+        assert dag.get_task("synthesize.screen").downstream_task_ids == {"synthesize.decide"}
         # publishing: the plan, one write task per unit of parts, then the release
         assert "Mapped" in type(dag.get_task("publish.write")).__name__
         assert dag.get_task("publish.plan").downstream_task_ids == {

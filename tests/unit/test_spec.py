@@ -144,6 +144,22 @@ def test_discover_separates_good_and_bad(tmp_path: Path) -> None:
     assert len(bad) == 1 and bad[0].file.endswith("broken_set.yaml")
 
 
+def test_release_part_size_is_a_positive_spec_key(tmp_path: Path) -> None:
+    from lifecycle.versions import files as datafiles
+
+    # the default is the writer's (the spec does not import it)
+    assert parse_spec(GOOD, "t.yaml").publish.part_rows == datafiles.PART_ROWS == 50_000
+    assert parse_spec(GOOD + "publish: {part_rows: 7}\n", "t.yaml").publish.part_rows == 7
+    for bad in ("0", "-5", "lots"):
+        text = GOOD + f"publish:\n  part_rows: {bad}\n"
+        with pytest.raises(SpecError) as exc:
+            load_spec(write(tmp_path, text))
+        [problem] = exc.value.problems
+        assert (problem.field, problem.line) == ("publish.part_rows", text.count("\n"))
+        if bad != "lots":
+            assert "greater than or equal to 1" in str(exc.value)
+
+
 IMAGES = """\
 name: pics
 title: Pictures
@@ -169,6 +185,17 @@ def test_bounding_boxes_are_an_image_task_with_labels_and_no_synthesis() -> None
         parse_spec(IMAGES + "annotate: {task: spans}\n", "x.yaml")
     with pytest.raises(SpecError, match="needs `modality: image`"):
         parse_spec(GOOD + "annotate: {task: boxes, labels: [{name: a}, {name: b}]}\n", "x.yaml")
+
+
+def test_an_image_datasets_part_size_fits_its_tar_shards() -> None:
+    """A write unit holds whole parts and whole tar shards of 1000 images: a part size that
+    neither divides 1000 nor is a multiple of it would make units of their lcm."""
+    for fits in (1, 500, 1000, 3000, 50_000):
+        spec = parse_spec(IMAGES + f"publish: {{part_rows: {fits}}}\n", "x.yaml")
+        assert spec.publish.part_rows == fits
+    with pytest.raises(SpecError, match="must divide 1000 or be a multiple of it"):
+        parse_spec(IMAGES + "publish: {part_rows: 300}\n", "x.yaml")
+    assert parse_spec(GOOD + "publish: {part_rows: 300}\n", "x.yaml").publish.part_rows == 300
 
 
 # ---- every problem at once (granary check) ----------------------------------------------------

@@ -58,3 +58,25 @@ def test_the_llm_and_a_passthrough_are_one_chunk() -> None:
     assert llm["asked"] == {"a": 900} and llm["chunk"] == chunks.ONE_STREAM
     [passing] = chunks.plan({}, 10, passthrough="disabled")
     assert passing["passthrough"] == "disabled" and "disabled" in passing["label"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(asked=ASKED, size=st.integers(1, 500), share=st.floats(0, 1))
+def test_the_quotas_add_up_to_the_plan_and_the_offsets_to_the_quotas_before(
+        asked: dict[str, int], size: int, share: float) -> None:
+    """Each label's records wanted (at most its candidates asked) cut among its chunks: the
+    quotas add up to them, none exceeds its chunk's candidates, and each chunk's offset is
+    the quotas before it (so the positions of the accepted records never collide)."""
+    wanted = {lab: int(n * share) for lab, n in asked.items()}
+    units = chunks.with_quotas(chunks.plan(asked, size), wanted)
+    total: dict[str, int] = {}
+    offset = 0
+    for u in units:
+        assert u["offset"] == offset and list(u["quota"]) == list(u["asked"])
+        for lab, q in u["quota"].items():
+            assert 0 <= q <= u["asked"][lab]
+            total[lab] = total.get(lab, 0) + q
+        offset += sum(u["quota"].values())
+    assert total == {lab: n for lab, n in wanted.items() if lab in total} == wanted
+    if len(units) == 1:  # one chunk: the whole plan, as the single decision had it
+        assert units[0]["quota"] == wanted and units[0]["offset"] == 0

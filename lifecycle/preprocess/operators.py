@@ -4,6 +4,8 @@ records, what leaves quarantined with its reason, and the exact-duplicate key.""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,16 +75,25 @@ class _Run:
             return
         normaliser = Normaliser(self.cfg.normalise)
         texts, ops = [], self.df["operations"].tolist()
-        changed = Counter[str]()
+        applied: list[tuple[str, ...]] = []
+        # a text met before: its result again (kept as tuples of text, which the garbage
+        # collector stops tracking: a list per text made its collections cost more than
+        # the texts normalised once saved)
+        done: dict[str, tuple[str, tuple[str, ...]]] = {}
         for i, value in enumerate(self.df[self.text].tolist()):
             if isinstance(value, str):
-                new, steps = normaliser.apply(value)
+                found = done.get(value)
+                if found is None:
+                    text, changes = normaliser.apply(value)
+                    found = done[value] = (text, tuple(changes))
+                new, steps = found
                 texts.append(new)
                 if steps:
                     ops[i] = [*ops[i], *steps]
-                    changed.update(steps)
+                    applied.append(steps)
             else:
                 texts.append(value)
+        changed = Counter(chain.from_iterable(applied))  # one count, not one per record
         self.df[self.text] = texts
         self.df["operations"] = ops
         self.step_summary("normalise", len(self.df), changed=dict(changed))
@@ -136,10 +147,14 @@ class _Run:
         ops = self.df["operations"].tolist()
         for column in columns:
             values = self.df[column].tolist()
+            # a value met before: its findings again (tuples: see normalise)
+            seen: dict[str, tuple[pii.Found, ...]] = {}
             for i, value in enumerate(values):
                 if not isinstance(value, str) or not value:
                     continue
-                hits = pii.detect(value, watched, regions)
+                hits = seen.get(value)
+                if hits is None:
+                    hits = seen[value] = tuple(pii.detect(value, watched, regions))
                 if not hits:
                     continue
                 for entity in {h.entity for h in hits}:
@@ -182,7 +197,7 @@ def pii_fields(spec: Any) -> list[str]:
             and f.name != spec.schema_.label_field]
 
 
-def _replace(text: str, hits: list[pii.Found], actions: dict[str, str], salt: str) -> str:
+def _replace(text: str, hits: Sequence[pii.Found], actions: dict[str, str], salt: str) -> str:
     from lifecycle.text import pii
 
     out, last = [], 0

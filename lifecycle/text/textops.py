@@ -15,6 +15,9 @@ from typing import Any
 from lifecycle.spec import FieldRule, Filters, LanguageFilter, Normalise
 
 _WS = re.compile(r"\s+")
+# what folding changes: whitespace other than one space, or a run of two or more (a text
+# without either folds to itself)
+_FOLDABLE = re.compile(r"[^\S ]|\s\s")
 # C0/C1 control characters other than tab and newlines (whitespace folding handles those),
 # plus the byte-order mark and zero-width space, which survive NFKC
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b]")
@@ -59,35 +62,43 @@ class Normaliser:
     def apply(self, text: str) -> tuple[str, list[str]]:
         """The normalised text and the names of the steps that changed it (for provenance)."""
         ops: list[str] = []
-
-        def step(name: str, new: str) -> str:
-            if new != text:
-                ops.append(name)
-            return new
-
         cfg = self.cfg
         if cfg.fix_mojibake and _MOJIBAKE_HINT.search(text):
             import ftfy
 
             # only the encoding repair: curly quotes, widths and the rest are left alone
-            text = step("fix_mojibake", ftfy.fix_encoding(text))
+            text = _step(ops, "fix_mojibake", text, ftfy.fix_encoding(text))
         if cfg.fix_mojibake and "~{" in text:
-            text = step("decode_hz", _HZ.sub(_decode_hz, text))
+            text = _step(ops, "decode_hz", text, _HZ.sub(_decode_hz, text))
         if cfg.html:
             if "<" in text:
-                text = step("strip_html", _TAG.sub(" ", text))
+                text = _step(ops, "strip_html", text, _TAG.sub(" ", text))
             if "&" in text:
-                text = step("unescape_html", html.unescape(text))
-        if cfg.unicode != "none" and not unicodedata.is_normalized(cfg.unicode, text):
-            text = step(cfg.unicode.lower(), unicodedata.normalize(cfg.unicode, text))
+                text = _step(ops, "unescape_html", text, html.unescape(text))
+        form = cfg.unicode
+        if form != "none" and not unicodedata.is_normalized(form, text):
+            text = _step(ops, form.lower(), text, unicodedata.normalize(form, text))
         if self._t2s is not None and CJK.search(text):
-            text = step("to_simplified", self._t2s.convert(text))
-        text = step("remove_control_chars", _CONTROL.sub("", text))
-        if cfg.fold_whitespace:
-            text = step("fold_whitespace", _WS.sub(" ", text))
+            text = _step(ops, "to_simplified", text, self._t2s.convert(text))
+        # the steps below as function calls only where they change something: one search
+        # (or none) instead of a substitution and a comparison, for most texts
+        if _CONTROL.search(text):
+            text = _step(ops, "remove_control_chars", text, _CONTROL.sub("", text))
+        if cfg.fold_whitespace and _FOLDABLE.search(text):
+            text = _step(ops, "fold_whitespace", text, _WS.sub(" ", text))
         if cfg.strip:
-            text = step("strip", text.strip())
+            stripped = text.strip()
+            if stripped != text:
+                ops.append("strip")
+                text = stripped
         return text, ops
+
+
+def _step(ops: list[str], name: str, old: str, new: str) -> str:
+    """``new``; ``name`` noted in ``ops`` when it differs from ``old``."""
+    if new != old:
+        ops.append(name)
+    return new
 
 
 def _decode_hz(m: re.Match[str]) -> str:

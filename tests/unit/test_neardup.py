@@ -237,6 +237,20 @@ def test_fields_are_tagged_so_equal_text_in_two_fields_is_not_shared() -> None:
     assert np.array_equal(hasher.key_signatures([texts]), hasher.signatures(texts))
 
 
+def test_a_signature_is_its_records_own_whatever_else_is_in_the_batch() -> None:
+    """Repeated keys are signed once and permutations a block at a time: every record's
+    signature is still the one it gets alone, for one and two key fields."""
+    hasher = neardup.MinHasher(permutations=21)  # not a multiple of the block
+    texts = families(6, 4, True)[0] + families(3, 4, False)[0]
+    texts = [*texts, *texts[:7], "", ":)", "", texts[3]]
+    other = ["", "同一段", *texts[::-1]][:len(texts)]
+    alone = np.array([hasher.signatures([t])[0] for t in texts])
+    assert np.array_equal(hasher.signatures(texts), alone)
+    both = hasher.key_signatures([texts, other])
+    assert np.array_equal(both, np.array([hasher.key_signatures([[t], [o]])[0]
+                                          for t, o in zip(texts, other, strict=True)]))
+
+
 def test_stars_do_not_chain() -> None:
     """a~b and b~c above the threshold, a~c below: c is not merged into a through b."""
     sims = {(0, 1): 0.85, (1, 2): 0.85, (0, 2): 0.6}

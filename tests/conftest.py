@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from lineage.transform import transport as lineage_transport
 
 REPO = Path(__file__).resolve().parents[1]
+
+# property tests check results, never speed (benchmarks do, in bench/): no per-example
+# deadline, which a loaded CI machine exceeded (a 283 ms example against the default 200 ms)
+settings.register_profile("granary", deadline=None)
+settings.load_profile("granary")
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="granary-test-airflow-"))
 
 os.environ.update({

@@ -27,6 +27,7 @@ stage's parts (lifecycle/collect/units.py, lifecycle/preprocess/units.py); every
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -104,10 +105,15 @@ class Stage:
                                  "repeat the first pass's (they are tasks of one group)")
 
     def part(self, name: str) -> Part:
-        """The part ``name`` of the stage or of its people pass."""
-        if name not in self._by_name and self.people is not None:
-            return self.people.part(name)
-        return self._by_name[name]
+        """The part ``name`` of the stage, else of its people pass, else of its whole (what
+        a spec its parts refuse runs)."""
+        if name in self._by_name:
+            return self._by_name[name]
+        for other in (self.people, self.whole):
+            if other is not None:
+                with suppress(KeyError):
+                    return other.part(name)
+        raise KeyError(f"stage {self.name} has no part {name!r}")
 
     @property
     def reduce(self) -> Part:
@@ -170,80 +176,25 @@ def _annotate_parts() -> Stage:
                   refuses=f"{ANNOTATE}.scope:refusal")
 
 
-# each stage's parts, in the order they run (a comment says what each does; the tasks'
-# descriptions in the Airflow UI come from lineage.naming.stage_description)
-STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
-    _stage("collect",
-           # the units of work: each source, or each group of its files
-           Part("plan", f"{COLLECT}.plan:plan", "plan"),
-           # one unit fetched, landed unchanged in the raw bucket and parsed into records
-           Part("fetch", f"{COLLECT}.fetch:fetch_unit", "map", over="plan"),
-           # the units' records and quarantines combined, conservation checked
-           Part("merge", f"{COLLECT}.merge:merge", "reduce", takes=("fetch",)),
-           needs_upstream=False),
-    _stage("preprocess",
-           # one unit per collected shard (for a refresh: the delta's shards)
-           Part("plan", f"{PREPROCESS}.clean:plan", "plan", takes=(UPSTREAM,)),
-           # one shard normalised, filtered and masked; its dedup keys and signatures written
-           Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
-           # exact and near duplicates decided across every shard
-           Part("deduplicate", f"{PREPROCESS}.dedup:deduplicate", "global", takes=("clean",)),
-           # the decisions applied to one shard
-           Part("apply", f"{PREPROCESS}.apply:apply", "map", over="clean", takes=("deduplicate",)),
-           # the shards combined into the stage's output, conservation checked
-           Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
-                takes=(UPSTREAM, "apply", "deduplicate"))),
-    # annotation as parts (docs/design/partitioned-annotate.md); with people in Label Studio
-    # the same parts again after the wait, named finish_*, their reduce `finish`. A spec the
-    # parts cannot label yet (images, topics) runs SINGLE_ANNOTATE below (see declared)
-    _annotate_parts(),
-    _stage("synthesize",
-           # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
-           Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
-           # one shard's real records marked real, counted per label and sampled
-           Part("mark", f"{SYNTHESIZE}:mark", "map", over="plan"),
-           # the samples merged (sample_per_label a label), the plan from every shard's counts
-           Part("sample", f"{SYNTHESIZE}:merge_samples", "global", takes=("mark",)),
-           # the candidates asked, in chunks of at most chunk_size (one: every label's)
-           Part("chunk", f"{SYNTHESIZE}:chunk", "plan", takes=("sample",)),
-           # one chunk's candidates made from the sample, with its own random stream
-           Part("generate", f"{SYNTHESIZE}:generate", "map", over="chunk", takes=("sample",)),
-           # one shard's records outside the sample checked against every chunk's candidates
-           Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan",
-                takes=("sample", "generate")),
-           # the candidates decided and accepted; the marked and synthetic shards listed
-           Part("merge", f"{SYNTHESIZE}:merge", "reduce",
-                takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
-    # evaluate has one unit, its whole input, for now
-    _stage("evaluate",
-           Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
-    _stage("publish",
-           # units of whole release parts of the evaluated records (none: nothing to write)
-           Part("plan", f"{PUBLISH}.parts:plan", "plan", takes=(UPSTREAM,)),
-           # one unit's parts encoded in the staging area, or the previous version's reused
-           Part("write", f"{PUBLISH}.parts:write", "map", over="plan"),
-           # the version of the refs: manifest, card, Croissant, DVC tag, release folder,
-           # catalog, lineage
-           Part("release", f"{PUBLISH}.stage:release", "reduce",
-                takes=(UPSTREAM, "plan", "write"))),
-)}
-ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
+# today's preprocessing with one global deduplication: the stage for the specs the
+# partitioned parts refuse (images with near_dedup: lifecycle/preprocess/scope.py), its
+# deduplicate unbounded in memory until images' near parts exist
+WHOLE_PREPROCESS = _stage(
+    "preprocess",
+    # one unit per collected shard (for a refresh: the delta's shards)
+    Part("plan", f"{PREPROCESS}.clean:plan", "plan", takes=(UPSTREAM,)),
+    # one shard normalised, filtered and masked; its dedup keys and signatures written
+    Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
+    # exact and near duplicates decided across every shard
+    Part("deduplicate", f"{PREPROCESS}.dedup:deduplicate", "global", takes=("clean",)),
+    # the decisions applied to one shard
+    Part("apply", f"{PREPROCESS}.apply:apply", "map", over="clean", takes=("deduplicate",)),
+    # the shards combined into the stage's output, conservation checked
+    Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
+         takes=(UPSTREAM, "apply", "deduplicate")))
 
-
-def declared(stage: str, spec: Any) -> Stage:
-    """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
-    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (annotation's parts
-    refuse images and topics: lifecycle/annotate/scope.py, :data:`SINGLE_ANNOTATE`)."""
-    parts = STAGE_DEFS[stage]
-    if parts.whole is not None and parts.refuses is not None:
-        module, _, name = parts.refuses.partition(":")
-        if getattr(import_module(module), name)(spec) is not None:
-            return parts.whole
-    return parts
-
-# preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
-# built beside the stage above and run by tests only until it replaces it (texts; images
-# with exact dedup only)
+# preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md):
+# every part bounded in memory; images with near_dedup run WHOLE_PREPROCESS (see declared)
 PARTITIONED = _stage(
     "preprocess",
     # the clean units, each told how many partitions the deduplication uses
@@ -285,8 +236,71 @@ PARTITIONED = _stage(
          takes=("exact", "cluster")),
     # the shards combined into the stage's output, conservation checked
     Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
-         takes=(UPSTREAM, "apply", "cluster")))
+         takes=(UPSTREAM, "apply", "cluster")),
+    whole=WHOLE_PREPROCESS, refuses=f"{PREPROCESS}.scope:refusal")
 
+
+# each stage's parts, in the order they run (a comment says what each does; the tasks'
+# descriptions in the Airflow UI come from lineage.naming.stage_description)
+STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
+    _stage("collect",
+           # the units of work: each source, or each group of its files
+           Part("plan", f"{COLLECT}.plan:plan", "plan"),
+           # one unit fetched, landed unchanged in the raw bucket and parsed into records
+           Part("fetch", f"{COLLECT}.fetch:fetch_unit", "map", over="plan"),
+           # the units' records and quarantines combined, conservation checked
+           Part("merge", f"{COLLECT}.merge:merge", "reduce", takes=("fetch",)),
+           needs_upstream=False),
+    PARTITIONED,
+    # annotation as parts (docs/design/partitioned-annotate.md); with people in Label Studio
+    # the same parts again after the wait, named finish_*, their reduce `finish`. A spec the
+    # parts cannot label yet (images, topics) runs SINGLE_ANNOTATE below (see declared)
+    _annotate_parts(),
+    _stage("synthesize",
+           # one unit per annotated shard (synthesis off, or a refresh: one, passing through)
+           Part("plan", f"{SYNTHESIZE}:plan", "plan", takes=(UPSTREAM,)),
+           # one shard's real records marked real, counted per label and sampled
+           Part("mark", f"{SYNTHESIZE}:mark", "map", over="plan"),
+           # the samples merged (sample_per_label a label), the plan from every shard's counts
+           Part("sample", f"{SYNTHESIZE}:merge_samples", "global", takes=("mark",)),
+           # the candidates asked, in chunks of at most chunk_size (one: every label's)
+           Part("chunk", f"{SYNTHESIZE}:chunk", "plan", takes=("sample",)),
+           # one chunk's candidates made from the sample, with its own random stream
+           Part("generate", f"{SYNTHESIZE}:generate", "map", over="chunk", takes=("sample",)),
+           # one shard's records outside the sample checked against every chunk's candidates
+           Part("screen", f"{SYNTHESIZE}:screen", "map", over="plan",
+                takes=("sample", "generate")),
+           # the candidates decided and accepted; the marked and synthetic shards listed
+           Part("merge", f"{SYNTHESIZE}:merge", "reduce",
+                takes=(UPSTREAM, "mark", "sample", "generate", "screen"))),
+    # evaluate has one unit, its whole input, for now
+    _stage("evaluate",
+           Part("validate", "lifecycle.evaluate.stage:run", "reduce", takes=(UPSTREAM,))),
+    _stage("publish",
+           # units of whole release parts of the evaluated records (none: nothing to write)
+           Part("plan", f"{PUBLISH}.parts:plan", "plan", takes=(UPSTREAM,)),
+           # one unit's parts encoded in the staging area, or the previous version's reused
+           Part("write", f"{PUBLISH}.parts:write", "map", over="plan"),
+           # the version of the refs: manifest, card, Croissant, DVC tag, release folder,
+           # catalog, lineage
+           Part("release", f"{PUBLISH}.stage:release", "reduce",
+                takes=(UPSTREAM, "plan", "write"))),
+)}
+ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
+
+
+def declared(stage: str, spec: Any) -> Stage:
+    """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
+    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (annotation's parts
+    refuse images and topics: lifecycle/annotate/scope.py, :data:`SINGLE_ANNOTATE`;
+    preprocessing's, images with near_dedup: lifecycle/preprocess/scope.py,
+    :data:`WHOLE_PREPROCESS`)."""
+    parts = STAGE_DEFS[stage]
+    if parts.whole is not None and parts.refuses is not None:
+        module, _, name = parts.refuses.partition(":")
+        if getattr(import_module(module), name)(spec) is not None:
+            return parts.whole
+    return parts
 
 def run_in_process(stage: Stage, ctx: StageContext, upstream: StageResult | None = None
                    ) -> StageResult:

@@ -51,6 +51,7 @@ from lifecycle.preprocess.work import STAGE, _read, _write
 from lifecycle.records import cards, groups, routes
 from lifecycle.text import neardup
 from lifecycle.text.stars import keep_score, keep_sequence
+from storage.faults import fault_point
 
 PAIR_COLUMNS = ["a", "b", "beyond", "sa", "sb"]
 EDGE_COLUMNS = ["a", "b", "est"]
@@ -82,8 +83,8 @@ def _refuse_images(ctx: StageContext) -> None:
     if ctx.spec.modality == "image" and bands(ctx):
         raise PermanentError(
             "preprocess: the partitioned deduplication does not decide near duplicates of "
-            "images yet (issue 31, design step 5 builds texts first); run the stage in "
-            "STAGE_DEFS, or take near_dedup out of preprocess.steps.",
+            "images yet (issue 31); such a spec runs the stage's whole "
+            "(lifecycle.contract.declared), or take near_dedup out of preprocess.steps.",
             field="preprocess.steps")
 
 
@@ -278,8 +279,9 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
                          **{c: meta[c].to_numpy()[needed] for c in MEMBER_SIDE}})
     out.update({"below_estimate_floor": n - len(likely), "likely_pairs": len(likely),
                 "edges": _write(ctx, edges, f"p{v:05d}-edges", compact=True),
-                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True),
-                "forest": _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)})
+                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True)})
+    fault_point("preprocess.verify.edges_written")  # the likely pairs, not their forest
+    out["forest"] = _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)
     if links:
         out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta, n),
                               f"p{v:05d}-links", compact=True)

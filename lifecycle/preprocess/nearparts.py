@@ -250,6 +250,7 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,
                        PAIR_COLUMNS)
     found, beyond = unique_pairs(rows)
+    fault_point("preprocess.verify.pairs_read")  # a partition's candidate pairs, none verified
     out: Verified = {"index": v, "candidate_pairs": len(found), "beyond_pairs": len(beyond),
                      "below_estimate_floor": 0, "likely_pairs": 0, "edges": [], "members": [],
                      "forest": []}
@@ -279,9 +280,8 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
                          **{c: meta[c].to_numpy()[needed] for c in MEMBER_SIDE}})
     out.update({"below_estimate_floor": n - len(likely), "likely_pairs": len(likely),
                 "edges": _write(ctx, edges, f"p{v:05d}-edges", compact=True),
-                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True)})
-    fault_point("preprocess.verify.edges_written")  # the likely pairs, not their forest
-    out["forest"] = _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)
+                "members": _write(ctx, mine, f"p{v:05d}-members", compact=True),
+                "forest": _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)})
     if links:
         out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta, n),
                               f"p{v:05d}-links", compact=True)

@@ -26,7 +26,7 @@ POINTS = [
     ("collect.before_source_state", "collect"),   # the manifest written, no state staged
     ("preprocess.unit_cleaned@2", "preprocess"),  # between the shards' cleaning
     ("preprocess.exact.keys_read", "preprocess"),  # a partition's keys, nothing decided
-    ("preprocess.verify.edges_written", "preprocess"),  # likely pairs, not their forest
+    ("preprocess.verify.pairs_read", "preprocess"),  # candidate pairs read, none verified
     ("preprocess.cluster.decided", "preprocess"),  # decisions combined, no merges written
     ("preprocess.unit_merges_written@2", "preprocess"),  # a unit's merges, no dedup index
     ("preprocess.shard_written@2", "preprocess"),  # between the final shard writes

@@ -36,9 +36,17 @@ def shape_dag(units: int) -> Any:
         def clean(unit: dict[str, int]) -> dict[str, int]:
             return unit
 
-        @task(task_id="deduplicate")
-        def deduplicate(cleaned: Any) -> dict[str, int]:
-            return {"n": len(list(cleaned))}
+        def listed(name: str) -> Any:  # a plan part of one unit (the sample: one partition)
+            @task(task_id=name)
+            def run(*given: Any) -> list[dict[str, int]]:
+                return [{"unit": 0}]
+            return run
+
+        def each(name: str) -> Any:  # a map part, given other parts' results
+            @task(task_id=name)
+            def run(unit: dict[str, int], given: Any = None) -> dict[str, int]:
+                return unit
+            return run
 
         @task(task_id="apply")
         def apply(unit: dict[str, int], decided: dict[str, int]) -> dict[str, int]:
@@ -114,9 +122,22 @@ def shape_dag(units: int) -> Any:
                     found = plan()
                     started >> found
                     previous = merge(fetch.expand(unit=found))
-                elif group == "preprocess":
-                    cleaned = clean.expand(unit=plan(previous))
-                    decided = deduplicate(cleaned)
+                elif group == "preprocess":  # the deduplication partitioned
+                    planned = plan(previous)
+                    cleaned = clean.expand(unit=planned)
+                    scattered = each("scatter").expand(unit=listed("published")(planned))
+                    parts = listed("partition")(planned)
+                    exact = each("exact").partial(given=[cleaned, scattered]).expand(unit=parts)
+                    sifted = each("sift").partial(given=[exact, scattered]).expand(unit=cleaned)
+                    paired = each("pairs").partial(given=[sifted, scattered]).expand(unit=parts)
+                    verified = each("verify").partial(given=[paired, cleaned, scattered]).expand(
+                        unit=parts)
+                    found = whole("components")(verified)
+                    regrouped = each("regroup").partial(given=[verified, found]).expand(
+                        unit=parts)
+                    starred = each("stars").partial(given=[regrouped, cleaned, scattered]
+                                                    ).expand(unit=parts)
+                    decided = whole("cluster")(exact, sifted, paired, verified, found, starred)
                     previous = merge(previous, apply.partial(decided=decided).expand(
                         unit=cleaned), decided)
                 elif group == "annotate":

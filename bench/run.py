@@ -449,7 +449,8 @@ GROUPS = [  # (group, substrings of a function's file and name); the first match
      ["lifecycle/preprocess/", "lifecycle/records/shards.py"]),
     ("imports", ["<frozen importlib", "importlib"]),
 ]
-STEPS = ["plan", "clean", "deduplicate", "apply", "merge", "read_table", "write_table",
+STEPS = ["plan", "clean", "scatter", "exact", "sift", "pairs", "verify", "components",
+         "regroup", "stars", "cluster", "apply_unit", "merge_units", "read_table", "write_table",
          "write_atomic", "get_bytes", "key_signatures", "detect", "near", "fetch",
          "_context", "services", "load_spec"]
 

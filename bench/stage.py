@@ -2,7 +2,8 @@
 (bench/run.py starts this script; it is not run by hand).
 
 The DAG runs the stage as mapped tasks (granary/dagfactory.py): ``plan``, one ``clean`` per
-shard, ``deduplicate``, one ``apply`` per shard, then ``merge``; every task calls
+shard, the deduplication's parts (per partition, per shard, ``components`` and ``cluster``
+once: lifecycle.contract), one ``apply`` per shard, then ``merge``; every task calls
 granary.runtime (``run_part``, and ``run_stage`` for the merge) in a process of its own,
 with the connections it makes itself from the GRANARY_* settings. This script calls those
 same functions in the same order, each task in a fresh process (forkserver, one task per
@@ -153,15 +154,22 @@ def collect(tasks: Tasks) -> dict[str, Any]:
 
 
 def preprocess(tasks: Tasks, upstream: dict[str, Any]) -> dict[str, Any]:
-    units = tasks.submit("preprocess.plan", part, "preprocess", "plan", upstream).result()
-    cleaned = [f.result() for f in [tasks.submit("preprocess.clean", part, "preprocess",
-                                                 "clean", u) for u in units]]
-    decided = tasks.submit("preprocess.deduplicate", part, "preprocess", "deduplicate",
-                           cleaned).result()
-    applied = [f.result() for f in [tasks.submit("preprocess.apply", part, "preprocess",
-                                                 "apply", u, decided) for u in cleaned]]
-    return tasks.submit("preprocess.merge", merged, "preprocess", upstream,
-                        {"apply": applied, "deduplicate": decided}).result()
+    """The stage's parts in the contract's order (its partitioned deduplication: the
+    benchmark's spec is text), a map part's tasks at once, as the DAG's tasks run."""
+    from lifecycle.contract import STAGE_DEFS, UPSTREAM
+
+    stage = STAGE_DEFS["preprocess"]
+    results: dict[str, Any] = {UPSTREAM: upstream}
+    for p in stage.parts[:-1]:
+        given, kind = [results[t] for t in p.takes], f"preprocess.{p.name}"
+        if p.kind == "map" and p.over is not None:
+            results[p.name] = [f.result() for f in [
+                tasks.submit(kind, part, "preprocess", p.name, u, *given)
+                for u in results[p.over]]]
+        else:
+            results[p.name] = tasks.submit(kind, part, "preprocess", p.name, *given).result()
+    return tasks.submit("preprocess.merge", merged, "preprocess", upstream, {
+        t: results[t] for t in stage.reduce.takes if t != UPSTREAM}).result()
 
 
 def tasks_pool() -> ProcessPoolExecutor:

@@ -173,21 +173,22 @@ def run_part(dataset: str, stage: str, part: str, run_id: str, params: dict[str,
     index = STAGES.index(stage)
     if index > last:
         raise StageSkipped(f"{stage} is after the run's last stage {STAGES[last]}")
-    # STAGE_DEFS, not declared(): the single annotate task a spec may run instead has no
-    # part but its reduces
-    step = STAGE_DEFS[stage].part(part)
-    if index < first:
-        return [dict(REUSE_UNIT)] if step.kind == "plan" else {}
-    if any(_placeholder(a) for a in args):
-        return {}
+    # the part's kind, from STAGE_DEFS (or the stage's whole: a part of one name is of one
+    # kind in both); the part that runs is the spec's (declared), read below
+    kind = STAGE_DEFS[stage].part(part).kind
+    if index < first or any(_placeholder(a) for a in args):
+        # nothing to do; a plan still gives one unit, or Airflow skips the parts mapped
+        # over it (zero expansion) and everything after them
+        return [dict(REUSE_UNIT)] if kind == "plan" else {}
     given = list(args)
-    first_taken = 1 if step.kind == "map" else 0  # a map part's unit comes first
-    for i, taken in enumerate(step.takes):
-        if taken == UPSTREAM:  # the previous stage's XCom, read back into its type
-            given[first_taken + i] = StageResult.from_xcom(given[first_taken + i])
     try:
         svc = services()
         ctx = _context(svc, dataset, run_id, params)
+        step = declared(stage, ctx.spec).part(part)
+        first_taken = 1 if step.kind == "map" else 0  # a map part's unit comes first
+        for i, taken in enumerate(step.takes):
+            if taken == UPSTREAM:  # the previous stage's XCom, read back into its type
+                given[first_taken + i] = StageResult.from_xcom(given[first_taken + i])
         result = step.function()(ctx, *given)
     except Exception as e:
         mark_stage(e, stage)

@@ -27,6 +27,7 @@ stage's parts (lifecycle/collect/units.py, lifecycle/preprocess/units.py); every
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -104,10 +105,15 @@ class Stage:
                                  "repeat the first pass's (they are tasks of one group)")
 
     def part(self, name: str) -> Part:
-        """The part ``name`` of the stage or of its people pass."""
-        if name not in self._by_name and self.people is not None:
-            return self.people.part(name)
-        return self._by_name[name]
+        """The part ``name`` of the stage, else of its people pass, else of its whole (what
+        a spec its parts refuse runs)."""
+        if name in self._by_name:
+            return self._by_name[name]
+        for other in (self.people, self.whole):
+            if other is not None:
+                with suppress(KeyError):
+                    return other.part(name)
+        raise KeyError(f"stage {self.name} has no part {name!r}")
 
     @property
     def reduce(self) -> Part:
@@ -192,6 +198,70 @@ def _evaluate_parts() -> Stage:
         whole=SINGLE_EVALUATE, refuses=f"{EVALUATE}.scope:refusal")
 
 
+# today's preprocessing with one global deduplication: the stage for the specs the
+# partitioned parts refuse (images with near_dedup: lifecycle/preprocess/scope.py), its
+# deduplicate unbounded in memory until images' near parts exist
+WHOLE_PREPROCESS = _stage(
+    "preprocess",
+    # one unit per collected shard (for a refresh: the delta's shards)
+    Part("plan", f"{PREPROCESS}.clean:plan", "plan", takes=(UPSTREAM,)),
+    # one shard normalised, filtered and masked; its dedup keys and signatures written
+    Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
+    # exact and near duplicates decided across every shard
+    Part("deduplicate", f"{PREPROCESS}.dedup:deduplicate", "global", takes=("clean",)),
+    # the decisions applied to one shard
+    Part("apply", f"{PREPROCESS}.apply:apply", "map", over="clean", takes=("deduplicate",)),
+    # the shards combined into the stage's output, conservation checked
+    Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
+         takes=(UPSTREAM, "apply", "deduplicate")))
+
+# preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md):
+# every part bounded in memory; images with near_dedup run WHOLE_PREPROCESS (see declared)
+PARTITIONED = _stage(
+    "preprocess",
+    # the clean units, each told how many partitions the deduplication uses
+    Part("plan", f"{PREPROCESS}.partition:plan", "plan", takes=(UPSTREAM,)),
+    # as the stage's clean, plus each record's card and the unit's exact-key routes
+    Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
+    # one unit per shard of the base version's dedup index (a full run: a placeholder)
+    Part("published", f"{PREPROCESS}.partition:published", "plan", takes=("plan",)),
+    # one base-index shard's cards and routes, as a clean unit's
+    Part("scatter", f"{PREPROCESS}.partition:scatter", "map", over="published"),
+    # the partitions
+    Part("partition", f"{PREPROCESS}.partition:partition", "plan", takes=("plan",)),
+    # one partition's records published before, then its exact duplicates
+    Part("exact", f"{PREPROCESS}.exactparts:exact", "map", over="partition",
+         takes=("clean", "scatter")),
+    # one clean unit's records left after the exact decisions, dealt by LSH bucket
+    Part("sift", f"{PREPROCESS}.nearparts:sift", "map", over="clean",
+         takes=("exact", "scatter")),
+    # one partition's LSH buckets paired (the cap, published records first)
+    Part("pairs", f"{PREPROCESS}.nearparts:pairs", "map", over="partition",
+         takes=("sift", "scatter")),
+    # one partition's candidate pairs each once, estimated: the likely ones and their forest
+    Part("verify", f"{PREPROCESS}.nearparts:verify", "map", over="partition",
+         takes=("pairs", "clean", "scatter")),
+    # the likely pairs' connected components (union-find over the forests)
+    Part("components", f"{PREPROCESS}.starparts:components", "global", takes=("verify",)),
+    # one partition's likely pairs dealt to the partitions clustering their components
+    Part("regroup", f"{PREPROCESS}.starparts:regroup", "map", over="partition",
+         takes=("verify", "components")),
+    # one partition's components clustered as stars, verified lazily
+    Part("stars", f"{PREPROCESS}.starparts:stars", "map", over="partition",
+         takes=("regroup", "clean", "scatter")),
+    # the decisions combined: counts, label conflicts, largest groups, split links
+    Part("cluster", f"{PREPROCESS}.cluster:cluster", "global",
+         takes=("exact", "sift", "pairs", "verify", "components", "stars", "clean",
+                "scatter")),
+    # the decisions applied to one shard: its merges per reason and its kept index written
+    Part("apply", f"{PREPROCESS}.apply:apply_unit", "map", over="clean",
+         takes=("exact", "cluster")),
+    # the shards combined into the stage's output, conservation checked
+    Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
+         takes=(UPSTREAM, "apply", "cluster")),
+    whole=WHOLE_PREPROCESS, refuses=f"{PREPROCESS}.scope:refusal")
+
+
 # each stage's parts, in the order they run (a comment says what each does; the tasks'
 # descriptions in the Airflow UI come from lineage.naming.stage_description)
 STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
@@ -203,18 +273,7 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
            # the units' records and quarantines combined, conservation checked
            Part("merge", f"{COLLECT}.merge:merge", "reduce", takes=("fetch",)),
            needs_upstream=False),
-    _stage("preprocess",
-           # one unit per collected shard (for a refresh: the delta's shards)
-           Part("plan", f"{PREPROCESS}.clean:plan", "plan", takes=(UPSTREAM,)),
-           # one shard normalised, filtered and masked; its dedup keys and signatures written
-           Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
-           # exact and near duplicates decided across every shard
-           Part("deduplicate", f"{PREPROCESS}.dedup:deduplicate", "global", takes=("clean",)),
-           # the decisions applied to one shard
-           Part("apply", f"{PREPROCESS}.apply:apply", "map", over="clean", takes=("deduplicate",)),
-           # the shards combined into the stage's output, conservation checked
-           Part("merge", f"{PREPROCESS}.merge:merge", "reduce",
-                takes=(UPSTREAM, "apply", "deduplicate"))),
+    PARTITIONED,
     # annotation as parts (docs/design/partitioned-annotate.md); with people in Label Studio
     # the same parts again after the wait, named finish_*, their reduce `finish`
     _annotate_parts(),
@@ -257,59 +316,15 @@ ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 def declared(stage: str, spec: Any) -> Stage:
     """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
-    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (``refuses``)."""
+    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (preprocessing's refuse
+    images with near_dedup: lifecycle/preprocess/scope.py, :data:`WHOLE_PREPROCESS`;
+    evaluation's what lifecycle/evaluate/scope.py lists, :data:`SINGLE_EVALUATE`)."""
     parts = STAGE_DEFS[stage]
     if parts.whole is not None and parts.refuses is not None:
         module, _, name = parts.refuses.partition(":")
         if getattr(import_module(module), name)(spec) is not None:
             return parts.whole
     return parts
-
-# preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md),
-# built beside the stage above and run by tests only until it replaces it (texts; images
-# with exact dedup only)
-PARTITIONED = _stage(
-    "preprocess",
-    # the clean units, each told how many partitions the deduplication uses
-    Part("plan", f"{PREPROCESS}.partition:plan", "plan", takes=(UPSTREAM,)),
-    # as the stage's clean, plus each record's card and the unit's exact-key routes
-    Part("clean", f"{PREPROCESS}.clean:clean", "map", over="plan"),
-    # one unit per shard of the base version's dedup index (a full run: a placeholder)
-    Part("published", f"{PREPROCESS}.partition:published", "plan", takes=("plan",)),
-    # one base-index shard's cards and routes, as a clean unit's
-    Part("scatter", f"{PREPROCESS}.partition:scatter", "map", over="published"),
-    # the partitions
-    Part("partition", f"{PREPROCESS}.partition:partition", "plan", takes=("plan",)),
-    # one partition's records published before, then its exact duplicates
-    Part("exact", f"{PREPROCESS}.exactparts:exact", "map", over="partition",
-         takes=("clean", "scatter")),
-    # one clean unit's records left after the exact decisions, dealt by LSH bucket
-    Part("sift", f"{PREPROCESS}.nearparts:sift", "map", over="clean",
-         takes=("exact", "scatter")),
-    # one partition's LSH buckets paired (the cap, published records first)
-    Part("pairs", f"{PREPROCESS}.nearparts:pairs", "map", over="partition",
-         takes=("sift", "scatter")),
-    # one partition's candidate pairs each once, estimated: the likely ones and their forest
-    Part("verify", f"{PREPROCESS}.nearparts:verify", "map", over="partition",
-         takes=("pairs", "clean", "scatter")),
-    # the likely pairs' connected components (union-find over the forests)
-    Part("components", f"{PREPROCESS}.starparts:components", "global", takes=("verify",)),
-    # one partition's likely pairs dealt to the partitions clustering their components
-    Part("regroup", f"{PREPROCESS}.starparts:regroup", "map", over="partition",
-         takes=("verify", "components")),
-    # one partition's components clustered as stars, verified lazily
-    Part("stars", f"{PREPROCESS}.starparts:stars", "map", over="partition",
-         takes=("regroup", "clean", "scatter")),
-    # the decisions combined: counts, label conflicts, largest groups, split links
-    Part("cluster", f"{PREPROCESS}.cluster:cluster", "global",
-         takes=("exact", "sift", "pairs", "verify", "components", "stars", "clean",
-                "scatter")),
-    # the decisions applied to one shard: its merges per reason and its kept index written
-    Part("apply", f"{PREPROCESS}.apply:apply_unit", "map", over="clean",
-         takes=("exact", "cluster")),
-    # the shards combined into the stage's output, conservation checked
-    Part("merge", f"{PREPROCESS}.merge:merge_units", "reduce",
-         takes=(UPSTREAM, "apply", "cluster")))
 
 
 # evaluation as parts is STAGE_DEFS["evaluate"] (issue 31, docs/design/partitioned-evaluate.md)

@@ -104,10 +104,10 @@ def apply_unit(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
     columns = [*dedup.MERGE_COLUMNS, *(["kept_label"] if clustered["kept_label"] else [])]
     tables = {r: decisions.loc[(reason == r).to_numpy()].sort_values("row", kind="stable")
               for r in MERGES}
-    return {**out, "merged": int(merged.sum()),  # type: ignore[typeddict-item]
-            "merges": {r: _write(ctx, t[columns].reset_index(drop=True),
-                                 f"{tag}-merges-{MERGES[r]}", compact=True)
-                       for r, t in tables.items()},
+    written = {r: _write(ctx, t[columns].reset_index(drop=True), f"{tag}-merges-{MERGES[r]}",
+                         compact=True) for r, t in tables.items()}
+    fault_point("preprocess.unit_merges_written")  # the unit's merges, not its dedup index
+    return {**out, "merged": int(merged.sum()), "merges": written,  # type: ignore[typeddict-item]
             "dedup_index": _write(ctx, dedup._kept_index(keys, ~merged), f"{tag}-dedup-index",
                                   compact=True)}
 

@@ -36,6 +36,7 @@ from lifecycle.preprocess.units import (
 from lifecycle.preprocess.work import _read, _write, by_count, phases
 from lifecycle.records import routes
 from lifecycle.text import neardup
+from storage.faults import fault_point
 
 
 def cluster(ctx: StageContext, done: list[ExactDone], sifted: list[Sifted],
@@ -84,6 +85,7 @@ def cluster(ctx: StageContext, done: list[ExactDone], sifted: list[Sifted],
         "kept_label": sum(s["rows"] for s in scattered) > 0,
         "near": [s["decisions"] for s in sorted(starred, key=lambda s: s["index"])
                  if s["decisions"] is not None]}
+    fault_point("preprocess.cluster.decided")  # every decision combined, no split links
     if partition.near_runs(ctx) and total and nearparts.linking(ctx, scattered):
         out["split_links"] = _write(ctx, split_links(ctx, verified, near), "split-links")
     return out

@@ -28,6 +28,7 @@ from lifecycle.preprocess import dedup
 from lifecycle.preprocess.units import Cleaned, ExactDone, PartUnit, Scattered
 from lifecycle.preprocess.work import STAGE, phases
 from lifecycle.records import routes, shards
+from storage.faults import fault_point
 
 ROUTE_COLUMNS = ["exact", "id", "rid", "label"]
 DECISION_COLUMNS = ["row", *dedup.MERGE_COLUMNS, "kept_label", "group_labels"]
@@ -49,7 +50,8 @@ def exact(ctx: StageContext, unit: PartUnit, cleaned: list[Cleaned],
     if dedups[:1] == ["near_dedup"] and "exact_dedup" in dedups:
         raise PermanentError("preprocess: the partitioned deduplication does not run "
                              "near_dedup before exact_dedup yet (issue 31, design step 6); "
-                             "list exact_dedup first or use the stage in STAGE_DEFS",
+                             "such a spec runs the stage's whole (lifecycle.contract."
+                             "declared), or list exact_dedup first",
                              field="preprocess.steps")
     p, store, bucket = unit["index"], ctx.store, ctx.work_bucket
     new = routes.read(store, bucket, _refs(cleaned, "exact"), p, ROUTE_COLUMNS)
@@ -59,6 +61,7 @@ def exact(ctx: StageContext, unit: PartUnit, cleaned: list[Cleaned],
         old = old.sort_values("rid", ascending=False, kind="stable").reset_index(drop=True)
     ids = routes.read(store, bucket, _refs(cleaned, "ids"), p, ["id", "rid"])
     old_ids = routes.read(store, bucket, _refs(scattered, "ids"), p, ["id", "rid"])
+    fault_point("preprocess.exact.keys_read")  # a partition's keys read, nothing decided
     probe_hits = int(shards.among(ids["id"], old_ids["id"]).sum()) if len(old_ids) else 0
     alive = np.ones(len(new), dtype=bool)
     found: list[pd.DataFrame] = []

@@ -51,6 +51,7 @@ from lifecycle.preprocess.work import STAGE, _read, _write
 from lifecycle.records import cards, groups, routes
 from lifecycle.text import neardup
 from lifecycle.text.stars import keep_score, keep_sequence
+from storage.faults import fault_point
 
 PAIR_COLUMNS = ["a", "b", "beyond", "sa", "sb"]
 EDGE_COLUMNS = ["a", "b", "est"]
@@ -82,8 +83,8 @@ def _refuse_images(ctx: StageContext) -> None:
     if ctx.spec.modality == "image" and bands(ctx):
         raise PermanentError(
             "preprocess: the partitioned deduplication does not decide near duplicates of "
-            "images yet (issue 31, design step 5 builds texts first); run the stage in "
-            "STAGE_DEFS, or take near_dedup out of preprocess.steps.",
+            "images yet (issue 31); such a spec runs the stage's whole "
+            "(lifecycle.contract.declared), or take near_dedup out of preprocess.steps.",
             field="preprocess.steps")
 
 
@@ -249,6 +250,7 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,
                        PAIR_COLUMNS)
     found, beyond = unique_pairs(rows)
+    fault_point("preprocess.verify.pairs_read")  # a partition's candidate pairs, none verified
     out: Verified = {"index": v, "candidate_pairs": len(found), "beyond_pairs": len(beyond),
                      "below_estimate_floor": 0, "likely_pairs": 0, "edges": [], "members": [],
                      "forest": []}

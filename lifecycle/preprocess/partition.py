@@ -190,14 +190,15 @@ def unit_routes(ctx: StageContext, unit: ShardUnit, index: pd.DataFrame) -> dict
 
 def published(ctx: StageContext, units: list[ShardUnit]) -> list[IndexUnit]:
     """One unit per shard of the base's dedup index (where its rows start in it); a full
-    run, or a base without one: a placeholder (index -1)."""
+    run, or a base without one: one unit without a shard (not a placeholder, index -1,
+    which the DAG's tasks take for a stage not run: its scatter must run)."""
     count = units[0].get("partitions", 1) if units else 1
     refs = ctx.refresh.dedup_index()
     offsets = np.cumsum([0] + [int(r.get("rows") or 0) for r in refs]).tolist()
     found: list[IndexUnit] = [
         {"index": i, "label": f"index shard {i + 1}/{len(refs)}", "shard": ref,
          "offset": int(offsets[i]), "partitions": count} for i, ref in enumerate(refs)]
-    return found or [{"index": -1, "label": "nothing published", "shard": None, "offset": 0,
+    return found or [{"index": 0, "label": "nothing published", "shard": None, "offset": 0,
                       "partitions": count}]
 
 
@@ -206,7 +207,7 @@ def scatter(ctx: StageContext, unit: IndexUnit) -> Scattered:
     are: its cards (the low bits of its signatures) and route files (by exact key when the
     run decides exact duplicates, else by id, as the clean units route theirs), and when
     the run decides near duplicates of texts, its band route file (``routes["near"]``)."""
-    if unit["index"] < 0 or unit["shard"] is None:
+    if unit["shard"] is None:
         return {"index": unit["index"], "rows": 0}
     index = _read(ctx, ctx.work_bucket, [unit["shard"]])
     rid = -(1 + unit["offset"] + np.arange(len(index), dtype=np.int64))

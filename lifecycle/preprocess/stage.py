@@ -11,9 +11,12 @@ checked on every run and a violation fails the stage. A report (counts per opera
 reason, the largest duplicate clusters, personal data per type, languages) is written beside
 the output.
 
-The parts, which the DAG runs as tasks: plan -> clean (per shard) -> deduplicate -> apply (per
-shard) -> merge (lifecycle/preprocess/clean.py, dedup.py, apply.py, merge.py; the operators in
-operators.py).
+The parts, which the DAG runs as tasks (lifecycle.contract's ``STAGE_DEFS["preprocess"]``):
+plan -> clean (per shard) -> the deduplication partitioned (published, scatter, partition,
+exact, sift, pairs, verify, components, regroup, stars, cluster: docs/design/partitioned-dedup.md)
+-> apply (per shard) -> merge. Image specs with near_dedup run the stage's whole instead: plan
+-> clean -> deduplicate (one global task) -> apply -> merge (lifecycle/preprocess/scope.py).
+The operators are in operators.py.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ __all__ = ["GLOBAL", "INDEX_COLUMNS", "LOCAL", "MERGE_COLUMNS", "PREVIEW", "SPLI
 
 def run(ctx: StageContext, upstream: StageResult) -> StageResult:
     """Plan, clean every shard, deduplicate, apply and merge, in this process
-    (lifecycle.contract's parts)."""
-    from lifecycle.contract import STAGE_DEFS, run_in_process
+    (lifecycle.contract's parts, as declared for the spec)."""
+    from lifecycle.contract import declared, run_in_process
 
-    return run_in_process(STAGE_DEFS[STAGE], ctx, upstream)
+    return run_in_process(declared(STAGE, ctx.spec), ctx, upstream)
 

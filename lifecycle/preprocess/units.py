@@ -41,8 +41,8 @@ Cleaned = TypedDict("Cleaned", {
 
 
 class IndexUnit(Unit):
-    """One shard of the base version's dedup index to scatter (a full run: a placeholder,
-    index -1)."""
+    """One shard of the base version's dedup index to scatter (a full run: one without a
+    shard)."""
 
     shard: ShardRef | None
     offset: int  # the position in the base index of the shard's first row

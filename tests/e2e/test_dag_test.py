@@ -158,6 +158,9 @@ def test_sample_dag_publishes_the_distinct_normalised_reviews(
     assert _map_indexes(dag.dag_id, run.run_id, "collect.fetch") == [0, 1]
     assert _map_indexes(dag.dag_id, run.run_id, "preprocess.clean") == [0, 1]
     assert _map_indexes(dag.dag_id, run.run_id, "preprocess.apply") == [0, 1]
+    # its deduplication partitioned: per shard and per partition (one for 35,000 records)
+    assert _map_indexes(dag.dag_id, run.run_id, "preprocess.sift") == [0, 1]
+    assert _map_indexes(dag.dag_id, run.run_id, "preprocess.stars") == [0]
     assert pre["shards"] == 2
 
     # the run committed its incremental state: a run of the refresh DAG (what a schedule

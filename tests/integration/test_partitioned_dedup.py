@@ -286,7 +286,7 @@ def test_exact_parts_decide_as_the_global_deduplicate_full_run_and_refresh(
     up = collect.run(ctx)
     parts = run_parts(PARTITIONED, ctx, up)
     assert {u["partitions"] for u in parts["plan"]} == {4}
-    assert [u["index"] for u in parts["published"]] == [-1]  # nothing published yet
+    assert [u["shard"] for u in parts["published"]] == [None]  # nothing published yet
     full = _compare(ctx, parts, 4)
     assert full["merge_reasons"]["exact_duplicate"] == 90 and full["marks"] >= 40
     assert full["label_conflicts"] > 0 and full["into_published"] == 0

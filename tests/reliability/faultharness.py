@@ -100,7 +100,7 @@ def context(s: Settings, run_id: str) -> StageContext:
 def run_stage(ctx: StageContext, stage: str, upstream: dict[str, Any] | None) -> dict[str, Any]:
     module = MODULES[stage]
     given = StageResult.from_xcom(upstream or {}) if stage != "collect" else None
-    if stage in ("annotate", "evaluate"):  # as the DAGs run them for the spec: their parts
+    if stage in ("preprocess", "annotate", "evaluate"):  # as the DAGs run them: their parts
         from lifecycle.contract import declared, run_in_process
 
         result = run_in_process(declared(stage, ctx.spec), ctx, given)

@@ -1,5 +1,5 @@
-"""SIGKILL at every named fault point of collection, preprocessing (the global dedup among
-them), annotation, synthesis and evaluation (storage/faults.py), then the task's retry:
+"""SIGKILL at every named fault point of collection, preprocessing (the partitioned dedup's
+among them), annotation, synthesis and evaluation (storage/faults.py), then the task's retry:
 what is published must be what an uninterrupted run publishes, read from outside
 (tests/outcome.py). Publishing's points are in test_fault_points_publish.py."""
 
@@ -25,9 +25,10 @@ POINTS = [
     ("collect.before_manifest", "collect"),       # every shard written, no manifest
     ("collect.before_source_state", "collect"),   # the manifest written, no state staged
     ("preprocess.unit_cleaned@2", "preprocess"),  # between the shards' cleaning
-    ("preprocess.dedup.signatures_read", "preprocess"),
-    ("preprocess.dedup.decided", "preprocess"),   # pairs found, no merges written
-    ("preprocess.dedup.merges_written", "preprocess"),  # merges, no dedup index
+    ("preprocess.exact.keys_read", "preprocess"),  # a partition's keys, nothing decided
+    ("preprocess.verify.pairs_read", "preprocess"),  # candidate pairs read, none verified
+    ("preprocess.cluster.decided", "preprocess"),  # decisions combined, no merges written
+    ("preprocess.unit_merges_written@2", "preprocess"),  # a unit's merges, no dedup index
     ("preprocess.shard_written@2", "preprocess"),  # between the final shard writes
     ("preprocess.unit_applied@2", "preprocess"),
     ("preprocess.before_manifest", "preprocess"),

@@ -12,11 +12,12 @@ import pytest
 
 from lifecycle.contract import (
     ORDER,
-    PARTITIONED,
     STAGE_DEFS,
     UPSTREAM,
+    WHOLE_PREPROCESS,
     Part,
     Stage,
+    declared,
     run_in_process,
 )
 from lifecycle.spec import STAGES
@@ -26,15 +27,36 @@ pytestmark = pytest.mark.unit
 
 def test_the_contract_declares_every_stage_in_the_spec_order() -> None:
     assert ORDER == STAGES
-    # the partitioned preprocess is built beside the stage the DAGs run, not in place of it
-    assert PARTITIONED.name == "preprocess" and STAGE_DEFS["preprocess"] is not PARTITIONED
-    assert "deduplicate" in [p.name for p in STAGE_DEFS["preprocess"].parts]
+    # preprocessing's deduplication partitioned; the global deduplicate only in its whole,
+    # whose parts a task finds by name too (runtime.run_part)
+    pre = STAGE_DEFS["preprocess"]
+    assert "deduplicate" not in [p.name for p in pre.parts] and pre.whole is WHOLE_PREPROCESS
+    assert pre.part("deduplicate") is WHOLE_PREPROCESS.part("deduplicate")
+    assert pre.part("apply").call.endswith(":apply_unit")  # the stage's own first
+    with pytest.raises(KeyError, match="no part 'nowhere'"):
+        pre.part("nowhere")
 
 
-@pytest.mark.parametrize("stage", [*STAGES, "preprocess (partitioned)"])
+def test_images_with_near_dedup_run_the_global_deduplicate() -> None:
+    from lifecycle.spec import load_spec
+
+    root = Path(__file__).resolve().parents[2] / "datasets"
+    texts, images = (load_spec(root / f"{n}.yaml").spec
+                     for n in ("zh_shopping_reviews", "digit_images"))
+    assert declared("preprocess", texts) is STAGE_DEFS["preprocess"]
+    assert declared("preprocess", images) is WHOLE_PREPROCESS  # near_dedup on
+    exact_only = images.model_copy(update={"preprocess": images.preprocess.model_copy(
+        update={"steps": ["normalise", "exact_dedup"]})})
+    assert declared("preprocess", exact_only) is STAGE_DEFS["preprocess"]
+    near_first = texts.model_copy(update={"preprocess": texts.preprocess.model_copy(
+        update={"steps": ["normalise", "near_dedup", "exact_dedup"]})})
+    assert declared("preprocess", near_first) is WHOLE_PREPROCESS
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_every_part_resolves_to_a_function_taking_its_declared_inputs(stage: str) -> None:
-    declared = STAGE_DEFS.get(stage, PARTITIONED)
-    for part in (*declared.parts, *(declared.people.parts if declared.people else ())):
+    every = [STAGE_DEFS[stage], *([STAGE_DEFS[stage].whole] if STAGE_DEFS[stage].whole else [])]
+    for part in (p for s in every for p in (*s.parts, *(s.people.parts if s.people else ()))):
         params = list(inspect.signature(part.function()).parameters.values())
         given = 1 + (part.kind == "map") + len(part.takes)  # ctx, the unit, what it takes
         required = [p for p in params if p.default is inspect.Parameter.empty

@@ -54,11 +54,25 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         # collection fans out: one mapped task per source (or group of files)
         assert "Mapped" in type(dag.get_task("collect.fetch")).__name__
         assert dag.get_task("collect.plan").downstream_task_ids == {"collect.fetch"}
-        # preprocessing: per shard, one global dedup, per shard again, then merge
+        # preprocessing: per shard, the deduplication partitioned, per shard again, then
+        # merge; images with near_dedup: one global dedup (lifecycle.preprocess.scope)
+        preprocess = {t.task_id.removeprefix("preprocess.") for t in dag.tasks
+                      if t.task_id.startswith("preprocess.")}
         for mapped in ("preprocess.clean", "preprocess.apply"):
             assert "Mapped" in type(dag.get_task(mapped)).__name__
-        assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
-            "preprocess.apply", "preprocess.merge"}
+        if loaded.spec.modality == "image" and "near_dedup" in loaded.spec.preprocess.steps:
+            assert preprocess == {"plan", "clean", "deduplicate", "apply", "merge"}
+            assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
+                "preprocess.apply", "preprocess.merge"}
+        else:
+            assert preprocess == {"plan", "clean", "published", "scatter", "partition",
+                                  "exact", "sift", "pairs", "verify", "components",
+                                  "regroup", "stars", "cluster", "apply", "merge"}
+            for mapped in ("scatter", "exact", "sift", "pairs", "verify", "regroup",
+                           "stars"):
+                assert "Mapped" in type(dag.get_task(f"preprocess.{mapped}")).__name__
+            assert dag.get_task("preprocess.cluster").downstream_task_ids == {
+                "preprocess.apply", "preprocess.merge"}
         # annotation as parts, texts and images alike (per shard, the model and the votes
         # once, per shard, the label check once, per shard, merge)
         annotate = {t.task_id.removeprefix("annotate.") for t in dag.tasks

@@ -26,7 +26,7 @@ from tests.unit.test_quality import NOW, SPEC_TEXT
 
 pytestmark = pytest.mark.unit
 
-SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SOME = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPEC = parse_spec(
     SPEC_TEXT.replace("    - {name: text, type: string}",
                       "    - {name: text, type: string, required: true}\n"

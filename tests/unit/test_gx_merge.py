@@ -25,7 +25,7 @@ from tests.unit.test_quality import SPEC_TEXT
 
 pytestmark = pytest.mark.unit
 
-FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MERGE_TEXT = (
     SPEC_TEXT.replace(
         "    - {name: text, type: string}\n",

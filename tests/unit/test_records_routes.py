@@ -57,7 +57,7 @@ def test_spans_coalesce_near_records_and_bound_requests() -> None:
     assert ranges.spans(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == []
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5000), st.integers(0, 40)),
                 max_size=40), st.integers(0, 3000), st.integers(1, 5))
 def test_read_spans_gives_every_span_its_bytes(spans: list[tuple[int, int, int]], gap: int,

@@ -110,6 +110,34 @@ def published_rows(s: Any, version: int) -> dict[str, int | None]:
     return out
 
 
+def storage(s: Any, run_id: str) -> dict[str, Any]:
+    """What the run left in object storage, listed from the buckets (not from any count a
+    stage stated): objects and bytes per bucket, and in the work bucket per stage of the run
+    (``<dataset>/<run>/<stage>/...``; a stage's ``_tmp`` leftovers counted apart). The paper
+    estimate of docs/scale.md takes bytes per record and objects per stage (each one PUT
+    at least) from here."""
+    from granary.runtime import object_store
+    from storage.keys import run_segment
+
+    store = object_store(s)
+    out: dict[str, Any] = {}
+    for bucket in (s.bucket_raw, s.bucket_work, s.bucket_releases, s.bucket_registry):
+        objects, size = 0, 0
+        per_stage: dict[str, dict[str, int]] = {}
+        for o in store.list(bucket, ""):
+            objects, size = objects + 1, size + int(o.size or 0)
+            if bucket == s.bucket_work:
+                parts = o.key.split("/")
+                stage = parts[2] if len(parts) > 3 and parts[1] == run_segment(run_id) \
+                    else parts[0]
+                st = per_stage.setdefault(stage, {"objects": 0, "bytes": 0})
+                st["objects"] += 1
+                st["bytes"] += int(o.size or 0)
+        out[bucket] = {"objects": objects, "bytes": size,
+                       **({"per_stage": per_stage} if per_stage else {})}
+    return out
+
+
 def _stack_class() -> Any:
     from granary.stack import LocalStack
 
@@ -194,6 +222,10 @@ def measure(n: int, timeout: float) -> dict[str, Any]:
         version = cat.version_for_run(DATASET, run_id)
         released = published_rows(s, version.version) if version is not None else {}
         stack_peak = sampler.stack_peak_mb
+        try:
+            stored = storage(s, run_id)
+        except Exception as e:  # the figures above are worth keeping without it
+            stored = {"error": f"{type(e).__name__}: {e}"}
     finally:
         stack.down(grace=20)
     load_end = os.getloadavg()
@@ -215,6 +247,7 @@ def measure(n: int, timeout: float) -> dict[str, Any]:
         "tasks": tasks,
         "stages": stages,
         "released_rows": released,
+        "storage": stored,
         "conservation": conservation(generated, stages, released.get("parquet"),
                                      released.get("jsonl")),
         "targets": run_targets(tasks),

@@ -184,7 +184,8 @@ def measure(ctx: StageContext, unit: EvalUnit) -> Measured:
             "pii": [int(records), dict(per_type)], "usable": usable_labels(ctx, df),
             "summary": summary,
             "drift": (put_json(ctx, f"u{unit['index']:05d}-drift", compare.partial(spec, df))
-                      if unit["previous"] is not None else "")}
+                      if unit["previous"] is not None and spec.quality.drift.enabled
+                      else "")}
 
 
 # ---- finish ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from lifecycle.evaluate import compare, drift
 from lifecycle.spec import parse_spec
 
 SOME = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SPEC = parse_spec("""\
 name: drifting
@@ -79,7 +80,7 @@ def _cuts(data: st.DataObject, n: int) -> list[tuple[int, int]]:
     return list(zip(edges, edges[1:], strict=False))
 
 
-@SOME
+@FEW
 @given(data=st.data(), n=st.integers(1, 50), m=st.integers(1, 50), shift=st.integers(0, 3))
 def test_drift_from_partials_is_drift_compare(data: st.DataObject, n: int, m: int,
                                               shift: int) -> None:

@@ -148,3 +148,92 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, text: str | None, label: 
     drifted = [m["measure"] for m in measures if m["drifted"]]
     return {"measures": measures, "drifted": drifted, "action": cfg.action,
             "previous_rows": len(before), "rows": len(after)}
+
+
+# ---- the same measures from count tables (evaluation's parts: lifecycle/evaluate/compare.py) --
+# A count table is a column's distinct values and how many records hold each, in order of
+# first appearance; the shards' tables add up to the whole column's, and every measure above
+# is computed from them with the whole column's arithmetic (tests/unit/test_drift_tables.py).
+Table = dict[Any, int]
+
+
+def add_table(into: Table, part: Table) -> Table:
+    """``part``'s counts added to ``into`` (first appearances kept in order)."""
+    for k, v in part.items():
+        into[k] = into.get(k, 0) + int(v)
+    return into
+
+
+def value_table(values: pd.Series) -> Table:
+    """The numeric values of a column (``numeric_drift``'s reading) counted."""
+    v = pd.to_numeric(values, errors="coerce").dropna().astype(float)
+    return {float(k): int(n)  # type: ignore[arg-type]
+            for k, n in v.value_counts(sort=False).items()}
+
+
+def ordered_shares(table: Table) -> dict[str, float]:
+    """:func:`shares` of the values a count table holds (``value_counts`` order: most
+    records first, ties in order of first appearance)."""
+    counts = pd.Series(list(table.values()), index=[str(k) for k in table],
+                       dtype="int64").sort_values(ascending=False, kind="stable")
+    total = counts.sum()
+    return {str(k): float(v / total) for k, v in counts.items()} if total else {}
+
+
+def quantiles(table: Table, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, qs)`` (linear) of the values a count table holds, from the
+    order statistics it needs with numpy's own arithmetic (its ``_quantile``/``_lerp``)."""
+    values = np.array(sorted(table), dtype=float)
+    ends = np.cumsum([table[v] for v in values.tolist()])
+    n = int(ends[-1])
+    virtual = (n - 1) * qs
+    before = np.floor(virtual)
+    after = before + 1
+    before[virtual >= n - 1], after[virtual >= n - 1] = -1, -1
+    before[virtual < 0], after[virtual < 0] = 0, 0
+    before, after = before.astype(np.intp), after.astype(np.intp)
+    gamma = np.asarray(virtual - before, dtype=virtual.dtype)
+    a = values[np.searchsorted(ends, np.where(before < 0, n - 1, before), side="right")]
+    b = values[np.searchsorted(ends, np.where(after < 0, n - 1, after), side="right")]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+
+
+def _ks_tables(before: Table, after: Table) -> float:
+    """scipy's ``ks_2samp`` statistic from two count tables: the empirical CDFs at every
+    value either holds, each a count divided once, as scipy divides its searchsorted
+    positions."""
+    points = np.array(sorted(set(before) | set(after)), dtype=float)
+
+    def cdf(table: Table) -> np.ndarray:
+        values = np.array(sorted(table), dtype=float)
+        ends = np.cumsum([table[v] for v in values.tolist()])
+        at = np.searchsorted(values, points, side="right")
+        return np.where(at > 0, ends[np.maximum(at - 1, 0)], 0) / int(ends[-1])
+
+    diffs = cdf(before) - cdf(after)
+    low, high = np.clip(-np.min(diffs), 0, 1), np.max(diffs)
+    return float(low if low > high else high)
+
+
+def numeric_drift_tables(before: Table, after: Table) -> dict[str, float]:
+    """:func:`numeric_drift` of the values two count tables hold."""
+    if not before or not after:
+        return {"ks": 0.0, "psi": 0.0}
+    ks = round(_ks_tables(before, after), 4)
+    if len(before) <= 10:
+        return {"ks": ks, "psi": round(psi_shares(ordered_shares(before),
+                                                  ordered_shares(after)), 4)}
+    edges = np.unique(quantiles(before, np.linspace(0, 1, 11)))
+    edges[0], edges[-1] = -np.inf, np.inf
+
+    def binned(table: Table) -> np.ndarray:
+        values = np.array(list(table), dtype=float)
+        weights = np.array(list(table.values()), dtype=np.int64)
+        result: np.ndarray = np.histogram(values, edges, weights=weights)[0] / int(weights.sum())
+        return result
+
+    eb, ea = binned(before), binned(after)
+    psi = psi_shares({str(i): float(x) for i, x in enumerate(eb)},
+                     {str(i): float(x) for i, x in enumerate(ea)})
+    return {"ks": ks, "psi": round(psi, 4)}

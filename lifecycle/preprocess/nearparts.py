@@ -55,6 +55,11 @@ from storage.faults import fault_point
 
 PAIR_COLUMNS = ["a", "b", "beyond", "sa", "sb"]
 EDGE_COLUMNS = ["a", "b", "est"]
+# pairs verified at once in a partition: bounds the members' cards in memory (a record's
+# signature, card and key-text handle: about 1.5 kB), which on duplicate-heavy data is most
+# of the records whatever P is (a record in k pairs is in min(k, P) partitions): 1M records
+# cycled 28 times held 1.6 GB in one verify task in one go
+VERIFY_PAIRS = 500_000
 MEMBER_SIDE = ["id", "label", "text_blob", "text_at", "text_len"]  # of a member's card
 LINK_COLUMNS = ["published_rid", "rid", "beyond", "id", "published_id", "similarity"]
 PUBLISHED = np.int64(1) << np.int64(62)  # seq: published records before every new one
@@ -258,34 +263,63 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     every = pd.concat([found, beyond], ignore_index=True) if links else found
     if not len(every):
         return out
-    ends = np.concatenate([every["a"].to_numpy(dtype=np.int64),
-                           every["b"].to_numpy(dtype=np.int64)])
-    members, at = np.unique(ends, return_inverse=True)
-    pos = at.reshape(2, -1).T  # each pair's members as positions into ``members``
     refresh = published_rows(scattered) > 0
-    sigs, meta = fetch_cards(ctx, members, cleaned, scattered)
-    sig = _signatures(sigs, members, int(cfg.permutations), refresh)
-    chance = neardedup.CHANCE if refresh else 0.0
-    est = neardup.similarity(sig, pos)
-    floor = neardup.agreement_floor(cfg.threshold, sig.shape[1], chance)
+    floor = neardup.agreement_floor(cfg.threshold, int(cfg.permutations),
+                                    neardedup.CHANCE if refresh else 0.0)
     n = len(found)
-    likely = np.flatnonzero(est[:n] >= floor)
-    needed = np.unique(pos[likely])
-    edges = pd.DataFrame({"a": members[pos[likely, 0]], "b": members[pos[likely, 1]],
-                          "est": est[likely]})
-    score = np.zeros(len(members))
-    score[pos[:, 0]] = every["sa"].to_numpy(dtype=np.float64)
-    score[pos[:, 1]] = every["sb"].to_numpy(dtype=np.float64)
-    mine = pd.DataFrame({"rid": members[needed], "score": score[needed],
-                         **{c: meta[c].to_numpy()[needed] for c in MEMBER_SIDE}})
-    out.update({"below_estimate_floor": n - len(likely), "likely_pairs": len(likely),
+    done = [_verify_chunk(ctx, every.iloc[lo:lo + VERIFY_PAIRS], max(0, min(n - lo,
+                                                                            VERIFY_PAIRS)),
+                          floor, refresh, links, cleaned, scattered)
+            for lo in range(0, len(every), VERIFY_PAIRS)]
+    edges = pd.concat([d[0] for d in done], ignore_index=True)
+    mine = _members(done)
+    out.update({"below_estimate_floor": n - len(edges), "likely_pairs": len(edges),
                 "edges": _write(ctx, edges, f"p{v:05d}-edges", compact=True),
                 "members": _write(ctx, mine, f"p{v:05d}-members", compact=True),
                 "forest": _write(ctx, forest(edges), f"p{v:05d}-forest", compact=True)})
     if links:
-        out["links"] = _write(ctx, link_candidates(ctx, members, pos, est, meta, n),
+        out["links"] = _write(ctx, pd.concat([d[2] for d in done], ignore_index=True),
                               f"p{v:05d}-links", compact=True)
     return out
+
+
+def _verify_chunk(ctx: StageContext, chunk: pd.DataFrame, found: int, floor: int,
+                  refresh: bool, links: bool, cleaned: list[Cleaned],
+                  scattered: list[Scattered]) -> tuple[pd.DataFrame, dict[str, np.ndarray],
+                                                      pd.DataFrame | None]:
+    """One chunk of a partition's pairs (its first ``found`` rows candidate pairs, the rest
+    beyond the cap) verified from its members' cards: the likely pairs (a, b, est), the
+    columns of their members (rid ascending) and the link candidates. Only the chunk's
+    members' cards are in memory at once."""
+    ends = np.concatenate([chunk["a"].to_numpy(dtype=np.int64),
+                           chunk["b"].to_numpy(dtype=np.int64)])
+    members, at = np.unique(ends, return_inverse=True)
+    pos = at.reshape(2, -1).T  # each pair's members as positions into ``members``
+    sigs, meta = fetch_cards(ctx, members, cleaned, scattered)
+    perms = int(ctx.spec.preprocess.near_dedup.permutations)
+    est = neardup.similarity(_signatures(sigs, members, perms, refresh), pos)
+    del sigs
+    likely = np.flatnonzero(est[:found] >= floor)
+    needed = np.unique(pos[likely])
+    edges = pd.DataFrame({"a": members[pos[likely, 0]], "b": members[pos[likely, 1]],
+                          "est": est[likely]})
+    score = np.zeros(len(members))
+    score[pos[:, 0]] = chunk["sa"].to_numpy(dtype=np.float64)
+    score[pos[:, 1]] = chunk["sb"].to_numpy(dtype=np.float64)
+    side = {"rid": members[needed], "score": score[needed],
+            **{c: meta[c].to_numpy()[needed] for c in MEMBER_SIDE}}
+    return edges, side, (link_candidates(ctx, members, pos, est, meta, found) if links
+                         else None)
+
+
+def _members(done: list[tuple[pd.DataFrame, dict[str, np.ndarray], Any]]) -> pd.DataFrame:
+    """The members of the likely pairs of every chunk, each once, rid ascending (a record
+    in two chunks has the same card and keep score in both)."""
+    if len(done) == 1:
+        return pd.DataFrame(done[0][1])
+    cols = {c: np.concatenate([d[1][c] for d in done]) for c in done[0][1]}
+    _, first = np.unique(cols["rid"], return_index=True)
+    return pd.DataFrame({c: values[first] for c, values in cols.items()})
 
 
 def link_candidates(ctx: StageContext, members: np.ndarray, pos: np.ndarray, est: np.ndarray,

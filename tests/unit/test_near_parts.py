@@ -13,6 +13,7 @@ import hashlib
 import random
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -59,10 +60,19 @@ def _keys(ctx: Any, texts: list[str], name: str, hasher: neardup.MinHasher) -> p
 @given(st.integers(0, 200), st.integers(0, 120), st.integers(1, 3),
        st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from(["earliest", "longest",
                                                            "most_complete"]),
-       st.sampled_from([0.0, 0.5, 0.9]), st.randoms(use_true_random=False))
+       st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([None, 16, 200]),
+       st.randoms(use_true_random=False))
 def test_near_partitions_find_and_verify_the_whole_near_steps_pairs(
         n: int, n_old: int, units: int, parts: int, keep: str, heavy: float,
-        rng: random.Random) -> None:
+        chunk: int | None, rng: random.Random) -> None:
+    # chunk: verify's pairs per chunk (nearparts.VERIFY_PAIRS) made small, so that a
+    # partition's pairs are verified in several chunks, with records in more than one
+    with mock.patch.object(nearparts, "VERIFY_PAIRS", chunk or nearparts.VERIFY_PAIRS):
+        _near_parts_against_the_whole(n, n_old, units, parts, keep, heavy, rng)
+
+
+def _near_parts_against_the_whole(n: int, n_old: int, units: int, parts: int, keep: str,
+                                  heavy: float, rng: random.Random) -> None:
     spec = parse_spec(SPEC.replace("KEEP", keep), "spec.yaml")
     cfg = spec.preprocess.near_dedup
     store = ReadingStore()

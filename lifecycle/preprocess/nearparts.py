@@ -283,7 +283,7 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     return out
 
 
-def _verify_chunk(ctx: StageContext, chunk: pd.DataFrame, found: int, floor: int,
+def _verify_chunk(ctx: StageContext, chunk: pd.DataFrame, found: int, floor: float,
                   refresh: bool, links: bool, cleaned: list[Cleaned],
                   scattered: list[Scattered]) -> tuple[pd.DataFrame, dict[str, np.ndarray],
                                                       pd.DataFrame | None]:

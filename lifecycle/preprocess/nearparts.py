@@ -1,6 +1,8 @@
-"""The partitioned deduplication's near parts for texts (issue 31; docs/design/partitioned-
-dedup.md section 2, parts 7-9, and section 3): ``sift`` takes the records the exact
-decisions merged out of each clean unit and deals the rest to the partitions by LSH bucket,
+"""The partitioned deduplication's near parts for texts and tables (issue 31; docs/design/
+partitioned-dedup.md section 2, parts 7-9, and section 3; a table's signatures and key
+texts are those of its ``near_dedup.key`` fields, made by ``clean`` as a text's): ``sift``
+takes the records the exact decisions merged out of each clean unit and deals the rest to
+the partitions by LSH bucket,
 ``pairs`` pairs each partition's buckets as the global near step does (neardup.band_pairs:
 the cap of MAX_BUCKET, published records first and never paired with each other), and
 ``verify`` puts each pair's copies together and keeps the pairs whose estimated similarity

@@ -112,8 +112,12 @@ def band_slot(band: np.ndarray, key: np.ndarray, parts: int) -> np.ndarray:
 
 
 def near_runs(ctx: StageContext) -> bool:
-    """Whether the run decides near duplicates of texts (its units write band routes)."""
-    return ctx.spec.modality == "text" and bands(ctx) > 0
+    """Whether the run decides near duplicates by MinHash signatures (its units write band
+    routes): texts, and tables, whose signatures and key texts ``clean`` makes from the
+    same ``near_dedup.key`` fields (or the text field) as for texts, so the parts decide
+    what the global step decides over the same keys table; not images (perceptual
+    hashes)."""
+    return ctx.spec.modality != "image" and bands(ctx) > 0
 
 
 def write_bands(ctx: StageContext, name: str, sig: np.ndarray, rid: np.ndarray,

@@ -16,6 +16,7 @@ from granary.settings import Settings
 from lifecycle.annotate import stage as annotate
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext
+from lifecycle.contract import STAGE_DEFS, declared
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import keytexts
 from lifecycle.preprocess import stage as preprocess
@@ -189,6 +190,8 @@ def test_a_question_answer_key_keeps_pairs_whose_answers_differ(s3: Settings,
     folder.mkdir(parents=True)
     pd.DataFrame(rows, columns=["question", "answer"]).to_csv(folder / "rows.csv", index=False)
     ctx = _ctx(s, QA, "run-qa")
+    # the partitioned parts decide a table's near duplicates (not the global deduplicate)
+    assert declared("preprocess", ctx.spec) is STAGE_DEFS["preprocess"]
     up = collect.run(ctx)
     with reads_by_object() as read:
         cleaned = preprocess.run(ctx, up)

@@ -51,6 +51,10 @@ def test_images_with_near_dedup_run_the_global_deduplicate() -> None:
     near_first = texts.model_copy(update={"preprocess": texts.preprocess.model_copy(
         update={"steps": ["normalise", "near_dedup", "exact_dedup"]})})
     assert declared("preprocess", near_first) is WHOLE_PREPROCESS
+    # a table's near duplicates are the parts' (clean makes its keys as a text's)
+    table = texts.model_copy(update={"modality": "table"})
+    assert "near_dedup" in table.preprocess.steps
+    assert declared("preprocess", table) is STAGE_DEFS["preprocess"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
-from lifecycle.errors import PermanentError
 from lifecycle.preprocess import exactparts, neardedup
 from lifecycle.preprocess.partition import (
     BAND_COLUMNS,
@@ -79,21 +78,11 @@ def published_rows(scattered: list[Scattered]) -> int:
     return sum(s["rows"] for s in scattered if s.get("routes", {}).get("near"))
 
 
-def _refuse_images(ctx: StageContext) -> None:
-    if ctx.spec.modality == "image" and bands(ctx):
-        raise PermanentError(
-            "preprocess: the partitioned deduplication does not decide near duplicates of "
-            "images yet (issue 31); such a spec runs the stage's whole "
-            "(lifecycle.contract.declared), or take near_dedup out of preprocess.steps.",
-            field="preprocess.steps")
-
-
 def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
          scattered: list[Scattered]) -> Sifted:
     """Clean unit ``unit``'s records that the exact decisions left (its slice of every
     partition's decisions), with their bands dealt to the partitions by bucket (a refresh
     with published signatures: over the index's low bits, as the published ones)."""
-    _refuse_images(ctx)
     keys = _read(ctx, ctx.work_bucket, unit["keys"])
     decisions = exactparts.unit_decisions(ctx, done, unit["index"])
     merged = decisions.loc[(decisions["reason"] != "kept_exact").to_numpy(), "row"] \
@@ -101,6 +90,13 @@ def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
     rows = keys["row"].to_numpy(dtype=np.int64) if len(keys) else np.zeros(0, dtype=np.int64)
     alive = ~np.isin(rows, merged.to_numpy(dtype=np.int64))
     out: Sifted = {"index": unit["index"], "alive": int(alive.sum()), "near": None}
+    parts = len(unit["routes"]["ids"]["offsets"]) - 1 if "routes" in unit else 1
+    if ctx.spec.modality == "image" and bands(ctx) and "phash" in keys:
+        from lifecycle.preprocess import imageparts
+
+        out["near"] = imageparts.sift_routes(ctx, f"u{unit['index']:05d}", keys.loc[alive],
+                                             parts)
+        return out
     if not near_runs(ctx) or "sig" not in keys:
         return out
     live = keys.loc[alive]
@@ -111,7 +107,6 @@ def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
         sig = sig & np.uint32(2 ** neardedup.INDEX_BITS - 1)
     rid = (live["unit"].to_numpy(dtype=np.int64) << 32) | live["row"].to_numpy(dtype=np.int64)
     score = keep_score(cfg.keep, live["length"].to_numpy(), live["complete"].to_numpy())
-    parts = len(unit["routes"]["ids"]["offsets"]) - 1  # P, as the unit's other routes
     out["near"] = write_bands(ctx, f"u{unit['index']:05d}-bands.parquet", sig, rid, score,
                               parts)
     return out
@@ -167,6 +162,10 @@ def pairs(ctx: StageContext, unit: PartUnit, sifted: list[Sifted],
     """Partition ``unit``'s LSH buckets (slice q of every band route: the new records left
     after exact dedup and the published ones) paired, band by band; the pairs dealt to the
     verifying partitions."""
+    if ctx.spec.modality == "image":
+        from lifecycle.preprocess import imageparts
+
+        return imageparts.pairs(ctx, unit, sifted, scattered)
     q, parts = unit["index"], unit["partitions"]
     refs = [s["near"] for s in _by_index(sifted)] + \
         [s.get("routes", {}).get("near") for s in _by_index(scattered)]
@@ -245,6 +244,10 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     (at the agreement floor or above: ``edges``), their members (id, label, keep score,
     where their key texts are), a spanning forest of the likely pairs (``forest``, at most
     a row per member) and, in a refresh with splits, the link candidates."""
+    if ctx.spec.modality == "image":
+        from lifecycle.preprocess import imageparts
+
+        return imageparts.verify(ctx, unit, paired, cleaned, scattered)
     v = unit["index"]
     cfg = ctx.spec.preprocess.near_dedup
     rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,

@@ -1,8 +1,7 @@
 """Which specs preprocessing's partitioned parts deduplicate (lifecycle.contract's
 ``STAGE_DEFS["preprocess"]``), and why not the others: those run today's stage with one
 global deduplicate (``contract.WHOLE_PREPROCESS``), which holds every record's keys and
-signatures in one task, unbounded in memory: images with near_dedup until images' near
-parts exist (docs/design/partitioned-dedup.md, §2 parts 7-9), tables with near_dedup
+signatures in one task, unbounded in memory: tables with near_dedup
 (the parts' near steps run for texts only, ``partition.near_runs``: a table's near
 duplicates would go unmerged, as tests/integration/test_near_duplicates.py's
 question-and-answer table showed), and specs that list near_dedup before exact_dedup.
@@ -16,9 +15,6 @@ from typing import Any
 def refusal(spec: Any) -> str | None:
     """Why the partitioned parts cannot deduplicate ``spec`` yet, or None when they can."""
     dedups = [s for s in spec.preprocess.steps if s in ("exact_dedup", "near_dedup")]
-    if spec.modality == "image" and "near_dedup" in dedups:
-        return ("the partitioned deduplication does not decide near duplicates of images yet "
-                "(issue 31)")
     if spec.modality == "table" and "near_dedup" in dedups:
         return "the partitioned deduplication does not decide near duplicates of tables yet"
     if dedups[:1] == ["near_dedup"] and "exact_dedup" in dedups:

@@ -129,9 +129,8 @@ def chunk_pairs(rows: pd.DataFrame, max_distance: int) -> pd.DataFrame:
         sc = rows["score"].to_numpy(dtype=np.float64)
         cut = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1]),
                                    True])
-        for s, e in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
-            if e - s < 2:
-                continue
+        shared = np.diff(cut) > 1  # buckets of two hashes or more
+        for s, e in zip(cut[:-1][shared].tolist(), cut[1:][shared].tolist(), strict=True):
             i, j, dist = _close(h[s:e], max_distance)
             xor = h[s:e][i] ^ h[s:e][j]
             lower = np.zeros(len(i), dtype=bool)  # agree on a chunk before this one

@@ -1,10 +1,12 @@
 """The partitioned deduplication's near parts for texts (issue 31; docs/design/partitioned-
-dedup.md section 2, parts 7-9, and section 3): ``sift`` takes the records the exact
-decisions merged out of each clean unit and deals the rest to the partitions by LSH bucket,
-``pairs`` pairs each partition's buckets as the global near step does (neardup.band_pairs:
-the cap of MAX_BUCKET, published records first and never paired with each other), and
-``verify`` puts each pair's copies together and keeps the pairs whose estimated similarity
-reaches the agreement floor (the likely pairs), with a spanning forest of them.
+dedup.md section 2, parts 7-9, and section 3; images: lifecycle/preprocess/imageparts.py, to
+which ``sift``, ``pairs`` and ``verify`` hand an image spec): ``sift`` takes the records the
+exact decisions merged out of each clean unit and deals the rest to the partitions by LSH
+bucket, ``pairs`` pairs each partition's buckets as the global near step does
+(neardup.band_pairs: the cap of MAX_BUCKET, published records first and never paired with
+each other), and ``verify`` puts each pair's copies together and keeps the pairs whose
+estimated similarity reaches the agreement floor (the likely pairs), with a spanning forest
+of them.
 
 A bucket (band, key) is whole in one partition, so the pairs, the pairs past the cap and
 the count of capped buckets, summed over the partitions, are the global step's; a pair is

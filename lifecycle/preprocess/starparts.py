@@ -138,7 +138,8 @@ def stars(ctx: StageContext, unit: PartUnit, regrouped: list[Regrouped],
     """Partition ``unit``'s components clustered as the global near step clusters them
     (stars.star_clusters in keep order, verifying only the pairs its loop asks), a batch of
     whole components at a time. Writes the near merges by unit (with a ``kept_near`` mark on
-    each new record that keeps a group) and the merges for the reduce."""
+    each new record that keeps a group) and the merges for the reduce. Images: the global
+    image step's leader loop instead (imageparts.leaders)."""
     if ctx.spec.modality == "image":
         from lifecycle.preprocess import imageparts
 

@@ -6,7 +6,8 @@ conflicts and the report's largest groups), in a full run and in a refresh of a 
 version; a refresh whose exact key changed since the base is stopped by the id probe. Its
 near parts find the global near step's candidate pairs, pairs past the cap (a templated
 bucket above 64), capped buckets and likely pairs, and their verified similarities replay
-to its merges."""
+to its merges. Images (exact and near duplicates, a full run and a refresh) give the global
+stage's output too."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ the dataset; the pairs are the near duplicates."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,8 @@ CHUNK_COLUMNS = ["band", "key", "rid", "score", "phash"]  # a chunk route's rows
 PAIR_COLUMNS = ["a", "b", "dist", "sa", "sb"]
 MEMBER_COLUMNS = ["rid", "score", "id", "label"]
 STARRED_PAIRS = [*starparts.STARRED_PAIRS, "dist"]
-BLOCK = 1 << 22  # hash comparisons held at once (a bucket's rows against the rest of it)
+BLOCK = 1 << 22  # hash comparisons held at once (a big bucket's rows against the rest of it)
+SMALL = 64  # buckets of at most this many rows compared all at once
 
 
 def runs(ctx: StageContext) -> bool:
@@ -94,55 +96,61 @@ def sift_routes(ctx: StageContext, tag: str, live: pd.DataFrame,
                         rid, score(ctx, live["length"].to_numpy()), parts)
 
 
-def _close(h: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs (i < j) of the hashes ``h`` at most ``max_distance`` bits apart, and their
-    distances; a block of rows compared with the rest at a time (about BLOCK values held)."""
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    step = max(1, BLOCK // max(len(h), 1))
-    for lo in range(0, len(h) - 1, step):
-        rows = np.arange(lo, min(lo + step, len(h)))
-        xor = h[rows, None] ^ h[None, lo:]
-        dist = np.bitwise_count(xor).astype(np.int64)
-        i, j = np.nonzero((dist <= max_distance)
-                          & (np.arange(lo, len(h))[None, :] > rows[:, None]))
-        found.append((rows[i], j + lo, dist[i, j]))
-    if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    return tuple(np.concatenate(x) for x in zip(*found, strict=True))  # type: ignore[return-value]
+def _candidates(h: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+                max_distance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of row pairs (i < j) of the buckets starting at ``starts``, ``sizes`` rows
+    long, each of about BLOCK comparisons at most: every two rows of the small buckets
+    (those of one size together), and of a big one, its rows a block at a time against
+    the rest, only those at most ``max_distance`` bits apart."""
+    small = (sizes > 1) & (sizes <= SMALL)
+    for k in np.unique(sizes[small]).tolist():
+        first = starts[small & (sizes == k)]
+        iu, ju = np.triu_indices(k, 1)
+        per = max(1, BLOCK // len(iu))
+        for lo in range(0, len(first), per):
+            f = first[lo:lo + per, None]
+            yield (f + iu).ravel(), (f + ju).ravel()
+    for s, k in zip(starts[sizes > SMALL].tolist(), sizes[sizes > SMALL].tolist(),
+                    strict=True):
+        step = max(1, BLOCK // k)
+        for lo in range(0, k - 1, step):
+            rows = np.arange(lo, min(lo + step, k))
+            dist = np.bitwise_count(h[s + rows, None] ^ h[None, s + lo:s + k])
+            i, j = np.nonzero((dist <= max_distance)
+                              & (np.arange(lo, k)[None, :] > rows[:, None]))
+            yield rows[i] + s, j + lo + s
 
 
 def chunk_pairs(rows: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     """The pairs of the pigeonhole buckets in ``rows`` (CHUNK_COLUMNS; whole buckets) at most
     ``max_distance`` bits apart, each found only in the lowest chunk its two hashes agree
-    on: ``a`` before ``b`` in seq order, their distance and keep scores."""
+    on: ``a`` before ``b`` in seq order, their distance and keep scores. Every two hashes
+    of a bucket are compared, as images.near_pairs compares them, in batches of about
+    BLOCK comparisons."""
     bounds = images.chunk_bounds(max_distance)
-    out = []
-    if len(rows):
-        rows = rows.iloc[np.lexsort((nearparts.seq(rows["rid"].to_numpy()),
-                                     rows["key"].to_numpy(dtype=np.uint64),
-                                     rows["band"].to_numpy(dtype=np.int64)))]
-        band = rows["band"].to_numpy(dtype=np.int64)
-        key = rows["key"].to_numpy(dtype=np.uint64)
-        rid, h = rows["rid"].to_numpy(dtype=np.int64), \
-            rows["phash"].to_numpy(dtype=np.int64).view(np.uint64)
-        sc = rows["score"].to_numpy(dtype=np.float64)
-        cut = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1]),
-                                   True])
-        shared = np.diff(cut) > 1  # buckets of two hashes or more
-        for s, e in zip(cut[:-1][shared].tolist(), cut[1:][shared].tolist(), strict=True):
-            i, j, dist = _close(h[s:e], max_distance)
-            xor = h[s:e][i] ^ h[s:e][j]
-            lower = np.zeros(len(i), dtype=bool)  # agree on a chunk before this one
-            for lo, hi in zip(bounds[:band[s]], bounds[1:band[s] + 1], strict=True):
-                lower |= ((xor >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)) == 0
-            i, j, dist = i[~lower] + s, j[~lower] + s, dist[~lower]
-            out.append(pd.DataFrame({"a": rid[i], "b": rid[j], "dist": dist,
-                                     "sa": sc[i], "sb": sc[j]}))
-    if not out:
+    if not len(rows):
         return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in zip(
             PAIR_COLUMNS, ["int64", "int64", "int64", "float64", "float64"], strict=True)})
-    return pd.concat(out, ignore_index=True)
+    rows = rows.iloc[np.lexsort((nearparts.seq(rows["rid"].to_numpy()),
+                                 rows["key"].to_numpy(dtype=np.uint64),
+                                 rows["band"].to_numpy(dtype=np.int64)))]
+    band = rows["band"].to_numpy(dtype=np.int64)
+    key = rows["key"].to_numpy(dtype=np.uint64)
+    h = rows["phash"].to_numpy(dtype=np.int64).view(np.uint64)
+    cut = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1]), True])
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for i, j in _candidates(h, cut[:-1], np.diff(cut), max_distance):
+        xor = h[i] ^ h[j]
+        dist = np.bitwise_count(xor).astype(np.int64)
+        keep = dist <= max_distance
+        for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            agree = ((xor >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)) == 0
+            keep &= ~(agree & (c < band[i]))  # found in a lower chunk too: that one keeps it
+        found.append((i[keep], j[keep], dist[keep]))
+    i, j, dist = (np.concatenate([f[n] for f in found]) if found else
+                  np.zeros(0, dtype=np.int64) for n in range(3))
+    rid, sc = rows["rid"].to_numpy(dtype=np.int64), rows["score"].to_numpy(dtype=np.float64)
+    return pd.DataFrame({"a": rid[i], "b": rid[j], "dist": dist, "sa": sc[i], "sb": sc[j]})
 
 
 def pairs(ctx: StageContext, unit: PartUnit, sifted: list[Any],

@@ -205,8 +205,8 @@ def _evaluate_parts() -> Stage:
 
 
 # today's preprocessing with one global deduplication: the stage for the specs the
-# partitioned parts refuse (images with near_dedup: lifecycle/preprocess/scope.py), its
-# deduplicate unbounded in memory until images' near parts exist
+# partitioned parts refuse (lifecycle/preprocess/scope.py: tables with near_dedup, near_dedup
+# before exact_dedup), its deduplicate unbounded in memory
 WHOLE_PREPROCESS = _stage(
     "preprocess",
     # one unit per collected shard (for a refresh: the delta's shards)
@@ -222,7 +222,7 @@ WHOLE_PREPROCESS = _stage(
          takes=(UPSTREAM, "apply", "deduplicate")))
 
 # preprocessing with its deduplication partitioned (issue 31, docs/design/partitioned-dedup.md):
-# every part bounded in memory; images with near_dedup run WHOLE_PREPROCESS (see declared)
+# every part bounded in memory; the specs scope.py refuses run WHOLE_PREPROCESS (see declared)
 PARTITIONED = _stage(
     "preprocess",
     # the clean units, each told how many partitions the deduplication uses
@@ -322,8 +322,8 @@ ORDER: tuple[str, ...] = tuple(STAGE_DEFS)
 
 def declared(stage: str, spec: Any) -> Stage:
     """``stage``'s declaration for ``spec``, what the DAG factory builds and the runtime runs:
-    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (preprocessing's refuse
-    images with near_dedup: lifecycle/preprocess/scope.py, :data:`WHOLE_PREPROCESS`;
+    :data:`STAGE_DEFS`', or its ``whole`` for a spec its parts refuse (preprocessing's: what
+    lifecycle/preprocess/scope.py lists, :data:`WHOLE_PREPROCESS`;
     evaluation's what lifecycle/evaluate/scope.py lists, :data:`SINGLE_EVALUATE`)."""
     parts = STAGE_DEFS[stage]
     if parts.whole is not None and parts.refuses is not None:

@@ -134,6 +134,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def chunk_bounds(max_distance: int) -> np.ndarray:
+    """Where the pigeonhole search's ``max_distance + 1`` chunks of the 64 bits start and end
+    (chunk c: bits ``bounds[c]`` to ``bounds[c + 1]``)."""
+    return np.linspace(0, 64, max_distance + 2).astype(int)
+
+
 def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, of 64-bit hashes at most ``max_distance`` bits apart, and their
     distances. Pigeonhole search: split the bits into ``max_distance + 1`` chunks; two hashes
@@ -143,8 +149,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
     h = hashes.astype(np.uint64)
-    chunks = max_distance + 1
-    bounds = np.linspace(0, 64, chunks + 1).astype(int)
+    bounds = chunk_bounds(max_distance)
     found: set[tuple[int, int]] = set()
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         width = hi - lo

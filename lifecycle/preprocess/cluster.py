@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
-from lifecycle.preprocess import dedup, exactparts, neardedup, nearparts, partition
+from lifecycle.preprocess import dedup, exactparts, imageparts, neardedup, nearparts, partition
 from lifecycle.preprocess.units import (
     Cleaned,
     Clustered,
@@ -64,6 +64,10 @@ def cluster(ctx: StageContext, done: list[ExactDone], sifted: list[Sifted],
             steps.append({"step": step, "in": before, "out": alive, "merged": len(near),
                           "key": neardedup.key_fields(ctx.spec),
                           **_near_summary(ctx, before, paired, verified, starred, scattered)})
+        elif step == "near_dedup" and imageparts.runs(ctx) and total:
+            alive -= len(near)
+            steps.append({"step": step, "in": before, "out": alive, "merged": len(near),
+                          **imageparts.summary(ctx, before, starred)})
         else:
             steps.append({"step": step, "in": before, "out": before, "merged": 0})
     exact_groups, near_conflicts = conflicts(ctx, done, cleaned, near)

@@ -162,15 +162,24 @@ def _leaders(n: int, n_old: int, pairs: np.ndarray, keep: str,
     of *it*. Chains of similar-looking but different images (two scans of the same digit) do
     not merge through their copies. On the image tests' digits and photographs: recall 1.0,
     precision 1.0 at distance 2 where connected components gave 0.998 and 0.996."""
+    rest = np.arange(n_old, n)
+    if keep in ("longest", "most_complete"):
+        rest = rest[np.argsort(-pixels[n_old:], kind="stable")]
+    return lead_in_order(n, np.concatenate([np.arange(n_old), rest]), pairs)
+
+
+def lead_in_order(n: int, order: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """:func:`_leaders`' loop: per image (of ``n``), the image it is merged into, taking the
+    images in ``order`` (of preference); each one not yet taken leads and takes its untaken
+    neighbours in ``pairs``. A leader only takes its own neighbours, so the images of one
+    connected component of ``pairs`` are decided apart from the others, in their order in
+    the whole (lifecycle/preprocess/imageparts.py relies on it)."""
     neighbours: list[list[int]] = [[] for _ in range(n)]
     for i, j in pairs.tolist():
         neighbours[i].append(j)
         neighbours[j].append(i)
-    rest = np.arange(n_old, n)
-    if keep in ("longest", "most_complete"):
-        rest = rest[np.argsort(-pixels[n_old:], kind="stable")]
     lead = np.full(n, -1, dtype=np.int64)
-    for i in [*range(n_old), *rest.tolist()]:
+    for i in np.asarray(order, dtype=np.int64).tolist():
         if lead[i] >= 0:
             continue
         lead[i] = i

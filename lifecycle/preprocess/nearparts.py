@@ -1,12 +1,13 @@
 """The partitioned deduplication's near parts for texts and tables (issue 31; docs/design/
 partitioned-dedup.md section 2, parts 7-9, and section 3; a table's signatures and key
-texts are those of its ``near_dedup.key`` fields, made by ``clean`` as a text's): ``sift``
-takes the records the exact decisions merged out of each clean unit and deals the rest to
-the partitions by LSH bucket,
-``pairs`` pairs each partition's buckets as the global near step does (neardup.band_pairs:
-the cap of MAX_BUCKET, published records first and never paired with each other), and
-``verify`` puts each pair's copies together and keeps the pairs whose estimated similarity
-reaches the agreement floor (the likely pairs), with a spanning forest of them.
+texts are those of its ``near_dedup.key`` fields, made by ``clean`` as a text's; images:
+lifecycle/preprocess/imageparts.py, to which ``sift``, ``pairs`` and ``verify`` hand an
+image spec): ``sift`` takes the records the exact decisions merged out of each clean unit
+and deals the rest to the partitions by LSH bucket, ``pairs`` pairs each partition's
+buckets as the global near step does (neardup.band_pairs: the cap of MAX_BUCKET, published
+records first and never paired with each other), and ``verify`` puts each pair's copies
+together and keeps the pairs whose estimated similarity reaches the agreement floor (the
+likely pairs), with a spanning forest of them.
 
 A bucket (band, key) is whole in one partition, so the pairs, the pairs past the cap and
 the count of capped buckets, summed over the partitions, are the global step's; a pair is
@@ -30,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.context import StageContext
-from lifecycle.errors import PermanentError
 from lifecycle.preprocess import exactparts, neardedup
 from lifecycle.preprocess.partition import (
     BAND_COLUMNS,
@@ -86,21 +86,11 @@ def published_rows(scattered: list[Scattered]) -> int:
     return sum(s["rows"] for s in scattered if s.get("routes", {}).get("near"))
 
 
-def _refuse_images(ctx: StageContext) -> None:
-    if ctx.spec.modality == "image" and bands(ctx):
-        raise PermanentError(
-            "preprocess: the partitioned deduplication does not decide near duplicates of "
-            "images yet (issue 31); such a spec runs the stage's whole "
-            "(lifecycle.contract.declared), or take near_dedup out of preprocess.steps.",
-            field="preprocess.steps")
-
-
 def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
          scattered: list[Scattered]) -> Sifted:
     """Clean unit ``unit``'s records that the exact decisions left (its slice of every
     partition's decisions), with their bands dealt to the partitions by bucket (a refresh
     with published signatures: over the index's low bits, as the published ones)."""
-    _refuse_images(ctx)
     keys = _read(ctx, ctx.work_bucket, unit["keys"])
     decisions = exactparts.unit_decisions(ctx, done, unit["index"])
     merged = decisions.loc[(decisions["reason"] != "kept_exact").to_numpy(), "row"] \
@@ -108,6 +98,13 @@ def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
     rows = keys["row"].to_numpy(dtype=np.int64) if len(keys) else np.zeros(0, dtype=np.int64)
     alive = ~np.isin(rows, merged.to_numpy(dtype=np.int64))
     out: Sifted = {"index": unit["index"], "alive": int(alive.sum()), "near": None}
+    parts = len(unit["routes"]["ids"]["offsets"]) - 1 if "routes" in unit else 1
+    if ctx.spec.modality == "image" and bands(ctx) and "phash" in keys:
+        from lifecycle.preprocess import imageparts
+
+        out["near"] = imageparts.sift_routes(ctx, f"u{unit['index']:05d}", keys.loc[alive],
+                                             parts)
+        return out
     if not near_runs(ctx) or "sig" not in keys:
         return out
     live = keys.loc[alive]
@@ -118,7 +115,6 @@ def sift(ctx: StageContext, unit: Cleaned, done: list[ExactDone],
         sig = sig & np.uint32(2 ** neardedup.INDEX_BITS - 1)
     rid = (live["unit"].to_numpy(dtype=np.int64) << 32) | live["row"].to_numpy(dtype=np.int64)
     score = keep_score(cfg.keep, live["length"].to_numpy(), live["complete"].to_numpy())
-    parts = len(unit["routes"]["ids"]["offsets"]) - 1  # P, as the unit's other routes
     out["near"] = write_bands(ctx, f"u{unit['index']:05d}-bands.parquet", sig, rid, score,
                               parts)
     return out
@@ -174,6 +170,10 @@ def pairs(ctx: StageContext, unit: PartUnit, sifted: list[Sifted],
     """Partition ``unit``'s LSH buckets (slice q of every band route: the new records left
     after exact dedup and the published ones) paired, band by band; the pairs dealt to the
     verifying partitions."""
+    if ctx.spec.modality == "image":
+        from lifecycle.preprocess import imageparts
+
+        return imageparts.pairs(ctx, unit, sifted, scattered)
     q, parts = unit["index"], unit["partitions"]
     refs = [s["near"] for s in _by_index(sifted)] + \
         [s.get("routes", {}).get("near") for s in _by_index(scattered)]
@@ -252,6 +252,10 @@ def verify(ctx: StageContext, unit: PartUnit, paired: list[Paired], cleaned: lis
     (at the agreement floor or above: ``edges``), their members (id, label, keep score,
     where their key texts are), a spanning forest of the likely pairs (``forest``, at most
     a row per member) and, in a refresh with splits, the link candidates."""
+    if ctx.spec.modality == "image":
+        from lifecycle.preprocess import imageparts
+
+        return imageparts.verify(ctx, unit, paired, cleaned, scattered)
     v = unit["index"]
     cfg = ctx.spec.preprocess.near_dedup
     rows = routes.read(ctx.store, ctx.work_bucket, [p["pairs"] for p in _by_index(paired)], v,

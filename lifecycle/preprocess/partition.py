@@ -223,6 +223,12 @@ def scatter(ctx: StageContext, unit: IndexUnit) -> Scattered:
                                          int(ctx.spec.preprocess.near_dedup.permutations))
         refs["near"] = write_bands(ctx, f"{tag}-bands.parquet", sig, rid,
                                    np.full(len(rid), -np.inf), unit["partitions"])
+    if ctx.spec.modality == "image" and bands(ctx) and "phash" in index:
+        from lifecycle.preprocess import imageparts  # the published images' hash chunks
+
+        refs["near"] = imageparts.write_chunks(
+            ctx, f"{tag}-chunks.parquet", index["phash"].to_numpy(dtype=np.int64), rid,
+            np.full(len(rid), -np.inf), unit["partitions"])
     return {"index": unit["index"], "rows": len(index), "cards": card, "routes": refs}
 
 

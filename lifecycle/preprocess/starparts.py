@@ -105,13 +105,15 @@ def regroup(ctx: StageContext, unit: PartUnit, verified: list[Verified],
     at = np.searchsorted(rid, edges["a"].to_numpy(dtype=np.int64))
     pairs = pd.DataFrame({"a": edges["a"].to_numpy(dtype=np.int64),
                           "b": edges["b"].to_numpy(dtype=np.int64),
-                          "component": which["component"].to_numpy(dtype=np.int64)[at]})
+                          "component": which["component"].to_numpy(dtype=np.int64)[at],
+                          **({"dist": edges["dist"].to_numpy(dtype=np.int64)}
+                             if "dist" in edges else {})})  # images: the pair's distance
     slot = which["slot"].to_numpy(dtype=np.int64)
     out["pairs"] = routes.write(ctx, STAGE, f"p{v:05d}-star-pairs.parquet",
                                 routes.deal(pairs, slot[at], parts))
     out["members"] = routes.write(
         ctx, STAGE, f"p{v:05d}-star-members.parquet",
-        routes.deal(members[MEMBER_COLUMNS], slot[np.searchsorted(
+        routes.deal(members[[c for c in MEMBER_COLUMNS if c in members]], slot[np.searchsorted(
             rid, members["rid"].to_numpy(dtype=np.int64))], parts))
     return out
 
@@ -136,7 +138,12 @@ def stars(ctx: StageContext, unit: PartUnit, regrouped: list[Regrouped],
     """Partition ``unit``'s components clustered as the global near step clusters them
     (stars.star_clusters in keep order, verifying only the pairs its loop asks), a batch of
     whole components at a time. Writes the near merges by unit (with a ``kept_near`` mark on
-    each new record that keeps a group) and the merges for the reduce."""
+    each new record that keeps a group) and the merges for the reduce. Images: the global
+    image step's leader loop instead (imageparts.leaders)."""
+    if ctx.spec.modality == "image":
+        from lifecycle.preprocess import imageparts
+
+        return imageparts.leaders(ctx, unit, regrouped, cleaned, scattered)
     s = unit["index"]
     units = max([c["index"] for c in cleaned], default=0) + 1
     cfg = ctx.spec.preprocess.near_dedup

@@ -6,7 +6,8 @@ conflicts and the report's largest groups), in a full run and in a refresh of a 
 version; a refresh whose exact key changed since the base is stopped by the id probe. Its
 near parts find the global near step's candidate pairs, pairs past the cap (a templated
 bucket above 64), capped buckets and likely pairs, and their verified similarities replay
-to its merges."""
+to its merges. Images (exact and near duplicates, a full run and a refresh) give the global
+stage's output too."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pytest
 from granary.settings import Settings
 from lifecycle.collect import stage as collect
 from lifecycle.context import StageContext, StageResult
-from lifecycle.contract import PARTITIONED, Part, Stage, run_parts
+from lifecycle.contract import PARTITIONED, run_parts
 from lifecycle.errors import PermanentError
 from lifecycle.preprocess import apply, dedup, exactparts, merge, neardedup, nearparts
 from lifecycle.records import cards, routes, shards
@@ -335,25 +336,59 @@ def test_exact_parts_decide_as_the_global_deduplicate_full_run_and_refresh(
         run_parts(PARTITIONED, ctx, collect.run(ctx))
 
 
-def test_exact_parts_decide_as_the_global_deduplicate_on_images(s3: Settings,
+def test_partitioned_stage_decides_as_the_global_one_on_images(s3: Settings,
                                                                 tmp_path: Path) -> None:
-    """Images: exact copies (the same normalised bytes) and near ones, over 8 partitions."""
-    from tests.imagedata import write_dataset
+    """Images: exact copies (the same normalised bytes) and near ones (the photographs'
+    variants, digits a few bits apart) over 8 partitions, the exact decisions and the whole
+    stage (merges, records, dedup index, counts, steps) as the global one's; then a refresh
+    on that run's dedup index over 16 partitions, keeping the largest, with near copies of
+    published images (into them) and the published ones collected again."""
+    from tests.imagedata import photos, png, variants, write_dataset
+    from tests.integration.test_cluster_parts import _OnBase
     from tests.integration.test_images import SPEC as IMAGES
 
     s = isolated(s3, tmp_path)
     kinds = write_dataset(s.inbox_dir / "images", digits=40)
-    ctx = stage_context(s, IMAGES, "run-i", rows_per_shard=20)
+    plain = stage_context(s, IMAGES, "run-i", rows_per_shard=20)
+    ctx = _OnBase(**{f: getattr(plain, f) for f in StageContext.__dataclass_fields__})
     ctx.dedup_partition_rows = 12  # (records / 12) or (records x 3 chunks / 48): 8
-    # the near parts refuse images (texts first): the parts up to the exact decisions
-    settle = Part("settle", "lifecycle.preprocess.exactparts:settle", "reduce", takes=("exact",))
-    upto = Stage("preprocess", (*PARTITIONED.parts[:6], settle))
-    parts = run_parts(upto, ctx, collect.run(ctx))
+    up = collect.run(plain)
+    parts = run_parts(PARTITIONED, ctx, up)
     assert {u["partitions"] for u in parts["plan"]} == {8}
     decided = _compare(ctx, parts, 8)
     assert decided["merge_reasons"]["exact_duplicate"] == len(kinds["exact"]) > 0
-    with pytest.raises(PermanentError, match="near duplicates of images yet"):
-        nearparts.sift(ctx, parts["clean"][0], parts["exact"], parts["scatter"])
+    assert decided["merge_reasons"]["near_duplicate"] >= len(kinds["near"])
+    assert sum(v["candidate_pairs"] for v in parts["verify"]) > 0
+    full = agree(ctx, parts, up)
+    # a refresh: near copies of the published photographs, kept by their largest
+    more = s.inbox_dir / "images" / "more"
+    more.mkdir()
+    for name, img in photos().items():
+        (more / f"{name}-again.png").write_bytes(png(img.resize((img.width // 2,
+                                                                  img.height // 2))))
+        for j, data in enumerate(variants(img.rotate(180))):
+            ext = "jpg" if data[:2] == b"\xff\xd8" else "png"
+            (more / f"{name}-turned{j}.{ext}").write_bytes(data)
+    index = shards.read_manifest(ctx.store, full["old"].manifest_uri)["dedup_index"]
+    spec = IMAGES.replace("image: {max_side: 256}",
+                          "image: {max_side: 256}\n  near_dedup: {keep: longest}")
+    plain = stage_context(s, spec, "run-j", rows_per_shard=20, mode="incremental")
+    ctx = _OnBase(**{f: getattr(plain, f) for f in StageContext.__dataclass_fields__},
+                  base=index)
+    ctx.dedup_partition_rows = 8
+    up = collect.run(plain)
+    parts = run_parts(PARTITIONED, ctx, up)
+    assert {u["partitions"] for u in parts["plan"]} == {16}
+    both = agree(ctx, parts, up)
+    reasons = both["new"].counts["merge_reasons"]
+    assert reasons["already_published"] > 0 and reasons["near_duplicate"] > 0
+    near = next(x for x in both["decided"]["steps"] if x["step"] == "near_dedup")
+    assert near["clusters"] > 0 and both["decided"]["compared_with_published"] > 0
+    merges = _table(ctx, both["new"], "merges")
+    published = set(shards.read_table(ctx.store, {"_bucket": ctx.work_bucket,
+                                                  "shards": index})["id"])
+    into = merges.loc[merges["reason"] == "near_duplicate", "kept_id"]
+    assert into.isin(published).any()  # near copies merged into published images
 
 
 def test_route_files_and_cards_round_trip_on_s3(s3: Settings, tmp_path: Path) -> None:

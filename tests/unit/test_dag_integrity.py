@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.preprocess.scope import refusal
 from lifecycle.spec import STAGES, discover
 
 pytestmark = pytest.mark.unit
@@ -55,12 +56,13 @@ def test_every_spec_builds_a_dag_without_connecting(repo: Path, no_network: list
         assert "Mapped" in type(dag.get_task("collect.fetch")).__name__
         assert dag.get_task("collect.plan").downstream_task_ids == {"collect.fetch"}
         # preprocessing: per shard, the deduplication partitioned, per shard again, then
-        # merge; images with near_dedup: one global dedup (lifecycle.preprocess.scope)
+        # merge; a spec listing near_dedup first, or a table with near_dedup: one global
+        # dedup (lifecycle.preprocess.scope)
         preprocess = {t.task_id.removeprefix("preprocess.") for t in dag.tasks
                       if t.task_id.startswith("preprocess.")}
         for mapped in ("preprocess.clean", "preprocess.apply"):
             assert "Mapped" in type(dag.get_task(mapped)).__name__
-        if loaded.spec.modality == "image" and "near_dedup" in loaded.spec.preprocess.steps:
+        if refusal(loaded.spec) is not None:
             assert preprocess == {"plan", "clean", "deduplicate", "apply", "merge"}
             assert dag.get_task("preprocess.deduplicate").downstream_task_ids == {
                 "preprocess.apply", "preprocess.merge"}

@@ -5,7 +5,8 @@ of the records into units, any number of partitions, any keep rule and any publi
 under the agreement floor and the likely pairs are the global near step's
 (neardedup.signed, neardup.bucket_pairs), and the likely pairs' components, clustered as
 stars a partition each (starparts), give the global star clustering's merges, similarities
-and counts."""
+and counts. Images (imageparts): the pigeonhole pairs found once over the partitions and the
+leader loop per component give images.near's merges, similarities and clusters."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.errors import PermanentError
+from lifecycle.media import images
 from lifecycle.preprocess import keytexts, neardedup, nearparts, partition, starparts
 from lifecycle.records import routes, shards
 from lifecycle.spec import parse_spec
@@ -188,12 +189,101 @@ def _near_parts_against_the_whole(n: int, n_old: int, units: int, parts: int, ke
         assert mine_links.values.tolist() == want[key].sort_values(key).values.tolist()
 
 
-def test_sift_refuses_images_with_a_clear_error() -> None:
+def _hashes(rng: random.Random, n: int, bases: list[int], spread: int) -> list[int]:
+    """``n`` 64-bit hashes: most a few bits away from one of ``bases`` (near copies, chains
+    of them), the rest drawn anew."""
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.8:
+            h = rng.choice(bases)
+            for _ in range(rng.randint(0, spread)):
+                h ^= 1 << rng.randrange(64)
+        else:
+            h = rng.getrandbits(64)
+        out.append(h)
+    return out
+
+
+def _image_keys(ids: list[str], hashes: list[int], rng: random.Random) -> pd.DataFrame:
+    return pd.DataFrame({"id": ids, "length": [rng.choice([64, 100, 256]) for _ in ids],
+                         "complete": 1, "label": pd.Series(
+                             [rng.choice(["3", "8", None]) for _ in ids], dtype=object),
+                         "phash": np.array(hashes, dtype=np.uint64).view(np.int64)})
+
+
+# 10 examples (about 3 s each on a loaded machine: the parts' Parquet route files, not the
+# pairs, take the time)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 150), st.integers(0, 60), st.integers(1, 3),
+       st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from(["earliest", "longest",
+                                                           "most_complete"]),
+       st.sampled_from([0, 1, 2, 4]), st.integers(0, 6), st.randoms(use_true_random=False))
+def test_image_near_partitions_decide_as_the_whole_near_step(
+        n: int, n_old: int, units: int, parts: int, keep: str, distance: int, spread: int,
+        rng: random.Random) -> None:
+    """Images (imageparts: chunk routes, pairs in their lowest agreeing chunk, components,
+    the leader loop per partition) against images.near over the same records: the merges
+    (id, kept id, similarity, label) in order and the clusters, in full runs and refreshes
+    (published images paired with each other too, a published one taken by another leading
+    nothing)."""
+    from lifecycle.preprocess import dedup, imageparts
+    from lifecycle.preprocess import images as imageprep
     from tests.integration.test_images import SPEC as IMAGES
 
-    ctx = SimpleNamespace(spec=parse_spec(IMAGES, "spec.yaml"))
-    with pytest.raises(PermanentError, match="near duplicates of images"):
-        nearparts.sift(ctx, {"index": 0, "keys": []}, [], [])  # type: ignore[arg-type, typeddict-item]
+    spec = parse_spec(IMAGES.replace("image: {max_side: 256}",
+                                     f"image: {{max_side: 256, max_distance: {distance}}}\n"
+                                     f"  near_dedup: {{keep: {keep}}}"), "spec.yaml")
+    store = ReadingStore()
+    ctx = SimpleNamespace(spec=spec, store=store, work_bucket="work", dataset="ds",
+                          run_id="run-1", rows_per_shard=50)
+    bases = [rng.getrandbits(64) for _ in range(rng.randint(1, 6))]
+    old = _image_keys([f"o{i}" for i in range(n_old)], _hashes(rng, n_old, bases, spread), rng)
+    scattered = scatter_index(ctx, store, old, parts)
+    live = _image_keys([f"n{i}" for i in range(n)], _hashes(rng, n, bases, spread), rng)
+    cut = sorted(rng.choices(range(n + 1), k=units - 1))
+    cleaned = []
+    for u, members in enumerate(np.split(np.arange(n), cut)):
+        index = live.iloc[members].reset_index(drop=True)
+        index["unit"], index["row"] = u, np.arange(len(members))
+        index["preview"] = [f"{i}.png" for i in index["id"]]
+        data = shards.table_bytes(index)
+        store.write_atomic("work", f"keys-{u}", data, "")
+        ref = {"key": f"keys-{u}", "rows": len(index), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+        cleaned.append({"index": u, "keys": [ref], **partition.unit_routes(
+            ctx, {"index": u, "partitions": parts}, index)})  # type: ignore[arg-type]
+    units_ = [{"index": p, "label": "", "partitions": parts} for p in range(parts)]
+    sifted = [nearparts.sift(ctx, c, [], scattered) for c in cleaned]  # type: ignore[arg-type]
+    paired = [nearparts.pairs(ctx, u, sifted, scattered) for u in units_]  # type: ignore[arg-type]
+    verified = [nearparts.verify(ctx, u, paired, cleaned, scattered)  # type: ignore[arg-type]
+                for u in units_]
+    found = starparts.components(ctx, verified)  # type: ignore[arg-type]
+    regrouped = [starparts.regroup(ctx, u, verified, found)  # type: ignore[arg-type]
+                 for u in units_]
+    starred = [starparts.stars(ctx, u, regrouped, cleaned, scattered)  # type: ignore[arg-type]
+               for u in units_]
+    merges = shards.read_table(store, {"_bucket": "work", "shards": [
+        r for s in starred for r in s["merges"]]})
+    # the whole: every pair, published ones with each other too, then the leader loop
+    want, dup, summary = imageprep.near(spec.preprocess, live, old if n_old else None,
+                                        dedup.MERGE_COLUMNS)
+    hashes = np.concatenate([old["phash"].to_numpy(np.int64), live["phash"].to_numpy(np.int64)])
+    every, _ = images.near_pairs(hashes.view(np.uint64), distance)
+    assert sum(v["candidate_pairs"] for v in verified) == len(every)
+    assert sum(s["alive"] for s in sifted) == n
+    if len(merges):
+        merges = merges.iloc[np.argsort(merges["rid"].to_numpy(), kind="stable")]
+    for column in ["id", "kept_id", "similarity", "label"]:
+        got = merges[column].tolist() if len(merges) else []
+        assert [None if v is None or v != v else v for v in got] == \
+            [None if v is None or v != v else v for v in want[column].tolist()], column
+    assert sum(s["merged"] for s in starred) == int(dup.sum())
+    assert sum(s["clusters"] for s in starred) == summary["clusters"]
+    if n:
+        assert imageparts.summary(ctx, n, starred) == summary  # type: ignore[arg-type]
+    event(f"merged: {min(len(want), 1)}+, into published: "
+          f"{min(int(want['kept_id'].str.startswith('o').sum()), 1)}+, "
+          f"components past 1: {min(found['components'], 2)}")
 
 
 def test_star_batches_keep_components_whole() -> None:

@@ -1,6 +1,7 @@
 """runtime.run_part, a task of a stage's part in the lifecycle DAG: placeholders when there is
 nothing to do (a plan still one unit, so that the parts mapped over it run), and the part the
-spec's declaration names (preprocessing's whole for images with near_dedup)."""
+spec's declaration names (preprocessing's whole for a spec listing near_dedup before
+exact_dedup)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _spec(steps: str) -> Any:
 def run(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """``calls``: the parts that ran ("module:function"), with the spec ``spec``; no
     services are made (``made`` counts them)."""
-    run = SimpleNamespace(calls=[], spec=_spec("exact_dedup, near_dedup"), made=0)
+    run = SimpleNamespace(calls=[], spec=_spec("near_dedup, exact_dedup"), made=0)
 
     def function(part: Part) -> Any:
         def call(ctx: Any, *args: Any) -> Any:
@@ -74,17 +75,20 @@ def test_a_plan_given_placeholders_gives_one_placeholder_unit(run: SimpleNamespa
 
 def test_a_part_runs_as_the_spec_declares_it(run: SimpleNamespace) -> None:
     upstream = {"stage": "collect", "manifest_uri": "s3://w/m", "counts": {}}
-    # images with near_dedup: the whole stage's parts (its plan, its global deduplicate)
+    # near_dedup before exact_dedup: the whole stage's parts (its plan, its global
+    # deduplicate)
     runtime.run_part("d", "preprocess", "plan", "r", {}, upstream)
     runtime.run_part("d", "preprocess", "deduplicate", "r", {}, [UNIT])
     runtime.run_part("d", "preprocess", "apply", "r", {}, UNIT, {"index": 0})
     assert run.calls == ["lifecycle.preprocess.clean:plan",
                          "lifecycle.preprocess.dedup:deduplicate",
                          "lifecycle.preprocess.apply:apply"]
-    # images with exact dedup alone: the partitioned parts
-    run.calls.clear()
-    run.spec = _spec("exact_dedup")
-    runtime.run_part("d", "preprocess", "plan", "r", {}, upstream)
-    runtime.run_part("d", "preprocess", "apply", "r", {}, UNIT, [{"index": 0}], {"index": 0})
-    assert run.calls == ["lifecycle.preprocess.partition:plan",
-                         "lifecycle.preprocess.apply:apply_unit"]
+    # images with exact dedup alone, or exact then near dedup: the partitioned parts
+    for steps in ("exact_dedup", "exact_dedup, near_dedup"):
+        run.calls.clear()
+        run.spec = _spec(steps)
+        runtime.run_part("d", "preprocess", "plan", "r", {}, upstream)
+        runtime.run_part("d", "preprocess", "apply", "r", {}, UNIT, [{"index": 0}],
+                         {"index": 0})
+        assert run.calls == ["lifecycle.preprocess.partition:plan",
+                             "lifecycle.preprocess.apply:apply_unit"]

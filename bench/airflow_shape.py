@@ -167,9 +167,8 @@ def shape_dag(units: int) -> Any:
                     grouped, labels = whole("groups")(planned), whole("labels")(planned, measured)
                     finished = finish.partial(checked=checked, grouped=grouped).expand(
                         unit=planned)
-                    compared = whole("compare")(planned, measured, grouped)
                     previous = whole("grade")(previous, planned, measured, checked, grouped,
-                                              labels, finished, compared)
+                                              labels, finished)
         previous >> end()
     return dag
 

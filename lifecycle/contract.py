@@ -189,18 +189,12 @@ def _evaluate_parts() -> Stage:
         Part("groups", f"{EVALUATE}.globalparts:groups", "global", takes=("plan",)),
         # the label check on its sample drawn from the shards' counts
         Part("labels", f"{EVALUATE}.globalparts:labels", "global", takes=("plan", "measure")),
-        # one shard's failed cells counted, its records with their splits written (and
-        # digested, to compare with the newest version)
+        # one shard's failed cells counted, its records with their splits written
         Part("finish", f"{EVALUATE}.parts:finish", "map", over="plan",
              takes=("checks", "groups")),
-        # against the newest version (none: nothing): drift from the shards' count tables
-        # and its parts', its digest, the changelog
-        Part("compare", f"{EVALUATE}.compare:compare", "global",
-             takes=("plan", "measure", "groups")),
         # the grade, report, Data Docs, manifest, catalog and gate from the partials
         Part("grade", f"{EVALUATE}.gradeparts:grade", "reduce",
-             takes=(UPSTREAM, "plan", "measure", "checks", "groups", "labels", "finish",
-                    "compare")),
+             takes=(UPSTREAM, "plan", "measure", "checks", "groups", "labels", "finish")),
         whole=SINGLE_EVALUATE, refuses=f"{EVALUATE}.scope:refusal")
 
 
@@ -305,7 +299,7 @@ STAGE_DEFS: dict[str, Stage] = {s.name: s for s in (
                 takes=(UPSTREAM, "mark", "sample", "generate", "decide"))),
     # evaluation as parts over the input shards (docs/design/partitioned-evaluate.md); a
     # spec the parts cannot evaluate yet runs SINGLE_EVALUATE (see declared), and a refresh
-    # (or a table profiled from its published version) the single task inside `grade`
+    # or a dataset with a published version the single task inside `grade`
     _evaluate_parts(),
     _stage("publish",
            # units of whole release parts of the evaluated records (none: nothing to write)

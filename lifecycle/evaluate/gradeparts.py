@@ -17,21 +17,13 @@ import pandas as pd
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import QualityGateFailed
-from lifecycle.evaluate import compare, gxwhole, validate
 from lifecycle.evaluate import expectations as gxsuite
 from lifecycle.evaluate import grade as single
+from lifecycle.evaluate import gxwhole, validate
 from lifecycle.evaluate import report as qreport
 from lifecycle.evaluate.candidate import preprocess_report
 from lifecycle.evaluate.parts import cellpart_of, get_json, passing, tally_of
-from lifecycle.evaluate.units import (
-    Checked,
-    Compared,
-    EvalUnit,
-    Finished,
-    Grouped,
-    Labelled,
-    Measured,
-)
+from lifecycle.evaluate.units import Checked, EvalUnit, Finished, Grouped, Labelled, Measured
 from lifecycle.labels import labelcheck
 from lifecycle.quality import cellparts, cells, tallies
 from lifecycle.quality import dimensions as quality_dims
@@ -68,9 +60,10 @@ def _docs(ctx: StageContext, result: dict[str, Any]) -> dict[str, str]:
 
 def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
           measured: list[Measured], checked: Checked, grouped: Grouped, labelled: Labelled,
-          finished: list[Finished], compared: Compared) -> StageResult:
+          finished: list[Finished]) -> StageResult:
     """The grade, the report, the manifest, the catalog and the gate from the parts; a run
-    the parts passed (parts.whole_run: a refresh, no records) runs the single task here."""
+    the parts passed (parts.whole_run: a refresh, a published version) runs the single
+    task here."""
     if passing(units):
         from lifecycle.evaluate import stage as single_task
 
@@ -99,9 +92,7 @@ def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
     low = grade_ > gate.min_grade
     weak = [k for k, v in sorted(dims.items(), key=lambda kv: kv[1])
             if quality_dims.grade_of(v) > gate.min_grade] if low else []
-    drifted = compared["drift"]
-    drift_blocks = bool(drifted and drifted["drifted"] and drifted["action"] == "block")
-    passed = not blocking and not low and not drift_blocks
+    passed = not blocking and not low
     report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
     html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
     repeated = sum(len(r) for r in get_json(ctx, checked["residual"]))
@@ -114,58 +105,26 @@ def grade(ctx: StageContext, upstream: StageResult, units: list[EvalUnit],
                             "label_examples": labelled["examples"]},
         links={**links, "json": f"s3://{ctx.work_bucket}/{report_key}",
                "html": f"s3://{ctx.work_bucket}/{html_key}"})
-    report_uri = _write_report(ctx, report, drifted)
-    counts = {"in": n, "kept": n, "expectations": len(checks),
-              "succeeded": len(checks) - len(failed), "failed": len(failed),
-              "blocking": len(blocking), "score": score, "grade": grade_,
-              "label_errors": len(issues.positions) if issues else 0,
-              "leaked": int(split_info.get("leakage", {}).get("records", 0)),
-              "drifted": len(drifted["drifted"]) if drifted else 0}
-    quality = _quality(ctx, checks, dims, not_measured, gating, score, grade_, weak, passed,
-                       report_uri, links, split_info, pii_left, stored, grouped, issues, n)
-    quality["compared"] = _compared(ctx, compared, finished, n)
-    uri, lineage = _output(ctx, upstream, finished, counts, quality, report, report_uri, n)
-    if not passed:
-        raise QualityGateFailed(single.refusal(ctx, grade_, score, dims, weak, blocking,
-                                               len(checks), report_uri,
-                                               drifted if drift_blocks else None))
-    return StageResult(STAGE, uri, counts, passed=passed, lineage=lineage)
-
-
-def _write_report(ctx: StageContext, report: dict[str, Any],
-                  drifted: dict[str, Any] | None) -> str:
-    """The report (with the drift found, as grade.run adds it) as JSON and HTML in the work
-    bucket; returns the JSON's URI."""
     for warning in report["warnings"]:
         log.warning("evaluate %s: %s", ctx.dataset, warning)
-    if drifted is not None:
-        report["drift"] = drifted
-    report_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.json")
-    html_key = keys.report_key(ctx.dataset, ctx.run_id, STAGE, "quality.html")
     ctx.store.write_atomic(ctx.work_bucket, report_key,
                            json.dumps(report, ensure_ascii=False, default=str).encode(),
                            "application/json")
     ctx.store.write_atomic(ctx.work_bucket, html_key, qreport.render(report).encode(),
                            "text/html; charset=utf-8")
-    return f"s3://{ctx.work_bucket}/{report_key}"
-
-
-def _compared(ctx: StageContext, compared: Compared, finished: list[Finished],
-              n: int) -> dict[str, Any]:
-    """What publishing needs of the version these records follow (grade._compared's): its
-    number, whether the records equal it (the digests of its records and of the parts'
-    outputs), and the changelog."""
-    spec = ctx.spec
-    if compared["version"] is None:
-        return {"base_version": None, "unchanged": False, "changelog": changelog(
-            None, pd.DataFrame(index=range(n)), spec.schema_.text_field,
-            spec.schema_.label_field, None, None)}
-    mine = [f["digest"] for f in finished if f["digest"] is not None]
-    ours = compare.add_digests(mine) if len(mine) == len(finished) else None
-    unchanged = (compared["digest"] is not None and ours is not None
-                 and compared["digest"] == ours)
-    return {"base_version": compared["version"], "unchanged": unchanged,
-            "changelog": compared["changelog"]}
+    report_uri = f"s3://{ctx.work_bucket}/{report_key}"
+    counts = {"in": n, "kept": n, "expectations": len(checks),
+              "succeeded": len(checks) - len(failed), "failed": len(failed),
+              "blocking": len(blocking), "score": score, "grade": grade_,
+              "label_errors": len(issues.positions) if issues else 0,
+              "leaked": int(split_info.get("leakage", {}).get("records", 0)), "drifted": 0}
+    quality = _quality(ctx, checks, dims, not_measured, gating, score, grade_, weak, passed,
+                       report_uri, links, split_info, pii_left, stored, grouped, issues, n)
+    uri, lineage = _output(ctx, upstream, finished, counts, quality, report, report_uri, n)
+    if not passed:
+        raise QualityGateFailed(single.refusal(ctx, grade_, score, dims, weak, blocking,
+                                               len(checks), report_uri))
+    return StageResult(STAGE, uri, counts, passed=passed, lineage=lineage)
 
 
 
@@ -215,6 +174,10 @@ def _quality(ctx: StageContext, checks: list[dict[str, Any]], dims: dict[str, fl
                                    "seed": split_info["seed"]}
     if issues is not None:
         quality["label_check"] = {"checked": issues.checked, "estimated": issues.estimated}
+    # plan refused a run with a published version: nothing to compare with
+    quality["compared"] = {"base_version": None, "unchanged": False, "changelog": changelog(
+        None, pd.DataFrame(index=range(n)), spec.schema_.text_field, spec.schema_.label_field,
+        None, None)}
     return quality
 
 

@@ -21,14 +21,13 @@ import pyarrow.parquet as pq
 
 from lifecycle.context import StageContext, StageResult
 from lifecycle.errors import PermanentError
-from lifecycle.evaluate import compare, scope
 from lifecycle.evaluate import expectations as gxsuite
+from lifecycle.evaluate import scope
 from lifecycle.evaluate.units import Checked, EvalUnit, Finished, Grouped, Measured
 from lifecycle.quality import cellparts, cells, tallies
 from lifecycle.quality import dimensions as quality_dims
 from lifecycle.quality.checks import ROW_LOCAL, check_key
 from lifecycle.records import shards, splits
-from lifecycle.versions.files import data_files
 from storage import keys
 from storage.faults import fault_point
 
@@ -81,18 +80,12 @@ def _representative(df: pd.DataFrame) -> pd.DataFrame:
 # ---- plan --------------------------------------------------------------------------------
 def whole_run(ctx: StageContext, manifest: dict[str, Any]) -> str | None:
     """Why this run keeps the single task (the parts have no partials for it yet), or None:
-    a refresh (the base's records and carried checks), a table profiled from its published
-    version, a published version without Parquet parts, an input without records. A run of
-    a dataset with a published version is compared with it by lifecycle/evaluate/compare.py."""
+    a refresh (the base's records and carried checks), a dataset with a published version
+    (drift, the changelog, profiling on it), an input without records."""
     if ctx.refresh.refreshing:
         return "a refresh"
-    version = ctx.catalog.get_version(ctx.dataset)
-    if version is not None:
-        profile = ctx.spec.quality.profile
-        if ctx.spec.modality == "table" and profile.enabled and not profile.reference:
-            return "a table profiled from its published version"
-        if not data_files(version.files, "parquet"):
-            return "a published version without Parquet parts"
+    if ctx.catalog.get_version(ctx.dataset) is not None:
+        return "a published version to compare with"
     if not sum(int(s["rows"]) for s in manifest["shards"]):
         return "no records"
     return None
@@ -117,8 +110,7 @@ def plan(ctx: StageContext, upstream: StageResult) -> list[EvalUnit]:
     single = whole_run(ctx, manifest)
     if single is not None:  # every part passes; grade runs the single task
         return [{"index": -1, "label": f"the single task: {single}", "bucket": "",
-                 "shard": {}, "offset": 0, "rows": 0, "dtypes": {}, "now": "",
-                 "previous": None}]
+                 "shard": {}, "offset": 0, "rows": 0, "dtypes": {}, "now": ""}]
     bucket = manifest["_bucket"]
     reps, offset, spans = [], 0, []
     for shard in manifest["shards"]:
@@ -129,9 +121,8 @@ def plan(ctx: StageContext, upstream: StageResult) -> list[EvalUnit]:
         else pd.DataFrame()
     dtypes = {str(c): str(t) for c, t in whole.dtypes.items()}
     now = ctx.now.isoformat()
-    known = compare.previous(ctx, _representative)
     return [{"index": i, "label": f"shard {i}", "bucket": bucket, "shard": shard,
-             "offset": start, "rows": rows, "dtypes": dtypes, "now": now, "previous": known}
+             "offset": start, "rows": rows, "dtypes": dtypes, "now": now}
             for i, (shard, (start, rows)) in enumerate(zip(manifest["shards"], spans,
                                                            strict=True))]
 
@@ -171,7 +162,7 @@ def measure(ctx: StageContext, unit: EvalUnit) -> Measured:
     spec = ctx.spec
     if passing(unit):
         return {"index": -1, "rows": 0, "gx": "", "tally": {}, "pii": [0, {}], "usable": {},
-                "summary": {}, "drift": ""}
+                "summary": {}}
     df = shard_frame(ctx, unit)
     result = gxsuite.shard_results(spec, df, [len(df)])[0]
     summary = gxsuite.shard_summaries([result], [len(df)])[0]
@@ -182,10 +173,7 @@ def measure(ctx: StageContext, unit: EvalUnit) -> Measured:
             "gx": put_json(ctx, f"u{unit['index']:05d}-gx", result),
             "tally": tally_json(tallies.measure(spec, df, datetime.fromisoformat(unit["now"]))),
             "pii": [int(records), dict(per_type)], "usable": usable_labels(ctx, df),
-            "summary": summary,
-            "drift": (put_json(ctx, f"u{unit['index']:05d}-drift", compare.partial(spec, df))
-                      if unit["previous"] is not None and spec.quality.drift.enabled
-                      else "")}
+            "summary": summary}
 
 
 # ---- finish ------------------------------------------------------------------------------
@@ -223,8 +211,7 @@ def finish(ctx: StageContext, unit: EvalUnit, checked: Checked, grouped: Grouped
     counted (lifecycle/quality/cellparts.py), and its records with their splits written."""
     spec, i = ctx.spec, unit["index"]
     if passing(unit):
-        return {"index": -1, "rows": 0, "cells": "", "shard": None, "schema": [],
-                "digest": None}
+        return {"index": -1, "rows": 0, "cells": "", "shard": None, "schema": []}
     df = shard_frame(ctx, unit)
     start, stop = unit["offset"], unit["offset"] + len(df)
     whole = get_json(ctx, checked["result"])
@@ -255,12 +242,7 @@ def finish(ctx: StageContext, unit: EvalUnit, checked: Checked, grouped: Grouped
 
         written = {"key": key, "rows": len(out), "bytes": len(data),
                    "sha256": hashlib.sha256(data).hexdigest()}
-    prev = unit["previous"]
-    digest = (compare.digest(out, compare.compared_columns(spec, set(prev["dtypes"]),
-                                                           set(out.columns)))
-              if prev is not None else None)
     return {"index": i, "rows": len(df), "cells": put_json(ctx, f"u{i:05d}-cells",
                                                           cellpart_json(part)),
             "shard": written,
-            "schema": [{"name": str(c), "type": str(t)} for c, t in out.dtypes.items()],
-            "digest": digest}
+            "schema": [{"name": str(c), "type": str(t)} for c, t in out.dtypes.items()]}

@@ -19,9 +19,6 @@ class EvalUnit(Unit):
     rows: int
     dtypes: dict[str, str]
     now: str  # the run's now, ISO (every part measures times against the same)
-    # the newest published version to compare with (lifecycle/evaluate/compare.py: its
-    # number, its Parquet parts, their concatenation's dtypes), or None
-    previous: dict[str, Any] | None
 
 
 class Measured(TypedDict):
@@ -35,7 +32,6 @@ class Measured(TypedDict):
     pii: list[Any]  # [records, {type: count}]
     usable: dict[str, int]
     summary: dict[str, Any]
-    drift: str  # the shard's drift partial (a key; "" without a version to compare with)
 
 
 class Checked(TypedDict):
@@ -69,15 +65,3 @@ class Finished(TypedDict):
     cells: str
     shard: dict[str, Any] | None
     schema: list[dict[str, str]]
-    digest: list[int] | None  # its records' digest for same_records (None: no version)
-
-
-class Compared(TypedDict):
-    """The run against the newest published version (all None without one): drift, the
-    version's digest and the columns it is over, and the changelog."""
-
-    version: int | None
-    drift: dict[str, Any] | None
-    digest: list[int] | None
-    columns: list[str]
-    changelog: dict[str, Any] | None

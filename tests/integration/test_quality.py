@@ -4,7 +4,6 @@ Docs), and a dirty table against its cleaned twin."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -15,12 +14,10 @@ import pytest
 
 from granary.settings import Settings
 from lifecycle.collect import stage as collect
-from lifecycle.contract import PARTITIONED_EVALUATE, run_parts
 from lifecycle.errors import QualityGateFailed
 from lifecycle.evaluate import stage as evaluate
 from lifecycle.publish import stage as publish
 from tests.browser import ARTIFACTS, browser_page, chromium_installed, skip_unless_browsed
-from tests.evaluated import evaluation
 from tests.graded import SPEC, change_source, context, graded_settings, until_evaluate
 from tests.outcome import read_release
 from tests.webapp import Site, serve
@@ -150,19 +147,7 @@ def test_release_carries_card_croissant_changelog_and_ledger(env: Settings) -> N
     publish.run(first, evaluate.run(first, until_evaluate(first)))
     first_text = change_source(env)
     second = context(env, SPEC, "run-v2")
-    up = until_evaluate(second)
-    # evaluation's parts compare the candidate with v1 (lifecycle/evaluate/compare.py) as
-    # the single task does: drift, changelog, grade; v2 is published from the parts' result
-    whole = dataclasses.replace(second, run_id="run-v2-whole")
-    single = evaluation(whole, evaluate.run(whole, up))
-    ran = run_parts(PARTITIONED_EVALUATE, second, up)
-    assert len(ran["measure"]) > 1 and ran["compare"]["version"] == 1  # not the single task
-    parted = evaluation(second, ran["grade"])
-    assert single["report"]["drift"]["previous_version"] == 1
-    for k in ("report", "quality", "counts", "gx"):
-        assert parted[k] == single[k], k
-    pd.testing.assert_frame_equal(parted["records"], single["records"])
-    v2 = publish.run(second, ran["grade"])
+    v2 = publish.run(second, evaluate.run(second, until_evaluate(second)))
     assert v2.counts["version"] == 2
 
     out = second.registry.fetch("graded_reviews", 2, env.home / "v2")

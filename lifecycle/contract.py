@@ -199,7 +199,7 @@ def _evaluate_parts() -> Stage:
 
 
 # today's preprocessing with one global deduplication: the stage for the specs the
-# partitioned parts refuse (lifecycle/preprocess/scope.py: tables with near_dedup, near_dedup
+# partitioned parts refuse (lifecycle/preprocess/scope.py: near_dedup listed
 # before exact_dedup), its deduplicate unbounded in memory
 WHOLE_PREPROCESS = _stage(
     "preprocess",
